@@ -1,0 +1,81 @@
+"""PDE problems with exact solutions, one family per module, and their registry."""
+
+from __future__ import annotations
+
+from pinnlab.equations.base import AbstractEquation as AbstractEquation
+from pinnlab.equations.fields import ONE as ONE
+from pinnlab.equations.fields import ZERO as ZERO
+from pinnlab.equations.fields import Jet as Jet
+from pinnlab.equations.residual import NotUnbiasableError as NotUnbiasableError
+from pinnlab.equations.terms import GRADIENT as GRADIENT
+from pinnlab.equations.terms import HESSIAN_DIAGONAL as HESSIAN_DIAGONAL
+from pinnlab.equations.terms import LAPLACIAN as LAPLACIAN
+from pinnlab.equations.terms import TIME_DERIVATIVE as TIME_DERIVATIVE
+from pinnlab.equations.terms import VALUE as VALUE
+from pinnlab.equations.terms import Field as Field
+from pinnlab.equations.terms import Nonpolynomial as Nonpolynomial
+from pinnlab.equations.terms import Term as Term
+from pinnlab.equations.terms import directional as directional
+from pinnlab.equations.terms import weighted_laplacian as weighted_laplacian
+from pinnlab.equations.unit_ball import AllenCahnThreeBody as AllenCahnThreeBody
+from pinnlab.equations.unit_ball import AllenCahnTwoBody as AllenCahnTwoBody
+from pinnlab.equations.unit_ball import PoissonThreeBody as PoissonThreeBody
+from pinnlab.equations.unit_ball import PoissonTwoBody as PoissonTwoBody
+from pinnlab.equations.unit_ball import SineGordonThreeBody as SineGordonThreeBody
+from pinnlab.equations.unit_ball import SineGordonTwoBody as SineGordonTwoBody
+
+EQUATIONS: dict[str, type[AbstractEquation]] = {}
+
+
+def register(cls: type[AbstractEquation]) -> type[AbstractEquation]:
+    """Register an equation class under ``cls.name`` (usable as a decorator)."""
+    if not getattr(cls, "name", None):
+        raise ValueError(f"{cls.__name__} needs a class attribute `name` to be registered")
+    EQUATIONS[cls.name] = cls
+    return cls
+
+
+for _cls in (
+    PoissonTwoBody,
+    AllenCahnTwoBody,
+    SineGordonTwoBody,
+    PoissonThreeBody,
+    AllenCahnThreeBody,
+    SineGordonThreeBody,
+):
+    register(_cls)
+
+
+def make_equation(name: str, dim: int, **kwargs) -> AbstractEquation:
+    """Construct a registered equation by name."""
+    if name not in EQUATIONS:
+        raise KeyError(f"unknown equation {name!r}; registered: {', '.join(sorted(EQUATIONS))}")
+    return EQUATIONS[name](dim, **kwargs)
+
+
+__all__ = [
+    "EQUATIONS",
+    "GRADIENT",
+    "HESSIAN_DIAGONAL",
+    "LAPLACIAN",
+    "ONE",
+    "TIME_DERIVATIVE",
+    "VALUE",
+    "ZERO",
+    "AbstractEquation",
+    "AllenCahnThreeBody",
+    "AllenCahnTwoBody",
+    "Field",
+    "Jet",
+    "Nonpolynomial",
+    "NotUnbiasableError",
+    "PoissonThreeBody",
+    "PoissonTwoBody",
+    "SineGordonThreeBody",
+    "SineGordonTwoBody",
+    "Term",
+    "directional",
+    "make_equation",
+    "register",
+    "weighted_laplacian",
+]

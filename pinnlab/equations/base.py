@@ -1,0 +1,191 @@
+"""The equation interface: domain samplers, exact solution, residual structure, ansatz."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+from pinnlab._random import make_generator
+from pinnlab.equations.fields import ONE, ZERO, Jet, solution_fields
+from pinnlab.equations.residual import estimate_residual, is_linear, is_unbiasable
+from pinnlab.equations.terms import Coefficients, ResidualTerm
+from pinnlab.estimators.base import Query
+
+GroupEstimate = Callable[[Sequence[Query]], list[Tensor]]
+"""Answers raw queries about u_σ; every call is one independent noise group."""
+
+
+class AbstractEquation(abc.ABC):
+    """A PDE problem instance: R[u](x) = 0 on a domain, with an exact solution.
+
+    Subclasses declare (class attributes) ``name``, ``time_dependent``,
+    ``published_dims`` and implement:
+
+    - :meth:`sample_collocation` (and optionally :meth:`sample_test`,
+      :meth:`sample_boundary`): samplers that draw from a ``generator`` only;
+    - :meth:`exact`: u*(x), `(N,)`;
+    - :meth:`terms` and :meth:`source`: the residual R = Σ terms − source, as
+      :class:`~pinnlab.equations.Term` / :class:`~pinnlab.equations.Nonpolynomial`
+      objects, which is what lets the unbiased losses be built automatically;
+    - :meth:`ansatz` (optional): the hard constraint u = A·u_σ + B as closed-form jets.
+
+    Random PDE coefficients are drawn once, in ``__init__``, from the *problem seed*
+    (``seed``), never from the training seed, so all training seeds solve the same
+    instance. The test set is drawn from the problem seed too.
+
+    Args:
+        dim: d, the spatial dimension (inputs have D = d + 1 columns with time).
+        seed: the problem seed (coefficients and test set).
+        constraint: ``"hard"`` (ansatz, the [RS] setting) or ``"soft"`` (identity
+            ansatz; boundary/initial conditions become loss terms).
+    """
+
+    name: ClassVar[str]
+    time_dependent: ClassVar[bool] = False
+    published_dims: ClassVar[tuple[int, ...]] = ()
+    min_dim: ClassVar[int] = 1
+
+    def __init__(self, dim: int, *, seed: int = 0, constraint: Literal["hard", "soft"] = "hard"):
+        if int(dim) != dim or dim < self.min_dim:
+            raise ValueError(f"{self.name}: dim must be an integer >= {self.min_dim}, got {dim}")
+        if constraint not in ("hard", "soft"):
+            raise ValueError(f"constraint must be 'hard' or 'soft', got {constraint!r}")
+        self.dim = int(dim)
+        self.seed = int(seed)
+        self.constraint = constraint
+        self.coefficients: Coefficients = self.draw_coefficients(
+            make_generator(self.seed, self.name, "coefficients")
+        )
+        self._coefficient_cache: dict[tuple, Coefficients] = {}
+
+    # -- description --------------------------------------------------------------
+    @property
+    def input_dim(self) -> int:
+        """D: columns of an input point (d, plus one for time)."""
+        return self.dim + int(self.time_dependent)
+
+    def parameters(self) -> dict[str, Any]:
+        """Constructor arguments other than ``dim`` and ``seed`` (for configs and listings)."""
+        return {"constraint": self.constraint}
+
+    def __repr__(self) -> str:
+        extra = ", ".join(f"{k}={v!r}" for k, v in self.parameters().items())
+        return f"{type(self).__name__}(dim={self.dim}, seed={self.seed}, {extra})"
+
+    # -- problem instance -----------------------------------------------------------
+    def draw_coefficients(self, generator: torch.Generator) -> Coefficients:
+        """Random PDE coefficients of this instance (float64, CPU); none by default."""
+        return {}
+
+    def coefficients_like(self, x: Tensor) -> Coefficients:
+        """The coefficients on x's device and dtype (cached)."""
+        key = (x.device, x.dtype)
+        if key not in self._coefficient_cache:
+            self._coefficient_cache[key] = {
+                k: v.to(device=x.device, dtype=x.dtype) for k, v in self.coefficients.items()
+            }
+        return self._coefficient_cache[key]
+
+    def _merge(self, x: Tensor, coefficients: Coefficients | None) -> Coefficients:
+        base = self.coefficients_like(x)
+        return {**base, **coefficients} if coefficients else base
+
+    # -- samplers -------------------------------------------------------------------
+    @abc.abstractmethod
+    def sample_collocation(
+        self, n: int, *, generator: torch.Generator, dtype: torch.dtype = torch.float32
+    ) -> Tensor:
+        """`(n, D)` training points on the generator's device."""
+
+    def sample_test(
+        self, n: int, *, generator: torch.Generator, dtype: torch.dtype = torch.float32
+    ) -> Tensor:
+        """`(n, D)` test points; the collocation distribution unless overridden."""
+        return self.sample_collocation(n, generator=generator, dtype=dtype)
+
+    def sample_boundary(
+        self, n: int, *, generator: torch.Generator, dtype: torch.dtype = torch.float32
+    ) -> Tensor:
+        """`(n, D)` points where the ansatz scale A vanishes (boundary / initial slice)."""
+        raise NotImplementedError(f"{self.name} defines no boundary sampler")
+
+    def test_set(
+        self, n: int, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> Tensor:
+        """The fixed, seeded test set: a function of the problem seed and n only."""
+        generator = make_generator(self.seed, self.name, "test", n)
+        return self.sample_test(n, generator=generator, dtype=torch.float64).to(
+            device=device, dtype=dtype
+        )
+
+    # -- solution and residual ------------------------------------------------------
+    @abc.abstractmethod
+    def exact(self, x: Tensor, coefficients: Coefficients | None = None) -> Tensor:
+        """u*(x), `(N,)`."""
+
+    @abc.abstractmethod
+    def terms(self) -> tuple[ResidualTerm, ...]:
+        """The residual's terms (see :mod:`pinnlab.equations.terms`)."""
+
+    def source(self, x: Tensor, coefficients: Coefficients) -> Tensor | float:
+        """The forcing f in R = Σ terms − f, in closed form; 0 by default."""
+        return 0.0
+
+    def ansatz(self, x: Tensor, coefficients: Coefficients) -> tuple[Jet, Jet]:
+        """(A, B) of the hard constraint u = A·u_σ + B; identity by default."""
+        return ONE, ZERO
+
+    def ansatz_jets(self, x: Tensor, coefficients: Coefficients | None = None) -> tuple[Jet, Jet]:
+        """The ansatz in use: :meth:`ansatz` when hard-constrained, identity when soft."""
+        if self.constraint == "soft":
+            return ONE, ZERO
+        return self.ansatz(x, self._merge(x, coefficients))
+
+    def solution(self, x: Tensor, smoothed: Tensor, coefficients: Coefficients | None = None) -> Tensor:
+        """u = A·u_σ + B from values of u_σ at `(N, D)` points x."""
+        scale, shift = self.ansatz_jets(x, coefficients)
+        return scale.value * smoothed + shift.value
+
+    def residual(
+        self,
+        x: Tensor,
+        estimate: GroupEstimate,
+        *,
+        unbiased: bool = False,
+        coefficients: Coefficients | None = None,
+    ) -> Tensor:
+        """One residual draw R̂ at `(N, D)` points: `(N,)`.
+
+        Args:
+            x: points.
+            estimate: answers queries about u_σ; each call is one noise group.
+            unbiased: one independent group per factor of every product (so that
+                E R̂ = R for polynomial nonlinearities); otherwise one group.
+            coefficients: overrides of the PDE coefficients (inverse problems).
+        """
+        coefficients = self._merge(x, coefficients)
+        scale, shift = self.ansatz_jets(x, coefficients)
+        terms = self.terms()
+
+        def fields_of_group(fields):
+            return solution_fields(
+                x, fields, estimate, spatial_dim=self.dim, scale=scale, shift=shift,
+                coefficients=coefficients,
+            )
+
+        return estimate_residual(
+            x, terms, fields_of_group, self.source(x, coefficients), coefficients,
+            unbiased=unbiased,
+        )
+
+    @property
+    def is_linear(self) -> bool:
+        return is_linear(self.terms())
+
+    @property
+    def is_unbiasable(self) -> bool:
+        return is_unbiasable(self.terms())

@@ -1,0 +1,99 @@
+"""Multilayer perceptron whose first layer factorises under Gaussian perturbations."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from pinnlab.nets.perturbation import Perturbation, combine_pattern_features
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "tanh": torch.tanh,
+    "sin": torch.sin,
+    "gelu": nn.functional.gelu,
+    "silu": nn.functional.silu,
+    "softplus": nn.functional.softplus,
+}
+
+
+class MLP(nn.Module):
+    """Fully connected network f(·; θ): R^D → R with a factorised first layer.
+
+    ``depth`` counts affine layers: the default ``MLP(D)`` is [D, 128, 128, 128, 1] with
+    tanh, the network of every RS-PINN benchmark (REFERENCE.md §4.1). Initialisation
+    is PyTorch's default for ``nn.Linear`` (weights and biases ~ U(±1/√fan_in)) but
+    drawn from ``generator``, so it is reproducible without touching the global RNG.
+
+    Called on a `(N, D)` tensor it returns `(N,)`. Called on a
+    :class:`~pinnlab.nets.Perturbation` it returns `(N, S, K)` and computes the first
+    layer as W x + Σ_p c_p W δ_p (see there for the cost).
+
+    Args:
+        input_dim: D, the number of input columns (time included).
+        width: hidden units per layer.
+        depth: number of affine layers (≥ 2).
+        activation: one of ``ACTIVATIONS``.
+        generator: RNG for the initialisation.
+
+    Example:
+        >>> net = MLP(3, width=8, depth=3, generator=torch.Generator().manual_seed(0))
+        >>> net(torch.zeros(5, 3)).shape
+        torch.Size([5])
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        *,
+        width: int = 128,
+        depth: int = 4,
+        activation: str = "tanh",
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ):
+        super().__init__()
+        if input_dim < 1:
+            raise ValueError(f"input_dim must be >= 1, got {input_dim}")
+        if depth < 2:
+            raise ValueError(f"depth counts affine layers and must be >= 2, got {depth}")
+        if width < 1:
+            raise ValueError(f"width must be >= 1, got {width}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation {activation!r} is not one of {sorted(ACTIVATIONS)}"
+            )
+        self.activation_name = activation
+        self.activation = ACTIVATIONS[activation]
+        sizes = [input_dim] + [width] * (depth - 1) + [1]
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b, dtype=dtype, device=device) for a, b in zip(sizes, sizes[1:])
+        )
+        generator = generator or torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for layer in self.layers:
+                bound = 1.0 / math.sqrt(layer.in_features)
+                for p in (layer.weight, layer.bias):
+                    sample = torch.rand(p.shape, generator=generator, dtype=torch.float64)
+                    p.copy_(((2 * sample - 1) * bound).to(p))
+
+    def _head(self, hidden: Tensor) -> Tensor:
+        hidden = self.activation(hidden)
+        for layer in self.layers[1:-1]:
+            hidden = self.activation(layer(hidden))
+        return self.layers[-1](hidden).squeeze(-1)
+
+    def forward(self, inputs: Tensor | Perturbation) -> Tensor:
+        first = self.layers[0]
+        if not isinstance(inputs, Perturbation):
+            return self._head(first(inputs))
+        center = first(inputs.center)  # (N, w), bias included once
+        parts = tuple(p @ first.weight.T for p in inputs.parts)  # (K, w) or (N, K, w)
+        hidden = torch.stack(
+            [combine_pattern_features(center, parts, c) for c in inputs.coefficients],
+            dim=1,
+        )  # (N, S, K, w)
+        return self._head(hidden)

@@ -1,0 +1,45 @@
+"""Learning-rate schedules: step ↦ factor multiplying the base learning rate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Constant:
+    """factor = 1."""
+
+    def __call__(self, step: int) -> float:
+        return 1.0
+
+
+@dataclass(frozen=True)
+class LinearDecay:
+    """factor = 1 − step/total_steps (to 0 at the end), the AC/SG protocol of [RS].
+
+    Args:
+        total_steps: the step at which the factor reaches 0.
+    """
+
+    total_steps: int
+
+    def __post_init__(self):
+        if self.total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {self.total_steps}")
+
+    def __call__(self, step: int) -> float:
+        return max(0.0, 1.0 - step / self.total_steps)
+
+
+@dataclass(frozen=True)
+class Exponential:
+    """factor = γ^step (γ = 0.9995 in the FP/HJB/Burgers protocol of [RS])."""
+
+    gamma: float = 0.9995
+
+    def __post_init__(self):
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
+
+    def __call__(self, step: int) -> float:
+        return self.gamma**step
