@@ -198,7 +198,7 @@ def _col(jet_part: Tensor | None, index: int):
     return 0.0 if jet_part is None else jet_part[:, index]
 
 
-def _space(jet_part: Tensor | None, d: int, factor):
+def _space(jet_part: Tensor | None, d: int, factor=1.0):
     if jet_part is None:
         return 0.0
     part = jet_part[:, :d]

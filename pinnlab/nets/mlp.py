@@ -66,6 +66,8 @@ class MLP(nn.Module):
             raise ValueError(
                 f"activation {activation!r} is not one of {sorted(ACTIVATIONS)}"
             )
+        self.width = width
+        self.depth = depth
         self.activation_name = activation
         self.activation = ACTIVATIONS[activation]
         sizes = [input_dim] + [width] * (depth - 1) + [1]

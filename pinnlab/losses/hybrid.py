@@ -1,0 +1,135 @@
+"""Hybrid loss: biased first, unbiased later (hard switch, plateau switch or blend)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Union
+
+import torch
+from torch import Tensor
+
+from pinnlab.losses.base import AbstractLoss, ResidualDraw
+from pinnlab.losses.biased import Biased
+from pinnlab.losses.unbiased import Unbiased2
+
+
+@dataclass(frozen=True)
+class SwitchAt:
+    """mix = 0 before ``step``, 1 from it on: the hard switch of [RS] §2.4."""
+
+    step: int
+
+    def mix(self, step: int) -> float:
+        return float(step >= self.step)
+
+
+@dataclass(frozen=True)
+class Blend:
+    """mix rises linearly from 0 at ``start`` to 1 at ``end`` (a differentiable relaxation)."""
+
+    start: int
+    end: int
+
+    def __post_init__(self):
+        if self.end <= self.start:
+            raise ValueError(f"Blend needs end > start, got start={self.start}, end={self.end}")
+
+    def mix(self, step: int) -> float:
+        return min(1.0, max(0.0, (step - self.start) / (self.end - self.start)))
+
+
+@dataclass
+class PlateauState:
+    """Running state of :class:`SwitchOnPlateau` (saved in checkpoints)."""
+
+    ema: float = math.nan
+    best: float = math.inf
+    best_step: int = 0
+    switched_at: int | None = None
+
+
+@dataclass(frozen=True)
+class SwitchOnPlateau:
+    """Switch when the biased loss stops improving.
+
+    Criterion: the biased loss is smoothed by an exponential moving average with
+    weight ``1/window`` per step; the switch happens at the first step where the best
+    smoothed value has not improved by a relative ``tolerance`` for ``window``
+    consecutive steps (and at least ``min_step`` steps have passed). This formalises
+    [RS]'s hand-picked "when the loss of the biased algorithm ceases to decrease".
+
+    Args:
+        window: steps without relative improvement ≥ tolerance before switching.
+        tolerance: relative improvement that counts as progress.
+        min_step: never switch earlier than this.
+    """
+
+    window: int = 500
+    tolerance: float = 0.01
+    min_step: int = 0
+
+    def init(self) -> PlateauState:
+        return PlateauState()
+
+    def observe(self, state: PlateauState, step: int, loss: float) -> PlateauState:
+        """Update the state with the biased loss of ``step``; sets ``switched_at``."""
+        if state.switched_at is not None or not math.isfinite(loss):
+            return state
+        alpha = 1.0 / self.window
+        ema = loss if math.isnan(state.ema) else (1 - alpha) * state.ema + alpha * loss
+        best, best_step = state.best, state.best_step
+        if ema < best * (1 - self.tolerance):
+            best, best_step = ema, step
+        switched = None
+        if step - best_step >= self.window and step >= self.min_step:
+            switched = step + 1
+        return PlateauState(ema, best, best_step, switched)
+
+    def mix(self, step: int, state: PlateauState) -> float:
+        return float(state.switched_at is not None and step >= state.switched_at)
+
+
+Switch = Union[SwitchAt, Blend, SwitchOnPlateau]
+
+
+@dataclass(frozen=True)
+class Hybrid(AbstractLoss):
+    r"""(1 − β)·L_first + β·L_then with β ∈ [0, 1] from a switch policy (REFERENCE.md §2.4).
+
+    [RS]'s hybrid is a hard switch from the biased loss to an unbiased one; the same
+    optimizer state and learning-rate schedule continue across the switch. β = 0 or 1
+    computes only one loss; a fractional or tensor β (blend, or tuned by the bilevel
+    layer) computes both.
+
+    Args:
+        first: the loss before the switch (default :class:`Biased`).
+        then: the loss after it (default :class:`Unbiased2`; use ``Unbiased1`` for
+            equations with non-polynomial terms such as Sine–Gordon).
+        switch: :class:`SwitchAt`, :class:`SwitchOnPlateau` or :class:`Blend`.
+    """
+
+    switch: Switch = SwitchAt(5000)
+    first: AbstractLoss = field(default_factory=Biased)
+    then: AbstractLoss = field(default_factory=Unbiased2)
+
+    def validate(self, equation) -> None:
+        self.first.validate(equation)
+        self.then.validate(equation)
+
+    @property
+    def draws_per_step(self) -> int:
+        return self.then.draws_per_step
+
+    def __call__(self, draw: ResidualDraw, mix: float | Tensor = 0.0):
+        if isinstance(mix, (int, float)) and mix <= 0:
+            loss, metrics = self.first(draw)
+        elif isinstance(mix, (int, float)) and mix >= 1:
+            loss, metrics = self.then(draw)
+        else:
+            a, ma = self.first(draw)
+            b, mb = self.then(draw)
+            loss = (1 - mix) * a + mix * b
+            metrics = {**mb, **ma}
+        metrics["mix"] = torch.as_tensor(mix, dtype=loss.dtype).detach()
+        return loss, metrics

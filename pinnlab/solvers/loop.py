@@ -1,0 +1,282 @@
+"""The training loop around the pure step: evaluation, hybrid switching, checkpoints."""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pinnlab._typing import Params
+from pinnlab.losses.hybrid import Hybrid, PlateauState, SwitchOnPlateau
+from pinnlab.solvers.evaluate import Evaluation, evaluate
+from pinnlab.solvers.optim import AbstractOptimizer, Adam
+from pinnlab.solvers.problem import PINNProblem
+from pinnlab.solvers.progress import Progress
+from pinnlab.solvers.schedules import Constant
+from pinnlab.solvers.step import make_train_step
+
+HISTORY_FIELDS = ("step", "loss", "rel_l2", "rel_l1", "max_err", "lr", "mix", "wall_s")
+
+
+@dataclass
+class History:
+    """Evaluation rows (one per ``eval_every`` steps) and a per-step loss trace.
+
+    Row ``loss`` is the mean training loss over the steps since the previous row.
+    """
+
+    rows: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in HISTORY_FIELDS})
+    trace_loss: list[float] = field(default_factory=list)
+    trace_mix: list[float] = field(default_factory=list)
+
+    def append(self, **values: float) -> None:
+        for key in HISTORY_FIELDS:
+            self.rows[key].append(float(values[key]))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {k: np.asarray(v, dtype=np.int64 if k == "step" else np.float64)
+               for k, v in self.rows.items()}
+        out["trace_loss"] = np.asarray(self.trace_loss, dtype=np.float64)
+        out["trace_mix"] = np.asarray(self.trace_mix, dtype=np.float64)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> History:
+        history = cls()
+        for key in HISTORY_FIELDS:
+            history.rows[key] = [float(v) for v in arrays[key]]
+        history.trace_loss = [float(v) for v in arrays["trace_loss"]]
+        history.trace_mix = [float(v) for v in arrays["trace_mix"]]
+        return history
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue training exactly (see ``train(state=...)``).
+
+    The random streams are keyed by (seed, step), so no RNG state is needed beyond
+    ``step``, the number of completed steps.
+    """
+
+    params: Params
+    opt_state: Any
+    step: int = 0
+    history: History = field(default_factory=History)
+    plateau: PlateauState | None = None
+    train_seconds: float = 0.0
+    timed_steps: int = 0
+    wall_s: float = 0.0
+    window_loss: list[float] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    ``status`` is ``"ok"`` or ``"nonfinite"`` (``message`` then says at which step the
+    loss became NaN/Inf; ``params`` are the last finite ones).
+    """
+
+    params: Params
+    history: History
+    final: Evaluation
+    state: TrainState
+    test_inputs: Tensor
+    test_exact: Tensor
+    status: str = "ok"
+    message: str = ""
+    stats: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def best_rel_l2(self) -> float:
+        values = self.history.rows["rel_l2"]
+        return min(values) if values else self.final.rel_l2
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; anything else as given."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available; use 'auto' or 'cpu'")
+    return device
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak CUDA memory allocated, or this process's peak RSS on the CPU, in MB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+def train(
+    problem: PINNProblem,
+    *,
+    steps: int,
+    optimizer: AbstractOptimizer | None = None,
+    schedule: Callable[[int], float] | None = None,
+    seed: int = 0,
+    hyperparams: Mapping[str, Any] | None = None,
+    eval_every: int = 500,
+    test_points: int = 2000,
+    eval_samples: int | None = None,
+    test_set: tuple[Tensor, Tensor] | None = None,
+    device: str | torch.device | None = "auto",
+    dtype: torch.dtype = torch.float32,
+    state: TrainState | None = None,
+    checkpoint_every: int = 0,
+    on_checkpoint: Callable[[TrainState], None] | None = None,
+    progress: str = "auto",
+    log_every: int = 100,
+) -> TrainResult:
+    """Train ``problem`` for ``steps`` steps with fresh collocation points every step.
+
+    Loops the pure step of :func:`~pinnlab.solvers.make_train_step`, evaluates the
+    *smoothed* model (its own ``eval_samples``, no autograd, chunked) every
+    ``eval_every`` steps and at the end on a fixed test set drawn from the problem
+    seed, switches hybrid losses, stops on a non-finite loss keeping the last finite
+    state, and hands a :class:`TrainState` to ``on_checkpoint`` every
+    ``checkpoint_every`` steps. Passing that state back as ``state`` continues the run
+    and gives bit-identical results on the same machine.
+
+    Args:
+        problem: equation, net, estimator, loss, batch size.
+        steps: total number of steps (including those already in ``state``).
+        optimizer: functional optimizer (default Adam, lr 1e-3).
+        schedule: step ↦ learning-rate factor (default constant).
+        seed: the training seed (collocation, noise, evaluation noise).
+        hyperparams: fixed hyperparameters of the step (lr, sigma, mix, weights, ...).
+        eval_every: steps between evaluations.
+        test_points: size of the test set (ignored with ``test_set``).
+        eval_samples: K for evaluating u_σ (default: the estimator's K).
+        test_set: explicit `(x, u*)` instead of the equation's seeded test set.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        dtype: ``torch.float32`` or ``torch.float64``.
+        state: resume from this state.
+        checkpoint_every: steps between ``on_checkpoint`` calls (0: never).
+        on_checkpoint: receives the state after every ``checkpoint_every`` steps.
+        progress: ``"auto"``, ``"bar"``, ``"log"`` or ``"off"``.
+        log_every: steps between plain log lines.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if eval_every < 1:
+        raise ValueError(f"eval_every must be >= 1, got {eval_every}")
+    device = resolve_device(device)
+    optimizer = optimizer or Adam()
+    schedule = schedule or Constant()
+    hyperparams = dict(hyperparams or {})
+    step_fn = make_train_step(problem, optimizer, seed=seed, schedule=schedule)
+
+    if test_set is None:
+        x_test = problem.equation.test_set(test_points, device=device, dtype=dtype)
+        u_test = problem.equation.exact(x_test.double()).to(dtype)
+    else:
+        x_test, u_test = (t.to(device=device, dtype=dtype) for t in test_set)
+
+    if state is None:
+        params = problem.init_params(device=device, dtype=dtype)
+        state = TrainState(params=params, opt_state=optimizer.init(params))
+    loss_fn = problem.loss
+    plateau_switch = (
+        loss_fn.switch
+        if isinstance(loss_fn, Hybrid) and isinstance(loss_fn.switch, SwitchOnPlateau)
+        else None
+    )
+    if plateau_switch is not None and state.plateau is None:
+        state.plateau = plateau_switch.init()
+
+    def mix_at(step: int):
+        if "mix" in hyperparams or not isinstance(loss_fn, Hybrid):
+            return hyperparams.get("mix")
+        if plateau_switch is not None:
+            return plateau_switch.mix(step, state.plateau)
+        return loss_fn.switch.mix(step)
+
+    def run_eval(step_done: int) -> Evaluation:
+        return evaluate(
+            problem, state.params, x_test, u_test, num_samples=eval_samples, seed=seed,
+            step=step_done, sigma=hyperparams.get("sigma"),
+        )
+
+    bar = Progress(steps, initial=state.step, mode=progress, log_every=log_every)
+    status, message = "ok", ""
+    last_eval: Evaluation | None = None
+    last_rel = state.history.rows["rel_l2"][-1] if state.history.rows["rel_l2"] else None
+    run_start = time.perf_counter()
+    wall_before = state.wall_s
+    try:
+        while state.step < steps:
+            step = state.step
+            mix = mix_at(step)
+            hp = hyperparams if mix is None else {**hyperparams, "mix": mix}
+            t0 = time.perf_counter()
+            params, opt_state, metrics = step_fn(state.params, state.opt_state, hp, step)
+            loss = float(metrics["loss"])
+            elapsed = time.perf_counter() - t0
+            if not math.isfinite(loss):
+                status = "nonfinite"
+                message = (
+                    f"training loss became {loss} at step {step}; stopped and kept the "
+                    f"parameters after step {step - 1}. Try a smaller learning rate, a "
+                    "larger sigma or more samples."
+                )
+                break
+            if state.timed_steps > 0 or step > 0:
+                state.train_seconds += elapsed
+                state.timed_steps += 1
+            state.params, state.opt_state = params, opt_state
+            state.step = step + 1
+            state.history.trace_loss.append(loss)
+            state.history.trace_mix.append(float(mix) if mix is not None else 0.0)
+            state.window_loss.append(loss)
+            if plateau_switch is not None and "loss_biased" in metrics:
+                state.plateau = plateau_switch.observe(
+                    state.plateau, step, float(metrics["loss_biased"])
+                )
+            if state.step % eval_every == 0 or state.step == steps:
+                last_eval = run_eval(state.step)
+                last_rel = last_eval.rel_l2
+                state.wall_s = wall_before + time.perf_counter() - run_start
+                state.history.append(
+                    step=state.step,
+                    loss=float(np.mean(state.window_loss)),
+                    rel_l2=last_eval.rel_l2,
+                    rel_l1=last_eval.rel_l1,
+                    max_err=last_eval.max_err,
+                    lr=float(metrics["lr"]),
+                    mix=float(mix) if mix is not None else 0.0,
+                    wall_s=state.wall_s,
+                )
+                state.window_loss = []
+            state.wall_s = wall_before + time.perf_counter() - run_start
+            if checkpoint_every and on_checkpoint and state.step % checkpoint_every == 0 \
+                    and state.step < steps:
+                on_checkpoint(state)
+            bar.update(step, loss, last_rel)
+    finally:
+        bar.close()
+    if last_eval is None or status != "ok":
+        last_eval = run_eval(state.step)
+    stats = {
+        "steps_per_second": state.timed_steps / state.train_seconds if state.train_seconds else 0.0,
+        "wall_s": state.wall_s,
+        "steps_done": float(state.step),
+        "peak_mem_mb": peak_memory_mb(device),
+    }
+    if state.plateau is not None and state.plateau.switched_at is not None:
+        stats["switch_step"] = float(state.plateau.switched_at)
+    return TrainResult(
+        params=state.params, history=state.history, final=last_eval, state=state,
+        test_inputs=x_test, test_exact=u_test, status=status, message=message, stats=stats,
+    )

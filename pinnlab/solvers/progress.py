@@ -1,0 +1,67 @@
+"""Progress reporting: a tqdm bar on a terminal, plain log lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+class Progress:
+    """Shows loss, latest relative L2 and it/s.
+
+    On a terminal (``mode="auto"`` and stderr is a TTY, or ``mode="bar"``) a tqdm bar is
+    drawn; otherwise a plain line is written every ``log_every`` steps (and at the
+    end), so logs of batch jobs stay readable. ``mode="off"`` prints nothing.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        *,
+        initial: int = 0,
+        mode: str = "auto",
+        log_every: int = 100,
+        stream: TextIO | None = None,
+        description: str = "train",
+    ):
+        self.stream = stream or sys.stderr
+        if mode == "auto":
+            mode = "bar" if getattr(self.stream, "isatty", lambda: False)() else "log"
+        self.mode = mode
+        self.total = total
+        self.log_every = max(1, log_every)
+        self.description = description
+        self.start = time.perf_counter()
+        self.initial = initial
+        self.bar = None
+        if mode == "bar":
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(
+                total=total, initial=initial, desc=description, file=self.stream,
+                dynamic_ncols=True, leave=False,
+            )
+
+    def update(self, step: int, loss: float, rel_l2: float | None) -> None:
+        """Report that ``step`` (0-based) finished."""
+        done = step + 1
+        if self.bar is not None:
+            postfix = {"loss": f"{loss:.3e}"}
+            if rel_l2 is not None:
+                postfix["rel_l2"] = f"{rel_l2:.3e}"
+            self.bar.set_postfix(postfix, refresh=False)
+            self.bar.update(1)
+        elif self.mode == "log" and (done % self.log_every == 0 or done == self.total):
+            rate = (done - self.initial) / max(time.perf_counter() - self.start, 1e-9)
+            rel = "n/a" if rel_l2 is None else f"{rel_l2:.3e}"
+            print(
+                f"{self.description} step {done}/{self.total} loss={loss:.3e} "
+                f"rel_l2={rel} it/s={rate:.2f}",
+                file=self.stream,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
