@@ -1,0 +1,187 @@
+"""Cost of one RS-PINN training step per derivative estimator and dimension.
+
+Times one training step (forward + backward of the biased Allen–Cahn two-body loss and
+the Adam update: the real ``make_train_step``), N = 100 points, K = 128 samples
+(Stein) or V = 16 probes (Hutchinson), default 4-layer 128-wide tanh MLP, float32, for
+d ∈ {100, 1000, 10000} × {stein-shared, stein-independent, autograd, hutchinson}.
+
+Each (estimator, d) runs in a fresh subprocess. ``seconds_per_step`` is the median
+over the timed steps after one warm-up step. ``peak_bytes`` is the increase of the
+subprocess's peak RSS (``ru_maxrss``) over its high-water mark after set-up (network,
+parameters, optimizer state), measured across the warm-up and timed steps: the extra
+memory a training step needs on the CPU (activations, noise, gradients).
+``flops`` counts the multiply-adds (×2) of the matrix products a step cannot avoid
+(forward + backward ≈ 3× forward) and ``floor_seconds`` divides it by this machine's
+measured float32 GEMM rate, so ``seconds_per_step / floor_seconds`` says how far from
+the floor a step is. Autograd is skipped where a step would exceed a minute (its
+cost is about D Hessian-vector products).
+
+Usage:
+    python benchmarks/bench_estimators.py [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+DIMS = (100, 1000, 10000)
+METHODS = ("stein-shared", "stein-independent", "autograd", "hutchinson")
+N, K, V, WIDTH, DEPTH = 100, 128, 16, 128, 4
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def step_flops(method: str, dim: int) -> float:
+    """FLOPs of the unavoidable matrix products of one step (forward + backward ≈ 3×)."""
+    hidden = (DEPTH - 2) * WIDTH * WIDTH + WIDTH  # layers after the first, per evaluation
+    if method.startswith("stein"):
+        evals = N * (2 * K) + N  # f(x ± δ) for K pairs, f(x) once
+        first = (N + K) * dim * WIDTH if method == "stein-shared" else (N + N * K) * dim * WIDTH
+        forward = 2 * (first + evals * hidden)
+    elif method == "hutchinson":
+        # one HVP ≈ 4 forward-sized passes per probe (forward-over-reverse)
+        forward = 2 * 4 * V * N * (dim * WIDTH + hidden)
+    else:
+        forward = 2 * 4 * dim * N * (dim * WIDTH + hidden)
+    return 3.0 * forward
+
+
+def gemm_rate() -> float:
+    """Measured float32 matmul FLOP/s of this machine (2048² product, best of 5)."""
+    import torch
+
+    a = torch.randn(2048, 2048)
+    b = torch.randn(2048, 2048)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * 2048**3 / best
+
+
+def worker(method: str, dim: int, reps: int) -> dict:
+    import torch
+
+    from pinnlab.equations import AllenCahnTwoBody
+    from pinnlab.estimators import Autograd, Hutchinson, SteinAntithetic
+    from pinnlab.losses import Biased
+    from pinnlab.nets import MLP
+    from pinnlab.solvers import Adam, PINNProblem, make_train_step
+
+    torch.set_num_threads(int(os.environ.get("PINNLAB_BENCH_THREADS", "2")))
+    if method == "stein-shared":
+        estimator = SteinAntithetic(sigma=1e-2, num_samples=K, noise="shared")
+    elif method == "stein-independent":
+        estimator = SteinAntithetic(sigma=1e-2, num_samples=K, noise="independent")
+    elif method == "hutchinson":
+        estimator = Hutchinson(num_probes=V)
+    else:
+        estimator = Autograd(chunk_size=32)
+    equation = AllenCahnTwoBody(dim, seed=1)
+    net = MLP(dim, width=WIDTH, depth=DEPTH, generator=torch.Generator().manual_seed(0))
+    problem = PINNProblem(equation, net, estimator, Biased(), batch_size=N)
+    optimizer = Adam(1e-3)
+    step = make_train_step(problem, optimizer, seed=0)
+    params = problem.init_params()
+    state = optimizer.init(params)
+    baseline = _peak_rss_bytes()
+    params, state, _ = step(params, state, {}, 0)  # warm-up
+    times = []
+    for i in range(reps):
+        t0 = time.perf_counter()
+        params, state, metrics = step(params, state, {}, i + 1)
+        times.append(time.perf_counter() - t0)
+    assert torch.isfinite(metrics["loss"])
+    return {
+        "estimator": method.split("-")[0],
+        "noise": method.split("-")[1] if "-" in method else "independent",
+        "method": method,
+        "dim": dim,
+        "seconds_per_step": statistics.median(times),
+        "peak_bytes": max(0, _peak_rss_bytes() - baseline),
+        "flops": step_flops(method, dim),
+        "reps": reps,
+    }
+
+
+def run(quick: bool) -> tuple[list[dict], float]:
+    reps = 3 if quick else 10
+    rate = gemm_rate()
+    records = []
+    autograd_seconds: dict[int, float] = {}
+    for dim in DIMS:
+        for method in METHODS:
+            if method == "autograd" and autograd_seconds:
+                last_dim, last = max(autograd_seconds.items())
+                predicted = last * (dim / last_dim) ** 2
+                if predicted > 60:
+                    print(f"skip autograd d={dim}: predicted {predicted:.0f} s per step", file=sys.stderr)
+                    continue
+            out = subprocess.run(
+                [sys.executable, __file__, "--worker", method, str(dim), str(reps if method != "autograd" else 1)],
+                capture_output=True, text=True, check=False,
+            )
+            if out.returncode != 0:
+                raise RuntimeError(f"{method} d={dim} failed:\n{out.stderr}")
+            record = json.loads(out.stdout.strip().splitlines()[-1])
+            record["floor_seconds"] = record["flops"] / rate
+            record["memory_method"] = "peak RSS increase of a fresh subprocess during the timed steps"
+            records.append(record)
+            if method == "autograd":
+                autograd_seconds[dim] = record["seconds_per_step"]
+            print(
+                f"{method:18s} d={dim:6d} {record['seconds_per_step']:8.3f} s/step "
+                f"peak +{record['peak_bytes'] / 2**20:7.1f} MB  floor {record['floor_seconds']:.3f} s",
+                file=sys.stderr,
+            )
+    return records, rate
+
+
+def table(records: list[dict]) -> str:
+    lines = ["| estimator | d | s/step | ×floor | peak MB |", "|---|---|---|---|---|"]
+    for r in records:
+        lines.append(
+            f"| {r['method']} | {r['dim']} | {r['seconds_per_step']:.3f} | "
+            f"{r['seconds_per_step'] / r['floor_seconds']:.1f} | {r['peak_bytes'] / 2**20:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 timed steps per cell")
+    parser.add_argument("--json", metavar="PATH", help="write the records as a JSON list")
+    parser.add_argument("--worker", nargs=3, metavar=("METHOD", "DIM", "REPS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        method, dim, reps = args.worker
+        print(json.dumps(worker(method, int(dim), int(reps))))
+        return 0
+    records, rate = run(args.quick)
+    print(table(records))
+    by = {(r["method"], r["dim"]): r["seconds_per_step"] for r in records}
+    shared_ratio = by[("stein-shared", 10000)] / by[("stein-shared", 100)]
+    speedup = by[("stein-independent", 10000)] / by[("stein-shared", 10000)]
+    print(f"\nstein-shared d=1e4 / d=100: {shared_ratio:.2f} (target <= 2)")
+    print(f"stein-independent / stein-shared at d=1e4: {speedup:.1f} (target >= 10)")
+    print(f"machine float32 GEMM rate: {rate / 1e9:.1f} GFLOP/s")
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(records, fh, indent=1)
+        os.replace(tmp, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
