@@ -1,0 +1,152 @@
+"""The pure training step and the loop: replay, resume, learning, NaN handling, devices."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pinnlab.equations import AllenCahnTwoBody, PoissonTwoBody
+from pinnlab.estimators import Autograd, SteinAntithetic
+from pinnlab.losses import Biased, Hybrid, SwitchAt, SwitchOnPlateau, Unbiased2
+from pinnlab.nets import MLP
+from pinnlab.solvers import Adam, LinearDecay, PINNProblem, evaluate, make_train_step, train
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _problem(dim=5, estimator=None, loss=None, width=32, seed=1, batch=32):
+    eq = PoissonTwoBody(dim, seed=seed)
+    net = MLP(dim, width=width, depth=3, generator=torch.Generator().manual_seed(0))
+    return PINNProblem(
+        eq, net, estimator or SteinAntithetic(sigma=0.05, num_samples=32, noise="shared"),
+        loss or Biased(), batch_size=batch,
+    )
+
+
+def test_step_replays_its_randomness_exactly():
+    problem = _problem()
+    opt = Adam(1e-3)
+    step = make_train_step(problem, opt, seed=3)
+    params = problem.init_params()
+    state = opt.init(params)
+    a = step(params, state, {}, 5)
+    b = step(params, state, {}, 5)
+    c = step(params, state, {}, 6)
+    for k in params:
+        assert torch.equal(a[0][k], b[0][k])
+    assert not torch.equal(a[2]["loss"], c[2]["loss"])
+
+
+def test_sigma_weight_and_mix_hyperparameters_are_differentiable():
+    problem = _problem(loss=Hybrid(switch=SwitchAt(10)))
+    params = problem.init_params(dtype=torch.float64)
+
+    def loss(sigma, weight, mix):
+        hp = {"sigma": sigma, "weights": {"residual": weight}, "mix": mix}
+        return problem.objective(params, hp, 0, 0)[0]
+
+    args = (torch.tensor(0.05, dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64),
+            torch.tensor(0.3, dtype=torch.float64))
+    grads = torch.func.grad(loss, argnums=(0, 1, 2))(*args)
+    assert all(torch.isfinite(g) and g != 0 for g in grads)
+    # the weight enters linearly
+    torch.testing.assert_close(grads[1], loss(args[0], torch.tensor(1.0, dtype=torch.float64), args[2]))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_training_reduces_error(device):
+    problem = _problem(dim=5, estimator=Autograd())
+    result = train(problem, steps=300, optimizer=Adam(3e-3), seed=0, eval_every=50,
+                   test_points=500, progress="off", device=device)
+    initial = evaluate(problem, problem.init_params(device=device), result.test_inputs,
+                       result.test_exact).rel_l2
+    assert result.status == "ok"
+    assert result.final.rel_l2 < 0.1 * initial, (initial, result.final.rel_l2)
+    assert result.history.rows["step"] == [50.0 * i for i in range(1, 7)]
+    assert result.stats["steps_per_second"] > 0
+
+
+def test_stein_training_reduces_error_and_evaluates_the_smoothed_model():
+    problem = _problem(dim=5)
+    result = train(problem, steps=200, optimizer=Adam(3e-3), seed=0, eval_every=100,
+                   test_points=400, eval_samples=256, progress="off")
+    initial = evaluate(problem, problem.init_params(), result.test_inputs, result.test_exact,
+                       num_samples=256).rel_l2
+    assert result.final.rel_l2 < 0.1 * initial, (initial, result.final.rel_l2)
+    assert len(result.history.trace_loss) == 200
+    assert result.final.prediction.shape == (400,)
+
+
+def test_resume_is_bit_identical():
+    problem = _problem()
+    kwargs = dict(optimizer=Adam(1e-3), schedule=LinearDecay(30), seed=2, eval_every=10,
+                  test_points=100, progress="off")
+    full = train(problem, steps=30, **kwargs)
+    saved = []
+    partial = train(problem, steps=30, checkpoint_every=10,
+                    on_checkpoint=lambda s: saved.append(
+                        (s.step, {k: v.clone() for k, v in s.params.items()}, s.opt_state)), **kwargs)
+    assert [s[0] for s in saved] == [10, 20]
+    from pinnlab.solvers import TrainState
+    step, params, opt_state = saved[0]
+    history = type(full.history).from_arrays(
+        {k: v[:1] if k not in ("trace_loss", "trace_mix") else v[:10]
+         for k, v in full.history.arrays().items()})
+    resumed = train(problem, steps=30, state=TrainState(params, opt_state, step=step, history=history),
+                    **kwargs)
+    for k in full.params:
+        assert torch.equal(full.params[k], resumed.params[k])
+        assert torch.equal(partial.params[k], full.params[k])
+    assert resumed.final.rel_l2 == full.final.rel_l2
+    assert resumed.history.rows["rel_l2"] == full.history.rows["rel_l2"]
+
+
+def test_nonfinite_loss_stops_with_clear_message_and_keeps_finite_state():
+    problem = _problem()
+    result = train(problem, steps=50, optimizer=Adam(1e-3), seed=0, eval_every=10,
+                   test_points=50, progress="off", hyperparams={"lr": 1e30})
+    assert result.status == "nonfinite"
+    assert "at step" in result.message and "smaller learning rate" in result.message
+    assert all(torch.isfinite(v).all() for v in result.params.values())
+    assert math.isfinite(result.final.rel_l2) or math.isnan(result.final.rel_l2)
+
+
+def test_hybrid_plateau_switch_happens_and_is_recorded():
+    eq = AllenCahnTwoBody(4, seed=1)
+    net = MLP(4, width=16, depth=3, generator=torch.Generator().manual_seed(0))
+    loss = Hybrid(switch=SwitchOnPlateau(window=20, tolerance=0.05), then=Unbiased2())
+    problem = PINNProblem(eq, net, SteinAntithetic(sigma=0.05, num_samples=16), loss, batch_size=16)
+    result = train(problem, steps=300, optimizer=Adam(1e-3), seed=0, eval_every=100,
+                   test_points=100, progress="off")
+    switch = result.stats.get("switch_step")
+    assert switch is not None and 20 <= switch < 300
+    mix = result.history.trace_mix
+    assert mix[int(switch)] == 1.0 and mix[int(switch) - 1] == 0.0  # first unbiased step
+
+
+def test_float64_training_keeps_dtype():
+    problem = _problem(dim=4)
+    result = train(problem, steps=3, seed=0, eval_every=3, test_points=20, progress="off",
+                   dtype=torch.float64)
+    assert all(v.dtype == torch.float64 for v in result.params.values())
+
+
+def test_bad_device_is_refused_clearly():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        train(_problem(), steps=1, device="cuda", progress="off")
+
+
+@pytest.mark.slow
+def test_allen_cahn_100d_reaches_published_accuracy_class():
+    """Issue acceptance: d = 100, biased, K = 128, σ = 1e-2, N = 100, 1000 Adam steps."""
+    eq = AllenCahnTwoBody(100, seed=1)
+    net = MLP(100, generator=torch.Generator().manual_seed(0))
+    problem = PINNProblem(eq, net, SteinAntithetic(sigma=1e-2, num_samples=128, noise="shared"),
+                          Biased(), batch_size=100)
+    result = train(problem, steps=1000, optimizer=Adam(1e-3), schedule=LinearDecay(1000),
+                   seed=0, eval_every=500, test_points=2000, progress="off")
+    assert result.final.rel_l2 <= 2e-2
