@@ -22,6 +22,7 @@ from pinnlab.solvers.problem import PINNProblem
 from pinnlab.solvers.progress import Progress
 from pinnlab.solvers.schedules import Constant
 from pinnlab.solvers.step import make_train_step
+from pinnlab.solvers.weighting import AbstractWeighting
 
 HISTORY_FIELDS = ("step", "loss", "rel_l2", "rel_l1", "max_err", "lr", "mix", "wall_s")
 
@@ -36,16 +37,22 @@ class History:
     rows: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in HISTORY_FIELDS})
     trace_loss: list[float] = field(default_factory=list)
     trace_mix: list[float] = field(default_factory=list)
+    terms: dict[str, list[float]] = field(default_factory=dict)
+    """Per-row unweighted term losses (``loss_<name>``) and weights (``weight_<name>``)."""
 
-    def append(self, **values: float) -> None:
+    def append(self, terms: Mapping[str, float] | None = None, **values: float) -> None:
         for key in HISTORY_FIELDS:
             self.rows[key].append(float(values[key]))
+        for key, value in (terms or {}).items():
+            self.terms.setdefault(key, []).append(float(value))
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {k: np.asarray(v, dtype=np.int64 if k == "step" else np.float64)
                for k, v in self.rows.items()}
         out["trace_loss"] = np.asarray(self.trace_loss, dtype=np.float64)
         out["trace_mix"] = np.asarray(self.trace_mix, dtype=np.float64)
+        for key, values in self.terms.items():
+            out[f"terms/{key}"] = np.asarray(values, dtype=np.float64)
         return out
 
     @classmethod
@@ -55,6 +62,9 @@ class History:
             history.rows[key] = [float(v) for v in arrays[key]]
         history.trace_loss = [float(v) for v in arrays["trace_loss"]]
         history.trace_mix = [float(v) for v in arrays["trace_mix"]]
+        for key, values in arrays.items():
+            if key.startswith("terms/"):
+                history.terms[key[len("terms/"):]] = [float(v) for v in values]
         return history
 
 
@@ -75,6 +85,7 @@ class TrainState:
     timed_steps: int = 0
     wall_s: float = 0.0
     window_loss: list[float] = field(default_factory=list)
+    weighting: dict[str, Any] | None = None
 
 
 @dataclass
@@ -99,6 +110,17 @@ class TrainResult:
     def best_rel_l2(self) -> float:
         values = self.history.rows["rel_l2"]
         return min(values) if values else self.final.rel_l2
+
+
+def _term_columns(metrics, names, weights) -> dict[str, float]:
+    """Unweighted loss and weight of every term (only when there is more than one)."""
+    if len(names) < 2:
+        return {}
+    out = {}
+    for name in names:
+        out[f"loss_{name}"] = float(metrics[f"loss_{name}"])
+        out[f"weight_{name}"] = float(weights.get(name, 1.0))
+    return out
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -138,6 +160,7 @@ def train(
     on_checkpoint: Callable[[TrainState], None] | None = None,
     progress: str = "auto",
     log_every: int = 100,
+    weighting: AbstractWeighting | None = None,
 ) -> TrainResult:
     """Train ``problem`` for ``steps`` steps with fresh collocation points every step.
 
@@ -167,6 +190,9 @@ def train(
         on_checkpoint: receives the state after every ``checkpoint_every`` steps.
         progress: ``"auto"``, ``"bar"``, ``"log"`` or ``"off"``.
         log_every: steps between plain log lines.
+        weighting: adaptive loss-term weights (:class:`~pinnlab.solvers.LRA`,
+            :class:`~pinnlab.solvers.ReLoBRaLo`); they override ``hyperparams["weights"]``
+            for the terms they manage.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -196,6 +222,22 @@ def train(
     if plateau_switch is not None and state.plateau is None:
         state.plateau = plateau_switch.init()
 
+    term_names = ["residual"] + [t.name for t in problem.extra_terms]
+    if weighting is not None and state.weighting is None:
+        state.weighting = weighting.init(term_names)
+
+    def gradient_norms(step: int, hp: Mapping[str, Any]):
+        def compute():
+            grad_fn = torch.func.grad(problem.objective, has_aux=True)
+            out = {}
+            for name in term_names:
+                only = {n: (1.0 if n == name else 0.0) for n in term_names}
+                grads, _ = grad_fn(state.params, {**hp, "weights": only}, step, seed)
+                flat = torch.cat([g.abs().flatten() for g in grads.values()])
+                out[name] = (float(flat.max()), float(flat.mean()))
+            return out
+        return compute
+
     def mix_at(step: int):
         if "mix" in hyperparams or not isinstance(loss_fn, Hybrid):
             return hyperparams.get("mix")
@@ -220,6 +262,8 @@ def train(
             step = state.step
             mix = mix_at(step)
             hp = hyperparams if mix is None else {**hyperparams, "mix": mix}
+            if weighting is not None:
+                hp = {**hp, "weights": {**hp.get("weights", {}), **weighting.weights(state.weighting)}}
             t0 = time.perf_counter()
             params, opt_state, metrics = step_fn(state.params, state.opt_state, hp, step)
             loss = float(metrics["loss"])
@@ -240,6 +284,12 @@ def train(
             state.history.trace_loss.append(loss)
             state.history.trace_mix.append(float(mix) if mix is not None else 0.0)
             state.window_loss.append(loss)
+            if weighting is not None:
+                state.weighting = weighting.update(
+                    state.weighting, step,
+                    {n: float(metrics[f"loss_{n}"]) for n in term_names},
+                    gradient_norms(step, hp), seed,
+                )
             if plateau_switch is not None and "loss_biased" in metrics:
                 state.plateau = plateau_switch.observe(
                     state.plateau, step, float(metrics["loss_biased"])
@@ -257,6 +307,7 @@ def train(
                     lr=float(metrics["lr"]),
                     mix=float(mix) if mix is not None else 0.0,
                     wall_s=state.wall_s,
+                    terms=_term_columns(metrics, term_names, hp.get("weights", {})),
                 )
                 state.window_loss = []
             state.wall_s = wall_before + time.perf_counter() - run_start

@@ -1,0 +1,91 @@
+"""Extra loss terms: soft boundary/initial/terminal conditions and observation data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from pinnlab.estimators.base import Value
+from pinnlab.solvers.problem import AbstractLossTerm, StepContext
+
+
+def _solution_values(context: StepContext, x: Tensor, stream: str) -> Tensor:
+    """u at `(M, D)` points from one value group of the problem's estimator."""
+    problem = context.problem
+    smoothed = problem.estimator.estimate(
+        context.model, x, [Value()], generator=context.generator(stream),
+        sigma=context.hyperparams.get("sigma"),
+    )[0]
+    return problem.equation.solution(x, smoothed, context.hyperparams.get("coefficients"))
+
+
+@dataclass(frozen=True)
+class ConstraintLoss(AbstractLossTerm):
+    """Soft constraint: mean (u(x_b) − u*(x_b))² on fresh points where the hard ansatz
+    would vanish (the sphere for unit-ball problems, t = 0 for Fokker–Planck, t = T
+    for HJB), drawn every step from ``equation.sample_boundary``.
+
+    Use it with ``constraint="soft"`` equations (identity ansatz), where the boundary,
+    initial or terminal condition is otherwise not imposed at all.
+
+    Args:
+        name: weight key in ``hyperparams["weights"]`` (e.g. ``"boundary"``, ``"initial"``).
+        batch_size: boundary points per step.
+    """
+
+    name: str = "boundary"
+    batch_size: int = 100
+
+    def __call__(self, context: StepContext) -> Tensor:
+        equation = context.problem.equation
+        dtype = next(iter(context.params.values())).dtype
+        x = equation.sample_boundary(
+            self.batch_size, generator=context.generator(f"{self.name}/points"), dtype=dtype
+        )
+        target = equation.exact(x)
+        u = _solution_values(context, x, f"{self.name}/noise")
+        return ((u - target) ** 2).mean()
+
+
+@dataclass(frozen=True)
+class DataLoss(AbstractLossTerm):
+    """Observation misfit mean_i (u(x_i) − y_i)² over fixed observations.
+
+    Args:
+        inputs: `(M, D)` observation points.
+        values: `(M,)` observed values.
+        name: weight key (default ``"data"``).
+        batch_size: observations per step (a random subset keyed by (seed, step));
+            ``None`` uses all of them every step.
+    """
+
+    inputs: Tensor
+    values: Tensor
+    name: str = "data"
+    batch_size: int | None = None
+    _cache: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        if self.inputs.dim() != 2 or self.values.shape != (self.inputs.shape[0],):
+            raise ValueError(
+                f"DataLoss needs inputs (M, D) and values (M,), got {tuple(self.inputs.shape)} "
+                f"and {tuple(self.values.shape)}"
+            )
+
+    def _on(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        key = (like.device, like.dtype)
+        if key not in self._cache:
+            self._cache[key] = (self.inputs.to(like), self.values.to(like))
+        return self._cache[key]
+
+    def __call__(self, context: StepContext) -> Tensor:
+        x, y = self._on(next(iter(context.params.values())))
+        if self.batch_size is not None and self.batch_size < x.shape[0]:
+            generator = context.generator(f"{self.name}/subset")
+            index = torch.randperm(x.shape[0], generator=generator, device=generator.device)
+            index = index[: self.batch_size].to(x.device)
+            x, y = x[index], y[index]
+        u = _solution_values(context, x, f"{self.name}/noise")
+        return ((u - y) ** 2).mean()

@@ -1,0 +1,136 @@
+"""Adaptive loss-term weights (tuner baselines): LRA and ReLoBRaLo (REFERENCE.md §7)."""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from pinnlab._random import make_generator
+
+GradientNorms = Callable[[], dict[str, tuple[float, float]]]
+"""Returns, per term, (max_θ |∇_θ L_i|, mean_θ |∇_θ L_i|) of the unweighted term."""
+
+
+class AbstractWeighting(abc.ABC):
+    """Adapts the weights λ_i of the loss terms during training.
+
+    The loop calls :meth:`weights` before each step (they go to
+    ``hyperparams["weights"]``) and :meth:`update` after it with the unweighted term
+    values. State is a plain dict of floats/lists so checkpoints can hold it.
+    """
+
+    every: int = 1
+
+    @abc.abstractmethod
+    def init(self, names: list[str]) -> dict[str, Any]:
+        """Initial state for terms ``names`` (all weights 1)."""
+
+    def weights(self, state: Mapping[str, Any]) -> dict[str, float]:
+        return dict(state["weights"])
+
+    def needs_gradients(self, step: int) -> bool:
+        return False
+
+    @abc.abstractmethod
+    def update(
+        self, state: dict[str, Any], step: int, losses: Mapping[str, float],
+        gradient_norms: GradientNorms, seed: int,
+    ) -> dict[str, Any]:
+        """New state after ``step``."""
+
+
+@dataclass(frozen=True)
+class LRA(AbstractWeighting):
+    r"""Learning-rate annealing (Wang, Teng, Perdikaris 2021), every ``every`` steps:
+
+    .. math::
+
+        \hat λ_i = \frac{\max_θ |∇_θ L_r|}{\overline{|∇_θ (λ_i L_i)|}}, \qquad
+        λ_i ← (1 − α) λ_i + α \hat λ_i
+
+    with L_r the residual term (its weight stays 1). Written as in REFERENCE.md §7
+    (λ_i inside the mean, so the fixed point is λ_i = sqrt(max|∇L_r| / mean|∇L_i|)).
+    Costs one extra backward pass per term every ``every`` steps.
+
+    Args:
+        alpha: α, the moving-average weight (0.1 in the paper).
+        every: steps between updates (10 in the paper).
+        reference: the term whose gradient sets the scale.
+    """
+
+    alpha: float = 0.1
+    every: int = 10
+    reference: str = "residual"
+
+    def init(self, names):
+        return {"weights": {n: 1.0 for n in names}}
+
+    def needs_gradients(self, step):
+        return step % self.every == 0
+
+    def update(self, state, step, losses, gradient_norms, seed):
+        if not self.needs_gradients(step):
+            return state
+        norms = gradient_norms()
+        scale = norms[self.reference][0]
+        weights = dict(state["weights"])
+        for name, (_, mean_abs) in norms.items():
+            if name == self.reference or mean_abs == 0:
+                continue
+            target = scale / (weights[name] * mean_abs)
+            weights[name] = (1 - self.alpha) * weights[name] + self.alpha * target
+        return {"weights": weights}
+
+
+@dataclass(frozen=True)
+class ReLoBRaLo(AbstractWeighting):
+    r"""Relative loss balancing with random lookback (Bischof & Kraus), m terms:
+
+    .. math::
+
+        λ_i^{bal}(t, t') = m \frac{\exp(L_i(t)/(τ L_i(t')))}{Σ_j \exp(L_j(t)/(τ L_j(t')))},\quad
+        λ_i(t) = α[ρ λ_i(t−1) + (1−ρ) λ_i^{bal}(t, 0)] + (1 − α) λ_i^{bal}(t, t−1)
+
+    with ρ ~ Bernoulli(``lookback``) drawn from the stream (seed, "relobralo", step).
+    Uses loss values only (no extra backward passes).
+
+    Args:
+        alpha: α (0.95 in PhysicsNeMo-Sym).
+        lookback: E[ρ] (0.99).
+        temperature: τ (1).
+    """
+
+    alpha: float = 0.95
+    lookback: float = 0.99
+    temperature: float = 1.0
+
+    def init(self, names):
+        return {"weights": {n: 1.0 for n in names}, "initial": {}, "previous": {}}
+
+    def _balance(self, current, reference):
+        names = list(current)
+        logits = [current[n] / (self.temperature * max(reference[n], 1e-30)) for n in names]
+        top = max(logits)
+        exps = [math.exp(v - top) for v in logits]
+        total = sum(exps)
+        return {n: len(names) * e / total for n, e in zip(names, exps)}
+
+    def update(self, state, step, losses, gradient_norms, seed):
+        losses = {n: float(losses[n]) for n in state["weights"]}
+        if not state["initial"]:
+            return {"weights": dict(state["weights"]), "initial": losses, "previous": losses}
+        generator = make_generator(seed, "relobralo", step)
+        rho = float(torch.rand((), generator=generator) < self.lookback)
+        from_start = self._balance(losses, state["initial"])
+        from_last = self._balance(losses, state["previous"])
+        weights = {
+            n: self.alpha * (rho * state["weights"][n] + (1 - rho) * from_start[n])
+            + (1 - self.alpha) * from_last[n]
+            for n in losses
+        }
+        return {"weights": weights, "initial": state["initial"], "previous": losses}
