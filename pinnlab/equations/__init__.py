@@ -17,6 +17,15 @@ from pinnlab.equations.terms import Nonpolynomial as Nonpolynomial
 from pinnlab.equations.terms import Term as Term
 from pinnlab.equations.terms import directional as directional
 from pinnlab.equations.terms import weighted_laplacian as weighted_laplacian
+from pinnlab.equations.black_scholes import BlackScholesBarenblatt as BlackScholesBarenblatt
+from pinnlab.equations.burgers import Burgers as Burgers
+from pinnlab.equations.burgers import BurgersAffine as BurgersAffine
+from pinnlab.equations.fokker_planck import FokkerPlanckAniso as FokkerPlanckAniso
+from pinnlab.equations.fokker_planck import FokkerPlanckIso as FokkerPlanckIso
+from pinnlab.equations.hjb import HJBLin as HJBLin
+from pinnlab.equations.hjb import HJBQuadratic as HJBQuadratic
+from pinnlab.equations.hjb import HJBRosenbrock as HJBRosenbrock
+from pinnlab.equations.hjb import cole_hopf as cole_hopf
 from pinnlab.equations.unit_ball import AllenCahnThreeBody as AllenCahnThreeBody
 from pinnlab.equations.unit_ball import AllenCahnTwoBody as AllenCahnTwoBody
 from pinnlab.equations.unit_ball import PoissonThreeBody as PoissonThreeBody
@@ -42,6 +51,14 @@ for _cls in (
     PoissonThreeBody,
     AllenCahnThreeBody,
     SineGordonThreeBody,
+    FokkerPlanckIso,
+    FokkerPlanckAniso,
+    HJBQuadratic,
+    HJBRosenbrock,
+    HJBLin,
+    Burgers,
+    BurgersAffine,
+    BlackScholesBarenblatt,
 ):
     register(_cls)
 
@@ -63,6 +80,15 @@ __all__ = [
     "VALUE",
     "ZERO",
     "AbstractEquation",
+    "BlackScholesBarenblatt",
+    "Burgers",
+    "BurgersAffine",
+    "FokkerPlanckAniso",
+    "FokkerPlanckIso",
+    "HJBLin",
+    "HJBQuadratic",
+    "HJBRosenbrock",
+    "cole_hopf",
     "AllenCahnThreeBody",
     "AllenCahnTwoBody",
     "Field",

@@ -1,0 +1,93 @@
+"""Black–Scholes–Barenblatt equation ([STDE], FBSNN)."""
+
+from __future__ import annotations
+
+
+import torch
+
+from pinnlab.equations.base import AbstractEquation
+from pinnlab.equations.fields import Jet
+from pinnlab.equations.terms import (
+    TIME_DERIVATIVE,
+    VALUE,
+    Term,
+    directional,
+    weighted_laplacian,
+)
+
+
+def _space(x, coefficients):
+    return x[:, :-1]
+
+
+def _space_squared(x, coefficients):
+    return x[:, :-1] ** 2
+
+
+X_DOT_GRADIENT = directional(_space, label="x·∇u")
+X2_HESSIAN = weighted_laplacian(_space_squared, label="Σ x_i² ∂_ii u")
+
+
+class BlackScholesBarenblatt(AbstractEquation):
+    r"""u_t + ½σ_B² Σ_i x_i² ∂_ii u − r(u − x·∇u) = 0, u(x, T) = ‖x‖² (REFERENCE.md §3.7).
+
+    Exact u = exp((r + σ_B²)(T − t))·‖x‖² (r = 0.05, σ_B = 0.4, T = 1 as in FBSNN).
+    Linear: the weighted Hessian diagonal Σ x_i² ∂_ii u and the contraction x·∇u are
+    estimated in O(K·d) per point without forming the gradient or Hessian. Hard
+    constraint u = (T − t)·u_σ + ‖x‖². Samplers (our choice, documented): t ~ U(0, T),
+    x_i ~ U(0, 2) i.i.d., a box around FBSNN's initial point (1, 0.5, 1, 0.5, …);
+    ``sample_boundary`` is t = T.
+    """
+
+    name = "black_scholes_barenblatt"
+    time_dependent = True
+    published_dims = (100, 1000, 10000)
+
+    def __init__(self, dim, *, seed=0, constraint="hard", rate: float = 0.05,
+                 volatility: float = 0.4, horizon: float = 1.0):
+        if not volatility > 0 or not horizon > 0:
+            raise ValueError("volatility and horizon must be > 0")
+        self.rate, self.volatility, self.horizon = float(rate), float(volatility), float(horizon)
+        super().__init__(dim, seed=seed, constraint=constraint)
+
+    def parameters(self):
+        return {**super().parameters(), "rate": self.rate, "volatility": self.volatility,
+                "horizon": self.horizon}
+
+    def terms(self):
+        r, s = self.rate, self.volatility
+        return (
+            Term(1.0, (TIME_DERIVATIVE,)),
+            Term(0.5 * s * s, (X2_HESSIAN,)),
+            Term(-r, (VALUE,)),
+            Term(r, (X_DOT_GRADIENT,)),
+        )
+
+    def exact(self, x, coefficients=None):
+        k = self.rate + self.volatility**2
+        return torch.exp(k * (self.horizon - x[:, -1])) * (x[:, :-1] ** 2).sum(-1)
+
+    def ansatz(self, x, coefficients):
+        grad = torch.zeros_like(x)
+        grad[:, -1] = -1
+        space = x[:, :-1]
+        zero = torch.zeros_like(x[:, :1])
+        return (
+            Jet(self.horizon - x[:, -1], grad, None),
+            Jet((space**2).sum(-1), torch.cat([2 * space, zero], 1),
+                torch.cat([torch.full_like(space, 2.0), zero], 1)),
+        )
+
+    def _box(self, n, generator, dtype):
+        return 2 * torch.rand(n, self.dim, generator=generator, device=generator.device, dtype=dtype)
+
+    def sample_collocation(self, n, *, generator, dtype=torch.float32):
+        space = self._box(n, generator, dtype)
+        t = self.horizon * torch.rand(n, 1, generator=generator, device=generator.device, dtype=dtype)
+        return torch.cat([space, t], 1)
+
+    def sample_boundary(self, n, *, generator, dtype=torch.float32):
+        space = self._box(n, generator, dtype)
+        return torch.cat([space, torch.full((n, 1), self.horizon, dtype=dtype, device=space.device)], 1)
+
+

@@ -1,0 +1,314 @@
+"""Hamilton–Jacobi–Bellman equations: quadratic and Rosenbrock terminal costs, HJB-LIN."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pinnlab._random import make_generator
+from pinnlab.equations.base import AbstractEquation
+from pinnlab.equations.fields import Jet
+from pinnlab.equations.terms import (
+    GRADIENT,
+    LAPLACIAN,
+    TIME_DERIVATIVE,
+    Nonpolynomial,
+    Term,
+)
+
+
+def _time_scale_jet(x: Tensor, factor: float, horizon: float) -> Jet:
+    """A = factor·(T − t): vanishes at the terminal time."""
+    grad = torch.zeros_like(x)
+    grad[:, -1] = -factor
+    return Jet(factor * (horizon - x[:, -1]), grad, None)
+
+
+def _pad_time(space: Tensor) -> Tensor:
+    return torch.cat([space, torch.zeros_like(space[:, :1])], dim=1)
+
+
+class _HJB(AbstractEquation):
+    """∂_t u + Δu − ‖∇u‖² = 0 on R^d × [0, T] with u(x, T) = g(x) (REFERENCE.md §3.4–3.5).
+
+    Hard constraint u = d·(T − t)·u_σ + g(x) with ∇g and diag ∇²g in closed form.
+    ‖∇u‖² is an inner product of two gradient estimates: the unbiased2 loss draws it
+    from two independent derivative groups.
+    """
+
+    time_dependent = True
+    published_dims = (10, 20, 30, 40)
+
+    def __init__(self, dim, *, seed=0, constraint="hard", horizon: float = 1.0):
+        if not horizon > 0:
+            raise ValueError(f"horizon must be > 0, got {horizon}")
+        self.horizon = float(horizon)
+        super().__init__(dim, seed=seed, constraint=constraint)
+
+    def parameters(self):
+        return {**super().parameters(), "horizon": self.horizon}
+
+    def terms(self):
+        return (
+            Term(1.0, (TIME_DERIVATIVE,)),
+            Term(1.0, (LAPLACIAN,)),
+            Term(-1.0, (GRADIENT, GRADIENT)),
+        )
+
+    def terminal(self, space: Tensor, coefficients) -> tuple[Tensor, Tensor, Tensor]:
+        """(g, ∇g, diag ∇²g) at `(N, d)` spatial points."""
+        raise NotImplementedError
+
+    def ansatz(self, x, coefficients):
+        g, grad, hess = self.terminal(x[:, :-1], coefficients)
+        return _time_scale_jet(x, self.dim, self.horizon), Jet(g, _pad_time(grad), _pad_time(hess))
+
+    def _time(self, n, generator, dtype):
+        return self.horizon * torch.rand(n, 1, generator=generator, device=generator.device, dtype=dtype)
+
+    def sample_collocation(self, n, *, generator, dtype=torch.float32):
+        t = self._time(n, generator, dtype)
+        z = torch.randn(n, self.dim, generator=generator, device=generator.device, dtype=dtype)
+        return torch.cat([z, t], dim=1)
+
+    def sample_boundary(self, n, *, generator, dtype=torch.float32):
+        z = torch.randn(n, self.dim, generator=generator, device=generator.device, dtype=dtype)
+        return torch.cat([z, torch.full((n, 1), self.horizon, dtype=dtype, device=z.device)], 1)
+
+
+class HJBQuadratic(_HJB):
+    r"""HJB with g = ‖x‖²: u = ‖x‖²/(1 + 4(T − t)) + (d/2)·log(1 + 4(T − t)) ([RS] Table 3).
+
+    Samplers (train and test): t ~ U(0, T), x ~ N(0, I); N_f = 1000 in [RS].
+    """
+
+    name = "hjb_quadratic"
+
+    def terminal(self, space, coefficients):
+        return (space * space).sum(-1), 2 * space, torch.full_like(space, 2.0)
+
+    def exact(self, x, coefficients=None):
+        s = 1 + 4 * (self.horizon - x[:, -1])
+        return (x[:, :-1] ** 2).sum(-1) / s + 0.5 * self.dim * torch.log(s)
+
+
+def cole_hopf(
+    terminal,
+    x: Tensor,
+    *,
+    horizon: float,
+    samples: int,
+    generator: torch.Generator,
+    chunk_elements: int = 2**24,
+) -> Tensor:
+    r"""u(x, t) = −log E_W exp(−g(x + sqrt(2(T − t))·W)), W ~ N(0, I_d), by Monte Carlo.
+
+    The solution of u_t + Δu − ‖∇u‖² = 0, u(·, T) = g (Cole–Hopf: v = e^{−u} solves the
+    backward heat equation). One set of ``samples`` vectors W is shared by all points
+    (as in the reference code); the mean is taken in log-sum-exp form in float64, in
+    chunks of points × samples so that no chunk holds more than ``chunk_elements``
+    numbers (a naive 2·10⁵ × 200 × 40 broadcast would be 12.8 GB).
+
+    Args:
+        terminal: g, `(..., d) -> (...)`.
+        x: `(N, d + 1)` points, time last.
+        horizon: T.
+        samples: Monte Carlo sample count.
+        generator: draws W.
+
+    Returns:
+        `(N,)` float64.
+    """
+    x = x.double()
+    d = x.shape[1] - 1
+    w = torch.randn(samples, d, generator=generator, dtype=torch.float64)
+    space, scale = x[:, :-1], torch.sqrt(2 * (horizon - x[:, -1])).clamp_min(0)
+    per_point = max(1, chunk_elements // (samples * d))
+    sample_chunk = max(1, min(samples, chunk_elements // d))
+    out = []
+    for start in range(0, x.shape[0], per_point):
+        xs, ss = space[start : start + per_point], scale[start : start + per_point]
+        partial = []
+        for m in range(0, samples, sample_chunk):
+            wm = w[m : m + sample_chunk]
+            z = xs[:, None, :] + ss[:, None, None] * wm[None]
+            partial.append(torch.logsumexp(-terminal(z), dim=1))
+        total = torch.logsumexp(torch.stack(partial, dim=1), dim=1)
+        out.append(-(total - math.log(samples)))
+    return torch.cat(out)
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("PINNLAB_CACHE", Path.home() / ".cache" / "pinnlab"))
+
+
+class HJBRosenbrock(_HJB):
+    r"""HJB with a Rosenbrock-type terminal cost; reference solution by Cole–Hopf Monte Carlo.
+
+    ``chain="overlapping"`` (the official code): g = Σ_{i<d} c₁ᵢ(x_i − x_{i+1})² + c₂ᵢ x_{i+1}²;
+    ``chain="disjoint"`` (the paper): g = Σ_{i≤d/2} c₁ᵢ(x_{2i−1} − x_{2i})² + c₂ᵢ x_{2i}²;
+    c ~ U[0, 1] from the problem seed. The diagonal Hessian of g used by the ansatz is
+    the **corrected** one (REFERENCE.md §3.5): (∇²g)_jj = 2c₁_j[j ≤ d−1] +
+    2c₁_{j−1}[j ≥ 2] + 2c₂_{j−1}[j ≥ 2]; the official code puts 4c₂ on coordinate i+1,
+    which silently solves u_t + Δu − ‖∇u‖² + κ = 0 instead.
+
+    Horizon: the code uses T = 0.3 (default here); the paper's text implies T = 1.
+    Samplers: test x ~ N(0, I), t ~ U(0, T); training ``train_law="code"`` draws
+    x ~ N(0, 2t·I) as the official code does, ``"test"`` uses the test law.
+
+    :meth:`exact` is the Monte Carlo reference with ``reference_samples`` samples
+    (default 2·10⁵), computed in chunks and cached in an HDF5 file under
+    ``$PINNLAB_CACHE`` (default ``~/.cache/pinnlab``) keyed by a hash of every
+    parameter and the query points, written atomically.
+    """
+
+    name = "hjb_rosenbrock"
+
+    def __init__(
+        self, dim, *, seed=0, constraint="hard", horizon: float = 0.3,
+        chain: Literal["overlapping", "disjoint"] = "overlapping",
+        train_law: Literal["code", "test"] = "code", reference_samples: int = 200_000,
+    ):
+        if chain not in ("overlapping", "disjoint"):
+            raise ValueError(f"chain must be 'overlapping' or 'disjoint', got {chain!r}")
+        if chain == "disjoint" and dim % 2:
+            raise ValueError(f"chain='disjoint' needs an even dim, got {dim}")
+        if train_law not in ("code", "test"):
+            raise ValueError(f"train_law must be 'code' or 'test', got {train_law!r}")
+        if reference_samples < 1:
+            raise ValueError(f"reference_samples must be >= 1, got {reference_samples}")
+        self.chain = chain
+        self.train_law = train_law
+        self.reference_samples = int(reference_samples)
+        super().__init__(dim, seed=seed, constraint=constraint, horizon=horizon)
+
+    min_dim = 2
+
+    def parameters(self):
+        return {**super().parameters(), "chain": self.chain, "train_law": self.train_law,
+                "reference_samples": self.reference_samples}
+
+    def draw_coefficients(self, generator):
+        count = self.dim - 1 if self.chain == "overlapping" else self.dim // 2
+        c = torch.rand(2, count, generator=generator, dtype=torch.float64)
+        return {"c1": c[0], "c2": c[1]}
+
+    def _pairs(self, space):
+        if self.chain == "overlapping":
+            return space[..., :-1], space[..., 1:]
+        return space[..., 0::2], space[..., 1::2]
+
+    def terminal_value(self, space: Tensor, coefficients=None) -> Tensor:
+        c = coefficients or self.coefficients
+        c1, c2 = c["c1"].to(space), c["c2"].to(space)
+        a, b = self._pairs(space)
+        return (c1 * (a - b) ** 2 + c2 * b**2).sum(-1)
+
+    def terminal(self, space, coefficients):
+        c1, c2 = coefficients["c1"], coefficients["c2"]
+        a, b = self._pairs(space)
+        g = (c1 * (a - b) ** 2 + c2 * b**2).sum(-1)
+        d_a = 2 * c1 * (a - b)
+        d_b = -2 * c1 * (a - b) + 2 * c2 * b
+        h_a = (2 * c1).expand_as(a)
+        h_b = (2 * c1 + 2 * c2).expand_as(b)
+        if self.chain == "overlapping":
+            pad = torch.nn.functional.pad
+            grad = pad(d_a, (0, 1)) + pad(d_b, (1, 0))
+            hess = pad(h_a, (0, 1)) + pad(h_b, (1, 0))
+        else:  # interleave the (x_{2i-1}, x_{2i}) pairs back into coordinate order
+            grad = torch.stack([d_a, d_b], dim=-1).reshape(space.shape)
+            hess = torch.stack([h_a, h_b], dim=-1).reshape(space.shape)
+        return g, grad, hess
+
+    def sample_collocation(self, n, *, generator, dtype=torch.float32):
+        if self.train_law == "test":
+            return self.sample_test(n, generator=generator, dtype=dtype)
+        t = self._time(n, generator, dtype)
+        z = torch.randn(n, self.dim, generator=generator, device=generator.device, dtype=dtype)
+        return torch.cat([torch.sqrt(2 * t) * z, t], dim=1)
+
+    def sample_test(self, n, *, generator, dtype=torch.float32):
+        return super().sample_collocation(n, generator=generator, dtype=dtype)
+
+    def _cache_key(self, x: Tensor) -> str:
+        h = hashlib.sha256()
+        h.update(repr((self.name, self.dim, self.seed, self.horizon, self.chain,
+                       self.reference_samples)).encode())
+        h.update(np.ascontiguousarray(x.detach().cpu().double().numpy()).tobytes())
+        return h.hexdigest()[:32]
+
+    def exact(self, x, coefficients=None):
+        """Cole–Hopf Monte Carlo reference at `(N, d + 1)` points (cached, float64).
+
+        Always the instance's own coefficients (``coefficients`` overrides are ignored:
+        the reference is data, not a function of a guessed coefficient)."""
+        import h5py
+
+        key = self._cache_key(x)
+        path = _cache_dir() / f"hjb_rosenbrock-{key}.h5"
+        if path.exists():
+            try:
+                with h5py.File(path, "r") as fh:
+                    return torch.as_tensor(fh["u"][...]).to(device=x.device, dtype=x.dtype)
+            except (OSError, KeyError):
+                pass  # unreadable cache entry: recompute and replace it
+        generator = make_generator(self.seed, self.name, "cole-hopf")
+        u = cole_hopf(
+            self.terminal_value, x.detach().cpu(),
+            horizon=self.horizon, samples=self.reference_samples, generator=generator,
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with h5py.File(tmp, "w") as fh:
+            fh["u"] = u.numpy()
+            fh.attrs["parameters"] = repr(self.parameters())
+            fh.attrs["seed"] = self.seed
+        os.replace(tmp, path)
+        return u.to(device=x.device, dtype=x.dtype)
+
+
+class HJBLin(_HJB):
+    r"""HJB-LIN ([STDE]): u_t + Δu − (1/d)Σ_i |∂_i u|^c = −2, exact u = Σ_i x_i + T − t.
+
+    The |·|^c term (c = 1.75) is not polynomial, so only the bias of the square can
+    be removed (unbiased1). Hard constraint u = (T − t)·u_σ + Σ_i x_i; samplers
+    x ~ N(0, I), t ~ U(0, T).
+    """
+
+    name = "hjb_lin"
+    published_dims = (10, 100, 1000)
+
+    def __init__(self, dim, *, seed=0, constraint="hard", horizon: float = 1.0, power: float = 1.75):
+        self.power = float(power)
+        super().__init__(dim, seed=seed, constraint=constraint, horizon=horizon)
+
+    def parameters(self):
+        return {**super().parameters(), "power": self.power}
+
+    def terms(self):
+        power = self.power
+        return (
+            Term(1.0, (TIME_DERIVATIVE,)),
+            Term(1.0, (LAPLACIAN,)),
+            Nonpolynomial(lambda g: g.abs().pow(power).sum(-1), GRADIENT,
+                          coefficient=-1.0 / self.dim, label="Σ|∂_i u|^c"),
+        )
+
+    def source(self, x, coefficients):
+        return -2.0
+
+    def ansatz(self, x, coefficients):
+        space = x[:, :-1]
+        grad = _pad_time(torch.ones_like(space))
+        return _time_scale_jet(x, 1.0, self.horizon), Jet(space.sum(-1), grad, None)
+
+    def exact(self, x, coefficients=None):
+        return x[:, :-1].sum(-1) + self.horizon - x[:, -1]
