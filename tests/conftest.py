@@ -11,3 +11,17 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 @pytest.fixture
 def generator() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Reference-solution caches go to a temporary directory, never to ~/.cache."""
+    import os
+
+    previous = os.environ.get("PINNLAB_CACHE")
+    os.environ["PINNLAB_CACHE"] = str(tmp_path_factory.mktemp("pinnlab-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("PINNLAB_CACHE", None)
+    else:
+        os.environ["PINNLAB_CACHE"] = previous

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from pinnlab._random import make_generator
+from pinnlab._seeding import make_generator
 from pinnlab.equations.fields import ONE, ZERO, Jet, solution_fields
 from pinnlab.equations.residual import estimate_residual, is_linear, is_unbiasable
 from pinnlab.equations.terms import Coefficients, ResidualTerm

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pinnlab._random import make_generator
+from pinnlab._seeding import make_generator
 from pinnlab.equations.base import AbstractEquation
 from pinnlab.estimators.base import (
     Directional,

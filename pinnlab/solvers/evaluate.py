@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pinnlab._random import make_generator
+from pinnlab._seeding import make_generator
 from pinnlab._typing import Params
 from pinnlab.solvers.problem import PINNProblem
 

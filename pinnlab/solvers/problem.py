@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from pinnlab._random import make_generator
+from pinnlab._seeding import make_generator
 from pinnlab._typing import Params
 from pinnlab.equations.base import AbstractEquation
 from pinnlab.estimators.base import AbstractDerivativeEstimator, Model

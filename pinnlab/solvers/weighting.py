@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from pinnlab._random import make_generator
+from pinnlab._seeding import make_generator
 
 GradientNorms = Callable[[], dict[str, tuple[float, float]]]
 """Returns, per term, (max_θ |∇_θ L_i|, mean_θ |∇_θ L_i|) of the unweighted term."""

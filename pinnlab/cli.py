@@ -1,0 +1,205 @@
+"""``pinnlab solve | plot | list | tune | study``: config → objects → library calls.
+
+Bad input (missing or malformed config, unknown keys, bad values, unwritable or
+existing outputs, missing or corrupted checkpoints) ends with one line on stderr and
+exit code 2, before any work starts and without touching existing files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse exits with 2 already; keep it to one line
+        raise UsageError(message)
+
+
+def _output_checks(output: Path, *, overwrite: bool, resume: bool) -> None:
+    from pinnlab.io import check_writable_directory
+
+    if output.exists() and output.is_dir():
+        raise UsageError(f"output {str(output)!r} is a directory")
+    if output.exists() and not overwrite:
+        raise UsageError(f"output {str(output)!r} exists; pass --overwrite to replace it")
+    try:
+        check_writable_directory(output)
+    except (OSError, PermissionError) as err:
+        raise UsageError(f"cannot write output {str(output)!r}: {err}") from None
+
+
+def cmd_solve(args) -> int:
+    import torch
+
+    from pinnlab import config as configuration
+    from pinnlab.io import (
+        CheckpointError,
+        compute_slice,
+        load_checkpoint,
+        save_checkpoint,
+        write_solve_result,
+    )
+    from pinnlab.solvers import resolve_device, train
+
+    try:
+        config = configuration.load(args.config, args.overrides)
+    except configuration.ConfigError as err:
+        raise UsageError(f"config error: {err}") from None
+    output = Path(args.output)
+    checkpoint = Path(str(output) + ".ckpt")
+    _output_checks(output, overwrite=args.overwrite, resume=args.resume)
+    try:
+        problem, kwargs = configuration.build(config)
+        device = resolve_device(kwargs["device"])
+    except (configuration.ConfigError, ValueError) as err:
+        raise UsageError(f"config error: {err}") from None
+    config_yaml = config.to_yaml()
+    state = None
+    if args.resume:
+        try:
+            state = load_checkpoint(checkpoint, kwargs["optimizer"], config_yaml, device, kwargs["dtype"])
+        except CheckpointError as err:
+            raise UsageError(str(err)) from None
+    elif checkpoint.exists() and not args.overwrite:
+        raise UsageError(
+            f"a checkpoint {str(checkpoint)!r} exists from an interrupted run; pass --resume "
+            "to continue it or --overwrite to start over"
+        )
+    on_checkpoint = None
+    if kwargs["checkpoint_every"]:
+        optimizer = kwargs["optimizer"]
+
+        def on_checkpoint(train_state):
+            save_checkpoint(checkpoint, train_state, optimizer, config_yaml)
+
+    result = train(problem, **kwargs, state=state, on_checkpoint=on_checkpoint,
+                   progress=args.progress)
+    with torch.no_grad():
+        slice_data = compute_slice(problem, result.params, result.test_inputs,
+                                   num_samples=config.estimator.eval_samples, seed=config.trainer.seed)
+    write_solve_result(output, config=config, problem=problem, result=result, slice_data=slice_data)
+    if checkpoint.exists():
+        checkpoint.unlink()
+    if result.status != "ok":
+        print(result.message, file=sys.stderr)
+    print(
+        f"rel_l2={result.final.rel_l2:.6e} rel_l1={result.final.rel_l1:.6e} "
+        f"steps_per_second={result.stats['steps_per_second']:.4g}"
+    )
+    return EXIT_OK if result.status == "ok" else EXIT_FAILED
+
+
+def cmd_plot(args) -> int:
+    from pinnlab.plots import plot_file
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise UsageError(f"result file {str(path)!r} does not exist")
+    outdir = Path(args.output) if args.output else path.with_suffix("")
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot create plot directory {str(outdir)!r}: {err}") from None
+    try:
+        written = plot_file(path, outdir)
+    except (OSError, KeyError, ValueError) as err:
+        raise UsageError(f"cannot plot {str(path)!r}: {err}") from None
+    for item in written:
+        print(item)
+    return EXIT_OK
+
+
+def cmd_list(args) -> int:
+    from pinnlab.config import equation_parameters
+    from pinnlab.equations import EQUATIONS
+
+    print("equations (name: time-dependent?, published dims, parameters)")
+    for name in sorted(EQUATIONS):
+        cls = EQUATIONS[name]
+        params = ", ".join(equation_parameters(cls))
+        dims = ", ".join(str(d) for d in cls.published_dims) or "any"
+        kind = "x,t" if cls.time_dependent else "x"
+        print(f"  {name:26s} inputs ({kind}); published d: {dims}; parameters: {params}")
+    print("estimators: stein (antithetic + control variate; noise shared|independent), "
+          "autograd (exact), hutchinson (Rademacher probes)")
+    print("losses: biased, unbiased (= unbiased2), unbiased1, unbiased2, hybrid "
+          "(switch_step | switch: auto | blend)")
+    return EXIT_OK
+
+
+COMMANDS: dict[str, tuple[Callable, Callable]] = {}
+
+
+def _add_solve(sub):
+    p = sub.add_parser("solve", help="train a PINN from a YAML config")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="key.sub=value (YAML-typed)")
+    p.add_argument("-o", "--output", required=True, help="result file RUN.h5")
+    p.add_argument("--resume", action="store_true", help="continue from RUN.h5.ckpt")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing result")
+    p.add_argument("--progress", choices=("auto", "bar", "log", "off"), default="auto")
+    return p
+
+
+def _add_plot(sub):
+    p = sub.add_parser("plot", help="draw PNGs from a result file")
+    p.add_argument("file")
+    p.add_argument("-o", "--output", help="directory for the PNGs (default: FILE without .h5)")
+    return p
+
+
+def _add_list(sub):
+    return sub.add_parser("list", help="list equations, estimators and losses")
+
+
+COMMANDS.update({
+    "solve": (_add_solve, cmd_solve),
+    "plot": (_add_plot, cmd_plot),
+    "list": (_add_list, cmd_list),
+})
+
+
+def _register_optional_commands() -> None:
+    """Subcommands that live with their feature (tuning, studies)."""
+    for module_name in ("pinnlab.tuning.command", "pinnlab.studies.command"):
+        try:
+            module = __import__(module_name, fromlist=["add_parser", "run"])
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+            continue
+        COMMANDS[module.NAME] = (module.add_parser, module.run)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    _register_optional_commands()
+    parser = _Parser(prog="pinnlab", description="RS-PINN solver and bilevel tuner")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = make_parser().parse_args(argv)
+        return COMMANDS[args.command][1](args)
+    except UsageError as err:
+        print(f"pinnlab: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("pinnlab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

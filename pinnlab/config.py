@@ -1,0 +1,424 @@
+"""Typed experiment configuration: YAML + dotted overrides → validated sections → objects.
+
+This is the one place where names in YAML become library objects (the registry
+below). Every problem with a configuration is reported as a :class:`ConfigError`
+whose message is one line naming the key path, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pinnlab.equations import EQUATIONS, NotUnbiasableError
+
+
+class ConfigError(ValueError):
+    """A configuration problem; ``str(error)`` is one line for the user."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EquationSection(BaseModel):
+    """``equation:`` the PDE instance; extra keys are the equation's own parameters."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+    dim: int = Field(ge=1)
+    seed: int = Field(0, ge=0)
+    constraint: Literal["hard", "soft"] = "hard"
+
+    def parameters(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ModelSection(_Section):
+    """``model:`` the MLP f(·; θ)."""
+
+    width: int = Field(128, ge=1)
+    depth: int = Field(4, ge=2)
+    activation: Literal["tanh", "sin", "gelu", "silu", "softplus"] = "tanh"
+
+
+class EstimatorSection(_Section):
+    """``estimator:`` how derivatives of u_σ are computed."""
+
+    kind: Literal["stein", "autograd", "hutchinson"] = "stein"
+    sigma: float = Field(1e-2, gt=0)
+    time_sigma: float | None = Field(None, gt=0)
+    samples: int = Field(128, ge=1)
+    noise: Literal["shared", "independent"] = "shared"
+    time_smoothing: Literal["joint", "independent"] = "joint"
+    eval_samples: int | None = Field(None, ge=1)
+    probes: int = Field(16, ge=1)
+    chunk_size: int | None = Field(None, ge=1)
+
+
+class LossSection(_Section):
+    """``loss:`` biased | unbiased (= unbiased2) | unbiased1 | unbiased2 | hybrid."""
+
+    kind: Literal["biased", "unbiased", "unbiased1", "unbiased2", "hybrid"] = "biased"
+    switch_step: int | None = Field(None, ge=0)
+    switch: Literal["step", "auto", "blend"] | None = None
+    window: int = Field(500, ge=1)
+    tolerance: float = Field(0.01, gt=0, lt=1)
+    blend: tuple[int, int] | None = None
+    then: Literal["unbiased1", "unbiased2"] = "unbiased2"
+    weighting: Literal["none", "lra", "relobralo"] = "none"
+    weights: dict[str, float] = Field(default_factory=dict)
+    boundary_points: int = Field(100, ge=1)
+
+    @field_validator("blend")
+    @classmethod
+    def _blend_order(cls, value):
+        if value is not None and not 0 <= value[0] < value[1]:
+            raise ValueError("must be [start, end] with 0 <= start < end")
+        return value
+
+
+class TrainerSection(_Section):
+    """``trainer:`` optimisation, evaluation, device and checkpoints."""
+
+    steps: int = Field(1000, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    schedule: Literal["constant", "linear", "exponential"] = "linear"
+    gamma: float = Field(0.9995, gt=0, le=1)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    batch_size: int = Field(100, ge=1)
+    eval_every: int = Field(500, ge=1)
+    test_points: int = Field(2000, ge=1)
+    seed: int = Field(0, ge=0)
+    device: str = "auto"
+    dtype: Literal["float32", "float64"] = "float32"
+    checkpoint_every: int = Field(0, ge=0)
+    log_every: int = Field(100, ge=1)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str):
+        import re
+
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError("must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return value
+
+
+SECTIONS: dict[str, type[BaseModel]] = {
+    "equation": EquationSection,
+    "model": ModelSection,
+    "estimator": EstimatorSection,
+    "loss": LossSection,
+    "trainer": TrainerSection,
+}
+"""Top-level sections; other parts of pinnlab (tuning, studies) add theirs here."""
+
+REQUIRED = ("equation",)
+
+
+class Config:
+    """A validated configuration: one attribute per section, plus the raw dict."""
+
+    def __init__(self, sections: dict[str, BaseModel], raw: dict[str, Any]):
+        self.sections = sections
+        self.raw = raw
+        for name, section in sections.items():
+            setattr(self, name, section)
+
+    def resolved(self) -> dict[str, Any]:
+        """Every section with its defaults filled in (what a result file records)."""
+        return {name: s.model_dump(mode="json") for name, s in self.sections.items()}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.resolved(), sort_keys=False)
+
+
+# -- loading -------------------------------------------------------------------------
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise ConfigError(f"malformed YAML in {str(path)!r}{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {err}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{str(path)!r} must contain a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides; values are parsed as YAML (``1e-2`` → float)."""
+    data = _deep_copy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        key, _, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r} has an empty key part")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: value is not valid YAML") from None
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                path = ".".join(parts[: i + 1])
+                raise ConfigError(f"override {item!r}: {path} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def _deep_copy(value):
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _format_error(section: str, err: ValidationError, model: type[BaseModel]) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in (section, *first["loc"]))
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        allowed = ", ".join(model.model_fields)
+        return f"{loc}: unknown key (allowed: {allowed})"
+    if kind == "missing":
+        return f"{loc}: required key is missing"
+    message = first["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    return f"{loc} = {_describe(first.get('input'))}: {message[0].lower() + message[1:]}"
+
+
+def validate(data: Mapping[str, Any]) -> Config:
+    """Validate a config dict; raise :class:`ConfigError` on the first problem."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("a config must be a mapping of sections")
+    unknown = [k for k in data if k not in SECTIONS]
+    if unknown:
+        raise ConfigError(
+            f"{unknown[0]}: unknown section (allowed: {', '.join(SECTIONS)})"
+        )
+    for name in REQUIRED:
+        if name not in data:
+            raise ConfigError(f"{name}: required section is missing")
+    sections = {}
+    for name, model in SECTIONS.items():
+        if name not in data:
+            if name in ("tune", "study"):
+                continue
+            value = {}
+        else:
+            value = data[name]
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{name}: must be a mapping, got {_describe(value)}")
+        try:
+            sections[name] = model.model_validate(dict(value))
+        except ValidationError as err:
+            raise ConfigError(_format_error(name, err, model)) from None
+    config = Config(sections, dict(data))
+    _check_equation(config.equation)
+    _check_loss(config)
+    return config
+
+
+def _check_equation(section: EquationSection) -> None:
+    if section.name not in EQUATIONS:
+        raise ConfigError(
+            f"equation.name = {section.name!r}: unknown equation "
+            f"(registered: {', '.join(sorted(EQUATIONS))})"
+        )
+    cls = EQUATIONS[section.name]
+    allowed = equation_parameters(cls)
+    for key in section.parameters():
+        if key not in allowed:
+            raise ConfigError(
+                f"equation.{key}: unknown parameter of {section.name} "
+                f"(allowed: name, dim, seed, {', '.join(allowed) or 'none'})"
+            )
+    if section.dim < cls.min_dim:
+        raise ConfigError(f"equation.dim = {section.dim}: {section.name} needs dim >= {cls.min_dim}")
+
+
+def equation_parameters(cls) -> list[str]:
+    """Keyword parameters of an equation class other than dim and seed."""
+    names = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        for p in inspect.signature(klass.__init__).parameters.values():
+            if p.kind is p.KEYWORD_ONLY and p.name not in ("seed",) and p.name not in names:
+                names.append(p.name)
+    return names
+
+
+def _check_loss(config: Config) -> None:
+    loss = config.loss
+    if loss.kind == "hybrid":
+        chosen = [loss.switch_step is not None, loss.switch == "auto", loss.blend is not None]
+        if sum(chosen) != 1:
+            raise ConfigError(
+                "loss: a hybrid loss needs exactly one of switch_step: N, switch: auto, "
+                "or blend: [start, end]"
+            )
+        if loss.switch_step is not None and loss.switch_step >= config.trainer.steps:
+            raise ConfigError(
+                f"loss.switch_step = {loss.switch_step}: must be < trainer.steps "
+                f"({config.trainer.steps}), or the unbiased phase never starts"
+            )
+    elif loss.switch_step is not None or loss.switch is not None or loss.blend is not None:
+        raise ConfigError(f"loss.kind = {loss.kind!r}: switch settings need loss.kind = hybrid")
+    names = {"residual", "boundary", "data"}
+    for key in loss.weights:
+        if key not in names:
+            raise ConfigError(f"loss.weights.{key}: unknown loss term (allowed: {', '.join(sorted(names))})")
+    for key, value in loss.weights.items():
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"loss.weights.{key} = {value}: must be a finite number >= 0")
+
+
+def load(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Read, override and validate a config file."""
+    return validate(apply_overrides(load_yaml(path), overrides))
+
+
+# -- building objects -------------------------------------------------------------------
+def make_equation(section: EquationSection):
+    try:
+        return EQUATIONS[section.name](
+            section.dim, seed=section.seed, constraint=section.constraint, **section.parameters()
+        )
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"equation: {err}") from None
+
+
+def make_estimator(section: EstimatorSection, equation):
+    from pinnlab.estimators import Autograd, Hutchinson, SteinAntithetic
+
+    if section.kind == "autograd":
+        return Autograd()
+    if section.kind == "hutchinson":
+        return Hutchinson(num_probes=section.probes, noise=section.noise)
+    sigma: Any = section.sigma
+    if section.time_sigma is not None:
+        if not equation.time_dependent:
+            raise ConfigError("estimator.time_sigma: the equation has no time variable")
+        import torch
+
+        sigma = torch.tensor([section.sigma] * equation.dim + [section.time_sigma], dtype=torch.float64)
+    if section.time_smoothing == "independent" and not equation.time_dependent:
+        raise ConfigError("estimator.time_smoothing = 'independent': the equation has no time variable")
+    return SteinAntithetic(
+        sigma=sigma, num_samples=section.samples, noise=section.noise,
+        time_smoothing=section.time_smoothing, chunk_size=section.chunk_size,
+    )
+
+
+def make_loss(section: LossSection, equation):
+    from pinnlab.losses import Biased, Blend, Hybrid, SwitchAt, SwitchOnPlateau, Unbiased1, Unbiased2
+
+    kinds = {"biased": Biased, "unbiased": Unbiased2, "unbiased1": Unbiased1, "unbiased2": Unbiased2}
+    if section.kind != "hybrid":
+        loss = kinds[section.kind]()
+    else:
+        if section.switch_step is not None:
+            switch = SwitchAt(section.switch_step)
+        elif section.blend is not None:
+            switch = Blend(*section.blend)
+        else:
+            switch = SwitchOnPlateau(window=section.window, tolerance=section.tolerance)
+        loss = Hybrid(switch=switch, then=kinds[section.then]())
+    try:
+        loss.validate(equation)
+    except NotUnbiasableError as err:
+        raise ConfigError(f"loss.kind = {section.kind!r}: {err}") from None
+    return loss
+
+
+def build(config: Config):
+    """Library objects for a validated config: ``(problem, train_kwargs)``.
+
+    ``train_kwargs`` are the keyword arguments of :func:`pinnlab.solvers.train`
+    (everything but ``state``/``on_checkpoint``/``progress``).
+    """
+    import torch
+
+    from pinnlab._seeding import make_generator
+    from pinnlab.nets import MLP
+    from pinnlab.solvers import (
+        LRA,
+        SGD,
+        Adam,
+        Constant,
+        ConstraintLoss,
+        Exponential,
+        LinearDecay,
+        PINNProblem,
+        ReLoBRaLo,
+    )
+
+    equation = make_equation(config.equation)
+    trainer = config.trainer
+    net = MLP(
+        equation.input_dim, width=config.model.width, depth=config.model.depth,
+        activation=config.model.activation,
+        generator=make_generator(trainer.seed, "init"),
+    )
+    extra = ()
+    if equation.constraint == "soft":
+        extra = (ConstraintLoss(name="boundary", batch_size=config.loss.boundary_points),)
+    problem = PINNProblem(
+        equation, net, make_estimator(config.estimator, equation),
+        make_loss(config.loss, equation), batch_size=trainer.batch_size, extra_terms=extra,
+    )
+    schedule = {
+        "constant": Constant(),
+        "linear": LinearDecay(trainer.steps),
+        "exponential": Exponential(trainer.gamma),
+    }[trainer.schedule]
+    optimizer = Adam(trainer.lr) if trainer.optimizer == "adam" else SGD(trainer.lr, trainer.momentum)
+    weighting = {"none": None, "lra": LRA(), "relobralo": ReLoBRaLo()}[config.loss.weighting]
+    if weighting is not None and not extra:
+        raise ConfigError(
+            f"loss.weighting = {config.loss.weighting!r}: needs more than one loss term "
+            "(use equation.constraint: soft)"
+        )
+    hyperparams = {"weights": dict(config.loss.weights)} if config.loss.weights else {}
+    kwargs = dict(
+        steps=trainer.steps, optimizer=optimizer, schedule=schedule, seed=trainer.seed,
+        hyperparams=hyperparams, eval_every=min(trainer.eval_every, trainer.steps),
+        test_points=trainer.test_points, eval_samples=config.estimator.eval_samples,
+        device=trainer.device, dtype=getattr(torch, trainer.dtype),
+        checkpoint_every=trainer.checkpoint_every, log_every=trainer.log_every,
+        weighting=weighting,
+    )
+    return problem, kwargs

@@ -1,0 +1,115 @@
+"""Figures of one solve result file: training curves, slice heatmaps, radial error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def _title(fh) -> str:
+    final = fh["final"].attrs
+    return (f"{fh.attrs['equation']}, d = {fh.attrs['dim']}, loss = {fh.attrs['loss']}, "
+            f"final rel. L2 = {final['rel_l2']:.2e}")
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    if len(values) < window or window < 2:
+        return values
+    kernel = np.ones(window) / window
+    core = np.convolve(values, kernel, mode="valid")
+    return np.concatenate([np.full(window - 1, np.nan), core])
+
+
+def plot_curves(fh, outdir: Path) -> Path:
+    """Loss per step (with a moving average) and test errors, log scale; switch marked."""
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax_loss, ax_err = fig.subplots(1, 2)
+    loss = fh["trace/loss"][...]
+    steps = np.arange(1, len(loss) + 1)
+    ax_loss.semilogy(steps, loss, color="0.75", lw=0.6, label="loss per step")
+    window = max(1, len(loss) // 50)
+    ax_loss.semilogy(steps, _moving_average(loss, window), color="C0", lw=1.6,
+                     label=f"moving average ({window} steps)")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_ylabel("training loss")
+    ax_loss.set_title("training loss")
+    hist = fh["history"]
+    step = hist["step"][...]
+    for key, color, label in (("rel_l2", "C3", "relative L2"), ("rel_l1", "C2", "relative L1")):
+        ax_err.semilogy(step, hist[key][...], "o-", color=color, ms=3, label=label)
+    ax_err.set_xlabel("step")
+    ax_err.set_ylabel("test error of u (smoothed model)")
+    ax_err.set_title("test error")
+    mix = fh["trace/mix"][...]
+    switched = np.flatnonzero(mix >= 1)
+    if len(switched) and switched[0] > 0:
+        for ax in (ax_loss, ax_err):
+            ax.axvline(switched[0] + 1, color="k", ls="--", lw=1)
+            ax.text(switched[0] + 1, 0.97, " switch to unbiased", transform=ax.get_xaxis_transform(),
+                    va="top", fontsize=8)
+    for ax in (ax_loss, ax_err):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(_title(fh))
+    return _save(fig, outdir / "curves.png")
+
+
+def plot_slice(fh, outdir: Path) -> Path | None:
+    if "slices/main" not in fh:
+        return None
+    sl = fh["slices/main"]
+    a, b = sl["grid_a"][...], sl["grid_b"][...]
+    labels = [str(s.decode() if isinstance(s, bytes) else s) for s in sl.attrs["labels"]]
+    pred, true, err = sl["u_pred"][...], sl["u_true"][...], sl["abs_err"][...]
+    vmin = np.nanmin([np.nanmin(pred), np.nanmin(true)])
+    vmax = np.nanmax([np.nanmax(pred), np.nanmax(true)])
+    fig = Figure(figsize=(15, 4.6), layout="constrained")
+    axes = fig.subplots(1, 3)
+    extent = (b[0], b[-1], a[0], a[-1])
+    for ax, data, title, cmap, lim in (
+        (axes[0], pred, "prediction u", "viridis", (vmin, vmax)),
+        (axes[1], true, "exact u*", "viridis", (vmin, vmax)),
+        (axes[2], err, "|u − u*|", "magma", (0, np.nanmax(err))),
+    ):
+        im = ax.imshow(data, origin="lower", extent=extent, aspect="auto", cmap=cmap,
+                       vmin=lim[0], vmax=lim[1])
+        ax.set_xlabel(labels[1])
+        ax.set_ylabel(labels[0])
+        ax.set_title(title)
+        fig.colorbar(im, ax=ax, shrink=0.9)
+    others = "other coordinates 0" if "x₂" in labels[1] and fh.attrs["dim"] > 2 else \
+        "other coordinates at the test-set median"
+    fig.suptitle(f"{_title(fh)}\nslice over ({labels[0]}, {labels[1]}), {others}")
+    return _save(fig, outdir / "slice.png")
+
+
+def plot_radial(fh, outdir: Path) -> Path | None:
+    if "radial" not in fh:
+        return None
+    rad = fh["radial"]
+    r, abs_err, rel, count = (rad[k][...] for k in ("r", "abs_err", "rel_err", "count"))
+    keep = count > 0
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    ax = fig.subplots()
+    ax.semilogy(r[keep], abs_err[keep], "o-", label="mean |u − u*|")
+    ax.semilogy(r[keep], rel[keep], "s-", label="relative L2 in the shell")
+    ax.set_xlabel("radius ‖x‖")
+    ax.set_ylabel("error")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(_title(fh), fontsize=9)
+    return _save(fig, outdir / "radial.png")
+
+
+def plot_solve(path: Path, outdir: Path) -> list[Path]:
+    with h5py.File(path, "r") as fh:
+        written = [plot_curves(fh, outdir), plot_slice(fh, outdir), plot_radial(fh, outdir)]
+    return [p for p in written if p is not None]
