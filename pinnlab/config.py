@@ -94,6 +94,7 @@ class TrainerSection(_Section):
     optimizer: Literal["adam", "sgd"] = "adam"
     momentum: float = Field(0.9, ge=0, lt=1)
     batch_size: int = Field(100, ge=1)
+    batch_chunks: int = Field(1, ge=1)
     eval_every: int = Field(500, ge=1)
     test_points: int = Field(2000, ge=1)
     seed: int = Field(0, ge=0)
@@ -225,6 +226,14 @@ def validate(data: Mapping[str, Any]) -> Config:
     if unknown:
         raise ConfigError(
             f"{unknown[0]}: unknown section (allowed: {', '.join(SECTIONS)})"
+        )
+    trainer = data.get("trainer") or {}
+    if isinstance(trainer, Mapping) and isinstance(trainer.get("batch_chunks"), int) \
+            and isinstance(trainer.get("batch_size", 100), int) \
+            and trainer.get("batch_chunks") > trainer.get("batch_size", 100):
+        raise ConfigError(
+            f"trainer.batch_chunks = {trainer['batch_chunks']}: must be <= trainer.batch_size "
+            f"({trainer.get('batch_size', 100)})"
         )
     for name in REQUIRED:
         if name not in data:
@@ -399,6 +408,7 @@ def build(config: Config):
     problem = PINNProblem(
         equation, net, make_estimator(config.estimator, equation),
         make_loss(config.loss, equation), batch_size=trainer.batch_size, extra_terms=extra,
+        batch_chunks=trainer.batch_chunks,
     )
     schedule = {
         "constant": Constant(),

@@ -60,6 +60,11 @@ class PINNProblem:
         loss: how residual draws become the residual loss.
         batch_size: N_f, fresh collocation points per step.
         extra_terms: further weighted loss terms (soft constraints, data).
+        batch_chunks: split each step's N_f points into this many chunks whose
+            gradients are accumulated (every loss is a mean over points, so the sum of
+            the chunk gradients, each weighted by its share of points, is the full
+            gradient). Peak memory falls by about this factor; each chunk draws its own
+            noise (keyed by (seed, step, chunk)).
     """
 
     equation: AbstractEquation
@@ -68,10 +73,16 @@ class PINNProblem:
     loss: AbstractLoss
     batch_size: int = 100
     extra_terms: tuple[AbstractLossTerm, ...] = field(default=())
+    batch_chunks: int = 1
 
     def __post_init__(self):
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 1 <= self.batch_chunks <= self.batch_size:
+            raise ValueError(
+                f"batch_chunks must be between 1 and batch_size ({self.batch_size}), "
+                f"got {self.batch_chunks}"
+            )
         self.loss.validate(self.equation)
 
     def init_params(
@@ -88,7 +99,8 @@ class PINNProblem:
         return lambda inputs: functional_call(self.net, params, (inputs,))
 
     def objective(
-        self, params: Params, hyperparams: Mapping[str, Any], step: int, seed: int
+        self, params: Params, hyperparams: Mapping[str, Any], step: int, seed: int,
+        chunk: int | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """The training loss at ``step`` and its metrics: a pure function of its arguments.
 
@@ -101,13 +113,23 @@ class PINNProblem:
         ``weights`` (dict: ``residual`` and each extra term's name),
         ``collocation_weight`` (callable x ↦ `(N,)` non-negative point weights w(x);
         the residual is scaled by √w so every loss becomes mean w·R̂R̂').
+
+        With ``chunk=i`` only the i-th of ``batch_chunks`` slices of the step's points
+        is used, its residual loss scaled by the slice's share of points (so the chunk
+        losses add up to the full loss); extra terms are counted in chunk 0 only.
         """
         context = StepContext(self, params, self.model(params), hyperparams, step, seed)
         first = next(iter(params.values()))
         x = self.equation.sample_collocation(
             self.batch_size, generator=context.generator("collocation"), dtype=first.dtype
         )
-        noise = context.generator("noise")
+        share = 1.0
+        noise_stream = "noise"
+        if chunk is not None:
+            x = torch.tensor_split(x, self.batch_chunks)[chunk]
+            share = x.shape[0] / self.batch_size
+            noise_stream = f"noise/{chunk}"
+        noise = context.generator(noise_stream)
         sigma = hyperparams.get("sigma")
         coefficients = hyperparams.get("coefficients")
         point_weight = hyperparams.get("collocation_weight")
@@ -127,10 +149,13 @@ class PINNProblem:
             if "mix" in hyperparams:
                 raise ValueError("hyperparameter 'mix' needs a Hybrid loss")
             residual_loss, metrics = self.loss(draw)
+        if share != 1.0:
+            residual_loss = share * residual_loss
+            metrics = {k: (v if k == "mix" else share * v) for k, v in metrics.items()}
         weights = hyperparams.get("weights", {})
         total = _weighted(weights.get("residual", 1.0), residual_loss)
         metrics["loss_residual"] = residual_loss.detach()
-        for term in self.extra_terms:
+        for term in self.extra_terms if chunk in (None, 0) else ():
             value = term(context)
             metrics[f"loss_{term.name}"] = value.detach()
             total = total + _weighted(weights.get(term.name, 1.0), value)

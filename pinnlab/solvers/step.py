@@ -56,8 +56,18 @@ def make_train_step(
     """
     grad_fn = torch.func.grad(problem.objective, has_aux=True)
 
+    def gradient(params, hyperparams, step):
+        if problem.batch_chunks == 1:
+            return grad_fn(params, hyperparams, step, seed)
+        grads, metrics = grad_fn(params, hyperparams, step, seed, 0)
+        for chunk in range(1, problem.batch_chunks):
+            more, extra = grad_fn(params, hyperparams, step, seed, chunk)
+            grads = {k: grads[k] + more[k] for k in grads}
+            metrics = {k: v if k == "mix" else v + extra.get(k, 0) for k, v in metrics.items()}
+        return grads, metrics
+
     def step_fn(params, opt_state, hyperparams, step):
-        grads, metrics = grad_fn(params, hyperparams, step, seed)
+        grads, metrics = gradient(params, hyperparams, step)
         lr = hyperparams.get("lr", optimizer.lr) * schedule(step)
         params, opt_state = optimizer.update(grads, opt_state, params, lr)
         metrics["lr"] = torch.as_tensor(lr).detach()
