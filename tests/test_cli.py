@@ -1,0 +1,150 @@
+"""The pinnlab command line: solve, resume after SIGKILL, bad input, list, plot."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from pinnlab.cli import main
+
+TINY = """\
+equation: {name: poisson_two_body, dim: 4, seed: 1}
+model: {width: 16, depth: 3}
+estimator: {kind: stein, sigma: 0.05, samples: 8}
+trainer: {steps: STEPS, eval_every: 20, test_points: 200, batch_size: 16, checkpoint_every: CKPT}
+"""
+
+
+def _config(tmp_path, steps=40, ckpt=0, name="tiny.yaml"):
+    path = tmp_path / name
+    path.write_text(TINY.replace("STEPS", str(steps)).replace("CKPT", str(ckpt)))
+    return path
+
+
+def _run(args):
+    return main([str(a) for a in args])
+
+
+def test_solve_writes_documented_result(tmp_path, capsys):
+    cfg = _config(tmp_path)
+    out = tmp_path / "run.h5"
+    assert _run(["solve", cfg, "trainer.steps=40", "-o", out, "--progress", "off"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("rel_l2=") and " rel_l1=" in last and " steps_per_second=" in last
+    with h5py.File(out, "r") as fh:
+        for key in ("step", "loss", "rel_l2", "rel_l1", "lr", "wall_s"):
+            assert fh[f"history/{key}"].shape == (2,)
+        for key in ("rel_l2", "rel_l1", "max_err", "steps_per_second"):
+            assert key in fh["final"].attrs
+        assert fh["eval/u_pred"].shape == (200,) and fh["eval/x"].shape == (200, 4)
+        assert "equation:" in fh.attrs["config"] and fh.attrs["problem_seed"] == 1
+        assert fh["slices/main/u_pred"].shape == (64, 64)
+        assert float(last.split()[0].split("=")[1]) == pytest.approx(fh["final"].attrs["rel_l2"], rel=1e-5)
+    plots = tmp_path / "plots"
+    assert _run(["plot", out, "-o", plots]) == 0
+    assert {p.name for p in plots.iterdir()} == {"curves.png", "slice.png", "radial.png"}
+
+
+def test_kill_and_resume_is_bit_identical(tmp_path):
+    """SIGKILL after a checkpoint, then --resume: same parameters and metrics as uninterrupted."""
+    steps = 1500
+    cfg = _config(tmp_path, steps=steps, ckpt=25)
+    reference = tmp_path / "reference.h5"
+    assert _run(["solve", cfg, "-o", reference, "--progress", "off"]) == 0
+    out = tmp_path / "killed.h5"
+    ckpt = Path(str(out) + ".ckpt")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pinnlab.cli", "solve", str(cfg), "-o", str(out), "--progress", "off"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # let it run past the checkpoint
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists() and not out.exists(), "the run finished before it could be killed"
+    assert _run(["solve", cfg, "-o", out, "--resume", "--progress", "off"]) == 0
+    assert not ckpt.exists()
+    with h5py.File(reference, "r") as a, h5py.File(out, "r") as b:
+        for key in a["params"]:
+            assert np.array_equal(a[f"params/{key}"][...], b[f"params/{key}"][...]), key
+        for key in ("rel_l2", "rel_l1", "max_err"):
+            assert a["final"].attrs[key] == b["final"].attrs[key]
+        assert np.array_equal(a["history/rel_l2"][...], b["history/rel_l2"][...])
+        assert np.array_equal(a["trace/loss"][...], b["trace/loss"][...])
+
+
+def _bad(tmp_path, args, expected, capsys, protect=()):
+    before = {p: p.read_bytes() for p in protect if p.exists()}
+    code = _run(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1, err
+    assert expected in err, err
+    assert "Traceback" not in err
+    for p, content in before.items():
+        assert p.read_bytes() == content
+
+
+def test_bad_input_table(tmp_path, capsys):
+    good = _config(tmp_path)
+    existing = tmp_path / "existing.h5"
+    existing.write_bytes(b"precious result")
+    protect = [existing, good]
+    cases = [
+        (["solve", tmp_path / "missing.yaml", "-o", tmp_path / "o.h5"], "does not exist"),
+        (["solve", good, "-o", existing], "exists; pass --overwrite"),
+        (["solve", good, "trainer.steps=0", "-o", tmp_path / "o.h5"], "trainer.steps = 0"),
+        (["solve", good, "estimator.sigmaa=1", "-o", tmp_path / "o.h5"], "estimator.sigmaa: unknown key"),
+        (["solve", good, "equation.name=heat", "-o", tmp_path / "o.h5"], "unknown equation"),
+        (["solve", good, "-o", existing / "o.h5"], "cannot write output"),
+        (["solve", good, "-o", tmp_path / "nodir" / "o.h5"], "cannot write output"),
+        (["solve", good, "-o", tmp_path / "fresh.h5", "--resume"], "no checkpoint"),
+        (["solve"], "required"),
+        (["frobnicate"], "invalid choice"),
+        (["plot", tmp_path / "missing.h5"], "does not exist"),
+    ]
+    for args, expected in cases:
+        _bad(tmp_path, args, expected, capsys, protect)
+    malformed = tmp_path / "malformed.yaml"
+    malformed.write_text("equation: {name: [unclosed\n")
+    _bad(tmp_path, ["solve", malformed, "-o", tmp_path / "o.h5"], "malformed YAML", capsys, protect)
+    corrupt = tmp_path / "corrupt.h5"
+    Path(str(corrupt) + ".ckpt").write_bytes(b"not a checkpoint")
+    _bad(tmp_path, ["solve", good, "-o", corrupt, "--resume"], "corrupted", capsys,
+         [Path(str(corrupt) + ".ckpt")])
+    _bad(tmp_path, ["solve", good, "-o", corrupt], "pass --resume", capsys, [Path(str(corrupt) + ".ckpt")])
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_resume_with_other_config_is_refused(tmp_path, capsys):
+    cfg = _config(tmp_path, steps=30, ckpt=10)
+    out = tmp_path / "run.h5"
+    from pinnlab import config as C
+    from pinnlab.io import save_checkpoint
+    from pinnlab.solvers import Adam, TrainState
+
+    problem, kwargs = C.build(C.load(cfg))
+    params = problem.init_params()
+    save_checkpoint(Path(str(out) + ".ckpt"), TrainState(params, Adam().init(params)), Adam(),
+                    C.load(cfg).to_yaml())
+    _bad(tmp_path, ["solve", cfg, "trainer.lr=0.5", "-o", out, "--resume"], "different configuration",
+         capsys)
+
+
+def test_list_shows_every_equation(capsys):
+    from pinnlab.equations import EQUATIONS
+
+    assert _run(["list"]) == 0
+    text = capsys.readouterr().out
+    for name in EQUATIONS:
+        assert name in text

@@ -1,0 +1,90 @@
+"""Config validation: one-line errors naming the key path, the value and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from pinnlab import config as C
+
+BASE = {"equation": {"name": "allen_cahn_two_body", "dim": 5}}
+
+
+def _with(**sections):
+    data = {k: dict(v) for k, v in BASE.items()}
+    for name, values in sections.items():
+        data.setdefault(name, {}).update(values)
+    return data
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        ({"equation": {"name": "heat", "dim": 3}}, "equation.name = 'heat': unknown equation"),
+        (_with(equation={"dim": 0}), "equation.dim = 0: input should be greater than or equal to 1"),
+        (_with(estimator={"sigma": -1.0}), "estimator.sigma = -1.0: input should be greater than 0"),
+        (_with(estimator={"sigma": 0}), "estimator.sigma = 0"),
+        (_with(estimator={"samples": 0}), "estimator.samples = 0"),
+        (_with(trainer={"steps": 0}), "trainer.steps = 0"),
+        (_with(trainer={"steps": "many"}), "trainer.steps = 'many'"),
+        (_with(estimator={"sigmaa": 1.0}), "estimator.sigmaa: unknown key (allowed: kind, sigma"),
+        (_with(trainer={"device": "gpu"}), "trainer.device = 'gpu'"),
+        (_with(loss={"kind": "fancy"}), "loss.kind = 'fancy'"),
+        (_with(equation={"foo": 1}), "equation.foo: unknown parameter of allen_cahn_two_body"),
+        ({**BASE, "solver": {}}, "solver: unknown section"),
+        ({"model": {}}, "equation: required section is missing"),
+        (_with(loss={"kind": "hybrid"}), "loss: a hybrid loss needs exactly one of"),
+        (_with(loss={"kind": "biased", "switch_step": 3}), "switch settings need loss.kind = hybrid"),
+        (_with(loss={"kind": "hybrid", "switch_step": 5000}), "must be < trainer.steps"),
+        (_with(trainer={"batch_chunks": 500}), "trainer.batch_chunks = 500"),
+    ],
+)
+def test_bad_values_give_one_line(data, expected):
+    with pytest.raises(C.ConfigError) as info:
+        C.validate(data)
+    message = str(info.value)
+    assert expected in message, message
+    assert "\n" not in message
+
+
+def test_non_polynomial_unbiased_refused_at_build():
+    config = C.validate({"equation": {"name": "sine_gordon_two_body", "dim": 4}, "loss": {"kind": "unbiased"}})
+    with pytest.raises(C.ConfigError, match="use 'unbiased1'"):
+        C.build(config)
+
+
+def test_overrides_are_yaml_typed_and_nested():
+    data = C.apply_overrides(BASE, ["trainer.steps=500", "estimator.sigma=1e-2", "loss.kind=hybrid",
+                                    "loss.switch=auto", "equation.radius=volume"])
+    assert data["trainer"]["steps"] == 500
+    assert data["estimator"]["sigma"] == 0.01
+    assert data["equation"]["radius"] == "volume"
+    config = C.validate(data)
+    assert config.loss.switch == "auto"
+    assert BASE["equation"] == {"name": "allen_cahn_two_body", "dim": 5}  # input untouched
+    with pytest.raises(C.ConfigError, match="key.sub=value"):
+        C.apply_overrides(BASE, ["trainer.steps"])
+    with pytest.raises(C.ConfigError, match="is not a section"):
+        C.apply_overrides(BASE, ["equation.dim.x=1"])
+
+
+def test_every_shipped_config_validates_and_builds():
+    from pathlib import Path
+
+    from pinnlab.equations import EQUATIONS
+
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    names = {p.stem for p in configs}
+    assert set(EQUATIONS) <= names, set(EQUATIONS) - names
+    for path in configs:
+        problem, kwargs = C.build(C.load(path))
+        assert kwargs["steps"] >= 1
+        if path.stem in EQUATIONS:
+            assert problem.equation.name == path.stem
+
+
+def test_resolved_config_round_trips():
+    import yaml
+
+    config = C.validate(_with(estimator={"sigma": 0.05}))
+    again = C.validate(yaml.safe_load(config.to_yaml()))
+    assert again.resolved() == config.resolved()
