@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pinnlab._random import make_generator
+from pinnlab._seeding import make_generator
 from pinnlab.equations import EQUATIONS, HJBQuadratic, HJBRosenbrock, cole_hopf, make_equation
 from pinnlab.estimators import Autograd
 from pinnlab.nets import Pointwise
