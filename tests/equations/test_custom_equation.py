@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 from pinnlab.equations import EQUATIONS
@@ -14,6 +15,14 @@ from pinnlab.nets import MLP, Pointwise
 from pinnlab.solvers import PINNProblem, evaluate, train
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_equation.py"
+
+
+@pytest.fixture(autouse=True)
+def _restore_registry():
+    saved = dict(EQUATIONS)
+    yield
+    EQUATIONS.clear()
+    EQUATIONS.update(saved)
 
 
 def _load():
