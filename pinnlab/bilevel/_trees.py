@@ -1,0 +1,28 @@
+"""Small helpers for dicts of tensors (parameter trees)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+Tree = dict[str, Tensor]
+
+
+def tree_dot(a: Tree, b: Tree) -> Tensor:
+    return sum((a[k] * b[k]).sum() for k in a)
+
+
+def tree_add(a: Tree, b: Tree, scale: float | Tensor = 1.0) -> Tree:
+    return {k: a[k] + scale * b[k] for k in a}
+
+
+def tree_scale(a: Tree, scale: float | Tensor) -> Tree:
+    return {k: scale * v for k, v in a.items()}
+
+
+def tree_norm(a: Tree) -> Tensor:
+    return torch.sqrt(tree_dot(a, a))
+
+
+def detach(a: Tree) -> Tree:
+    return {k: v.detach() for k, v in a.items()}

@@ -1,0 +1,80 @@
+"""Build bilevel problems from an inner loss or from the PINN training step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pinnlab._typing import Params
+from pinnlab.bilevel.base import BilevelProblem, Phi
+from pinnlab.solvers.optim import AbstractOptimizer
+
+
+def from_inner_loss(
+    inner_loss: Callable[[Params, Phi, int], Tensor],
+    outer_loss: Callable[[Params, Phi], Tensor],
+    optimizer: AbstractOptimizer,
+    theta0: Params | Callable[[Phi], Params],
+    *,
+    horizon: int,
+    lr: float | Callable[[Phi], Any] | None = None,
+) -> BilevelProblem:
+    """Inner step θ ← optimizer.update(∇_θ g(θ, φ, t)) with one of pinnlab's functional
+    optimizers (SGD, momentum, Adam), whose state is carried so tangents flow through it.
+
+    Args:
+        inner_loss: g(θ, φ, t).
+        outer_loss: f(θ_T, φ).
+        optimizer: :class:`~pinnlab.solvers.SGD` or :class:`~pinnlab.solvers.Adam`.
+        theta0: θ_0, or a function of φ.
+        horizon: T.
+        lr: the inner learning rate: a float, a function of φ (to tune it), or the
+            optimizer's own ``lr``.
+    """
+    grad_fn = torch.func.grad(inner_loss)
+
+    def step(theta, state, phi, t):
+        rate = optimizer.lr if lr is None else (lr(phi) if callable(lr) else lr)
+        return optimizer.update(grad_fn(theta, phi, t), state, theta, rate)
+
+    if callable(theta0):
+        def init(phi):
+            theta = theta0(phi)
+            return theta, optimizer.init(theta)
+    else:
+        init = (theta0, optimizer.init(theta0))
+    base_lr = lr if isinstance(lr, (int, float)) else optimizer.lr
+    return BilevelProblem(step, outer_loss, init, horizon, inner_loss=inner_loss, inner_lr=base_lr)
+
+
+def from_train_step(
+    train_step,
+    to_hyperparams: Callable[[Phi], Mapping[str, Any]],
+    outer_loss: Callable[[Params, Phi], Tensor],
+    init: tuple[Params, Any] | Callable[[Phi], tuple[Params, Any]],
+    *,
+    horizon: int,
+    objective: Callable[..., tuple[Tensor, Any]] | None = None,
+    seed: int = 0,
+    inner_lr: float | None = None,
+) -> BilevelProblem:
+    """The PINN training step (``make_train_step``) as the inner step, unchanged.
+
+    φ reaches the step only through ``to_hyperparams(φ)`` (loss weights, σ, mix, lr,
+    PDE coefficients, ...). With ``objective`` (``PINNProblem.objective``) the problem
+    also gets g(θ, φ, t) for implicit and penalty methods.
+    """
+
+    def step(theta, state, phi, t):
+        theta, state, _ = train_step(theta, state, to_hyperparams(phi), t)
+        return theta, state
+
+    inner_loss = None
+    if objective is not None:
+        def inner_loss(theta, phi, t):
+            return objective(theta, to_hyperparams(phi), t, seed)[0]
+
+    return BilevelProblem(step, outer_loss, init, horizon, inner_loss=inner_loss, inner_lr=inner_lr)

@@ -1,0 +1,167 @@
+"""Bilevel problems, the unrolled map h(φ) = f(θ_T(φ), φ), and the estimator interface."""
+
+from __future__ import annotations
+
+import abc
+import resource
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pinnlab._typing import Params
+
+Phi = dict[str, Tensor]
+InnerStep = Callable[[Params, Any, Phi, int], tuple[Params, Any]]
+"""``(θ, optimizer_state, φ, t) -> (θ, optimizer_state)``: one pure inner step."""
+
+
+@dataclass(frozen=True)
+class BilevelProblem:
+    r"""min_φ h(φ) = f(θ_T(φ), φ), θ_t = Ω_t(θ_{t−1}, φ), t = 1..T (REFERENCE.md §6.1).
+
+    Args:
+        inner_step: Ω_t, a pure function ``(θ, state, φ, t) -> (θ, state)``; its
+            randomness must be a function of ``t`` (and a fixed seed) only, so every
+            direction and every estimator sees the same inner trajectory.
+        outer_loss: f(θ_T, φ) -> scalar.
+        init: θ_0 and the optimizer state, either fixed ``(θ_0, state_0)`` or a function
+            of φ (then ∂θ_0/∂φ enters the hypergradient).
+        horizon: T, inner steps per outer evaluation.
+        inner_loss: g(θ, φ, t) -> scalar; needed by implicit, Hessian-free, DARTS,
+            penalty and value-function methods (they use ∇_θ g and its derivatives at θ_T).
+        inner_lr: the inner step size, used as default α/ξ by Hessian-free and DARTS.
+    """
+
+    inner_step: InnerStep
+    outer_loss: Callable[[Params, Phi], Tensor]
+    init: tuple[Params, Any] | Callable[[Phi], tuple[Params, Any]]
+    horizon: int
+    inner_loss: Callable[[Params, Phi, int], Tensor] | None = None
+    inner_lr: float | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.horizon, int) or self.horizon < 1:
+            raise ValueError(f"horizon T must be an integer >= 1, got {self.horizon!r}")
+
+    def initial(self, phi: Phi) -> tuple[Params, Any]:
+        return self.init(phi) if callable(self.init) else self.init
+
+    def needs_inner_loss(self, method: str) -> Callable[[Params, Phi, int], Tensor]:
+        if self.inner_loss is None:
+            raise ValueError(f"method {method!r} needs the problem's inner_loss g(θ, φ, t)")
+        return self.inner_loss
+
+
+def unroll(problem: BilevelProblem, phi: Phi, *, start: int = 0, init=None,
+           steps: int | None = None) -> tuple[Params, Any]:
+    """θ_T after ``steps`` (default T) inner steps t = start, …, start + T − 1."""
+    theta, state = problem.initial(phi) if init is None else init
+    for t in range(start, start + (problem.horizon if steps is None else steps)):
+        theta, state = problem.inner_step(theta, state, phi, t)
+    return theta, state
+
+
+def unrolled_objective(problem: BilevelProblem, *, start: int = 0, init=None) -> Callable[[Phi], Tensor]:
+    """h(φ) = f(θ_T(φ), φ) as a function of φ (differentiable in either mode)."""
+
+    def h(phi: Phi) -> Tensor:
+        theta, _ = unroll(problem, phi, start=start, init=init)
+        return problem.outer_loss(theta, phi)
+
+    return h
+
+
+# -- flat views of φ ----------------------------------------------------------------------
+def flatten(tree: Mapping[str, Tensor]) -> Tensor:
+    return torch.cat([v.reshape(-1) for v in tree.values()])
+
+
+def unflatten(flat: Tensor, like: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    out, offset = {}, 0
+    for key, value in like.items():
+        out[key] = flat[offset : offset + value.numel()].reshape(value.shape)
+        offset += value.numel()
+    return out
+
+
+def check_phi(phi: Mapping[str, Tensor]) -> None:
+    if not isinstance(phi, Mapping) or not phi:
+        raise TypeError("φ must be a non-empty dict of tensors")
+    for key, value in phi.items():
+        if not isinstance(value, Tensor) or not value.is_floating_point():
+            kind = value.dtype if isinstance(value, Tensor) else type(value).__name__
+            raise TypeError(f"φ[{key!r}] must be a floating-point tensor, got {kind}")
+
+
+# -- results -------------------------------------------------------------------------------
+def peak_memory_bytes(device: torch.device | None = None) -> int:
+    """CUDA: peak allocated bytes since the last reset; CPU: the process's peak RSS."""
+    if device is not None and device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+@dataclass
+class HypergradientResult:
+    """An estimate of ∇h (or of the true bilevel gradient) with diagnostics.
+
+    ``diagnostics`` holds ``seconds``, ``peak_bytes`` (see :func:`peak_memory_bytes`),
+    ``inner_step_evaluations`` and method-specific entries (e.g. ``directional`` w_i).
+    """
+
+    grad: dict[str, Tensor]
+    value: float | None = None
+    theta: Params | None = None
+    state: Any = None
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+class AbstractHypergradient(abc.ABC):
+    """A hypergradient estimator, passed as an object (like diffrax's ``adjoint=``)."""
+
+    name: str
+
+    @abc.abstractmethod
+    def estimate(self, problem: BilevelProblem, phi: Phi, *, start: int = 0, init=None,
+                 seed: int = 0, outer_step: int = 0) -> HypergradientResult:
+        """Estimate the hypergradient at φ; θ_0 from ``init`` or ``problem.init``."""
+
+    def __call__(self, problem, phi, **kwargs) -> HypergradientResult:
+        check_phi(phi)
+        device = next(iter(phi.values())).device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        t0 = time.perf_counter()
+        result = self.estimate(problem, phi, **kwargs)
+        result.diagnostics.setdefault("seconds", time.perf_counter() - t0)
+        result.diagnostics.setdefault("peak_bytes", peak_memory_bytes(device))
+        return result
+
+
+def hypergradient(problem: BilevelProblem, phi: Phi, method: AbstractHypergradient,
+                  **kwargs) -> HypergradientResult:
+    """Estimate the hypergradient of ``problem`` at ``phi`` with ``method``.
+
+    Example:
+        >>> import torch
+        >>> from pinnlab.bilevel import BilevelProblem, ReverseUnroll, hypergradient
+        >>> from pinnlab.bilevel.adapters import from_inner_loss
+        >>> from pinnlab.solvers import SGD
+        >>> g = lambda th, phi, t: ((th["w"] - phi["a"]) ** 2).sum()
+        >>> f = lambda th, phi: (th["w"] ** 2).sum()
+        >>> problem = from_inner_loss(g, f, SGD(lr=0.25), {"w": torch.zeros(2)}, horizon=3)
+        >>> hypergradient(problem, {"a": torch.ones(2)}, ReverseUnroll()).grad["a"].shape
+        torch.Size([2])
+    """
+    if not isinstance(method, AbstractHypergradient):
+        raise TypeError(
+            f"method must be a hypergradient estimator object (e.g. ForwardGradientUnroll()), "
+            f"got {type(method).__name__}"
+        )
+    return method(problem, phi, **kwargs)

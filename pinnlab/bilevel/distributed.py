@@ -1,0 +1,21 @@
+"""Directions spread over torch.distributed ranks (gloo on CPU, NCCL on GPU)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of the default process group, or (0, 1) without one."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_reduce_sum(tensor: Tensor) -> Tensor:
+    """Σ over ranks (a copy; the input is unchanged)."""
+    out = tensor.detach().clone()
+    torch.distributed.all_reduce(out, op=torch.distributed.ReduceOp.SUM)
+    return out

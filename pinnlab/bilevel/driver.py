@@ -1,0 +1,192 @@
+"""The outer loop: meta optimizer over φ, warm starts, accumulation, two phases, checkpoints."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pinnlab.bilevel.base import (
+    AbstractHypergradient,
+    BilevelProblem,
+    Phi,
+    check_phi,
+    flatten,
+)
+from pinnlab.bilevel.parameterization import (
+    AbstractParameterization,
+    constrain,
+    reparameterize,
+    unconstrain,
+)
+from pinnlab.bilevel.penalty import AbstractOuterAlgorithm
+
+Method = AbstractHypergradient | AbstractOuterAlgorithm
+
+
+@dataclass(frozen=True)
+class TwoPhase:
+    """Method ``first`` for ``switch_after`` outer steps, then ``then`` ([FG2U] §3.2)."""
+
+    first: Method
+    then: Method
+    switch_after: int
+
+    def at(self, outer_step: int) -> Method:
+        return self.first if outer_step < self.switch_after else self.then
+
+
+@dataclass
+class OuterResult:
+    """φ (constrained values) after the outer loop, and the history of every outer step."""
+
+    phi: Phi
+    history: dict[str, list] = field(default_factory=dict)
+    theta: Any = None
+    state: Any = None
+
+
+def _plain(obj):
+    """Nested NamedTuples/dicts/lists of tensors → plain containers (weights_only-safe)."""
+    if hasattr(obj, "_fields"):
+        return {"__namedtuple__": f"{type(obj).__module__}:{type(obj).__qualname__}",
+                **{k: _plain(getattr(obj, k)) for k in obj._fields}}
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _restore(obj):
+    if isinstance(obj, dict) and "__namedtuple__" in obj:
+        module, _, name = obj["__namedtuple__"].partition(":")
+        if not module.startswith("pinnlab."):
+            raise ValueError(f"refusing to restore type {obj['__namedtuple__']!r} from a checkpoint")
+        import importlib
+
+        cls = getattr(importlib.import_module(module), name)
+        return cls(**{k: _restore(v) for k, v in obj.items() if k != "__namedtuple__"})
+    if isinstance(obj, dict):
+        return {k: _restore(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_restore(v) for v in obj]
+    return obj
+
+
+def optimize(
+    problem: BilevelProblem,
+    phi: Phi,
+    method: Method | TwoPhase,
+    *,
+    steps: int,
+    meta_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer] | None = None,
+    parameterization: dict[str, AbstractParameterization] | None = None,
+    warm_start: bool = True,
+    accumulate: int = 1,
+    seed: int = 0,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+    callback: Callable[[int, Phi, dict], None] | None = None,
+) -> OuterResult:
+    r"""Minimise h(φ) (or the true bilevel objective) by an outer gradient method.
+
+    Per outer step k: θ_0 is the previous θ_T (``warm_start``) or ``problem.init``;
+    the inner steps of outer step k use indices t = k·T, …, k·T + T − 1 (fresh inner
+    randomness each outer step, identical for every direction and estimator); the
+    φ-gradient is the mean of ``accumulate`` estimates; the meta optimizer (any
+    ``torch.optim`` optimizer over the unconstrained φ leaves, default Adam(1e-2))
+    takes one step. ``parameterization`` maps names to :class:`Log`/:class:`Logit`/...;
+    ``phi`` is given and reported in constrained values.
+
+    Checkpoints (every ``checkpoint_every`` outer steps, atomic, ``weights_only``-safe)
+    hold φ, the meta-optimizer state, θ and its optimizer state, the method state and
+    the history; ``resume=True`` continues from ``checkpoint`` exactly.
+    """
+    from pinnlab.io.atomic import atomic_path
+
+    check_phi(phi)
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if not isinstance(accumulate, int) or accumulate < 1:
+        raise ValueError(f"accumulate must be an integer >= 1, got {accumulate!r}")
+    parameterization = parameterization or {}
+    inner = reparameterize(problem, parameterization)
+    u = {k: v.detach().clone().requires_grad_(True)
+         for k, v in unconstrain({k: v.detach() for k, v in phi.items()}, parameterization).items()}
+    make_opt = meta_optimizer or (lambda params: torch.optim.Adam(params, lr=1e-2))
+    opt = make_opt(list(u.values()))
+    history: dict[str, list] = {"outer_step": [], "value": [], "grad_norm": [], "seconds": [],
+                                "method": [], **{f"phi/{k}": [] for k in phi}}
+    theta_state = None
+    method_state: dict[int, Any] = {}
+    first = 0
+    if resume:
+        data = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        with torch.no_grad():
+            for k in u:
+                u[k].copy_(data["u"][k])
+        opt.load_state_dict(data["meta_optimizer"])
+        history = data["history"]
+        theta_state = _restore(data["theta_state"])
+        method_state = {int(k): v for k, v in _restore(data["method_state"]).items()}
+        first = int(data["outer_step"])
+
+    def save(k_done: int):
+        payload = {"u": {k: v.detach() for k, v in u.items()}, "meta_optimizer": opt.state_dict(),
+                   "history": history, "theta_state": _plain(theta_state),
+                   "method_state": _plain({str(k): v for k, v in method_state.items()}),
+                   "outer_step": k_done}
+        with atomic_path(checkpoint) as tmp:
+            torch.save(payload, tmp)
+
+    for k in range(first, steps):
+        current = method.at(k) if isinstance(method, TwoPhase) else method
+        t0 = time.perf_counter()
+        start = k * inner.horizon
+        params = {name: v.detach() for name, v in u.items()}
+        if isinstance(current, AbstractOuterAlgorithm):
+            slot = 1 if isinstance(method, TwoPhase) and current is method.then else 0
+            if slot not in method_state:
+                method_state[slot] = current.init(inner, params)
+            grad, method_state[slot], diagnostics = current.step(
+                inner, params, method_state[slot], outer_step=k, start=start)
+            value = None
+        else:
+            init = theta_state if (warm_start and theta_state is not None) else None
+            grads, values = [], []
+            for j in range(accumulate):
+                result = current(inner, params, start=start, init=init, seed=seed,
+                                 outer_step=k * accumulate + j)
+                grads.append(result.grad)
+                values.append(result.value)
+            grad = {n: sum(g[n] for g in grads) / accumulate for n in params}
+            value = values[0]
+            if warm_start and result.theta is not None:
+                theta_state = ({n: v.detach() for n, v in result.theta.items()}, result.state)
+            diagnostics = result.diagnostics
+        opt.zero_grad()
+        for name, leaf in u.items():
+            leaf.grad = grad[name].detach().to(leaf)
+        opt.step()
+        constrained = constrain({n: v.detach() for n, v in u.items()}, parameterization)
+        history["outer_step"].append(k)
+        history["value"].append(math.nan if value is None else float(value))
+        history["grad_norm"].append(float(flatten(grad).norm()))
+        history["seconds"].append(time.perf_counter() - t0)
+        history["method"].append(getattr(current, "name", type(current).__name__))
+        for name, v in constrained.items():
+            history[f"phi/{name}"].append(v.detach().cpu().clone())
+        if callback is not None:
+            callback(k, constrained, diagnostics)
+        if checkpoint is not None and checkpoint_every and (k + 1) % checkpoint_every == 0:
+            save(k + 1)
+    final = constrain({n: v.detach() for n, v in u.items()}, parameterization)
+    theta, state = theta_state if theta_state is not None else (None, None)
+    return OuterResult(phi=final, history=history, theta=theta, state=state)

@@ -1,0 +1,193 @@
+"""Implicit-differentiation hypergradients at θ_T: Neumann, CG, Hessian-free, DARTS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pinnlab.bilevel._trees import detach, tree_add, tree_dot, tree_norm, tree_scale
+from pinnlab.bilevel.base import AbstractHypergradient, HypergradientResult, unroll
+
+
+class _AtSolution:
+    """Derivatives of f and g at (θ_T, φ) used by the implicit estimators.
+
+    With d = ∂f/∂θ, c = ∂f/∂φ, H = ∇²_θθ g, Y = ∇²_θφ g (REFERENCE.md §6.7): Hessian-vector
+    products Hq by forward-over-reverse, and qᵀY = ∇_φ(∇_θ g · q) by a mixed VJP.
+    """
+
+    def __init__(self, problem, phi, theta, step):
+        g = problem.needs_inner_loss(type(self).__name__)
+        self.g, self.phi, self.theta, self.step = g, phi, detach(theta), step
+        self.grad_theta = torch.func.grad(g, argnums=0)
+        (self.d, self.c), value = torch.func.grad_and_value(problem.outer_loss, argnums=(0, 1))(
+            self.theta, phi)
+        self.value = float(value)
+        self.hvps = 0
+
+    def hvp(self, q):
+        self.hvps += 1
+        return torch.func.jvp(lambda th: self.grad_theta(th, self.phi, self.step), (self.theta,), (q,))[1]
+
+    def mixed(self, q):
+        """qᵀY = ∇_φ (∇_θ g(θ, φ) · q)."""
+        return torch.func.grad(lambda ph: tree_dot(self.grad_theta(self.theta, ph, self.step), q))(self.phi)
+
+    def hypergradient(self, q):
+        """c − qᵀY for q ≈ H⁻¹d."""
+        mixed = self.mixed(q)
+        return {k: (self.c[k] - mixed[k]).detach() for k in self.c}
+
+
+def _solution(problem, phi, start, init):
+    with torch.no_grad():
+        theta, state = unroll(problem, phi, start=start, init=init)
+    return theta, state, start + problem.horizon - 1
+
+
+@dataclass(frozen=True)
+class NeumannSolve:
+    r"""H⁻¹d ≈ α Σ_{k=0}^{K} (I − αH)^k d (Lorraine et al. 2020): K HVPs; needs ‖I − αH‖ < 1."""
+
+    iterations: int = 20
+    alpha: float = 1e-2
+
+    def __call__(self, at: _AtSolution):
+        p, total = at.d, at.d
+        for _ in range(self.iterations):
+            p = tree_add(p, at.hvp(p), -self.alpha)
+            total = tree_add(total, p)
+        return tree_scale(total, self.alpha)
+
+
+@dataclass(frozen=True)
+class CGSolve:
+    r"""Solve (H + λI)q = d by K conjugate-gradient iterations (1 HVP each); H must be SPD
+    (λ > 0 damps an indefinite or ill-conditioned H)."""
+
+    iterations: int = 20
+    damping: float = 0.0
+    tol: float = 1e-12
+
+    def __call__(self, at: _AtSolution):
+        def op(q):
+            hq = at.hvp(q)
+            return tree_add(hq, q, self.damping) if self.damping else hq
+
+        x = tree_scale(at.d, 0.0)
+        r = dict(at.d)
+        p = dict(r)
+        rr = tree_dot(r, r)
+        for _ in range(self.iterations):
+            if float(rr) <= self.tol**2:
+                break
+            ap = op(p)
+            alpha = rr / tree_dot(p, ap)
+            x = tree_add(x, p, alpha)
+            r = tree_add(r, ap, -alpha)
+            rr_new = tree_dot(r, r)
+            p = tree_add(r, p, rr_new / rr)
+            rr = rr_new
+        return x
+
+
+@dataclass(frozen=True)
+class ImplicitDiff(AbstractHypergradient):
+    r"""Implicit function theorem at θ_T: ∇h ≈ c − (H⁻¹d)ᵀY (REFERENCE.md §6.7, eq. 27).
+
+    Assumes θ_T is stationary for g (∇_θ g ≈ 0); its error is
+    d(Z + H⁻¹Y) (non-stationary θ_T) + (dĤ⁻¹ − dH⁻¹)Y (inexact inverse). Memory O(M),
+    cost T inner steps (without a graph) plus the linear solver's HVPs. For RS-PINN inner
+    losses HVPs are plain double backward through ordinary forward passes (no input
+    autograd), so implicit methods are much cheaper than for autograd PINNs.
+
+    Args:
+        solver: :class:`NeumannSolve` or :class:`CGSolve`.
+    """
+
+    solver: NeumannSolve | CGSolve = NeumannSolve()
+    name = "implicit"
+
+    def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
+        theta, state, step = _solution(problem, phi, start, init)
+        at = _AtSolution(problem, phi, theta, step)
+        q = self.solver(at)
+        return HypergradientResult(
+            grad=at.hypergradient(q), value=at.value, theta=theta, state=state,
+            diagnostics={"hvps": at.hvps, "inner_step_evaluations": problem.horizon},
+        )
+
+
+def neumann(iterations: int = 20, alpha: float = 1e-2) -> ImplicitDiff:
+    """``ImplicitDiff(NeumannSolve(K, α))``."""
+    return ImplicitDiff(NeumannSolve(iterations, alpha))
+
+
+def cg(iterations: int = 20, damping: float = 0.0) -> ImplicitDiff:
+    """``ImplicitDiff(CGSolve(K, λ))``."""
+    return ImplicitDiff(CGSolve(iterations, damping))
+
+
+@dataclass(frozen=True)
+class HessianFree(AbstractHypergradient):
+    r"""H⁻¹ ≈ αI: ∇h ≈ c − α dᵀY (FAST-BAT, BiP, SAMA): one mixed VJP, memory O(M).
+
+    Strong assumption; biased unless H ∝ I. ``alpha=None`` uses the problem's inner lr.
+    """
+
+    alpha: float | None = None
+    name = "hessian_free"
+
+    def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
+        alpha = self.alpha if self.alpha is not None else problem.inner_lr
+        if alpha is None:
+            raise ValueError("hessian_free needs alpha (or a problem with inner_lr)")
+        theta, state, step = _solution(problem, phi, start, init)
+        at = _AtSolution(problem, phi, theta, step)
+        return HypergradientResult(
+            grad=at.hypergradient(tree_scale(at.d, alpha)), value=at.value, theta=theta, state=state,
+            diagnostics={"inner_step_evaluations": problem.horizon},
+        )
+
+
+@dataclass(frozen=True)
+class DARTS(AbstractHypergradient):
+    r"""DARTS' second-order one-step estimate (Liu et al. 2019) at w = θ_T:
+
+    .. math::
+
+        w' = w − ξ∇_w g(w, φ),\quad
+        \hat g = ∇_φ f(w', φ) − ξ \frac{∇_φ g(w^+, φ) − ∇_φ g(w^−, φ)}{2ε},\quad
+        w^± = w ± ε∇_{w'} f(w', φ)
+
+    with ε = ``epsilon``/‖∇_{w'} f‖. Memory O(M), three gradient evaluations. The
+    first-order variant (ξ = 0) keeps only ∇_φ f and is zero whenever f does not depend
+    on φ directly (loss weights!).
+
+    Args:
+        xi: ξ, the virtual step (default: the problem's inner lr).
+        epsilon: finite-difference scale (DARTS uses 0.01).
+    """
+
+    xi: float | None = None
+    epsilon: float = 1e-2
+    name = "darts"
+
+    def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
+        g = problem.needs_inner_loss("darts")
+        xi = self.xi if self.xi is not None else problem.inner_lr
+        if xi is None:
+            raise ValueError("darts needs xi (or a problem with inner_lr)")
+        theta, state, step = _solution(problem, phi, start, init)
+        grad_theta_g = torch.func.grad(g, argnums=0)
+        grad_phi_g = torch.func.grad(g, argnums=1)
+        w_prime = tree_add(theta, grad_theta_g(theta, phi, step), -xi)
+        v, direct = torch.func.grad(problem.outer_loss, argnums=(0, 1))(w_prime, phi)
+        eps = self.epsilon / max(float(tree_norm(v)), 1e-30)
+        plus = grad_phi_g(tree_add(theta, v, eps), phi, step)
+        minus = grad_phi_g(tree_add(theta, v, -eps), phi, step)
+        grad = {k: (direct[k] - xi * (plus[k] - minus[k]) / (2 * eps)).detach() for k in direct}
+        value = float(problem.outer_loss(theta, phi))
+        return HypergradientResult(grad=grad, value=value, theta=theta, state=state,
+                                   diagnostics={"inner_step_evaluations": problem.horizon})

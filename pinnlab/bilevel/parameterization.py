@@ -1,0 +1,99 @@
+"""Unconstrained parameterisations of constrained hyperparameters."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from pinnlab.bilevel.base import BilevelProblem, Phi
+
+
+class AbstractParameterization(abc.ABC):
+    """value = forward(u) maps an unconstrained u to the constrained hyperparameter."""
+
+    @abc.abstractmethod
+    def forward(self, u: Tensor) -> Tensor: ...
+
+    @abc.abstractmethod
+    def inverse(self, value: Tensor) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class Identity(AbstractParameterization):
+    """value = u."""
+
+    def forward(self, u):
+        return u
+
+    def inverse(self, value):
+        return value
+
+
+@dataclass(frozen=True)
+class Log(AbstractParameterization):
+    """value = exp(u) > 0 (loss weights, σ, learning rates)."""
+
+    def forward(self, u):
+        return torch.exp(u)
+
+    def inverse(self, value):
+        if bool((value <= 0).any()):
+            raise ValueError("a log-parameterised hyperparameter must be > 0")
+        return torch.log(value)
+
+
+@dataclass(frozen=True)
+class Logit(AbstractParameterization):
+    """value = low + (high − low)·sigmoid(u) ∈ (low, high) (mix weights, bounded coefficients)."""
+
+    low: float = 0.0
+    high: float = 1.0
+
+    def __post_init__(self):
+        if not self.high > self.low:
+            raise ValueError(f"Logit needs high > low, got ({self.low}, {self.high})")
+
+    def forward(self, u):
+        return self.low + (self.high - self.low) * torch.sigmoid(u)
+
+    def inverse(self, value):
+        p = (value - self.low) / (self.high - self.low)
+        if bool(((p <= 0) | (p >= 1)).any()):
+            raise ValueError(f"a logit-parameterised value must lie in ({self.low}, {self.high})")
+        return torch.log(p) - torch.log1p(-p)
+
+
+PARAMETERIZATIONS = {"identity": Identity, "log": Log, "logit": Logit}
+
+
+def constrain(u: Phi, parameterization: dict[str, AbstractParameterization]) -> Phi:
+    return {k: parameterization.get(k, Identity()).forward(v) for k, v in u.items()}
+
+
+def unconstrain(values: Phi, parameterization: dict[str, AbstractParameterization]) -> Phi:
+    return {k: parameterization.get(k, Identity()).inverse(v) for k, v in values.items()}
+
+
+def reparameterize(problem: BilevelProblem, parameterization: dict[str, AbstractParameterization]) -> BilevelProblem:
+    """The same problem as a function of unconstrained u (φ = forward(u))."""
+    if not parameterization:
+        return problem
+
+    def c(u):
+        return constrain(u, parameterization)
+
+    init = problem.init if not callable(problem.init) else (lambda u: problem.init(c(u)))
+    inner_loss = None
+    if problem.inner_loss is not None:
+        def inner_loss(theta, u, t):
+            return problem.inner_loss(theta, c(u), t)
+    return BilevelProblem(
+        inner_step=lambda theta, state, u, t: problem.inner_step(theta, state, c(u), t),
+        outer_loss=lambda theta, u: problem.outer_loss(theta, c(u)),
+        init=init, horizon=problem.horizon, inner_loss=inner_loss, inner_lr=problem.inner_lr,
+    )
+
+

@@ -1,0 +1,138 @@
+"""Penalty and value-function methods: whole outer algorithms targeting the true bilevel problem."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from pinnlab.bilevel._trees import detach, tree_add, tree_dot
+from pinnlab.bilevel.base import BilevelProblem, Phi
+
+
+class AbstractOuterAlgorithm(abc.ABC):
+    """A method with its own lower-level iterates that returns a φ-gradient per outer step.
+
+    Unlike per-step hypergradient estimators, these target the *true* bilevel problem
+    (θ*(φ) = argmin g), not the unrolled h; comparisons must say which objective is
+    evaluated. State is a dict of tensors and floats (checkpointable).
+    """
+
+    name: str
+
+    @abc.abstractmethod
+    def init(self, problem: BilevelProblem, phi: Phi) -> dict[str, Any]:
+        """Initial lower-level iterates."""
+
+    @abc.abstractmethod
+    def step(self, problem: BilevelProblem, phi: Phi, state: dict[str, Any], *,
+             outer_step: int, start: int) -> tuple[dict, dict[str, Any], dict[str, Any]]:
+        """(φ-gradient estimate, new state, diagnostics)."""
+
+
+def _theta0(problem, phi):
+    theta, _ = problem.initial(phi)
+    return detach(theta)
+
+
+@dataclass(frozen=True)
+class Penalty(AbstractOuterAlgorithm):
+    r"""Mehra & Hamm (2021) penalty method: min_{φ,θ} f(θ, φ) + (γ_k/2)‖∇_θ g(θ, φ)‖², γ_k ↑ ∞.
+
+    Each outer step runs ``inner_iters`` gradient steps on θ for the penalised
+    objective P (step ``lr/(1 + γ)``, since P's curvature grows like γ), then returns
+    ∇_φ P = ∇_φ f + γ ∇²_φθ g ∇_θ g. At θ-stationarity γ∇_θ g = −H⁻¹∇_θ f, so the
+    estimate tends to the implicit hypergradient c − dH⁻¹Y with error O(1/γ).
+    Inversion-free but needs HVPs (double backward); memory O(M + N).
+
+    Args:
+        gamma: γ₀.
+        growth: γ_{k+1} = min(γ_max, growth·γ_k).
+        gamma_max: cap on γ.
+        inner_iters: θ steps per outer step.
+        lr: θ step size before the 1/(1 + γ) scaling.
+    """
+
+    gamma: float = 1.0
+    growth: float = 1.05
+    gamma_max: float = 1e4
+    inner_iters: int = 20
+    lr: float = 0.1
+    name = "penalty"
+
+    def _objective(self, problem, gamma):
+        g = problem.needs_inner_loss("penalty")
+        grad_theta = torch.func.grad(g, argnums=0)
+
+        def objective(theta, phi, t):
+            residual = grad_theta(theta, phi, t)
+            return problem.outer_loss(theta, phi) + 0.5 * gamma * tree_dot(residual, residual)
+
+        return objective
+
+    def init(self, problem, phi):
+        return {"theta": _theta0(problem, phi), "gamma": float(self.gamma)}
+
+    def step(self, problem, phi, state, *, outer_step, start):
+        gamma = state["gamma"]
+        objective = self._objective(problem, gamma)
+        grad_theta = torch.func.grad(objective, argnums=0)
+        theta = state["theta"]
+        rate = self.lr / (1 + gamma)
+        for i in range(self.inner_iters):
+            theta = detach(tree_add(theta, grad_theta(theta, phi, start + i), -rate))
+        grad = torch.func.grad(objective, argnums=1)(theta, phi, start + self.inner_iters - 1)
+        new_state = {"theta": theta, "gamma": min(self.gamma_max, gamma * self.growth)}
+        return detach(grad), new_state, {"gamma": gamma, "inner_step_evaluations": self.inner_iters}
+
+
+@dataclass(frozen=True)
+class F2SA(AbstractOuterAlgorithm):
+    r"""Fully first-order value-function method F²SA (Kwon, Kwon, Wright, Nowak, ICML 2023).
+
+    With L_λ(φ, y, z) = f(y, φ) + λ(g(y, φ) − g(z, φ)), each outer step runs
+    ``inner_iters`` of z ← z − η_z∇_θ g(z, φ) and y ← y − η_y(∇_θ f(y, φ)/λ + ∇_θ g(y, φ))
+    (the y-step of L_λ scaled by 1/λ), then returns
+    ∇̂F = ∇_φ f(y, φ) + λ(∇_φ g(y, φ) − ∇_φ g(z, φ)), whose error is O(1/λ); λ grows
+    by ``lam_growth`` per outer step. No Hessians, no HVPs; memory O(M + N).
+
+    Args:
+        lam: λ₀.
+        lam_growth: additive growth of λ per outer step.
+        lam_max: cap on λ.
+        inner_iters: y/z steps per outer step.
+        lr_y: η_y, lr_z: η_z.
+    """
+
+    lam: float = 1.0
+    lam_growth: float = 1.0
+    lam_max: float = 1e4
+    inner_iters: int = 20
+    lr_y: float = 0.1
+    lr_z: float = 0.1
+    name = "f2sa"
+
+    def init(self, problem, phi):
+        theta = _theta0(problem, phi)
+        return {"y": theta, "z": dict(theta), "lam": float(self.lam)}
+
+    def step(self, problem, phi, state, *, outer_step, start):
+        g = problem.needs_inner_loss("f2sa")
+        lam = state["lam"]
+        g_theta = torch.func.grad(g, argnums=0)
+        f_theta = torch.func.grad(problem.outer_loss, argnums=0)
+        y, z = state["y"], state["z"]
+        for i in range(self.inner_iters):
+            t = start + i
+            z = detach(tree_add(z, g_theta(z, phi, t), -self.lr_z))
+            direction = tree_add(g_theta(y, phi, t), f_theta(y, phi), 1.0 / lam)
+            y = detach(tree_add(y, direction, -self.lr_y))
+        t = start + self.inner_iters - 1
+        f_phi = torch.func.grad(problem.outer_loss, argnums=1)(y, phi)
+        g_phi = torch.func.grad(g, argnums=1)
+        gy, gz = g_phi(y, phi, t), g_phi(z, phi, t)
+        grad = {k: (f_phi[k] + lam * (gy[k] - gz[k])).detach() for k in f_phi}
+        new_state = {"y": y, "z": z, "lam": min(self.lam_max, lam + self.lam_growth)}
+        return grad, new_state, {"lambda": lam, "inner_step_evaluations": 2 * self.inner_iters}

@@ -1,0 +1,82 @@
+"""Reverse-mode hypergradients: full (RGU) and truncated (TRGU) backpropagation through the loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from pinnlab.bilevel.base import AbstractHypergradient, HypergradientResult, unroll
+
+
+def _reverse(problem, phi, *, start, init, steps):
+    """(∇h, h, θ_T, state_T) by reverse mode; non-tensor state leaves (e.g. Adam's step
+    count) travel outside the transform, tensors as its auxiliary output."""
+    static: dict = {}
+
+    def h(phi):
+        theta, state = unroll(problem, phi, start=start, init=init, steps=steps)
+        leaves, spec = tree_flatten(state)
+        static["spec"] = spec
+        static["leaves"] = [None if isinstance(x, torch.Tensor) else x for x in leaves]
+        tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
+        return problem.outer_loss(theta, phi), (theta, tensors)
+
+    grad, (value, (theta, tensors)) = torch.func.grad_and_value(h, has_aux=True)(phi)
+    it = iter(tensors)
+    leaves = [next(it) if x is None else x for x in static["leaves"]]
+    return grad, value, theta, tree_unflatten(leaves, static["spec"])
+
+
+@dataclass(frozen=True)
+class ReverseUnroll(AbstractHypergradient):
+    r"""RGU (Maclaurin et al. 2015; Franceschi et al. 2017): exact ∇h by reverse mode.
+
+    Backpropagates through all T inner steps: for t = T..1, c_{t−1} = c_t + d_t B_t,
+    d_{t−1} = d_t A_t, ∇h = d_0 Z_0 + c_0. Exact for the unrolled h and the cheapest in
+    time (≈ one backward of the loop, independent of the number of hyperparameters),
+    but it stores the whole trajectory: memory O(T·M). The reference for every other
+    estimator, and the method of choice when T·M fits in memory.
+    """
+
+    name = "rgu"
+
+    def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
+        grad, value, theta, state = _reverse(problem, phi, start=start, init=init, steps=None)
+        return HypergradientResult(
+            grad=grad, value=float(value), theta=theta, state=state,
+            diagnostics={"inner_step_evaluations": problem.horizon},
+        )
+
+
+@dataclass(frozen=True)
+class TruncatedReverseUnroll(AbstractHypergradient):
+    r"""TRGU(s) (Shaban et al. 2019): backpropagate through the last s steps only.
+
+    ∇h ≈ c_{T−s} = c_T + Σ_{t=T−s+1}^{T} d_T A_T⋯A_{t+1} B_t: the first T − s steps run
+    without a graph and θ_{T−s} is treated as independent of φ. Memory O(s·M); biased,
+    with error ≤ ((1 − ηα)^s/(ηα))·‖d_T‖·max_t‖B_t‖ for α-strongly-convex, L-smooth g and
+    gradient descent with step η (REFERENCE.md §6.7, eq. 22).
+
+    Args:
+        steps: s, the number of trailing steps differentiated (≥ 1, ≤ T).
+    """
+
+    steps: int = 5
+    name = "trgu"
+
+    def __post_init__(self):
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps (s) must be an integer >= 1, got {self.steps!r}")
+
+    def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
+        s = min(self.steps, problem.horizon)
+        head = problem.horizon - s
+        with torch.no_grad():
+            middle = unroll(problem, phi, start=start, init=init, steps=head)
+        grad, value, theta, state = _reverse(problem, phi, start=start + head, init=middle, steps=s)
+        return HypergradientResult(
+            grad=grad, value=float(value), theta=theta, state=state,
+            diagnostics={"inner_step_evaluations": problem.horizon, "truncation": s},
+        )
