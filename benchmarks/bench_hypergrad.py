@@ -1,0 +1,229 @@
+"""Cost and accuracy of every hypergradient method on a small MLP inner problem.
+
+Inner problem: a 16 → W → W → 1 tanh MLP fitted to noisy regression data by T steps of
+heavy-ball SGD (lr 0.05, momentum 0.9), with one weight-decay coefficient per parameter
+tensor as φ (N = 6, log-parameterised); outer loss: validation MSE. float64.
+
+Records:
+  {"kind": "cost", "method", "horizon", "seconds", "peak_bytes", "memory_method"}
+      one estimate per (method, T), each in a fresh subprocess; ``peak_bytes`` is the
+      increase of the subprocess's peak RSS (ru_maxrss) during the estimate over its
+      high-water mark after set-up (data, network, a warm-up at T = 2). Skipped where the
+      estimate would take longer than a minute (extrapolated from the previous T).
+  {"kind": "accuracy", "method", "horizon", "directions", "draws", "cosine_single_mean",
+   "cosine_of_mean"}
+      cosine similarity to the exact hypergradient (reverse mode) of single estimates
+      (mean over draws) and of the mean of all draws; W = 32 for these.
+
+Usage:
+    python benchmarks/bench_hypergrad.py [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+METHODS = ("fg2u", "zo_fg2u", "fgu", "rgu", "trgu", "neumann", "cg", "hessian_free", "darts", "penalty", "f2sa")
+HORIZONS = (10, 100, 1000)
+
+
+def build(horizon: int, width: int, points: int = 256):
+    import torch
+
+    from pinnlab.bilevel import from_inner_loss
+    from pinnlab.solvers import SGD
+
+    g = torch.Generator().manual_seed(0)
+    f64 = torch.float64
+    x = torch.randn(points, 16, generator=g, dtype=f64)
+    xv = torch.randn(points, 16, generator=g, dtype=f64)
+    w_true = torch.randn(16, generator=g, dtype=f64)
+    y = torch.sin(x @ w_true / 4) + 0.1 * torch.randn(points, generator=g, dtype=f64)
+    yv = torch.sin(xv @ w_true / 4)
+    sizes = [(width, 16), (width,), (width, width), (width,), (1, width), (1,)]
+    names = ["w1", "b1", "w2", "b2", "w3", "b3"]
+    theta0 = {n: torch.randn(s, generator=g, dtype=f64) / (s[-1] ** 0.5 if len(s) == 2 else 4)
+              for n, s in zip(names, sizes)}
+
+    def net(theta, inputs):
+        h = torch.tanh(inputs @ theta["w1"].T + theta["b1"])
+        h = torch.tanh(h @ theta["w2"].T + theta["b2"])
+        return (h @ theta["w3"].T + theta["b3"])[:, 0]
+
+    def inner(theta, phi, t):
+        fit = ((net(theta, x) - y) ** 2).mean()
+        decay = sum(torch.exp(phi["log_decay"][i]) * (theta[n] ** 2).sum() for i, n in enumerate(names))
+        return fit + 0.5 * decay
+
+    def outer(theta, phi):
+        return ((net(theta, xv) - yv) ** 2).mean()
+
+    problem = from_inner_loss(inner, outer, SGD(lr=0.05, momentum=0.9), theta0, horizon=horizon)
+    phi = {"log_decay": torch.full((6,), -4.0, dtype=f64)}
+    return problem, phi
+
+
+def method_for(name: str, horizon: int, directions: int = 8):
+    from pinnlab.bilevel import make_method
+
+    options = {
+        "fg2u": {"num_directions": directions, "chunk_size": directions},
+        "zo_fg2u": {"num_directions": directions, "mu": 1e-4, "scheme": "central"},
+        "fgu": {"chunk_size": 6},
+        "trgu": {"steps": min(5, horizon)},
+        "neumann": {"iterations": 20, "alpha": 0.05},
+        "cg": {"iterations": 20, "damping": 1e-3},
+        "hessian_free": {"alpha": 0.05},
+        "darts": {"xi": 0.05},
+        "penalty": {"inner_iters": horizon, "lr": 0.05},
+        "f2sa": {"inner_iters": horizon, "lr_y": 0.05, "lr_z": 0.05},
+    }.get(name, {})
+    return make_method(name, **options)
+
+
+def _rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def worker(name: str, horizon: int, width: int) -> dict:
+    import torch
+
+    from pinnlab.bilevel import AbstractOuterAlgorithm, hypergradient
+
+    torch.set_num_threads(int(os.environ.get("PINNLAB_BENCH_THREADS", "2")))
+    method = method_for(name, horizon)
+    warm, phi = build(2, width)
+
+    def run(problem):
+        if isinstance(method, AbstractOuterAlgorithm):
+            state = method.init(problem, phi)
+            return method.step(problem, phi, state, outer_step=0, start=0)[0]
+        return hypergradient(problem, phi, method).grad
+
+    run(warm)
+    problem, phi = build(horizon, width)
+    baseline = _rss()
+    t0 = time.perf_counter()
+    run(problem)
+    seconds = time.perf_counter() - t0
+    return {"kind": "cost", "method": name, "horizon": horizon, "seconds": seconds,
+            "peak_bytes": max(0, _rss() - baseline),
+            "memory_method": "peak RSS increase of a fresh subprocess during one estimate"}
+
+
+def costs(width: int) -> list[dict]:
+    records = []
+    for name in METHODS:
+        last = None
+        for horizon in HORIZONS:
+            if last is not None and last["seconds"] * horizon / last["horizon"] > 60:
+                print(f"skip {name} T={horizon}: predicted "
+                      f"{last['seconds'] * horizon / last['horizon']:.0f} s", file=sys.stderr)
+                continue
+            out = subprocess.run([sys.executable, __file__, "--worker", name, str(horizon), str(width)],
+                                 capture_output=True, text=True, check=False)
+            if out.returncode != 0:
+                raise RuntimeError(f"{name} T={horizon} failed:\n{out.stderr}")
+            last = json.loads(out.stdout.strip().splitlines()[-1])
+            records.append(last)
+            print(f"cost {name:13s} T={horizon:5d} {last['seconds']:8.3f} s "
+                  f"+{last['peak_bytes'] / 2**20:8.1f} MB", file=sys.stderr)
+    return records
+
+
+def accuracy(horizons, draws: int, directions: int = 8) -> list[dict]:
+    import torch
+
+    from pinnlab.bilevel import ForwardGradientUnroll, ReverseUnroll, hypergradient
+    from pinnlab.bilevel.base import flatten
+
+    torch.set_num_threads(2)
+    records = []
+
+    def cos(a, b):
+        return float(a @ b / (a.norm() * b.norm()))
+
+    for horizon in horizons:
+        problem, phi = build(horizon, width=32)
+        exact = flatten(hypergradient(problem, phi, ReverseUnroll()).grad)
+        total = draws * directions
+        res = hypergradient(problem, phi, ForwardGradientUnroll(num_directions=total, chunk_size=256), seed=1)
+        singles = (res.diagnostics["directional"][:, None] * res.diagnostics["directions"])
+        estimates = singles.reshape(draws, directions, -1).mean(1)
+        records.append({
+            "kind": "accuracy", "method": "fg2u", "horizon": horizon, "directions": directions,
+            "draws": draws, "cosine_single_mean": sum(cos(e, exact) for e in estimates) / draws,
+            "cosine_of_mean": cos(estimates.mean(0), exact),
+        })
+        zo_draws = min(draws, 20)
+        zo = [flatten(hypergradient(problem, phi, method_for("zo_fg2u", horizon), seed=7, outer_step=i).grad)
+              for i in range(zo_draws)]
+        records.append({
+            "kind": "accuracy", "method": "zo_fg2u", "horizon": horizon, "directions": directions,
+            "draws": zo_draws, "cosine_single_mean": sum(cos(e, exact) for e in zo) / zo_draws,
+            "cosine_of_mean": cos(torch.stack(zo).mean(0), exact),
+        })
+        for name in ("fgu", "trgu", "neumann", "cg", "hessian_free", "darts"):
+            est = flatten(hypergradient(problem, phi, method_for(name, horizon)).grad)
+            records.append({"kind": "accuracy", "method": name, "horizon": horizon, "directions": None,
+                            "draws": 1, "cosine_single_mean": cos(est, exact), "cosine_of_mean": cos(est, exact)})
+        for r in records[-8:]:
+            print(f"accuracy {r['method']:13s} T={horizon:4d} cos single {r['cosine_single_mean']:.3f} "
+                  f"cos of mean {r['cosine_of_mean']:.4f}", file=sys.stderr)
+    return records
+
+
+def table(records) -> str:
+    cost = [r for r in records if r["kind"] == "cost"]
+    lines = ["| method | " + " | ".join(f"T={t} s / MB" for t in HORIZONS) + " |",
+             "|---|" + "---|" * len(HORIZONS)]
+    for name in METHODS:
+        cells = []
+        for t in HORIZONS:
+            r = next((c for c in cost if c["method"] == name and c["horizon"] == t), None)
+            cells.append("skipped" if r is None else f"{r['seconds']:.2f} / {r['peak_bytes'] / 2**20:.0f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    acc = [r for r in records if r["kind"] == "accuracy"]
+    lines += ["", "| method | T | directions × draws | mean cos(single, exact) | cos(mean, exact) |",
+              "|---|---|---|---|---|"]
+    for r in acc:
+        lines.append(f"| {r['method']} | {r['horizon']} | {r['directions'] or '-'} × {r['draws']} | "
+                     f"{r['cosine_single_mean']:.3f} | {r['cosine_of_mean']:.4f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller network and fewer draws")
+    parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        name, horizon, width = args.worker
+        print(json.dumps(worker(name, int(horizon), int(width))))
+        return 0
+    width = 64 if args.quick else 128
+    records = costs(width)
+    records += accuracy((10,) if args.quick else (10, 100), draws=200)
+    print(table(records))
+    by = {(r["method"], r["horizon"]): r for r in records if r["kind"] == "cost"}
+    fg = by[("fg2u", 1000)]["peak_bytes"] / max(by[("fg2u", 10)]["peak_bytes"], 1)
+    if ("rgu", 1000) in by:
+        rg = by[("rgu", 1000)]["peak_bytes"] / max(by[("rgu", 10)]["peak_bytes"], 1)
+        print(f"\npeak memory T=1000 / T=10: fg2u {fg:.2f} (target <= 1.2), rgu {rg:.1f} (target >= 10)")
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(records, fh, indent=1)
+        os.replace(tmp, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
