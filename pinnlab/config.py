@@ -146,6 +146,15 @@ SECTIONS: dict[str, type[BaseModel]] = {
 REQUIRED = ("equation",)
 
 
+def _register_feature_sections() -> None:
+    from pinnlab.studies.spec import StudySection
+
+    SECTIONS.setdefault("study", StudySection)
+
+
+_register_feature_sections()
+
+
 class Config:
     """A validated configuration: one attribute per section, plus the raw dict."""
 
@@ -277,6 +286,8 @@ def validate(data: Mapping[str, Any]) -> Config:
             raise ConfigError(_format_error(name, err, model)) from None
     config = Config(sections, dict(data))
     _check_equation(config.equation)
+    if "study" in sections:
+        _check_study(config)
     _check_loss(config)
     return config
 
@@ -309,6 +320,23 @@ def equation_parameters(cls) -> list[str]:
             if p.kind is p.KEYWORD_ONLY and p.name not in ("seed",) and p.name not in names:
                 names.append(p.name)
     return names
+
+
+def _check_study(config: Config) -> None:
+    study = config.study
+    if study.kind == "training":
+        if not study.variants:
+            raise ConfigError("study.variants: a training study needs at least one variant "
+                              "(name: [key=value, ...])")
+        for name, overrides in study.variants.items():
+            for item in overrides:
+                if "=" not in item:
+                    raise ConfigError(f"study.variants.{name}: {item!r} must look like key.sub=value")
+        if study.columns is not None and study.columns not in study.grid:
+            raise ConfigError(f"study.columns = {study.columns!r}: must be one of the grid keys "
+                              f"({', '.join(study.grid) or 'none'})")
+    elif study.init not in ("fresh", "trained") and not Path(study.init).is_file():
+        raise ConfigError(f"study.init = {study.init!r}: must be 'fresh', 'trained' or an existing result file")
 
 
 def _check_loss(config: Config) -> None:

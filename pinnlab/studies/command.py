@@ -1,0 +1,164 @@
+"""``pinnlab study CONFIG [overrides] -o STUDY.h5 [--json PATH]``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+NAME = "study"
+
+
+def add_parser(sub):
+    p = sub.add_parser(NAME, help="run an estimator-level or training-level bias-variance study")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="key.sub=value (YAML-typed)")
+    p.add_argument("-o", "--output", required=True, help="study file STUDY.h5")
+    p.add_argument("--json", help="also write the records (and slopes) as JSON")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--workers", type=int, help="worker processes for a training study")
+    return p
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _write_json(path: str, payload) -> None:
+    from pinnlab.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=1, default=float))
+
+
+def run(args) -> int:
+    from pinnlab import config as configuration
+    from pinnlab.cli import UsageError, _output_checks
+
+    try:
+        config = configuration.load(args.config, args.overrides)
+    except configuration.ConfigError as err:
+        raise UsageError(f"config error: {err}") from None
+    if "study" not in config.sections:
+        raise UsageError("config error: study: required section is missing for `pinnlab study`")
+    output = Path(args.output)
+    _output_checks(output, overwrite=args.overwrite, resume=False)
+    if args.json:
+        try:
+            from pinnlab.io import check_writable_directory
+
+            check_writable_directory(args.json)
+        except OSError as err:
+            raise UsageError(f"cannot write {args.json!r}: {err}") from None
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be >= 1")
+    if config.study.kind == "estimator":
+        return _estimator(config, output, args)
+    return _training(config, output, args)
+
+
+def _estimator(config, output, args) -> int:
+    import h5py
+    import torch
+
+    from pinnlab import config as configuration
+    from pinnlab.io import atomic_path
+    from pinnlab.io.results import _versions
+    from pinnlab.solvers import train
+    from pinnlab.studies.estimator_study import EstimatorStudySpec, fit_slopes, run_estimator_study
+
+    study = config.study
+    dims = study.dims or [config.equation.dim]
+    dtype = getattr(torch, config.trainer.dtype)
+    records, pretrained = [], {}
+    for dim in dims:
+        params = None
+        if study.init == "trained":
+            problem, kwargs = configuration.build(configuration.validate(
+                configuration.apply_overrides(config.raw, [f"equation.dim={dim}"])))
+            _log(f"pretraining the network at d={dim} for {kwargs['steps']} steps")
+            result = train(problem, **kwargs, progress="off")
+            params = {k: v.to(dtype) for k, v in result.params.items()}
+            pretrained[dim] = result.final.rel_l2
+            _log(f"pretrained network: rel_l2={result.final.rel_l2:.3e}")
+        elif study.init != "fresh":
+            with h5py.File(study.init, "r") as fh:
+                params = {k: torch.as_tensor(fh[f"params/{k}"][...]) for k in fh["params"]}
+        spec = EstimatorStudySpec(
+            equation=config.equation.name, dims=(dim,), samples=tuple(study.samples),
+            sigmas=tuple(study.sigmas), noise=tuple(study.noise), quantities=tuple(study.quantities),
+            losses=tuple(study.losses), replicates=study.replicates, points=study.points,
+            reference_samples=study.reference_samples, reference_replicates=study.reference_replicates,
+            problem_seed=config.equation.seed, init_seed=config.trainer.seed, width=config.model.width,
+            depth=config.model.depth, equation_parameters=config.equation.parameters(), params=params,
+            dtype=dtype,
+        )
+        records += run_estimator_study(spec, progress=_log)["records"]
+    slopes = fit_slopes(records)
+    payload = {"records": records, "slopes": slopes, "pretrained_rel_l2": pretrained}
+    with atomic_path(output) as tmp, h5py.File(tmp, "w") as fh:
+        fh.attrs["kind"] = "estimator_study"
+        fh.attrs["config"] = config.to_yaml()
+        for key, value in _versions().items():
+            fh.attrs[key] = str(value)
+        fh.attrs["slopes"] = json.dumps(slopes)
+        fh.attrs["pretrained_rel_l2"] = json.dumps(pretrained)
+        group = fh.create_group("records")
+        for key in dict.fromkeys(k for r in records for k in r):
+            values = [r.get(key, float("nan")) for r in records]
+            group.create_dataset(key, data=[str(v) for v in values] if isinstance(values[0], str) else values)
+    if args.json:
+        _write_json(args.json, payload)
+    for name, entry in slopes.items():
+        if name.startswith("loss/biased") and "bias_slope" in entry:
+            print(f"{name}: bias slope {entry['bias_slope']:.3f} ± {entry['bias_slope_se']:.3f}")
+    return 0
+
+
+def _training(config, output, args) -> int:
+    import h5py
+
+    from pinnlab.io import atomic_path
+    from pinnlab.io.results import _versions
+    from pinnlab.studies.training_study import (
+        csv_text,
+        expand_cells,
+        markdown_table,
+        run_training_study,
+        summarise,
+    )
+
+    study = config.study
+    cells = expand_cells(study.variants, study.grid)
+    cell_dir = Path(str(output) + ".cells")
+    records = run_training_study(args.config, cells, cell_dir, workers=args.workers or study.workers,
+                                 base_overrides=args.overrides, progress=_log)
+    summary = summarise(records, study.columns)
+    table = markdown_table(summary, study.columns)
+    with atomic_path(output) as tmp, h5py.File(tmp, "w") as fh:
+        fh.attrs["kind"] = "training_study"
+        fh.attrs["config"] = config.to_yaml()
+        for key, value in _versions().items():
+            fh.attrs[key] = str(value)
+        fh.attrs["columns"] = study.columns or ""
+        fh.attrs["cell_dir"] = str(cell_dir.resolve())
+        fh.attrs["table"] = table
+        for name, rows in (("cells", records), ("summary", summary)):
+            group = fh.create_group(name)
+            for key in rows[0]:
+                values = [r.get(key) for r in rows]
+                if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                    group.create_dataset(key, data=[float(v) for v in values])
+                else:
+                    group.create_dataset(key, data=[json.dumps(v) if not isinstance(v, str) else v
+                                                    for v in values])
+    base = output.with_suffix("")
+    for suffix, text in ((".md", table + "\n"), (".csv", csv_text(summary))):
+        with atomic_path(str(base) + suffix) as tmp:
+            tmp.write_text(text)
+    if args.json:
+        _write_json(args.json, {"records": records, "summary": summary})
+    print(table)
+    return 0
+
+

@@ -1,0 +1,53 @@
+"""The ``study:`` section of a config (validated like every other section)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class StudySection(BaseModel):
+    """``study:`` an estimator-level or a training-level bias–variance study.
+
+    Estimator study keys: dims, samples, sigmas, noise, quantities, losses, replicates,
+    points, reference_samples, reference_replicates, init (``fresh``: the seeded
+    initial network; ``trained``: first train it with the config's trainer settings;
+    or the path of a result file whose ``/params`` hold a trained network).
+    Training study keys: variants (name → list of ``key=value`` overrides; the table
+    rows), grid (dotted key → list of values), columns (the grid key for the table
+    columns), workers.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["estimator", "training"]
+    dims: list[int] | None = None
+    samples: list[int] = Field(default_factory=lambda: [8, 16, 32, 64, 128])
+    sigmas: list[float] = Field(default_factory=lambda: [1e-2])
+    noise: list[Literal["independent", "shared"]] = Field(default_factory=lambda: ["independent", "shared"])
+    quantities: list[Literal["residual", "loss", "gradient"]] = Field(
+        default_factory=lambda: ["residual", "loss", "gradient"])
+    losses: list[Literal["biased", "unbiased"]] = Field(default_factory=lambda: ["biased", "unbiased"])
+    replicates: int = Field(200, ge=2)
+    points: int = Field(64, ge=1)
+    reference_samples: int = Field(4096, ge=1)
+    reference_replicates: int = Field(50, ge=2)
+    init: str = "trained"
+    variants: dict[str, list[str]] | None = None
+    grid: dict[str, list] = Field(default_factory=dict)
+    columns: str | None = None
+    workers: int = Field(1, ge=1)
+
+    @field_validator("samples", "dims")
+    @classmethod
+    def _positive(cls, values):
+        if values is not None and any(v < 1 for v in values):
+            raise ValueError("every entry must be >= 1")
+        return values
+
+    @field_validator("sigmas")
+    @classmethod
+    def _sigma(cls, values):
+        if any(not v > 0 for v in values):
+            raise ValueError("every sigma must be > 0")
+        return values

@@ -1,0 +1,171 @@
+"""Training-level studies: a grid of solve runs in worker processes, resumable, summarised.
+
+Each cell is the base config plus override strings (a variant, e.g. the loss, and one
+point of the grid, e.g. dimension × seed). Every finished cell writes its own result
+file atomically under ``<STUDY>.cells/``; a rerun skips cells whose file exists, so an
+interrupted or crashed study continues where it stopped. The summary groups cells by
+(variant, column value) and reports mean ± std over the remaining grid keys (seeds) of
+the final and best relative L2, seconds per step and peak memory, in the layout of the
+published tables (methods as rows, dimensions as columns).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import multiprocessing
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Cell:
+    variant: str
+    assignment: tuple[tuple[str, object], ...]
+    overrides: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        text = json.dumps([self.variant, list(self.overrides)])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def expand_cells(variants: Mapping[str, Sequence[str]], grid: Mapping[str, Sequence]) -> list[Cell]:
+    """variants × Π grid values, each with its override strings."""
+    keys = list(grid)
+    cells = []
+    for name, base in variants.items():
+        for values in itertools.product(*(grid[k] for k in keys)):
+            assignment = tuple(zip(keys, values))
+            overrides = tuple(base) + tuple(f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
+                                            for k, v in assignment)
+            cells.append(Cell(name, assignment, overrides))
+    return cells
+
+
+def run_cell(config_path: str, overrides: Sequence[str], output: str, threads: int) -> dict:
+    """Solve one cell (in a worker process) and write its result file atomically."""
+    import torch
+
+    from pinnlab import config as configuration
+    from pinnlab.io import compute_slice, write_solve_result
+    from pinnlab.solvers import train
+
+    torch.set_num_threads(max(1, threads))
+    config = configuration.load(config_path, overrides)
+    problem, kwargs = configuration.build(config)
+    result = train(problem, **kwargs, progress="off")
+    slice_data = compute_slice(problem, result.params, result.test_inputs,
+                               num_samples=config.estimator.eval_samples, seed=config.trainer.seed)
+    write_solve_result(output, config=config, problem=problem, result=result, slice_data=slice_data)
+    return cell_metrics(output)
+
+
+def cell_metrics(path: str | Path) -> dict:
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        final = fh["final"].attrs
+        return {
+            "rel_l2": float(final["rel_l2"]),
+            "best_rel_l2": float(final["best_rel_l2"]),
+            "seconds_per_step": 1.0 / float(final["steps_per_second"]) if final["steps_per_second"] else math.nan,
+            "peak_mem_mb": float(final.get("peak_mem_mb", math.nan)),
+            "status": str(fh.attrs["status"]),
+        }
+
+
+def _run_cell_job(args):
+    config_path, overrides, output, threads = args
+    return output, run_cell(config_path, overrides, output, threads)
+
+
+def run_training_study(
+    config_path: str | Path,
+    cells: list[Cell],
+    cell_dir: str | Path,
+    *,
+    workers: int = 1,
+    base_overrides: Sequence[str] = (),
+    progress: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Run every unfinished cell (``workers`` processes); return one record per cell."""
+    cell_dir = Path(cell_dir)
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    todo, records = [], {}
+    for cell in cells:
+        path = cell_dir / f"{cell.key}.h5"
+        if path.exists():
+            records[cell.key] = cell_metrics(path)
+            if progress:
+                progress(f"skip finished cell {cell.variant} {dict(cell.assignment)}")
+        else:
+            todo.append((str(config_path), list(base_overrides) + list(cell.overrides), str(path), threads))
+    if todo:
+        if workers <= 1:
+            results = map(_run_cell_job, todo)
+        else:
+            pool = multiprocessing.get_context("spawn").Pool(workers)
+            results = pool.imap_unordered(_run_cell_job, todo)
+        try:
+            for output, metrics in results:
+                key = Path(output).stem
+                records[key] = metrics
+                if progress:
+                    cell = next(c for c in cells if c.key == key)
+                    progress(f"finished cell {cell.variant} {dict(cell.assignment)}: "
+                             f"rel_l2={metrics['rel_l2']:.3e}")
+        finally:
+            if workers > 1:
+                pool.terminate()
+                pool.join()
+    out = []
+    for cell in cells:
+        out.append({"variant": cell.variant, **{k: v for k, v in cell.assignment},
+                     "key": cell.key, "overrides": list(cell.overrides), **records[cell.key]})
+    return out
+
+
+def summarise(records: list[dict], columns: str | None) -> list[dict]:
+    """mean ± std per (variant, column value) over the other grid keys."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["variant"], r.get(columns) if columns else None), []).append(r)
+    rows = []
+    for (variant, column), items in groups.items():
+        row = {"variant": variant, "column": column, "runs": len(items)}
+        for metric in ("rel_l2", "best_rel_l2", "seconds_per_step", "peak_mem_mb"):
+            values = np.array([i[metric] for i in items], dtype=float)
+            row[f"{metric}_mean"] = float(values.mean())
+            row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        rows.append(row)
+    return rows
+
+
+def markdown_table(summary: list[dict], columns: str | None, metric: str = "rel_l2") -> str:
+    variants = list(dict.fromkeys(r["variant"] for r in summary))
+    values = list(dict.fromkeys(r["column"] for r in summary))
+    header = [f"{columns}={v}" if columns else "all" for v in values]
+    lines = ["| method | " + " | ".join(header) + " |", "|---|" + "---|" * len(values)]
+    for variant in variants:
+        cells = []
+        for v in values:
+            row = next((r for r in summary if r["variant"] == variant and r["column"] == v), None)
+            cells.append("—" if row is None else f"{row[f'{metric}_mean']:.3e} ± {row[f'{metric}_std']:.1e}")
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def csv_text(summary: list[dict]) -> str:
+    keys = list(summary[0]) if summary else []
+    lines = [",".join(keys)]
+    for row in summary:
+        lines.append(",".join(str(row[k]) for k in keys))
+    return "\n".join(lines) + "\n"
