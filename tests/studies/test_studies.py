@@ -1,0 +1,151 @@
+"""Bias–variance study formulas, the CLI's JSON schema, and resumable training studies."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pinnlab.cli import main
+from pinnlab.studies.estimator_study import (
+    EstimatorStudySpec,
+    loglog_slope,
+    run_estimator_study,
+    summarise,
+)
+from pinnlab.studies.training_study import expand_cells, markdown_table
+
+RECORD_KEYS = {"quantity", "loss", "noise", "dim", "samples", "sigma", "bias2", "bias2_se", "variance", "mse"}
+
+
+def test_summary_debiases_by_both_standard_errors():
+    mean = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    var = torch.tensor([4.0, 9.0], dtype=torch.float64)
+    ref = torch.tensor([0.5, 2.0], dtype=torch.float64)
+    ref_var = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    out = summarise("gradient", mean, var, 100, ref, ref_var, 10)
+    s2 = var / 100 + ref_var / 10
+    assert out["bias2"] == pytest.approx(float(((mean - ref) ** 2 - s2).sum()))
+    assert out["variance"] == pytest.approx(13.0)
+    assert out["mse"] == pytest.approx(out["bias2"] + 13.0)
+    se = math.sqrt(float((4 * (mean - ref) ** 2 * s2 + 2 * s2**2).sum()))
+    assert out["bias2_se"] == pytest.approx(se)
+    residual = summarise("residual", mean, var, 100, ref, ref_var, 10)
+    assert residual["variance"] == pytest.approx(6.5)  # averaged over points
+
+
+def test_loglog_slope_recovers_power_law():
+    k = np.array([4, 8, 16, 32, 64.0])
+    slope, se = loglog_slope(k, 3.0 / k)
+    assert slope == pytest.approx(-1.0) and se < 1e-10
+
+
+def test_biased_loss_bias_equals_residual_variance_for_a_linear_pde():
+    """For Poisson (E R̂ = R) the biased loss's bias is exactly mean_x Var R̂(x): the
+    study's loss bias must match its own residual variance within the standard errors."""
+    spec = EstimatorStudySpec(equation="poisson_two_body", dims=(3,), samples=(4, 16), sigmas=(0.1,),
+                              noise=("independent",), quantities=("residual", "loss"), replicates=400,
+                              points=16, reference_samples=512, reference_replicates=20, problem_seed=1,
+                              width=16, depth=3)
+    out = run_estimator_study(spec)
+    for k in (4, 16):
+        rows = {(r["quantity"], r["loss"]): r for r in out["records"] if r["samples"] == k}
+        loss, residual = rows[("loss", "biased")], rows[("residual", "biased")]
+        # bias of mean R̂² = mean Var R̂; the residual variance has relative error ~ sqrt(2/R)
+        tolerance = 4 * loss["bias_se"] + 4 * residual["variance"] * math.sqrt(2 / 400)
+        assert abs(loss["bias"] - residual["variance"]) < tolerance, (k, loss, residual)
+        assert abs(rows[("loss", "unbiased")]["bias"]) < 4 * rows[("loss", "unbiased")]["bias_se"]
+
+
+TINY_ESTIMATOR = """\
+equation: {name: poisson_two_body, dim: 3, seed: 1}
+model: {width: 8, depth: 3}
+trainer: {steps: 5, dtype: float64}
+study:
+  kind: estimator
+  samples: [4, 8]
+  sigmas: [0.1]
+  noise: [independent, shared]
+  replicates: 10
+  points: 4
+  reference_samples: 32
+  reference_replicates: 3
+  init: fresh
+"""
+
+
+def test_study_cli_json_schema_and_plots(tmp_path):
+    cfg = tmp_path / "est.yaml"
+    cfg.write_text(TINY_ESTIMATOR)
+    out, js = tmp_path / "est.h5", tmp_path / "est.json"
+    assert main(["study", str(cfg), "-o", str(out), "--json", str(js)]) == 0
+    data = json.loads(js.read_text())
+    assert set(data) >= {"records", "slopes"}
+    assert len(data["records"]) == 2 * 2 * 2 * 3  # K × noise × loss × quantity
+    for record in data["records"]:
+        assert RECORD_KEYS <= set(record)
+        assert record["quantity"] in ("residual", "loss", "gradient")
+        assert record["loss"] in ("biased", "unbiased")
+    assert main(["plot", str(out), "-o", str(tmp_path / "plots")]) == 0
+    assert len(list((tmp_path / "plots").glob("*.png"))) == 3
+
+
+TINY_TRAINING = """\
+equation: {name: poisson_two_body, dim: 3, seed: 1}
+model: {width: 8, depth: 3}
+estimator: {samples: 4}
+trainer: {steps: STEPS, eval_every: 50, test_points: 50, batch_size: 8}
+study:
+  kind: training
+  variants:
+    biased: [loss.kind=biased]
+    unbiased: [loss.kind=unbiased]
+  grid:
+    equation.dim: [3, 4]
+    trainer.seed: [0, 1]
+  columns: equation.dim
+  workers: 1
+"""
+
+
+def test_training_study_cells_and_table():
+    cells = expand_cells({"a": ["loss.kind=biased"]}, {"equation.dim": [3, 4], "trainer.seed": [0, 1]})
+    assert len(cells) == 4 and len({c.key for c in cells}) == 4
+    assert cells[0].overrides == ("loss.kind=biased", "equation.dim=3", "trainer.seed=0")
+    summary = [{"variant": "a", "column": 3, "rel_l2_mean": 0.1, "rel_l2_std": 0.01}]
+    assert "| a | 1.000e-01 ± 1.0e-02 |" in markdown_table(summary, "equation.dim")
+
+
+def test_killed_training_study_skips_finished_cells(tmp_path):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(TINY_TRAINING.replace("STEPS", "300"))
+    out = tmp_path / "train.h5"
+    cells = Path(str(out) + ".cells")
+    proc = subprocess.Popen([sys.executable, "-m", "pinnlab.cli", "study", str(cfg), "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if cells.exists() and len(list(cells.glob("*.h5"))) >= 2:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p.name for p in cells.glob("*.h5")}
+    assert 2 <= len(finished) < 8 and not out.exists()
+    mtimes = {p.name: p.stat().st_mtime_ns for p in cells.glob("*.h5")}
+    rerun = subprocess.run([sys.executable, "-m", "pinnlab.cli", "study", str(cfg), "-o", str(out)],
+                           capture_output=True, text=True, check=True)
+    assert rerun.stderr.count("skip finished cell") == len(finished)
+    for name, mtime in mtimes.items():
+        assert (cells / name).stat().st_mtime_ns == mtime  # not recomputed
+    assert len(list(cells.glob("*.h5"))) == 8 and out.exists()
+    assert Path(str(out.with_suffix("")) + ".md").read_text().count("|") > 10
