@@ -174,7 +174,7 @@ def _register_optional_commands() -> None:
         try:
             module = __import__(module_name, fromlist=["add_parser", "run"])
         except ModuleNotFoundError as err:
-            if err.name != module_name:
+            if err.name is None or not module_name.startswith(err.name):
                 raise
             continue
         COMMANDS[module.NAME] = (module.add_parser, module.run)

@@ -130,13 +130,16 @@ def test_killed_training_study_skips_finished_cells(tmp_path):
     cfg.write_text(TINY_TRAINING.replace("STEPS", "300"))
     out = tmp_path / "train.h5"
     cells = Path(str(out) + ".cells")
-    proc = subprocess.Popen([sys.executable, "-m", "pinnlab.cli", "study", str(cfg), "-o", str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "first_run.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "pinnlab.cli", "study", str(cfg), "-o", str(out)],
+                                stdout=subprocess.DEVNULL, stderr=sink)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         if cells.exists() and len(list(cells.glob("*.h5"))) >= 2:
             break
         time.sleep(0.05)
+    assert proc.poll() is None, f"study ended before it could be killed:\n{log.read_text()}"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     finished = {p.name for p in cells.glob("*.h5")}
