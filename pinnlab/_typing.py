@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Union
 
+import torch
 from torch import Tensor
 
 Points = Tensor
@@ -18,3 +19,9 @@ Params = dict[str, Tensor]
 
 HyperParams = Mapping[str, Union[float, Tensor, Mapping[str, Union[float, Tensor]]]]
 """Hyperparameters of the training step (learning rate, sigma, mix, loss weights, ...)."""
+
+
+def is_transform_wrapped(tensor: Tensor) -> bool:
+    """True for a tensor that lives inside a torch.func transform (vmap, grad, jvp):
+    such tensors must not be cached beyond the transform's call."""
+    return bool(torch._C._functorch.is_functorch_wrapped_tensor(tensor))

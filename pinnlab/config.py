@@ -107,6 +107,24 @@ class LossSection(_Section):
         return value
 
 
+class DataSection(_Section):
+    """``data:`` observations of u (for a data loss term and for tuning objectives).
+
+    ``source`` is ``synthetic`` (``points`` values of the exact solution at seeded
+    test-distribution points, plus Gaussian noise of relative size ``noise``) or the path
+    of an HDF5/NPZ/CSV file (layouts in :mod:`pinnlab.io.observations`). With
+    ``train: true`` the observations also enter the training loss as the term ``data``
+    (weight ``loss.weights.data``), ``batch_size`` of them per step (all by default).
+    """
+
+    source: str = "synthetic"
+    points: int = Field(100, ge=1)
+    noise: float = Field(0.0, ge=0)
+    seed: int = Field(0, ge=0)
+    train: bool = False
+    batch_size: int | None = Field(None, ge=1)
+
+
 class TrainerSection(_Section):
     """``trainer:`` optimisation, evaluation, device and checkpoints."""
 
@@ -140,6 +158,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "estimator": EstimatorSection,
     "loss": LossSection,
     "trainer": TrainerSection,
+    "data": DataSection,
 }
 """Top-level sections; other parts of pinnlab (tuning, studies) add theirs here."""
 
@@ -150,6 +169,9 @@ def _register_feature_sections() -> None:
     from pinnlab.studies.spec import StudySection
 
     SECTIONS.setdefault("study", StudySection)
+    from pinnlab.tuning.spec import TuneSection
+
+    SECTIONS.setdefault("tune", TuneSection)
 
 
 _register_feature_sections()
@@ -271,7 +293,7 @@ def validate(data: Mapping[str, Any]) -> Config:
     sections = {}
     for name, model in SECTIONS.items():
         if name not in data:
-            if name in ("tune", "study"):
+            if name in ("tune", "study", "data"):
                 continue
             value = {}
         else:
@@ -288,6 +310,8 @@ def validate(data: Mapping[str, Any]) -> Config:
     _check_equation(config.equation)
     if "study" in sections:
         _check_study(config)
+    if "data" in sections:
+        _check_data(config)
     _check_loss(config)
     return config
 
@@ -339,6 +363,12 @@ def _check_study(config: Config) -> None:
         raise ConfigError(f"study.init = {study.init!r}: must be 'fresh', 'trained' or an existing result file")
 
 
+def _check_data(config: Config) -> None:
+    source = config.data.source
+    if source != "synthetic" and not Path(source).is_file():
+        raise ConfigError(f"data.source = {source!r}: must be 'synthetic' or an existing .h5/.npz/.csv file")
+
+
 def _check_loss(config: Config) -> None:
     loss = config.loss
     if loss.kind == "hybrid":
@@ -357,6 +387,10 @@ def _check_loss(config: Config) -> None:
         raise ConfigError(f"loss.kind = {loss.kind!r}: switch settings need loss.kind = hybrid")
     names = {"residual", "boundary", "data"}
     for key in loss.weights:
+        if key == "data" and not ("data" in config.sections and config.data.train):
+            raise ConfigError("loss.weights.data: there is no data term (set data.train: true)")
+        if key == "boundary" and config.equation.constraint != "soft":
+            raise ConfigError("loss.weights.boundary: there is no boundary term (set equation.constraint: soft)")
         if key not in names:
             raise ConfigError(f"loss.weights.{key}: unknown loss term (allowed: {', '.join(sorted(names))})")
     for key, value in loss.weights.items():
@@ -422,6 +456,19 @@ def make_loss(section: LossSection, equation):
     return loss
 
 
+def make_observations(config: Config, equation):
+    """The ``data:`` section's observations `(x, u)` (float64)."""
+    from pinnlab.io.observations import ObservationError, load_observations, synthetic_observations
+
+    section = config.data
+    if section.source == "synthetic":
+        return synthetic_observations(equation, section.points, noise=section.noise, seed=section.seed)
+    try:
+        return load_observations(section.source, equation.input_dim)
+    except ObservationError as err:
+        raise ConfigError(f"data.source: {err}") from None
+
+
 def build(config: Config):
     """Library objects for a validated config: ``(problem, train_kwargs)``.
 
@@ -438,6 +485,7 @@ def build(config: Config):
         Adam,
         Constant,
         ConstraintLoss,
+        DataLoss,
         Exponential,
         LinearDecay,
         PINNProblem,
@@ -454,6 +502,9 @@ def build(config: Config):
     extra = ()
     if equation.constraint == "soft":
         extra = (ConstraintLoss(name="boundary", batch_size=config.loss.boundary_points),)
+    if "data" in config.sections and config.data.train:
+        x_obs, u_obs = make_observations(config, equation)
+        extra = (*extra, DataLoss(x_obs, u_obs, name="data", batch_size=config.data.batch_size))
     problem = PINNProblem(
         equation, net, make_estimator(config.estimator, equation),
         make_loss(config.loss, equation), batch_size=trainer.batch_size, extra_terms=extra,
@@ -469,7 +520,7 @@ def build(config: Config):
     if weighting is not None and not extra:
         raise ConfigError(
             f"loss.weighting = {config.loss.weighting!r}: needs more than one loss term "
-            "(use equation.constraint: soft)"
+            "(use equation.constraint: soft or data.train: true)"
         )
     hyperparams = {"weights": dict(config.loss.weights)} if config.loss.weights else {}
     kwargs = dict(

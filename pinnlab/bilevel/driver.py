@@ -94,6 +94,8 @@ def optimize(
     checkpoint_every: int = 0,
     resume: bool = False,
     callback: Callable[[int, Phi, dict], None] | None = None,
+    time_budget: float | None = None,
+    metadata: dict | None = None,
 ) -> OuterResult:
     r"""Minimise h(φ) (or the true bilevel objective) by an outer gradient method.
 
@@ -107,7 +109,10 @@ def optimize(
 
     Checkpoints (every ``checkpoint_every`` outer steps, atomic, ``weights_only``-safe)
     hold φ, the meta-optimizer state, θ and its optimizer state, the method state and
-    the history; ``resume=True`` continues from ``checkpoint`` exactly.
+    the history; ``resume=True`` continues from ``checkpoint`` exactly. ``metadata``
+    (e.g. a config hash) is stored with them, and resuming with other metadata is
+    refused. ``time_budget`` stops after the outer step that exceeds that many seconds
+    of this call (wall-clock, so not reproducible across machines).
     """
     from pinnlab.io.atomic import atomic_path
 
@@ -129,6 +134,8 @@ def optimize(
     first = 0
     if resume:
         data = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if metadata is not None and data.get("metadata") != metadata:
+            raise ValueError(f"checkpoint {str(checkpoint)!r} belongs to another run (metadata differ)")
         with torch.no_grad():
             for k in u:
                 u[k].copy_(data["u"][k])
@@ -142,11 +149,14 @@ def optimize(
         payload = {"u": {k: v.detach() for k, v in u.items()}, "meta_optimizer": opt.state_dict(),
                    "history": history, "theta_state": _plain(theta_state),
                    "method_state": _plain({str(k): v for k, v in method_state.items()}),
-                   "outer_step": k_done}
+                   "outer_step": k_done, "metadata": metadata}
         with atomic_path(checkpoint) as tmp:
             torch.save(payload, tmp)
 
+    began = time.perf_counter()
     for k in range(first, steps):
+        if time_budget is not None and k > first and time.perf_counter() - began > time_budget:
+            break
         current = method.at(k) if isinstance(method, TwoPhase) else method
         t0 = time.perf_counter()
         start = k * inner.horizon
@@ -184,7 +194,7 @@ def optimize(
         for name, v in constrained.items():
             history[f"phi/{name}"].append(v.detach().cpu().clone())
         if callback is not None:
-            callback(k, constrained, diagnostics)
+            callback(k, constrained, {**diagnostics, "value": history["value"][-1]})
         if checkpoint is not None and checkpoint_every and (k + 1) % checkpoint_every == 0:
             save(k + 1)
     final = constrain({n: v.detach() for n, v in u.items()}, parameterization)

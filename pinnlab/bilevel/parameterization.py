@@ -57,7 +57,11 @@ class Logit(AbstractParameterization):
             raise ValueError(f"Logit needs high > low, got ({self.low}, {self.high})")
 
     def forward(self, u):
-        return self.low + (self.high - self.low) * torch.sigmoid(u)
+        # Bounds as tensors of u's dtype: Python-scalar arithmetic on the sigmoid under
+        # vmap(jvp(grad(...))) promotes to float64 in torch 2.13 and breaks the backward.
+        low = torch.as_tensor(self.low, dtype=u.dtype, device=u.device)
+        width = torch.as_tensor(self.high - self.low, dtype=u.dtype, device=u.device)
+        return torch.addcmul(low, width, torch.sigmoid(u))
 
     def inverse(self, value):
         p = (value - self.low) / (self.high - self.low)
@@ -81,6 +85,10 @@ def reparameterize(problem: BilevelProblem, parameterization: dict[str, Abstract
     """The same problem as a function of unconstrained u (φ = forward(u))."""
     if not parameterization:
         return problem
+    from pinnlab.bilevel.zeroth_order import BlackBox
+
+    if isinstance(problem, BlackBox):
+        return BlackBox(lambda u: problem.objective(constrain(u, parameterization)), problem.horizon)
 
     def c(u):
         return constrain(u, parameterization)

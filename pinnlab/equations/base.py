@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from pinnlab._seeding import make_generator
+from pinnlab._typing import is_transform_wrapped
 from pinnlab.equations.fields import ONE, ZERO, Jet, solution_fields
 from pinnlab.equations.residual import estimate_residual, is_linear, is_unbiasable
 from pinnlab.equations.terms import Coefficients, ResidualTerm
@@ -82,13 +83,15 @@ class AbstractEquation(abc.ABC):
         return {}
 
     def coefficients_like(self, x: Tensor) -> Coefficients:
-        """The coefficients on x's device and dtype (cached)."""
+        """The coefficients on x's device and dtype (cached, except copies made inside a
+        torch.func transform, which must not outlive it)."""
         key = (x.device, x.dtype)
-        if key not in self._coefficient_cache:
-            self._coefficient_cache[key] = {
-                k: v.to(device=x.device, dtype=x.dtype) for k, v in self.coefficients.items()
-            }
-        return self._coefficient_cache[key]
+        if key in self._coefficient_cache:
+            return self._coefficient_cache[key]
+        converted = {k: v.to(device=x.device, dtype=x.dtype) for k, v in self.coefficients.items()}
+        if not any(is_transform_wrapped(v) for v in converted.values()):
+            self._coefficient_cache[key] = converted
+        return converted
 
     def _merge(self, x: Tensor, coefficients: Coefficients | None) -> Coefficients:
         base = self.coefficients_like(x)

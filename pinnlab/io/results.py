@@ -19,6 +19,14 @@ Schema (one file per run; gzip-compressed datasets)::
     /radial/r, abs_err, rel_err, count                                (unit-ball problems)
     /params/<name>          the final network parameters
 
+A ``pinnlab tune`` file (kind="tune") is the result of its final solve plus::
+
+    /tune                   attrs: method, objective, horizon, seconds, steps_done,
+                            inner ("pinnlab"|"deepxde"), coefficient_rel_err/<name>
+    /tune/outer_step, value, grad_norm, seconds      one row per outer step (or trial)
+    /tune/phi/<name>        φ after each outer step, constrained values [steps, *shape]
+    /tune/tuned/<name>      the values the final solve used
+
 ``loss`` in /history is the mean training loss since the previous row; ``rel_l2`` is
 that of the smoothed model u = A·u_σ + B with ``estimator.eval_samples`` samples.
 """
@@ -136,17 +144,20 @@ def _dataset(group, name, data):
         group.create_dataset(name, data=data)
 
 
-def write_solve_result(path: str | Path, *, config, problem, result, slice_data=None) -> None:
+def write_solve_result(path: str | Path, *, config, problem, result, slice_data=None,
+                       kind: str = "solve", extra=None) -> None:
     """Write the result of :func:`pinnlab.solvers.train` for ``config`` to ``path``.
 
     ``slice_data`` is ``(inputs, grid_a, grid_b, dims, labels, inside, u_pred, u_true)``
-    from :func:`slice_grid` plus predictions; see :func:`compute_slice`.
+    from :func:`slice_grid` plus predictions; see :func:`compute_slice`. ``kind`` is the
+    root attribute ``kind``; ``extra(file)`` may add groups (``pinnlab tune`` adds
+    ``/tune``) inside the same atomic write.
     """
     equation = problem.equation
     x, u_true = result.test_inputs, result.test_exact
     u_pred = result.final.prediction
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as fh:
-        fh.attrs["kind"] = "solve"
+        fh.attrs["kind"] = kind
         fh.attrs["config"] = config.to_yaml()
         for key, value in _versions().items():
             fh.attrs[key] = str(value)
@@ -208,6 +219,8 @@ def write_solve_result(path: str | Path, *, config, problem, result, slice_data=
         params = fh.create_group("params")
         for key, value in result.params.items():
             _dataset(params, key, value.detach().cpu().numpy())
+        if extra is not None:
+            extra(fh)
 
 
 def compute_slice(problem, params, x_test, *, num_samples=None, seed=0):

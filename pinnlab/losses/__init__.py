@@ -5,6 +5,7 @@ from pinnlab.losses.biased import Biased as Biased
 from pinnlab.losses.biased import biased_loss as biased_loss
 from pinnlab.losses.hybrid import Blend as Blend
 from pinnlab.losses.hybrid import Hybrid as Hybrid
+from pinnlab.losses.hybrid import Piecewise as Piecewise
 from pinnlab.losses.hybrid import PlateauState as PlateauState
 from pinnlab.losses.hybrid import SwitchAt as SwitchAt
 from pinnlab.losses.hybrid import SwitchOnPlateau as SwitchOnPlateau
@@ -17,6 +18,7 @@ __all__ = [
     "Biased",
     "Blend",
     "Hybrid",
+    "Piecewise",
     "PlateauState",
     "SwitchAt",
     "SwitchOnPlateau",

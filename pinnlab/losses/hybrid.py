@@ -39,6 +39,28 @@ class Blend:
         return min(1.0, max(0.0, (step - self.start) / (self.end - self.start)))
 
 
+@dataclass(frozen=True)
+class Piecewise:
+    """mix = ``values[j]`` on the j-th of ``len(values)`` equal segments of ``total`` steps.
+
+    The schedule a tuned mix followed during bilevel tuning, replayed over a solve of
+    ``total`` steps (``pinnlab tune`` writes it this way).
+    """
+
+    values: tuple[float, ...]
+    total: int
+
+    def __post_init__(self):
+        if not self.values or self.total < 1:
+            raise ValueError("Piecewise needs at least one value and total >= 1")
+        if any(not 0 <= v <= 1 for v in self.values):
+            raise ValueError(f"Piecewise mix values must lie in [0, 1], got {self.values}")
+
+    def mix(self, step: int) -> float:
+        j = min(len(self.values) - 1, step * len(self.values) // self.total)
+        return float(self.values[j])
+
+
 @dataclass
 class PlateauState:
     """Running state of :class:`SwitchOnPlateau` (saved in checkpoints)."""
@@ -90,7 +112,7 @@ class SwitchOnPlateau:
         return float(state.switched_at is not None and step >= state.switched_at)
 
 
-Switch = Union[SwitchAt, Blend, SwitchOnPlateau]
+Switch = Union[SwitchAt, Blend, SwitchOnPlateau, Piecewise]
 
 
 @dataclass(frozen=True)

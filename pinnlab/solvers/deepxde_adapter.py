@@ -113,6 +113,7 @@ def solve_with_deepxde(
     boundary_points: int = 100,
     loss_weights: Sequence[float] | None = None,
     test_points: int = 2000,
+    test_set: tuple[Tensor, Tensor] | None = None,
     seed: int = 0,
     display_every: int = 1000,
 ) -> DeepXDEResult:
@@ -125,7 +126,8 @@ def solve_with_deepxde(
     soft-constrained ones get a ``PointSetBC`` on ``boundary_points`` points of
     ``equation.sample_boundary``, and ``loss_weights`` = [PDE, boundary]. Derivatives are
     exact (``dde.grad.jacobian``/``hessian``): a d-dimensional Laplacian costs d extra
-    backward passes, so keep d moderate. Evaluation is on the equation's seeded test set.
+    backward passes, so keep d moderate. Evaluation is on the equation's seeded test set,
+    or on ``test_set = (x, u)`` (e.g. observations, when tuning DeepXDE as a black box).
     """
     dde = import_deepxde()
     dim = equation.input_dim
@@ -179,8 +181,11 @@ def solve_with_deepxde(
         display_every=display_every, verbose=0,
     )
     seconds = time.perf_counter() - start
-    x_test = equation.test_set(test_points, dtype=torch.float64)
-    u_test = equation.exact(x_test)
+    if test_set is None:
+        x_test = equation.test_set(test_points, dtype=torch.float64)
+        u_test = equation.exact(x_test)
+    else:
+        x_test, u_test = (t.detach().cpu().double() for t in test_set)
     prediction = torch.as_tensor(model.predict(x_test.numpy().astype(dde.config.real(np))))[:, 0]
     final = relative_errors(prediction.double(), u_test)
     return DeepXDEResult(

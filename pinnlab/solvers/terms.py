@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from pinnlab._typing import is_transform_wrapped
 from pinnlab.estimators.base import Value
 from pinnlab.solvers.problem import AbstractLossTerm, StepContext
 
@@ -76,9 +77,13 @@ class DataLoss(AbstractLossTerm):
 
     def _on(self, like: Tensor) -> tuple[Tensor, Tensor]:
         key = (like.device, like.dtype)
-        if key not in self._cache:
-            self._cache[key] = (self.inputs.to(like), self.values.to(like))
-        return self._cache[key]
+        if key in self._cache:
+            return self._cache[key]
+        converted = (self.inputs.to(device=like.device, dtype=like.dtype),
+                     self.values.to(device=like.device, dtype=like.dtype))
+        if not any(is_transform_wrapped(t) for t in converted):
+            self._cache[key] = converted
+        return converted
 
     def __call__(self, context: StepContext) -> Tensor:
         x, y = self._on(next(iter(context.params.values())))

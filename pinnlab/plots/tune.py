@@ -1,0 +1,82 @@
+"""Figures of a ``pinnlab tune`` result: φ trajectories, outer objective, and the final solve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+from matplotlib.figure import Figure
+
+from pinnlab.plots.solve import _save, plot_solve
+
+MAX_LINES = 12
+
+
+def _trajectories(group) -> dict[str, np.ndarray]:
+    """Scalar φ entries as 1-D series; vector entries (σ per coordinate, μ) by their
+    coordinates (at most MAX_LINES of them); the collocation network by its norm."""
+    out: dict[str, np.ndarray] = {}
+    net = []
+    for name in group:
+        values = group[name][...]
+        if name.startswith("collocation_weight"):
+            for sub in values.values() if isinstance(values, h5py.Group) else [values]:
+                net.append(sub.reshape(len(sub), -1))
+            continue
+        if values.ndim == 1:
+            out[name] = values
+        else:
+            flat = values.reshape(len(values), -1)
+            for i in range(min(flat.shape[1], MAX_LINES)):
+                out[f"{name}[{i}]"] = flat[:, i]
+    if net:
+        out["‖collocation net‖"] = np.sqrt(sum((a ** 2).sum(1) for a in net))
+    return out
+
+
+def plot_tune(path: Path, outdir: Path) -> list[Path]:
+    """φ against outer step (log scale for positive quantities) and the outer objective;
+    then the final solve's own figures."""
+    with h5py.File(path, "r") as fh:
+        tune = fh["tune"]
+        steps = tune["outer_step"][...] + 1
+        value = tune["value"][...]
+        series = {}
+        phi = tune["phi"]
+        for name in phi:
+            item = phi[name]
+            if isinstance(item, h5py.Group):  # collocation_weight/<layer>
+                series.update(_trajectories({f"collocation_weight/{k}": item[k] for k in item}))
+            else:
+                series.update(_trajectories({name: item}))
+        truth = {k[len("coefficient_rel_err/"):]: v for k, v in tune.attrs.items()
+                 if k.startswith("coefficient_rel_err/")}
+        method, objective = tune.attrs["method"], tune.attrs["objective"]
+        final = fh["final"].attrs["rel_l2"]
+        fig = Figure(figsize=(11, 4.2), layout="constrained")
+        ax_phi, ax_obj = fig.subplots(1, 2)
+        for i, (name, values) in enumerate(series.items()):
+            ax_phi.plot(steps[: len(values)], values, "o-", ms=3, color=f"C{i % 10}", label=name)
+        if series and all((v > 0).all() for v in series.values()):
+            ax_phi.set_yscale("log")
+        ax_phi.set_xlabel("outer step" if method not in ("random", "optuna") else "trial")
+        ax_phi.set_ylabel("value")
+        ax_phi.set_title(f"tuned hyperparameters ({method})")
+        if len(series) <= MAX_LINES:
+            ax_phi.legend(fontsize=8)
+        finite = np.isfinite(value)
+        ax_obj.semilogy(steps[finite], value[finite], "o-", ms=3, color="C3", label="outer objective")
+        if method in ("random", "optuna") and finite.any():
+            ax_obj.semilogy(steps[finite], np.minimum.accumulate(value[finite]), "-", color="k",
+                            lw=1.5, label="best so far")
+        ax_obj.set_xlabel("outer step" if method not in ("random", "optuna") else "trial")
+        ax_obj.set_ylabel(f"outer objective ({objective})")
+        text = f"final solve rel. L2 = {final:.2e}"
+        for name, err in truth.items():
+            text += f"\n{name}: rel. error {err:.2e}"
+        ax_obj.set_title(text, fontsize=10)
+        ax_obj.legend(fontsize=8)
+        outdir.mkdir(parents=True, exist_ok=True)
+        written = [_save(fig, outdir / "tune.png")]
+    return written + plot_solve(path, outdir)

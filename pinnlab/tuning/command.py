@@ -1,0 +1,134 @@
+"""``pinnlab tune CONFIG [overrides] -o TUNE.h5 [--resume] [--overwrite]``."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+NAME = "tune"
+
+
+def add_parser(sub):
+    p = sub.add_parser(NAME, help="tune PINN hyperparameters (or PDE coefficients) by bilevel optimisation")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", help="key.sub=value (YAML-typed)")
+    p.add_argument("-o", "--output", required=True, help="result file TUNE.h5")
+    p.add_argument("--resume", action="store_true", help="continue from TUNE.h5.ckpt")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing result")
+    p.add_argument("--progress", choices=("auto", "bar", "log", "off"), default="auto")
+    return p
+
+
+def _summary(phi) -> str:
+    parts = []
+    for name, value in phi.items():
+        if name.startswith("collocation_weight/"):
+            continue
+        v = value.detach().double()
+        parts.append(f"{name}={float(v):.4g}" if v.numel() == 1 else f"|{name}|={float(v.norm()):.4g}")
+    return " ".join(parts)
+
+
+def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
+    """The final solve's result file with the ``/tune`` group (schema in pinnlab.io.results)."""
+    import numpy as np
+    import torch
+
+    from pinnlab.io import compute_slice, write_solve_result
+    from pinnlab.io.results import _dataset
+    from pinnlab.tuning.run import coefficient_errors, final_hyperparams
+
+    config = setup.config
+    tuned = {k: v for k, v in final_hyperparams(setup, outcome).items() if not callable(v)}
+
+    def extra(fh):
+        group = fh.create_group("tune")
+        group.attrs["method"] = outcome.method
+        group.attrs["objective"] = config.tune.objective.kind
+        group.attrs["horizon"] = config.tune.horizon
+        group.attrs["inner"] = config.tune.inner
+        group.attrs["seconds"] = outcome.seconds
+        group.attrs["steps_done"] = len(outcome.history["outer_step"])
+        for key in ("outer_step", "value", "grad_norm", "seconds"):
+            _dataset(group, key, np.asarray(outcome.history[key], dtype=float))
+        for name in setup.tunables:
+            values = outcome.history[f"phi/{name}"]
+            stacked = torch.stack([torch.as_tensor(v) for v in values]).double().numpy() if values else np.zeros(0)
+            _dataset(group, f"phi/{name}", stacked)
+            _dataset(group, f"tuned/{name}", outcome.phi[name].detach().cpu().double().numpy())
+        for name, err in coefficient_errors(setup, outcome.phi).items():
+            group.attrs[f"coefficient_rel_err/{name}"] = err
+        for key, value in tuned.items():
+            if key == "weights":
+                for term, w in value.items():
+                    group.attrs[f"final/weights.{term}"] = float(torch.as_tensor(w).double().norm())
+
+    with torch.no_grad():
+        slice_data = compute_slice(problem, result.params, result.test_inputs,
+                                   num_samples=config.estimator.eval_samples, seed=config.trainer.seed)
+    write_solve_result(output, config=config, problem=problem, result=result, slice_data=slice_data,
+                       kind="tune", extra=extra)
+
+
+def run(args) -> int:
+    import torch
+
+    from pinnlab import config as configuration
+    from pinnlab.cli import EXIT_FAILED, EXIT_OK, UsageError, _output_checks
+    from pinnlab.io.checkpoint import config_hash
+    from pinnlab.solvers.progress import Progress
+    from pinnlab.tuning.run import check_method, coefficient_errors, final_solve, run_tuning
+    from pinnlab.tuning.setup import build_tuning
+
+    try:
+        config = configuration.load(args.config, args.overrides)
+        if "tune" not in config.sections:
+            raise configuration.ConfigError("tune: required section is missing for `pinnlab tune`")
+        setup = build_tuning(config)
+        check_method(setup)
+    except (configuration.ConfigError, ValueError) as err:
+        raise UsageError(f"config error: {err}") from None
+    output = Path(args.output)
+    checkpoint = Path(str(output) + ".ckpt")
+    _output_checks(output, overwrite=args.overwrite, resume=args.resume)
+    if args.resume and not checkpoint.is_file():
+        raise UsageError(f"no checkpoint {str(checkpoint)!r} to resume from")
+    if not args.resume and checkpoint.exists() and not args.overwrite:
+        raise UsageError(f"a checkpoint {str(checkpoint)!r} exists from an interrupted run; pass --resume "
+                         "to continue it or --overwrite to start over")
+    if config.tune.method == "joint":
+        checkpoint_path = None  # a single-level fit is one training run; it restarts on --resume
+    else:
+        checkpoint_path = checkpoint
+    metadata = {"config": config_hash(config.to_yaml())}
+    if args.resume and checkpoint_path is not None:
+        try:
+            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except Exception as err:  # any unreadable file is bad input, not a crash
+            raise UsageError(f"cannot resume from {str(checkpoint)!r}: {type(err).__name__}: {err}"[:300]) from None
+        if not isinstance(saved, dict) or saved.get("metadata") != metadata:
+            raise UsageError(f"checkpoint {str(checkpoint)!r} belongs to another configuration; "
+                             "pass --overwrite to start over")
+    bar = Progress(config.tune.outer_steps, mode=args.progress, log_every=1, description="tune")
+
+    def progress(k, phi, diagnostics):
+        bar.description = f"tune {_summary(phi)}"
+        value = diagnostics.get("value") if isinstance(diagnostics, dict) else None
+        bar.update(k, math.nan if value is None else float(value), None)
+
+    try:
+        outcome = run_tuning(setup, checkpoint=checkpoint_path, resume=args.resume and checkpoint_path is not None,
+                             progress=progress, metadata=metadata)
+    finally:
+        bar.close()
+    print(f"tuned ({outcome.method}, {outcome.seconds:.1f} s): {_summary(outcome.phi)}", file=sys.stderr)
+    result, problem = final_solve(setup, outcome, progress=args.progress)
+    write_tune_result(output, setup, outcome, result, problem)
+    if checkpoint.exists():
+        checkpoint.unlink()
+    errors = coefficient_errors(setup, outcome.phi)
+    extra = "".join(f" {k}_rel_err={v:.6e}" for k, v in errors.items())
+    print(f"rel_l2={result.final.rel_l2:.6e} rel_l1={result.final.rel_l1:.6e} "
+          f"steps_per_second={result.stats['steps_per_second']:.4g}{extra}")
+    return EXIT_OK if result.status == "ok" else EXIT_FAILED

@@ -1,0 +1,191 @@
+"""Run a tuning method (bilevel or baseline), then the final solve with the tuned values."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pinnlab.bilevel import METHODS, BlackBox, TwoPhase, make_method, optimize
+from pinnlab.config import ConfigError
+from pinnlab.losses import Hybrid, Piecewise
+from pinnlab.solvers import TrainResult, train
+from pinnlab.tuning.search import joint_fit, search
+from pinnlab.tuning.setup import COLLOCATION, TuningSetup
+from pinnlab.tuning.spec import SEARCH_METHODS
+
+
+@dataclass
+class TuneOutcome:
+    """Tuned φ (constrained values) and the history of the tuning run.
+
+    ``history`` has ``outer_step``, ``value`` (the outer objective at each outer step or
+    trial), ``seconds`` and ``phi/<name>`` (φ after each step); ``best`` holds the best
+    trial's φ for search baselines.
+    """
+
+    phi: dict[str, Tensor]
+    history: dict[str, list]
+    method: str
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def mix_schedule(self) -> tuple[float, ...] | None:
+        values = self.history.get("phi/mix")
+        if not values:
+            return None
+        return tuple(float(v) for v in values)
+
+
+ZO_DEFAULT_MU = 0.05
+"""zo_fg2u's finite-difference step in unconstrained φ (log or logit space) when the
+config gives none: the library default 1e-3 is below what float32 training resolves."""
+
+
+def make_hypergradient_method(name: str, options: dict, where: str = "tune"):
+    if name == "zo_fg2u":
+        options = {"mu": ZO_DEFAULT_MU, **options}
+    try:
+        return make_method(name, **options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}.method = {name!r}: {err}") from None
+
+
+def check_method(setup: TuningSetup) -> None:
+    """Refuse method/tunable/objective combinations that cannot work (before any work)."""
+    tune = setup.config.tune
+    allowed = (*METHODS, *SEARCH_METHODS)
+    for name in [tune.method] + ([tune.then.method] if tune.then else []):
+        if name not in allowed:
+            raise ConfigError(f"tune.method = {name!r}: unknown method (allowed: {', '.join(allowed)})")
+    if tune.method in SEARCH_METHODS and tune.then is not None:
+        raise ConfigError(f"tune.then: a two-phase schedule needs hypergradient methods, not {tune.method!r}")
+    names = list(setup.tunables)
+    if tune.method in ("random", "optuna") and any(n.startswith(COLLOCATION) for n in names):
+        raise ConfigError(f"tune.method = {tune.method!r}: cannot search over the {COLLOCATION} network's "
+                          "parameters; use a hypergradient method such as fg2u")
+    if tune.method == "joint":
+        bad = [n for n in names if not n.startswith("coefficients.")]
+        if bad:
+            raise ConfigError(
+                f"tune.method = 'joint': fits only PDE coefficients together with θ on residual + data loss; "
+                f"{bad[0]} cannot be fitted by the training loss itself"
+            )
+        if tune.objective.kind != "data":
+            raise ConfigError("tune.method = 'joint': needs tune.objective.kind: data (the data term it fits)")
+    if tune.inner == "deepxde":
+        if tune.method not in ("zo_fg2u", "random", "optuna"):
+            raise ConfigError(f"tune.method = {tune.method!r}: DeepXDE training is a black box; use zo_fg2u, "
+                              "random or optuna")
+        bad = [n for n in names if n not in ("lr", "weights.residual", "weights.boundary")]
+        if bad:
+            raise ConfigError(f"tune.tunables.{bad[0]}: with tune.inner: deepxde only lr, weights.residual and "
+                              "weights.boundary can be tuned")
+        if tune.objective.kind != "data":
+            raise ConfigError("tune.inner: deepxde needs tune.objective.kind: data")
+    for name in [tune.method] + ([tune.then.method] if tune.then else []):
+        if name in METHODS:
+            options = tune.options if name == tune.method else tune.then.options
+            make_hypergradient_method(name, options)
+
+
+def _deepxde_black_box(setup: TuningSetup) -> BlackBox:
+    """h(φ) = relative squared misfit at the observations after a DeepXDE training run."""
+    from pinnlab.solvers.deepxde_adapter import solve_with_deepxde
+
+    config = setup.config
+    x_obs, y_obs = setup.observations
+
+    def objective(phi):
+        weights = [float(phi.get("weights.residual", 1.0))]
+        if setup.problem.equation.constraint == "soft":
+            weights.append(float(phi.get("weights.boundary", config.loss.weights.get("boundary", 1.0))))
+        result = solve_with_deepxde(
+            setup.problem.equation, steps=config.tune.horizon,
+            lr=float(phi.get("lr", config.trainer.lr)), width=config.model.width, depth=config.model.depth,
+            activation=config.model.activation, batch_size=config.trainer.batch_size,
+            boundary_points=config.loss.boundary_points, loss_weights=weights,
+            test_set=(x_obs, y_obs), seed=config.trainer.seed,
+        )
+        return result.final.rel_l2 ** 2
+
+    return BlackBox(objective, horizon=config.tune.horizon)
+
+
+def run_tuning(setup: TuningSetup, *, checkpoint: Path | None = None, resume: bool = False,
+               progress=None, metadata: dict | None = None) -> TuneOutcome:
+    """Tune φ with ``tune.method``; checkpoints after every ``checkpoint_every`` steps."""
+    tune = setup.config.tune
+    start = time.perf_counter()
+    if tune.method in ("random", "optuna"):
+        outcome = search(setup, sampler=tune.method, checkpoint=checkpoint, resume=resume,
+                         progress=progress, metadata=metadata)
+    elif tune.method == "joint":
+        outcome = joint_fit(setup, progress=progress)
+    else:
+        method: Any = make_hypergradient_method(tune.method, tune.options)
+        if tune.then is not None:
+            method = TwoPhase(method, make_hypergradient_method(tune.then.method, tune.then.options),
+                              tune.then.after)
+        meta = (lambda p: torch.optim.Adam(p, lr=tune.outer_lr)) if tune.outer_optimizer == "adam" \
+            else (lambda p: torch.optim.SGD(p, lr=tune.outer_lr))
+        problem = _deepxde_black_box(setup) if tune.inner == "deepxde" else setup.bilevel
+
+        def callback(k, phi, diagnostics):
+            if progress is not None:
+                progress(k, phi, diagnostics)
+
+        result = optimize(
+            problem, setup.phi0, method, steps=tune.outer_steps, meta_optimizer=meta,
+            parameterization=setup.parameterization, warm_start=tune.warm_start,
+            accumulate=tune.accumulate, seed=tune.seed, checkpoint=checkpoint,
+            checkpoint_every=tune.checkpoint_every if checkpoint is not None else 0, resume=resume,
+            callback=callback, time_budget=tune.budget_seconds, metadata=metadata,
+        )
+        outcome = TuneOutcome(result.phi, result.history, tune.method, 0.0)
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def final_hyperparams(setup: TuningSetup, outcome: TuneOutcome) -> dict[str, Any]:
+    """The training step's hyperparameters for the tuned φ (a tuned mix is left to the schedule)."""
+    phi = {k: v.detach() for k, v in outcome.phi.items() if k != "mix"}
+    return setup.to_hyperparams(phi)
+
+
+def final_solve(setup: TuningSetup, outcome: TuneOutcome, *, progress: str = "auto") -> tuple[TrainResult, Any]:
+    """Train from scratch with the tuned values for ``final_steps`` (default trainer.steps).
+
+    Returns the training result and the problem it trained (its loss carries the
+    learned mix schedule when the mix was tuned).
+    """
+    config = setup.config
+    steps = config.tune.final_steps or config.trainer.steps
+    problem = setup.problem
+    schedule = outcome.mix_schedule()
+    if schedule is not None and isinstance(problem.loss, Hybrid):
+        problem = dataclasses.replace(problem, loss=dataclasses.replace(problem.loss, switch=Piecewise(schedule, steps)))
+    kwargs = dict(setup.train_kwargs)
+    kwargs.update(steps=steps, hyperparams=final_hyperparams(setup, outcome),
+                  eval_every=min(kwargs["eval_every"], steps), checkpoint_every=0)
+    if config.trainer.schedule == "linear":
+        from pinnlab.solvers import LinearDecay
+
+        kwargs["schedule"] = LinearDecay(steps)
+    return train(problem, **kwargs, progress=progress), problem
+
+
+def coefficient_errors(setup: TuningSetup, phi: dict[str, Tensor]) -> dict[str, float]:
+    """Relative error ‖c − c*‖/‖c*‖ of every tuned PDE coefficient against the instance's truth."""
+    out = {}
+    for name, value in phi.items():
+        if name.startswith("coefficients."):
+            true = setup.problem.equation.coefficients[name.split(".", 1)[1]].double()
+            out[name] = float((value.detach().cpu().double() - true).norm() / true.norm().clamp_min(1e-300))
+    return out
+

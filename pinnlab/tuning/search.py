@@ -1,0 +1,192 @@
+"""Baselines in the tuning harness: random search, Optuna TPE, single-level joint fitting.
+
+Search baselines spend the same kind of budget as the bilevel methods: each trial trains
+the network from the same initialisation for ``trial_steps`` steps of the very same
+training step with candidate values, and is scored by the same outer objective.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pinnlab._seeding import derive_seed
+from pinnlab.bilevel.parameterization import Log
+from pinnlab.solvers import Adam
+
+
+def _trial_steps(setup) -> int:
+    tune = setup.config.tune
+    return tune.trial_steps or 10 * tune.horizon
+
+
+def trial_objective(setup, phi: dict[str, torch.Tensor], steps: int) -> float:
+    """Train ``steps`` steps from θ_0 with hyperparameters φ; the outer objective after."""
+    with torch.no_grad():
+        theta, state = setup.init
+        hp = setup.to_hyperparams(phi)
+        for t in range(steps):
+            theta, state, metrics = setup.train_step(theta, state, hp, t)
+            if not math.isfinite(float(metrics["loss"])):
+                return math.inf
+        value = float(setup.outer_loss(theta, phi))
+    return value if math.isfinite(value) else math.inf
+
+
+def _random_candidate(setup, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    phi = {}
+    for name, t in setup.tunables.items():
+        shape = tuple(t.init.shape)
+        if isinstance(t.transform, Log):
+            draw = np.exp(rng.uniform(math.log(t.low), math.log(t.high), size=shape))
+        else:
+            draw = rng.uniform(t.low, t.high, size=shape)
+        phi[name] = torch.as_tensor(draw, dtype=setup.dtype, device=setup.device)
+    return phi
+
+
+def _optuna_candidate(setup, trial) -> dict[str, torch.Tensor]:
+    phi = {}
+    for name, t in setup.tunables.items():
+        log = isinstance(t.transform, Log)
+        count = t.init.numel()
+        values = [trial.suggest_float(name if count == 1 else f"{name}[{i}]", t.low, t.high, log=log)
+                  for i in range(count)]
+        phi[name] = torch.tensor(values, dtype=setup.dtype, device=setup.device).reshape(t.init.shape)
+    return phi
+
+
+def _record(history, k, value, phi, seconds):
+    history["outer_step"].append(k)
+    history["value"].append(value)
+    history["seconds"].append(seconds)
+    history["method"].append("trial")
+    history["grad_norm"].append(math.nan)
+    for name, v in phi.items():
+        history[f"phi/{name}"].append(v.detach().cpu().clone())
+
+
+def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool = False,
+           progress=None, metadata: dict | None = None):
+    """Random search or Optuna TPE over the tunables' ranges; the best trial wins.
+
+    Runs ``tune.outer_steps`` trials or until ``tune.budget_seconds``. Trials are saved
+    to ``checkpoint`` after each one; resuming replays them (random search draws the
+    same candidates again, TPE is told the finished trials) and continues.
+    """
+    from pinnlab.io.atomic import atomic_path
+    from pinnlab.tuning.run import TuneOutcome
+
+    tune = setup.config.tune
+    steps = _trial_steps(setup)
+    history = {"outer_step": [], "value": [], "seconds": [], "method": [], "grad_norm": [],
+               **{f"phi/{n}": [] for n in setup.tunables}}
+    done: list[tuple[dict, float]] = []
+    if resume and checkpoint is not None:
+        data = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if metadata is not None and data.get("metadata") != metadata:
+            raise ValueError(f"checkpoint {str(checkpoint)!r} belongs to another run (metadata differ)")
+        history, done = data["history"], [(p, v) for p, v in data["trials"]]
+    rng = np.random.default_rng(derive_seed(tune.seed, "random_search"))
+    study = None
+    if sampler == "optuna":
+        try:
+            import optuna
+        except ImportError:
+            from pinnlab.config import ConfigError
+
+            raise ConfigError("tune.method = 'optuna': needs the optional dependency "
+                              "(pip install 'pinnlab[optuna]')") from None
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(direction="minimize",
+                                    sampler=optuna.samplers.TPESampler(seed=derive_seed(tune.seed, "tpe") % 2**32))
+        for params, value in done:
+            study.add_trial(optuna.trial.create_trial(
+                params=params, value=value if math.isfinite(value) else 1e300,
+                distributions={k: optuna.distributions.FloatDistribution(
+                    *_range(setup, k), log=_is_log(setup, k)) for k in params}))
+    else:
+        for _ in done:
+            _random_candidate(setup, rng)
+    began = time.perf_counter()
+    for k in range(len(done), tune.outer_steps):
+        if tune.budget_seconds is not None and k > len(done) and time.perf_counter() - began > tune.budget_seconds:
+            break
+        t0 = time.perf_counter()
+        if study is not None:
+            trial = study.ask()
+            phi = _optuna_candidate(setup, trial)
+            value = trial_objective(setup, phi, steps)
+            study.tell(trial, value if math.isfinite(value) else 1e300)
+            params = dict(trial.params)
+        else:
+            phi = _random_candidate(setup, rng)
+            value = trial_objective(setup, phi, steps)
+            params = {}
+        _record(history, k, value, phi, time.perf_counter() - t0)
+        done.append((params, value))
+        if progress is not None:
+            progress(k, phi, {"value": value})
+        if checkpoint is not None:
+            with atomic_path(checkpoint) as tmp:
+                torch.save({"history": history, "trials": [[p, v] for p, v in done], "metadata": metadata}, tmp)
+    values = history["value"]
+    best = int(np.argmin(values))
+    phi = {n: history[f"phi/{n}"][best].to(device=setup.device, dtype=setup.dtype) for n in setup.tunables}
+    return TuneOutcome(phi, history, sampler, 0.0, extra={"best_trial": best, "trial_steps": steps})
+
+
+def _range(setup, key):
+    t = setup.tunables[key.split("[")[0]]
+    return t.low, t.high
+
+
+def _is_log(setup, key):
+    return isinstance(setup.tunables[key.split("[")[0]].transform, Log)
+
+
+def joint_fit(setup, *, progress=None):
+    """The usual single-level inverse-problem fit: θ and the PDE coefficients trained
+    together on the training loss plus the data misfit (the outer objective), for
+    ``outer_steps · horizon`` steps or ``budget_seconds``; θ with the trainer's optimizer,
+    the coefficients with Adam at ``tune.outer_lr``.
+    """
+    from pinnlab.tuning.run import TuneOutcome
+
+    tune = setup.config.tune
+    problem, kwargs = setup.problem, setup.train_kwargs
+    seed = kwargs["seed"]
+    theta_opt, phi_opt = kwargs["optimizer"], Adam(tune.outer_lr)
+
+    def loss(theta, phi, t):
+        training, _ = problem.objective(theta, setup.to_hyperparams(phi), t, seed)
+        return training + setup.outer_loss(theta, phi)
+
+    grad = torch.func.grad(loss, argnums=(0, 1))
+    theta, theta_state = setup.init
+    phi = setup.phi0
+    phi_state = phi_opt.init(phi)
+    history = {"outer_step": [], "value": [], "seconds": [], "method": [], "grad_norm": [],
+               **{f"phi/{n}": [] for n in setup.tunables}}
+    began = time.perf_counter()
+    total = tune.outer_steps * tune.horizon
+    for t in range(total):
+        if tune.budget_seconds is not None and t > 0 and time.perf_counter() - began > tune.budget_seconds:
+            break
+        t0 = time.perf_counter()
+        g_theta, g_phi = grad(theta, phi, t)
+        theta, theta_state = theta_opt.update(g_theta, theta_state, theta, theta_opt.lr)
+        phi, phi_state = phi_opt.update(g_phi, phi_state, phi, phi_opt.lr)
+        if (t + 1) % tune.horizon == 0 or t + 1 == total:
+            with torch.no_grad():
+                value = float(setup.outer_loss(theta, phi))
+            _record(history, t // tune.horizon, value, phi, time.perf_counter() - t0)
+            history["method"][-1] = "joint"
+            if progress is not None:
+                progress(t // tune.horizon, phi, {"value": value})
+    return TuneOutcome({k: v.detach() for k, v in phi.items()}, history, "joint", 0.0,
+                       extra={"theta": theta})

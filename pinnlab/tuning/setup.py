@@ -1,0 +1,287 @@
+"""From a config with a ``tune:`` section to a bilevel problem over the PINN training step.
+
+The inner step is :func:`pinnlab.solvers.make_train_step` of the config's own problem,
+unchanged; φ reaches it only through the hyperparameters it already reads (``weights``,
+``sigma``, ``mix``, ``lr``, ``coefficients``, ``collocation_weight``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from pinnlab._seeding import make_generator
+from pinnlab.bilevel import BilevelProblem, Identity, Log, Logit, from_train_step
+from pinnlab.bilevel.parameterization import AbstractParameterization
+from pinnlab.config import Config, ConfigError, build, make_observations
+from pinnlab.estimators import Autograd, SteinAntithetic
+from pinnlab.estimators.base import Value
+from pinnlab.losses import Hybrid
+from pinnlab.solvers import Constant, PINNProblem, make_train_step, resolve_device
+
+COLLOCATION = "collocation_weight"
+WEIGHT_RANGE = (1e-3, 1e3)
+SIGMA_RANGE = (1e-3, 1.0)
+LR_RANGE = (1e-5, 1e-1)
+
+
+@dataclass(frozen=True)
+class Tunable:
+    """One entry of φ: its initial (constrained) value, transform and search range."""
+
+    name: str
+    init: Tensor
+    transform: AbstractParameterization
+    low: float
+    high: float
+
+
+@dataclass
+class TuningSetup:
+    """Everything ``pinnlab tune`` needs, built once from the config."""
+
+    config: Config
+    problem: PINNProblem
+    train_kwargs: dict[str, Any]
+    tunables: dict[str, Tunable]
+    bilevel: BilevelProblem
+    to_hyperparams: Callable[[dict[str, Tensor]], dict[str, Any]]
+    outer_loss: Callable[[dict[str, Tensor], dict[str, Tensor]], Tensor]
+    train_step: Callable
+    init: tuple[dict[str, Tensor], Any]
+    observations: tuple[Tensor, Tensor] | None
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def phi0(self) -> dict[str, Tensor]:
+        return {name: t.init.clone() for name, t in self.tunables.items()}
+
+    @property
+    def parameterization(self) -> dict[str, AbstractParameterization]:
+        return {name: t.transform for name, t in self.tunables.items()}
+
+
+# -- tunables -------------------------------------------------------------------------
+def _collocation_net(input_dim: int, width: int, depth: int, seed: int, dtype) -> nn.Module:
+    """w_φ(x) = 2·sigmoid(g(x)): positive, bounded, and ≡ 1 at initialisation."""
+    generator = make_generator(seed, "collocation_weight", "init")
+    layers: list[nn.Module] = []
+    sizes = [input_dim] + [width] * (depth - 1) + [1]
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layer = nn.Linear(a, b, dtype=dtype)
+        with torch.no_grad():
+            if i == len(sizes) - 2:
+                layer.weight.zero_()
+                layer.bias.zero_()
+            else:
+                bound = 1 / math.sqrt(a)
+                layer.weight.uniform_(-bound, bound, generator=generator)
+                layer.bias.uniform_(-bound, bound, generator=generator)
+        layers += [layer, nn.Tanh()]
+    return nn.Sequential(*layers[:-1])
+
+
+def _transform(name: str, spec, default: str, low: float, high: float) -> AbstractParameterization:
+    kind = spec.transform or default
+    if kind == "log":
+        return Log()
+    if kind == "logit":
+        return Logit(low, high)
+    return Identity()
+
+
+def make_tunables(config: Config, problem: PINNProblem, device, dtype) -> tuple[dict[str, Tunable], nn.Module | None]:
+    """φ's entries from ``tune.tunables`` (validated against the built problem)."""
+    equation = problem.equation
+    term_names = {"residual"} | {t.name for t in problem.extra_terms}
+    tunables: dict[str, Tunable] = {}
+    collocation_net = None
+
+    def tensor(value, shape=()) -> Tensor:
+        t = torch.as_tensor(value, dtype=dtype, device=device)
+        if shape and t.dim() == 0:
+            t = t.expand(shape).clone()
+        if tuple(t.shape) != tuple(shape):
+            raise ConfigError(f"tune.tunables.{name}.init: needs shape {tuple(shape)}, got {tuple(t.shape)}")
+        return t
+
+    for name, spec in config.tune.tunables.items():
+        where = f"tune.tunables.{name}"
+        if name != COLLOCATION and (spec.width != 32 or spec.depth != 2):
+            raise ConfigError(f"{where}: width/depth apply to {COLLOCATION} only")
+        if spec.per_coordinate and name != "sigma":
+            raise ConfigError(f"{where}.per_coordinate: applies to sigma only")
+        if name.startswith("weights."):
+            term = name.split(".", 1)[1]
+            if term not in term_names:
+                raise ConfigError(
+                    f"{where}: the training loss has no term {term!r} (terms: {', '.join(sorted(term_names))}; "
+                    "soft constraints need equation.constraint: soft, data terms data.train: true)"
+                )
+            low, high = spec.low or WEIGHT_RANGE[0], spec.high or WEIGHT_RANGE[1]
+            init = spec.init if spec.init is not None else config.loss.weights.get(term, 1.0)
+            tunables[name] = Tunable(name, tensor(init), _transform(name, spec, "log", low, high), low, high)
+        elif name == "sigma":
+            if not isinstance(problem.estimator, SteinAntithetic):
+                raise ConfigError(f"{where}: sigma is tuned only with estimator.kind: stein")
+            low, high = spec.low or SIGMA_RANGE[0], spec.high or SIGMA_RANGE[1]
+            init = spec.init if spec.init is not None else config.estimator.sigma
+            shape = (equation.input_dim,) if spec.per_coordinate else ()
+            tunables[name] = Tunable(name, tensor(init, shape), _transform(name, spec, "log", low, high), low, high)
+        elif name == "mix":
+            if not isinstance(problem.loss, Hybrid):
+                raise ConfigError(f"{where}: the mix needs loss.kind: hybrid")
+            low, high = (spec.low if spec.low is not None else 0.0), (spec.high if spec.high is not None else 1.0)
+            init = spec.init if spec.init is not None else 0.5
+            tunables[name] = Tunable(name, tensor(init), _transform(name, spec, "logit", low, high), low, high)
+        elif name == "lr":
+            low, high = spec.low or LR_RANGE[0], spec.high or LR_RANGE[1]
+            init = spec.init if spec.init is not None else config.trainer.lr
+            tunables[name] = Tunable(name, tensor(init), _transform(name, spec, "log", low, high), low, high)
+        elif name.startswith("coefficients."):
+            key = name.split(".", 1)[1]
+            if key not in equation.coefficients:
+                known = ", ".join(sorted(equation.coefficients)) or "none"
+                raise ConfigError(f"{where}: {equation.name} has no coefficient {key!r} (coefficients: {known})")
+            shape = tuple(equation.coefficients[key].shape)
+            init = spec.init if spec.init is not None else 0.0
+            value = tensor(init, shape)
+            low = spec.low if spec.low is not None else float(value.min()) - 2.0
+            high = spec.high if spec.high is not None else float(value.max()) + 2.0
+            tunables[name] = Tunable(name, value, _transform(name, spec, "identity", low, high), low, high)
+        elif name == COLLOCATION:
+            collocation_net = _collocation_net(equation.input_dim, spec.width, spec.depth,
+                                               config.tune.seed, dtype).to(device)
+            for key, value in collocation_net.named_parameters():
+                full = f"{COLLOCATION}/{key}"
+                tunables[full] = Tunable(full, value.detach().clone(), Identity(), -1.0, 1.0)
+        else:
+            raise ConfigError(
+                f"{where}: unknown tunable (allowed: weights.<term>, sigma, mix, lr, coefficients.<name>, "
+                f"{COLLOCATION})"
+            )
+    for name, t in tunables.items():
+        try:
+            t.transform.inverse(t.init)
+        except ValueError as err:
+            raise ConfigError(f"tune.tunables.{name}.init: {err}") from None
+    return tunables, collocation_net
+
+
+def hyperparameter_map(base: dict[str, Any], collocation_net: nn.Module | None):
+    """φ ↦ the training step's hyperparameters (differentiable in φ)."""
+
+    def to_hyperparams(phi: dict[str, Tensor]) -> dict[str, Any]:
+        hp = dict(base)
+        weights = dict(hp.get("weights", {}))
+        coefficients: dict[str, Tensor] = {}
+        net_params = {}
+        for name, value in phi.items():
+            if name.startswith("weights."):
+                weights[name.split(".", 1)[1]] = value
+            elif name.startswith("coefficients."):
+                coefficients[name.split(".", 1)[1]] = value
+            elif name.startswith(COLLOCATION + "/"):
+                net_params[name.split("/", 1)[1]] = value
+            else:
+                hp[name] = value
+        if weights:
+            hp["weights"] = weights
+        if coefficients:
+            hp["coefficients"] = coefficients
+        if net_params:
+            def point_weight(x, _p=net_params):
+                return 2 * torch.sigmoid(functional_call(collocation_net, _p, (x,))[:, 0])
+            hp[COLLOCATION] = point_weight
+        return hp
+
+    return to_hyperparams
+
+
+# -- outer objectives ---------------------------------------------------------------------
+def make_outer_loss(config: Config, problem: PINNProblem, to_hyperparams, observations, device, dtype):
+    """f(θ, φ) for ``tune.objective`` (see :class:`~pinnlab.tuning.spec.ObjectiveSpec`)."""
+    spec = config.tune.objective
+    equation = problem.equation
+    seed = spec.seed
+    if spec.kind == "training_loss":
+        raise ConfigError(
+            "tune.objective.kind = 'training_loss': the outer objective must differ from the weighted "
+            "training loss (minimising that over its own weights sends them to zero); use data, residual "
+            "or reference"
+        )
+    estimator = problem.estimator
+    if isinstance(estimator, SteinAntithetic):
+        estimator = dataclasses.replace(estimator, num_samples=spec.samples, chunk_size=None)
+
+    def prediction(theta, hp, x, stream):
+        model = problem.model(theta)
+        smoothed = estimator.estimate(model, x, [Value()], generator=make_generator(seed, stream, device=device),
+                                      sigma=hp.get("sigma"))[0]
+        return equation.solution(x, smoothed, hp.get("coefficients"))
+
+    if spec.kind == "data":
+        if observations is None:
+            raise ConfigError("tune.objective.kind = 'data': needs observations (add a data: section)")
+        x_obs, y_obs = (t.to(device=device, dtype=dtype) for t in observations)
+
+        def outer(theta, phi):
+            hp = to_hyperparams(phi)
+            return ((prediction(theta, hp, x_obs, "outer/data") - y_obs) ** 2).mean()
+
+        return outer
+    points = equation.sample_test(spec.points, generator=make_generator(seed, "outer/points"),
+                                  dtype=torch.float64).to(device=device, dtype=dtype)
+    if spec.kind == "reference":
+        exact = equation.exact(points.double()).to(dtype)
+        norm = (exact ** 2).sum()
+
+        def outer(theta, phi):
+            hp = to_hyperparams(phi)
+            return ((prediction(theta, hp, points, "outer/reference") - exact) ** 2).sum() / norm
+
+        return outer
+    residual_estimator = Autograd() if spec.estimator == "autograd" else estimator
+
+    def outer(theta, phi):
+        hp = to_hyperparams(phi)
+        model = problem.model(theta)
+        generator = make_generator(seed, "outer/residual", device=device)
+
+        def group(queries):
+            return residual_estimator.estimate(model, points, queries, generator=generator, sigma=hp.get("sigma"))
+
+        r = equation.residual(points, group, unbiased=False, coefficients=hp.get("coefficients"))
+        return (r ** 2).mean()
+
+    return outer
+
+
+# -- everything -----------------------------------------------------------------------------
+def build_tuning(config: Config) -> TuningSetup:
+    """The tuning problem of a validated config with a ``tune:`` section."""
+    if "tune" not in config.sections:
+        raise ConfigError("tune: required section is missing for `pinnlab tune`")
+    problem, kwargs = build(config)
+    device = resolve_device(kwargs["device"])
+    dtype = kwargs["dtype"]
+    tunables, collocation_net = make_tunables(config, problem, device, dtype)
+    observations = make_observations(config, problem.equation) if "data" in config.sections else None
+    to_hyperparams = hyperparameter_map(kwargs["hyperparams"], collocation_net)
+    outer = make_outer_loss(config, problem, to_hyperparams, observations, device, dtype)
+    optimizer = kwargs["optimizer"]
+    step = make_train_step(problem, optimizer, seed=kwargs["seed"], schedule=Constant())
+    params = problem.init_params(device=device, dtype=dtype)
+    init = (params, optimizer.init(params))
+    bilevel = from_train_step(step, to_hyperparams, outer, init, horizon=config.tune.horizon,
+                              objective=problem.objective, seed=kwargs["seed"], inner_lr=optimizer.lr)
+    return TuningSetup(config, problem, kwargs, tunables, bilevel, to_hyperparams, outer, step, init,
+                       observations, device, dtype)

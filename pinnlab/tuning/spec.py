@@ -1,0 +1,99 @@
+"""The ``tune:`` section of a config: what is tuned, against what, and how."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SEARCH_METHODS = ("random", "optuna", "joint")
+"""Baselines run by the same harness as the bilevel methods."""
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TunableSpec(_Spec):
+    """One tuned hyperparameter.
+
+    ``init`` defaults to the config's own value (loss weight, σ, lr) or, for PDE
+    coefficients, to zeros; ``transform`` defaults to ``log`` for positive quantities,
+    ``logit`` for the mix and ``identity`` for coefficients. ``low``/``high`` bound a
+    logit transform and give the range searched by the random and TPE baselines.
+    ``per_coordinate`` (σ only) tunes one σ per input coordinate. ``width``/``depth``
+    size the collocation-weighting network (``collocation_weight`` only).
+    """
+
+    init: float | list[float] | None = None
+    transform: Literal["log", "logit", "identity"] | None = None
+    low: float | None = None
+    high: float | None = None
+    per_coordinate: bool = False
+    width: int = Field(32, ge=1)
+    depth: int = Field(2, ge=2)
+
+
+class ObjectiveSpec(_Spec):
+    """The outer objective f(θ_T, φ).
+
+    - ``data``: mean squared misfit of u at the ``data:`` observations;
+    - ``residual``: mean squared PDE residual on ``points`` fresh held-out points, with
+      exact autograd derivatives (``estimator: autograd``) or a Stein estimate with
+      ``samples`` draws;
+    - ``reference``: squared relative L2 error against the exact solution on ``points``
+      test points (benchmark mode, needs an exact solution).
+
+    ``training_loss`` is refused: minimising the weighted training loss over its own
+    weights sends the weights to zero.
+    """
+
+    kind: Literal["data", "residual", "reference", "training_loss"] = "data"
+    points: int = Field(256, ge=1)
+    estimator: Literal["autograd", "stein"] = "stein"
+    samples: int = Field(256, ge=1)
+    seed: int = Field(0, ge=0)
+
+
+class PhaseSpec(_Spec):
+    """Second phase of a two-phase schedule: ``method`` from outer step ``after`` on."""
+
+    method: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    after: int = Field(ge=1)
+
+
+class TuneSection(_Spec):
+    """``tune:`` bilevel tuning of PINN hyperparameters (``pinnlab tune``).
+
+    ``outer_steps`` outer steps, each unrolling ``horizon`` inner training steps
+    (warm-started from the previous θ_T unless ``warm_start: false``); ``method`` is any
+    hypergradient method of :mod:`pinnlab.bilevel` (``fg2u``, ``rgu``, ``trgu``,
+    ``hessian_free``, ``zo_fg2u``, ...; ``options`` are its constructor arguments) or a
+    baseline: ``random`` and ``optuna`` (TPE) search, each trial training
+    ``trial_steps`` steps from the initial network, and ``joint`` (single-level
+    training of θ and the PDE coefficients together on residual + data loss).
+    ``budget_seconds`` stops any method after that much wall-clock time. The final
+    solve (``final_steps``, default ``trainer.steps``) uses the tuned values; a tuned
+    mix is replayed as the schedule it followed during tuning. ``inner: deepxde`` tunes
+    DeepXDE's training as a black box (``loss_weights`` and ``lr``; ``zo_fg2u``, random
+    or optuna).
+    """
+
+    method: str = "fg2u"
+    options: dict[str, Any] = Field(default_factory=dict)
+    then: PhaseSpec | None = None
+    tunables: dict[str, TunableSpec]
+    objective: ObjectiveSpec = ObjectiveSpec()
+    outer_steps: int = Field(20, ge=1)
+    horizon: int = Field(10, ge=1)
+    warm_start: bool = True
+    outer_lr: float = Field(0.05, gt=0)
+    outer_optimizer: Literal["adam", "sgd"] = "adam"
+    accumulate: int = Field(1, ge=1)
+    budget_seconds: float | None = Field(None, gt=0)
+    trial_steps: int | None = Field(None, ge=1)
+    final_steps: int | None = Field(None, ge=1)
+    checkpoint_every: int = Field(1, ge=0)
+    seed: int = Field(0, ge=0)
+    inner: Literal["pinnlab", "deepxde"] = "pinnlab"
