@@ -74,6 +74,8 @@ def cmd_solve(args) -> int:
             f"a checkpoint {str(checkpoint)!r} exists from an interrupted run; pass --resume "
             "to continue it or --overwrite to start over"
         )
+    if config.trainer.backend == "deepxde":
+        return _solve_deepxde(config, problem, output)
     on_checkpoint = None
     if kwargs["checkpoint_every"]:
         optimizer = kwargs["optimizer"]
@@ -91,11 +93,29 @@ def cmd_solve(args) -> int:
         checkpoint.unlink()
     if result.status != "ok":
         print(result.message, file=sys.stderr)
+    _report(result)
+    return EXIT_OK if result.status == "ok" else EXIT_FAILED
+
+
+def _report(result) -> None:
     print(
         f"rel_l2={result.final.rel_l2:.6e} rel_l1={result.final.rel_l1:.6e} "
         f"steps_per_second={result.stats['steps_per_second']:.4g}"
     )
-    return EXIT_OK if result.status == "ok" else EXIT_FAILED
+
+
+def _solve_deepxde(config, problem, output: Path) -> int:
+    """``trainer.backend: deepxde``: same result file, DeepXDE's training (no checkpoints)."""
+    from pinnlab.config import solve_config_with_deepxde
+    from pinnlab.io import write_solve_result
+
+    try:
+        result = solve_config_with_deepxde(config, problem.equation)
+    except ImportError as err:
+        raise UsageError(str(err)) from None
+    write_solve_result(output, config=config, problem=problem, result=result)
+    _report(result)
+    return EXIT_OK
 
 
 def cmd_plot(args) -> int:

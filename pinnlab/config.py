@@ -143,6 +143,7 @@ class TrainerSection(_Section):
     dtype: Literal["float32", "float64"] = "float32"
     checkpoint_every: int = Field(0, ge=0)
     log_every: int = Field(100, ge=1)
+    backend: Literal["pinnlab", "deepxde"] = "pinnlab"
 
     @field_validator("device")
     @classmethod
@@ -467,6 +468,24 @@ def make_observations(config: Config, equation):
         return load_observations(section.source, equation.input_dim)
     except ObservationError as err:
         raise ConfigError(f"data.source: {err}") from None
+
+
+def solve_config_with_deepxde(config: Config, equation, *, steps: int | None = None, lr: float | None = None,
+                              loss_weights=None, test_set=None):
+    """``trainer.backend: deepxde``: the config's problem solved by DeepXDE's own PINN
+    (exact autograd derivatives; estimator settings do not apply)."""
+    from pinnlab.solvers.deepxde_adapter import solve_with_deepxde
+
+    trainer = config.trainer
+    if loss_weights is None and equation.constraint == "soft":
+        loss_weights = [config.loss.weights.get("residual", 1.0), config.loss.weights.get("boundary", 1.0)]
+    return solve_with_deepxde(
+        equation, steps=steps or trainer.steps, lr=lr or trainer.lr, width=config.model.width,
+        depth=config.model.depth, activation=config.model.activation, batch_size=trainer.batch_size,
+        boundary_points=config.loss.boundary_points, loss_weights=loss_weights,
+        test_points=trainer.test_points, test_set=test_set, seed=trainer.seed,
+        display_every=min(trainer.eval_every, steps or trainer.steps),
+    )
 
 
 def build(config: Config):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -25,7 +26,8 @@ class BlackBox:
     """A hyperparameter objective h(φ) that can only be evaluated (e.g. a DeepXDE run).
 
     Args:
-        objective: φ ↦ h(φ) (a float or 0-d tensor); called under ``torch.no_grad``.
+        objective: φ ↦ h(φ) (a float or 0-d tensor). It runs with autograd enabled (a
+            black-box trainer such as DeepXDE needs it); φ carries no gradient.
     """
 
     objective: Callable[[Phi], float | Tensor]
@@ -86,7 +88,8 @@ class ZeroOrderForwardGradient(AbstractHypergradient):
         v = directions(self.kind, mine, template.numel(), seed=seed, outer_step=outer_step,
                        dtype=template.dtype, device=template.device)
         solves = 0
-        with torch.no_grad():
+        phi = {k: v.detach() for k, v in phi.items()}
+        with contextlib.nullcontext() if isinstance(problem, BlackBox) else torch.no_grad():
             base = float(h(phi))
             solves += 1
             w = []

@@ -9,8 +9,10 @@ Nothing in pinnlab imports this module unless the adapter is used.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from pinnlab.estimators.base import (
     expand_vector,
 )
 from pinnlab.solvers.evaluate import Evaluation, relative_errors
+from pinnlab.solvers.loop import History
 
 
 def import_deepxde():
@@ -59,15 +62,23 @@ def import_deepxde():
 
 @dataclass
 class DeepXDEResult:
-    """What :func:`solve_with_deepxde` returns (the fields the result writer needs)."""
+    """What :func:`solve_with_deepxde` returns: the fields of
+    :class:`~pinnlab.solvers.TrainResult` that the result writer reads, so a DeepXDE run
+    is written to the same HDF5 schema as ``pinnlab solve``. History rows are DeepXDE's
+    display steps (training loss; errors only in the last row, evaluated at the end)."""
 
     final: Evaluation
     test_inputs: Tensor
     test_exact: Tensor
-    history: dict[str, np.ndarray]
+    history: History
+    params: dict[str, Tensor] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
     status: str = "ok"
     message: str = ""
+
+    @property
+    def best_rel_l2(self) -> float:
+        return self.final.rel_l2
 
 
 def _autograd_estimate(dde, x: Tensor, y: Tensor, queries: Sequence[Query]) -> list[Tensor]:
@@ -174,12 +185,13 @@ def solve_with_deepxde(
     if equation.constraint == "hard":
         net.apply_output_transform(lambda x, f: equation.solution(x, f[:, 0])[:, None])
     model = dde.Model(data, net)
-    model.compile("adam", lr=lr, loss_weights=list(loss_weights) if loss_weights else None)
     start = time.perf_counter()
-    loss_history, _ = model.train(
-        iterations=steps, callbacks=[dde.callbacks.PDEPointResampler(period=1)],
-        display_every=display_every, verbose=0,
-    )
+    with contextlib.redirect_stdout(sys.stderr):  # DeepXDE prints; pinnlab's stdout is its result line
+        model.compile("adam", lr=lr, loss_weights=list(loss_weights) if loss_weights else None)
+        loss_history, _ = model.train(
+            iterations=steps, callbacks=[dde.callbacks.PDEPointResampler(period=1)],
+            display_every=display_every, verbose=0,
+        )
     seconds = time.perf_counter() - start
     if test_set is None:
         x_test = equation.test_set(test_points, dtype=torch.float64)
@@ -188,13 +200,23 @@ def solve_with_deepxde(
         x_test, u_test = (t.detach().cpu().double() for t in test_set)
     prediction = torch.as_tensor(model.predict(x_test.numpy().astype(dde.config.real(np))))[:, 0]
     final = relative_errors(prediction.double(), u_test)
+    history = History()
+    steps_seen = list(loss_history.steps)
+    for i, (step, losses) in enumerate(zip(steps_seen, loss_history.loss_train)):
+        last = i == len(steps_seen) - 1
+        history.append(
+            step=step, loss=float(np.sum(losses)), rel_l2=final.rel_l2 if last else np.nan,
+            rel_l1=final.rel_l1 if last else np.nan, max_err=final.max_err if last else np.nan,
+            lr=lr, mix=0.0, wall_s=seconds if last else np.nan,
+        )
+        history.trace_loss.append(float(np.sum(losses)))
+        history.trace_mix.append(0.0)
     return DeepXDEResult(
         final=final,
         test_inputs=x_test,
         test_exact=u_test,
-        history={
-            "step": np.asarray(loss_history.steps, dtype=np.int64),
-            "loss": np.asarray([float(np.sum(v)) for v in loss_history.loss_train]),
-        },
-        stats={"steps_per_second": steps / seconds if seconds else 0.0, "wall_s": seconds},
+        history=history,
+        params={k: v.detach().cpu() for k, v in net.state_dict().items()},
+        stats={"steps_per_second": steps / seconds if seconds else 0.0, "wall_s": seconds,
+               "steps_done": float(steps)},
     )

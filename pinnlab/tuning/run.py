@@ -94,27 +94,27 @@ def check_method(setup: TuningSetup) -> None:
             make_hypergradient_method(name, options)
 
 
-def _deepxde_black_box(setup: TuningSetup) -> BlackBox:
-    """h(φ) = relative squared misfit at the observations after a DeepXDE training run."""
-    from pinnlab.solvers.deepxde_adapter import solve_with_deepxde
-
+def _deepxde_settings(setup: TuningSetup, phi) -> tuple[float, list[float] | None]:
     config = setup.config
-    x_obs, y_obs = setup.observations
+    lr = float(phi.get("lr", config.trainer.lr))
+    weights = [float(phi.get("weights.residual", config.loss.weights.get("residual", 1.0)))]
+    if setup.problem.equation.constraint == "soft":
+        weights.append(float(phi.get("weights.boundary", config.loss.weights.get("boundary", 1.0))))
+    return lr, weights
+
+
+def _deepxde_black_box(setup: TuningSetup) -> BlackBox:
+    """h(φ) = squared relative misfit at the observations after ``horizon`` steps of
+    DeepXDE training with loss weights and learning rate from φ."""
+    from pinnlab.config import solve_config_with_deepxde
 
     def objective(phi):
-        weights = [float(phi.get("weights.residual", 1.0))]
-        if setup.problem.equation.constraint == "soft":
-            weights.append(float(phi.get("weights.boundary", config.loss.weights.get("boundary", 1.0))))
-        result = solve_with_deepxde(
-            setup.problem.equation, steps=config.tune.horizon,
-            lr=float(phi.get("lr", config.trainer.lr)), width=config.model.width, depth=config.model.depth,
-            activation=config.model.activation, batch_size=config.trainer.batch_size,
-            boundary_points=config.loss.boundary_points, loss_weights=weights,
-            test_set=(x_obs, y_obs), seed=config.trainer.seed,
-        )
+        lr, weights = _deepxde_settings(setup, phi)
+        result = solve_config_with_deepxde(setup.config, setup.problem.equation, steps=setup.config.tune.horizon,
+                                           lr=lr, loss_weights=weights, test_set=setup.observations)
         return result.final.rel_l2 ** 2
 
-    return BlackBox(objective, horizon=config.tune.horizon)
+    return BlackBox(objective, horizon=setup.config.tune.horizon)
 
 
 def run_tuning(setup: TuningSetup, *, checkpoint: Path | None = None, resume: bool = False,
@@ -167,6 +167,11 @@ def final_solve(setup: TuningSetup, outcome: TuneOutcome, *, progress: str = "au
     config = setup.config
     steps = config.tune.final_steps or config.trainer.steps
     problem = setup.problem
+    if config.tune.inner == "deepxde":
+        from pinnlab.config import solve_config_with_deepxde
+
+        lr, weights = _deepxde_settings(setup, outcome.phi)
+        return solve_config_with_deepxde(config, problem.equation, steps=steps, lr=lr, loss_weights=weights), problem
     schedule = outcome.mix_schedule()
     if schedule is not None and isinstance(problem.loss, Hybrid):
         problem = dataclasses.replace(problem, loss=dataclasses.replace(problem.loss, switch=Piecewise(schedule, steps)))

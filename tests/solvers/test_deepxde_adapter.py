@@ -29,7 +29,7 @@ def test_adapter_solves_small_poisson_and_restores_torch_state():
     assert torch.get_default_device() == device and torch.get_default_dtype() == dtype
     # stated error: 500 Adam steps of DeepXDE's autograd PINN on 3-D Poisson reach < 8e-2
     assert result.final.rel_l2 < 8e-2, result.final.rel_l2
-    assert result.history["loss"][-1] < result.history["loss"][0]
+    assert result.history.trace_loss[-1] < result.history.trace_loss[0]
 
 
 def test_adapter_soft_constraint_uses_loss_weights():

@@ -1,0 +1,214 @@
+"""pinnlab tune: tuning lowers the outer objective, exact resume, refused configs, DeepXDE black box."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from pinnlab import config as configuration
+from pinnlab.bilevel import unrolled_objective
+from pinnlab.cli import main
+from pinnlab.io.observations import ObservationError, load_observations, save_observations
+from pinnlab.losses import Piecewise
+from pinnlab.tuning.run import run_tuning
+from pinnlab.tuning.setup import build_tuning
+
+TINY = """\
+equation: {name: poisson_two_body, dim: 3, seed: 1, constraint: soft}
+model: {width: 16, depth: 3}
+estimator: {kind: stein, sigma: 0.05, samples: 8, noise: shared, eval_samples: 32}
+loss: {kind: biased, weights: {boundary: 1.0e-3}}
+trainer: {steps: 40, lr: 1.0e-2, schedule: constant, batch_size: 16, eval_every: 20, test_points: 200, dtype: float64}
+data: {source: synthetic, points: 30, noise: 0.01, seed: 0}
+tune:
+  method: fg2u
+  options: {num_directions: 1}
+  tunables: {weights.boundary: {}}
+  objective: {kind: data, samples: 32}
+  outer_steps: 10
+  horizon: 10
+  outer_lr: 1.0
+"""
+
+
+def _write(tmp_path, text=TINY, name="tune.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _h_from_scratch(setup, phi, steps):
+    """h(φ) after ``steps`` inner steps from the fixed θ_0 (independent of warm starts)."""
+    import dataclasses
+
+    problem = dataclasses.replace(setup.bilevel, horizon=steps)
+    with torch.no_grad():
+        return float(unrolled_objective(problem)(phi))
+
+
+def test_tuning_a_badly_scaled_boundary_weight_lowers_the_outer_objective(tmp_path):
+    setup = build_tuning(configuration.load(_write(tmp_path)))
+    before = _h_from_scratch(setup, setup.phi0, 60)
+    outcome = run_tuning(setup)
+    after = _h_from_scratch(setup, outcome.phi, 60)
+    # the boundary weight grows from 1e-3 and the data misfit after 60 fresh steps falls
+    assert float(outcome.phi["weights.boundary"]) > 3e-2
+    assert after < 0.8 * before, (before, after)
+
+
+@pytest.mark.parametrize("method", ["fg2u", "random"])
+def test_resume_after_interruption_is_exact(tmp_path, method, monkeypatch):
+    cfg = _write(tmp_path)
+    overrides = [f"tune.method={method}", "tune.trial_steps=10"]
+    if method != "fg2u":
+        overrides.append("tune.options={}")
+    reference = tmp_path / "reference.h5"
+    assert main(["tune", str(cfg), *overrides, "-o", str(reference), "--progress", "off"]) == 0
+
+    import pinnlab.tuning.run as run_module
+
+    original = run_module.run_tuning
+    interrupted = tmp_path / "interrupted.h5"
+
+    def crash_after_three(setup, **kwargs):
+        progress = kwargs["progress"]
+
+        def stop(k, phi, diagnostics):
+            if k == 3:
+                raise KeyboardInterrupt
+            progress(k, phi, diagnostics)
+
+        return original(setup, **{**kwargs, "progress": stop})
+
+    monkeypatch.setattr("pinnlab.tuning.run.run_tuning", crash_after_three)
+    assert main(["tune", str(cfg), *overrides, "-o", str(interrupted), "--progress", "off"]) == 130
+    monkeypatch.setattr("pinnlab.tuning.run.run_tuning", original)
+    assert not interrupted.exists() and (tmp_path / "interrupted.h5.ckpt").exists()
+    assert main(["tune", str(cfg), *overrides, "-o", str(interrupted), "--resume", "--progress", "off"]) == 0
+    assert not (tmp_path / "interrupted.h5.ckpt").exists()
+    with h5py.File(reference) as a, h5py.File(interrupted) as b:
+        np.testing.assert_array_equal(a["tune/phi/weights.boundary"][...], b["tune/phi/weights.boundary"][...])
+        np.testing.assert_array_equal(a["tune/value"][...], b["tune/value"][...])
+        assert a["final"].attrs["rel_l2"] == b["final"].attrs["rel_l2"]
+        for key in a["params"]:
+            np.testing.assert_array_equal(a["params"][key][...], b["params"][key][...])
+
+
+def test_tune_result_file_and_plots(tmp_path, capsys):
+    cfg = _write(tmp_path)
+    out = tmp_path / "t.h5"
+    assert main(["tune", str(cfg), "tune.outer_steps=2", "-o", str(out), "--progress", "off"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("rel_l2=")
+    with h5py.File(out) as fh:
+        assert fh.attrs["kind"] == "tune" and fh["tune"].attrs["method"] == "fg2u"
+        assert fh["tune/phi/weights.boundary"].shape == (2,)
+        assert fh["tune/value"].shape == (2,) and np.isfinite(fh["tune/value"][...]).all()
+        assert "rel_l2" in fh["final"].attrs
+    plots = tmp_path / "plots"
+    assert main(["plot", str(out), "-o", str(plots)]) == 0
+    assert {"tune.png", "curves.png"} <= {p.name for p in plots.iterdir()}
+
+
+def test_inverse_problem_recovers_drift_direction(tmp_path):
+    """fokker_planck_aniso, d = 4: μ from 200 noisy observations moves towards the truth."""
+    text = """\
+equation: {name: fokker_planck_aniso, dim: 4, seed: 0}
+model: {width: 16, depth: 3}
+estimator: {kind: stein, sigma: 0.05, samples: 8, noise: shared, eval_samples: 32}
+trainer: {steps: 20, lr: 1.0e-2, schedule: constant, batch_size: 32, eval_every: 20, test_points: 100, dtype: float64}
+data: {source: synthetic, points: 200, noise: 0.01, seed: 0}
+tune:
+  method: joint
+  tunables: {coefficients.mu: {init: 0.0}}
+  objective: {kind: data, samples: 16}
+  outer_steps: 30
+  horizon: 10
+  outer_lr: 0.05
+"""
+    setup = build_tuning(configuration.load(_write(tmp_path, text)))
+    truth = setup.problem.equation.coefficients["mu"]
+    outcome = run_tuning(setup)
+    err = float((outcome.phi["coefficients.mu"].double() - truth).norm() / truth.norm())
+    assert err < 0.7, err  # from 1.0 at μ = 0
+
+
+BAD = [
+    ("tune.objective.kind=training_loss", "sends them to zero"),
+    ("tune.tunables={mix: {}}", "needs loss.kind: hybrid"),
+    ("tune.tunables={weights.data: {}}", "no term 'data'"),
+    ("tune.tunables={coefficients.nu: {}}", "has no coefficient 'nu'"),
+    ("tune.tunables={learning_rate: {}}", "unknown tunable"),
+    ("tune.tunables={weights.boundary: {init: -1.0}}", "must be > 0"),
+    ("tune.method=bogus", "unknown method"),
+    ("tune.options={num_directions: 0}", "num_directions"),
+    ("tune.method=joint", "cannot be fitted by the training loss"),
+    ("tune.inner=deepxde", "black box"),
+    ("tune.horizon=0", "tune.horizon = 0"),
+    ("data.source=missing.csv", "data.source"),
+]
+
+
+@pytest.mark.parametrize("override,expected", BAD, ids=[b[0] for b in BAD])
+def test_refused_configs_exit_2_with_one_line(tmp_path, capsys, override, expected):
+    cfg = _write(tmp_path)
+    out = tmp_path / "t.h5"
+    code = main(["tune", str(cfg), override, "-o", str(out), "--progress", "off"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and expected in err[0], err
+    assert not out.exists()
+
+
+def test_data_objective_without_observations_and_resume_without_checkpoint(tmp_path, capsys):
+    cfg = _write(tmp_path, TINY.replace("data: {source: synthetic, points: 30, noise: 0.01, seed: 0}\n", ""))
+    assert main(["tune", str(cfg), "-o", str(tmp_path / "t.h5")]) == 2
+    assert "needs observations" in capsys.readouterr().err
+    cfg = _write(tmp_path)
+    assert main(["tune", str(cfg), "-o", str(tmp_path / "t.h5"), "--resume"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".npz", ".csv"])
+def test_observation_files_round_trip(tmp_path, suffix):
+    x = torch.randn(7, 3, dtype=torch.float64)
+    u = torch.randn(7, dtype=torch.float64)
+    path = tmp_path / f"obs{suffix}"
+    save_observations(path, x, u)
+    x2, u2 = load_observations(path, 3)
+    torch.testing.assert_close(x2, x, rtol=0, atol=1e-12)
+    torch.testing.assert_close(u2, u, rtol=0, atol=1e-12)
+    with pytest.raises(ObservationError, match="shape"):
+        load_observations(path, 4)
+
+
+def test_piecewise_mix_schedule_replays_values():
+    schedule = Piecewise((0.1, 0.5, 0.9), total=30)
+    assert [schedule.mix(s) for s in (0, 9, 10, 19, 20, 29, 40)] == [0.1, 0.1, 0.5, 0.5, 0.9, 0.9, 0.9]
+
+
+def test_deepxde_black_box_tuning_with_zo_fg2u(tmp_path, capsys):
+    pytest.importorskip("deepxde")
+    text = """\
+equation: {name: poisson_two_body, dim: 3, seed: 1, constraint: soft}
+model: {width: 16, depth: 3}
+loss: {kind: biased, weights: {boundary: 1.0e-2}}
+trainer: {steps: 60, lr: 1.0e-3, batch_size: 32, eval_every: 30, test_points: 200, backend: deepxde}
+data: {source: synthetic, points: 30, seed: 0}
+tune:
+  method: zo_fg2u
+  options: {num_directions: 1, scheme: forward}
+  tunables: {weights.boundary: {}, lr: {}}
+  objective: {kind: data}
+  inner: deepxde
+  outer_steps: 2
+  horizon: 30
+  outer_lr: 0.3
+"""
+    out = tmp_path / "dx.h5"
+    assert main(["tune", str(_write(tmp_path, text)), "-o", str(out), "--progress", "off"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("rel_l2=")
+    with h5py.File(out) as fh:
+        assert fh["tune"].attrs["inner"] == "deepxde"
+        phi = fh["tune/phi/weights.boundary"][...]
+        assert phi.shape == (2,) and phi[0] != pytest.approx(1e-2)  # the black-box gradient moved it
