@@ -19,3 +19,14 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     out = tensor.detach().clone()
     torch.distributed.all_reduce(out, op=torch.distributed.ReduceOp.SUM)
     return out
+
+
+def init_from_environment() -> tuple[int, int]:
+    """Join the process group that ``torchrun`` describes in the environment (gloo on CPU,
+    NCCL when CUDA is present), once; (rank, world size), or (0, 1) outside torchrun."""
+    import os
+
+    dist = torch.distributed
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return rank_and_world()

@@ -78,6 +78,7 @@ def run(args) -> int:
 
     from pinnlab import config as configuration
     from pinnlab.cli import EXIT_FAILED, EXIT_OK, UsageError, _output_checks
+    from pinnlab.bilevel.distributed import init_from_environment
     from pinnlab.io.checkpoint import config_hash
     from pinnlab.solvers.progress import Progress
     from pinnlab.tuning.run import check_method, coefficient_errors, final_solve, run_tuning
@@ -103,6 +104,7 @@ def run(args) -> int:
         checkpoint_path = None  # a single-level fit is one training run; it restarts on --resume
     else:
         checkpoint_path = checkpoint
+    rank, world = init_from_environment()  # under torchrun: directions split over ranks
     metadata = {"config": config_hash(config.to_yaml())}
     if args.resume and checkpoint_path is not None:
         try:
@@ -121,10 +123,13 @@ def run(args) -> int:
 
     try:
         outcome = run_tuning(setup, checkpoint=checkpoint_path, resume=args.resume and checkpoint_path is not None,
-                             progress=progress, metadata=metadata)
+                             progress=progress if rank == 0 else None, metadata=metadata, save=rank == 0)
     finally:
         bar.close()
-    print(f"tuned ({outcome.method}, {outcome.seconds:.1f} s): {_summary(outcome.phi)}", file=sys.stderr)
+    if rank != 0:
+        return EXIT_OK
+    print(f"tuned ({outcome.method}, {outcome.seconds:.1f} s, {world} process(es)): {_summary(outcome.phi)}",
+          file=sys.stderr)
     result, problem = final_solve(setup, outcome, progress=args.progress)
     write_tune_result(output, setup, outcome, result, problem)
     if checkpoint.exists():

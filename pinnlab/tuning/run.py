@@ -118,13 +118,14 @@ def _deepxde_black_box(setup: TuningSetup) -> BlackBox:
 
 
 def run_tuning(setup: TuningSetup, *, checkpoint: Path | None = None, resume: bool = False,
-               progress=None, metadata: dict | None = None) -> TuneOutcome:
-    """Tune φ with ``tune.method``; checkpoints after every ``checkpoint_every`` steps."""
+               progress=None, metadata: dict | None = None, save: bool = True) -> TuneOutcome:
+    """Tune φ with ``tune.method``; checkpoints after every ``checkpoint_every`` steps
+    (``save=False``: read ``checkpoint`` on resume but never write it, as on ranks > 0)."""
     tune = setup.config.tune
     start = time.perf_counter()
     if tune.method in ("random", "optuna"):
         outcome = search(setup, sampler=tune.method, checkpoint=checkpoint, resume=resume,
-                         progress=progress, metadata=metadata)
+                         progress=progress, metadata=metadata, save=save)
     elif tune.method == "joint":
         outcome = joint_fit(setup, progress=progress)
     else:
@@ -144,7 +145,7 @@ def run_tuning(setup: TuningSetup, *, checkpoint: Path | None = None, resume: bo
             problem, setup.phi0, method, steps=tune.outer_steps, meta_optimizer=meta,
             parameterization=setup.parameterization, warm_start=tune.warm_start,
             accumulate=tune.accumulate, seed=tune.seed, checkpoint=checkpoint,
-            checkpoint_every=tune.checkpoint_every if checkpoint is not None else 0, resume=resume,
+            checkpoint_every=tune.checkpoint_every if checkpoint is not None and save else 0, resume=resume,
             callback=callback, time_budget=tune.budget_seconds, metadata=metadata,
         )
         outcome = TuneOutcome(result.phi, result.history, tune.method, 0.0)

@@ -71,7 +71,7 @@ def _record(history, k, value, phi, seconds):
 
 
 def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool = False,
-           progress=None, metadata: dict | None = None):
+           progress=None, metadata: dict | None = None, save: bool = True):
     """Random search or Optuna TPE over the tunables' ranges; the best trial wins.
 
     Runs ``tune.outer_steps`` trials or until ``tune.budget_seconds``. Trials are saved
@@ -113,8 +113,9 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
         for _ in done:
             _random_candidate(setup, rng)
     began = time.perf_counter()
-    for k in range(len(done), tune.outer_steps):
-        if tune.budget_seconds is not None and k > len(done) and time.perf_counter() - began > tune.budget_seconds:
+    first = len(done)
+    for k in range(first, tune.outer_steps):
+        if tune.budget_seconds is not None and k > first and time.perf_counter() - began > tune.budget_seconds:
             break
         t0 = time.perf_counter()
         if study is not None:
@@ -131,7 +132,7 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
         done.append((params, value))
         if progress is not None:
             progress(k, phi, {"value": value})
-        if checkpoint is not None:
+        if checkpoint is not None and save:
             with atomic_path(checkpoint) as tmp:
                 torch.save({"history": history, "trials": [[p, v] for p, v in done], "metadata": metadata}, tmp)
     values = history["value"]

@@ -212,3 +212,16 @@ tune:
         assert fh["tune"].attrs["inner"] == "deepxde"
         phi = fh["tune/phi/weights.boundary"][...]
         assert phi.shape == (2,) and phi[0] != pytest.approx(1e-2)  # the black-box gradient moved it
+
+
+def test_shipped_tuning_configs_build():
+    from pathlib import Path
+
+    from pinnlab.tuning.run import check_method
+
+    paths = sorted((Path(__file__).parents[2] / "configs" / "tuning").glob("*.yaml"))
+    assert len(paths) >= 4
+    for path in paths:
+        setup = build_tuning(configuration.load(path))
+        check_method(setup)
+        assert setup.tunables
