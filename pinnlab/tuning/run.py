@@ -14,7 +14,7 @@ from torch import Tensor
 from pinnlab.bilevel import METHODS, BlackBox, TwoPhase, make_method, optimize
 from pinnlab.config import ConfigError
 from pinnlab.losses import Hybrid, Piecewise
-from pinnlab.solvers import TrainResult, train
+from pinnlab.solvers import TrainResult, TrainState, train
 from pinnlab.tuning.search import joint_fit, search
 from pinnlab.tuning.setup import COLLOCATION, TuningSetup
 from pinnlab.tuning.spec import SEARCH_METHODS
@@ -34,12 +34,17 @@ class TuneOutcome:
     method: str
     seconds: float
     extra: dict[str, Any] = field(default_factory=dict)
+    trained: tuple[dict[str, Tensor], Any] | None = None
+    """(θ, optimizer state) the tuning ended with (for ``final_init: continue``)."""
 
     def mix_schedule(self) -> tuple[float, ...] | None:
-        values = self.history.get("phi/mix")
-        if not values:
+        """The mix after each outer step (a learned schedule) for hypergradient methods;
+        the chosen constant for search baselines; ``None`` when the mix was not tuned."""
+        if "mix" not in self.phi:
             return None
-        return tuple(float(v) for v in values)
+        if self.method in SEARCH_METHODS:
+            return (float(self.phi["mix"]),)
+        return tuple(float(v) for v in self.history["phi/mix"])
 
 
 ZO_DEFAULT_MU = 0.05
@@ -88,6 +93,11 @@ def check_method(setup: TuningSetup) -> None:
                               "weights.boundary can be tuned")
         if tune.objective.kind != "data":
             raise ConfigError("tune.inner: deepxde needs tune.objective.kind: data")
+        if tune.final_init == "continue":
+            raise ConfigError("tune.final_init = 'continue': not available for DeepXDE training")
+    if tune.final_init == "continue" and tune.method in METHODS and not tune.warm_start:
+        raise ConfigError("tune.final_init = 'continue': needs tune.warm_start: true (there is no trained θ to "
+                          "continue from otherwise)")
     for name in [tune.method] + ([tune.then.method] if tune.then else []):
         if name in METHODS:
             options = tune.options if name == tune.method else tune.then.options
@@ -148,7 +158,8 @@ def run_tuning(setup: TuningSetup, *, checkpoint: Path | None = None, resume: bo
             checkpoint_every=tune.checkpoint_every if checkpoint is not None and save else 0, resume=resume,
             callback=callback, time_budget=tune.budget_seconds, metadata=metadata,
         )
-        outcome = TuneOutcome(result.phi, result.history, tune.method, 0.0)
+        trained = (result.theta, result.state) if result.theta is not None else None
+        outcome = TuneOutcome(result.phi, result.history, tune.method, 0.0, trained=trained)
     outcome.seconds = time.perf_counter() - start
     return outcome
 
@@ -160,7 +171,8 @@ def final_hyperparams(setup: TuningSetup, outcome: TuneOutcome) -> dict[str, Any
 
 
 def final_solve(setup: TuningSetup, outcome: TuneOutcome, *, progress: str = "auto") -> tuple[TrainResult, Any]:
-    """Train from scratch with the tuned values for ``final_steps`` (default trainer.steps).
+    """Train with the tuned values for ``final_steps`` (default trainer.steps), from the
+    initialisation or (``final_init: continue``) from the network the tuning trained.
 
     Returns the training result and the problem it trained (its loss carries the
     learned mix schedule when the mix was tuned).
@@ -174,11 +186,22 @@ def final_solve(setup: TuningSetup, outcome: TuneOutcome, *, progress: str = "au
         lr, weights = _deepxde_settings(setup, outcome.phi)
         return solve_config_with_deepxde(config, problem.equation, steps=steps, lr=lr, loss_weights=weights), problem
     schedule = outcome.mix_schedule()
+    if schedule is not None and config.tune.final_init == "continue":
+        schedule = schedule[-1:]  # the schedule was followed while tuning; continue at its end
     if schedule is not None and isinstance(problem.loss, Hybrid):
         problem = dataclasses.replace(problem, loss=dataclasses.replace(problem.loss, switch=Piecewise(schedule, steps)))
     kwargs = dict(setup.train_kwargs)
-    kwargs.update(steps=steps, hyperparams=final_hyperparams(setup, outcome),
-                  eval_every=min(kwargs["eval_every"], steps), checkpoint_every=0)
+    hyperparams = final_hyperparams(setup, outcome)
+    kwargs.update(steps=steps, hyperparams=hyperparams, eval_every=min(kwargs["eval_every"], steps),
+                  checkpoint_every=0)
+    if config.tune.final_init == "continue":
+        trained = outcome.trained
+        if trained is None:  # search baselines: replay the best trial (deterministic)
+            from pinnlab.tuning.search import train_trial
+
+            trained = train_trial(setup, outcome.phi, outcome.extra["trial_steps"])
+        if trained is not None:
+            kwargs["state"] = TrainState(params=trained[0], opt_state=trained[1])
     if config.trainer.schedule == "linear":
         from pinnlab.solvers import LinearDecay
 

@@ -24,16 +24,26 @@ def _trial_steps(setup) -> int:
     return tune.trial_steps or 10 * tune.horizon
 
 
-def trial_objective(setup, phi: dict[str, torch.Tensor], steps: int) -> float:
-    """Train ``steps`` steps from θ_0 with hyperparameters φ; the outer objective after."""
+def train_trial(setup, phi: dict[str, torch.Tensor], steps: int):
+    """θ and optimizer state after ``steps`` steps from θ_0 with hyperparameters φ
+    (``None`` if the loss became non-finite)."""
     with torch.no_grad():
         theta, state = setup.init
         hp = setup.to_hyperparams(phi)
         for t in range(steps):
             theta, state, metrics = setup.train_step(theta, state, hp, t)
             if not math.isfinite(float(metrics["loss"])):
-                return math.inf
-        value = float(setup.outer_loss(theta, phi))
+                return None
+    return theta, state
+
+
+def trial_objective(setup, phi: dict[str, torch.Tensor], steps: int) -> float:
+    """Train ``steps`` steps from θ_0 with hyperparameters φ; the outer objective after."""
+    trained = train_trial(setup, phi, steps)
+    if trained is None:
+        return math.inf
+    with torch.no_grad():
+        value = float(setup.outer_loss(trained[0], phi))
     return value if math.isfinite(value) else math.inf
 
 
@@ -190,4 +200,4 @@ def joint_fit(setup, *, progress=None):
             if progress is not None:
                 progress(t // tune.horizon, phi, {"value": value})
     return TuneOutcome({k: v.detach() for k, v in phi.items()}, history, "joint", 0.0,
-                       extra={"theta": theta})
+                       trained=(theta, theta_state))

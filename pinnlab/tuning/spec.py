@@ -75,7 +75,10 @@ class TuneSection(_Spec):
     training of θ and the PDE coefficients together on residual + data loss).
     ``budget_seconds`` stops any method after that much wall-clock time. The final
     solve (``final_steps``, default ``trainer.steps``) uses the tuned values; a tuned
-    mix is replayed as the schedule it followed during tuning. ``inner: deepxde`` tunes
+    mix is replayed as the schedule it followed during tuning. ``final_init: continue``
+    starts the final solve from the network the tuning trained (the warm-started θ of a
+    hypergradient method, the best trial of a search, the jointly fitted θ) instead of
+    the initialisation, so the tuning time also counts as training. ``inner: deepxde`` tunes
     DeepXDE's training as a black box (``loss_weights`` and ``lr``; ``zo_fg2u``, random
     or optuna).
     """
@@ -94,6 +97,7 @@ class TuneSection(_Spec):
     budget_seconds: float | None = Field(None, gt=0)
     trial_steps: int | None = Field(None, ge=1)
     final_steps: int | None = Field(None, ge=1)
+    final_init: Literal["scratch", "continue"] = "scratch"
     checkpoint_every: int = Field(1, ge=0)
     seed: int = Field(0, ge=0)
     inner: Literal["pinnlab", "deepxde"] = "pinnlab"

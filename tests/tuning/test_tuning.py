@@ -225,3 +225,21 @@ def test_shipped_tuning_configs_build():
         setup = build_tuning(configuration.load(path))
         check_method(setup)
         assert setup.tunables
+
+
+@pytest.mark.parametrize("method", ["fg2u", "random"])
+def test_final_solve_can_continue_from_the_tuned_network(tmp_path, method):
+    from pinnlab.tuning.run import final_solve
+
+    overrides = [f"tune.method={method}", "tune.outer_steps=3", "tune.trial_steps=20", "tune.final_steps=5"]
+    if method != "fg2u":
+        overrides.append("tune.options={}")
+    cfg = _write(tmp_path)
+    first = {}
+    for init in ("scratch", "continue"):
+        setup = build_tuning(configuration.load(cfg, [*overrides, f"tune.final_init={init}"]))
+        outcome = run_tuning(setup)
+        result, _ = final_solve(setup, outcome, progress="off")
+        first[init] = result.history.trace_loss[0]
+    # continuing from a network already trained for 30 (or 20) steps starts lower (same φ)
+    assert first["continue"] < 0.8 * first["scratch"], first
