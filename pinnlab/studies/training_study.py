@@ -81,6 +81,22 @@ def cell_metrics(path: str | Path) -> dict:
         }
 
 
+def _finished_with(path: Path, config_path, overrides: Sequence[str]) -> bool:
+    """True when ``path`` is a complete cell result of exactly this cell's resolved config
+    (a cell left by an edited config is recomputed, not silently reused)."""
+    import h5py
+
+    from pinnlab import config as configuration
+
+    try:
+        with h5py.File(path, "r") as fh:
+            stored = fh.attrs["config"]
+    except (OSError, KeyError):
+        return False
+    stored = stored.decode() if isinstance(stored, bytes) else str(stored)
+    return stored == configuration.load(config_path, overrides).to_yaml()
+
+
 def _run_cell_job(args):
     config_path, overrides, output, threads = args
     return output, run_cell(config_path, overrides, output, threads)
@@ -102,7 +118,7 @@ def run_training_study(
     todo, records = [], {}
     for cell in cells:
         path = cell_dir / f"{cell.key}.h5"
-        if path.exists():
+        if path.exists() and _finished_with(path, config_path, list(base_overrides) + list(cell.overrides)):
             records[cell.key] = cell_metrics(path)
             if progress:
                 progress(f"skip finished cell {cell.variant} {dict(cell.assignment)}")

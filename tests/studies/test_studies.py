@@ -152,3 +152,19 @@ def test_killed_training_study_skips_finished_cells(tmp_path):
         assert (cells / name).stat().st_mtime_ns == mtime  # not recomputed
     assert len(list(cells.glob("*.h5"))) == 8 and out.exists()
     assert Path(str(out.with_suffix("")) + ".md").read_text().count("|") > 10
+
+
+def test_cells_of_an_edited_config_are_recomputed(tmp_path):
+    from pinnlab.studies.training_study import expand_cells, run_training_study
+
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(TINY_TRAINING.replace("STEPS", "20"))
+    cells = expand_cells({"biased": ["loss.kind=biased"]}, {"trainer.seed": [0]})
+    messages = []
+    run_training_study(cfg, cells, tmp_path / "cells", progress=messages.append)
+    run_training_study(cfg, cells, tmp_path / "cells", progress=messages.append)
+    assert sum("skip finished cell" in m for m in messages) == 1
+    cfg.write_text(TINY_TRAINING.replace("STEPS", "30"))  # same cell key, other config
+    run_training_study(cfg, cells, tmp_path / "cells", progress=messages.append)
+    assert sum("skip finished cell" in m for m in messages) == 1
+    assert sum("finished cell" in m and "skip" not in m for m in messages) == 2
