@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,3 +41,24 @@ def test_adapter_soft_constraint_uses_loss_weights():
     result = solve_with_deepxde(eq, steps=300, lr=1e-3, width=32, depth=3, batch_size=64,
                                 boundary_points=64, loss_weights=[1.0, 10.0], test_points=300)
     assert result.final.rel_l2 < 0.3, result.final.rel_l2
+
+
+def test_solve_with_deepxde_backend_writes_the_same_result_file(tmp_path, capsys):
+    pytest.importorskip("deepxde")
+    import h5py
+
+    from pinnlab.cli import main
+
+    cfg = tmp_path / "dde.yaml"
+    cfg.write_text("equation: {name: poisson_two_body, dim: 3, seed: 1}\n"
+                   "model: {width: 16, depth: 3}\n"
+                   "trainer: {steps: 50, batch_size: 32, eval_every: 25, test_points: 100, backend: deepxde}\n")
+    out = tmp_path / "dde.h5"
+    assert main(["solve", str(cfg), "-o", str(out), "--progress", "off"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("rel_l2=") and "steps_per_second=" in last
+    with h5py.File(out) as fh:
+        assert fh.attrs["kind"] == "solve" and "backend: deepxde" in fh.attrs["config"]
+        for key in ("step", "loss", "rel_l2", "rel_l1", "lr", "wall_s"):
+            assert key in fh["history"]
+        assert np.isfinite(fh["final"].attrs["rel_l2"]) and fh["eval/u_pred"].shape == (100,)
