@@ -91,7 +91,7 @@ def _estimator(config, output, args) -> int:
             reference_samples=study.reference_samples, reference_replicates=study.reference_replicates,
             problem_seed=config.equation.seed, init_seed=config.trainer.seed, width=config.model.width,
             depth=config.model.depth, equation_parameters=config.equation.parameters(), params=params,
-            dtype=dtype,
+            dtype=dtype, unbiased_samples=study.unbiased_samples,
         )
         records += run_estimator_study(spec, progress=_log)["records"]
     slopes = fit_slopes(records)

@@ -13,7 +13,9 @@ class StudySection(BaseModel):
     Estimator study keys: dims, samples, sigmas, noise, quantities, losses, replicates,
     points, reference_samples, reference_replicates, init (``fresh``: the seeded
     initial network; ``trained``: first train it with the config's trainer settings;
-    or the path of a result file whose ``/params`` hold a trained network).
+    or the path of a result file whose ``/params`` hold a trained network),
+    unbiased_samples (``split``: the unbiased loss's two draws share the K samples, equal
+    cost; ``same``: K samples per draw).
     Training study keys: variants (name → list of ``key=value`` overrides; the table
     rows), grid (dotted key → list of values), columns (the grid key for the table
     columns), workers.
@@ -37,6 +39,7 @@ class StudySection(BaseModel):
     grid: dict[str, list] = Field(default_factory=dict)
     columns: str | None = None
     workers: int = Field(1, ge=1)
+    unbiased_samples: Literal["split", "same"] = "split"
 
     @field_validator("samples", "dims")
     @classmethod
