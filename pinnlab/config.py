@@ -216,9 +216,20 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+HYBRID_ONLY = ("switch_step", "switch", "blend")
+"""Loss keys that only a hybrid loss accepts."""
+
+
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``key.sub=value`` overrides; values are parsed as YAML (``1e-2`` → float)."""
+    """Apply ``key.sub=value`` overrides; values are parsed as YAML (``1e-2`` → float).
+
+    An override that sets ``loss.kind`` to a non-hybrid loss also drops the hybrid
+    switch settings (``switch_step``, ``switch``, ``blend``) the config itself carried,
+    so ``loss.kind=biased`` works on a hybrid config; the same settings given as
+    overrides are kept (and then refused by validation).
+    """
     data = _deep_copy(data)
+    overridden: set[str] = set()
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
@@ -240,6 +251,12 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
                 raise ConfigError(f"override {item!r}: {path} is not a section")
             node = child
         node[parts[-1]] = value
+        overridden.add(".".join(parts))
+    loss = data.get("loss")
+    if "loss.kind" in overridden and isinstance(loss, dict) and loss.get("kind") != "hybrid":
+        for key in HYBRID_ONLY:
+            if f"loss.{key}" not in overridden:
+                loss.pop(key, None)
     return data
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pinnlab import config as C
@@ -52,6 +54,14 @@ def test_non_polynomial_unbiased_refused_at_build():
         C.build(config)
 
 
+def test_overriding_a_hybrid_config_to_another_loss_drops_its_switch():
+    hybrid = C.apply_overrides(BASE, ["loss.kind=hybrid", "loss.switch_step=3"])
+    config = C.validate(C.apply_overrides(hybrid, ["loss.kind=biased"]))
+    assert config.loss.kind == "biased" and config.loss.switch_step is None
+    with pytest.raises(C.ConfigError, match="switch settings need loss.kind = hybrid"):
+        C.validate(C.apply_overrides(hybrid, ["loss.kind=biased", "loss.switch_step=3"]))
+
+
 def test_overrides_are_yaml_typed_and_nested():
     data = C.apply_overrides(BASE, ["trainer.steps=500", "estimator.sigma=1e-2", "loss.kind=hybrid",
                                     "loss.switch=auto", "equation.radius=volume"])
@@ -89,3 +99,10 @@ def test_resolved_config_round_trips():
     config = C.validate(_with(estimator={"sigma": 0.05}))
     again = C.validate(yaml.safe_load(config.to_yaml()))
     assert again.resolved() == config.resolved()
+
+
+def test_the_documented_biased_run_of_the_hybrid_allen_cahn_config_validates():
+    path = Path(__file__).resolve().parents[1] / "configs" / "allen_cahn_two_body.yaml"
+    config = C.load(path, ["equation.dim=100", "trainer.steps=1000", "estimator.samples=128",
+                           "estimator.sigma=0.01", "loss.kind=biased"])
+    assert (config.loss.kind, config.trainer.steps, config.loss.switch_step) == ("biased", 1000, None)
