@@ -135,7 +135,7 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
             switched = np.flatnonzero(mix >= 1)
             if len(switched) and switched[0] > 0:
                 ax.axvline(switched[0], color=f"C{i}", ls="--", lw=1)
-        ax.set(xlabel="step", ylabel="training loss (moving average)", title=f"{columns} = {group}")
+        ax.set(xlabel="step", ylabel="training loss (moving average)", title=f"{columns} = {_label(group)}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Training study: loss curves (first seed; dashed: switch to the unbiased loss)")
@@ -154,3 +154,6 @@ def plot_study(path: Path, outdir: Path) -> list[Path]:
     return plot_training_study(path, outdir)
 
 
+def _label(value) -> str:
+    """A grid value as written in the config (10, not 10.0: HDF5 stores numbers as floats)."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
