@@ -5,10 +5,18 @@ heavy-ball SGD (lr 0.05, momentum 0.9), with one weight-decay coefficient per pa
 tensor as φ (N = 6, log-parameterised); outer loss: validation MSE. float64.
 
 Records:
-  {"kind": "cost", "method", "horizon", "seconds", "peak_bytes", "memory_method"}
-      one estimate per (method, T), each in a fresh subprocess; ``peak_bytes`` is the
-      increase of the subprocess's peak RSS (ru_maxrss) during the estimate over its
-      high-water mark after set-up (data, network, a warm-up at T = 2). Skipped where the
+  {"kind": "cost", "method", "horizon", "seconds", "peak_bytes", "rss_increase_bytes",
+   "memory_method"}
+      one estimate per (method, T); each method runs in its own fresh subprocess at
+      T = 10, 100, 1000 in that order, so ``peak_bytes``, the subprocess's peak RSS
+      (ru_maxrss, the Python process and torch included), is the peak over all T' ≤ T
+      (an upper bound for the peak at T; the set-up of all three problems comes first), and
+      ``rss_increase_bytes`` its increase over the high-water mark after set-up (data,
+      networks, a warm-up at T = 2). The increase is what the method
+      adds, but RSS moves by a few MB for reasons unrelated to T (malloc heap and arena
+      growth: fg2u measured +3–4 MB at T = 10, +9 at T = 1000 and +8.6 at T = 3000), so the
+      script also reports the memory per unrolled step, the slope of the increase
+      between T = 100 and T = 1000. Skipped where the
       estimate would take longer than a minute (extrapolated from the previous T).
   {"kind": "accuracy", "method", "horizon", "directions", "draws", "cosine_single_mean",
    "cosine_of_mean"}
@@ -91,49 +99,55 @@ def _rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def worker(name: str, horizon: int, width: int) -> dict:
+def worker(name: str, horizons: list[int], width: int) -> list[dict]:
+    """One method at increasing T in one fresh process (see the module docstring)."""
     import torch
 
     from pinnlab.bilevel import AbstractOuterAlgorithm, hypergradient
 
     torch.set_num_threads(int(os.environ.get("PINNLAB_BENCH_THREADS", "2")))
-    method = method_for(name, horizon)
     warm, phi = build(2, width)
 
-    def run(problem):
+    def run(problem, method):
         if isinstance(method, AbstractOuterAlgorithm):
             state = method.init(problem, phi)
             return method.step(problem, phi, state, outer_step=0, start=0)[0]
         return hypergradient(problem, phi, method).grad
 
-    run(warm)
-    problem, phi = build(horizon, width)
+    run(warm, method_for(name, 2))
+    problems = {t: build(t, width)[0] for t in horizons}
     baseline = _rss()
-    t0 = time.perf_counter()
-    run(problem)
-    seconds = time.perf_counter() - t0
-    return {"kind": "cost", "method": name, "horizon": horizon, "seconds": seconds,
-            "peak_bytes": max(0, _rss() - baseline),
-            "memory_method": "peak RSS increase of a fresh subprocess during one estimate"}
+    records, last = [], None
+    for horizon in sorted(horizons):
+        if last is not None and last["seconds"] * horizon / last["horizon"] > 60:
+            print(f"skip {name} T={horizon}: predicted {last['seconds'] * horizon / last['horizon']:.0f} s",
+                  file=sys.stderr)
+            break
+        t0 = time.perf_counter()
+        run(problems[horizon], method_for(name, horizon))
+        seconds = time.perf_counter() - t0
+        peak = _rss()
+        last = {"kind": "cost", "method": name, "horizon": horizon, "seconds": seconds,
+                "peak_bytes": peak, "rss_increase_bytes": max(0, peak - baseline),
+                "memory_method": "peak RSS of a fresh subprocess (ru_maxrss) after all T' <= T; "
+                                 "increase over the high-water mark after set-up"}
+        records.append(last)
+    return records
 
 
 def costs(width: int) -> list[dict]:
     records = []
     for name in METHODS:
-        last = None
-        for horizon in HORIZONS:
-            if last is not None and last["seconds"] * horizon / last["horizon"] > 60:
-                print(f"skip {name} T={horizon}: predicted "
-                      f"{last['seconds'] * horizon / last['horizon']:.0f} s", file=sys.stderr)
-                continue
-            out = subprocess.run([sys.executable, __file__, "--worker", name, str(horizon), str(width)],
-                                 capture_output=True, text=True, check=False)
-            if out.returncode != 0:
-                raise RuntimeError(f"{name} T={horizon} failed:\n{out.stderr}")
-            last = json.loads(out.stdout.strip().splitlines()[-1])
-            records.append(last)
-            print(f"cost {name:13s} T={horizon:5d} {last['seconds']:8.3f} s "
-                  f"+{last['peak_bytes'] / 2**20:8.1f} MB", file=sys.stderr)
+        out = subprocess.run([sys.executable, __file__, "--worker", name, ",".join(map(str, HORIZONS)), str(width)],
+                             capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"{name} failed:\n{out.stderr}")
+        sys.stderr.write("".join(line + "\n" for line in out.stderr.splitlines() if line.startswith("skip")))
+        for record in json.loads(out.stdout.strip().splitlines()[-1]):
+            records.append(record)
+            print(f"cost {name:13s} T={record['horizon']:5d} {record['seconds']:8.3f} s "
+                  f"+{record['rss_increase_bytes'] / 2**20:8.1f} MB (peak {record['peak_bytes'] / 2**20:.0f} MB)",
+                  file=sys.stderr)
     return records
 
 
@@ -181,13 +195,14 @@ def accuracy(horizons, draws: int, directions: int = 8) -> list[dict]:
 
 def table(records) -> str:
     cost = [r for r in records if r["kind"] == "cost"]
-    lines = ["| method | " + " | ".join(f"T={t} s / MB" for t in HORIZONS) + " |",
+    lines = ["| method | " + " | ".join(f"T={t}: s / +MB / peak MB" for t in HORIZONS) + " |",
              "|---|" + "---|" * len(HORIZONS)]
     for name in METHODS:
         cells = []
         for t in HORIZONS:
             r = next((c for c in cost if c["method"] == name and c["horizon"] == t), None)
-            cells.append("skipped" if r is None else f"{r['seconds']:.2f} / {r['peak_bytes'] / 2**20:.0f}")
+            cells.append("skipped" if r is None else f"{r['seconds']:.3g} / {r['rss_increase_bytes'] / 2**20:.1f}"
+                         f" / {r['peak_bytes'] / 2**20:.0f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     acc = [r for r in records if r["kind"] == "accuracy"]
     lines += ["", "| method | T | directions × draws | mean cos(single, exact) | cos(mean, exact) |",
@@ -205,18 +220,23 @@ def main(argv=None) -> int:
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        name, horizon, width = args.worker
-        print(json.dumps(worker(name, int(horizon), int(width))))
+        name, horizons, width = args.worker
+        print(json.dumps(worker(name, [int(t) for t in horizons.split(",")], int(width))))
         return 0
     width = 64 if args.quick else 128
     records = costs(width)
     records += accuracy((10,) if args.quick else (10, 100), draws=200)
     print(table(records))
     by = {(r["method"], r["horizon"]): r for r in records if r["kind"] == "cost"}
-    fg = by[("fg2u", 1000)]["peak_bytes"] / max(by[("fg2u", 10)]["peak_bytes"], 1)
-    if ("rgu", 1000) in by:
-        rg = by[("rgu", 1000)]["peak_bytes"] / max(by[("rgu", 10)]["peak_bytes"], 1)
-        print(f"\npeak memory T=1000 / T=10: fg2u {fg:.2f} (target <= 1.2), rgu {rg:.1f} (target >= 10)")
+    print()
+    for key in ("peak_bytes", "rss_increase_bytes"):
+        ratios = [by[(m, 1000)][key] / max(by[(m, 10)][key], 1) for m in ("fg2u", "rgu") if (m, 1000) in by]
+        print(f"{key} T=1000 / T=10: " + ", ".join(f"{m} {r:.2f}" for m, r in zip(("fg2u", "rgu"), ratios))
+              + (" (targets on peak RSS: fg2u <= 1.2, rgu >= 10)" if key == "peak_bytes" else ""))
+    for m in METHODS:
+        if (m, 100) in by and (m, 1000) in by:
+            slope = (by[(m, 1000)]["rss_increase_bytes"] - by[(m, 100)]["rss_increase_bytes"]) / 900
+            print(f"memory per unrolled step {m:13s} {slope / 1024:10.1f} KiB")
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as fh:
