@@ -7,6 +7,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from pinnlab.plots.solve import _save, plot_solve
 
@@ -61,6 +62,7 @@ def plot_tune(path: Path, outdir: Path) -> list[Path]:
         if series and all((v > 0).all() for v in series.values()):
             ax_phi.set_yscale("log")
         ax_phi.set_xlabel("outer step" if method not in ("random", "optuna") else "trial")
+        ax_phi.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_phi.set_ylabel("value")
         ax_phi.set_title(f"tuned hyperparameters ({method})")
         if len(series) <= MAX_LINES:
@@ -71,6 +73,7 @@ def plot_tune(path: Path, outdir: Path) -> list[Path]:
             ax_obj.semilogy(steps[finite], np.minimum.accumulate(value[finite]), "-", color="k",
                             lw=1.5, label="best so far")
         ax_obj.set_xlabel("outer step" if method not in ("random", "optuna") else "trial")
+        ax_obj.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_obj.set_ylabel(f"outer objective ({objective})")
         text = f"final solve rel. L2 = {final:.2e}"
         for name, err in truth.items():
