@@ -18,13 +18,19 @@ Records:
       script also reports the memory per unrolled step, the slope of the increase
       between T = 100 and T = 1000. Skipped where the
       estimate would take longer than a minute (extrapolated from the previous T).
+  {"kind": "tensor_memory", "method", "horizon", "tensor_peak_bytes", "memory_method"}
+      fg2u and rgu: the peak of live CPU tensor bytes during one estimate, summed from
+      torch.profiler's allocator events (deterministic; the memory targets are checked
+      on this). The profiler slows fg2u at T = 1000 to about 3 minutes, so ``--quick``
+      counts T = 10 and 100 beside the accuracy part and ``--memory-only`` counts
+      T = 10, 100, 1000 on its own.
   {"kind": "accuracy", "method", "horizon", "directions", "draws", "cosine_single_mean",
    "cosine_of_mean"}
       cosine similarity to the exact hypergradient (reverse mode) of single estimates
       (mean over draws) and of the mean of all draws; W = 32 for these.
 
 Usage:
-    python benchmarks/bench_hypergrad.py [--quick] [--json PATH]
+    python benchmarks/bench_hypergrad.py [--quick] [--memory-only] [--json PATH]
 """
 
 from __future__ import annotations
@@ -135,6 +141,53 @@ def worker(name: str, horizons: list[int], width: int) -> list[dict]:
     return records
 
 
+def tensor_bytes_worker(name: str, horizons: list[int], width: int) -> list[dict]:
+    """Peak bytes of live CPU tensors during one estimate, from the allocator events that
+    ``torch.profiler`` records with ``profile_memory=True``: deterministic, unlike RSS,
+    but the profiler slows the estimate about 2.5×, so it runs only for fg2u and rgu."""
+    import torch
+
+    from pinnlab.bilevel import hypergradient
+
+    torch.set_num_threads(1)
+    warm, phi = build(2, width)
+    hypergradient(warm, phi, method_for(name, 2))
+    records = []
+    for horizon in horizons:
+        problem, _ = build(horizon, width)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+            hypergradient(problem, phi, method_for(name, horizon))
+        events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                        if e.name() == "[memory]")
+        live = peak = 0
+        for _, nbytes in events:
+            live += nbytes
+            peak = max(peak, live)
+        records.append({"kind": "tensor_memory", "method": name, "horizon": horizon, "tensor_peak_bytes": peak,
+                        "memory_method": "peak live CPU tensor bytes from torch.profiler allocator events"})
+    return records
+
+
+def start_tensor_bytes(width: int, horizons) -> list:
+    """Launch the tensor-byte counts for fg2u and rgu (run while the accuracy part runs)."""
+    return [subprocess.Popen([sys.executable, __file__, "--tensor-bytes", name, ",".join(map(str, horizons)),
+                              str(width)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for name in ("fg2u", "rgu")]
+
+
+def finish_tensor_bytes(procs) -> list[dict]:
+    records = []
+    for proc in procs:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"tensor-byte count failed:\n{err}")
+        records += json.loads(out.strip().splitlines()[-1])
+    for r in records:
+        print(f"tensor bytes {r['method']:5s} T={r['horizon']:5d} {r['tensor_peak_bytes'] / 2**20:10.2f} MB",
+              file=sys.stderr)
+    return records
+
+
 def costs(width: int) -> list[dict]:
     records = []
     for name in METHODS:
@@ -157,7 +210,7 @@ def accuracy(horizons, draws: int, directions: int = 8) -> list[dict]:
     from pinnlab.bilevel import ForwardGradientUnroll, ReverseUnroll, hypergradient
     from pinnlab.bilevel.base import flatten
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # the tensor-byte counts run beside it; accuracy is not timed
     records = []
 
     def cos(a, b):
@@ -196,21 +249,30 @@ def accuracy(horizons, draws: int, directions: int = 8) -> list[dict]:
 def table(records) -> str:
     cost = [r for r in records if r["kind"] == "cost"]
     lines = ["| method | " + " | ".join(f"T={t}: s / +MB / peak MB" for t in HORIZONS) + " |",
-             "|---|" + "---|" * len(HORIZONS)]
-    for name in METHODS:
+             "|---|" + "---|" * len(HORIZONS)] if cost else []
+    for name in METHODS if cost else ():
         cells = []
         for t in HORIZONS:
             r = next((c for c in cost if c["method"] == name and c["horizon"] == t), None)
             cells.append("skipped" if r is None else f"{r['seconds']:.3g} / {r['rss_increase_bytes'] / 2**20:.1f}"
                          f" / {r['peak_bytes'] / 2**20:.0f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    counted = [r for r in records if r["kind"] == "tensor_memory"]
+    if counted:
+        lines += ["" if lines else None, "| method | " + " | ".join(f"T={r['horizon']} peak tensor MB" for r in counted
+                                                 if r["method"] == counted[0]["method"]) + " |",
+                  "|---|" + "---|" * sum(r["method"] == counted[0]["method"] for r in counted)]
+        for name in dict.fromkeys(r["method"] for r in counted):
+            lines.append(f"| {name} | " + " | ".join(f"{r['tensor_peak_bytes'] / 2**20:.2f}" for r in counted
+                                                     if r["method"] == name) + " |")
     acc = [r for r in records if r["kind"] == "accuracy"]
-    lines += ["", "| method | T | directions × draws | mean cos(single, exact) | cos(mean, exact) |",
-              "|---|---|---|---|---|"]
+    if acc:
+        lines += ["", "| method | T | directions × draws | mean cos(single, exact) | cos(mean, exact) |",
+                  "|---|---|---|---|---|"]
     for r in acc:
         lines.append(f"| {r['method']} | {r['horizon']} | {r['directions'] or '-'} × {r['draws']} | "
                      f"{r['cosine_single_mean']:.3f} | {r['cosine_of_mean']:.4f} |")
-    return "\n".join(lines)
+    return "\n".join(line for line in lines if line is not None)
 
 
 def main(argv=None) -> int:
@@ -218,31 +280,56 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller network and fewer draws")
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--tensor-bytes", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only the deterministic tensor-byte counts of fg2u and rgu at T = 10, 100, 1000 "
+                             "(about 4 minutes; --quick counts only T = 10 and 100 beside its other work)")
     args = parser.parse_args(argv)
-    if args.worker:
-        name, horizons, width = args.worker
-        print(json.dumps(worker(name, [int(t) for t in horizons.split(",")], int(width))))
-        return 0
+    for option, fn in ((args.worker, worker), (args.tensor_bytes, tensor_bytes_worker)):
+        if option:
+            name, horizons, width = option
+            print(json.dumps(fn(name, [int(t) for t in horizons.split(",")], int(width))))
+            return 0
     width = 64 if args.quick else 128
+    if args.memory_only:
+        records = finish_tensor_bytes(start_tensor_bytes(width, HORIZONS))
+        print(table(records))
+        report_counts(records)
+        write_json(args.json, records)
+        return 0
     records = costs(width)
+    counting = start_tensor_bytes(width, HORIZONS[:2] if args.quick else HORIZONS)
     records += accuracy((10,) if args.quick else (10, 100), draws=200)
+    records += finish_tensor_bytes(counting)
     print(table(records))
     by = {(r["method"], r["horizon"]): r for r in records if r["kind"] == "cost"}
     print()
+    report_counts(records)
     for key in ("peak_bytes", "rss_increase_bytes"):
         ratios = [by[(m, 1000)][key] / max(by[(m, 10)][key], 1) for m in ("fg2u", "rgu") if (m, 1000) in by]
-        print(f"{key} T=1000 / T=10: " + ", ".join(f"{m} {r:.2f}" for m, r in zip(("fg2u", "rgu"), ratios))
-              + (" (targets on peak RSS: fg2u <= 1.2, rgu >= 10)" if key == "peak_bytes" else ""))
+        print(f"{key} T=1000 / T=10: " + ", ".join(f"{m} {r:.2f}" for m, r in zip(("fg2u", "rgu"), ratios)))
     for m in METHODS:
         if (m, 100) in by and (m, 1000) in by:
             slope = (by[(m, 1000)]["rss_increase_bytes"] - by[(m, 100)]["rss_increase_bytes"]) / 900
             print(f"memory per unrolled step {m:13s} {slope / 1024:10.1f} KiB")
-    if args.json:
-        tmp = args.json + ".tmp"
+    write_json(args.json, records)
+    return 0
+
+
+def report_counts(records) -> None:
+    counted = {(r["method"], r["horizon"]): r["tensor_peak_bytes"] for r in records if r["kind"] == "tensor_memory"}
+    first, last = min(t for _, t in counted), max(t for _, t in counted)
+    ratios = {m: counted[(m, last)] / max(counted[(m, first)], 1) for m in ("fg2u", "rgu")}
+    print(f"tensor_peak_bytes T={last} / T={first}: fg2u {ratios['fg2u']:.3f}, rgu {ratios['rgu']:.1f} "
+          f"(targets at T=1000 / T=10: fg2u <= 1.2, rgu >= 10)")
+
+
+def write_json(path, records) -> None:
+    if path:
+        tmp = path + ".tmp"
         with open(tmp, "w") as fh:
             json.dump(records, fh, indent=1)
-        os.replace(tmp, args.json)
-    return 0
+        os.replace(tmp, path)
 
 
 if __name__ == "__main__":
