@@ -144,7 +144,7 @@ def worker(name: str, horizons: list[int], width: int) -> list[dict]:
 def tensor_bytes_worker(name: str, horizons: list[int], width: int) -> list[dict]:
     """Peak bytes of live CPU tensors during one estimate, from the allocator events that
     ``torch.profiler`` records with ``profile_memory=True``: deterministic, unlike RSS,
-    but the profiler slows the estimate about 2.5×, so it runs only for fg2u and rgu."""
+    but the profiler slows the estimate 3–4× (fg2u), so it runs only for fg2u and rgu."""
     import torch
 
     from pinnlab.bilevel import hypergradient
@@ -283,7 +283,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tensor-bytes", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--memory-only", action="store_true",
                         help="only the deterministic tensor-byte counts of fg2u and rgu at T = 10, 100, 1000 "
-                             "(about 4 minutes; --quick counts only T = 10 and 100 beside its other work)")
+                             "(about 3 minutes; --quick counts only T = 10 and 100 beside its other work)")
     args = parser.parse_args(argv)
     for option, fn in ((args.worker, worker), (args.tensor_bytes, tensor_bytes_worker)):
         if option:
@@ -306,8 +306,8 @@ def main(argv=None) -> int:
     print()
     report_counts(records)
     for key in ("peak_bytes", "rss_increase_bytes"):
-        ratios = [by[(m, 1000)][key] / max(by[(m, 10)][key], 1) for m in ("fg2u", "rgu") if (m, 1000) in by]
-        print(f"{key} T=1000 / T=10: " + ", ".join(f"{m} {r:.2f}" for m, r in zip(("fg2u", "rgu"), ratios)))
+        ratios = {m: by[(m, 1000)][key] / max(by[(m, 10)][key], 1) for m in ("fg2u", "rgu") if (m, 1000) in by}
+        print(f"{key} T=1000 / T=10: " + ", ".join(f"{m} {r:.2f}" for m, r in ratios.items()))
     for m in METHODS:
         if (m, 100) in by and (m, 1000) in by:
             slope = (by[(m, 1000)]["rss_increase_bytes"] - by[(m, 100)]["rss_increase_bytes"]) / 900

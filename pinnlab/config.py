@@ -401,7 +401,7 @@ def _check_loss(config: Config) -> None:
                 f"loss.switch_step = {loss.switch_step}: must be < trainer.steps "
                 f"({config.trainer.steps}), or the unbiased phase never starts"
             )
-    elif loss.switch_step is not None or loss.switch is not None or loss.blend is not None:
+    elif any(getattr(loss, key) is not None for key in HYBRID_ONLY):
         raise ConfigError(f"loss.kind = {loss.kind!r}: switch settings need loss.kind = hybrid")
     names = {"residual", "boundary", "data"}
     for key in loss.weights:
