@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from pinnlab._typing import Params
-from pinnlab.bilevel.base import BilevelProblem, Phi
+from pinnlab.bilevel.base import BilevelProblem, GradientStep, Phi
 from pinnlab.solvers.optim import AbstractOptimizer
 
 
@@ -36,9 +36,11 @@ def from_inner_loss(
     """
     grad_fn = torch.func.grad(inner_loss)
 
+    def rate(phi, t):
+        return optimizer.lr if lr is None else (lr(phi) if callable(lr) else lr)
+
     def step(theta, state, phi, t):
-        rate = optimizer.lr if lr is None else (lr(phi) if callable(lr) else lr)
-        return optimizer.update(grad_fn(theta, phi, t), state, theta, rate)
+        return optimizer.update(grad_fn(theta, phi, t), state, theta, rate(phi, t))
 
     if callable(theta0):
         def init(phi):
@@ -47,7 +49,9 @@ def from_inner_loss(
     else:
         init = (theta0, optimizer.init(theta0))
     base_lr = lr if isinstance(lr, (int, float)) else optimizer.lr
-    return BilevelProblem(step, outer_loss, init, horizon, inner_loss=inner_loss, inner_lr=base_lr)
+    split = GradientStep(lambda theta, phi, t: (inner_loss(theta, phi, t),), optimizer, rate)
+    return BilevelProblem(step, outer_loss, init, horizon, inner_loss=inner_loss, inner_lr=base_lr,
+                          gradient_step=split)
 
 
 def from_train_step(
@@ -65,16 +69,29 @@ def from_train_step(
 
     φ reaches the step only through ``to_hyperparams(φ)`` (loss weights, σ, mix, lr,
     PDE coefficients, ...). With ``objective`` (``PINNProblem.objective``) the problem
-    also gets g(θ, φ, t) for implicit and penalty methods.
+    also gets g(θ, φ, t) for implicit and penalty methods. A
+    :class:`~pinnlab.solvers.TrainStep` also lends its two halves (chunk losses, optimizer
+    update) as the problem's :class:`~pinnlab.bilevel.base.GradientStep`.
     """
 
     def step(theta, state, phi, t):
         theta, state, _ = train_step(theta, state, to_hyperparams(phi), t)
         return theta, state
 
+    split = None
+    if hasattr(train_step, "losses") and hasattr(train_step, "learning_rate"):
+        def losses(theta, phi, t):
+            return (loss for loss, _ in train_step.losses(theta, to_hyperparams(phi), t))
+
+        def rate(phi, t):
+            return train_step.learning_rate(to_hyperparams(phi), t)
+
+        split = GradientStep(losses, train_step.optimizer, rate)
+
     inner_loss = None
     if objective is not None:
         def inner_loss(theta, phi, t):
             return objective(theta, to_hyperparams(phi), t, seed)[0]
 
-    return BilevelProblem(step, outer_loss, init, horizon, inner_loss=inner_loss, inner_lr=inner_lr)
+    return BilevelProblem(step, outer_loss, init, horizon, inner_loss=inner_loss, inner_lr=inner_lr,
+                          gradient_step=split)

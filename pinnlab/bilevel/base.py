@@ -21,6 +21,32 @@ InnerStep = Callable[[Params, Any, Phi, int], tuple[Params, Any]]
 
 
 @dataclass(frozen=True)
+class GradientStep:
+    r"""An inner step that is "gradient of a loss, then an optimizer update", in two halves.
+
+    Ω_t(θ, s, φ) = optimizer.update(Σ_c ∇_θ ℓ_c(θ, φ, t), s, θ, rate(φ, t)), where
+    ``losses(θ, φ, t)`` yields the scalar losses ℓ_c (one per point chunk, with the
+    step's own randomness). Forward-mode methods then carry tangents through a step
+    without forward-mode AD of the backward pass: the gradient's tangent is a
+    Hessian-vector product ∇_θ⟨∇_{(θ,φ)} ℓ, (θ̇, φ̇)⟩ by double backward (one step's
+    graph alive at a time, so memory stays independent of T), and the update's tangent
+    comes from the optimizer's own :meth:`~pinnlab.solvers.optim.AbstractOptimizer.tangent`.
+
+    Args:
+        losses: ``(θ, φ, t) -> iterable of scalar tensors``.
+        optimizer: a functional optimizer (:class:`~pinnlab.solvers.SGD`, :class:`~pinnlab.solvers.Adam`).
+        rate: ``(φ, t) -> learning rate`` (a float, or a tensor that depends on φ).
+    """
+
+    losses: Callable[[Params, Phi, int], Any]
+    optimizer: Any
+    rate: Callable[[Phi, int], Any]
+
+    def update(self, grads: Params, state: Any, theta: Params, phi: Phi, t: int) -> tuple[Params, Any]:
+        return self.optimizer.update(grads, state, theta, self.rate(phi, t))
+
+
+@dataclass(frozen=True)
 class BilevelProblem:
     r"""min_φ h(φ) = f(θ_T(φ), φ), θ_t = Ω_t(θ_{t−1}, φ), t = 1..T (REFERENCE.md §6.1).
 
@@ -35,6 +61,9 @@ class BilevelProblem:
         inner_loss: g(θ, φ, t) -> scalar; needed by implicit, Hessian-free, DARTS,
             penalty and value-function methods (they use ∇_θ g and its derivatives at θ_T).
         inner_lr: the inner step size, used as default α/ξ by Hessian-free and DARTS.
+        gradient_step: the same inner step in two halves (:class:`GradientStep`), when it
+            is a gradient step; forward-mode methods use it for cheaper tangents. It
+            must agree with ``inner_step`` exactly.
     """
 
     inner_step: InnerStep
@@ -43,6 +72,7 @@ class BilevelProblem:
     horizon: int
     inner_loss: Callable[[Params, Phi, int], Tensor] | None = None
     inner_lr: float | None = None
+    gradient_step: GradientStep | None = None
 
     def __post_init__(self):
         if not isinstance(self.horizon, int) or self.horizon < 1:

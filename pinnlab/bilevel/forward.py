@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from pinnlab._seeding import make_generator
 from pinnlab.bilevel.base import (
@@ -23,6 +25,7 @@ from pinnlab.bilevel.base import (
 )
 
 DirectionKind = Literal["rademacher", "gaussian", "coordinate"]
+TangentMode = Literal["auto", "hvp", "jvp"]
 
 
 def sample_direction(kind: DirectionKind, size: int, generator: torch.Generator,
@@ -51,13 +54,33 @@ def directions(kind: DirectionKind, indices, size, *, seed, outer_step, dtype, d
 
 
 def directional_derivatives(problem: BilevelProblem, phi: Phi, tangents: Tensor, *, start: int,
-                            init, chunk_size: int) -> tuple[Tensor, Tensor]:
-    """w_i = ∇h(φ)·v_i for the rows v_i of `tangents` `(B, N)`, by JVP through the loop.
+                            init, chunk_size: int, mode: TangentMode = "auto"
+                            ) -> tuple[Tensor, Tensor, tuple[Any, Any] | None]:
+    """w_i = ∇h(φ)·v_i for the rows v_i of `tangents` `(B, N)`, by forward mode through the loop.
 
-    The B tangents are processed ``chunk_size`` at a time with ``torch.func.vmap``
-    (randomness="same", so all directions share the inner randomness); memory is
-    O(chunk_size · M) and independent of T. Returns (w `(B,)`, h(φ)).
+    ``mode="hvp"`` (the default, ``"auto"``, when the problem has a
+    :class:`~pinnlab.bilevel.base.GradientStep`) carries the B tangents through each
+    step with Hessian-vector products by double backward (:func:`tangent_unroll`);
+    ``mode="jvp"`` applies :func:`torch.func.jvp` to the whole unrolled map. Either way
+    the B tangents are processed ``chunk_size`` at a time, all directions share the
+    inner randomness, and memory is O(chunk_size · M), independent of T. Returns
+    (w `(B,)`, h(φ), (θ_T, state_T) or ``None`` when the mode does not produce them).
     """
+    if mode == "auto":
+        mode = "hvp" if problem.gradient_step is not None else "jvp"
+    if mode == "hvp":
+        if problem.gradient_step is None:
+            raise ValueError("tangents='hvp' needs a problem with a gradient_step (from_inner_loss or "
+                             "from_train_step build one); use tangents='jvp'")
+        outs, value, final = [], None, None
+        for i in range(0, tangents.shape[0], chunk_size):
+            w, value, theta, state = tangent_unroll(problem, phi, tangents[i : i + chunk_size], start=start,
+                                                    init=init)
+            final = (theta, state)
+            outs.append(w)
+        return torch.cat(outs), value, final
+    if mode != "jvp":
+        raise ValueError(f"tangents must be 'auto', 'hvp' or 'jvp', got {mode!r}")
     h = unrolled_objective(problem, start=start, init=init)
 
     def one(v_flat):
@@ -71,7 +94,121 @@ def directional_derivatives(problem: BilevelProblem, phi: Phi, tangents: Tensor,
             raise not_forward_differentiable(err) from err
         values = value[0] if values is None else values
         outs.append(w)
-    return torch.cat(outs), values
+    return torch.cat(outs), values, None
+
+
+def _batched(flat: Tensor, like: Phi) -> dict[str, Tensor]:
+    """`(B, N)` rows → a dict of `(B, *shape)` tensors shaped like ``like``."""
+    out, offset = {}, 0
+    for key, value in like.items():
+        out[key] = flat[:, offset : offset + value.numel()].reshape(flat.shape[0], *value.shape)
+        offset += value.numel()
+    return out
+
+
+def _state_tensors(state) -> tuple[list[Tensor], Callable[[list[Tensor]], Any]]:
+    """Tensor leaves of an optimizer state, and a function rebuilding a state from such leaves."""
+    leaves, spec = tree_flatten(state)
+    mask = [isinstance(x, Tensor) for x in leaves]
+
+    def rebuild(tensors):
+        it = iter(tensors)
+        return tree_unflatten([next(it) if m else x for x, m in zip(leaves, mask)], spec)
+
+    return [x for x, m in zip(leaves, mask) if m], rebuild
+
+
+def _hessian_vector_products(split, theta, phi, t, theta_dot, phi_dot):
+    """One step's gradient and what its tangents need, by one double backward per chunk.
+
+    Returns (∇_θ g summed over chunks, ġ_i = H_θθ θ̇_i + H_θφ φ̇_i `(B, ...)`, the learning
+    rate, its tangents ⟨∇_φ rate, φ̇_i⟩ `(B,)` or ``None`` when it does not depend on φ)."""
+    keys, pkeys = list(theta), list(phi)
+    b = next(iter(phi_dot.values())).shape[0]
+    th = {k: theta[k].detach().requires_grad_(True) for k in keys}
+    ph = {k: phi[k].detach().requires_grad_(True) for k in pkeys}
+    inputs = [*th.values(), *ph.values()]
+    cotangents = [*(theta_dot[k] for k in keys), *(phi_dot[k] for k in pkeys)]
+    grads = {k: torch.zeros_like(theta[k]) for k in keys}
+    grads_dot = {k: theta_dot[k].new_zeros(theta_dot[k].shape) for k in keys}
+    with torch.enable_grad():
+        for loss in split.losses(th, ph, t):
+            first = torch.autograd.grad(loss, inputs, create_graph=True, allow_unused=True)
+            for k, g in zip(keys, first):
+                if g is not None:
+                    grads[k] = grads[k] + g.detach()
+            live = [(g, c) for g, c in zip(first, cotangents) if g is not None and g.requires_grad]
+            if not live:
+                continue
+            outputs = [g for g, _ in live]
+            if b == 1:
+                second = torch.autograd.grad(outputs, list(th.values()), grad_outputs=[c[0] for _, c in live],
+                                             allow_unused=True)
+                second = [None if x is None else x[None] for x in second]
+            else:
+                second = torch.autograd.grad(outputs, list(th.values()), grad_outputs=[c for _, c in live],
+                                             allow_unused=True, is_grads_batched=True)
+            for k, x in zip(keys, second):
+                if x is not None:
+                    grads_dot[k] = grads_dot[k] + x.detach()
+        rate = split.rate(ph, t)
+        rate_dot = None
+        if isinstance(rate, Tensor) and rate.requires_grad:
+            d_rate = torch.autograd.grad(rate, list(ph.values()), allow_unused=True)
+            rate_dot = sum((phi_dot[k] * d).reshape(b, -1).sum(1) for k, d in zip(pkeys, d_rate) if d is not None)
+            rate = rate.detach()
+    return grads, grads_dot, rate, rate_dot
+
+
+def tangent_unroll(problem: BilevelProblem, phi: Phi, tangents: Tensor, *, start: int = 0, init=None
+                   ) -> tuple[Tensor, Tensor, Any, Any]:
+    r"""One pass of T inner steps carrying B tangents: (w = ∇h·v_i `(B,)`, h, θ_T, state_T).
+
+    Per step t, with (θ̇_i, ṡ_i) the tangents of (θ, state) along φ̇ = v_i: the
+    gradient's tangent ġ_i = H_θθ θ̇_i + H_θφ v_i comes from one double backward of the
+    step's loss (``is_grads_batched`` over the B directions), and the optimizer maps
+    (ġ_i, ṡ_i, θ̇_i, ṙate_i) to the next (θ̇_i, ṡ_i) with its own closed-form
+    :meth:`~pinnlab.solvers.optim.AbstractOptimizer.tangent`. Only one step's graph is
+    alive at a time: memory O(B·M), independent of T, as in (FG)²U, at about the cost of
+    a Hessian-vector product per step and direction, without forward-mode AD through
+    the backward pass. Finally w_i = ⟨∂f/∂θ_T, θ̇_{T,i}⟩ + ⟨∂f/∂φ, v_i⟩ from one
+    reverse pass of f.
+    """
+    split = problem.gradient_step
+    phi = {k: v.detach() for k, v in phi.items()}
+    phi_dot = _batched(tangents, phi)
+    b = tangents.shape[0]
+    if init is None and callable(problem.init):
+        _, rebuild = _state_tensors(problem.init(phi)[1])
+
+        def initial(p):
+            theta, state = problem.init(p)
+            return theta, _state_tensors(state)[0]
+
+        (theta, tensors), (theta_dot, tensors_dot) = torch.func.vmap(
+            lambda v: torch.func.jvp(initial, (phi,), (v,)))(phi_dot)
+        theta = {k: v[0] for k, v in theta.items()}
+        state, state_dot = rebuild([x[0] for x in tensors]), rebuild(tensors_dot)
+    else:
+        theta, state = problem.initial(phi) if init is None else init
+        theta_dot = {k: v.new_zeros(b, *v.shape) for k, v in theta.items()}
+        tensors, rebuild = _state_tensors(state)
+        state_dot = rebuild([x.new_zeros(b, *x.shape) for x in tensors])
+    theta = {k: v.detach() for k, v in theta.items()}
+    for t in range(start, start + problem.horizon):
+        grads, grads_dot, rate, rate_dot = _hessian_vector_products(split, theta, phi, t, theta_dot, phi_dot)
+        theta, state, theta_dot, state_dot = split.optimizer.tangent(
+            grads, state, theta, rate, grads_dot, state_dot, theta_dot, rate_dot)
+    th = {k: v.detach().requires_grad_(True) for k, v in theta.items()}
+    ph = {k: v.detach().requires_grad_(True) for k, v in phi.items()}
+    with torch.enable_grad():
+        value = problem.outer_loss(th, ph)
+        d_value = torch.autograd.grad(value, [*th.values(), *ph.values()], allow_unused=True)
+    w = tangents.new_zeros(b)
+    for dot, d in zip([*theta_dot.values(), *phi_dot.values()], d_value):
+        if d is not None:
+            w = w + (dot * d).reshape(b, -1).sum(1)
+    return w, value.detach(), theta, state
 
 
 def not_forward_differentiable(err: Exception) -> RuntimeError:
@@ -91,6 +228,11 @@ def _check_positive(name: str, value: int) -> None:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
+def _check_mode(mode) -> None:
+    if mode not in ("auto", "hvp", "jvp"):
+        raise ValueError(f"tangents must be 'auto', 'hvp' or 'jvp', got {mode!r}")
+
+
 def _primal(problem, phi, start, init):
     with torch.no_grad():
         return unroll(problem, phi, start=start, init=init)
@@ -107,8 +249,11 @@ class ForwardGradientUnroll(AbstractHypergradient):
 
     Variance (REFERENCE.md §6.4): E‖ĝ_b − ∇h‖² = ((N − 1)/b)‖∇h‖² for Rademacher and
     ((N + 1)/b)‖∇h‖² for Gaussian directions; expected cosine to ∇h ≈ sqrt(b/(b + N)).
-    Cost: b JVPs of the unrolled loop (each ≈ 3 forward passes of every inner step)
-    plus one primal unroll for θ_T; memory O(chunk_size·M), independent of T — the
+    Cost: per inner step, the step's own forward and backward pass plus b
+    Hessian-vector products (double backward; ``tangents="auto"`` when the problem
+    exposes its :class:`~pinnlab.bilevel.base.GradientStep`, else b JVPs of the
+    unrolled loop and one more primal unroll for θ_T); at b = 1 that is about 1.5× the
+    primal unroll, less than reverse unrolling. Memory O(chunk_size·M), independent of T — the
     method of choice for long horizons and many hyperparameters when reverse
     unrolling (O(T·M)) does not fit. Directions are seeded by (seed, outer_step, i),
     and under ``torch.distributed`` each rank evaluates its share of the b directions.
@@ -116,14 +261,19 @@ class ForwardGradientUnroll(AbstractHypergradient):
     Args:
         num_directions: b.
         kind: ``"rademacher"`` (default), ``"gaussian"`` or ``"coordinate"`` (√N·e_j).
-        chunk_size: directions vmapped together (bounds memory).
+        chunk_size: directions carried together (bounds memory).
         distributed: split directions over ``torch.distributed`` ranks when initialised.
+        tangents: how tangents cross a step (:func:`directional_derivatives`):
+            ``"auto"`` (Hessian-vector products by double backward when the problem
+            exposes its gradient step, else ``"jvp"``), ``"hvp"`` or ``"jvp"``
+            (:func:`torch.func.jvp` of the whole loop).
     """
 
     num_directions: int = 8
     kind: DirectionKind = "rademacher"
     chunk_size: int = 8
     distributed: bool = True
+    tangents: TangentMode = "auto"
     name = "fg2u"
 
     def __post_init__(self):
@@ -131,6 +281,7 @@ class ForwardGradientUnroll(AbstractHypergradient):
         _check_positive("chunk_size", self.chunk_size)
         if self.kind not in ("rademacher", "gaussian", "coordinate"):
             raise ValueError(f"kind must be 'rademacher', 'gaussian' or 'coordinate', got {self.kind!r}")
+        _check_mode(self.tangents)
 
     def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
         from pinnlab.bilevel.distributed import all_reduce_sum, rank_and_world
@@ -140,21 +291,23 @@ class ForwardGradientUnroll(AbstractHypergradient):
         mine = range(rank, self.num_directions, world)
         v = directions(self.kind, mine, template.numel(), seed=seed, outer_step=outer_step,
                        dtype=template.dtype, device=template.device)
+        final = None
         if len(v):
-            w, value = directional_derivatives(problem, phi, v, start=start, init=init,
-                                               chunk_size=self.chunk_size)
+            w, value, final = directional_derivatives(problem, phi, v, start=start, init=init,
+                                                      chunk_size=self.chunk_size, mode=self.tangents)
             partial = (w[:, None] * v).sum(0)
         else:
             w, value, partial = template.new_zeros(0), None, torch.zeros_like(template)
         total = all_reduce_sum(partial) if world > 1 else partial
         grad = unflatten(total / self.num_directions, phi)
-        theta, state = _primal(problem, phi, start, init)
+        theta, state = final if final is not None else _primal(problem, phi, start, init)
+        primal_passes = 0 if final is not None else 1
         return HypergradientResult(
             grad={k: g.detach() for k, g in grad.items()},
             value=None if value is None else float(value),
             theta=theta, state=state,
             diagnostics={"directional": w.detach(), "directions": v,
-                         "inner_step_evaluations": problem.horizon * (len(v) + 1)},
+                         "inner_step_evaluations": problem.horizon * (len(v) + primal_passes)},
         )
 
 
@@ -163,25 +316,28 @@ class ExactForwardUnroll(AbstractHypergradient):
     r"""FGU (forward-mode RTRL, Franceschi et al. 2017): the exact ∇h from N JVPs.
 
     Z_t = A_t Z_{t−1} + B_t, ∇h = d_T Z_T + c_T, computed as the JVPs of h along the N
-    coordinate directions (vmapped ``chunk_size`` at a time). Exact like reverse
-    unrolling, memory O(chunk_size·M) independent of T, cost N JVPs: affordable
-    when φ has few entries (loss weights, σ, a mix coefficient).
+    coordinate directions (``chunk_size`` at a time, Hessian-vector products per step
+    as in :class:`ForwardGradientUnroll`). Exact like reverse unrolling, memory
+    O(chunk_size·M) independent of T, cost N directional derivatives: affordable when
+    φ has few entries (loss weights, σ, a mix coefficient).
     """
 
     chunk_size: int = 16
+    tangents: TangentMode = "auto"
     name = "fgu"
 
     def __post_init__(self):
         _check_positive("chunk_size", self.chunk_size)
+        _check_mode(self.tangents)
 
     def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
         template = flatten(phi)
         eye = torch.eye(template.numel(), dtype=template.dtype, device=template.device)
-        w, value = directional_derivatives(problem, phi, eye, start=start, init=init,
-                                           chunk_size=self.chunk_size)
-        theta, state = _primal(problem, phi, start, init)
+        w, value, final = directional_derivatives(problem, phi, eye, start=start, init=init,
+                                                  chunk_size=self.chunk_size, mode=self.tangents)
+        theta, state = final if final is not None else _primal(problem, phi, start, init)
         return HypergradientResult(
             grad={k: g.detach() for k, g in unflatten(w, phi).items()}, value=float(value),
             theta=theta, state=state,
-            diagnostics={"inner_step_evaluations": problem.horizon * (template.numel() + 1)},
+            diagnostics={"inner_step_evaluations": problem.horizon * (template.numel() + (final is None))},
         )

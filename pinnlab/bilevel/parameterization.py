@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pinnlab.bilevel.base import BilevelProblem, Phi
+from pinnlab.bilevel.base import BilevelProblem, GradientStep, Phi
 
 
 class AbstractParameterization(abc.ABC):
@@ -98,10 +98,15 @@ def reparameterize(problem: BilevelProblem, parameterization: dict[str, Abstract
     if problem.inner_loss is not None:
         def inner_loss(theta, u, t):
             return problem.inner_loss(theta, c(u), t)
+    inner_split, split = problem.gradient_step, None
+    if inner_split is not None:
+        split = GradientStep(lambda theta, u, t: inner_split.losses(theta, c(u), t), inner_split.optimizer,
+                             lambda u, t: inner_split.rate(c(u), t))
     return BilevelProblem(
         inner_step=lambda theta, state, u, t: problem.inner_step(theta, state, c(u), t),
         outer_loss=lambda theta, u: problem.outer_loss(theta, c(u)),
         init=init, horizon=problem.horizon, inner_loss=inner_loss, inner_lr=problem.inner_lr,
+        gradient_step=split,
     )
 
 

@@ -51,6 +51,54 @@ class AbstractOptimizer(abc.ABC):
     ) -> tuple[Params, Any]:
         """One step: new parameters and new state."""
 
+    def tangent(
+        self, grads: Params, state: Any, params: Params, lr: LearningRate,
+        grads_dot: Params, state_dot: Any, params_dot: Params, lr_dot: Tensor | None,
+    ) -> tuple[Params, Any, Params, Any]:
+        """The update and its Jacobian-vector products along B tangents at once.
+
+        Every ``*_dot`` tensor has a leading dimension B (one row per tangent);
+        ``state_dot`` is a state of the same type whose tensors are so batched (its
+        non-tensor leaves, like Adam's step count, are ignored); ``lr_dot`` is `(B,)`
+        or ``None`` for a constant rate. Returns ``(params', state', params_dot',
+        state_dot')``. This default applies :func:`torch.func.jvp` to :meth:`update`,
+        vmapped over B (correct for any pure update, but forward-mode AD of ops with
+        Python scalars is slow in PyTorch); SGD and Adam override it with closed forms.
+        """
+        from torch.utils._pytree import tree_flatten, tree_unflatten
+
+        leaves, spec = tree_flatten(state)
+        mask = [isinstance(x, Tensor) for x in leaves]
+        tensors = [x for x, m in zip(leaves, mask) if m]
+        dots = [x for x, m in zip(tree_flatten(state_dot)[0], mask) if m]
+        out: dict[str, Any] = {}
+
+        def update(g, s, p, rate):
+            it = iter(s)
+            new_params, new_state = self.update(g, tree_unflatten([next(it) if m else x for x, m in
+                                                                   zip(leaves, mask)], spec), p, rate)
+            new_leaves, out["spec"] = tree_flatten(new_state)
+            out["mask"] = [isinstance(x, Tensor) for x in new_leaves]
+            out["leaves"] = new_leaves
+            return new_params, [x for x in new_leaves if isinstance(x, Tensor)]
+
+        rate = torch.as_tensor(lr, dtype=next(iter(params.values())).dtype)
+        b = next(iter(params_dot.values())).shape[0]
+        rate_dot = rate.new_zeros(b) if lr_dot is None else lr_dot
+
+        def push(gd, sd, pd, rd):
+            return torch.func.jvp(update, (grads, tensors, params, rate), (gd, sd, pd, rd))
+
+        (new_params, new_tensors), (params_tangent, tensor_tangents) = torch.func.vmap(push)(
+            grads_dot, dots, params_dot, rate_dot)
+
+        def rebuild(values):
+            it = iter(values)
+            return tree_unflatten([next(it) if m else x for x, m in zip(out["leaves"], out["mask"])], out["spec"])
+
+        return ({k: v[0] for k, v in new_params.items()}, rebuild([x[0] for x in new_tensors]),
+                params_tangent, rebuild(tensor_tangents))
+
     @abc.abstractmethod
     def state_to_dict(self, state: Any) -> dict[str, Any]:
         """Flat tensors and ints for checkpoints."""
@@ -104,6 +152,21 @@ class SGD(AbstractOptimizer):
             direction = buffers
         return {k: params[k] - lr * direction[k] for k in params}, SGDState(buffers)
 
+    def tangent(self, grads, state, params, lr, grads_dot, state_dot, params_dot, lr_dot):
+        if self.momentum == 0:
+            direction, direction_dot, buffers, buffers_dot = grads, grads_dot, {}, {}
+        else:
+            buffers = {k: self.momentum * state.momentum[k] + grads[k] for k in params}
+            buffers_dot = {k: self.momentum * state_dot.momentum[k] + grads_dot[k] for k in params}
+            if self.nesterov:
+                direction = {k: grads[k] + self.momentum * buffers[k] for k in params}
+                direction_dot = {k: grads_dot[k] + self.momentum * buffers_dot[k] for k in params}
+            else:
+                direction, direction_dot = buffers, buffers_dot
+        new = {k: params[k] - lr * direction[k] for k in params}
+        new_dot = {k: params_dot[k] - lr * direction_dot[k] - _times(lr_dot, direction[k]) for k in params}
+        return new, SGDState(buffers), new_dot, SGDState(buffers_dot)
+
     def state_to_dict(self, state):
         return {f"momentum/{k}": v for k, v in state.momentum.items()}
 
@@ -151,6 +214,28 @@ class Adam(AbstractOptimizer):
         }
         return new, AdamState(count, mu, nu)
 
+    def tangent(self, grads, state, params, lr, grads_dot, state_dot, params_dot, lr_dot):
+        count = state.count + 1
+        c1 = 1 - self.b1**count
+        c2 = 1 - self.b2**count
+        new, new_dot, mu, nu, mu_dot, nu_dot = {}, {}, {}, {}, {}, {}
+        for k in params:
+            g, g_dot = grads[k], grads_dot[k]
+            mu[k] = self.b1 * state.mu[k] + (1 - self.b1) * g
+            nu[k] = self.b2 * state.nu[k] + (1 - self.b2) * g * g
+            mu_dot[k] = self.b1 * state_dot.mu[k] + (1 - self.b1) * g_dot
+            nu_dot[k] = self.b2 * state_dot.nu[k] + (2 * (1 - self.b2)) * g * g_dot
+            root = torch.sqrt(nu[k] / c2)
+            denominator = root + self.eps
+            step = (mu[k] / c1) / denominator
+            # d sqrt(v) = dv / (2 sqrt(v)); where v = 0 (a coordinate that never had a
+            # gradient) dv = 0 too, and the tangent is taken as 0 rather than 0/0
+            root_dot = torch.where(root > 0, nu_dot[k] / (2 * c2 * torch.where(root > 0, root, 1)), 0.0)
+            step_dot = (mu_dot[k] / c1 - step * root_dot) / denominator
+            new[k] = params[k] - lr * step
+            new_dot[k] = params_dot[k] - lr * step_dot - _times(lr_dot, step)
+        return new, AdamState(count, mu, nu), new_dot, AdamState(count, mu_dot, nu_dot)
+
     def state_to_dict(self, state):
         out: dict[str, Any] = {"count": torch.tensor(state.count)}
         out.update({f"mu/{k}": v for k, v in state.mu.items()})
@@ -161,6 +246,13 @@ class Adam(AbstractOptimizer):
         mu = {k[3:]: v for k, v in data.items() if k.startswith("mu/")}
         nu = {k[3:]: v for k, v in data.items() if k.startswith("nu/")}
         return AdamState(int(data["count"]), mu, nu)
+
+
+def _times(rate_dot: Tensor | None, value: Tensor) -> Tensor | float:
+    """rate_dot `(B,)` times value, broadcast to `(B, *value.shape)` (0 if the rate is constant)."""
+    if rate_dot is None:
+        return 0.0
+    return rate_dot.reshape(-1, *([1] * value.dim())) * value
 
 
 def adam(lr: float = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Adam:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -13,10 +14,71 @@ from pinnlab.solvers.optim import AbstractOptimizer
 from pinnlab.solvers.problem import PINNProblem
 from pinnlab.solvers.schedules import Constant
 
-TrainStep = Callable[
+TrainStepFn = Callable[
     [Params, Any, Mapping[str, Any], int], tuple[Params, Any, dict[str, Tensor]]
 ]
 """``(params, opt_state, hyperparams, step) -> (params, opt_state, metrics)``."""
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """The pure training step of ``problem``: the gradient of its objective, then ``optimizer``.
+
+    ``step(params, opt_state, hyperparams, step)`` computes the objective's parameter
+    gradient with :func:`torch.func.grad` (no in-place updates, no ``.backward()``),
+    then applies ``optimizer`` with learning rate ``hyperparams.get("lr", optimizer.lr) *
+    schedule(step)``. All randomness is keyed by ``(seed, step)``. Because it is built
+    from torch.func transforms and pure functional updates, the very same function can
+    be differentiated end to end in forward mode (``torch.func.jvp``) or reverse mode
+    through T unrolled steps, with respect to parameters, optimizer state and any tensor
+    hyperparameter (σ, mix, lr, loss weights, PDE coefficients). Metrics are detached
+    tensors (no ``.item()``).
+
+    The two halves are public, so the bilevel layer can differentiate the same step
+    piecewise (Hessian-vector products of :meth:`losses`, then the optimizer's
+    tangent): ``step(p, s, hp, t)`` is ``optimizer.update(Σ_c ∇_p ℓ_c, s, p,
+    learning_rate(hp, t))`` over the chunk losses ℓ_c of :meth:`losses`.
+    """
+
+    problem: PINNProblem
+    optimizer: AbstractOptimizer
+    seed: int = 0
+    schedule: Callable[[int], float] = field(default_factory=Constant)
+
+    def losses(self, params: Params, hyperparams: Mapping[str, Any], step: int
+               ) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
+        """The step's objective as (loss, metrics) per point chunk; the chunks' parameter
+        gradients add up to the step's gradient (one chunk unless ``batch_chunks`` > 1)."""
+        if self.problem.batch_chunks == 1:
+            yield self.problem.objective(params, hyperparams, step, self.seed)
+            return
+        for chunk in range(self.problem.batch_chunks):
+            yield self.problem.objective(params, hyperparams, step, self.seed, chunk)
+
+    def gradient(self, params: Params, hyperparams: Mapping[str, Any], step: int
+                 ) -> tuple[Params, dict[str, Tensor]]:
+        """∇_params of the objective at ``step`` (summed over chunks) and its metrics."""
+        grad_fn = torch.func.grad(self.problem.objective, has_aux=True)
+        if self.problem.batch_chunks == 1:
+            return grad_fn(params, hyperparams, step, self.seed)
+        grads, metrics = grad_fn(params, hyperparams, step, self.seed, 0)
+        for chunk in range(1, self.problem.batch_chunks):
+            more, extra = grad_fn(params, hyperparams, step, self.seed, chunk)
+            grads = {k: grads[k] + more[k] for k in grads}
+            metrics = {k: v if k == "mix" else v + extra.get(k, 0) for k, v in metrics.items()}
+        return grads, metrics
+
+    def learning_rate(self, hyperparams: Mapping[str, Any], step: int):
+        """``hyperparams["lr"]`` (default ``optimizer.lr``) times ``schedule(step)``."""
+        return hyperparams.get("lr", self.optimizer.lr) * self.schedule(step)
+
+    def __call__(self, params: Params, opt_state: Any, hyperparams: Mapping[str, Any], step: int
+                 ) -> tuple[Params, Any, dict[str, Tensor]]:
+        grads, metrics = self.gradient(params, hyperparams, step)
+        lr = self.learning_rate(hyperparams, step)
+        params, opt_state = self.optimizer.update(grads, opt_state, params, lr)
+        metrics["lr"] = torch.as_tensor(lr).detach()
+        return params, opt_state, metrics
 
 
 def make_train_step(
@@ -26,17 +88,7 @@ def make_train_step(
     seed: int = 0,
     schedule: Callable[[int], float] = Constant(),
 ) -> TrainStep:
-    """Build the pure training step of ``problem``.
-
-    ``step_fn(params, opt_state, hyperparams, step)`` computes the objective's
-    parameter gradient with :func:`torch.func.grad` (no in-place updates, no
-    ``.backward()``), then applies ``optimizer`` with learning rate
-    ``hyperparams.get("lr", optimizer.lr) * schedule(step)``. All randomness is keyed by
-    ``(seed, step)``. Because it is built from torch.func transforms and pure
-    functional updates, the very same function can be differentiated end to end in
-    forward mode (``torch.func.jvp``) or reverse mode through T unrolled steps, with
-    respect to parameters, optimizer state and any tensor hyperparameter (σ, mix, lr,
-    loss weights, PDE coefficients). Metrics are detached tensors (no ``.item()``).
+    """Build the pure training step of ``problem`` (see :class:`TrainStep`).
 
     Example:
         >>> from pinnlab.equations import PoissonTwoBody
@@ -54,23 +106,4 @@ def make_train_step(
         >>> sorted(metrics)[:2]
         ['loss', 'loss_biased']
     """
-    grad_fn = torch.func.grad(problem.objective, has_aux=True)
-
-    def gradient(params, hyperparams, step):
-        if problem.batch_chunks == 1:
-            return grad_fn(params, hyperparams, step, seed)
-        grads, metrics = grad_fn(params, hyperparams, step, seed, 0)
-        for chunk in range(1, problem.batch_chunks):
-            more, extra = grad_fn(params, hyperparams, step, seed, chunk)
-            grads = {k: grads[k] + more[k] for k in grads}
-            metrics = {k: v if k == "mix" else v + extra.get(k, 0) for k, v in metrics.items()}
-        return grads, metrics
-
-    def step_fn(params, opt_state, hyperparams, step):
-        grads, metrics = gradient(params, hyperparams, step)
-        lr = hyperparams.get("lr", optimizer.lr) * schedule(step)
-        params, opt_state = optimizer.update(grads, opt_state, params, lr)
-        metrics["lr"] = torch.as_tensor(lr).detach()
-        return params, opt_state, metrics
-
-    return step_fn
+    return TrainStep(problem, optimizer, seed, schedule)
