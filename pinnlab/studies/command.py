@@ -65,7 +65,12 @@ def _estimator(config, output, args) -> int:
     from pinnlab.io import atomic_path
     from pinnlab.io.results import _versions
     from pinnlab.solvers import train
-    from pinnlab.studies.estimator_study import EstimatorStudySpec, fit_slopes, run_estimator_study
+    from pinnlab.studies.estimator_study import (
+        EstimatorStudySpec,
+        compare_losses,
+        fit_slopes,
+        run_estimator_study,
+    )
 
     study = config.study
     dims = study.dims or [config.equation.dim]
@@ -95,13 +100,15 @@ def _estimator(config, output, args) -> int:
         )
         records += run_estimator_study(spec, progress=_log)["records"]
     slopes = fit_slopes(records)
-    payload = {"records": records, "slopes": slopes, "pretrained_rel_l2": pretrained}
+    comparisons = compare_losses(records)
+    payload = {"records": records, "slopes": slopes, "comparisons": comparisons, "pretrained_rel_l2": pretrained}
     with atomic_path(output) as tmp, h5py.File(tmp, "w") as fh:
         fh.attrs["kind"] = "estimator_study"
         fh.attrs["config"] = config.to_yaml()
         for key, value in _versions().items():
             fh.attrs[key] = str(value)
         fh.attrs["slopes"] = json.dumps(slopes)
+        fh.attrs["comparisons"] = json.dumps(comparisons)
         fh.attrs["pretrained_rel_l2"] = json.dumps(pretrained)
         group = fh.create_group("records")
         for key in dict.fromkeys(k for r in records for k in r):
@@ -112,6 +119,10 @@ def _estimator(config, output, args) -> int:
     for name, entry in slopes.items():
         if name.startswith("loss/biased") and "bias_slope" in entry:
             print(f"{name}: bias slope {entry['bias_slope']:.3f} ± {entry['bias_slope_se']:.3f}")
+    for row in comparisons:
+        if row["quantity"] == "gradient":
+            print(f"gradient variance unbiased/biased, {row['noise']}, d={row['dim']}, K={row['samples']}: "
+                  f"{row['variance_ratio']:.2f} (z = {row['z']:+.1f})")
     return 0
 
 

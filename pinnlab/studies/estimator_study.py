@@ -115,25 +115,66 @@ class _Quantities:
         return out
 
 
-def _moments(draw: Callable[[int], dict[str, Tensor]], count: int) -> dict[str, tuple[Tensor, Tensor]]:
-    """Running mean and variance (Welford, float64) of each quantity over ``count`` draws."""
-    mean: dict[str, Tensor] = {}
-    m2: dict[str, Tensor] = {}
+GROUPS = 10
+"""Replicates are split into this many groups for the jackknife SE of the variance."""
+
+
+def _combine(parts: list[tuple[int, Tensor, Tensor]]) -> tuple[int, Tensor, Tensor]:
+    """Pool (count, mean, M2) of disjoint groups (Chan et al.'s parallel Welford update)."""
+    n, mean, m2 = parts[0]
+    for nb, mb, m2b in parts[1:]:
+        total = n + nb
+        delta = mb - mean
+        mean = mean + delta * (nb / total)
+        m2 = m2 + m2b + delta * delta * (n * nb / total)
+        n = total
+    return n, mean, m2
+
+
+def _moments(draw: Callable[[int], dict[str, Tensor]], count: int,
+             groups: int = GROUPS) -> dict[str, tuple[Tensor, Tensor, float]]:
+    """Mean, variance and the jackknife standard error of Σ_j variance_j of each quantity.
+
+    Running (Welford, float64) moments are kept per group of replicates (replicate i
+    falls in group i mod ``groups``); the groups are pooled for the mean and variance,
+    and pooled leaving one group out for the delete-a-group jackknife of the summed
+    variance (the trace of the covariance for the gradient):
+    se² = (G − 1)/G · Σ_g (V_(−g) − V̄)². Memory: O(groups · size of one draw).
+    """
+    groups = max(1, min(groups, count))
+    stats: dict[str, list[list]] = {}
     for i in range(count):
-        values = {k: v.double() for k, v in draw(i).items()}
-        for key, value in values.items():
-            if key not in mean:
-                mean[key] = torch.zeros_like(value)
-                m2[key] = torch.zeros_like(value)
-            delta = value - mean[key]
-            mean[key] += delta / (i + 1)
-            m2[key] += delta * (value - mean[key])
-    return {k: (mean[k], m2[k] / max(count - 1, 1)) for k in mean}
+        g = i % groups
+        for key, value in draw(i).items():
+            value = value.double()
+            if key not in stats:
+                stats[key] = [[0, torch.zeros_like(value), torch.zeros_like(value)] for _ in range(groups)]
+            entry = stats[key][g]
+            entry[0] += 1
+            delta = value - entry[1]
+            entry[1] = entry[1] + delta / entry[0]
+            entry[2] = entry[2] + delta * (value - entry[1])
+    out = {}
+    for key, parts in stats.items():
+        parts = [tuple(p) for p in parts if p[0] > 0]
+        n, mean, m2 = _combine(parts)
+        var = m2 / max(n - 1, 1)
+        se = math.nan
+        if len(parts) > 2:
+            leave_out = []
+            for g in range(len(parts)):
+                nl, _, m2l = _combine(parts[:g] + parts[g + 1:])
+                leave_out.append(float((m2l / max(nl - 1, 1)).sum()))
+            values = np.asarray(leave_out)
+            se = math.sqrt((len(values) - 1) / len(values) * float(((values - values.mean()) ** 2).sum()))
+        out[key] = (mean, var, se)
+    return out
 
 
 def summarise(quantity: str, mean: Tensor, var: Tensor, count: int, ref_mean: Tensor,
-              ref_var: Tensor, ref_count: int) -> dict[str, float]:
-    """bias², its SE, variance and MSE of one quantity against its reference (see module doc)."""
+              ref_var: Tensor, ref_count: int, variance_se: float = math.nan) -> dict[str, float]:
+    """bias², its SE, variance (with ``variance_se``, the SE of Σ_j var_j) and MSE of one
+    quantity against its reference (see module doc)."""
     diff = mean - ref_mean
     s2 = var / count + ref_var / ref_count
     bias2 = diff * diff - s2
@@ -143,6 +184,7 @@ def summarise(quantity: str, mean: Tensor, var: Tensor, count: int, ref_mean: Te
         "bias2": float(bias2.sum() * scale),
         "bias2_se": float(torch.sqrt(se2.sum()) * scale),
         "variance": float(var.sum() * scale),
+        "variance_se": float(variance_se * scale),
     }
     out["mse"] = out["bias2"] + out["variance"]
     if quantity == "loss":
@@ -185,12 +227,31 @@ def run_estimator_study(spec: EstimatorStudySpec, progress: Callable[[str], None
                 for quantity in spec.quantities:
                     record = {"quantity": quantity, "loss": loss, "noise": noise, "dim": dim,
                               "samples": k, "samples_per_draw": per_draw, "sigma": sigma}
-                    record.update(summarise(quantity, *est[quantity], spec.replicates,
-                                            *ref[quantity], spec.reference_replicates))
+                    mean, var, var_se = est[quantity]
+                    ref_mean, ref_var, _ = ref[quantity]
+                    record.update(summarise(quantity, mean, var, spec.replicates, ref_mean, ref_var,
+                                            spec.reference_replicates, var_se))
                     records.append(record)
                 if progress:
                     progress(f"d={dim} σ={sigma:g} noise={noise} K={k} {loss} done")
-    return {"records": records, "slopes": fit_slopes(records)}
+    return {"records": records, "slopes": fit_slopes(records), "comparisons": compare_losses(records)}
+
+
+def compare_losses(records: list[dict]) -> list[dict]:
+    """Unbiased against biased variance per (quantity, noise, d, K, σ): the ratio and
+    z = (V_u − V_b)/sqrt(se_u² + se_b²) (the two come from independent noise draws)."""
+    table = {(r["quantity"], r["loss"], r["noise"], r["dim"], r["samples"], r["sigma"]): r for r in records}
+    out = []
+    for (quantity, loss, noise, dim, k, sigma), unbiased in table.items():
+        biased = table.get((quantity, "biased", noise, dim, k, sigma))
+        if loss != "unbiased" or biased is None:
+            continue
+        se = math.hypot(unbiased.get("variance_se", math.nan), biased.get("variance_se", math.nan))
+        diff = unbiased["variance"] - biased["variance"]
+        out.append({"quantity": quantity, "noise": noise, "dim": dim, "samples": k, "sigma": sigma,
+                    "variance_ratio": unbiased["variance"] / biased["variance"] if biased["variance"] else math.nan,
+                    "z": diff / se if se > 0 else math.nan})
+    return out
 
 
 def loglog_slope(x, y) -> tuple[float, float]:
