@@ -1,15 +1,21 @@
 """Automatic tuning of PINNs: bilevel methods against the usual baselines, at equal wall-clock.
 
-Problems (observations are synthetic, from the exact solution, with 1 % relative noise;
-the outer objective is always the data misfit at those observations):
+Problems: the shipped tuning configs (their starting values, horizon T, outer learning
+rate and objective); --quick only shrinks the network (width 32) and the final solve
+(S = 200 steps). Observations are synthetic, from the exact solution, with 1 % relative
+noise; the outer objective is always the data misfit at those observations.
 
-  a  poisson_two_body, d = 10, soft boundary constraint whose weight starts badly scaled
-     (1e-3); φ = the boundary weight. Error: final relative L2 of u.
-  b  fokker_planck_aniso, d = 20, inverse problem: recover the drift μ ∈ R^20 from 500
-     observations, starting from μ = 0. Error: ‖μ̂ − μ‖/‖μ‖.
-  c  allen_cahn_two_body, d = 100, hybrid loss: φ = (σ, mix), starting from σ = 0.05 and
-     mix = 0.5 (the default run uses these with a hard switch at half the steps).
-     Error: final relative L2 of u.
+  a  configs/tuning/poisson_boundary_weight.yaml: poisson_two_body, d = 10, soft boundary
+     constraint whose weight starts badly scaled (1e-3); φ = the boundary weight; T = 50
+     (a 10-step hypergradient points the wrong way here, see the config). Error: final
+     relative L2 of u.
+  b  configs/tuning/fokker_planck_inverse.yaml: fokker_planck_aniso, d = 20, inverse
+     problem: recover the drift μ ∈ R^20 from 500 observations, starting from μ = 0;
+     T = 10. Error: ‖μ̂ − μ‖/‖μ‖.
+  c  configs/tuning/allen_cahn_sigma_mix.yaml: allen_cahn_two_body, d = 100, hybrid loss:
+     φ = (σ, mix), starting from a badly scaled σ = 0.5 and mix = 0.5 (the default run
+     uses σ = 0.5 with a hard switch at half the steps); T = 10. Error: final relative L2
+     of u.
 
 Protocol: every tuner (random, optuna, joint, fg2u, rgu, trgu, hessian_free, zo_fg2u) gets
 the same tuning budget of B wall-clock seconds (``tune.budget_seconds``), then S more
@@ -17,7 +23,8 @@ training steps with the tuned values, continuing from the network the tuning tra
 (``tune.final_init: continue``: the warm-started θ of a hypergradient method, the best
 trial of a search, the jointly fitted θ); for b the recovered μ is the result. All
 hypergradient methods share the outer optimiser (Adam on log σ / log weights / logit
-mix / μ, learning rate per problem) and the horizon T = 10. The untuned baselines (default, lra, relobralo: ``loss.weighting``) have no
+mix / μ) and the horizon T of the problem's config; fg2u uses b = min(N, 4) Rademacher
+directions (N = number of tuned values). The untuned baselines (default, lra, relobralo: ``loss.weighting``) have no
 tuning phase; to spend the same wall-clock (B + t_S, t_S being the measured time of an
 S-step default solve) they train for as many steps as their own measured seconds per
 step allow (LRA and ReLoBRaLo compute per-term gradients, so their steps cost more). Methods that do not apply to a problem (LRA and
@@ -43,8 +50,19 @@ PROBE_STEPS = 40
 """Steps of the short run that measures an untuned method's seconds per step."""
 METHODS = ("default", "lra", "relobralo", "random", "optuna", "joint", "fg2u", "rgu", "trgu",
            "hessian_free", "zo_fg2u")
+def directions(n: int) -> int:
+    """b for (FG)²U with N = n tuned values: the b that maximises the per-step progress
+    factor ρ/(1 + ρ), ρ = b/(N − 1), of [FG2U] Theorem 3.4 per unit cost, with the cost of
+    an estimate measured here as ≈ (0.65 + 0.9·b) primal unrolls (Hessian-vector-product
+    tangents): b = 1 for N ≤ 2 (exact at N = 1), 4 for N = 20."""
+    if n <= 2:
+        return 1
+    costs = {b: (b / (n - 1)) / (1 + b / (n - 1)) / (0.65 + 0.9 * b) for b in range(1, n + 1)}
+    return max(costs, key=costs.get)
+
+
 BILEVEL_OPTIONS = {
-    "fg2u": lambda n: {"num_directions": min(n, 4)},
+    "fg2u": lambda n: {"num_directions": directions(n)},
     "zo_fg2u": lambda n: {"num_directions": min(n, 4)},
     "rgu": lambda n: {},
     "trgu": lambda n: {"steps": 3},
@@ -52,44 +70,33 @@ BILEVEL_OPTIONS = {
 }
 
 
+CONFIGS = {
+    "a": "configs/tuning/poisson_boundary_weight.yaml",
+    "b": "configs/tuning/fokker_planck_inverse.yaml",
+    "c": "configs/tuning/allen_cahn_sigma_mix.yaml",
+}
+"""The three problems are the shipped tuning configs (their horizon, outer learning rate,
+objective and starting values); the benchmark only sets sizes and the protocol."""
+
+
 def problems(quick: bool) -> dict[str, dict]:
+    from pathlib import Path
+
+    from pinnlab.config import load_yaml
+
+    root = Path(__file__).resolve().parent.parent
     steps = 200 if quick else 2000
-    net = {"width": 32 if quick else 64, "depth": 3}
-    trainer = {"steps": steps, "lr": 1e-3, "schedule": "constant", "batch_size": 64,
-               "eval_every": steps, "test_points": 2000, "seed": 0}
-    common_tune = {"outer_steps": 100000, "horizon": 10, "checkpoint_every": 0}
-    return {
-        "a": {
-            "equation": {"name": "poisson_two_body", "dim": 10, "seed": 1, "constraint": "soft"},
-            "model": net,
-            "estimator": {"kind": "stein", "sigma": 1e-2, "samples": 32, "noise": "shared", "eval_samples": 256},
-            "loss": {"kind": "biased", "weights": {"boundary": 1e-3}},
-            "trainer": trainer,
-            "data": {"source": "synthetic", "points": 100, "noise": 0.01, "seed": 0},
-            "tune": {**common_tune, "tunables": {"weights.boundary": {}}, "outer_lr": 0.2,
-                     "objective": {"kind": "data", "samples": 128}},
-        },
-        "b": {
-            "equation": {"name": "fokker_planck_aniso", "dim": 20, "seed": 0},
-            "model": net,
-            "estimator": {"kind": "stein", "sigma": 1e-2, "samples": 32, "noise": "shared", "eval_samples": 256},
-            "loss": {"kind": "biased"},
-            "trainer": trainer,
-            "data": {"source": "synthetic", "points": 500, "noise": 0.01, "seed": 0},
-            "tune": {**common_tune, "tunables": {"coefficients.mu": {"init": 0.0, "low": -2.0, "high": 4.0}},
-                     "outer_lr": 0.1, "objective": {"kind": "data", "samples": 64}},
-        },
-        "c": {
-            "equation": {"name": "allen_cahn_two_body", "dim": 100, "seed": 1},
-            "model": net,
-            "estimator": {"kind": "stein", "sigma": 0.05, "samples": 32, "noise": "shared", "eval_samples": 256},
-            "loss": {"kind": "hybrid", "switch_step": steps // 2},
-            "trainer": trainer,
-            "data": {"source": "synthetic", "points": 100, "noise": 0.01, "seed": 0},
-            "tune": {**common_tune, "tunables": {"sigma": {}, "mix": {"init": 0.5}}, "outer_lr": 0.2,
-                     "objective": {"kind": "data", "samples": 128}},
-        },
-    }
+    out = {}
+    for name, path in CONFIGS.items():
+        data = load_yaml(root / path)
+        data["model"] = {**data["model"], "width": 32 if quick else 64}
+        data["trainer"] = {**data["trainer"], "steps": steps, "eval_every": steps, "seed": 0}
+        tune = {k: v for k, v in data["tune"].items() if k not in ("method", "options", "outer_steps")}
+        data["tune"] = {**tune, "outer_steps": 100000, "checkpoint_every": 0}
+        if data["loss"].get("kind") == "hybrid":
+            data["loss"] = {**data["loss"], "switch_step": steps // 2}
+        out[name] = data
+    return out
 
 
 def _with(data: dict, **sections) -> dict:
@@ -146,6 +153,14 @@ def run_tuner(name: str, data: dict, method: str, budget: float) -> dict:
     return record
 
 
+def seeded(data: dict, repeat: int) -> dict:
+    """Repeat r: training seed (initialisation, collocation points, noise), observation
+    draw and direction seed all r; the PDE instance stays the same."""
+    if repeat == 0:
+        return data
+    return _with(data, trainer__seed=repeat, data__seed=repeat, tune__seed=repeat)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="B = 15 s, S = 200 steps, width 32 (≈ 10 min)")
@@ -153,67 +168,81 @@ def main() -> int:
     parser.add_argument("--problems", default="a,b,c")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--budget", type=float, help="tuning budget B in seconds")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="independent repeats (seeds 0..R-1); the table gives mean ± std")
     args = parser.parse_args()
 
     budget = args.budget or (15.0 if args.quick else 120.0)
     specs = problems(args.quick)
     records = []
-    for name in args.problems.split(","):
-        data = specs[name]
-        steps = data["trainer"]["steps"]
-        t_s = None
-        for method in args.methods.split(","):
-            record = {"problem": name, "method": method, "error": None, "seconds": None, "note": ""}
-            if method in ("lra", "relobralo") and data["equation"].get("constraint") != "soft":
-                record["note"] = "needs several loss terms (hard-constrained problem)"
-            elif method == "joint" and name != "b":
-                record["note"] = "single-level joint fitting applies to PDE coefficients only"
-            elif name == "b" and method in ("default", "lra", "relobralo"):
-                if method == "default":
-                    record.update(error=1.0, seconds=0.0, note="the initial guess mu = 0")
+    for repeat in range(args.repeats):
+        for name in args.problems.split(","):
+            data = seeded(specs[name], repeat)
+            steps = data["trainer"]["steps"]
+            t_s = None
+            for method in args.methods.split(","):
+                record = {"problem": name, "method": method, "error": None, "seconds": None, "note": "",
+                          "repeat": repeat}
+                if method in ("lra", "relobralo") and data["equation"].get("constraint") != "soft":
+                    record["note"] = "needs several loss terms (hard-constrained problem)"
+                elif method == "joint" and name != "b":
+                    record["note"] = "single-level joint fitting applies to PDE coefficients only"
+                elif name == "b" and method in ("default", "lra", "relobralo"):
+                    if method == "default":
+                        record.update(error=1.0, seconds=0.0, note="the initial guess mu = 0")
+                    else:
+                        record["note"] = "a loss weighting does not estimate PDE coefficients"
+                elif method in ("default", "lra", "relobralo"):
+                    if t_s is None:
+                        t_s = run_untuned(name, data, "default", steps)["seconds"]
+                    probe = run_untuned(name, data, method, PROBE_STEPS)
+                    equal = max(steps, int(round((budget + t_s) * PROBE_STEPS / probe["seconds"])))
+                    out = run_untuned(name, data, method, equal)
+                    record.update(error=out["error"], seconds=out["seconds"], note=f"{equal} steps")
                 else:
-                    record["note"] = "a loss weighting does not estimate PDE coefficients"
-            elif method in ("default", "lra", "relobralo"):
-                if t_s is None:
-                    t_s = run_untuned(name, data, "default", steps)["seconds"]
-                probe = run_untuned(name, data, method, PROBE_STEPS)
-                equal = max(steps, int(round((budget + t_s) * PROBE_STEPS / probe["seconds"])))
-                out = run_untuned(name, data, method, equal)
-                record.update(error=out["error"], seconds=out["seconds"], note=f"{equal} steps")
-            else:
-                record.update(run_tuner(name, data, method, budget))
-            records.append(record)
-            err = "n/a" if record["error"] is None else f"{record['error']:.3e}"
-            sec = "" if record["seconds"] is None else f"{record['seconds']:.1f}"
-            print(f"{name:2s} {method:13s} error={err:>10s} seconds={sec:>6s} {record.get('note', '')} "
-                  f"{record.get('tuned', '') if name != 'b' else ''}", flush=True)
+                    record.update(run_tuner(name, data, method, budget))
+                records.append(record)
+                err = "n/a" if record["error"] is None else f"{record['error']:.3e}"
+                sec = "" if record["seconds"] is None else f"{record['seconds']:.1f}"
+                print(f"{repeat} {name:2s} {method:13s} error={err:>10s} seconds={sec:>6s} {record.get('note', '')} "
+                      f"{record.get('tuned', '') if name != 'b' else ''}", flush=True)
     print()
     print(markdown(records))
     if args.json:
         from pinnlab.io import atomic_path
 
         with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps({"budget_seconds": budget, "quick": args.quick, "records": records},
-                                      indent=1, default=float))
+            tmp.write_text(json.dumps({"budget_seconds": budget, "quick": args.quick, "repeats": args.repeats,
+                                       "records": records}, indent=1, default=float))
     return 0
 
 
 def markdown(records) -> str:
+    """Methods as rows, problems as columns: the error (mean ± std over repeats when
+    there are several); the best mean per column in bold."""
     names = list(dict.fromkeys(r["problem"] for r in records))
     methods = list(dict.fromkeys(r["method"] for r in records))
-    table = {(r["problem"], r["method"]): r for r in records}
+    errors: dict[tuple[str, str], list[float]] = {}
+    for r in records:
+        if r["error"] is not None and not (isinstance(r["error"], float) and math.isnan(r["error"])):
+            errors.setdefault((r["problem"], r["method"]), []).append(float(r["error"]))
+    means = {key: sum(v) / len(v) for key, v in errors.items()}
     lines = ["| method | " + " | ".join(f"({n})" for n in names) + " |",
              "|---|" + "---|" * len(names)]
     for m in methods:
         cells = []
         for n in names:
-            r = table.get((n, m))
-            if r is None or r["error"] is None or (isinstance(r["error"], float) and math.isnan(r["error"])):
+            values = errors.get((n, m))
+            if not values:
                 cells.append("n/a")
-            else:
-                best = min(x["error"] for x in records if x["problem"] == n and x["error"] is not None)
-                cell = f"{r['error']:.2e}"
-                cells.append(f"**{cell}**" if r["error"] == best else cell)
+                continue
+            cell = f"{means[(n, m)]:.2e}"
+            if len(values) > 1:
+                mean = means[(n, m)]
+                std = math.sqrt(sum((x - mean) ** 2 for x in values) / (len(values) - 1))
+                cell += f" ± {std:.1e}"
+            best = min(v for (p, _), v in means.items() if p == n)
+            cells.append(f"**{cell}**" if means[(n, m)] == best else cell)
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
