@@ -209,7 +209,7 @@ class Adam(AbstractOptimizer):
         c1 = 1 - self.b1**count
         c2 = 1 - self.b2**count
         new = {
-            k: params[k] - lr * (mu[k] / c1) / (torch.sqrt(nu[k] / c2) + self.eps)
+            k: params[k] - lr * (mu[k] / c1) / (_sqrt(nu[k] / c2) + self.eps)
             for k in params
         }
         return new, AdamState(count, mu, nu)
@@ -225,11 +225,10 @@ class Adam(AbstractOptimizer):
             nu[k] = self.b2 * state.nu[k] + (1 - self.b2) * g * g
             mu_dot[k] = self.b1 * state_dot.mu[k] + (1 - self.b1) * g_dot
             nu_dot[k] = self.b2 * state_dot.nu[k] + (2 * (1 - self.b2)) * g * g_dot
-            root = torch.sqrt(nu[k] / c2)
+            root = _sqrt(nu[k] / c2)
             denominator = root + self.eps
             step = (mu[k] / c1) / denominator
-            # d sqrt(v) = dv / (2 sqrt(v)); where v = 0 (a coordinate that never had a
-            # gradient) dv = 0 too, and the tangent is taken as 0 rather than 0/0
+            # d sqrt(v) = dv / (2 sqrt(v)), taken as 0 where v = 0 (see _sqrt)
             root_dot = torch.where(root > 0, nu_dot[k] / (2 * c2 * torch.where(root > 0, root, 1)), 0.0)
             step_dot = (mu_dot[k] / c1 - step * root_dot) / denominator
             new[k] = params[k] - lr * step
@@ -246,6 +245,17 @@ class Adam(AbstractOptimizer):
         mu = {k[3:]: v for k, v in data.items() if k.startswith("mu/")}
         nu = {k[3:]: v for k, v in data.items() if k.startswith("nu/")}
         return AdamState(int(data["count"]), mu, nu)
+
+
+def _sqrt(x: Tensor) -> Tensor:
+    """√x with derivative 0 instead of ∞ at x = 0, in both modes.
+
+    Adam's second moment is exactly 0 for a coordinate whose gradients have all been
+    exactly 0 (it happens in float32 when a sum cancels); the plain square root's
+    derivative there is ∞, and ∞·0 turned reverse-mode hypergradients into NaN. The
+    value is the plain square root's, bit for bit."""
+    positive = x > 0
+    return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), torch.zeros_like(x))
 
 
 def _times(rate_dot: Tensor | None, value: Tensor) -> Tensor | float:

@@ -228,3 +228,25 @@ def test_clear_errors(ridge):
     problem = BilevelProblem(step, ridge.outer_loss, ({"w": torch.zeros(6, dtype=F64)}, None), horizon=2)
     with pytest.raises(RuntimeError, match="not differentiable in forward mode"):
         hypergradient(problem, ridge.phi, ForwardGradientUnroll(num_directions=2))
+
+
+def test_reverse_mode_through_adam_is_finite_where_a_gradient_is_exactly_zero():
+    """A coordinate whose gradient is exactly 0 has Adam second moment 0; the square
+    root's derivative there used to make reverse-mode hypergradients NaN. They are
+    finite and agree with forward mode (float64)."""
+    from pinnlab.bilevel import from_inner_loss
+    from pinnlab.solvers import Adam
+
+    def inner(theta, phi, t):  # w[1] starts at 0 with zero gradient until w[0] moves it
+        w = theta["w"]
+        return (w[0] - phi["a"]) ** 2 + (w[1] * w[0]) ** 2
+
+    def outer(theta, phi):
+        return (theta["w"] ** 2).sum() + theta["w"][0]
+
+    problem = from_inner_loss(inner, outer, Adam(lr=0.1), {"w": torch.zeros(2, dtype=F64)}, horizon=5)
+    phi = {"a": torch.tensor(0.7, dtype=F64)}
+    rgu = flatten(hypergradient(problem, phi, ReverseUnroll()).grad)
+    fgu = flatten(hypergradient(problem, phi, ExactForwardUnroll()).grad)
+    assert torch.isfinite(rgu).all()
+    torch.testing.assert_close(rgu, fgu, rtol=1e-10, atol=1e-12)
