@@ -58,9 +58,10 @@ def plot_estimator_study(path: Path, outdir: Path) -> list[Path]:
             ks = np.array([r["samples"] for r in sel], float)
             label = f"{key[0]}, {key[1]}, d={key[2]}, σ={key[3]:g}"
             var = np.array([r["variance"] for r in sel])
+            var_err = 2 * np.nan_to_num(np.array([r.get("variance_se", np.nan) for r in sel], float))
             fit = _fit_band(ax_var, ks, var, color)
-            ax_var.loglog(ks, var, "o", color=color,
-                          label=label + (f" (slope {fit[0]:.2f} ± {fit[1]:.2f})" if fit else ""))
+            ax_var.errorbar(ks, var, yerr=np.minimum(var_err, 0.999 * var), fmt="o", color=color, capsize=3,
+                            label=label + (f" (slope {fit[0]:.2f} ± {fit[1]:.2f})" if fit else ""))
             if quantity == "loss":
                 bias = np.array([r["bias"] for r in sel])
                 err = 2 * np.array([r["bias_se"] for r in sel])
@@ -72,11 +73,17 @@ def plot_estimator_study(path: Path, outdir: Path) -> list[Path]:
             else:
                 b2 = np.array([r["bias2"] for r in sel])
                 err = 2 * np.array([r["bias2_se"] for r in sel])
-                ax_bias.errorbar(ks, np.maximum(b2, 1e-30), yerr=err, fmt="o", color=color, capsize=3,
-                                 label=label)
-        ax_var.set(xscale="log", yscale="log", xlabel="samples K", ylabel="variance",
+                # a debiased bias² can be ≤ 0 (consistent with zero): draw its 2-SE upper bound as ▽
+                up = b2 - err > 0
+                ax_bias.errorbar(ks[up], b2[up], yerr=np.stack([np.minimum(err[up], 0.999 * b2[up]), err[up]]),
+                                 fmt="o", color=color, capsize=3, label=label)
+                bound = np.maximum(b2 + err, 0)
+                keep = ~up & (bound > 0)
+                ax_bias.plot(ks[keep], bound[keep], "v", color=color, mfc="none",
+                             label=None if up.any() else label + " (▽: within 2 SE of 0, upper bound)")
+        ax_var.set(xscale="log", yscale="log", xlabel="samples K", ylabel="variance (±2 SE)",
                    title=f"{quantity}: variance of the estimate")
-        ylabel = "|E L̂ − L| (±2 SE)" if quantity == "loss" else "bias² (debiased, ±2 SE)"
+        ylabel = "|E L̂ − L| (±2 SE)" if quantity == "loss" else "bias² (debiased, ±2 SE; ▽ upper bound)"
         ax_bias.set(xscale="log", yscale="log", xlabel="samples K", ylabel=ylabel,
                     title=f"{quantity}: bias against the large-K reference")
         ks_all = sorted({r["samples"] for r in rows})
