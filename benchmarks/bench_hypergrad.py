@@ -1,5 +1,9 @@
 """Cost and accuracy of every hypergradient method on a small MLP inner problem.
 
+Methods: every estimator of pinnlab.bilevel; ``fg2u_jvp`` is fg2u with
+``tangents="jvp"`` (torch.func.jvp through the whole loop) beside the default
+Hessian-vector-product tangents, for comparison.
+
 Inner problem: a 16 → W → W → 1 tanh MLP fitted to noisy regression data by T steps of
 heavy-ball SGD (lr 0.05, momentum 0.9), with one weight-decay coefficient per parameter
 tensor as φ (N = 6, log-parameterised); outer loss: validation MSE. float64.
@@ -43,7 +47,7 @@ import subprocess
 import sys
 import time
 
-METHODS = ("fg2u", "zo_fg2u", "fgu", "rgu", "trgu", "neumann", "cg", "hessian_free", "darts", "penalty", "f2sa")
+METHODS = ("fg2u", "fg2u_jvp", "zo_fg2u", "fgu", "rgu", "trgu", "neumann", "cg", "hessian_free", "darts", "penalty", "f2sa")
 HORIZONS = (10, 100, 1000)
 
 
@@ -86,6 +90,8 @@ def build(horizon: int, width: int, points: int = 256):
 def method_for(name: str, horizon: int, directions: int = 8):
     from pinnlab.bilevel import make_method
 
+    if name == "fg2u_jvp":  # the same estimator with tangents by torch.func.jvp of the whole loop
+        return make_method("fg2u", num_directions=directions, chunk_size=directions, tangents="jvp")
     options = {
         "fg2u": {"num_directions": directions, "chunk_size": directions},
         "zo_fg2u": {"num_directions": directions, "mu": 1e-4, "scheme": "central"},

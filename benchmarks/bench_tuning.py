@@ -34,8 +34,13 @@ with ``error: null`` and a ``note``.
 Records: {"problem", "method", "error", "seconds", "tune_seconds", "outer_steps",
 "tuned", "note"}.
 
+``--costs`` instead times one estimate of every hypergradient method at each problem's
+horizon against the primal unroll of the same steps (records {"kind": "cost",
+"problem", "method", "options", "horizon", "seconds", "ratio"}).
+
 Usage:
     python benchmarks/bench_tuning.py [--quick] [--json PATH] [--problems a,b,c] [--methods ...]
+                                      [--repeats R] [--costs]
 """
 
 from __future__ import annotations
@@ -153,6 +158,50 @@ def run_tuner(name: str, data: dict, method: str, budget: float) -> dict:
     return record
 
 
+def estimate_costs(name: str, data: dict, methods: list[str], repeats: int = 3) -> list[dict]:
+    """Seconds of one hypergradient estimate per method at the problem's horizon and
+    start, against the primal unroll of the same T steps (best of ``repeats``, after a
+    warm-up): the overhead a tuner pays over plain training."""
+    import torch
+
+    from pinnlab import config as configuration
+    from pinnlab.bilevel.base import unroll
+    from pinnlab.bilevel.parameterization import reparameterize, unconstrain
+    from pinnlab.tuning.run import make_hypergradient_method
+    from pinnlab.tuning.setup import build_tuning
+
+    setup = build_tuning(configuration.validate(data))
+    problem = reparameterize(setup.bilevel, setup.parameterization)
+    u = unconstrain(setup.phi0, setup.parameterization)
+    size = sum(v.numel() for v in u.values())
+
+    def best(fn):
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    with torch.no_grad():
+        primal = best(lambda: unroll(problem, u))
+    records = [{"kind": "cost", "problem": name, "method": "primal", "horizon": problem.horizon,
+                "seconds": primal, "ratio": 1.0}]
+    for method in methods:
+        if method not in BILEVEL_OPTIONS:
+            continue
+        options = BILEVEL_OPTIONS[method](size)
+        estimator = make_hypergradient_method(method, options)
+        seconds = best(lambda: estimator(problem, u))
+        records.append({"kind": "cost", "problem": name, "method": method, "options": options,
+                        "horizon": problem.horizon, "seconds": seconds, "ratio": seconds / primal})
+    for r in records:
+        print(f"cost {name} {r['method']:13s} T={r['horizon']:3d} {r['seconds']:.3f} s ({r['ratio']:.2f}x primal)",
+              flush=True)
+    return records
+
+
 def seeded(data: dict, repeat: int) -> dict:
     """Repeat r: training seed (initialisation, collocation points, noise), observation
     draw and direction seed all r; the PDE instance stays the same."""
@@ -170,11 +219,22 @@ def main() -> int:
     parser.add_argument("--budget", type=float, help="tuning budget B in seconds")
     parser.add_argument("--repeats", type=int, default=1,
                         help="independent repeats (seeds 0..R-1); the table gives mean ± std")
+    parser.add_argument("--costs", action="store_true",
+                        help="only time one estimate of each hypergradient method against the primal unroll")
     args = parser.parse_args()
 
     budget = args.budget or (15.0 if args.quick else 120.0)
     specs = problems(args.quick)
     records = []
+    if args.costs:
+        for name in args.problems.split(","):
+            records += estimate_costs(name, specs[name], args.methods.split(","))
+        if args.json:
+            from pinnlab.io import atomic_path
+
+            with atomic_path(args.json) as tmp:
+                tmp.write_text(json.dumps({"quick": args.quick, "records": records}, indent=1, default=float))
+        return 0
     for repeat in range(args.repeats):
         for name in args.problems.split(","):
             data = seeded(specs[name], repeat)
