@@ -36,7 +36,8 @@ Records: {"problem", "method", "error", "seconds", "tune_seconds", "outer_steps"
 
 ``--costs`` instead times one estimate of every hypergradient method at each problem's
 horizon against the primal unroll of the same steps (records {"kind": "cost",
-"problem", "method", "options", "horizon", "seconds", "ratio"}).
+"problem", "method", "options", "horizon", "seconds", "ratio"}); ``fg2u_jvp`` there is
+fg2u with ``tangents: jvp`` (torch.func.jvp through the loop), for comparison.
 
 Usage:
     python benchmarks/bench_tuning.py [--quick] [--json PATH] [--problems a,b,c] [--methods ...]
@@ -189,10 +190,11 @@ def estimate_costs(name: str, data: dict, methods: list[str], repeats: int = 3) 
     records = [{"kind": "cost", "problem": name, "method": "primal", "horizon": problem.horizon,
                 "seconds": primal, "ratio": 1.0}]
     for method in methods:
-        if method not in BILEVEL_OPTIONS:
+        base = "fg2u" if method == "fg2u_jvp" else method  # fg2u with torch.func.jvp tangents, for comparison
+        if base not in BILEVEL_OPTIONS:
             continue
-        options = BILEVEL_OPTIONS[method](size)
-        estimator = make_hypergradient_method(method, options)
+        options = BILEVEL_OPTIONS[base](size) | ({"tangents": "jvp"} if method == "fg2u_jvp" else {})
+        estimator = make_hypergradient_method(base, options)
         seconds = best(lambda: estimator(problem, u))
         records.append({"kind": "cost", "problem": name, "method": method, "options": options,
                         "horizon": problem.horizon, "seconds": seconds, "ratio": seconds / primal})

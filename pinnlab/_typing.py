@@ -25,3 +25,20 @@ def is_transform_wrapped(tensor: Tensor) -> bool:
     """True for a tensor that lives inside a torch.func transform (vmap, grad, jvp):
     such tensors must not be cached beyond the transform's call."""
     return bool(torch._C._functorch.is_functorch_wrapped_tensor(tensor))
+
+
+def tensor_leaves(tree):
+    """The tensor leaves of a pytree (e.g. an optimizer state with a Python step count),
+    and a function building a tree of the same structure from new tensor leaves (the
+    non-tensor leaves are kept). Transforms such as torch.func.jvp and vmap only carry
+    tensors; this is how states with ints travel through them."""
+    from torch.utils._pytree import tree_flatten, tree_unflatten
+
+    leaves, spec = tree_flatten(tree)
+    mask = [isinstance(x, Tensor) for x in leaves]
+
+    def rebuild(tensors):
+        it = iter(tensors)
+        return tree_unflatten([next(it) if m else x for x, m in zip(leaves, mask)], spec)
+
+    return [x for x, m in zip(leaves, mask) if m], rebuild

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
-from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from pinnlab._seeding import make_generator
+from pinnlab._typing import tensor_leaves
 from pinnlab.bilevel.base import (
     AbstractHypergradient,
     BilevelProblem,
@@ -66,6 +65,7 @@ def directional_derivatives(problem: BilevelProblem, phi: Phi, tangents: Tensor,
     inner randomness, and memory is O(chunk_size · M), independent of T. Returns
     (w `(B,)`, h(φ), (θ_T, state_T) or ``None`` when the mode does not produce them).
     """
+    _check_mode(mode)
     if mode == "auto":
         mode = "hvp" if problem.gradient_step is not None else "jvp"
     if mode == "hvp":
@@ -79,8 +79,6 @@ def directional_derivatives(problem: BilevelProblem, phi: Phi, tangents: Tensor,
             final = (theta, state)
             outs.append(w)
         return torch.cat(outs), value, final
-    if mode != "jvp":
-        raise ValueError(f"tangents must be 'auto', 'hvp' or 'jvp', got {mode!r}")
     h = unrolled_objective(problem, start=start, init=init)
 
     def one(v_flat):
@@ -104,18 +102,6 @@ def _batched(flat: Tensor, like: Phi) -> dict[str, Tensor]:
         out[key] = flat[:, offset : offset + value.numel()].reshape(flat.shape[0], *value.shape)
         offset += value.numel()
     return out
-
-
-def _state_tensors(state) -> tuple[list[Tensor], Callable[[list[Tensor]], Any]]:
-    """Tensor leaves of an optimizer state, and a function rebuilding a state from such leaves."""
-    leaves, spec = tree_flatten(state)
-    mask = [isinstance(x, Tensor) for x in leaves]
-
-    def rebuild(tensors):
-        it = iter(tensors)
-        return tree_unflatten([next(it) if m else x for x, m in zip(leaves, mask)], spec)
-
-    return [x for x, m in zip(leaves, mask) if m], rebuild
 
 
 def _hessian_vector_products(split, theta, phi, t, theta_dot, phi_dot):
@@ -179,11 +165,11 @@ def tangent_unroll(problem: BilevelProblem, phi: Phi, tangents: Tensor, *, start
     phi_dot = _batched(tangents, phi)
     b = tangents.shape[0]
     if init is None and callable(problem.init):
-        _, rebuild = _state_tensors(problem.init(phi)[1])
+        _, rebuild = tensor_leaves(problem.init(phi)[1])
 
         def initial(p):
             theta, state = problem.init(p)
-            return theta, _state_tensors(state)[0]
+            return theta, tensor_leaves(state)[0]
 
         (theta, tensors), (theta_dot, tensors_dot) = torch.func.vmap(
             lambda v: torch.func.jvp(initial, (phi,), (v,)))(phi_dot)
@@ -192,7 +178,7 @@ def tangent_unroll(problem: BilevelProblem, phi: Phi, tangents: Tensor, *, start
     else:
         theta, state = problem.initial(phi) if init is None else init
         theta_dot = {k: v.new_zeros(b, *v.shape) for k, v in theta.items()}
-        tensors, rebuild = _state_tensors(state)
+        tensors, rebuild = tensor_leaves(state)
         state_dot = rebuild([x.new_zeros(b, *x.shape) for x in tensors])
     theta = {k: v.detach() for k, v in theta.items()}
     for t in range(start, start + problem.horizon):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from pinnlab._typing import tensor_leaves
 from pinnlab.bilevel.base import AbstractHypergradient, HypergradientResult, unroll
 
 
@@ -17,16 +17,11 @@ def _reverse(problem, phi, *, start, init, steps):
 
     def h(phi):
         theta, state = unroll(problem, phi, start=start, init=init, steps=steps)
-        leaves, spec = tree_flatten(state)
-        static["spec"] = spec
-        static["leaves"] = [None if isinstance(x, torch.Tensor) else x for x in leaves]
-        tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
+        tensors, static["rebuild"] = tensor_leaves(state)
         return problem.outer_loss(theta, phi), (theta, tensors)
 
     grad, (value, (theta, tensors)) = torch.func.grad_and_value(h, has_aux=True)(phi)
-    it = iter(tensors)
-    leaves = [next(it) if x is None else x for x in static["leaves"]]
-    return grad, value, theta, tree_unflatten(leaves, static["spec"])
+    return grad, value, theta, static["rebuild"](tensors)
 
 
 @dataclass(frozen=True)
@@ -34,10 +29,10 @@ class ReverseUnroll(AbstractHypergradient):
     r"""RGU (Maclaurin et al. 2015; Franceschi et al. 2017): exact ∇h by reverse mode.
 
     Backpropagates through all T inner steps: for t = T..1, c_{t−1} = c_t + d_t B_t,
-    d_{t−1} = d_t A_t, ∇h = d_0 Z_0 + c_0. Exact for the unrolled h and the cheapest in
-    time (≈ one backward of the loop, independent of the number of hyperparameters),
-    but it stores the whole trajectory: memory O(T·M). The reference for every other
-    estimator, and the method of choice when T·M fits in memory.
+    d_{t−1} = d_t A_t, ∇h = d_0 Z_0 + c_0. Exact for the unrolled h at the cost of one
+    backward of the loop, independent of the number of hyperparameters (about 2–3× the
+    primal unroll here; fg2u with one direction costs about 1.5–1.8×), but it stores the
+    whole trajectory: memory O(T·M). The reference for every other estimator.
     """
 
     name = "rgu"

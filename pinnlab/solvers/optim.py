@@ -9,7 +9,7 @@ from typing import Any, NamedTuple, Union
 import torch
 from torch import Tensor
 
-from pinnlab._typing import Params
+from pinnlab._typing import Params, tensor_leaves
 
 LearningRate = Union[float, Tensor]
 
@@ -65,22 +65,14 @@ class AbstractOptimizer(abc.ABC):
         vmapped over B (correct for any pure update, but forward-mode AD of ops with
         Python scalars is slow in PyTorch); SGD and Adam override it with closed forms.
         """
-        from torch.utils._pytree import tree_flatten, tree_unflatten
-
-        leaves, spec = tree_flatten(state)
-        mask = [isinstance(x, Tensor) for x in leaves]
-        tensors = [x for x, m in zip(leaves, mask) if m]
-        dots = [x for x, m in zip(tree_flatten(state_dot)[0], mask) if m]
+        tensors, rebuild = tensor_leaves(state)
+        dots = tensor_leaves(state_dot)[0]
         out: dict[str, Any] = {}
 
         def update(g, s, p, rate):
-            it = iter(s)
-            new_params, new_state = self.update(g, tree_unflatten([next(it) if m else x for x, m in
-                                                                   zip(leaves, mask)], spec), p, rate)
-            new_leaves, out["spec"] = tree_flatten(new_state)
-            out["mask"] = [isinstance(x, Tensor) for x in new_leaves]
-            out["leaves"] = new_leaves
-            return new_params, [x for x in new_leaves if isinstance(x, Tensor)]
+            new_params, new_state = self.update(g, rebuild(s), p, rate)
+            new_tensors, out["rebuild"] = tensor_leaves(new_state)
+            return new_params, new_tensors
 
         rate = torch.as_tensor(lr, dtype=next(iter(params.values())).dtype)
         b = next(iter(params_dot.values())).shape[0]
@@ -91,13 +83,8 @@ class AbstractOptimizer(abc.ABC):
 
         (new_params, new_tensors), (params_tangent, tensor_tangents) = torch.func.vmap(push)(
             grads_dot, dots, params_dot, rate_dot)
-
-        def rebuild(values):
-            it = iter(values)
-            return tree_unflatten([next(it) if m else x for x, m in zip(out["leaves"], out["mask"])], out["spec"])
-
-        return ({k: v[0] for k, v in new_params.items()}, rebuild([x[0] for x in new_tensors]),
-                params_tangent, rebuild(tensor_tangents))
+        return ({k: v[0] for k, v in new_params.items()}, out["rebuild"]([x[0] for x in new_tensors]),
+                params_tangent, out["rebuild"](tensor_tangents))
 
     @abc.abstractmethod
     def state_to_dict(self, state: Any) -> dict[str, Any]:
