@@ -13,26 +13,43 @@ from pinnlab.bilevel.base import AbstractHypergradient, HypergradientResult, unr
 class _AtSolution:
     """Derivatives of f and g at (θ_T, φ) used by the implicit estimators.
 
-    With d = ∂f/∂θ, c = ∂f/∂φ, H = ∇²_θθ g, Y = ∇²_θφ g (REFERENCE.md §6.7): Hessian-vector
-    products Hq by forward-over-reverse, and qᵀY = ∇_φ(∇_θ g · q) by a mixed VJP.
+    With d = ∂f/∂θ, c = ∂f/∂φ, H = ∇²_θθ g, Y = ∇²_θφ g (REFERENCE.md §6.7): the first
+    derivative ∇_θ g is built once with its graph, and every Hessian-vector product Hq
+    (∇_θ⟨∇_θ g, q⟩) and the mixed product qᵀY = ∇_φ⟨∇_θ g, q⟩ is one more backward
+    through that graph (no forward-mode AD, which is slow for ops with Python scalars,
+    and no recomputation of g per product).
     """
 
     def __init__(self, problem, phi, theta, step):
         g = problem.needs_inner_loss(type(self).__name__)
-        self.g, self.phi, self.theta, self.step = g, phi, detach(theta), step
-        self.grad_theta = torch.func.grad(g, argnums=0)
+        self.phi, self.theta = phi, detach(theta)
         (self.d, self.c), value = torch.func.grad_and_value(problem.outer_loss, argnums=(0, 1))(
             self.theta, phi)
         self.value = float(value)
         self.hvps = 0
+        self._th = {k: v.detach().requires_grad_(True) for k, v in self.theta.items()}
+        self._ph = {k: v.detach().requires_grad_(True) for k, v in phi.items()}
+        with torch.enable_grad():
+            loss = g(self._th, self._ph, step)
+            self._grad = torch.autograd.grad(loss, list(self._th.values()), create_graph=True)
+
+    def _second(self, q, wrt: dict) -> dict:
+        """∇_wrt ⟨∇_θ g, q⟩ through the cached graph (zeros where it does not depend on wrt)."""
+        live = [(g, q[k]) for k, g in zip(self._th, self._grad) if g.requires_grad]
+        if not live:
+            return {k: torch.zeros_like(v) for k, v in wrt.items()}
+        with torch.enable_grad():
+            out = torch.autograd.grad([g for g, _ in live], list(wrt.values()), grad_outputs=[c for _, c in live],
+                                      retain_graph=True, allow_unused=True)
+        return {k: torch.zeros_like(v) if o is None else o.detach() for (k, v), o in zip(wrt.items(), out)}
 
     def hvp(self, q):
         self.hvps += 1
-        return torch.func.jvp(lambda th: self.grad_theta(th, self.phi, self.step), (self.theta,), (q,))[1]
+        return self._second(q, self._th)
 
     def mixed(self, q):
         """qᵀY = ∇_φ (∇_θ g(θ, φ) · q)."""
-        return torch.func.grad(lambda ph: tree_dot(self.grad_theta(self.theta, ph, self.step), q))(self.phi)
+        return self._second(q, self._ph)
 
     def hypergradient(self, q):
         """c − qᵀY for q ≈ H⁻¹d."""
