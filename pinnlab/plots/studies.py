@@ -129,6 +129,7 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
     fig = Figure(figsize=(6 * len(groups), 4.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(groups)))
     for ax, group in zip(axes, groups):
+        lowest = np.inf
         for i, ((variant, value), cell) in enumerate(x for x in shown.items() if x[0][1] == group):
             file = cell_dir / f"{cell['key']}.h5"
             if not file.exists():
@@ -138,11 +139,17 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
                 mix = fh["trace/mix"][...]
             window = max(1, len(loss) // 50)
             smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
-            ax.semilogy(np.arange(len(smooth)) + window, smooth, color=f"C{i}", label=variant)
+            ax.plot(np.arange(len(smooth)) + window, smooth, color=f"C{i}", label=variant)
+            positive = smooth[smooth > 0]
+            lowest = min(lowest, positive.min()) if positive.size else lowest
             switched = np.flatnonzero(mix >= 1)
             if len(switched) and switched[0] > 0:
                 ax.axvline(switched[0], color=f"C{i}", ls="--", lw=1)
-        ax.set(xlabel="step", ylabel="training loss (moving average)", title=f"{columns} = {_label(group)}")
+        # the unbiased loss is a product of independent draws: its average can touch or
+        # cross 0, so the axis is logarithmic above the smallest positive value, linear below
+        if np.isfinite(lowest):
+            ax.set_yscale("symlog", linthresh=10 ** np.floor(np.log10(lowest)))
+        ax.set(xlabel="step", ylabel="training loss (moving average; symlog)", title=f"{columns} = {_label(group)}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Training study: loss curves (first seed; dashed: switch to the unbiased loss)")
