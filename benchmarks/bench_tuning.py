@@ -25,9 +25,10 @@ trial of a search, the jointly fitted θ); for b the recovered μ is the result.
 hypergradient methods share the outer optimiser (Adam on log σ / log weights / logit
 mix / μ) and the horizon T of the problem's config; fg2u uses b = min(N, 4) Rademacher
 directions (N = number of tuned values). The untuned baselines (default, lra, relobralo: ``loss.weighting``) have no
-tuning phase; to spend the same wall-clock (B + t_S, t_S being the measured time of an
-S-step default solve) they train for as many steps as their own measured seconds per
-step allow (LRA and ReLoBRaLo compute per-term gradients, so their steps cost more). Methods that do not apply to a problem (LRA and
+tuning phase; to spend the same wall-clock they train S + B/τ steps, τ being their own
+seconds per training step (LRA and ReLoBRaLo compute per-term gradients, so their steps
+cost more), measured (after a warm-up run) as the difference of a 2P- and a P-step run so that
+the final evaluation, which every run pays once, does not count as training time. Methods that do not apply to a problem (LRA and
 ReLoBRaLo need several loss terms; joint fitting needs PDE coefficients) are recorded
 with ``error: null`` and a ``note``.
 
@@ -53,7 +54,9 @@ import sys
 import time
 
 PROBE_STEPS = 40
-"""Steps of the short run that measures an untuned method's seconds per step."""
+"""The untuned methods' seconds per training step come from two short runs of P and 2P
+steps: the difference of their times, so the final evaluation and warm-up that both
+contain cancel."""
 METHODS = ("default", "lra", "relobralo", "random", "optuna", "joint", "fg2u", "rgu", "trgu",
            "hessian_free", "zo_fg2u")
 def directions(n: int) -> int:
@@ -241,7 +244,6 @@ def main() -> int:
         for name in args.problems.split(","):
             data = seeded(specs[name], repeat)
             steps = data["trainer"]["steps"]
-            t_s = None
             for method in args.methods.split(","):
                 record = {"problem": name, "method": method, "error": None, "seconds": None, "note": "",
                           "repeat": repeat}
@@ -255,10 +257,10 @@ def main() -> int:
                     else:
                         record["note"] = "a loss weighting does not estimate PDE coefficients"
                 elif method in ("default", "lra", "relobralo"):
-                    if t_s is None:
-                        t_s = run_untuned(name, data, "default", steps)["seconds"]
-                    probe = run_untuned(name, data, method, PROBE_STEPS)
-                    equal = max(steps, int(round((budget + t_s) * PROBE_STEPS / probe["seconds"])))
+                    run_untuned(name, data, method, PROBE_STEPS)  # warm-up (allocations, first calls)
+                    per_step = (run_untuned(name, data, method, 2 * PROBE_STEPS)["seconds"]
+                                - run_untuned(name, data, method, PROBE_STEPS)["seconds"]) / PROBE_STEPS
+                    equal = steps + int(round(budget / max(per_step, 1e-9)))
                     out = run_untuned(name, data, method, equal)
                     record.update(error=out["error"], seconds=out["seconds"], note=f"{equal} steps")
                 else:
