@@ -27,8 +27,8 @@ mix / μ) and the horizon T of the problem's config; fg2u uses b = min(N, 4) Rad
 directions (N = number of tuned values). The untuned baselines (default, lra, relobralo: ``loss.weighting``) have no
 tuning phase; to spend the same wall-clock they train S + B/τ steps, τ being their own
 seconds per training step (LRA and ReLoBRaLo compute per-term gradients, so their steps
-cost more), measured (after a warm-up run) as the difference of a 2P- and a P-step run so that
-the final evaluation, which every run pays once, does not count as training time. Methods that do not apply to a problem (LRA and
+cost more), measured in one probe run as the wall-clock between its steps 20 and 200 (no
+evaluation falls in between; the first steps pay one-off allocations). Methods that do not apply to a problem (LRA and
 ReLoBRaLo need several loss terms; joint fitting needs PDE coefficients) are recorded
 with ``error: null`` and a ``note``.
 
@@ -53,10 +53,11 @@ import math
 import sys
 import time
 
-PROBE_STEPS = 40
-"""The untuned methods' seconds per training step come from two short runs of P and 2P
-steps: the difference of their times, so the final evaluation and warm-up that both
-contain cancel."""
+PROBE_STEPS = (20, 200)
+"""The untuned methods' seconds per training step: wall-clock between these two steps of
+one probe run, read from the training loop's state, so neither the warm-up nor the final
+evaluation counts. (The difference of a 2P- and a P-step run at P = 40 was dominated by
+jitter: 40 LRA steps measured 0.76 and 1.10 s, 80 steps 0.90 s.)"""
 METHODS = ("default", "lra", "relobralo", "random", "optuna", "joint", "fg2u", "rgu", "trgu",
            "hessian_free", "zo_fg2u")
 def directions(n: int) -> int:
@@ -117,6 +118,7 @@ def _with(data: dict, **sections) -> dict:
 
 
 def run_untuned(name: str, data: dict, method: str, steps: int) -> dict:
+    """Train ``steps`` steps; ``wall`` maps each step to the loop's wall-clock after it."""
     from pinnlab import config as configuration
     from pinnlab.solvers import train
 
@@ -128,9 +130,11 @@ def run_untuned(name: str, data: dict, method: str, steps: int) -> dict:
     cfg = _with({k: v for k, v in data.items() if k != "tune"}, **overrides)
     config = configuration.validate(cfg)
     problem, kwargs = configuration.build(config)
+    wall = {}
+    kwargs.update(checkpoint_every=1, on_checkpoint=lambda state: wall.__setitem__(state.step, state.wall_s))
     start = time.perf_counter()
     result = train(problem, **kwargs, progress="off")
-    return {"error": result.final.rel_l2, "seconds": time.perf_counter() - start, "steps": steps}
+    return {"error": result.final.rel_l2, "seconds": time.perf_counter() - start, "steps": steps, "wall": wall}
 
 
 def run_tuner(name: str, data: dict, method: str, budget: float) -> dict:
@@ -257,10 +261,10 @@ def main() -> int:
                     else:
                         record["note"] = "a loss weighting does not estimate PDE coefficients"
                 elif method in ("default", "lra", "relobralo"):
-                    run_untuned(name, data, method, PROBE_STEPS)  # warm-up (allocations, first calls)
-                    per_step = (run_untuned(name, data, method, 2 * PROBE_STEPS)["seconds"]
-                                - run_untuned(name, data, method, PROBE_STEPS)["seconds"]) / PROBE_STEPS
-                    equal = steps + int(round(budget / max(per_step, 1e-9)))
+                    first, last = PROBE_STEPS
+                    wall = run_untuned(name, data, method, last + 1)["wall"]
+                    per_step = (wall[last] - wall[first]) / (last - first)
+                    equal = steps + int(round(budget / per_step))
                     out = run_untuned(name, data, method, equal)
                     record.update(error=out["error"], seconds=out["seconds"], note=f"{equal} steps")
                 else:
