@@ -20,12 +20,22 @@ own standard error. With m̄ the mean of R estimates (per-coordinate variance v_
 r̄ the reference (variance w_j over R_ref), per coordinate
 
     bias²_j = (m̄_j − r̄_j)² − v_j/R − w_j/R_ref           (debiased)
-    se(bias²_j)² ≈ 4(m̄_j − r̄_j)² s_j² + 2 s_j⁴,  s_j² = v_j/R + w_j/R_ref
 
 summed over coordinates for the gradient (‖mean error‖², trace of the covariance) and
 averaged over points for the residual; ``variance`` is Σ_j v_j (or the point average)
 and ``mse`` = bias² + variance. For the loss (a scalar) the signed ``bias`` is reported
-too. Work is chunked over replicates, so memory is that of one estimate.
+too. The replicates (and the reference's) are kept in 10 groups, and the standard
+errors of bias² and of the variance are delete-a-group jackknife estimates; the bias²
+SE adds the estimate's and the reference's jackknife variances (independent draws).
+The jackknife needs no independence between coordinates: gradient coordinates are
+strongly correlated, and the per-coordinate formula 4(m̄_j − r̄_j)²s_j² + 2s_j⁴ summed
+over j (s_j² = v_j/R + w_j/R_ref) then understates the variance of ‖m̄ − r̄‖² (6–18×
+in this module's test with 20 correlated coordinates). Where the true bias is 0 the
+jackknife is conservative (Efron–Stein: about 2× the variance there). It is calibrated
+on average, not pivotal: near zero bias with a nearly rank-one covariance (the gradient's)
+bias² behaves like a scaled χ²₁ − 1 and its jackknife SE scales with |m̄ − r̄|, so
+bias²/SE can reach −3 without any defect. Work is chunked over replicates, so memory is that of one
+estimate per group.
 """
 
 from __future__ import annotations
@@ -116,7 +126,7 @@ class _Quantities:
 
 
 GROUPS = 10
-"""Replicates are split into this many groups for the jackknife SE of the variance."""
+"""Replicates are split into this many groups for the jackknife standard errors."""
 
 
 def _combine(parts: list[tuple[int, Tensor, Tensor]]) -> tuple[int, Tensor, Tensor]:
@@ -131,16 +141,49 @@ def _combine(parts: list[tuple[int, Tensor, Tensor]]) -> tuple[int, Tensor, Tens
     return n, mean, m2
 
 
-def _moments(draw: Callable[[int], dict[str, Tensor]], count: int,
-             groups: int = GROUPS) -> dict[str, tuple[Tensor, Tensor, float]]:
-    """Mean, variance and the jackknife standard error of Σ_j variance_j of each quantity.
+def _jackknife_se(values: list[float]) -> float:
+    """Delete-a-group jackknife SE from the G leave-one-group-out values of a statistic."""
+    if len(values) < 3:
+        return math.nan
+    v = np.asarray(values)
+    return math.sqrt((len(v) - 1) / len(v) * float(((v - v.mean()) ** 2).sum()))
 
-    Running (Welford, float64) moments are kept per group of replicates (replicate i
-    falls in group i mod ``groups``); the groups are pooled for the mean and variance,
-    and pooled leaving one group out for the delete-a-group jackknife of the summed
-    variance (the trace of the covariance for the gradient):
-    se² = (G − 1)/G · Σ_g (V_(−g) − V̄)². Memory: O(groups · size of one draw).
+
+@dataclass(frozen=True)
+class Moments:
+    """Running moments of one quantity over R replicates kept in G groups.
+
+    ``mean`` and ``var`` (per coordinate, unbiased) pool all groups; ``leave_out(g)``
+    pools all but group g, for delete-a-group jackknife standard errors.
     """
+
+    parts: tuple[tuple[int, Tensor, Tensor], ...]
+
+    @property
+    def count(self) -> int:
+        return sum(p[0] for p in self.parts)
+
+    def pooled(self, skip: int | None = None) -> tuple[int, Tensor, Tensor]:
+        """(count, mean, per-coordinate variance) of all groups but ``skip``."""
+        n, mean, m2 = _combine([p for g, p in enumerate(self.parts) if g != skip])
+        return n, mean, m2 / max(n - 1, 1)
+
+    @property
+    def mean(self) -> Tensor:
+        return self.pooled()[1]
+
+    @property
+    def var(self) -> Tensor:
+        return self.pooled()[2]
+
+    def trace_variance_se(self) -> float:
+        """Jackknife SE of Σ_j var_j (the trace of the covariance for the gradient)."""
+        return _jackknife_se([float(self.pooled(g)[2].sum()) for g in range(len(self.parts))])
+
+
+def _moments(draw: Callable[[int], dict[str, Tensor]], count: int, groups: int = GROUPS) -> dict[str, Moments]:
+    """Moments of each quantity of ``count`` draws; replicate i falls in group i mod
+    ``groups``. Welford updates in float64; memory O(groups · size of one draw)."""
     groups = max(1, min(groups, count))
     stats: dict[str, list[list]] = {}
     for i in range(count):
@@ -154,42 +197,37 @@ def _moments(draw: Callable[[int], dict[str, Tensor]], count: int,
             delta = value - entry[1]
             entry[1] = entry[1] + delta / entry[0]
             entry[2] = entry[2] + delta * (value - entry[1])
-    out = {}
-    for key, parts in stats.items():
-        parts = [tuple(p) for p in parts if p[0] > 0]
-        n, mean, m2 = _combine(parts)
-        var = m2 / max(n - 1, 1)
-        se = math.nan
-        if len(parts) > 2:
-            leave_out = []
-            for g in range(len(parts)):
-                nl, _, m2l = _combine(parts[:g] + parts[g + 1:])
-                leave_out.append(float((m2l / max(nl - 1, 1)).sum()))
-            values = np.asarray(leave_out)
-            se = math.sqrt((len(values) - 1) / len(values) * float(((values - values.mean()) ** 2).sum()))
-        out[key] = (mean, var, se)
-    return out
+    return {key: Moments(tuple(tuple(p) for p in parts if p[0] > 0)) for key, parts in stats.items()}
 
 
-def summarise(quantity: str, mean: Tensor, var: Tensor, count: int, ref_mean: Tensor,
-              ref_var: Tensor, ref_count: int, variance_se: float = math.nan) -> dict[str, float]:
-    """bias², its SE, variance (with ``variance_se``, the SE of Σ_j var_j) and MSE of one
-    quantity against its reference (see module doc)."""
+def _bias2(est: tuple[int, Tensor, Tensor], ref: tuple[int, Tensor, Tensor]) -> Tensor:
+    """Per-coordinate debiased squared error (m̄ − r̄)² − v/R − w/R_ref."""
+    n, mean, var = est
+    nr, ref_mean, ref_var = ref
     diff = mean - ref_mean
-    s2 = var / count + ref_var / ref_count
-    bias2 = diff * diff - s2
-    se2 = 4 * diff * diff * s2 + 2 * s2 * s2
-    scale = 1.0 / mean.numel() if quantity == "residual" else 1.0
+    return diff * diff - var / n - ref_var / nr
+
+
+def summarise(quantity: str, est: Moments, ref: Moments) -> dict[str, float]:
+    """bias² with its jackknife SE, variance with its jackknife SE, and MSE of one
+    quantity against its reference (see module doc)."""
+    scale = 1.0 / est.mean.numel() if quantity == "residual" else 1.0
+    full_est, full_ref = est.pooled(), ref.pooled()
+    bias2 = _bias2(full_est, full_ref)
+    # The estimate and the reference come from independent draws: their jackknife
+    # variances add.
+    se_est = _jackknife_se([float(_bias2(est.pooled(g), full_ref).sum()) for g in range(len(est.parts))])
+    se_ref = _jackknife_se([float(_bias2(full_est, ref.pooled(g)).sum()) for g in range(len(ref.parts))])
     out = {
         "bias2": float(bias2.sum() * scale),
-        "bias2_se": float(torch.sqrt(se2.sum()) * scale),
-        "variance": float(var.sum() * scale),
-        "variance_se": float(variance_se * scale),
+        "bias2_se": math.hypot(se_est, se_ref) * scale,
+        "variance": float(full_est[2].sum() * scale),
+        "variance_se": est.trace_variance_se() * scale,
     }
     out["mse"] = out["bias2"] + out["variance"]
     if quantity == "loss":
-        out["bias"] = float(diff[0])
-        out["bias_se"] = float(torch.sqrt(s2[0]))
+        out["bias"] = float(full_est[1][0] - full_ref[1][0])
+        out["bias_se"] = math.sqrt(float(full_est[2][0] / full_est[0] + full_ref[2][0] / full_ref[0]))
     return out
 
 
@@ -227,10 +265,7 @@ def run_estimator_study(spec: EstimatorStudySpec, progress: Callable[[str], None
                 for quantity in spec.quantities:
                     record = {"quantity": quantity, "loss": loss, "noise": noise, "dim": dim,
                               "samples": k, "samples_per_draw": per_draw, "sigma": sigma}
-                    mean, var, var_se = est[quantity]
-                    ref_mean, ref_var, _ = ref[quantity]
-                    record.update(summarise(quantity, mean, var, spec.replicates, ref_mean, ref_var,
-                                            spec.reference_replicates, var_se))
+                    record.update(summarise(quantity, est[quantity], ref[quantity]))
                     records.append(record)
                 if progress:
                     progress(f"d={dim} σ={sigma:g} noise={noise} K={k} {loss} done")
