@@ -189,35 +189,34 @@ class Adam(AbstractOptimizer):
         zeros = {k: torch.zeros_like(v) for k, v in params.items()}
         return AdamState(0, zeros, dict(zeros))
 
+    def _moments_and_step(self, g, mu, nu, c1, c2):
+        """One coordinate block: new first and second moments, √(v̂), and the step m̂/(√v̂ + ε)."""
+        mu = self.b1 * mu + (1 - self.b1) * g
+        nu = self.b2 * nu + (1 - self.b2) * g * g
+        root = _sqrt(nu / c2)
+        return mu, nu, root, (mu / c1) / (root + self.eps)
+
     def update(self, grads, state, params, lr):
         count = state.count + 1
-        mu = {k: self.b1 * state.mu[k] + (1 - self.b1) * grads[k] for k in params}
-        nu = {k: self.b2 * state.nu[k] + (1 - self.b2) * grads[k] * grads[k] for k in params}
-        c1 = 1 - self.b1**count
-        c2 = 1 - self.b2**count
-        new = {
-            k: params[k] - lr * (mu[k] / c1) / (_sqrt(nu[k] / c2) + self.eps)
-            for k in params
-        }
+        c1, c2 = 1 - self.b1**count, 1 - self.b2**count
+        new, mu, nu = {}, {}, {}
+        for k in params:
+            mu[k], nu[k], _, step = self._moments_and_step(grads[k], state.mu[k], state.nu[k], c1, c2)
+            new[k] = params[k] - lr * step
         return new, AdamState(count, mu, nu)
 
     def tangent(self, grads, state, params, lr, grads_dot, state_dot, params_dot, lr_dot):
         count = state.count + 1
-        c1 = 1 - self.b1**count
-        c2 = 1 - self.b2**count
+        c1, c2 = 1 - self.b1**count, 1 - self.b2**count
         new, new_dot, mu, nu, mu_dot, nu_dot = {}, {}, {}, {}, {}, {}
         for k in params:
             g, g_dot = grads[k], grads_dot[k]
-            mu[k] = self.b1 * state.mu[k] + (1 - self.b1) * g
-            nu[k] = self.b2 * state.nu[k] + (1 - self.b2) * g * g
+            mu[k], nu[k], root, step = self._moments_and_step(g, state.mu[k], state.nu[k], c1, c2)
             mu_dot[k] = self.b1 * state_dot.mu[k] + (1 - self.b1) * g_dot
             nu_dot[k] = self.b2 * state_dot.nu[k] + (2 * (1 - self.b2)) * g * g_dot
-            root = _sqrt(nu[k] / c2)
-            denominator = root + self.eps
-            step = (mu[k] / c1) / denominator
             # d sqrt(v) = dv / (2 sqrt(v)), taken as 0 where v = 0 (see _sqrt)
             root_dot = torch.where(root > 0, nu_dot[k] / (2 * c2 * torch.where(root > 0, root, 1)), 0.0)
-            step_dot = (mu_dot[k] / c1 - step * root_dot) / denominator
+            step_dot = (mu_dot[k] / c1 - step * root_dot) / (root + self.eps)
             new[k] = params[k] - lr * step
             new_dot[k] = params_dot[k] - lr * step_dot - _times(lr_dot, step)
         return new, AdamState(count, mu, nu), new_dot, AdamState(count, mu_dot, nu_dot)
