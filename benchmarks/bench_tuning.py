@@ -42,7 +42,8 @@ fg2u with ``tangents: jvp`` (torch.func.jvp through the loop), for comparison.
 
 Usage:
     python benchmarks/bench_tuning.py [--quick] [--json PATH] [--problems a,b,c] [--methods ...]
-                                      [--repeats R] [--budget B] [--horizon T] [--costs]
+                                      [--repeats R] [--budget B] [--horizon T]
+                                      [--outer-lr LR] [--costs]
 """
 
 from __future__ import annotations
@@ -227,6 +228,7 @@ def main() -> int:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--budget", type=float, help="tuning budget B in seconds")
     parser.add_argument("--horizon", type=int, help="override every problem's horizon T")
+    parser.add_argument("--outer-lr", type=float, help="override every problem's outer learning rate")
     parser.add_argument("--repeats", type=int, default=1,
                         help="independent repeats (seeds 0..R-1); the table gives mean ± std")
     parser.add_argument("--costs", action="store_true",
@@ -237,6 +239,8 @@ def main() -> int:
     specs = problems(args.quick)
     if args.horizon:
         specs = {name: _with(data, tune__horizon=args.horizon) for name, data in specs.items()}
+    if args.outer_lr:
+        specs = {name: _with(data, tune__outer_lr=args.outer_lr) for name, data in specs.items()}
     records = []
     if args.costs:
         for name in args.problems.split(","):
