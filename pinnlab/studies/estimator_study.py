@@ -34,8 +34,8 @@ in this module's test with 20 correlated coordinates). Where the true bias is 0 
 jackknife is conservative (Efron–Stein: about 2× the variance there). It is calibrated
 on average, not pivotal: near zero bias with a nearly rank-one covariance (the gradient's)
 bias² behaves like a scaled χ²₁ − 1 and its jackknife SE scales with |m̄ − r̄|, so
-bias²/SE can reach −3 without any defect. Work is chunked over replicates, so memory is that of one
-estimate per group.
+bias²/SE can reach −3 without any defect. Work is chunked over replicates, so memory
+is that of one estimate per group.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def _jackknife_se(values: list[float]) -> float:
 class Moments:
     """Running moments of one quantity over R replicates kept in G groups.
 
-    ``mean`` and ``var`` (per coordinate, unbiased) pool all groups; ``leave_out(g)``
+    ``mean`` and ``var`` (per coordinate, unbiased) pool all groups; ``pooled(skip=g)``
     pools all but group g, for delete-a-group jackknife standard errors.
     """
 
