@@ -211,8 +211,8 @@ def _bias2(est: tuple[int, Tensor, Tensor], ref: tuple[int, Tensor, Tensor]) -> 
 def summarise(quantity: str, est: Moments, ref: Moments) -> dict[str, float]:
     """bias² with its jackknife SE, variance with its jackknife SE, and MSE of one
     quantity against its reference (see module doc)."""
-    scale = 1.0 / est.mean.numel() if quantity == "residual" else 1.0
     full_est, full_ref = est.pooled(), ref.pooled()
+    scale = 1.0 / full_est[1].numel() if quantity == "residual" else 1.0
     bias2 = _bias2(full_est, full_ref)
     # The estimate and the reference come from independent draws: their jackknife
     # variances add.
