@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from pinnlab._budget import Budget
 from pinnlab.bilevel.base import (
     AbstractHypergradient,
     BilevelProblem,
@@ -111,8 +112,9 @@ def optimize(
     hold φ, the meta-optimizer state, θ and its optimizer state, the method state and
     the history; ``resume=True`` continues from ``checkpoint`` exactly. ``metadata``
     (e.g. a config hash) is stored with them, and resuming with other metadata is
-    refused. ``time_budget`` stops after the outer step that exceeds that many seconds
-    of this call (wall-clock, so not reproducible across machines).
+    refused. ``time_budget``: an outer step starts only if the mean length of this
+    call's finished ones says it ends within that many seconds (:class:`pinnlab._budget.Budget`;
+    wall-clock, so not reproducible across machines).
     """
     from pinnlab.io.atomic import atomic_path
 
@@ -153,9 +155,9 @@ def optimize(
         with atomic_path(checkpoint) as tmp:
             torch.save(payload, tmp)
 
-    began = time.perf_counter()
+    budget = Budget(time_budget)
     for k in range(first, steps):
-        if time_budget is not None and k > first and time.perf_counter() - began > time_budget:
+        if not budget.allows_another():
             break
         current = method.at(k) if isinstance(method, TwoPhase) else method
         t0 = time.perf_counter()
@@ -197,6 +199,7 @@ def optimize(
             callback(k, constrained, {**diagnostics, "value": history["value"][-1]})
         if checkpoint is not None and checkpoint_every and (k + 1) % checkpoint_every == 0:
             save(k + 1)
+        budget.finished_one()
     final = constrain({n: v.detach() for n, v in u.items()}, parameterization)
     theta, state = theta_state if theta_state is not None else (None, None)
     return OuterResult(phi=final, history=history, theta=theta, state=state)

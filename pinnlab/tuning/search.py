@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pinnlab._budget import Budget
 from pinnlab._seeding import derive_seed
 from pinnlab.bilevel.parameterization import Log
 from pinnlab.solvers import Adam
@@ -122,10 +123,9 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
     else:
         for _ in done:
             _random_candidate(setup, rng)
-    began = time.perf_counter()
-    first = len(done)
-    for k in range(first, tune.outer_steps):
-        if tune.budget_seconds is not None and k > first and time.perf_counter() - began > tune.budget_seconds:
+    budget = Budget(tune.budget_seconds)
+    for k in range(len(done), tune.outer_steps):
+        if not budget.allows_another():
             break
         t0 = time.perf_counter()
         if study is not None:
@@ -145,6 +145,7 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
         if checkpoint is not None and save:
             with atomic_path(checkpoint) as tmp:
                 torch.save({"history": history, "trials": [[p, v] for p, v in done], "metadata": metadata}, tmp)
+        budget.finished_one()
     values = history["value"]
     best = int(np.argmin(values))
     phi = {n: history[f"phi/{n}"][best].to(device=setup.device, dtype=setup.dtype) for n in setup.tunables}
@@ -183,10 +184,10 @@ def joint_fit(setup, *, progress=None):
     phi_state = phi_opt.init(phi)
     history = {"outer_step": [], "value": [], "seconds": [], "method": [], "grad_norm": [],
                **{f"phi/{n}": [] for n in setup.tunables}}
-    began = time.perf_counter()
+    budget = Budget(tune.budget_seconds)
     total = tune.outer_steps * tune.horizon
     for t in range(total):
-        if tune.budget_seconds is not None and t > 0 and time.perf_counter() - began > tune.budget_seconds:
+        if not budget.allows_another():
             break
         t0 = time.perf_counter()
         g_theta, g_phi = grad(theta, phi, t)
@@ -199,5 +200,6 @@ def joint_fit(setup, *, progress=None):
             history["method"][-1] = "joint"
             if progress is not None:
                 progress(t // tune.horizon, phi, {"value": value})
+        budget.finished_one()
     return TuneOutcome({k: v.detach() for k, v in phi.items()}, history, "joint", 0.0,
                        trained=(theta, theta_state))

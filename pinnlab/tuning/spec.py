@@ -73,7 +73,8 @@ class TuneSection(_Spec):
     baseline: ``random`` and ``optuna`` (TPE) search, each trial training
     ``trial_steps`` steps from the initial network, and ``joint`` (single-level
     training of θ and the PDE coefficients together on residual + data loss).
-    ``budget_seconds`` stops any method after that much wall-clock time. The final
+    ``budget_seconds`` caps any method's wall-clock time: an outer step or trial starts
+    only if the mean length of the finished ones says it ends within the budget. The final
     solve (``final_steps``, default ``trainer.steps``) uses the tuned values; a tuned
     mix is replayed as the schedule it followed during tuning. ``final_init: continue``
     starts the final solve from the network the tuning trained (the warm-started θ of a

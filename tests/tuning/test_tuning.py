@@ -32,6 +32,21 @@ tune:
   outer_lr: 1.0
 """
 
+INVERSE = """\
+equation: {name: fokker_planck_aniso, dim: 4, seed: 0}
+model: {width: 16, depth: 3}
+estimator: {kind: stein, sigma: 0.05, samples: 8, noise: shared, eval_samples: 32}
+trainer: {steps: 20, lr: 1.0e-2, schedule: constant, batch_size: 32, eval_every: 20, test_points: 100, dtype: float64}
+data: {source: synthetic, points: 200, noise: 0.01, seed: 0}
+tune:
+  method: joint
+  tunables: {coefficients.mu: {init: 0.0}}
+  objective: {kind: data, samples: 16}
+  outer_steps: 30
+  horizon: 10
+  outer_lr: 0.05
+"""
+
 
 def _write(tmp_path, text=TINY, name="tune.yaml"):
     path = tmp_path / name
@@ -113,21 +128,7 @@ def test_tune_result_file_and_plots(tmp_path, capsys):
 
 def test_inverse_problem_recovers_drift_direction(tmp_path):
     """fokker_planck_aniso, d = 4: μ from 200 noisy observations moves towards the truth."""
-    text = """\
-equation: {name: fokker_planck_aniso, dim: 4, seed: 0}
-model: {width: 16, depth: 3}
-estimator: {kind: stein, sigma: 0.05, samples: 8, noise: shared, eval_samples: 32}
-trainer: {steps: 20, lr: 1.0e-2, schedule: constant, batch_size: 32, eval_every: 20, test_points: 100, dtype: float64}
-data: {source: synthetic, points: 200, noise: 0.01, seed: 0}
-tune:
-  method: joint
-  tunables: {coefficients.mu: {init: 0.0}}
-  objective: {kind: data, samples: 16}
-  outer_steps: 30
-  horizon: 10
-  outer_lr: 0.05
-"""
-    setup = build_tuning(configuration.load(_write(tmp_path, text)))
+    setup = build_tuning(configuration.load(_write(tmp_path, INVERSE)))
     truth = setup.problem.equation.coefficients["mu"]
     outcome = run_tuning(setup)
     err = float((outcome.phi["coefficients.mu"].double() - truth).norm() / truth.norm())
@@ -279,3 +280,39 @@ tune:
     w, v = result.diagnostics["directional"], result.diagnostics["directions"]
     assert float((w - v @ reference).abs().max() / (v @ reference).abs().max()) < 1e-10
 
+
+
+def test_budget_starts_a_unit_only_if_it_is_expected_to_end_in_time():
+    from pinnlab._budget import Budget
+
+    now = [0.0]
+    budget = Budget(10.0, clock=lambda: now[0])
+    ran = 0
+    while budget.allows_another():  # units of 3 s: the fourth would end at 12 s
+        now[0] += 3.0
+        ran += 1
+        budget.finished_one()
+    assert ran == 3 and now[0] == 9.0
+    unlimited = Budget(None, clock=lambda: now[0])
+    unlimited.finished_one()
+    now[0] += 1e9
+    assert unlimited.allows_another()
+
+
+@pytest.mark.parametrize("method", ["fg2u", "random", "joint"])
+def test_every_tuner_obeys_the_same_budget_rule(tmp_path, method, monkeypatch):
+    """With a clock that ticks 1 s per reading and a 2.5 s budget, every tuner runs
+    exactly two units (outer steps, trials, steps of joint training): after two the
+    third is expected to end at 3 s. (The old rule, stop once past the budget, ran a third.)"""
+    import pinnlab._budget
+
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(pinnlab._budget, "_now", lambda: float(next(ticks)))
+    # joint's unit is one training step; horizon 1 records each in the history
+    text, horizon = (INVERSE, 1) if method == "joint" else (TINY, 3)
+    overrides = [f"tune.method={method}", "tune.budget_seconds=2.5", "tune.trial_steps=5",
+                 f"tune.horizon={horizon}"]
+    if method == "random":
+        overrides.append("tune.options={}")
+    outcome = run_tuning(build_tuning(configuration.load(_write(tmp_path, text), overrides)))
+    assert len(outcome.history["outer_step"]) == 2
