@@ -43,7 +43,7 @@ fg2u with ``tangents: jvp`` (torch.func.jvp through the loop), for comparison.
 Usage:
     python benchmarks/bench_tuning.py [--quick] [--json PATH] [--problems a,b,c] [--methods ...]
                                       [--repeats R] [--budget B] [--horizon T]
-                                      [--outer-lr LR] [--costs]
+                                      [--outer-lr LR] [--outer-betas B1,B2] [--costs]
 """
 
 from __future__ import annotations
@@ -229,6 +229,7 @@ def main() -> int:
     parser.add_argument("--budget", type=float, help="tuning budget B in seconds")
     parser.add_argument("--horizon", type=int, help="override every problem's horizon T")
     parser.add_argument("--outer-lr", type=float, help="override every problem's outer learning rate")
+    parser.add_argument("--outer-betas", help="override the outer Adam's β1,β2 (default 0.9,0.999)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="independent repeats (seeds 0..R-1); the table gives mean ± std")
     parser.add_argument("--costs", action="store_true",
@@ -237,10 +238,25 @@ def main() -> int:
 
     budget = args.budget or (15.0 if args.quick else 120.0)
     specs = problems(args.quick)
-    if args.horizon:
+    if args.horizon is not None:
         specs = {name: _with(data, tune__horizon=args.horizon) for name, data in specs.items()}
-    if args.outer_lr:
+    if args.outer_lr is not None:
         specs = {name: _with(data, tune__outer_lr=args.outer_lr) for name, data in specs.items()}
+    if args.outer_betas:
+        try:
+            betas = [float(b) for b in args.outer_betas.split(",")]
+        except ValueError:
+            print(f"error: --outer-betas {args.outer_betas!r}: expected two numbers B1,B2", file=sys.stderr)
+            return 2
+        specs = {name: _with(data, tune__outer_betas=betas) for name, data in specs.items()}
+    from pinnlab.config import ConfigError, validate
+
+    try:  # overrides checked once, before any run
+        for data in specs.values():
+            validate(data)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     records = []
     if args.costs:
         for name in args.problems.split(","):

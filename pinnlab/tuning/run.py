@@ -143,8 +143,8 @@ def run_tuning(setup: TuningSetup, *, checkpoint: Path | None = None, resume: bo
         if tune.then is not None:
             method = TwoPhase(method, make_hypergradient_method(tune.then.method, tune.then.options),
                               tune.then.after)
-        meta = (lambda p: torch.optim.Adam(p, lr=tune.outer_lr)) if tune.outer_optimizer == "adam" \
-            else (lambda p: torch.optim.SGD(p, lr=tune.outer_lr))
+        meta = ((lambda p: torch.optim.Adam(p, lr=tune.outer_lr, betas=tune.outer_betas))
+                if tune.outer_optimizer == "adam" else (lambda p: torch.optim.SGD(p, lr=tune.outer_lr)))
         problem = _deepxde_black_box(setup) if tune.inner == "deepxde" else setup.bilevel
 
         def callback(k, phi, diagnostics):

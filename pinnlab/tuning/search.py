@@ -165,14 +165,14 @@ def joint_fit(setup, *, progress=None):
     """The usual single-level inverse-problem fit: θ and the PDE coefficients trained
     together on the training loss plus the data misfit (the outer objective), for
     ``outer_steps · horizon`` steps or ``budget_seconds``; θ with the trainer's optimizer,
-    the coefficients with Adam at ``tune.outer_lr``.
+    the coefficients with Adam at ``tune.outer_lr`` and ``tune.outer_betas``.
     """
     from pinnlab.tuning.run import TuneOutcome
 
     tune = setup.config.tune
     problem, kwargs = setup.problem, setup.train_kwargs
     seed = kwargs["seed"]
-    theta_opt, phi_opt = kwargs["optimizer"], Adam(tune.outer_lr)
+    theta_opt, phi_opt = kwargs["optimizer"], Adam(tune.outer_lr, *tune.outer_betas)
 
     def loss(theta, phi, t):
         training, _ = problem.objective(theta, setup.to_hyperparams(phi), t, seed)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+Beta = Annotated[float, Field(ge=0, lt=1)]
 
 SEARCH_METHODS = ("random", "optuna", "joint")
 """Baselines run by the same harness as the bilevel methods."""
@@ -73,6 +75,9 @@ class TuneSection(_Spec):
     baseline: ``random`` and ``optuna`` (TPE) search, each trial training
     ``trial_steps`` steps from the initial network, and ``joint`` (single-level
     training of θ and the PDE coefficients together on residual + data loss).
+    ``outer_betas`` are Adam's (β₁, β₂) for φ: the hypergradient often falls by orders of
+    magnitude as φ leaves a bad start, and with β₂ = 0.999 Adam's second moment keeps
+    the later steps small for hundreds of outer steps.
     ``budget_seconds`` caps any method's wall-clock time: an outer step or trial starts
     only if the mean length of the finished ones says it ends within the budget. The final
     solve (``final_steps``, default ``trainer.steps``) uses the tuned values; a tuned
@@ -94,6 +99,7 @@ class TuneSection(_Spec):
     warm_start: bool = True
     outer_lr: float = Field(0.05, gt=0)
     outer_optimizer: Literal["adam", "sgd"] = "adam"
+    outer_betas: tuple[Beta, Beta] = (0.9, 0.999)
     accumulate: int = Field(1, ge=1)
     budget_seconds: float | None = Field(None, gt=0)
     trial_steps: int | None = Field(None, ge=1)

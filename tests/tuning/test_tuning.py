@@ -147,6 +147,7 @@ BAD = [
     ("tune.method=joint", "cannot be fitted by the training loss"),
     ("tune.inner=deepxde", "black box"),
     ("tune.horizon=0", "tune.horizon = 0"),
+    ("tune.outer_betas=[0.9, 1.0]", "tune.outer_betas"),
     ("data.source=missing.csv", "data.source"),
 ]
 
@@ -316,3 +317,12 @@ def test_every_tuner_obeys_the_same_budget_rule(tmp_path, method, monkeypatch):
         overrides.append("tune.options={}")
     outcome = run_tuning(build_tuning(configuration.load(_write(tmp_path, text), overrides)))
     assert len(outcome.history["outer_step"]) == 2
+
+
+def test_outer_betas_reach_the_outer_adam(tmp_path):
+    """With β = (0, 0) Adam's step is lr·sign(g): every outer step moves log w by exactly
+    the outer lr (with the default β only the first one does)."""
+    overrides = ["tune.outer_steps=3", "tune.outer_lr=0.5", "tune.outer_betas=[0.0, 0.0]"]
+    outcome = run_tuning(build_tuning(configuration.load(_write(tmp_path), overrides)))
+    logs = np.log([1e-3] + [float(w) for w in outcome.history["phi/weights.boundary"]])
+    np.testing.assert_allclose(np.abs(np.diff(logs)), 0.5, rtol=1e-3)  # ε = 1e-8 against |g| ≈ 1e-4
