@@ -75,9 +75,8 @@ class TuneSection(_Spec):
     baseline: ``random`` and ``optuna`` (TPE) search, each trial training
     ``trial_steps`` steps from the initial network, and ``joint`` (single-level
     training of θ and the PDE coefficients together on residual + data loss).
-    ``outer_betas`` are Adam's (β₁, β₂) for φ: the hypergradient often falls by orders of
-    magnitude as φ leaves a bad start, and with β₂ = 0.999 Adam's second moment keeps
-    the later steps small for hundreds of outer steps.
+    ``outer_betas`` are Adam's (β₁, β₂) for φ; (0, 0) makes every outer step
+    ``outer_lr``·sign(g) per coordinate, so the φ history shows the hypergradient's sign.
     ``budget_seconds`` caps any method's wall-clock time: an outer step or trial starts
     only if the mean length of the finished ones says it ends within the budget. The final
     solve (``final_steps``, default ``trainer.steps``) uses the tuned values; a tuned
