@@ -282,7 +282,6 @@ tune:
     assert float((w - v @ reference).abs().max() / (v @ reference).abs().max()) < 1e-10
 
 
-
 def test_budget_starts_a_unit_only_if_it_is_expected_to_end_in_time():
     from pinnlab._budget import Budget
 
