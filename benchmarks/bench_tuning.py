@@ -236,8 +236,14 @@ def main() -> int:
                         help="only time one estimate of each hypergradient method against the primal unroll")
     args = parser.parse_args()
 
-    budget = args.budget or (15.0 if args.quick else 120.0)
+    budget = args.budget if args.budget is not None else (15.0 if args.quick else 120.0)
     specs = problems(args.quick)
+    unknown = [p for p in args.problems.split(",") if p not in specs] + \
+        [m for m in args.methods.split(",") if m not in METHODS and m != "fg2u_jvp"]
+    if budget <= 0 or unknown:
+        print(f"error: {'unknown ' + ', '.join(unknown) if unknown else 'the budget must be > 0'} "
+              f"(problems: {', '.join(specs)}; methods: {', '.join(METHODS)})", file=sys.stderr)
+        return 2
     if args.horizon is not None:
         specs = {name: _with(data, tune__horizon=args.horizon) for name, data in specs.items()}
     if args.outer_lr is not None:
