@@ -22,7 +22,7 @@ Records: {"kind": "h", "horizon", "sigma", "h", "h_se", "rel_l2", "rel_l2_se"} a
 {"kind": "grad", "horizon", "sigma", "grad", "grad_se"} (per draw values in "draws").
 
 Usage:
-    python benchmarks/bench_horizon_bias.py [--quick] [--json PATH] [--sigmas 0.01,0.02,0.05,0.1]
+    python benchmarks/bench_horizon_bias.py [--quick] [--json PATH] [--sigmas 0.01,0.02,0.05,0.1,0.2,0.5]
         [--horizons 0,10,50,200] [--grad-horizons 10,50] [--draws S] [--warm-steps W] [--warm-sigma S]
 
 Measured (full size, defaults; 43 minutes here with the test suite running alongside):
@@ -109,11 +109,11 @@ def main() -> int:
     records = []
     for horizon in horizons:
         for sigma in sigmas:
-            h, err = [], []
+            u, h, err = u_of(sigma), [], []
             for start in starts:
                 with torch.no_grad():
-                    theta, _ = unroll(problem, u_of(sigma), start=start, init=warm, steps=horizon)
-                    h.append(float(problem.outer_loss(theta, u_of(sigma))))
+                    theta, _ = unroll(problem, u, start=start, init=warm, steps=horizon)
+                    h.append(float(problem.outer_loss(theta, u)))
                     err.append(evaluate(setup.problem, theta, x_test, u_test, num_samples=eval_samples,
                                         sigma=sigma).rel_l2)
             (hm, hs), (em, es) = _mean_se(h), _mean_se(err)
