@@ -35,6 +35,15 @@ with ``error: null`` and a ``note``.
 Records: {"problem", "method", "error", "seconds", "tune_seconds", "outer_steps",
 "tuned", "note"}.
 
+``--select`` makes the comparison fair to each method's own setting: before the
+evaluation repeats, every method with a setting of its own is run on a held-out seed
+(``SELECT_SEED``) over a small grid (``selection_grid``: the outer Adam's learning rate
+⅓, 1, 3 × the problem's, with β = (0.9, 0.999) or sign steps (0, 0), for the
+hypergradient methods and joint fitting; ½, 1, 2 × the default trial length for the
+searches), and the evaluation uses the setting with the lowest error there. Selection
+records carry ``"phase": "select"`` and ``"setting"``; evaluation records their
+``"setting"``.
+
 ``--costs`` instead times one estimate of every hypergradient method at each problem's
 horizon against the primal unroll of the same steps (records {"kind": "cost",
 "problem", "method", "options", "horizon", "seconds", "ratio"}); ``fg2u_jvp`` there is
@@ -43,7 +52,7 @@ fg2u with ``tangents: jvp`` (torch.func.jvp through the loop), for comparison.
 Usage:
     python benchmarks/bench_tuning.py [--quick] [--json PATH] [--problems a,b,c] [--methods ...]
                                       [--repeats R] [--budget B] [--horizon T]
-                                      [--outer-lr LR] [--outer-betas B1,B2] [--costs]
+                                      [--outer-lr LR] [--outer-betas B1,B2] [--select] [--costs]
 """
 
 from __future__ import annotations
@@ -220,6 +229,68 @@ def seeded(data: dict, repeat: int) -> dict:
     return _with(data, trainer__seed=repeat, data__seed=repeat, tune__seed=repeat)
 
 
+def run_method(name: str, data: dict, method: str, budget: float) -> dict:
+    """One record: the method on the problem at the data's seeds, at the budget."""
+    record = {"problem": name, "method": method, "error": None, "seconds": None, "note": ""}
+    steps = data["trainer"]["steps"]
+    if method in ("lra", "relobralo") and data["equation"].get("constraint") != "soft":
+        record["note"] = "needs several loss terms (hard-constrained problem)"
+    elif method == "joint" and name != "b":
+        record["note"] = "single-level joint fitting applies to PDE coefficients only"
+    elif name == "b" and method in ("default", "lra", "relobralo"):
+        if method == "default":
+            record.update(error=1.0, seconds=0.0, note="the initial guess mu = 0")
+        else:
+            record["note"] = "a loss weighting does not estimate PDE coefficients"
+    elif method in ("default", "lra", "relobralo"):
+        first, last = PROBE_STEPS
+        wall = run_untuned(name, data, method, last + 1)["wall"]
+        per_step = (wall[last] - wall[first]) / (last - first)
+        equal = steps + int(round(budget / per_step))
+        out = run_untuned(name, data, method, equal)
+        record.update(error=out["error"], seconds=out["seconds"], note=f"{equal} steps")
+    else:
+        record.update(run_tuner(name, data, method, budget))
+    return record
+
+
+def report(record: dict) -> None:
+    err = "n/a" if record["error"] is None else f"{record['error']:.3e}"
+    sec = "" if record["seconds"] is None else f"{record['seconds']:.1f}"
+    tag = record.get("phase", record.get("repeat"))
+    print(f"{tag} {record['problem']:2s} {record['method']:13s} error={err:>10s} seconds={sec:>6s} "
+          f"{record.get('note', '')} {record.get('setting', '')} "
+          f"{record.get('tuned', '') if record['problem'] != 'b' else ''}", flush=True)
+
+
+SELECT_SEED = 100
+"""``--select`` picks each method's own setting on this seed (training seed, observation
+draw, direction seed), which no evaluation repeat (seeds 0..R−1) uses."""
+
+
+def selection_grid(data: dict, method: str) -> list[dict]:
+    """``--select``: the settings of a method's own tuning procedure tried on the held-out
+    seed. Hypergradient methods and joint fitting: the outer Adam's learning rate (⅓, 1,
+    3 × the problem's) × its β ((0.9, 0.999) or (0, 0), sign steps); the searches: their
+    trial length (½, 1, 2 × the default 10·T steps). The untuned baselines and the loss
+    weightings (LRA, ReLoBRaLo at their published constants) have nothing to select."""
+    tune = data["tune"]
+    if method in BILEVEL_OPTIONS or method == "joint":
+        return [{"outer_lr": round(m * tune["outer_lr"], 6), "outer_betas": list(b)}
+                for m in (1 / 3, 1.0, 3.0) for b in ((0.9, 0.999), (0.0, 0.0))]
+    if method in ("random", "optuna"):
+        base = tune.get("trial_steps") or 10 * tune["horizon"]
+        return [{"trial_steps": max(1, int(m * base))} for m in (0.5, 1.0, 2.0)]
+    return []
+
+
+def selection_markdown(chosen: dict) -> str:
+    lines = ["| problem | method | selected |", "|---|---|---|"]
+    for (name, method), setting in chosen.items():
+        lines.append(f"| ({name}) | {method} | " + ", ".join(f"{k} = {v}" for k, v in setting.items()) + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="B = 15 s, S = 200 steps, width 32 (≈ 10 min)")
@@ -232,6 +303,9 @@ def main() -> int:
     parser.add_argument("--outer-betas", help="override the outer Adam's β1,β2 (default 0.9,0.999)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="independent repeats (seeds 0..R-1); the table gives mean ± std")
+    parser.add_argument("--select", action="store_true",
+                        help="first pick each method's own outer optimiser (or trial length) on a held-out "
+                             "seed, then evaluate every method with its pick")
     parser.add_argument("--costs", action="store_true",
                         help="only time one estimate of each hypergradient method against the primal unroll")
     args = parser.parse_args()
@@ -243,6 +317,10 @@ def main() -> int:
     if budget <= 0 or unknown:
         print(f"error: {'unknown ' + ', '.join(unknown) if unknown else 'the budget must be > 0'} "
               f"(problems: {', '.join(specs)}; methods: {', '.join(METHODS)})", file=sys.stderr)
+        return 2
+    if args.select and (args.outer_lr is not None or args.outer_betas):
+        print("error: --select picks each method's outer learning rate and β itself; "
+              "drop --outer-lr/--outer-betas", file=sys.stderr)
         return 2
     if args.horizon is not None:
         specs = {name: _with(data, tune__horizon=args.horizon) for name, data in specs.items()}
@@ -277,44 +355,44 @@ def main() -> int:
     # a fresh process measured 8.3 ms per step where the run it sized took 5.5 ms.
     first = args.problems.split(",")[0]
     run_untuned(first, specs[first], "default", PROBE_STEPS[1] + 1)
+    chosen: dict[tuple[str, str], dict] = {}
+    if args.select:
+        for name in args.problems.split(","):
+            for method in args.methods.split(","):
+                grid = selection_grid(specs[name], method)
+                if not grid:
+                    continue
+                scores = []
+                for setting in grid:
+                    data = _with(seeded(specs[name], SELECT_SEED), **{f"tune__{k}": v for k, v in setting.items()})
+                    record = run_method(name, data, method, budget) | {"phase": "select", "setting": setting}
+                    records.append(record)
+                    report(record)
+                    scores.append(math.inf if record["error"] is None or math.isnan(record["error"])
+                                  else record["error"])
+                chosen[(name, method)] = grid[min(range(len(grid)), key=scores.__getitem__)]
+                print(f"selected {name} {method}: {chosen[(name, method)]}", flush=True)
     for repeat in range(args.repeats):
         for name in args.problems.split(","):
-            data = seeded(specs[name], repeat)
-            steps = data["trainer"]["steps"]
             for method in args.methods.split(","):
-                record = {"problem": name, "method": method, "error": None, "seconds": None, "note": "",
-                          "repeat": repeat}
-                if method in ("lra", "relobralo") and data["equation"].get("constraint") != "soft":
-                    record["note"] = "needs several loss terms (hard-constrained problem)"
-                elif method == "joint" and name != "b":
-                    record["note"] = "single-level joint fitting applies to PDE coefficients only"
-                elif name == "b" and method in ("default", "lra", "relobralo"):
-                    if method == "default":
-                        record.update(error=1.0, seconds=0.0, note="the initial guess mu = 0")
-                    else:
-                        record["note"] = "a loss weighting does not estimate PDE coefficients"
-                elif method in ("default", "lra", "relobralo"):
-                    first, last = PROBE_STEPS
-                    wall = run_untuned(name, data, method, last + 1)["wall"]
-                    per_step = (wall[last] - wall[first]) / (last - first)
-                    equal = steps + int(round(budget / per_step))
-                    out = run_untuned(name, data, method, equal)
-                    record.update(error=out["error"], seconds=out["seconds"], note=f"{equal} steps")
-                else:
-                    record.update(run_tuner(name, data, method, budget))
+                setting = chosen.get((name, method), {})
+                data = _with(seeded(specs[name], repeat), **{f"tune__{k}": v for k, v in setting.items()})
+                record = run_method(name, data, method, budget) | {"repeat": repeat}
+                if setting:
+                    record["setting"] = setting
                 records.append(record)
-                err = "n/a" if record["error"] is None else f"{record['error']:.3e}"
-                sec = "" if record["seconds"] is None else f"{record['seconds']:.1f}"
-                print(f"{repeat} {name:2s} {method:13s} error={err:>10s} seconds={sec:>6s} {record.get('note', '')} "
-                      f"{record.get('tuned', '') if name != 'b' else ''}", flush=True)
+                report(record)
     print()
-    print(markdown(records))
+    print(markdown([r for r in records if r.get("phase") != "select"]))
+    if chosen:
+        print()
+        print(selection_markdown(chosen))
     if args.json:
         from pinnlab.io import atomic_path
 
         with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps({"budget_seconds": budget, "quick": args.quick, "repeats": args.repeats,
-                                       "records": records}, indent=1, default=float))
+                                       "select": args.select, "records": records}, indent=1, default=float))
     return 0
 
 
