@@ -68,6 +68,9 @@ def check_method(setup: TuningSetup) -> None:
     for name in [tune.method] + ([tune.then.method] if tune.then else []):
         if name not in allowed:
             raise ConfigError(f"tune.method = {name!r}: unknown method (allowed: {', '.join(allowed)})")
+    if tune.outer_optimizer == "sgd" and "outer_betas" in tune.model_fields_set:
+        raise ConfigError("tune.outer_betas: β belongs to outer_optimizer: adam; SGD has none (drop outer_betas "
+                          "or use adam)")
     if tune.method in SEARCH_METHODS and tune.then is not None:
         raise ConfigError(f"tune.then: a two-phase schedule needs hypergradient methods, not {tune.method!r}")
     names = list(setup.tunables)

@@ -17,7 +17,7 @@ import torch
 from pinnlab._budget import Budget
 from pinnlab._seeding import derive_seed
 from pinnlab.bilevel.parameterization import Log
-from pinnlab.solvers import Adam
+from pinnlab.solvers import SGD, Adam
 
 
 def _trial_steps(setup) -> int:
@@ -165,14 +165,16 @@ def joint_fit(setup, *, progress=None):
     """The usual single-level inverse-problem fit: θ and the PDE coefficients trained
     together on the training loss plus the data misfit (the outer objective), for
     ``outer_steps · horizon`` steps or ``budget_seconds``; θ with the trainer's optimizer,
-    the coefficients with Adam at ``tune.outer_lr`` and ``tune.outer_betas``.
+    the coefficients with the outer optimiser (``tune.outer_optimizer``: Adam at
+    ``tune.outer_lr`` and ``tune.outer_betas``, or SGD at ``tune.outer_lr``).
     """
     from pinnlab.tuning.run import TuneOutcome
 
     tune = setup.config.tune
     problem, kwargs = setup.problem, setup.train_kwargs
     seed = kwargs["seed"]
-    theta_opt, phi_opt = kwargs["optimizer"], Adam(tune.outer_lr, *tune.outer_betas)
+    theta_opt = kwargs["optimizer"]
+    phi_opt = Adam(tune.outer_lr, *tune.outer_betas) if tune.outer_optimizer == "adam" else SGD(tune.outer_lr)
 
     def loss(theta, phi, t):
         training, _ = problem.objective(theta, setup.to_hyperparams(phi), t, seed)

@@ -148,6 +148,7 @@ BAD = [
     ("tune.inner=deepxde", "black box"),
     ("tune.horizon=0", "tune.horizon = 0"),
     ("tune.outer_betas=[0.9, 1.0]", "tune.outer_betas"),
+    ("tune.outer_optimizer=sgd; tune.outer_betas=[0.0, 0.0]", "SGD has none"),
     ("data.source=missing.csv", "data.source"),
 ]
 
@@ -156,7 +157,7 @@ BAD = [
 def test_refused_configs_exit_2_with_one_line(tmp_path, capsys, override, expected):
     cfg = _write(tmp_path)
     out = tmp_path / "t.h5"
-    code = main(["tune", str(cfg), override, "-o", str(out), "--progress", "off"])
+    code = main(["tune", str(cfg), *override.split("; "), "-o", str(out), "--progress", "off"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and expected in err[0], err
     assert not out.exists()
@@ -316,6 +317,19 @@ def test_every_tuner_obeys_the_same_budget_rule(tmp_path, method, monkeypatch):
         overrides.append("tune.options={}")
     outcome = run_tuning(build_tuning(configuration.load(_write(tmp_path, text), overrides)))
     assert len(outcome.history["outer_step"]) == 2
+
+
+def test_joint_fitting_uses_the_configured_outer_optimizer(tmp_path):
+    """With outer_optimizer: sgd the coefficients' first step is −lr·g: proportional to
+    the lr and unequal across coordinates (Adam's first step would be ±lr in each)."""
+    def first_step(lr):
+        overrides = ["tune.outer_optimizer=sgd", f"tune.outer_lr={lr}", "tune.horizon=1", "tune.outer_steps=1"]
+        outcome = run_tuning(build_tuning(configuration.load(_write(tmp_path, INVERSE), overrides)))
+        return outcome.phi["coefficients.mu"].double()  # from μ = 0
+
+    small, large = first_step(1e-3), first_step(2e-3)
+    torch.testing.assert_close(large, 2 * small, rtol=1e-9, atol=0)
+    assert small.abs().max() > 1.5 * small.abs().min() and small.abs().max() != pytest.approx(1e-3)
 
 
 def test_outer_betas_reach_the_outer_adam(tmp_path):
