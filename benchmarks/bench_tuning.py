@@ -366,10 +366,14 @@ def main() -> int:
                 for setting in grid:
                     data = _with(seeded(specs[name], SELECT_SEED), **{f"tune__{k}": v for k, v in setting.items()})
                     record = run_method(name, data, method, budget) | {"phase": "select", "setting": setting}
+                    if record["error"] is None and record["note"]:
+                        break  # the method does not apply to this problem
                     records.append(record)
                     report(record)
                     scores.append(math.inf if record["error"] is None or math.isnan(record["error"])
                                   else record["error"])
+                if not scores:
+                    continue
                 chosen[(name, method)] = grid[min(range(len(grid)), key=scores.__getitem__)]
                 print(f"selected {name} {method}: {chosen[(name, method)]}", flush=True)
     for repeat in range(args.repeats):
