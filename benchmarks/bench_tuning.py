@@ -23,8 +23,9 @@ training steps with the tuned values, continuing from the network the tuning tra
 (``tune.final_init: continue``: the warm-started θ of a hypergradient method, the best
 trial of a search, the jointly fitted θ); for b the recovered μ is the result. All
 hypergradient methods share the outer optimiser (Adam on log σ / log weights / logit
-mix / μ) and the horizon T of the problem's config; fg2u uses b = min(N, 4) Rademacher
-directions (N = number of tuned values). The untuned baselines (default, lra, relobralo: ``loss.weighting``) have no
+mix / μ; per method with ``--select``, below) and the horizon T of the problem's config;
+fg2u uses the b Rademacher directions of ``directions`` (1 for N ≤ 2 tuned values, 4 at
+N = 20). The untuned baselines (default, lra, relobralo: ``loss.weighting``) have no
 tuning phase; to spend the same wall-clock they train S + B/τ steps, τ being their own
 seconds per training step (LRA and ReLoBRaLo compute per-term gradients, so their steps
 cost more), measured in one probe run as the wall-clock between its steps 20 and 200 (no
