@@ -285,6 +285,11 @@ def selection_grid(data: dict, method: str) -> list[dict]:
     return []
 
 
+def with_setting(data: dict, seed: int, setting: dict) -> dict:
+    """The problem at ``seed`` (see :func:`seeded`) with a method's own ``tune:`` setting."""
+    return _with(seeded(data, seed), **{f"tune__{k}": v for k, v in setting.items()})
+
+
 def selection_markdown(chosen: dict) -> str:
     lines = ["| problem | method | selected |", "|---|---|---|"]
     for (name, method), setting in chosen.items():
@@ -365,7 +370,7 @@ def main() -> int:
                     continue
                 scores = []
                 for setting in grid:
-                    data = _with(seeded(specs[name], SELECT_SEED), **{f"tune__{k}": v for k, v in setting.items()})
+                    data = with_setting(specs[name], SELECT_SEED, setting)
                     record = run_method(name, data, method, budget) | {"phase": "select", "setting": setting}
                     if record["error"] is None and record["note"]:
                         break  # the method does not apply to this problem
@@ -381,7 +386,7 @@ def main() -> int:
         for name in args.problems.split(","):
             for method in args.methods.split(","):
                 setting = chosen.get((name, method), {})
-                data = _with(seeded(specs[name], repeat), **{f"tune__{k}": v for k, v in setting.items()})
+                data = with_setting(specs[name], repeat, setting)
                 record = run_method(name, data, method, budget) | {"repeat": repeat}
                 if setting:
                     record["setting"] = setting
