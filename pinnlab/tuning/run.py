@@ -146,8 +146,6 @@ def run_tuning(setup: TuningSetup, *, checkpoint: Path | None = None, resume: bo
         if tune.then is not None:
             method = TwoPhase(method, make_hypergradient_method(tune.then.method, tune.then.options),
                               tune.then.after)
-        meta = ((lambda p: torch.optim.Adam(p, lr=tune.outer_lr, betas=tune.outer_betas))
-                if tune.outer_optimizer == "adam" else (lambda p: torch.optim.SGD(p, lr=tune.outer_lr)))
         problem = _deepxde_black_box(setup) if tune.inner == "deepxde" else setup.bilevel
 
         def callback(k, phi, diagnostics):
@@ -155,7 +153,7 @@ def run_tuning(setup: TuningSetup, *, checkpoint: Path | None = None, resume: bo
                 progress(k, phi, diagnostics)
 
         result = optimize(
-            problem, setup.phi0, method, steps=tune.outer_steps, meta_optimizer=meta,
+            problem, setup.phi0, method, steps=tune.outer_steps, meta_optimizer=tune.outer_optimizer_for,
             parameterization=setup.parameterization, warm_start=tune.warm_start,
             accumulate=tune.accumulate, seed=tune.seed, checkpoint=checkpoint,
             checkpoint_every=tune.checkpoint_every if checkpoint is not None and save else 0, resume=resume,

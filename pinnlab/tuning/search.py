@@ -17,7 +17,6 @@ import torch
 from pinnlab._budget import Budget
 from pinnlab._seeding import derive_seed
 from pinnlab.bilevel.parameterization import Log
-from pinnlab.solvers import SGD, Adam
 
 
 def _trial_steps(setup) -> int:
@@ -165,8 +164,8 @@ def joint_fit(setup, *, progress=None):
     """The usual single-level inverse-problem fit: θ and the PDE coefficients trained
     together on the training loss plus the data misfit (the outer objective), for
     ``outer_steps · horizon`` steps or ``budget_seconds``; θ with the trainer's optimizer,
-    the coefficients with the outer optimiser (``tune.outer_optimizer``: Adam at
-    ``tune.outer_lr`` and ``tune.outer_betas``, or SGD at ``tune.outer_lr``).
+    the coefficients with the configured outer optimiser (``TuneSection.outer_optimizer_for``,
+    the one the bilevel driver uses).
     """
     from pinnlab.tuning.run import TuneOutcome
 
@@ -174,7 +173,6 @@ def joint_fit(setup, *, progress=None):
     problem, kwargs = setup.problem, setup.train_kwargs
     seed = kwargs["seed"]
     theta_opt = kwargs["optimizer"]
-    phi_opt = Adam(tune.outer_lr, *tune.outer_betas) if tune.outer_optimizer == "adam" else SGD(tune.outer_lr)
 
     def loss(theta, phi, t):
         training, _ = problem.objective(theta, setup.to_hyperparams(phi), t, seed)
@@ -182,8 +180,8 @@ def joint_fit(setup, *, progress=None):
 
     grad = torch.func.grad(loss, argnums=(0, 1))
     theta, theta_state = setup.init
-    phi = setup.phi0
-    phi_state = phi_opt.init(phi)
+    phi = {k: v.detach().clone() for k, v in setup.phi0.items()}
+    phi_opt = tune.outer_optimizer_for(list(phi.values()))
     history = {"outer_step": [], "value": [], "seconds": [], "method": [], "grad_norm": [],
                **{f"phi/{n}": [] for n in setup.tunables}}
     budget = Budget(tune.budget_seconds)
@@ -194,7 +192,9 @@ def joint_fit(setup, *, progress=None):
         t0 = time.perf_counter()
         g_theta, g_phi = grad(theta, phi, t)
         theta, theta_state = theta_opt.update(g_theta, theta_state, theta, theta_opt.lr)
-        phi, phi_state = phi_opt.update(g_phi, phi_state, phi, phi_opt.lr)
+        for name, value in phi.items():
+            value.grad = g_phi[name]
+        phi_opt.step()
         if (t + 1) % tune.horizon == 0 or t + 1 == total:
             with torch.no_grad():
                 value = float(setup.outer_loss(theta, phi))

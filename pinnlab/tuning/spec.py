@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 Beta = Annotated[float, Field(ge=0, lt=1)]
@@ -107,3 +108,11 @@ class TuneSection(_Spec):
     checkpoint_every: int = Field(1, ge=0)
     seed: int = Field(0, ge=0)
     inner: Literal["pinnlab", "deepxde"] = "pinnlab"
+
+    def outer_optimizer_for(self, params):
+        """The configured outer optimiser over the tensors ``params`` (a torch.optim
+        optimizer: Adam at ``outer_lr``, ``outer_betas`` or SGD at ``outer_lr``); the one
+        builder used by the bilevel driver and by joint fitting."""
+        if self.outer_optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.outer_lr)
+        return torch.optim.Adam(params, lr=self.outer_lr, betas=self.outer_betas)
