@@ -7,6 +7,7 @@ whose message is one line naming the key path, the bad value and what is allowed
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import re
@@ -96,6 +97,7 @@ class LossSection(_Section):
     blend: tuple[int, int] | None = None
     then: Literal["unbiased1", "unbiased2"] = "unbiased2"
     weighting: Literal["none", "lra", "relobralo"] = "none"
+    weighting_options: dict[str, float] = Field(default_factory=dict)
     weights: dict[str, float] = Field(default_factory=dict)
     boundary_points: int = Field(100, ge=1)
 
@@ -403,6 +405,7 @@ def _check_loss(config: Config) -> None:
             )
     elif any(getattr(loss, key) is not None for key in HYBRID_ONLY):
         raise ConfigError(f"loss.kind = {loss.kind!r}: switch settings need loss.kind = hybrid")
+    make_weighting(loss)  # refuses options that do not belong to the weighting
     names = {"residual", "boundary", "data"}
     for key in loss.weights:
         if key == "data" and not ("data" in config.sections and config.data.train):
@@ -422,6 +425,28 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> Config:
 
 
 # -- building objects -------------------------------------------------------------------
+def make_weighting(section: LossSection):
+    """The adaptive weighting of ``loss.weighting`` with ``loss.weighting_options``
+    (LRA: alpha, every, reference; ReLoBRaLo: alpha, lookback, temperature), or None."""
+    from pinnlab.solvers import LRA, ReLoBRaLo
+
+    options = section.weighting_options
+    if section.weighting == "none":
+        if options:
+            raise ConfigError("loss.weighting_options: only with loss.weighting: lra or relobralo")
+        return None
+    cls = {"lra": LRA, "relobralo": ReLoBRaLo}[section.weighting]
+    allowed = [f.name for f in dataclasses.fields(cls) if isinstance(f.default, (int, float))]
+    for key in options:
+        if key not in allowed:
+            raise ConfigError(f"loss.weighting_options.{key}: unknown option of {section.weighting} "
+                              f"(allowed: {', '.join(allowed)})")
+    try:
+        return cls(**options)
+    except ValueError as err:
+        raise ConfigError(f"loss.weighting_options.{err}") from None
+
+
 def make_equation(section: EquationSection):
     try:
         return EQUATIONS[section.name](
@@ -516,7 +541,6 @@ def build(config: Config):
     from pinnlab._seeding import make_generator
     from pinnlab.nets import MLP
     from pinnlab.solvers import (
-        LRA,
         SGD,
         Adam,
         Constant,
@@ -525,7 +549,6 @@ def build(config: Config):
         Exponential,
         LinearDecay,
         PINNProblem,
-        ReLoBRaLo,
     )
 
     equation = make_equation(config.equation)
@@ -552,7 +575,7 @@ def build(config: Config):
         "exponential": Exponential(trainer.gamma),
     }[trainer.schedule]
     optimizer = Adam(trainer.lr) if trainer.optimizer == "adam" else SGD(trainer.lr, trainer.momentum)
-    weighting = {"none": None, "lra": LRA(), "relobralo": ReLoBRaLo()}[config.loss.weighting]
+    weighting = make_weighting(config.loss)
     if weighting is not None and not extra:
         raise ConfigError(
             f"loss.weighting = {config.loss.weighting!r}: needs more than one loss term "

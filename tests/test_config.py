@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pinnlab import config as C
+from pinnlab.solvers import LRA, ReLoBRaLo
 
 BASE = {"equation": {"name": "allen_cahn_two_body", "dim": 5}}
 
@@ -38,6 +39,12 @@ def _with(**sections):
         (_with(loss={"kind": "biased", "switch_step": 3}), "switch settings need loss.kind = hybrid"),
         (_with(loss={"kind": "hybrid", "switch_step": 5000}), "must be < trainer.steps"),
         (_with(trainer={"batch_chunks": 500}), "trainer.batch_chunks = 500"),
+        (_with(loss={"weighting_options": {"alpha": 0.5}}), "only with loss.weighting: lra or relobralo"),
+        (_with(loss={"weighting": "lra", "weighting_options": {"alpha": 2}}), "weighting_options.alpha = 2.0"),
+        (_with(loss={"weighting": "lra", "weighting_options": {"every": 2.5}}), "every = 2.5: must be a whole"),
+        (_with(loss={"weighting": "relobralo", "weighting_options": {"every": 5}}),
+         "weighting_options.every: unknown option of relobralo (allowed: alpha, lookback, temperature)"),
+        (_with(loss={"weighting": "relobralo", "weighting_options": {"temperature": 0}}), "temperature = 0.0"),
     ],
 )
 def test_bad_values_give_one_line(data, expected):
@@ -46,6 +53,15 @@ def test_bad_values_give_one_line(data, expected):
     message = str(info.value)
     assert expected in message, message
     assert "\n" not in message
+
+
+def test_weighting_options_reach_the_weighting():
+    data = {"equation": {"name": "allen_cahn_two_body", "dim": 3, "constraint": "soft"},
+            "loss": {"weighting": "lra", "weighting_options": {"alpha": 0.5, "every": 5}}}
+    _, kwargs = C.build(C.validate(data))
+    assert kwargs["weighting"] == LRA(alpha=0.5, every=5) and isinstance(kwargs["weighting"].every, int)
+    data["loss"] = {"weighting": "relobralo", "weighting_options": {"temperature": 0.1}}
+    assert C.build(C.validate(data))[1]["weighting"] == ReLoBRaLo(temperature=0.1)
 
 
 def test_non_polynomial_unbiased_refused_at_build():

@@ -67,6 +67,13 @@ class LRA(AbstractWeighting):
     every: int = 10
     reference: str = "residual"
 
+    def __post_init__(self):
+        if not 0 < self.alpha <= 1:
+            raise ValueError(f"alpha = {self.alpha}: must be in (0, 1]")
+        if isinstance(self.every, bool) or not float(self.every).is_integer() or self.every < 1:
+            raise ValueError(f"every = {self.every}: must be a whole number >= 1")
+        object.__setattr__(self, "every", int(self.every))
+
     def init(self, names):
         return {"weights": {n: 1.0 for n in names}}
 
@@ -108,6 +115,13 @@ class ReLoBRaLo(AbstractWeighting):
     alpha: float = 0.95
     lookback: float = 0.99
     temperature: float = 1.0
+
+    def __post_init__(self):
+        for name in ("alpha", "lookback"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} = {getattr(self, name)}: must be in [0, 1]")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature = {self.temperature}: must be > 0")
 
     def init(self, names):
         return {"weights": {n: 1.0 for n in names}, "initial": {}, "previous": {}}
