@@ -41,7 +41,7 @@ evaluation repeats, every method with a setting of its own is run on a held-out 
 (``SELECT_SEED``) over a small grid (``selection_grid``: the outer Adam's learning rate
 ⅓, 1, 3 × the problem's, with β = (0.9, 0.999) or sign steps (0, 0), for the
 hypergradient methods and joint fitting; ½, 1, 2 × the default trial length for the
-searches), and the evaluation uses the setting with the lowest error there. Selection
+searches; the LRA and ReLoBRaLo constants), and the evaluation uses the setting with the lowest error there. Selection
 records carry ``"phase": "select"`` and ``"setting"``; evaluation records their
 ``"setting"``.
 
@@ -273,8 +273,9 @@ def selection_grid(data: dict, method: str) -> list[dict]:
     """``--select``: the settings of a method's own tuning procedure tried on the held-out
     seed. Hypergradient methods and joint fitting: the outer Adam's learning rate (⅓, 1,
     3 × the problem's) × its β ((0.9, 0.999) or (0, 0), sign steps); the searches: their
-    trial length (½, 1, 2 × the default 10·T steps). The untuned baselines and the loss
-    weightings (LRA, ReLoBRaLo at their published constants) have nothing to select."""
+    trial length (½, 1, 2 × the default 10·T steps); the loss weightings their constants
+    (LRA: α 0.1 or 0.5 × every 10 or 1 steps; ReLoBRaLo: α 0.95 or 0.5 × temperature 1 or
+    0.1). The untuned default has nothing to select."""
     tune = data["tune"]
     if method in BILEVEL_OPTIONS or method == "joint":
         return [{"outer_lr": round(m * tune["outer_lr"], 6), "outer_betas": list(b)}
@@ -282,12 +283,18 @@ def selection_grid(data: dict, method: str) -> list[dict]:
     if method in ("random", "optuna"):
         base = tune.get("trial_steps") or 10 * tune["horizon"]
         return [{"trial_steps": max(1, int(m * base))} for m in (0.5, 1.0, 2.0)]
+    if method == "lra":
+        return [{"weighting_options": {"alpha": a, "every": e}} for a in (0.1, 0.5) for e in (10, 1)]
+    if method == "relobralo":
+        return [{"weighting_options": {"alpha": a, "temperature": t}} for a in (0.95, 0.5) for t in (1.0, 0.1)]
     return []
 
 
 def with_setting(data: dict, seed: int, setting: dict) -> dict:
-    """The problem at ``seed`` (see :func:`seeded`) with a method's own ``tune:`` setting."""
-    return _with(seeded(data, seed), **{f"tune__{k}": v for k, v in setting.items()})
+    """The problem at ``seed`` (see :func:`seeded`) with a method's own setting (``tune:``
+    keys; ``weighting_options`` goes to ``loss:``)."""
+    return _with(seeded(data, seed), **{f"{'loss' if k == 'weighting_options' else 'tune'}__{k}": v
+                                        for k, v in setting.items()})
 
 
 def selection_markdown(chosen: dict) -> str:
