@@ -148,7 +148,7 @@ def run_untuned(name: str, data: dict, method: str, steps: int) -> dict:
     return {"error": result.final.rel_l2, "seconds": time.perf_counter() - start, "steps": steps, "wall": wall}
 
 
-def run_tuner(name: str, data: dict, method: str, budget: float) -> dict:
+def run_tuner(name: str, data: dict, method: str, budget: float | None) -> dict:
     from pinnlab import config as configuration
     from pinnlab.tuning.run import check_method, coefficient_errors, final_solve, run_tuning
     from pinnlab.tuning.setup import build_tuning
@@ -230,12 +230,15 @@ def seeded(data: dict, repeat: int) -> dict:
     return _with(data, trainer__seed=repeat, data__seed=repeat, tune__seed=repeat)
 
 
-def run_method(name: str, data: dict, method: str, budget: float) -> dict:
-    """One record: the method on the problem at the data's seeds, at the budget."""
+def run_method(name: str, data: dict, method: str, budget: float | None) -> dict:
+    """One record: the method on the problem at the data's seeds, at the budget (``None``:
+    no budget; the tuners run the config's outer steps, see ``--outer-steps``)."""
     record = {"problem": name, "method": method, "error": None, "seconds": None, "note": ""}
     steps = data["trainer"]["steps"]
     if method in ("lra", "relobralo") and data["equation"].get("constraint") != "soft":
         record["note"] = "needs several loss terms (hard-constrained problem)"
+    elif method in ("random", "optuna") and budget is None:
+        record["note"] = "search trials have no outer steps (--outer-steps)"
     elif method == "joint" and name != "b":
         record["note"] = "single-level joint fitting applies to PDE coefficients only"
     elif name == "b" and method in ("default", "lra", "relobralo"):
@@ -244,10 +247,13 @@ def run_method(name: str, data: dict, method: str, budget: float) -> dict:
         else:
             record["note"] = "a loss weighting does not estimate PDE coefficients"
     elif method in ("default", "lra", "relobralo"):
-        first, last = PROBE_STEPS
-        wall = run_untuned(name, data, method, last + 1)["wall"]
-        per_step = (wall[last] - wall[first]) / (last - first)
-        equal = steps + int(round(budget / per_step))
+        if budget is None:  # --outer-steps: the tuners' inner steps, N·T
+            equal = steps + data["tune"]["outer_steps"] * data["tune"]["horizon"]
+        else:
+            first, last = PROBE_STEPS
+            wall = run_untuned(name, data, method, last + 1)["wall"]
+            per_step = (wall[last] - wall[first]) / (last - first)
+            equal = steps + int(round(budget / per_step))
         out = run_untuned(name, data, method, equal)
         record.update(error=out["error"], seconds=out["seconds"], note=f"{equal} steps")
     else:
@@ -319,6 +325,10 @@ def main() -> int:
     parser.add_argument("--select", action="store_true",
                         help="first pick each method's own outer optimiser (or trial length) on a held-out "
                              "seed, then evaluate every method with its pick")
+    parser.add_argument("--outer-steps", type=int, metavar="N",
+                        help="equal inner steps instead of equal wall-clock: every tuner runs exactly N outer "
+                             "steps of horizon T (joint: N·T steps), the untuned baselines S + N·T steps; "
+                             "no budget (random/optuna run trials, not outer steps: recorded n/a)")
     parser.add_argument("--costs", action="store_true",
                         help="only time one estimate of each hypergradient method against the primal unroll")
     args = parser.parse_args()
@@ -331,6 +341,13 @@ def main() -> int:
         print(f"error: {'unknown ' + ', '.join(unknown) if unknown else 'the budget must be > 0'} "
               f"(problems: {', '.join(specs)}; methods: {', '.join(METHODS)})", file=sys.stderr)
         return 2
+    if args.outer_steps is not None:
+        if args.outer_steps < 1 or args.budget is not None:
+            why = "must be >= 1" if args.outer_steps < 1 else "replaces the budget; drop --budget"
+            print(f"error: --outer-steps {args.outer_steps}: {why}", file=sys.stderr)
+            return 2
+        budget = None
+        specs = {name: _with(data, tune__outer_steps=args.outer_steps) for name, data in specs.items()}
     if args.select and (args.outer_lr is not None or args.outer_betas):
         print("error: --select picks each method's outer learning rate and β itself; "
               "drop --outer-lr/--outer-betas", file=sys.stderr)
@@ -408,8 +425,9 @@ def main() -> int:
         from pinnlab.io import atomic_path
 
         with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps({"budget_seconds": budget, "quick": args.quick, "repeats": args.repeats,
-                                       "select": args.select, "records": records}, indent=1, default=float))
+            tmp.write_text(json.dumps({"budget_seconds": budget, "outer_steps": args.outer_steps, "quick": args.quick,
+                                       "repeats": args.repeats, "select": args.select, "records": records},
+                                      indent=1, default=float))
     return 0
 
 
