@@ -50,9 +50,13 @@ horizon against the primal unroll of the same steps (records {"kind": "cost",
 "problem", "method", "options", "horizon", "seconds", "ratio"}); ``fg2u_jvp`` there is
 fg2u with ``tangents: jvp`` (torch.func.jvp through the loop), for comparison.
 
+``--outer-steps N`` replaces equal wall-clock by equal inner steps: every tuner runs
+exactly N outer steps of horizon T (joint: N·T steps), the untuned baselines S + N·T
+steps, with no budget; random and optuna (trials, not outer steps) are recorded n/a.
+
 Usage:
     python benchmarks/bench_tuning.py [--quick] [--json PATH] [--problems a,b,c] [--methods ...]
-                                      [--repeats R] [--budget B] [--horizon T]
+                                      [--repeats R] [--budget B | --outer-steps N] [--horizon T]
                                       [--outer-lr LR] [--outer-betas B1,B2] [--select] [--costs]
 """
 
