@@ -427,7 +427,7 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> Config:
 # -- building objects -------------------------------------------------------------------
 def make_weighting(section: LossSection):
     """The adaptive weighting of ``loss.weighting`` with ``loss.weighting_options``
-    (LRA: alpha, every, reference; ReLoBRaLo: alpha, lookback, temperature), or None."""
+    (LRA: alpha, every; ReLoBRaLo: alpha, lookback, temperature), or None."""
     from pinnlab.solvers import LRA, ReLoBRaLo
 
     options = section.weighting_options
