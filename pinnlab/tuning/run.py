@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from pinnlab.bilevel import METHODS, BlackBox, TwoPhase, make_method, optimize

@@ -5,7 +5,6 @@ Probabilistic tests use fixed seeds and state their tolerances in standard error
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest

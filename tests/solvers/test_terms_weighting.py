@@ -49,7 +49,6 @@ def test_terms_vanish_at_the_exact_solution_and_not_elsewhere():
 
 
 def test_weights_scale_terms_in_the_objective():
-    eq = PoissonTwoBody(4, seed=1, constraint="soft")
     net = MLP(4, width=8, depth=3, dtype=F64)
     problem = _soft_problem(net, (ConstraintLoss(batch_size=8),))
     params = problem.init_params()
