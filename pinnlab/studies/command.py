@@ -121,8 +121,10 @@ def _estimator(config, output, args) -> int:
             print(f"{name}: bias slope {entry['bias_slope']:.3f} ± {entry['bias_slope_se']:.3f}")
     for row in comparisons:
         if row["quantity"] == "gradient":
+            halving = (f"; halving predicts {row['halving_prediction']:.2f}"
+                       if "halving_prediction" in row else "")
             print(f"gradient variance unbiased/biased, {row['noise']}, d={row['dim']}, K={row['samples']}: "
-                  f"{row['variance_ratio']:.2f} (z = {row['z']:+.1f})")
+                  f"{row['variance_ratio']:.2f} (z = {row['z']:+.1f}{halving})")
     return 0
 
 

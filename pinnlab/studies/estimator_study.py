@@ -274,7 +274,15 @@ def run_estimator_study(spec: EstimatorStudySpec, progress: Callable[[str], None
 
 def compare_losses(records: list[dict]) -> list[dict]:
     """Unbiased against biased variance per (quantity, noise, d, K, σ): the ratio and
-    z = (V_u − V_b)/sqrt(se_u² + se_b²) (the two come from independent noise draws)."""
+    z = (V_u − V_b)/sqrt(se_u² + se_b²) (the two come from independent noise draws).
+
+    ``halving_prediction`` (where the grid has the biased cell at the unbiased loss's
+    per-draw K′: K/2 with ``split``, K with ``same``) is V_b(K′)/(2·V_b(K)): the ratio if
+    the product of two independent K′-sample draws had half the variance of the square
+    of one, which is exact for Gaussian estimates (Isserlis) and fails where the square's
+    fourth moment matters (heavy-tailed Stein draws at small K). With ``split`` it
+    exceeds 1 only where the biased variance falls faster than 1/K.
+    """
     table = {(r["quantity"], r["loss"], r["noise"], r["dim"], r["samples"], r["sigma"]): r for r in records}
     out = []
     for (quantity, loss, noise, dim, k, sigma), unbiased in table.items():
@@ -283,9 +291,13 @@ def compare_losses(records: list[dict]) -> list[dict]:
             continue
         se = math.hypot(unbiased.get("variance_se", math.nan), biased.get("variance_se", math.nan))
         diff = unbiased["variance"] - biased["variance"]
-        out.append({"quantity": quantity, "noise": noise, "dim": dim, "samples": k, "sigma": sigma,
-                    "variance_ratio": unbiased["variance"] / biased["variance"] if biased["variance"] else math.nan,
-                    "z": diff / se if se > 0 else math.nan})
+        row = {"quantity": quantity, "noise": noise, "dim": dim, "samples": k, "sigma": sigma,
+               "variance_ratio": unbiased["variance"] / biased["variance"] if biased["variance"] else math.nan,
+               "z": diff / se if se > 0 else math.nan}
+        at_draw = table.get((quantity, "biased", noise, dim, unbiased.get("samples_per_draw"), sigma))
+        if at_draw is not None and biased["variance"]:
+            row["halving_prediction"] = at_draw["variance"] / (2 * biased["variance"])
+        out.append(row)
     return out
 
 

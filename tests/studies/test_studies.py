@@ -107,6 +107,21 @@ def test_variance_comparison_reports_ratio_and_z():
     assert row["variance_ratio"] == pytest.approx(1.5) and row["z"] == pytest.approx(1.0 / 0.5)
 
 
+def test_halving_prediction_uses_the_biased_cell_at_the_per_draw_samples():
+    """V_b(K′)/(2 V_b(K)) with K′ the unbiased loss's samples per draw: K/2 (split) or K (same)."""
+    def row(loss, k, per_draw, v):
+        return {"quantity": "gradient", "loss": loss, "noise": "shared", "dim": 10, "samples": k,
+                "samples_per_draw": per_draw, "sigma": 0.1, "variance": v, "variance_se": 0.1}
+
+    biased = [row("biased", 4, 4, 10.0), row("biased", 8, 8, 4.0)]
+    (split,) = [r for r in compare_losses(biased + [row("unbiased", 8, 4, 5.0)]) if r["samples"] == 8]
+    assert split["halving_prediction"] == pytest.approx(10.0 / 8.0)
+    (same,) = [r for r in compare_losses(biased + [row("unbiased", 8, 8, 2.0)]) if r["samples"] == 8]
+    assert same["halving_prediction"] == pytest.approx(0.5)
+    (alone,) = compare_losses([row("biased", 4, 4, 10.0), row("unbiased", 4, 2, 9.0)])
+    assert "halving_prediction" not in alone  # no biased cell at K = 2
+
+
 def test_loglog_slope_recovers_power_law():
     k = np.array([4, 8, 16, 32, 64.0])
     slope, se = loglog_slope(k, 3.0 / k)
