@@ -34,8 +34,9 @@ in this module's test with 20 correlated coordinates). Where the true bias is 0 
 jackknife is conservative (Efron–Stein: about 2× the variance there). It is calibrated
 on average, not pivotal: near zero bias with a nearly rank-one covariance (the gradient's)
 bias² behaves like a scaled χ²₁ − 1 and its jackknife SE scales with |m̄ − r̄|, so
-bias²/SE can reach −3 without any defect. Work is chunked over replicates, so memory
-is that of one estimate per group.
+bias²/SE can reach −3 without any defect. For the gradient, ``projected_bias_test``
+adds a test of zero bias that stays pivotal there (split-half direction, Welch's t).
+Work is chunked over replicates, so memory is that of one estimate per group.
 """
 
 from __future__ import annotations
@@ -208,6 +209,40 @@ def _bias2(est: tuple[int, Tensor, Tensor], ref: tuple[int, Tensor, Tensor]) -> 
     return diff * diff - var / n - ref_var / nr
 
 
+def projected_bias_test(est: Moments, ref: Moments) -> dict[str, float]:
+    """A test of zero bias that stays pivotal where bias² is not (a vector quantity with a
+    nearly rank-one covariance, near zero bias; see the module doc).
+
+    The estimate's groups and the reference's are each split in halves A and B. The first
+    halves give a direction u = (m̄_A − r̄_A)/‖·‖; along it, the second halves' group means
+    x_g = ⟨u, m_g⟩ and y_h = ⟨u, r_h⟩ are independent of u, so under zero bias
+    x̄ − ȳ has mean 0 and Welch's t = (x̄ − ȳ)/sqrt(s_x²/G_x + s_y²/G_y) is t-distributed
+    (with the Welch–Satterthwaite degrees of freedom) as far as group means are normal.
+    Since ⟨u, b⟩ ≤ ‖b‖, a significant t is evidence of bias in any covariance. Returns
+    ``bias_t``, ``bias_t_df`` and the two-sided ``bias_p`` (NaN with fewer than 4 groups
+    on either side).
+    """
+    from scipy import stats
+
+    nan = {"bias_t": math.nan, "bias_t_df": math.nan, "bias_p": math.nan}
+    if len(est.parts) < 4 or len(ref.parts) < 4:
+        return nan
+    ge, gr = len(est.parts) // 2, len(ref.parts) // 2
+    u = _combine(list(est.parts[:ge]))[1] - _combine(list(ref.parts[:gr]))[1]
+    norm = float(u.norm())
+    if not norm > 0:
+        return nan
+    u = u / norm
+    x = np.array([float(u @ p[1]) for p in est.parts[ge:]])
+    y = np.array([float(u @ p[1]) for p in ref.parts[gr:]])
+    a, b = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    if not a + b > 0:
+        return nan
+    t = (x.mean() - y.mean()) / math.sqrt(a + b)
+    df = (a + b) ** 2 / (a * a / (len(x) - 1) + b * b / (len(y) - 1))
+    return {"bias_t": float(t), "bias_t_df": float(df), "bias_p": float(2 * stats.t.sf(abs(t), df))}
+
+
 def summarise(quantity: str, est: Moments, ref: Moments) -> dict[str, float]:
     """bias² with its jackknife SE, variance with its jackknife SE, and MSE of one
     quantity against its reference (see module doc)."""
@@ -225,6 +260,8 @@ def summarise(quantity: str, est: Moments, ref: Moments) -> dict[str, float]:
         "variance_se": est.trace_variance_se() * scale,
     }
     out["mse"] = out["bias2"] + out["variance"]
+    if quantity == "gradient":
+        out.update(projected_bias_test(est, ref))
     if quantity == "loss":
         out["bias"] = float(full_est[1][0] - full_ref[1][0])
         out["bias_se"] = math.sqrt(float(full_est[2][0] / full_est[0] + full_ref[2][0] / full_ref[0]))
