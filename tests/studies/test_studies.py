@@ -86,8 +86,8 @@ def test_projected_bias_test_is_calibrated_under_zero_bias_and_detects_bias(shif
     """Same correlated Gaussian model as above (C = 0.05·I + 11ᵀ, 20 coordinates, nearly
     rank one), 300 repetitions. Zero bias: the two-sided p < 0.05 in 5 % of repetitions
     (binomial SE 1.3 %; accepted 1.5–10 %; 5.3 % at this seed), where bias²/SE misleads.
-    A bias of 1 per coordinate, along the noisy direction 1, is detected in > 80 % (92 %
-    in a 200-run check). Gross miscalibration fails it (dropping the reference's
+    A bias of 1 per coordinate, along the noisy direction 1, is detected in > 80 % (90 %
+    at this seed). Gross miscalibration fails it (dropping the reference's
     variance: 18.7 %); subtler slips do not (normal instead of Welch-t quantiles: 8.7 %;
     the direction from all groups instead of the first halves: 7.3 %), so those rest on
     the derivation in the docstring."""
