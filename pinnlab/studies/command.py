@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -119,6 +120,10 @@ def _estimator(config, output, args) -> int:
     for name, entry in slopes.items():
         if name.startswith("loss/biased") and "bias_slope" in entry:
             print(f"{name}: bias slope {entry['bias_slope']:.3f} ± {entry['bias_slope_se']:.3f}")
+    for r in records:
+        if r["quantity"] == "gradient" and math.isfinite(r.get("bias_p", math.nan)):
+            print(f"gradient bias, {r['loss']}, {r['noise']}, d={r['dim']}, K={r['samples']}: "
+                  f"t = {r['bias_t']:+.2f} ({r['bias_t_df']:.1f} df), p = {r['bias_p']:.3f}")
     for row in comparisons:
         if row["quantity"] == "gradient":
             halving = (f"; halving predicts {row['halving_prediction']:.2f}"
