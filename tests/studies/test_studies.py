@@ -274,3 +274,21 @@ def test_cells_of_an_edited_config_are_recomputed(tmp_path):
     run_training_study(cfg, cells, tmp_path / "cells", progress=messages.append)
     assert sum("skip finished cell" in m for m in messages) == 1
     assert sum("finished cell" in m and "skip" not in m for m in messages) == 2
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "configs" / "studies").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_shipped_study_config_validates_at_every_grid_point(path):
+    from pinnlab import config as C
+
+    config = C.load(path)
+    study = config.study
+    if study.kind == "estimator":
+        overrides = [[f"equation.dim={dim}"] for dim in (study.dims or [config.equation.dim])]
+    else:
+        overrides = [list(cell.overrides) for cell in expand_cells(study.variants, study.grid)]
+    for extra in overrides:
+        cell = C.validate(C.apply_overrides(config.raw, extra))
+        assert cell.equation.name == config.equation.name
+        if study.kind == "estimator":
+            assert C.build(cell)[1]["steps"] >= 1
