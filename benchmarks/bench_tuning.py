@@ -39,8 +39,9 @@ Records: {"problem", "method", "error", "seconds", "tune_seconds", "outer_steps"
 ``--select`` makes the comparison fair to each method's own setting: before the
 evaluation repeats, every method with a setting of its own is run on a held-out seed
 (``SELECT_SEED``) over a small grid (``selection_grid``: the outer Adam's learning rate
-⅓, 1, 3 × the problem's, with β = (0.9, 0.999) or sign steps (0, 0), for the
-hypergradient methods and joint fitting; ½, 1, 2 × the default trial length for the
+⅓, 1, 3 × the problem's, with β = (0.9, 0.999) or sign steps (0, 0), and plain SGD at
+⅓, 1, 3 × ``SGD_LR``, for the hypergradient methods and joint fitting; ½, 1, 2 × the
+default trial length for the
 searches; the LRA and ReLoBRaLo constants), and the evaluation uses the setting with
 the lowest error there. Selection records carry ``"phase": "select"`` and
 ``"setting"``; evaluation records their ``"setting"``.
@@ -57,7 +58,8 @@ steps, with no budget; random and optuna (trials, not outer steps) are recorded 
 Usage:
     python benchmarks/bench_tuning.py [--quick] [--json PATH] [--problems a,b,c] [--methods ...]
                                       [--repeats R] [--budget B | --outer-steps N] [--horizon T]
-                                      [--outer-lr LR] [--outer-betas B1,B2] [--select] [--costs]
+                                      [--outer-optimizer adam|sgd] [--outer-lr LR] [--outer-betas B1,B2]
+                                      [--select] [--costs]
 """
 
 from __future__ import annotations
@@ -279,17 +281,29 @@ SELECT_SEED = 100
 draw, direction seed), which no evaluation repeat (seeds 0..R−1) uses."""
 
 
-def selection_grid(data: dict, method: str) -> list[dict]:
+SGD_LR = {"a": 1.0, "b": 0.01, "c": 1.0}
+"""Base learning rate of plain SGD as the outer optimiser, per problem: about the problem's
+Adam learning rate over the hypergradient norm of the first outer steps (rgu, quick sizes,
+held-out seed: (a) 0.002–6 on log w, (b) about 25 on μ ∈ ℝ²⁰, (c) 0.12–0.2 on (log σ,
+logit mix)). Adam's per-coordinate steps ignore the hypergradient's direction within φ;
+on (b) that decides the ranking (README, "Tuning PINNs automatically")."""
+
+
+def selection_grid(data: dict, method: str, sgd_lr: float | None = None) -> list[dict]:
     """``--select``: the settings of a method's own tuning procedure tried on the held-out
-    seed. Hypergradient methods and joint fitting: the outer Adam's learning rate (⅓, 1,
-    3 × the problem's) × its β ((0.9, 0.999) or (0, 0), sign steps); the searches: their
-    trial length (½, 1, 2 × the default 10·T steps); the loss weightings their constants
-    (LRA: α 0.1 or 0.5 × every 10 or 1 steps; ReLoBRaLo: α 0.95 or 0.5 × temperature 1 or
-    0.1). The untuned default has nothing to select."""
+    seed. Hypergradient methods and joint fitting: the outer optimiser, Adam at ⅓, 1, 3 ×
+    the problem's learning rate × β ((0.9, 0.999) or (0, 0), sign steps), and plain SGD at
+    ⅓, 1, 3 × ``sgd_lr`` (:data:`SGD_LR`); the searches: their trial length (½, 1, 2 × the
+    default 10·T steps); the loss weightings their constants (LRA: α 0.1 or 0.5 × every 10
+    or 1 steps; ReLoBRaLo: α 0.95 or 0.5 × temperature 1 or 0.1). The untuned default has
+    nothing to select."""
     tune = data["tune"]
     if method in BILEVEL_OPTIONS or method == "joint":
-        return [{"outer_lr": round(m * tune["outer_lr"], 6), "outer_betas": list(b)}
+        adam = [{"outer_lr": round(m * tune["outer_lr"], 6), "outer_betas": list(b)}
                 for m in (1 / 3, 1.0, 3.0) for b in ((0.9, 0.999), (0.0, 0.0))]
+        sgd = [] if sgd_lr is None else [{"outer_optimizer": "sgd", "outer_lr": round(m * sgd_lr, 6)}
+                                          for m in (1 / 3, 1.0, 3.0)]
+        return adam + sgd
     if method in ("random", "optuna"):
         base = tune.get("trial_steps") or 10 * tune["horizon"]
         return [{"trial_steps": max(1, int(m * base))} for m in (0.5, 1.0, 2.0)]
@@ -324,6 +338,8 @@ def main() -> int:
     parser.add_argument("--horizon", type=int, help="override every problem's horizon T")
     parser.add_argument("--outer-lr", type=float, help="override every problem's outer learning rate")
     parser.add_argument("--outer-betas", help="override the outer Adam's β1,β2 (default 0.9,0.999)")
+    parser.add_argument("--outer-optimizer", choices=("adam", "sgd"),
+                        help="override every problem's outer optimiser (sgd: plain SGD at --outer-lr)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="independent repeats (seeds 0..R-1); the table gives mean ± std")
     parser.add_argument("--select", action="store_true",
@@ -352,10 +368,15 @@ def main() -> int:
             return 2
         budget = None
         specs = {name: _with(data, tune__outer_steps=args.outer_steps) for name, data in specs.items()}
-    if args.select and (args.outer_lr is not None or args.outer_betas):
-        print("error: --select picks each method's outer learning rate and β itself; "
-              "drop --outer-lr/--outer-betas", file=sys.stderr)
+    if args.select and (args.outer_lr is not None or args.outer_betas or args.outer_optimizer):
+        print("error: --select picks each method's outer optimiser, learning rate and β itself; "
+              "drop --outer-optimizer/--outer-lr/--outer-betas", file=sys.stderr)
         return 2
+    if args.outer_optimizer == "sgd" and args.outer_betas:
+        print("error: --outer-betas are Adam's; plain SGD (--outer-optimizer sgd) has none", file=sys.stderr)
+        return 2
+    if args.outer_optimizer:
+        specs = {name: _with(data, tune__outer_optimizer=args.outer_optimizer) for name, data in specs.items()}
     if args.horizon is not None:
         specs = {name: _with(data, tune__horizon=args.horizon) for name, data in specs.items()}
     if args.outer_lr is not None:
@@ -393,7 +414,7 @@ def main() -> int:
     if args.select:
         for name in args.problems.split(","):
             for method in args.methods.split(","):
-                grid = selection_grid(specs[name], method)
+                grid = selection_grid(specs[name], method, SGD_LR.get(name))
                 if not grid:
                     continue
                 scores = []
