@@ -41,10 +41,9 @@ evaluation repeats, every method with a setting of its own is run on a held-out 
 (``SELECT_SEED``) over a small grid (``selection_grid``: the outer Adam's learning rate
 ⅓, 1, 3 × the problem's, with β = (0.9, 0.999) or sign steps (0, 0), and plain SGD at
 ⅓, 1, 3 × ``SGD_LR``, for the hypergradient methods and joint fitting; ½, 1, 2 × the
-default trial length for the
-searches; the LRA and ReLoBRaLo constants), and the evaluation uses the setting with
-the lowest error there. Selection records carry ``"phase": "select"`` and
-``"setting"``; evaluation records their ``"setting"``.
+default trial length for the searches; the LRA and ReLoBRaLo constants), and the
+evaluation uses the setting with the lowest error there. Selection records carry
+``"phase": "select"`` and ``"setting"``; evaluation records their ``"setting"``.
 
 ``--costs`` instead times one estimate of every hypergradient method at each problem's
 horizon against the primal unroll of the same steps (records {"kind": "cost",
