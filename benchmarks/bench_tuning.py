@@ -34,7 +34,8 @@ ReLoBRaLo need several loss terms; joint fitting needs PDE coefficients) are rec
 with ``error: null`` and a ``note``.
 
 Records: {"problem", "method", "error", "seconds", "tune_seconds", "outer_steps",
-"tuned", "note"}.
+"tuned", "tune_status", "note"} (``tune_status`` "nonfinite": the outer loop diverged and
+the error is that of its last finite values).
 
 ``--select`` makes the comparison fair to each method's own setting: before the
 evaluation repeats, every method with a setting of its own is run on a held-out seed
@@ -172,7 +173,8 @@ def run_tuner(name: str, data: dict, method: str, budget: float | None) -> dict:
     outcome = run_tuning(setup)
     tune_seconds = time.perf_counter() - start
     tuned = {k: (float(v) if v.numel() == 1 else [float(x) for x in v.flatten()]) for k, v in outcome.phi.items()}
-    record = {"tune_seconds": tune_seconds, "outer_steps": len(outcome.history["outer_step"]), "tuned": tuned}
+    record = {"tune_seconds": tune_seconds, "outer_steps": len(outcome.history["outer_step"]), "tuned": tuned,
+              "tune_status": outcome.status}
     errors = coefficient_errors(setup, outcome.phi)
     if errors:
         record.update(error=next(iter(errors.values())), seconds=tune_seconds)

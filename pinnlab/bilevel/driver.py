@@ -50,6 +50,14 @@ class OuterResult:
     history: dict[str, list] = field(default_factory=dict)
     theta: Any = None
     state: Any = None
+    status: str = "ok"
+    """``"ok"``, or ``"nonfinite"``: the loop stopped at a non-finite hypergradient, outer
+    value or φ, keeping the last finite φ and θ (``message`` says at which outer step)."""
+    message: str = ""
+
+
+def _finite(*trees) -> bool:
+    return all(bool(torch.isfinite(torch.as_tensor(v)).all()) for tree in trees for v in tree.values())
 
 
 def _plain(obj):
@@ -114,7 +122,9 @@ def optimize(
     (e.g. a config hash) is stored with them, and resuming with other metadata is
     refused. ``time_budget``: an outer step starts only if the mean length of this
     call's finished ones says it ends within that many seconds (:class:`pinnlab._budget.Budget`;
-    wall-clock, so not reproducible across machines).
+    wall-clock, so not reproducible across machines). A non-finite hypergradient, outer
+    value, θ or stepped φ ends the loop with ``status="nonfinite"``, keeping the last
+    finite φ and θ (as the solver keeps the last finite state).
     """
     from pinnlab.io.atomic import atomic_path
 
@@ -156,6 +166,7 @@ def optimize(
             torch.save(payload, tmp)
 
     budget = Budget(time_budget)
+    status, message = "ok", ""
     for k in range(first, steps):
         if not budget.allows_another():
             break
@@ -169,7 +180,7 @@ def optimize(
                 method_state[slot] = current.init(inner, params)
             grad, method_state[slot], diagnostics = current.step(
                 inner, params, method_state[slot], outer_step=k, start=start)
-            value = None
+            value, new_theta = None, None
         else:
             init = theta_state if (warm_start and theta_state is not None) else None
             grads, values = [], []
@@ -180,14 +191,26 @@ def optimize(
                 values.append(result.value)
             grad = {n: sum(g[n] for g in grads) / accumulate for n in params}
             value = values[0]
-            if warm_start and result.theta is not None:
-                theta_state = ({n: v.detach() for n, v in result.theta.items()}, result.state)
             diagnostics = result.diagnostics
+            new_theta = ({n: v.detach() for n, v in result.theta.items()}
+                         if warm_start and result.theta is not None else None)
+        if not _finite(grad, {} if value is None else {"value": value}, new_theta or {}):
+            status, message = "nonfinite", f"outer step {k}: non-finite hypergradient, outer value or θ"
+            break
+        previous = {n: v.detach().clone() for n, v in u.items()}
         opt.zero_grad()
         for name, leaf in u.items():
             leaf.grad = grad[name].detach().to(leaf)
         opt.step()
         constrained = constrain({n: v.detach() for n, v in u.items()}, parameterization)
+        if not _finite(constrained):
+            with torch.no_grad():
+                for n, v in u.items():
+                    v.copy_(previous[n])
+            status, message = "nonfinite", f"outer step {k}: the step made φ non-finite"
+            break
+        if new_theta is not None:
+            theta_state = (new_theta, result.state)
         history["outer_step"].append(k)
         history["value"].append(math.nan if value is None else float(value))
         history["grad_norm"].append(float(flatten(grad).norm()))
@@ -202,4 +225,4 @@ def optimize(
         budget.finished_one()
     final = constrain({n: v.detach() for n, v in u.items()}, parameterization)
     theta, state = theta_state if theta_state is not None else (None, None)
-    return OuterResult(phi=final, history=history, theta=theta, state=state)
+    return OuterResult(phi=final, history=history, theta=theta, state=state, status=status, message=message)

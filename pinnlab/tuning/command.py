@@ -50,6 +50,8 @@ def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
         group.attrs["inner"] = config.tune.inner
         group.attrs["seconds"] = outcome.seconds
         group.attrs["steps_done"] = len(outcome.history["outer_step"])
+        group.attrs["status"] = outcome.status
+        group.attrs["message"] = outcome.message
         for key in ("outer_step", "value", "grad_norm", "seconds"):
             _dataset(group, key, np.asarray(outcome.history[key], dtype=float))
         for name in setup.tunables:
@@ -130,6 +132,9 @@ def run(args) -> int:
         return EXIT_OK
     print(f"tuned ({outcome.method}, {outcome.seconds:.1f} s, {world} process(es)): {_summary(outcome.phi)}",
           file=sys.stderr)
+    if outcome.status != "ok":
+        print(f"warning: tuning stopped early ({outcome.message}); the final solve uses the last finite values",
+              file=sys.stderr)
     result, problem = final_solve(setup, outcome, progress=args.progress)
     write_tune_result(output, setup, outcome, result, problem)
     if checkpoint.exists():
@@ -138,4 +143,4 @@ def run(args) -> int:
     extra = "".join(f" {k}_rel_err={v:.6e}" for k, v in errors.items())
     print(f"rel_l2={result.final.rel_l2:.6e} rel_l1={result.final.rel_l1:.6e} "
           f"steps_per_second={result.stats['steps_per_second']:.4g}{extra}")
-    return EXIT_OK if result.status == "ok" else EXIT_FAILED
+    return EXIT_OK if result.status == "ok" and outcome.status == "ok" else EXIT_FAILED

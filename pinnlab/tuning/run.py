@@ -35,6 +35,9 @@ class TuneOutcome:
     extra: dict[str, Any] = field(default_factory=dict)
     trained: tuple[dict[str, Tensor], Any] | None = None
     """(θ, optimizer state) the tuning ended with (for ``final_init: continue``)."""
+    status: str = "ok"
+    """``"ok"`` or ``"nonfinite"`` (the outer loop stopped early at the last finite φ)."""
+    message: str = ""
 
     def mix_schedule(self) -> tuple[float, ...] | None:
         """The mix after each outer step (a learned schedule) for hypergradient methods;
@@ -159,7 +162,8 @@ def run_tuning(setup: TuningSetup, *, checkpoint: Path | None = None, resume: bo
             callback=callback, time_budget=tune.budget_seconds, metadata=metadata,
         )
         trained = (result.theta, result.state) if result.theta is not None else None
-        outcome = TuneOutcome(result.phi, result.history, tune.method, 0.0, trained=trained)
+        outcome = TuneOutcome(result.phi, result.history, tune.method, 0.0, trained=trained,
+                              status=result.status, message=result.message)
     outcome.seconds = time.perf_counter() - start
     return outcome
 

@@ -127,3 +127,28 @@ def test_two_processes_equal_one(tmp_path):
         torch.testing.assert_close(torch.load(tmp_path / f"rank{rank}.pt"), single, rtol=1e-12, atol=1e-14)
 
 
+
+
+def test_optimize_stops_at_a_non_finite_step_keeping_the_last_finite_phi():
+    ridge = Ridge()
+    problem = ridge.problem(horizon=5)
+    start = {"log_reg": torch.exp(ridge.phi["log_reg"])}
+
+    def run(lr, steps=20):
+        return optimize(problem, start, ReverseUnroll(), steps=steps, parameterization={"log_reg": Log()},
+                        meta_optimizer=lambda p: torch.optim.SGD(p, lr=lr))
+
+    # lr 10: one step to λ ≈ 14, whose inner unroll then diverges
+    result = run(10.0)
+    assert result.status == "nonfinite" and "non-finite hypergradient" in result.message
+    assert len(result.history["outer_step"]) == 1
+    assert torch.isfinite(result.history["phi/log_reg"][0]).all()
+    torch.testing.assert_close(result.phi["log_reg"], result.history["phi/log_reg"][-1])
+    assert all(torch.isfinite(v).all() for v in result.theta.values())
+    # lr 1e4: the very first step overflows λ = e^φ; φ is restored to where it was
+    result = run(1e4)
+    assert result.status == "nonfinite" and "made φ non-finite" in result.message
+    assert result.history["outer_step"] == [] and result.theta is None
+    torch.testing.assert_close(result.phi["log_reg"], start["log_reg"])
+    fine = run(1e-3, steps=3)
+    assert fine.status == "ok" and fine.message == "" and len(fine.history["outer_step"]) == 3

@@ -125,6 +125,27 @@ def test_tune_result_file_and_plots(tmp_path, capsys):
     assert main(["plot", str(out), "-o", str(plots)]) == 0
     assert {"tune.png", "curves.png"} <= {p.name for p in plots.iterdir()}
 
+    with h5py.File(out) as fh:
+        assert fh["tune"].attrs["status"] == "ok" and fh["tune"].attrs["message"] == ""
+
+
+def test_a_diverging_outer_loop_keeps_the_last_finite_values_and_exits_1(tmp_path, capsys):
+    cfg = _write(tmp_path)
+    out = tmp_path / "t.h5"
+    # SGD at 1e6 overflows the log-parameterised weight within the three outer steps
+    code = main(["tune", str(cfg), "tune.method=rgu", "tune.options={}", "tune.outer_optimizer=sgd",
+                 "tune.outer_lr=1.0e6", "tune.outer_steps=3", "-o", str(out), "--progress", "off"])
+    assert code == 1
+    assert "tuning stopped early" in capsys.readouterr().err
+    with h5py.File(out) as fh:
+        assert fh["tune"].attrs["status"] == "nonfinite" and "non-finite" in fh["tune"].attrs["message"]
+        done = int(fh["tune"].attrs["steps_done"])
+        assert done < 3
+        tuned = fh["tune/tuned/weights.boundary"][...]
+        assert np.isfinite(tuned).all()
+        assert tuned == pytest.approx(fh["tune/phi/weights.boundary"][-1] if done else 1.0e-3)
+        assert np.isfinite(fh["eval/u_pred"][...]).all()
+
 
 def test_inverse_problem_recovers_drift_direction(tmp_path):
     """fokker_planck_aniso, d = 4: μ from 200 noisy observations moves towards the truth."""
