@@ -21,6 +21,7 @@ from pinnlab.bilevel.base import (
 )
 from pinnlab.bilevel.parameterization import (
     AbstractParameterization,
+    Identity,
     constrain,
     reparameterize,
     unconstrain,
@@ -123,7 +124,7 @@ def optimize(
     refused. ``time_budget``: an outer step starts only if the mean length of this
     call's finished ones says it ends within that many seconds (:class:`pinnlab._budget.Budget`;
     wall-clock, so not reproducible across machines). A non-finite hypergradient, outer
-    value, θ or stepped φ ends the loop with ``status="nonfinite"``, keeping the last
+    value, θ or stepped φ (or a log-parameterised value that underflowed to 0) ends the loop with ``status="nonfinite"``, keeping the last
     finite φ and θ (as the solver keeps the last finite state).
     """
     from pinnlab.io.atomic import atomic_path
@@ -203,11 +204,11 @@ def optimize(
             leaf.grad = grad[name].detach().to(leaf)
         opt.step()
         constrained = constrain({n: v.detach() for n, v in u.items()}, parameterization)
-        if not _finite(constrained):
+        if not all(parameterization.get(n, Identity()).usable(v) for n, v in constrained.items()):
             with torch.no_grad():
                 for n, v in u.items():
                     v.copy_(previous[n])
-            status, message = "nonfinite", f"outer step {k}: the step made φ non-finite"
+            status, message = "nonfinite", f"outer step {k}: the step made φ non-finite (or a log value 0)"
             break
         if new_theta is not None:
             theta_state = (new_theta, result.state)

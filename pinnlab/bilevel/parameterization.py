@@ -20,6 +20,11 @@ class AbstractParameterization(abc.ABC):
     @abc.abstractmethod
     def inverse(self, value: Tensor) -> Tensor: ...
 
+    def usable(self, value: Tensor) -> bool:
+        """Whether a value forward() produced can be used: finite (overridden where the
+        map's limit is degenerate, e.g. exp(u) underflowing to 0)."""
+        return bool(torch.isfinite(value).all())
+
 
 @dataclass(frozen=True)
 class Identity(AbstractParameterization):
@@ -43,6 +48,9 @@ class Log(AbstractParameterization):
         if bool((value <= 0).any()):
             raise ValueError("a log-parameterised hyperparameter must be > 0")
         return torch.log(value)
+
+    def usable(self, value):
+        return bool((torch.isfinite(value) & (value > 0)).all())
 
 
 @dataclass(frozen=True)

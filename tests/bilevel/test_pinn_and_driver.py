@@ -10,6 +10,7 @@ import torch
 from pinnlab.bilevel import (
     ForwardGradientUnroll,
     HessianFree,
+    Identity,
     Log,
     ReverseUnroll,
     TwoPhase,
@@ -150,5 +151,9 @@ def test_optimize_stops_at_a_non_finite_step_keeping_the_last_finite_phi():
     assert result.status == "nonfinite" and "made φ non-finite" in result.message
     assert result.history["outer_step"] == [] and result.theta is None
     torch.testing.assert_close(result.phi["log_reg"], start["log_reg"])
+    # e^φ underflowing to 0 is finite but unusable (σ = 0 divides): refused like inf
+    assert not Log().usable(torch.tensor([0.0, 1.0])) and not Log().usable(torch.tensor([float("inf")]))
+    assert Log().usable(torch.tensor([1e-300], dtype=torch.float64))
+    assert Identity().usable(torch.tensor([0.0, -3.0])) and not Identity().usable(torch.tensor([float("nan")]))
     fine = run(1e-3, steps=3)
     assert fine.status == "ok" and fine.message == "" and len(fine.history["outer_step"]) == 3
