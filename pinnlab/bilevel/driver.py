@@ -53,7 +53,8 @@ class OuterResult:
     state: Any = None
     status: str = "ok"
     """``"ok"``, or ``"nonfinite"``: the loop stopped at a non-finite hypergradient, outer
-    value or φ, keeping the last finite φ and θ (``message`` says at which outer step)."""
+    value, θ or unusable φ, keeping the last usable φ and θ (``message`` says at which
+    outer step)."""
     message: str = ""
 
 
@@ -124,8 +125,9 @@ def optimize(
     refused. ``time_budget``: an outer step starts only if the mean length of this
     call's finished ones says it ends within that many seconds (:class:`pinnlab._budget.Budget`;
     wall-clock, so not reproducible across machines). A non-finite hypergradient, outer
-    value, θ or stepped φ (or a log-parameterised value that underflowed to 0) ends the loop with ``status="nonfinite"``, keeping the last
-    finite φ and θ (as the solver keeps the last finite state).
+    value, θ or stepped φ, or a stepped φ its parameterisation cannot use (a log value
+    underflowed to 0), ends the loop with ``status="nonfinite"``, keeping the last usable
+    φ and θ (as the solver keeps the last finite state).
     """
     from pinnlab.io.atomic import atomic_path
 
