@@ -155,5 +155,22 @@ def test_optimize_stops_at_a_non_finite_step_keeping_the_last_finite_phi():
     assert not Log().usable(torch.tensor([0.0, 1.0])) and not Log().usable(torch.tensor([float("inf")]))
     assert Log().usable(torch.tensor([1e-300], dtype=torch.float64))
     assert Identity().usable(torch.tensor([0.0, -3.0])) and not Identity().usable(torch.tensor([float("nan")]))
+    # a step to φ = −10⁴: every λ = e^φ underflows to exactly 0 (finite, unusable), so the
+    # loop stops there too, restoring φ (the path hessian_free under SGD took on tuning (c))
+    class JumpTo(torch.optim.Optimizer):
+        def __init__(self, params, value):
+            super().__init__(params, {"value": value})
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.fill_(group["value"])
+
+    result = optimize(problem, start, ReverseUnroll(), steps=3, parameterization={"log_reg": Log()},
+                      meta_optimizer=lambda p: JumpTo(p, -1e4))
+    assert result.status == "nonfinite" and "log value 0" in result.message
+    assert result.history["outer_step"] == []
+    torch.testing.assert_close(result.phi["log_reg"], start["log_reg"])
     fine = run(1e-3, steps=3)
     assert fine.status == "ok" and fine.message == "" and len(fine.history["outer_step"]) == 3
