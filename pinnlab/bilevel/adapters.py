@@ -68,10 +68,13 @@ def from_train_step(
     """The PINN training step (``make_train_step``) as the inner step, unchanged.
 
     φ reaches the step only through ``to_hyperparams(φ)`` (loss weights, σ, mix, lr,
-    PDE coefficients, ...). With ``objective`` (``PINNProblem.objective``) the problem
-    also gets g(θ, φ, t) for implicit and penalty methods. A
-    :class:`~pinnlab.solvers.TrainStep` also lends its two halves (chunk losses, optimizer
-    update) as the problem's :class:`~pinnlab.bilevel.base.GradientStep`.
+    PDE coefficients, ...). A :class:`~pinnlab.solvers.TrainStep` lends its two halves
+    (chunk losses, optimizer update) as the problem's
+    :class:`~pinnlab.bilevel.base.GradientStep`, and the sum of its chunk losses is g(θ,
+    φ, t) for implicit and penalty methods: the very loss the step differentiates, with
+    its points, noise and seed ([FG2U] §6.3: shared inner randomness). Any other step
+    callable gets g from ``objective(θ, hyperparams, t, seed)`` (``PINNProblem.objective``
+    with the step's seed), if given.
     """
 
     def step(theta, state, phi, t):
@@ -89,7 +92,10 @@ def from_train_step(
         split = GradientStep(losses, train_step.optimizer, rate)
 
     inner_loss = None
-    if objective is not None:
+    if split is not None:
+        def inner_loss(theta, phi, t):
+            return sum(split.losses(theta, phi, t))
+    elif objective is not None:
         def inner_loss(theta, phi, t):
             return objective(theta, to_hyperparams(phi), t, seed)[0]
 

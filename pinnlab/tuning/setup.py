@@ -282,6 +282,6 @@ def build_tuning(config: Config) -> TuningSetup:
     params = problem.init_params(device=device, dtype=dtype)
     init = (params, optimizer.init(params))
     bilevel = from_train_step(step, to_hyperparams, outer, init, horizon=config.tune.horizon,
-                              objective=problem.objective, seed=kwargs["seed"], inner_lr=optimizer.lr)
+                              inner_lr=optimizer.lr)
     return TuningSetup(config, problem, kwargs, tunables, bilevel, to_hyperparams, outer, step, init,
                        observations, device, dtype)
