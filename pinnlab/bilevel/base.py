@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from pinnlab._typing import Params
+from pinnlab.bilevel.validation import check_integer
 
 Phi = dict[str, Tensor]
 InnerStep = Callable[[Params, Any, Phi, int], tuple[Params, Any]]
@@ -75,8 +76,7 @@ class BilevelProblem:
     gradient_step: GradientStep | None = None
 
     def __post_init__(self):
-        if not isinstance(self.horizon, int) or self.horizon < 1:
-            raise ValueError(f"horizon T must be an integer >= 1, got {self.horizon!r}")
+        check_integer("horizon T", self.horizon)
 
     def initial(self, phi: Phi) -> tuple[Params, Any]:
         return self.init(phi) if callable(self.init) else self.init
@@ -130,7 +130,8 @@ def check_phi(phi: Mapping[str, Tensor]) -> None:
 
 # -- results -------------------------------------------------------------------------------
 def peak_memory_bytes(device: torch.device | None = None) -> int:
-    """CUDA: peak allocated bytes since the last reset; CPU: the process's peak RSS."""
+    """CUDA: peak allocated bytes since the last reset; CPU: the process's peak RSS over its
+    whole lifetime (a high-water mark: it never falls, so it says nothing about one call)."""
     if device is not None and device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -141,8 +142,12 @@ def peak_memory_bytes(device: torch.device | None = None) -> int:
 class HypergradientResult:
     """An estimate of ∇h (or of the true bilevel gradient) with diagnostics.
 
-    ``diagnostics`` holds ``seconds``, ``peak_bytes`` (see :func:`peak_memory_bytes`),
-    ``inner_step_evaluations`` and method-specific entries (e.g. ``directional`` w_i).
+    ``diagnostics`` holds ``seconds``, ``inner_step_evaluations``, method-specific
+    entries (e.g. ``directional`` w_i) and memory, when called as ``method(...)`` or via
+    :func:`hypergradient`: on CUDA ``peak_bytes``, the peak allocated bytes during the
+    call (including tensors alive before it); on CPU ``rss_increase_bytes``, how far the
+    call raised the process's peak RSS (0 when it stayed below an earlier high-water
+    mark, so a lower bound on its own footprint).
     """
 
     grad: dict[str, Tensor]
@@ -165,12 +170,17 @@ class AbstractHypergradient(abc.ABC):
     def __call__(self, problem, phi, **kwargs) -> HypergradientResult:
         check_phi(phi)
         device = next(iter(phi.values())).device
-        if device.type == "cuda":
+        cuda = device.type == "cuda"
+        if cuda:
             torch.cuda.reset_peak_memory_stats(device)
+        baseline = None if cuda else peak_memory_bytes(device)
         t0 = time.perf_counter()
         result = self.estimate(problem, phi, **kwargs)
         result.diagnostics.setdefault("seconds", time.perf_counter() - t0)
-        result.diagnostics.setdefault("peak_bytes", peak_memory_bytes(device))
+        if cuda:
+            result.diagnostics.setdefault("peak_bytes", peak_memory_bytes(device))
+        else:
+            result.diagnostics.setdefault("rss_increase_bytes", max(0, peak_memory_bytes(device) - baseline))
         return result
 
 

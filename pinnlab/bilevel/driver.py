@@ -27,8 +27,21 @@ from pinnlab.bilevel.parameterization import (
     unconstrain,
 )
 from pinnlab.bilevel.penalty import AbstractOuterAlgorithm
+from pinnlab.bilevel.validation import check_integer
 
 Method = AbstractHypergradient | AbstractOuterAlgorithm
+
+
+def _check_method(name: str, method: Any, *, two_phase: bool = False) -> None:
+    """``method`` is a hypergradient estimator or outer algorithm (or, at the top level, a TwoPhase)."""
+    if isinstance(method, (AbstractHypergradient, AbstractOuterAlgorithm)):
+        return
+    if two_phase and isinstance(method, TwoPhase):
+        return
+    expected = "a method object or a TwoPhase schedule" if two_phase else "a method object"
+    got = f"the string {method!r}; build one by name with make_method({method!r})" if isinstance(method, str) \
+        else type(method).__name__
+    raise TypeError(f"{name} must be {expected} (e.g. ForwardGradientUnroll(), Penalty()), got {got}")
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,11 @@ class TwoPhase:
     first: Method
     then: Method
     switch_after: int
+
+    def __post_init__(self):
+        _check_method("TwoPhase.first", self.first)
+        _check_method("TwoPhase.then", self.then)
+        check_integer("TwoPhase.switch_after", self.switch_after, minimum=0)
 
     def at(self, outer_step: int) -> Method:
         return self.first if outer_step < self.switch_after else self.then
@@ -128,14 +146,31 @@ def optimize(
     value, θ or stepped φ, or a stepped φ its parameterisation cannot use (a log value
     underflowed to 0), ends the loop with ``status="nonfinite"``, keeping the last usable
     φ and θ (as the solver keeps the last finite state).
+
+    Outer algorithms (:class:`Penalty`, :class:`F2SA`) keep their own lower-level
+    iterates from step to step, so ``warm_start`` and ``seed`` do not apply to them and
+    ``accumulate`` must be 1; their outer step k uses inner indices
+    t = k·S, …, k·S + ``inner_iters`` − 1 with stride S = max(T, ``inner_iters``), so
+    consecutive outer steps never share inner randomness. (In a :class:`TwoPhase`
+    schedule that puts such a method first with ``inner_iters`` > T, the estimator phase
+    after it may reuse indices the first phase used.)
     """
     from pinnlab.io.atomic import atomic_path
 
     check_phi(phi)
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if not isinstance(accumulate, int) or accumulate < 1:
-        raise ValueError(f"accumulate must be an integer >= 1, got {accumulate!r}")
+    _check_method("method", method, two_phase=True)
+    check_integer("steps", steps)
+    check_integer("accumulate", accumulate)
+    check_integer("checkpoint_every", checkpoint_every, minimum=0)
+    methods = (method.first, method.then) if isinstance(method, TwoPhase) else (method,)
+    outer = [m for m in methods if isinstance(m, AbstractOuterAlgorithm)]
+    if accumulate != 1 and outer:
+        raise ValueError(f"accumulate = {accumulate}: {outer[0].name} is an outer algorithm with its own "
+                         "lower-level iterates and takes one φ-gradient per outer step; use accumulate=1")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs the checkpoint path to resume from")
+    if checkpoint_every and checkpoint is None:
+        raise ValueError(f"checkpoint_every = {checkpoint_every} needs a checkpoint path to write to")
     parameterization = parameterization or {}
     inner = reparameterize(problem, parameterization)
     u = {k: v.detach().clone().requires_grad_(True)
@@ -175,20 +210,21 @@ def optimize(
             break
         current = method.at(k) if isinstance(method, TwoPhase) else method
         t0 = time.perf_counter()
-        start = k * inner.horizon
         params = {name: v.detach() for name, v in u.items()}
         if isinstance(current, AbstractOuterAlgorithm):
             slot = 1 if isinstance(method, TwoPhase) and current is method.then else 0
             if slot not in method_state:
                 method_state[slot] = current.init(inner, params)
+            # disjoint inner indices per outer step (a method without inner_iters uses at most T)
+            stride = max(inner.horizon, getattr(current, "inner_iters", 0))
             grad, method_state[slot], diagnostics = current.step(
-                inner, params, method_state[slot], outer_step=k, start=start)
+                inner, params, method_state[slot], outer_step=k, start=k * stride)
             value, new_theta = None, None
         else:
             init = theta_state if (warm_start and theta_state is not None) else None
             grads, values = [], []
             for j in range(accumulate):
-                result = current(inner, params, start=start, init=init, seed=seed,
+                result = current(inner, params, start=k * inner.horizon, init=init, seed=seed,
                                  outer_step=k * accumulate + j)
                 grads.append(result.grad)
                 values.append(result.value)

@@ -8,6 +8,7 @@ import torch
 
 from pinnlab.bilevel._trees import detach, tree_add, tree_dot, tree_norm, tree_scale
 from pinnlab.bilevel.base import AbstractHypergradient, HypergradientResult, unroll
+from pinnlab.bilevel.validation import check_integer, check_nonnegative, check_positive
 
 
 class _AtSolution:
@@ -70,6 +71,10 @@ class NeumannSolve:
     iterations: int = 20
     alpha: float = 1e-2
 
+    def __post_init__(self):
+        check_integer("Neumann iterations (K)", self.iterations, minimum=0)
+        check_positive("Neumann alpha (α; ‖I − αH‖ < 1 needs 0 < α < 2/λ_max(H))", self.alpha)
+
     def __call__(self, at: _AtSolution):
         p, total = at.d, at.d
         for _ in range(self.iterations):
@@ -86,6 +91,11 @@ class CGSolve:
     iterations: int = 20
     damping: float = 0.0
     tol: float = 1e-12
+
+    def __post_init__(self):
+        check_integer("CG iterations (K)", self.iterations)
+        check_nonnegative("CG damping (λ)", self.damping)
+        check_nonnegative("CG tol", self.tol)
 
     def __call__(self, at: _AtSolution):
         def op(q):
@@ -126,6 +136,12 @@ class ImplicitDiff(AbstractHypergradient):
     solver: NeumannSolve | CGSolve = NeumannSolve()
     name = "implicit"
 
+    def __post_init__(self):
+        if not callable(self.solver) or isinstance(self.solver, type):
+            hint = f" (for {self.solver!r} use neumann() or cg())" if isinstance(self.solver, str) else ""
+            raise TypeError("ImplicitDiff.solver must be a linear-solver object such as NeumannSolve() or "
+                            f"CGSolve(), got {type(self.solver).__name__}{hint}")
+
     def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
         theta, state, step = _solution(problem, phi, start, init)
         at = _AtSolution(problem, phi, theta, step)
@@ -155,6 +171,10 @@ class HessianFree(AbstractHypergradient):
 
     alpha: float | None = None
     name = "hessian_free"
+
+    def __post_init__(self):
+        if self.alpha is not None:
+            check_positive("hessian_free alpha (α in H⁻¹ ≈ αI, H positive definite)", self.alpha)
 
     def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
         alpha = self.alpha if self.alpha is not None else problem.inner_lr
@@ -190,6 +210,11 @@ class DARTS(AbstractHypergradient):
     xi: float | None = None
     epsilon: float = 1e-2
     name = "darts"
+
+    def __post_init__(self):
+        if self.xi is not None:
+            check_nonnegative("darts xi (ξ)", self.xi)
+        check_positive("darts epsilon (ε)", self.epsilon)
 
     def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
         g = problem.needs_inner_loss("darts")

@@ -10,6 +10,12 @@ import torch
 
 from pinnlab.bilevel._trees import detach, tree_add, tree_dot
 from pinnlab.bilevel.base import BilevelProblem, Phi
+from pinnlab.bilevel.validation import (
+    check_at_least,
+    check_integer,
+    check_nonnegative,
+    check_positive,
+)
 
 
 class AbstractOuterAlgorithm(abc.ABC):
@@ -18,9 +24,16 @@ class AbstractOuterAlgorithm(abc.ABC):
     Unlike per-step hypergradient estimators, these target the *true* bilevel problem
     (θ*(φ) = argmin g), not the unrolled h; comparisons must say which objective is
     evaluated. State is a dict of tensors and floats (checkpointable).
+
+    The lower-level iterates live in the method's state, so under :func:`optimize` they
+    always continue from the previous outer step; ``warm_start`` and ``seed`` do not
+    apply, and ``accumulate`` must be 1.
     """
 
     name: str
+    inner_iters: int
+    """Inner indices one outer step uses, ``t = start, …, start + inner_iters − 1`` (the
+    driver spaces outer steps by max(T, inner_iters); a method without it uses at most T)."""
 
     @abc.abstractmethod
     def init(self, problem: BilevelProblem, phi: Phi) -> dict[str, Any]:
@@ -29,7 +42,8 @@ class AbstractOuterAlgorithm(abc.ABC):
     @abc.abstractmethod
     def step(self, problem: BilevelProblem, phi: Phi, state: dict[str, Any], *,
              outer_step: int, start: int) -> tuple[dict, dict[str, Any], dict[str, Any]]:
-        """(φ-gradient estimate, new state, diagnostics)."""
+        """(φ-gradient estimate, new state, diagnostics); the inner randomness of the step is
+        that of indices ``t = start, …, start + inner_iters − 1``."""
 
 
 def _theta0(problem, phi):
@@ -61,6 +75,13 @@ class Penalty(AbstractOuterAlgorithm):
     inner_iters: int = 20
     lr: float = 0.1
     name = "penalty"
+
+    def __post_init__(self):
+        check_positive("gamma (γ₀)", self.gamma)
+        check_at_least("growth", self.growth, 1.0, "1 (γ must not shrink)")
+        check_at_least("gamma_max", self.gamma_max, self.gamma, f"gamma = {self.gamma!r}")
+        check_integer("inner_iters", self.inner_iters)
+        check_positive("lr", self.lr)
 
     def _objective(self, problem, gamma):
         g = problem.needs_inner_loss("penalty")
@@ -113,6 +134,14 @@ class F2SA(AbstractOuterAlgorithm):
     lr_y: float = 0.1
     lr_z: float = 0.1
     name = "f2sa"
+
+    def __post_init__(self):
+        check_positive("lam (λ₀)", self.lam)
+        check_nonnegative("lam_growth", self.lam_growth)
+        check_at_least("lam_max", self.lam_max, self.lam, f"lam = {self.lam!r}")
+        check_integer("inner_iters", self.inner_iters)
+        check_positive("lr_y", self.lr_y)
+        check_positive("lr_z", self.lr_z)
 
     def init(self, problem, phi):
         theta = _theta0(problem, phi)

@@ -18,7 +18,8 @@ from pinnlab.bilevel.base import (
     unflatten,
     unroll,
 )
-from pinnlab.bilevel.forward import DirectionKind, _check_positive, directions
+from pinnlab.bilevel.forward import DirectionKind, directions
+from pinnlab.bilevel.validation import check_choice, check_integer, check_positive
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,11 @@ class BlackBox:
     objective: Callable[[Phi], float | Tensor]
     horizon: int = 1
 
+    def __post_init__(self):
+        if not callable(self.objective):
+            raise TypeError(f"BlackBox.objective must be a function φ ↦ h(φ), got {type(self.objective).__name__}")
+        check_integer("horizon", self.horizon)
+
 
 @dataclass(frozen=True)
 class ZeroOrderForwardGradient(AbstractHypergradient):
@@ -46,8 +52,10 @@ class ZeroOrderForwardGradient(AbstractHypergradient):
     Needs only evaluations of h, so the inner solver can be a black box
     (:class:`BlackBox`, e.g. DeepXDE's training). Per-direction error O(μ) forward,
     O(μ²) central; the forward difference with Gaussian v is exactly unbiased for the
-    gradient of the smoothed h_μ(φ) = E h(φ + μu). Cost: b + 1 (forward) or 2b
-    (central) inner solves; memory: one forward solve.
+    gradient of the smoothed h_μ(φ) = E h(φ + μu). Cost: b + 1 (forward) or 2b + 1
+    (central) inner solves, reported as ``inner_solves``: the base solve at φ gives the
+    reported value h(φ) and θ_T (for warm starts), and the forward difference reuses it;
+    memory: one forward solve.
 
     Args:
         num_directions: b.
@@ -64,24 +72,27 @@ class ZeroOrderForwardGradient(AbstractHypergradient):
     name = "zo_fg2u"
 
     def __post_init__(self):
-        _check_positive("num_directions (b)", self.num_directions)
-        if not self.mu > 0:
-            raise ValueError(f"mu must be > 0, got {self.mu}")
-        if self.scheme not in ("forward", "central"):
-            raise ValueError(f"scheme must be 'forward' or 'central', got {self.scheme!r}")
+        check_integer("num_directions (b)", self.num_directions)
+        check_positive("mu", self.mu)
+        check_choice("scheme", self.scheme, ("forward", "central"))
+        check_choice("kind", self.kind, ("rademacher", "gaussian", "coordinate"))
 
     def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
         from pinnlab.bilevel.distributed import all_reduce_sum, rank_and_world
 
-        if isinstance(problem, BlackBox):
-            def h(p):
-                return torch.as_tensor(problem.objective(p)).double()
-            horizon = problem.horizon
-        else:
-            def h(p):
-                theta, _ = unroll(problem, p, start=start, init=init)
-                return problem.outer_loss(theta, p)
-            horizon = problem.horizon
+        black_box = isinstance(problem, BlackBox)
+
+        def solve(p):
+            """One inner solve: (h(p), θ_T, state), θ_T and state None for a black box."""
+            if black_box:
+                return torch.as_tensor(problem.objective(p)).double(), None, None
+            theta, state = unroll(problem, p, start=start, init=init)
+            return problem.outer_loss(theta, p), theta, state
+
+        def h(p):
+            return float(solve(p)[0])
+
+        horizon = problem.horizon
         template = flatten(phi)
         rank, world = rank_and_world() if self.distributed else (0, 1)
         mine = range(rank, self.num_directions, world)
@@ -89,26 +100,23 @@ class ZeroOrderForwardGradient(AbstractHypergradient):
                        dtype=template.dtype, device=template.device)
         solves = 0
         phi = {k: v.detach() for k, v in phi.items()}
-        with contextlib.nullcontext() if isinstance(problem, BlackBox) else torch.no_grad():
-            base = float(h(phi))
+        with contextlib.nullcontext() if black_box else torch.no_grad():
+            value, theta, state = solve(phi)  # the base solve: value, θ_T and (forward) h(φ)
+            base = float(value)
             solves += 1
             w = []
             for row in v:
-                plus = float(h(_shift(phi, row, self.mu)))
+                plus = h(_shift(phi, row, self.mu))
                 if self.scheme == "forward":
                     w.append((plus - base) / self.mu)
                     solves += 1
                 else:
-                    minus = float(h(_shift(phi, row, -self.mu)))
+                    minus = h(_shift(phi, row, -self.mu))
                     w.append((plus - minus) / (2 * self.mu))
                     solves += 2
         w = torch.tensor(w, dtype=template.dtype, device=template.device)
         partial = (w[:, None] * v).sum(0) if len(v) else torch.zeros_like(template)
         total = all_reduce_sum(partial) if world > 1 else partial
-        theta = state = None
-        if not isinstance(problem, BlackBox):
-            with torch.no_grad():
-                theta, state = unroll(problem, phi, start=start, init=init)
         return HypergradientResult(
             grad=unflatten(total / self.num_directions, phi), value=base, theta=theta, state=state,
             diagnostics={"directional": w, "directions": v, "inner_solves": solves,

@@ -73,6 +73,11 @@ def check_method(setup: TuningSetup) -> None:
     if tune.outer_optimizer == "sgd" and "outer_betas" in tune.model_fields_set:
         raise ConfigError("tune.outer_betas: β belongs to outer_optimizer: adam; SGD has none (drop outer_betas "
                           "or use adam)")
+    outer_algorithms = [n for n in [tune.method] + ([tune.then.method] if tune.then else [])
+                        if n in ("penalty", "f2sa")]
+    if outer_algorithms and tune.accumulate != 1:
+        raise ConfigError(f"tune.accumulate = {tune.accumulate}: {outer_algorithms[0]} takes its own outer steps "
+                          "and has no hypergradient estimates to accumulate; use accumulate: 1")
     if tune.method in SEARCH_METHODS and tune.then is not None:
         raise ConfigError(f"tune.then: a two-phase schedule needs hypergradient methods, not {tune.method!r}")
     names = list(setup.tunables)

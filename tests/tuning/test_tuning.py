@@ -171,6 +171,7 @@ BAD = [
     ("tune.outer_betas=[0.9, 1.0]", "tune.outer_betas"),
     ("tune.outer_optimizer=sgd; tune.outer_betas=[0.0, 0.0]", "SGD has none"),
     ("data.source=missing.csv", "data.source"),
+    ("tune.method=penalty; tune.accumulate=2", "no hypergradient estimates to accumulate"),
 ]
 
 

@@ -1,0 +1,52 @@
+"""Argument checks shared by the bilevel layer: each raises one clear ValueError or TypeError.
+
+Constructors call these in ``__post_init__`` so a bad option fails where it is given,
+not as a traceback (or a silent NaN) deep inside an estimate.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+from typing import Any
+
+
+def check_integer(name: str, value: Any, minimum: int = 1) -> None:
+    """``value`` is an ``int`` (not a bool) and ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _real(value: Any) -> bool:
+    return (not isinstance(value, bool) and isinstance(value, numbers.Real)
+            and math.isfinite(float(value)))
+
+
+def check_positive(name: str, value: Any) -> None:
+    """``value`` is a finite real number ``> 0``."""
+    if not _real(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def check_nonnegative(name: str, value: Any) -> None:
+    """``value`` is a finite real number ``>= 0``."""
+    if not _real(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def check_at_least(name: str, value: Any, minimum: float, what: str) -> None:
+    """``value`` is a finite real number ``>= minimum`` (``what`` names the bound)."""
+    if not _real(value) or value < minimum:
+        raise ValueError(f"{name} must be a finite number >= {what}, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
+    """``value`` is one of ``choices``."""
+    choices = tuple(choices)
+    if value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+
+__all__ = ["check_at_least", "check_choice", "check_integer", "check_nonnegative", "check_positive"]
