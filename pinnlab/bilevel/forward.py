@@ -22,6 +22,7 @@ from pinnlab.bilevel.base import (
     unroll,
     unrolled_objective,
 )
+from pinnlab.bilevel.validation import check_integer
 
 DirectionKind = Literal["rademacher", "gaussian", "coordinate"]
 TangentMode = Literal["auto", "hvp", "jvp"]
@@ -209,11 +210,6 @@ def not_forward_differentiable(err: Exception) -> RuntimeError:
     )
 
 
-def _check_positive(name: str, value: int) -> None:
-    if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
 def _check_mode(mode) -> None:
     if mode not in ("auto", "hvp", "jvp"):
         raise ValueError(f"tangents must be 'auto', 'hvp' or 'jvp', got {mode!r}")
@@ -263,8 +259,8 @@ class ForwardGradientUnroll(AbstractHypergradient):
     name = "fg2u"
 
     def __post_init__(self):
-        _check_positive("num_directions (b)", self.num_directions)
-        _check_positive("chunk_size", self.chunk_size)
+        check_integer("num_directions (b)", self.num_directions)
+        check_integer("chunk_size", self.chunk_size)
         if self.kind not in ("rademacher", "gaussian", "coordinate"):
             raise ValueError(f"kind must be 'rademacher', 'gaussian' or 'coordinate', got {self.kind!r}")
         _check_mode(self.tangents)
@@ -313,7 +309,7 @@ class ExactForwardUnroll(AbstractHypergradient):
     name = "fgu"
 
     def __post_init__(self):
-        _check_positive("chunk_size", self.chunk_size)
+        check_integer("chunk_size", self.chunk_size)
         _check_mode(self.tangents)
 
     def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):

@@ -8,6 +8,7 @@ import torch
 
 from pinnlab._typing import tensor_leaves
 from pinnlab.bilevel.base import AbstractHypergradient, HypergradientResult, unroll
+from pinnlab.bilevel.validation import check_integer
 
 
 def _reverse(problem, phi, *, start, init, steps):
@@ -62,8 +63,7 @@ class TruncatedReverseUnroll(AbstractHypergradient):
     name = "trgu"
 
     def __post_init__(self):
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps (s) must be an integer >= 1, got {self.steps!r}")
+        check_integer("steps (s)", self.steps)
 
     def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
         s = min(self.steps, problem.horizon)
