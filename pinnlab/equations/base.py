@@ -148,6 +148,16 @@ class AbstractEquation(abc.ABC):
             return ONE, ZERO
         return self.ansatz(x, self._merge(x, coefficients))
 
+    def _check_points(self, x: Tensor) -> None:
+        """Raise a ValueError unless x is `(N, D)` with D = :attr:`input_dim` (shape only,
+        so it is safe inside torch.func transforms)."""
+        if x.dim() != 2 or x.shape[1] != self.input_dim:
+            layout = f"{self.dim} spatial + time" if self.time_dependent else f"{self.dim} spatial"
+            raise ValueError(
+                f"{self.name} (dim={self.dim}): points must have shape (N, {self.input_dim}) "
+                f"({layout} columns), got {tuple(x.shape)}"
+            )
+
     def solution(self, x: Tensor, smoothed: Tensor, coefficients: Coefficients | None = None) -> Tensor:
         """u = A·u_σ + B from values of u_σ at `(N, D)` points x."""
         scale, shift = self.ansatz_jets(x, coefficients)
@@ -170,6 +180,7 @@ class AbstractEquation(abc.ABC):
                 E R̂ = R for polynomial nonlinearities); otherwise one group.
             coefficients: overrides of the PDE coefficients (inverse problems).
         """
+        self._check_points(x)
         coefficients = self._merge(x, coefficients)
         scale, shift = self.ansatz_jets(x, coefficients)
         terms = self.terms()

@@ -118,7 +118,8 @@ def cole_hopf(
 
     Args:
         terminal: g, `(..., d) -> (...)`.
-        x: `(N, d + 1)` points, time last.
+        x: `(N, d + 1)` points, time last, t ≤ T (a t above T by float rounding, e.g.
+            T stored in float32, is read as T; beyond that a ValueError).
         horizon: T.
         samples: Monte Carlo sample count.
         generator: draws W.
@@ -128,8 +129,16 @@ def cole_hopf(
     """
     x = x.double()
     d = x.shape[1] - 1
+    t = x[:, -1]
+    # t = T stored in float32 reads back slightly above T: clamp that rounding, refuse the rest
+    slack = 1e-6 * max(1.0, abs(horizon))
+    if x.shape[0] and bool((t > horizon + slack).any()):
+        raise ValueError(
+            f"cole_hopf: the solution is defined for t <= T = {horizon}, got t up to "
+            f"{float(t.max())}"
+        )
     w = torch.randn(samples, d, generator=generator, dtype=torch.float64)
-    space, scale = x[:, :-1], torch.sqrt(2 * (horizon - x[:, -1])).clamp_min(0)
+    space, scale = x[:, :-1], torch.sqrt((2 * (horizon - t)).clamp_min(0))
     per_point = max(1, chunk_elements // (samples * d))
     sample_chunk = max(1, min(samples, chunk_elements // d))
     out = []
@@ -257,14 +266,19 @@ class HJBRosenbrock(_HJB):
         if path.exists():
             try:
                 with h5py.File(path, "r") as fh:
-                    return torch.as_tensor(fh["u"][...]).to(device=x.device, dtype=x.dtype)
+                    cached = torch.as_tensor(fh["u"][...])
+                if bool(torch.isfinite(cached).all()):
+                    return cached.to(device=x.device, dtype=x.dtype)
             except (OSError, KeyError):
-                pass  # unreadable cache entry: recompute and replace it
+                pass  # unreadable (or, from older versions, non-finite) entry: recompute and replace it
         generator = make_generator(self.seed, self.name, "cole-hopf")
         u = cole_hopf(
             self.terminal_value, x.detach().cpu(),
             horizon=self.horizon, samples=self.reference_samples, generator=generator,
         )
+        if not bool(torch.isfinite(u).all()):  # never cache (and so never repeat) a broken reference
+            raise ValueError(f"{self.name}: non-finite Cole–Hopf reference at {int((~torch.isfinite(u)).sum())} "
+                             "points")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         with h5py.File(tmp, "w") as fh:

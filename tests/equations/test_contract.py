@@ -167,3 +167,138 @@ def test_rosenbrock_reference_is_cached(tmp_path, monkeypatch):
     xt = x.clone()
     xt[:, -1] = eq.horizon
     torch.testing.assert_close(eq.exact(xt), eq.terminal_value(xt[:, :-1]))
+    # a non-finite entry (as older versions cached at float32 t = T) is recomputed, not served
+    import h5py
+
+    with h5py.File(files[0], "r+") as fh:
+        fh["u"][0] = float("nan")
+    torch.testing.assert_close(HJBRosenbrock(4, seed=2, reference_samples=2000).exact(x), first)
+
+
+# -- sampler laws (REFERENCE.md §3) ------------------------------------------------------
+# Moment tests with fixed seeds; every comparison allows 5 standard errors of the sample
+# statistic under the stated law (a false failure has probability < 1e-6 per comparison).
+
+N_LAW = 20_000
+
+
+def _assert_moment(samples, expected, variance, what):
+    """|mean(samples) − expected| ≤ 5·sqrt(variance / n), the variance under the law."""
+    se = (variance / samples.numel()) ** 0.5
+    gap = abs(float(samples.mean()) - expected)
+    assert gap <= 5 * se, f"{what}: mean {float(samples.mean()):.5f}, law {expected:.5f}, SE {se:.2e}"
+
+
+@pytest.mark.parametrize("radius", ["uniform", "volume"])
+def test_unit_ball_radius_and_direction_laws(radius):
+    """x = r·z/‖z‖: radius="uniform" has r ~ U(0, 1) (E r = 1/2, E r² = 1/3); "volume" has
+    r = U^{1/d} (E r = d/(d+1), E r² = d/(d+2)). Directions are uniform on the sphere:
+    E x = 0 and E x_j² = E r²/d for every coordinate."""
+    d = 7
+    eq = make_equation("poisson_two_body", d, seed=3, radius=radius)
+    x = eq.sample_collocation(N_LAW, generator=make_generator(8, "law"), dtype=F64)
+    r = x.norm(dim=1)
+    assert float(r.max()) < 1
+    if radius == "uniform":
+        m1, m2, m4 = 1 / 2, 1 / 3, 1 / 5
+    else:
+        m1, m2, m4 = d / (d + 1), d / (d + 2), d / (d + 4)
+    _assert_moment(r, m1, m2 - m1**2, "E r")
+    _assert_moment(r**2, m2, m4 - m2**2, "E r²")
+    for j in range(d):  # E x_j² = E r²/d; x_j² ≤ r², so its variance is below E r⁴ − (E r²/d)²
+        _assert_moment(x[:, j], 0.0, m2 / d, f"E x_{j}")
+        _assert_moment(x[:, j] ** 2, m2 / d, m4 - (m2 / d) ** 2, f"E x_{j}²")
+
+
+def _gaussian_laws():
+    """(name, kwargs, sampler, horizon, mean(t, eq), variance(t)) of the Gaussian-in-x
+    samplers with t ~ U(0, T) (or the fixed t of a boundary sampler)."""
+    mu = lambda t, eq: t * eq.coefficients["mu"]  # noqa: E731
+    zero = lambda t, eq: torch.zeros_like(t) * torch.zeros(eq.dim, dtype=F64)  # noqa: E731
+    return [
+        ("fokker_planck_iso", {}, "collocation", 1.0, mu, lambda t: 2 - t),
+        ("fokker_planck_aniso", {}, "collocation", 1.0, mu, lambda t: 2 - t),
+        ("fokker_planck_aniso", {}, "boundary", 0.0, mu, lambda t: 2 - t),
+        ("burgers", {}, "collocation", 1.0, lambda t, eq: t.expand(-1, eq.dim), lambda t: 2 - t),
+        ("burgers_affine", {}, "collocation", 1.0, zero, lambda t: 2 * (1 - t)),
+        ("hjb_quadratic", {}, "collocation", 1.0, zero, lambda t: torch.ones_like(t)),
+        ("hjb_lin", {}, "collocation", 1.0, zero, lambda t: torch.ones_like(t)),
+        ("hjb_rosenbrock", {}, "collocation", 0.3, zero, lambda t: 2 * t),
+        ("hjb_rosenbrock", {}, "test", 0.3, zero, lambda t: torch.ones_like(t)),
+    ]
+
+
+@pytest.mark.parametrize(
+    "name,kwargs,sampler,horizon,mean,variance", _gaussian_laws(),
+    ids=[f"{law[0]}-{law[2]}" for law in _gaussian_laws()],
+)
+def test_time_dependent_sampler_laws(name, kwargs, sampler, horizon, mean, variance):
+    """t ~ U(0, T) (E t = T/2, Var t = T²/12) and, given t, x ~ N(m(t), v(t)I): the
+    standardised z = (x − m(t))/sqrt(v(t)) has mean 0 and variance 1 in each of 5 time
+    bins (SE 1/sqrt(n) and sqrt(2/n) over the bin's n = points·d entries). Fokker–Planck
+    §3.2–3.3: m = μt, v = 2 − t; Burgers-A: m = t·1, v = 2 − t; Burgers-B: v = 2(1 − t);
+    HJB: N(0, I), Rosenbrock training ("code" law) v = 2t."""
+    d = 4
+    eq = _equation(name, d, **kwargs)
+    draw = {"collocation": eq.sample_collocation, "test": eq.sample_test,
+            "boundary": eq.sample_boundary}[sampler]
+    x = draw(N_LAW, generator=make_generator(9, "law"), dtype=F64)
+    t, space = x[:, -1:], x[:, :-1]
+    if sampler == "boundary":
+        assert bool((t == horizon).all())
+    else:
+        assert float(t.min()) >= 0 and float(t.max()) <= horizon
+        _assert_moment(t, horizon / 2, horizon**2 / 12, "E t")
+        _assert_moment((t - horizon / 2) ** 2, horizon**2 / 12, horizon**4 / 180, "Var t")
+    z = (space - mean(t, eq)) / variance(t).sqrt()
+    edges = torch.linspace(0, horizon, 6, dtype=F64) if horizon > 0 else None
+    bins = [torch.ones(N_LAW, dtype=torch.bool)] if edges is None else [
+        (t[:, 0] >= lo) & (t[:, 0] <= hi) for lo, hi in zip(edges[:-1], edges[1:])
+    ]
+    for i, keep in enumerate(bins):
+        zb = z[keep]
+        _assert_moment(zb, 0.0, 1.0, f"bin {i}: mean of z")
+        _assert_moment(zb**2, 1.0, 2.0, f"bin {i}: variance of z")
+
+
+def test_black_scholes_sampler_law():
+    """x_i ~ U(0, 2) i.i.d. (E = 1, Var = 1/3), t ~ U(0, T)."""
+    eq = _equation("black_scholes_barenblatt", 4)
+    x = eq.sample_collocation(N_LAW, generator=make_generator(10, "law"), dtype=F64)
+    assert float(x[:, :-1].min()) >= 0 and float(x[:, :-1].max()) <= 2
+    _assert_moment(x[:, :-1], 1.0, 1 / 3, "E x_i")
+    _assert_moment((x[:, :-1] - 1) ** 2, 1 / 3, 1 / 5 - 1 / 9, "Var x_i")
+    _assert_moment(x[:, -1], eq.horizon / 2, eq.horizon**2 / 12, "E t")
+
+
+# -- input checks and the Rosenbrock reference at and beyond T ---------------------------
+
+
+@pytest.mark.parametrize("name", ["fokker_planck_iso", "poisson_two_body", "hjb_quadratic"])
+def test_residual_refuses_points_with_the_wrong_number_of_columns(name):
+    eq = _equation(name, 4)
+    model = Pointwise(lambda z: (z**2).sum(-1))
+    good = eq.sample_collocation(5, generator=make_generator(0, "x"), dtype=F64)
+    eq.residual(good, lambda q: Autograd().estimate(model, good, q))
+    for bad in (torch.randn(5, eq.input_dim + 2, dtype=F64), good[:, :-1], good[0]):
+        with pytest.raises(ValueError, match=rf"points must have shape \(N, {eq.input_dim}\)"):
+            eq.residual(bad, lambda q, bad=bad: Autograd().estimate(model, bad, q))
+
+
+def test_rosenbrock_reference_at_and_beyond_the_horizon(tmp_path, monkeypatch):
+    """t = T stored in float32 reads back above T in float64: the reference is g there
+    (the scale sqrt(2(T − t)) is clamped at 0 before the root, not after); a t really
+    beyond T is outside the domain and refused."""
+    monkeypatch.setenv("PINNLAB_CACHE", str(tmp_path))
+    eq = HJBRosenbrock(4, seed=2, reference_samples=256)
+    xb = eq.sample_boundary(6, generator=make_generator(3, "b"))  # float32, t = T
+    assert float(xb[:, -1].double().min()) > eq.horizon  # the rounding in question
+    torch.testing.assert_close(eq.exact(xb).double(), eq.terminal_value(xb[:, :-1].double()),
+                               rtol=1e-6, atol=1e-6)
+    late = xb.double()
+    late[:, -1] = eq.horizon + 0.1
+    with pytest.raises(ValueError, match=r"t <= T = 0.3"):
+        eq.exact(late)
+    with pytest.raises(ValueError, match=r"t <= T"):
+        cole_hopf(eq.terminal_value, late, horizon=eq.horizon, samples=8,
+                  generator=make_generator(0, "w"))
