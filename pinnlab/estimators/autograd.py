@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -60,6 +61,14 @@ class Autograd(AbstractDerivativeEstimator):
 
     chunk_size: int = 64
     stochastic = False
+
+    def __post_init__(self):
+        if (
+            isinstance(self.chunk_size, bool)
+            or not isinstance(self.chunk_size, numbers.Integral)
+            or self.chunk_size < 1
+        ):
+            raise ValueError(f"chunk_size must be an integer >= 1, got {self.chunk_size!r}")
 
     def estimate(
         self,

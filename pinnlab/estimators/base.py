@@ -122,6 +122,14 @@ class AbstractDerivativeEstimator(abc.ABC):
 
 
 def expand_vector(vector: Tensor, x: Tensor) -> Tensor:
-    """Broadcast a `(D,)` or `(N, D)` query vector to `(N, D)` on x's device/dtype."""
+    """Broadcast a `(D,)`, `(1, D)` or `(N, D)` query vector to `(N, D)` on x's device/dtype."""
     vector = vector.to(device=x.device, dtype=x.dtype)
-    return vector.expand_as(x) if vector.dim() == 1 else vector
+    n, dim = x.shape
+    if vector.dim() == 1 and vector.shape[0] == dim:
+        return vector.expand_as(x)
+    if vector.dim() == 2 and vector.shape[1] == dim and vector.shape[0] in (1, n):
+        return vector.expand_as(x)
+    raise ValueError(
+        f"query vector/weights must have shape ({dim},) or ({n}, {dim}) for points of shape "
+        f"{tuple(x.shape)}, got {tuple(vector.shape)}"
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -9,6 +11,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from pinnlab._typing import is_transform_wrapped
 from pinnlab.estimators.base import (
     AbstractDerivativeEstimator,
     Directional,
@@ -68,16 +71,19 @@ class SteinAntithetic(AbstractDerivativeEstimator):
         ``WeightedLaplacian`` weight on time raises).
 
     Args:
-        sigma: σ, scalar or `(D,)` per-coordinate smoothing std.
+        sigma: σ > 0, scalar or `(D,)` per-coordinate smoothing std (a tensor passed
+            as ``estimate(..., sigma=...)`` overrides it; its values are checked only
+            outside torch.func transforms).
         num_samples: K, noise vectors per point (per antithetic pair).
         noise: ``"independent"`` or ``"shared"`` (see above).
         time_smoothing: ``"joint"`` or ``"independent"``.
-        chunk_size: points per chunk (bounds memory of large-K estimates).
+        chunk_size: points per chunk (bounds memory of large-K estimates); ``None``
+            for a single chunk.
 
     Example:
         >>> from pinnlab.nets import Pointwise
         >>> f = Pointwise(lambda z: (z ** 2).sum(-1))  # u_σ = ‖x‖² + Dσ², Δu_σ = 2D
-        >>> est = SteinAntithetic(sigma=0.1, num_samples=64)
+        >>> est = SteinAntithetic(sigma=0.1, num_samples=1024)  # relative std ≈ 0.1 per point
         >>> x = torch.zeros(4, 3, dtype=torch.float64)
         >>> lap, = est.estimate(f, x, [WeightedLaplacian(torch.ones(3))],
         ...                     generator=torch.Generator().manual_seed(0))
@@ -96,21 +102,41 @@ class SteinAntithetic(AbstractDerivativeEstimator):
     chunk_size: int | None = None
 
     def __post_init__(self):
-        if self.num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+        if (
+            isinstance(self.num_samples, bool)
+            or not isinstance(self.num_samples, numbers.Integral)
+            or self.num_samples < 1
+        ):
+            raise ValueError(f"num_samples must be an integer >= 1, got {self.num_samples!r}")
         if self.noise not in ("independent", "shared"):
             raise ValueError(f"noise must be 'independent' or 'shared', got {self.noise!r}")
         if self.time_smoothing not in ("joint", "independent"):
             raise ValueError(
                 f"time_smoothing must be 'joint' or 'independent', got {self.time_smoothing!r}"
             )
-        if not isinstance(self.sigma, Tensor) and not self.sigma > 0:
-            raise ValueError(f"sigma must be > 0, got {self.sigma}")
+        if self.chunk_size is not None and (
+            isinstance(self.chunk_size, bool)
+            or not isinstance(self.chunk_size, numbers.Integral)
+            or self.chunk_size < 1
+        ):
+            raise ValueError(
+                f"chunk_size must be None (one chunk) or an integer >= 1, got {self.chunk_size!r}"
+            )
+        _check_sigma(self.sigma)
 
     def _sigma_vector(self, sigma: float | Tensor | None, x: Tensor) -> Tensor:
-        sigma = self.sigma if sigma is None else sigma
+        if sigma is None:
+            sigma = self.sigma  # values checked at construction
+        else:
+            _check_sigma(sigma)
         s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-        return s.expand(x.shape[-1]) if s.dim() == 0 else s
+        dim = x.shape[-1]
+        if s.dim() > 1 or (s.dim() == 1 and s.shape[0] not in (1, dim)):
+            raise ValueError(
+                f"sigma must be a scalar or have one entry per input column ({dim}), "
+                f"got shape {tuple(s.shape)}"
+            )
+        return s.expand(dim) if s.dim() == 0 or s.shape[0] == 1 else s
 
     def _draw(self, n: int, dim: int, x: Tensor, generator) -> Tensor:
         shape = (self.num_samples, dim) if self.noise == "shared" else (n, self.num_samples, dim)
@@ -125,8 +151,16 @@ class SteinAntithetic(AbstractDerivativeEstimator):
         generator: torch.Generator | None,
         sigma: float | Tensor | None = None,
     ) -> list[Tensor]:
+        for q in queries:
+            if not isinstance(q, _ANSWERABLE):
+                raise TypeError(
+                    f"SteinAntithetic cannot answer {type(q).__name__}; queries must be one of "
+                    + ", ".join(t.__name__ for t in _ANSWERABLE)
+                )
+        if x.dim() != 2:
+            raise ValueError(f"x must be a (N, D) tensor of points, got shape {tuple(x.shape)}")
         s = self._sigma_vector(sigma, x)
-        chunk = self.chunk_size or x.shape[0]
+        chunk = self.chunk_size or max(x.shape[0], 1)
         shared = self._draw(0, x.shape[1], x, generator) if self.noise == "shared" else None
         pieces = []
         for start in range(0, max(x.shape[0], 1), chunk):
@@ -231,6 +265,35 @@ class SteinAntithetic(AbstractDerivativeEstimator):
                 curvature = xi * xi - 1
             return (self._project(w / (s * s), curvature) * second).mean(1)
         raise TypeError(f"SteinAntithetic cannot answer {type(query).__name__}")
+
+
+_ANSWERABLE = (Value, Gradient, Directional, HessianDiagonal, WeightedLaplacian)
+
+
+def _check_sigma(sigma) -> None:
+    """Refuse a σ that is not a positive finite scalar or a ≤ 1-dimensional tensor of them.
+
+    A tensor's values are inspected only when it is a plain CPU tensor: inside torch.func
+    transforms (the tuning layer differentiates in σ) values are not available, and on
+    an accelerator reading them would synchronise every training step, so only its
+    shape is checked there, by the caller (configs validate σ before training).
+    """
+    if isinstance(sigma, Tensor):
+        if sigma.dim() > 1:
+            raise ValueError(
+                f"sigma must be a scalar or a (D,) tensor, got shape {tuple(sigma.shape)}"
+            )
+        if is_transform_wrapped(sigma) or sigma.numel() == 0 or sigma.device.type != "cpu":
+            return
+        if not bool(((sigma > 0) & torch.isfinite(sigma)).all()):
+            raise ValueError(f"sigma must be finite and > 0 in every entry, got {sigma.detach()}")
+        return
+    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
+        raise TypeError(
+            f"sigma must be a float or a tensor, got {type(sigma).__name__} {sigma!r}"
+        )
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma must be finite and > 0, got {sigma}")
 
 
 def _space_mask(noise: Tensor) -> Tensor:

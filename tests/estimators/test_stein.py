@@ -20,6 +20,7 @@ from pinnlab.estimators import (
     Gradient,
     HessianDiagonal,
     Hutchinson,
+    Query,
     SteinAntithetic,
     Value,
     WeightedLaplacian,
@@ -177,3 +178,186 @@ def test_invalid_configuration_is_refused():
         SteinAntithetic(noise="both")
     with pytest.raises(ValueError, match="num_probes"):
         Hutchinson(num_probes=0)
+
+
+# -- exact identities of the antithetic + control-variate estimators (REFERENCE.md §1.3) --
+# These are deterministic: both sides use the same noise (same seed), so round-off is
+# the only difference. They pin the variance reduction, which the unbiasedness tests
+# above cannot see (the plain estimators are unbiased too).
+
+
+class _Recording(torch.nn.Module):
+    """A pointwise model that records the perturbations δ the estimator sends it."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.inner, self.deltas = Pointwise(fn), []
+
+    def forward(self, inputs):
+        if not isinstance(inputs, torch.Tensor):
+            self.deltas.append(inputs.parts)
+        return self.inner(inputs)
+
+
+def _relative_gap(a, b):
+    finite = torch.isfinite(b)
+    assert torch.equal(finite, torch.isfinite(a))
+    return float((a - b)[finite].abs().max() / b[finite].abs().max().clamp_min(1.0))
+
+
+@pytest.mark.parametrize("time_smoothing", ["joint", "independent"])
+@pytest.mark.parametrize("noise", ["independent", "shared"])
+def test_derivative_estimates_are_invariant_to_a_constant_shift(noise, time_smoothing, points):
+    """f and f + 10³ give the same derivative estimates from the same noise: the antithetic
+    difference f₊ − f₋ and the control variate f₊ + f₋ − 2f₀ cancel constants exactly.
+    Dropping f₀ shifts the second derivatives by 10³·Σ(ξ²−1)/σ², and a plain ξf₊/σ
+    gradient by 10³·ξ̄/σ (both O(10⁴) here); round-off gives ~1e-11."""
+    x, weights, vector = points
+    fn = make_functions(DIM, torch.Generator().manual_seed(3))["sine"]
+    if time_smoothing == "independent":
+        weights = torch.cat([weights[:-1], torch.zeros(1, dtype=F64)])  # no ∂_tt there
+    est = SteinAntithetic(sigma=torch.linspace(0.1, 0.3, DIM, dtype=F64), num_samples=16,
+                          noise=noise, time_smoothing=time_smoothing)
+    queries = _queries(x, weights, vector)
+
+    def run(shift):
+        model = Pointwise(lambda z: fn.f(z) + shift)
+        return est.estimate(model, x, queries, generator=torch.Generator().manual_seed(11))
+
+    base, shifted = run(0.0), run(1e3)
+    assert _relative_gap(shifted[0] - 1e3, base[0]) < 1e-9  # the value moves by the shift
+    for q, a, b in zip(queries[1:], shifted[1:], base[1:]):
+        assert _relative_gap(a, b) < 1e-9, type(q).__name__
+
+
+@pytest.mark.parametrize("noise", ["independent", "shared"])
+def test_affine_function_gives_zero_curvature_and_the_exact_gradient_form(noise):
+    """Affine f = a·x + b: every second-derivative estimate is 0 up to round-off and
+    ∇̂u_j = (1/K) Σ_k ξ_kj (a·δ_k)/σ_j with the δ_k the model was sent (§1.3)."""
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(DIM, generator=g, dtype=F64)
+    x = torch.randn(4, DIM, generator=g, dtype=F64)
+    sigma = torch.linspace(0.05, 0.2, DIM, dtype=F64)
+    model = _Recording(lambda z: z @ a + 3.0)
+    est = SteinAntithetic(sigma=sigma, num_samples=32, noise=noise)
+    grad, hess, lap = est.estimate(
+        model, x, [Gradient(), HessianDiagonal(), WeightedLaplacian(torch.ones(DIM, dtype=F64))],
+        generator=torch.Generator().manual_seed(2),
+    )
+    # without f₀ these would be ~3·Σ(ξ²−1)/σ²/K ≈ 10²–10³
+    assert float(hess.abs().max()) < 1e-9 and float(lap.abs().max()) < 1e-9
+    (delta,) = model.deltas[0]
+    delta = delta.expand(x.shape[0], -1, -1) if delta.dim() == 2 else delta
+    xi = delta / sigma
+    expected = ((delta @ a)[..., None] * xi).mean(1) / sigma
+    torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("noise", ["independent", "shared"])
+def test_independent_time_smoothing_pairs_share_the_time_noise(noise):
+    """[RS] eq. 28 pairing: in f(x ± δx, t + δt) the time noise is shared and the control
+    variate is f(x, t + δt), so a function of t alone has spatial derivative estimates
+    exactly 0; the ∂_t pair f(x + δx, t ± δt) shares δx, so a function of x alone has
+    ∂̂_t u exactly 0. Joint smoothing (which flips δt) gives neither (positive control)."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, DIM, generator=g, dtype=F64)
+    a = torch.randn(DIM - 1, generator=g, dtype=F64)
+    sigma = torch.tensor([0.2] * (DIM - 1) + [0.1], dtype=F64)
+    spatial = torch.cat([torch.ones(DIM - 1, dtype=F64), torch.zeros(1, dtype=F64)])
+    queries = [Gradient(), HessianDiagonal(), WeightedLaplacian(spatial)]
+    of_time = Pointwise(lambda z: torch.sin(3 * z[..., -1]) + z[..., -1] ** 2)
+    of_space = Pointwise(lambda z: torch.sin(z[..., :-1] @ a))
+    for smoothing, expect_exact in (("independent", True), ("joint", False)):
+        est = SteinAntithetic(sigma=sigma, num_samples=16, noise=noise, time_smoothing=smoothing)
+        grad, hess, lap = est.estimate(of_time, x, queries, generator=torch.Generator().manual_seed(5))
+        spatial_part = torch.cat([grad[:, :-1].flatten(), hess[:, :-1].flatten(), lap])
+        (time_grad,) = est.estimate(of_space, x, [Gradient()], generator=torch.Generator().manual_seed(6))
+        exact = float(spatial_part.abs().max()) < 1e-10 and float(time_grad[:, -1].abs().max()) < 1e-10
+        assert exact == expect_exact, (smoothing, spatial_part.abs().max(), time_grad[:, -1])
+
+
+_F = Pointwise(lambda z: torch.sin(z).sum(-1))
+_X = torch.randn(4, DIM, generator=torch.Generator().manual_seed(0), dtype=F64)
+
+
+def _estimate(estimator=None, queries=None, x=_X, **kw):
+    estimator = SteinAntithetic() if estimator is None else estimator
+    queries = [Gradient()] if queries is None else queries
+    return estimator.estimate(_F, x, list(queries), generator=torch.Generator().manual_seed(0), **kw)
+
+
+_INVALID = {
+    # σ: configured or passed per call, float or plain tensor
+    "sigma=0": (lambda: SteinAntithetic(sigma=0.0), ValueError, "sigma must be finite and > 0"),
+    "sigma=nan": (lambda: SteinAntithetic(sigma=float("nan")), ValueError, "finite and > 0"),
+    "sigma=inf": (lambda: SteinAntithetic(sigma=float("inf")), ValueError, "finite and > 0"),
+    "sigma=tensor(0)": (lambda: SteinAntithetic(sigma=torch.tensor(0.0)), ValueError,
+                        "finite and > 0 in every entry"),
+    "sigma=tensor(-0.1)": (lambda: SteinAntithetic(sigma=torch.tensor(-0.1)), ValueError,
+                           "finite and > 0 in every entry"),
+    "sigma with a zero entry": (lambda: SteinAntithetic(sigma=torch.tensor([0.1, 0.2, 0.0, 0.1, 0.1])),
+                                ValueError, "finite and > 0 in every entry"),
+    "estimate(sigma=0.0)": (lambda: _estimate(sigma=0.0), ValueError, "sigma must be finite and > 0"),
+    "estimate(sigma=-0.01)": (lambda: _estimate(sigma=-0.01), ValueError, "finite and > 0"),
+    "estimate(sigma=tensor(0))": (lambda: _estimate(sigma=torch.tensor(0.0)), ValueError,
+                                  "finite and > 0 in every entry"),
+    "sigma of the wrong length": (lambda: _estimate(SteinAntithetic(sigma=torch.tensor([0.1, 0.2]))),
+                                  ValueError, r"one entry per input column \(5\), got shape \(2,\)"),
+    "estimate(sigma) of the wrong length": (lambda: _estimate(sigma=torch.full((3,), 0.1)), ValueError,
+                                            "one entry per input column"),
+    "sigma (2, D)": (lambda: SteinAntithetic(sigma=torch.full((2, DIM), 0.1)), ValueError,
+                     r"got shape \(2, 5\)"),
+    "sigma='0.1'": (lambda: SteinAntithetic(sigma="0.1"), TypeError, "sigma must be a float or a tensor"),
+    # sizes
+    "Stein chunk_size=0": (lambda: SteinAntithetic(chunk_size=0), ValueError, "chunk_size must be None"),
+    "Stein chunk_size=-1": (lambda: SteinAntithetic(chunk_size=-1), ValueError, "chunk_size must be None"),
+    "Stein chunk_size=2.5": (lambda: SteinAntithetic(chunk_size=2.5), ValueError, "chunk_size must be None"),
+    "Autograd chunk_size=0": (lambda: Autograd(chunk_size=0), ValueError, "chunk_size must be an integer >= 1"),
+    "Autograd chunk_size=-1": (lambda: Autograd(chunk_size=-1), ValueError, "chunk_size must be an integer"),
+    "num_samples=2.5": (lambda: SteinAntithetic(num_samples=2.5), ValueError, "num_samples must be an integer"),
+    # queries and points
+    "unknown query type": (lambda: _estimate(queries=(Value(), Query())), TypeError,
+                           "SteinAntithetic cannot answer Query"),
+    "weights of the wrong length": (lambda: _estimate(queries=(WeightedLaplacian(torch.ones(3)),)),
+                                    ValueError, r"shape \(5,\) or \(4, 5\).*got \(3,\)"),
+    "x not (N, D)": (lambda: _estimate(x=_X[0]), ValueError, r"x must be a \(N, D\) tensor"),
+}
+
+
+@pytest.mark.parametrize("case", list(_INVALID))
+def test_invalid_arguments_raise_one_clear_error(case):
+    build, error, message = _INVALID[case]
+    with pytest.raises(error, match=message):
+        build()
+
+
+def test_edge_arguments_that_stay_valid():
+    """A length-1 σ broadcasts; an empty batch gives empty answers (any chunk size)."""
+    assert _estimate(SteinAntithetic(sigma=torch.tensor([0.1])))[0].shape == _X.shape
+    for chunk in (None, 2):
+        value, grad = _estimate(SteinAntithetic(chunk_size=chunk), (Value(), Gradient()), x=_X[:0])
+        assert value.shape == (0,) and grad.shape == (0, DIM)
+    value, grad = _estimate(SteinAntithetic(time_smoothing="independent"), (Value(), Gradient()), x=_X[:0])
+    assert value.shape == (0,) and grad.shape == (0, DIM)
+
+
+def test_sigma_inside_torch_func_transforms_is_not_inspected():
+    """The tuning layer differentiates in σ with torch.func: a wrapped σ has no values to
+    check, so it must pass through (its shape is still checked)."""
+    f = Pointwise(lambda z: torch.sin(z).sum(-1))
+    x = torch.randn(3, DIM, dtype=F64)
+    est = SteinAntithetic(num_samples=8)
+    lap = [WeightedLaplacian(torch.ones(DIM, dtype=F64))]
+
+    def loss(sigma):
+        return est.estimate(f, x, lap, generator=torch.Generator().manual_seed(0), sigma=sigma)[0].sum()
+
+    sigma = torch.tensor(0.1, dtype=F64)
+    d_sigma = torch.func.grad(loss)(sigma)
+    _, tangent = torch.func.jvp(loss, (sigma,), (torch.ones_like(sigma),))
+    assert torch.isfinite(d_sigma) and torch.allclose(d_sigma, tangent)
+    batch = torch.tensor([0.1, 0.2], dtype=F64)  # vmap refuses any data-dependent branch
+    torch.testing.assert_close(torch.func.vmap(loss, randomness="same")(batch),
+                               torch.stack([loss(s) for s in batch]))
+    with pytest.raises(ValueError, match="one entry per input column"):
+        torch.func.grad(loss)(torch.full((2,), 0.1, dtype=F64))
