@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -91,6 +92,15 @@ class SwitchOnPlateau:
     tolerance: float = 0.01
     min_step: int = 0
 
+    def __post_init__(self):
+        if isinstance(self.window, bool) or not isinstance(self.window, numbers.Integral) or self.window < 1:
+            raise ValueError(f"SwitchOnPlateau needs an integer window >= 1, got {self.window!r}")
+        if not 0 <= self.tolerance < 1:  # also refuses NaN
+            raise ValueError(
+                f"SwitchOnPlateau needs 0 <= tolerance < 1 (a relative improvement), "
+                f"got {self.tolerance!r}"
+            )
+
     def init(self) -> PlateauState:
         return PlateauState()
 
@@ -128,20 +138,48 @@ class Hybrid(AbstractLoss):
         first: the loss before the switch (default :class:`Biased`).
         then: the loss after it (default :class:`Unbiased2`; use ``Unbiased1`` for
             equations with non-polynomial terms such as Sine–Gordon).
-        switch: :class:`SwitchAt`, :class:`SwitchOnPlateau` or :class:`Blend`.
+        switch: :class:`SwitchAt`, :class:`SwitchOnPlateau`, :class:`Blend` or
+            :class:`Piecewise`.
     """
 
     switch: Switch = SwitchAt(5000)
     first: AbstractLoss = field(default_factory=Biased)
     then: AbstractLoss = field(default_factory=Unbiased2)
 
+    def __post_init__(self):
+        if not callable(getattr(self.switch, "mix", None)):
+            hint = (
+                f"; for a hard switch at step {self.switch} use switch=SwitchAt({self.switch})"
+                if isinstance(self.switch, numbers.Integral) and not isinstance(self.switch, bool)
+                else ""
+            )
+            raise TypeError(
+                "Hybrid.switch must be a switch policy (SwitchAt, SwitchOnPlateau, Blend or "
+                f"Piecewise), got {type(self.switch).__name__} {self.switch!r}{hint}"
+            )
+
     def validate(self, equation) -> None:
         self.first.validate(equation)
         self.then.validate(equation)
 
+    def draws_at(self, mix: float | Tensor) -> int:
+        """Residual draws of one evaluation at blend weight ``mix`` (see :meth:`__call__`)."""
+        if isinstance(mix, (int, float)) and mix <= 0:
+            return self.first.draws_per_step
+        if isinstance(mix, (int, float)) and mix >= 1:
+            return self.then.draws_per_step
+        return self.first.draws_per_step + self.then.draws_per_step
+
     @property
     def draws_per_step(self) -> int:
-        return self.then.draws_per_step
+        """The most draws one evaluation makes under this switch: both losses' draws when
+        the mix can be fractional (:class:`Blend`, a :class:`Piecewise` schedule with a
+        value strictly inside (0, 1)), the larger of the two for a hard switch. A
+        tensor mix set by the tuning layer always costs both (:meth:`draws_at`)."""
+        values = getattr(self.switch, "values", ())
+        if isinstance(self.switch, Blend) or any(0 < v < 1 for v in values):
+            return self.first.draws_per_step + self.then.draws_per_step
+        return max(self.first.draws_per_step, self.then.draws_per_step)
 
     def __call__(self, draw: ResidualDraw, mix: float | Tensor = 0.0):
         if isinstance(mix, (int, float)) and mix <= 0:
