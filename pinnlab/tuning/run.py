@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from pinnlab.bilevel import METHODS, BlackBox, TwoPhase, make_method, optimize
 from pinnlab.config import ConfigError
 from pinnlab.losses import Hybrid, Piecewise
 from pinnlab.solvers import TrainResult, TrainState, train
-from pinnlab.tuning.search import joint_fit, search
+from pinnlab.tuning.search import joint_fit, search, trial_steps
 from pinnlab.tuning.setup import COLLOCATION, TuningSetup
 from pinnlab.tuning.spec import SEARCH_METHODS
 
@@ -123,18 +124,20 @@ def _deepxde_settings(setup: TuningSetup, phi) -> tuple[float, list[float] | Non
     return lr, weights
 
 
-def _deepxde_black_box(setup: TuningSetup) -> BlackBox:
-    """h(φ) = squared relative misfit at the observations after ``horizon`` steps of
-    DeepXDE training with loss weights and learning rate from φ."""
+def _deepxde_black_box(setup: TuningSetup, steps: int | None = None) -> BlackBox:
+    """h(φ) = squared relative misfit at the observations after ``steps`` (default
+    ``horizon``) steps of DeepXDE training with loss weights and learning rate from φ."""
     from pinnlab.config import solve_config_with_deepxde
+
+    steps = steps or setup.config.tune.horizon
 
     def objective(phi):
         lr, weights = _deepxde_settings(setup, phi)
-        result = solve_config_with_deepxde(setup.config, setup.problem.equation, steps=setup.config.tune.horizon,
+        result = solve_config_with_deepxde(setup.config, setup.problem.equation, steps=steps,
                                            lr=lr, loss_weights=weights, test_set=setup.observations)
         return result.final.rel_l2 ** 2
 
-    return BlackBox(objective, horizon=setup.config.tune.horizon)
+    return BlackBox(objective, horizon=steps)
 
 
 def run_tuning(setup: TuningSetup, *, checkpoint: Path | None = None, resume: bool = False,
@@ -144,8 +147,16 @@ def run_tuning(setup: TuningSetup, *, checkpoint: Path | None = None, resume: bo
     tune = setup.config.tune
     start = time.perf_counter()
     if tune.method in ("random", "optuna"):
+        score = None
+        if tune.inner == "deepxde":  # each trial is a DeepXDE training, scored like zo_fg2u's black box
+            box = _deepxde_black_box(setup, trial_steps(setup))
+
+            def score(phi):
+                value = float(box.objective(phi))
+                return value if math.isfinite(value) else math.inf
+
         outcome = search(setup, sampler=tune.method, checkpoint=checkpoint, resume=resume,
-                         progress=progress, metadata=metadata, save=save)
+                         progress=progress, metadata=metadata, save=save, score=score)
     elif tune.method == "joint":
         outcome = joint_fit(setup, progress=progress)
     else:

@@ -19,7 +19,8 @@ from pinnlab._seeding import derive_seed
 from pinnlab.bilevel.parameterization import Log
 
 
-def _trial_steps(setup) -> int:
+def trial_steps(setup) -> int:
+    """Training steps of one search trial: ``tune.trial_steps`` or 10·T."""
     tune = setup.config.tune
     return tune.trial_steps or 10 * tune.horizon
 
@@ -81,18 +82,24 @@ def _record(history, k, value, phi, seconds):
 
 
 def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool = False,
-           progress=None, metadata: dict | None = None, save: bool = True):
+           progress=None, metadata: dict | None = None, save: bool = True, score=None):
     """Random search or Optuna TPE over the tunables' ranges; the best trial wins.
 
-    Runs ``tune.outer_steps`` trials or until ``tune.budget_seconds``. Trials are saved
-    to ``checkpoint`` after each one; resuming replays them (random search draws the
-    same candidates again, TPE is told the finished trials) and continues.
+    Runs ``tune.outer_steps`` trials or until ``tune.budget_seconds``. A trial is scored
+    by ``score(φ)`` (default :func:`trial_objective` over :func:`trial_steps` steps; for
+    ``inner: deepxde`` a DeepXDE training). Trials are saved to ``checkpoint`` after each
+    one; resuming replays them (random search draws
+    the same candidates again, TPE is told the finished trials and continues from the
+    saved state) and continues.
     """
     from pinnlab.io.atomic import atomic_path
     from pinnlab.tuning.run import TuneOutcome
 
     tune = setup.config.tune
-    steps = _trial_steps(setup)
+    steps = trial_steps(setup)
+    if score is None:
+        def score(phi):
+            return trial_objective(setup, phi, steps)
     history = {"outer_step": [], "value": [], "seconds": [], "method": [], "grad_norm": [],
                **{f"phi/{n}": [] for n in setup.tunables}}
     done: list[tuple[dict, float]] = []
@@ -112,8 +119,7 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
             raise ConfigError("tune.method = 'optuna': needs the optional dependency "
                               "(pip install 'pinnlab[optuna]')") from None
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(direction="minimize",
-                                    sampler=optuna.samplers.TPESampler(seed=derive_seed(tune.seed, "tpe") % 2**32))
+        study = optuna.create_study(direction="minimize", sampler=_tpe(tune.seed, len(done)))
         for params, value in done:
             study.add_trial(optuna.trial.create_trial(
                 params=params, value=value if math.isfinite(value) else 1e300,
@@ -128,14 +134,17 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
             break
         t0 = time.perf_counter()
         if study is not None:
+            # a sampler seeded by (seed, trial index): TPE's draw for trial k depends only on
+            # the finished trials, so a resumed search continues exactly as an uninterrupted one
+            study.sampler = _tpe(tune.seed, k)
             trial = study.ask()
             phi = _optuna_candidate(setup, trial)
-            value = trial_objective(setup, phi, steps)
+            value = score(phi)
             study.tell(trial, value if math.isfinite(value) else 1e300)
             params = dict(trial.params)
         else:
             phi = _random_candidate(setup, rng)
-            value = trial_objective(setup, phi, steps)
+            value = score(phi)
             params = {}
         _record(history, k, value, phi, time.perf_counter() - t0)
         done.append((params, value))
@@ -149,6 +158,12 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
     best = int(np.argmin(values))
     phi = {n: history[f"phi/{n}"][best].to(device=setup.device, dtype=setup.dtype) for n in setup.tunables}
     return TuneOutcome(phi, history, sampler, 0.0, extra={"best_trial": best, "trial_steps": steps})
+
+
+def _tpe(seed: int, trial: int):
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=derive_seed(seed, "tpe", trial) % 2**32)
 
 
 def _range(setup, key):

@@ -73,8 +73,13 @@ def test_tuning_a_badly_scaled_boundary_weight_lowers_the_outer_objective(tmp_pa
     assert after < 0.8 * before, (before, after)
 
 
-@pytest.mark.parametrize("method", ["fg2u", "random"])
+@pytest.mark.parametrize("method", ["fg2u", "random", "optuna"])
 def test_resume_after_interruption_is_exact(tmp_path, method, monkeypatch):
+    """Interrupted after 3 of 10 outer steps (trials), resumed: only steps 3..9 run again,
+    and the φ trajectory, values, final metrics and network equal the uninterrupted run's
+    bit for bit (for TPE that needs the sampler's randomness to survive the restart)."""
+    if method == "optuna":
+        pytest.importorskip("optuna")
     cfg = _write(tmp_path)
     overrides = [f"tune.method={method}", "tune.trial_steps=10"]
     if method != "fg2u":
@@ -99,9 +104,22 @@ def test_resume_after_interruption_is_exact(tmp_path, method, monkeypatch):
 
     monkeypatch.setattr("pinnlab.tuning.run.run_tuning", crash_after_three)
     assert main(["tune", str(cfg), *overrides, "-o", str(interrupted), "--progress", "off"]) == 130
-    monkeypatch.setattr("pinnlab.tuning.run.run_tuning", original)
     assert not interrupted.exists() and (tmp_path / "interrupted.h5.ckpt").exists()
+    ran = []
+
+    def record_steps(setup, **kwargs):
+        progress = kwargs["progress"]
+
+        def seen(k, phi, diagnostics):
+            ran.append(k)
+            progress(k, phi, diagnostics)
+
+        return original(setup, **{**kwargs, "progress": seen})
+
+    monkeypatch.setattr("pinnlab.tuning.run.run_tuning", record_steps)
     assert main(["tune", str(cfg), *overrides, "-o", str(interrupted), "--resume", "--progress", "off"]) == 0
+    monkeypatch.setattr("pinnlab.tuning.run.run_tuning", original)
+    assert ran == list(range(3, 10)), ran  # the finished steps came from the checkpoint
     assert not (tmp_path / "interrupted.h5.ckpt").exists()
     with h5py.File(reference) as a, h5py.File(interrupted) as b:
         np.testing.assert_array_equal(a["tune/phi/weights.boundary"][...], b["tune/phi/weights.boundary"][...])
@@ -237,6 +255,44 @@ tune:
         assert fh["tune"].attrs["inner"] == "deepxde"
         phi = fh["tune/phi/weights.boundary"][...]
         assert phi.shape == (2,) and phi[0] != pytest.approx(1e-2)  # the black-box gradient moved it
+
+
+def test_deepxde_random_search_trains_deepxde_in_every_trial(tmp_path, monkeypatch):
+    """inner: deepxde with a search: every trial is a DeepXDE training of trial_steps
+    steps (not pinnlab's own network), and the trial's score is its misfit."""
+    pytest.importorskip("deepxde")
+    import pinnlab.config as config_module
+    from pinnlab.tuning.run import run_tuning
+
+    text = """\
+equation: {name: poisson_two_body, dim: 3, seed: 1, constraint: soft}
+model: {width: 8, depth: 2}
+loss: {kind: biased, weights: {boundary: 1.0e-2}}
+trainer: {steps: 20, lr: 1.0e-3, batch_size: 16, eval_every: 10, test_points: 50, backend: deepxde}
+data: {source: synthetic, points: 20, seed: 0}
+tune:
+  method: random
+  tunables: {weights.boundary: {}}
+  objective: {kind: data}
+  inner: deepxde
+  outer_steps: 2
+  trial_steps: 7
+"""
+    calls = []
+    original = config_module.solve_config_with_deepxde
+
+    def spy(*args, **kwargs):
+        result = original(*args, **kwargs)
+        calls.append((kwargs["steps"], kwargs["loss_weights"], result.final.rel_l2 ** 2))
+        return result
+
+    monkeypatch.setattr(config_module, "solve_config_with_deepxde", spy)
+    setup = build_tuning(configuration.load(_write(tmp_path, text)))
+    outcome = run_tuning(setup)
+    assert [c[0] for c in calls] == [7, 7]
+    tried = [float(v) for v in outcome.history["phi/weights.boundary"]]
+    assert [c[1][1] for c in calls] == pytest.approx(tried)
+    assert outcome.history["value"] == pytest.approx([c[2] for c in calls])
 
 
 def test_shipped_tuning_configs_build():
