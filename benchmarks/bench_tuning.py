@@ -34,8 +34,10 @@ ReLoBRaLo need several loss terms; joint fitting needs PDE coefficients) are rec
 with ``error: null`` and a ``note``.
 
 Records: {"problem", "method", "error", "seconds", "tune_seconds", "outer_steps",
-"tuned", "tune_status", "note"} (``tune_status`` "nonfinite": the outer loop diverged and
-the error is that of its last finite values).
+"tuned", "tune_status", "note"}, every key in every record (null where it does not apply:
+the tuning fields for the untuned baselines, error and seconds for n/a rows);
+``tune_status`` "nonfinite": the outer loop diverged and the error is that of its last
+finite values.
 
 ``--select`` makes the comparison fair to each method's own setting: before the
 evaluation repeats, every method with a setting of its own is run on a held-out seed
@@ -240,7 +242,8 @@ def seeded(data: dict, repeat: int) -> dict:
 def run_method(name: str, data: dict, method: str, budget: float | None) -> dict:
     """One record: the method on the problem at the data's seeds, at the budget (``None``:
     no budget; the tuners run the config's outer steps, see ``--outer-steps``)."""
-    record = {"problem": name, "method": method, "error": None, "seconds": None, "note": ""}
+    record = {"problem": name, "method": method, "error": None, "seconds": None, "tune_seconds": None,
+              "outer_steps": None, "tuned": None, "tune_status": None, "note": ""}  # every record has every key
     steps = data["trainer"]["steps"]
     if method in ("lra", "relobralo") and data["equation"].get("constraint") != "soft":
         record["note"] = "needs several loss terms (hard-constrained problem)"

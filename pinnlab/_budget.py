@@ -19,14 +19,26 @@ class Budget:
     of a hypergradient method 0.1–0.5 s. With this rule every method ends within its
     budget (up to the spread of its unit lengths) and leaves at most one unit unused.
 
-    ``seconds=None`` never stops. ``clock`` (default :func:`time.perf_counter`) is for tests.
+    ``seconds=None`` never stops. ``spent`` and ``units`` carry a resumed loop's earlier
+    time and finished units over (a checkpoint stores :meth:`state`), so an interrupted
+    run gets the same budget as an uninterrupted one. ``clock`` (default
+    :func:`time.perf_counter`) is for tests.
     """
 
-    def __init__(self, seconds: float | None, clock: Callable[[], float] | None = None):
+    def __init__(self, seconds: float | None, clock: Callable[[], float] | None = None, *,
+                 spent: float = 0.0, units: int = 0):
         self.seconds = seconds
         self.clock = clock or _now
-        self.began = self.clock()
-        self.units = 0
+        self.began = self.clock() - spent
+        self.units = units
+
+    def spent(self) -> float:
+        """Seconds used so far (including a resumed run's earlier ones)."""
+        return self.clock() - self.began
+
+    def state(self) -> dict[str, float]:
+        """What a checkpoint keeps: ``Budget(seconds, **state)`` resumes it."""
+        return {"spent": self.spent(), "units": self.units}
 
     def allows_another(self) -> bool:
         if self.seconds is None or self.units == 0:

@@ -74,6 +74,8 @@ class OuterResult:
     value, θ or unusable φ, keeping the last usable φ and θ (``message`` says at which
     outer step)."""
     message: str = ""
+    seconds: float = 0.0
+    """Wall-clock seconds of the loop, including those before a resume."""
 
 
 def _finite(*trees) -> bool:
@@ -182,6 +184,7 @@ def optimize(
     theta_state = None
     method_state: dict[int, Any] = {}
     first = 0
+    budget_state: dict = {}
     if resume:
         data = torch.load(checkpoint, map_location="cpu", weights_only=True)
         if metadata is not None and data.get("metadata") != metadata:
@@ -194,16 +197,17 @@ def optimize(
         theta_state = _restore(data["theta_state"])
         method_state = {int(k): v for k, v in _restore(data["method_state"]).items()}
         first = int(data["outer_step"])
+        budget_state = data.get("budget", {})
 
     def save(k_done: int):
         payload = {"u": {k: v.detach() for k, v in u.items()}, "meta_optimizer": opt.state_dict(),
                    "history": history, "theta_state": _plain(theta_state),
                    "method_state": _plain({str(k): v for k, v in method_state.items()}),
-                   "outer_step": k_done, "metadata": metadata}
+                   "outer_step": k_done, "metadata": metadata, "budget": budget.state()}
         with atomic_path(checkpoint) as tmp:
             torch.save(payload, tmp)
 
-    budget = Budget(time_budget)
+    budget = Budget(time_budget, **budget_state)  # a resumed run keeps its earlier time and steps
     status, message = "ok", ""
     for k in range(first, steps):
         if not budget.allows_another():
@@ -259,9 +263,10 @@ def optimize(
             history[f"phi/{name}"].append(v.detach().cpu().clone())
         if callback is not None:
             callback(k, constrained, {**diagnostics, "value": history["value"][-1]})
+        budget.finished_one()
         if checkpoint is not None and checkpoint_every and (k + 1) % checkpoint_every == 0:
             save(k + 1)
-        budget.finished_one()
     final = constrain({n: v.detach() for n, v in u.items()}, parameterization)
     theta, state = theta_state if theta_state is not None else (None, None)
-    return OuterResult(phi=final, history=history, theta=theta, state=state, status=status, message=message)
+    return OuterResult(phi=final, history=history, theta=theta, state=state, status=status, message=message,
+                       seconds=budget.spent())

@@ -36,7 +36,10 @@ def load_observations(path: str | Path, input_dim: int) -> tuple[Tensor, Tensor]
             with h5py.File(path, "r") as fh:
                 x, u = np.asarray(fh["x"]), np.asarray(fh["u"])
         elif suffix == ".npz":
-            with np.load(path) as data:
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ObservationError(f"observation file {str(path)!r}: not an .npz archive (np.savez writes one)")
+            with data:
                 x, u = np.asarray(data["x"]), np.asarray(data["u"])
         elif suffix == ".csv":
             try:
@@ -50,10 +53,14 @@ def load_observations(path: str | Path, input_dim: int) -> tuple[Tensor, Tensor]
             )
     except KeyError as err:
         raise ObservationError(f"observation file {str(path)!r}: missing dataset {err}") from None
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError) as err:  # EOFError: an empty .npz
         if isinstance(err, ObservationError):
             raise
-        raise ObservationError(f"observation file {str(path)!r}: {err}") from None
+        raise ObservationError(f"observation file {str(path)!r}: {err or type(err).__name__}") from None
+    for name, array in (("x", x), ("u", u)):
+        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+            raise ObservationError(f"observation file {str(path)!r}: {name} must hold real numbers, "
+                                   f"got dtype {array.dtype}")
     if x.ndim != 2 or x.shape[1] != input_dim or u.shape != (x.shape[0],) or x.shape[0] == 0:
         raise ObservationError(
             f"observation file {str(path)!r}: need x of shape (M, {input_dim}) and u of shape (M,), "

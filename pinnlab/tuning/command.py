@@ -97,15 +97,13 @@ def run(args) -> int:
     output = Path(args.output)
     checkpoint = Path(str(output) + ".ckpt")
     _output_checks(output, overwrite=args.overwrite, resume=args.resume)
-    if args.resume and not checkpoint.is_file():
+    # a single-level joint fit is one training run without checkpoints; --resume restarts it
+    checkpoint_path = None if config.tune.method == "joint" else checkpoint
+    if args.resume and checkpoint_path is not None and not checkpoint.is_file():
         raise UsageError(f"no checkpoint {str(checkpoint)!r} to resume from")
     if not args.resume and checkpoint.exists() and not args.overwrite:
         raise UsageError(f"a checkpoint {str(checkpoint)!r} exists from an interrupted run; pass --resume "
                          "to continue it or --overwrite to start over")
-    if config.tune.method == "joint":
-        checkpoint_path = None  # a single-level fit is one training run; it restarts on --resume
-    else:
-        checkpoint_path = checkpoint
     rank, world = init_from_environment()  # under torchrun: directions split over ranks
     metadata = {"config": config_hash(config.to_yaml())}
     if args.resume and checkpoint_path is not None:

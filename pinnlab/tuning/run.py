@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,14 +39,16 @@ class TuneOutcome:
     """``"ok"`` or ``"nonfinite"`` (the outer loop stopped early at the last finite φ)."""
     message: str = ""
 
-    def mix_schedule(self) -> tuple[float, ...] | None:
-        """The mix after each outer step (a learned schedule) for hypergradient methods;
-        the chosen constant for search baselines; ``None`` when the mix was not tuned."""
+    def mix_schedule(self, start: float) -> tuple[float, ...] | None:
+        """The mix the tuning's inner steps followed, one value per outer step (a learned
+        schedule): ``start`` (φ_0), then the value after each update but the last, for
+        hypergradient methods; the chosen constant for search baselines; ``None`` when
+        the mix was not tuned."""
         if "mix" not in self.phi:
             return None
         if self.method in SEARCH_METHODS:
             return (float(self.phi["mix"]),)
-        return tuple(float(v) for v in self.history["phi/mix"])
+        return (float(start), *(float(v) for v in self.history["phi/mix"][:-1]))
 
 
 ZO_DEFAULT_MU = 0.05
@@ -68,19 +69,24 @@ def check_method(setup: TuningSetup) -> None:
     """Refuse method/tunable/objective combinations that cannot work (before any work)."""
     tune = setup.config.tune
     allowed = (*METHODS, *SEARCH_METHODS)
-    for name in [tune.method] + ([tune.then.method] if tune.then else []):
+    phases = [tune.method] + ([tune.then.method] if tune.then else [])
+    for name in phases:
         if name not in allowed:
             raise ConfigError(f"tune.method = {name!r}: unknown method (allowed: {', '.join(allowed)})")
     if tune.outer_optimizer == "sgd" and "outer_betas" in tune.model_fields_set:
         raise ConfigError("tune.outer_betas: β belongs to outer_optimizer: adam; SGD has none (drop outer_betas "
                           "or use adam)")
-    outer_algorithms = [n for n in [tune.method] + ([tune.then.method] if tune.then else [])
-                        if n in ("penalty", "f2sa")]
+    outer_algorithms = [n for n in phases if n in ("penalty", "f2sa")]
     if outer_algorithms and tune.accumulate != 1:
         raise ConfigError(f"tune.accumulate = {tune.accumulate}: {outer_algorithms[0]} takes its own outer steps "
                           "and has no hypergradient estimates to accumulate; use accumulate: 1")
-    if tune.method in SEARCH_METHODS and tune.then is not None:
-        raise ConfigError(f"tune.then: a two-phase schedule needs hypergradient methods, not {tune.method!r}")
+    if tune.then is not None and (tune.method not in METHODS or tune.then.method not in METHODS):
+        bad = tune.method if tune.method not in METHODS else tune.then.method
+        raise ConfigError(f"tune.then: a two-phase schedule needs hypergradient methods, not {bad!r}")
+    if setup.config.loss.weighting != "none":
+        raise ConfigError(f"loss.weighting = {setup.config.loss.weighting!r}: the tuning's inner training has no "
+                          "loss weighting, so the final solve would train differently from what was tuned; "
+                          "tune weights.<term> instead, or compare with `pinnlab solve` and loss.weighting")
     names = list(setup.tunables)
     if tune.method in ("random", "optuna") and any(n.startswith(COLLOCATION) for n in names):
         raise ConfigError(f"tune.method = {tune.method!r}: cannot search over the {COLLOCATION} network's "
@@ -95,9 +101,10 @@ def check_method(setup: TuningSetup) -> None:
         if tune.objective.kind != "data":
             raise ConfigError("tune.method = 'joint': needs tune.objective.kind: data (the data term it fits)")
     if tune.inner == "deepxde":
-        if tune.method not in ("zo_fg2u", "random", "optuna"):
-            raise ConfigError(f"tune.method = {tune.method!r}: DeepXDE training is a black box; use zo_fg2u, "
-                              "random or optuna")
+        for name in phases:
+            if name not in ("zo_fg2u", "random", "optuna"):
+                raise ConfigError(f"tune.method = {name!r}: DeepXDE training is a black box; use zo_fg2u, "
+                                  "random or optuna")
         bad = [n for n in names if n not in ("lr", "weights.residual", "weights.boundary")]
         if bad:
             raise ConfigError(f"tune.tunables.{bad[0]}: with tune.inner: deepxde only lr, weights.residual and "
@@ -109,7 +116,7 @@ def check_method(setup: TuningSetup) -> None:
     if tune.final_init == "continue" and tune.method in METHODS and not tune.warm_start:
         raise ConfigError("tune.final_init = 'continue': needs tune.warm_start: true (there is no trained θ to "
                           "continue from otherwise)")
-    for name in [tune.method] + ([tune.then.method] if tune.then else []):
+    for name in phases:
         if name in METHODS:
             options = tune.options if name == tune.method else tune.then.options
             make_hypergradient_method(name, options)
@@ -145,7 +152,6 @@ def run_tuning(setup: TuningSetup, *, checkpoint: Path | None = None, resume: bo
     """Tune φ with ``tune.method``; checkpoints after every ``checkpoint_every`` steps
     (``save=False``: read ``checkpoint`` on resume but never write it, as on ranks > 0)."""
     tune = setup.config.tune
-    start = time.perf_counter()
     if tune.method in ("random", "optuna"):
         score = None
         if tune.inner == "deepxde":  # each trial is a DeepXDE training, scored like zo_fg2u's black box
@@ -178,9 +184,8 @@ def run_tuning(setup: TuningSetup, *, checkpoint: Path | None = None, resume: bo
             callback=callback, time_budget=tune.budget_seconds, metadata=metadata,
         )
         trained = (result.theta, result.state) if result.theta is not None else None
-        outcome = TuneOutcome(result.phi, result.history, tune.method, 0.0, trained=trained,
+        outcome = TuneOutcome(result.phi, result.history, tune.method, result.seconds, trained=trained,
                               status=result.status, message=result.message)
-    outcome.seconds = time.perf_counter() - start
     return outcome
 
 
@@ -205,9 +210,9 @@ def final_solve(setup: TuningSetup, outcome: TuneOutcome, *, progress: str = "au
 
         lr, weights = _deepxde_settings(setup, outcome.phi)
         return solve_config_with_deepxde(config, problem.equation, steps=steps, lr=lr, loss_weights=weights), problem
-    schedule = outcome.mix_schedule()
+    schedule = outcome.mix_schedule(float(setup.phi0["mix"])) if "mix" in setup.phi0 else None
     if schedule is not None and config.tune.final_init == "continue":
-        schedule = schedule[-1:]  # the schedule was followed while tuning; continue at its end
+        schedule = (float(outcome.phi["mix"]),)  # the schedule was followed while tuning; continue at the tuned value
     if schedule is not None and isinstance(problem.loss, Hybrid):
         problem = dataclasses.replace(problem, loss=dataclasses.replace(problem.loss, switch=Piecewise(schedule, steps)))
     kwargs = dict(setup.train_kwargs)

@@ -103,11 +103,13 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
     history = {"outer_step": [], "value": [], "seconds": [], "method": [], "grad_norm": [],
                **{f"phi/{n}": [] for n in setup.tunables}}
     done: list[tuple[dict, float]] = []
+    budget_state: dict = {}
     if resume and checkpoint is not None:
         data = torch.load(checkpoint, map_location="cpu", weights_only=True)
         if metadata is not None and data.get("metadata") != metadata:
             raise ValueError(f"checkpoint {str(checkpoint)!r} belongs to another run (metadata differ)")
         history, done = data["history"], [(p, v) for p, v in data["trials"]]
+        budget_state = data.get("budget", {})
     rng = np.random.default_rng(derive_seed(tune.seed, "random_search"))
     study = None
     if sampler == "optuna":
@@ -128,7 +130,7 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
     else:
         for _ in done:
             _random_candidate(setup, rng)
-    budget = Budget(tune.budget_seconds)
+    budget = Budget(tune.budget_seconds, **budget_state)  # a resumed search keeps its earlier time and trials
     for k in range(len(done), tune.outer_steps):
         if not budget.allows_another():
             break
@@ -150,14 +152,15 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
         done.append((params, value))
         if progress is not None:
             progress(k, phi, {"value": value})
+        budget.finished_one()
         if checkpoint is not None and save:
             with atomic_path(checkpoint) as tmp:
-                torch.save({"history": history, "trials": [[p, v] for p, v in done], "metadata": metadata}, tmp)
-        budget.finished_one()
+                torch.save({"history": history, "trials": [[p, v] for p, v in done], "metadata": metadata,
+                            "budget": budget.state()}, tmp)
     values = history["value"]
     best = int(np.argmin(values))
     phi = {n: history[f"phi/{n}"][best].to(device=setup.device, dtype=setup.dtype) for n in setup.tunables}
-    return TuneOutcome(phi, history, sampler, 0.0, extra={"best_trial": best, "trial_steps": steps})
+    return TuneOutcome(phi, history, sampler, budget.spent(), extra={"best_trial": best, "trial_steps": steps})
 
 
 def _tpe(seed: int, trial: int):
@@ -218,5 +221,5 @@ def joint_fit(setup, *, progress=None):
             if progress is not None:
                 progress(t // tune.horizon, phi, {"value": value})
         budget.finished_one()
-    return TuneOutcome({k: v.detach() for k, v in phi.items()}, history, "joint", 0.0,
+    return TuneOutcome({k: v.detach() for k, v in phi.items()}, history, "joint", budget.spent(),
                        trained=(theta, theta_state))

@@ -91,6 +91,10 @@ def _collocation_net(input_dim: int, width: int, depth: int, seed: int, dtype) -
 
 def _transform(name: str, spec, default: str, low: float, high: float) -> AbstractParameterization:
     kind = spec.transform or default
+    if kind == "identity" and default != "identity":
+        bound = "positive" if default == "log" else "within [low, high]"
+        raise ConfigError(f"tune.tunables.{name}.transform = identity: {name} must stay {bound}, which an "
+                          f"unconstrained step does not keep; use {default} (the default) or logit")
     if kind == "log":
         return Log()
     if kind == "logit":
@@ -113,6 +117,17 @@ def make_tunables(config: Config, problem: PINNProblem, device, dtype) -> tuple[
             raise ConfigError(f"tune.tunables.{name}.init: needs shape {tuple(shape)}, got {tuple(t.shape)}")
         return t
 
+    def bounds(default: tuple[float, float], positive: bool) -> tuple[float, float]:
+        """The search range (low, high), the defaults where not given; refused if empty or,
+        for a positive (log) tunable, not above 0."""
+        low = spec.low if spec.low is not None else default[0]
+        high = spec.high if spec.high is not None else default[1]
+        if not low < high:
+            raise ConfigError(f"{where}: low = {low} must be below high = {high}")
+        if positive and low <= 0:
+            raise ConfigError(f"{where}.low = {low}: {name} is positive (log scale); low must be > 0")
+        return low, high
+
     for name, spec in config.tune.tunables.items():
         where = f"tune.tunables.{name}"
         if name != COLLOCATION and (spec.width != 32 or spec.depth != 2):
@@ -126,24 +141,30 @@ def make_tunables(config: Config, problem: PINNProblem, device, dtype) -> tuple[
                     f"{where}: the training loss has no term {term!r} (terms: {', '.join(sorted(term_names))}; "
                     "soft constraints need equation.constraint: soft, data terms data.train: true)"
                 )
-            low, high = spec.low or WEIGHT_RANGE[0], spec.high or WEIGHT_RANGE[1]
+            low, high = bounds(WEIGHT_RANGE, True)
             init = spec.init if spec.init is not None else config.loss.weights.get(term, 1.0)
             tunables[name] = Tunable(name, tensor(init), _transform(name, spec, "log", low, high), low, high)
         elif name == "sigma":
             if not isinstance(problem.estimator, SteinAntithetic):
                 raise ConfigError(f"{where}: sigma is tuned only with estimator.kind: stein")
-            low, high = spec.low or SIGMA_RANGE[0], spec.high or SIGMA_RANGE[1]
-            init = spec.init if spec.init is not None else config.estimator.sigma
+            low, high = bounds(SIGMA_RANGE, True)
+            if config.estimator.time_sigma is not None and not spec.per_coordinate:
+                raise ConfigError(f"{where}: estimator.time_sigma gives time its own σ, which one global σ "
+                                  "would overwrite; use per_coordinate: true (time last) or drop time_sigma")
+            # default start: the estimator's own σ (per coordinate, with time_sigma for time)
+            init = spec.init if spec.init is not None else problem.estimator.sigma
             shape = (equation.input_dim,) if spec.per_coordinate else ()
             tunables[name] = Tunable(name, tensor(init, shape), _transform(name, spec, "log", low, high), low, high)
         elif name == "mix":
             if not isinstance(problem.loss, Hybrid):
                 raise ConfigError(f"{where}: the mix needs loss.kind: hybrid")
-            low, high = (spec.low if spec.low is not None else 0.0), (spec.high if spec.high is not None else 1.0)
+            low, high = bounds((0.0, 1.0), False)
+            if low < 0 or high > 1:
+                raise ConfigError(f"{where}: the mix lies in [0, 1]; got low = {low}, high = {high}")
             init = spec.init if spec.init is not None else 0.5
             tunables[name] = Tunable(name, tensor(init), _transform(name, spec, "logit", low, high), low, high)
         elif name == "lr":
-            low, high = spec.low or LR_RANGE[0], spec.high or LR_RANGE[1]
+            low, high = bounds(LR_RANGE, True)
             init = spec.init if spec.init is not None else config.trainer.lr
             tunables[name] = Tunable(name, tensor(init), _transform(name, spec, "log", low, high), low, high)
         elif name.startswith("coefficients."):
@@ -154,8 +175,7 @@ def make_tunables(config: Config, problem: PINNProblem, device, dtype) -> tuple[
             shape = tuple(equation.coefficients[key].shape)
             init = spec.init if spec.init is not None else 0.0
             value = tensor(init, shape)
-            low = spec.low if spec.low is not None else float(value.min()) - 2.0
-            high = spec.high if spec.high is not None else float(value.max()) + 2.0
+            low, high = bounds((float(value.min()) - 2.0, float(value.max()) + 2.0), False)
             tunables[name] = Tunable(name, value, _transform(name, spec, "identity", low, high), low, high)
         elif name == COLLOCATION:
             collocation_net = _collocation_net(equation.input_dim, spec.width, spec.depth,
@@ -249,6 +269,9 @@ def make_outer_loss(config: Config, problem: PINNProblem, to_hyperparams, observ
             return ((prediction(theta, hp, points, "outer/reference") - exact) ** 2).sum() / norm
 
         return outer
+    if spec.estimator == "autograd" and "sigma" in config.tune.tunables:
+        raise ConfigError("tune.objective.estimator = 'autograd': the exact residual of the raw network does not "
+                          "depend on σ, so it cannot score a tuned sigma; use estimator: stein")
     residual_estimator = Autograd() if spec.estimator == "autograd" else estimator
 
     def outer(theta, phi):

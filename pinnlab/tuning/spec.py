@@ -43,7 +43,9 @@ class ObjectiveSpec(_Spec):
     - ``data``: mean squared misfit of u at the ``data:`` observations;
     - ``residual``: mean squared PDE residual on ``points`` fresh held-out points, with
       exact autograd derivatives (``estimator: autograd``) or a Stein estimate with
-      ``samples`` draws;
+      ``samples`` draws. Autograd differentiates the raw network f, not the smoothed u_σ
+      the data and reference objectives (and the solver's reported solution) use; that is
+      close for small σ, but it does not depend on σ, so σ cannot be tuned with it;
     - ``reference``: squared relative L2 error against the exact solution on ``points``
       test points (benchmark mode, needs an exact solution).
 
@@ -76,6 +78,10 @@ class TuneSection(_Spec):
     baseline: ``random`` and ``optuna`` (TPE) search, each trial training
     ``trial_steps`` steps from the initial network, and ``joint`` (single-level
     training of θ and the PDE coefficients together on residual + data loss).
+    The inner steps train at the constant ``trainer.lr`` (or the tuned ``lr``) and, for a
+    hybrid loss whose mix is not tuned, with the loss before the switch (mix 0): the
+    trainer's schedule and switch step count the final solve's steps, which tuning
+    does not know in advance; the final solve applies both.
     ``outer_betas`` are Adam's (β₁, β₂) for φ; (0, 0) makes every outer step
     ``outer_lr``·sign(g) per coordinate, so the φ history shows the hypergradient's sign.
     ``budget_seconds`` caps any method's wall-clock time: an outer step or trial starts

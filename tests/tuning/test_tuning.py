@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import h5py
 import numpy as np
 import pytest
@@ -190,6 +192,14 @@ BAD = [
     ("tune.outer_optimizer=sgd; tune.outer_betas=[0.0, 0.0]", "SGD has none"),
     ("data.source=missing.csv", "data.source"),
     ("tune.method=penalty; tune.accumulate=2", "no hypergradient estimates to accumulate"),
+    ("tune.then={method: random, after: 2}", "two-phase schedule needs hypergradient methods"),
+    ("loss.weighting=lra", "the tuning's inner training has no loss weighting"),
+    ("tune.method=optuna; tune.options={}; tune.tunables={weights.boundary: {low: 10, high: 1}}",
+     "must be below high"),
+    ("tune.method=random; tune.options={}; tune.tunables={weights.boundary: {low: -1}}", "low must be > 0"),
+    ("tune.tunables={weights.boundary: {transform: identity}}", "must stay positive"),
+    ("tune.objective.kind=residual; tune.objective.estimator=autograd; tune.tunables={sigma: {}}",
+     "cannot score a tuned sigma"),
 ]
 
 
@@ -223,6 +233,24 @@ def test_observation_files_round_trip(tmp_path, suffix):
     torch.testing.assert_close(u2, u, rtol=0, atol=1e-12)
     with pytest.raises(ObservationError, match="shape"):
         load_observations(path, 4)
+
+
+def test_unusable_npz_observation_files_give_an_observation_error(tmp_path):
+    """Each of these raised EOFError, TypeError or loaded silently (complex) before."""
+    x = np.zeros((3, 2))
+    cases = {"empty": None, "npy_renamed": "npy", "complex": {"x": x + 1j, "u": np.zeros(3)},
+             "strings": {"x": np.array([["a", "b"]] * 3), "u": np.zeros(3)}}
+    for name, content in cases.items():
+        path = tmp_path / f"{name}.npz"
+        if content is None:
+            path.write_bytes(b"")
+        elif content == "npy":
+            with open(path, "wb") as fh:
+                np.save(fh, x)
+        else:
+            np.savez(path, **content)
+        with pytest.raises(ObservationError, match=str(path.name)):
+            load_observations(path, 2)
 
 
 def test_piecewise_mix_schedule_replays_values():
@@ -293,6 +321,25 @@ tune:
     tried = [float(v) for v in outcome.history["phi/weights.boundary"]]
     assert [c[1][1] for c in calls] == pytest.approx(tried)
     assert outcome.history["value"] == pytest.approx([c[2] for c in calls])
+
+
+def test_final_solve_replays_the_mix_schedule_the_tuning_followed(tmp_path):
+    """A tuned mix is replayed as the values the inner steps used: φ_0 during outer step
+    0, the value after update k−1 during step k (not shifted by one update)."""
+    from pinnlab.tuning.run import final_solve
+
+    overrides = ["loss.kind=hybrid", "loss.switch_step=20", "tune.tunables={mix: {init: 0.3}}", "tune.outer_steps=3", "tune.horizon=2",
+                 "tune.final_steps=6"]
+    setup = build_tuning(configuration.load(_write(tmp_path), overrides))
+    outcome = run_tuning(setup)
+    history = [float(v) for v in outcome.history["phi/mix"]]
+    assert len(history) == 3 and history[0] != pytest.approx(0.3)
+    _, problem = final_solve(setup, outcome, progress="off")
+    assert isinstance(problem.loss.switch, Piecewise)
+    assert problem.loss.switch.values == pytest.approx((0.3, history[0], history[1]))
+    # a loop that stopped before its first update replays the start value
+    empty = dataclasses.replace(outcome, history={**outcome.history, "phi/mix": []})
+    assert empty.mix_schedule(0.3) == (0.3,)
 
 
 def test_shipped_tuning_configs_build():
@@ -395,6 +442,40 @@ def test_every_tuner_obeys_the_same_budget_rule(tmp_path, method, monkeypatch):
         overrides.append("tune.options={}")
     outcome = run_tuning(build_tuning(configuration.load(_write(tmp_path, text), overrides)))
     assert len(outcome.history["outer_step"]) == 2
+
+
+@pytest.mark.parametrize("method", ["fg2u", "random"])
+def test_a_resumed_run_keeps_the_budget_it_had_spent(tmp_path, method, monkeypatch):
+    """A clock that advances 1 s per finished unit and a 2.5 s budget: two units, also
+    when interrupted after the first and resumed (the budget used to restart: three)."""
+    import pinnlab._budget
+
+    now = [0.0]
+    monkeypatch.setattr(pinnlab._budget, "_now", lambda: now[0])
+    overrides = [f"tune.method={method}", "tune.budget_seconds=2.5", "tune.trial_steps=3", "tune.horizon=3",
+                 "tune.checkpoint_every=1"]
+    if method == "random":
+        overrides.append("tune.options={}")
+    checkpoint = tmp_path / "t.ckpt"
+
+    def tick(k, phi, diagnostics):
+        now[0] += 1.0
+
+    def tick_then_stop(k, phi, diagnostics):
+        tick(k, phi, diagnostics)
+        if k == 1:
+            raise KeyboardInterrupt
+
+    def setup():
+        return build_tuning(configuration.load(_write(tmp_path), overrides))
+
+    assert len(run_tuning(setup(), progress=tick).history["outer_step"]) == 2
+    now[0] = 0.0
+    with pytest.raises(KeyboardInterrupt):
+        run_tuning(setup(), checkpoint=checkpoint, progress=tick_then_stop)
+    outcome = run_tuning(setup(), checkpoint=checkpoint, resume=True, progress=tick)
+    assert len(outcome.history["outer_step"]) == 2
+    assert outcome.seconds == 2.0  # the first unit's second, before the interruption, counts
 
 
 def test_joint_fitting_uses_the_configured_outer_optimizer(tmp_path):
