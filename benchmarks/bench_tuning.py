@@ -277,7 +277,7 @@ def report(record: dict) -> None:
     tag = record.get("phase", record.get("repeat"))
     print(f"{tag} {record['problem']:2s} {record['method']:13s} error={err:>10s} seconds={sec:>6s} "
           f"{record.get('note', '')} {record.get('setting', '')} "
-          f"{record.get('tuned', '') if record['problem'] != 'b' else ''}", flush=True)
+          f"{(record.get('tuned') or '') if record['problem'] != 'b' else ''}", flush=True)
 
 
 SELECT_SEED = 100
