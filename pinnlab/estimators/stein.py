@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Sequence
@@ -165,11 +166,12 @@ class SteinAntithetic(AbstractDerivativeEstimator):
         pieces = []
         for start in range(0, max(x.shape[0], 1), chunk):
             xc = x[start : start + chunk]
+            qc = queries if chunk >= x.shape[0] else [_chunk_query(q, x.shape[0], start, chunk) for q in queries]
             xi = shared if shared is not None else self._draw(xc.shape[0], x.shape[1], x, generator)
             if self.time_smoothing == "joint":
-                pieces.append(self._joint(model, xc, queries, s, xi))
+                pieces.append(self._joint(model, xc, qc, s, xi))
             else:
-                pieces.append(self._independent_time(model, xc, queries, s, xi, generator))
+                pieces.append(self._independent_time(model, xc, qc, s, xi, generator))
         return [torch.cat(parts) for parts in zip(*pieces)]
 
     # -- joint smoothing -------------------------------------------------------------
@@ -268,6 +270,16 @@ class SteinAntithetic(AbstractDerivativeEstimator):
 
 
 _ANSWERABLE = (Value, Gradient, Directional, HessianDiagonal, WeightedLaplacian)
+
+
+def _chunk_query(query: Query, n: int, start: int, size: int) -> Query:
+    """``query`` for the points ``start:start + size`` of ``n``: per-point `(N, D)` vectors
+    or weights are sliced, shared `(D,)` ones kept."""
+    field = "vector" if isinstance(query, Directional) else "weights" if isinstance(query, WeightedLaplacian) else None
+    value = getattr(query, field) if field else None
+    if value is None or value.dim() != 2 or value.shape[0] != n:
+        return query
+    return dataclasses.replace(query, **{field: value[start : start + size]})
 
 
 def _check_sigma(sigma) -> None:

@@ -361,3 +361,24 @@ def test_sigma_inside_torch_func_transforms_is_not_inspected():
                                torch.stack([loss(s) for s in batch]))
     with pytest.raises(ValueError, match="one entry per input column"):
         torch.func.grad(loss)(torch.full((2,), 0.1, dtype=F64))
+
+
+def test_point_chunks_slice_per_point_query_vectors():
+    """chunk_size splits the points; per-point (N, D) directions and Laplacian weights
+    must be split with them (they were passed whole, which failed for every equation
+    with per-point queries). Shared noise: chunked and unchunked see the same draws."""
+    from pinnlab.nets import Pointwise
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(10, 4, dtype=torch.float64, generator=gen)
+    a = torch.randn(10, 4, dtype=torch.float64, generator=gen)
+    w = torch.rand(10, 4, dtype=torch.float64, generator=gen)
+    f = Pointwise(lambda z: torch.sin(z).sum(-1) + (z[..., 0] * z[..., 1]))
+    queries = [Directional(a), WeightedLaplacian(w), Directional(a[0]), Value()]
+
+    def run(chunk):
+        est = SteinAntithetic(sigma=0.1, num_samples=16, noise="shared", chunk_size=chunk)
+        return est.estimate(f, x, queries, generator=torch.Generator().manual_seed(0))
+
+    for whole, chunked in zip(run(None), run(3)):
+        torch.testing.assert_close(chunked, whole, rtol=1e-12, atol=1e-12)
