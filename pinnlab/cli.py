@@ -24,9 +24,22 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+CHECKPOINT_SUFFIX = ".ckpt"
+
+
 def _output_checks(output: Path, *, overwrite: bool, resume: bool) -> None:
+    import os
+
     from pinnlab.io import check_writable_directory
 
+    try:
+        limit = os.pathconf(output.absolute().parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    size = len(output.name.encode()) + len(CHECKPOINT_SUFFIX)
+    if size > limit:  # else the checkpoint (RUN.h5.ckpt) cannot be written, after the work is done
+        raise UsageError(f"output name {output.name[:40]!r}... is too long: {size} bytes with the "
+                         f"{CHECKPOINT_SUFFIX} checkpoint suffix, the file system allows {limit}")
     if output.exists() and output.is_dir():
         raise UsageError(f"output {str(output)!r} is a directory")
     if output.exists() and not overwrite:
@@ -55,7 +68,7 @@ def cmd_solve(args) -> int:
     except configuration.ConfigError as err:
         raise UsageError(f"config error: {err}") from None
     output = Path(args.output)
-    checkpoint = Path(str(output) + ".ckpt")
+    checkpoint = Path(str(output) + CHECKPOINT_SUFFIX)
     _output_checks(output, overwrite=args.overwrite, resume=args.resume)
     try:
         problem, kwargs = configuration.build(config)
@@ -125,13 +138,16 @@ def cmd_plot(args) -> int:
     if not path.is_file():
         raise UsageError(f"result file {str(path)!r} does not exist")
     outdir = Path(args.output) if args.output else path.with_suffix("")
+    created = not outdir.exists()
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"cannot create plot directory {str(outdir)!r}: {err}") from None
     try:
         written = plot_file(path, outdir)
-    except (OSError, KeyError, ValueError) as err:
+    except (OSError, KeyError, ValueError, IndexError) as err:
+        if created and not any(outdir.iterdir()):  # leave no empty directory behind
+            outdir.rmdir()
         raise UsageError(f"cannot plot {str(path)!r}: {err}") from None
     for item in written:
         print(item)

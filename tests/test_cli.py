@@ -112,6 +112,8 @@ def test_bad_input_table(tmp_path, capsys):
         (["solve"], "required"),
         (["frobnicate"], "invalid choice"),
         (["plot", tmp_path / "missing.h5"], "does not exist"),
+        (["plot", good, "-o", tmp_path / "figs"], "cannot plot"),  # and no empty figs/ left behind
+        (["solve", good, "-o", tmp_path / ("a" * 248 + ".h5")], "too long"),  # the .ckpt would not fit
     ]
     for args, expected in cases:
         _bad(tmp_path, args, expected, capsys, protect)
@@ -123,7 +125,7 @@ def test_bad_input_table(tmp_path, capsys):
     _bad(tmp_path, ["solve", good, "-o", corrupt, "--resume"], "corrupted", capsys,
          [Path(str(corrupt) + ".ckpt")])
     _bad(tmp_path, ["solve", good, "-o", corrupt], "pass --resume", capsys, [Path(str(corrupt) + ".ckpt")])
-    assert not (tmp_path / "o.h5").exists()
+    assert not (tmp_path / "o.h5").exists() and not (tmp_path / "figs").exists()
 
 
 def test_resume_with_other_config_is_refused(tmp_path, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -279,13 +280,17 @@ class HJBRosenbrock(_HJB):
         if not bool(torch.isfinite(u).all()):  # never cache (and so never repeat) a broken reference
             raise ValueError(f"{self.name}: non-finite Cole–Hopf reference at {int((~torch.isfinite(u)).sum())} "
                              "points")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with h5py.File(tmp, "w") as fh:
-            fh["u"] = u.numpy()
-            fh.attrs["parameters"] = repr(self.parameters())
-            fh.attrs["seed"] = self.seed
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            with h5py.File(tmp, "w") as fh:
+                fh["u"] = u.numpy()
+                fh.attrs["parameters"] = repr(self.parameters())
+                fh.attrs["seed"] = self.seed
+            os.replace(tmp, path)
+        except OSError as err:  # an unwritable cache costs a recomputation next time, not this run
+            warnings.warn(f"{self.name}: cannot cache the reference under {str(path.parent)!r} ({err}); "
+                          "set PINNLAB_CACHE to a writable directory", stacklevel=2)
         return u.to(device=x.device, dtype=x.dtype)
 
 

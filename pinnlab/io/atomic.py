@@ -16,7 +16,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     temporary file is removed (or left as ``.NAME.<pid>.tmp``, never as ``target``).
     """
     target = Path(target)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    # the name is shortened so the temporary fits wherever the target's name does
+    tmp = target.with_name(f".{target.name[:200]}.{os.getpid()}.tmp")
     try:
         yield tmp
         with open(tmp, "rb+") as fh:

@@ -10,6 +10,7 @@ File layouts (``D`` = input columns, time last for time-dependent equations):
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,7 @@ def load_observations(path: str | Path, input_dim: int) -> tuple[Tensor, Tensor]
             )
     except KeyError as err:
         raise ObservationError(f"observation file {str(path)!r}: missing dataset {err}") from None
-    except (OSError, ValueError, EOFError) as err:  # EOFError: an empty .npz
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # EOFError: an empty .npz
         if isinstance(err, ObservationError):
             raise
         raise ObservationError(f"observation file {str(path)!r}: {err or type(err).__name__}") from None

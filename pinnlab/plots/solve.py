@@ -15,8 +15,12 @@ def _title(fh) -> str:
             f"final rel. L2 = {final['rel_l2']:.2e}")
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+def _save(fig: Figure, path: Path, **kwargs) -> Path:
+    """Write ``fig`` as PNG atomically (a reader never sees a half-written image)."""
+    from pinnlab.io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", **({"dpi": 120, "bbox_inches": "tight"} | kwargs))
     return path
 
 

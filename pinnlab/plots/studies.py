@@ -8,6 +8,8 @@ import h5py
 import numpy as np
 from matplotlib.figure import Figure
 
+from pinnlab.plots.solve import _save
+
 
 def _strings(values) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
@@ -96,7 +98,7 @@ def plot_estimator_study(path: Path, outdir: Path) -> list[Path]:
             ax.minorticks_off()
         fig.suptitle(f"Estimator study, {equation}: {quantity} (dashed: log–log fit, band: ±2 SE of the slope)")
         target = outdir / f"estimator_{quantity}.png"
-        fig.savefig(target, dpi=120)
+        _save(fig, target, bbox_inches=None)
         written.append(target)
     return written
 
@@ -121,7 +123,7 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     target = outdir / "training_error_vs_dim.png"
-    fig.savefig(target, dpi=120)
+    _save(fig, target, bbox_inches=None)
     written.append(target)
 
     shown = {}
@@ -156,7 +158,7 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
         ax.legend(fontsize=8)
     fig.suptitle("Training study: loss curves (first seed; dashed: switch to the unbiased loss)")
     target = outdir / "training_loss_curves.png"
-    fig.savefig(target, dpi=120)
+    _save(fig, target, bbox_inches=None)
     written.append(target)
     return written
 

@@ -79,7 +79,7 @@ def run(args) -> int:
     import torch
 
     from pinnlab import config as configuration
-    from pinnlab.cli import EXIT_FAILED, EXIT_OK, UsageError, _output_checks
+    from pinnlab.cli import CHECKPOINT_SUFFIX, EXIT_FAILED, EXIT_OK, UsageError, _output_checks
     from pinnlab.bilevel.distributed import init_from_environment
     from pinnlab.io.checkpoint import config_hash
     from pinnlab.solvers.progress import Progress
@@ -95,7 +95,7 @@ def run(args) -> int:
     except (configuration.ConfigError, ValueError) as err:
         raise UsageError(f"config error: {err}") from None
     output = Path(args.output)
-    checkpoint = Path(str(output) + ".ckpt")
+    checkpoint = Path(str(output) + CHECKPOINT_SUFFIX)
     _output_checks(output, overwrite=args.overwrite, resume=args.resume)
     # a single-level joint fit is one training run without checkpoints; --resume restarts it
     checkpoint_path = None if config.tune.method == "joint" else checkpoint

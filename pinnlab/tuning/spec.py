@@ -98,7 +98,7 @@ class TuneSection(_Spec):
     method: str = "fg2u"
     options: dict[str, Any] = Field(default_factory=dict)
     then: PhaseSpec | None = None
-    tunables: dict[str, TunableSpec]
+    tunables: dict[str, TunableSpec] = Field(min_length=1)
     objective: ObjectiveSpec = ObjectiveSpec()
     outer_steps: int = Field(20, ge=1)
     horizon: int = Field(10, ge=1)
