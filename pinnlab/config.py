@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pinnlab.equations import EQUATIONS, NotUnbiasableError
 
@@ -146,6 +153,15 @@ class TrainerSection(_Section):
     checkpoint_every: int = Field(0, ge=0)
     log_every: int = Field(100, ge=1)
     backend: Literal["pinnlab", "deepxde"] = "pinnlab"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _deepxde_schedule(cls, data):
+        # DeepXDE trains at a constant learning rate: with that backend an unset schedule
+        # means (and the resolved config records) `constant`, not pinnlab's `linear`.
+        if isinstance(data, Mapping) and data.get("backend") == "deepxde" and "schedule" not in data:
+            data = {**data, "schedule": "constant"}
+        return data
 
     @field_validator("device")
     @classmethod
@@ -333,6 +349,8 @@ def validate(data: Mapping[str, Any]) -> Config:
     if "data" in sections:
         _check_data(config)
     _check_loss(config)
+    if config.trainer.backend == "deepxde":
+        _check_deepxde(config)
     return config
 
 
@@ -381,6 +399,49 @@ def _check_study(config: Config) -> None:
                               f"({', '.join(study.grid) or 'none'})")
     elif study.init not in ("fresh", "trained") and not Path(study.init).is_file():
         raise ConfigError(f"study.init = {study.init!r}: must be 'fresh', 'trained' or an existing result file")
+    elif config.trainer.backend == "deepxde":
+        raise ConfigError("trainer.backend = 'deepxde': an estimator study evaluates pinnlab's network "
+                          "and estimator (use trainer.backend: pinnlab)")
+
+
+DEEPXDE_ACTIVATIONS = ("tanh", "sin", "gelu", "silu")
+"""``model.activation`` values DeepXDE's ``FNN`` knows (it has no softplus)."""
+
+DEEPXDE_FIXED: dict[tuple[str, str], tuple[Any, str]] = {
+    ("trainer", "optimizer"): ("adam", "DeepXDE trains with adam"),
+    ("trainer", "schedule"): ("constant", "DeepXDE trains at a constant learning rate"),
+    ("trainer", "gamma"): (TrainerSection.model_fields["gamma"].default, "DeepXDE has no lr schedule"),
+    ("trainer", "momentum"): (TrainerSection.model_fields["momentum"].default, "DeepXDE trains with adam"),
+    ("trainer", "dtype"): ("float32", "DeepXDE trains in float32"),
+    ("trainer", "batch_chunks"): (1, "DeepXDE takes the batch in one piece"),
+    ("trainer", "checkpoint_every"): (0, "DeepXDE runs have no checkpoints"),
+    ("loss", "weighting"): ("none", "DeepXDE takes fixed loss.weights"),
+}
+"""Options the DeepXDE backend cannot honour: the one value each may have (its default,
+or what DeepXDE does), and why."""
+
+
+def _check_deepxde(config: Config) -> None:
+    """``trainer.backend: deepxde``: refuse options :func:`solve_config_with_deepxde` would
+    silently ignore. Estimator settings and ``loss.kind`` do not apply (DeepXDE's
+    derivatives are exact, so every loss kind is the same loss); ``data:`` without
+    ``train`` only feeds tuning objectives."""
+    for (section, key), (allowed, why) in DEEPXDE_FIXED.items():
+        value = getattr(config.sections[section], key)
+        if value != allowed:
+            raise ConfigError(f"{section}.{key} = {_describe(value)}: not supported by trainer.backend: "
+                              f"deepxde ({why}; allowed: {allowed!r})")
+    device = config.trainer.device
+    if device not in ("auto", "cpu"):
+        raise ConfigError(f"trainer.device = {device!r}: not supported by trainer.backend: deepxde "
+                          "(it runs on torch's default device, normally the CPU; allowed: 'auto', 'cpu')")
+    activation = config.model.activation
+    if activation not in DEEPXDE_ACTIVATIONS:
+        raise ConfigError(f"model.activation = {activation!r}: not supported by trainer.backend: deepxde "
+                          f"(allowed: {', '.join(DEEPXDE_ACTIVATIONS)})")
+    if "data" in config.sections and config.data.train:
+        raise ConfigError("data.train = True: not supported by trainer.backend: deepxde "
+                          "(DeepXDE's loss has no data term)")
 
 
 def _check_data(config: Config) -> None:
@@ -445,6 +506,17 @@ def make_weighting(section: LossSection):
         return cls(**options)
     except ValueError as err:
         raise ConfigError(f"loss.weighting_options.{err}") from None
+
+
+def make_network(section: ModelSection, input_dim: int, *, seed: int, dtype=None):
+    """The network f(·; θ) of ``model:`` (every option of the section reaches it), its
+    initialisation drawn from ``(seed, "init")``: what :func:`build` trains and what an
+    estimator study evaluates."""
+    from pinnlab._seeding import make_generator
+    from pinnlab.nets import MLP
+
+    options = {} if dtype is None else {"dtype": dtype}
+    return MLP(input_dim, **section.model_dump(), generator=make_generator(seed, "init"), **options)
 
 
 def make_equation(section: EquationSection):
@@ -538,8 +610,6 @@ def build(config: Config):
     """
     import torch
 
-    from pinnlab._seeding import make_generator
-    from pinnlab.nets import MLP
     from pinnlab.solvers import (
         SGD,
         Adam,
@@ -553,11 +623,7 @@ def build(config: Config):
 
     equation = make_equation(config.equation)
     trainer = config.trainer
-    net = MLP(
-        equation.input_dim, width=config.model.width, depth=config.model.depth,
-        activation=config.model.activation,
-        generator=make_generator(trainer.seed, "init"),
-    )
+    net = make_network(config.model, equation.input_dim, seed=trainer.seed)
     extra = ()
     if equation.constraint == "soft":
         extra = (ConstraintLoss(name="boundary", batch_size=config.loss.boundary_points),)

@@ -45,6 +45,26 @@ def _with(**sections):
         (_with(loss={"weighting": "relobralo", "weighting_options": {"every": 5}}),
          "weighting_options.every: unknown option of relobralo (allowed: alpha, lookback, temperature)"),
         (_with(loss={"weighting": "relobralo", "weighting_options": {"temperature": 0}}), "temperature = 0.0"),
+        # trainer.backend: deepxde refuses what DeepXDE's training would silently ignore
+        (_with(trainer={"backend": "deepxde", "optimizer": "sgd"}),
+         "trainer.optimizer = 'sgd': not supported by trainer.backend: deepxde"),
+        (_with(trainer={"backend": "deepxde", "momentum": 0.5}), "trainer.momentum = 0.5: not supported"),
+        (_with(trainer={"backend": "deepxde", "schedule": "exponential"}), "trainer.schedule = 'exponential'"),
+        (_with(trainer={"backend": "deepxde", "schedule": "linear"}), "trainer.schedule = 'linear'"),
+        (_with(trainer={"backend": "deepxde", "schedule": "constant", "gamma": 0.5}),
+         "trainer.gamma = 0.5: not supported by trainer.backend: deepxde"),
+        (_with(trainer={"backend": "deepxde", "dtype": "float64"}), "trainer.dtype = 'float64': not supported"),
+        (_with(trainer={"backend": "deepxde", "batch_chunks": 2}), "trainer.batch_chunks = 2: not supported"),
+        (_with(trainer={"backend": "deepxde", "checkpoint_every": 5}), "trainer.checkpoint_every = 5: not supported"),
+        (_with(trainer={"backend": "deepxde", "device": "cuda"}), "trainer.device = 'cuda': not supported"),
+        (_with(trainer={"backend": "deepxde"}, equation={"constraint": "soft"}, loss={"weighting": "relobralo"}),
+         "loss.weighting = 'relobralo': not supported by trainer.backend: deepxde"),
+        (_with(trainer={"backend": "deepxde"}, model={"activation": "softplus"}),
+         "model.activation = 'softplus': not supported by trainer.backend: deepxde"),
+        (_with(trainer={"backend": "deepxde"}, data={"train": True}),
+         "data.train = True: not supported by trainer.backend: deepxde"),
+        (_with(trainer={"backend": "deepxde"}, study={"kind": "estimator", "init": "fresh"}),
+         "trainer.backend = 'deepxde': an estimator study evaluates pinnlab's network"),
     ],
 )
 def test_bad_values_give_one_line(data, expected):
@@ -122,3 +142,38 @@ def test_the_documented_biased_run_of_the_hybrid_allen_cahn_config_validates():
     config = C.load(path, ["equation.dim=100", "trainer.steps=1000", "estimator.samples=128",
                            "estimator.sigma=0.01", "loss.kind=biased"])
     assert (config.loss.kind, config.trainer.steps, config.loss.switch_step) == ("biased", 1000, None)
+
+
+def test_deepxde_backend_accepts_its_defaults_and_records_its_constant_schedule():
+    """Options left at their defaults are accepted with trainer.backend: deepxde, and the
+    resolved config records what DeepXDE does (a constant learning rate), so it validates
+    again; a data section without train (a tuning objective) is accepted too."""
+    import yaml
+
+    config = C.validate(_with(trainer={"backend": "deepxde"}, loss={"kind": "biased"},
+                              data={"source": "synthetic", "points": 10}))
+    assert config.trainer.schedule == "constant"
+    assert C.validate(yaml.safe_load(config.to_yaml())).resolved() == config.resolved()
+    explicit = _with(trainer={"backend": "deepxde", "optimizer": "adam", "schedule": "constant", "gamma": 0.9995,
+                              "dtype": "float32", "checkpoint_every": 0, "device": "cpu"}, model={"activation": "sin"})
+    assert C.validate(explicit).trainer.backend == "deepxde"
+    assert C.validate(BASE).trainer.schedule == "linear"  # pinnlab's default is unchanged
+
+
+def test_every_shipped_config_validates_including_studies_and_tuning():
+    configs = sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml"))
+    assert {p.parent.name for p in configs} >= {"configs", "studies", "tuning"}
+    backends = {C.load(path).trainer.backend for path in configs}
+    assert backends == {"pinnlab", "deepxde"}
+
+
+def test_deepxde_config_with_unsupported_options_exits_2_with_one_line(tmp_path, capsys):
+    from pinnlab.cli import main
+
+    cfg = tmp_path / "dde.yaml"
+    cfg.write_text("equation: {name: poisson_two_body, dim: 3, seed: 1, constraint: soft}\n"
+                   "trainer: {steps: 2, backend: deepxde, schedule: exponential, gamma: 0.5}\n")
+    assert main(["solve", str(cfg), "-o", str(tmp_path / "out.h5")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "trainer.schedule = 'exponential': not supported by trainer.backend" in err
+    assert not (tmp_path / "out.h5").exists()

@@ -63,6 +63,7 @@ def _estimator(config, output, args) -> int:
     import torch
 
     from pinnlab import config as configuration
+    from pinnlab.cli import UsageError
     from pinnlab.io import atomic_path
     from pinnlab.io.results import _versions
     from pinnlab.solvers import train
@@ -72,19 +73,25 @@ def _estimator(config, output, args) -> int:
         fit_slopes,
         run_estimator_study,
     )
+    from pinnlab.studies.spec import study_runs, validate_runs
 
     study = config.study
     dims = study.dims or [config.equation.dim]
+    try:
+        runs = validate_runs(args.config, study_runs(config), args.overrides)
+    except configuration.ConfigError as err:
+        raise UsageError(f"config error: {err}") from None
+    if study.init not in ("fresh", "trained"):
+        _check_init_file(study.init, config, dims)
     dtype = getattr(torch, config.trainer.dtype)
     records, pretrained = [], {}
     for dim in dims:
         params = None
         if study.init == "trained":
-            problem, kwargs = configuration.build(configuration.validate(
-                configuration.apply_overrides(config.raw, [f"equation.dim={dim}"])))
+            problem, kwargs = configuration.build(runs[f"d={dim}"])
             _log(f"pretraining the network at d={dim} for {kwargs['steps']} steps")
             result = train(problem, **kwargs, progress="off")
-            params = {k: v.to(dtype) for k, v in result.params.items()}
+            params = {k: v.detach().to(device="cpu", dtype=dtype) for k, v in result.params.items()}
             pretrained[dim] = result.final.rel_l2
             _log(f"pretrained network: rel_l2={result.final.rel_l2:.3e}")
         elif study.init != "fresh":
@@ -95,9 +102,10 @@ def _estimator(config, output, args) -> int:
             sigmas=tuple(study.sigmas), noise=tuple(study.noise), quantities=tuple(study.quantities),
             losses=tuple(study.losses), replicates=study.replicates, points=study.points,
             reference_samples=study.reference_samples, reference_replicates=study.reference_replicates,
-            problem_seed=config.equation.seed, init_seed=config.trainer.seed, width=config.model.width,
-            depth=config.model.depth, equation_parameters=config.equation.parameters(), params=params,
+            problem_seed=config.equation.seed, init_seed=config.trainer.seed,
+            equation_parameters=config.equation.parameters(), params=params,
             dtype=dtype, unbiased_samples=study.unbiased_samples,
+            **config.model.model_dump(),  # every model option, as the solver's network gets them
         )
         records += run_estimator_study(spec, progress=_log)["records"]
     slopes = fit_slopes(records)
@@ -127,15 +135,49 @@ def _estimator(config, output, args) -> int:
     for row in comparisons:
         if row["quantity"] == "gradient":
             halving = (f"; halving predicts {row['halving_prediction']:.2f}"
-                       if "halving_prediction" in row else "")
+                       if row.get("halving_prediction") is not None else "")
             print(f"gradient variance unbiased/biased, {row['noise']}, d={row['dim']}, K={row['samples']}: "
                   f"{row['variance_ratio']:.2f} (z = {row['z']:+.1f}{halving})")
     return 0
 
 
+def _check_init_file(path: str, config, dims) -> None:
+    """A network read from a result file must be the network the study evaluates: a
+    pinnlab-trained network of the config's ``model:`` (width, depth, activation), for the
+    same equation at every studied dimension."""
+    import h5py
+    import yaml
+
+    from pinnlab.cli import UsageError
+
+    try:
+        with h5py.File(path, "r") as fh:
+            stored = fh.attrs["config"]
+            if "params" not in fh:
+                raise KeyError("params")
+    except (OSError, KeyError) as err:
+        raise UsageError(f"study.init = {path!r}: not a result file with a trained network ({err})") from None
+    stored = stored.decode() if isinstance(stored, bytes) else str(stored)
+    stored = yaml.safe_load(stored) or {}
+    model, expected = stored.get("model") or {}, config.model.model_dump(mode="json")
+    equation = stored.get("equation") or {}
+    problem = None
+    if (stored.get("trainer") or {}).get("backend", "pinnlab") != "pinnlab":
+        problem = "its network was trained by DeepXDE, not pinnlab"
+    elif model != expected:
+        problem = f"its network was trained with model {model}, the study's config has model {expected}"
+    elif equation.get("name") != config.equation.name or any(d != equation.get("dim") for d in dims):
+        problem = (f"its network was trained on {equation.get('name')} at d={equation.get('dim')}, the study "
+                   f"is of {config.equation.name} at d={', '.join(map(str, dims))}")
+    if problem:
+        raise UsageError(f"config error: study.init = {path!r}: {problem}")
+
+
 def _training(config, output, args) -> int:
     import h5py
 
+    from pinnlab import config as configuration
+    from pinnlab.cli import UsageError
     from pinnlab.io import atomic_path
     from pinnlab.io.results import _versions
     from pinnlab.studies.training_study import (
@@ -149,8 +191,11 @@ def _training(config, output, args) -> int:
     study = config.study
     cells = expand_cells(study.variants, study.grid)
     cell_dir = Path(str(output) + ".cells")
-    records = run_training_study(args.config, cells, cell_dir, workers=args.workers or study.workers,
-                                 base_overrides=args.overrides, progress=_log)
+    try:
+        records = run_training_study(args.config, cells, cell_dir, workers=args.workers or study.workers,
+                                     base_overrides=args.overrides, progress=_log)
+    except configuration.ConfigError as err:  # raised before any cell runs
+        raise UsageError(f"config error: {err}") from None
     summary = summarise(records, study.columns)
     table = markdown_table(summary, study.columns)
     with atomic_path(output) as tmp, h5py.File(tmp, "w") as fh:

@@ -53,7 +53,6 @@ from torch import Tensor
 from pinnlab._seeding import make_generator
 from pinnlab.equations import make_equation
 from pinnlab.estimators import SteinAntithetic
-from pinnlab.nets import MLP
 
 QUANTITIES = ("residual", "loss", "gradient")
 LOSSES = ("biased", "unbiased")
@@ -78,6 +77,9 @@ class EstimatorStudySpec:
     init_seed: int = 0
     width: int = 128
     depth: int = 4
+    activation: str = "tanh"
+    """width, depth, activation: the config's ``model:`` section (one field per option,
+    built by :func:`pinnlab.config.make_network` like the solver's network)."""
     equation_parameters: dict = field(default_factory=dict)
     params: dict | None = None
     dtype: torch.dtype = torch.float64
@@ -270,11 +272,13 @@ def summarise(quantity: str, est: Moments, ref: Moments) -> dict[str, float]:
 
 def run_estimator_study(spec: EstimatorStudySpec, progress: Callable[[str], None] | None = None) -> dict:
     """Run the study; returns ``{"records": [...], "slopes": {...}}`` (JSON-ready)."""
+    from pinnlab.config import ModelSection, make_network
+
+    model = ModelSection(**{key: getattr(spec, key) for key in ModelSection.model_fields})
     records = []
     for dim in spec.dims:
         equation = make_equation(spec.equation, dim, seed=spec.problem_seed, **spec.equation_parameters)
-        net = MLP(equation.input_dim, width=spec.width, depth=spec.depth, dtype=spec.dtype,
-                  generator=make_generator(spec.init_seed, "init"))
+        net = make_network(model, equation.input_dim, seed=spec.init_seed, dtype=spec.dtype)
         params = {k: v.detach() for k, v in net.named_parameters()}
         if spec.params is not None:
             params = {k: torch.as_tensor(v, dtype=spec.dtype) for k, v in spec.params.items()}
@@ -318,7 +322,10 @@ def compare_losses(records: list[dict]) -> list[dict]:
     the product of two independent K′-sample draws had half the variance of the square
     of one, which is exact for Gaussian estimates (Isserlis) and fails where the square's
     fourth moment matters (heavy-tailed Stein draws at small K). With ``split`` it
-    exceeds 1 only where the biased variance falls faster than 1/K.
+    exceeds 1 only where the biased variance falls faster than 1/K. It concerns the
+    loss and its gradient (a product against a square); the unbiased loss's residual
+    record is one K′-sample draw, not a product, so for residual rows, and where the
+    biased cell at K′ is missing, it is None.
     """
     table = {(r["quantity"], r["loss"], r["noise"], r["dim"], r["samples"], r["sigma"]): r for r in records}
     out = []
@@ -332,7 +339,8 @@ def compare_losses(records: list[dict]) -> list[dict]:
                "variance_ratio": unbiased["variance"] / biased["variance"] if biased["variance"] else math.nan,
                "z": diff / se if se > 0 else math.nan}
         at_draw = table.get((quantity, "biased", noise, dim, unbiased.get("samples_per_draw"), sigma))
-        if at_draw is not None and biased["variance"]:
+        row["halving_prediction"] = None
+        if quantity != "residual" and at_draw is not None and biased["variance"]:
             row["halving_prediction"] = at_draw["variance"] / (2 * biased["variance"])
         out.append(row)
     return out

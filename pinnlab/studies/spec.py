@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -54,3 +55,40 @@ class StudySection(BaseModel):
         if any(not v > 0 for v in values):
             raise ValueError("every sigma must be > 0")
         return values
+
+
+def study_runs(config) -> dict[str, list[str]]:
+    """The override strings of every run a study makes, by label: one per dimension of
+    an estimator study, one per cell (variant × grid point) of a training study."""
+    study = config.study
+    if study.kind == "estimator":
+        return {f"d={dim}": [f"equation.dim={dim}"] for dim in (study.dims or [config.equation.dim])}
+    from pinnlab.studies.training_study import expand_cells
+
+    return {cell.label: list(cell.overrides) for cell in expand_cells(study.variants, study.grid)}
+
+
+def validate_runs(config_path, runs: Mapping[str, Sequence[str]], base_overrides: Sequence[str] = ()) -> dict:
+    """Load, validate and build the config of every run (label → overrides, after
+    ``base_overrides``) before any of them starts, so a typo in one variant is reported
+    before the others have run. Returns label → :class:`~pinnlab.config.Config`; a
+    problem is one :class:`~pinnlab.config.ConfigError` line naming the run."""
+    from pinnlab import config as configuration
+
+    configs = {}
+    for label, overrides in runs.items():
+        try:
+            config = configuration.load(config_path, [*base_overrides, *overrides])
+            configuration.build(config)
+        except (configuration.ConfigError, ValueError) as err:
+            raise configuration.ConfigError(f"study run {label}: {err}") from None
+        configs[label] = config
+    deepxde = [label for label, c in configs.items() if c.trainer.backend == "deepxde"]
+    if deepxde:
+        from pinnlab.solvers.deepxde_adapter import import_deepxde
+
+        try:
+            import_deepxde()
+        except ImportError as err:
+            raise configuration.ConfigError(f"study run {deepxde[0]}: trainer.backend = 'deepxde': {err}") from None
+    return configs

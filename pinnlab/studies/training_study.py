@@ -3,10 +3,13 @@
 Each cell is the base config plus override strings (a variant, e.g. the loss, and one
 point of the grid, e.g. dimension × seed). Every finished cell writes its own result
 file atomically under ``<STUDY>.cells/``; a rerun skips cells whose file exists, so an
-interrupted or crashed study continues where it stopped. The summary groups cells by
+interrupted or crashed study continues where it stopped. Every cell's config is
+validated before the first cell runs. A cell runs like ``pinnlab solve``: pinnlab's
+trainer, or DeepXDE's with ``trainer.backend: deepxde``. The summary groups cells by
 (variant, column value) and reports mean ± std over the remaining grid keys (seeds) of
-the final and best relative L2, seconds per step and peak memory, in the layout of the
-published tables (methods as rows, dimensions as columns).
+the final and best relative L2, seconds per step and peak memory of the cells whose
+status is ``ok`` (how many others were left out is reported with it), in the layout of
+the published tables (methods as rows, dimensions as columns).
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ class Cell:
         text = json.dumps([self.variant, list(self.overrides)])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    @property
+    def label(self) -> str:
+        return f"{self.variant} {dict(self.assignment)}"
+
 
 def expand_cells(variants: Mapping[str, Sequence[str]], grid: Mapping[str, Sequence]) -> list[Cell]:
     """variants × Π grid values, each with its override strings."""
@@ -50,7 +57,9 @@ def expand_cells(variants: Mapping[str, Sequence[str]], grid: Mapping[str, Seque
 
 
 def run_cell(config_path: str, overrides: Sequence[str], output: str, threads: int) -> dict:
-    """Solve one cell (in a worker process) and write its result file atomically."""
+    """Solve one cell (in a worker process) as ``pinnlab solve`` would, with pinnlab's
+    trainer or (``trainer.backend: deepxde``) DeepXDE's, and write its result file
+    atomically."""
     import torch
 
     from pinnlab import config as configuration
@@ -60,6 +69,10 @@ def run_cell(config_path: str, overrides: Sequence[str], output: str, threads: i
     torch.set_num_threads(max(1, threads))
     config = configuration.load(config_path, overrides)
     problem, kwargs = configuration.build(config)
+    if config.trainer.backend == "deepxde":
+        result = configuration.solve_config_with_deepxde(config, problem.equation)
+        write_solve_result(output, config=config, problem=problem, result=result)
+        return cell_metrics(output)
     result = train(problem, **kwargs, progress="off")
     slice_data = compute_slice(problem, result.params, result.test_inputs,
                                num_samples=config.estimator.eval_samples, seed=config.trainer.seed)
@@ -81,12 +94,10 @@ def cell_metrics(path: str | Path) -> dict:
         }
 
 
-def _finished_with(path: Path, config_path, overrides: Sequence[str]) -> bool:
+def _finished_with(path: Path, config) -> bool:
     """True when ``path`` is a complete cell result of exactly this cell's resolved config
     (a cell left by an edited config is recomputed, not silently reused)."""
     import h5py
-
-    from pinnlab import config as configuration
 
     try:
         with h5py.File(path, "r") as fh:
@@ -94,7 +105,7 @@ def _finished_with(path: Path, config_path, overrides: Sequence[str]) -> bool:
     except (OSError, KeyError):
         return False
     stored = stored.decode() if isinstance(stored, bytes) else str(stored)
-    return stored == configuration.load(config_path, overrides).to_yaml()
+    return stored == config.to_yaml()
 
 
 def _run_cell_job(args):
@@ -111,17 +122,24 @@ def run_training_study(
     base_overrides: Sequence[str] = (),
     progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
-    """Run every unfinished cell (``workers`` processes); return one record per cell."""
+    """Run every unfinished cell (``workers`` processes); return one record per cell.
+
+    Every cell's config is validated and built first (:func:`validate_runs`): a bad
+    variant raises :class:`~pinnlab.config.ConfigError` before any cell runs.
+    """
+    from pinnlab.studies.spec import validate_runs
+
+    configs = validate_runs(config_path, {c.label: c.overrides for c in cells}, base_overrides)
     cell_dir = Path(cell_dir)
     cell_dir.mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     todo, records = [], {}
     for cell in cells:
         path = cell_dir / f"{cell.key}.h5"
-        if path.exists() and _finished_with(path, config_path, list(base_overrides) + list(cell.overrides)):
+        if path.exists() and _finished_with(path, configs[cell.label]):
             records[cell.key] = cell_metrics(path)
             if progress:
-                progress(f"skip finished cell {cell.variant} {dict(cell.assignment)}")
+                progress(f"skip finished cell {cell.label}")
         else:
             todo.append((str(config_path), list(base_overrides) + list(cell.overrides), str(path), threads))
     if todo:
@@ -136,8 +154,8 @@ def run_training_study(
                 records[key] = metrics
                 if progress:
                     cell = next(c for c in cells if c.key == key)
-                    progress(f"finished cell {cell.variant} {dict(cell.assignment)}: "
-                             f"rel_l2={metrics['rel_l2']:.3e}")
+                    status = "" if metrics["status"] == "ok" else f" (status {metrics['status']})"
+                    progress(f"finished cell {cell.label}: rel_l2={metrics['rel_l2']:.3e}{status}")
         finally:
             if workers > 1:
                 pool.terminate()
@@ -150,17 +168,21 @@ def run_training_study(
 
 
 def summarise(records: list[dict], columns: str | None) -> list[dict]:
-    """mean ± std per (variant, column value) over the other grid keys."""
+    """mean ± std per (variant, column value) over the other grid keys, of the cells whose
+    status is ``ok``: ``runs`` counts those, ``left_out`` the others (e.g. a training
+    stopped by a non-finite loss), which are not averaged in. NaN where none is ok."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
         groups.setdefault((r["variant"], r.get(columns) if columns else None), []).append(r)
     rows = []
     for (variant, column), items in groups.items():
-        row = {"variant": variant, "column": column, "runs": len(items)}
+        ok = [i for i in items if i.get("status", "ok") == "ok"]
+        row = {"variant": variant, "column": column, "runs": len(ok), "left_out": len(items) - len(ok)}
         for metric in ("rel_l2", "best_rel_l2", "seconds_per_step", "peak_mem_mb"):
-            values = np.array([i[metric] for i in items], dtype=float)
-            row[f"{metric}_mean"] = float(values.mean())
-            row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            values = np.array([i[metric] for i in ok], dtype=float)
+            row[f"{metric}_mean"] = float(values.mean()) if len(values) else math.nan
+            row[f"{metric}_std"] = (float(values.std(ddof=1)) if len(values) > 1
+                                    else 0.0 if len(values) else math.nan)
         rows.append(row)
     return rows
 
@@ -174,7 +196,14 @@ def markdown_table(summary: list[dict], columns: str | None, metric: str = "rel_
         cells = []
         for v in values:
             row = next((r for r in summary if r["variant"] == variant and r["column"] == v), None)
-            cells.append("—" if row is None else f"{row[f'{metric}_mean']:.3e} ± {row[f'{metric}_std']:.1e}")
+            if row is None:
+                cells.append("—")
+                continue
+            runs, left_out = row.get("runs"), row.get("left_out", 0)
+            text = "no ok run" if runs == 0 else f"{row[f'{metric}_mean']:.3e} ± {row[f'{metric}_std']:.1e}"
+            if left_out:
+                text += f" ({left_out} of {runs + left_out} not ok, left out)"
+            cells.append(text)
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

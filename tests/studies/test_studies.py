@@ -146,13 +146,50 @@ def test_halving_prediction_uses_the_biased_cell_at_the_per_draw_samples():
     (same,) = [r for r in compare_losses(biased + [row("unbiased", 8, 8, 2.0)]) if r["samples"] == 8]
     assert same["halving_prediction"] == pytest.approx(0.5)
     (alone,) = compare_losses([row("biased", 4, 4, 10.0), row("unbiased", 4, 2, 9.0)])
-    assert "halving_prediction" not in alone  # no biased cell at K = 2
+    assert alone["halving_prediction"] is None  # no biased cell at K = 2
+
+
+def test_halving_prediction_is_none_for_residual_rows():
+    """The halving argument compares a product of two draws with a square (loss, gradient);
+    the unbiased loss's residual record is a single K′-sample draw, so it has no prediction."""
+    rows = [{"quantity": q, "loss": loss, "noise": "shared", "dim": 10, "samples": k, "samples_per_draw": per,
+             "sigma": 0.1, "variance": v, "variance_se": 0.1}
+            for q in ("residual", "loss", "gradient")
+            for loss, k, per, v in (("biased", 4, 4, 10.0), ("biased", 8, 8, 4.0), ("unbiased", 8, 4, 5.0))]
+    by_quantity = {r["quantity"]: r for r in compare_losses(rows) if r["samples"] == 8}
+    assert by_quantity["residual"]["halving_prediction"] is None
+    assert by_quantity["residual"]["variance_ratio"] == pytest.approx(5.0 / 4.0)
+    assert by_quantity["loss"]["halving_prediction"] == pytest.approx(10.0 / 8.0)
+    assert by_quantity["gradient"]["halving_prediction"] == pytest.approx(10.0 / 8.0)
 
 
 def test_loglog_slope_recovers_power_law():
     k = np.array([4, 8, 16, 32, 64.0])
     slope, se = loglog_slope(k, 3.0 / k)
     assert slope == pytest.approx(-1.0) and se < 1e-10
+
+
+def test_loglog_slope_standard_error_on_noisy_data():
+    """y = 3/K · exp(s·ε), ε ~ N(0, 1), s = 0.3, at the five K of a study. (1) On one noisy
+    series the SE equals scipy's independent OLS slope SE (linregress) to 1e-10. (2) Over
+    4000 seeded series the mean SE² matches the simulated variance of the slope: the OLS
+    SE² is unbiased for it with n − 2 degrees of freedom; the ratio's sampling error is
+    ≈ 2.6 % (slope variance sqrt(2/3999) = 2.2 %, mean SE² sqrt(2/3)/sqrt(4000) = 1.3 %),
+    the tolerance 10 %; it is 0.98 at this seed. Either check alone fails the slips: n − 1
+    degrees of freedom give a ratio of 0.74, n 0.59, a missing square root 0.03."""
+    from scipy import stats
+
+    rng = np.random.default_rng(5)
+    k = np.array([8, 16, 32, 64, 128.0])
+    y = 3.0 / k * np.exp(0.3 * rng.standard_normal(k.size))
+    slope, se = loglog_slope(k, y)
+    reference = stats.linregress(np.log(k), np.log(y))
+    assert slope == pytest.approx(reference.slope, abs=1e-10)
+    assert se == pytest.approx(reference.stderr, rel=1e-10)
+    fits = np.array([loglog_slope(k, 3.0 / k * np.exp(0.3 * rng.standard_normal(k.size))) for _ in range(4000)])
+    assert abs(fits[:, 0].mean() + 1) < 0.02
+    ratio = float(np.mean(fits[:, 1] ** 2) / fits[:, 0].var(ddof=1))
+    assert abs(ratio - 1) < 0.1, ratio
 
 
 def test_biased_loss_bias_equals_residual_variance_for_a_linear_pde():
@@ -203,6 +240,71 @@ def test_study_cli_json_schema_and_plots(tmp_path):
         assert record["loss"] in ("biased", "unbiased")
     assert main(["plot", str(out), "-o", str(tmp_path / "plots")]) == 0
     assert len(list((tmp_path / "plots").glob("*.png"))) == 3
+
+
+def test_the_study_network_gets_every_model_option(tmp_path, monkeypatch):
+    """``init: trained`` with ``model.activation: sin``: the study evaluates the pretrained
+    weights in a sin network of the config's width and depth (it was a tanh network), and
+    every ``model:`` option has a field in the spec that carries it."""
+    import dataclasses
+
+    from pinnlab import config as C
+    from pinnlab.studies import estimator_study
+
+    assert set(C.ModelSection.model_fields) <= {f.name for f in dataclasses.fields(EstimatorStudySpec)}
+    seen = []
+
+    class Spy(estimator_study._Quantities):
+        def __init__(self, equation, net, params, x):
+            seen.append((net.activation_name, net.width, net.depth, {k: v.clone() for k, v in params.items()}))
+            super().__init__(equation, net, params, x)
+
+    monkeypatch.setattr(estimator_study, "_Quantities", Spy)
+    trained = []
+    from pinnlab import solvers
+
+    real_train = solvers.train
+
+    def spy_train(*args, **kwargs):
+        result = real_train(*args, **kwargs)
+        trained.append(result.params)
+        return result
+
+    monkeypatch.setattr(solvers, "train", spy_train)
+    cfg = tmp_path / "sin.yaml"
+    cfg.write_text(TINY_ESTIMATOR.replace("model: {width: 8, depth: 3}", "model: {width: 6, depth: 3, activation: sin}")
+                   .replace("init: fresh", "init: trained").replace("samples: [4, 8]", "samples: [4]")
+                   .replace("noise: [independent, shared]", "noise: [independent]"))
+    assert main(["study", str(cfg), "-o", str(tmp_path / "sin.h5")]) == 0
+    assert [s[:3] for s in seen] == [("sin", 6, 3)]
+    for key, value in trained[0].items():
+        torch.testing.assert_close(seen[0][3][key], value.double())
+
+
+def test_a_network_file_of_another_model_is_refused(tmp_path, capsys):
+    """``study.init: FILE`` whose network was trained with another ``model:`` (here sin
+    against the study's tanh) would be studied as the wrong network: exit 2, one line."""
+    import h5py
+    import yaml
+
+    from pinnlab import config as C
+
+    data = yaml.safe_load(TINY_ESTIMATOR)
+    del data["study"]
+    trained = C.validate({**data, "model": {**data["model"], "activation": "sin"}})
+    net = C.make_network(trained.model, 3, seed=0)
+    with h5py.File(tmp_path / "run.h5", "w") as fh:
+        fh.attrs["config"] = trained.to_yaml()
+        for key, value in net.state_dict().items():
+            fh[f"params/{key}"] = value.numpy()
+    cfg = tmp_path / "est.yaml"
+    for model, code in (("{width: 8, depth: 3}", 2), ("{width: 8, depth: 3, activation: sin}", 0)):
+        cfg.write_text(TINY_ESTIMATOR.replace("init: fresh", f"init: {tmp_path / 'run.h5'}")
+                       .replace("{width: 8, depth: 3}", model).replace("samples: [4, 8]", "samples: [4]")
+                       .replace("noise: [independent, shared]", "noise: [independent]"))
+        assert main(["study", str(cfg), "-o", str(tmp_path / "est.h5"), "--overwrite"]) == code
+    err = capsys.readouterr().err
+    assert "its network was trained with model {'width': 8, 'depth': 3, 'activation': 'sin'}" in err
 
 
 TINY_TRAINING = """\
@@ -279,16 +381,83 @@ def test_cells_of_an_edited_config_are_recomputed(tmp_path):
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "configs" / "studies").glob("*.yaml")),
                          ids=lambda p: p.stem)
 def test_every_shipped_study_config_validates_at_every_grid_point(path):
+    """The check a study runs before its first run: every grid point validates and builds."""
     from pinnlab import config as C
+    from pinnlab.studies.spec import study_runs, validate_runs
 
     config = C.load(path)
     study = config.study
-    if study.kind == "estimator":
-        overrides = [[f"equation.dim={dim}"] for dim in (study.dims or [config.equation.dim])]
-    else:
-        overrides = [list(cell.overrides) for cell in expand_cells(study.variants, study.grid)]
-    for extra in overrides:
-        cell = C.validate(C.apply_overrides(config.raw, extra))
-        assert cell.equation.name == config.equation.name
-        if study.kind == "estimator":
-            assert C.build(cell)[1]["steps"] >= 1
+    runs = validate_runs(path, study_runs(config))
+    expected = (len(study.dims or [config.equation.dim]) if study.kind == "estimator"
+                else len(study.variants) * math.prod(len(v) for v in study.grid.values()))
+    assert len(runs) == expected
+    for cell in runs.values():
+        assert cell.equation.name == config.equation.name and cell.trainer.steps >= 1
+
+
+def test_summary_leaves_out_cells_that_are_not_ok_and_says_how_many():
+    from pinnlab.studies.training_study import summarise
+
+    def cell(seed, rel_l2, status="ok"):
+        return {"variant": "a", "equation.dim": 3, "trainer.seed": seed, "rel_l2": rel_l2, "best_rel_l2": rel_l2,
+                "seconds_per_step": 0.1, "peak_mem_mb": 1.0, "status": status}
+
+    records = [cell(0, 0.1), cell(1, 0.3), cell(2, 50.0, "nonfinite"),
+               {**cell(0, 7.0, "nonfinite"), "equation.dim": 4}]
+    rows = {r["column"]: r for r in summarise(records, "equation.dim")}
+    assert (rows[3]["runs"], rows[3]["left_out"]) == (2, 1)
+    assert rows[3]["rel_l2_mean"] == pytest.approx(0.2)
+    assert rows[3]["rel_l2_std"] == pytest.approx(np.std([0.1, 0.3], ddof=1))
+    assert (rows[4]["runs"], rows[4]["left_out"]) == (0, 1) and math.isnan(rows[4]["rel_l2_mean"])
+    table = markdown_table(list(rows.values()), "equation.dim")
+    assert "| a | 2.000e-01 ± 1.4e-01 (1 of 3 not ok, left out) | no ok run (1 of 1 not ok, left out) |" in table
+
+
+def test_a_bad_variant_is_refused_before_any_cell_runs(tmp_path, capsys):
+    """A typo in the second variant is reported (one line, exit 2) before the first runs."""
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(TINY_TRAINING.replace("STEPS", "5").replace(
+        "unbiased: [loss.kind=unbiased]", "typo: [loss.kind=unbaised]"))
+    out = tmp_path / "train.h5"
+    assert main(["study", str(cfg), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "study run typo {'equation.dim': 3, 'trainer.seed': 0}: loss.kind = 'unbaised'" in err
+    assert not Path(str(out) + ".cells").exists() and not out.exists()
+
+
+DEEPXDE_TRAINING = """\
+equation: {name: poisson_two_body, dim: 2, seed: 1, constraint: soft}
+model: {width: 8, depth: 2}
+estimator: {samples: 4}
+loss: {boundary_points: 8}
+trainer: {steps: 3, eval_every: 3, test_points: 20, batch_size: 8}
+study:
+  kind: training
+  variants:
+    pinnlab: [trainer.backend=pinnlab]
+    deepxde: [trainer.backend=deepxde]
+  grid: {trainer.seed: [0]}
+"""
+
+
+def test_a_deepxde_variant_of_a_training_study_is_trained_by_deepxde(tmp_path, capsys):
+    """The cell of a ``trainer.backend: deepxde`` variant goes through
+    ``solve_config_with_deepxde``, like ``pinnlab solve``: its stored network is DeepXDE's
+    FNN (``linears.*``), not pinnlab's MLP (``layers.*``)."""
+    pytest.importorskip("deepxde")
+    import h5py
+
+    cfg = tmp_path / "dde.yaml"
+    cfg.write_text(DEEPXDE_TRAINING)
+    out = tmp_path / "dde.h5"
+    assert main(["study", str(cfg), "-o", str(out)]) == 0
+    assert "| pinnlab |" in capsys.readouterr().out
+    backends = set()
+    for path in Path(str(out) + ".cells").glob("*.h5"):
+        with h5py.File(path, "r") as fh:
+            backend = "deepxde" if "backend: deepxde" in fh.attrs["config"] else "pinnlab"
+            prefix = {"deepxde": "linears.", "pinnlab": "layers."}[backend]
+            assert fh.attrs["status"] == "ok" and all(k.startswith(prefix) for k in fh["params"]), \
+                (backend, list(fh["params"]))
+        backends.add(backend)
+    assert backends == {"pinnlab", "deepxde"}
