@@ -237,5 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m pinnlab.cli: run the imported module's main, whose
+    # UsageError is the one the subcommand modules raise (this file's copy, __main__, is another class)
+    from pinnlab.cli import main as _main
+
+    sys.exit(_main())
