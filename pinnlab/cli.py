@@ -127,8 +127,10 @@ def _solve_deepxde(config, problem, output: Path) -> int:
     except ImportError as err:
         raise UsageError(str(err)) from None
     write_solve_result(output, config=config, problem=problem, result=result)
+    if result.status != "ok":
+        print(result.message, file=sys.stderr)
     _report(result)
-    return EXIT_OK
+    return EXIT_OK if result.status == "ok" else EXIT_FAILED
 
 
 def cmd_plot(args) -> int:

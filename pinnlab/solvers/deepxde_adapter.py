@@ -211,12 +211,16 @@ def solve_with_deepxde(
         )
         history.trace_loss.append(float(np.sum(losses)))
         history.trace_mix.append(0.0)
+    params = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    finite = np.isfinite(final.rel_l2) and all(bool(torch.isfinite(v).all()) for v in params.values())
     return DeepXDEResult(
         final=final,
         test_inputs=x_test,
         test_exact=u_test,
         history=history,
-        params={k: v.detach().cpu() for k, v in net.state_dict().items()},
+        params=params,
         stats={"steps_per_second": steps / seconds if seconds else 0.0, "wall_s": seconds,
                "steps_done": float(steps)},
+        status="ok" if finite else "nonfinite",
+        message="" if finite else "DeepXDE training diverged: non-finite parameters or error (lower trainer.lr)",
     )
