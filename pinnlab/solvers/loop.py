@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pinnlab._typing import Params
+from pinnlab._typing import Params, tensor_leaves
 from pinnlab.losses.hybrid import Hybrid, PlateauState, SwitchOnPlateau
 from pinnlab.solvers.evaluate import Evaluation, evaluate
 from pinnlab.solvers.optim import AbstractOptimizer, Adam
@@ -93,7 +93,8 @@ class TrainResult:
     """What :func:`train` returns.
 
     ``status`` is ``"ok"`` or ``"nonfinite"`` (``message`` then says at which step the
-    loss became NaN/Inf; ``params`` are the last finite ones).
+    loss, the updated parameters or optimizer state, or the loss weights became NaN/Inf;
+    ``params`` and ``state`` are those after the last step that kept all of them finite).
     """
 
     params: Params
@@ -121,6 +122,27 @@ def _term_columns(metrics, names, weights) -> dict[str, float]:
         out[f"loss_{name}"] = float(metrics[f"loss_{name}"])
         out[f"weight_{name}"] = float(weights.get(name, 1.0))
     return out
+
+
+def _read_scalars(*scalars: Tensor) -> list[float]:
+    """Scalar tensors as Python floats with one device synchronisation (exact: all are
+    cast to the widest of their dtypes)."""
+    dtype = scalars[0].dtype
+    for v in scalars[1:]:
+        dtype = torch.promote_types(dtype, v.dtype)
+    return torch.stack([v.detach().reshape(()).to(dtype) for v in scalars]).tolist()
+
+
+def _all_finite(loss: Tensor, params: Params, opt_state: Any) -> Tensor:
+    """A 0-dim bool tensor (no device read): loss, parameters and the optimizer state's
+    floating tensors all finite."""
+    tensors = [loss, *params.values()]
+    tensors += [t for t in tensor_leaves(opt_state)[0] if t.is_floating_point()]
+    return torch.stack([torch.isfinite(t).all() for t in tensors]).all()
+
+
+def _weights_finite(state: Mapping[str, Any] | None) -> bool:
+    return state is None or all(math.isfinite(w) for w in state["weights"].values())
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -167,8 +189,9 @@ def train(
     Loops the pure step of :func:`~pinnlab.solvers.make_train_step`, evaluates the
     *smoothed* model (its own ``eval_samples``, no autograd, chunked) every
     ``eval_every`` steps and at the end on a fixed test set drawn from the problem
-    seed, switches hybrid losses, stops on a non-finite loss keeping the last finite
-    state, and hands a :class:`TrainState` to ``on_checkpoint`` every
+    seed, switches hybrid losses, stops as soon as a step gives a non-finite loss,
+    parameters, optimizer state or loss weights (checked before the step is kept, in
+    the step's single device read) keeping the last finite state, and hands a :class:`TrainState` to ``on_checkpoint`` every
     ``checkpoint_every`` steps. Passing that state back as ``state`` continues the run
     and gives bit-identical results on the same machine.
 
@@ -192,7 +215,7 @@ def train(
         log_every: steps between plain log lines.
         weighting: adaptive loss-term weights (:class:`~pinnlab.solvers.LRA`,
             :class:`~pinnlab.solvers.ReLoBRaLo`); they override ``hyperparams["weights"]``
-            for the terms they manage.
+            for the terms they manage. Their updates count in ``steps_per_second``.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -223,19 +246,22 @@ def train(
         state.plateau = plateau_switch.init()
 
     term_names = ["residual"] + [t.name for t in problem.extra_terms]
-    if weighting is not None and state.weighting is None:
-        state.weighting = weighting.init(term_names)
+    if weighting is not None:
+        weighting.validate(term_names)
+        if state.weighting is None:
+            state.weighting = weighting.init(term_names)
 
-    def gradient_norms(step: int, hp: Mapping[str, Any]):
+    def gradient_norms(params: Params, step: int, hp: Mapping[str, Any]):
         def compute():
-            grad_fn = torch.func.grad(problem.objective, has_aux=True)
-            out = {}
+            # one forward of the terms, one backward per term, the step's chunks and
+            # noise streams; a single device read for all the statistics
+            grads = step_fn.term_gradients(params, hp, step)
+            stats = []
             for name in term_names:
-                only = {n: (1.0 if n == name else 0.0) for n in term_names}
-                grads, _ = grad_fn(state.params, {**hp, "weights": only}, step, seed)
-                flat = torch.cat([g.abs().flatten() for g in grads.values()])
-                out[name] = (float(flat.max()), float(flat.mean()))
-            return out
+                flat = torch.cat([g.abs().flatten() for g in grads[name].values()])
+                stats += [flat.max(), flat.mean()]
+            values = torch.stack(stats).tolist()
+            return {name: (values[2 * i], values[2 * i + 1]) for i, name in enumerate(term_names)}
         return compute
 
     def mix_at(step: int):
@@ -266,13 +292,37 @@ def train(
                 hp = {**hp, "weights": {**hp.get("weights", {}), **weighting.weights(state.weighting)}}
             t0 = time.perf_counter()
             params, opt_state, metrics = step_fn(state.params, state.opt_state, hp, step)
-            loss = float(metrics["loss"])
+            loss_keys = weighting.loss_keys(term_names, metrics) if weighting is not None else {}
+            plateau_key = ("loss_biased" if plateau_switch is not None and "loss_biased" in metrics
+                           else None)
+            # the step's only device read: the loss, whether the loss, parameters and
+            # optimizer state are all finite, the weighting's term values and the plateau
+            # metric
+            loss, all_finite, *values = _read_scalars(
+                metrics["loss"], _all_finite(metrics["loss"], params, opt_state),
+                *(metrics[key] for key in loss_keys.values()),
+                *((metrics[plateau_key],) if plateau_key else ()),
+            )
+            finite = all_finite == 1.0 and all(math.isfinite(v) for v in values)
+            new_weighting = state.weighting
+            if finite and weighting is not None:
+                new_weighting = weighting.update(
+                    state.weighting, step, dict(zip(loss_keys, values)),
+                    gradient_norms(params, step, hp), seed,
+                )
             elapsed = time.perf_counter() - t0
-            if not math.isfinite(loss):
+            if not finite or not _weights_finite(new_weighting):
                 status = "nonfinite"
+                if not math.isfinite(loss):
+                    cause = f"training loss became {loss} at step {step}"
+                elif not finite:
+                    cause = (f"the update at step {step} gave non-finite parameters or optimizer "
+                             f"state (loss {loss:.6g}; the gradient overflowed)")
+                else:
+                    cause = f"the loss weights became non-finite at step {step}"
+                kept = f"the state after step {step - 1}" if step else "the initial state"
                 message = (
-                    f"training loss became {loss} at step {step}; stopped and kept the "
-                    f"parameters after step {step - 1}. Try a smaller learning rate, a "
+                    f"{cause}; stopped and kept {kept}. Try a smaller learning rate, a "
                     "larger sigma or more samples."
                 )
                 break
@@ -280,20 +330,13 @@ def train(
                 state.train_seconds += elapsed
                 state.timed_steps += 1
             state.params, state.opt_state = params, opt_state
+            state.weighting = new_weighting
             state.step = step + 1
             state.history.trace_loss.append(loss)
             state.history.trace_mix.append(float(mix) if mix is not None else 0.0)
             state.window_loss.append(loss)
-            if weighting is not None:
-                state.weighting = weighting.update(
-                    state.weighting, step,
-                    {n: float(metrics[f"loss_{n}"]) for n in term_names},
-                    gradient_norms(step, hp), seed,
-                )
-            if plateau_switch is not None and "loss_biased" in metrics:
-                state.plateau = plateau_switch.observe(
-                    state.plateau, step, float(metrics["loss_biased"])
-                )
+            if plateau_key is not None:
+                state.plateau = plateau_switch.observe(state.plateau, step, values[-1])
             if state.step % eval_every == 0 or state.step == steps:
                 last_eval = run_eval(state.step)
                 last_rel = last_eval.rel_l2

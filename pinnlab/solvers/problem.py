@@ -83,6 +83,13 @@ class PINNProblem:
                 f"batch_chunks must be between 1 and batch_size ({self.batch_size}), "
                 f"got {self.batch_chunks}"
             )
+        names = [term.name for term in self.extra_terms]
+        clash = sorted({n for n in names if n == "residual" or names.count(n) > 1})
+        if clash:
+            raise ValueError(
+                f"extra_terms: duplicate term name(s) {clash} ('residual' is the residual's "
+                "name); every term needs its own weight key"
+            )
         self.loss.validate(self.equation)
 
     def init_params(
@@ -118,6 +125,23 @@ class PINNProblem:
         is used, its residual loss scaled by the slice's share of points (so the chunk
         losses add up to the full loss); extra terms are counted in chunk 0 only.
         """
+        terms, metrics = self.term_losses(params, hyperparams, step, seed, chunk)
+        weights = hyperparams.get("weights", {})
+        total = None
+        for name, value in terms.items():
+            weighted = _weighted(weights.get(name, 1.0), value)
+            total = weighted if total is None else total + weighted
+        metrics["loss"] = total.detach()
+        return total, metrics
+
+    def term_losses(
+        self, params: Params, hyperparams: Mapping[str, Any], step: int, seed: int,
+        chunk: int | None = None,
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """The unweighted terms of :meth:`objective` (``residual`` first, then the extra
+        terms in order; chunks > 0 hold the residual only) and its metrics without
+        ``loss``: one forward pass, so each term can be differentiated on its own
+        without recomputing the others (what LRA needs)."""
         context = StepContext(self, params, self.model(params), hyperparams, step, seed)
         first = next(iter(params.values()))
         x = self.equation.sample_collocation(
@@ -152,15 +176,13 @@ class PINNProblem:
         if share != 1.0:
             residual_loss = share * residual_loss
             metrics = {k: (v if k == "mix" else share * v) for k, v in metrics.items()}
-        weights = hyperparams.get("weights", {})
-        total = _weighted(weights.get("residual", 1.0), residual_loss)
+        terms = {"residual": residual_loss}
         metrics["loss_residual"] = residual_loss.detach()
         for term in self.extra_terms if chunk in (None, 0) else ():
             value = term(context)
             metrics[f"loss_{term.name}"] = value.detach()
-            total = total + _weighted(weights.get(term.name, 1.0), value)
-        metrics["loss"] = total.detach()
-        return total, metrics
+            terms[term.name] = value
+        return terms, metrics
 
 
 def _weighted(weight, value: Tensor) -> Tensor:

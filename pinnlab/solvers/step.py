@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +67,39 @@ class TrainStep:
             grads = {k: grads[k] + more[k] for k in grads}
             metrics = {k: v if k == "mix" else v + extra.get(k, 0) for k, v in metrics.items()}
         return grads, metrics
+
+    def term_gradients(self, params: Params, hyperparams: Mapping[str, Any], step: int,
+                       names: Sequence[str] | None = None) -> dict[str, Params]:
+        """∇_params of each unweighted term at ``step`` (summed over the same chunks and
+        noise streams as the step), for the terms ``names`` (default: all).
+
+        One forward pass of :meth:`PINNProblem.term_losses` per chunk, then one backward
+        per term through the retained graph: a term's gradient never recomputes the
+        other terms (the residual's forward and backward are the expensive part).
+        Plain autograd on detached copies of ``params``; nothing is differentiated
+        through (the results are detached). Parameters a term does not use get zeros.
+        """
+        leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        keys = list(leaves)
+        chunks = [None] if self.problem.batch_chunks == 1 else range(self.problem.batch_chunks)
+        out: dict[str, Params] = {}
+        with torch.enable_grad():
+            for chunk in chunks:
+                terms, _ = self.problem.term_losses(leaves, hyperparams, step, self.seed, chunk)
+                wanted = [n for n in terms if names is None or n in names]
+                last = max((i for i, n in enumerate(wanted) if terms[n].requires_grad), default=-1)
+                for i, name in enumerate(wanted):
+                    grads = (torch.autograd.grad(
+                        terms[name], [leaves[k] for k in keys],
+                        retain_graph=i < last, allow_unused=True,
+                    ) if terms[name].requires_grad else [None] * len(keys))
+                    grads = {k: torch.zeros_like(leaves[k]) if g is None else g
+                             for k, g in zip(keys, grads)}
+                    if name in out:
+                        grads = {k: out[name][k] + grads[k] for k in keys}
+                    out[name] = grads
+                del terms
+        return out
 
     def learning_rate(self, hyperparams: Mapping[str, Any], step: int):
         """``hyperparams["lr"]`` (default ``optimizer.lr``) times ``schedule(step)``."""

@@ -19,12 +19,17 @@ GradientNorms = Callable[[], dict[str, tuple[float, float]]]
 class AbstractWeighting(abc.ABC):
     """Adapts the weights λ_i of the loss terms during training.
 
-    The loop calls :meth:`weights` before each step (they go to
-    ``hyperparams["weights"]``) and :meth:`update` after it with the unweighted term
-    values. State is a plain dict of floats/lists so checkpoints can hold it.
+    The loop calls :meth:`validate` once with the term names, :meth:`weights` before
+    each step (they go to ``hyperparams["weights"]``) and :meth:`update` after it, with
+    the step's new parameters and batch, and per term the metric named by
+    :meth:`loss_keys` (the unweighted term value by default). State is a plain dict of
+    floats/lists so checkpoints can hold it.
     """
 
     every: int = 1
+
+    def validate(self, names: list[str]) -> None:  # noqa: B027 - optional hook
+        """Raise ``ValueError`` if this weighting cannot weight the terms ``names``."""
 
     @abc.abstractmethod
     def init(self, names: list[str]) -> dict[str, Any]:
@@ -35,6 +40,11 @@ class AbstractWeighting(abc.ABC):
 
     def needs_gradients(self, step: int) -> bool:
         return False
+
+    def loss_keys(self, names: list[str], metrics: Mapping[str, Any]) -> dict[str, str]:
+        """Which step metric :meth:`update` receives for each term (default: the
+        unweighted term value ``loss_<name>``)."""
+        return {n: f"loss_{n}" for n in names}
 
     @abc.abstractmethod
     def update(
@@ -55,7 +65,9 @@ class LRA(AbstractWeighting):
 
     with L_r the residual term (its weight stays 1). Written as in REFERENCE.md §7
     (λ_i inside the mean, so the fixed point is λ_i = sqrt(max|∇L_r| / mean|∇L_i|)).
-    Costs one extra backward pass per term every ``every`` steps.
+    The gradients are taken at the parameters after the step, on the step's points,
+    chunks and noise (:meth:`~pinnlab.solvers.TrainStep.term_gradients`): every
+    ``every`` steps one more forward of the terms and one backward per term.
 
     Args:
         alpha: α, the moving-average weight (0.1 in the paper).
@@ -74,7 +86,15 @@ class LRA(AbstractWeighting):
             raise ValueError(f"every = {self.every}: must be a whole number >= 1")
         object.__setattr__(self, "every", int(self.every))
 
+    def validate(self, names):
+        if self.reference not in names:
+            raise ValueError(
+                f"LRA reference = {self.reference!r}: not a loss term of this problem "
+                f"(terms: {', '.join(repr(n) for n in names)})"
+            )
+
     def init(self, names):
+        self.validate(names)
         return {"weights": {n: 1.0 for n in names}}
 
     def needs_gradients(self, step):
@@ -106,6 +126,14 @@ class ReLoBRaLo(AbstractWeighting):
     with ρ ~ Bernoulli(``lookback``) drawn from the stream (seed, "relobralo", step).
     Uses loss values only (no extra backward passes).
 
+    The ratios L_i(t)/L_i(t') need non-negative magnitudes. Extra terms (squared
+    misfits) are; the residual loss need not be: the unbiased losses mean R̂R̂' are
+    negative on some steps, and a hybrid loss changes its meaning at the switch. So the
+    residual is balanced on the loss's ``loss_biased`` metric (mean R̂², of the same
+    draws; identical to the residual term for :class:`~pinnlab.losses.Biased`) whenever
+    the loss reports it (:meth:`loss_keys`); a negative or non-finite value is refused
+    with a ``ValueError``. The weights still multiply the training terms.
+
     Args:
         alpha: α (0.95 in PhysicsNeMo-Sym).
         lookback: E[ρ] (0.99).
@@ -126,6 +154,12 @@ class ReLoBRaLo(AbstractWeighting):
     def init(self, names):
         return {"weights": {n: 1.0 for n in names}, "initial": {}, "previous": {}}
 
+    def loss_keys(self, names, metrics):
+        keys = super().loss_keys(names, metrics)
+        if "residual" in keys and "loss_biased" in metrics:
+            keys["residual"] = "loss_biased"
+        return keys
+
     def _balance(self, current, reference):
         names = list(current)
         logits = [current[n] / (self.temperature * max(reference[n], 1e-30)) for n in names]
@@ -136,6 +170,14 @@ class ReLoBRaLo(AbstractWeighting):
 
     def update(self, state, step, losses, gradient_norms, seed):
         losses = {n: float(losses[n]) for n in state["weights"]}
+        bad = {n: v for n, v in losses.items() if not (v >= 0 and math.isfinite(v))}
+        if bad:
+            raise ValueError(
+                f"ReLoBRaLo balances ratios of term losses, which must be finite and >= 0; "
+                f"at step {step}: {', '.join(f'{n} = {v:.6g}' for n, v in bad.items())}. "
+                "A loss that can be negative must report a non-negative 'loss_biased' "
+                "metric (the residual is balanced on it); otherwise use LRA or fixed weights"
+            )
         if not state["initial"]:
             return {"weights": dict(state["weights"]), "initial": losses, "previous": losses}
         generator = make_generator(seed, "relobralo", step)

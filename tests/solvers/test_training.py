@@ -113,6 +113,24 @@ def test_nonfinite_loss_stops_with_clear_message_and_keeps_finite_state():
     assert math.isfinite(result.final.rel_l2) or math.isnan(result.final.rel_l2)
 
 
+@pytest.mark.parametrize("weight", [1e36, 1e30], ids=["nan-params", "inf-adam-moment"])
+def test_overflowing_gradient_stops_before_storing_a_nonfinite_state(weight):
+    """A finite float32 loss whose gradient overflows: with weight 1e36 the update is NaN,
+    with 1e30 Adam's second moment g² is inf (the parameters would silently freeze). The
+    loop must stop at that step, not store the state (and stop one step later)."""
+    problem = _problem()
+    result = train(problem, steps=5, seed=0, eval_every=5, test_points=20, progress="off",
+                   hyperparams={"weights": {"residual": weight}})
+    assert result.status == "nonfinite"
+    assert "at step 0 gave non-finite parameters" in result.message
+    assert "kept the initial state" in result.message
+    assert result.state.step == 0 and result.history.trace_loss == []
+    initial = problem.init_params()
+    for k, v in result.params.items():
+        assert torch.equal(v, initial[k])
+    assert math.isfinite(result.final.rel_l2)
+
+
 def test_hybrid_plateau_switch_happens_and_is_recorded():
     eq = AllenCahnTwoBody(4, seed=1)
     net = MLP(4, width=16, depth=3, generator=torch.Generator().manual_seed(0))
