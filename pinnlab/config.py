@@ -11,15 +11,19 @@ import dataclasses
 import inspect
 import math
 import re
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     ValidationError,
     field_validator,
     model_validator,
@@ -50,21 +54,71 @@ _Loader.add_implicit_resolver(
 )
 
 
+def _refuse_duplicate_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> None:
+    """A key given twice in one mapping is refused (PyYAML keeps the last one silently).
+    Keys brought in by a ``<<`` merge may be overridden, as YAML's merge allows."""
+    seen = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+        except TypeError:  # an unhashable key: construct_mapping reports it
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark,
+                f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+
+
+def _construct_mapping(self, node, deep=False):
+    if isinstance(node, yaml.MappingNode):
+        _refuse_duplicate_keys(self, node)
+    return yaml.SafeLoader.construct_mapping(self, node, deep=deep)
+
+
+_Loader.construct_mapping = _construct_mapping
+
+
 def _yaml_load(text: str):
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
+SEED_LIMIT = 2**63
+"""Seeds are stored in result files as signed 64-bit integers: 0 <= seed < 2**63."""
+
+
+def _seed_in_range(value: int) -> int:
+    if not 0 <= value < SEED_LIMIT:
+        raise ValueError("must be an integer with 0 <= seed < 2**63 (result files store it as a 64-bit integer)")
+    return value
+
+
+Int = Annotated[int, Strict()]
+"""An integer field: ``true``/``false``, ``3.0`` and ``"3"`` are refused, not read as 1, 0, 3."""
+Float = Annotated[float, Strict()]
+"""A number field: an int is accepted, a boolean or a string is not (finite: see
+``allow_inf_nan=False`` on every section)."""
+Seed = Annotated[int, Strict(), AfterValidator(_seed_in_range)]
+"""A seed: an integer with 0 <= seed < 2**63 (:data:`SEED_LIMIT`)."""
+
+SECTION_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+"""Every section: unknown keys and non-finite numbers (``.inf``, ``.nan``) are refused."""
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SECTION_CONFIG
 
 
 class EquationSection(BaseModel):
     """``equation:`` the PDE instance; extra keys are the equation's own parameters."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
     name: str
-    dim: int = Field(ge=1)
-    seed: int = Field(0, ge=0)
+    dim: Int = Field(ge=1)
+    seed: Seed = 0
     constraint: Literal["hard", "soft"] = "hard"
 
     def parameters(self) -> dict[str, Any]:
@@ -74,8 +128,8 @@ class EquationSection(BaseModel):
 class ModelSection(_Section):
     """``model:`` the MLP f(·; θ)."""
 
-    width: int = Field(128, ge=1)
-    depth: int = Field(4, ge=2)
+    width: Int = Field(128, ge=1)
+    depth: Int = Field(4, ge=2)
     activation: Literal["tanh", "sin", "gelu", "silu", "softplus"] = "tanh"
 
 
@@ -83,30 +137,30 @@ class EstimatorSection(_Section):
     """``estimator:`` how derivatives of u_σ are computed."""
 
     kind: Literal["stein", "autograd", "hutchinson"] = "stein"
-    sigma: float = Field(1e-2, gt=0)
-    time_sigma: float | None = Field(None, gt=0)
-    samples: int = Field(128, ge=1)
+    sigma: Float = Field(1e-2, gt=0)
+    time_sigma: Float | None = Field(None, gt=0)
+    samples: Int = Field(128, ge=1)
     noise: Literal["shared", "independent"] = "shared"
     time_smoothing: Literal["joint", "independent"] = "joint"
-    eval_samples: int | None = Field(None, ge=1)
-    probes: int = Field(16, ge=1)
-    chunk_size: int | None = Field(None, ge=1)
+    eval_samples: Int | None = Field(None, ge=1)
+    probes: Int = Field(16, ge=1)
+    chunk_size: Int | None = Field(None, ge=1)
 
 
 class LossSection(_Section):
     """``loss:`` biased | unbiased (= unbiased2) | unbiased1 | unbiased2 | hybrid."""
 
     kind: Literal["biased", "unbiased", "unbiased1", "unbiased2", "hybrid"] = "biased"
-    switch_step: int | None = Field(None, ge=0)
+    switch_step: Int | None = Field(None, ge=0)
     switch: Literal["step", "auto", "blend"] | None = None
-    window: int = Field(500, ge=1)
-    tolerance: float = Field(0.01, gt=0, lt=1)
-    blend: tuple[int, int] | None = None
+    window: Int = Field(500, ge=1)
+    tolerance: Float = Field(0.01, gt=0, lt=1)
+    blend: tuple[Int, Int] | None = None
     then: Literal["unbiased1", "unbiased2"] = "unbiased2"
     weighting: Literal["none", "lra", "relobralo"] = "none"
-    weighting_options: dict[str, float] = Field(default_factory=dict)
-    weights: dict[str, float] = Field(default_factory=dict)
-    boundary_points: int = Field(100, ge=1)
+    weighting_options: dict[str, Float] = Field(default_factory=dict)
+    weights: dict[str, Float] = Field(default_factory=dict)
+    boundary_points: Int = Field(100, ge=1)
 
     @field_validator("blend")
     @classmethod
@@ -127,31 +181,31 @@ class DataSection(_Section):
     """
 
     source: str = "synthetic"
-    points: int = Field(100, ge=1)
-    noise: float = Field(0.0, ge=0)
-    seed: int = Field(0, ge=0)
+    points: Int = Field(100, ge=1)
+    noise: Float = Field(0.0, ge=0)
+    seed: Seed = 0
     train: bool = False
-    batch_size: int | None = Field(None, ge=1)
+    batch_size: Int | None = Field(None, ge=1)
 
 
 class TrainerSection(_Section):
     """``trainer:`` optimisation, evaluation, device and checkpoints."""
 
-    steps: int = Field(1000, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    steps: Int = Field(1000, ge=1)
+    lr: Float = Field(1e-3, gt=0)
     schedule: Literal["constant", "linear", "exponential"] = "linear"
-    gamma: float = Field(0.9995, gt=0, le=1)
+    gamma: Float = Field(0.9995, gt=0, le=1)
     optimizer: Literal["adam", "sgd"] = "adam"
-    momentum: float = Field(0.9, ge=0, lt=1)
-    batch_size: int = Field(100, ge=1)
-    batch_chunks: int = Field(1, ge=1)
-    eval_every: int = Field(500, ge=1)
-    test_points: int = Field(2000, ge=1)
-    seed: int = Field(0, ge=0)
+    momentum: Float = Field(0.9, ge=0, lt=1)
+    batch_size: Int = Field(100, ge=1)
+    batch_chunks: Int = Field(1, ge=1)
+    eval_every: Int = Field(500, ge=1)
+    test_points: Int = Field(2000, ge=1)
+    seed: Seed = 0
     device: str = "auto"
     dtype: Literal["float32", "float64"] = "float32"
-    checkpoint_every: int = Field(0, ge=0)
-    log_every: int = Field(100, ge=1)
+    checkpoint_every: Int = Field(0, ge=0)
+    log_every: Int = Field(100, ge=1)
     backend: Literal["pinnlab", "deepxde"] = "pinnlab"
 
     @model_validator(mode="before")
@@ -257,8 +311,10 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             raise ConfigError(f"override {item!r} has an empty key part")
         try:
             value = _yaml_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            raise ConfigError(f"override {item!r}: value is not valid YAML") from None
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None)
+            raise ConfigError(f"override {item!r}: value is not valid YAML"
+                              + (f": {problem}" if problem else "")) from None
         node = data
         for i, part in enumerate(parts[:-1]):
             child = node.get(part)
@@ -291,12 +347,52 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _alternatives(annotation) -> list:
+    """``A | B | None`` → [A, B]; ``Annotated[A, ...]`` → [A]; else [annotation]."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return [x for arg in typing.get_args(annotation) for x in _alternatives(arg) if x is not type(None)]
+    if origin is Annotated:
+        return _alternatives(typing.get_args(annotation)[0])
+    return [annotation]
+
+
+def _inside(annotation, part):
+    """The annotation of ``part`` (a key or an index) inside a value of ``annotation``:
+    a model's field, a dict's value, a list's or tuple's item; None if unknown."""
+    for option in _alternatives(annotation):
+        if isinstance(option, type) and issubclass(option, BaseModel):
+            field = option.model_fields.get(str(part))
+            if field is not None:
+                return field.annotation
+        elif typing.get_origin(option) is dict:
+            return typing.get_args(option)[1]
+        elif typing.get_origin(option) in (list, tuple) and typing.get_args(option):
+            return typing.get_args(option)[0]
+    return None
+
+
+def _nested_model(model: type[BaseModel], loc: Sequence) -> type[BaseModel]:
+    """The model holding the last key of an error location ``loc`` inside ``model``:
+    ``tune`` + ``(objective, foo)`` → ObjectiveSpec; ``(tunables, sigma, foo)`` →
+    TunableSpec (the value type of a dict)."""
+    annotation: Any = model
+    for part in loc[:-1]:
+        annotation = _inside(annotation, part)
+        if annotation is None:
+            return model
+    for option in _alternatives(annotation):
+        if isinstance(option, type) and issubclass(option, BaseModel):
+            return option
+    return model
+
+
 def _format_error(section: str, err: ValidationError, model: type[BaseModel]) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in (section, *first["loc"]))
     kind = first["type"]
     if kind == "extra_forbidden":
-        allowed = ", ".join(model.model_fields)
+        allowed = ", ".join(_nested_model(model, first["loc"]).model_fields)
         return f"{loc}: unknown key (allowed: {allowed})"
     if kind == "missing":
         return f"{loc}: required key is missing"
@@ -342,6 +438,7 @@ def validate(data: Mapping[str, Any]) -> Config:
             sections[name] = model.model_validate(dict(value))
         except ValidationError as err:
             raise ConfigError(_format_error(name, err, model)) from None
+        _check_values(name, sections[name], value)
     config = Config(sections, dict(data))
     _check_equation(config.equation)
     if "study" in sections:
@@ -352,6 +449,32 @@ def validate(data: Mapping[str, Any]) -> Config:
     if config.trainer.backend == "deepxde":
         _check_deepxde(config)
     return config
+
+
+def _check_values(path: str, value: Any, raw: Any) -> None:
+    """What every section's fields must satisfy, also in sections whose models are declared
+    elsewhere (``tune:``): a number is finite and not a boolean read as 1 or 0, a ``seed``
+    is in [0, 2**63). ``value`` is the validated value, ``raw`` what the config gave."""
+    if isinstance(raw, bool) and not isinstance(value, bool):
+        raise ConfigError(f"{path} = {raw}: must be a number, not a boolean")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path} = {value}: must be a finite number")
+    if isinstance(value, int) and not isinstance(value, bool) and path.rsplit(".", 1)[-1] == "seed":
+        try:
+            _seed_in_range(value)
+        except ValueError as err:
+            raise ConfigError(f"{path} = {value}: {err}") from None
+    if isinstance(value, BaseModel):
+        items = {**{key: getattr(value, key) for key in type(value).model_fields}, **(value.model_extra or {})}
+        for key, item in items.items():
+            _check_values(f"{path}.{key}", item, raw.get(key) if isinstance(raw, Mapping) else None)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_values(f"{path}.{key}", item, raw.get(key) if isinstance(raw, Mapping) else None)
+    elif isinstance(value, (list, tuple)):
+        same = isinstance(raw, (list, tuple)) and len(raw) == len(value)
+        for i, item in enumerate(value):
+            _check_values(f"{path}.{i}", item, raw[i] if same else None)
 
 
 def _check_equation(section: EquationSection) -> None:

@@ -114,12 +114,24 @@ def test_bad_input_table(tmp_path, capsys):
         (["plot", tmp_path / "missing.h5"], "does not exist"),
         (["plot", good, "-o", tmp_path / "figs"], "cannot plot"),  # and no empty figs/ left behind
         (["solve", good, "-o", tmp_path / ("a" * 248 + ".h5")], "too long"),  # the .ckpt would not fit
+        # refused before training (they failed after it, or ended nonfinite over a good result)
+        (["solve", good, "trainer.seed=18446744073709551616", "-o", existing, "--overwrite"],
+         "trainer.seed = 18446744073709551616: must be an integer with 0 <= seed < 2**63"),
+        (["solve", good, "trainer.lr=.inf", "-o", existing, "--overwrite"], "trainer.lr = inf: input should be a finite"),
+        (["solve", good, "estimator.sigma=.inf", "-o", existing, "--overwrite"], "estimator.sigma = inf"),
+        (["solve", good, "data.noise=.inf", "-o", existing, "--overwrite"], "data.noise = inf"),
+        (["solve", good, "equation.dim=true", "-o", existing, "--overwrite"], "equation.dim = True"),
+        (["solve", good, "trainer={steps: 1, steps: 2}", "-o", tmp_path / "o.h5"], "duplicate key 'steps'"),
     ]
     for args, expected in cases:
         _bad(tmp_path, args, expected, capsys, protect)
     malformed = tmp_path / "malformed.yaml"
     malformed.write_text("equation: {name: [unclosed\n")
     _bad(tmp_path, ["solve", malformed, "-o", tmp_path / "o.h5"], "malformed YAML", capsys, protect)
+    duplicate = tmp_path / "duplicate.yaml"
+    duplicate.write_text(good.read_text() + "model: {width: 8}\n")
+    _bad(tmp_path, ["solve", duplicate, "-o", tmp_path / "o.h5"], "at line 5, column 1: duplicate key 'model'",
+         capsys, protect)
     corrupt = tmp_path / "corrupt.h5"
     Path(str(corrupt) + ".ckpt").write_bytes(b"not a checkpoint")
     _bad(tmp_path, ["solve", good, "-o", corrupt, "--resume"], "corrupted", capsys,

@@ -10,6 +10,8 @@ from pinnlab import config as C
 from pinnlab.solvers import LRA, ReLoBRaLo
 
 BASE = {"equation": {"name": "allen_cahn_two_body", "dim": 5}}
+TUNE = {"tunables": {"sigma": {}}}
+INF, NAN = float("inf"), float("nan")
 
 
 def _with(**sections):
@@ -65,6 +67,53 @@ def _with(**sections):
          "data.train = True: not supported by trainer.backend: deepxde"),
         (_with(trainer={"backend": "deepxde"}, study={"kind": "estimator", "init": "fresh"}),
          "trainer.backend = 'deepxde': an estimator study evaluates pinnlab's network"),
+        # seeds are stored as 64-bit integers: refused before a run, not when its result is written
+        (_with(trainer={"seed": 2**64}), f"trainer.seed = {2**64}: must be an integer with 0 <= seed < 2**63"),
+        (_with(trainer={"seed": 2**63}), "trainer.seed = 9223372036854775808: must be an integer with 0 <="),
+        (_with(equation={"seed": 2**64}), "equation.seed = 18446744073709551616: must be an integer"),
+        (_with(data={"seed": 2**64}), "data.seed = 18446744073709551616: must be an integer"),
+        (_with(equation={"seed": -1}), "equation.seed = -1: must be an integer with 0 <= seed"),
+        (_with(tune={**TUNE, "seed": 2**64}), "tune.seed = 18446744073709551616: must be an integer"),
+        (_with(tune={**TUNE, "objective": {"seed": 2**64}}), "tune.objective.seed = 18446744073709551616"),
+        # non-finite numbers are refused in every section
+        (_with(estimator={"sigma": INF}), "estimator.sigma = inf: input should be a finite number"),
+        (_with(trainer={"lr": INF}), "trainer.lr = inf: input should be a finite number"),
+        (_with(data={"noise": INF}), "data.noise = inf: input should be a finite number"),
+        (_with(data={"noise": NAN}), "data.noise = nan: input should be a finite number"),
+        (_with(loss={"weights": {"residual": INF}}), "loss.weights.residual = inf: input should be a finite"),
+        (_with(estimator={"time_sigma": INF}), "estimator.time_sigma = inf"),
+        (_with(study={"kind": "estimator", "sigmas": [0.1, INF]}), "study.sigmas.1 = inf"),
+        (_with(tune={**TUNE, "outer_lr": INF}), "tune.outer_lr = inf: must be a finite number"),
+        (_with(tune={"tunables": {"sigma": {"init": NAN}}}), "tune.tunables.sigma.init = nan: must be a finite"),
+        ({"equation": {"name": "burgers", "dim": 3, "viscosity": INF}}, "equation.viscosity = inf: must be a finite"),
+        # a nested unknown key lists the keys of its own model
+        (_with(tune={**TUNE, "objective": {"foo": 1}}),
+         "tune.objective.foo: unknown key (allowed: kind, points, estimator, samples, seed)"),
+        (_with(tune={"tunables": {"sigma": {"foo": 1}}}),
+         "tune.tunables.sigma.foo: unknown key (allowed: init, transform, low, high, per_coordinate, width, depth)"),
+        (_with(tune={**TUNE, "then": {"method": "rgu", "after": 2, "foo": 1}}),
+         "tune.then.foo: unknown key (allowed: method, options, after)"),
+        # booleans are not integers (true was read as 1)
+        (_with(equation={"dim": True}), "equation.dim = True: input should be a valid integer"),
+        (_with(trainer={"steps": True}), "trainer.steps = True: input should be a valid integer"),
+        (_with(estimator={"samples": False}), "estimator.samples = False"),
+        (_with(trainer={"seed": True}), "trainer.seed = True"),
+        (_with(estimator={"sigma": True}), "estimator.sigma = True: input should be a valid number"),
+        (_with(study={"kind": "estimator", "samples": [4, True]}), "study.samples.1 = True"),
+        (_with(study={"kind": "estimator", "dims": [True]}), "study.dims.0 = True"),
+        (_with(tune={**TUNE, "horizon": True}), "tune.horizon = True: must be a number, not a boolean"),
+        # a study with nothing to run, or too few replicates for its statistics
+        (_with(study={"kind": "estimator", "samples": []}), "study.samples = []: list should have at least 1 item"),
+        (_with(study={"kind": "estimator", "sigmas": []}), "study.sigmas = []"),
+        (_with(study={"kind": "estimator", "noise": []}), "study.noise = []"),
+        (_with(study={"kind": "estimator", "losses": []}), "study.losses = []"),
+        (_with(study={"kind": "estimator", "quantities": []}), "study.quantities = []"),
+        (_with(study={"kind": "estimator", "dims": []}), "study.dims = []"),
+        (_with(study={"kind": "training", "variants": {"a": []}, "grid": {"trainer.seed": []}}),
+         "study.grid.trainer.seed = []"),
+        (_with(study={"kind": "estimator", "replicates": 3}),
+         "study.replicates = 3: must be >= 4: the jackknife standard errors need 3 groups"),
+        (_with(study={"kind": "estimator", "reference_replicates": 2}), "study.reference_replicates = 2: must be >= 4"),
     ],
 )
 def test_bad_values_give_one_line(data, expected):
@@ -177,3 +226,75 @@ def test_deepxde_config_with_unsupported_options_exits_2_with_one_line(tmp_path,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "trainer.schedule = 'exponential': not supported by trainer.backend" in err
     assert not (tmp_path / "out.h5").exists()
+
+
+def _alternatives(annotation):
+    import types
+    import typing
+
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [x for a in typing.get_args(annotation) for x in _alternatives(a)]
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _alternatives(typing.get_args(annotation)[0])
+    return [annotation]
+
+
+def _number_fields():
+    """(section, key, int|float) for every int or float field of every section."""
+    for name, model in C.SECTIONS.items():
+        for key, field in model.model_fields.items():
+            kinds = {t for t in _alternatives(field.annotation) if t in (int, float)}
+            if kinds:
+                yield name, key, kinds.pop()
+
+
+NEEDS = {"study": {"kind": "estimator"}, "tune": TUNE}
+"""What a section needs besides the key under test to validate."""
+
+
+@pytest.mark.parametrize("section, key, kind", list(_number_fields()), ids=lambda v: str(v))
+def test_no_number_field_reads_a_boolean_or_a_non_finite_number(section, key, kind):
+    """Every int and float field of every section (tune's too): ``true`` is not read as 1,
+    and a float field refuses .inf and .nan (the run would end nonfinite, after the work)."""
+    bad = [True, False] + ([INF, -INF, NAN] if kind is float else [])
+    for value in bad:
+        data = _with(**{section: {**NEEDS.get(section, {}), key: value}})
+        with pytest.raises(C.ConfigError) as info:
+            C.validate(data)
+        assert str(info.value).startswith(f"{section}.{key} = {value}"), (value, str(info.value))
+
+
+def test_the_number_fields_are_found():
+    found = {(s, k) for s, k, _ in _number_fields()}
+    assert {("equation", "dim"), ("trainer", "steps"), ("estimator", "sigma"), ("data", "noise"),
+            ("tune", "outer_lr"), ("study", "replicates")} <= found
+
+
+def test_largest_stored_seed_is_accepted():
+    config = C.validate(_with(trainer={"seed": 2**63 - 1}, equation={"seed": 2**63 - 1}))
+    assert config.trainer.seed == 2**63 - 1
+
+
+@pytest.mark.parametrize("text, where", [
+    ("equation: {name: poisson_two_body, dim: 3}\ntrainer:\n  steps: 5\n  steps: 10\n",
+     "at line 4, column 3: duplicate key 'steps'"),
+    ("equation: {name: poisson_two_body, dim: 3, dim: 4}\n", "at line 1, column 44: duplicate key 'dim'"),
+    ("equation: {name: poisson_two_body, dim: 3}\nequation: {name: poisson_two_body, dim: 4}\n",
+     "at line 2, column 1: duplicate key 'equation'"),
+])
+def test_a_key_given_twice_is_refused_naming_it(tmp_path, text, where):
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(C.ConfigError) as info:
+        C.load(path)
+    assert where in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(C.ConfigError, match="value is not valid YAML: duplicate key 'steps'"):
+        C.apply_overrides(BASE, ["trainer={steps: 1, steps: 2}"])
+
+
+def test_yaml_merge_keys_may_still_be_overridden(tmp_path):
+    path = tmp_path / "merge.yaml"
+    path.write_text("equation: &eq {name: poisson_two_body, dim: 3, seed: 1}\n"
+                    "study: {kind: estimator, init: fresh}\n"
+                    "model: {<<: {width: 8, depth: 3}, width: 16}\n")
+    assert C.load(path).model.width == 16

@@ -44,18 +44,55 @@ def run(args) -> int:
         raise UsageError("config error: study: required section is missing for `pinnlab study`")
     output = Path(args.output)
     _output_checks(output, overwrite=args.overwrite, resume=False)
-    if args.json:
-        try:
-            from pinnlab.io import check_writable_directory
-
-            check_writable_directory(args.json)
-        except OSError as err:
-            raise UsageError(f"cannot write {args.json!r}: {err}") from None
+    _check_other_outputs(output, args, config.study.kind)
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be >= 1")
     if config.study.kind == "estimator":
         return _estimator(config, output, args)
     return _training(config, output, args)
+
+
+def table_paths(output: Path) -> tuple[Path, Path]:
+    """The tables a training study writes next to ``STUDY.h5``: ``STUDY.md`` and ``STUDY.csv``."""
+    base = str(output.with_suffix(""))
+    return Path(base + ".md"), Path(base + ".csv")
+
+
+def cell_directory(output: Path) -> Path:
+    """Where a training study keeps one result file per cell: ``STUDY.h5.cells/``."""
+    return Path(str(output) + ".cells")
+
+
+def _check_other_outputs(output: Path, args, kind: str) -> None:
+    """The files a study writes besides ``-o`` (a training study's tables, ``--json``) follow
+    the rule of ``-o``: checked before any work, an existing one is replaced only with
+    ``--overwrite``, none may be a directory or another output of the same study."""
+    from pinnlab.cli import UsageError
+    from pinnlab.io import check_writable_directory
+
+    others = []
+    if kind == "training":
+        md, csv = table_paths(output)
+        others += [(md, "the study's markdown table"), (csv, "the study's CSV table")]
+        cells = cell_directory(output)
+        if cells.exists() and not cells.is_dir():
+            raise UsageError(f"{str(cells)!r} (where the study keeps its cells) exists and is not a directory")
+    if args.json:
+        others.append((Path(args.json), "--json"))
+    taken = {output.resolve(): "-o"}
+    for path, what in others:
+        where = f"{str(path)!r} ({what})"
+        if path.resolve() in taken:
+            raise UsageError(f"{where} is the same file as {taken[path.resolve()]}; choose another name")
+        taken[path.resolve()] = where
+        if path.is_dir():
+            raise UsageError(f"output {where} is a directory")
+        if path.exists() and not args.overwrite:
+            raise UsageError(f"output {where} exists; pass --overwrite to replace it")
+        try:
+            check_writable_directory(path)
+        except OSError as err:
+            raise UsageError(f"cannot write output {where}: {err}") from None
 
 
 def _estimator(config, output, args) -> int:
@@ -144,33 +181,54 @@ def _estimator(config, output, args) -> int:
 def _check_init_file(path: str, config, dims) -> None:
     """A network read from a result file must be the network the study evaluates: a
     pinnlab-trained network of the config's ``model:`` (width, depth, activation), for the
-    same equation at every studied dimension."""
+    same equation at every studied dimension, whose ``/params`` are that network's
+    parameters (names and shapes). Anything else is one line (exit 2), before any work."""
     import h5py
     import yaml
 
+    from pinnlab import config as configuration
     from pinnlab.cli import UsageError
+
+    def refuse(problem: str):
+        raise UsageError(f"config error: study.init = {path!r}: {problem}")
 
     try:
         with h5py.File(path, "r") as fh:
+            if "config" not in fh.attrs:
+                refuse("not a pinnlab result file (it has no config attribute)")
             stored = fh.attrs["config"]
-            if "params" not in fh:
-                raise KeyError("params")
-    except (OSError, KeyError) as err:
-        raise UsageError(f"study.init = {path!r}: not a result file with a trained network ({err})") from None
+            status = fh.attrs.get("status", "ok")
+            status = status.decode() if isinstance(status, bytes) else str(status)
+            if status != "ok":
+                refuse(f"its training did not end ok (status {status}), so its network is not a trained one")
+            group = fh.get("params")
+            if not isinstance(group, h5py.Group):
+                refuse("not a result file with a trained network (it has no /params group)")
+            shapes = {k: tuple(v.shape) for k, v in group.items() if isinstance(v, h5py.Dataset)}
+    except OSError as err:
+        refuse(f"not an HDF5 result file ({err})")
     stored = stored.decode() if isinstance(stored, bytes) else str(stored)
-    stored = yaml.safe_load(stored) or {}
+    try:
+        stored = yaml.safe_load(stored)
+    except yaml.YAMLError:
+        stored = None
+    if not isinstance(stored, dict):
+        refuse("its config attribute is not a pinnlab configuration")
     model, expected = stored.get("model") or {}, config.model.model_dump(mode="json")
     equation = stored.get("equation") or {}
-    problem = None
     if (stored.get("trainer") or {}).get("backend", "pinnlab") != "pinnlab":
-        problem = "its network was trained by DeepXDE, not pinnlab"
-    elif model != expected:
-        problem = f"its network was trained with model {model}, the study's config has model {expected}"
-    elif equation.get("name") != config.equation.name or any(d != equation.get("dim") for d in dims):
-        problem = (f"its network was trained on {equation.get('name')} at d={equation.get('dim')}, the study "
-                   f"is of {config.equation.name} at d={', '.join(map(str, dims))}")
-    if problem:
-        raise UsageError(f"config error: study.init = {path!r}: {problem}")
+        refuse("its network was trained by DeepXDE, not pinnlab")
+    if model != expected:
+        refuse(f"its network was trained with model {model}, the study's config has model {expected}")
+    if equation.get("name") != config.equation.name or any(d != equation.get("dim") for d in dims):
+        refuse(f"its network was trained on {equation.get('name')} at d={equation.get('dim')}, the study "
+               f"is of {config.equation.name} at d={', '.join(map(str, dims))}")
+    input_dim = configuration.make_equation(config.equation.model_copy(update={"dim": dims[0]})).input_dim
+    net = configuration.make_network(config.model, input_dim, seed=0)
+    wanted = {k: tuple(v.shape) for k, v in net.named_parameters()}
+    if shapes != wanted:
+        refuse(f"its /params ({len(shapes)} arrays) are not the parameters of the study's network "
+               f"({', '.join(f'{k} {list(v)}' for k, v in list(wanted.items())[:3])}, ...)")
 
 
 def _training(config, output, args) -> int:
@@ -190,7 +248,7 @@ def _training(config, output, args) -> int:
 
     study = config.study
     cells = expand_cells(study.variants, study.grid)
-    cell_dir = Path(str(output) + ".cells")
+    cell_dir = cell_directory(output)
     try:
         records = run_training_study(args.config, cells, cell_dir, workers=args.workers or study.workers,
                                      base_overrides=args.overrides, progress=_log)
@@ -215,9 +273,8 @@ def _training(config, output, args) -> int:
                 else:
                     group.create_dataset(key, data=[json.dumps(v) if not isinstance(v, str) else v
                                                     for v in values])
-    base = output.with_suffix("")
-    for suffix, text in ((".md", table + "\n"), (".csv", csv_text(summary))):
-        with atomic_path(str(base) + suffix) as tmp:
+    for path, text in zip(table_paths(output), (table + "\n", csv_text(summary))):
+        with atomic_path(path) as tmp:
             tmp.write_text(text)
     if args.json:
         _write_json(args.json, {"records": records, "summary": summary})

@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
+
+# as pinnlab.config's Int and Float (that module imports this one, so they are not imported)
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+
+MIN_REPLICATES = 4
+"""Fewest replicates (and reference replicates) for which every statistic of a record is
+defined: R replicates are kept in min(10, R) groups; the jackknife standard errors need 3
+groups (else NaN, and ``pinnlab plot`` has no error bar to draw), the projected bias test
+2 groups in each half (see :mod:`pinnlab.studies.estimator_study`)."""
 
 
 class StudySection(BaseModel):
@@ -22,25 +32,35 @@ class StudySection(BaseModel):
     columns), workers.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     kind: Literal["estimator", "training"]
-    dims: list[int] | None = None
-    samples: list[int] = Field(default_factory=lambda: [8, 16, 32, 64, 128])
-    sigmas: list[float] = Field(default_factory=lambda: [1e-2])
-    noise: list[Literal["independent", "shared"]] = Field(default_factory=lambda: ["independent", "shared"])
+    dims: list[Int] | None = Field(None, min_length=1)
+    samples: list[Int] = Field(default_factory=lambda: [8, 16, 32, 64, 128], min_length=1)
+    sigmas: list[Float] = Field(default_factory=lambda: [1e-2], min_length=1)
+    noise: list[Literal["independent", "shared"]] = Field(default_factory=lambda: ["independent", "shared"],
+                                                          min_length=1)
     quantities: list[Literal["residual", "loss", "gradient"]] = Field(
-        default_factory=lambda: ["residual", "loss", "gradient"])
-    losses: list[Literal["biased", "unbiased"]] = Field(default_factory=lambda: ["biased", "unbiased"])
-    replicates: int = Field(200, ge=2)
-    points: int = Field(64, ge=1)
-    reference_samples: int = Field(4096, ge=1)
-    reference_replicates: int = Field(50, ge=2)
+        default_factory=lambda: ["residual", "loss", "gradient"], min_length=1)
+    losses: list[Literal["biased", "unbiased"]] = Field(default_factory=lambda: ["biased", "unbiased"],
+                                                        min_length=1)
+    replicates: Int = 200
+    points: Int = Field(64, ge=1)
+    reference_samples: Int = Field(4096, ge=1)
+    reference_replicates: Int = 50
     init: str = "trained"
     variants: dict[str, list[str]] | None = None
-    grid: dict[str, list] = Field(default_factory=dict)
+    grid: dict[str, Annotated[list, Field(min_length=1)]] = Field(default_factory=dict)
     columns: str | None = None
-    workers: int = Field(1, ge=1)
+    workers: Int = Field(1, ge=1)
     unbiased_samples: Literal["split", "same"] = "split"
+
+    @field_validator("replicates", "reference_replicates")
+    @classmethod
+    def _enough_replicates(cls, value):
+        if value < MIN_REPLICATES:
+            raise ValueError(f"must be >= {MIN_REPLICATES}: the jackknife standard errors need 3 groups of "
+                             "replicates and the projected bias test 2 groups in each half")
+        return value
 
     @field_validator("samples", "dims")
     @classmethod

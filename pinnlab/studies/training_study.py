@@ -2,8 +2,10 @@
 
 Each cell is the base config plus override strings (a variant, e.g. the loss, and one
 point of the grid, e.g. dimension × seed). Every finished cell writes its own result
-file atomically under ``<STUDY>.cells/``; a rerun skips cells whose file exists, so an
-interrupted or crashed study continues where it stopped. Every cell's config is
+file atomically under ``<STUDY>.cells/``, recording its own run config (the config
+without ``study:``); a rerun skips cells whose file holds that config, so an
+interrupted or crashed study continues where it stopped, and a study whose grid gained
+seeds or variants computes only the new cells. Every cell's config is
 validated before the first cell runs. A cell runs like ``pinnlab solve``: pinnlab's
 trainer, or DeepXDE's with ``trainer.backend: deepxde``. The summary groups cells by
 (variant, column value) and reports mean ± std over the remaining grid keys (seeds) of
@@ -67,7 +69,7 @@ def run_cell(config_path: str, overrides: Sequence[str], output: str, threads: i
     from pinnlab.solvers import train
 
     torch.set_num_threads(max(1, threads))
-    config = configuration.load(config_path, overrides)
+    config = run_config(configuration.load(config_path, overrides))
     problem, kwargs = configuration.build(config)
     if config.trainer.backend == "deepxde":
         result = configuration.solve_config_with_deepxde(config, problem.equation)
@@ -94,10 +96,24 @@ def cell_metrics(path: str | Path) -> dict:
         }
 
 
+def run_config(config):
+    """A cell's own run configuration: its config without the ``study:`` section. This is
+    what a cell's result file records and what identifies a finished cell, so a cell does
+    not depend on the rest of the study (adding seeds or variants to the grid keeps the
+    finished cells); ``pinnlab solve`` with it reproduces the cell."""
+    from pinnlab.config import Config
+
+    return Config({k: v for k, v in config.sections.items() if k != "study"},
+                  {k: v for k, v in config.raw.items() if k != "study"})
+
+
 def _finished_with(path: Path, config) -> bool:
-    """True when ``path`` is a complete cell result of exactly this cell's resolved config
-    (a cell left by an edited config is recomputed, not silently reused)."""
+    """True when ``path`` is a complete cell result of exactly this cell's resolved run
+    config (:func:`run_config`; a cell left by an edited config is recomputed, not
+    silently reused). A cell file written when cells still recorded the ``study:``
+    section is compared without it."""
     import h5py
+    import yaml
 
     try:
         with h5py.File(path, "r") as fh:
@@ -105,7 +121,14 @@ def _finished_with(path: Path, config) -> bool:
     except (OSError, KeyError):
         return False
     stored = stored.decode() if isinstance(stored, bytes) else str(stored)
-    return stored == config.to_yaml()
+    try:
+        stored = yaml.safe_load(stored)
+    except yaml.YAMLError:
+        return False
+    if not isinstance(stored, dict):
+        return False
+    stored.pop("study", None)
+    return yaml.safe_dump(stored, sort_keys=False) == run_config(config).to_yaml()
 
 
 def _run_cell_job(args):

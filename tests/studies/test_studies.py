@@ -221,7 +221,7 @@ study:
   replicates: 10
   points: 4
   reference_samples: 32
-  reference_replicates: 3
+  reference_replicates: 4
   init: fresh
 """
 
@@ -461,3 +461,124 @@ def test_a_deepxde_variant_of_a_training_study_is_trained_by_deepxde(tmp_path, c
                 (backend, list(fh["params"]))
         backends.add(backend)
     assert backends == {"pinnlab", "deepxde"}
+
+
+SMALL_TRAINING = (TINY_TRAINING.replace("STEPS", "5").replace("eval_every: 50", "eval_every: 5")
+                  .replace("equation.dim: [3, 4]", "equation.dim: [3]"))
+
+
+def _cell_files(out):
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in Path(str(out) + ".cells").glob("*.h5")}
+
+
+def test_extending_a_training_study_reuses_its_finished_cells(tmp_path, capsys):
+    """A finished cell is identified by its own run config (without ``study:``): after
+    adding a seed and a variant to the grid, the two finished cells are skipped (their
+    files untouched, their metrics in the new summary), only the four new ones run."""
+    import h5py
+
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(SMALL_TRAINING.replace("trainer.seed: [0, 1]", "trainer.seed: [0]"))
+    out = tmp_path / "train.h5"
+    assert main(["study", str(cfg), "-o", str(out)]) == 0
+    first = _cell_files(out)
+    with h5py.File(out, "r") as fh:
+        before = dict(zip([k.decode() for k in fh["cells/key"][...]], fh["cells/rel_l2"][...]))
+    assert len(first) == 2
+    capsys.readouterr()
+    cfg.write_text(SMALL_TRAINING.replace("unbiased: [loss.kind=unbiased]",
+                                          "unbiased: [loss.kind=unbiased]\n    fast: [trainer.lr=0.01]"))
+    assert main(["study", str(cfg), "-o", str(out), "--overwrite"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("skip finished cell") == 2, err
+    assert err.count("finished cell") - err.count("skip finished cell") == 4, err
+    after = _cell_files(out)
+    assert len(after) == 6 and all(after[name] == first[name] for name in first)  # not recomputed
+    with h5py.File(out, "r") as fh:
+        rel_l2 = dict(zip([k.decode() for k in fh["cells/key"][...]], fh["cells/rel_l2"][...]))
+        assert fh["summary/runs"][...].tolist() == [2.0, 2.0, 2.0]
+    assert all(rel_l2[key] == value for key, value in before.items())
+    with h5py.File(next(Path(str(out) + ".cells").glob("*.h5")), "r") as fh:
+        assert "study:" not in fh.attrs["config"]  # a cell records its own run config
+
+
+def test_study_outputs_follow_the_overwrite_rule_before_any_work(tmp_path, capsys):
+    """The tables STUDY.md/.csv and --json are outputs like -o: an existing one is kept
+    without --overwrite, a directory or a name taken by another output is refused, all
+    before any cell runs (one line, exit 2)."""
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(SMALL_TRAINING.replace("trainer.seed: [0, 1]", "trainer.seed: [0]"))
+    est = tmp_path / "est.yaml"
+    est.write_text(TINY_ESTIMATOR)
+    out = tmp_path / "notes.h5"
+    (tmp_path / "adir").mkdir()
+    precious = {tmp_path / "notes.md": b"my notes", tmp_path / "other.csv": b"a,b", tmp_path / "o.json": b"{}"}
+    for path, content in precious.items():
+        path.write_bytes(content)
+    cases = [
+        ([cfg, "-o", out], "notes.md' (the study's markdown table) exists; pass --overwrite"),
+        ([cfg, "-o", tmp_path / "other.h5"], "other.csv' (the study's CSV table) exists; pass --overwrite"),
+        ([cfg, "-o", tmp_path / "t.h5", "--json", tmp_path / "adir"], "(--json) is a directory"),
+        ([cfg, "-o", tmp_path / "t.h5", "--json", tmp_path / "o.json"], "(--json) exists; pass --overwrite"),
+        ([cfg, "-o", tmp_path / "t.h5", "--json", tmp_path / "t.md"], "is the same file as"),
+        ([cfg, "-o", tmp_path / "t.md"], "is the same file as -o"),
+        ([est, "-o", tmp_path / "e.h5", "--json", tmp_path / "adir"], "(--json) is a directory"),
+        ([est, "-o", tmp_path / "e.h5", "--json", tmp_path / "e.h5"], "is the same file as -o"),
+        ([est, "-o", tmp_path / "e.h5", "--json", tmp_path / "nodir" / "e.json"], "cannot write output"),
+    ]
+    for args, expected in cases:
+        assert main(["study", *map(str, args)]) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and expected in err, (args, err)
+    assert all(path.read_bytes() == content for path, content in precious.items())
+    assert not list(tmp_path.glob("*.cells")) and not list(tmp_path.glob("[te].h5"))
+    assert main(["study", str(cfg), "-o", str(out), "--overwrite", "--json", str(tmp_path / "o.json")]) == 0
+    assert (tmp_path / "notes.md").read_text().startswith("| method |")
+    assert "summary" in json.loads((tmp_path / "o.json").read_text())
+
+
+def _network_file(path, *, config_attr=None, params=None, status="ok"):
+    import h5py
+    import yaml
+
+    from pinnlab import config as C
+
+    data = yaml.safe_load(TINY_ESTIMATOR)
+    del data["study"]
+    config = C.validate(data)
+    if params is None:
+        params = {k: v.detach().numpy() for k, v in C.make_network(config.model, 3, seed=0).named_parameters()}
+    with h5py.File(path, "w") as fh:
+        fh.attrs["config"] = config.to_yaml() if config_attr is None else config_attr
+        fh.attrs["status"] = status
+        for key, value in params.items():
+            fh[f"params/{key}"] = value
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda p: p.write_text("not a network\n"), "not an HDF5 result file"),
+    (lambda p: __import__("h5py").File(p, "w").close(), "not a pinnlab result file (it has no config attribute)"),
+    (lambda p: _network_file(p, config_attr="equation: [unclosed"), "its config attribute is not a pinnlab config"),
+    (lambda p: _network_file(p, config_attr="- a list"), "its config attribute is not a pinnlab configuration"),
+    (lambda p: _network_file(p, params={"w": np.zeros(3)}), "its /params (1 arrays) are not the parameters"),
+    (lambda p: _network_file(p, status="nonfinite"), "its training did not end ok (status nonfinite)"),
+], ids=["text", "unrelated_hdf5", "bad_yaml", "yaml_list", "other_params", "nonfinite"])
+def test_an_unusable_init_file_is_one_line_before_any_work(tmp_path, capsys, make, expected):
+    """``study.init: FILE`` that is no usable network of the study's model: exit 2, one
+    line, nothing written (the other params ran to the end and reported NaN)."""
+    make(tmp_path / "net.h5")
+    cfg = tmp_path / "est.yaml"
+    cfg.write_text(TINY_ESTIMATOR.replace("init: fresh", f"init: {tmp_path / 'net.h5'}"))
+    assert main(["study", str(cfg), "-o", str(tmp_path / "est.h5")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"study.init = '{tmp_path / 'net.h5'}': {expected}" in err, err
+    assert not (tmp_path / "est.h5").exists()
+
+
+def test_a_usable_init_file_is_studied(tmp_path):
+    _network_file(tmp_path / "net.h5")
+    cfg = tmp_path / "est.yaml"
+    cfg.write_text(TINY_ESTIMATOR.replace("init: fresh", f"init: {tmp_path / 'net.h5'}")
+                   .replace("samples: [4, 8]", "samples: [4]").replace("noise: [independent, shared]",
+                                                                       "noise: [independent]"))
+    assert main(["study", str(cfg), "-o", str(tmp_path / "est.h5")]) == 0
