@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pinnlab._checks import check_integer
 from pinnlab._typing import Params
-from pinnlab.bilevel.validation import check_integer
 
 Phi = dict[str, Tensor]
 InnerStep = Callable[[Params, Any, Phi, int], tuple[Params, Any]]

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from pinnlab._budget import Budget
+from pinnlab._checks import check_integer
 from pinnlab.bilevel.base import (
     AbstractHypergradient,
     BilevelProblem,
@@ -27,7 +28,6 @@ from pinnlab.bilevel.parameterization import (
     unconstrain,
 )
 from pinnlab.bilevel.penalty import AbstractOuterAlgorithm
-from pinnlab.bilevel.validation import check_integer
 
 Method = AbstractHypergradient | AbstractOuterAlgorithm
 

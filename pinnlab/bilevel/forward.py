@@ -10,6 +10,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from pinnlab._checks import check_integer
 from pinnlab._seeding import make_generator
 from pinnlab._typing import tensor_leaves
 from pinnlab.bilevel.base import (
@@ -22,7 +23,6 @@ from pinnlab.bilevel.base import (
     unroll,
     unrolled_objective,
 )
-from pinnlab.bilevel.validation import check_integer
 
 DirectionKind = Literal["rademacher", "gaussian", "coordinate"]
 TangentMode = Literal["auto", "hvp", "jvp"]

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
+from pinnlab._checks import check_integer, check_nonnegative, check_positive
 from pinnlab.bilevel._trees import detach, tree_add, tree_dot, tree_norm, tree_scale
 from pinnlab.bilevel.base import AbstractHypergradient, HypergradientResult, unroll
-from pinnlab.bilevel.validation import check_integer, check_nonnegative, check_positive
 
 
 class _AtSolution:

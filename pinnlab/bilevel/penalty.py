@@ -8,14 +8,14 @@ from typing import Any
 
 import torch
 
-from pinnlab.bilevel._trees import detach, tree_add, tree_dot
-from pinnlab.bilevel.base import BilevelProblem, Phi
-from pinnlab.bilevel.validation import (
+from pinnlab._checks import (
     check_at_least,
     check_integer,
     check_nonnegative,
     check_positive,
 )
+from pinnlab.bilevel._trees import detach, tree_add, tree_dot
+from pinnlab.bilevel.base import BilevelProblem, Phi
 
 
 class AbstractOuterAlgorithm(abc.ABC):

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
+from pinnlab._checks import check_integer
 from pinnlab._typing import tensor_leaves
 from pinnlab.bilevel.base import AbstractHypergradient, HypergradientResult, unroll
-from pinnlab.bilevel.validation import check_integer
 
 
 def _reverse(problem, phi, *, start, init, steps):

@@ -10,6 +10,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from pinnlab._checks import check_choice, check_integer, check_positive
 from pinnlab.bilevel.base import (
     AbstractHypergradient,
     HypergradientResult,
@@ -19,7 +20,6 @@ from pinnlab.bilevel.base import (
     unroll,
 )
 from pinnlab.bilevel.forward import DirectionKind, directions
-from pinnlab.bilevel.validation import check_choice, check_integer, check_positive
 
 
 @dataclass(frozen=True)

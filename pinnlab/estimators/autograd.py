@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -10,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.func import grad, jvp, vmap
 
+from pinnlab._checks import check_integer
 from pinnlab.estimators.base import (
     AbstractDerivativeEstimator,
     Directional,
@@ -63,12 +63,7 @@ class Autograd(AbstractDerivativeEstimator):
     stochastic = False
 
     def __post_init__(self):
-        if (
-            isinstance(self.chunk_size, bool)
-            or not isinstance(self.chunk_size, numbers.Integral)
-            or self.chunk_size < 1
-        ):
-            raise ValueError(f"chunk_size must be an integer >= 1, got {self.chunk_size!r}")
+        check_integer("chunk_size", self.chunk_size)
 
     def estimate(
         self,

@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from pinnlab._checks import check_integer
 from pinnlab._typing import is_transform_wrapped
 from pinnlab.estimators.base import (
     AbstractDerivativeEstimator,
@@ -103,26 +104,15 @@ class SteinAntithetic(AbstractDerivativeEstimator):
     chunk_size: int | None = None
 
     def __post_init__(self):
-        if (
-            isinstance(self.num_samples, bool)
-            or not isinstance(self.num_samples, numbers.Integral)
-            or self.num_samples < 1
-        ):
-            raise ValueError(f"num_samples must be an integer >= 1, got {self.num_samples!r}")
+        check_integer("num_samples", self.num_samples)
         if self.noise not in ("independent", "shared"):
             raise ValueError(f"noise must be 'independent' or 'shared', got {self.noise!r}")
         if self.time_smoothing not in ("joint", "independent"):
             raise ValueError(
                 f"time_smoothing must be 'joint' or 'independent', got {self.time_smoothing!r}"
             )
-        if self.chunk_size is not None and (
-            isinstance(self.chunk_size, bool)
-            or not isinstance(self.chunk_size, numbers.Integral)
-            or self.chunk_size < 1
-        ):
-            raise ValueError(
-                f"chunk_size must be None (one chunk) or an integer >= 1, got {self.chunk_size!r}"
-            )
+        if self.chunk_size is not None:
+            check_integer("chunk_size", self.chunk_size)  # None: one chunk
         _check_sigma(self.sigma)
 
     def _sigma_vector(self, sigma: float | Tensor | None, x: Tensor) -> Tensor:

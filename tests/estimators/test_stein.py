@@ -309,9 +309,9 @@ _INVALID = {
                      r"got shape \(2, 5\)"),
     "sigma='0.1'": (lambda: SteinAntithetic(sigma="0.1"), TypeError, "sigma must be a float or a tensor"),
     # sizes
-    "Stein chunk_size=0": (lambda: SteinAntithetic(chunk_size=0), ValueError, "chunk_size must be None"),
-    "Stein chunk_size=-1": (lambda: SteinAntithetic(chunk_size=-1), ValueError, "chunk_size must be None"),
-    "Stein chunk_size=2.5": (lambda: SteinAntithetic(chunk_size=2.5), ValueError, "chunk_size must be None"),
+    "Stein chunk_size=0": (lambda: SteinAntithetic(chunk_size=0), ValueError, "chunk_size must be an integer"),
+    "Stein chunk_size=-1": (lambda: SteinAntithetic(chunk_size=-1), ValueError, "chunk_size must be an integer"),
+    "Stein chunk_size=2.5": (lambda: SteinAntithetic(chunk_size=2.5), ValueError, "chunk_size must be an integer"),
     "Autograd chunk_size=0": (lambda: Autograd(chunk_size=0), ValueError, "chunk_size must be an integer >= 1"),
     "Autograd chunk_size=-1": (lambda: Autograd(chunk_size=-1), ValueError, "chunk_size must be an integer"),
     "num_samples=2.5": (lambda: SteinAntithetic(num_samples=2.5), ValueError, "num_samples must be an integer"),

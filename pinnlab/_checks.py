@@ -1,4 +1,4 @@
-"""Argument checks shared by the bilevel layer: each raises one clear ValueError or TypeError.
+"""Argument checks shared by the library (bilevel methods, estimators): each raises one clear ValueError.
 
 Constructors call these in ``__post_init__`` so a bad option fails where it is given,
 not as a traceback (or a silent NaN) deep inside an estimate.
