@@ -27,27 +27,34 @@ class _Parser(argparse.ArgumentParser):
 CHECKPOINT_SUFFIX = ".ckpt"
 
 
-def _output_checks(output: Path, *, overwrite: bool, resume: bool) -> None:
+def _output_checks(output: Path, *, overwrite: bool, resume: bool = False, what: str = "",
+                   checkpoint: bool = True) -> None:
+    """Refuse an output that is a directory, exists without ``overwrite``, cannot be
+    written, or whose name (with the ``.ckpt`` suffix when ``checkpoint``) is too long;
+    ``what`` names it in the message (e.g. ``--json``)."""
     import os
 
     from pinnlab.io import check_writable_directory
 
+    where = f"{str(output)!r}" + (f" ({what})" if what else "")
     try:
         limit = os.pathconf(output.absolute().parent, "PC_NAME_MAX")
     except (OSError, ValueError):
         limit = 255
-    size = len(output.name.encode()) + len(CHECKPOINT_SUFFIX)
+    suffix = CHECKPOINT_SUFFIX if checkpoint else ""
+    size = len(output.name.encode()) + len(suffix)
     if size > limit:  # else the checkpoint (RUN.h5.ckpt) cannot be written, after the work is done
-        raise UsageError(f"output name {output.name[:40]!r}... is too long: {size} bytes with the "
-                         f"{CHECKPOINT_SUFFIX} checkpoint suffix, the file system allows {limit}")
+        raise UsageError(f"output name {output.name[:40]!r}... is too long: {size} bytes"
+                         + (f" with the {suffix} checkpoint suffix" if suffix else "")
+                         + f", the file system allows {limit}")
     if output.exists() and output.is_dir():
-        raise UsageError(f"output {str(output)!r} is a directory")
+        raise UsageError(f"output {where} is a directory")
     if output.exists() and not overwrite:
-        raise UsageError(f"output {str(output)!r} exists; pass --overwrite to replace it")
+        raise UsageError(f"output {where} exists; pass --overwrite to replace it")
     try:
         check_writable_directory(output)
     except (OSError, PermissionError) as err:
-        raise UsageError(f"cannot write output {str(output)!r}: {err}") from None
+        raise UsageError(f"cannot write output {where}: {err}") from None
 
 
 def cmd_solve(args) -> int:

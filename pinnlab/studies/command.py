@@ -67,8 +67,7 @@ def _check_other_outputs(output: Path, args, kind: str) -> None:
     """The files a study writes besides ``-o`` (a training study's tables, ``--json``) follow
     the rule of ``-o``: checked before any work, an existing one is replaced only with
     ``--overwrite``, none may be a directory or another output of the same study."""
-    from pinnlab.cli import UsageError
-    from pinnlab.io import check_writable_directory
+    from pinnlab.cli import UsageError, _output_checks
 
     others = []
     if kind == "training":
@@ -85,14 +84,7 @@ def _check_other_outputs(output: Path, args, kind: str) -> None:
         if path.resolve() in taken:
             raise UsageError(f"{where} is the same file as {taken[path.resolve()]}; choose another name")
         taken[path.resolve()] = where
-        if path.is_dir():
-            raise UsageError(f"output {where} is a directory")
-        if path.exists() and not args.overwrite:
-            raise UsageError(f"output {where} exists; pass --overwrite to replace it")
-        try:
-            check_writable_directory(path)
-        except OSError as err:
-            raise UsageError(f"cannot write output {where}: {err}") from None
+        _output_checks(path, overwrite=args.overwrite, what=what, checkpoint=False)
 
 
 def _estimator(config, output, args) -> int:
