@@ -1,4 +1,5 @@
-"""Argument checks shared by the library (bilevel methods, estimators): each raises one clear ValueError.
+"""Argument checks shared by the library (bilevel methods, estimators, the training step): each raises one
+clear ValueError.
 
 Constructors call these in ``__post_init__`` so a bad option fails where it is given,
 not as a traceback (or a silent NaN) deep inside an estimate.
@@ -10,6 +11,8 @@ import math
 import numbers
 from collections.abc import Iterable
 from typing import Any
+
+from pinnlab._fields import SEED_LIMIT
 
 
 def check_integer(name: str, value: Any, minimum: int = 1) -> None:
@@ -41,6 +44,13 @@ def check_at_least(name: str, value: Any, minimum: float, what: str) -> None:
         raise ValueError(f"{name} must be a finite number >= {what}, got {value!r}")
 
 
+def check_seed(name: str, value: Any) -> None:
+    """``value`` is an ``int`` seed that result files can store (0 <= seed < 2**63)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"{name} must be an integer with 0 <= {name} < 2**63 (result files store it as a "
+                         f"64-bit integer), got {value!r}")
+
+
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
     """``value`` is one of ``choices``."""
     choices = tuple(choices)
@@ -49,4 +59,4 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
-__all__ = ["check_at_least", "check_choice", "check_integer", "check_nonnegative", "check_positive"]
+__all__ = ["check_at_least", "check_choice", "check_integer", "check_nonnegative", "check_positive", "check_seed"]

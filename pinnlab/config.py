@@ -19,16 +19,18 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
+    AllowInfNan,
     BaseModel,
     ConfigDict,
     Field,
     Strict,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from pinnlab._fields import SECTION_CONFIG, SEED_LIMIT, Bool, Float, Int, Seed, seed_in_range  # noqa: F401 (SEED_LIMIT: public)
 from pinnlab.equations import EQUATIONS, NotUnbiasableError
 
 
@@ -84,28 +86,6 @@ _Loader.construct_mapping = _construct_mapping
 
 def _yaml_load(text: str):
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-
-
-SEED_LIMIT = 2**63
-"""Seeds are stored in result files as signed 64-bit integers: 0 <= seed < 2**63."""
-
-
-def _seed_in_range(value: int) -> int:
-    if not 0 <= value < SEED_LIMIT:
-        raise ValueError("must be an integer with 0 <= seed < 2**63 (result files store it as a 64-bit integer)")
-    return value
-
-
-Int = Annotated[int, Strict()]
-"""An integer field: ``true``/``false``, ``3.0`` and ``"3"`` are refused, not read as 1, 0, 3."""
-Float = Annotated[float, Strict()]
-"""A number field: an int is accepted, a boolean or a string is not (finite: see
-``allow_inf_nan=False`` on every section)."""
-Seed = Annotated[int, Strict(), AfterValidator(_seed_in_range)]
-"""A seed: an integer with 0 <= seed < 2**63 (:data:`SEED_LIMIT`)."""
-
-SECTION_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-"""Every section: unknown keys and non-finite numbers (``.inf``, ``.nan``) are refused."""
 
 
 class _Section(BaseModel):
@@ -184,7 +164,7 @@ class DataSection(_Section):
     points: Int = Field(100, ge=1)
     noise: Float = Field(0.0, ge=0)
     seed: Seed = 0
-    train: bool = False
+    train: Bool = False
     batch_size: Int | None = Field(None, ge=1)
 
 
@@ -387,9 +367,14 @@ def _nested_model(model: type[BaseModel], loc: Sequence) -> type[BaseModel]:
     return model
 
 
+_UNION_TAG = re.compile(r"int|float|bool|str|[a-z-]+\[.*\]")
+"""What pydantic adds to an error's location for the member of a union that failed
+(``tune.tunables.sigma.init.float``); not a key of the config."""
+
+
 def _format_error(section: str, err: ValidationError, model: type[BaseModel]) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in (section, *first["loc"]))
+    loc = ".".join(str(p) for p in (section, *first["loc"]) if not _UNION_TAG.fullmatch(str(p)))
     kind = first["type"]
     if kind == "extra_forbidden":
         allowed = ", ".join(_nested_model(model, first["loc"]).model_fields)
@@ -438,7 +423,6 @@ def validate(data: Mapping[str, Any]) -> Config:
             sections[name] = model.model_validate(dict(value))
         except ValidationError as err:
             raise ConfigError(_format_error(name, err, model)) from None
-        _check_values(name, sections[name], value)
     config = Config(sections, dict(data))
     _check_equation(config.equation)
     if "study" in sections:
@@ -449,32 +433,6 @@ def validate(data: Mapping[str, Any]) -> Config:
     if config.trainer.backend == "deepxde":
         _check_deepxde(config)
     return config
-
-
-def _check_values(path: str, value: Any, raw: Any) -> None:
-    """What every section's fields must satisfy, also in sections whose models are declared
-    elsewhere (``tune:``): a number is finite and not a boolean read as 1 or 0, a ``seed``
-    is in [0, 2**63). ``value`` is the validated value, ``raw`` what the config gave."""
-    if isinstance(raw, bool) and not isinstance(value, bool):
-        raise ConfigError(f"{path} = {raw}: must be a number, not a boolean")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{path} = {value}: must be a finite number")
-    if isinstance(value, int) and not isinstance(value, bool) and path.rsplit(".", 1)[-1] == "seed":
-        try:
-            _seed_in_range(value)
-        except ValueError as err:
-            raise ConfigError(f"{path} = {value}: {err}") from None
-    if isinstance(value, BaseModel):
-        items = {**{key: getattr(value, key) for key in type(value).model_fields}, **(value.model_extra or {})}
-        for key, item in items.items():
-            _check_values(f"{path}.{key}", item, raw.get(key) if isinstance(raw, Mapping) else None)
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            _check_values(f"{path}.{key}", item, raw.get(key) if isinstance(raw, Mapping) else None)
-    elif isinstance(value, (list, tuple)):
-        same = isinstance(raw, (list, tuple)) and len(raw) == len(value)
-        for i, item in enumerate(value):
-            _check_values(f"{path}.{i}", item, raw[i] if same else None)
 
 
 def _check_equation(section: EquationSection) -> None:
@@ -491,8 +449,29 @@ def _check_equation(section: EquationSection) -> None:
                 f"equation.{key}: unknown parameter of {section.name} "
                 f"(allowed: name, dim, seed, {', '.join(allowed) or 'none'})"
             )
+    types_ = _equation_parameter_types(cls)
+    for key, value in section.parameters().items():
+        try:
+            TypeAdapter(types_.get(key, Any)).validate_python(value)
+        except ValidationError as err:
+            raise ConfigError(_format_error(f"equation.{key}", err, EquationSection)) from None
     if section.dim < cls.min_dim:
         raise ConfigError(f"equation.dim = {section.dim}: {section.name} needs dim >= {cls.min_dim}")
+
+
+_STRICT = {float: Annotated[float, Strict(), AllowInfNan(False)], int: Int, bool: Bool}
+"""The equations' annotated parameter types, read as strictly as the sections' fields."""
+
+
+def _equation_parameter_types(cls) -> dict[str, Any]:
+    """Keyword parameter → its annotated type (float, int and bool made strict and finite);
+    the first class in the MRO that declares a parameter gives its type."""
+    found: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            for name, hint in typing.get_type_hints(klass.__init__).items():
+                found.setdefault(name, _STRICT.get(hint, hint))
+    return found
 
 
 def equation_parameters(cls) -> list[str]:

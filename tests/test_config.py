@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -83,9 +84,15 @@ def _with(**sections):
         (_with(loss={"weights": {"residual": INF}}), "loss.weights.residual = inf: input should be a finite"),
         (_with(estimator={"time_sigma": INF}), "estimator.time_sigma = inf"),
         (_with(study={"kind": "estimator", "sigmas": [0.1, INF]}), "study.sigmas.1 = inf"),
-        (_with(tune={**TUNE, "outer_lr": INF}), "tune.outer_lr = inf: must be a finite number"),
-        (_with(tune={"tunables": {"sigma": {"init": NAN}}}), "tune.tunables.sigma.init = nan: must be a finite"),
-        ({"equation": {"name": "burgers", "dim": 3, "viscosity": INF}}, "equation.viscosity = inf: must be a finite"),
+        (_with(tune={**TUNE, "outer_lr": INF}), "tune.outer_lr = inf: input should be a finite number"),
+        (_with(tune={"tunables": {"sigma": {"init": NAN}}}), "tune.tunables.sigma.init = nan: input should be a finite"),
+        ({"equation": {"name": "burgers", "dim": 3, "viscosity": INF}}, "equation.viscosity = inf: input should be a finite"),
+        # an equation's own parameters are read by their annotated types, as strictly as fields
+        ({"equation": {"name": "burgers", "dim": 3, "viscosity": True}}, "equation.viscosity = True: input should be a valid number"),
+        ({"equation": {"name": "burgers", "dim": 3, "viscosity": "0.1"}}, "equation.viscosity = '0.1': input should be a valid number"),
+        ({"equation": {"name": "hjb_rosenbrock", "dim": 4, "reference_samples": 1e5}},
+         "equation.reference_samples = 100000.0: input should be a valid integer"),
+        ({"equation": {"name": "hjb_rosenbrock", "dim": 4, "chain": "ring"}}, "equation.chain = 'ring': input should be"),
         # a nested unknown key lists the keys of its own model
         (_with(tune={**TUNE, "objective": {"foo": 1}}),
          "tune.objective.foo: unknown key (allowed: kind, points, estimator, samples, seed)"),
@@ -101,7 +108,7 @@ def _with(**sections):
         (_with(estimator={"sigma": True}), "estimator.sigma = True: input should be a valid number"),
         (_with(study={"kind": "estimator", "samples": [4, True]}), "study.samples.1 = True"),
         (_with(study={"kind": "estimator", "dims": [True]}), "study.dims.0 = True"),
-        (_with(tune={**TUNE, "horizon": True}), "tune.horizon = True: must be a number, not a boolean"),
+        (_with(tune={**TUNE, "horizon": True}), "tune.horizon = True: input should be a valid integer"),
         # a study with nothing to run, or too few replicates for its statistics
         (_with(study={"kind": "estimator", "samples": []}), "study.samples = []: list should have at least 1 item"),
         (_with(study={"kind": "estimator", "sigmas": []}), "study.sigmas = []"),
@@ -111,6 +118,12 @@ def _with(**sections):
         (_with(study={"kind": "estimator", "dims": []}), "study.dims = []"),
         (_with(study={"kind": "training", "variants": {"a": []}, "grid": {"trainer.seed": []}}),
          "study.grid.trainer.seed = []"),
+        # a value listed twice would run the same cell twice (or merge two under one label)
+        (_with(study={"kind": "training", "variants": {"a": []}, "grid": {"trainer.seed": [0, 1, 0]}}),
+         "study.grid.trainer.seed = [0, 1, 0]: 0 is listed twice"),
+        (_with(study={"kind": "estimator", "dims": [4, 4]}), "study.dims = [4, 4]: 4 is listed twice"),
+        (_with(study={"kind": "estimator", "sigmas": [0.1, 0.1]}), "study.sigmas = [0.1, 0.1]: 0.1 is listed twice"),
+        (_with(study={"kind": "estimator", "losses": ["biased", "biased"]}), "study.losses = ['biased', 'biased']"),
         (_with(study={"kind": "estimator", "replicates": 3}),
          "study.replicates = 3: must be >= 4: the jackknife standard errors need 3 groups"),
         (_with(study={"kind": "estimator", "reference_replicates": 2}), "study.reference_replicates = 2: must be >= 4"),
@@ -239,17 +252,47 @@ def _alternatives(annotation):
     return [annotation]
 
 
-def _number_fields():
-    """(section, key, int|float) for every int or float field of every section."""
-    for name, model in C.SECTIONS.items():
+NESTED = {"tune.objective": ("tune", "objective"), "tune.tunables.sigma": ("tune", "tunables", "sigma"),
+          "tune.then": ("tune", "then")}
+"""Nested sections: dotted name → key path into the config."""
+
+
+def _models():
+    from pinnlab.tuning.spec import ObjectiveSpec, PhaseSpec, TunableSpec
+
+    yield from C.SECTIONS.items()
+    yield from {"tune.objective": ObjectiveSpec, "tune.tunables.sigma": TunableSpec, "tune.then": PhaseSpec}.items()
+
+
+def _fields(kinds):
+    """(section, key, kind) for every field of every section (nested ones too) whose type
+    admits one of ``kinds`` (int, float, bool)."""
+    for name, model in _models():
         for key, field in model.model_fields.items():
-            kinds = {t for t in _alternatives(field.annotation) if t in (int, float)}
-            if kinds:
-                yield name, key, kinds.pop()
+            found = [t for t in (bool, int, float) if t in kinds and t in _alternatives(field.annotation)]
+            if found:
+                yield name, key, found[0]
 
 
-NEEDS = {"study": {"kind": "estimator"}, "tune": TUNE}
+def _number_fields():
+    return _fields((int, float))
+
+
+NEEDS = {"study": {"kind": "estimator"}, "tune": TUNE, "tune.then": {"method": "rgu", "after": 2}}
 """What a section needs besides the key under test to validate."""
+
+
+def _config_with(section, values):
+    """The base config with ``values`` in (nested) ``section``."""
+    path = NESTED.get(section, (section,))
+    data = copy.deepcopy(_with(**{path[0]: NEEDS.get(path[0], {})}))
+    node = data[path[0]]
+    for key in path[1:]:
+        node = node.setdefault(key, {})
+        if isinstance(node, dict):
+            node.update(NEEDS.get(section, {}) if key == path[-1] else {})
+    node.update(values)
+    return data
 
 
 @pytest.mark.parametrize("section, key, kind", list(_number_fields()), ids=lambda v: str(v))
@@ -258,16 +301,29 @@ def test_no_number_field_reads_a_boolean_or_a_non_finite_number(section, key, ki
     and a float field refuses .inf and .nan (the run would end nonfinite, after the work)."""
     bad = [True, False] + ([INF, -INF, NAN] if kind is float else [])
     for value in bad:
-        data = _with(**{section: {**NEEDS.get(section, {}), key: value}})
+        data = _config_with(section, {key: value})
         with pytest.raises(C.ConfigError) as info:
             C.validate(data)
         assert str(info.value).startswith(f"{section}.{key} = {value}"), (value, str(info.value))
 
 
+@pytest.mark.parametrize("section, key, kind", [f for f in _fields((int, bool)) if f[2] is not float],
+                         ids=lambda v: str(v))
+def test_integer_and_flag_fields_take_values_as_written(section, key, kind):
+    """An integer field refuses 10.0 and "10" (not read as 10), a flag refuses 1 and "yes"
+    (not read as true): in every section, the nested tune sections too."""
+    for value in ([10.0, "10"] if kind is int else [1, "yes"]):
+        with pytest.raises(C.ConfigError) as info:
+            C.validate(_config_with(section, {key: value}))
+        assert str(info.value).startswith(f"{section}.{key} = {value!r}"), (value, str(info.value))
+
+
 def test_the_number_fields_are_found():
-    found = {(s, k) for s, k, _ in _number_fields()}
+    found = {(s, k) for s, k, _ in _fields((int, float, bool))}
     assert {("equation", "dim"), ("trainer", "steps"), ("estimator", "sigma"), ("data", "noise"),
-            ("tune", "outer_lr"), ("study", "replicates")} <= found
+            ("tune", "outer_lr"), ("study", "replicates"), ("tune.objective", "samples"),
+            ("tune.tunables.sigma", "width"), ("tune.then", "after"), ("tune", "warm_start"),
+            ("data", "train")} <= found
 
 
 def test_largest_stored_seed_is_accepted():

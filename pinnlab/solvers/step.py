@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pinnlab._checks import check_seed
 from pinnlab._typing import Params
 from pinnlab.solvers.optim import AbstractOptimizer
 from pinnlab.solvers.problem import PINNProblem
@@ -44,6 +45,9 @@ class TrainStep:
     optimizer: AbstractOptimizer
     seed: int = 0
     schedule: Callable[[int], float] = field(default_factory=Constant)
+
+    def __post_init__(self):
+        check_seed("seed", self.seed)  # else a result that records it fails to write, after the training
 
     def losses(self, params: Params, hyperparams: Mapping[str, Any], step: int
                ) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:

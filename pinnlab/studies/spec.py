@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
-# as pinnlab.config's Int and Float (that module imports this one, so they are not imported)
-Int = Annotated[int, Strict()]
-Float = Annotated[float, Strict()]
+from pinnlab._fields import SECTION_CONFIG, Float, Int
+
+def _no_repeats(values: list) -> list:
+    for i, value in enumerate(values):
+        if any(value == earlier for earlier in values[:i]):
+            raise ValueError(f"{value!r} is listed twice")
+    return values
+
+
+T = TypeVar("T")
+Distinct = Annotated[T, AfterValidator(_no_repeats)]
+"""A list whose values are all different: a value listed twice would run (or, keyed by
+its label, silently merge) the same cell twice."""
 
 MIN_REPLICATES = 4
 """Fewest replicates (and reference replicates) for which every statistic of a record is
@@ -32,16 +42,16 @@ class StudySection(BaseModel):
     columns), workers.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = SECTION_CONFIG
     kind: Literal["estimator", "training"]
-    dims: list[Int] | None = Field(None, min_length=1)
-    samples: list[Int] = Field(default_factory=lambda: [8, 16, 32, 64, 128], min_length=1)
-    sigmas: list[Float] = Field(default_factory=lambda: [1e-2], min_length=1)
-    noise: list[Literal["independent", "shared"]] = Field(default_factory=lambda: ["independent", "shared"],
+    dims: Distinct[list[Int]] | None = Field(None, min_length=1)
+    samples: Distinct[list[Int]] = Field(default_factory=lambda: [8, 16, 32, 64, 128], min_length=1)
+    sigmas: Distinct[list[Float]] = Field(default_factory=lambda: [1e-2], min_length=1)
+    noise: Distinct[list[Literal["independent", "shared"]]] = Field(default_factory=lambda: ["independent", "shared"],
                                                           min_length=1)
-    quantities: list[Literal["residual", "loss", "gradient"]] = Field(
+    quantities: Distinct[list[Literal["residual", "loss", "gradient"]]] = Field(
         default_factory=lambda: ["residual", "loss", "gradient"], min_length=1)
-    losses: list[Literal["biased", "unbiased"]] = Field(default_factory=lambda: ["biased", "unbiased"],
+    losses: Distinct[list[Literal["biased", "unbiased"]]] = Field(default_factory=lambda: ["biased", "unbiased"],
                                                         min_length=1)
     replicates: Int = 200
     points: Int = Field(64, ge=1)
@@ -49,7 +59,7 @@ class StudySection(BaseModel):
     reference_replicates: Int = 50
     init: str = "trained"
     variants: dict[str, list[str]] | None = None
-    grid: dict[str, Annotated[list, Field(min_length=1)]] = Field(default_factory=dict)
+    grid: dict[str, Annotated[Distinct[list], Field(min_length=1)]] = Field(default_factory=dict)
     columns: str | None = None
     workers: Int = Field(1, ge=1)
     unbiased_samples: Literal["split", "same"] = "split"

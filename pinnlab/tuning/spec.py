@@ -5,16 +5,18 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-Beta = Annotated[float, Field(ge=0, lt=1)]
+from pinnlab._fields import SECTION_CONFIG, Bool, Float, Int, Seed
+
+Beta = Annotated[Float, Field(ge=0, lt=1)]
 
 SEARCH_METHODS = ("random", "optuna", "joint")
 """Baselines run by the same harness as the bilevel methods."""
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = SECTION_CONFIG
 
 
 class TunableSpec(_Spec):
@@ -28,13 +30,13 @@ class TunableSpec(_Spec):
     size the collocation-weighting network (``collocation_weight`` only).
     """
 
-    init: float | list[float] | None = None
+    init: Float | list[Float] | None = None
     transform: Literal["log", "logit", "identity"] | None = None
-    low: float | None = None
-    high: float | None = None
-    per_coordinate: bool = False
-    width: int = Field(32, ge=1)
-    depth: int = Field(2, ge=2)
+    low: Float | None = None
+    high: Float | None = None
+    per_coordinate: Bool = False
+    width: Int = Field(32, ge=1)
+    depth: Int = Field(2, ge=2)
 
 
 class ObjectiveSpec(_Spec):
@@ -54,10 +56,10 @@ class ObjectiveSpec(_Spec):
     """
 
     kind: Literal["data", "residual", "reference", "training_loss"] = "data"
-    points: int = Field(256, ge=1)
+    points: Int = Field(256, ge=1)
     estimator: Literal["autograd", "stein"] = "stein"
-    samples: int = Field(256, ge=1)
-    seed: int = Field(0, ge=0)
+    samples: Int = Field(256, ge=1)
+    seed: Seed = 0
 
 
 class PhaseSpec(_Spec):
@@ -65,7 +67,7 @@ class PhaseSpec(_Spec):
 
     method: str
     options: dict[str, Any] = Field(default_factory=dict)
-    after: int = Field(ge=1)
+    after: Int = Field(ge=1)
 
 
 class TuneSection(_Spec):
@@ -100,19 +102,19 @@ class TuneSection(_Spec):
     then: PhaseSpec | None = None
     tunables: dict[str, TunableSpec] = Field(min_length=1)
     objective: ObjectiveSpec = ObjectiveSpec()
-    outer_steps: int = Field(20, ge=1)
-    horizon: int = Field(10, ge=1)
-    warm_start: bool = True
-    outer_lr: float = Field(0.05, gt=0)
+    outer_steps: Int = Field(20, ge=1)
+    horizon: Int = Field(10, ge=1)
+    warm_start: Bool = True
+    outer_lr: Float = Field(0.05, gt=0)
     outer_optimizer: Literal["adam", "sgd"] = "adam"
     outer_betas: tuple[Beta, Beta] = (0.9, 0.999)
-    accumulate: int = Field(1, ge=1)
-    budget_seconds: float | None = Field(None, gt=0)
-    trial_steps: int | None = Field(None, ge=1)
-    final_steps: int | None = Field(None, ge=1)
+    accumulate: Int = Field(1, ge=1)
+    budget_seconds: Float | None = Field(None, gt=0)
+    trial_steps: Int | None = Field(None, ge=1)
+    final_steps: Int | None = Field(None, ge=1)
     final_init: Literal["scratch", "continue"] = "scratch"
-    checkpoint_every: int = Field(1, ge=0)
-    seed: int = Field(0, ge=0)
+    checkpoint_every: Int = Field(1, ge=0)
+    seed: Seed = 0
     inner: Literal["pinnlab", "deepxde"] = "pinnlab"
 
     def outer_optimizer_for(self, params):

@@ -158,6 +158,18 @@ def test_bad_device_is_refused_clearly():
         train(_problem(), steps=1, device="cuda", progress="off")
 
 
+@pytest.mark.parametrize("seed", [-1, 2**63, 2**64, True, 1.0])
+def test_a_seed_results_cannot_store_is_refused_before_training(seed):
+    """The CLI's config refuses these; from Python the step itself does (its result would
+    fail to write after the training)."""
+    with pytest.raises(ValueError, match=r"seed must be an integer with 0 <= seed < 2\*\*63"):
+        train(_problem(), steps=1, seed=seed, progress="off")
+
+
+def test_the_largest_storable_seed_trains():
+    assert train(_problem(), steps=1, seed=2**63 - 1, progress="off").status == "ok"
+
+
 @pytest.mark.slow
 def test_allen_cahn_100d_reaches_published_accuracy_class():
     """Issue acceptance: d = 100, biased, K = 128, σ = 1e-2, N = 100, 1000 Adam steps."""

@@ -1,0 +1,33 @@
+"""Strict field types shared by every config section (``pinnlab.config``, the ``tune:``
+section in :mod:`pinnlab.tuning.spec`, the ``study:`` section in
+:mod:`pinnlab.studies.spec`): YAML values are taken as written, never coerced."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, ConfigDict, Strict
+
+SEED_LIMIT = 2**63
+"""Seeds are stored in result files as signed 64-bit integers: 0 <= seed < 2**63."""
+
+
+def seed_in_range(value: int) -> int:
+    """``value`` if it is a storable seed, else ValueError (see :data:`SEED_LIMIT`)."""
+    if not 0 <= value < SEED_LIMIT:
+        raise ValueError("must be an integer with 0 <= seed < 2**63 (result files store it as a 64-bit integer)")
+    return value
+
+
+Int = Annotated[int, Strict()]
+"""An integer field: ``true``/``false``, ``3.0`` and ``"3"`` are refused, not read as 1, 0, 3."""
+Float = Annotated[float, Strict()]
+"""A number field: an int is accepted, a boolean or a string is not (finite: see
+:data:`SECTION_CONFIG`)."""
+Bool = Annotated[bool, Strict()]
+"""A flag: ``true``/``false`` only, not ``1``, ``0`` or ``"yes"``."""
+Seed = Annotated[int, Strict(), AfterValidator(seed_in_range)]
+"""A seed: an integer with 0 <= seed < 2**63 (:data:`SEED_LIMIT`)."""
+
+SECTION_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+"""Every section: unknown keys and non-finite numbers (``.inf``, ``.nan``) are refused."""
