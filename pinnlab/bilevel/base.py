@@ -61,7 +61,8 @@ class BilevelProblem:
         horizon: T, inner steps per outer evaluation.
         inner_loss: g(θ, φ, t) -> scalar; needed by implicit, Hessian-free, DARTS,
             penalty and value-function methods (they use ∇_θ g and its derivatives at θ_T).
-        inner_lr: the inner step size, used as default α/ξ by Hessian-free and DARTS.
+        inner_lr: the inner step size of a problem without ``gradient_step``, the
+            default α/ξ of Hessian-free and DARTS (see :meth:`step_size`).
         gradient_step: the same inner step in two halves (:class:`GradientStep`), when it
             is a gradient step; forward-mode methods use it for cheaper tangents. It
             must agree with ``inner_step`` exactly.
@@ -80,6 +81,16 @@ class BilevelProblem:
 
     def initial(self, phi: Phi) -> tuple[Params, Any]:
         return self.init(phi) if callable(self.init) else self.init
+
+    def step_size(self, phi: Phi, t: int) -> float | None:
+        """The inner learning rate at φ and step t: the default α/ξ of Hessian-free and DARTS.
+
+        With a ``gradient_step`` it is the rate that step applies, ``rate(φ, t)``, so it
+        follows an ``lr`` tuned in φ; otherwise the fixed ``inner_lr`` (None if not given).
+        """
+        if self.gradient_step is not None:
+            return float(self.gradient_step.rate(phi, t))
+        return self.inner_lr
 
     def needs_inner_loss(self, method: str) -> Callable[[Params, Phi, int], Tensor]:
         if self.inner_loss is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,7 @@ class _AtSolution:
             self.theta, phi)
         self.value = float(value)
         self.hvps = 0
+        self.diagnostics: dict = {}  # what the linear solver reports, merged into the result's
         self._th = {k: v.detach().requires_grad_(True) for k, v in self.theta.items()}
         self._ph = {k: v.detach().requires_grad_(True) for k, v in phi.items()}
         with torch.enable_grad():
@@ -86,7 +88,13 @@ class NeumannSolve:
 @dataclass(frozen=True)
 class CGSolve:
     r"""Solve (H + λI)q = d by K conjugate-gradient iterations (1 HVP each); H must be SPD
-    (λ > 0 damps an indefinite or ill-conditioned H)."""
+    (λ > 0 damps an indefinite or ill-conditioned H).
+
+    An iteration whose search direction has pᵀ(H + λI)p ≤ 0 shows that H + λI is not
+    positive definite (θ_T is not near a minimum of g): the result's diagnostics count
+    such iterations as ``negative_curvature`` and the call warns once (RuntimeWarning),
+    since CG's answer is then unreliable; the iterations themselves are unchanged.
+    """
 
     iterations: int = 20
     damping: float = 0.0
@@ -106,16 +114,29 @@ class CGSolve:
         r = dict(at.d)
         p = dict(r)
         rr = tree_dot(r, r)
-        for _ in range(self.iterations):
+        negative, first = 0, None
+        for k in range(self.iterations):
             if float(rr) <= self.tol**2:
                 break
             ap = op(p)
-            alpha = rr / tree_dot(p, ap)
+            curvature = tree_dot(p, ap)
+            if float(curvature) <= 0:
+                negative += 1
+                if first is None:
+                    first = (k + 1, float(curvature))
+            alpha = rr / curvature
             x = tree_add(x, p, alpha)
             r = tree_add(r, ap, -alpha)
             rr_new = tree_dot(r, r)
             p = tree_add(r, p, rr_new / rr)
             rr = rr_new
+        at.diagnostics["negative_curvature"] = negative
+        if negative:
+            warnings.warn(
+                f"CG: non-positive curvature pᵀ(H + λI)p = {first[1]:.3g} at iteration {first[0]} "
+                f"({negative} such iterations): the inner Hessian at θ_T is not positive definite, so the "
+                "implicit hypergradient is unreliable; raise CG's damping λ or train θ closer to a minimum",
+                RuntimeWarning, stacklevel=2)
         return x
 
 
@@ -148,7 +169,7 @@ class ImplicitDiff(AbstractHypergradient):
         q = self.solver(at)
         return HypergradientResult(
             grad=at.hypergradient(q), value=at.value, theta=theta, state=state,
-            diagnostics={"hvps": at.hvps, "inner_step_evaluations": problem.horizon},
+            diagnostics={"hvps": at.hvps, "inner_step_evaluations": problem.horizon, **at.diagnostics},
         )
 
 
@@ -166,7 +187,10 @@ def cg(iterations: int = 20, damping: float = 0.0) -> ImplicitDiff:
 class HessianFree(AbstractHypergradient):
     r"""H⁻¹ ≈ αI: ∇h ≈ c − α dᵀY (FAST-BAT, BiP, SAMA): one mixed VJP, memory O(M).
 
-    Strong assumption; biased unless H ∝ I. ``alpha=None`` uses the problem's inner lr.
+    Strong assumption; biased unless H ∝ I. ``alpha=None`` takes α = the inner learning
+    rate at the current φ and the last inner step (:meth:`BilevelProblem.step_size
+    <pinnlab.bilevel.base.BilevelProblem.step_size>`), so it follows a tuned ``lr``; a
+    given ``alpha`` stays fixed.
     """
 
     alpha: float | None = None
@@ -177,9 +201,10 @@ class HessianFree(AbstractHypergradient):
             check_positive("hessian_free alpha (α in H⁻¹ ≈ αI, H positive definite)", self.alpha)
 
     def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
-        alpha = self.alpha if self.alpha is not None else problem.inner_lr
+        last = start + problem.horizon - 1
+        alpha = self.alpha if self.alpha is not None else problem.step_size(phi, last)
         if alpha is None:
-            raise ValueError("hessian_free needs alpha (or a problem with inner_lr)")
+            raise ValueError("hessian_free needs alpha (or a problem with inner_lr or a gradient step)")
         theta, state, step = _solution(problem, phi, start, init)
         at = _AtSolution(problem, phi, theta, step)
         return HypergradientResult(
@@ -203,7 +228,8 @@ class DARTS(AbstractHypergradient):
     on φ directly (loss weights!).
 
     Args:
-        xi: ξ, the virtual step (default: the problem's inner lr).
+        xi: ξ, the virtual step (default: the inner learning rate at the current φ and
+            the last inner step, which follows a tuned ``lr``).
         epsilon: finite-difference scale (DARTS uses 0.01).
     """
 
@@ -218,9 +244,10 @@ class DARTS(AbstractHypergradient):
 
     def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
         g = problem.needs_inner_loss("darts")
-        xi = self.xi if self.xi is not None else problem.inner_lr
+        last = start + problem.horizon - 1
+        xi = self.xi if self.xi is not None else problem.step_size(phi, last)
         if xi is None:
-            raise ValueError("darts needs xi (or a problem with inner_lr)")
+            raise ValueError("darts needs xi (or a problem with inner_lr or a gradient step)")
         theta, state, step = _solution(problem, phi, start, init)
         grad_theta_g = torch.func.grad(g, argnums=0)
         grad_phi_g = torch.func.grad(g, argnums=1)

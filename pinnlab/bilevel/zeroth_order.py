@@ -54,8 +54,10 @@ class ZeroOrderForwardGradient(AbstractHypergradient):
     O(μ²) central; the forward difference with Gaussian v is exactly unbiased for the
     gradient of the smoothed h_μ(φ) = E h(φ + μu). Cost: b + 1 (forward) or 2b + 1
     (central) inner solves, reported as ``inner_solves``: the base solve at φ gives the
-    reported value h(φ) and θ_T (for warm starts), and the forward difference reuses it;
-    memory: one forward solve.
+    reported value h(φ) and θ_T (for warm starts), and the forward difference reuses it.
+    The central estimate alone needs 2b (REFERENCE.md §6.6), but no shifted solve yields
+    h(φ) or θ_T(φ), which the outer loop records and warm-starts from; memory: one
+    forward solve.
 
     Args:
         num_directions: b.
