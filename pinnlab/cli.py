@@ -27,8 +27,7 @@ class _Parser(argparse.ArgumentParser):
 CHECKPOINT_SUFFIX = ".ckpt"
 
 
-def _output_checks(output: Path, *, overwrite: bool, resume: bool = False, what: str = "",
-                   checkpoint: bool = True) -> None:
+def _output_checks(output: Path, *, overwrite: bool, what: str = "", checkpoint: bool = True) -> None:
     """Refuse an output that is a directory, exists without ``overwrite``, cannot be
     written, or whose name (with the ``.ckpt`` suffix when ``checkpoint``) is too long;
     ``what`` names it in the message (e.g. ``--json``)."""
@@ -76,7 +75,7 @@ def cmd_solve(args) -> int:
         raise UsageError(f"config error: {err}") from None
     output = Path(args.output)
     checkpoint = Path(str(output) + CHECKPOINT_SUFFIX)
-    _output_checks(output, overwrite=args.overwrite, resume=args.resume)
+    _output_checks(output, overwrite=args.overwrite)
     try:
         problem, kwargs = configuration.build(config)
         device = resolve_device(kwargs["device"])
@@ -234,9 +233,28 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; ``key=value`` overrides may stand anywhere after CONFIG.
+
+    argparse gives the ``overrides`` positional only the run of tokens right after CONFIG
+    (its intermixed parsing does not support subparsers), so the non-option tokens it leaves
+    over are appended to the overrides in command-line order (a later override of a key wins,
+    as before); a leftover option, or any leftover of a subcommand without overrides, is
+    refused as argparse refuses it."""
+    parser = make_parser()
+    args, extras = parser.parse_known_args(argv)
+    takes_overrides = hasattr(args, "overrides")
+    unknown = [token for token in extras if token.startswith("-") or not takes_overrides]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extras:
+        args.overrides = [*args.overrides, *extras]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = make_parser().parse_args(argv)
+        args = parse_args(argv)
         return COMMANDS[args.command][1](args)
     except UsageError as err:
         print(f"pinnlab: error: {err}", file=sys.stderr)

@@ -43,7 +43,7 @@ def run(args) -> int:
     if "study" not in config.sections:
         raise UsageError("config error: study: required section is missing for `pinnlab study`")
     output = Path(args.output)
-    _output_checks(output, overwrite=args.overwrite, resume=False)
+    _output_checks(output, overwrite=args.overwrite)
     _check_other_outputs(output, args, config.study.kind)
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be >= 1")

@@ -96,7 +96,7 @@ def run(args) -> int:
         raise UsageError(f"config error: {err}") from None
     output = Path(args.output)
     checkpoint = Path(str(output) + CHECKPOINT_SUFFIX)
-    _output_checks(output, overwrite=args.overwrite, resume=args.resume)
+    _output_checks(output, overwrite=args.overwrite)
     # a single-level joint fit is one training run without checkpoints; --resume restarts it
     checkpoint_path = None if config.tune.method == "joint" else checkpoint
     if args.resume and checkpoint_path is not None and not checkpoint.is_file():
