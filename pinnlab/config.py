@@ -644,8 +644,6 @@ def make_estimator(section: EstimatorSection, equation):
         import torch
 
         sigma = torch.tensor([section.sigma] * equation.dim + [section.time_sigma], dtype=torch.float64)
-    if section.time_smoothing == "independent" and not equation.time_dependent:
-        raise ConfigError("estimator.time_smoothing = 'independent': the equation has no time variable")
     return SteinAntithetic(
         sigma=sigma, num_samples=section.samples, noise=section.noise,
         time_smoothing=section.time_smoothing, chunk_size=section.chunk_size,

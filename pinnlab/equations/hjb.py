@@ -300,12 +300,20 @@ class HJBLin(_HJB):
     The |·|^c term (c = 1.75) is not polynomial, so only the bias of the square can
     be removed (unbiased1). Hard constraint u = (T − t)·u_σ + Σ_i x_i; samplers
     x ~ N(0, I), t ~ U(0, T).
+
+    ``power`` c must be finite and ≥ 1. The exact solution has ∂_i u = 1 and so solves
+    the equation for any c, but only for c ≥ 1 is the Hamiltonian (1/d)Σ_i |p_i|^c
+    convex, i.e. the equation an HJB equation of a control problem (c > 1: running cost
+    ∝ Σ_i |α_i|^{c/(c−1)}; c = 1: controls bounded by 1/d); below 1 its derivative
+    c|p|^{c−1} is unbounded at p = 0 (for c < 0 the term itself is).
     """
 
     name = "hjb_lin"
     published_dims = (10, 100, 1000)
 
     def __init__(self, dim, *, seed=0, constraint="hard", horizon: float = 1.0, power: float = 1.75):
+        if not (math.isfinite(power) and power >= 1):
+            raise ValueError(f"power must be finite and >= 1 (a convex Hamiltonian), got {power}")
         self.power = float(power)
         super().__init__(dim, seed=seed, constraint=constraint, horizon=horizon)
 

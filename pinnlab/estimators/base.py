@@ -101,6 +101,10 @@ class AbstractDerivativeEstimator(abc.ABC):
             One tensor per query, in order, with the shapes documented on each query.
         """
 
+    def validate(self, equation) -> None:  # noqa: B027 - optional hook
+        """Raise a clear error if this estimator cannot be used on ``equation``'s inputs
+        (called when a :class:`~pinnlab.solvers.PINNProblem` is built)."""
+
     def evaluate(
         self,
         model: Model,

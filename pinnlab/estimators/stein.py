@@ -70,7 +70,9 @@ class SteinAntithetic(AbstractDerivativeEstimator):
         evaluations), and ∂_t uses the antithetic pair f(x + δx, t ± δt) (K more,
         only when a first-order query is asked). Second derivatives in time are not
         available in this mode (the time entry of ``HessianDiagonal`` is NaN and a
-        ``WeightedLaplacian`` weight on time raises).
+        ``WeightedLaplacian`` weight on time raises). Points need at least one space
+        column besides time (checked when ``estimate`` sees them: the estimator is not
+        told the input width before).
 
     Args:
         sigma: σ > 0, scalar or `(D,)` per-coordinate smoothing std (a tensor passed
@@ -133,6 +135,13 @@ class SteinAntithetic(AbstractDerivativeEstimator):
         shape = (self.num_samples, dim) if self.noise == "shared" else (n, self.num_samples, dim)
         return torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
 
+    def validate(self, equation) -> None:
+        if self.time_smoothing == "independent" and not equation.time_dependent:
+            raise ValueError(
+                f"time_smoothing='independent' smooths the last input column as time, but "
+                f"{equation.name} has no time variable; use time_smoothing='joint'"
+            )
+
     def estimate(
         self,
         model: Model,
@@ -150,6 +159,12 @@ class SteinAntithetic(AbstractDerivativeEstimator):
                 )
         if x.dim() != 2:
             raise ValueError(f"x must be a (N, D) tensor of points, got shape {tuple(x.shape)}")
+        if self.time_smoothing == "independent" and x.shape[1] < 2:
+            raise ValueError(
+                "time_smoothing='independent' smooths space and time (the last column) "
+                "separately and needs points with at least one space column, got "
+                f"{x.shape[1]} column(s); use time_smoothing='joint'"
+            )
         s = self._sigma_vector(sigma, x)
         chunk = self.chunk_size or max(x.shape[0], 1)
         shared = self._draw(0, x.shape[1], x, generator) if self.noise == "shared" else None

@@ -26,7 +26,3 @@ class AbstractLoss(abc.ABC):
     def validate(self, equation) -> None:  # noqa: B027 - optional hook
         """Raise a clear error if this loss cannot be built for ``equation``."""
 
-    @property
-    def draws_per_step(self) -> int:
-        """Residual draws per evaluation (cost indicator)."""
-        return 1

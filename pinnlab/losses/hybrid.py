@@ -162,25 +162,6 @@ class Hybrid(AbstractLoss):
         self.first.validate(equation)
         self.then.validate(equation)
 
-    def draws_at(self, mix: float | Tensor) -> int:
-        """Residual draws of one evaluation at blend weight ``mix`` (see :meth:`__call__`)."""
-        if isinstance(mix, (int, float)) and mix <= 0:
-            return self.first.draws_per_step
-        if isinstance(mix, (int, float)) and mix >= 1:
-            return self.then.draws_per_step
-        return self.first.draws_per_step + self.then.draws_per_step
-
-    @property
-    def draws_per_step(self) -> int:
-        """The most draws one evaluation makes under this switch: both losses' draws when
-        the mix can be fractional (:class:`Blend`, a :class:`Piecewise` schedule with a
-        value strictly inside (0, 1)), the larger of the two for a hard switch. A
-        tensor mix set by the tuning layer always costs both (:meth:`draws_at`)."""
-        values = getattr(self.switch, "values", ())
-        if isinstance(self.switch, Blend) or any(0 < v < 1 for v in values):
-            return self.first.draws_per_step + self.then.draws_per_step
-        return max(self.first.draws_per_step, self.then.draws_per_step)
-
     def __call__(self, draw: ResidualDraw, mix: float | Tensor = 0.0):
         if isinstance(mix, (int, float)) and mix <= 0:
             loss, metrics = self.first(draw)

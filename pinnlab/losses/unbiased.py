@@ -26,10 +26,6 @@ class Unbiased1(AbstractLoss):
     both factors, as in the official code. Cost: 2 residual draws.
     """
 
-    @property
-    def draws_per_step(self) -> int:
-        return 2
-
     def __call__(self, draw: ResidualDraw):
         first, second = draw(False), draw(False)
         loss = unbiased_loss(first, second)
@@ -47,10 +43,6 @@ class Unbiased2(AbstractLoss):
     For linear equations this is Unbiased1. Non-polynomial terms (sin u) have no
     unbiased estimate: :meth:`validate` raises and names the alternative.
     """
-
-    @property
-    def draws_per_step(self) -> int:
-        return 2
 
     def validate(self, equation) -> None:
         if not equation.is_unbiasable:

@@ -90,6 +90,7 @@ class PINNProblem:
                 f"extra_terms: duplicate term name(s) {clash} ('residual' is the residual's "
                 "name); every term needs its own weight key"
             )
+        self.estimator.validate(self.equation)
         self.loss.validate(self.equation)
 
     def init_params(
