@@ -85,7 +85,9 @@ def cmd_solve(args) -> int:
     state = None
     if args.resume:
         try:
-            state = load_checkpoint(checkpoint, kwargs["optimizer"], config_yaml, device, kwargs["dtype"])
+            state = load_checkpoint(checkpoint, kwargs["optimizer"], config_yaml, device, kwargs["dtype"],
+                                    like=problem.init_params(device=device, dtype=kwargs["dtype"]),
+                                    steps=kwargs["steps"])
         except CheckpointError as err:
             raise UsageError(str(err)) from None
     elif checkpoint.exists() and not args.overwrite:

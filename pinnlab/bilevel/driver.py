@@ -141,9 +141,11 @@ def optimize(
     Checkpoints (every ``checkpoint_every`` outer steps, atomic, ``weights_only``-safe)
     hold φ, the meta-optimizer state, θ and its optimizer state, the method state and
     the history; ``resume=True`` continues from ``checkpoint`` exactly. ``metadata``
-    (e.g. a config hash) is stored with them, and resuming with other metadata is
-    refused. ``time_budget``: an outer step starts only if the mean length of this
-    call's finished ones says it ends within that many seconds (:class:`pinnlab._budget.Budget`;
+    (e.g. a config hash) is stored with them; resuming with other metadata, or from a
+    damaged checkpoint or one that does not fit this run (other tunables or θ shapes, an
+    outer step beyond ``steps``), raises :class:`~pinnlab.io.CheckpointError`.
+    ``time_budget``: an outer step starts only if the mean length of this call's
+    finished ones says it ends within that many seconds (:class:`pinnlab._budget.Budget`;
     wall-clock, so not reproducible across machines). A non-finite hypergradient, outer
     value, θ or stepped φ, or a stepped φ its parameterisation cannot use (a log value
     underflowed to 0), ends the loop with ``status="nonfinite"``, keeping the last usable
@@ -184,20 +186,36 @@ def optimize(
     theta_state = None
     method_state: dict[int, Any] = {}
     first = 0
-    budget_state: dict = {}
+    budget = Budget(time_budget)
     if resume:
-        data = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        # a damaged or hand-edited checkpoint: one CheckpointError naming it, before any work
+        from pinnlab.io.checkpoint import CheckpointError, check_fits, read_checkpoint, reading
+
+        data = read_checkpoint(checkpoint)
         if metadata is not None and data.get("metadata") != metadata:
-            raise ValueError(f"checkpoint {str(checkpoint)!r} belongs to another run (metadata differ)")
-        with torch.no_grad():
-            for k in u:
-                u[k].copy_(data["u"][k])
-        opt.load_state_dict(data["meta_optimizer"])
-        history = data["history"]
-        theta_state = _restore(data["theta_state"])
-        method_state = {int(k): v for k, v in _restore(data["method_state"]).items()}
-        first = int(data["outer_step"])
-        budget_state = data.get("budget", {})
+            raise CheckpointError(f"checkpoint {str(checkpoint)!r} belongs to another run (metadata differ)")
+        fresh = {k: v.detach().clone() for k, v in u.items()}
+        theta0 = inner.initial(fresh)[0] if isinstance(inner, BilevelProblem) else None
+        with reading(checkpoint):
+            check_fits(checkpoint, "u", data["u"], fresh)
+            with torch.no_grad():
+                for k in u:
+                    u[k].copy_(data["u"][k])
+            opt.load_state_dict(data["meta_optimizer"])
+            if not isinstance(data["history"], dict) or set(data["history"]) != set(history):
+                raise CheckpointError(f"checkpoint {str(checkpoint)!r} does not fit this run: its history "
+                                      f"has other entries than {', '.join(history)}")
+            history = data["history"]
+            theta_state = _restore(data["theta_state"])
+            if theta_state is not None:  # the warm start's θ, named and shaped like θ_0
+                check_fits(checkpoint, "theta", theta_state[0], theta0)
+            method_state = {int(k): v for k, v in _restore(data["method_state"]).items()}
+            first = int(data["outer_step"])
+            if not 0 <= first <= steps:
+                raise CheckpointError(f"checkpoint {str(checkpoint)!r} is at outer step {first}, not within "
+                                      f"this run's 0..{steps}")
+            # a resumed run keeps its earlier time and steps
+            budget = Budget(time_budget, **data.get("budget", {}))
 
     def save(k_done: int):
         payload = {"u": {k: v.detach() for k, v in u.items()}, "meta_optimizer": opt.state_dict(),
@@ -207,7 +225,6 @@ def optimize(
         with atomic_path(checkpoint) as tmp:
             torch.save(payload, tmp)
 
-    budget = Budget(time_budget, **budget_state)  # a resumed run keeps its earlier time and steps
     status, message = "ok", ""
     for k in range(first, steps):
         if not budget.allows_another():

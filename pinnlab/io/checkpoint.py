@@ -1,14 +1,22 @@
-"""Training checkpoints: plain tensors and numbers only, loaded with ``weights_only=True``."""
+"""Training checkpoints: plain tensors and numbers only, loaded with ``weights_only=True``.
+
+Whatever reads a checkpoint back (:func:`load_checkpoint` here, the bilevel driver's
+resume) reports a missing, truncated, damaged or hand-edited one as a
+:class:`CheckpointError` naming the file, before any work, and never touches the file.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from pinnlab._typing import Params
 from pinnlab.io.atomic import atomic_path
 from pinnlab.losses.hybrid import PlateauState
 from pinnlab.solvers.loop import History, TrainState
@@ -23,6 +31,72 @@ class CheckpointError(ValueError):
 
 def config_hash(config_yaml: str) -> str:
     return hashlib.sha256(config_yaml.encode()).hexdigest()
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The dictionary saved at ``path`` (safe: ``weights_only``); a missing, unreadable or
+    truncated file, or one that holds no dictionary, raises :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {str(path)!r} to resume from")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means corrupted
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is corrupted or unreadable ({type(err).__name__}); "
+            "delete it to start over"
+        ) from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"checkpoint {str(path)!r} has an unknown format")
+    return data
+
+
+@contextlib.contextmanager
+def reading(path: str | Path) -> Iterator[None]:
+    """Report what taking a checkpoint's content apart raises (a missing key, a value of
+    the wrong kind, a state ``load_state_dict`` refuses, a saved type that does not
+    import) as one :class:`CheckpointError` naming ``path``: a damaged or hand-edited
+    checkpoint whose config hash still matches gives one line, not a traceback."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except KeyError as err:
+        raise CheckpointError(f"checkpoint {str(path)!r} is incomplete: it has no {err}") from None
+    except (TypeError, ValueError, AttributeError, IndexError, RuntimeError, ImportError) as err:
+        detail = " ".join(str(err).split())[:200]  # load_state_dict's messages span lines
+        raise CheckpointError(f"checkpoint {str(path)!r} is damaged ({type(err).__name__}: {detail})") from None
+
+
+def check_fits(path: str | Path, name: str, saved: Any, expected: Params) -> None:
+    """Refuse ``saved`` (the part ``name`` of the checkpoint at ``path``) unless it holds
+    tensors of the same names, shapes and dtypes as ``expected``, its freshly initialised
+    counterpart. Nothing else checks this on resume: the functional networks and
+    optimizers fail on a renamed or reshaped tensor only at the first step, or broadcast
+    it silently, or fall back to the module's own parameter for a missing name."""
+    def refuse(problem: str):
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit this run: {problem}")
+
+    if not isinstance(saved, dict):
+        refuse(f"{name} is a {type(saved).__name__}, not a dictionary of tensors")
+    missing = [k for k in expected if k not in saved]
+    unexpected = [k for k in saved if k not in expected]
+    if missing or unexpected:
+        refuse(f"{name} " + " and ".join(([f"lacks {_names(missing)}"] if missing else [])
+                                         + ([f"has unexpected {_names(unexpected)}"] if unexpected else [])))
+    for key, value in expected.items():
+        where, tensor = f"{name}[{key!r}]", saved[key]
+        if not isinstance(tensor, torch.Tensor):
+            refuse(f"{where} is a {type(tensor).__name__}, not a tensor")
+        if tensor.shape != value.shape:
+            refuse(f"{where} has shape {tuple(tensor.shape)}, expected {tuple(value.shape)}")
+        if tensor.dtype != value.dtype:
+            refuse(f"{where} has dtype {tensor.dtype}, expected {value.dtype}")
+
+
+def _names(keys: list) -> str:
+    shown = ", ".join(repr(k) for k in keys[:3])
+    return shown + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
 
 
 def save_checkpoint(
@@ -55,30 +129,34 @@ def save_checkpoint(
 
 def load_checkpoint(
     path: str | Path, optimizer: AbstractOptimizer, config_yaml: str,
-    device: torch.device, dtype: torch.dtype,
+    device: torch.device, dtype: torch.dtype, *, like: Params, steps: int,
 ) -> TrainState:
-    """Read a checkpoint written by :func:`save_checkpoint` (safe: ``weights_only``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {str(path)!r} to resume from")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means corrupted
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} is corrupted or unreadable ({type(err).__name__}); "
-            "delete it to start over"
-        ) from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    """Read a checkpoint written by :func:`save_checkpoint` (safe: ``weights_only``).
+
+    ``like``: the parameters a fresh run starts from (``problem.init_params(device=...,
+    dtype=dtype)``); the saved parameters and optimizer state must have their names,
+    shapes and dtype. ``steps``: the run's length; a saved step outside ``0..steps`` is
+    refused (``steps`` itself, training done but no result written, only evaluates).
+    Anything unusable raises :class:`CheckpointError`.
+    """
+    data = read_checkpoint(path)
+    if data.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {str(path)!r} has an unknown format")
     if data.get("config_hash") != config_hash(config_yaml):
         raise CheckpointError(
             f"checkpoint {str(path)!r} was written for a different configuration; "
             "resume with the same config and overrides, or use --overwrite to start over"
         )
-    try:
+    with reading(path):
         params = {k: v.to(device=device, dtype=dtype) for k, v in data["params"].items()}
         opt = {k: (v.to(device=device, dtype=dtype) if isinstance(v, torch.Tensor)
                    and v.is_floating_point() else v) for k, v in data["opt_state"].items()}
+        check_fits(path, "params", params, like)
+        check_fits(path, "opt_state", opt, optimizer.state_to_dict(optimizer.init(like)))
+        step = int(data["step"])
+        if not 0 <= step <= steps:
+            raise CheckpointError(f"checkpoint {str(path)!r} is at step {step}, not within this run's "
+                                  f"0..{steps}")
         history = History.from_arrays({k: np.asarray(v) for k, v in data["history"].items()})
         plateau = None
         if data["plateau"] is not None:
@@ -86,10 +164,8 @@ def load_checkpoint(
             plateau = PlateauState(float(p["ema"]), float(p["best"]), int(p["best_step"]),
                                    None if p["switched_at"] < 0 else int(p["switched_at"]))
         return TrainState(
-            params=params, opt_state=optimizer.state_from_dict(opt), step=int(data["step"]),
+            params=params, opt_state=optimizer.state_from_dict(opt), step=step,
             history=history, plateau=plateau, train_seconds=float(data["train_seconds"]),
             timed_steps=int(data["timed_steps"]), wall_s=float(data["wall_s"]),
             window_loss=[float(v) for v in data["window_loss"]], weighting=data["weighting"],
         )
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise CheckpointError(f"checkpoint {str(path)!r} is incomplete ({err})") from None

@@ -81,7 +81,7 @@ def run(args) -> int:
     from pinnlab import config as configuration
     from pinnlab.cli import CHECKPOINT_SUFFIX, EXIT_FAILED, EXIT_OK, UsageError, _output_checks
     from pinnlab.bilevel.distributed import init_from_environment
-    from pinnlab.io.checkpoint import config_hash
+    from pinnlab.io.checkpoint import CheckpointError, config_hash
     from pinnlab.solvers.progress import Progress
     from pinnlab.tuning.run import check_method, coefficient_errors, final_solve, run_tuning
     from pinnlab.tuning.setup import build_tuning
@@ -124,6 +124,8 @@ def run(args) -> int:
     try:
         outcome = run_tuning(setup, checkpoint=checkpoint_path, resume=args.resume and checkpoint_path is not None,
                              progress=progress if rank == 0 else None, metadata=metadata, save=rank == 0)
+    except CheckpointError as err:  # a damaged checkpoint, refused before any work
+        raise UsageError(str(err)) from None
     finally:
         bar.close()
     if rank != 0:

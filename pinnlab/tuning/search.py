@@ -105,11 +105,20 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
     done: list[tuple[dict, float]] = []
     budget_state: dict = {}
     if resume and checkpoint is not None:
-        data = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        from pinnlab.io.checkpoint import CheckpointError, read_checkpoint, reading
+
+        data = read_checkpoint(checkpoint)
         if metadata is not None and data.get("metadata") != metadata:
-            raise ValueError(f"checkpoint {str(checkpoint)!r} belongs to another run (metadata differ)")
-        history, done = data["history"], [(p, v) for p, v in data["trials"]]
-        budget_state = data.get("budget", {})
+            raise CheckpointError(f"checkpoint {str(checkpoint)!r} belongs to another run (metadata differ)")
+        with reading(checkpoint):
+            if not isinstance(data["history"], dict) or set(data["history"]) != set(history):
+                raise CheckpointError(f"checkpoint {str(checkpoint)!r} does not fit this run: its history "
+                                      f"has other entries than {', '.join(history)}")
+            history, done = data["history"], [(dict(p), float(v)) for p, v in data["trials"]]
+            if len(done) > tune.outer_steps:
+                raise CheckpointError(f"checkpoint {str(checkpoint)!r} holds {len(done)} trials, more than "
+                                      f"this run's {tune.outer_steps}")
+            budget_state = data.get("budget", {})
     rng = np.random.default_rng(derive_seed(tune.seed, "random_search"))
     study = None
     if sampler == "optuna":

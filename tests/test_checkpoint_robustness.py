@@ -1,0 +1,245 @@
+"""A damaged or hand-edited checkpoint whose config hash still matches: ``--resume``
+refuses it in one line with exit code 2 (never a traceback, never silently accepted)
+and leaves the file as it was."""
+
+from __future__ import annotations
+
+import copy
+import io
+import re
+
+import pytest
+import torch
+
+from pinnlab import config as configuration
+from pinnlab.cli import main
+from pinnlab.io import CheckpointError
+
+SOLVE = """\
+equation: {name: poisson_two_body, dim: 3, seed: 1}
+model: {width: 8, depth: 2}
+estimator: {kind: stein, sigma: 0.05, samples: 4}
+trainer: {steps: 6, eval_every: 2, test_points: 20, batch_size: 8, checkpoint_every: 2}
+"""
+
+TUNE = """\
+equation: {name: poisson_two_body, dim: 3, seed: 1, constraint: soft}
+model: {width: 8, depth: 2}
+estimator: {kind: stein, sigma: 0.05, samples: 4, noise: shared, eval_samples: 8}
+loss: {kind: biased, weights: {boundary: 1.0e-3}}
+trainer: {steps: 4, lr: 1.0e-2, batch_size: 8, eval_every: 4, test_points: 20, dtype: float64}
+data: {source: synthetic, points: 10, noise: 0.01, seed: 0}
+tune:
+  method: METHOD
+  options: {}
+  tunables: {weights.boundary: {}}
+  objective: {kind: data, samples: 8}
+  outer_steps: 4
+  horizon: 2
+  trial_steps: 2
+  checkpoint_every: 1
+"""
+
+
+def _as_bytes(payload) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()
+
+
+def _changed(change):
+    """The checkpoint's bytes after ``change`` edited (a copy of) its saved dictionary."""
+    def damage(payload):
+        payload = copy.deepcopy(payload)
+        change(payload)
+        return _as_bytes(payload)
+    return damage
+
+
+def _truncated(payload) -> bytes:
+    data = _as_bytes(payload)
+    return data[: len(data) // 2]
+
+
+def _refused(args, checkpoint, expected, capsys):
+    """Exit 2, one line naming the checkpoint and ``expected``, no traceback, the file unchanged."""
+    before = checkpoint.read_bytes()
+    code = main([str(a) for a in args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert str(checkpoint) in err and expected in err, err
+    assert checkpoint.read_bytes() == before
+
+
+# -- pinnlab solve --resume -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def solve_run(tmp_path_factory):
+    """(config file, saved dictionary) of a tiny solve's first checkpoint (step 2 of 6)."""
+    from pinnlab.io import save_checkpoint
+    from pinnlab.solvers import train
+
+    root = tmp_path_factory.mktemp("solve")
+    cfg = root / "solve.yaml"
+    cfg.write_text(SOLVE)
+    config = configuration.load(cfg)
+    problem, kwargs = configuration.build(config)
+    path = root / "run.h5.ckpt"
+
+    def first_only(state):
+        if not path.exists():
+            save_checkpoint(path, state, kwargs["optimizer"], config.to_yaml())
+
+    train(problem, **kwargs, on_checkpoint=first_only, progress="off")
+    return cfg, torch.load(path, weights_only=True)
+
+
+def _rename_everywhere(data):
+    """A parameter renamed in the parameters and the optimizer state alike (it used to
+    train on silently: the network took its own initial weight for the missing name)."""
+    for group, prefix in (("params", ""), ("opt_state", "mu/"), ("opt_state", "nu/")):
+        data[group][prefix + "layers.0.w"] = data[group].pop(prefix + "layers.0.weight")
+
+
+SOLVE_DAMAGE = {
+    "missing key": (_changed(lambda d: d.pop("params")), "it has no 'params'"),
+    "renamed parameter": (_changed(_rename_everywhere), "params lacks 'layers.0.weight' and has unexpected"),
+    "reshaped parameter": (_changed(lambda d: d["params"].__setitem__("layers.0.weight", torch.zeros(3, 3))),
+                           "params['layers.0.weight'] has shape (3, 3), expected (8, 3)"),
+    "reshaped optimizer state": (_changed(lambda d: d["opt_state"].__setitem__("mu/layers.0.bias", torch.zeros(1))),
+                                 "opt_state['mu/layers.0.bias'] has shape (1,), expected (8,)"),
+    "step beyond steps": (_changed(lambda d: d.__setitem__("step", 7)), "is at step 7, not within this run's 0..6"),
+    "truncated": (_truncated, "corrupted or unreadable"),
+}
+
+
+@pytest.mark.parametrize("case", SOLVE_DAMAGE)
+def test_solve_refuses_a_damaged_checkpoint(tmp_path, capsys, solve_run, case):
+    cfg, payload = solve_run
+    damage, expected = SOLVE_DAMAGE[case]
+    out = tmp_path / "run.h5"
+    checkpoint = tmp_path / "run.h5.ckpt"
+    checkpoint.write_bytes(damage(payload))
+    _refused(["solve", cfg, "-o", out, "--resume", "--progress", "off"], checkpoint, expected, capsys)
+    assert not out.exists()
+
+
+def test_solve_resumes_the_undamaged_checkpoint(tmp_path, solve_run):
+    """The fixture's checkpoint itself is accepted (the refusals above are the damage's)."""
+    cfg, payload = solve_run
+    (tmp_path / "run.h5.ckpt").write_bytes(_as_bytes(payload))
+    assert main(["solve", str(cfg), "-o", str(tmp_path / "run.h5"), "--resume", "--progress", "off"]) == 0
+
+
+# -- pinnlab tune --resume --------------------------------------------------------------
+def _tune_run(root, method):
+    """(config file, saved dictionary) of a tiny tuning checkpointed after every outer step
+    (trial) and interrupted in the second, as `pinnlab tune` writes it."""
+    from pinnlab.io.checkpoint import config_hash
+    from pinnlab.tuning.run import run_tuning
+    from pinnlab.tuning.setup import build_tuning
+
+    cfg = root / f"{method}.yaml"
+    cfg.write_text(TUNE.replace("METHOD", method))
+    config = configuration.load(cfg)
+    path = root / f"{method}.h5.ckpt"
+
+    def interrupt(k, phi, diagnostics):
+        if k == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_tuning(build_tuning(config), checkpoint=path, progress=interrupt,
+                   metadata={"config": config_hash(config.to_yaml())})
+    return cfg, torch.load(path, weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def bilevel_run(tmp_path_factory):
+    return _tune_run(tmp_path_factory.mktemp("bilevel"), "fg2u")
+
+
+@pytest.fixture(scope="module")
+def search_run(tmp_path_factory):
+    return _tune_run(tmp_path_factory.mktemp("search"), "random")
+
+
+BILEVEL_DAMAGE = {
+    "missing u": (_changed(lambda d: d.pop("u")), "it has no 'u'"),
+    "missing history entry": (_changed(lambda d: d["history"].pop("value")), "its history has other entries"),
+    "renamed tunable": (_changed(lambda d: d["u"].__setitem__("lr", d["u"].pop("weights.boundary"))),
+                        "u lacks 'weights.boundary' and has unexpected 'lr'"),
+    "reshaped tunable": (_changed(lambda d: d["u"].__setitem__("weights.boundary", torch.zeros(3))),
+                         "u['weights.boundary'] has shape (3,), expected ()"),
+    "reshaped warm start": (_changed(lambda d: d["theta_state"][0].__setitem__("layers.0.weight", torch.zeros(2, 2))),
+                            "theta['layers.0.weight'] has shape (2, 2), expected (8, 3)"),
+    "meta-optimizer state torch refuses": (_changed(lambda d: d["meta_optimizer"].__setitem__("param_groups", [])),
+                                           "is damaged (ValueError: "),
+    "budget": (_changed(lambda d: d.__setitem__("budget", {"spent": "1 s"})), "is damaged (TypeError: "),
+    "outer step beyond steps": (_changed(lambda d: d.__setitem__("outer_step", 5)),
+                                "is at outer step 5, not within this run's 0..4"),
+    "truncated": (_truncated, "cannot resume from"),
+}
+
+SEARCH_DAMAGE = {
+    "missing trials": (_changed(lambda d: d.pop("trials")), "it has no 'trials'"),
+    "malformed trial": (_changed(lambda d: d["trials"].append([{}])), "is damaged (ValueError: "),
+    "more trials than steps": (_changed(lambda d: d.__setitem__("trials", d["trials"] * 5)),
+                               "holds 5 trials, more than this run's 4"),
+}
+
+
+@pytest.mark.parametrize("kind, case", [("bilevel", c) for c in BILEVEL_DAMAGE]
+                         + [("search", c) for c in SEARCH_DAMAGE])
+def test_tune_refuses_a_damaged_checkpoint(tmp_path, capsys, request, kind, case):
+    cfg, payload = request.getfixturevalue(f"{kind}_run")
+    damage, expected = (BILEVEL_DAMAGE if kind == "bilevel" else SEARCH_DAMAGE)[case]
+    out = tmp_path / "t.h5"
+    checkpoint = tmp_path / "t.h5.ckpt"
+    checkpoint.write_bytes(damage(payload))
+    _refused(["tune", cfg, "-o", out, "--resume", "--progress", "off"], checkpoint, expected, capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["bilevel", "search"])
+def test_tune_resumes_the_undamaged_checkpoint(tmp_path, capsys, request, kind):
+    cfg, payload = request.getfixturevalue(f"{kind}_run")
+    (tmp_path / "t.h5.ckpt").write_bytes(_as_bytes(payload))
+    assert main(["tune", str(cfg), "-o", str(tmp_path / "t.h5"), "--resume", "--progress", "off"]) == 0, \
+        capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", SOLVE_DAMAGE)
+def test_load_checkpoint_raises_a_checkpoint_error(tmp_path, solve_run, case):
+    """The library call under `pinnlab solve --resume`, given the network and the run's length."""
+    from pinnlab.io import load_checkpoint
+
+    cfg, payload = solve_run
+    damage, expected = SOLVE_DAMAGE[case]
+    config = configuration.load(cfg)
+    problem, kwargs = configuration.build(config)
+    checkpoint = tmp_path / "run.h5.ckpt"
+    checkpoint.write_bytes(damage(payload))
+    device = torch.device("cpu")
+    with pytest.raises(CheckpointError, match=re.escape(expected)):
+        load_checkpoint(checkpoint, kwargs["optimizer"], config.to_yaml(), device, kwargs["dtype"],
+                        like=problem.init_params(device=device, dtype=kwargs["dtype"]), steps=kwargs["steps"])
+
+
+@pytest.mark.parametrize("case", BILEVEL_DAMAGE)
+def test_optimize_raises_a_checkpoint_error(tmp_path, bilevel_run, case):
+    """The library call under `pinnlab tune --resume`: optimize(resume=True) raises
+    CheckpointError (a ValueError) naming the file, and leaves the file alone."""
+    from pinnlab.tuning.run import run_tuning
+    from pinnlab.tuning.setup import build_tuning
+
+    cfg, payload = bilevel_run
+    damage, expected = BILEVEL_DAMAGE[case]
+    checkpoint = tmp_path / "t.ckpt"
+    checkpoint.write_bytes(damage(payload))
+    before = checkpoint.read_bytes()
+    if case == "truncated":  # `pinnlab tune` reads the file first and words this case itself
+        expected = "corrupted or unreadable"
+    with pytest.raises(CheckpointError, match=re.escape(f"{checkpoint}'") + ".*" + re.escape(expected)):
+        run_tuning(build_tuning(configuration.load(cfg)), checkpoint=checkpoint, resume=True)
+    assert checkpoint.read_bytes() == before
