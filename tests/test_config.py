@@ -99,7 +99,7 @@ def _with(**sections):
         (_with(tune={"tunables": {"sigma": {"foo": 1}}}),
          "tune.tunables.sigma.foo: unknown key (allowed: init, transform, low, high, per_coordinate, width, depth)"),
         (_with(tune={**TUNE, "then": {"method": "rgu", "after": 2, "foo": 1}}),
-         "tune.then.foo: unknown key (allowed: method, options, after)"),
+         "tune.then.foo: unknown key (allowed: method, options, after, outer_lr)"),
         # booleans are not integers (true was read as 1)
         (_with(equation={"dim": True}), "equation.dim = True: input should be a valid integer"),
         (_with(trainer={"steps": True}), "trainer.steps = True: input should be a valid integer"),

@@ -169,7 +169,7 @@ def run_tuning(setup: TuningSetup, *, checkpoint: Path | None = None, resume: bo
         method: Any = make_hypergradient_method(tune.method, tune.options)
         if tune.then is not None:
             method = TwoPhase(method, make_hypergradient_method(tune.then.method, tune.then.options),
-                              tune.then.after)
+                              tune.then.after, then_lr=tune.then.outer_lr)
         problem = _deepxde_black_box(setup) if tune.inner == "deepxde" else setup.bilevel
 
         def callback(k, phi, diagnostics):

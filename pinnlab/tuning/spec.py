@@ -63,11 +63,13 @@ class ObjectiveSpec(_Spec):
 
 
 class PhaseSpec(_Spec):
-    """Second phase of a two-phase schedule: ``method`` from outer step ``after`` on."""
+    """Second phase of a two-phase schedule: ``method`` from outer step ``after`` on,
+    with the outer learning rate ``outer_lr`` (default: the first phase's)."""
 
     method: str
     options: dict[str, Any] = Field(default_factory=dict)
     after: Int = Field(ge=1)
+    outer_lr: Float | None = Field(None, gt=0)
 
 
 class TuneSection(_Spec):

@@ -108,6 +108,24 @@ def test_two_phase_and_resume_are_exact(tmp_path):
     assert resumed.history["value"] == full.history["value"]
 
 
+def test_two_phase_then_lr_sets_the_second_phase_rate():
+    """With SGD every outer step moves φ by lr·g: the first phase's lr until the switch,
+    then_lr after it (also after a resume inside Phase II)."""
+    ridge = Ridge()
+    problem = ridge.problem(horizon=5)
+    method = TwoPhase(ReverseUnroll(), ReverseUnroll(), switch_after=2, then_lr=0.01)
+    steps: list = []
+
+    def callback(k, phi, diagnostics):
+        steps.append(phi["log_reg"].clone())
+
+    result = optimize(problem, ridge.phi, method, steps=5, seed=1, callback=callback,
+                      meta_optimizer=lambda p: torch.optim.SGD(p, lr=0.3))
+    moves = [float((b - a).norm()) for a, b in zip([ridge.phi["log_reg"], *steps[:-1]], steps)]
+    rates = [m / g for m, g in zip(moves, result.history["grad_norm"])]
+    assert rates == pytest.approx([0.3, 0.3, 0.01, 0.01, 0.01], rel=1e-6)
+
+
 def _worker(rank, world, init_file, out_dir):
     import torch.distributed as dist
 

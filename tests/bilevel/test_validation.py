@@ -86,6 +86,8 @@ BAD = {
     "TwoPhase(first='hf')": (lambda: TwoPhase("hf", ReverseUnroll(), 1), TypeError, "TwoPhase.first"),
     "TwoPhase(switch_after='3')": (lambda: TwoPhase(ReverseUnroll(), ReverseUnroll(), "3"), ValueError,
                                    "switch_after"),
+    "TwoPhase(then_lr=0)": (lambda: TwoPhase(ReverseUnroll(), ReverseUnroll(), 1, then_lr=0.0), ValueError,
+                            "then_lr"),
     "TwoPhase(nested)": (lambda: TwoPhase(TwoPhase(ReverseUnroll(), ReverseUnroll(), 1), ReverseUnroll(), 1),
                          TypeError, "TwoPhase.first"),
     "resume without checkpoint": (_run(ReverseUnroll(), resume=True), ValueError, "resume"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import h5py
 import numpy as np
@@ -251,6 +252,18 @@ def test_unusable_npz_observation_files_give_an_observation_error(tmp_path):
             np.savez(path, **content)
         with pytest.raises(ObservationError, match=str(path.name)):
             load_observations(path, 2)
+
+
+def test_second_phase_outer_lr_reaches_the_outer_steps(tmp_path):
+    """tune.then.outer_lr: with SGD each outer step moves the unconstrained φ by lr·‖g‖,
+    the first phase's lr before ``after``, the second's from it on."""
+    overrides = ["tune.outer_optimizer=sgd", "tune.outer_lr=0.5", "tune.outer_steps=4", "tune.horizon=3",
+                 "tune.method=rgu", "tune.options={}", "tune.then={method: rgu, after: 2, outer_lr: 0.05}"]
+    setup = build_tuning(configuration.load(_write(tmp_path), overrides))
+    outcome = run_tuning(setup)
+    u = [math.log(1.0e-3)] + [math.log(float(v)) for v in outcome.history["phi/weights.boundary"]]
+    rates = [abs(b - a) / g for a, b, g in zip(u, u[1:], outcome.history["grad_norm"])]
+    assert rates == pytest.approx([0.5, 0.5, 0.05, 0.05], rel=1e-6)
 
 
 def test_piecewise_mix_schedule_replays_values():
