@@ -12,7 +12,7 @@ SEED_LIMIT = 2**63
 """Seeds are stored in result files as signed 64-bit integers: 0 <= seed < 2**63."""
 
 
-def seed_in_range(value: int) -> int:
+def _seed_in_range(value: int) -> int:
     """``value`` if it is a storable seed, else ValueError (see :data:`SEED_LIMIT`)."""
     if not 0 <= value < SEED_LIMIT:
         raise ValueError("must be an integer with 0 <= seed < 2**63 (result files store it as a 64-bit integer)")
@@ -26,7 +26,7 @@ Float = Annotated[float, Strict()]
 :data:`SECTION_CONFIG`)."""
 Bool = Annotated[bool, Strict()]
 """A flag: ``true``/``false`` only, not ``1``, ``0`` or ``"yes"``."""
-Seed = Annotated[int, Strict(), AfterValidator(seed_in_range)]
+Seed = Annotated[int, Strict(), AfterValidator(_seed_in_range)]
 """A seed: an integer with 0 <= seed < 2**63 (:data:`SEED_LIMIT`)."""
 
 SECTION_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)

@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from pinnlab._fields import SECTION_CONFIG, SEED_LIMIT, Bool, Float, Int, Seed, seed_in_range  # noqa: F401 (SEED_LIMIT: public)
+from pinnlab._fields import SECTION_CONFIG, Bool, Float, Int, Seed
 from pinnlab.equations import EQUATIONS, NotUnbiasableError
 
 

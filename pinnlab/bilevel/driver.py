@@ -199,9 +199,7 @@ def optimize(
         # a damaged or hand-edited checkpoint: one CheckpointError naming it, before any work
         from pinnlab.io.checkpoint import CheckpointError, check_fits, read_checkpoint, reading
 
-        data = read_checkpoint(checkpoint)
-        if metadata is not None and data.get("metadata") != metadata:
-            raise CheckpointError(f"checkpoint {str(checkpoint)!r} belongs to another run (metadata differ)")
+        data = read_checkpoint(checkpoint, metadata=metadata, history=history)
         fresh = {k: v.detach().clone() for k, v in u.items()}
         theta0 = inner.initial(fresh)[0] if isinstance(inner, BilevelProblem) else None
         with reading(checkpoint):
@@ -210,9 +208,6 @@ def optimize(
                 for k in u:
                     u[k].copy_(data["u"][k])
             opt.load_state_dict(data["meta_optimizer"])
-            if not isinstance(data["history"], dict) or set(data["history"]) != set(history):
-                raise CheckpointError(f"checkpoint {str(checkpoint)!r} does not fit this run: its history "
-                                      f"has other entries than {', '.join(history)}")
             history = data["history"]
             theta_state = _restore(data["theta_state"])
             if theta_state is not None:  # the warm start's θ, named and shaped like θ_0

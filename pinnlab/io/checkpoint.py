@@ -33,9 +33,12 @@ def config_hash(config_yaml: str) -> str:
     return hashlib.sha256(config_yaml.encode()).hexdigest()
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
+def read_checkpoint(path: str | Path, *, metadata: Any = None,
+                    history: dict | None = None) -> dict[str, Any]:
     """The dictionary saved at ``path`` (safe: ``weights_only``); a missing, unreadable or
-    truncated file, or one that holds no dictionary, raises :class:`CheckpointError`."""
+    truncated file, or one that holds no dictionary, raises :class:`CheckpointError`, as
+    does (for the tuning loops' checkpoints) one saved with other ``metadata`` than given
+    or whose ``"history"`` does not have the entries of ``history``."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {str(path)!r} to resume from")
@@ -48,6 +51,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise CheckpointError(f"checkpoint {str(path)!r} has an unknown format")
+    if metadata is not None and data.get("metadata") != metadata:
+        raise CheckpointError(f"checkpoint {str(path)!r} belongs to another run (metadata differ)")
+    saved = data.get("history")
+    if history is not None and (not isinstance(saved, dict) or set(saved) != set(history)):
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit this run: its history has other "
+                              f"entries than {', '.join(history)}")
     return data
 
 

@@ -107,13 +107,8 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
     if resume and checkpoint is not None:
         from pinnlab.io.checkpoint import CheckpointError, read_checkpoint, reading
 
-        data = read_checkpoint(checkpoint)
-        if metadata is not None and data.get("metadata") != metadata:
-            raise CheckpointError(f"checkpoint {str(checkpoint)!r} belongs to another run (metadata differ)")
+        data = read_checkpoint(checkpoint, metadata=metadata, history=history)
         with reading(checkpoint):
-            if not isinstance(data["history"], dict) or set(data["history"]) != set(history):
-                raise CheckpointError(f"checkpoint {str(checkpoint)!r} does not fit this run: its history "
-                                      f"has other entries than {', '.join(history)}")
             history, done = data["history"], [(dict(p), float(v)) for p, v in data["trials"]]
             if len(done) > tune.outer_steps:
                 raise CheckpointError(f"checkpoint {str(checkpoint)!r} holds {len(done)} trials, more than "
