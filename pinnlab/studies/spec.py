@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from pinnlab._fields import SECTION_CONFIG, Float, Int
 
+
 def _no_repeats(values: list) -> list:
     for i, value in enumerate(values):
         if any(value == earlier for earlier in values[:i]):
@@ -47,12 +48,12 @@ class StudySection(BaseModel):
     dims: Distinct[list[Int]] | None = Field(None, min_length=1)
     samples: Distinct[list[Int]] = Field(default_factory=lambda: [8, 16, 32, 64, 128], min_length=1)
     sigmas: Distinct[list[Float]] = Field(default_factory=lambda: [1e-2], min_length=1)
-    noise: Distinct[list[Literal["independent", "shared"]]] = Field(default_factory=lambda: ["independent", "shared"],
-                                                          min_length=1)
+    noise: Distinct[list[Literal["independent", "shared"]]] = Field(
+        default_factory=lambda: ["independent", "shared"], min_length=1)
     quantities: Distinct[list[Literal["residual", "loss", "gradient"]]] = Field(
         default_factory=lambda: ["residual", "loss", "gradient"], min_length=1)
-    losses: Distinct[list[Literal["biased", "unbiased"]]] = Field(default_factory=lambda: ["biased", "unbiased"],
-                                                        min_length=1)
+    losses: Distinct[list[Literal["biased", "unbiased"]]] = Field(
+        default_factory=lambda: ["biased", "unbiased"], min_length=1)
     replicates: Int = 200
     points: Int = Field(64, ge=1)
     reference_samples: Int = Field(4096, ge=1)
