@@ -85,9 +85,7 @@ def cmd_solve(args) -> int:
     state = None
     if args.resume:
         try:
-            state = load_checkpoint(checkpoint, kwargs["optimizer"], config_yaml, device, kwargs["dtype"],
-                                    like=problem.init_params(device=device, dtype=kwargs["dtype"]),
-                                    steps=kwargs["steps"])
+            state = load_checkpoint(checkpoint, kwargs["optimizer"], config_yaml, device, kwargs["dtype"])
         except CheckpointError as err:
             raise UsageError(str(err)) from None
     elif checkpoint.exists() and not args.overwrite:
@@ -104,8 +102,11 @@ def cmd_solve(args) -> int:
         def on_checkpoint(train_state):
             save_checkpoint(checkpoint, train_state, optimizer, config_yaml)
 
-    result = train(problem, **kwargs, state=state, on_checkpoint=on_checkpoint,
-                   progress=args.progress)
+    try:
+        result = train(problem, **kwargs, state=state, on_checkpoint=on_checkpoint,
+                       progress=args.progress)
+    except CheckpointError as err:  # the resumed state does not fit this run, found before any step
+        raise UsageError(f"checkpoint {str(checkpoint)!r}: {err}") from None
     with torch.no_grad():
         slice_data = compute_slice(problem, result.params, result.test_inputs,
                                    num_samples=config.estimator.eval_samples, seed=config.trainer.seed)

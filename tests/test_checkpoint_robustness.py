@@ -22,6 +22,8 @@ estimator: {kind: stein, sigma: 0.05, samples: 4}
 trainer: {steps: 6, eval_every: 2, test_points: 20, batch_size: 8, checkpoint_every: 2}
 """
 
+SOLVE_WEIGHTED = SOLVE.replace("seed: 1}", "seed: 1, constraint: soft}\nloss: {kind: biased, weighting: relobralo}")
+
 TUNE = """\
 equation: {name: poisson_two_body, dim: 3, seed: 1, constraint: soft}
 model: {width: 8, depth: 2}
@@ -107,7 +109,7 @@ SOLVE_DAMAGE = {
     "reshaped parameter": (_changed(lambda d: d["params"].__setitem__("layers.0.weight", torch.zeros(3, 3))),
                            "params['layers.0.weight'] has shape (3, 3), expected (8, 3)"),
     "reshaped optimizer state": (_changed(lambda d: d["opt_state"].__setitem__("mu/layers.0.bias", torch.zeros(1))),
-                                 "opt_state['mu/layers.0.bias'] has shape (1,), expected (8,)"),
+                                 "opt_state.mu['layers.0.bias'] has shape (1,), expected (8,)"),
     "step beyond steps": (_changed(lambda d: d.__setitem__("step", 7)), "is at step 7, not within this run's 0..6"),
     "truncated": (_truncated, "corrupted or unreadable"),
 }
@@ -127,6 +129,83 @@ def test_solve_refuses_a_damaged_checkpoint(tmp_path, capsys, solve_run, case):
 def test_solve_resumes_the_undamaged_checkpoint(tmp_path, solve_run):
     """The fixture's checkpoint itself is accepted (the refusals above are the damage's)."""
     cfg, payload = solve_run
+    (tmp_path / "run.h5.ckpt").write_bytes(_as_bytes(payload))
+    assert main(["solve", str(cfg), "-o", str(tmp_path / "run.h5"), "--resume", "--progress", "off"]) == 0
+
+
+def _rename_parameter(state):
+    state.params["layers.0.w"] = state.params.pop("layers.0.weight")
+
+
+TRAIN_DAMAGE = {
+    "step beyond steps": (lambda s: setattr(s, "step", 7), "the state is at step 7, not within this run's 0..6"),
+    "renamed parameter": (_rename_parameter, "params lacks 'layers.0.weight' and has unexpected 'layers.0.w'"),
+    "reshaped parameter": (lambda s: s.params.__setitem__("layers.0.weight", torch.zeros(8, 2)),
+                           "params['layers.0.weight'] has shape (8, 2), expected (8, 3)"),
+    "reshaped optimizer state": (lambda s: s.opt_state.mu.__setitem__("layers.0.bias", torch.zeros(1)),
+                                 "opt_state.mu['layers.0.bias'] has shape (1,), expected (8,)"),
+}
+
+
+@pytest.mark.parametrize("case", TRAIN_DAMAGE)
+def test_train_refuses_a_state_of_another_run(solve_run, case):
+    """`train(state=...)` from Python (no checkpoint file, so no load_checkpoint): a state
+    beyond the run or with other parameters or optimizer state is refused before any step
+    (it used to return "ok" at step 7 of 6, or fail at the first step with a traceback)."""
+    from pinnlab.solvers import train
+
+    cfg, _ = solve_run
+    problem, kwargs = configuration.build(configuration.load(cfg))
+    kwargs.update(checkpoint_every=0, progress="off")
+    state = train(problem, **{**kwargs, "steps": 2}).state
+    damage, expected = TRAIN_DAMAGE[case]
+    damage(state)
+    with pytest.raises(CheckpointError, match=re.escape(expected)):
+        train(problem, **kwargs, state=state)
+
+
+@pytest.fixture(scope="module")
+def weighted_solve_run(tmp_path_factory):
+    """As solve_run, with ReLoBRaLo weights (its state holds the weights and reference losses per term)."""
+    from pinnlab.io import save_checkpoint
+    from pinnlab.solvers import train
+
+    root = tmp_path_factory.mktemp("weighted")
+    cfg = root / "solve.yaml"
+    cfg.write_text(SOLVE_WEIGHTED)
+    config = configuration.load(cfg)
+    problem, kwargs = configuration.build(config)
+    path = root / "run.h5.ckpt"
+
+    def first_only(state):
+        if not path.exists():
+            save_checkpoint(path, state, kwargs["optimizer"], config.to_yaml())
+
+    train(problem, **kwargs, on_checkpoint=first_only, progress="off")
+    return cfg, torch.load(path, weights_only=True)
+
+
+WEIGHTING_DAMAGE = {
+    "weights lack a term": lambda d: d["weighting"]["weights"].pop("boundary"),
+    "reference losses of an unknown term": lambda d: d["weighting"]["initial"].__setitem__("interface", 1.0),
+    "entry missing": lambda d: d["weighting"].pop("previous"),
+}
+
+
+@pytest.mark.parametrize("case", WEIGHTING_DAMAGE)
+def test_solve_refuses_a_weighting_state_of_other_terms(tmp_path, capsys, weighted_solve_run, case):
+    """A resumed LRA/ReLoBRaLo state over other terms is refused when training takes it,
+    before its first step; a missing term used to train on silently at its fixed weight."""
+    cfg, payload = weighted_solve_run
+    out, checkpoint = tmp_path / "run.h5", tmp_path / "run.h5.ckpt"
+    checkpoint.write_bytes(_changed(WEIGHTING_DAMAGE[case])(payload))
+    _refused(["solve", cfg, "-o", out, "--resume", "--progress", "off"], checkpoint,
+             "the state's weighting does not fit this run's ReLoBRaLo over the terms residual, boundary", capsys)
+    assert not out.exists()
+
+
+def test_solve_resumes_the_undamaged_weighted_checkpoint(tmp_path, weighted_solve_run):
+    cfg, payload = weighted_solve_run
     (tmp_path / "run.h5.ckpt").write_bytes(_as_bytes(payload))
     assert main(["solve", str(cfg), "-o", str(tmp_path / "run.h5"), "--resume", "--progress", "off"]) == 0
 
@@ -164,6 +243,12 @@ def search_run(tmp_path_factory):
     return _tune_run(tmp_path_factory.mktemp("search"), "random")
 
 
+@pytest.fixture(scope="module")
+def penalty_run(tmp_path_factory):
+    """An outer algorithm: its lower-level iterates are in the checkpoint's method_state."""
+    return _tune_run(tmp_path_factory.mktemp("penalty"), "penalty")
+
+
 BILEVEL_DAMAGE = {
     "missing u": (_changed(lambda d: d.pop("u")), "it has no 'u'"),
     "missing history entry": (_changed(lambda d: d["history"].pop("value")), "its history has other entries"),
@@ -172,13 +257,27 @@ BILEVEL_DAMAGE = {
     "reshaped tunable": (_changed(lambda d: d["u"].__setitem__("weights.boundary", torch.zeros(3))),
                          "u['weights.boundary'] has shape (3,), expected ()"),
     "reshaped warm start": (_changed(lambda d: d["theta_state"][0].__setitem__("layers.0.weight", torch.zeros(2, 2))),
-                            "theta['layers.0.weight'] has shape (2, 2), expected (8, 3)"),
+                            "theta_state[0]['layers.0.weight'] has shape (2, 2), expected (8, 3)"),
+    "reshaped warm start optimizer state": (
+        _changed(lambda d: d["theta_state"][1]["mu"].__setitem__("layers.0.weight", torch.zeros(2, 2))),
+        "theta_state[1].mu['layers.0.weight'] has shape (2, 2), expected (8, 3)"),
+    "reshaped meta-optimizer state": (
+        _changed(lambda d: d["meta_optimizer"]["state"][0].__setitem__("exp_avg", torch.zeros(3))),
+        "meta_optimizer['state'][0]['exp_avg'] has shape (3,), expected ()"),
     "meta-optimizer state torch refuses": (_changed(lambda d: d["meta_optimizer"].__setitem__("param_groups", [])),
                                            "is damaged (ValueError: "),
     "budget": (_changed(lambda d: d.__setitem__("budget", {"spent": "1 s"})), "is damaged (TypeError: "),
     "outer step beyond steps": (_changed(lambda d: d.__setitem__("outer_step", 5)),
                                 "is at outer step 5, not within this run's 0..4"),
     "truncated": (_truncated, "cannot resume from"),
+}
+
+PENALTY_DAMAGE = {
+    "reshaped lower-level iterate": (
+        _changed(lambda d: d["method_state"]["0"]["theta"].__setitem__("layers.0.weight", torch.zeros(2, 2))),
+        "method_state[0]['theta']['layers.0.weight'] has shape (2, 2), expected (8, 3)"),
+    "iterates of another slot": (_changed(lambda d: d["method_state"].__setitem__("1", d["method_state"]["0"])),
+                                 "method_state has unexpected 1"),
 }
 
 SEARCH_DAMAGE = {
@@ -189,11 +288,13 @@ SEARCH_DAMAGE = {
 }
 
 
-@pytest.mark.parametrize("kind, case", [("bilevel", c) for c in BILEVEL_DAMAGE]
-                         + [("search", c) for c in SEARCH_DAMAGE])
+TUNE_DAMAGE = {"bilevel": BILEVEL_DAMAGE, "penalty": PENALTY_DAMAGE, "search": SEARCH_DAMAGE}
+
+
+@pytest.mark.parametrize("kind, case", [(k, c) for k, damage in TUNE_DAMAGE.items() for c in damage])
 def test_tune_refuses_a_damaged_checkpoint(tmp_path, capsys, request, kind, case):
     cfg, payload = request.getfixturevalue(f"{kind}_run")
-    damage, expected = (BILEVEL_DAMAGE if kind == "bilevel" else SEARCH_DAMAGE)[case]
+    damage, expected = TUNE_DAMAGE[kind][case]
     out = tmp_path / "t.h5"
     checkpoint = tmp_path / "t.h5.ckpt"
     checkpoint.write_bytes(damage(payload))
@@ -201,7 +302,7 @@ def test_tune_refuses_a_damaged_checkpoint(tmp_path, capsys, request, kind, case
     assert not out.exists()
 
 
-@pytest.mark.parametrize("kind", ["bilevel", "search"])
+@pytest.mark.parametrize("kind", TUNE_DAMAGE)
 def test_tune_resumes_the_undamaged_checkpoint(tmp_path, capsys, request, kind):
     cfg, payload = request.getfixturevalue(f"{kind}_run")
     (tmp_path / "t.h5.ckpt").write_bytes(_as_bytes(payload))
@@ -210,9 +311,11 @@ def test_tune_resumes_the_undamaged_checkpoint(tmp_path, capsys, request, kind):
 
 
 @pytest.mark.parametrize("case", SOLVE_DAMAGE)
-def test_load_checkpoint_raises_a_checkpoint_error(tmp_path, solve_run, case):
-    """The library call under `pinnlab solve --resume`, given the network and the run's length."""
+def test_load_checkpoint_and_train_raise_a_checkpoint_error(tmp_path, solve_run, case):
+    """The library calls under `pinnlab solve --resume`: load_checkpoint refuses what it
+    cannot read, train a state that does not fit the run."""
     from pinnlab.io import load_checkpoint
+    from pinnlab.solvers import train
 
     cfg, payload = solve_run
     damage, expected = SOLVE_DAMAGE[case]
@@ -222,19 +325,19 @@ def test_load_checkpoint_raises_a_checkpoint_error(tmp_path, solve_run, case):
     checkpoint.write_bytes(damage(payload))
     device = torch.device("cpu")
     with pytest.raises(CheckpointError, match=re.escape(expected)):
-        load_checkpoint(checkpoint, kwargs["optimizer"], config.to_yaml(), device, kwargs["dtype"],
-                        like=problem.init_params(device=device, dtype=kwargs["dtype"]), steps=kwargs["steps"])
+        state = load_checkpoint(checkpoint, kwargs["optimizer"], config.to_yaml(), device, kwargs["dtype"])
+        train(problem, **kwargs, state=state, progress="off")
 
 
-@pytest.mark.parametrize("case", BILEVEL_DAMAGE)
-def test_optimize_raises_a_checkpoint_error(tmp_path, bilevel_run, case):
+@pytest.mark.parametrize("kind, case", [(k, c) for k in ("bilevel", "penalty") for c in TUNE_DAMAGE[k]])
+def test_optimize_raises_a_checkpoint_error(tmp_path, request, kind, case):
     """The library call under `pinnlab tune --resume`: optimize(resume=True) raises
     CheckpointError (a ValueError) naming the file, and leaves the file alone."""
     from pinnlab.tuning.run import run_tuning
     from pinnlab.tuning.setup import build_tuning
 
-    cfg, payload = bilevel_run
-    damage, expected = BILEVEL_DAMAGE[case]
+    cfg, payload = request.getfixturevalue(f"{kind}_run")
+    damage, expected = TUNE_DAMAGE[kind][case]
     checkpoint = tmp_path / "t.ckpt"
     checkpoint.write_bytes(damage(payload))
     before = checkpoint.read_bytes()

@@ -201,18 +201,30 @@ def optimize(
 
         data = read_checkpoint(checkpoint, metadata=metadata, history=history)
         fresh = {k: v.detach().clone() for k, v in u.items()}
-        theta0 = inner.initial(fresh)[0] if isinstance(inner, BilevelProblem) else None
+        initial = inner.initial(fresh) if isinstance(inner, BilevelProblem) else None
+        # the meta optimizer's per-leaf state (exp_avg, ...), as its first step over φ makes it
+        leaves = [v.clone().requires_grad_(True) for v in fresh.values()]
+        opt_template = make_opt(leaves)
+        for leaf in leaves:
+            leaf.grad = torch.zeros_like(leaf)
+        opt_template.step()
         with reading(checkpoint):
             check_fits(checkpoint, "u", data["u"], fresh)
             with torch.no_grad():
                 for k in u:
                     u[k].copy_(data["u"][k])
+            check_fits(checkpoint, "meta_optimizer['state']", data["meta_optimizer"]["state"],
+                       opt_template.state_dict()["state"])
             opt.load_state_dict(data["meta_optimizer"])
             history = data["history"]
             theta_state = _restore(data["theta_state"])
-            if theta_state is not None:  # the warm start's θ, named and shaped like θ_0
-                check_fits(checkpoint, "theta", theta_state[0], theta0)
+            if theta_state is not None:  # the warm start (θ, its optimizer state), built like θ_0's
+                check_fits(checkpoint, "theta_state", theta_state, initial)
             method_state = {int(k): v for k, v in _restore(data["method_state"]).items()}
+            # an outer algorithm's iterates, built like those it starts from (slots as in the loop)
+            slots = {1 if isinstance(method, TwoPhase) and m is method.then else 0: m for m in outer}
+            check_fits(checkpoint, "method_state", method_state,
+                       {s: m.init(inner, fresh) for s, m in slots.items() if s in method_state})
             first = int(data["outer_step"])
             if not 0 <= first <= steps:
                 raise CheckpointError(f"checkpoint {str(checkpoint)!r} is at outer step {first}, not within "

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from pinnlab._typing import Params
 from pinnlab.io.atomic import atomic_path
 from pinnlab.losses.hybrid import PlateauState
 from pinnlab.solvers.loop import History, TrainState
@@ -77,30 +76,42 @@ def reading(path: str | Path) -> Iterator[None]:
         raise CheckpointError(f"checkpoint {str(path)!r} is damaged ({type(err).__name__}: {detail})") from None
 
 
-def check_fits(path: str | Path, name: str, saved: Any, expected: Params) -> None:
-    """Refuse ``saved`` (the part ``name`` of the checkpoint at ``path``) unless it holds
-    tensors of the same names, shapes and dtypes as ``expected``, its freshly initialised
-    counterpart. Nothing else checks this on resume: the functional networks and
-    optimizers fail on a renamed or reshaped tensor only at the first step, or broadcast
-    it silently, or fall back to the module's own parameter for a missing name."""
+def check_fits(path: str | Path | None, name: str, saved: Any, expected: Any) -> None:
+    """Refuse ``saved`` (the part ``name`` of the checkpoint at ``path``, or of a state
+    passed directly when ``path`` is None) unless it is built like ``expected``, its
+    freshly initialised counterpart: dictionaries with the same keys, tuples or lists
+    (optimizer states are named tuples) of the same length, and tensors of the same
+    shapes and dtypes; other leaves (step counts, penalty weights) are not compared.
+    Nothing else checks this on resume: the functional networks and optimizers fail on a
+    renamed or reshaped tensor only at the first step, or broadcast it silently, or fall
+    back to the module's own parameter for a missing name."""
     def refuse(problem: str):
-        raise CheckpointError(f"checkpoint {str(path)!r} does not fit this run: {problem}")
+        where = "the state" if path is None else f"checkpoint {str(path)!r}"
+        raise CheckpointError(f"{where} does not fit this run: {problem}")
 
-    if not isinstance(saved, dict):
-        refuse(f"{name} is a {type(saved).__name__}, not a dictionary of tensors")
-    missing = [k for k in expected if k not in saved]
-    unexpected = [k for k in saved if k not in expected]
-    if missing or unexpected:
-        refuse(f"{name} " + " and ".join(([f"lacks {_names(missing)}"] if missing else [])
-                                         + ([f"has unexpected {_names(unexpected)}"] if unexpected else [])))
-    for key, value in expected.items():
-        where, tensor = f"{name}[{key!r}]", saved[key]
-        if not isinstance(tensor, torch.Tensor):
-            refuse(f"{where} is a {type(tensor).__name__}, not a tensor")
-        if tensor.shape != value.shape:
-            refuse(f"{where} has shape {tuple(tensor.shape)}, expected {tuple(value.shape)}")
-        if tensor.dtype != value.dtype:
-            refuse(f"{where} has dtype {tensor.dtype}, expected {value.dtype}")
+    if isinstance(expected, torch.Tensor):
+        if not isinstance(saved, torch.Tensor):
+            refuse(f"{name} is a {type(saved).__name__}, not a tensor")
+        if saved.shape != expected.shape:
+            refuse(f"{name} has shape {tuple(saved.shape)}, expected {tuple(expected.shape)}")
+        if saved.dtype != expected.dtype:
+            refuse(f"{name} has dtype {saved.dtype}, expected {expected.dtype}")
+    elif isinstance(expected, dict):
+        if not isinstance(saved, dict):
+            refuse(f"{name} is a {type(saved).__name__}, not a dictionary")
+        missing = [k for k in expected if k not in saved]
+        unexpected = [k for k in saved if k not in expected]
+        if missing or unexpected:
+            refuse(f"{name} " + " and ".join(([f"lacks {_names(missing)}"] if missing else [])
+                                             + ([f"has unexpected {_names(unexpected)}"] if unexpected else [])))
+        for key, value in expected.items():
+            check_fits(path, f"{name}[{key!r}]", saved[key], value)
+    elif isinstance(expected, (tuple, list)):
+        if not isinstance(saved, (tuple, list)) or len(saved) != len(expected):
+            refuse(f"{name} is not a sequence of {len(expected)} entries")
+        fields = getattr(expected, "_fields", None)
+        for i, value in enumerate(expected):
+            check_fits(path, f"{name}.{fields[i]}" if fields else f"{name}[{i}]", saved[i], value)
 
 
 def _names(keys: list) -> str:
@@ -138,15 +149,11 @@ def save_checkpoint(
 
 def load_checkpoint(
     path: str | Path, optimizer: AbstractOptimizer, config_yaml: str,
-    device: torch.device, dtype: torch.dtype, *, like: Params, steps: int,
+    device: torch.device, dtype: torch.dtype,
 ) -> TrainState:
-    """Read a checkpoint written by :func:`save_checkpoint` (safe: ``weights_only``).
-
-    ``like``: the parameters a fresh run starts from (``problem.init_params(device=...,
-    dtype=dtype)``); the saved parameters and optimizer state must have their names,
-    shapes and dtype. ``steps``: the run's length; a saved step outside ``0..steps`` is
-    refused (``steps`` itself, training done but no result written, only evaluates).
-    Anything unusable raises :class:`CheckpointError`.
+    """Read a checkpoint written by :func:`save_checkpoint` (safe: ``weights_only``);
+    anything unreadable raises :class:`CheckpointError`. Whether the state fits the run
+    (names, shapes, step) is checked by :func:`~pinnlab.solvers.train`, which takes it.
     """
     data = read_checkpoint(path)
     if data.get("format") != FORMAT:
@@ -160,12 +167,7 @@ def load_checkpoint(
         params = {k: v.to(device=device, dtype=dtype) for k, v in data["params"].items()}
         opt = {k: (v.to(device=device, dtype=dtype) if isinstance(v, torch.Tensor)
                    and v.is_floating_point() else v) for k, v in data["opt_state"].items()}
-        check_fits(path, "params", params, like)
-        check_fits(path, "opt_state", opt, optimizer.state_to_dict(optimizer.init(like)))
         step = int(data["step"])
-        if not 0 <= step <= steps:
-            raise CheckpointError(f"checkpoint {str(path)!r} is at step {step}, not within this run's "
-                                  f"0..{steps}")
         history = History.from_arrays({k: np.asarray(v) for k, v in data["history"].items()})
         plateau = None
         if data["plateau"] is not None:

@@ -145,6 +145,16 @@ def _weights_finite(state: Mapping[str, Any] | None) -> bool:
     return state is None or all(math.isfinite(w) for w in state["weights"].values())
 
 
+def _weighting_fits(saved: Any, fresh: dict[str, Any], names: list[str]) -> bool:
+    """A resumed weighting state has the entries of ``fresh``, the initial one, and each
+    per-term entry (a dictionary) holds every term or the keys it starts with (ReLoBRaLo's
+    reference losses are empty until its first update); else the weights of a missing
+    term would silently stay at their fixed value, or an unknown term fail an update."""
+    return isinstance(saved, dict) and set(saved) == set(fresh) and all(
+        not isinstance(v, dict) or isinstance(saved[k], dict) and set(saved[k]) in (set(names), set(v))
+        for k, v in fresh.items())
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"auto"`` → CUDA when available, else CPU; anything else as given."""
     if device is None or str(device) == "auto":
@@ -208,7 +218,9 @@ def train(
         test_set: explicit `(x, u*)` instead of the equation's seeded test set.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         dtype: ``torch.float32`` or ``torch.float64``.
-        state: resume from this state.
+        state: resume from this state; one whose step is beyond ``steps``, or whose
+            parameters, optimizer state or weighting state are not built like a
+            fresh run's, raises :class:`~pinnlab.io.CheckpointError` (a ValueError).
         checkpoint_every: steps between ``on_checkpoint`` calls (0: never).
         on_checkpoint: receives the state after every ``checkpoint_every`` steps.
         progress: ``"auto"``, ``"bar"``, ``"log"`` or ``"off"``.
@@ -233,9 +245,16 @@ def train(
     else:
         x_test, u_test = (t.to(device=device, dtype=dtype) for t in test_set)
 
+    params = problem.init_params(device=device, dtype=dtype)
     if state is None:
-        params = problem.init_params(device=device, dtype=dtype)
         state = TrainState(params=params, opt_state=optimizer.init(params))
+    else:  # refuse a state of another run here, not with a traceback at its first step
+        from pinnlab.io.checkpoint import CheckpointError, check_fits
+
+        if not 0 <= state.step <= steps:
+            raise CheckpointError(f"the state is at step {state.step}, not within this run's 0..{steps}")
+        check_fits(None, "params", state.params, params)
+        check_fits(None, "opt_state", state.opt_state, optimizer.init(params))
     loss_fn = problem.loss
     plateau_switch = (
         loss_fn.switch
@@ -248,8 +267,14 @@ def train(
     term_names = ["residual"] + [t.name for t in problem.extra_terms]
     if weighting is not None:
         weighting.validate(term_names)
+        fresh = weighting.init(term_names)
         if state.weighting is None:
-            state.weighting = weighting.init(term_names)
+            state.weighting = fresh
+        elif not _weighting_fits(state.weighting, fresh, term_names):
+            from pinnlab.io.checkpoint import CheckpointError
+
+            raise CheckpointError(f"the state's weighting does not fit this run's {type(weighting).__name__} "
+                                  f"over the terms {', '.join(term_names)}: {str(state.weighting)[:200]}")
 
     def gradient_norms(params: Params, step: int, hp: Mapping[str, Any]):
         def compute():

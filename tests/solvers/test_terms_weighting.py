@@ -269,8 +269,7 @@ def test_resume_from_a_checkpoint_file_is_bit_identical_with_weighting(weighting
             save_checkpoint(path, state, opt, "config")
 
     train(problem, steps=steps, checkpoint_every=half, on_checkpoint=save, **kwargs)
-    state = load_checkpoint(path, opt, "config", torch.device("cpu"), F64,
-                            like=problem.init_params(dtype=F64), steps=steps)
+    state = load_checkpoint(path, opt, "config", torch.device("cpu"), F64)
     resumed = train(problem, steps=steps, state=state, **kwargs)
     for k in full.params:
         assert torch.equal(full.params[k], resumed.params[k])
