@@ -75,15 +75,13 @@ def _refused(args, checkpoint, expected, capsys):
 
 
 # -- pinnlab solve --resume -------------------------------------------------------------
-@pytest.fixture(scope="module")
-def solve_run(tmp_path_factory):
-    """(config file, saved dictionary) of a tiny solve's first checkpoint (step 2 of 6)."""
+def _first_checkpoint(root, text):
+    """(config file, saved dictionary) of a tiny solve's first checkpoint, as `pinnlab solve` writes it."""
     from pinnlab.io import save_checkpoint
     from pinnlab.solvers import train
 
-    root = tmp_path_factory.mktemp("solve")
     cfg = root / "solve.yaml"
-    cfg.write_text(SOLVE)
+    cfg.write_text(text)
     config = configuration.load(cfg)
     problem, kwargs = configuration.build(config)
     path = root / "run.h5.ckpt"
@@ -94,6 +92,12 @@ def solve_run(tmp_path_factory):
 
     train(problem, **kwargs, on_checkpoint=first_only, progress="off")
     return cfg, torch.load(path, weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def solve_run(tmp_path_factory):
+    """The first checkpoint (step 2 of 6) of a tiny solve."""
+    return _first_checkpoint(tmp_path_factory.mktemp("solve"), SOLVE)
 
 
 def _rename_everywhere(data):
@@ -167,22 +171,7 @@ def test_train_refuses_a_state_of_another_run(solve_run, case):
 @pytest.fixture(scope="module")
 def weighted_solve_run(tmp_path_factory):
     """As solve_run, with ReLoBRaLo weights (its state holds the weights and reference losses per term)."""
-    from pinnlab.io import save_checkpoint
-    from pinnlab.solvers import train
-
-    root = tmp_path_factory.mktemp("weighted")
-    cfg = root / "solve.yaml"
-    cfg.write_text(SOLVE_WEIGHTED)
-    config = configuration.load(cfg)
-    problem, kwargs = configuration.build(config)
-    path = root / "run.h5.ckpt"
-
-    def first_only(state):
-        if not path.exists():
-            save_checkpoint(path, state, kwargs["optimizer"], config.to_yaml())
-
-    train(problem, **kwargs, on_checkpoint=first_only, progress="off")
-    return cfg, torch.load(path, weights_only=True)
+    return _first_checkpoint(tmp_path_factory.mktemp("weighted"), SOLVE_WEIGHTED)
 
 
 WEIGHTING_DAMAGE = {
