@@ -243,13 +243,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     (its intermixed parsing does not support subparsers), so the non-option tokens it leaves
     over are appended to the overrides in command-line order (a later override of a key wins,
     as before); a leftover option, or any leftover of a subcommand without overrides, is
-    refused as argparse refuses it."""
+    refused as argparse refuses it. A ``--`` ends the options as usual (argparse leaves it
+    among the leftovers when CONFIG came before it). An override standing where CONFIG
+    belongs (``pinnlab solve a=1 c.yaml``) is refused with a line saying so, instead of
+    being read as the path of a config that does not exist."""
     parser = make_parser()
     args, extras = parser.parse_known_args(argv)
     takes_overrides = hasattr(args, "overrides")
-    unknown = [token for token in extras if token.startswith("-") or not takes_overrides]
+    if takes_overrides and "--" in extras:
+        cut = extras.index("--")
+        extras = [*extras[:cut], *extras[cut + 1:]]
+        options = [token for token in extras[:cut] if token.startswith("-")]
+    else:
+        options = [token for token in extras if token.startswith("-")]
+    unknown = options if takes_overrides else extras
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    config = getattr(args, "config", None)
+    if takes_overrides and config is not None and "=" in config and not Path(config).exists():
+        parser.error(f"CONFIG must come first: {config!r} looks like an override "
+                     f"(pinnlab {args.command} CONFIG [key=value ...])")
     if extras:
         args.overrides = [*args.overrides, *extras]
     return args

@@ -32,6 +32,18 @@ def test_override_placement_does_not_matter(command):
     assert before == after == between == options_first
 
 
+def test_double_dash_ends_the_options():
+    args = parse_args(["solve", "c.yaml", "-o", "o.h5", "a.b=1", "--", "c.d=2", "--e=3"])
+    assert args.overrides == ["a.b=1", "c.d=2", "--e=3"]  # after --, even a dash token is an override
+    assert parse_args(["solve", "-o", "o.h5", "--", "c.yaml", "a.b=1"]).overrides == ["a.b=1"]
+
+
+def test_a_config_path_with_an_equals_sign_is_still_a_path(tmp_path):
+    cfg = tmp_path / "run=1.yaml"
+    cfg.write_text(TINY)
+    assert parse_args(["solve", str(cfg), "-o", "o.h5"]).config == str(cfg)
+
+
 def test_later_override_of_a_key_still_wins(tmp_path):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY)
@@ -59,6 +71,9 @@ def test_solve_applies_overrides_after_the_options(tmp_path, capsys):
     (["tune", "CFG", "-o", "OUT", "--progress", "off", "--bogus"], "unrecognized arguments: --bogus"),
     (["study", "CFG", "-o", "OUT", "--frob", "x=1"], "unrecognized arguments: --frob"),
     (["plot", "OUT", "a=1"], "unrecognized arguments: a=1"),  # plot takes no overrides
+    (["solve", "trainer.steps=5", "CFG", "-o", "OUT"], "CONFIG must come first: 'trainer.steps=5'"),
+    (["tune", "a=1", "CFG", "-o", "OUT"], "CONFIG must come first: 'a=1'"),
+    (["solve", "CFG", "-o", "OUT", "--", "trainer.steps=0"], "config error: trainer.steps = 0"),  # read after --
     (["list", "--bogus"], "unrecognized arguments: --bogus"),
 ])
 def test_leftovers_that_are_not_overrides_are_one_line(tmp_path, capsys, argv, expected):
