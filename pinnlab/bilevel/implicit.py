@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -93,7 +94,9 @@ class CGSolve:
     An iteration whose search direction has pᵀ(H + λI)p ≤ 0 shows that H + λI is not
     positive definite (θ_T is not near a minimum of g): the result's diagnostics count
     such iterations as ``negative_curvature`` and the call warns once (RuntimeWarning),
-    since CG's answer is then unreliable; the iterations themselves are unchanged.
+    since CG's answer is then unreliable; the iterations themselves are unchanged, except
+    that a curvature of exactly 0 (or not finite) ends them with the iterate so far, where
+    the step length rᵀr/pᵀ(H + λI)p would be infinite or NaN.
     """
 
     iterations: int = 20
@@ -120,10 +123,12 @@ class CGSolve:
                 break
             ap = op(p)
             curvature = tree_dot(p, ap)
-            if float(curvature) <= 0:
+            if not float(curvature) > 0:
                 negative += 1
                 if first is None:
                     first = (k + 1, float(curvature))
+                if not math.isfinite(float(curvature)) or float(curvature) == 0:
+                    break
             alpha = rr / curvature
             x = tree_add(x, p, alpha)
             r = tree_add(r, ap, -alpha)

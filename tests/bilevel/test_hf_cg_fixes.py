@@ -137,6 +137,28 @@ def test_cg_warns_once_on_negative_curvature(hessian, negative):
     assert count >= 1 if negative is None else count == negative
 
 
+def test_cg_stops_at_zero_curvature_instead_of_dividing_by_it():
+    """H = diag(1, 0) and y = (0, 1): the first search direction lies in H's null space, so
+    pᵀHp = 0 exactly; CG returns its starting iterate q = 0 (hypergradient = the direct
+    term a), with the warning, not inf/NaN."""
+    hessian = torch.diag(torch.tensor([1.0, 0.0], dtype=F64))
+    B = torch.tensor([[1.0, 2.0], [3.0, -1.0]], dtype=F64)
+    y = torch.tensor([0.0, 1.0], dtype=F64)
+
+    def inner(theta, phi, t):
+        return 0.5 * theta["w"] @ hessian @ theta["w"] - theta["w"] @ B @ phi["a"]
+
+    def outer(theta, phi):
+        return y @ theta["w"] + 0.5 * phi["a"] @ phi["a"]
+
+    problem = from_inner_loss(inner, outer, SGD(lr=1e-3), {"w": torch.zeros(2, dtype=F64)}, horizon=1)
+    phi = {"a": torch.tensor([0.3, -0.7], dtype=F64)}
+    with pytest.warns(RuntimeWarning, match=r"non-positive curvature pᵀ\(H \+ λI\)p = 0 at iteration 1"):
+        result = hypergradient(problem, phi, ImplicitDiff(CGSolve(iterations=5)))
+    torch.testing.assert_close(flatten(result.grad), phi["a"], rtol=0, atol=0)
+    assert result.diagnostics["negative_curvature"] == 1
+
+
 def test_cg_on_a_positive_definite_hessian_is_silent_and_exact():
     gen = torch.Generator().manual_seed(1)
     root = torch.randn(5, 5, generator=gen, dtype=F64)
