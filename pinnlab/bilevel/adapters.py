@@ -48,10 +48,8 @@ def from_inner_loss(
             return theta, optimizer.init(theta)
     else:
         init = (theta0, optimizer.init(theta0))
-    base_lr = lr if isinstance(lr, (int, float)) else optimizer.lr
     split = GradientStep(lambda theta, phi, t: (inner_loss(theta, phi, t),), optimizer, rate)
-    return BilevelProblem(step, outer_loss, init, horizon, inner_loss=inner_loss, inner_lr=base_lr,
-                          gradient_step=split)
+    return BilevelProblem(step, outer_loss, init, horizon, inner_loss=inner_loss, gradient_step=split)
 
 
 def from_train_step(
@@ -74,7 +72,8 @@ def from_train_step(
     φ, t) for implicit and penalty methods: the very loss the step differentiates, with
     its points, noise and seed ([FG2U] §6.3: shared inner randomness). Any other step
     callable gets g from ``objective(θ, hyperparams, t, seed)`` (``PINNProblem.objective``
-    with the step's seed), if given.
+    with the step's seed), if given, and its step size from ``inner_lr`` (the default α/ξ
+    of Hessian-free and DARTS; a TrainStep has its own rate and refuses it).
     """
 
     def step(theta, state, phi, t):

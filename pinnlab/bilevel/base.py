@@ -62,7 +62,9 @@ class BilevelProblem:
         inner_loss: g(θ, φ, t) -> scalar; needed by implicit, Hessian-free, DARTS,
             penalty and value-function methods (they use ∇_θ g and its derivatives at θ_T).
         inner_lr: the inner step size of a problem without ``gradient_step``, the
-            default α/ξ of Hessian-free and DARTS (see :meth:`step_size`).
+            default α/ξ of Hessian-free and DARTS (see :meth:`step_size`). Refused with a
+            ``gradient_step``, whose own rate is that default (a second value would be
+            ignored); pass ``alpha``/``xi`` to those methods for another one.
         gradient_step: the same inner step in two halves (:class:`GradientStep`), when it
             is a gradient step; forward-mode methods use it for cheaper tangents. It
             must agree with ``inner_step`` exactly.
@@ -78,6 +80,9 @@ class BilevelProblem:
 
     def __post_init__(self):
         check_integer("horizon T", self.horizon)
+        if self.inner_lr is not None and self.gradient_step is not None:
+            raise ValueError("inner_lr is for a problem without gradient_step: the gradient step's own rate is "
+                             "the inner step size (give hessian_free's alpha or darts' xi for another)")
 
     def initial(self, phi: Phi) -> tuple[Params, Any]:
         return self.init(phi) if callable(self.init) else self.init

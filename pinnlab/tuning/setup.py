@@ -304,7 +304,6 @@ def build_tuning(config: Config) -> TuningSetup:
     step = make_train_step(problem, optimizer, seed=kwargs["seed"], schedule=Constant())
     params = problem.init_params(device=device, dtype=dtype)
     init = (params, optimizer.init(params))
-    bilevel = from_train_step(step, to_hyperparams, outer, init, horizon=config.tune.horizon,
-                              inner_lr=optimizer.lr)
+    bilevel = from_train_step(step, to_hyperparams, outer, init, horizon=config.tune.horizon)
     return TuningSetup(config, problem, kwargs, tunables, bilevel, to_hyperparams, outer, step, init,
                        observations, device, dtype)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import pytest
@@ -169,3 +170,14 @@ def test_cg_on_a_positive_definite_hessian_is_silent_and_exact():
         result = hypergradient(problem, phi, ImplicitDiff(CGSolve(iterations=20)))
     torch.testing.assert_close(flatten(result.grad), direct, rtol=0, atol=1e-10)
     assert result.diagnostics["negative_curvature"] == 0
+
+
+def test_inner_lr_beside_a_gradient_step_is_refused():
+    """A second step size next to the gradient step's own rate would be ignored by
+    hessian_free/darts (they follow the step's rate); refused instead."""
+    loss = lambda theta, phi, t: (theta["w"] - phi["a"]).pow(2).sum()  # noqa: E731
+    problem = from_inner_loss(loss, lambda theta, phi: theta["w"].sum(), SGD(lr=0.1),
+                              {"w": torch.zeros(2, dtype=F64)}, horizon=2)
+    assert problem.inner_lr is None and problem.step_size({"a": torch.zeros(2, dtype=F64)}, 0) == 0.1
+    with pytest.raises(ValueError, match="inner_lr is for a problem without gradient_step"):
+        dataclasses.replace(problem, inner_lr=0.5)

@@ -49,8 +49,7 @@ def _pinn_bilevel(horizon=4, chunks=1, tune_lr=False):
         u = eq.solution(x_obs, problem.model(theta)(x_obs))
         return ((u - u_obs) ** 2).mean()
 
-    bilevel = from_train_step(step, to_hyper, outer, (params, opt.init(params)), horizon=horizon,
-                              inner_lr=1e-2)
+    bilevel = from_train_step(step, to_hyper, outer, (params, opt.init(params)), horizon=horizon)
     phi = {"log_sigma": torch.tensor(-3.0, dtype=F64), "log_weight": torch.tensor(0.0, dtype=F64)}
     return bilevel, phi, step, to_hyper
 
