@@ -130,6 +130,13 @@ class AbstractEquation(abc.ABC):
     def exact(self, x: Tensor, coefficients: Coefficients | None = None) -> Tensor:
         """u*(x), `(N,)`."""
 
+    def boundary_value(self, x: Tensor) -> Tensor:
+        """u* at points of :meth:`sample_boundary` (the soft constraint's target), `(N,)`:
+        :meth:`exact` unless an equation knows it more cheaply there. Called inside
+        ``torch.func`` transforms (the soft-constraint loss draws its points in the
+        training step), so it must be a closed form, not a cached reference."""
+        return self.exact(x)
+
     @abc.abstractmethod
     def terms(self) -> tuple[ResidualTerm, ...]:
         """The residual's terms (see :mod:`pinnlab.equations.terms`)."""

@@ -83,6 +83,12 @@ class _HJB(AbstractEquation):
         z = torch.randn(n, self.dim, generator=generator, device=generator.device, dtype=dtype)
         return torch.cat([z, torch.full((n, 1), self.horizon, dtype=dtype, device=z.device)], 1)
 
+    def boundary_value(self, x):
+        """u(x, T) = g(x): the hard ansatz's shift, in closed form for every HJB variant
+        (hjb_rosenbrock's :meth:`exact` is a Monte Carlo reference, which a soft terminal
+        loss cannot recompute on fresh points every step)."""
+        return self.ansatz(x, self.coefficients_like(x))[1].value
+
 
 class HJBQuadratic(_HJB):
     r"""HJB with g = ‖x‖²: u = ‖x‖²/(1 + 4(T − t)) + (d/2)·log(1 + 4(T − t)) ([RS] Table 3).

@@ -177,7 +177,7 @@ def solve_with_deepxde(
             boundary_points, generator=make_generator(seed, "deepxde", "boundary"),
             dtype=torch.float64,
         )
-        bcs.append(dde.icbc.PointSetBC(xb.numpy(), equation.exact(xb).numpy()[:, None]))
+        bcs.append(dde.icbc.PointSetBC(xb.numpy(), equation.boundary_value(xb).numpy()[:, None]))
     dde.config.set_random_seed(seed)
     data = dde.data.PDE(SampledDomain(), pde, bcs, num_domain=batch_size,
                         train_distribution="pseudo", num_test=batch_size)

@@ -45,7 +45,7 @@ class ConstraintLoss(AbstractLossTerm):
         x = equation.sample_boundary(
             self.batch_size, generator=context.generator(f"{self.name}/points"), dtype=dtype
         )
-        target = equation.exact(x)
+        target = equation.boundary_value(x)
         u = _solution_values(context, x, f"{self.name}/noise")
         return ((u - target) ** 2).mean()
 
