@@ -253,6 +253,52 @@ def test_affine_function_gives_zero_curvature_and_the_exact_gradient_form(noise)
     torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("time_smoothing", ["joint", "independent"])
+@pytest.mark.parametrize("noise", ["independent", "shared"])
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_quadratic_function_gives_the_exact_control_variate_form(k, noise, time_smoothing):
+    """Quadratic f = ½zᵀQz + c·z + b: f₊ + f₋ − 2f₀ = δᵀQδ exactly (§1.3), so with the δ_k
+    the model was sent and q_k = ½δ_kᵀQδ_k: ∂̂_jj u = (1/K)Σ_k (ξ_kj² − 1) q_k/σ_j², the
+    weighted Laplacian is Σ_j w_j ∂̂_jj u and û = f(x) + (1/K)Σ_k q_k. Independent time
+    smoothing: δ is δx, the control variate f(x, t + δt_k), and f(x) in û becomes
+    f(x, t + δt_k). At small K a control variate replaced by the sample mean of
+    (f₊ + f₋)/2 scales the second derivatives by ≈ 1 − 1/K (to 0 at K = 1); the
+    tolerance is round-off."""
+    g = torch.Generator().manual_seed(8)
+    m = torch.randn(DIM, DIM, generator=g, dtype=F64)
+    q, c = m + m.T, torch.randn(DIM, generator=g, dtype=F64)
+    x = torch.randn(3, DIM, generator=g, dtype=F64)
+    weights = torch.rand(DIM, generator=g, dtype=F64) + 0.5
+    sigma = torch.linspace(0.1, 0.3, DIM, dtype=F64)
+    joint = time_smoothing == "joint"
+    if not joint:
+        weights[-1] = 0  # no ∂_tt with independent time smoothing
+
+    def quadratic(z):
+        return 0.5 * ((z @ q) * z).sum(-1) + z @ c + 1.5
+
+    model = _Recording(quadratic)
+    est = SteinAntithetic(sigma=sigma, num_samples=k, noise=noise, time_smoothing=time_smoothing)
+    value, hess, lap = est.estimate(
+        model, x, [Value(), HessianDiagonal(), WeightedLaplacian(weights)],
+        generator=torch.Generator().manual_seed(9),
+    )
+    parts = [p.expand(x.shape[0], -1, -1) if p.dim() == 2 else p for p in model.deltas[0]]
+    delta = parts[0]  # joint: δ; independent: δx (time column 0), the shared δt is parts[1]
+    time_shift = torch.zeros_like(delta) if joint else parts[1]
+    curvature = ((delta / sigma) ** 2 - 1) / sigma**2  # (N, K, D)
+    if not joint:
+        curvature[..., -1] = float("nan")
+    second = 0.5 * ((delta @ q) * delta).sum(-1)  # q_k: (N, K)
+    expected_hess = (second[..., None] * curvature).mean(1)
+    expected_value = (quadratic(x[:, None] + time_shift) + second).mean(1)
+    torch.testing.assert_close(value, expected_value, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(hess, expected_hess, rtol=1e-10, atol=1e-10, equal_nan=True)
+    spatial = slice(None) if joint else slice(0, DIM - 1)
+    expected_lap = (expected_hess[:, spatial] * weights[spatial]).sum(-1)
+    torch.testing.assert_close(lap, expected_lap, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("noise", ["independent", "shared"])
 def test_independent_time_smoothing_pairs_share_the_time_noise(noise):
     """[RS] eq. 28 pairing: in f(x ± δx, t + δt) the time noise is shared and the control

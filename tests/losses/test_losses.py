@@ -170,6 +170,30 @@ def test_unbiased1_mean_equals_squared_residual_on_a_linear_pde():
     assert float(biased.mean()) - target > 8 * float(biased.std()) / math.sqrt(400)
 
 
+@pytest.mark.parametrize("constraint", ["soft", "hard"])
+def test_unbiased2_reads_factor_i_of_a_product_from_group_i(constraint):
+    """Allen–Cahn's u³ under unbiased2 is u(G₀)·u(G₁)·u(G₂) (REFERENCE.md §2.3): a spy
+    estimator answers each noise group from its own model (u_σ ≈ 2, 3, 5), so the
+    residual must equal R_biased(group-0 model) + u₀³ − u₀u₁u₂ (group 0 also gives Δu and
+    the linear u). Deterministic (autograd, no noise), so the tolerance is round-off; a
+    factor read from the wrong group, e.g. u₀u₁u₁, changes the product by u₁/u₂ ≈ 3/5."""
+    equation = AllenCahnTwoBody(4, seed=1, constraint=constraint)
+    g, a = _sine_direction(equation.input_dim, 0)
+    x = 0.7 * equation.sample_collocation(8, generator=g, dtype=F64)
+    models = [Pointwise(lambda z, c=c: c + 0.1 * torch.sin(z @ a)) for c in (2.0, 3.0, 5.0)]
+    groups = []
+
+    def spy(queries):
+        groups.append(queries)
+        return Autograd().estimate(models[len(groups) - 1], x, queries)
+
+    got = equation.residual(x, spy, unbiased=True)
+    assert len(groups) == 3
+    u = [equation.solution(x, model(x)) for model in models]
+    group0 = equation.residual(x, lambda q: Autograd().estimate(models[0], x, q))
+    torch.testing.assert_close(got, group0 + u[0] ** 3 - u[0] * u[1] * u[2], rtol=1e-12, atol=1e-12)
+
+
 def test_unbiased2_groups_follow_declared_structure():
     from pinnlab.equations.residual import noise_groups
 
