@@ -28,9 +28,12 @@ CHECKPOINT_SUFFIX = ".ckpt"
 
 
 def _output_checks(output: Path, *, overwrite: bool, what: str = "", checkpoint: bool = True) -> None:
-    """Refuse an output that is a directory, exists without ``overwrite``, cannot be
-    written, or whose name (with the ``.ckpt`` suffix when ``checkpoint``) is too long;
-    ``what`` names it in the message (e.g. ``--json``)."""
+    """Refuse an output that exists and is not a regular file (a directory, a FIFO, a
+    device: the atomic write would rename over it), exists without ``overwrite``, cannot
+    be written, or whose name (with the ``.ckpt`` suffix when ``checkpoint``) is too long;
+    with ``checkpoint`` also a checkpoint path that exists and is not a regular file (its
+    first write would fail after the work). ``what`` names the output in the message
+    (e.g. ``--json``)."""
     import os
 
     from pinnlab.io import check_writable_directory
@@ -46,8 +49,11 @@ def _output_checks(output: Path, *, overwrite: bool, what: str = "", checkpoint:
         raise UsageError(f"output name {output.name[:40]!r}... is too long: {size} bytes"
                          + (f" with the {suffix} checkpoint suffix" if suffix else "")
                          + f", the file system allows {limit}")
-    if output.exists() and output.is_dir():
-        raise UsageError(f"output {where} is a directory")
+    for path, name in [(output, f"output {where}")] + (
+            [(Path(str(output) + suffix), f"checkpoint {str(output) + suffix!r}")] if checkpoint else []):
+        if path.exists() and not path.is_file():
+            kind = "a directory" if path.is_dir() else "not a regular file"
+            raise UsageError(f"{name} is {kind}")
     if output.exists() and not overwrite:
         raise UsageError(f"output {where} exists; pass --overwrite to replace it")
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -138,6 +139,26 @@ def test_bad_input_table(tmp_path, capsys):
          [Path(str(corrupt) + ".ckpt")])
     _bad(tmp_path, ["solve", good, "-o", corrupt], "pass --resume", capsys, [Path(str(corrupt) + ".ckpt")])
     assert not (tmp_path / "o.h5").exists() and not (tmp_path / "figs").exists()
+
+
+def test_outputs_that_are_not_regular_files_are_refused_before_the_work(tmp_path, capsys):
+    """--overwrite renamed the result over a FIFO (or, as root, /dev/null); a directory
+    where the checkpoint goes failed with a traceback at the first checkpoint, after the
+    steps before it had run. Both are refused up front, for solve and tune alike."""
+    good = _config(tmp_path, steps=30, ckpt=10)
+    fifo = tmp_path / "fifo.h5"
+    os.mkfifo(fifo)
+    _bad(tmp_path, ["solve", good, "-o", fifo, "--overwrite"], "fifo.h5' is not a regular file", capsys, [good])
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    (tmp_path / "d.h5.ckpt").mkdir()
+    tune = tmp_path / "tune.yaml"
+    tune.write_text(good.read_text() + "loss: {weights: {residual: 1.0}}\n"
+                    "tune: {method: fg2u, tunables: {weights.residual: {}}, objective: {kind: residual},"
+                    " outer_steps: 2, horizon: 2}\n")
+    for config in (good, tune):
+        _bad(tmp_path, ["tune" if config is tune else "solve", config, "-o", tmp_path / "d.h5", "--overwrite"],
+             "d.h5.ckpt' is a directory", capsys, [config])
+    assert (tmp_path / "d.h5.ckpt").is_dir() and not (tmp_path / "d.h5").exists()
 
 
 def test_resume_with_other_config_is_refused(tmp_path, capsys):
