@@ -22,10 +22,15 @@ Schema (one file per run; gzip-compressed datasets)::
 A ``pinnlab tune`` file (kind="tune") is the result of its final solve plus::
 
     /tune                   attrs: method, objective, horizon, seconds, steps_done,
-                            inner ("pinnlab"|"deepxde"), coefficient_rel_err/<name>
-    /tune/outer_step, value, grad_norm, seconds      one row per outer step (or trial)
+                            inner ("pinnlab"|"deepxde"), coefficient_rel_err/<name>;
+                            then_method, then_after with a two-phase schedule (tune.then)
+    /tune/outer_step, value, grad_norm, seconds, method   one row per outer step (or trial);
+                            method: that step's phase (then_method from outer step then_after on)
     /tune/phi/<name>        φ after each outer step, constrained values [steps, *shape]
-    /tune/tuned/<name>      the values the final solve used
+    /tune/tuned/<name>      the values the final solve used; a tuned mix is the schedule it
+                            replayed on equal segments of its steps (φ₀, then φ after each
+                            outer step but the last: the mix each outer step's inner steps
+                            used), a single value with final_init: continue or a search
 
 ``loss`` in /history is the mean training loss since the previous row; ``rel_l2`` is
 that of the smoothed model u = A·u_σ + B with ``estimator.eval_samples`` samples.

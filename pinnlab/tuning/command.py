@@ -32,19 +32,30 @@ def _summary(phi) -> str:
 
 def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
     """The final solve's result file with the ``/tune`` group (schema in pinnlab.io.results)."""
+    import h5py
     import numpy as np
     import torch
 
     from pinnlab.io import compute_slice, write_solve_result
     from pinnlab.io.results import _dataset
-    from pinnlab.tuning.run import coefficient_errors, final_hyperparams
+    from pinnlab.tuning.run import coefficient_errors, final_hyperparams, final_mix_schedule
 
     config = setup.config
     tuned = {k: v for k, v in final_hyperparams(setup, outcome).items() if not callable(v)}
+    then = config.tune.then
+    # the method of each outer step's phase, by the names the config gives them
+    methods = [then.method if then is not None and k >= then.after else outcome.method
+               for k in outcome.history["outer_step"]]
+    used = {k: v.detach().cpu().double().numpy() for k, v in outcome.phi.items()}
+    if (schedule := final_mix_schedule(setup, outcome)) is not None:
+        used["mix"] = np.asarray(schedule)  # the schedule the final solve replayed, not the last φ
 
     def extra(fh):
         group = fh.create_group("tune")
         group.attrs["method"] = outcome.method
+        if then is not None:
+            group.attrs["then_method"] = then.method
+            group.attrs["then_after"] = then.after
         group.attrs["objective"] = config.tune.objective.kind
         group.attrs["horizon"] = config.tune.horizon
         group.attrs["inner"] = config.tune.inner
@@ -54,11 +65,12 @@ def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
         group.attrs["message"] = outcome.message
         for key in ("outer_step", "value", "grad_norm", "seconds"):
             _dataset(group, key, np.asarray(outcome.history[key], dtype=float))
+        _dataset(group, "method", np.asarray(methods, dtype=h5py.string_dtype()))
         for name in setup.tunables:
             values = outcome.history[f"phi/{name}"]
             stacked = torch.stack([torch.as_tensor(v) for v in values]).double().numpy() if values else np.zeros(0)
             _dataset(group, f"phi/{name}", stacked)
-            _dataset(group, f"tuned/{name}", outcome.phi[name].detach().cpu().double().numpy())
+            _dataset(group, f"tuned/{name}", used[name])
         for name, err in coefficient_errors(setup, outcome.phi).items():
             group.attrs[f"coefficient_rel_err/{name}"] = err
         for key, value in tuned.items():

@@ -57,12 +57,14 @@ config gives none: the library default 1e-3 is below what float32 training resol
 
 
 def make_hypergradient_method(name: str, options: dict, where: str = "tune"):
+    """Method ``name`` built with ``options``; a bad option is reported under the config
+    section ``where`` (``tune``, or ``tune.then`` for the second phase)."""
     if name == "zo_fg2u":
         options = {"mu": ZO_DEFAULT_MU, **options}
     try:
         return make_method(name, **options)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}.method = {name!r}: {err}") from None
+        raise ConfigError(f"{where}.options: {where}.method = {name!r}: {err}") from None
 
 
 def check_method(setup: TuningSetup) -> None:
@@ -83,6 +85,10 @@ def check_method(setup: TuningSetup) -> None:
     if tune.then is not None and (tune.method not in METHODS or tune.then.method not in METHODS):
         bad = tune.method if tune.method not in METHODS else tune.then.method
         raise ConfigError(f"tune.then: a two-phase schedule needs hypergradient methods, not {bad!r}")
+    if tune.then is not None and tune.then.after >= tune.outer_steps:
+        raise ConfigError(f"tune.then.after = {tune.then.after}: the second phase would start after the last of "
+                          f"tune.outer_steps = {tune.outer_steps} outer steps and never run; use an after "
+                          "below outer_steps")
     if setup.config.loss.weighting != "none":
         raise ConfigError(f"loss.weighting = {setup.config.loss.weighting!r}: the tuning's inner training has no "
                           "loss weighting, so the final solve would train differently from what was tuned; "
@@ -116,10 +122,12 @@ def check_method(setup: TuningSetup) -> None:
     if tune.final_init == "continue" and tune.method in METHODS and not tune.warm_start:
         raise ConfigError("tune.final_init = 'continue': needs tune.warm_start: true (there is no trained θ to "
                           "continue from otherwise)")
-    for name in phases:
+    sections = [("tune", tune.method, tune.options)]
+    if tune.then is not None:
+        sections.append(("tune.then", tune.then.method, tune.then.options))
+    for where, name, options in sections:
         if name in METHODS:
-            options = tune.options if name == tune.method else tune.then.options
-            make_hypergradient_method(name, options)
+            make_hypergradient_method(name, options, where)
 
 
 def _deepxde_settings(setup: TuningSetup, phi) -> tuple[float, list[float] | None]:
@@ -168,7 +176,7 @@ def run_tuning(setup: TuningSetup, *, checkpoint: Path | None = None, resume: bo
     else:
         method: Any = make_hypergradient_method(tune.method, tune.options)
         if tune.then is not None:
-            method = TwoPhase(method, make_hypergradient_method(tune.then.method, tune.then.options),
+            method = TwoPhase(method, make_hypergradient_method(tune.then.method, tune.then.options, "tune.then"),
                               tune.then.after, then_lr=tune.then.outer_lr)
         problem = _deepxde_black_box(setup) if tune.inner == "deepxde" else setup.bilevel
 
@@ -195,6 +203,18 @@ def final_hyperparams(setup: TuningSetup, outcome: TuneOutcome) -> dict[str, Any
     return setup.to_hyperparams(phi)
 
 
+def final_mix_schedule(setup: TuningSetup, outcome: TuneOutcome) -> tuple[float, ...] | None:
+    """The mix values the final solve follows, on equal segments of its steps, when the mix
+    was tuned (``None`` otherwise): the schedule the tuning followed
+    (:meth:`TuneOutcome.mix_schedule`), or with ``final_init: continue``, which starts where
+    the tuning's schedule ended, the tuned value alone."""
+    if "mix" not in setup.phi0:
+        return None
+    if setup.config.tune.final_init == "continue":
+        return (float(outcome.phi["mix"]),)
+    return outcome.mix_schedule(float(setup.phi0["mix"]))
+
+
 def final_solve(setup: TuningSetup, outcome: TuneOutcome, *, progress: str = "auto") -> tuple[TrainResult, Any]:
     """Train with the tuned values for ``final_steps`` (default trainer.steps), from the
     initialisation or (``final_init: continue``) from the network the tuning trained.
@@ -210,9 +230,7 @@ def final_solve(setup: TuningSetup, outcome: TuneOutcome, *, progress: str = "au
 
         lr, weights = _deepxde_settings(setup, outcome.phi)
         return solve_config_with_deepxde(config, problem.equation, steps=steps, lr=lr, loss_weights=weights), problem
-    schedule = outcome.mix_schedule(float(setup.phi0["mix"])) if "mix" in setup.phi0 else None
-    if schedule is not None and config.tune.final_init == "continue":
-        schedule = (float(outcome.phi["mix"]),)  # the schedule was followed while tuning; continue at the tuned value
+    schedule = final_mix_schedule(setup, outcome)
     if schedule is not None and isinstance(problem.loss, Hybrid):
         problem = dataclasses.replace(problem, loss=dataclasses.replace(problem.loss, switch=Piecewise(schedule, steps)))
     kwargs = dict(setup.train_kwargs)
