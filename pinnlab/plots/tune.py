@@ -64,7 +64,13 @@ def plot_tune(path: Path, outdir: Path) -> list[Path]:
         ax_phi.set_xlabel("outer step" if method not in ("random", "optuna") else "trial")
         ax_phi.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_phi.set_ylabel("value")
-        ax_phi.set_title(f"tuned hyperparameters ({method})")
+        phases = method
+        if "then_method" in tune.attrs:  # a two-phase schedule: mark the switch on both axes
+            switch = int(tune.attrs["then_after"]) + 0.5  # between outer steps then_after and +1 (1-based)
+            phases = f"{method} → {tune.attrs['then_method']} from outer step {switch + 0.5:.0f}"
+            for ax in (ax_phi, ax_obj):
+                ax.axvline(switch, color="0.5", ls="--", lw=1)
+        ax_phi.set_title(f"tuned hyperparameters ({phases})")
         if len(series) <= MAX_LINES:
             ax_phi.legend(fontsize=8)
         finite = np.isfinite(value)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pinnlab.cli import main
+from pinnlab.plots import tune as plots_tune
 
 TINY = """\
 equation: {name: poisson_two_body, dim: 3, seed: 1, constraint: soft}
@@ -63,7 +64,7 @@ def test_a_bad_first_phase_option_is_reported_under_tune_options(tmp_path, capsy
     assert code == 2 and len(err) == 1 and "tune.options: tune.method = 'fg2u'" in err[0], err
 
 
-def test_the_result_file_records_both_phases(tmp_path):
+def test_the_result_file_records_both_phases(tmp_path, monkeypatch):
     code, out = _tune(tmp_path, "tune.then={method: fg2u, after: 1}")
     assert code == 0
     with h5py.File(out) as fh:
@@ -72,6 +73,14 @@ def test_the_result_file_records_both_phases(tmp_path):
         assert tune.attrs["then_method"] == "fg2u" and tune.attrs["then_after"] == 1
         assert list(tune["method"].asstr()[...]) == ["trgu", "fg2u", "fg2u"]
         assert tune["method"].shape == tune["outer_step"].shape == tune["phi/weights.boundary"].shape
+    # the φ figure names both phases and marks the switch between outer steps 1 and 2 (1-based)
+    figures = []
+    monkeypatch.setattr(plots_tune, "_save", lambda fig, path: figures.append(fig) or path)
+    plots_tune.plot_tune(out, tmp_path / "figs")
+    ax_phi, ax_obj = figures[0].axes
+    assert ax_phi.get_title() == "tuned hyperparameters (trgu → fg2u from outer step 2)"
+    for ax in (ax_phi, ax_obj):
+        assert [list(line.get_xdata()) for line in ax.lines if line.get_linestyle() == "--"] == [[1.5, 1.5]]
 
 
 def test_a_single_phase_run_records_its_method_per_step_and_no_second_phase(tmp_path):
