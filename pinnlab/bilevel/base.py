@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pinnlab._checks import check_integer
+from pinnlab._checks import check_integer, check_seed
 from pinnlab._typing import Params
 
 Phi = dict[str, Tensor]
@@ -220,4 +220,6 @@ def hypergradient(problem: BilevelProblem, phi: Phi, method: AbstractHypergradie
             f"method must be a hypergradient estimator object (e.g. ForwardGradientUnroll()), "
             f"got {type(method).__name__}"
         )
+    if "seed" in kwargs:
+        check_seed("seed", kwargs["seed"])
     return method(problem, phi, **kwargs)

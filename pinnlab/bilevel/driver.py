@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from pinnlab._budget import Budget
-from pinnlab._checks import check_integer, check_positive
+from pinnlab._checks import check_integer, check_positive, check_seed
 from pinnlab.bilevel.base import (
     AbstractHypergradient,
     BilevelProblem,
@@ -143,8 +143,9 @@ def optimize(
     randomness each outer step, identical for every direction and estimator); the
     φ-gradient is the mean of ``accumulate`` estimates; the meta optimizer (any
     ``torch.optim`` optimizer over the unconstrained φ leaves, default Adam(1e-2))
-    takes one step. ``parameterization`` maps names to :class:`Log`/:class:`Logit`/...;
-    ``phi`` is given and reported in constrained values.
+    takes one step. ``parameterization`` maps names of φ's entries to
+    :class:`Log`/:class:`Logit`/... (an unnamed entry is unconstrained); ``phi`` is given
+    and reported in constrained values.
 
     Checkpoints (every ``checkpoint_every`` outer steps, atomic, ``weights_only``-safe)
     hold φ, the meta-optimizer state, θ and its optimizer state, the method state and
@@ -152,12 +153,13 @@ def optimize(
     (e.g. a config hash) is stored with them; resuming with other metadata, or from a
     damaged checkpoint or one that does not fit this run (other tunables or θ shapes, an
     outer step beyond ``steps``), raises :class:`~pinnlab.io.CheckpointError`.
-    ``time_budget``: an outer step starts only if the mean length of this call's
-    finished ones says it ends within that many seconds (:class:`pinnlab._budget.Budget`;
-    wall-clock, so not reproducible across machines). A non-finite hypergradient, outer
-    value, θ or stepped φ, or a stepped φ its parameterisation cannot use (a log value
-    underflowed to 0), ends the loop with ``status="nonfinite"``, keeping the last usable
-    φ and θ (as the solver keeps the last finite state).
+    ``time_budget`` (seconds > 0; None: no limit): an outer step starts only if the mean
+    length of this call's finished ones says it ends within that many seconds
+    (:class:`pinnlab._budget.Budget`; wall-clock, so not reproducible across machines).
+    A non-finite hypergradient, outer value, θ or stepped φ, or a stepped φ its
+    parameterisation cannot use (a log value underflowed to 0), ends the loop with
+    ``status="nonfinite"``, keeping the last usable φ and θ (as the solver keeps the last
+    finite state).
 
     Outer algorithms (:class:`Penalty`, :class:`F2SA`) keep their own lower-level
     iterates from step to step, so ``warm_start`` and ``seed`` do not apply to them and
@@ -174,6 +176,9 @@ def optimize(
     check_integer("steps", steps)
     check_integer("accumulate", accumulate)
     check_integer("checkpoint_every", checkpoint_every, minimum=0)
+    check_seed("seed", seed)
+    if time_budget is not None:
+        check_positive("time_budget", time_budget)
     methods = (method.first, method.then) if isinstance(method, TwoPhase) else (method,)
     outer = [m for m in methods if isinstance(m, AbstractOuterAlgorithm)]
     if accumulate != 1 and outer:

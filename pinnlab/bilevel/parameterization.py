@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -81,11 +82,32 @@ class Logit(AbstractParameterization):
 PARAMETERIZATIONS = {"identity": Identity, "log": Log, "logit": Logit}
 
 
+def check_parameterization(parameterization: Mapping[str, AbstractParameterization],
+                           names: Collection[str]) -> None:
+    """Every entry of ``parameterization`` names one of the hyperparameters ``names`` and is a
+    parameterisation object; a misspelt name would otherwise leave its hyperparameter
+    unconstrained without a word, and a string like ``"log"`` fail as an AttributeError."""
+    if not isinstance(parameterization, Mapping):
+        raise ValueError(f"parameterization must map hyperparameter names to Identity()/Log()/Logit(...), "
+                         f"got {type(parameterization).__name__}")
+    for name, entry in parameterization.items():
+        if name not in names:
+            raise ValueError(f"parameterization names {name!r}, which is not a hyperparameter of φ "
+                             f"(φ has {', '.join(repr(n) for n in names)})")
+        if not isinstance(entry, AbstractParameterization):
+            hint = (f"; use {PARAMETERIZATIONS[entry].__name__}()"
+                    if isinstance(entry, str) and entry in PARAMETERIZATIONS else "")
+            raise ValueError(f"parameterization[{name!r}] must be a parameterisation object (Identity(), Log(), "
+                             f"Logit(low, high)), got {entry!r}{hint}")
+
+
 def constrain(u: Phi, parameterization: dict[str, AbstractParameterization]) -> Phi:
+    check_parameterization(parameterization, u)
     return {k: parameterization.get(k, Identity()).forward(v) for k, v in u.items()}
 
 
 def unconstrain(values: Phi, parameterization: dict[str, AbstractParameterization]) -> Phi:
+    check_parameterization(parameterization, values)
     return {k: parameterization.get(k, Identity()).inverse(v) for k, v in values.items()}
 
 

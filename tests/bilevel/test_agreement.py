@@ -29,7 +29,7 @@ from pinnlab.bilevel import (
 )
 from pinnlab.bilevel.base import flatten, unflatten
 
-from .problems import F64, Ridge
+from .problems import F64, LinearQuadratic, Ridge
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +110,31 @@ def test_implicit_methods_converge_to_closed_form(ridge):
     assert errors[5] > errors[50] > errors[500] and errors[500] < 1e-6, errors
     est = flatten(hypergradient(problem, ridge.phi, cg(iterations=ridge.features)).grad)
     torch.testing.assert_close(est, truth, rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize("iterations", [0, 1, 5])
+def test_neumann_with_k_iterations_sums_exactly_k_plus_1_terms(iterations):
+    """neumann(K, α) = c − qᵀY with q = α Σ_{k=0}^{K} (I − αH)^k d, on LinearQuadratic
+    (H = A, Y = ∇²_θφ g = −B, c = Cφ, d = θ_T − y, θ_T in closed form), to 1e-12; the
+    sums of K and K + 2 terms (K − 1 or K + 1 iterations) differ from it by > 1e-3 relative."""
+    lq = LinearQuadratic()
+    horizon, alpha = 7, 0.3
+    eye = torch.eye(lq.A.shape[0], dtype=F64)
+    a = lq.phi["a"]
+    m_t = torch.linalg.matrix_power(eye - lq.eta * lq.A, horizon)
+    theta = m_t @ lq.theta0 + (eye - m_t) @ torch.linalg.solve(lq.A, lq.B @ a)
+    d = theta - lq.y
+
+    def closed(terms):
+        powers = [torch.linalg.matrix_power(eye - alpha * lq.A, k) for k in range(terms)]
+        q = alpha * sum(powers, torch.zeros_like(eye)) @ d
+        return lq.C @ a + lq.B.T @ q
+
+    est = flatten(hypergradient(lq.problem(horizon), lq.phi, neumann(iterations=iterations, alpha=alpha)).grad)
+    expected = closed(iterations + 1)
+    torch.testing.assert_close(est, expected, rtol=1e-12, atol=1e-14)
+    for terms in (iterations, iterations + 2):
+        assert float((closed(terms) - expected).norm() / expected.norm()) > 1e-3, terms
 
 
 def test_penalty_methods_converge_to_closed_form(ridge):

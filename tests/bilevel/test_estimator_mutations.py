@@ -1,8 +1,8 @@
 """Exact checks that fail when an estimator's formula is changed (float64, closed forms).
 
 Each test pins one formula against an independent computation, tightly enough that the
-named mutation (a plausible slip in the implementation) fails it: the direction stream
-and accumulation of the outer driver, the truncation of TRGU, the 1/b of the
+named mutation (a plausible slip in the implementation) fails it: the direction stream,
+accumulation, inner indices and warm start of the outer driver, the truncation of TRGU, the 1/b of the
 zeroth-order estimate, the √N of coordinate directions, the damping of CG, and the
 tangent of a φ-dependent θ_0.
 """
@@ -89,6 +89,97 @@ def test_optimize_accumulate_steps_with_the_mean_of_the_a_estimates(ridge):
         torch.testing.assert_close(result.history["phi/log_reg"][k], phi["log_reg"], rtol=1e-12, atol=1e-14,
                                    msg=lambda m, k=k: f"outer step {k}: {m}")
     torch.testing.assert_close(result.phi["log_reg"], phi["log_reg"], rtol=1e-12, atol=1e-14)
+
+
+def _minibatch_problem(ridge, optimizer, horizon, record=None):
+    """Ridge with a minibatch of 10 rows drawn from the inner index t, so g depends on t;
+    ``record`` collects every t the inner loss is evaluated at."""
+
+    def inner_loss(theta, phi, t):
+        if record is not None:
+            record.append(t)
+        rows = torch.randint(0, ridge.X.shape[0], (10,), generator=torch.Generator().manual_seed(1000 + t))
+        w = theta["w"]
+        r = ridge.X[rows] @ w - ridge.y[rows]
+        return 0.5 * (r * r).mean() + 0.5 * (torch.exp(phi["log_reg"]) * w * w).sum()
+
+    return from_inner_loss(inner_loss, ridge.outer_loss, optimizer, {"w": torch.zeros(ridge.features, dtype=F64)},
+                           horizon=horizon)
+
+
+def _outer_by_hand(problem, phi, steps, *, start, init):
+    """φ_{k+1} = φ_k − ∇h(φ_k) (RGU, SGD(lr = 1) as the meta optimizer) with inner indices
+    from ``start(k)`` and θ_0 from ``init(previous estimate or None)``."""
+    phi, previous, path = dict(phi), None, []
+    for k in range(steps):
+        previous = hypergradient(problem, phi, ReverseUnroll(), start=start(k), init=init(previous))
+        phi = {"log_reg": phi["log_reg"] - previous.grad["log_reg"]}
+        path.append(phi["log_reg"])
+    return path, previous
+
+
+def _sgd1(params):
+    return torch.optim.SGD(params, lr=1.0)
+
+
+@pytest.mark.parametrize("warm_start", [True, False])
+def test_optimize_outer_step_k_uses_inner_indices_kT_to_kT_plus_T_minus_1(ridge, warm_start):
+    """Outer step k evaluates g at exactly t = kT, …, kT + T − 1 (fresh minibatches each
+    outer step), and its φ path equals RGU evaluated with start = kT to 1e-12; with
+    start = 0 in every outer step the path differs by > 1e-3."""
+    horizon, steps = 4, 3
+    seen, per_step = [], []
+    problem = _minibatch_problem(ridge, SGD(lr=0.1), horizon, record=seen)
+    result = optimize(problem, ridge.phi, ReverseUnroll(), steps=steps, warm_start=warm_start, meta_optimizer=_sgd1,
+                      callback=lambda k, phi, info: (per_step.append(sorted(set(seen))), seen.clear()))
+    assert per_step == [list(range(k * horizon, (k + 1) * horizon)) for k in range(steps)]
+    quiet = _minibatch_problem(ridge, SGD(lr=0.1), horizon)
+
+    def carry(previous):
+        return None if previous is None or not warm_start else (previous.theta, previous.state)
+
+    expected, _ = _outer_by_hand(quiet, ridge.phi, steps, start=lambda k: k * horizon, init=carry)
+    for k in range(steps):
+        torch.testing.assert_close(result.history["phi/log_reg"][k], expected[k], rtol=1e-12, atol=1e-14)
+    from_zero, _ = _outer_by_hand(quiet, ridge.phi, steps, start=lambda k: 0, init=carry)
+    assert _rel(from_zero[-1], expected[-1]) > 1e-3
+
+
+def test_optimize_without_warm_start_starts_every_outer_step_from_problem_init(ridge):
+    """warm_start=False: each outer step unrolls from problem.init (θ_0 = 0), so the φ
+    path equals RGU with init=None to 1e-12, and no θ is returned; carrying θ_T over
+    would change the path by > 1e-3."""
+    horizon, steps = 4, 3
+    problem = _minibatch_problem(ridge, SGD(lr=0.1, momentum=0.9), horizon)
+    result = optimize(problem, ridge.phi, ReverseUnroll(), steps=steps, warm_start=False, meta_optimizer=_sgd1)
+    expected, _ = _outer_by_hand(problem, ridge.phi, steps, start=lambda k: k * horizon, init=lambda previous: None)
+    for k in range(steps):
+        torch.testing.assert_close(result.history["phi/log_reg"][k], expected[k], rtol=1e-12, atol=1e-14)
+    assert result.theta is None and result.state is None
+    warm, _ = _outer_by_hand(problem, ridge.phi, steps, start=lambda k: k * horizon,
+                             init=lambda previous: None if previous is None else (previous.theta, previous.state))
+    assert _rel(warm[-1], expected[-1]) > 1e-3
+
+
+@pytest.mark.parametrize("optimizer", [SGD(lr=0.1, momentum=0.9), Adam(lr=0.05)], ids=["momentum", "adam"])
+def test_optimize_warm_start_carries_the_inner_optimizer_state(ridge, optimizer):
+    """warm_start=True: outer step k + 1 starts from outer step k's θ_T *and* its inner
+    optimizer state (momentum buffer; Adam's count and moments), so the φ path equals
+    RGU with init = (θ_T, state_T) to 1e-12 and the returned state is the last one;
+    carrying θ_T with a fresh optimizer state would change the path by > 1e-3."""
+    horizon, steps = 4, 3
+    problem = _minibatch_problem(ridge, optimizer, horizon)
+    result = optimize(problem, ridge.phi, ReverseUnroll(), steps=steps, meta_optimizer=_sgd1)
+    expected, last = _outer_by_hand(problem, ridge.phi, steps, start=lambda k: k * horizon,
+                                    init=lambda previous: None if previous is None else (previous.theta, previous.state))
+    for k in range(steps):
+        torch.testing.assert_close(result.history["phi/log_reg"][k], expected[k], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(result.theta, last.theta, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(result.state, last.state, rtol=1e-12, atol=1e-14)
+    fresh_state, _ = _outer_by_hand(
+        problem, ridge.phi, steps, start=lambda k: k * horizon,
+        init=lambda previous: None if previous is None else (previous.theta, optimizer.init(previous.theta)))
+    assert _rel(fresh_state[-1], expected[-1]) > 1e-3
 
 
 # -- 2. truncated reverse ----------------------------------------------------------------------
