@@ -66,8 +66,9 @@ def plot_tune(path: Path, outdir: Path) -> list[Path]:
         ax_phi.set_ylabel("value")
         phases = method
         if "then_method" in tune.attrs:  # a two-phase schedule: mark the switch on both axes
-            switch = int(tune.attrs["then_after"]) + 0.5  # between outer steps then_after and +1 (1-based)
-            phases = f"{method} → {tune.attrs['then_method']} from outer step {switch + 0.5:.0f}"
+            after = int(tune.attrs["then_after"])
+            switch = after + 0.5  # between outer steps `after` and `after` + 1 (1-based on the axis)
+            phases = f"{method} → {tune.attrs['then_method']} after {after} outer steps"
             for ax in (ax_phi, ax_obj):
                 ax.axvline(switch, color="0.5", ls="--", lw=1)
         ax_phi.set_title(f"tuned hyperparameters ({phases})")

@@ -142,7 +142,9 @@ def run(args) -> int:
         bar.close()
     if rank != 0:
         return EXIT_OK
-    print(f"tuned ({outcome.method}, {outcome.seconds:.1f} s, {world} process(es)): {_summary(outcome.phi)}",
+    then = config.tune.then
+    methods = outcome.method + (f" → {then.method} after {then.after} outer steps" if then is not None else "")
+    print(f"tuned ({methods}, {outcome.seconds:.1f} s, {world} process(es)): {_summary(outcome.phi)}",
           file=sys.stderr)
     if outcome.status != "ok":
         print(f"warning: tuning stopped early ({outcome.message}); the final solve uses the last finite values",

@@ -64,9 +64,10 @@ def test_a_bad_first_phase_option_is_reported_under_tune_options(tmp_path, capsy
     assert code == 2 and len(err) == 1 and "tune.options: tune.method = 'fg2u'" in err[0], err
 
 
-def test_the_result_file_records_both_phases(tmp_path, monkeypatch):
+def test_the_result_file_records_both_phases(tmp_path, monkeypatch, capsys):
     code, out = _tune(tmp_path, "tune.then={method: fg2u, after: 1}")
     assert code == 0
+    assert "tuned (trgu → fg2u after 1 outer steps, " in capsys.readouterr().err
     with h5py.File(out) as fh:
         tune = fh["tune"]
         assert tune.attrs["method"] == "trgu"
@@ -78,7 +79,7 @@ def test_the_result_file_records_both_phases(tmp_path, monkeypatch):
     monkeypatch.setattr(plots_tune, "_save", lambda fig, path: figures.append(fig) or path)
     plots_tune.plot_tune(out, tmp_path / "figs")
     ax_phi, ax_obj = figures[0].axes
-    assert ax_phi.get_title() == "tuned hyperparameters (trgu → fg2u from outer step 2)"
+    assert ax_phi.get_title() == "tuned hyperparameters (trgu → fg2u after 1 outer steps)"
     for ax in (ax_phi, ax_obj):
         assert [list(line.get_xdata()) for line in ax.lines if line.get_linestyle() == "--"] == [[1.5, 1.5]]
 
