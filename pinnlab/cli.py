@@ -141,7 +141,8 @@ def _solve_deepxde(config, problem, output: Path) -> int:
         result = solve_config_with_deepxde(config, problem.equation)
     except ImportError as err:
         raise UsageError(str(err)) from None
-    write_solve_result(output, config=config, problem=problem, result=result)
+    write_solve_result(output, config=config, problem=problem, result=result,
+                       slice_data=result.slice_data(problem.equation))
     if result.status != "ok":
         print(result.message, file=sys.stderr)
     _report(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import h5py
@@ -112,16 +113,30 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
     written = []
     fig = Figure(figsize=(7, 4.6), layout="constrained")
     ax = fig.subplots()
+    values = list(dict.fromkeys(r["column"] for r in summary))
+    numbers = _numbers(values)
+    # a numeric column (d, K, lr, ...) on a log axis at its values; anything else (text,
+    # zero or negative numbers, no column) at evenly spaced positions, one per value
+    logarithmic = numbers is not None and all(math.isfinite(v) and v > 0 for v in numbers)
+    positions = numbers if logarithmic else list(range(len(values)))
+    where = dict(zip(values, positions))
     for i, variant in enumerate(dict.fromkeys(r["variant"] for r in summary)):
-        rows = [r for r in summary if r["variant"] == variant]
-        xs = [float(r["column"]) if str(r["column"]).replace(".", "").isdigit() else j
-              for j, r in enumerate(rows)]
-        ax.errorbar(xs, [r["rel_l2_mean"] for r in rows], yerr=[r["rel_l2_std"] for r in rows],
-                    fmt="o-", capsize=4, color=f"C{i}", label=variant)
-    ax.set(xscale="log", yscale="log", xlabel=columns or "cell", ylabel="final relative L2 (mean ± std)",
+        rows = [r for r in summary if r["variant"] == variant and r["rel_l2_mean"] > 0]
+        if rows:  # NaN (no cell ok) and 0 have no place on the log error axis
+            ax.errorbar([where[r["column"]] for r in rows], [r["rel_l2_mean"] for r in rows],
+                        yerr=[r["rel_l2_std"] for r in rows], fmt="o-", capsize=4, color=f"C{i}",
+                        label=variant)
+    if ax.containers:
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no cell finished with status ok: no error to draw", transform=ax.transAxes,
+                ha="center", va="center")
+    ax.set(xscale="log" if logarithmic else "linear", yscale="log", xlabel=columns or "cell",
+           ylabel="final relative L2 (mean ± std)",
            title="Training study: error against dimension per method")
+    ax.set_xticks(positions, [_label(v) if columns else "all" for v in (numbers or values)])
+    ax.set_xticks([], minor=True)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
     target = outdir / "training_error_vs_dim.png"
     _save(fig, target, bbox_inches=None)
     written.append(target)
@@ -153,7 +168,8 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
         # cross 0, so the axis is logarithmic above the smallest positive value, linear below
         if np.isfinite(lowest):
             ax.set_yscale("symlog", linthresh=10 ** np.floor(np.log10(lowest)))
-        ax.set(xlabel="step", ylabel="training loss (moving average; symlog)", title=f"{columns} = {_label(group)}")
+        ax.set(xlabel="step", ylabel="training loss (moving average; symlog)",
+               title=f"{columns} = {_label(group)}" if columns else "all cells")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Training study: loss curves (first seed; dashed: switch to the unbiased loss)")
@@ -170,6 +186,15 @@ def plot_study(path: Path, outdir: Path) -> list[Path]:
     if kind == "estimator_study":
         return plot_estimator_study(path, outdir)
     return plot_training_study(path, outdir)
+
+
+def _numbers(values) -> list[float] | None:
+    """The column values as numbers (HDF5 stores a numeric column as floats, a column
+    with any other value as text), or None when one of them is not a number."""
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError):
+        return None
 
 
 def _label(value) -> str:

@@ -14,7 +14,7 @@ import copy
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,8 +32,9 @@ from pinnlab.estimators.base import (
     WeightedLaplacian,
     expand_vector,
 )
+from pinnlab.io.results import slice_grid
 from pinnlab.solvers.evaluate import Evaluation, relative_errors
-from pinnlab.solvers.loop import History
+from pinnlab.solvers.loop import History, peak_memory_mb
 
 
 def import_deepxde():
@@ -64,13 +65,15 @@ def import_deepxde():
 class DeepXDEResult:
     """What :func:`solve_with_deepxde` returns: the fields of
     :class:`~pinnlab.solvers.TrainResult` that the result writer reads, so a DeepXDE run
-    is written to the same HDF5 schema as ``pinnlab solve``. History rows are DeepXDE's
-    display steps (training loss; errors only in the last row, evaluated at the end)."""
+    is written to the same HDF5 schema as ``pinnlab solve``: the loss of every step, and
+    a history row with the test errors every ``display_every`` steps and at the end.
+    ``predict`` maps `(N, D)` points to DeepXDE's u `(N,)` in its float32."""
 
     final: Evaluation
     test_inputs: Tensor
     test_exact: Tensor
     history: History
+    predict: Callable[[Tensor], Tensor]
     params: dict[str, Tensor] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
     status: str = "ok"
@@ -78,7 +81,15 @@ class DeepXDEResult:
 
     @property
     def best_rel_l2(self) -> float:
-        return self.final.rel_l2
+        values = self.history.rows["rel_l2"]
+        return min(values) if values else self.final.rel_l2
+
+    def slice_data(self, equation: AbstractEquation) -> tuple:
+        """The result file's ``/slices`` for DeepXDE's network: what
+        :func:`pinnlab.io.results.compute_slice` gives for pinnlab's."""
+        inputs, grid_a, grid_b, dims, labels, inside = slice_grid(equation, self.test_inputs)
+        pred = self.predict(inputs)
+        return inputs, grid_a, grid_b, dims, labels, inside, pred, equation.exact(inputs).to(pred)
 
 
 def _autograd_estimate(dde, x: Tensor, y: Tensor, queries: Sequence[Query]) -> list[Tensor]:
@@ -138,7 +149,8 @@ def solve_with_deepxde(
     ``equation.sample_boundary``, and ``loss_weights`` = [PDE, boundary]. Derivatives are
     exact (``dde.grad.jacobian``/``hessian``): a d-dimensional Laplacian costs d extra
     backward passes, so keep d moderate. Evaluation is on the equation's seeded test set,
-    or on ``test_set = (x, u)`` (e.g. observations, when tuning DeepXDE as a black box).
+    or on ``test_set = (x, u)`` (e.g. observations, when tuning DeepXDE as a black box),
+    every ``display_every`` steps (DeepXDE's display period) and at the end.
     """
     dde = import_deepxde()
     dim = equation.input_dim
@@ -185,32 +197,72 @@ def solve_with_deepxde(
     if equation.constraint == "hard":
         net.apply_output_transform(lambda x, f: equation.solution(x, f[:, 0])[:, None])
     model = dde.Model(data, net)
+    real = dde.config.real(torch)  # DeepXDE's dtype: the test set in it, as pinnlab's trainer has it
+    if test_set is None:
+        x_test = equation.test_set(test_points, dtype=real)
+        u_test = equation.exact(x_test.double()).to(real)
+    else:
+        x_test, u_test = (t.detach().cpu().to(real) for t in test_set)
+
+    def predict(x: Tensor) -> Tensor:
+        return torch.as_tensor(model.predict(x.detach().cpu().numpy().astype(dde.config.real(np))))[:, 0]
+
+    history = History()
+
+    def record_step_loss(optimizer, args, kwargs):
+        """Optimizer pre-step hook: wrap DeepXDE's closure (its step calls
+        ``opt.step(closure)``; ``args`` is ``(optimizer, closure)``) to keep the loss it
+        returns, that of the step's batch before the update: pinnlab's per-step trace."""
+        _, closure = args
+
+        def recorded():
+            loss = closure()
+            history.trace_loss.append(float(loss.detach()))
+            history.trace_mix.append(0.0)
+            return loss
+
+        return (optimizer, recorded), kwargs
+
+    class Recorder(dde.callbacks.Callback):
+        """A history row every ``display_every`` steps and at the end, as pinnlab's loop
+        writes it: test errors and the mean loss of the steps since the previous row."""
+
+        def on_train_begin(self):
+            self.hook = self.model.opt.register_step_pre_hook(record_step_loss)
+            self.last: tuple[int, Evaluation] | None = None
+            self.eval_seconds = 0.0
+
+        def on_batch_end(self):
+            step = self.model.train_state.step
+            if step % display_every and step != steps:
+                return
+            t0 = time.perf_counter()
+            evaluation = relative_errors(predict(x_test), u_test)
+            self.eval_seconds += time.perf_counter() - t0
+            previous = self.last[0] if self.last else 0
+            history.append(
+                step=step, loss=float(np.mean(history.trace_loss[previous:step])),
+                rel_l2=evaluation.rel_l2, rel_l1=evaluation.rel_l1, max_err=evaluation.max_err,
+                lr=lr, mix=0.0, wall_s=time.perf_counter() - start,
+            )
+            self.last = step, evaluation
+
+        def on_train_end(self):
+            self.hook.remove()
+
+    recorder = Recorder()
     start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # DeepXDE prints; pinnlab's stdout is its result line
         model.compile("adam", lr=lr, loss_weights=list(loss_weights) if loss_weights else None)
-        loss_history, _ = model.train(
-            iterations=steps, callbacks=[dde.callbacks.PDEPointResampler(period=1)],
+        model.train(
+            iterations=steps, callbacks=[dde.callbacks.PDEPointResampler(period=1), recorder],
             display_every=display_every, verbose=0,
         )
     seconds = time.perf_counter() - start
-    if test_set is None:
-        x_test = equation.test_set(test_points, dtype=torch.float64)
-        u_test = equation.exact(x_test)
-    else:
-        x_test, u_test = (t.detach().cpu().double() for t in test_set)
-    prediction = torch.as_tensor(model.predict(x_test.numpy().astype(dde.config.real(np))))[:, 0]
-    final = relative_errors(prediction.double(), u_test)
-    history = History()
-    steps_seen = list(loss_history.steps)
-    for i, (step, losses) in enumerate(zip(steps_seen, loss_history.loss_train)):
-        last = i == len(steps_seen) - 1
-        history.append(
-            step=step, loss=float(np.sum(losses)), rel_l2=final.rel_l2 if last else np.nan,
-            rel_l1=final.rel_l1 if last else np.nan, max_err=final.max_err if last else np.nan,
-            lr=lr, mix=0.0, wall_s=seconds if last else np.nan,
-        )
-        history.trace_loss.append(float(np.sum(losses)))
-        history.trace_mix.append(0.0)
+    steps_done = model.train_state.step
+    # DeepXDE stops a diverged run only at a display step, where the last row was taken
+    final = (recorder.last[1] if recorder.last and recorder.last[0] == steps_done
+             else relative_errors(predict(x_test), u_test))
     params = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     finite = np.isfinite(final.rel_l2) and all(bool(torch.isfinite(v).all()) for v in params.values())
     return DeepXDEResult(
@@ -219,8 +271,10 @@ def solve_with_deepxde(
         test_exact=u_test,
         history=history,
         params=params,
-        stats={"steps_per_second": steps / seconds if seconds else 0.0, "wall_s": seconds,
-               "steps_done": float(steps)},
+        predict=predict,
+        stats={"steps_per_second": steps_done / (seconds - recorder.eval_seconds) if steps_done else 0.0,
+               "wall_s": seconds, "steps_done": float(steps_done),
+               "peak_mem_mb": peak_memory_mb(next(net.parameters()).device)},
         status="ok" if finite else "nonfinite",
         message="" if finite else "DeepXDE training diverged: non-finite parameters or error (lower trainer.lr)",
     )

@@ -62,3 +62,44 @@ def test_solve_with_deepxde_backend_writes_the_same_result_file(tmp_path, capsys
         for key in ("step", "loss", "rel_l2", "rel_l1", "lr", "wall_s"):
             assert key in fh["history"]
         assert np.isfinite(fh["final"].attrs["rel_l2"]) and fh["eval/u_pred"].shape == (100,)
+        # the documented solve layout (README "Result files"), as pinnlab's trainer writes it
+        trace = fh["trace/loss"][...]
+        assert trace.shape == fh["trace/mix"].shape == (50,)  # one value per step
+        assert list(fh["history/step"][...]) == [25, 50]
+        assert fh["history/loss"][...] == pytest.approx([trace[:25].mean(), trace[25:].mean()])
+        assert np.isfinite(fh["history/rel_l2"][...]).all()
+        assert fh["final"].attrs["best_rel_l2"] == fh["history/rel_l2"][...].min()
+        assert {fh.attrs["dtype"]} == {str(p.dtype) for p in fh["params"].values()} == {"float32"}
+        assert fh["final"].attrs["peak_mem_mb"] > 0 and fh["final"].attrs["steps_done"] == 50
+        assert fh["slices/main/u_pred"].shape == (64, 64)
+        assert np.nanmax(fh["slices/main/abs_err"][...]) < 10 * fh["final"].attrs["max_err"]
+    assert main(["plot", str(out), "-o", str(tmp_path / "plots")]) == 0
+    assert {p.name for p in (tmp_path / "plots").iterdir()} == {"curves.png", "slice.png", "radial.png"}
+
+
+def test_the_trace_holds_the_loss_each_step_minimised(monkeypatch):
+    """``trace_loss[i]`` is the loss of step i + 1 before its update: the first one is the
+    loss DeepXDE itself reports at step 0 (same network, same first batch)."""
+    pytest.importorskip("deepxde")
+    from pinnlab.solvers.deepxde_adapter import import_deepxde, solve_with_deepxde
+
+    dde = import_deepxde()
+    reported = []
+    train = dde.Model.train
+
+    def spy(self, *args, **kwargs):
+        losses, state = train(self, *args, **kwargs)
+        reported.append(losses)
+        return losses, state
+
+    monkeypatch.setattr(dde.Model, "train", spy)
+    result = solve_with_deepxde(PoissonTwoBody(3, seed=1), steps=5, width=8, depth=2, batch_size=16,
+                                test_points=50, display_every=2)
+    history = result.history
+    assert len(history.trace_loss) == 5 and history.trace_mix == [0.0] * 5
+    assert history.trace_loss[0] == pytest.approx(float(np.sum(reported[0].loss_train[0])), rel=1e-5)
+    assert history.rows["step"] == [2, 4, 5]
+    assert history.rows["loss"] == pytest.approx([np.mean(history.trace_loss[a:b])
+                                                  for a, b in ((0, 2), (2, 4), (4, 5))])
+    assert result.final.rel_l2 == history.rows["rel_l2"][-1]
+    assert result.stats["steps_done"] == 5.0
