@@ -63,13 +63,11 @@ def _output_checks(output: Path, *, overwrite: bool, what: str = "", checkpoint:
 
 
 def cmd_solve(args) -> int:
-    import torch
-
     from pinnlab import config as configuration
     from pinnlab.io import (
         CheckpointError,
-        compute_slice,
         load_checkpoint,
+        result_slice,
         save_checkpoint,
         write_solve_result,
     )
@@ -113,9 +111,7 @@ def cmd_solve(args) -> int:
                        progress=args.progress)
     except CheckpointError as err:  # the resumed state does not fit this run, found before any step
         raise UsageError(f"checkpoint {str(checkpoint)!r}: {err}") from None
-    with torch.no_grad():
-        slice_data = compute_slice(problem, result.params, result.test_inputs,
-                                   num_samples=config.estimator.eval_samples, seed=config.trainer.seed)
+    slice_data = result_slice(problem, result, num_samples=config.estimator.eval_samples, seed=config.trainer.seed)
     write_solve_result(output, config=config, problem=problem, result=result, slice_data=slice_data)
     if checkpoint.exists():
         checkpoint.unlink()
@@ -135,14 +131,14 @@ def _report(result) -> None:
 def _solve_deepxde(config, problem, output: Path) -> int:
     """``trainer.backend: deepxde``: same result file, DeepXDE's training (no checkpoints)."""
     from pinnlab.config import solve_config_with_deepxde
-    from pinnlab.io import write_solve_result
+    from pinnlab.io import result_slice, write_solve_result
 
     try:
         result = solve_config_with_deepxde(config, problem.equation)
     except ImportError as err:
         raise UsageError(str(err)) from None
     write_solve_result(output, config=config, problem=problem, result=result,
-                       slice_data=result.slice_data(problem.equation))
+                       slice_data=result_slice(problem, result))
     if result.status != "ok":
         print(result.message, file=sys.stderr)
     _report(result)

@@ -6,6 +6,7 @@ from pinnlab.io.checkpoint import CheckpointError as CheckpointError
 from pinnlab.io.checkpoint import load_checkpoint as load_checkpoint
 from pinnlab.io.checkpoint import save_checkpoint as save_checkpoint
 from pinnlab.io.results import compute_slice as compute_slice
+from pinnlab.io.results import result_slice as result_slice
 from pinnlab.io.results import write_solve_result as write_solve_result
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "atomic_path",
     "check_writable_directory",
     "compute_slice",
+    "result_slice",
     "load_checkpoint",
     "save_checkpoint",
     "write_solve_result",

@@ -243,6 +243,17 @@ def compute_slice(problem, params, x_test, *, num_samples=None, seed=0):
     return inputs, grid_a, grid_b, dims, labels, inside, pred, true
 
 
+def result_slice(problem, result, *, num_samples=None, seed=0):
+    """The ``/slices`` data of a finished run: :func:`compute_slice` with pinnlab's smoothed
+    model, or a DeepXDE run's own network (:class:`~pinnlab.solvers.deepxde_adapter.DeepXDEResult`)."""
+    from pinnlab.solvers.deepxde_adapter import DeepXDEResult
+
+    if isinstance(result, DeepXDEResult):
+        return result.slice_data(problem.equation)
+    with torch.no_grad():
+        return compute_slice(problem, result.params, result.test_inputs, num_samples=num_samples, seed=seed)
+
+
 def read_attrs(path: str | Path) -> dict[str, Any]:
     with h5py.File(path, "r") as fh:
         return dict(fh.attrs)

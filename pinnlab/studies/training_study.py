@@ -65,7 +65,7 @@ def run_cell(config_path: str, overrides: Sequence[str], output: str, threads: i
     import torch
 
     from pinnlab import config as configuration
-    from pinnlab.io import compute_slice, write_solve_result
+    from pinnlab.io import result_slice, write_solve_result
     from pinnlab.solvers import train
 
     torch.set_num_threads(max(1, threads))
@@ -73,11 +73,9 @@ def run_cell(config_path: str, overrides: Sequence[str], output: str, threads: i
     problem, kwargs = configuration.build(config)
     if config.trainer.backend == "deepxde":
         result = configuration.solve_config_with_deepxde(config, problem.equation)
-        write_solve_result(output, config=config, problem=problem, result=result)
-        return cell_metrics(output)
-    result = train(problem, **kwargs, progress="off")
-    slice_data = compute_slice(problem, result.params, result.test_inputs,
-                               num_samples=config.estimator.eval_samples, seed=config.trainer.seed)
+    else:
+        result = train(problem, **kwargs, progress="off")
+    slice_data = result_slice(problem, result, num_samples=config.estimator.eval_samples, seed=config.trainer.seed)
     write_solve_result(output, config=config, problem=problem, result=result, slice_data=slice_data)
     return cell_metrics(output)
 

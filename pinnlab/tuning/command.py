@@ -36,7 +36,7 @@ def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
     import numpy as np
     import torch
 
-    from pinnlab.io import compute_slice, write_solve_result
+    from pinnlab.io import result_slice, write_solve_result
     from pinnlab.io.results import _dataset
     from pinnlab.tuning.run import coefficient_errors, final_hyperparams, final_mix_schedule
 
@@ -78,11 +78,7 @@ def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
                 for term, w in value.items():
                     group.attrs[f"final/weights.{term}"] = float(torch.as_tensor(w).double().norm())
 
-    slice_data = None
-    if config.tune.inner == "pinnlab":
-        with torch.no_grad():
-            slice_data = compute_slice(problem, result.params, result.test_inputs,
-                                       num_samples=config.estimator.eval_samples, seed=config.trainer.seed)
+    slice_data = result_slice(problem, result, num_samples=config.estimator.eval_samples, seed=config.trainer.seed)
     write_solve_result(output, config=config, problem=problem, result=result, slice_data=slice_data,
                        kind="tune", extra=extra)
 

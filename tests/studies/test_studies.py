@@ -459,6 +459,7 @@ def test_a_deepxde_variant_of_a_training_study_is_trained_by_deepxde(tmp_path, c
             prefix = {"deepxde": "linears.", "pinnlab": "layers."}[backend]
             assert fh.attrs["status"] == "ok" and all(k.startswith(prefix) for k in fh["params"]), \
                 (backend, list(fh["params"]))
+            assert np.isfinite(fh["slices/main/u_pred"][...]).any()  # every cell draws its slice
         backends.add(backend)
     assert backends == {"pinnlab", "deepxde"}
 

@@ -294,6 +294,7 @@ tune:
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("rel_l2=")
     with h5py.File(out) as fh:
         assert fh["tune"].attrs["inner"] == "deepxde"
+        assert fh["slices/main/u_pred"].shape == fh["slices/main/u_true"].shape  # DeepXDE's network's slice
         phi = fh["tune/phi/weights.boundary"][...]
         assert phi.shape == (2,) and phi[0] != pytest.approx(1e-2)  # the black-box gradient moved it
 
