@@ -6,6 +6,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import yaml
 from matplotlib.figure import Figure
 
 
@@ -50,7 +51,8 @@ def plot_curves(fh, outdir: Path) -> Path:
     for key, color, label in (("rel_l2", "C3", "relative L2"), ("rel_l1", "C2", "relative L1")):
         ax_err.semilogy(step, hist[key][...], "o-", color=color, ms=3, label=label)
     ax_err.set_xlabel("step")
-    ax_err.set_ylabel("test error of u (smoothed model)")
+    backend = (yaml.safe_load(fh.attrs["config"]).get("trainer") or {}).get("backend", "pinnlab")
+    ax_err.set_ylabel(f"test error of u ({'DeepXDE network' if backend == 'deepxde' else 'smoothed model'})")
     ax_err.set_title("test error")
     mix = fh["trace/mix"][...]
     switched = np.flatnonzero(mix >= 1)

@@ -43,7 +43,7 @@ def test_adapter_soft_constraint_uses_loss_weights():
     assert result.final.rel_l2 < 0.3, result.final.rel_l2
 
 
-def test_solve_with_deepxde_backend_writes_the_same_result_file(tmp_path, capsys):
+def test_solve_with_deepxde_backend_writes_the_same_result_file(tmp_path, capsys, monkeypatch):
     pytest.importorskip("deepxde")
     import h5py
 
@@ -73,8 +73,14 @@ def test_solve_with_deepxde_backend_writes_the_same_result_file(tmp_path, capsys
         assert fh["final"].attrs["peak_mem_mb"] > 0 and fh["final"].attrs["steps_done"] == 50
         assert fh["slices/main/u_pred"].shape == (64, 64)
         assert np.nanmax(fh["slices/main/abs_err"][...]) < 10 * fh["final"].attrs["max_err"]
+    from pinnlab.plots import solve as plots_solve
+
+    figures = []
+    save = plots_solve._save
+    monkeypatch.setattr(plots_solve, "_save", lambda fig, path, **kw: figures.append(fig) or save(fig, path, **kw))
     assert main(["plot", str(out), "-o", str(tmp_path / "plots")]) == 0
     assert {p.name for p in (tmp_path / "plots").iterdir()} == {"curves.png", "slice.png", "radial.png"}
+    assert figures[0].axes[1].get_ylabel() == "test error of u (DeepXDE network)"  # no smoothing there
 
 
 def test_the_trace_holds_the_loss_each_step_minimised(monkeypatch):
