@@ -80,11 +80,12 @@ def main() -> int:
     except ValueError as exc:
         print(f"error: bad list: {exc}", file=sys.stderr)
         return 2
-    if min(sigmas) <= 0 or min(horizons) < 0 or min(grad_horizons) < 1 or args.draws < 1:
-        print("error: need σ > 0, horizons >= 0, gradient horizons >= 1 and --draws >= 1", file=sys.stderr)
+    warm_steps = args.warm_steps if args.warm_steps is not None else (300 if args.quick else 1000)
+    if min(sigmas) <= 0 or min(horizons) < 0 or min(grad_horizons) < 1 or args.draws < 1 or warm_steps < 0:
+        print("error: need σ > 0, horizons >= 0, gradient horizons >= 1, --draws >= 1 and --warm-steps >= 0",
+              file=sys.stderr)
         return 2
     draws = args.draws
-    warm_steps = args.warm_steps or (300 if args.quick else 1000)
     data = problems(args.quick)["c"]
     setup = build_tuning(configuration.validate(data))
     problem = reparameterize(setup.bilevel, setup.parameterization)

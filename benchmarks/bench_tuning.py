@@ -360,10 +360,14 @@ def main() -> int:
     budget = args.budget if args.budget is not None else (15.0 if args.quick else 120.0)
     specs = problems(args.quick)
     unknown = [p for p in args.problems.split(",") if p not in specs] + \
-        [m for m in args.methods.split(",") if m not in METHODS and m != "fg2u_jvp"]
+        [m for m in args.methods.split(",") if m not in METHODS and not (m == "fg2u_jvp" and args.costs)]
     if budget <= 0 or unknown:
         print(f"error: {'unknown ' + ', '.join(unknown) if unknown else 'the budget must be > 0'} "
-              f"(problems: {', '.join(specs)}; methods: {', '.join(METHODS)})", file=sys.stderr)
+              f"(problems: {', '.join(specs)}; methods: {', '.join(METHODS)}; fg2u_jvp with --costs only)",
+              file=sys.stderr)
+        return 2
+    if args.repeats < 1:
+        print(f"error: --repeats {args.repeats}: must be >= 1", file=sys.stderr)
         return 2
     if args.outer_steps is not None:
         if args.outer_steps < 1 or args.budget is not None:
