@@ -185,6 +185,11 @@ class AbstractHypergradient(abc.ABC):
 
     def __call__(self, problem, phi, **kwargs) -> HypergradientResult:
         check_phi(phi)
+        if "seed" in kwargs:  # every estimate passes here, called directly, by hypergradient or optimize
+            check_seed("seed", kwargs["seed"])
+        for name in ("start", "outer_step"):
+            if name in kwargs:
+                check_integer(name, kwargs[name], minimum=0)
         device = next(iter(phi.values())).device
         cuda = device.type == "cuda"
         if cuda:
@@ -220,6 +225,4 @@ def hypergradient(problem: BilevelProblem, phi: Phi, method: AbstractHypergradie
             f"method must be a hypergradient estimator object (e.g. ForwardGradientUnroll()), "
             f"got {type(method).__name__}"
         )
-    if "seed" in kwargs:
-        check_seed("seed", kwargs["seed"])
     return method(problem, phi, **kwargs)

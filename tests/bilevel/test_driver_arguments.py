@@ -50,9 +50,18 @@ def test_a_bad_seed_is_refused_by_optimize_and_hypergradient(seed):
     method = ForwardGradientUnroll(num_directions=2)
     for call in (lambda: _optimize(seed=seed),
                  lambda: optimize(PROBLEM, RIDGE.phi, method, steps=1, seed=seed),
-                 lambda: hypergradient(PROBLEM, RIDGE.phi, method, seed=seed)):
+                 lambda: hypergradient(PROBLEM, RIDGE.phi, method, seed=seed),
+                 lambda: method(PROBLEM, RIDGE.phi, seed=seed)):  # an estimator called directly
         with pytest.raises(ValueError, match=r"seed must be an integer with 0 <= seed < 2\*\*63"):
             call()
+
+
+@pytest.mark.parametrize("name, value", [("start", -1), ("start", 1.5), ("outer_step", -1), ("outer_step", True)])
+def test_a_bad_inner_index_is_refused_by_every_estimate(name, value):
+    """outer_step = -1 failed inside fg2u's stream derivation; start = 1.5 ran a float index."""
+    for method in (ForwardGradientUnroll(num_directions=2), ReverseUnroll()):
+        with pytest.raises(ValueError, match=f"{name} must be an integer >= 0"):
+            hypergradient(PROBLEM, RIDGE.phi, method, **{name: value})
 
 
 @pytest.mark.parametrize("budget", [-5.0, 0, math.nan, math.inf, "10"])
