@@ -20,7 +20,7 @@ from torch.func import functional_call
 from pinnlab._seeding import make_generator
 from pinnlab.bilevel import BilevelProblem, Identity, Log, Logit, from_train_step
 from pinnlab.bilevel.parameterization import AbstractParameterization
-from pinnlab.config import Config, ConfigError, build, make_observations
+from pinnlab.config import Config, ConfigError, build, make_estimator, make_observations
 from pinnlab.estimators import Autograd, SteinAntithetic
 from pinnlab.estimators.base import Value
 from pinnlab.losses import Hybrid
@@ -272,7 +272,18 @@ def make_outer_loss(config: Config, problem: PINNProblem, to_hyperparams, observ
     if spec.estimator == "autograd" and "sigma" in config.tune.tunables:
         raise ConfigError("tune.objective.estimator = 'autograd': the exact residual of the raw network does not "
                           "depend on σ, so it cannot score a tuned sigma; use estimator: stein")
-    residual_estimator = Autograd() if spec.estimator == "autograd" else estimator
+    if spec.estimator == "autograd":
+        residual_estimator = Autograd()
+    elif isinstance(estimator, SteinAntithetic):
+        residual_estimator = estimator
+    else:
+        # the training smooths nothing (it fits the raw f): Stein at the estimator section's
+        # σ, time_sigma, noise and time_smoothing, which that training leaves unused
+        residual_estimator = dataclasses.replace(
+            make_estimator(config.estimator.model_copy(update={"kind": "stein"}), equation),
+            num_samples=spec.samples, chunk_size=None,
+        )
+        residual_estimator.validate(equation)
 
     def outer(theta, phi):
         hp = to_hyperparams(phi)

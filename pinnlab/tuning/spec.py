@@ -45,9 +45,14 @@ class ObjectiveSpec(_Spec):
     - ``data``: mean squared misfit of u at the ``data:`` observations;
     - ``residual``: mean squared PDE residual on ``points`` fresh held-out points, with
       exact autograd derivatives (``estimator: autograd``) or a Stein estimate with
-      ``samples`` draws. Autograd differentiates the raw network f, not the smoothed u_σ
-      the data and reference objectives (and the solver's reported solution) use; that is
-      close for small σ, but it does not depend on σ, so σ cannot be tuned with it;
+      ``samples`` draws (``estimator: stein``), whatever the training estimator. Stein
+      smooths with the training's σ (the tuned σ if σ is tuned) and noise mode; autograd
+      or Hutchinson training fits the raw network f, so there Stein uses the σ,
+      ``time_sigma``, ``noise`` and ``time_smoothing`` of the ``estimator:`` section (σ
+      1e-2 by default), scoring f smoothed at that σ. Autograd differentiates the raw
+      network f, not the smoothed u_σ the data and reference objectives (and the solver's
+      reported solution) use under Stein training; that is close for small σ, but it does
+      not depend on σ, so σ cannot be tuned with it;
     - ``reference``: squared relative L2 error against the exact solution on ``points``
       test points (benchmark mode, needs an exact solution).
 
