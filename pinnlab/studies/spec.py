@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationInfo, field_validator
 
 from pinnlab._fields import SECTION_CONFIG, Float, Int
 
@@ -37,7 +37,7 @@ class StudySection(BaseModel):
     initial network; ``trained``: first train it with the config's trainer settings;
     or the path of a result file whose ``/params`` hold a trained network),
     unbiased_samples (``split``: the unbiased loss's two draws share the K samples, equal
-    cost; ``same``: K samples per draw).
+    cost, so every K must be even; ``same``: K samples per draw).
     Training study keys: variants (name → list of ``key=value`` overrides; the table
     rows), grid (dotted key → list of values), columns (the grid key for the table
     columns), workers.
@@ -45,6 +45,10 @@ class StudySection(BaseModel):
 
     model_config = SECTION_CONFIG
     kind: Literal["estimator", "training"]
+    # losses and unbiased_samples come before samples, whose validator reads them
+    losses: Distinct[list[Literal["biased", "unbiased"]]] = Field(
+        default_factory=lambda: ["biased", "unbiased"], min_length=1)
+    unbiased_samples: Literal["split", "same"] = "split"
     dims: Distinct[list[Int]] | None = Field(None, min_length=1)
     samples: Distinct[list[Int]] = Field(default_factory=lambda: [8, 16, 32, 64, 128], min_length=1)
     sigmas: Distinct[list[Float]] = Field(default_factory=lambda: [1e-2], min_length=1)
@@ -52,8 +56,6 @@ class StudySection(BaseModel):
         default_factory=lambda: ["independent", "shared"], min_length=1)
     quantities: Distinct[list[Literal["residual", "loss", "gradient"]]] = Field(
         default_factory=lambda: ["residual", "loss", "gradient"], min_length=1)
-    losses: Distinct[list[Literal["biased", "unbiased"]]] = Field(
-        default_factory=lambda: ["biased", "unbiased"], min_length=1)
     replicates: Int = 200
     points: Int = Field(64, ge=1)
     reference_samples: Int = Field(4096, ge=1)
@@ -63,7 +65,6 @@ class StudySection(BaseModel):
     grid: dict[str, Annotated[Distinct[list], Field(min_length=1)]] = Field(default_factory=dict)
     columns: str | None = None
     workers: Int = Field(1, ge=1)
-    unbiased_samples: Literal["split", "same"] = "split"
 
     @field_validator("replicates", "reference_replicates")
     @classmethod
@@ -78,6 +79,20 @@ class StudySection(BaseModel):
     def _positive(cls, values):
         if values is not None and any(v < 1 for v in values):
             raise ValueError("every entry must be >= 1")
+        return values
+
+    @field_validator("samples")
+    @classmethod
+    def _split_evenly(cls, values, info: ValidationInfo):
+        """``unbiased_samples: split`` gives each of the unbiased loss's two draws K/2
+        samples: an odd K would give the two losses different numbers of samples."""
+        data = info.data
+        odd = [k for k in values if k % 2]
+        if (odd and data.get("kind") == "estimator" and "unbiased" in data.get("losses", ())
+                and data.get("unbiased_samples") == "split"):
+            raise ValueError("must all be even with study.unbiased_samples: split, which gives each of the "
+                             f"unbiased loss's two residual draws K/2 samples (odd: {', '.join(map(str, odd))}); "
+                             "use even K or study.unbiased_samples: same")
         return values
 
     @field_validator("sigmas")

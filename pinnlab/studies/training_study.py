@@ -16,7 +16,9 @@ the published tables (methods as rows, dimensions as columns).
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -191,12 +193,16 @@ def run_training_study(
 def summarise(records: list[dict], columns: str | None) -> list[dict]:
     """mean ± std per (variant, column value) over the other grid keys, of the cells whose
     status is ``ok``: ``runs`` counts those, ``left_out`` the others (e.g. a training
-    stopped by a non-finite loss), which are not averaged in. NaN where none is ok."""
+    stopped by a non-finite loss), which are not averaged in. NaN where none is ok.
+    Groups are keyed on the column value's JSON text, so a list value (``loss.blend``)
+    groups like a number."""
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        groups.setdefault((r["variant"], r.get(columns) if columns else None), []).append(r)
+        column = r.get(columns) if columns else None
+        groups.setdefault((r["variant"], json.dumps(column)), []).append(r)
     rows = []
-    for (variant, column), items in groups.items():
+    for (variant, _), items in groups.items():
+        column = items[0].get(columns) if columns else None
         ok = [i for i in items if i.get("status", "ok") == "ok"]
         row = {"variant": variant, "column": column, "runs": len(ok), "left_out": len(items) - len(ok)}
         for metric in ("rel_l2", "best_rel_l2", "seconds_per_step", "peak_mem_mb"):
@@ -210,7 +216,7 @@ def summarise(records: list[dict], columns: str | None) -> list[dict]:
 
 def markdown_table(summary: list[dict], columns: str | None, metric: str = "rel_l2") -> str:
     variants = list(dict.fromkeys(r["variant"] for r in summary))
-    values = list(dict.fromkeys(r["column"] for r in summary))
+    values = list({json.dumps(r["column"]): r["column"] for r in summary}.values())  # lists too
     header = [f"{columns}={v}" if columns else "all" for v in values]
     lines = ["| method | " + " | ".join(header) + " |", "|---|" + "---|" * len(values)]
     for variant in variants:
@@ -230,8 +236,10 @@ def markdown_table(summary: list[dict], columns: str | None, metric: str = "rel_
 
 
 def csv_text(summary: list[dict]) -> str:
+    """The summary as CSV, quoted where a field needs it (a variant named "biased, K=4")."""
     keys = list(summary[0]) if summary else []
-    lines = [",".join(keys)]
-    for row in summary:
-        lines.append(",".join(str(row[k]) for k in keys))
-    return "\n".join(lines) + "\n"
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(keys)
+    writer.writerows([row[k] for k in keys] for row in summary)
+    return out.getvalue()
