@@ -149,7 +149,7 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
     axes = np.atleast_1d(fig.subplots(1, len(groups)))
     for ax, group in zip(axes, groups):
         lowest = np.inf
-        for i, ((variant, value), cell) in enumerate(x for x in shown.items() if x[0][1] == group):
+        for i, ((variant, _), cell) in enumerate(x for x in shown.items() if x[0][1] == group):
             file = cell_dir / f"{cell['key']}.h5"
             if not file.exists():
                 continue
@@ -171,7 +171,10 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
         ax.set(xlabel="step", ylabel="training loss (moving average; symlog)",
                title=f"{columns} = {_label(group)}" if columns else "all cells")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.lines:
+            ax.legend(fontsize=8)
+        else:  # every cell file of this group is missing (moved or deleted)
+            ax.text(0.5, 0.5, "no cell file found", transform=ax.transAxes, ha="center", va="center")
     fig.suptitle("Training study: loss curves (first seed; dashed: switch to the unbiased loss)")
     target = outdir / "training_loss_curves.png"
     _save(fig, target, bbox_inches=None)

@@ -90,7 +90,10 @@ def test_a_study_without_columns_is_one_place_labelled_all(tmp_path, figures):
     ax = figures["training_error_vs_dim.png"].axes[0]
     assert _points(ax) == {"sgd": [0], "adam": [0]}
     assert [t.get_text() for t in ax.get_xticklabels()] == ["all"]
-    assert figures["training_loss_curves.png"].axes[0].get_title() == "all cells"
+    curves = figures["training_loss_curves.png"].axes[0]
+    assert curves.get_title() == "all cells"
+    # its cell files are not there: the panel says so instead of an empty legend (a warning)
+    assert curves.get_legend() is None and [t.get_text() for t in curves.texts] == ["no cell file found"]
 
 
 def test_a_study_where_no_cell_is_ok_is_plotted_and_says_so(tmp_path, capsys):
