@@ -114,7 +114,9 @@ class ModelSection(_Section):
 
 
 class EstimatorSection(_Section):
-    """``estimator:`` how derivatives of u_σ are computed."""
+    """``estimator:`` how derivatives of u_σ are computed. With ``kind`` autograd or
+    hutchinson the Stein settings (σ, time σ, noise, time smoothing) still define the Stein
+    estimate of a tuning residual objective (``tune.objective.estimator: stein``)."""
 
     kind: Literal["stein", "autograd", "hutchinson"] = "stein"
     sigma: Float = Field(1e-2, gt=0)
