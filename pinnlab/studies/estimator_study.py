@@ -276,11 +276,13 @@ def summarise(quantity: str, est: Moments, ref: Moments) -> dict[str, float]:
 
 
 def _stein(spec: EstimatorStudySpec, equation, sigma: float, num_samples: int, noise: str) -> SteinAntithetic:
-    """The studied Stein estimator at space σ ``sigma``, with the spec's time options."""
-    if spec.time_sigma is not None:
-        sigma = torch.tensor([sigma] * equation.dim + [spec.time_sigma], dtype=torch.float64)
-    estimator = SteinAntithetic(sigma=sigma, num_samples=num_samples, noise=noise,
-                                time_smoothing=spec.time_smoothing)
+    """The studied Stein estimator at space σ ``sigma``, with the spec's time options, built
+    as the config builds the solver's (``make_estimator``)."""
+    from pinnlab.config import EstimatorSection, make_estimator
+
+    section = EstimatorSection(kind="stein", sigma=sigma, time_sigma=spec.time_sigma, samples=num_samples,
+                               noise=noise, time_smoothing=spec.time_smoothing)
+    estimator = make_estimator(section, equation)
     estimator.validate(equation)
     return estimator
 

@@ -49,14 +49,14 @@ def test_the_estimator_study_uses_the_configs_time_options(tmp_path, monkeypatch
     config's time smoothing and time σ, so the records differ from the default's (they
     were the same: the study built a default joint-smoothing Stein estimator)."""
     built = []
-    real = estimator_study.SteinAntithetic
+    real = estimator_study._stein
 
     def spy(*args, **kwargs):
         built.append(real(*args, **kwargs))
         return built[-1]
 
     baseline = _records(tmp_path, "joint")
-    monkeypatch.setattr(estimator_study, "SteinAntithetic", spy)
+    monkeypatch.setattr(estimator_study, "_stein", spy)
     records = _records(tmp_path, "other", override)
     assert len(built) == 3  # the reference and one per loss
     for estimator in built:
