@@ -506,6 +506,13 @@ def _check_study(config: Config) -> None:
     elif config.trainer.backend == "deepxde":
         raise ConfigError("trainer.backend = 'deepxde': an estimator study evaluates pinnlab's network "
                           "and estimator (use trainer.backend: pinnlab)")
+    elif config.estimator.kind != "stein":
+        why = {"autograd": "autograd derivatives are exact, with no Monte Carlo error to study",
+               "hutchinson": "Hutchinson probes estimate the residual of the unsmoothed network, which has "
+                             "no σ"}[config.estimator.kind]
+        raise ConfigError(f"estimator.kind = {config.estimator.kind!r}: an estimator study measures the Stein "
+                          f"estimator of the smoothed residual over study.samples and study.sigmas; {why} "
+                          f"(use estimator.kind: stein)")
 
 
 DEEPXDE_ACTIVATIONS = ("tanh", "sin", "gelu", "silu")

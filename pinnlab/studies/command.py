@@ -105,13 +105,6 @@ def _estimator(config, output, args) -> int:
     from pinnlab.studies.spec import study_runs, validate_runs
 
     study = config.study
-    if config.estimator.kind != "stein":
-        why = {"autograd": "autograd derivatives are exact, with no Monte Carlo error to study",
-               "hutchinson": "Hutchinson probes estimate the residual of the unsmoothed network, which has "
-                             "no σ"}[config.estimator.kind]
-        raise UsageError(f"config error: estimator.kind = {config.estimator.kind!r}: an estimator study measures "
-                         f"the Stein estimator of the smoothed residual over study.samples and study.sigmas; "
-                         f"{why} (use estimator.kind: stein)")
     dims = study.dims or [config.equation.dim]
     try:
         runs = validate_runs(args.config, study_runs(config), args.overrides)

@@ -92,6 +92,12 @@ class EstimatorStudySpec:
     own σ is kept while the space σ runs over ``sigmas``); the estimates and their
     reference are made with them."""
 
+    def __post_init__(self):
+        odd = [k for k in self.samples if k % 2]
+        if odd and "unbiased" in self.losses and self.unbiased_samples == "split":
+            raise ValueError(f"samples: odd K ({', '.join(map(str, odd))}) with unbiased_samples='split', which "
+                             f"gives each of the unbiased loss's two residual draws K/2 samples")
+
 
 class _Quantities:
     """The three quantities for one (equation, net, estimator, points) and one generator."""
@@ -312,7 +318,7 @@ def run_estimator_study(spec: EstimatorStudySpec, progress: Callable[[str], None
             if progress:
                 progress(f"reference d={dim} σ={sigma:g} done")
             for noise, k, loss in itertools.product(spec.noise, spec.samples, spec.losses):
-                per_draw = max(1, k // 2) if loss == "unbiased" and spec.unbiased_samples == "split" else k
+                per_draw = k // 2 if loss == "unbiased" and spec.unbiased_samples == "split" else k
                 estimator = _stein(spec, equation, sigma, per_draw, noise)
                 est = _moments(
                     lambda i: quantities.all(estimator, make_generator(spec.problem_seed, "study", dim, k, noise, loss, i),

@@ -103,6 +103,22 @@ def test_odd_samples_with_split_unbiased_draws_are_refused_at_validation():
     assert training.study.samples == [3]
 
 
+def test_the_estimator_study_spec_refuses_odd_samples_with_split_draws_too():
+    """The API path (no config) gave the unbiased loss 2·⌊K/2⌋ samples for odd K."""
+    base = dict(equation="poisson_two_body", dims=(3,), sigmas=(0.1,))
+    with pytest.raises(ValueError, match=r"odd K \(3\)"):
+        estimator_study.EstimatorStudySpec(samples=(2, 3), **base)
+    assert estimator_study.EstimatorStudySpec(samples=(3,), unbiased_samples="same", **base).samples == (3,)
+    assert estimator_study.EstimatorStudySpec(samples=(3,), losses=("biased",), **base).samples == (3,)
+
+
+def test_a_non_stein_estimator_study_is_refused_at_validation():
+    """The refusal sits with the other study checks, so validating the config finds it."""
+    with pytest.raises(C.ConfigError, match=r"^estimator\.kind = 'autograd': an estimator study"):
+        C.validate({"equation": {"name": "poisson_two_body", "dim": 3}, "estimator": {"kind": "autograd"},
+                    "study": {"kind": "estimator", "samples": [2]}})
+
+
 def test_odd_samples_are_one_line_from_the_cli(tmp_path, capsys):
     cfg = tmp_path / "est.yaml"
     cfg.write_text(TIME_ESTIMATOR)
