@@ -13,7 +13,11 @@ import torch
 from pinnlab import config as configuration
 from pinnlab.bilevel import unrolled_objective
 from pinnlab.cli import main
-from pinnlab.io.observations import ObservationError, load_observations, save_observations
+from pinnlab.io.observations import (
+    ObservationError,
+    load_observations,
+    save_observations,
+)
 from pinnlab.losses import Piecewise
 from pinnlab.tuning.run import run_tuning
 from pinnlab.tuning.setup import build_tuning
