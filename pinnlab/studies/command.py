@@ -135,6 +135,7 @@ def _estimator(config, output, args) -> int:
             equation_parameters=config.equation.parameters(), params=params,
             dtype=dtype, unbiased_samples=study.unbiased_samples,
             time_smoothing=config.estimator.time_smoothing, time_sigma=config.estimator.time_sigma,
+            chunk_size=config.estimator.chunk_size,
             **config.model.model_dump(),  # every model option, as the solver's network gets them
         )
         records += run_estimator_study(spec, progress=_log)["records"]

@@ -91,6 +91,9 @@ class EstimatorStudySpec:
     """time_smoothing, time_sigma: the config's Stein options of the same names (time's
     own σ is kept while the space σ runs over ``sigmas``); the estimates and their
     reference are made with them."""
+    chunk_size: int | None = None
+    """points per chunk of every estimate (the config's ``estimator.chunk_size``): bounds the
+    memory of the reference's ``reference_samples`` draws at many points."""
 
     def __post_init__(self):
         odd = [k for k in self.samples if k % 2]
@@ -287,7 +290,7 @@ def _stein(spec: EstimatorStudySpec, equation, sigma: float, num_samples: int, n
     from pinnlab.config import EstimatorSection, make_estimator
 
     section = EstimatorSection(kind="stein", sigma=sigma, time_sigma=spec.time_sigma, samples=num_samples,
-                               noise=noise, time_smoothing=spec.time_smoothing)
+                               noise=noise, time_smoothing=spec.time_smoothing, chunk_size=spec.chunk_size)
     estimator = make_estimator(section, equation)
     estimator.validate(equation)
     return estimator

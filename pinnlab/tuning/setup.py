@@ -240,7 +240,7 @@ def make_outer_loss(config: Config, problem: PINNProblem, to_hyperparams, observ
         )
     estimator = problem.estimator
     if isinstance(estimator, SteinAntithetic):
-        estimator = dataclasses.replace(estimator, num_samples=spec.samples, chunk_size=None)
+        estimator = dataclasses.replace(estimator, num_samples=spec.samples)
 
     def prediction(theta, hp, x, stream):
         model = problem.model(theta)
@@ -281,7 +281,7 @@ def make_outer_loss(config: Config, problem: PINNProblem, to_hyperparams, observ
         # σ, time_sigma, noise and time_smoothing, which that training leaves unused
         residual_estimator = dataclasses.replace(
             make_estimator(config.estimator.model_copy(update={"kind": "stein"}), equation),
-            num_samples=spec.samples, chunk_size=None,
+            num_samples=spec.samples,
         )
         residual_estimator.validate(equation)
 

@@ -70,6 +70,21 @@ def test_the_estimator_study_uses_the_configs_time_options(tmp_path, monkeypatch
         assert a["variance"] != b["variance"]
 
 
+def test_the_estimator_study_chunks_as_the_config_says(tmp_path, monkeypatch):
+    """estimator.chunk_size reaches every estimator the study builds (it was dropped: the
+    reference's reference_samples draws at all points were made in one piece)."""
+    built = []
+    real = estimator_study._stein
+
+    def spy(*args, **kwargs):
+        built.append(real(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(estimator_study, "_stein", spy)
+    _records(tmp_path, "chunked", "estimator.chunk_size=2")
+    assert len(built) == 3 and all(estimator.chunk_size == 2 for estimator in built)
+
+
 @pytest.mark.parametrize("kind", ["autograd", "hutchinson"])
 def test_an_estimator_kind_without_a_stein_estimate_is_refused_before_any_work(tmp_path, capsys, kind):
     """autograd has no Monte Carlo error and Hutchinson no σ: the study would report the

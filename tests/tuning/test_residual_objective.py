@@ -14,6 +14,7 @@ import torch
 from pinnlab import config as configuration
 from pinnlab._seeding import make_generator
 from pinnlab.cli import main
+from pinnlab.estimators import SteinAntithetic
 from pinnlab.tuning.setup import build_tuning
 
 CONFIG = """\
@@ -52,6 +53,25 @@ def test_stein_residual_objective_uses_its_own_samples_for_every_training_estima
     # training (the network's initialisation does not depend on the estimator)
     stein = _objective(tmp_path, "estimator.kind=stein", "tune.objective.samples=4")[0]
     assert values[4] == pytest.approx(stein, rel=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["stein", "hutchinson"])
+def test_the_stein_outer_objective_chunks_as_the_estimator_section_says(tmp_path, monkeypatch, kind):
+    """estimator.chunk_size bounds the memory of the outer objective's (large-K) Stein
+    estimate too (it was dropped: all points × samples in one piece)."""
+    chunks = []
+    real = SteinAntithetic.estimate
+
+    def spy(self, *args, **kwargs):
+        chunks.append(self.chunk_size)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SteinAntithetic, "estimate", spy)
+    plain = _objective(tmp_path, f"estimator.kind={kind}", "tune.objective.samples=64")[0]
+    chunks.clear()
+    chunked = _objective(tmp_path, f"estimator.kind={kind}", "tune.objective.samples=64", "estimator.chunk_size=16")[0]
+    assert chunks and set(chunks) == {16}
+    assert chunked == pytest.approx(plain, rel=0.2)  # the same objective, other draws at most
 
 
 @pytest.mark.parametrize("kind", KINDS)
