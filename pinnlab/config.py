@@ -589,6 +589,10 @@ def _check_loss(config: Config) -> None:
     for key, value in loss.weights.items():
         if not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"loss.weights.{key} = {value}: must be a finite number >= 0")
+        if value == 0 and loss.weighting != "none":
+            raise ConfigError(f"loss.weights.{key} = 0: loss.weighting = {loss.weighting!r} starts from the "
+                              f"configured weights and adapts them by ratios, which a zero weight breaks "
+                              f"(drop the term instead, or use loss.weighting: none)")
 
 
 def load(path: str | Path, overrides: Sequence[str] = ()) -> Config:

@@ -82,6 +82,9 @@ def _with(**sections):
         (_with(data={"noise": INF}), "data.noise = inf: input should be a finite number"),
         (_with(data={"noise": NAN}), "data.noise = nan: input should be a finite number"),
         (_with(loss={"weights": {"residual": INF}}), "loss.weights.residual = inf: input should be a finite"),
+        # adaptive weights start from the configured ones and adapt them by ratios
+        ({"equation": {"name": "poisson_two_body", "dim": 3, "constraint": "soft"},
+          "loss": {"weighting": "lra", "weights": {"boundary": 0}}}, "loss.weights.boundary = 0: loss.weighting = 'lra'"),
         (_with(estimator={"time_sigma": INF}), "estimator.time_sigma = inf"),
         (_with(study={"kind": "estimator", "sigmas": [0.1, INF]}), "study.sigmas.1 = inf"),
         (_with(tune={**TUNE, "outer_lr": INF}), "tune.outer_lr = inf: input should be a finite number"),

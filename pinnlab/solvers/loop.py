@@ -226,8 +226,9 @@ def train(
         progress: ``"auto"``, ``"bar"``, ``"log"`` or ``"off"``.
         log_every: steps between plain log lines.
         weighting: adaptive loss-term weights (:class:`~pinnlab.solvers.LRA`,
-            :class:`~pinnlab.solvers.ReLoBRaLo`); they override ``hyperparams["weights"]``
-            for the terms they manage. Their updates count in ``steps_per_second``.
+            :class:`~pinnlab.solvers.ReLoBRaLo`); they start from ``hyperparams["weights"]``
+            (1 for a term not in it) and then replace them. Their updates count in
+            ``steps_per_second``.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -267,7 +268,7 @@ def train(
     term_names = ["residual"] + [t.name for t in problem.extra_terms]
     if weighting is not None:
         weighting.validate(term_names)
-        fresh = weighting.init(term_names)
+        fresh = weighting.init(term_names, hyperparams.get("weights"))
         if state.weighting is None:
             state.weighting = fresh
         elif not _weighting_fits(state.weighting, fresh, term_names):

@@ -19,7 +19,9 @@ GradientNorms = Callable[[], dict[str, tuple[float, float]]]
 class AbstractWeighting(abc.ABC):
     """Adapts the weights λ_i of the loss terms during training.
 
-    The loop calls :meth:`validate` once with the term names, :meth:`weights` before
+    The loop calls :meth:`validate` once with the term names, :meth:`init` with them
+    and the configured weights (``hyperparams["weights"]``, 1 where absent: the weights
+    the adaptation starts from), :meth:`weights` before
     each step (they go to ``hyperparams["weights"]``) and :meth:`update` after it, with
     the step's new parameters and batch, and per term the metric named by
     :meth:`loss_keys` (the unweighted term value by default). State is a plain dict of
@@ -32,8 +34,9 @@ class AbstractWeighting(abc.ABC):
         """Raise ``ValueError`` if this weighting cannot weight the terms ``names``."""
 
     @abc.abstractmethod
-    def init(self, names: list[str]) -> dict[str, Any]:
-        """Initial state for terms ``names`` (all weights 1)."""
+    def init(self, names: list[str], weights: Mapping[str, float] | None = None) -> dict[str, Any]:
+        """Initial state for terms ``names``, starting from ``weights`` (1 for a term
+        not in it)."""
 
     def weights(self, state: Mapping[str, Any]) -> dict[str, float]:
         return dict(state["weights"])
@@ -60,11 +63,13 @@ class LRA(AbstractWeighting):
 
     .. math::
 
-        \hat λ_i = \frac{\max_θ |∇_θ L_r|}{\overline{|∇_θ (λ_i L_i)|}}, \qquad
+        \hat λ_i = \frac{\max_θ |∇_θ (λ_r L_r)|}{\overline{|∇_θ (λ_i L_i)|}}, \qquad
         λ_i ← (1 − α) λ_i + α \hat λ_i
 
-    with L_r the residual term (its weight stays 1). Written as in REFERENCE.md §7
-    (λ_i inside the mean, so the fixed point is λ_i = sqrt(max|∇L_r| / mean|∇L_i|)).
+    with L_r the residual term, whose weight λ_r keeps its starting value (1 unless
+    configured; REFERENCE.md §7 has λ_r = 1); the other weights start from theirs.
+    Written as in REFERENCE.md §7 (λ_i inside the mean, so the fixed point is
+    λ_i = sqrt(λ_r max|∇L_r| / mean|∇L_i|)).
     The gradients are taken at the parameters after the step, on the step's points,
     chunks and noise (:meth:`~pinnlab.solvers.TrainStep.term_gradients`): every
     ``every`` steps one more forward of the terms and one backward per term.
@@ -93,9 +98,9 @@ class LRA(AbstractWeighting):
                 f"(terms: {', '.join(repr(n) for n in names)})"
             )
 
-    def init(self, names):
+    def init(self, names, weights=None):
         self.validate(names)
-        return {"weights": {n: 1.0 for n in names}}
+        return {"weights": _starting_weights(names, weights)}
 
     def needs_gradients(self, step):
         return step % self.every == 0
@@ -104,8 +109,8 @@ class LRA(AbstractWeighting):
         if not self.needs_gradients(step):
             return state
         norms = gradient_norms()
-        scale = norms[self.reference][0]
         weights = dict(state["weights"])
+        scale = weights[self.reference] * norms[self.reference][0]
         for name, (_, mean_abs) in norms.items():
             if name == self.reference or mean_abs == 0:
                 continue
@@ -123,8 +128,9 @@ class ReLoBRaLo(AbstractWeighting):
         λ_i^{bal}(t, t') = m \frac{\exp(L_i(t)/(τ L_i(t')))}{Σ_j \exp(L_j(t)/(τ L_j(t')))},\quad
         λ_i(t) = α[ρ λ_i(t−1) + (1−ρ) λ_i^{bal}(t, 0)] + (1 − α) λ_i^{bal}(t, t−1)
 
-    with ρ ~ Bernoulli(``lookback``) drawn from the stream (seed, "relobralo", step).
-    Uses loss values only (no extra backward passes).
+    with ρ ~ Bernoulli(``lookback``) drawn from the stream (seed, "relobralo", step) and
+    λ(0) the configured weights (1 unless set). Uses loss values only (no extra backward
+    passes).
 
     The ratios L_i(t)/L_i(t') need non-negative magnitudes. Extra terms (squared
     misfits) are; the residual loss need not be: the unbiased losses mean R̂R̂' are
@@ -151,8 +157,8 @@ class ReLoBRaLo(AbstractWeighting):
         if not self.temperature > 0:
             raise ValueError(f"temperature = {self.temperature}: must be > 0")
 
-    def init(self, names):
-        return {"weights": {n: 1.0 for n in names}, "initial": {}, "previous": {}}
+    def init(self, names, weights=None):
+        return {"weights": _starting_weights(names, weights), "initial": {}, "previous": {}}
 
     def loss_keys(self, names, metrics):
         keys = super().loss_keys(names, metrics)
@@ -190,3 +196,13 @@ class ReLoBRaLo(AbstractWeighting):
             for n in losses
         }
         return {"weights": weights, "initial": state["initial"], "previous": losses}
+
+
+def _starting_weights(names: list[str], weights: Mapping[str, float] | None) -> dict[str, float]:
+    weights = weights or {}
+    out = {n: float(weights.get(n, 1.0)) for n in names}
+    bad = {n: w for n, w in out.items() if not (w > 0 and math.isfinite(w))}
+    if bad:
+        raise ValueError("adaptive weights start from the configured ones, which must be finite and > 0: "
+                         + ", ".join(f"{n} = {w:g}" for n, w in bad.items()))
+    return out

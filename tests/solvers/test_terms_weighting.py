@@ -292,3 +292,75 @@ def test_training_with_adaptive_weights_logs_terms(weighting):
     assert len(terms["weight_boundary"]) == 4
     assert any(v != 1.0 for v in terms["weight_boundary"])
     assert result.state.weighting is not None
+
+
+def _trajectory(weighting, weights, steps, monkeypatch):
+    """Train the weighted problem in float64 with ``weights`` configured; per step the
+    weights it trained with, the parameters after it, and the step's term losses."""
+    from pinnlab.solvers import step as step_module
+
+    problem = _weighted_problem(dtype=F64)
+    after = {}
+    real = step_module.TrainStep.__call__
+
+    def spy(self, params, opt_state, hp, step):
+        out = real(self, params, opt_state, hp, step)
+        after[step] = ({k: v.detach().clone() for k, v in out[0].items()}, dict(hp["weights"]),
+                       {k: float(v) for k, v in out[2].items() if k.startswith("loss_")})
+        return out
+
+    monkeypatch.setattr(step_module.TrainStep, "__call__", spy)
+    result = train(problem, steps=steps, optimizer=Adam(1e-2), seed=3, eval_every=steps, test_points=20,
+                   progress="off", weighting=weighting, dtype=F64, hyperparams={"weights": weights})
+    return problem, after, result
+
+
+def test_lra_weights_follow_the_reference_formula_from_the_configured_weights(monkeypatch):
+    """REFERENCE §7, computed independently at the parameters after each update step:
+    λ̂_i = max|∇(λ_r L_r)| / mean|∇(λ_i L_i)| over all parameters, λ_i ← (1−α)λ_i + αλ̂_i,
+    starting from the configured weights; λ_r keeps its value. Fails if max and mean are
+    swapped, if the weights start at 1 (they did: loss.weights was dropped), or if λ_i
+    or λ_r leaves the ratio."""
+    alpha, every, start = 0.3, 3, {"residual": 2.0, "boundary": 1e-3}
+    problem, after, result = _trajectory(LRA(alpha=alpha, every=every), start, 10, monkeypatch)
+    lam = dict(start)
+    for step in range(10):
+        params, used, _ = after[step]
+        assert used == pytest.approx(lam, rel=1e-12), step
+        if step % every == 0:
+            stats = {}
+            for name in lam:
+                one_hot = {"weights": {n: float(n == name) for n in lam}}
+                grad = torch.func.grad(lambda p: problem.objective(p, one_hot, step, 3)[0])(params)
+                flat = torch.cat([g.abs().flatten() for g in grad.values()])
+                stats[name] = (float(flat.max()), float(flat.mean()))
+            target = start["residual"] * stats["residual"][0] / (lam["boundary"] * stats["boundary"][1])
+            lam["boundary"] = (1 - alpha) * lam["boundary"] + alpha * target
+    assert result.state.weighting["weights"] == pytest.approx(lam, rel=1e-12)
+    assert lam["residual"] == 2.0 and lam["boundary"] > 1.0  # it moved far from its start
+
+
+def test_relobralo_starts_from_the_configured_weights(monkeypatch):
+    """λ(0) is the configured weights (they were dropped for 1), and the next weights mix
+    it by the formula of REFERENCE §7 (ρ from its stream)."""
+    weighting = ReLoBRaLo(alpha=0.6, lookback=0.5, temperature=0.7)
+    start = {"residual": 1.0, "boundary": 1e-3}
+    _, after, _ = _trajectory(weighting, start, 3, monkeypatch)
+    assert after[0][1] == start and after[1][1] == start  # the first update records L(0) only
+    losses = [{n: after[s][2][f"loss_{n}"] for n in start} for s in range(3)]
+
+    def balance(now, then):
+        e = {n: math.exp(now[n] / (0.7 * then[n])) for n in now}
+        return {n: 2 * v / sum(e.values()) for n, v in e.items()}
+
+    rho = float(torch.rand((), generator=make_generator(3, "relobralo", 1)) < 0.5)
+    b0, b1 = balance(losses[1], losses[0]), balance(losses[1], losses[0])
+    expected = {n: 0.6 * (rho * start[n] + (1 - rho) * b0[n]) + 0.4 * b1[n] for n in start}
+    assert after[2][1] == pytest.approx(expected, rel=1e-12)
+
+
+def test_adaptive_weights_refuse_a_zero_or_negative_start():
+    with pytest.raises(ValueError, match=r"boundary = 0"):
+        LRA().init(["residual", "boundary"], {"boundary": 0.0})
+    with pytest.raises(ValueError, match=r"residual = -1"):
+        ReLoBRaLo().init(["residual", "boundary"], {"residual": -1.0})
