@@ -43,10 +43,12 @@ class Perturbation:
 
     def materialize(self) -> Tensor:
         """The explicit inputs, `(N, S, K, D)`; memory N·S·K·D."""
+        shape = (self.center.shape[0], self.num_samples, self.center.shape[1])
         rows = []
         for pattern in self.coefficients:
             offset = sum(c * _per_point(p) for c, p in zip(pattern, self.parts) if c != 0)
-            rows.append(self.center[:, None, :] + offset)
+            # an all-zero pattern (the centre itself) still has K samples
+            rows.append((self.center[:, None, :] + offset).expand(shape))
         return torch.stack(rows, dim=1)
 
 
@@ -64,7 +66,8 @@ def combine_pattern_features(
             continue
         term = _per_point(features)
         out = out + term if coefficient == 1 else out + coefficient * term
-    return out
+    samples = part_features[0].shape[-2]
+    return out.expand(center_features.shape[0], samples, center_features.shape[1])
 
 
 def evaluate_pointwise(fn: Callable[[Tensor], Tensor], inputs: Tensor | Perturbation) -> Tensor:
