@@ -54,6 +54,37 @@ def test_solve_writes_documented_result(tmp_path, capsys):
     assert {p.name for p in plots.iterdir()} == {"curves.png", "slice.png", "radial.png"}
 
 
+def test_plot_draws_the_loss_terms_and_their_weights(tmp_path, monkeypatch):
+    """With several loss terms ``pinnlab plot`` adds terms.png: each term's loss and weight
+    at every history row, as stored in /history/terms (REFERENCE §8.2's per-term loss and
+    weights vs step)."""
+    from pinnlab.plots import solve as solve_plots
+
+    cfg, out = _config(tmp_path), tmp_path / "w.h5"
+    assert _run(["solve", cfg, "equation.constraint=soft", "loss.weighting=lra", "loss.weights.boundary=0.01",
+                 "loss.weighting_options.every=5", "-o", out, "--progress", "off"]) == 0
+    figures = {}
+    real = solve_plots._save
+    monkeypatch.setattr(solve_plots, "_save", lambda fig, path, **kw: figures.setdefault(path.name, fig) and
+                        real(fig, path, **kw))
+    assert _run(["plot", out, "-o", tmp_path / "plots"]) == 0
+    assert (tmp_path / "plots" / "terms.png").is_file()
+    ax_loss, ax_weight = figures["terms.png"].axes
+    with h5py.File(out, "r") as fh:
+        step, terms = fh["history/step"][...], {k: v[...] for k, v in fh["history/terms"].items()}
+    for ax, kind in ((ax_loss, "loss"), (ax_weight, "weight")):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert set(lines) == {"residual", "boundary"}
+        for name, line in lines.items():
+            np.testing.assert_array_equal(line.get_xdata(), step)
+            np.testing.assert_array_equal(line.get_ydata(), np.abs(terms[f"{kind}_{name}"]))
+    assert terms["weight_boundary"][0] != terms["weight_boundary"][-1]  # LRA moved it from 0.01
+    # a single loss term has no terms figure
+    assert _run(["solve", cfg, "-o", tmp_path / "one.h5", "--progress", "off"]) == 0
+    assert _run(["plot", tmp_path / "one.h5", "-o", tmp_path / "one"]) == 0
+    assert not (tmp_path / "one" / "terms.png").exists()
+
+
 def test_kill_and_resume_is_bit_identical(tmp_path):
     """SIGKILL after a checkpoint, then --resume: same parameters and metrics as uninterrupted."""
     steps = 1500

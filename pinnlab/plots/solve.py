@@ -115,7 +115,41 @@ def plot_radial(fh, outdir: Path) -> Path | None:
     return _save(fig, outdir / "radial.png")
 
 
+def plot_terms(fh, outdir: Path) -> Path | None:
+    """Per-term unweighted loss and weight at every history row (``/history/terms``, with
+    several loss terms only); the weights on a log axis when all are positive."""
+    if "history/terms" not in fh:
+        return None
+    terms = fh["history/terms"]
+    step = fh["history/step"][...]
+    names = sorted(key[len("loss_"):] for key in terms if key.startswith("loss_"))
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax_loss, ax_weight = fig.subplots(1, 2)
+    negative = False
+    for i, name in enumerate(names):
+        loss = terms[f"loss_{name}"][...]
+        negative |= bool((loss < 0).any())  # an unbiased residual loss R̂R̂' can be
+        ax_loss.plot(step, np.abs(loss), "o-", color=f"C{i}", ms=3, label=name)
+        ax_weight.plot(step, terms[f"weight_{name}"][...], "o-", color=f"C{i}", ms=3, label=name)
+    ax_loss.set_yscale("log")
+    ax_loss.set_title("loss terms, unweighted" + (" (absolute values)" if negative else ""))
+    ax_loss.set_ylabel("term loss at the row's step")
+    if all((terms[f"weight_{n}"][...] > 0).all() for n in names):
+        ax_weight.set_yscale("log")
+    config = yaml.safe_load(fh.attrs["config"]) or {}
+    weighting = (config.get("loss") or {}).get("weighting", "none")
+    ax_weight.set_title("weights" + (f" ({weighting})" if weighting != "none" else " (fixed)"))
+    ax_weight.set_ylabel("weight λ")
+    for ax in (ax_loss, ax_weight):
+        ax.set_xlabel("step")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(_title(fh))
+    return _save(fig, outdir / "terms.png")
+
+
 def plot_solve(path: Path, outdir: Path) -> list[Path]:
     with h5py.File(path, "r") as fh:
-        written = [plot_curves(fh, outdir), plot_slice(fh, outdir), plot_radial(fh, outdir)]
+        written = [plot_curves(fh, outdir), plot_terms(fh, outdir), plot_slice(fh, outdir),
+                   plot_radial(fh, outdir)]
     return [p for p in written if p is not None]

@@ -46,6 +46,10 @@ class History:
         for key, value in (terms or {}).items():
             self.terms.setdefault(key, []).append(float(value))
 
+    def last_terms(self) -> dict[str, float]:
+        """Each term column's value at the latest row (empty before the first)."""
+        return {key: values[-1] for key, values in self.terms.items() if values}
+
     def arrays(self) -> dict[str, np.ndarray]:
         out = {k: np.asarray(v, dtype=np.int64 if k == "step" else np.float64)
                for k, v in self.rows.items()}
@@ -383,7 +387,7 @@ def train(
             if checkpoint_every and on_checkpoint and state.step % checkpoint_every == 0 \
                     and state.step < steps:
                 on_checkpoint(state)
-            bar.update(step, loss, last_rel)
+            bar.update(step, loss, last_rel, state.history.last_terms())
     finally:
         bar.close()
     if last_eval is None or status != "ok":

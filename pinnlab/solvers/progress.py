@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from typing import TextIO
 
 
 class Progress:
-    """Shows loss, latest relative L2 and it/s.
+    """Shows loss, latest relative L2 and it/s, and with several loss terms each term's
+    loss and weight at the latest evaluation row.
 
     On a terminal (``mode="auto"`` and stderr is a TTY, or ``mode="bar"``) a tqdm bar is
     drawn; otherwise a plain line is written every ``log_every`` steps (and at the
@@ -43,21 +45,29 @@ class Progress:
                 dynamic_ncols=True, leave=False,
             )
 
-    def update(self, step: int, loss: float, rel_l2: float | None) -> None:
-        """Report that ``step`` (0-based) finished."""
+    def update(self, step: int, loss: float, rel_l2: float | None,
+               terms: Mapping[str, float] | None = None) -> None:
+        """Report that ``step`` (0-based) finished; ``terms``: ``loss_<term>`` and
+        ``weight_<term>`` of the latest evaluation row (with several loss terms)."""
         done = step + 1
+        shown = {}
+        for key, value in (terms or {}).items():
+            if key.startswith("loss_"):
+                name = key[len("loss_"):]
+                shown[name] = f"{value:.2e}·λ{terms.get(f'weight_{name}', 1.0):.2g}"
         if self.bar is not None:
             postfix = {"loss": f"{loss:.3e}"}
             if rel_l2 is not None:
                 postfix["rel_l2"] = f"{rel_l2:.3e}"
-            self.bar.set_postfix(postfix, refresh=False)
+            self.bar.set_postfix(postfix | shown, refresh=False)
             self.bar.update(1)
         elif self.mode == "log" and (done % self.log_every == 0 or done == self.total):
             rate = (done - self.initial) / max(time.perf_counter() - self.start, 1e-9)
             rel = "n/a" if rel_l2 is None else f"{rel_l2:.3e}"
+            extra = "".join(f" {name}={text}" for name, text in shown.items())
             print(
                 f"{self.description} step {done}/{self.total} loss={loss:.3e} "
-                f"rel_l2={rel} it/s={rate:.2f}",
+                f"rel_l2={rel}{extra} it/s={rate:.2f}",
                 file=self.stream,
                 flush=True,
             )

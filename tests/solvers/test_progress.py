@@ -1,0 +1,31 @@
+"""Progress lines: every ``log_every`` steps and at the end, with the loss terms."""
+
+from __future__ import annotations
+
+import io
+
+from pinnlab.solvers.progress import Progress
+
+
+def test_log_lines_come_every_log_every_steps_and_at_the_end_with_the_terms():
+    out = io.StringIO()
+    bar = Progress(7, mode="log", log_every=3, stream=out)
+    terms = {"loss_residual": 3.25e2, "weight_residual": 1.0, "loss_boundary": 2.5e-3, "weight_boundary": 1.1e4}
+    for step in range(7):
+        bar.update(step, 1.5, None if step < 3 else 0.25, terms if step >= 5 else {})
+    lines = out.getvalue().splitlines()
+    assert [line.split()[2] for line in lines] == ["3/7", "6/7", "7/7"]
+    assert "loss=1.500e+00 rel_l2=n/a it/s=" in lines[0]
+    assert "rel_l2=2.500e-01 residual=3.25e+02·λ1 boundary=2.50e-03·λ1.1e+04 it/s=" in lines[1]
+
+
+def test_the_bar_shows_the_terms_and_off_prints_nothing():
+    out = io.StringIO()
+    bar = Progress(2, mode="bar", stream=out)
+    bar.update(0, 2.0, 0.5, {"loss_data": 1e-3, "weight_data": 0.5})
+    bar.bar.refresh()
+    assert "data=1.00e-03·λ0.5" in out.getvalue() and "rel_l2=5.000e-01" in out.getvalue()
+    bar.close()
+    quiet = io.StringIO()
+    Progress(2, mode="off", stream=quiet).update(1, 1.0, 0.1)
+    assert quiet.getvalue() == ""
