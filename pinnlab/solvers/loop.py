@@ -312,6 +312,7 @@ def train(
     last_eval: Evaluation | None = None
     last_rel = state.history.rows["rel_l2"][-1] if state.history.rows["rel_l2"] else None
     run_start = time.perf_counter()
+    first_step = state.step  # untimed: it pays this process's one-off costs (a resume's too)
     wall_before = state.wall_s
     try:
         while state.step < steps:
@@ -356,7 +357,7 @@ def train(
                     "larger sigma or more samples."
                 )
                 break
-            if state.timed_steps > 0 or step > 0:
+            if step > first_step:
                 state.train_seconds += elapsed
                 state.timed_steps += 1
             state.params, state.opt_state = params, opt_state

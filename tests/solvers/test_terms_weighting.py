@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 
@@ -364,3 +365,29 @@ def test_adaptive_weights_refuse_a_zero_or_negative_start():
         LRA().init(["residual", "boundary"], {"boundary": 0.0})
     with pytest.raises(ValueError, match=r"residual = -1"):
         ReLoBRaLo().init(["residual", "boundary"], {"residual": -1.0})
+
+
+def test_steps_per_second_leaves_out_the_first_step_of_a_resumed_process(monkeypatch):
+    """The first step of every ``train`` call pays its one-off costs (a resumed run's
+    too: it was timed, so a resumed run reported a fraction of the rate): a 0.5 s stall
+    on the first call after the resume must not enter train_seconds."""
+    from pinnlab.solvers import step as step_module
+
+    problem = _weighted_problem()
+    saved = []
+    kwargs = dict(steps=6, seed=0, eval_every=10, test_points=10, progress="off")
+    train(problem, checkpoint_every=3, on_checkpoint=lambda s: saved.append(copy.deepcopy(s)), **kwargs)
+    before = saved[0].train_seconds
+    real, calls = step_module.TrainStep.__call__, []
+
+    def stall_first(self, *args):
+        calls.append(args[-1])
+        if len(calls) == 1:
+            time.sleep(0.5)
+        return real(self, *args)
+
+    monkeypatch.setattr(step_module.TrainStep, "__call__", stall_first)
+    resumed = train(problem, state=saved[0], **kwargs)
+    assert calls == [3, 4, 5]
+    assert resumed.state.timed_steps == 2 + 2  # steps 1, 2 before; 4, 5 after the resume
+    assert resumed.state.train_seconds - before < 0.5
