@@ -242,8 +242,14 @@ class Config:
             setattr(self, name, section)
 
     def resolved(self) -> dict[str, Any]:
-        """Every section with its defaults filled in (what a result file records)."""
-        return {name: s.model_dump(mode="json") for name, s in self.sections.items()}
+        """Every section with its defaults filled in (what a result file records), the
+        equation's own parameters (viscosity, radius, ...) included."""
+        out = {name: s.model_dump(mode="json") for name, s in self.sections.items()}
+        equation = out.get("equation")
+        if equation is not None and equation["name"] in EQUATIONS:
+            defaults = equation_defaults(EQUATIONS[equation["name"]])
+            out["equation"] = {**equation, **{k: v for k, v in defaults.items() if k not in equation}}
+        return out
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.resolved(), sort_keys=False)
@@ -486,6 +492,18 @@ def equation_parameters(cls) -> list[str]:
             if p.kind is p.KEYWORD_ONLY and p.name not in ("seed",) and p.name not in names:
                 names.append(p.name)
     return names
+
+
+def equation_defaults(cls) -> dict[str, Any]:
+    """Default of each of :func:`equation_parameters` (the first class in the MRO that
+    declares a parameter gives it, as for its type)."""
+    found: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            for p in inspect.signature(klass.__init__).parameters.values():
+                if p.kind is p.KEYWORD_ONLY and p.default is not p.empty:
+                    found.setdefault(p.name, p.default)
+    return {name: found[name] for name in equation_parameters(cls) if name in found}
 
 
 def _check_study(config: Config) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pinnlab import config as C
+from pinnlab.equations import EQUATIONS, make_equation
 from pinnlab.solvers import LRA, ReLoBRaLo
 
 BASE = {"equation": {"name": "allen_cahn_two_body", "dim": 5}}
@@ -357,3 +358,19 @@ def test_yaml_merge_keys_may_still_be_overridden(tmp_path):
                     "study: {kind: estimator, init: fresh}\n"
                     "model: {<<: {width: 8, depth: 3}, width: 16}\n")
     assert C.load(path).model.width == 16
+
+
+@pytest.mark.parametrize("name", sorted(EQUATIONS))
+def test_the_resolved_config_records_every_equation_parameter(name):
+    """A result file's config says which viscosity, horizon, radius law ... was solved
+    (only the section's own fields were recorded), exactly as the built equation reports
+    them; an explicit default resolves (and hashes) like the implicit one, and the
+    resolved config validates back to itself."""
+    dim = max(EQUATIONS[name].min_dim, 4)
+    config = C.validate({"equation": {"name": name, "dim": dim}})
+    section = config.resolved()["equation"]
+    built = make_equation(name, dim)
+    assert section == {"name": name, "dim": dim, "seed": 0, **built.parameters()}
+    explicit = C.validate({"equation": {"name": name, "dim": dim, **built.parameters()}})
+    assert explicit.to_yaml() == config.to_yaml()
+    assert C.validate(config.resolved()).to_yaml() == config.to_yaml()
