@@ -245,6 +245,9 @@ class Config:
         """Every section with its defaults filled in (what a result file records), the
         equation's own parameters (viscosity, radius, ...) included."""
         out = {name: s.model_dump(mode="json") for name, s in self.sections.items()}
+        for key in _inapplicable(self):
+            section, name = key.split(".")
+            out[section].pop(name)
         equation = out.get("equation")
         if equation is not None and equation["name"] in EQUATIONS:
             defaults = equation_defaults(EQUATIONS[equation["name"]])
@@ -279,6 +282,17 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 HYBRID_ONLY = ("switch_step", "switch", "blend")
 """Loss keys that only a hybrid loss accepts."""
 
+DEPENDENT: dict[str, tuple[str, tuple[Any, ...]]] = {
+    "trainer.gamma": ("trainer.schedule", ("exponential",)),
+    "trainer.momentum": ("trainer.optimizer", ("sgd",)),
+    "loss.then": ("loss.kind", ("hybrid",)),
+    "loss.window": ("loss.switch", ("auto",)),
+    "loss.tolerance": ("loss.switch", ("auto",)),
+    "estimator.probes": ("estimator.kind", ("hutchinson",)),
+}
+"""Keys that act only when another key has one of some values: set otherwise they would
+be ignored, so validation refuses them; the resolved config leaves them out."""
+
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides; values are parsed as YAML (``1e-2`` → float).
@@ -286,7 +300,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     An override that sets ``loss.kind`` to a non-hybrid loss also drops the hybrid
     switch settings (``switch_step``, ``switch``, ``blend``) the config itself carried,
     so ``loss.kind=biased`` works on a hybrid config; the same settings given as
-    overrides are kept (and then refused by validation).
+    overrides are kept (and then refused by validation). So does an override that leaves
+    a :data:`DEPENDENT` key without effect (``trainer.schedule=linear`` drops the
+    config's ``gamma``).
     """
     data = _deep_copy(data)
     overridden: set[str] = set()
@@ -319,6 +335,14 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         for key in HYBRID_ONLY:
             if f"loss.{key}" not in overridden:
                 loss.pop(key, None)
+                overridden.add(f"loss.{key}")
+    # likewise a setting the config carried for a value an override changed
+    for key, (controller, values) in DEPENDENT.items():
+        (section, name), (_, control) = key.split("."), controller.split(".")
+        node = data.get(section)
+        if (controller in overridden and key not in overridden and isinstance(node, dict)
+                and node.get(control) not in values):
+            node.pop(name, None)
     return data
 
 
@@ -438,9 +462,26 @@ def validate(data: Mapping[str, Any]) -> Config:
     if "data" in sections:
         _check_data(config)
     _check_loss(config)
+    for key in _inapplicable(config):
+        section, name = key.split(".")
+        if name in config.sections[section].model_fields_set:
+            controller, values = DEPENDENT[key]
+            raise ConfigError(f"{key}: has an effect only with {controller}: {' or '.join(map(str, values))} "
+                              f"(this config has {controller} = {_get(config, controller)!r}); remove it")
     if config.trainer.backend == "deepxde":
         _check_deepxde(config)
     return config
+
+
+def _get(config: Config, key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(config.sections[section], name)
+
+
+def _inapplicable(config: Config) -> list[str]:
+    """The :data:`DEPENDENT` keys without effect in ``config``."""
+    return [key for key, (controller, values) in DEPENDENT.items()
+            if key.split(".")[0] in config.sections and _get(config, controller) not in values]
 
 
 def _check_equation(section: EquationSection) -> None:
@@ -539,8 +580,6 @@ DEEPXDE_ACTIVATIONS = ("tanh", "sin", "gelu", "silu")
 DEEPXDE_FIXED: dict[tuple[str, str], tuple[Any, str]] = {
     ("trainer", "optimizer"): ("adam", "DeepXDE trains with adam"),
     ("trainer", "schedule"): ("constant", "DeepXDE trains at a constant learning rate"),
-    ("trainer", "gamma"): (TrainerSection.model_fields["gamma"].default, "DeepXDE has no lr schedule"),
-    ("trainer", "momentum"): (TrainerSection.model_fields["momentum"].default, "DeepXDE trains with adam"),
     ("trainer", "dtype"): ("float32", "DeepXDE trains in float32"),
     ("trainer", "batch_chunks"): (1, "DeepXDE takes the batch in one piece"),
     ("trainer", "checkpoint_every"): (0, "DeepXDE runs have no checkpoints"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -52,11 +53,11 @@ def _with(**sections):
         # trainer.backend: deepxde refuses what DeepXDE's training would silently ignore
         (_with(trainer={"backend": "deepxde", "optimizer": "sgd"}),
          "trainer.optimizer = 'sgd': not supported by trainer.backend: deepxde"),
-        (_with(trainer={"backend": "deepxde", "momentum": 0.5}), "trainer.momentum = 0.5: not supported"),
+        (_with(trainer={"backend": "deepxde", "momentum": 0.5}), "trainer.momentum: has an effect only with"),
         (_with(trainer={"backend": "deepxde", "schedule": "exponential"}), "trainer.schedule = 'exponential'"),
         (_with(trainer={"backend": "deepxde", "schedule": "linear"}), "trainer.schedule = 'linear'"),
         (_with(trainer={"backend": "deepxde", "schedule": "constant", "gamma": 0.5}),
-         "trainer.gamma = 0.5: not supported by trainer.backend: deepxde"),
+         "trainer.gamma: has an effect only with trainer.schedule: exponential"),
         (_with(trainer={"backend": "deepxde", "dtype": "float64"}), "trainer.dtype = 'float64': not supported"),
         (_with(trainer={"backend": "deepxde", "batch_chunks": 2}), "trainer.batch_chunks = 2: not supported"),
         (_with(trainer={"backend": "deepxde", "checkpoint_every": 5}), "trainer.checkpoint_every = 5: not supported"),
@@ -220,7 +221,7 @@ def test_deepxde_backend_accepts_its_defaults_and_records_its_constant_schedule(
                               data={"source": "synthetic", "points": 10}))
     assert config.trainer.schedule == "constant"
     assert C.validate(yaml.safe_load(config.to_yaml())).resolved() == config.resolved()
-    explicit = _with(trainer={"backend": "deepxde", "optimizer": "adam", "schedule": "constant", "gamma": 0.9995,
+    explicit = _with(trainer={"backend": "deepxde", "optimizer": "adam", "schedule": "constant",
                               "dtype": "float32", "checkpoint_every": 0, "device": "cpu"}, model={"activation": "sin"})
     assert C.validate(explicit).trainer.backend == "deepxde"
     assert C.validate(BASE).trainer.schedule == "linear"  # pinnlab's default is unchanged
@@ -374,3 +375,39 @@ def test_the_resolved_config_records_every_equation_parameter(name):
     explicit = C.validate({"equation": {"name": name, "dim": dim, **built.parameters()}})
     assert explicit.to_yaml() == config.to_yaml()
     assert C.validate(config.resolved()).to_yaml() == config.to_yaml()
+
+
+@pytest.mark.parametrize(("section", "values", "message"), [
+    ("trainer", {"gamma": 0.9995}, "trainer.gamma: has an effect only with trainer.schedule: exponential "
+                                   "(this config has trainer.schedule = 'linear')"),
+    ("trainer", {"momentum": 0.5}, "trainer.momentum: has an effect only with trainer.optimizer: sgd"),
+    ("loss", {"then": "unbiased1"}, "loss.then: has an effect only with loss.kind: hybrid"),
+    ("loss", {"kind": "hybrid", "switch_step": 10, "window": 3}, "loss.window: has an effect only with loss.switch: auto"),
+    ("loss", {"tolerance": 0.1}, "loss.tolerance: has an effect only with loss.switch: auto"),
+    ("estimator", {"probes": 4}, "estimator.probes: has an effect only with estimator.kind: hutchinson"),
+])
+def test_a_setting_without_effect_is_refused(section, values, message):
+    """gamma with the default linear schedule was silently ignored (lr decayed linearly to
+    0), as were momentum with adam, window/tolerance without switch: auto, then without a
+    hybrid loss and probes without Hutchinson."""
+    with pytest.raises(C.ConfigError, match="^" + re.escape(message)):
+        C.validate({"equation": {"name": "poisson_two_body", "dim": 3}, section: values})
+
+
+def test_an_override_that_leaves_a_setting_without_effect_drops_it(tmp_path):
+    """The shipped configs carry gamma (exponential) and then (hybrid): overriding the
+    schedule or the loss kind drops them instead of refusing the run; given as overrides
+    themselves they are refused. The resolved config (what result files record) leaves
+    out what has no effect and validates back to itself."""
+    path = Path(__file__).parents[1] / "configs" / "fokker_planck_aniso.yaml"
+    config = C.load(path, ["trainer.schedule=linear", "loss.kind=biased"])
+    resolved = config.resolved()
+    assert "gamma" not in resolved["trainer"] and "then" not in resolved["loss"]
+    assert "momentum" not in resolved["trainer"] and "probes" not in resolved["estimator"]
+    assert C.validate(resolved).to_yaml() == config.to_yaml()
+    with pytest.raises(C.ConfigError, match=r"^trainer\.gamma: has an effect only"):
+        C.load(path, ["trainer.schedule=linear", "trainer.gamma=0.99"])
+    exponential = C.load(path).resolved()
+    assert exponential["trainer"]["gamma"] == 0.9995 and exponential["loss"]["then"] == "unbiased2"
+    sgd = C.load(path, ["trainer.optimizer=sgd"]).resolved()
+    assert sgd["trainer"]["momentum"] == 0.9
