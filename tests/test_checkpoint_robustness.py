@@ -75,8 +75,9 @@ def _refused(args, checkpoint, expected, capsys):
 
 
 # -- pinnlab solve --resume -------------------------------------------------------------
-def _first_checkpoint(root, text):
-    """(config file, saved dictionary) of a tiny solve's first checkpoint, as `pinnlab solve` writes it."""
+def _first_checkpoint(root, text, at=None):
+    """(config file, saved dictionary) of a tiny solve's first checkpoint (or the one at
+    step ``at``), as `pinnlab solve` writes it."""
     from pinnlab.io import save_checkpoint
     from pinnlab.solvers import train
 
@@ -87,7 +88,7 @@ def _first_checkpoint(root, text):
     path = root / "run.h5.ckpt"
 
     def first_only(state):
-        if not path.exists():
+        if (state.step == at) if at is not None else not path.exists():
             save_checkpoint(path, state, kwargs["optimizer"], config.to_yaml())
 
     train(problem, **kwargs, on_checkpoint=first_only, progress="off")
@@ -107,6 +108,16 @@ def _rename_everywhere(data):
         data[group][prefix + "layers.0.w"] = data[group].pop(prefix + "layers.0.weight")
 
 
+def _advance(data, step):
+    """The saved step moved to ``step``, its traces and loss window along with it (else
+    the checkpoint is refused as inconsistent before its step is compared with the run's)."""
+    last = int(data["history"]["step"][-1]) if len(data["history"]["step"]) else 0
+    for name in ("trace_loss", "trace_mix"):
+        data["history"][name] = torch.zeros(step, dtype=torch.float64)
+    data["window_loss"] = torch.zeros(step - last, dtype=torch.float64)
+    data["step"] = step
+
+
 SOLVE_DAMAGE = {
     "missing key": (_changed(lambda d: d.pop("params")), "it has no 'params'"),
     "renamed parameter": (_changed(_rename_everywhere), "params lacks 'layers.0.weight' and has unexpected"),
@@ -114,7 +125,7 @@ SOLVE_DAMAGE = {
                            "params['layers.0.weight'] has shape (3, 3), expected (8, 3)"),
     "reshaped optimizer state": (_changed(lambda d: d["opt_state"].__setitem__("mu/layers.0.bias", torch.zeros(1))),
                                  "opt_state.mu['layers.0.bias'] has shape (1,), expected (8,)"),
-    "step beyond steps": (_changed(lambda d: d.__setitem__("step", 7)), "is at step 7, not within this run's 0..6"),
+    "step beyond steps": (_changed(lambda d: _advance(d, 7)), "is at step 7, not within this run's 0..6"),
     "truncated": (_truncated, "corrupted or unreadable"),
 }
 
@@ -197,6 +208,96 @@ def test_solve_resumes_the_undamaged_weighted_checkpoint(tmp_path, weighted_solv
     cfg, payload = weighted_solve_run
     (tmp_path / "run.h5.ckpt").write_bytes(_as_bytes(payload))
     assert main(["solve", str(cfg), "-o", str(tmp_path / "run.h5"), "--resume", "--progress", "off"]) == 0
+
+
+SOLVE_HYBRID = SOLVE.replace("eval_every: 2", "eval_every: 3").replace(
+    "seed: 1}", "seed: 1}\nloss: {kind: hybrid, switch: auto}")
+
+
+@pytest.fixture(scope="module")
+def hybrid_solve_run(tmp_path_factory):
+    """The checkpoint at step 4 of 6 of a tiny solve with a plateau-switched hybrid loss
+    and evaluations every 3 steps: one history row (step 3), one loss since it."""
+    cfg, payload = _first_checkpoint(tmp_path_factory.mktemp("hybrid"), SOLVE_HYBRID, at=4)
+    assert payload["plateau"] is not None and len(payload["window_loss"]) == 1
+    assert payload["history"]["step"].tolist() == [3] and len(payload["history"]["trace_loss"]) == 4
+    return cfg, payload
+
+
+def _set_history(name, value):
+    return lambda d: d["history"].__setitem__(name, value)
+
+
+HISTORY_DAMAGE = {
+    "trace_loss cut": ("hybrid", lambda d: d["history"].__setitem__("trace_loss", d["history"]["trace_loss"][:3]),
+                       "history 'trace_loss' has 3 values for its 4 steps"),
+    "trace_mix cut": ("hybrid", lambda d: d["history"].__setitem__("trace_mix", d["history"]["trace_mix"][:1]),
+                      "history 'trace_mix' has 1 values for its 4 steps"),
+    "column emptied": ("hybrid", lambda d: d["history"].__setitem__("rel_l2", d["history"]["rel_l2"][:0]),
+                       "history column 'rel_l2' has 0 rows, column 'step' has 1"),
+    "terms column cut": ("weighted", lambda d: d["history"].__setitem__(
+        "terms/loss_boundary", d["history"]["terms/loss_boundary"][:0]),
+        "history column 'terms/loss_boundary' has 0 rows, column 'step' has 1"),
+    "step ahead of the history": ("hybrid", lambda d: d.__setitem__("step", 6),
+                                  "history 'trace_loss' has 4 values for its 6 steps"),
+    "history row beyond the step": ("hybrid", _set_history("step", torch.tensor([5])),
+                                    "its history rows are at steps 5, not at increasing whole steps up to its step 4"),
+    "history rows not increasing": ("hybrid", lambda d: d["history"].update(
+        {k: v.repeat(2) for k, v in d["history"].items() if not k.startswith("trace")}),
+        "its history rows are at steps 3, 3, not at increasing"),
+    "history row at a fractional step": ("hybrid", _set_history("step", torch.tensor([2.5])),
+                                         "its history rows are at steps 2.5, not at increasing"),
+    "loss window too long": ("hybrid", lambda d: d.__setitem__("window_loss", torch.zeros(3, dtype=torch.float64)),
+                             "'window_loss' has 3 values, not one for each of the 1 steps since the last history row"),
+    "step a float": ("hybrid", lambda d: d.__setitem__("step", 4.7), "its step 4.7 is not a whole number >= 0"),
+    "step a string": ("hybrid", lambda d: d.__setitem__("step", "4"), "its step '4' is not a whole number >= 0"),
+    "step a bool": ("hybrid", lambda d: d.__setitem__("step", True), "its step True is not a whole number >= 0"),
+    "step negative": ("hybrid", lambda d: d.__setitem__("step", -1), "its step -1 is not a whole number >= 0"),
+}
+
+
+@pytest.mark.parametrize("case", HISTORY_DAMAGE)
+def test_solve_refuses_a_checkpoint_whose_history_does_not_fit_its_step(tmp_path, capsys, request, case):
+    """A step or history edited out of step with each other (hash intact) used to resume
+    with exit 0 and write a result whose traces and columns did not match its steps (a
+    trace cut to 3 values: /trace/loss of 23 values for 30 steps; a step moved ahead:
+    steps silently skipped), or to truncate a fractional or textual step."""
+    kind, change, expected = HISTORY_DAMAGE[case]
+    cfg, payload = request.getfixturevalue(f"{kind}_solve_run")
+    out, checkpoint = tmp_path / "run.h5", tmp_path / "run.h5.ckpt"
+    checkpoint.write_bytes(_changed(change)(payload))
+    _refused(["solve", cfg, "-o", out, "--resume", "--progress", "off"], checkpoint, expected, capsys)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("case", HISTORY_DAMAGE)
+def test_load_checkpoint_refuses_a_history_that_does_not_fit_its_step(tmp_path, request, case):
+    from pinnlab.io import load_checkpoint
+
+    kind, change, expected = HISTORY_DAMAGE[case]
+    cfg, payload = request.getfixturevalue(f"{kind}_solve_run")
+    config = configuration.load(cfg)
+    _, kwargs = configuration.build(config)
+    checkpoint = tmp_path / "run.h5.ckpt"
+    checkpoint.write_bytes(_changed(change)(payload))
+    with pytest.raises(CheckpointError, match=re.escape(f"checkpoint {str(checkpoint)!r} is ") + ".*"
+                       + re.escape(expected)):
+        load_checkpoint(checkpoint, kwargs["optimizer"], config.to_yaml(), torch.device("cpu"), kwargs["dtype"])
+
+
+def test_solve_resumes_the_undamaged_hybrid_checkpoint(tmp_path, hybrid_solve_run):
+    """A checkpoint between two evaluations (a loss window pending) with plateau state
+    resumes, and the result's traces and columns cover all the run's steps."""
+    import h5py
+
+    cfg, payload = hybrid_solve_run
+    out = tmp_path / "run.h5"
+    (tmp_path / "run.h5.ckpt").write_bytes(_as_bytes(payload))
+    assert main(["solve", str(cfg), "-o", str(out), "--resume", "--progress", "off"]) == 0
+    with h5py.File(out) as result:
+        assert result["trace/loss"].shape == (6,)
+        assert result["history/step"][:].tolist() == [3, 6]
+        assert {result["history"][k].shape for k in result["history"] if k != "terms"} == {(2,)}
 
 
 # -- pinnlab tune --resume --------------------------------------------------------------

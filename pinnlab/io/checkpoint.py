@@ -114,6 +114,35 @@ def check_fits(path: str | Path | None, name: str, saved: Any, expected: Any) ->
             check_fits(path, f"{name}.{fields[i]}" if fields else f"{name}[{i}]", saved[i], value)
 
 
+def _check_history(path: str | Path, step: int, history: History, window_loss: list[float]) -> None:
+    """Refuse the history of the checkpoint at ``path`` unless it is what
+    :func:`~pinnlab.solvers.train` leaves after ``step`` completed steps: one value per
+    step in each trace, evaluation rows whose columns (``terms/*`` too) are equally long
+    and whose steps increase from 1 to at most ``step``, and in ``window_loss`` the
+    losses of the steps since the last row. Nothing else checks this on resume: the run
+    would go on from ``step`` and write a result whose columns and traces do not match
+    its steps."""
+    def refuse(problem: str):
+        raise CheckpointError(f"checkpoint {str(path)!r} is inconsistent: {problem}")
+
+    steps = history.rows["step"]
+    columns = {**history.rows, **{f"terms/{k}": v for k, v in history.terms.items()}}
+    for name, values in columns.items():
+        if len(values) != len(steps):
+            refuse(f"history column {name!r} has {len(values)} rows, column 'step' has {len(steps)}")
+    if not all(row.is_integer() and before < row <= step for before, row in zip([0.0, *steps], steps)):
+        shown = ", ".join(f"{row:g}" for row in steps[:6]) + (", ..." if len(steps) > 6 else "")
+        refuse(f"its history rows are at steps {shown}, not at increasing whole steps up to its step {step}")
+    for name in ("trace_loss", "trace_mix"):
+        values = getattr(history, name)
+        if len(values) != step:
+            refuse(f"history {name!r} has {len(values)} values for its {step} steps")
+    since = step - (int(steps[-1]) if steps else 0)
+    if len(window_loss) != since:
+        refuse(f"'window_loss' has {len(window_loss)} values, not one for each of the {since} steps "
+               "since the last history row")
+
+
 def _names(keys: list) -> str:
     shown = ", ".join(repr(k) for k in keys[:3])
     return shown + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
@@ -152,8 +181,10 @@ def load_checkpoint(
     device: torch.device, dtype: torch.dtype,
 ) -> TrainState:
     """Read a checkpoint written by :func:`save_checkpoint` (safe: ``weights_only``);
-    anything unreadable raises :class:`CheckpointError`. Whether the state fits the run
-    (names, shapes, step) is checked by :func:`~pinnlab.solvers.train`, which takes it.
+    anything unreadable, a step that is no whole number >= 0, or a history that does not
+    fit the step raises :class:`CheckpointError`. Whether the state fits the run (names,
+    shapes, step within its steps) is checked by :func:`~pinnlab.solvers.train`, which
+    takes it.
     """
     data = read_checkpoint(path)
     if data.get("format") != FORMAT:
@@ -167,8 +198,14 @@ def load_checkpoint(
         params = {k: v.to(device=device, dtype=dtype) for k, v in data["params"].items()}
         opt = {k: (v.to(device=device, dtype=dtype) if isinstance(v, torch.Tensor)
                    and v.is_floating_point() else v) for k, v in data["opt_state"].items()}
-        step = int(data["step"])
+        step = data["step"]
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            shown = " ".join(repr(step).split())[:60]
+            raise CheckpointError(f"checkpoint {str(path)!r} is damaged: its step {shown} is not "
+                                  "a whole number >= 0")
         history = History.from_arrays({k: np.asarray(v) for k, v in data["history"].items()})
+        window_loss = [float(v) for v in data["window_loss"]]
+        _check_history(path, step, history, window_loss)
         plateau = None
         if data["plateau"] is not None:
             p = data["plateau"]
@@ -178,5 +215,5 @@ def load_checkpoint(
             params=params, opt_state=optimizer.state_from_dict(opt), step=step,
             history=history, plateau=plateau, train_seconds=float(data["train_seconds"]),
             timed_steps=int(data["timed_steps"]), wall_s=float(data["wall_s"]),
-            window_loss=[float(v) for v in data["window_loss"]], weighting=data["weighting"],
+            window_loss=window_loss, weighting=data["weighting"],
         )
