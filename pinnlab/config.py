@@ -262,7 +262,9 @@ class Config:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
+        what = "does not exist" if not path.exists() else (
+            "is a directory" if path.is_dir() else "is not a regular file")
+        raise ConfigError(f"config file {str(path)!r} {what}")
     try:
         data = _yaml_load(path.read_text())
     except yaml.YAMLError as err:
@@ -289,6 +291,8 @@ DEPENDENT: dict[str, tuple[str, tuple[Any, ...]]] = {
     "loss.window": ("loss.switch", ("auto",)),
     "loss.tolerance": ("loss.switch", ("auto",)),
     "estimator.probes": ("estimator.kind", ("hutchinson",)),
+    "loss.boundary_points": ("equation.constraint", ("soft",)),
+    "data.batch_size": ("data.train", (True,)),
 }
 """Keys that act only when another key has one of some values: set otherwise they would
 be ignored, so validation refuses them; the resolved config leaves them out."""
@@ -319,16 +323,19 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             problem = getattr(err, "problem", None)
             raise ConfigError(f"override {item!r}: value is not valid YAML"
                               + (f": {problem}" if problem else "")) from None
-        node = data
-        for i, part in enumerate(parts[:-1]):
+        node, i = data, 0
+        while True:
+            j = i + _key_length(node, parts[:i], parts[i:])
+            part = ".".join(parts[i:j])
+            if j == len(parts):
+                break
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                path = ".".join(parts[: i + 1])
-                raise ConfigError(f"override {item!r}: {path} is not a section")
-            node = child
-        node[parts[-1]] = value
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[:j])} is not a section")
+            node, i = child, j
+        node[part] = value
         overridden.add(".".join(parts))
     loss = data.get("loss")
     if "loss.kind" in overridden and isinstance(loss, dict) and loss.get("kind") != "hybrid":
@@ -338,12 +345,25 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
                 overridden.add(f"loss.{key}")
     # likewise a setting the config carried for a value an override changed
     for key, (controller, values) in DEPENDENT.items():
-        (section, name), (_, control) = key.split("."), controller.split(".")
-        node = data.get(section)
+        (section, name), (control_section, control) = key.split("."), controller.split(".")
+        node, control_node = data.get(section), data.get(control_section)
         if (controller in overridden and key not in overridden and isinstance(node, dict)
-                and node.get(control) not in values):
+                and isinstance(control_node, dict) and control_node.get(control) not in values):
             node.pop(name, None)
     return data
+
+
+def _key_length(node: dict, path: list[str], rest: list[str]) -> int:
+    """How many of the override's remaining key parts ``rest`` name the next key below
+    ``path``: a grid key is the whole rest (``study.grid.trainer.seed``), a tuned weight
+    two parts (``tune.tunables.weights.boundary.init``); else the longest dotted run that
+    is already a key of ``node``, or one part."""
+    where = ".".join(path)
+    if where == "study.grid":
+        return len(rest)
+    if where == "tune.tunables" and rest[0] == "weights" and len(rest) > 1:
+        return 2
+    return next((n for n in range(len(rest), 1, -1) if ".".join(rest[:n]) in node), 1)
 
 
 def _deep_copy(value):
@@ -481,7 +501,8 @@ def _get(config: Config, key: str) -> Any:
 def _inapplicable(config: Config) -> list[str]:
     """The :data:`DEPENDENT` keys without effect in ``config``."""
     return [key for key, (controller, values) in DEPENDENT.items()
-            if key.split(".")[0] in config.sections and _get(config, controller) not in values]
+            if key.split(".")[0] in config.sections and controller.split(".")[0] in config.sections
+            and _get(config, controller) not in values]
 
 
 def _check_equation(section: EquationSection) -> None:
@@ -627,6 +648,11 @@ def _check_loss(config: Config) -> None:
                 "loss: a hybrid loss needs exactly one of switch_step: N, switch: auto, "
                 "or blend: [start, end]"
             )
+        given = "step" if loss.switch_step is not None else "blend" if loss.blend is not None else "auto"
+        if loss.switch is not None and loss.switch != given:
+            setting = {"step": "switch_step", "blend": "blend"}[given]
+            raise ConfigError(f"loss.switch = {loss.switch!r}: contradicts loss.{setting}, which makes the "
+                              f"switch {given!r} (give one of them)")
         if loss.switch_step is not None and loss.switch_step >= config.trainer.steps:
             raise ConfigError(
                 f"loss.switch_step = {loss.switch_step}: must be < trainer.steps "

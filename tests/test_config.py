@@ -385,6 +385,8 @@ def test_the_resolved_config_records_every_equation_parameter(name):
     ("loss", {"kind": "hybrid", "switch_step": 10, "window": 3}, "loss.window: has an effect only with loss.switch: auto"),
     ("loss", {"tolerance": 0.1}, "loss.tolerance: has an effect only with loss.switch: auto"),
     ("estimator", {"probes": 4}, "estimator.probes: has an effect only with estimator.kind: hutchinson"),
+    ("loss", {"boundary_points": 50}, "loss.boundary_points: has an effect only with equation.constraint: soft"),
+    ("data", {"batch_size": 10}, "data.batch_size: has an effect only with data.train: True"),
 ])
 def test_a_setting_without_effect_is_refused(section, values, message):
     """gamma with the default linear schedule was silently ignored (lr decayed linearly to
@@ -411,3 +413,57 @@ def test_an_override_that_leaves_a_setting_without_effect_drops_it(tmp_path):
     assert exponential["trainer"]["gamma"] == 0.9995 and exponential["loss"]["then"] == "unbiased2"
     sgd = C.load(path, ["trainer.optimizer=sgd"]).resolved()
     assert sgd["trainer"]["momentum"] == 0.9
+
+
+@pytest.mark.parametrize(("loss", "message"), [
+    ({"switch": "step", "blend": [0, 2]}, "loss.switch = 'step': contradicts loss.blend, which makes the switch 'blend'"),
+    ({"switch": "blend", "switch_step": 1}, "loss.switch = 'blend': contradicts loss.switch_step"),
+    ({"switch": "auto", "switch_step": 1}, "loss: a hybrid loss needs exactly one of"),
+])
+def test_a_switch_kind_that_contradicts_its_setting_is_refused(loss, message):
+    """switch: step with a blend trained a blend and recorded 'step' in the result file."""
+    with pytest.raises(C.ConfigError, match="^" + re.escape(message)):
+        C.validate({"equation": {"name": "poisson_two_body", "dim": 3}, "trainer": {"steps": 10},
+                    "loss": {"kind": "hybrid", **loss}})
+    agreeing = {k: v for k, v in loss.items() if k != "switch"}
+    if "blend" in loss or "switch_step" in loss:
+        kind = "blend" if "blend" in loss else "step"
+        C.validate({"equation": {"name": "poisson_two_body", "dim": 3}, "trainer": {"steps": 10},
+                    "loss": {"kind": "hybrid", "switch": kind, **agreeing}})
+
+
+def test_a_cross_section_override_drops_the_settings_it_leaves_without_effect(tmp_path):
+    path = tmp_path / "soft.yaml"
+    path.write_text("equation: {name: poisson_two_body, dim: 3, constraint: soft}\n"
+                    "loss: {boundary_points: 50}\ndata: {train: true, batch_size: 5, points: 20}\n")
+    config = C.load(path, ["equation.constraint=hard", "data.train=false"])
+    assert "boundary_points" not in config.resolved()["loss"] and "batch_size" not in config.resolved()["data"]
+    assert C.load(path).resolved()["loss"]["boundary_points"] == 50
+
+
+def test_overrides_reach_dotted_keys():
+    """Tunable names (weights.boundary) and grid keys (trainer.seed) contain dots: an
+    override split them into nested sections and was refused as an unknown key."""
+    data = {"tune": {"tunables": {"weights.boundary": {"init": 1e-3}}}, "study": {"grid": {"trainer.seed": [0]}}}
+    out = C.apply_overrides(data, ["tune.tunables.weights.boundary.init=0.5", "tune.tunables.weights.residual.init=2",
+                                   "study.grid.trainer.seed=[0, 1]", "study.grid.loss.kind=[biased]",
+                                   "tune.tunables.sigma.init=0.1"])
+    assert out["tune"]["tunables"] == {"weights.boundary": {"init": 0.5}, "weights.residual": {"init": 2},
+                                       "sigma": {"init": 0.1}}
+    assert out["study"]["grid"] == {"trainer.seed": [0, 1], "loss.kind": ["biased"]}
+    assert data["tune"]["tunables"]["weights.boundary"]["init"] == 1e-3  # the input is not changed
+    # an existing dotted key elsewhere is matched too; ordinary keys still nest
+    assert C.apply_overrides({"a": {"b.c": {"d": 1}}}, ["a.b.c.d=2"]) == {"a": {"b.c": {"d": 2}}}
+    assert C.apply_overrides({}, ["trainer.lr=0.1"]) == {"trainer": {"lr": 0.1}}
+
+
+def test_a_config_path_that_is_no_file_says_what_it_is(tmp_path):
+    import os
+
+    with pytest.raises(C.ConfigError, match=r"is a directory$"):
+        C.load(tmp_path)
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(C.ConfigError, match=r"is not a regular file$"):
+        C.load(tmp_path / "fifo")
+    with pytest.raises(C.ConfigError, match=r"does not exist$"):
+        C.load(tmp_path / "missing.yaml")
