@@ -722,8 +722,8 @@ def make_equation(section: EquationSection):
         return EQUATIONS[section.name](
             section.dim, seed=section.seed, constraint=section.constraint, **section.parameters()
         )
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"equation: {err}") from None
+    except (TypeError, ValueError) as err:  # torch's own messages can carry a C++ trace: its first line
+        raise ConfigError(f"equation: {(str(err).strip().splitlines() or [type(err).__name__])[0]}") from None
 
 
 def make_estimator(section: EstimatorSection, equation):

@@ -467,3 +467,12 @@ def test_a_config_path_that_is_no_file_says_what_it_is(tmp_path):
         C.load(tmp_path / "fifo")
     with pytest.raises(C.ConfigError, match=r"does not exist$"):
         C.load(tmp_path / "missing.yaml")
+
+
+def test_an_equation_that_cannot_be_built_is_one_line():
+    """dim = 10²² overflows torch's size argument; its message carried a C++ stack of a
+    dozen lines into the 'one line' error."""
+    config = C.validate({"equation": {"name": "poisson_two_body", "dim": 10**22}})
+    with pytest.raises(C.ConfigError) as info:
+        C.make_equation(config.equation)
+    assert str(info.value).startswith("equation: ") and len(str(info.value).splitlines()) == 1
