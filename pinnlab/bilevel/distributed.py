@@ -21,6 +21,19 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     return out
 
 
+def all_agree(flag: bool) -> bool:
+    """Whether ``flag`` holds on every rank (a MIN all_reduce over 0/1).
+
+    For a decision each rank makes from its own state, such as whether its own wall
+    clock leaves time for another outer step: ranks that take different branches leave
+    one of them waiting in a collective the others never join.
+    """
+    dist = torch.distributed
+    out = torch.tensor([int(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(out, op=dist.ReduceOp.MIN)
+    return bool(out.item())
+
+
 def init_from_environment() -> tuple[int, int]:
     """Join the process group that ``torchrun`` describes in the environment (gloo on CPU,
     NCCL when CUDA is present), once; (rank, world size), or (0, 1) outside torchrun."""

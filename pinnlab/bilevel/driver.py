@@ -20,6 +20,7 @@ from pinnlab.bilevel.base import (
     check_phi,
     flatten,
 )
+from pinnlab.bilevel.distributed import all_agree, rank_and_world
 from pinnlab.bilevel.parameterization import (
     AbstractParameterization,
     Identity,
@@ -156,6 +157,10 @@ def optimize(
     ``time_budget`` (seconds > 0; None: no limit): an outer step starts only if the mean
     length of this call's finished ones says it ends within that many seconds
     (:class:`pinnlab._budget.Budget`; wall-clock, so not reproducible across machines).
+    When an estimator splits its directions over the ranks of a process group, a step
+    starts only if it fits on every rank, so all ranks run the same outer steps (each
+    deciding by its own clock, one would wait in the estimator's all_reduce for ranks
+    that had stopped).
     A non-finite hypergradient, outer value, θ or stepped φ, or a stepped φ its
     parameterisation cannot use (a log value underflowed to 0), ends the loop with
     ``status="nonfinite"``, keeping the last usable φ and θ (as the solver keeps the last
@@ -200,6 +205,9 @@ def optimize(
     method_state: dict[int, Any] = {}
     first = 0
     budget = Budget(time_budget)
+    # the ranks decide together whether a step fits (only when their estimators communicate)
+    shared_budget = (time_budget is not None and rank_and_world()[1] > 1
+                     and any(getattr(m, "distributed", False) for m in methods))
     if resume:
         # a damaged or hand-edited checkpoint: one CheckpointError naming it, before any work
         from pinnlab.io.checkpoint import CheckpointError, check_fits, read_checkpoint, reading
@@ -247,7 +255,8 @@ def optimize(
 
     status, message = "ok", ""
     for k in range(first, steps):
-        if not budget.allows_another():
+        fits = budget.allows_another()
+        if not (all_agree(fits) if shared_budget else fits):
             break
         current = method.at(k) if isinstance(method, TwoPhase) else method
         if isinstance(method, TwoPhase) and k >= method.switch_after and method.then_lr is not None:
