@@ -10,11 +10,11 @@ over the timed steps after one warm-up step. ``peak_bytes`` is the increase of t
 subprocess's peak RSS (``ru_maxrss``) over its high-water mark after set-up (network,
 parameters, optimizer state), measured across the warm-up and timed steps: the extra
 memory a training step needs on the CPU (activations, noise, gradients).
-``flops`` counts the multiply-adds (×2) of the matrix products a step cannot avoid
-(forward + backward ≈ 3× forward) and ``floor_seconds`` divides it by this machine's
-measured float32 GEMM rate, so ``seconds_per_step / floor_seconds`` says how far from
-the floor a step is. Autograd is skipped where a step would exceed a minute (its
-cost is about D Hessian-vector products).
+``flops`` is the FLOP floor of a step (``step_flops``): the multiply-adds (×2) of the
+matrix products its estimator's passes and the backward pass to the parameters cannot
+avoid, and ``floor_seconds`` divides it by this machine's measured float32 GEMM rate, so
+``seconds_per_step / floor_seconds`` says how far from the floor a step is. Autograd is
+skipped where a step would exceed a minute (its cost is about D Hessian-vector products).
 
 Usage:
     python benchmarks/bench_estimators.py [--quick] [--json PATH]
@@ -40,19 +40,52 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def step_flops(method: str, dim: int) -> float:
-    """FLOPs of the unavoidable matrix products of one step (forward + backward ≈ 3×)."""
-    hidden = (DEPTH - 2) * WIDTH * WIDTH + WIDTH  # layers after the first, per evaluation
+def step_flops(
+    method: str, dim: int, *, n: int = N, k: int = K, v: int = V, width: int = WIDTH, depth: int = DEPTH
+) -> float:
+    """FLOP floor of one training step: 2 × the multiply-adds of the matrix products the
+    step cannot avoid (``tests/test_flop_floor.py`` checks it against a counted step).
+
+    The biased Allen–Cahn residual with the hard constraint asks each point for u, a·∇u
+    and Δu. Per row a forward pass costs d·w in the first layer and H = G + w after it,
+    G = (depth − 2)·w² in the hidden w × w layers. The backward to the parameters costs
+    the first layer once (its weight gradient: its input x, noise or tangent is no
+    parameter, so its input gradient is never needed) and every later layer twice
+    (weight and input gradient), 2H.
+
+    * Stein: 2nk + n evaluations (f(x ± δ) for k pairs, f(x) for Δu), whose first layer
+      comes from W·x and W·δ: (n + k)·d·w with shared noise, (n + nk)·d·w with
+      independent noise. Projecting the noise onto the directional vector costs nk·d,
+      onto the Laplacian weights k·d (shared) or nk·d (independent). Floor: 2·first
+      + 3·(2nk + n)·H + projections.
+    * Autograd and Hutchinson: M forward-over-reverse Hessian-vector products with dense
+      tangents, M = d (one per coordinate) or v (probes). With F = n·d·w, an HVP is a
+      tangent forward (F + nG: the output layer's tangent is not needed) and a tangent
+      backward (nG + F) pass, and its backward to the parameters F + 2nG + 2nG + 2F (the
+      tangent backward's first layer needs both gradients): 5F + 6nG. Once per step: the
+      primal forward for u (F + nH, backward F + 2nH), the tangent forward for a·∇u (the
+      same), and the primal backward through the hidden layers that the HVPs' second
+      derivatives use (nG, backward 2nG). Floor: 4F + 6nH + 3nG + M·(5F + 6nG).
+
+    Not counted: elementwise work (activations, the loss, Adam) and what the implementation
+    recomputes on top of the floor (f(x)'s own first layer, a fresh primal pass for the
+    tangent of a·∇u and for every vmapped chunk of HVPs).
+    """
+    hidden_square = (depth - 2) * width * width  # G
+    hidden = hidden_square + width  # H: multiply-adds after the first layer, per row
     if method.startswith("stein"):
-        evals = N * (2 * K) + N  # f(x ± δ) for K pairs, f(x) once
-        first = (N + K) * dim * WIDTH if method == "stein-shared" else (N + N * K) * dim * WIDTH
-        forward = 2 * (first + evals * hidden)
-    elif method == "hutchinson":
-        # one HVP ≈ 4 forward-sized passes per probe (forward-over-reverse)
-        forward = 2 * 4 * V * N * (dim * WIDTH + hidden)
+        evals = 2 * n * k + n
+        if method == "stein-shared":
+            first, projections = (n + k) * dim * width, n * k * dim + k * dim
+        else:
+            first, projections = (n + n * k) * dim * width, 2 * n * k * dim
+        multiply_adds = 2 * first + 3 * evals * hidden + projections
     else:
-        forward = 2 * 4 * dim * N * (dim * WIDTH + hidden)
-    return 3.0 * forward
+        hvps = dim if method == "autograd" else v
+        first = n * dim * width  # F
+        multiply_adds = (4 * first + 6 * n * hidden + 3 * n * hidden_square
+                         + hvps * (5 * first + 6 * n * hidden_square))
+    return 2.0 * multiply_adds
 
 
 def gemm_rate() -> float:
@@ -69,7 +102,10 @@ def gemm_rate() -> float:
     return 2 * 2048**3 / best
 
 
-def worker(method: str, dim: int, reps: int) -> dict:
+def training_step(
+    method: str, dim: int, *, n: int = N, k: int = K, v: int = V, width: int = WIDTH, depth: int = DEPTH
+):
+    """The benchmarked step of ``method`` at dimension ``dim``: (step, params, state)."""
     import torch
 
     from pinnlab.equations import AllenCahnTwoBody
@@ -78,22 +114,27 @@ def worker(method: str, dim: int, reps: int) -> dict:
     from pinnlab.nets import MLP
     from pinnlab.solvers import Adam, PINNProblem, make_train_step
 
-    torch.set_num_threads(int(os.environ.get("PINNLAB_BENCH_THREADS", "2")))
     if method == "stein-shared":
-        estimator = SteinAntithetic(sigma=1e-2, num_samples=K, noise="shared")
+        estimator = SteinAntithetic(sigma=1e-2, num_samples=k, noise="shared")
     elif method == "stein-independent":
-        estimator = SteinAntithetic(sigma=1e-2, num_samples=K, noise="independent")
+        estimator = SteinAntithetic(sigma=1e-2, num_samples=k, noise="independent")
     elif method == "hutchinson":
-        estimator = Hutchinson(num_probes=V)
+        estimator = Hutchinson(num_probes=v)
     else:
         estimator = Autograd(chunk_size=32)
     equation = AllenCahnTwoBody(dim, seed=1)
-    net = MLP(dim, width=WIDTH, depth=DEPTH, generator=torch.Generator().manual_seed(0))
-    problem = PINNProblem(equation, net, estimator, Biased(), batch_size=N)
+    net = MLP(dim, width=width, depth=depth, generator=torch.Generator().manual_seed(0))
+    problem = PINNProblem(equation, net, estimator, Biased(), batch_size=n)
     optimizer = Adam(1e-3)
-    step = make_train_step(problem, optimizer, seed=0)
     params = problem.init_params()
-    state = optimizer.init(params)
+    return make_train_step(problem, optimizer, seed=0), params, optimizer.init(params)
+
+
+def worker(method: str, dim: int, reps: int) -> dict:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("PINNLAB_BENCH_THREADS", "2")))
+    step, params, state = training_step(method, dim)
     baseline = _peak_rss_bytes()
     params, state, _ = step(params, state, {}, 0)  # warm-up
     times = []
@@ -167,6 +208,16 @@ def main(argv=None) -> int:
         method, dim, reps = args.worker
         print(json.dumps(worker(method, int(dim), int(reps))))
         return 0
+    if args.json:  # written only after the whole run: refuse a PATH that cannot be written now
+        from pinnlab.io import check_writable_directory
+
+        try:
+            if os.path.isdir(args.json):
+                raise IsADirectoryError("is a directory")
+            check_writable_directory(args.json)
+        except OSError as exc:
+            print(f"error: --json {args.json}: {exc}", file=sys.stderr)
+            return 2
     records, rate = run(args.quick)
     print(table(records))
     by = {(r["method"], r["dim"]): r["seconds_per_step"] for r in records}
