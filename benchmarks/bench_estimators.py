@@ -208,16 +208,12 @@ def main(argv=None) -> int:
         method, dim, reps = args.worker
         print(json.dumps(worker(method, int(dim), int(reps))))
         return 0
-    if args.json:  # written only after the whole run: refuse a PATH that cannot be written now
-        from pinnlab.io import check_writable_directory
+    from bench_tuning import json_path_error  # written only after the whole run: checked now
 
-        try:
-            if os.path.isdir(args.json):
-                raise IsADirectoryError("is a directory")
-            check_writable_directory(args.json)
-        except OSError as exc:
-            print(f"error: --json {args.json}: {exc}", file=sys.stderr)
-            return 2
+    problem = json_path_error(args.json)
+    if problem:
+        print(f"error: --json {args.json}: {problem}", file=sys.stderr)
+        return 2
     records, rate = run(args.quick)
     print(table(records))
     by = {(r["method"], r["dim"]): r["seconds_per_step"] for r in records}

@@ -62,17 +62,6 @@ def main() -> int:
     parser.add_argument("--mix", type=float, default=0.5, help="mix weight of the unbiased loss, held fixed")
     args = parser.parse_args()
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import torch
-    from bench_tuning import problems
-
-    from pinnlab import config as configuration
-    from pinnlab.bilevel.base import unroll
-    from pinnlab.bilevel.parameterization import reparameterize, unconstrain
-    from pinnlab.solvers.evaluate import evaluate
-    from pinnlab.tuning.run import make_hypergradient_method
-    from pinnlab.tuning.setup import build_tuning
-
     try:
         sigmas = [float(s) for s in args.sigmas.split(",")]
         horizons = [int(t) for t in (args.horizons or ("0,10,100" if args.quick else "0,10,50,200")).split(",")]
@@ -81,9 +70,35 @@ def main() -> int:
         print(f"error: bad list: {exc}", file=sys.stderr)
         return 2
     warm_steps = args.warm_steps if args.warm_steps is not None else (300 if args.quick else 1000)
-    if min(sigmas) <= 0 or min(horizons) < 0 or min(grad_horizons) < 1 or args.draws < 1 or warm_steps < 0:
-        print("error: need σ > 0, horizons >= 0, gradient horizons >= 1, --draws >= 1 and --warm-steps >= 0",
-              file=sys.stderr)
+    # σ is log- and mix logit-parameterised: a value outside (0, ∞) or (0, 1) failed with a
+    # traceback at its first use, after the set-up; a nan ran through into the JSON
+    checks = [
+        (all(0 < s < math.inf for s in sigmas), f"--sigmas {args.sigmas}: every σ must be finite and > 0"),
+        (0 < args.warm_sigma < math.inf, f"--warm-sigma {args.warm_sigma}: must be finite and > 0"),
+        (0 < args.mix < 1, f"--mix {args.mix}: must lie in (0, 1)"),
+        (min(horizons) >= 0, f"--horizons {','.join(map(str, horizons))}: must be >= 0"),
+        (min(grad_horizons) >= 1, f"--grad-horizons {','.join(map(str, grad_horizons))}: must be >= 1"),
+        (args.draws >= 1, f"--draws {args.draws}: must be >= 1"),
+        (warm_steps >= 0, f"--warm-steps {warm_steps}: must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            print(f"error: {message}", file=sys.stderr)
+            return 2
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import torch
+    from bench_tuning import json_path_error, problems
+
+    from pinnlab import config as configuration
+    from pinnlab.bilevel.base import unroll
+    from pinnlab.bilevel.parameterization import reparameterize, unconstrain
+    from pinnlab.solvers.evaluate import evaluate
+    from pinnlab.tuning.run import make_hypergradient_method
+    from pinnlab.tuning.setup import build_tuning
+
+    if (why := json_path_error(args.json)) is not None:
+        print(f"error: --json {args.json}: {why}", file=sys.stderr)
         return 2
     draws = args.draws
     data = problems(args.quick)["c"]

@@ -296,6 +296,11 @@ def main(argv=None) -> int:
             name, horizons, width = option
             print(json.dumps(fn(name, [int(t) for t in horizons.split(",")], int(width))))
             return 0
+    from bench_tuning import json_path_error
+
+    if (why := json_path_error(args.json)) is not None:
+        print(f"error: --json {args.json}: {why}", file=sys.stderr)
+        return 2
     width = 64 if args.quick else 128
     if args.memory_only:
         records = finish_tensor_bytes(start_tensor_bytes(width, HORIZONS))

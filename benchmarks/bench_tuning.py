@@ -332,6 +332,25 @@ def selection_markdown(chosen: dict) -> str:
     return "\n".join(lines)
 
 
+def json_path_error(path: str | None) -> str | None:
+    """Why ``--json PATH`` could not be written, or None. The benchmarks write it only after
+    the whole run, so a missing or read-only directory, or PATH being a directory, is
+    refused before any work rather than found at the end."""
+    if not path:
+        return None
+    from pathlib import Path
+
+    from pinnlab.io import check_writable_directory
+
+    if Path(path).is_dir():
+        return "is a directory"
+    try:
+        check_writable_directory(path)
+    except OSError as exc:
+        return str(exc)
+    return None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="B = 15 s, S = 200 steps, width 32 (≈ 10 min)")
@@ -361,13 +380,19 @@ def main() -> int:
     specs = problems(args.quick)
     unknown = [p for p in args.problems.split(",") if p not in specs] + \
         [m for m in args.methods.split(",") if m not in METHODS and not (m == "fg2u_jvp" and args.costs)]
-    if budget <= 0 or unknown:
-        print(f"error: {'unknown ' + ', '.join(unknown) if unknown else 'the budget must be > 0'} "
+    if unknown:
+        print(f"error: unknown {', '.join(unknown)} "
               f"(problems: {', '.join(specs)}; methods: {', '.join(METHODS)}; fg2u_jvp with --costs only)",
               file=sys.stderr)
         return 2
+    if not 0 < budget < math.inf:  # nan and inf failed in the first tuner's config, after the warm-up
+        print(f"error: --budget {budget}: must be finite and > 0", file=sys.stderr)
+        return 2
     if args.repeats < 1:
         print(f"error: --repeats {args.repeats}: must be >= 1", file=sys.stderr)
+        return 2
+    if (why := json_path_error(args.json)) is not None:
+        print(f"error: --json {args.json}: {why}", file=sys.stderr)
         return 2
     if args.outer_steps is not None:
         if args.outer_steps < 1 or args.budget is not None:

@@ -17,7 +17,25 @@ ROOT = Path(__file__).resolve().parents[1]
     ("bench_tuning.py", ["--quick", "--problems", "b", "--methods", "fg2u_jvp"], "unknown fg2u_jvp"),
     ("bench_tuning.py", ["--quick", "--problems", "b", "--methods", "default", "--repeats", "0"],
      "--repeats 0: must be >= 1"),  # ran nothing and wrote an empty table
-    ("bench_horizon_bias.py", ["--quick", "--warm-steps", "-5"], "--warm-steps >= 0"),  # was a traceback
+    # nan and inf passed `budget <= 0` and failed in the first tuner's config after the warm-up
+    ("bench_tuning.py", ["--quick", "--problems", "b", "--methods", "fg2u", "--budget", "nan"],
+     "--budget nan: must be finite and > 0"),
+    ("bench_tuning.py", ["--quick", "--problems", "b", "--methods", "fg2u", "--budget", "inf"],
+     "--budget inf: must be finite and > 0"),
+    ("bench_tuning.py", ["--quick", "--problems", "b", "--methods", "fg2u", "--budget", "-1"],
+     "--budget -1.0: must be finite and > 0"),
+    ("bench_horizon_bias.py", ["--quick", "--warm-steps", "-5"], "--warm-steps -5: must be >= 0"),  # was a traceback
+    # mix is logit- and σ log-parameterised: out of range was a traceback after the set-up, nan ran through
+    ("bench_horizon_bias.py", ["--quick", "--mix", "2"], "--mix 2.0: must lie in (0, 1)"),
+    ("bench_horizon_bias.py", ["--quick", "--mix", "0"], "--mix 0.0: must lie in (0, 1)"),
+    ("bench_horizon_bias.py", ["--quick", "--mix", "nan"], "--mix nan: must lie in (0, 1)"),
+    ("bench_horizon_bias.py", ["--quick", "--warm-sigma", "-1"], "--warm-sigma -1.0: must be finite and > 0"),
+    ("bench_horizon_bias.py", ["--quick", "--warm-sigma", "nan"], "--warm-sigma nan: must be finite and > 0"),
+    ("bench_horizon_bias.py", ["--quick", "--sigmas", "0.1,nan"], "--sigmas 0.1,nan: every σ must be finite"),
+    ("bench_horizon_bias.py", ["--quick", "--sigmas", "inf"], "--sigmas inf: every σ must be finite"),
+    ("bench_horizon_bias.py", ["--quick", "--horizons", "0,-1"], "--horizons 0,-1: must be >= 0"),
+    ("bench_horizon_bias.py", ["--quick", "--grad-horizons", "0"], "--grad-horizons 0: must be >= 1"),
+    ("bench_horizon_bias.py", ["--quick", "--draws", "0"], "--draws 0: must be >= 1"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(tmp_path, script, args, expected):
     out = tmp_path / "out.json"
@@ -27,6 +45,23 @@ def test_bad_arguments_are_one_line_and_exit_2(tmp_path, script, args, expected)
     assert run.returncode == 2, err
     assert len(err.splitlines()) == 1 and expected in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("script, args", [
+    ("bench_tuning.py", ["--quick", "--problems", "b", "--methods", "fg2u"]),
+    ("bench_horizon_bias.py", ["--quick"]),
+    ("bench_hypergrad.py", ["--quick"]),
+])
+@pytest.mark.parametrize("where, expected", [("missing/out.json", "does not exist"), (".", "is a directory")])
+def test_unwritable_json_path_is_refused_before_the_run(tmp_path, script, args, where, expected):
+    """--json is written only after the whole run: a missing directory (FileNotFoundError)
+    or a directory as PATH (IsADirectoryError) was found there, the results lost."""
+    path = tmp_path / where
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args, "--json", str(path)],
+                         capture_output=True, text=True, timeout=120)
+    err = run.stderr.strip()
+    assert run.returncode == 2, err
+    assert len(err.splitlines()) == 1 and f"--json {path}: " in err and expected in err, err
 
 
 def test_zero_warm_steps_mean_zero_not_the_default(tmp_path):
