@@ -55,6 +55,7 @@ def test_step_flops_is_a_floor_of_the_counted_step(method, dim):
 @pytest.mark.parametrize("where, expected", [("missing/out.json", "does not exist"), (".", "is a directory")])
 def test_unwritable_json_path_is_refused_before_the_run(tmp_path, capsys, monkeypatch, where, expected):
     """--json is written only after all timings: a missing directory was found there."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when run as a script: its siblings import
     bench = _load()
 
     def run(quick):
