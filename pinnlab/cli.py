@@ -8,6 +8,7 @@ exit code 2, before any work starts and without touching existing files.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -150,7 +151,9 @@ def cmd_plot(args) -> int:
 
     path = Path(args.file)
     if not path.is_file():
-        raise UsageError(f"result file {str(path)!r} does not exist")
+        what = "does not exist" if not path.exists() else (
+            "is a directory" if path.is_dir() else "is not a regular file")
+        raise UsageError(f"result file {str(path)!r} {what}")
     outdir = Path(args.output) if args.output else path.with_suffix("")
     created = not outdir.exists()
     try:
@@ -271,10 +274,55 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+SIZE_SETTINGS = ("equation.dim", "model.width", "model.depth", "estimator.samples", "estimator.eval_samples",
+                 "trainer.batch_size", "trainer.test_points", "loss.boundary_points", "data.points")
+COMMAND_SIZE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "solve": SIZE_SETTINGS,
+    "tune": (*SIZE_SETTINGS, "tune.objective.points", "tune.objective.samples"),
+    "study": (*SIZE_SETTINGS, "study.dims", "study.samples", "study.points", "study.reference_samples"),
+}
+"""The settings that size what ``pinnlab solve | tune | study`` allocate, named when a run
+does not fit this machine."""
+
+
+def _size_problem(err: BaseException) -> str | None:
+    """What ``err`` says if it is a size this machine cannot hold (memory exhausted, or a
+    size beyond torch's 64-bit sizes: Python's MemoryError/OverflowError, torch's
+    OutOfMemoryError, its allocator's and size unpacking's RuntimeError/TypeError), else
+    None."""
+    text = (str(err).strip().splitlines() or [""])[0]
+    torch = sys.modules.get("torch")
+    if isinstance(err, MemoryError) or (torch is not None and isinstance(err, torch.OutOfMemoryError)):
+        return "out of memory" + (f" ({text[:120]})" if text else "")
+    if isinstance(err, RuntimeError) and "can't allocate memory" in text:
+        tried = re.search(r"tried to allocate (\d+) bytes", text)
+        return f"cannot allocate {tried[1]} bytes" if tried else "cannot allocate memory"
+    if isinstance(err, OverflowError) or (isinstance(err, (RuntimeError, TypeError))
+                                          and "Overflow when unpacking" in text):
+        return "a size overflows a 64-bit integer"
+    return None
+
+
+def _run(args) -> int:
+    """Run the subcommand; a solve, tune or study whose sizes this machine cannot hold
+    ends as bad input (one line naming the size settings, exit code 2) instead of a
+    traceback. The commands replace an existing result or checkpoint only by writing a
+    new one, so a run stopped this way leaves both as they were."""
+    try:
+        return COMMANDS[args.command][1](args)
+    except (OverflowError, MemoryError, RuntimeError, TypeError) as err:
+        problem = _size_problem(err) if args.command in COMMAND_SIZE_SETTINGS else None
+        if problem is None:
+            raise
+        raise UsageError(f"{problem}: the sizes are too large for this machine; lower "
+                         f"{', '.join(COMMAND_SIZE_SETTINGS[args.command])} or the equation's own sample counts"
+                         ) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse_args(argv)
-        return COMMANDS[args.command][1](args)
+        return _run(args)
     except UsageError as err:
         print(f"pinnlab: error: {err}", file=sys.stderr)
         return EXIT_USAGE

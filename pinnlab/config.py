@@ -306,7 +306,8 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     so ``loss.kind=biased`` works on a hybrid config; the same settings given as
     overrides are kept (and then refused by validation). So does an override that leaves
     a :data:`DEPENDENT` key without effect (``trainer.schedule=linear`` drops the
-    config's ``gamma``).
+    config's ``gamma``), and ``tune.method`` the config's ``tune.options`` (another
+    method's constructor arguments).
     """
     data = _deep_copy(data)
     overridden: set[str] = set()
@@ -343,6 +344,10 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             if f"loss.{key}" not in overridden:
                 loss.pop(key, None)
                 overridden.add(f"loss.{key}")
+    tune = data.get("tune")
+    if ("tune.method" in overridden and isinstance(tune, dict)  # another method's constructor arguments
+            and not any(o == "tune.options" or o.startswith("tune.options.") for o in overridden)):
+        tune.pop("options", None)
     # likewise a setting the config carried for a value an override changed
     for key, (controller, values) in DEPENDENT.items():
         (section, name), (control_section, control) = key.split("."), controller.split(".")

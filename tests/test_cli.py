@@ -144,6 +144,8 @@ def test_bad_input_table(tmp_path, capsys):
         (["solve"], "required"),
         (["frobnicate"], "invalid choice"),
         (["plot", tmp_path / "missing.h5"], "does not exist"),
+        (["plot", tmp_path], "is a directory"),
+        (["solve", tmp_path, "-o", tmp_path / "o.h5"], "is a directory"),
         (["plot", good, "-o", tmp_path / "figs"], "cannot plot"),  # and no empty figs/ left behind
         (["solve", good, "-o", tmp_path / ("a" * 248 + ".h5")], "too long"),  # the .ckpt would not fit
         # refused before training (they failed after it, or ended nonfinite over a good result)

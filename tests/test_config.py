@@ -476,3 +476,16 @@ def test_an_equation_that_cannot_be_built_is_one_line():
     with pytest.raises(C.ConfigError) as info:
         C.make_equation(config.equation)
     assert str(info.value).startswith("equation: ") and len(str(info.value).splitlines()) == 1
+
+
+def test_an_override_of_the_tuning_method_drops_the_configs_method_options():
+    """tune.options are the constructor arguments of the config's method: with
+    ``tune.method=joint`` on a config tuned by fg2u they were refused (and the config's
+    own comment gave that command); options given with the override are kept."""
+    data = {"tune": {"method": "fg2u", "options": {"num_directions": 4}}}
+    assert "options" not in C.apply_overrides(data, ["tune.method=joint"])["tune"]
+    kept = C.apply_overrides(data, ["tune.method=rgu", "tune.options={truncate: 3}"])["tune"]
+    assert kept["options"] == {"truncate": 3}
+    assert C.apply_overrides(data, ["tune.method=zo_fg2u", "tune.options.num_directions=2"])["tune"]["options"] == {
+        "num_directions": 2}
+    assert C.apply_overrides(data, ["tune.outer_lr=0.1"])["tune"]["options"] == {"num_directions": 4}

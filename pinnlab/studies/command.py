@@ -47,6 +47,8 @@ def run(args) -> int:
     _check_other_outputs(output, args, config.study.kind)
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be >= 1")
+    if args.workers is not None and config.study.kind == "estimator":
+        raise UsageError("--workers: an estimator study runs in one process (the option is for training studies)")
     if config.study.kind == "estimator":
         return _estimator(config, output, args)
     return _training(config, output, args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationInfo, field_validator, model_serializer
 
 from pinnlab._fields import SECTION_CONFIG, Float, Int
 
@@ -29,6 +29,14 @@ groups (else NaN, and ``pinnlab plot`` has no error bar to draw), the projected 
 2 groups in each half (see :mod:`pinnlab.studies.estimator_study`)."""
 
 
+KIND_KEYS = {
+    "estimator": ("losses", "unbiased_samples", "dims", "samples", "sigmas", "noise", "quantities", "replicates",
+                  "points", "reference_samples", "reference_replicates", "init"),
+    "training": ("variants", "grid", "columns", "workers"),
+}
+"""The keys each kind of study reads (``kind`` aside); the other kind never looks at them."""
+
+
 class StudySection(BaseModel):
     """``study:`` an estimator-level or a training-level bias–variance study.
 
@@ -41,6 +49,8 @@ class StudySection(BaseModel):
     Training study keys: variants (name → list of ``key=value`` overrides; the table
     rows), grid (dotted key → list of values), columns (the grid key for the table
     columns), workers.
+    A key of the other kind is refused (it would be silently ignored), and so is a grid
+    key or variant override inside ``study.`` (a cell runs its config without ``study:``).
     """
 
     model_config = SECTION_CONFIG
@@ -65,6 +75,47 @@ class StudySection(BaseModel):
     grid: dict[str, Annotated[Distinct[list], Field(min_length=1)]] = Field(default_factory=dict)
     columns: str | None = None
     workers: Int = Field(1, ge=1)
+
+    @field_validator(*KIND_KEYS["estimator"], *KIND_KEYS["training"])
+    @classmethod
+    def _of_this_kind(cls, value, info: ValidationInfo):
+        """A key the study's kind does not read would be ignored (validators run only on
+        the keys given)."""
+        kind = info.data.get("kind")
+        if kind is not None and info.field_name not in KIND_KEYS[kind]:
+            named = {"estimator": "an estimator study", "training": "a training study"}
+            other = named["training" if kind == "estimator" else "estimator"]
+            hint = " (a cell's own settings go in variants or grid)" if kind == "training" else ""
+            raise ValueError(f"only {other} reads it, and this is {named[kind]} (study.kind: {kind}); "
+                             f"remove it{hint}")
+        return value
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_outside_study(cls, grid):
+        inside = [key for key in grid if _inside_study(key)]
+        if inside:
+            raise ValueError(f"{inside[0]}: a grid key inside the study section would change nothing (every cell "
+                             "runs its config without study:); use keys of the other sections")
+        return grid
+
+    @field_validator("variants")
+    @classmethod
+    def _variants_outside_study(cls, variants):
+        for name, overrides in (variants or {}).items():
+            inside = [item for item in overrides if _inside_study(item.partition("=")[0])]
+            if inside:
+                raise ValueError(f"{name}: {inside[0]!r} sets a key inside the study section, which would change "
+                                 "nothing (every cell runs its config without study:); use keys of the other "
+                                 "sections")
+        return variants
+
+    @model_serializer(mode="wrap")
+    def _own_keys(self, handler):
+        """The resolved config records only the keys of this kind, so it validates back."""
+        data = handler(self)
+        return {key: value for key, value in data.items()
+                if key == "kind" or key in KIND_KEYS[self.kind]}
 
     @field_validator("replicates", "reference_replicates")
     @classmethod
@@ -101,6 +152,11 @@ class StudySection(BaseModel):
         if any(not v > 0 for v in values):
             raise ValueError("every sigma must be > 0")
         return values
+
+
+def _inside_study(key: str) -> bool:
+    """Whether the dotted override key ``key`` names the ``study:`` section or a key in it."""
+    return key.strip().split(".")[0] == "study"
 
 
 def study_runs(config) -> dict[str, list[str]]:

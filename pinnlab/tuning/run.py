@@ -68,7 +68,8 @@ def make_hypergradient_method(name: str, options: dict, where: str = "tune"):
 
 
 def check_method(setup: TuningSetup) -> None:
-    """Refuse method/tunable/objective combinations that cannot work (before any work)."""
+    """Refuse method/tunable/objective combinations that cannot work, and options the
+    method would ignore (before any work)."""
     tune = setup.config.tune
     allowed = (*METHODS, *SEARCH_METHODS)
     phases = [tune.method] + ([tune.then.method] if tune.then else [])
@@ -128,6 +129,10 @@ def check_method(setup: TuningSetup) -> None:
     for where, name, options in sections:
         if name in METHODS:
             make_hypergradient_method(name, options, where)
+        elif options:  # the search baselines and joint fitting have no constructor to take them
+            raise ConfigError(f"{where}.options: {where}.method = {name!r} takes no options (they are a "
+                              f"hypergradient method's constructor arguments), so {', '.join(map(str, options))} "
+                              f"would be ignored; remove them ({where}.options={{}})")
 
 
 def _deepxde_settings(setup: TuningSetup, phi) -> tuple[float, list[float] | None]:

@@ -113,9 +113,9 @@ def test_odd_samples_with_split_unbiased_draws_are_refused_at_validation():
     assert _study(samples=[1, 3], unbiased_samples="same").study.samples == [1, 3]
     assert _study(samples=[1, 3], losses=["biased"]).study.samples == [1, 3]
     assert _study(samples=[2, 4]).study.samples == [2, 4]
-    training = C.validate({"equation": {"name": "poisson_two_body", "dim": 3},
-                           "study": {"kind": "training", "variants": {"a": ["loss.kind=biased"]}, "samples": [3]}})
-    assert training.study.samples == [3]
+    with pytest.raises(C.ConfigError, match=r"^study\.samples = \[3\]: only an estimator study reads it"):
+        C.validate({"equation": {"name": "poisson_two_body", "dim": 3},
+                    "study": {"kind": "training", "variants": {"a": ["loss.kind=biased"]}, "samples": [3]}})
 
 
 def test_the_estimator_study_spec_refuses_odd_samples_with_split_draws_too():
@@ -163,3 +163,13 @@ def test_the_csv_quotes_a_variant_name_with_a_comma():
     rows = list(csv.reader(io.StringIO(csv_text(summary))))
     assert {len(row) for row in rows} == {len(summary[0])}
     assert [row[:2] for row in rows[1:]] == [["biased, K=4", "[0, 2]"], ["unbiased", "[0, 2]"]]
+
+
+def test_workers_on_an_estimator_study_is_refused(tmp_path, capsys):
+    """--workers was silently ignored by an estimator study (it runs in one process)."""
+    cfg = tmp_path / "est.yaml"
+    cfg.write_text(TIME_ESTIMATOR)
+    assert main(["study", str(cfg), "--workers", "2", "-o", str(tmp_path / "est.h5")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--workers: an estimator study runs in one process" in err[0]
+    assert not (tmp_path / "est.h5").exists()
