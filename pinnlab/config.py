@@ -291,6 +291,8 @@ DEPENDENT: dict[str, tuple[str, tuple[Any, ...]]] = {
     "loss.window": ("loss.switch", ("auto",)),
     "loss.tolerance": ("loss.switch", ("auto",)),
     "estimator.probes": ("estimator.kind", ("hutchinson",)),
+    "estimator.samples": ("estimator.kind", ("stein",)),
+    "estimator.eval_samples": ("estimator.kind", ("stein",)),
     "loss.boundary_points": ("equation.constraint", ("soft",)),
     "data.batch_size": ("data.train", (True,)),
 }

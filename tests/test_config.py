@@ -385,6 +385,8 @@ def test_the_resolved_config_records_every_equation_parameter(name):
     ("loss", {"kind": "hybrid", "switch_step": 10, "window": 3}, "loss.window: has an effect only with loss.switch: auto"),
     ("loss", {"tolerance": 0.1}, "loss.tolerance: has an effect only with loss.switch: auto"),
     ("estimator", {"probes": 4}, "estimator.probes: has an effect only with estimator.kind: hutchinson"),
+    ("estimator", {"kind": "hutchinson", "samples": 64}, "estimator.samples: has an effect only with estimator.kind: stein"),
+    ("estimator", {"kind": "autograd", "eval_samples": 64}, "estimator.eval_samples: has an effect only with estimator.kind: stein"),
     ("loss", {"boundary_points": 50}, "loss.boundary_points: has an effect only with equation.constraint: soft"),
     ("data", {"batch_size": 10}, "data.batch_size: has an effect only with data.train: True"),
 ])
