@@ -159,14 +159,19 @@ TRAIN_DAMAGE = {
                            "params['layers.0.weight'] has shape (8, 2), expected (8, 3)"),
     "reshaped optimizer state": (lambda s: s.opt_state.mu.__setitem__("layers.0.bias", torch.zeros(1)),
                                  "opt_state.mu['layers.0.bias'] has shape (1,), expected (8,)"),
+    "history shorter than the step": (lambda s: s.history.trace_loss.pop(),
+                                      "the state is inconsistent: history 'trace_loss' has 1 values for its 2 steps"),
+    "window loss of a step not taken": (lambda s: s.window_loss.append(1.0),
+                                        "the state is inconsistent: 'window_loss' has 1 values, not one for each of the 0"),
 }
 
 
 @pytest.mark.parametrize("case", TRAIN_DAMAGE)
 def test_train_refuses_a_state_of_another_run(solve_run, case):
     """`train(state=...)` from Python (no checkpoint file, so no load_checkpoint): a state
-    beyond the run or with other parameters or optimizer state is refused before any step
-    (it used to return "ok" at step 7 of 6, or fail at the first step with a traceback)."""
+    beyond the run, with other parameters or optimizer state, or whose history does not
+    fit its step is refused before any step (it used to return "ok" at step 7 of 6, fail
+    at the first step with a traceback, or write traces shorter than the run)."""
     from pinnlab.solvers import train
 
     cfg, _ = solve_run

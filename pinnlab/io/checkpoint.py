@@ -114,8 +114,9 @@ def check_fits(path: str | Path | None, name: str, saved: Any, expected: Any) ->
             check_fits(path, f"{name}.{fields[i]}" if fields else f"{name}[{i}]", saved[i], value)
 
 
-def _check_history(path: str | Path, step: int, history: History, window_loss: list[float]) -> None:
-    """Refuse the history of the checkpoint at ``path`` unless it is what
+def check_history(path: str | Path | None, step: int, history: History, window_loss: list[float]) -> None:
+    """Refuse the history of the checkpoint at ``path`` (or of a state passed directly
+    when ``path`` is None) unless it is what
     :func:`~pinnlab.solvers.train` leaves after ``step`` completed steps: one value per
     step in each trace, evaluation rows whose columns (``terms/*`` too) are equally long
     and whose steps increase from 1 to at most ``step``, and in ``window_loss`` the
@@ -123,7 +124,8 @@ def _check_history(path: str | Path, step: int, history: History, window_loss: l
     would go on from ``step`` and write a result whose columns and traces do not match
     its steps."""
     def refuse(problem: str):
-        raise CheckpointError(f"checkpoint {str(path)!r} is inconsistent: {problem}")
+        where = "the state" if path is None else f"checkpoint {str(path)!r}"
+        raise CheckpointError(f"{where} is inconsistent: {problem}")
 
     steps = history.rows["step"]
     columns = {**history.rows, **{f"terms/{k}": v for k, v in history.terms.items()}}
@@ -205,7 +207,7 @@ def load_checkpoint(
                                   "a whole number >= 0")
         history = History.from_arrays({k: np.asarray(v) for k, v in data["history"].items()})
         window_loss = [float(v) for v in data["window_loss"]]
-        _check_history(path, step, history, window_loss)
+        check_history(path, step, history, window_loss)
         plateau = None
         if data["plateau"] is not None:
             p = data["plateau"]

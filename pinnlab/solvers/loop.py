@@ -222,9 +222,9 @@ def train(
         test_set: explicit `(x, u*)` instead of the equation's seeded test set.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         dtype: ``torch.float32`` or ``torch.float64``.
-        state: resume from this state; one whose step is beyond ``steps``, or whose
+        state: resume from this state; one whose step is beyond ``steps``, whose
             parameters, optimizer state or weighting state are not built like a
-            fresh run's, raises :class:`~pinnlab.io.CheckpointError` (a ValueError).
+            fresh run's, or whose history does not fit its step, raises :class:`~pinnlab.io.CheckpointError` (a ValueError).
         checkpoint_every: steps between ``on_checkpoint`` calls (0: never).
         on_checkpoint: receives the state after every ``checkpoint_every`` steps.
         progress: ``"auto"``, ``"bar"``, ``"log"`` or ``"off"``.
@@ -254,10 +254,11 @@ def train(
     if state is None:
         state = TrainState(params=params, opt_state=optimizer.init(params))
     else:  # refuse a state of another run here, not with a traceback at its first step
-        from pinnlab.io.checkpoint import CheckpointError, check_fits
+        from pinnlab.io.checkpoint import CheckpointError, check_fits, check_history
 
         if not 0 <= state.step <= steps:
             raise CheckpointError(f"the state is at step {state.step}, not within this run's 0..{steps}")
+        check_history(None, state.step, state.history, state.window_loss)
         check_fits(None, "params", state.params, params)
         check_fits(None, "opt_state", state.opt_state, optimizer.init(params))
     loss_fn = problem.loss
