@@ -39,21 +39,44 @@ class ConfigError(ValueError):
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 safe loader that also reads ``1e-2`` (no dot) as a float, as YAML 1.2 does."""
+    """Safe loader that reads plain scalars as YAML 1.2's core schema does, not as 1.1.
+
+    PyYAML implements YAML 1.1, whose implicit types surprise in a config file: ``010``
+    is 8 (octal), ``1:30`` is 90 (base 60), ``yes``/``no``/``on``/``off`` are booleans and
+    ``2026-12-03`` is a date. Here ``true``/``false`` are the only booleans, integers are
+    decimal (``0x``/``0o`` prefixes for hexadecimal and octal, ``_`` between digits), a
+    float needs no dot (``1e-2``), and everything else is a string, which the strict
+    fields then refuse with the key's name.
+    """
+
+    yaml_implicit_resolvers: dict = {}
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+][0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
+class _Dumper(yaml.SafeDumper):
+    """Safe dumper that quotes a string either schema would read as something else
+    (``yes`` for YAML 1.1 readers such as ``yaml.safe_load``, ``0o17`` for :class:`_Loader`)."""
+
+
+for _tag, _pattern, _first in (
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("int", r"^(?:[-+]?[0-9][0-9_]*|0o[0-7][0-7_]*|0x[0-9a-fA-F][0-9a-fA-F_]*)$", "-+0123456789"),
+    ("float", r"""^(?:[-+]?(?:\.[0-9][0-9_]*|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", "-+0123456789."),
+    ("merge", r"^(?:<<)$", "<"),
+):
+    for _cls in (_Loader, _Dumper):
+        _cls.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern, re.X), list(_first))
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node).replace("_", "")
+    if text[:2] in ("0o", "0x"):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)  # leading zeros are decimal, as in YAML 1.2
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def _refuse_duplicate_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> None:
@@ -84,8 +107,18 @@ def _construct_mapping(self, node, deep=False):
 _Loader.construct_mapping = _construct_mapping
 
 
+def dump_yaml(data: Any) -> str:
+    """``data`` as YAML that both :class:`_Loader` and YAML 1.1 readers read back as is."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
+
+
 def _yaml_load(text: str):
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except (ValueError, TypeError, OverflowError, RecursionError) as err:  # an explicit tag on
+        # a value it cannot take (``!!int x``, ``!!binary %``), or nesting beyond the stack
+        raise yaml.constructor.ConstructorError(
+            problem=(str(err).splitlines() or [type(err).__name__])[0]) from None
 
 
 class _Section(BaseModel):
@@ -255,7 +288,7 @@ class Config:
         return out
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.resolved(), sort_keys=False)
+        return dump_yaml(self.resolved())
 
 
 # -- loading -------------------------------------------------------------------------

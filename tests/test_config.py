@@ -361,6 +361,44 @@ def test_yaml_merge_keys_may_still_be_overridden(tmp_path):
     assert C.load(path).model.width == 16
 
 
+@pytest.mark.parametrize(("line", "expected"), [
+    ("equation: {name: poisson_two_body, dim: 3, seed: 010}", ("equation", "seed", 10)),  # 1.1: octal 8
+    ("equation: {name: poisson_two_body, dim: 0x10}", ("equation", "dim", 16)),
+    ("trainer: {steps: 10_000}", ("trainer", "steps", 10000)),
+    ("trainer: {lr: 1e-3}", ("trainer", "lr", 1e-3)),
+    ("trainer: {steps: 1:30}", "trainer.steps = '1:30': input should be a valid integer"),  # 1.1: 90
+    ("data: {train: yes}", "data.train = 'yes': input should be a valid boolean"),  # 1.1: true
+    ("estimator: {kind: on}", "estimator.kind = 'on'"),  # 1.1: true
+    ("trainer: {steps: 2026-12-03}", "trainer.steps = '2026-12-03'"),  # 1.1: a date
+    ("trainer: {steps: !!int x}", "malformed YAML in"),  # was a ValueError traceback
+])
+def test_config_scalars_are_read_as_yaml_1_2(tmp_path, line, expected):
+    """Plain scalars follow YAML 1.2's core schema (PyYAML reads 1.1: ``010`` = 8, ``1:30``
+    = 90, ``yes``/``on`` = true, dates), so a value is either what it looks like or refused
+    with its key; an explicit tag on a value it cannot take is one line too."""
+    path = tmp_path / "c.yaml"
+    path.write_text("equation: {name: poisson_two_body, dim: 3}\n" * ("equation" not in line) + line + "\n")
+    if isinstance(expected, tuple):
+        section, key, value = expected
+        assert getattr(getattr(C.load(path), section), key) == value
+        return
+    with pytest.raises(C.ConfigError) as info:
+        C.load(path)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_config_yaml_written_is_read_back_by_either_schema():
+    """to_yaml quotes strings that YAML 1.1 readers (``yaml.safe_load``, what users and the
+    plot command read result files with) or pinnlab's 1.2 loader would take for another
+    type, so both read back the same values."""
+    import yaml
+
+    data = {"a": "yes", "b": "0o17", "c": "1e5", "d": "010", "e": "1:30", "f": "2026-12-03",
+            "g": 10, "h": 1e-5, "i": True, "j": None, "k": [1, "on"], "l": "plain"}
+    text = C.dump_yaml(data)
+    assert C._yaml_load(text) == data and yaml.safe_load(text) == data
+
+
 @pytest.mark.parametrize("name", sorted(EQUATIONS))
 def test_the_resolved_config_records_every_equation_parameter(name):
     """A result file's config says which viscosity, horizon, radius law ... was solved

@@ -115,6 +115,8 @@ def _finished_with(path: Path, config) -> bool:
     import h5py
     import yaml
 
+    from pinnlab.config import dump_yaml
+
     try:
         with h5py.File(path, "r") as fh:
             stored = fh.attrs["config"]
@@ -128,7 +130,7 @@ def _finished_with(path: Path, config) -> bool:
     if not isinstance(stored, dict):
         return False
     stored.pop("study", None)
-    return yaml.safe_dump(stored, sort_keys=False) == run_config(config).to_yaml()
+    return dump_yaml(stored) == run_config(config).to_yaml()
 
 
 def _run_cell_job(args):
