@@ -173,10 +173,29 @@ class HypergradientResult:
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
+def check_problem(problem: Any, method: Any) -> None:
+    """``problem`` is a :class:`BilevelProblem`, or a
+    :class:`~pinnlab.bilevel.BlackBox` for a method that only evaluates h
+    (``takes_black_box``); TypeError otherwise."""
+    from pinnlab.bilevel.zeroth_order import BlackBox
+
+    if isinstance(problem, BilevelProblem):
+        return
+    name = getattr(method, "name", type(method).__name__)
+    if isinstance(problem, BlackBox):
+        if not getattr(method, "takes_black_box", False):
+            raise TypeError(f"{name} needs a BilevelProblem (its inner steps and outer loss); a BlackBox can "
+                            "only be evaluated, which only zo_fg2u (ZeroOrderForwardGradient) uses")
+        return
+    raise TypeError(f"problem must be a BilevelProblem or a BlackBox, got {type(problem).__name__}")
+
+
 class AbstractHypergradient(abc.ABC):
     """A hypergradient estimator, passed as an object (like diffrax's ``adjoint=``)."""
 
     name: str
+    takes_black_box = False
+    """True for estimators that only evaluate h, so a :class:`~pinnlab.bilevel.BlackBox` will do."""
 
     @abc.abstractmethod
     def estimate(self, problem: BilevelProblem, phi: Phi, *, start: int = 0, init=None,
@@ -184,6 +203,7 @@ class AbstractHypergradient(abc.ABC):
         """Estimate the hypergradient at φ; θ_0 from ``init`` or ``problem.init``."""
 
     def __call__(self, problem, phi, **kwargs) -> HypergradientResult:
+        check_problem(problem, self)
         check_phi(phi)
         if "seed" in kwargs:  # every estimate passes here, called directly, by hypergradient or optimize
             check_seed("seed", kwargs["seed"])

@@ -13,11 +13,13 @@ import torch
 
 from pinnlab._budget import Budget
 from pinnlab._checks import check_integer, check_positive, check_seed
+from pinnlab._typing import tensor_leaves
 from pinnlab.bilevel.base import (
     AbstractHypergradient,
     BilevelProblem,
     Phi,
     check_phi,
+    check_problem,
     flatten,
 )
 from pinnlab.bilevel.distributed import all_agree, rank_and_world
@@ -172,12 +174,22 @@ def optimize(
     t = k·S, …, k·S + ``inner_iters`` − 1 with stride S = max(T, ``inner_iters``), so
     consecutive outer steps never share inner randomness. (In a :class:`TwoPhase`
     schedule that puts such a method first with ``inner_iters`` > T, the estimator phase
-    after it may reuse indices the first phase used.)
+    after it may reuse indices the first phase used.) Their θ (``iterate``) is the
+    result's ``theta``, with the inner optimizer's fresh state as ``state``; in a
+    :class:`TwoPhase` schedule θ passes between the phases either way (an outer
+    algorithm starts from the estimator phase's θ_T, a warm-started estimator from the
+    outer algorithm's θ with that fresh state).
+
+    ``problem`` is a :class:`BilevelProblem`, or a
+    :class:`~pinnlab.bilevel.BlackBox` for the methods that only evaluate h
+    (:class:`~pinnlab.bilevel.ZeroOrderForwardGradient`).
     """
     from pinnlab.io.atomic import atomic_path
 
     check_phi(phi)
     _check_method("method", method, two_phase=True)
+    for m in (method.first, method.then) if isinstance(method, TwoPhase) else (method,):
+        check_problem(problem, m)
     check_integer("steps", steps)
     check_integer("accumulate", accumulate)
     check_integer("checkpoint_every", checkpoint_every, minimum=0)
@@ -266,13 +278,17 @@ def optimize(
         params = {name: v.detach() for name, v in u.items()}
         if isinstance(current, AbstractOuterAlgorithm):
             slot = 1 if isinstance(method, TwoPhase) and current is method.then else 0
-            if slot not in method_state:
-                method_state[slot] = current.init(inner, params)
+            if slot not in method_state:  # from the θ an estimator phase before it left, if any
+                method_state[slot] = current.init(inner, params, None if theta_state is None else theta_state[0])
             # disjoint inner indices per outer step (a method without inner_iters uses at most T)
             stride = max(inner.horizon, getattr(current, "inner_iters", 0))
             grad, method_state[slot], diagnostics = current.step(
                 inner, params, method_state[slot], outer_step=k, start=k * stride)
-            value, new_theta = None, None
+            value = None
+            # its θ, with the inner optimizer's fresh state, for the result and a phase after it
+            new_theta = {n: v.detach() for n, v in current.iterate(method_state[slot]).items()}
+            tensors, rebuild = tensor_leaves(inner.initial(params)[1])
+            new_state = rebuild([t.detach() for t in tensors])
         else:
             init = theta_state if (warm_start and theta_state is not None) else None
             grads, values = [], []
@@ -286,6 +302,7 @@ def optimize(
             diagnostics = result.diagnostics
             new_theta = ({n: v.detach() for n, v in result.theta.items()}
                          if warm_start and result.theta is not None else None)
+            new_state = result.state
         if not _finite(grad, {} if value is None else {"value": value}, new_theta or {}):
             status, message = "nonfinite", f"outer step {k}: non-finite hypergradient, outer value or θ"
             break
@@ -301,8 +318,7 @@ def optimize(
                     v.copy_(previous[n])
             status, message = "nonfinite", f"outer step {k}: the step made φ non-finite (or a log value 0)"
             break
-        if new_theta is not None:
-            theta_state = (new_theta, result.state)
+        theta_state = None if new_theta is None else (new_theta, new_state)
         history["outer_step"].append(k)
         history["value"].append(math.nan if value is None else float(value))
         history["grad_norm"].append(float(flatten(grad).norm()))

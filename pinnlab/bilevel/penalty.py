@@ -27,7 +27,8 @@ class AbstractOuterAlgorithm(abc.ABC):
 
     The lower-level iterates live in the method's state, so under :func:`optimize` they
     always continue from the previous outer step; ``warm_start`` and ``seed`` do not
-    apply, and ``accumulate`` must be 1.
+    apply, and ``accumulate`` must be 1. In a :class:`TwoPhase` schedule they start from
+    the θ the estimator phase before them left, and :meth:`iterate` is the θ they hand on.
     """
 
     name: str
@@ -36,8 +37,12 @@ class AbstractOuterAlgorithm(abc.ABC):
     driver spaces outer steps by max(T, inner_iters); a method without it uses at most T)."""
 
     @abc.abstractmethod
-    def init(self, problem: BilevelProblem, phi: Phi) -> dict[str, Any]:
-        """Initial lower-level iterates."""
+    def init(self, problem: BilevelProblem, phi: Phi, theta: Any = None) -> dict[str, Any]:
+        """Initial lower-level iterates: at ``theta``, or at the problem's θ_0 (None)."""
+
+    @abc.abstractmethod
+    def iterate(self, state: dict[str, Any]) -> Any:
+        """The lower-level θ of ``state`` that goes with the current φ."""
 
     @abc.abstractmethod
     def step(self, problem: BilevelProblem, phi: Phi, state: dict[str, Any], *,
@@ -46,9 +51,8 @@ class AbstractOuterAlgorithm(abc.ABC):
         that of indices ``t = start, …, start + inner_iters − 1``."""
 
 
-def _theta0(problem, phi):
-    theta, _ = problem.initial(phi)
-    return detach(theta)
+def _theta0(problem, phi, theta=None):
+    return detach(problem.initial(phi)[0] if theta is None else theta)
 
 
 @dataclass(frozen=True)
@@ -93,8 +97,11 @@ class Penalty(AbstractOuterAlgorithm):
 
         return objective
 
-    def init(self, problem, phi):
-        return {"theta": _theta0(problem, phi), "gamma": float(self.gamma)}
+    def init(self, problem, phi, theta=None):
+        return {"theta": _theta0(problem, phi, theta), "gamma": float(self.gamma)}
+
+    def iterate(self, state):
+        return state["theta"]
 
     def step(self, problem, phi, state, *, outer_step, start):
         gamma = state["gamma"]
@@ -143,9 +150,12 @@ class F2SA(AbstractOuterAlgorithm):
         check_positive("lr_y", self.lr_y)
         check_positive("lr_z", self.lr_z)
 
-    def init(self, problem, phi):
-        theta = _theta0(problem, phi)
+    def init(self, problem, phi, theta=None):
+        theta = _theta0(problem, phi, theta)
         return {"y": theta, "z": dict(theta), "lam": float(self.lam)}
+
+    def iterate(self, state):
+        return state["z"]  # z minimises g alone: the lower-level solution (y leans towards f)
 
     def step(self, problem, phi, state, *, outer_step, start):
         g = problem.needs_inner_loss("f2sa")

@@ -72,6 +72,7 @@ class ZeroOrderForwardGradient(AbstractHypergradient):
     kind: DirectionKind = "rademacher"
     distributed: bool = True
     name = "zo_fg2u"
+    takes_black_box = True
 
     def __post_init__(self):
         check_integer("num_directions (b)", self.num_directions)

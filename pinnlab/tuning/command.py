@@ -143,8 +143,11 @@ def run(args) -> int:
     print(f"tuned ({methods}, {outcome.seconds:.1f} s, {world} process(es)): {_summary(outcome.phi)}",
           file=sys.stderr)
     if outcome.status != "ok":
-        print(f"warning: tuning stopped early ({outcome.message}); the final solve uses the last finite values",
-              file=sys.stderr)
+        start = (" and starts from the initialisation (no outer step left a finite θ)"
+                 if config.tune.final_init == "continue" and outcome.trained is None
+                 and "trial_steps" not in outcome.extra else "")
+        print(f"warning: tuning stopped early ({outcome.message}); the final solve uses the last finite values"
+              f"{start}", file=sys.stderr)
     result, problem = final_solve(setup, outcome, progress=args.progress)
     write_tune_result(output, setup, outcome, result, problem)
     if checkpoint.exists():

@@ -244,11 +244,11 @@ def final_solve(setup: TuningSetup, outcome: TuneOutcome, *, progress: str = "au
                   checkpoint_every=0)
     if config.tune.final_init == "continue":
         trained = outcome.trained
-        if trained is None:  # search baselines: replay the best trial (deterministic)
+        if trained is None and "trial_steps" in outcome.extra:  # search: replay the best trial (deterministic)
             from pinnlab.tuning.search import train_trial
 
             trained = train_trial(setup, outcome.phi, outcome.extra["trial_steps"])
-        if trained is not None:
+        if trained is not None:  # (None: the tuning stopped before an outer step left a finite θ)
             kwargs["state"] = TrainState(params=trained[0], opt_state=trained[1])
     if config.trainer.schedule == "linear":
         from pinnlab.solvers import LinearDecay

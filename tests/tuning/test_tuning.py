@@ -172,6 +172,22 @@ def test_a_diverging_outer_loop_keeps_the_last_finite_values_and_exits_1(tmp_pat
         assert np.isfinite(fh["eval/u_pred"][...]).all()
 
 
+def test_a_run_that_stops_before_any_theta_still_writes_its_final_solve(tmp_path, capsys):
+    """final_init: continue when the first outer step already fails: there is no tuned θ,
+    so the final solve starts from the initialisation and says so (it ended in a
+    KeyError 'trial_steps' after the tuning, writing no result)."""
+    cfg = _write(tmp_path)
+    out = tmp_path / "t.h5"
+    code = main(["tune", str(cfg), "tune.method=rgu", "tune.options={}", "tune.outer_optimizer=sgd",
+                 "tune.outer_lr=1.0e300", "tune.outer_steps=3", "tune.final_init=continue", "-o", str(out),
+                 "--progress", "off"])
+    assert code == 1
+    assert "starts from the initialisation (no outer step left a finite θ)" in capsys.readouterr().err
+    with h5py.File(out) as fh:
+        assert fh["tune"].attrs["status"] == "nonfinite" and int(fh["tune"].attrs["steps_done"]) == 0
+        assert np.isfinite(fh["eval/u_pred"][...]).all()
+
+
 def test_inverse_problem_recovers_drift_direction(tmp_path):
     """fokker_planck_aniso, d = 4: μ from 200 noisy observations moves towards the truth."""
     setup = build_tuning(configuration.load(_write(tmp_path, INVERSE)))
@@ -373,12 +389,15 @@ def test_shipped_tuning_configs_build():
         assert setup.tunables
 
 
-@pytest.mark.parametrize("method", ["fg2u", "random"])
+@pytest.mark.parametrize("method", ["fg2u", "random", "penalty"])
 def test_final_solve_can_continue_from_the_tuned_network(tmp_path, method):
+    """(penalty: from its own θ iterate; the final solve failed with a KeyError.)"""
     from pinnlab.tuning.run import final_solve
 
     overrides = [f"tune.method={method}", "tune.outer_steps=3", "tune.trial_steps=20", "tune.final_steps=5"]
-    if method != "fg2u":
+    if method == "penalty":
+        overrides.append("tune.options={inner_iters: 10, lr: 1.0e-2}")
+    elif method != "fg2u":
         overrides.append("tune.options={}")
     cfg = _write(tmp_path)
     first = {}
@@ -387,6 +406,9 @@ def test_final_solve_can_continue_from_the_tuned_network(tmp_path, method):
         outcome = run_tuning(setup)
         result, _ = final_solve(setup, outcome, progress="off")
         first[init] = result.history.trace_loss[0]
+    if method == "penalty":  # its θ minimises f + γ/2‖∇g‖² at lr/(1 + γ): barely lower, but its own
+        assert outcome.trained is not None and first["continue"] != first["scratch"], first
+        return
     # continuing from a network already trained for 30 (or 20) steps starts lower (same φ)
     assert first["continue"] < 0.8 * first["scratch"], first
 
