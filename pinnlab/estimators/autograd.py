@@ -105,6 +105,7 @@ class Autograd(AbstractDerivativeEstimator):
                 out.append(diag)
             elif isinstance(q, WeightedLaplacian):
                 weights = q.weights.to(device=x.device, dtype=x.dtype)
+                expand_vector(weights, x)  # (D,), (1, D) or (N, D), as every estimator takes them
                 diag, idx = diagonal_on(weights)
                 w = weights[..., idx]
                 out.append((diag * w).sum(-1))

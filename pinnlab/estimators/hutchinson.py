@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.func import jvp, vmap
 
+from pinnlab._checks import check_integer
 from pinnlab.estimators.autograd import input_gradient
 from pinnlab.estimators.base import (
     AbstractDerivativeEstimator,
@@ -43,8 +44,7 @@ class Hutchinson(AbstractDerivativeEstimator):
     noise: Literal["independent", "shared"] = "independent"
 
     def __post_init__(self):
-        if self.num_probes < 1:
-            raise ValueError(f"num_probes must be >= 1, got {self.num_probes}")
+        check_integer("num_probes", self.num_probes)
         if self.noise not in ("independent", "shared"):
             raise ValueError(f"noise must be 'independent' or 'shared', got {self.noise!r}")
 

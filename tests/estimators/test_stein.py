@@ -178,6 +178,22 @@ def test_invalid_configuration_is_refused():
         SteinAntithetic(noise="both")
     with pytest.raises(ValueError, match="num_probes"):
         Hutchinson(num_probes=0)
+    for bad in (2.5, True):  # failed at the first estimate with torch's randint message
+        with pytest.raises((TypeError, ValueError), match="num_probes"):
+            Hutchinson(num_probes=bad)
+
+
+@pytest.mark.parametrize("estimator", [Autograd(), Hutchinson(num_probes=2), SteinAntithetic(num_samples=2)],
+                         ids=["autograd", "hutchinson", "stein"])
+@pytest.mark.parametrize("shape", [(2,), (4, 2), (4,)])
+def test_laplacian_weights_of_the_wrong_width_are_refused_by_every_estimator(estimator, shape):
+    """Autograd summed the first columns of weights narrower than the points (a custom
+    equation's space-only weights worked with autograd and failed with Stein)."""
+    x = torch.zeros(4, 3, dtype=torch.float64)
+    f = Pointwise(lambda z: (z ** 2).sum(-1))
+    with pytest.raises(ValueError, match=r"query vector/weights must have shape \(3,\) or \(4, 3\)"):
+        estimator.estimate(f, x, [WeightedLaplacian(torch.ones(shape, dtype=torch.float64))],
+                           generator=torch.Generator().manual_seed(0))
 
 
 # -- exact identities of the antithetic + control-variate estimators (REFERENCE.md §1.3) --
