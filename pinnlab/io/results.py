@@ -62,6 +62,7 @@ def _versions() -> dict[str, str]:
         "numpy_version": np.__version__,
         "h5py_version": h5py.__version__,
         "python_version": platform.python_version(),
+        "git_hash": _git_hash(),  # "" outside a git checkout
     }
 
 
@@ -166,7 +167,6 @@ def write_solve_result(path: str | Path, *, config, problem, result, slice_data=
         fh.attrs["config"] = config.to_yaml()
         for key, value in _versions().items():
             fh.attrs[key] = str(value)
-        fh.attrs["git_hash"] = _git_hash()
         fh.attrs["problem_seed"] = equation.seed
         fh.attrs["train_seed"] = config.trainer.seed
         fh.attrs["device"] = str(x.device)

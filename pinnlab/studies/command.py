@@ -122,6 +122,11 @@ def _estimator(config, output, args) -> int:
             problem, kwargs = configuration.build(runs[f"d={dim}"])
             _log(f"pretraining the network at d={dim} for {kwargs['steps']} steps")
             result = train(problem, **kwargs, progress="off")
+            if result.status != "ok":  # a study of a diverged network's estimates is all NaN
+                print(f"pinnlab: error: the pretraining at d={dim} did not end ok ({result.message}); the "
+                      "study needs a trained network, so none was written (lower trainer.lr or "
+                      "trainer.steps, or use study.init: fresh)", file=sys.stderr)
+                return 1
             params = {k: v.detach().to(device="cpu", dtype=dtype) for k, v in result.params.items()}
             pretrained[dim] = result.final.rel_l2
             _log(f"pretrained network: rel_l2={result.final.rel_l2:.3e}")

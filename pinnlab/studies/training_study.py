@@ -24,6 +24,7 @@ import json
 import math
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,22 +64,42 @@ def expand_cells(variants: Mapping[str, Sequence[str]], grid: Mapping[str, Seque
 def run_cell(config_path: str, overrides: Sequence[str], output: str, threads: int) -> dict:
     """Solve one cell (in a worker process) as ``pinnlab solve`` would, with pinnlab's
     trainer or (``trainer.backend: deepxde``) DeepXDE's, and write its result file
-    atomically."""
+    atomically.
+
+    With ``trainer.checkpoint_every`` the cell checkpoints to ``<cell file>.ckpt`` and a
+    re-run of the study continues an unfinished cell from it, as ``pinnlab solve
+    --resume`` would; a checkpoint of another cell config (the grid was edited) or a
+    damaged one is replaced and the cell starts over."""
     import torch
 
     from pinnlab import config as configuration
-    from pinnlab.io import result_slice, write_solve_result
-    from pinnlab.solvers import train
+    from pinnlab.io import CheckpointError, load_checkpoint, result_slice, save_checkpoint, write_solve_result
+    from pinnlab.solvers import resolve_device, train
 
     torch.set_num_threads(max(1, threads))
     config = run_config(configuration.load(config_path, overrides))
     problem, kwargs = configuration.build(config)
+    checkpoint = Path(output + ".ckpt")
     if config.trainer.backend == "deepxde":
         result = configuration.solve_config_with_deepxde(config, problem.equation)
     else:
-        result = train(problem, **kwargs, progress="off")
+        state, on_checkpoint = None, None
+        if kwargs["checkpoint_every"]:
+            config_yaml, optimizer = config.to_yaml(), kwargs["optimizer"]
+            if checkpoint.exists():
+                try:
+                    state = load_checkpoint(checkpoint, optimizer, config_yaml, resolve_device(kwargs["device"]),
+                                            kwargs["dtype"])
+                except CheckpointError as err:
+                    print(f"{err}; the cell starts over", file=sys.stderr)
+
+            def on_checkpoint(train_state):
+                save_checkpoint(checkpoint, train_state, optimizer, config_yaml)
+
+        result = train(problem, **kwargs, state=state, on_checkpoint=on_checkpoint, progress="off")
     slice_data = result_slice(problem, result, num_samples=config.estimator.eval_samples, seed=config.trainer.seed)
     write_solve_result(output, config=config, problem=problem, result=result, slice_data=slice_data)
+    checkpoint.unlink(missing_ok=True)
     return cell_metrics(output)
 
 

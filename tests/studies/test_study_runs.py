@@ -1,0 +1,99 @@
+"""A training-study cell resumes from its checkpoint; an estimator study refuses a
+pretrained network that diverged."""
+
+from __future__ import annotations
+
+import h5py
+import pytest
+import torch
+
+import pinnlab.solvers
+from pinnlab.cli import main
+from pinnlab.studies.training_study import run_cell
+from tests.studies.test_studies import TINY_ESTIMATOR, TINY_TRAINING
+
+CELL = ("loss.kind=biased", "equation.dim=3", "trainer.seed=0", "trainer.checkpoint_every=10")
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_killed_cell_continues_from_its_checkpoint(tmp_path, monkeypatch):
+    """trainer.checkpoint_every was ignored in study cells (no on_checkpoint), so a re-run
+    started a killed cell from step 0: now the cell checkpoints next to its file and the
+    re-run continues it, ending exactly where an uninterrupted cell ends."""
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(TINY_TRAINING.replace("STEPS", "30"))
+    real_train = pinnlab.solvers.train
+    whole = tmp_path / "whole.h5"
+    run_cell(str(cfg), CELL, str(whole), 1)
+
+    def killed_after_first_checkpoint(problem, **kwargs):
+        save = kwargs["on_checkpoint"]
+
+        def on_checkpoint(state):
+            save(state)
+            raise _Killed
+
+        return real_train(problem, **{**kwargs, "on_checkpoint": on_checkpoint})
+
+    cell = tmp_path / "cell.h5"
+    monkeypatch.setattr(pinnlab.solvers, "train", killed_after_first_checkpoint)
+    with pytest.raises(_Killed):
+        run_cell(str(cfg), CELL, str(cell), 1)
+    checkpoint = tmp_path / "cell.h5.ckpt"
+    assert checkpoint.exists() and not cell.exists()
+
+    started = []
+
+    def recording(problem, **kwargs):
+        started.append(None if kwargs["state"] is None else kwargs["state"].step)
+        return real_train(problem, **kwargs)
+
+    monkeypatch.setattr(pinnlab.solvers, "train", recording)
+    run_cell(str(cfg), CELL, str(cell), 1)
+    assert started == [10] and not checkpoint.exists()
+    with h5py.File(whole) as a, h5py.File(cell) as b:
+        for name in a["params"]:
+            assert torch.equal(torch.as_tensor(a["params"][name][...]), torch.as_tensor(b["params"][name][...]))
+        assert a["final"].attrs["rel_l2"] == b["final"].attrs["rel_l2"]
+
+
+def test_a_checkpoint_of_another_cell_config_is_replaced(tmp_path, monkeypatch, capsys):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(TINY_TRAINING.replace("STEPS", "20"))
+    cell = tmp_path / "cell.h5"
+    (tmp_path / "cell.h5.ckpt").write_bytes(b"not a checkpoint")
+    run_cell(str(cfg), CELL, str(cell), 1)
+    assert "the cell starts over" in capsys.readouterr().err
+    assert cell.exists() and not (tmp_path / "cell.h5.ckpt").exists()
+
+
+def test_an_estimator_study_refuses_a_diverged_pretraining(tmp_path, capsys):
+    """init: trained with a pretraining that went non-finite wrote an all-NaN study and
+    exited 0."""
+    cfg = tmp_path / "est.yaml"
+    cfg.write_text(TINY_ESTIMATOR.replace("init: fresh", "init: trained")
+                   .replace("trainer: {steps: 5, dtype: float64}",
+                            "trainer: {steps: 5, dtype: float64, lr: 1.0e+300, schedule: constant}"))
+    out = tmp_path / "est.h5"
+    assert main(["study", str(cfg), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "the pretraining at d=3 did not end ok" in err and "none was written" in err
+    assert not out.exists()
+
+
+def test_study_files_have_the_documented_layout(tmp_path):
+    """README documents /records and the root attrs of estimator-study files (they were
+    undocumented, and study files carried no git_hash)."""
+    cfg = tmp_path / "est.yaml"
+    cfg.write_text(TINY_ESTIMATOR)
+    out = tmp_path / "est.h5"
+    assert main(["study", str(cfg), "-o", str(out)]) == 0
+    with h5py.File(out) as fh:
+        assert {"kind", "config", "git_hash", "torch_version", "slopes", "comparisons",
+                "pretrained_rel_l2"} <= set(fh.attrs)
+        assert {"quantity", "loss", "noise", "dim", "sigma", "samples", "samples_per_draw", "bias", "bias_se",
+                "bias2", "bias2_se", "variance", "variance_se", "mse", "bias_t", "bias_t_df",
+                "bias_p"} == set(fh["records"])
