@@ -8,8 +8,10 @@ whose message is one line naming the key path, the bad value and what is allowed
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import inspect
 import math
+import os
 import re
 import types
 import typing
@@ -655,6 +657,12 @@ def _check_deepxde(config: Config) -> None:
     silently ignore. Estimator settings and ``loss.kind`` do not apply (DeepXDE's
     derivatives are exact, so every loss kind is the same loss); ``data:`` without
     ``train`` only feeds tuning objectives."""
+    if importlib.util.find_spec("deepxde") is None:  # found without importing it
+        raise ConfigError("trainer.backend: deepxde needs the optional dependency: pip install 'pinnlab[deepxde]'")
+    backend = os.environ.get("DDE_BACKEND", "pytorch")
+    if backend != "pytorch":
+        raise ConfigError(f"trainer.backend: deepxde needs DeepXDE's pytorch backend, but the environment sets "
+                          f"DDE_BACKEND={backend!r}; unset it or set DDE_BACKEND=pytorch")
     for (section, key), (allowed, why) in DEEPXDE_FIXED.items():
         value = getattr(config.sections[section], key)
         if value != allowed:

@@ -10,6 +10,7 @@ File layouts (``D`` = input columns, time last for time-dependent equations):
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -43,10 +44,12 @@ def load_observations(path: str | Path, input_dim: int) -> tuple[Tensor, Tensor]
             with data:
                 x, u = np.asarray(data["x"]), np.asarray(data["u"])
         elif suffix == ".csv":
-            try:
-                table = np.loadtxt(path, delimiter=",", ndmin=2)
-            except ValueError:
-                table = np.loadtxt(path, delimiter=",", ndmin=2, skiprows=1)
+            with warnings.catch_warnings():  # an empty file: numpy warns, then the shape check refuses it
+                warnings.simplefilter("ignore", UserWarning)
+                try:
+                    table = np.loadtxt(path, delimiter=",", ndmin=2)
+                except ValueError:
+                    table = np.loadtxt(path, delimiter=",", ndmin=2, skiprows=1)
             x, u = table[:, :-1], table[:, -1]
         else:
             raise ObservationError(

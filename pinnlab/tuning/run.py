@@ -120,6 +120,16 @@ def check_method(setup: TuningSetup) -> None:
             raise ConfigError("tune.inner: deepxde needs tune.objective.kind: data")
         if tune.final_init == "continue":
             raise ConfigError("tune.final_init = 'continue': not available for DeepXDE training")
+    backend = setup.config.trainer.backend
+    if (tune.inner == "deepxde") != (backend == "deepxde"):  # one trainer for tuning and final solve
+        raise ConfigError(f"tune.inner = {tune.inner!r} with trainer.backend = {backend!r}: the tuning's inner "
+                          "training and the final solve use one trainer; set both to deepxde or both to pinnlab")
+    loss = setup.config.loss
+    final_steps = tune.final_steps or setup.config.trainer.steps
+    if (loss.kind == "hybrid" and loss.switch_step is not None and loss.switch_step >= final_steps
+            and "mix" not in names):
+        raise ConfigError(f"loss.switch_step = {loss.switch_step}: must be < tune.final_steps ({final_steps}), "
+                          "the final solve's steps, or its unbiased phase never starts")
     if tune.final_init == "continue" and tune.method in METHODS and not tune.warm_start:
         raise ConfigError("tune.final_init = 'continue': needs tune.warm_start: true (there is no trained θ to "
                           "continue from otherwise)")
@@ -145,8 +155,9 @@ def _deepxde_settings(setup: TuningSetup, phi) -> tuple[float, list[float] | Non
 
 
 def _deepxde_black_box(setup: TuningSetup, steps: int | None = None) -> BlackBox:
-    """h(φ) = squared relative misfit at the observations after ``steps`` (default
-    ``horizon``) steps of DeepXDE training with loss weights and learning rate from φ."""
+    """h(φ) = mean squared misfit at the observations (the ``data`` objective, as with
+    pinnlab's inner training) after ``steps`` (default ``horizon``) steps of DeepXDE
+    training with loss weights and learning rate from φ."""
     from pinnlab.config import solve_config_with_deepxde
 
     steps = steps or setup.config.tune.horizon
@@ -155,7 +166,7 @@ def _deepxde_black_box(setup: TuningSetup, steps: int | None = None) -> BlackBox
         lr, weights = _deepxde_settings(setup, phi)
         result = solve_config_with_deepxde(setup.config, setup.problem.equation, steps=steps,
                                            lr=lr, loss_weights=weights, test_set=setup.observations)
-        return result.final.rel_l2 ** 2
+        return float(((result.final.prediction - result.test_exact) ** 2).mean())
 
     return BlackBox(objective, horizon=steps)
 

@@ -91,6 +91,9 @@ def _collocation_net(input_dim: int, width: int, depth: int, seed: int, dtype) -
 
 def _transform(name: str, spec, default: str, low: float, high: float) -> AbstractParameterization:
     kind = spec.transform or default
+    if default == "logit" and kind != "logit":  # log keeps it positive, not below high
+        raise ConfigError(f"tune.tunables.{name}.transform = {kind}: {name} must stay within [low, high] = "
+                          f"[{low:g}, {high:g}], which only logit keeps")
     if kind == "identity" and default != "identity":
         bound = "positive" if default == "log" else "within [low, high]"
         raise ConfigError(f"tune.tunables.{name}.transform = identity: {name} must stay {bound}, which an "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -221,6 +222,12 @@ BAD = [
     ("tune.tunables={weights.boundary: {transform: identity}}", "must stay positive"),
     ("tune.objective.kind=residual; tune.objective.estimator=autograd; tune.tunables={sigma: {}}",
      "cannot score a tuned sigma"),
+    # DeepXDE inner training with pinnlab's trainer settings (sgd, float64) recorded but not used
+    ("tune.inner=deepxde; tune.method=zo_fg2u; tune.options={}; tune.tunables={lr: {}}", "use one trainer"),
+    # log keeps the mix positive, not below 1: the final solve's schedule failed after the tuning
+    ("loss.kind=hybrid; loss.switch_step=5; tune.tunables={mix: {transform: log}}", "which only logit keeps"),
+    # the final solve of 20 steps would never reach the switch (as pinnlab solve refuses)
+    ("loss.kind=hybrid; loss.switch_step=30; tune.final_steps=20", "must be < tune.final_steps (20)"),
 ]
 
 
@@ -272,6 +279,59 @@ def test_unusable_npz_observation_files_give_an_observation_error(tmp_path):
             np.savez(path, **content)
         with pytest.raises(ObservationError, match=str(path.name)):
             load_observations(path, 2)
+
+
+def test_an_empty_csv_observation_file_is_one_error_without_warnings(tmp_path):
+    """numpy's 'input contained no data' warning was printed before the error line."""
+    import warnings
+
+    for text in ("", "a,b,c,u\n"):
+        path = tmp_path / "obs.csv"
+        path.write_text(text)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(ObservationError, match="need x of shape"):
+                load_observations(path, 3)
+
+
+DEEPXDE_CONFIG = Path(__file__).parents[2] / "configs" / "tuning" / "deepxde_loss_weights.yaml"
+
+
+def test_deepxde_trainer_and_tuning_inner_must_agree(tmp_path, capsys):
+    """trainer.backend: deepxde with tune.inner: pinnlab tuned and solved with pinnlab's
+    network while the recorded config said deepxde."""
+    pytest.importorskip("deepxde")
+    out = tmp_path / "t.h5"
+    assert main(["tune", str(DEEPXDE_CONFIG), "tune.inner=pinnlab", "tune.method=fg2u", "tune.options={}",
+                 "-o", str(out)]) == 2
+    assert "use one trainer" in capsys.readouterr().err and not out.exists()
+
+
+def test_deepxde_needs_its_pytorch_backend_before_any_work(monkeypatch):
+    """DDE_BACKEND=jax ended in a RuntimeError traceback when DeepXDE was first imported."""
+    pytest.importorskip("deepxde")
+    monkeypatch.setenv("DDE_BACKEND", "jax")
+    with pytest.raises(configuration.ConfigError, match="DDE_BACKEND='jax'; unset it or set DDE_BACKEND=pytorch"):
+        configuration.load(DEEPXDE_CONFIG)
+
+
+def test_deepxde_black_box_value_is_the_data_objective():
+    """inner: deepxde scored φ by the squared relative misfit while the data objective (and
+    pinnlab's inner training) use the mean squared misfit."""
+    pytest.importorskip("deepxde")
+    from pinnlab.config import solve_config_with_deepxde
+    from pinnlab.tuning.run import _deepxde_black_box, _deepxde_settings
+
+    config = configuration.load(DEEPXDE_CONFIG, ["model.width=8", "trainer.test_points=100", "tune.horizon=3"])
+    setup = build_tuning(config)
+    value = float(_deepxde_black_box(setup).objective(setup.phi0))
+    lr, weights = _deepxde_settings(setup, setup.phi0)
+    result = solve_config_with_deepxde(config, setup.problem.equation, steps=3, lr=lr, loss_weights=weights,
+                                       test_set=setup.observations)
+    x, u = setup.observations
+    misfit = float(((result.predict(x).double() - u.double()) ** 2).mean())
+    assert value == pytest.approx(misfit, rel=1e-5)
+    assert value != pytest.approx(misfit / float((u.double() ** 2).mean()), rel=1e-2)
 
 
 def test_second_phase_outer_lr_reaches_the_outer_steps(tmp_path):
@@ -345,7 +405,8 @@ tune:
 
     def spy(*args, **kwargs):
         result = original(*args, **kwargs)
-        calls.append((kwargs["steps"], kwargs["loss_weights"], result.final.rel_l2 ** 2))
+        misfit = float(((result.final.prediction - result.test_exact) ** 2).mean())  # the data objective
+        calls.append((kwargs["steps"], kwargs["loss_weights"], misfit))
         return result
 
     monkeypatch.setattr(config_module, "solve_config_with_deepxde", spy)
