@@ -228,8 +228,13 @@ def write_solve_result(path: str | Path, *, config, problem, result, slice_data=
             extra(fh)
 
 
-def compute_slice(problem, params, x_test, *, num_samples=None, seed=0):
-    """Predictions and exact values on :func:`slice_grid` (for the result file)."""
+def compute_slice(problem, params, x_test, *, num_samples=None, seed=0, sigma=None):
+    """Predictions and exact values on :func:`slice_grid` (for the result file).
+
+    ``sigma`` overrides the estimator's σ (scalar or per coordinate) as in
+    :func:`~pinnlab.solvers.evaluate.predict`: pass the σ the run trained and evaluated
+    with (``hyperparams["sigma"]``, e.g. a tuned σ), so the slice shows the same model.
+    """
     from pinnlab._seeding import make_generator
     from pinnlab.solvers.evaluate import predict
 
@@ -238,20 +243,23 @@ def compute_slice(problem, params, x_test, *, num_samples=None, seed=0):
     dtype = next(iter(params.values())).dtype
     grid = inputs.to(device=device, dtype=dtype)
     pred = predict(problem, params, grid, num_samples=num_samples,
-                   generator=make_generator(seed, "slice", device=device))
+                   generator=make_generator(seed, "slice", device=device), sigma=sigma)
     true = problem.equation.exact(inputs).to(pred)
     return inputs, grid_a, grid_b, dims, labels, inside, pred, true
 
 
-def result_slice(problem, result, *, num_samples=None, seed=0):
+def result_slice(problem, result, *, num_samples=None, seed=0, sigma=None):
     """The ``/slices`` data of a finished run: :func:`compute_slice` with pinnlab's smoothed
-    model, or a DeepXDE run's own network (:class:`~pinnlab.solvers.deepxde_adapter.DeepXDEResult`)."""
+    model (at ``sigma``, the σ the run's training step and evaluation used, when it is not
+    the estimator's own: a tuned σ), or a DeepXDE run's own network
+    (:class:`~pinnlab.solvers.deepxde_adapter.DeepXDEResult`)."""
     from pinnlab.solvers.deepxde_adapter import DeepXDEResult
 
     if isinstance(result, DeepXDEResult):
         return result.slice_data(problem.equation)
     with torch.no_grad():
-        return compute_slice(problem, result.params, result.test_inputs, num_samples=num_samples, seed=seed)
+        return compute_slice(problem, result.params, result.test_inputs, num_samples=num_samples, seed=seed,
+                             sigma=sigma)
 
 
 def read_attrs(path: str | Path) -> dict[str, Any]:

@@ -78,7 +78,9 @@ def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
                 for term, w in value.items():
                     group.attrs[f"final/weights.{term}"] = float(torch.as_tensor(w).double().norm())
 
-    slice_data = result_slice(problem, result, num_samples=config.estimator.eval_samples, seed=config.trainer.seed)
+    # at the σ the final solve trained and evaluated with (a tuned σ), as /eval is
+    slice_data = result_slice(problem, result, num_samples=config.estimator.eval_samples, seed=config.trainer.seed,
+                              sigma=tuned.get("sigma"))
     write_solve_result(output, config=config, problem=problem, result=result, slice_data=slice_data,
                        kind="tune", extra=extra)
 

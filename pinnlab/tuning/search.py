@@ -16,7 +16,7 @@ import torch
 
 from pinnlab._budget import Budget
 from pinnlab._seeding import derive_seed
-from pinnlab.bilevel.parameterization import Log
+from pinnlab.bilevel.parameterization import Log, constrain, unconstrain
 
 
 def trial_steps(setup) -> int:
@@ -188,6 +188,10 @@ def joint_fit(setup, *, progress=None):
     ``outer_steps · horizon`` steps or ``budget_seconds``; θ with the trainer's optimizer,
     the coefficients with the configured outer optimiser (``TuneSection.outer_optimizer_for``,
     the one the bilevel driver uses).
+
+    Like the bilevel driver, the outer optimiser steps the unconstrained u of each
+    coefficient (φ = forward(u) by its ``transform``: a ``logit`` coefficient stays within
+    its ``(low, high)``); the history and the result hold constrained values.
     """
     from pinnlab.tuning.run import TuneOutcome
 
@@ -195,15 +199,17 @@ def joint_fit(setup, *, progress=None):
     problem, kwargs = setup.problem, setup.train_kwargs
     seed = kwargs["seed"]
     theta_opt = kwargs["optimizer"]
+    parameterization = setup.parameterization
 
-    def loss(theta, phi, t):
+    def loss(theta, u, t):
+        phi = constrain(u, parameterization)
         training, _ = problem.objective(theta, setup.to_hyperparams(phi), t, seed)
         return training + setup.outer_loss(theta, phi)
 
     grad = torch.func.grad(loss, argnums=(0, 1))
     theta, theta_state = setup.init
-    phi = {k: v.detach().clone() for k, v in setup.phi0.items()}
-    phi_opt = tune.outer_optimizer_for(list(phi.values()))
+    u = {k: v.detach().clone() for k, v in unconstrain(setup.phi0, parameterization).items()}
+    phi_opt = tune.outer_optimizer_for(list(u.values()))
     history = {"outer_step": [], "value": [], "seconds": [], "method": [], "grad_norm": [],
                **{f"phi/{n}": [] for n in setup.tunables}}
     budget = Budget(tune.budget_seconds)
@@ -212,18 +218,21 @@ def joint_fit(setup, *, progress=None):
         if not budget.allows_another():
             break
         t0 = time.perf_counter()
-        g_theta, g_phi = grad(theta, phi, t)
+        g_theta, g_u = grad(theta, u, t)
         theta, theta_state = theta_opt.update(g_theta, theta_state, theta, theta_opt.lr)
-        for name, value in phi.items():
-            value.grad = g_phi[name]
+        for name, value in u.items():
+            value.grad = g_u[name]
         phi_opt.step()
         if (t + 1) % tune.horizon == 0 or t + 1 == total:
             with torch.no_grad():
+                phi = constrain(u, parameterization)
                 value = float(setup.outer_loss(theta, phi))
             _record(history, t // tune.horizon, value, phi, time.perf_counter() - t0)
             history["method"][-1] = "joint"
             if progress is not None:
                 progress(t // tune.horizon, phi, {"value": value})
         budget.finished_one()
+    with torch.no_grad():
+        phi = constrain(u, parameterization)
     return TuneOutcome({k: v.detach() for k, v in phi.items()}, history, "joint", budget.spent(),
                        trained=(theta, theta_state))
