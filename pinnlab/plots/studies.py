@@ -7,9 +7,22 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import (
+    LogFormatterSciNotation,
+    MaxNLocator,
+    NullLocator,
+    ScalarFormatter,
+)
 
 from pinnlab.plots.solve import _save
+from pinnlab.studies.estimator_study import (
+    BIAS_Z,
+    bias_is_significant,
+    bias_signs,
+    loglog_slope,
+)
 
 
 def _strings(values) -> list[str]:
@@ -27,19 +40,46 @@ def _records(group) -> list[dict]:
 
 
 def _fit_band(ax, ks, ys, color):
-    """Least-squares log–log line with a ±2 SE band for the slope."""
-    lx, ly = np.log(ks), np.log(ys)
-    if len(lx) < 3:
+    """Least-squares log–log line (:func:`loglog_slope`, the slope ``fit_slopes`` reports)
+    with a ±2 SE band for the slope."""
+    if len(ks) < 3:
         return None
-    slope, intercept = np.polyfit(lx, ly, 1)
-    resid = ly - (slope * lx + intercept)
-    se = np.sqrt(resid @ resid / (len(lx) - 2) / ((lx - lx.mean()) ** 2).sum())
+    slope, se = loglog_slope(ks, ys)
+    lx, ly = np.log(ks), np.log(ys)
+    center = ly.mean()  # the least-squares line passes through the means
     grid = np.linspace(lx.min(), lx.max(), 50)
-    center = intercept + slope * lx.mean()
     lines = [np.exp(center + s * (grid - lx.mean())) for s in (slope - 2 * se, slope + 2 * se)]
     ax.fill_between(np.exp(grid), np.minimum(*lines), np.maximum(*lines), color=color, alpha=0.15)
-    ax.plot(np.exp(grid), np.exp(intercept + slope * grid), color=color, lw=1, ls="--")
+    ax.plot(np.exp(grid), np.exp(center + slope * (grid - lx.mean())), color=color, lw=1, ls="--")
     return slope, se
+
+
+MARKERS = ("o", "s", "^", "D", "P", "X", "*", "h", "<", ">", "p", "d")
+"""Series markers, one per (loss, noise); ▽ is left out (it reads as an upper bound)."""
+
+
+def _series_styles(series: list[tuple]) -> dict[tuple, dict]:
+    """A colour and marker per series (loss, noise, d, σ), no two alike: the marker by
+    (loss, noise); the colour by series while there are at most 10 of them, beyond that by
+    (d, σ) (tab10, tab20, or viridis for more than 20 (d, σ) pairs), so that the colour
+    says the problem and the marker the estimator."""
+    kinds = sorted({key[:2] for key in series})
+    marker = {kind: MARKERS[i % len(MARKERS)] for i, kind in enumerate(kinds)}
+    linestyle = {kind: ("None", "-", "--", ":")[i // len(MARKERS) % 4] for i, kind in enumerate(kinds)}
+    groups = sorted({key[2:] for key in series}) if len(series) > 10 else series
+    if len(groups) <= 10:
+        colors = [f"C{i}" for i in range(len(groups))]
+    elif len(groups) <= 20:
+        colors = [colormaps["tab20"](i) for i in range(len(groups))]
+    else:
+        colors = [colormaps["viridis"](x) for x in np.linspace(0, 0.95, len(groups))]
+    color = dict(zip(groups, colors))
+    return {key: {"color": color[key[2:] if len(series) > 10 else key], "marker": marker[key[:2]],
+                  "linestyle": linestyle[key[:2]]} for key in series}
+
+
+LEGEND_ENTRY_INCHES = 0.16
+"""Height of one fontsize-7 legend entry (with its spacing), for sizing the figure."""
 
 
 def plot_estimator_study(path: Path, outdir: Path) -> list[Path]:
@@ -51,11 +91,15 @@ def plot_estimator_study(path: Path, outdir: Path) -> list[Path]:
         rows = [r for r in records if r["quantity"] == quantity]
         if not rows:
             continue
-        fig = Figure(figsize=(12, 6.4), layout="constrained")
-        ax_var, ax_bias = fig.subplots(1, 2)
         series = sorted({(r["loss"], r["noise"], r["dim"], r["sigma"]) for r in rows})
-        for i, key in enumerate(series):
-            color = f"C{i}"
+        styles = _series_styles(series)
+        # the legends get a row of their own below the panels, as tall as they need
+        legend_height = LEGEND_ENTRY_INCHES * len(series) + 0.3
+        fig = Figure(figsize=(12, 4.6 + legend_height), layout="constrained")
+        (ax_var, ax_bias), legend_axes = fig.subplots(2, 2, height_ratios=[4.2, legend_height])
+        for key in series:
+            style = styles[key]
+            color = style["color"]
             sel = sorted((r for r in rows if (r["loss"], r["noise"], r["dim"], r["sigma"]) == key),
                          key=lambda r: r["samples"])
             ks = np.array([r["samples"] for r in sel], float)
@@ -63,40 +107,57 @@ def plot_estimator_study(path: Path, outdir: Path) -> list[Path]:
             var = np.array([r["variance"] for r in sel])
             var_err = 2 * np.nan_to_num(np.array([r.get("variance_se", np.nan) for r in sel], float))
             fit = _fit_band(ax_var, ks, var, color)
-            ax_var.errorbar(ks, var, yerr=np.minimum(var_err, 0.999 * var), fmt="o", color=color, capsize=3,
-                            label=label + (f" (slope {fit[0]:.2f} ± {fit[1]:.2f})" if fit else ""))
+            ax_var.errorbar(ks, var, yerr=np.minimum(var_err, 0.999 * var), capsize=3, **style)
+            # legend entries are the series' filled marker, whatever was drawn
+            ax_var.plot([], [], **style, label=label + (f" (slope {fit[0]:.2f} ± {fit[1]:.2f})" if fit else ""))
+            # one rule for the points, the fit and the label: the bias is distinguishable
+            # from 0 where it is more than BIAS_Z SE from it (filled), a slope is fitted
+            # where it is at every K (the slopes of fit_slopes)
+            signs = np.array(bias_signs(quantity, sel))
+            significant = bias_is_significant(quantity, sel)
+            fit = None
             if quantity == "loss":
-                bias = np.array([r["bias"] for r in sel])
-                err = 2 * np.array([r["bias_se"] for r in sel])
-                positive = bias > 0
-                fit = _fit_band(ax_bias, ks[positive], bias[positive], color) if positive.all() else None
-                ax_bias.errorbar(ks, np.abs(bias), yerr=err, fmt="o", color=color, capsize=3,
-                                 label=label + (f" (slope {fit[0]:.2f} ± {fit[1]:.2f})" if fit else
-                                                " (bias consistent with 0: |bias| shown)"))
+                bias = np.abs(np.array([r["bias"] for r in sel]))
+                err = BIAS_Z * np.array([r["bias_se"] for r in sel])
+                if significant:
+                    fit = _fit_band(ax_bias, ks, bias, color)
+                ax_bias.errorbar(ks, bias, yerr=err, capsize=3, **style, mfc="none")
+                ax_bias.plot(ks[signs != 0], bias[signs != 0], color=color, marker=style["marker"], ls="None")
+                note = f"no fit: not {BIAS_Z:g} SE from 0, with one sign, at every K"
             else:
+                # A debiased bias² not BIAS_Z SE above 0 is drawn hollow at its upper bound
+                # bias² + BIAS_Z SE, or at BIAS_Z SE where that is ≤ 0 (bias² far below 0
+                # happens near zero bias: the SE is not pivotal there, see
+                # pinnlab.studies.estimator_study), so no cell is dropped.
                 b2 = np.array([r["bias2"] for r in sel])
-                err = 2 * np.array([r["bias2_se"] for r in sel])
-                # A debiased bias² not 2 SE above 0 is drawn as ▽ at its upper bound bias² + 2 SE,
-                # or at 2 SE where that is ≤ 0 (bias² far below 0 happens near zero bias: the SE
-                # is not pivotal there, see pinnlab.studies.estimator_study), so no cell is dropped.
-                up = b2 - err > 0
-                ax_bias.errorbar(ks[up], b2[up], yerr=np.stack([np.minimum(err[up], 0.999 * b2[up]), err[up]]),
-                                 fmt="o", color=color, capsize=3, label=label if up.any() else None)
+                err = BIAS_Z * np.array([r["bias2_se"] for r in sel])
+                up = signs > 0
+                if significant:
+                    fit = _fit_band(ax_bias, ks, b2, color)
                 bound = np.where(b2 + err > 0, b2 + err, err)
                 keep = ~up & (bound > 0)
-                ax_bias.plot(ks[keep], bound[keep], "v", color=color, mfc="none",
-                             label=None if up.any() else label + " (▽: not 2 SE above 0, upper bound)")
+                ax_bias.errorbar(ks[up], b2[up], yerr=np.stack([np.minimum(err[up], 0.999 * b2[up]), err[up]]),
+                                 capsize=3, **style)
+                ax_bias.plot(ks[keep], bound[keep], color=color, marker=style["marker"], mfc="none", ls="None")
+                note = f"no fit: not {BIAS_Z:g} SE above 0 at every K"
+            if significant:
+                note = "no fit: fewer than 3 K"
+            ax_bias.plot([], [], **style, label=label + (f" (slope {fit[0]:.2f} ± {fit[1]:.2f})" if fit else
+                                                         f" ({note})"))
         ax_var.set(xscale="log", yscale="log", xlabel="samples K", ylabel="variance (±2 SE)",
                    title=f"{quantity}: variance of the estimate")
-        ylabel = "|E L̂ − L| (±2 SE)" if quantity == "loss" else "bias² (debiased, ±2 SE; ▽ upper bound)"
+        ylabel = (f"|E L̂ − L| (±{BIAS_Z:g} SE; hollow: within {BIAS_Z:g} SE of 0)" if quantity == "loss" else
+                  f"bias² (debiased, ±{BIAS_Z:g} SE; hollow: upper bound)")
         ax_bias.set(xscale="log", yscale="log", xlabel="samples K", ylabel=ylabel,
                     title=f"{quantity}: bias against the large-K reference")
         ks_all = sorted({r["samples"] for r in rows})
-        for ax in (ax_var, ax_bias):
+        for ax, legend_ax in zip((ax_var, ax_bias), legend_axes):
             ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1, frameon=False)
             ax.set_xticks(ks_all, [str(k) for k in ks_all])
             ax.minorticks_off()
+            legend_ax.axis("off")
+            legend_ax.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="upper center", frameon=False,
+                             borderaxespad=0)
         fig.suptitle(f"Estimator study, {equation}: {quantity} (dashed: log–log fit, band: ±2 SE of the slope)")
         target = outdir / f"estimator_{quantity}.png"
         _save(fig, target, bbox_inches=None)
@@ -144,11 +205,11 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
     shown = {}
     for cell in cells:
         shown.setdefault((cell["variant"], cell.get(columns)), cell)
-    groups = sorted({c.get(columns) for c in cells}, key=str)
+    groups = list(dict.fromkeys(c.get(columns) for c in cells))  # the grid's order (not 16 before 4)
     fig = Figure(figsize=(6 * len(groups), 4.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(groups)))
     for ax, group in zip(axes, groups):
-        lowest = np.inf
+        drawn = []
         for i, ((variant, _), cell) in enumerate(x for x in shown.items() if x[0][1] == group):
             file = cell_dir / f"{cell['key']}.h5"
             if not file.exists():
@@ -159,16 +220,13 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
             window = max(1, len(loss) // 50)
             smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
             ax.plot(np.arange(len(smooth)) + window, smooth, color=f"C{i}", label=variant)
-            positive = smooth[smooth > 0]
-            lowest = min(lowest, positive.min()) if positive.size else lowest
+            drawn.append(smooth)
             switched = np.flatnonzero(mix >= 1)
             if len(switched) and switched[0] > 0:
                 ax.axvline(switched[0], color=f"C{i}", ls="--", lw=1)
-        # the unbiased loss is a product of independent draws: its average can touch or
-        # cross 0, so the axis is logarithmic above the smallest positive value, linear below
-        if np.isfinite(lowest):
-            ax.set_yscale("symlog", linthresh=10 ** np.floor(np.log10(lowest)))
-        ax.set(xlabel="step", ylabel="training loss (moving average; symlog)",
+        scale = _scale_loss_axis(ax, np.concatenate(drawn) if drawn else np.array([]))
+        ylabel = "training loss (moving average; symlog)" if scale == "symlog" else "training loss (moving average)"
+        ax.set(xlabel="step", ylabel=ylabel,
                title=f"{columns} = {_label(group)}" if columns else "all cells")
         ax.grid(True, which="both", alpha=0.3)
         if ax.lines:
@@ -189,6 +247,34 @@ def plot_study(path: Path, outdir: Path) -> list[Path]:
     if kind == "estimator_study":
         return plot_estimator_study(path, outdir)
     return plot_training_study(path, outdir)
+
+
+def _scale_loss_axis(ax, values: np.ndarray) -> str:
+    """Give ``ax`` a y scale that shows the loss ``values`` with labelled ticks; returns it.
+
+    Positive values get a log axis. Its labelled ticks are the powers of 10, and a curve
+    within one decade (158 to 301) may hold none of them, nor a 2, 3, ... × 10^k (210 to
+    290): there the ticks are evenly stepped numbers (150, 200, 250, 300). Up to about two
+    decades (matplotlib's default: one), 2, 3, 4, 6 × 10^k are labelled too. The unbiased
+    loss is a product of independent draws, so its average can touch or cross 0: then
+    the axis is symlog, linear below the smallest positive value (0 and that threshold
+    are both ticks in view). Without any positive value it stays linear.
+    """
+    finite = values[np.isfinite(values)]
+    positive = finite[finite > 0]
+    if positive.size and positive.size == finite.size:
+        ax.set_yscale("log")
+        if positive.max() < 10 * positive.min():
+            ax.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]))
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_locator(NullLocator())
+        else:
+            ax.yaxis.set_minor_formatter(LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+        return "log"
+    if positive.size:
+        ax.set_yscale("symlog", linthresh=10 ** np.floor(np.log10(positive.min())))
+        return "symlog"
+    return "linear"
 
 
 def _numbers(values) -> list[float] | None:

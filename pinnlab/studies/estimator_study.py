@@ -387,8 +387,44 @@ def loglog_slope(x, y) -> tuple[float, float]:
     return float(coef[0]), se
 
 
+BIAS_Z = 2.0
+"""A bias counts as distinguishable from 0 where it is more than ``BIAS_Z`` standard errors
+from 0 (:func:`bias_signs`); a series gets a bias slope only if it is at every K."""
+
+
+def bias_signs(quantity: str, rows: list[dict]) -> list[int]:
+    """Per record, +1 (−1) where its bias is more than ``BIAS_Z`` SE above (below) 0, else 0.
+
+    The loss has a signed ``bias`` with ``bias_se``; the residual and the gradient have the
+    debiased ``bias2`` with ``bias2_se``, and only bias² > ``BIAS_Z``·SE counts (+1): a
+    bias² below 0 is an estimate of a zero bias (see the module doc). A NaN value or SE
+    gives 0.
+    """
+    if quantity == "loss":
+        return [int(r["bias"] > BIAS_Z * r["bias_se"]) - int(r["bias"] < -BIAS_Z * r["bias_se"]) for r in rows]
+    return [int(r["bias2"] > BIAS_Z * r["bias2_se"]) for r in rows]
+
+
+def bias_is_significant(quantity: str, rows: list[dict]) -> bool:
+    """Whether one series' bias (rows: its records, one per K) is more than ``BIAS_Z`` = 2
+    standard errors from 0 at every K, with one sign throughout, so that a power law in K
+    can be fitted to |bias| (loss) or bias² (residual, gradient). Where the bias is
+    consistent with 0 at some K, the log of |bias| there is the log of noise: fitted, it
+    gives slopes such as −4.6 ± 1.0 that mean nothing.
+    """
+    signs = bias_signs(quantity, rows)
+    return bool(signs) and (all(s == 1 for s in signs) or all(s == -1 for s in signs))
+
+
 def fit_slopes(records: list[dict]) -> dict[str, dict[str, float]]:
-    """Slopes of |bias| (loss) or bias² and of the variance against K, per series."""
+    """Log–log slopes against K, per series (quantity, loss, noise, d, σ), with their
+    standard errors (:func:`loglog_slope`).
+
+    ``variance_slope`` is fitted to every series. ``bias_slope`` (of |bias|, the loss) and
+    ``bias2_slope`` (of bias², the residual and the gradient) only to a series whose bias is
+    more than ``BIAS_Z`` = 2 standard errors from 0, with one sign, at every K
+    (:func:`bias_is_significant`); otherwise the entry has no bias key.
+    """
     series: dict[tuple, list[dict]] = {}
     for r in records:
         key = (r["quantity"], r["loss"], r["noise"], r["dim"], r["sigma"])
@@ -401,13 +437,10 @@ def fit_slopes(records: list[dict]) -> dict[str, dict[str, float]]:
         entry = {}
         slope, se = loglog_slope(ks, [r["variance"] for r in rows])
         entry["variance_slope"], entry["variance_slope_se"] = slope, se
-        if quantity == "loss":
-            bias = [r["bias"] for r in rows]
-            if all(b > 0 for b in bias):
-                entry["bias_slope"], entry["bias_slope_se"] = loglog_slope(ks, bias)
-        else:
-            b2 = [r["bias2"] for r in rows]
-            if all(b > 0 for b in b2):
-                entry["bias2_slope"], entry["bias2_slope_se"] = loglog_slope(ks, b2)
+        if bias_is_significant(quantity, rows):
+            if quantity == "loss":
+                entry["bias_slope"], entry["bias_slope_se"] = loglog_slope(ks, [abs(r["bias"]) for r in rows])
+            else:
+                entry["bias2_slope"], entry["bias2_slope_se"] = loglog_slope(ks, [r["bias2"] for r in rows])
         out[name] = entry
     return out
