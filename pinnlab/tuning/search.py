@@ -16,7 +16,7 @@ import torch
 
 from pinnlab._budget import Budget
 from pinnlab._seeding import derive_seed
-from pinnlab.bilevel.parameterization import Log, constrain, unconstrain
+from pinnlab.bilevel.parameterization import Identity, Log, constrain, unconstrain
 
 
 def trial_steps(setup) -> int:
@@ -191,7 +191,9 @@ def joint_fit(setup, *, progress=None):
 
     Like the bilevel driver, the outer optimiser steps the unconstrained u of each
     coefficient (φ = forward(u) by its ``transform``: a ``logit`` coefficient stays within
-    its ``(low, high)``); the history and the result hold constrained values.
+    its ``(low, high)``); the history and the result hold constrained values. A step that
+    makes θ or a coefficient non-finite (or a log coefficient 0) ends the fit with
+    ``status="nonfinite"`` at the values before it, as the driver does.
     """
     from pinnlab.tuning.run import TuneOutcome
 
@@ -214,15 +216,27 @@ def joint_fit(setup, *, progress=None):
                **{f"phi/{n}": [] for n in setup.tunables}}
     budget = Budget(tune.budget_seconds)
     total = tune.outer_steps * tune.horizon
+    status, message = "ok", ""
     for t in range(total):
         if not budget.allows_another():
             break
         t0 = time.perf_counter()
+        before = theta, theta_state, {k: v.detach().clone() for k, v in u.items()}
         g_theta, g_u = grad(theta, u, t)
         theta, theta_state = theta_opt.update(g_theta, theta_state, theta, theta_opt.lr)
         for name, value in u.items():
             value.grad = g_u[name]
         phi_opt.step()
+        with torch.no_grad():
+            stepped = constrain(u, parameterization)
+        if not (all(bool(torch.isfinite(v).all()) for v in theta.values())
+                and all(parameterization.get(n, Identity()).usable(v) for n, v in stepped.items())):
+            theta, theta_state, kept = before
+            with torch.no_grad():
+                for name, value in u.items():
+                    value.copy_(kept[name])
+            status, message = "nonfinite", f"joint step {t}: θ or a coefficient became non-finite"
+            break
         if (t + 1) % tune.horizon == 0 or t + 1 == total:
             with torch.no_grad():
                 phi = constrain(u, parameterization)
@@ -235,4 +249,4 @@ def joint_fit(setup, *, progress=None):
     with torch.no_grad():
         phi = constrain(u, parameterization)
     return TuneOutcome({k: v.detach() for k, v in phi.items()}, history, "joint", budget.spent(),
-                       trained=(theta, theta_state))
+                       trained=(theta, theta_state), status=status, message=message)
