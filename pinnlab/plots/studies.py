@@ -58,6 +58,15 @@ MARKERS = ("o", "s", "^", "D", "P", "X", "*", "h", "<", ">", "p", "d")
 """Series markers, one per (loss, noise); ▽ is left out (it reads as an upper bound)."""
 
 
+def _colors(n: int) -> list:
+    """``n`` distinct colours: the default cycle up to 10, tab20 up to 20, then viridis."""
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["viridis"](x) for x in np.linspace(0, 0.95, n)]
+
+
 def _series_styles(series: list[tuple]) -> dict[tuple, dict]:
     """A colour and marker per series (loss, noise, d, σ), no two alike: the marker by
     (loss, noise); the colour by series while there are at most 10 of them, beyond that by
@@ -67,13 +76,7 @@ def _series_styles(series: list[tuple]) -> dict[tuple, dict]:
     marker = {kind: MARKERS[i % len(MARKERS)] for i, kind in enumerate(kinds)}
     linestyle = {kind: ("None", "-", "--", ":")[i // len(MARKERS) % 4] for i, kind in enumerate(kinds)}
     groups = sorted({key[2:] for key in series}) if len(series) > 10 else series
-    if len(groups) <= 10:
-        colors = [f"C{i}" for i in range(len(groups))]
-    elif len(groups) <= 20:
-        colors = [colormaps["tab20"](i) for i in range(len(groups))]
-    else:
-        colors = [colormaps["viridis"](x) for x in np.linspace(0, 0.95, len(groups))]
-    color = dict(zip(groups, colors))
+    color = dict(zip(groups, _colors(len(groups))))
     return {key: {"color": color[key[2:] if len(series) > 10 else key], "marker": marker[key[:2]],
                   "linestyle": linestyle[key[:2]]} for key in series}
 
@@ -181,11 +184,13 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
     logarithmic = numbers is not None and all(math.isfinite(v) and v > 0 for v in numbers)
     positions = numbers if logarithmic else list(range(len(values)))
     where = dict(zip(values, positions))
-    for i, variant in enumerate(dict.fromkeys(r["variant"] for r in summary)):
+    variants = list(dict.fromkeys([*(r["variant"] for r in summary), *(c["variant"] for c in cells)]))
+    color = dict(zip(variants, _colors(len(variants))))  # one colour per variant in both figures
+    for variant in variants:
         rows = [r for r in summary if r["variant"] == variant and r["rel_l2_mean"] > 0]
         if rows:  # NaN (no cell ok) and 0 have no place on the log error axis
             ax.errorbar([where[r["column"]] for r in rows], [r["rel_l2_mean"] for r in rows],
-                        yerr=[r["rel_l2_std"] for r in rows], fmt="o-", capsize=4, color=f"C{i}",
+                        yerr=[r["rel_l2_std"] for r in rows], fmt="o-", capsize=4, color=color[variant],
                         label=variant)
     if ax.containers:
         ax.legend()
@@ -210,7 +215,7 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
     axes = np.atleast_1d(fig.subplots(1, len(groups)))
     for ax, group in zip(axes, groups):
         drawn = []
-        for i, ((variant, _), cell) in enumerate(x for x in shown.items() if x[0][1] == group):
+        for (variant, _), cell in (x for x in shown.items() if x[0][1] == group):
             file = cell_dir / f"{cell['key']}.h5"
             if not file.exists():
                 continue
@@ -219,11 +224,11 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
                 mix = fh["trace/mix"][...]
             window = max(1, len(loss) // 50)
             smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
-            ax.plot(np.arange(len(smooth)) + window, smooth, color=f"C{i}", label=variant)
+            ax.plot(np.arange(len(smooth)) + window, smooth, color=color[variant], label=variant)
             drawn.append(smooth)
             switched = np.flatnonzero(mix >= 1)
             if len(switched) and switched[0] > 0:
-                ax.axvline(switched[0], color=f"C{i}", ls="--", lw=1)
+                ax.axvline(switched[0], color=color[variant], ls="--", lw=1)
         scale = _scale_loss_axis(ax, np.concatenate(drawn) if drawn else np.array([]))
         ylabel = "training loss (moving average; symlog)" if scale == "symlog" else "training loss (moving average)"
         ax.set(xlabel="step", ylabel=ylabel,

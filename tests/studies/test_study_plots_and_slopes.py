@@ -256,3 +256,33 @@ def test_loss_curve_panels_follow_the_grid_order(tmp_path, figures):
     studies.plot_training_study(tmp_path / "t.h5", tmp_path)
     titles = [ax.get_title() for ax in figures["training_loss_curves.png"].axes]
     assert titles == [f"equation.dim = {d:g}" for d in dims]
+
+
+def test_training_study_variants_keep_distinct_colours_across_both_figures(tmp_path, figures):
+    """Variants were coloured C0..C9 by their index in each panel: an eleventh variant
+    repeated the first one's colour, and a variant's colour could differ between figures."""
+    from matplotlib.colors import to_rgba
+
+    variants = [f"v{i}" for i in range(12)]
+    cell_dir = tmp_path / "cells"
+    cell_dir.mkdir()
+    for i in range(len(variants)):
+        with h5py.File(cell_dir / f"cell{i}.h5", "w") as fh:
+            fh["trace/loss"] = np.geomspace(10.0, 1.0 + i, 50)
+            fh["trace/mix"] = np.zeros(50)
+    n = len(variants)
+    with h5py.File(tmp_path / "t.h5", "w") as fh:
+        fh.attrs.update(kind="training_study", columns="equation.dim", cell_dir=str(cell_dir))
+        summary = fh.create_group("summary")
+        summary["variant"], summary["column"] = variants, [4.0] * n
+        summary["rel_l2_mean"], summary["rel_l2_std"] = [0.1 * (i + 1) for i in range(n)], [0.0] * n
+        cells = fh.create_group("cells")
+        cells["variant"], cells["key"], cells["equation.dim"] = variants, [f"cell{i}" for i in range(n)], [4.0] * n
+    studies.plot_training_study(tmp_path / "t.h5", tmp_path)
+    curves = {line.get_label(): to_rgba(line.get_color())
+              for line in figures["training_loss_curves.png"].axes[0].lines if not line.get_label().startswith("_")}
+    errors = {c.get_label(): to_rgba(c.lines[0].get_color())
+              for c in figures["training_error_vs_dim.png"].axes[0].containers}
+    assert set(curves) == set(errors) == set(variants)
+    assert len(set(curves.values())) == n
+    assert curves == errors
