@@ -519,6 +519,9 @@ def validate(data: Mapping[str, Any]) -> Config:
             raise ConfigError(_format_error(name, err, model)) from None
     config = Config(sections, dict(data))
     _check_equation(config.equation)
+    if config.estimator.time_sigma is not None and not EQUATIONS[config.equation.name].time_dependent:
+        # whatever the estimator kind (autograd and hutchinson training ignored it silently)
+        raise ConfigError(f"estimator.time_sigma: {config.equation.name} has no time variable; remove it")
     if "study" in sections:
         _check_study(config)
     if "data" in sections:
@@ -782,9 +785,7 @@ def make_estimator(section: EstimatorSection, equation):
     if section.kind == "hutchinson":
         return Hutchinson(num_probes=section.probes, noise=section.noise)
     sigma: Any = section.sigma
-    if section.time_sigma is not None:
-        if not equation.time_dependent:
-            raise ConfigError("estimator.time_sigma: the equation has no time variable")
+    if section.time_sigma is not None:  # (time-dependent equations only: see validate)
         import torch
 
         sigma = torch.tensor([section.sigma] * equation.dim + [section.time_sigma], dtype=torch.float64)

@@ -529,3 +529,13 @@ def test_an_override_of_the_tuning_method_drops_the_configs_method_options():
     assert C.apply_overrides(data, ["tune.method=zo_fg2u", "tune.options.num_directions=2"])["tune"]["options"] == {
         "num_directions": 2}
     assert C.apply_overrides(data, ["tune.outer_lr=0.1"])["tune"]["options"] == {"num_directions": 4}
+
+
+@pytest.mark.parametrize("kind", ["stein", "autograd", "hutchinson"])
+def test_time_sigma_on_a_stationary_equation_is_refused_for_every_estimator(kind):
+    """Refused for Stein only when the estimator was built; autograd and Hutchinson
+    training accepted it without effect."""
+    data = _with(estimator={"kind": kind, "time_sigma": 0.1})
+    with pytest.raises(C.ConfigError, match="estimator.time_sigma: allen_cahn_two_body has no time variable"):
+        C.validate(data)
+    C.validate(_with(estimator={"kind": kind}))
