@@ -73,3 +73,21 @@ def test_zero_warm_steps_mean_zero_not_the_default(tmp_path):
     assert run.returncode == 0, run.stderr
     assert "warm start: 0 steps" in run.stdout
     assert json.loads(out.read_text())["warm_steps"] == 0
+
+
+def test_bench_tuning_flags_a_tuner_whose_first_unit_overran_the_budget(monkeypatch):
+    """One 500-step trial ran 97 s against a 3 s budget and the table compared it as if
+    at equal wall-clock; such records are flagged and their cells marked."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_tuning
+
+    times = {"fg2u": 1.2, "random": 97.0}
+    monkeypatch.setattr(bench_tuning, "run_tuner", lambda name, data, method, budget: {
+        "error": 0.5 if method == "fg2u" else 0.4, "seconds": times[method], "tune_seconds": times[method]})
+    data = {"trainer": {"steps": 10}, "equation": {}}
+    records = [bench_tuning.run_method("a", data, method, 3.0) for method in ("fg2u", "random")]
+    assert [r["over_budget"] for r in records] == [False, True]
+    table = bench_tuning.markdown(records)
+    assert "| random | **4.00e-01** † |" in table and "| fg2u | 5.00e-01 |" in table
+    assert "† a tuning run took over 1.25 × the budget" in table
+    assert bench_tuning.run_method("a", data, "fg2u", None)["over_budget"] is None
