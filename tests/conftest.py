@@ -25,3 +25,14 @@ def _isolated_cache(tmp_path_factory):
         os.environ.pop("PINNLAB_CACHE", None)
     else:
         os.environ["PINNLAB_CACHE"] = previous
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """A test that changes torch's thread count (code meant for a worker process, such as
+    a study cell, run in this one) does not leak it: later tests compare runs here with
+    runs in subprocesses, whose float32 reductions depend on the thread count."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)

@@ -13,6 +13,10 @@ from pinnlab.studies.training_study import run_cell
 from tests.studies.test_studies import TINY_ESTIMATOR, TINY_TRAINING
 
 CELL = ("loss.kind=biased", "equation.dim=3", "trainer.seed=0", "trainer.checkpoint_every=10")
+THREADS = torch.get_num_threads()
+"""run_cell sets the process's torch threads (it runs in a study's worker process): the
+tests run it in this process with the count it already has, or later tests comparing a
+run here with one in a subprocess would see float32 reductions of another thread count."""
 
 
 class _Killed(Exception):
@@ -27,7 +31,7 @@ def test_a_killed_cell_continues_from_its_checkpoint(tmp_path, monkeypatch):
     cfg.write_text(TINY_TRAINING.replace("STEPS", "30"))
     real_train = pinnlab.solvers.train
     whole = tmp_path / "whole.h5"
-    run_cell(str(cfg), CELL, str(whole), 1)
+    run_cell(str(cfg), CELL, str(whole), THREADS)
 
     def killed_after_first_checkpoint(problem, **kwargs):
         save = kwargs["on_checkpoint"]
@@ -41,7 +45,7 @@ def test_a_killed_cell_continues_from_its_checkpoint(tmp_path, monkeypatch):
     cell = tmp_path / "cell.h5"
     monkeypatch.setattr(pinnlab.solvers, "train", killed_after_first_checkpoint)
     with pytest.raises(_Killed):
-        run_cell(str(cfg), CELL, str(cell), 1)
+        run_cell(str(cfg), CELL, str(cell), THREADS)
     checkpoint = tmp_path / "cell.h5.ckpt"
     assert checkpoint.exists() and not cell.exists()
 
@@ -52,7 +56,7 @@ def test_a_killed_cell_continues_from_its_checkpoint(tmp_path, monkeypatch):
         return real_train(problem, **kwargs)
 
     monkeypatch.setattr(pinnlab.solvers, "train", recording)
-    run_cell(str(cfg), CELL, str(cell), 1)
+    run_cell(str(cfg), CELL, str(cell), THREADS)
     assert started == [10] and not checkpoint.exists()
     with h5py.File(whole) as a, h5py.File(cell) as b:
         for name in a["params"]:
@@ -65,7 +69,7 @@ def test_a_checkpoint_of_another_cell_config_is_replaced(tmp_path, monkeypatch, 
     cfg.write_text(TINY_TRAINING.replace("STEPS", "20"))
     cell = tmp_path / "cell.h5"
     (tmp_path / "cell.h5.ckpt").write_bytes(b"not a checkpoint")
-    run_cell(str(cfg), CELL, str(cell), 1)
+    run_cell(str(cfg), CELL, str(cell), THREADS)
     assert "the cell starts over" in capsys.readouterr().err
     assert cell.exists() and not (tmp_path / "cell.h5.ckpt").exists()
 
