@@ -15,7 +15,8 @@ Schema (one file per run; gzip-compressed datasets)::
     /eval/x                 only when d × test points ≤ 10⁷ values; otherwise /eval attrs
                             sampler="test_set", problem_seed, test_points regenerate it
     /eval/radius            ‖x‖ of each test point (unit-ball problems)
-    /slices/main/grid_a, grid_b, u_pred[na, nb], u_true, abs_err      attrs: dims, labels
+    /slices/main/grid_a, grid_b, u_pred[na, nb], u_true, abs_err      attrs: dims, labels, others
+                            (the coordinates not on the slice: "zero" or "median", see slice_grid)
     /radial/r, abs_err, rel_err, count                                (unit-ball problems)
     /params/<name>          the final network parameters
 
@@ -212,6 +213,7 @@ def write_solve_result(path: str | Path, *, config, problem, result, slice_data=
             sl = fh.create_group("slices/main")
             sl.attrs["dims"] = np.asarray(dims)
             sl.attrs["labels"] = np.asarray(labels, dtype=h5py.string_dtype())
+            sl.attrs["others"] = "zero" if is_unit_ball(equation) else "median"  # as slice_grid fixes them
             shape = (len(grid_a), len(grid_b))
             mask = inside.numpy()
             p = np.where(mask, pred.double().cpu().numpy().reshape(shape), np.nan)

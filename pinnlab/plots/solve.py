@@ -7,13 +7,31 @@ from pathlib import Path
 import h5py
 import numpy as np
 import yaml
+from matplotlib import colormaps
 from matplotlib.figure import Figure
+
+
+def _backend(fh) -> str:
+    """``trainer.backend`` of the run: "pinnlab" or "deepxde"."""
+    config = yaml.safe_load(fh.attrs["config"]) or {}
+    return (config.get("trainer") or {}).get("backend", "pinnlab")
 
 
 def _title(fh) -> str:
     final = fh["final"].attrs
-    return (f"{fh.attrs['equation']}, d = {fh.attrs['dim']}, loss = {fh.attrs['loss']}, "
-            f"final rel. L2 = {final['rel_l2']:.2e}")
+    # a DeepXDE run minimises its own mean-squared residual with exact derivatives; the
+    # file's ``loss`` attribute is the (unused) pinnlab loss kind of the config
+    loss = "DeepXDE (autograd, MSE loss)" if _backend(fh) == "deepxde" else f"loss = {fh.attrs['loss']}"
+    return f"{fh.attrs['equation']}, d = {fh.attrs['dim']}, {loss}, final rel. L2 = {final['rel_l2']:.2e}"
+
+
+def _colors(n: int) -> list:
+    """``n`` distinct colours: the default cycle up to 10, tab20 up to 20, then viridis."""
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["viridis"](x) for x in np.linspace(0, 0.95, n)]
 
 
 def _save(fig: Figure, path: Path, **kwargs) -> Path:
@@ -33,26 +51,45 @@ def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
     return np.concatenate([np.full(window - 1, np.nan), core])
 
 
+def _steps(count) -> str:
+    return f"{int(count)} step{'' if count == 1 else 's'}"
+
+
 def plot_curves(fh, outdir: Path) -> Path:
-    """Loss per step (with a moving average) and test errors, log scale; switch marked."""
+    """Loss per step (with a moving average) and test errors, log scale; switch marked.
+
+    An unbiased or hybrid loss (R̂R̂′) can be negative: then, as in :func:`plot_terms`, the
+    absolute values are drawn and the title says so, the steps with a negative loss are
+    marked, and steps with a loss of exactly 0 (not on a log axis) are counted in the title.
+    """
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     ax_loss, ax_err = fig.subplots(1, 2)
     loss = fh["trace/loss"][...]
     steps = np.arange(1, len(loss) + 1)
-    ax_loss.semilogy(steps, loss, color="0.75", lw=0.6, label="loss per step")
     window = max(1, len(loss) // 50)
-    ax_loss.semilogy(steps, _moving_average(loss, window), color="C0", lw=1.6,
-                     label=f"moving average ({window} steps)")
+    average = _moving_average(loss, window)  # of the signed loss: it estimates the expected loss
+    signed = bool((loss <= 0).any() or (average <= 0).any())
+    bars = "|" if signed else ""
+    ax_loss.semilogy(steps, np.abs(loss), color="0.75", lw=0.6, label=f"{bars}loss{bars} per step")
+    ax_loss.semilogy(steps, np.abs(average), color="C0", lw=1.6,
+                     label=f"{bars}moving average{bars} ({window} steps)")
+    negative = loss < 0
+    if negative.any():
+        ax_loss.semilogy(steps[negative], -loss[negative], "v", color="C3", ms=3, ls="none",
+                         label=f"loss < 0 ({_steps(negative.sum())}), drawn as |loss|")
     ax_loss.set_xlabel("step")
-    ax_loss.set_ylabel("training loss")
-    ax_loss.set_title("training loss")
+    ax_loss.set_ylabel("|training loss|" if signed else "training loss")
+    title = "training loss"
+    if signed:
+        zero = int((loss == 0).sum())
+        title += " (absolute values" + (f"; {_steps(zero)} with loss 0 not drawn" if zero else "") + ")"
+    ax_loss.set_title(title)
     hist = fh["history"]
     step = hist["step"][...]
     for key, color, label in (("rel_l2", "C3", "relative L2"), ("rel_l1", "C2", "relative L1")):
         ax_err.semilogy(step, hist[key][...], "o-", color=color, ms=3, label=label)
     ax_err.set_xlabel("step")
-    backend = (yaml.safe_load(fh.attrs["config"]).get("trainer") or {}).get("backend", "pinnlab")
-    ax_err.set_ylabel(f"test error of u ({'DeepXDE network' if backend == 'deepxde' else 'smoothed model'})")
+    ax_err.set_ylabel(f"test error of u ({'DeepXDE network' if _backend(fh) == 'deepxde' else 'smoothed model'})")
     ax_err.set_title("test error")
     mix = fh["trace/mix"][...]
     switched = np.flatnonzero(mix >= 1)
@@ -66,6 +103,20 @@ def plot_curves(fh, outdir: Path) -> Path:
         ax.legend(fontsize=8)
     fig.suptitle(_title(fh))
     return _save(fig, outdir / "curves.png")
+
+
+def _others(fh, sl, labels) -> str:
+    """What the slice title says of the coordinates not on the slice: the rule the writer
+    recorded in the ``others`` attribute. Files written before that attribute: the writer
+    fixed them at 0 on unit-ball problems, the only ones with ``/radial``, and at the
+    test-set median otherwise. Nothing when the slice holds every coordinate."""
+    inputs = int(fh.attrs["dim"]) + (labels[1] == "t")  # x and, time-dependent, t
+    if inputs <= 2:
+        return ""
+    rule = sl.attrs.get("others", "zero" if "radial" in fh else "median")
+    rule = rule.decode() if isinstance(rule, bytes) else str(rule)
+    value = {"zero": "0", "median": "the test-set median"}.get(rule, rule)
+    return f", the other {inputs - 2} coordinate{'s' if inputs > 3 else ''} at {value}"
 
 
 def plot_slice(fh, outdir: Path) -> Path | None:
@@ -91,9 +142,7 @@ def plot_slice(fh, outdir: Path) -> Path | None:
         ax.set_ylabel(labels[0])
         ax.set_title(title)
         fig.colorbar(im, ax=ax, shrink=0.9)
-    others = "other coordinates 0" if "x₂" in labels[1] and fh.attrs["dim"] > 2 else \
-        "other coordinates at the test-set median"
-    fig.suptitle(f"{_title(fh)}\nslice over ({labels[0]}, {labels[1]}), {others}")
+    fig.suptitle(f"{_title(fh)}\nslice over ({labels[0]}, {labels[1]}){_others(fh, sl, labels)}")
     return _save(fig, outdir / "slice.png")
 
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import (
     LogFormatterSciNotation,
@@ -16,7 +15,7 @@ from matplotlib.ticker import (
     ScalarFormatter,
 )
 
-from pinnlab.plots.solve import _save
+from pinnlab.plots.solve import _colors, _save
 from pinnlab.studies.estimator_study import (
     BIAS_Z,
     bias_is_significant,
@@ -56,15 +55,6 @@ def _fit_band(ax, ks, ys, color):
 
 MARKERS = ("o", "s", "^", "D", "P", "X", "*", "h", "<", ">", "p", "d")
 """Series markers, one per (loss, noise); ▽ is left out (it reads as an upper bound)."""
-
-
-def _colors(n: int) -> list:
-    """``n`` distinct colours: the default cycle up to 10, tab20 up to 20, then viridis."""
-    if n <= 10:
-        return [f"C{i}" for i in range(n)]
-    if n <= 20:
-        return [colormaps["tab20"](i) for i in range(n)]
-    return [colormaps["viridis"](x) for x in np.linspace(0, 0.95, n)]
 
 
 def _series_styles(series: list[tuple]) -> dict[tuple, dict]:

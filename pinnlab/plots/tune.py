@@ -9,14 +9,16 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from pinnlab.plots.solve import _save, plot_solve
+from pinnlab.plots.solve import _colors, _save, plot_solve
 
 MAX_LINES = 12
+"""Coordinates drawn of a vector φ entry (σ per coordinate, μ): the first MAX_LINES."""
 
 
-def _trajectories(group) -> dict[str, np.ndarray]:
+def _trajectories(group, shown: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
     """Scalar φ entries as 1-D series; vector entries (σ per coordinate, μ) by their
-    coordinates (at most MAX_LINES of them); the collocation network by its norm."""
+    coordinates (at most MAX_LINES of them; ``shown[name]`` = (drawn, total) when some are
+    left out); the collocation network by its norm."""
     out: dict[str, np.ndarray] = {}
     net = []
     for name in group:
@@ -31,6 +33,8 @@ def _trajectories(group) -> dict[str, np.ndarray]:
             flat = values.reshape(len(values), -1)
             for i in range(min(flat.shape[1], MAX_LINES)):
                 out[f"{name}[{i}]"] = flat[:, i]
+            if flat.shape[1] > MAX_LINES:
+                shown[name] = (MAX_LINES, flat.shape[1])
     if net:
         out["‖collocation net‖"] = np.sqrt(sum((a ** 2).sum(1) for a in net))
     return out
@@ -43,22 +47,22 @@ def plot_tune(path: Path, outdir: Path) -> list[Path]:
         tune = fh["tune"]
         steps = tune["outer_step"][...] + 1
         value = tune["value"][...]
-        series = {}
+        series, shown = {}, {}
         phi = tune["phi"]
         for name in phi:
             item = phi[name]
             if isinstance(item, h5py.Group):  # collocation_weight/<layer>
-                series.update(_trajectories({f"collocation_weight/{k}": item[k] for k in item}))
+                series.update(_trajectories({f"collocation_weight/{k}": item[k] for k in item}, shown))
             else:
-                series.update(_trajectories({name: item}))
+                series.update(_trajectories({name: item}, shown))
         truth = {k[len("coefficient_rel_err/"):]: v for k, v in tune.attrs.items()
                  if k.startswith("coefficient_rel_err/")}
         method, objective = tune.attrs["method"], tune.attrs["objective"]
         final = fh["final"].attrs["rel_l2"]
         fig = Figure(figsize=(11, 4.2), layout="constrained")
         ax_phi, ax_obj = fig.subplots(1, 2)
-        for i, (name, values) in enumerate(series.items()):
-            ax_phi.plot(steps[: len(values)], values, "o-", ms=3, color=f"C{i % 10}", label=name)
+        for (name, values), color in zip(series.items(), _colors(len(series))):  # one colour each
+            ax_phi.plot(steps[: len(values)], values, "o-", ms=3, color=color, label=name)
         if series and all((v > 0).all() for v in series.values()):
             ax_phi.set_yscale("log")
         ax_phi.set_xlabel("outer step" if method not in ("random", "optuna") else "trial")
@@ -71,8 +75,14 @@ def plot_tune(path: Path, outdir: Path) -> list[Path]:
             phases = f"{method} → {tune.attrs['then_method']} after {after} outer steps"
             for ax in (ax_phi, ax_obj):
                 ax.axvline(switch, color="0.5", ls="--", lw=1)
-        ax_phi.set_title(f"tuned hyperparameters ({phases})")
-        if len(series) <= MAX_LINES:
+        title = f"tuned hyperparameters ({phases})"
+        for name, (drawn, total) in shown.items():
+            title += f"\n{name}: first {drawn} of {total} coordinates drawn"
+        ax_phi.set_title(title)
+        if len(series) > 6:  # beside the axes, where it hides no line
+            ax_phi.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0,
+                          ncols=1 + (len(series) - 1) // 16)
+        elif series:
             ax_phi.legend(fontsize=8)
         finite = np.isfinite(value)
         ax_obj.semilogy(steps[finite], value[finite], "o-", ms=3, color="C3", label="outer objective")
