@@ -210,29 +210,29 @@ def _labelled_y_ticks(ax):
             if tick.label1.get_visible() and tick.label1.get_text() and low <= tick.get_loc() <= high]
 
 
+def _loss_axis(tmp_path, figures, loss):
+    """The drawn loss-curve axes of a one-cell training study whose loss trace is ``loss``."""
+    _training_file(tmp_path / "t.h5", loss)
+    studies.plot_training_study(tmp_path / "t.h5", tmp_path)
+    fig = figures["training_loss_curves.png"]
+    _draw(fig)
+    return fig.axes[0]
+
+
 @pytest.mark.parametrize("low, high", [(158.0, 301.0), (210.0, 290.0), (2.1e-5, 2.9e-5), (0.11, 0.95), (0.6, 0.9),
                                        (3e2, 4e3), (2e-3, 3e-2), (1e-4, 1e2)])
 def test_a_positive_loss_curve_has_labelled_y_ticks_whatever_its_range(tmp_path, figures, low, high):
     """A curve within one decade (the audit's 158 to 301) had no labelled y tick at all;
     one within 2 and 3 × 10^k (210 to 290) holds no 2, 3, ... × 10^k either, and one over
     one to two decades may hold a single power of 10."""
-    loss = np.geomspace(high, low, 200)
-    _training_file(tmp_path / "t.h5", loss)
-    studies.plot_training_study(tmp_path / "t.h5", tmp_path)
-    fig = figures["training_loss_curves.png"]
-    _draw(fig)
-    ax = fig.axes[0]
+    ax = _loss_axis(tmp_path, figures, np.geomspace(high, low, 200))
     assert ax.get_yscale() == "log"
     assert len(_labelled_y_ticks(ax)) >= 2
 
 
 def test_a_loss_curve_through_zero_keeps_a_symlog_axis_with_labelled_ticks(tmp_path, figures):
-    loss = np.concatenate([np.linspace(300.0, 150.0, 100), np.linspace(150.0, -20.0, 100)])
-    _training_file(tmp_path / "t.h5", loss)
-    studies.plot_training_study(tmp_path / "t.h5", tmp_path)
-    fig = figures["training_loss_curves.png"]
-    _draw(fig)
-    ax = fig.axes[0]
+    ax = _loss_axis(tmp_path, figures, np.concatenate([np.linspace(300.0, 150.0, 100),
+                                                       np.linspace(150.0, -20.0, 100)]))
     assert ax.get_yscale() == "symlog"
     assert len(_labelled_y_ticks(ax)) >= 2
 
