@@ -65,6 +65,8 @@ def load_observations(path: str | Path, input_dim: int) -> tuple[Tensor, Tensor]
         if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
             raise ObservationError(f"observation file {str(path)!r}: {name} must hold real numbers, "
                                    f"got dtype {array.dtype}")
+    if x.size == 0 and u.size == 0:
+        raise ObservationError(f"observation file {str(path)!r} holds no observations")
     if x.ndim != 2 or x.shape[1] != input_dim or u.shape != (x.shape[0],) or x.shape[0] == 0:
         raise ObservationError(
             f"observation file {str(path)!r}: need x of shape (M, {input_dim}) and u of shape (M,), "

@@ -281,16 +281,21 @@ def test_unusable_npz_observation_files_give_an_observation_error(tmp_path):
             load_observations(path, 2)
 
 
-def test_an_empty_csv_observation_file_is_one_error_without_warnings(tmp_path):
-    """numpy's 'input contained no data' warning was printed before the error line."""
+def test_an_empty_observation_file_is_one_error_without_warnings(tmp_path):
+    """numpy's 'input contained no data' warning was printed before the error line, and
+    the line gave the shapes "(0, 0)" rather than saying the file holds nothing."""
     import warnings
 
-    for text in ("", "a,b,c,u\n"):
-        path = tmp_path / "obs.csv"
-        path.write_text(text)
+    paths = []
+    for i, text in enumerate(("", "a,b,c,u\n")):
+        paths.append(tmp_path / f"obs{i}.csv")
+        paths[-1].write_text(text)
+    paths.append(tmp_path / "obs.npz")
+    np.savez(paths[-1], x=np.zeros((0, 3)), u=np.zeros(0))
+    for path in paths:
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            with pytest.raises(ObservationError, match="need x of shape"):
+            with pytest.raises(ObservationError, match="holds no observations"):
                 load_observations(path, 3)
 
 
