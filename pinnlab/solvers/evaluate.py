@@ -61,7 +61,11 @@ def predict(
 
 
 def relative_errors(prediction: Tensor, exact: Tensor) -> Evaluation:
-    """Relative L2, relative L1 and max error of ``prediction`` against ``exact``."""
+    """Relative L2, relative L1 and max error of ``prediction`` against ``exact`` (one shape:
+    an `(N,)` against an `(N, 1)` would broadcast to `(N, N)` and give a wrong number)."""
+    if prediction.shape != exact.shape:
+        raise ValueError(f"prediction of shape {tuple(prediction.shape)} and exact values of shape "
+                         f"{tuple(exact.shape)}: need one shape, `(N,)`")
     err = (prediction - exact).double()
     exact = exact.double()
     return Evaluation(

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import resource
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from pinnlab._checks import check_integer
 from pinnlab._typing import Params, tensor_leaves
 from pinnlab.losses.hybrid import Hybrid, PlateauState, SwitchOnPlateau
 from pinnlab.solvers.evaluate import Evaluation, evaluate
@@ -90,6 +92,13 @@ class TrainState:
     wall_s: float = 0.0
     window_loss: list[float] = field(default_factory=list)
     weighting: dict[str, Any] | None = None
+
+    def copy(self) -> TrainState:
+        """A state that later steps of the loop do not change: its own history, loss
+        window, plateau and weighting state; the parameter and optimizer tensors are
+        shared (the pure step replaces them, it never writes into them)."""
+        return replace(self, history=copy.deepcopy(self.history), window_loss=list(self.window_loss),
+                       plateau=copy.deepcopy(self.plateau), weighting=copy.deepcopy(self.weighting))
 
 
 @dataclass
@@ -206,8 +215,10 @@ def train(
     seed, switches hybrid losses, stops as soon as a step gives a non-finite loss,
     parameters, optimizer state or loss weights (checked before the step is kept, in
     the step's single device read) keeping the last finite state, and hands a :class:`TrainState` to ``on_checkpoint`` every
-    ``checkpoint_every`` steps. Passing that state back as ``state`` continues the run
-    and gives bit-identical results on the same machine.
+    ``checkpoint_every`` steps: a snapshot that the steps after it leave as it is.
+    Passing that state back as ``state`` continues the run and gives bit-identical
+    results on the same machine; the state passed in is not changed either (the run
+    continues from a copy, ``TrainResult.state``).
 
     Args:
         problem: equation, net, estimator, loss, batch size.
@@ -217,9 +228,10 @@ def train(
         seed: the training seed (collocation, noise, evaluation noise).
         hyperparams: fixed hyperparameters of the step (lr, sigma, mix, weights, ...).
         eval_every: steps between evaluations.
-        test_points: size of the test set (ignored with ``test_set``).
+        test_points: size of the test set, >= 1 (ignored with ``test_set``).
         eval_samples: K for evaluating u_σ (default: the estimator's K).
-        test_set: explicit `(x, u*)` instead of the equation's seeded test set.
+        test_set: explicit `(x, u*)`, `(N, D)` and `(N,)`, instead of the equation's
+            seeded test set.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         dtype: ``torch.float32`` or ``torch.float64``.
         state: resume from this state; one whose step is beyond ``steps``, whose
@@ -238,6 +250,8 @@ def train(
         raise ValueError(f"steps must be >= 1, got {steps}")
     if eval_every < 1:
         raise ValueError(f"eval_every must be >= 1, got {eval_every}")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
     device = resolve_device(device)
     optimizer = optimizer or Adam()
     schedule = schedule or Constant()
@@ -245,10 +259,16 @@ def train(
     step_fn = make_train_step(problem, optimizer, seed=seed, schedule=schedule)
 
     if test_set is None:
+        check_integer("test_points", test_points)
         x_test = problem.equation.test_set(test_points, device=device, dtype=dtype)
         u_test = problem.equation.exact(x_test.double()).to(dtype)
     else:
         x_test, u_test = (t.to(device=device, dtype=dtype) for t in test_set)
+        # an (N, 1) u* would broadcast against the (N,) prediction into wrong errors
+        problem.equation._check_points(x_test)
+        if u_test.shape != (x_test.shape[0],):
+            raise ValueError(f"test_set: the exact values must have shape ({x_test.shape[0]},), one per point, "
+                             f"got {tuple(u_test.shape)}")
 
     params = problem.init_params(device=device, dtype=dtype)
     if state is None:
@@ -261,6 +281,7 @@ def train(
         check_history(None, state.step, state.history, state.window_loss)
         check_fits(None, "params", state.params, params)
         check_fits(None, "opt_state", state.opt_state, optimizer.init(params))
+        state = state.copy()
     loss_fn = problem.loss
     plateau_switch = (
         loss_fn.switch
@@ -388,7 +409,7 @@ def train(
             state.wall_s = wall_before + time.perf_counter() - run_start
             if checkpoint_every and on_checkpoint and state.step % checkpoint_every == 0 \
                     and state.step < steps:
-                on_checkpoint(state)
+                on_checkpoint(state.copy())
             bar.update(step, loss, last_rel, state.history.last_terms())
     finally:
         bar.close()

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple, Union
 import torch
 from torch import Tensor
 
+from pinnlab._checks import check_positive
 from pinnlab._typing import Params, tensor_leaves
 
 LearningRate = Union[float, Tensor]
@@ -104,7 +105,7 @@ class SGD(AbstractOptimizer):
         m_t = μ m_{t−1} + g_t, \qquad θ_t = θ_{t−1} − η (g_t + μ m_t \text{ if Nesterov else } m_t)
 
     Args:
-        lr: η, base learning rate.
+        lr: η > 0, base learning rate.
         momentum: μ ∈ [0, 1); 0 gives plain SGD and an empty state.
         nesterov: Nesterov's variant.
 
@@ -121,6 +122,7 @@ class SGD(AbstractOptimizer):
     nesterov: bool = False
 
     def __post_init__(self):
+        check_positive("lr", self.lr)
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
 
@@ -174,16 +176,24 @@ class Adam(AbstractOptimizer):
     are constants under differentiation, as in PyTorch's and optax's Adam.
 
     Args:
-        lr: η, base learning rate.
-        b1: β₁.
-        b2: β₂.
-        eps: ε (outside the square root, as in torch.optim.Adam).
+        lr: η > 0, base learning rate.
+        b1: β₁ ∈ [0, 1).
+        b2: β₂ ∈ [0, 1).
+        eps: ε > 0 (outside the square root, as in torch.optim.Adam).
     """
 
     lr: float = 1e-3
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-8
+
+    def __post_init__(self):
+        check_positive("lr", self.lr)
+        check_positive("eps", self.eps)
+        for name in ("b1", "b2"):  # β₂ = 1: 1 − β₂ᵗ = 0 and every step is m̂/ε
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1):
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
 
     def init(self, params: Params) -> AdamState:
         zeros = {k: torch.zeros_like(v) for k, v in params.items()}

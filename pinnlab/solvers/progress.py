@@ -7,6 +7,8 @@ import time
 from collections.abc import Mapping
 from typing import TextIO
 
+from pinnlab._checks import check_choice
+
 
 class Progress:
     """Shows loss, latest relative L2 and it/s, and with several loss terms each term's
@@ -27,6 +29,7 @@ class Progress:
         stream: TextIO | None = None,
         description: str = "train",
     ):
+        check_choice("progress", mode, ("auto", "bar", "log", "off"))
         self.stream = stream or sys.stderr
         if mode == "auto":
             mode = "bar" if getattr(self.stream, "isatty", lambda: False)() else "log"

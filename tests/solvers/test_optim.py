@@ -83,9 +83,17 @@ def test_learning_rate_is_differentiable(problem):
     torch.testing.assert_close(derivative, fd, rtol=1e-6, atol=1e-9)
 
 
-def test_bad_arguments():
-    with pytest.raises(ValueError, match="momentum"):
-        SGD(momentum=1.5)
+@pytest.mark.parametrize("make,name", [
+    (lambda: SGD(momentum=1.5), "momentum"), (lambda: SGD(lr=-0.01), "lr"), (lambda: SGD(lr=0.0), "lr"),
+    (lambda: Adam(lr=-1e-3), "lr"), (lambda: Adam(eps=-1.0), "eps"), (lambda: Adam(eps=0.0), "eps"),
+    # β₂ = 1 made 1 − β₂ᵗ = 0: every step m̂/ε, a run 'ok' at rel. L2 1e22; β₁ = 1 a NaN stop
+    (lambda: Adam(b2=1.0), "b2"), (lambda: Adam(b1=1.0), "b1"), (lambda: Adam(b1=1.5), "b1"),
+    (lambda: Adam(b1=-0.1), "b1"), (lambda: Adam(b2=True), "b2"),
+], ids=["sgd-momentum", "sgd-lr-negative", "sgd-lr-zero", "adam-lr", "adam-eps", "adam-eps-zero",
+        "adam-b2-one", "adam-b1-one", "adam-b1-big", "adam-b1-negative", "adam-b2-bool"])
+def test_bad_arguments(make, name):
+    with pytest.raises(ValueError, match=f"^{name} must"):
+        make()
 
 
 @pytest.mark.parametrize("opt", [SGD(lr=0.1), SGD(lr=0.1, momentum=0.9), SGD(lr=0.1, momentum=0.9, nesterov=True),

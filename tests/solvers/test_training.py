@@ -103,6 +103,53 @@ def test_resume_is_bit_identical():
     assert resumed.history.rows["rel_l2"] == full.history.rows["rel_l2"]
 
 
+def test_checkpoint_states_are_snapshots_and_a_resumed_state_is_left_as_it_was():
+    """on_checkpoint got the loop's live state: a state kept at step 2 was at step 6
+    after the run, and resuming from it trained nothing; train(state=s) moved s on too."""
+    problem = _problem(dim=3, width=16, batch=8)
+    kwargs = dict(seed=1, eval_every=2, test_points=20, progress="off")
+    full = train(problem, steps=6, **kwargs)
+    kept = []
+    train(problem, steps=6, checkpoint_every=2, on_checkpoint=kept.append, **kwargs)
+    assert [s.step for s in kept] == [2, 4]
+    assert [len(s.history.trace_loss) for s in kept] == [2, 4]
+    assert [s.history.rows["step"] for s in kept] == [[2.0], [2.0, 4.0]]
+    first = kept[0]
+    resumed = train(problem, steps=6, state=first, **kwargs)
+    assert resumed.history.rows["step"] == [2.0, 4.0, 6.0]
+    for k in full.params:
+        assert torch.equal(resumed.params[k], full.params[k])
+    # the state passed in is still at step 2, and resumes the same way again
+    assert first.step == 2 and len(first.history.trace_loss) == 2 and first.history.rows["step"] == [2.0]
+    again = train(problem, steps=6, state=first, **kwargs)
+    assert ({k: v for k, v in again.history.rows.items() if k != "wall_s"}
+            == {k: v for k, v in resumed.history.rows.items() if k != "wall_s"})
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"test_points": 0}, "test_points must be an integer >= 1"),
+    ({"dtype": torch.float16}, "dtype must be torch.float32 or torch.float64"),
+    ({"dtype": "float64"}, "dtype must be torch.float32 or torch.float64"),
+    ({"progress": "bogus"}, "progress must be one of"),
+    ({"test_set": (torch.rand(10, 3), torch.rand(10, 1))}, r"must have shape \(10,\)"),
+    ({"test_set": (torch.rand(10, 2), torch.rand(10))}, r"points must have shape \(N, 3\)"),
+])
+def test_bad_train_arguments_are_one_error_before_training(kwargs, match):
+    """test_points=0 failed in a torch reduction after training, float16 ran although
+    documented as float32/float64, an (N, 1) u* broadcast against the (N,) prediction
+    into a wrong rel. L2 (9.8 against 1.5)."""
+    with pytest.raises(ValueError, match=match):
+        train(_problem(dim=3, width=16, batch=8), steps=2, **{"progress": "off", **kwargs})
+
+
+def test_relative_errors_refuse_mismatched_shapes():
+    from pinnlab.solvers.evaluate import relative_errors
+
+    assert relative_errors(torch.ones(5), 2 * torch.ones(5)).rel_l2 == 0.5
+    with pytest.raises(ValueError, match="need one shape"):
+        relative_errors(torch.ones(5), 2 * torch.ones(5, 1))
+
+
 def test_nonfinite_loss_stops_with_clear_message_and_keeps_finite_state():
     problem = _problem()
     result = train(problem, steps=50, optimizer=Adam(1e-3), seed=0, eval_every=10,
