@@ -10,6 +10,7 @@ from typing import Union
 import torch
 from torch import Tensor
 
+from pinnlab._checks import check_integer
 from pinnlab.losses.base import AbstractLoss, ResidualDraw
 from pinnlab.losses.biased import Biased
 from pinnlab.losses.unbiased import Unbiased2
@@ -20,6 +21,9 @@ class SwitchAt:
     """mix = 0 before ``step``, 1 from it on: the hard switch of [RS] §2.4."""
 
     step: int
+
+    def __post_init__(self):
+        check_integer("SwitchAt.step", self.step, minimum=0)
 
     def mix(self, step: int) -> float:
         return float(step >= self.step)
@@ -33,6 +37,8 @@ class Blend:
     end: int
 
     def __post_init__(self):
+        check_integer("Blend.start", self.start, minimum=0)
+        check_integer("Blend.end", self.end, minimum=0)
         if self.end <= self.start:
             raise ValueError(f"Blend needs end > start, got start={self.start}, end={self.end}")
 

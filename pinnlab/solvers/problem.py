@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from pinnlab._checks import check_integer
 from pinnlab._seeding import make_generator
 from pinnlab._typing import Params
 from pinnlab.equations.base import AbstractEquation
@@ -76,8 +77,8 @@ class PINNProblem:
     batch_chunks: int = 1
 
     def __post_init__(self):
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_integer("batch_size", self.batch_size)
+        check_integer("batch_chunks", self.batch_chunks)
         if not 1 <= self.batch_chunks <= self.batch_size:
             raise ValueError(
                 f"batch_chunks must be between 1 and batch_size ({self.batch_size}), "
@@ -126,8 +127,12 @@ class PINNProblem:
         is used, its residual loss scaled by the slice's share of points (so the chunk
         losses add up to the full loss); extra terms are counted in chunk 0 only.
         """
-        terms, metrics = self.term_losses(params, hyperparams, step, seed, chunk)
         weights = hyperparams.get("weights", {})
+        unknown = sorted(set(weights) - {"residual", *(term.name for term in self.extra_terms)})
+        if unknown:  # a typo or a term this problem lacks would silently weigh nothing
+            raise ValueError(f"weights {unknown} name no loss term of this problem (terms: "
+                             f"{', '.join(['residual', *(term.name for term in self.extra_terms)])})")
+        terms, metrics = self.term_losses(params, hyperparams, step, seed, chunk)
         total = None
         for name, value in terms.items():
             weighted = _weighted(weights.get(name, 1.0), value)

@@ -277,6 +277,10 @@ _INVALID_SWITCHES = {
     "tolerance=nan": (lambda: SwitchOnPlateau(tolerance=float("nan")), ValueError, "0 <= tolerance < 1"),
     "Hybrid(switch=5000)": (lambda: Hybrid(switch=5000), TypeError, r"use switch=SwitchAt\(5000\)"),
     "Hybrid(switch='auto')": (lambda: Hybrid(switch="auto"), TypeError, "switch policy"),
+    # these failed at the first step ('>=' not supported between 'int' and 'str')
+    "SwitchAt('3')": (lambda: SwitchAt("3"), ValueError, "SwitchAt.step must be an integer >= 0"),
+    "SwitchAt(-1)": (lambda: SwitchAt(-1), ValueError, "SwitchAt.step must be an integer >= 0"),
+    "Blend(0.5, 3)": (lambda: Blend(0.5, 3), ValueError, "Blend.start must be an integer >= 0"),
 }
 
 
@@ -290,6 +294,8 @@ def test_invalid_switches_are_refused(case):
 def test_meaningful_switch_edges_stay_allowed():
     SwitchOnPlateau(window=1, tolerance=0.0)
     Hybrid(switch=Piecewise((0.0, 0.5, 1.0), 30))
+    Hybrid(switch=SwitchAt(0))
+    Hybrid(switch=Blend(0, 1))
 
 
 def test_hybrid_draws_only_the_losses_its_mix_weights():

@@ -142,6 +142,24 @@ def test_bad_train_arguments_are_one_error_before_training(kwargs, match):
         train(_problem(dim=3, width=16, batch=8), steps=2, **{"progress": "off", **kwargs})
 
 
+@pytest.mark.parametrize("weights", [{"residul": 10.0}, {"boundary": 10.0}])
+def test_a_weight_for_no_loss_term_is_refused(weights):
+    """A typo or a term the problem lacks weighed nothing: the run equalled the unweighted one."""
+    problem = _problem(dim=3, width=16, batch=8)
+    with pytest.raises(ValueError, match=r"name no loss term of this problem \(terms: residual\)"):
+        train(problem, steps=1, hyperparams={"weights": weights}, progress="off")
+    params = problem.init_params()
+    loss, _ = problem.objective(params, {"weights": {"residual": 2.0}}, 0, 0)
+    torch.testing.assert_close(loss, 2 * problem.objective(params, {}, 0, 0)[0])
+
+
+@pytest.mark.parametrize("batch", [2.5, 0, True])
+def test_a_batch_size_that_is_not_a_positive_integer_is_refused(batch):
+    """2.5 was accepted and failed in torch.randn at the first step."""
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        _problem(dim=3, width=16, batch=batch)
+
+
 def test_relative_errors_refuse_mismatched_shapes():
     from pinnlab.solvers.evaluate import relative_errors
 
