@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import os
+
 import torch
 from torch import Tensor
 
@@ -14,11 +17,27 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def _flag_device() -> str:
+    """Where a small tensor for a collective call lives: NCCL takes only CUDA tensors."""
+    return "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
+
+
 def all_reduce_sum(tensor: Tensor) -> Tensor:
     """Σ over ranks (a copy; the input is unchanged)."""
     out = tensor.detach().clone()
     torch.distributed.all_reduce(out, op=torch.distributed.ReduceOp.SUM)
     return out
+
+
+def broadcast_value(value: float | None) -> float:
+    """Rank 0's ``value`` (a float, ``None`` read as NaN) on every rank.
+
+    For a number only some ranks compute, such as h(φ) on the ranks that hold
+    directions, so that every rank records, and decides by, the same one."""
+    out = torch.tensor([math.nan if value is None else float(value)], dtype=torch.float64,
+                       device=_flag_device())
+    torch.distributed.broadcast(out, src=0)
+    return float(out.item())
 
 
 def all_agree(flag: bool) -> bool:
@@ -29,17 +48,45 @@ def all_agree(flag: bool) -> bool:
     one of them waiting in a collective the others never join.
     """
     dist = torch.distributed
-    out = torch.tensor([int(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    out = torch.tensor([int(flag)], device=_flag_device())
     dist.all_reduce(out, op=dist.ReduceOp.MIN)
     return bool(out.item())
 
 
-def init_from_environment() -> tuple[int, int]:
-    """Join the process group that ``torchrun`` describes in the environment (gloo on CPU,
-    NCCL when CUDA is present), once; (rank, world size), or (0, 1) outside torchrun."""
-    import os
+def environment_world_size() -> int:
+    """The number of processes ``torchrun`` started (``WORLD_SIZE``; 1 outside torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
+
+def backend_for(device: str | torch.device) -> str:
+    """The process-group backend for a run on ``device``: NCCL for a CUDA device, gloo
+    otherwise (also on a machine with CUDA when the run computes on the CPU, whose
+    tensors NCCL cannot reduce)."""
+    return "nccl" if torch.device(device).type == "cuda" else "gloo"
+
+
+def local_device(device: str | torch.device) -> torch.device:
+    """The device this process computes on: under ``torchrun`` (``WORLD_SIZE`` > 1) a
+    CUDA device is ``cuda:LOCAL_RANK``, made torch's current CUDA device, so that tensors
+    created on ``"cuda"`` land on this rank's GPU and NCCL finds one GPU per rank;
+    anything else as given. Call it before creating the run's tensors."""
+    device = torch.device(device)
+    if device.type != "cuda" or environment_world_size() <= 1:
+        return device
+    index = int(os.environ.get("LOCAL_RANK", "0"))
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def init_from_environment(device: str | torch.device) -> tuple[int, int]:
+    """Join the process group that ``torchrun`` describes in the environment, once, with
+    the backend for ``device``, the device the run computes on (:func:`backend_for`;
+    with NCCL each rank on ``cuda:LOCAL_RANK``, :func:`local_device`); (rank, world
+    size), or (0, 1) outside torchrun."""
     dist = torch.distributed
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    if environment_world_size() > 1 and dist.is_available() and not dist.is_initialized():
+        backend = backend_for(device)
+        if backend == "nccl":
+            local_device(device)
+        dist.init_process_group(backend=backend)
     return rank_and_world()

@@ -166,7 +166,9 @@ def optimize(
     A non-finite hypergradient, outer value, θ or stepped φ, or a stepped φ its
     parameterisation cannot use (a log value underflowed to 0), ends the loop with
     ``status="nonfinite"``, keeping the last usable φ and θ (as the solver keeps the last
-    finite state).
+    finite state). With such an estimator, the loop stops there on every rank when the
+    hypergradient, value or θ of any rank is non-finite (the stepped φ, from the same
+    all_reduced hypergradient, is the same on every rank).
 
     Outer algorithms (:class:`Penalty`, :class:`F2SA`) keep their own lower-level
     iterates from step to step, so ``warm_start`` and ``seed`` do not apply to them and
@@ -217,9 +219,11 @@ def optimize(
     method_state: dict[int, Any] = {}
     first = 0
     budget = Budget(time_budget)
-    # the ranks decide together whether a step fits (only when their estimators communicate)
-    shared_budget = (time_budget is not None and rank_and_world()[1] > 1
-                     and any(getattr(m, "distributed", False) for m in methods))
+    # the ranks decide together whether a step fits and whether its results are finite (only
+    # when their estimators communicate: a rank that stopped alone would leave the others
+    # waiting in the next all_reduce)
+    shared = rank_and_world()[1] > 1 and any(getattr(m, "distributed", False) for m in methods)
+    shared_budget = time_budget is not None and shared
     if resume:
         # a damaged or hand-edited checkpoint: one CheckpointError naming it, before any work
         from pinnlab.io.checkpoint import CheckpointError, check_fits, read_checkpoint, reading
@@ -303,7 +307,8 @@ def optimize(
             new_theta = ({n: v.detach() for n, v in result.theta.items()}
                          if warm_start and result.theta is not None else None)
             new_state = result.state
-        if not _finite(grad, {} if value is None else {"value": value}, new_theta or {}):
+        finite = _finite(grad, {} if value is None else {"value": value}, new_theta or {})
+        if not (all_agree(finite) if shared else finite):
             status, message = "nonfinite", f"outer step {k}: non-finite hypergradient, outer value or θ"
             break
         previous = {n: v.detach().clone() for n, v in u.items()}

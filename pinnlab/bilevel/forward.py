@@ -238,7 +238,9 @@ class ForwardGradientUnroll(AbstractHypergradient):
     primal unroll, less than reverse unrolling. Memory O(chunk_size·M), independent of T — the
     method of choice for long horizons and many hyperparameters when reverse
     unrolling (O(T·M)) does not fit. Directions are seeded by (seed, outer_step, i),
-    and under ``torch.distributed`` each rank evaluates its share of the b directions.
+    and under ``torch.distributed`` each rank evaluates its share of the b directions;
+    every rank returns the summed estimate and rank 0's h(φ) (a rank left without
+    directions, when b is below the number of ranks, only unrolls for θ_T).
 
     Args:
         num_directions: b.
@@ -266,7 +268,7 @@ class ForwardGradientUnroll(AbstractHypergradient):
         _check_mode(self.tangents)
 
     def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
-        from pinnlab.bilevel.distributed import all_reduce_sum, rank_and_world
+        from pinnlab.bilevel.distributed import all_reduce_sum, broadcast_value, rank_and_world
 
         template = flatten(phi)
         rank, world = rank_and_world() if self.distributed else (0, 1)
@@ -281,12 +283,15 @@ class ForwardGradientUnroll(AbstractHypergradient):
         else:
             w, value, partial = template.new_zeros(0), None, torch.zeros_like(template)
         total = all_reduce_sum(partial) if world > 1 else partial
+        value = None if value is None else float(value)
+        if world > 1:  # h(φ) of rank 0 (which holds direction 0), also on a rank without directions
+            value = broadcast_value(value)
         grad = unflatten(total / self.num_directions, phi)
         theta, state = final if final is not None else _primal(problem, phi, start, init)
         primal_passes = 0 if final is not None else 1
         return HypergradientResult(
             grad={k: g.detach() for k, g in grad.items()},
-            value=None if value is None else float(value),
+            value=value,
             theta=theta, state=state,
             diagnostics={"directional": w.detach(), "directions": v,
                          "inner_step_evaluations": problem.horizon * (len(v) + primal_passes)},

@@ -85,13 +85,40 @@ def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
                        kind="tune", extra=extra)
 
 
+def check_processes(config, world: int) -> None:
+    """Under ``torchrun`` with ``world`` > 1 processes, refuse a run in which no phase's
+    method spreads its work over them (each process would run all of it, the same), and
+    a CUDA device with an index (each process computes on ``cuda:LOCAL_RANK``)."""
+    from pinnlab.bilevel import METHODS
+    from pinnlab.config import ConfigError
+    from pinnlab.tuning.run import make_hypergradient_method
+
+    if world <= 1:
+        return
+    tune = config.tune
+    phases = [("tune", tune.method, tune.options)]
+    if tune.then is not None:
+        phases.append(("tune.then", tune.then.method, tune.then.options))
+    if not any(name in METHODS and getattr(make_hypergradient_method(name, options, where), "distributed", False)
+               for where, name, options in phases):
+        names = " then ".join(repr(name) for _, name, _ in phases)
+        raise ConfigError(f"tune.method = {names} under torchrun with {world} processes: only fg2u and zo_fg2u "
+                          "spread their directions over the processes (every other method would run in full "
+                          "on each); run it as one process, without torchrun")
+    device = str(config.trainer.device)
+    if device.startswith("cuda:"):
+        raise ConfigError(f"trainer.device = {device!r} under torchrun with {world} processes: each process "
+                          "computes on cuda:LOCAL_RANK; use device: cuda or auto")
+
+
 def run(args) -> int:
     import torch
 
     from pinnlab import config as configuration
     from pinnlab.cli import CHECKPOINT_SUFFIX, EXIT_FAILED, EXIT_OK, UsageError, _output_checks
-    from pinnlab.bilevel.distributed import init_from_environment
+    from pinnlab.bilevel.distributed import environment_world_size, init_from_environment, local_device
     from pinnlab.io.checkpoint import CheckpointError, config_hash
+    from pinnlab.solvers import resolve_device
     from pinnlab.solvers.progress import Progress
     from pinnlab.tuning.run import check_method, coefficient_errors, final_solve, run_tuning
     from pinnlab.tuning.setup import build_tuning
@@ -100,8 +127,11 @@ def run(args) -> int:
         config = configuration.load(args.config, args.overrides)
         if "tune" not in config.sections:
             raise configuration.ConfigError("tune: required section is missing for `pinnlab tune`")
+        # under torchrun on GPUs, each rank's tensors on cuda:LOCAL_RANK from the start
+        local_device(resolve_device(config.trainer.device))
         setup = build_tuning(config)
         check_method(setup)
+        check_processes(config, environment_world_size())
     except (configuration.ConfigError, ValueError) as err:
         raise UsageError(f"config error: {err}") from None
     output = Path(args.output)
@@ -114,7 +144,7 @@ def run(args) -> int:
     if not args.resume and checkpoint.exists() and not args.overwrite:
         raise UsageError(f"a checkpoint {str(checkpoint)!r} exists from an interrupted run; pass --resume "
                          "to continue it or --overwrite to start over")
-    rank, world = init_from_environment()  # under torchrun: directions split over ranks
+    rank, world = init_from_environment(setup.device)  # under torchrun: directions split over ranks
     metadata = {"config": config_hash(config.to_yaml())}
     if args.resume and checkpoint_path is not None:
         try:
@@ -124,7 +154,9 @@ def run(args) -> int:
         if not isinstance(saved, dict) or saved.get("metadata") != metadata:
             raise UsageError(f"checkpoint {str(checkpoint)!r} belongs to another configuration; "
                              "pass --overwrite to start over")
-    bar = Progress(config.tune.outer_steps, mode=args.progress, log_every=1, description="tune")
+    # one progress display, rank 0's (the others' would never move); only rank 0 solves after
+    bar = Progress(config.tune.outer_steps, mode=args.progress if rank == 0 else "off", log_every=1,
+                   description="tune")
 
     def progress(k, phi, diagnostics):
         bar.description = f"tune {_summary(phi)}"
