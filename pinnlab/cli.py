@@ -320,6 +320,10 @@ def _run(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line as a function (public: notebooks and scripts call it):
+    ``main(["solve", "cfg.yaml", "-o", "run.h5"])`` runs ``pinnlab solve cfg.yaml -o
+    run.h5`` and returns its exit code (bad input: the one line on stderr and
+    :data:`EXIT_USAGE`), ``argv=None`` reads ``sys.argv``."""
     try:
         args = parse_args(argv)
         return _run(args)
@@ -329,6 +333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pinnlab: interrupted", file=sys.stderr)
         return 130
+
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "UsageError", "main"]
 
 
 if __name__ == "__main__":  # python -m pinnlab.cli: run the imported module's main, whose

@@ -11,7 +11,7 @@ import pytest
 
 PACKAGES = ["pinnlab", "pinnlab.equations", "pinnlab.estimators", "pinnlab.losses", "pinnlab.nets",
             "pinnlab.solvers", "pinnlab.bilevel", "pinnlab.tuning", "pinnlab.studies", "pinnlab.io",
-            "pinnlab.plots"]
+            "pinnlab.plots", "pinnlab.cli"]
 
 
 @pytest.mark.parametrize("package", PACKAGES)
