@@ -106,6 +106,29 @@ class HJBQuadratic(_HJB):
         return (x[:, :-1] ** 2).sum(-1) / s + 0.5 * self.dim * torch.log(s)
 
 
+def _sample_blocks(samples: int, dim: int, chunk_elements: int) -> list[tuple[int, int]]:
+    """Row ranges `[start, stop)` of the `(samples, dim)` Monte Carlo draw, drawn one at a time.
+
+    On CPU ``torch.randn`` fills a tensor 16 numbers at a time, and a tensor of fewer than
+    16 numbers takes another path. Blocks whose sizes, all but the last, are multiples of
+    16 numbers and of which none holds fewer than 16 therefore reproduce one
+    ``torch.randn(samples, dim)`` bit for bit (checked in
+    tests/equations/test_cole_hopf_memory.py): the Monte Carlo stream, and so a cached
+    reference, does not depend on the chunking. Blocks hold at most ``chunk_elements``
+    numbers, give or take a merged tail of under 16, unless ``16 / gcd(dim, 16)`` rows
+    (the fewest allowed) already exceed it; all samples form one block when they fit.
+    """
+    fit = chunk_elements // dim
+    if fit >= samples:
+        return [(0, samples)]
+    step = 16 // math.gcd(dim, 16)  # fewest rows holding a multiple of 16 numbers
+    rows = max(step, fit // step * step)
+    blocks = [(start, min(start + rows, samples)) for start in range(0, samples, rows)]
+    if len(blocks) > 1 and (blocks[-1][1] - blocks[-1][0]) * dim < 16:
+        blocks[-2:] = [(blocks[-2][0], samples)]  # a tail under 16 numbers would be drawn differently
+    return blocks
+
+
 def cole_hopf(
     terminal,
     x: Tensor,
@@ -119,9 +142,13 @@ def cole_hopf(
 
     The solution of u_t + Δu − ‖∇u‖² = 0, u(·, T) = g (Cole–Hopf: v = e^{−u} solves the
     backward heat equation). One set of ``samples`` vectors W is shared by all points
-    (as in the reference code); the mean is taken in log-sum-exp form in float64, in
-    chunks of points × samples so that no chunk holds more than ``chunk_elements``
-    numbers (a naive 2·10⁵ × 200 × 40 broadcast would be 12.8 GB).
+    (as in the reference code); the mean is taken in log-sum-exp form in float64.
+    W is drawn in blocks of samples and each block is applied to chunks of points, so
+    that no block or chunk holds more than ``chunk_elements`` numbers (a naive
+    2·10⁵ × 200 × 40 broadcast would be 12.8 GB, and W alone at d = 10⁴ is 16 GB):
+    memory is O(chunk_elements + N·samples·d / chunk_elements), whatever d. The blocks
+    reproduce a single draw of W bit for bit (see :func:`_sample_blocks`), so the
+    estimate does not depend on ``chunk_elements`` beyond float rounding.
 
     Args:
         terminal: g, `(..., d) -> (...)`.
@@ -129,7 +156,8 @@ def cole_hopf(
             T stored in float32, is read as T; beyond that a ValueError).
         horizon: T.
         samples: Monte Carlo sample count.
-        generator: draws W.
+        generator: draws W (on CPU).
+        chunk_elements: most numbers in one block of W or one points × samples × d chunk.
 
     Returns:
         `(N,)` float64.
@@ -144,21 +172,22 @@ def cole_hopf(
             f"cole_hopf: the solution is defined for t <= T = {horizon}, got t up to "
             f"{float(t.max())}"
         )
-    w = torch.randn(samples, d, generator=generator, dtype=torch.float64)
+    if not x.shape[0]:
+        return t.new_zeros(0)
     space, scale = x[:, :-1], torch.sqrt((2 * (horizon - t)).clamp_min(0))
-    per_point = max(1, chunk_elements // (samples * d))
-    sample_chunk = max(1, min(samples, chunk_elements // d))
-    out = []
-    for start in range(0, x.shape[0], per_point):
-        xs, ss = space[start : start + per_point], scale[start : start + per_point]
-        partial = []
-        for m in range(0, samples, sample_chunk):
-            wm = w[m : m + sample_chunk]
-            z = xs[:, None, :] + ss[:, None, None] * wm[None]
-            partial.append(torch.logsumexp(-terminal(z), dim=1))
-        total = torch.logsumexp(torch.stack(partial, dim=1), dim=1)
-        out.append(-(total - math.log(samples)))
-    return torch.cat(out)
+    blocks = _sample_blocks(samples, d, chunk_elements)
+    per_point = max(1, chunk_elements // ((blocks[0][1] - blocks[0][0]) * d))
+    partial = []  # per block: (N,) log Σ_{W in block} exp(−g)
+    for start, stop in blocks:
+        w = torch.randn(stop - start, d, generator=generator, dtype=torch.float64)
+        block = []
+        for first in range(0, x.shape[0], per_point):
+            xs, ss = space[first : first + per_point], scale[first : first + per_point]
+            z = xs[:, None, :] + ss[:, None, None] * w[None]
+            block.append(torch.logsumexp(-terminal(z), dim=1))
+        partial.append(torch.cat(block))
+    total = torch.logsumexp(torch.stack(partial, dim=1), dim=1)
+    return -(total - math.log(samples))
 
 
 def _cache_dir() -> Path:
