@@ -15,7 +15,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -328,11 +328,39 @@ DEPENDENT: dict[str, tuple[str, tuple[Any, ...]]] = {
     "estimator.probes": ("estimator.kind", ("hutchinson",)),
     "estimator.samples": ("estimator.kind", ("stein",)),
     "estimator.eval_samples": ("estimator.kind", ("stein",)),
+    "estimator.chunk_size": ("estimator.kind", ("stein", "autograd")),
     "loss.boundary_points": ("equation.constraint", ("soft",)),
     "data.batch_size": ("data.train", (True,)),
 }
 """Keys that act only when another key has one of some values: set otherwise they would
-be ignored, so validation refuses them; the resolved config leaves them out."""
+be ignored, so validation refuses them; the resolved config leaves them out. A key of
+:data:`DEPENDENT_ELSEWHERE` also acts where its test on the raw config holds."""
+
+
+def _stein_residual_objective(data: Mapping[str, Any]) -> bool:
+    """Whether ``data`` (a raw config) tunes against a residual objective with a Stein
+    estimate, which is built from the estimator section whatever its kind."""
+    from pinnlab.tuning.spec import ObjectiveSpec
+
+    tune = data.get("tune")
+    objective = tune.get("objective") if isinstance(tune, Mapping) else None
+    if not isinstance(objective, Mapping):
+        return False
+    defaults = ObjectiveSpec.model_fields
+    return (objective.get("kind", defaults["kind"].default) == "residual"
+            and objective.get("estimator", defaults["estimator"].default) == "stein")
+
+
+DEPENDENT_ELSEWHERE: dict[str, tuple[str, Callable[[Mapping[str, Any]], bool]]] = {
+    "estimator.chunk_size": ("a Stein residual tuning objective (tune.objective.kind: residual)",
+                             _stein_residual_objective),
+}
+""":data:`DEPENDENT` keys read in another place too: what reads them, and whether a raw
+config uses it."""
+
+
+def _acts_elsewhere(key: str, data: Mapping[str, Any]) -> bool:
+    return key in DEPENDENT_ELSEWHERE and DEPENDENT_ELSEWHERE[key][1](data)
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -390,7 +418,8 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         (section, name), (control_section, control) = key.split("."), controller.split(".")
         node, control_node = data.get(section), data.get(control_section)
         if (controller in overridden and key not in overridden and isinstance(node, dict)
-                and isinstance(control_node, dict) and control_node.get(control) not in values):
+                and isinstance(control_node, dict) and control_node.get(control) not in values
+                and not _acts_elsewhere(key, data)):
             node.pop(name, None)
     return data
 
@@ -531,8 +560,10 @@ def validate(data: Mapping[str, Any]) -> Config:
         section, name = key.split(".")
         if name in config.sections[section].model_fields_set:
             controller, values = DEPENDENT[key]
-            raise ConfigError(f"{key}: has an effect only with {controller}: {' or '.join(map(str, values))} "
-                              f"(this config has {controller} = {_get(config, controller)!r}); remove it")
+            elsewhere = f", or with {DEPENDENT_ELSEWHERE[key][0]}" if key in DEPENDENT_ELSEWHERE else ""
+            raise ConfigError(f"{key}: has an effect only with {controller}: {' or '.join(map(str, values))}"
+                              f"{elsewhere} (this config has {controller} = {_get(config, controller)!r}); "
+                              "remove it")
     if config.trainer.backend == "deepxde":
         _check_deepxde(config)
     return config
@@ -547,7 +578,7 @@ def _inapplicable(config: Config) -> list[str]:
     """The :data:`DEPENDENT` keys without effect in ``config``."""
     return [key for key, (controller, values) in DEPENDENT.items()
             if key.split(".")[0] in config.sections and controller.split(".")[0] in config.sections
-            and _get(config, controller) not in values]
+            and _get(config, controller) not in values and not _acts_elsewhere(key, config.raw)]
 
 
 def _check_equation(section: EquationSection) -> None:
@@ -780,8 +811,8 @@ def make_equation(section: EquationSection):
 def make_estimator(section: EstimatorSection, equation):
     from pinnlab.estimators import Autograd, Hutchinson, SteinAntithetic
 
-    if section.kind == "autograd":
-        return Autograd()
+    if section.kind == "autograd":  # chunk_size: coordinates per batch of HVPs
+        return Autograd() if section.chunk_size is None else Autograd(chunk_size=section.chunk_size)
     if section.kind == "hutchinson":
         return Hutchinson(num_probes=section.probes, noise=section.noise)
     sigma: Any = section.sigma

@@ -32,16 +32,21 @@ def hessian_columns(model: Model, x: Tensor, coordinates: Tensor, chunk_size: in
     """∂_jj f at every point for the given coordinates j: `(N, len(coordinates))`.
 
     One forward-over-reverse pass (a Hessian-vector product) per coordinate, vmapped
-    over ``chunk_size`` coordinates at a time: cost ≈ len(coordinates) HVPs.
+    over ``chunk_size`` coordinates at a time: cost ≈ len(coordinates) HVPs. The tangents
+    are the one-hot rows e_j of each chunk, `(chunk_size, D)`, never the D×D identity
+    (400 MB at D = 10⁴). Under autograd every chunk's graph is kept for the backward
+    pass to θ, so memory grows with N·D·len(coordinates) whatever ``chunk_size``.
     """
     grad_fn = input_gradient(model)
-    eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
 
-    def column(j: Tensor) -> Tensor:
-        tangent = eye[j].expand_as(x)
+    def column(unit: Tensor) -> Tensor:
+        tangent = unit.expand_as(x)
         return (jvp(grad_fn, (x,), (tangent,))[1] * tangent).sum(-1)
 
-    out = [vmap(column)(coordinates[i : i + chunk_size]) for i in range(0, len(coordinates), chunk_size)]
+    out = []
+    for i in range(0, len(coordinates), chunk_size):
+        units = torch.nn.functional.one_hot(coordinates[i : i + chunk_size], x.shape[1]).to(x)
+        out.append(vmap(column)(units))
     return torch.cat(out, dim=0).T if out else x.new_zeros(x.shape[0], 0)
 
 

@@ -7,7 +7,7 @@ import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -81,8 +81,14 @@ class SteinAntithetic(AbstractDerivativeEstimator):
         num_samples: K, noise vectors per point (per antithetic pair).
         noise: ``"independent"`` or ``"shared"`` (see above).
         time_smoothing: ``"joint"`` or ``"independent"``.
-        chunk_size: points per chunk (bounds memory of large-K estimates); ``None``
-            for a single chunk.
+        chunk_size: points per chunk; ``None`` for a single chunk. It bounds the memory
+            of estimates made without autograd (evaluation, estimator studies). Under
+            autograd every chunk's activations stay in the graph until the backward
+            pass, so it does not bound a training step's memory (and with shared noise
+            it adds time: each chunk recomputes the first layer's W(σξ), K·D·w
+            multiply-adds, forward and backward); ``PINNProblem(batch_chunks=...)``
+            (``trainer.batch_chunks``) is what bounds a step. Shared noise is drawn,
+            and σ⊙ξ formed, once per estimate whatever the chunks.
 
     Example:
         >>> from pinnlab.nets import Pointwise
@@ -167,22 +173,61 @@ class SteinAntithetic(AbstractDerivativeEstimator):
             )
         s = self._sigma_vector(sigma, x)
         chunk = self.chunk_size or max(x.shape[0], 1)
-        shared = self._draw(0, x.shape[1], x, generator) if self.noise == "shared" else None
+        # shared noise: ξ and the offsets δ = σ⊙ξ are built once per estimate, so every
+        # chunk reuses the same tensors (and an autograd graph holds them once)
+        shared = self._noise(self._draw(0, x.shape[1], x, generator), s) if self.noise == "shared" else None
         pieces = []
         for start in range(0, max(x.shape[0], 1), chunk):
             xc = x[start : start + chunk]
             qc = queries if chunk >= x.shape[0] else [_chunk_query(q, x.shape[0], start, chunk) for q in queries]
-            xi = shared if shared is not None else self._draw(xc.shape[0], x.shape[1], x, generator)
+            noise = shared if shared is not None else self._noise(
+                self._draw(xc.shape[0], x.shape[1], x, generator), s
+            )
             if self.time_smoothing == "joint":
-                pieces.append(self._joint(model, xc, qc, s, xi))
+                pieces.append(self._joint(model, xc, qc, s, noise))
             else:
-                pieces.append(self._independent_time(model, xc, qc, s, xi, generator))
+                pieces.append(self._independent_time(model, xc, qc, s, noise))
         return [torch.cat(parts) for parts in zip(*pieces)]
 
+    def evaluate(
+        self,
+        model: Model,
+        x: Tensor,
+        *,
+        generator: torch.Generator | None,
+        chunk_size: int = 1024,
+        sigma: float | Tensor | None = None,
+    ) -> Tensor:
+        """u_σ at `(N, D)` points without autograd, ``chunk_size`` points at a time (at most
+        this estimator's own ``chunk_size``): `(N,)`.
+
+        Shared noise: one set of K vectors ξ for all N points, as in a training step, so
+        the values do not depend on the chunk size, and a chunk holds 2·K·w hidden units
+        per point (the MLP's factorised first layer) besides the one `(K, D)` draw.
+        Independent noise: each chunk draws its own ξ from ``generator`` in turn.
+        """
+        if self.noise != "shared":
+            return super().evaluate(model, x, generator=generator, chunk_size=chunk_size, sigma=sigma)
+        chunk = min(chunk_size, self.chunk_size or chunk_size)
+        with torch.no_grad():
+            return dataclasses.replace(self, chunk_size=chunk).estimate(
+                model, x, [Value()], generator=generator, sigma=sigma
+            )[0]
+
+    def _noise(self, xi: Tensor, s: Tensor) -> _Noise:
+        """What the formulas need from a draw ξ `(K, D)` or `(N, K, D)` at scale σ `(D,)`."""
+        if self.time_smoothing == "joint":
+            return _Noise(xi, (xi * s,), None)
+        space = xi * _space_mask(xi)
+        unit_t = torch.zeros(xi.shape[-1], dtype=xi.dtype, device=xi.device)
+        unit_t[-1] = 1
+        tau = xi[..., -1:]  # (K, 1) or (N, K, 1)
+        return _Noise(space, (space * s, tau * unit_t * s), tau)
+
     # -- joint smoothing -------------------------------------------------------------
-    def _joint(self, model, x, queries, s, xi) -> list[Tensor]:
-        delta = xi * s
-        pair = model(Perturbation(x, (delta,), ((1.0,), (-1.0,))))  # (N, 2, K)
+    def _joint(self, model, x, queries, s, noise: _Noise) -> list[Tensor]:
+        xi = noise.xi
+        pair = model(Perturbation(x, noise.offsets, ((1.0,), (-1.0,))))  # (N, 2, K)
         f_plus, f_minus = pair[:, 0], pair[:, 1]
         first = (f_plus - f_minus) / 2
         second = None
@@ -194,13 +239,8 @@ class SteinAntithetic(AbstractDerivativeEstimator):
         ]
 
     # -- independent (x, t) smoothing -----------------------------------------------
-    def _independent_time(self, model, x, queries, s, xi, generator) -> list[Tensor]:
-        dim = x.shape[1]
-        space = xi * _space_mask(xi)
-        tau = xi[..., -1:]  # (K, 1) or (N, K, 1)
-        unit_t = torch.zeros(dim, dtype=x.dtype, device=x.device)
-        unit_t[-1] = 1
-        delta_x, delta_t = space * s, tau * unit_t * s
+    def _independent_time(self, model, x, queries, s, noise: _Noise) -> list[Tensor]:
+        space, tau = noise.xi, noise.tau
         patterns = [(1.0, 1.0), (-1.0, 1.0)]
         need_second = any(q.order == 2 for q in queries)
         need_first = any(q.order == 1 for q in queries)
@@ -208,7 +248,7 @@ class SteinAntithetic(AbstractDerivativeEstimator):
             patterns.append((0.0, 1.0))
         if need_first:
             patterns.append((1.0, -1.0))
-        values = model(Perturbation(x, (delta_x, delta_t), tuple(patterns)))
+        values = model(Perturbation(x, noise.offsets, tuple(patterns)))
         f_plus, f_minus = values[:, 0], values[:, 1]
         second = (f_plus + f_minus) / 2 - values[:, 2] if need_second else None
         time_first = (f_plus - values[:, -1]) / 2 if need_first else None
@@ -275,6 +315,16 @@ class SteinAntithetic(AbstractDerivativeEstimator):
 
 
 _ANSWERABLE = (Value, Gradient, Directional, HessianDiagonal, WeightedLaplacian)
+
+
+class _Noise(NamedTuple):
+    """One draw in the form the formulas use: ``xi`` the ξ of the space–time (joint) or
+    space (independent time) formulas, ``offsets`` the Perturbation parts (σ⊙ξ; with
+    independent time smoothing its space and time parts), ``tau`` the time noise or None."""
+
+    xi: Tensor
+    offsets: tuple[Tensor, ...]
+    tau: Tensor | None
 
 
 def _chunk_query(query: Query, n: int, start: int, size: int) -> Query:

@@ -10,9 +10,11 @@ from torch import Tensor
 
 from pinnlab._seeding import make_generator
 from pinnlab._typing import Params
+from pinnlab.estimators.stein import SteinAntithetic
+from pinnlab.nets.mlp import MLP
 from pinnlab.solvers.problem import PINNProblem
 
-#: elements of the largest perturbed-input tensor an evaluation chunk may hold
+#: elements of the largest tensor of an evaluation chunk (see :func:`eval_chunk_size`)
 EVAL_ELEMENT_BUDGET = 2**24
 
 
@@ -27,9 +29,22 @@ class Evaluation:
 
 
 def eval_chunk_size(problem: PINNProblem, num_samples: int | None) -> int:
-    """Points per chunk so one chunk's perturbed inputs stay within the element budget."""
+    """Points per chunk so the largest tensor of one chunk stays within the element budget.
+
+    A smoothed value needs 2K perturbed inputs per point (K = ``num_samples`` antithetic
+    pairs). With independent noise, or a network that does not factorise its first layer
+    (anything but :class:`~pinnlab.nets.MLP`), a chunk holds them as `(n, 2, K, D)` inputs
+    or `(n, K, D)` draws: 2·K·max(D, w) elements per point. With shared noise and an MLP
+    the first layer is W x + W(σξ) and the largest tensor is the `(n, 2, K, w)` hidden
+    layer, 2·K·w per point whatever D (the one `(K, D)` draw is held once, not per point).
+    """
     k = max(1, num_samples or 1)
-    per_point = 2 * k * max(problem.equation.input_dim, getattr(problem.net, "width", 128))
+    width = getattr(problem.net, "width", 128)
+    estimator = problem.estimator
+    if isinstance(estimator, SteinAntithetic) and estimator.noise == "shared" and isinstance(problem.net, MLP):
+        per_point = 2 * k * width
+    else:
+        per_point = 2 * k * max(problem.equation.input_dim, width)
     return max(1, min(4096, EVAL_ELEMENT_BUDGET // per_point))
 
 
@@ -44,7 +59,10 @@ def predict(
 ) -> Tensor:
     """u = A·u_σ + B at `(N, D)` points, with ``num_samples`` for the smoothed value.
 
-    Runs without autograd and in chunks (memory bounded at any D). Returns `(N,)`.
+    Runs without autograd and in chunks of :func:`eval_chunk_size` points (memory bounded
+    at any D). Shared noise draws one set of K vectors for all N points (the values do
+    not depend on the chunk size); independent noise draws each chunk's in turn from
+    ``generator``. Returns `(N,)`.
     """
     estimator = problem.estimator
     if num_samples is not None and hasattr(estimator, "num_samples"):
