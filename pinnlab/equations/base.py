@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -19,6 +20,47 @@ from pinnlab.estimators.base import Query
 GroupEstimate = Callable[[Sequence[Query]], list[Tensor]]
 """Answers raw queries about u_σ; every call is one independent noise group."""
 
+#: elements (points × D) of the largest block of points that :meth:`AbstractEquation.exact`,
+#: ``boundary_value`` and ``solution`` evaluate at once. A closed form or an ansatz makes a
+#: few `(N, D)` temporaries of 32 MB each (float64) at 2²² elements, whatever d; the
+#: 64×64 slice's u* at d = 10⁵ in one block needed an estimated 37 GB.
+POINT_ELEMENT_BUDGET = 2**22
+
+#: the methods that take `(N, D)` points and that every subclass's own definition gets
+#: wrapped with the shape check and the chunking (see ``AbstractEquation.__init_subclass__``)
+_POINTWISE_METHODS = ("exact", "boundary_value")
+
+
+def rows_per_chunk(width: int) -> int:
+    """Points per block of :data:`POINT_ELEMENT_BUDGET` elements for `(N, width)` points."""
+    return max(1, POINT_ELEMENT_BUDGET // max(1, int(width)))
+
+
+def map_point_chunks(fn: Callable[..., Tensor], x: Tensor, *per_point: Tensor) -> Tensor:
+    """``fn(x, *per_point)`` evaluated over blocks of :func:`rows_per_chunk` rows and
+    concatenated: `(N, ...)`. One call when x fits in one block (so a small input, e.g.
+    inside a ``torch.func`` transform, takes exactly the unchunked path); ``per_point``
+    tensors are split along their first dimension with x."""
+    rows = rows_per_chunk(x.shape[-1])
+    if x.shape[0] <= rows:
+        return fn(x, *per_point)
+    return torch.cat([
+        fn(x[start : start + rows], *(t[start : start + rows] for t in per_point))
+        for start in range(0, x.shape[0], rows)
+    ])
+
+
+def _pointwise(method: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """``method(self, x, ...)``, with x checked to be `(N, D)` and evaluated in blocks."""
+
+    @functools.wraps(method)
+    def checked_and_chunked(self, x, *args, **kwargs):
+        self._check_points(x)
+        return map_point_chunks(lambda block: method(self, block, *args, **kwargs), x)
+
+    checked_and_chunked._pinnlab_pointwise = True
+    return checked_and_chunked
+
 
 class AbstractEquation(abc.ABC):
     """A PDE problem instance: R[u](x) = 0 on a domain, with an exact solution.
@@ -33,6 +75,13 @@ class AbstractEquation(abc.ABC):
       :class:`~pinnlab.equations.Term` / :class:`~pinnlab.equations.Nonpolynomial`
       objects, which is what lets the unbiased losses be built automatically;
     - :meth:`ansatz` (optional): the hard constraint u = A·u_σ + B as closed-form jets.
+
+    A subclass's own ``exact`` and ``boundary_value`` are wrapped when the class is
+    created: they receive only `(N, D)` points (anything else is a ValueError naming the
+    expected width) and at most :data:`POINT_ELEMENT_BUDGET` elements at a time (a call
+    on more points is evaluated block by block and concatenated), so u* of every
+    equation takes bounded memory at any d and any N; write them for one block.
+    :meth:`solution` evaluates the ansatz in the same blocks.
 
     Random PDE coefficients are drawn once, in ``__init__``, from the *problem seed*
     (``seed``), never from the training seed, so all training seeds solve the same
@@ -62,6 +111,13 @@ class AbstractEquation(abc.ABC):
             make_generator(self.seed, self.name, "coefficients")
         )
         self._coefficient_cache: dict[tuple, Coefficients] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in _POINTWISE_METHODS:
+            method = cls.__dict__.get(name)
+            if callable(method) and not getattr(method, "_pinnlab_pointwise", False):
+                setattr(cls, name, _pointwise(method))
 
     # -- description --------------------------------------------------------------
     @property
@@ -128,7 +184,16 @@ class AbstractEquation(abc.ABC):
     # -- solution and residual ------------------------------------------------------
     @abc.abstractmethod
     def exact(self, x: Tensor, coefficients: Coefficients | None = None) -> Tensor:
-        """u*(x), `(N,)`."""
+        """u*(x) at `(N, D)` points, `(N,)` (a subclass's definition is wrapped: checked,
+        and called on blocks of at most :data:`POINT_ELEMENT_BUDGET` elements)."""
+
+    def exact_values(self, x: Tensor, *, dtype: torch.dtype = torch.float64) -> Tensor:
+        """u*(x) computed in ``dtype`` (float64 by default) whatever x's dtype: `(N,)` in
+        ``dtype``. The reference values of a test set: each block of x is converted on its
+        own, where ``exact(x.double())`` first copies all of x (1.6 GB for 2,000 float32
+        points at d = 10⁵). Same values as ``exact(x.to(dtype))``."""
+        self._check_points(x)
+        return map_point_chunks(lambda block: self.exact(block.to(dtype)), x).to(dtype)
 
     def boundary_value(self, x: Tensor) -> Tensor:
         """u* at points of :meth:`sample_boundary` (the soft constraint's target), `(N,)`:
@@ -150,7 +215,9 @@ class AbstractEquation(abc.ABC):
         return ONE, ZERO
 
     def ansatz_jets(self, x: Tensor, coefficients: Coefficients | None = None) -> tuple[Jet, Jet]:
-        """The ansatz in use: :meth:`ansatz` when hard-constrained, identity when soft."""
+        """The ansatz in use at `(N, D)` points: :meth:`ansatz` when hard-constrained,
+        identity when soft."""
+        self._check_points(x)
         if self.constraint == "soft":
             return ONE, ZERO
         return self.ansatz(x, self._merge(x, coefficients))
@@ -166,9 +233,21 @@ class AbstractEquation(abc.ABC):
             )
 
     def solution(self, x: Tensor, smoothed: Tensor, coefficients: Coefficients | None = None) -> Tensor:
-        """u = A·u_σ + B from values of u_σ at `(N, D)` points x."""
-        scale, shift = self.ansatz_jets(x, coefficients)
-        return scale.value * smoothed + shift.value
+        """u = A·u_σ + B from values u_σ `(N,)` at `(N, D)` points x: `(N,)`.
+
+        The ansatz's jets (for the unit ball a gradient and a Hessian diagonal of x's
+        size besides the value) are built for blocks of at most
+        :data:`POINT_ELEMENT_BUDGET` elements, not for all N points at once."""
+        self._check_points(x)
+        if smoothed.shape != x.shape[:1]:
+            raise ValueError(f"{self.name}: smoothed values must have shape ({x.shape[0]},), one per point, "
+                             f"got {tuple(smoothed.shape)}")
+
+        def block(points: Tensor, values: Tensor) -> Tensor:
+            scale, shift = self.ansatz_jets(points, coefficients)
+            return scale.value * values + shift.value
+
+        return map_point_chunks(block, x, smoothed)
 
     def residual(
         self,

@@ -47,15 +47,17 @@ class _UnitBall(AbstractEquation):
 
     # -- samplers ------------------------------------------------------------------
     def _directions(self, n, generator, dtype):
+        # in place (the same values as z / ‖z‖ and r·direction): one (n, d) array at a
+        # time, not two (a 2,000-point float64 test set is 1.6 GB at d = 10⁵)
         z = torch.randn(n, self.dim, generator=generator, device=generator.device, dtype=dtype)
-        return z / z.norm(dim=1, keepdim=True)
+        return z.div_(z.norm(dim=1, keepdim=True))
 
     def sample_collocation(self, n, *, generator, dtype=torch.float32):
         direction = self._directions(n, generator, dtype)
         r = torch.rand(n, 1, generator=generator, device=generator.device, dtype=dtype)
         if self.radius == "volume":
             r = r ** (1.0 / self.dim)
-        return r * direction
+        return direction.mul_(r)
 
     def sample_boundary(self, n, *, generator, dtype=torch.float32):
         return self._directions(n, generator, dtype)
@@ -85,6 +87,14 @@ class _UnitBall(AbstractEquation):
         q = (x1 * x2) ** 2 + (x0 * x2) ** 2 + (x0 * x1) ** 2
         return e @ c, (3 * p * e) @ c, (e * q) @ c
 
+    def _body_value(self, x: Tensor, c: Tensor) -> Tensor:
+        """u₂ alone, `(N,)`: the value of :meth:`_body_terms` by the same operations, without
+        the derivatives' temporaries (a third of the work for the two-body solution)."""
+        if self.body == "two_body":
+            xi, xn = x[:, :-1], x[:, 1:]
+            return torch.sin(xi + torch.cos(xn) + xn * torch.cos(xi)) @ c
+        return torch.exp(x[:, :-2] * x[:, 1:-1] * x[:, 2:]) @ c
+
     def exact_with_laplacian(self, x: Tensor, coefficients: Coefficients | None = None):
         """(u*, Δu*) in closed form."""
         c = self._merge(x, coefficients)["c"]
@@ -93,7 +103,8 @@ class _UnitBall(AbstractEquation):
         return u1 * u2, u1 * lap2 - 4 * x_grad - 2 * self.dim * u2
 
     def exact(self, x, coefficients=None):
-        return self.exact_with_laplacian(x, coefficients)[0]
+        c = self._merge(x, coefficients)["c"]
+        return (1 - (x * x).sum(-1)) * self._body_value(x, c)
 
 
 class _TwoBody(_UnitBall):

@@ -10,13 +10,15 @@ Schema (one file per run; gzip-compressed datasets)::
     /history/terms/loss_<term>, weight_<term>                         with several loss terms
     /trace/loss, /trace/mix                                           one value per step
     /final                  attrs: rel_l2, rel_l1, max_err, best_rel_l2, steps_per_second,
-                            wall_s, peak_mem_mb, steps_done[, switch_step]
+                            wall_s, peak_mem_mb, steps_done[, switch_step]; peak_mem_mb:
+                            the process's peak RSS (CUDA: peak allocated) in MB up to
+                            the writing of this file, slice included
     /eval/u_pred, u_true, abs_err                                     test-set predictions
     /eval/x                 only when d × test points ≤ 10⁷ values; otherwise /eval attrs
                             sampler="test_set", problem_seed, test_points regenerate it
     /eval/radius            ‖x‖ of each test point (unit-ball problems)
     /slices/main/grid_a, grid_b, u_pred[na, nb], u_true, abs_err      attrs: dims, labels, others
-                            (the coordinates not on the slice: "zero" or "median", see slice_grid)
+                            (the coordinates not on the slice: "zero" or "median", see plan_slice)
     /radial/r, abs_err, rel_err, count                                (unit-ball problems)
     /params/<name>          the final network parameters
 
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import platform
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,7 @@ import h5py
 import numpy as np
 import torch
 
+from pinnlab.equations.base import rows_per_chunk
 from pinnlab.io.atomic import atomic_path
 
 MAX_STORED_INPUTS = 10**7
@@ -82,28 +86,59 @@ def is_unit_ball(equation) -> bool:
     return hasattr(equation, "radius") and not equation.time_dependent
 
 
-def slice_grid(equation, x_test: torch.Tensor, points: int = SLICE_POINTS):
-    """A 2-D grid over two coordinates with the others fixed.
+@dataclass(frozen=True)
+class SliceGrid:
+    """The points of a 2-D slice, built block by block: ``base`` `(D,)` (float64) with
+    coordinates ``dims`` replaced by the grid values; point ``i·nb + j`` lies at
+    (``grid_a[i]``, ``grid_b[j]``). The 64×64 grid as one `(4096, D)` float64 matrix is
+    3.3 GB at d = 10⁵; a slice needs only the base point and the two grids.
+    ``inside`` `(na, nb)` marks the points inside the domain (the unit ball)."""
+
+    base: torch.Tensor
+    grid_a: torch.Tensor
+    grid_b: torch.Tensor
+    dims: tuple[int, int]
+    labels: tuple[str, str]
+    inside: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.grid_a) * len(self.grid_b)
+
+    def points(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Points ``start`` to ``stop`` (default: all) of the row-major grid, `(stop − start, D)`."""
+        stop = len(self) if stop is None else min(stop, len(self))
+        index = torch.arange(start, max(start, stop))
+        inputs = self.base.repeat(len(index), 1)
+        inputs[:, self.dims[0]] = self.grid_a[index // len(self.grid_b)]
+        inputs[:, self.dims[1]] = self.grid_b[index % len(self.grid_b)]
+        return inputs
+
+
+def plan_slice(equation, x_test: torch.Tensor, points: int = SLICE_POINTS) -> SliceGrid:
+    """A 2-D grid over two coordinates with the others fixed, as a :class:`SliceGrid`.
 
     Unit ball: x₁ × x₂ over [−1, 1]², other coordinates 0, points outside the ball NaN.
     Time-dependent: x₁ × t over the test set's 1–99 % range of x₁ and [min t, max t],
     other spatial coordinates at the test set's median. Otherwise x₁ × x₂ over the
-    1–99 % ranges, others at the median. Returns (inputs `(na·nb, D)`, grid_a, grid_b,
-    (dim_a, dim_b), labels, inside mask `(na, nb)`).
+    1–99 % ranges, others at the median. The medians are taken over blocks of columns
+    (a float64 copy of a 2,000-point test set is 1.6 GB at d = 10⁵).
     """
-    x = x_test.detach().double().cpu()
-    base = torch.zeros(x.shape[1], dtype=torch.float64)
+    x = x_test.detach()
+    width = x.shape[1]
+    base = torch.zeros(width, dtype=torch.float64)
     if is_unit_ball(equation):
         dims = (0, 1)
         grid_a = grid_b = torch.linspace(-1, 1, points, dtype=torch.float64)
         labels = ("x₁", "x₂")
     else:
-        base = x.median(dim=0).values
-        last = x.shape[1] - 1
+        columns = rows_per_chunk(x.shape[0])  # a block of all rows and this many columns
+        base = torch.cat([x[:, start : start + columns].cpu().double().median(dim=0).values
+                          for start in range(0, width, columns)])
+        last = width - 1
         dims = (0, last) if equation.time_dependent else (0, 1)
         ranges = []
         for dim in dims:
-            column = x[:, dim]
+            column = x[:, dim].cpu().double()
             if dim == last and equation.time_dependent:
                 ranges.append((float(column.min()), float(column.max())))
             else:
@@ -111,14 +146,19 @@ def slice_grid(equation, x_test: torch.Tensor, points: int = SLICE_POINTS):
         grid_a = torch.linspace(*ranges[0], points, dtype=torch.float64)
         grid_b = torch.linspace(*ranges[1], points, dtype=torch.float64)
         labels = ("x₁", "t" if equation.time_dependent else "x₂")
-    a, b = torch.meshgrid(grid_a, grid_b, indexing="ij")
-    inputs = base.repeat(points * points, 1)
-    inputs[:, dims[0]] = a.flatten()
-    inputs[:, dims[1]] = b.flatten()
     inside = torch.ones(points, points, dtype=torch.bool)
     if is_unit_ball(equation):
+        a, b = torch.meshgrid(grid_a, grid_b, indexing="ij")
         inside = (a**2 + b**2) < 1
-    return inputs, grid_a, grid_b, dims, labels, inside
+    return SliceGrid(base, grid_a, grid_b, dims, labels, inside)
+
+
+def slice_grid(equation, x_test: torch.Tensor, points: int = SLICE_POINTS):
+    """:func:`plan_slice` with its points built at once: (inputs `(na·nb, D)` float64,
+    grid_a, grid_b, (dim_a, dim_b), labels, inside mask `(na, nb)`). For small d (the
+    DeepXDE adapter); :func:`compute_slice` builds the points block by block."""
+    grid = plan_slice(equation, x_test, points)
+    return grid.points(), grid.grid_a, grid.grid_b, grid.dims, grid.labels, grid.inside
 
 
 def radial_profile(x: torch.Tensor, prediction: torch.Tensor, exact: torch.Tensor, bins: int = 20):
@@ -155,10 +195,13 @@ def write_solve_result(path: str | Path, *, config, problem, result, slice_data=
                        kind: str = "solve", extra=None) -> None:
     """Write the result of :func:`pinnlab.solvers.train` for ``config`` to ``path``.
 
-    ``slice_data`` is ``(inputs, grid_a, grid_b, dims, labels, inside, u_pred, u_true)``
-    from :func:`slice_grid` plus predictions; see :func:`compute_slice`. ``kind`` is the
+    ``slice_data`` is ``(grid, grid_a, grid_b, dims, labels, inside, u_pred, u_true)``
+    from :func:`compute_slice` (``grid``, the points, is not written). ``kind`` is the
     root attribute ``kind``; ``extra(file)`` may add groups (``pinnlab tune`` adds
     ``/tune``) inside the same atomic write.
+
+    ``/final`` ``peak_mem_mb`` is measured again here, after the slice and the datasets:
+    the process's peak so far (``result.stats`` holds the value at the end of training).
     """
     equation = problem.equation
     x, u_true = result.test_inputs, result.test_exact
@@ -228,26 +271,68 @@ def write_solve_result(path: str | Path, *, config, problem, result, slice_data=
             _dataset(params, key, value.detach().cpu().numpy())
         if extra is not None:
             extra(fh)
+        from pinnlab.solvers.loop import peak_memory_mb
+
+        final.attrs["peak_mem_mb"] = max(float(result.stats.get("peak_mem_mb", 0.0)), peak_memory_mb(x.device))
 
 
 def compute_slice(problem, params, x_test, *, num_samples=None, seed=0, sigma=None):
-    """Predictions and exact values on :func:`slice_grid` (for the result file).
+    """Predictions and exact values on :func:`plan_slice`'s grid (for the result file):
+    ``(grid, grid_a, grid_b, dims, labels, inside, u_pred, u_true)`` with ``grid`` the
+    :class:`SliceGrid` (``grid.points()`` builds the `(na·nb, D)` inputs) and u_pred,
+    u_true `(na·nb,)`.
 
-    ``sigma`` overrides the estimator's σ (scalar or per coordinate) as in
-    :func:`~pinnlab.solvers.evaluate.predict`: pass the σ the run trained and evaluated
-    with (``hyperparams["sigma"]``, e.g. a tuned σ), so the slice shows the same model.
+    The points are built, predicted and compared block by block (:func:`_slice_blocks`),
+    with the same values as one :func:`~pinnlab.solvers.evaluate.predict` call on all of
+    them with the generator ``(seed, "slice")``. ``sigma`` overrides the estimator's σ
+    (scalar or per coordinate) as in :func:`~pinnlab.solvers.evaluate.predict`: pass the
+    σ the run trained and evaluated with (``hyperparams["sigma"]``, e.g. a tuned σ), so
+    the slice shows the same model.
     """
     from pinnlab._seeding import make_generator
     from pinnlab.solvers.evaluate import predict
 
-    inputs, grid_a, grid_b, dims, labels, inside = slice_grid(problem.equation, x_test)
+    grid = plan_slice(problem.equation, x_test)
     device = x_test.device
     dtype = next(iter(params.values())).dtype
-    grid = inputs.to(device=device, dtype=dtype)
-    pred = predict(problem, params, grid, num_samples=num_samples,
-                   generator=make_generator(seed, "slice", device=device), sigma=sigma)
-    true = problem.equation.exact(inputs).to(pred)
-    return inputs, grid_a, grid_b, dims, labels, inside, pred, true
+    rows, fresh_generator_per_block = _slice_blocks(problem, num_samples, grid.base.numel())
+    generator = make_generator(seed, "slice", device=device)
+    preds, trues = [], []
+    for start in range(0, len(grid), rows):
+        if fresh_generator_per_block:
+            generator = make_generator(seed, "slice", device=device)
+        inputs = grid.points(start, start + rows)
+        preds.append(predict(problem, params, inputs.to(device=device, dtype=dtype), num_samples=num_samples,
+                             generator=generator, sigma=sigma))
+        trues.append(problem.equation.exact(inputs))
+    pred = torch.cat(preds)
+    true = torch.cat(trues).to(pred)
+    return grid, grid.grid_a, grid.grid_b, grid.dims, grid.labels, grid.inside, pred, true
+
+
+def _slice_blocks(problem, num_samples, width: int) -> tuple[int, bool]:
+    """(points per block of the slice, whether each block's predict starts from a fresh
+    generator), so that blocks give what one ``predict`` call on all the points gives.
+
+    ``predict`` draws shared noise (Stein, ``noise="shared"``) once per call, for all of
+    its points: every block gets the generator in its initial state, i.e. the same K
+    vectors, and blocks of :data:`~pinnlab.equations.base.POINT_ELEMENT_BUDGET` elements.
+    Otherwise it draws noise for each of its chunks of
+    :func:`~pinnlab.solvers.evaluate.eval_chunk_size` points in turn: a block is a whole
+    number of those chunks (at least one) and the blocks continue one generator.
+    """
+    from pinnlab.estimators.stein import SteinAntithetic
+    from pinnlab.solvers.evaluate import eval_chunk_size
+
+    estimator = problem.estimator
+    rows = rows_per_chunk(width)
+    if isinstance(estimator, SteinAntithetic) and estimator.noise == "shared":
+        return rows, True
+    samples = getattr(estimator, "num_samples", None)
+    if num_samples is not None and samples is not None:
+        samples = num_samples  # as predict replaces them
+    chunk = eval_chunk_size(problem, samples)
+    return chunk * max(1, rows // chunk), False
 
 
 def result_slice(problem, result, *, num_samples=None, seed=0, sigma=None):

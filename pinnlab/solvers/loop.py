@@ -261,7 +261,9 @@ def train(
     if test_set is None:
         check_integer("test_points", test_points)
         x_test = problem.equation.test_set(test_points, device=device, dtype=dtype)
-        u_test = problem.equation.exact(x_test.double()).to(dtype)
+        # u* in float64 block by block: exact(x_test.double()) copied the whole test set to
+        # float64 and made the closed form's temporaries for all of it (16 GB at d = 10⁵)
+        u_test = problem.equation.exact_values(x_test).to(dtype)
     else:
         x_test, u_test = (t.to(device=device, dtype=dtype) for t in test_set)
         # an (N, 1) u* would broadcast against the (N,) prediction into wrong errors
@@ -419,7 +421,7 @@ def train(
         "steps_per_second": state.timed_steps / state.train_seconds if state.train_seconds else 0.0,
         "wall_s": state.wall_s,
         "steps_done": float(state.step),
-        "peak_mem_mb": peak_memory_mb(device),
+        "peak_mem_mb": peak_memory_mb(device),  # so far: the result file measures it again after its slice
     }
     if state.plateau is not None and state.plateau.switched_at is not None:
         stats["switch_step"] = float(state.plateau.switched_at)
