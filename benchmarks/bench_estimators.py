@@ -14,7 +14,9 @@ memory a training step needs on the CPU (activations, noise, gradients).
 matrix products its estimator's passes and the backward pass to the parameters cannot
 avoid, and ``floor_seconds`` divides it by this machine's measured float32 GEMM rate, so
 ``seconds_per_step / floor_seconds`` says how far from the floor a step is. Autograd is
-skipped where a step would exceed a minute (its cost is about D Hessian-vector products).
+skipped where a step would exceed a minute or ``MEMORY_LIMIT`` bytes (its cost is about D
+Hessian-vector products, whose graphs all stay alive for the backward pass: time and
+memory both grow about as D², predicted from the largest d measured).
 
 Usage:
     python benchmarks/bench_estimators.py [--quick] [--json PATH]
@@ -33,6 +35,9 @@ import time
 
 DIMS = (100, 1000, 10000)
 METHODS = ("stein-shared", "stein-independent", "autograd", "hutchinson")
+MEMORY_LIMIT = 8 * 2**30
+"""An autograd step predicted to need more than this many bytes is skipped (a third of this
+machine's 24 GB)."""
 N, K, V, WIDTH, DEPTH = 100, 128, 16, 128, 4
 
 
@@ -155,18 +160,31 @@ def worker(method: str, dim: int, reps: int) -> dict:
     }
 
 
+def autograd_skip(dim: int, seen: dict[int, tuple[float, int]]) -> str | None:
+    """Why an autograd step at ``dim`` is not run (None: run it), predicted from the largest
+    d in ``seen`` (d -> (seconds per step, peak bytes)): D Hessian-vector products whose
+    graphs all stay alive for the backward pass, so time and memory both grow about as D²."""
+    if not seen:
+        return None
+    last_dim, (last_s, last_bytes) = max(seen.items())
+    seconds, memory = last_s * (dim / last_dim) ** 2, last_bytes * (dim / last_dim) ** 2
+    if seconds > 60 or memory > MEMORY_LIMIT:
+        return (f"predicted {seconds:.0f} s and {memory / 2**30:.0f} GiB per step "
+                f"(limits 60 s, {MEMORY_LIMIT / 2**30:.0f} GiB)")
+    return None
+
+
 def run(quick: bool) -> tuple[list[dict], float]:
     reps = 3 if quick else 10
     rate = gemm_rate()
     records = []
-    autograd_seconds: dict[int, float] = {}
+    autograd_seen: dict[int, tuple[float, int]] = {}  # dim -> (seconds per step, peak bytes)
     for dim in DIMS:
         for method in METHODS:
-            if method == "autograd" and autograd_seconds:
-                last_dim, last = max(autograd_seconds.items())
-                predicted = last * (dim / last_dim) ** 2
-                if predicted > 60:
-                    print(f"skip autograd d={dim}: predicted {predicted:.0f} s per step", file=sys.stderr)
+            if method == "autograd":
+                reason = autograd_skip(dim, autograd_seen)
+                if reason:
+                    print(f"skip autograd d={dim}: {reason}", file=sys.stderr)
                     continue
             out = subprocess.run(
                 [sys.executable, __file__, "--worker", method, str(dim), str(reps if method != "autograd" else 1)],
@@ -179,7 +197,7 @@ def run(quick: bool) -> tuple[list[dict], float]:
             record["memory_method"] = "peak RSS increase of a fresh subprocess during the timed steps"
             records.append(record)
             if method == "autograd":
-                autograd_seconds[dim] = record["seconds_per_step"]
+                autograd_seen[dim] = (record["seconds_per_step"], record["peak_bytes"])
             print(
                 f"{method:18s} d={dim:6d} {record['seconds_per_step']:8.3f} s/step "
                 f"peak +{record['peak_bytes'] / 2**20:7.1f} MB  floor {record['floor_seconds']:.3f} s",

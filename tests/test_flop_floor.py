@@ -66,3 +66,16 @@ def test_unwritable_json_path_is_refused_before_the_run(tmp_path, capsys, monkey
     assert bench.main(["--quick", "--json", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"--json {path}: " in err and expected in err, err
+
+
+def test_autograd_is_skipped_by_predicted_time_or_memory():
+    """The skip rule predicted time only: README's "269 s per step" at d = 10⁴ for a step
+    that needs ~100 GB (peak 2.8 GB at d = 1,000, growing as D²)."""
+    bench = _load()
+    assert bench.autograd_skip(1000, {}) is None
+    assert bench.autograd_skip(1000, {100: (0.1, 30 * 2**20)}) is None  # 10 s, 3 GiB
+    reason = bench.autograd_skip(10000, {1000: (0.5, 2.8e9)})  # 50 s but ~261 GiB
+    assert reason is not None and "GiB" in reason
+    assert bench.autograd_skip(10000, {1000: (2.7, 1e6)}) is not None  # 270 s
+    # the largest measured d is the one extrapolated from
+    assert bench.autograd_skip(2000, {100: (0.001, 10**6), 1000: (20.0, 10**6)}) is not None
