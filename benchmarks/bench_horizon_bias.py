@@ -112,7 +112,7 @@ def main() -> int:
         return unconstrain(phi, setup.parameterization)
 
     x_test = setup.problem.equation.test_set(data["trainer"].get("test_points", 2000), device=device, dtype=dtype)
-    u_test = setup.problem.equation.exact(x_test.double()).to(dtype)
+    u_test = setup.problem.equation.exact_values(x_test).to(dtype)
     eval_samples = data["estimator"].get("eval_samples")
 
     began = time.perf_counter()

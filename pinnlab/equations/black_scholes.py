@@ -79,15 +79,20 @@ class BlackScholesBarenblatt(AbstractEquation):
         )
 
     def _box(self, n, generator, dtype):
-        return 2 * torch.rand(n, self.dim, generator=generator, device=generator.device, dtype=dtype)
+        """`(n, D)` points with x_i ~ U(0, 2) drawn into the first d columns (the same
+        numbers as 2·torch.rand(n, d): uniforms are drawn one by one in row order, and
+        doubling is exact); the time column is left for the caller. One (n, D) array,
+        not three: a 2,000-point float64 test set is 1.6 GB at d = 10⁵."""
+        out = torch.empty(n, self.dim + 1, device=generator.device, dtype=dtype)
+        torch.rand(n, self.dim, generator=generator, out=out[:, :-1]).mul_(2)
+        return out
 
     def sample_collocation(self, n, *, generator, dtype=torch.float32):
-        space = self._box(n, generator, dtype)
-        t = self.horizon * torch.rand(n, 1, generator=generator, device=generator.device, dtype=dtype)
-        return torch.cat([space, t], 1)
+        out = self._box(n, generator, dtype)
+        out[:, -1:] = self.horizon * torch.rand(n, 1, generator=generator, device=generator.device, dtype=dtype)
+        return out
 
     def sample_boundary(self, n, *, generator, dtype=torch.float32):
-        space = self._box(n, generator, dtype)
-        return torch.cat([space, torch.full((n, 1), self.horizon, dtype=dtype, device=space.device)], 1)
-
-
+        out = self._box(n, generator, dtype)
+        out[:, -1] = self.horizon
+        return out

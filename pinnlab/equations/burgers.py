@@ -76,7 +76,8 @@ class Burgers(AbstractEquation):
 
     def _at(self, t, generator):
         z = torch.randn(t.shape[0], self.dim, generator=generator, device=t.device, dtype=t.dtype)
-        return torch.cat([t + torch.sqrt(2 - t) * z, t], dim=1)
+        # in place (the values of t + sqrt(2 − t)·z): z and the output, not four (n, d) arrays
+        return torch.cat([z.mul_(torch.sqrt(2 - t)).add_(t), t], dim=1)
 
 
 class BurgersAffine(AbstractEquation):
@@ -113,4 +114,4 @@ class BurgersAffine(AbstractEquation):
 
     def _at(self, t, generator):
         z = torch.randn(t.shape[0], self.dim, generator=generator, device=t.device, dtype=t.dtype)
-        return torch.cat([torch.sqrt(2 * (1 - t)) * z, t], dim=1)
+        return torch.cat([z.mul_(torch.sqrt(2 * (1 - t))), t], dim=1)  # in place: z and the output

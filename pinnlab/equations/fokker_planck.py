@@ -55,7 +55,14 @@ class _FokkerPlanck(AbstractEquation):
     def _sample(self, n, generator, dtype, t):
         mu = self.coefficients["mu"].to(device=generator.device, dtype=dtype)
         z = torch.randn(n, self.dim, generator=generator, device=generator.device, dtype=dtype)
-        return torch.cat([mu * t + torch.sqrt(2 - t) * z, t], dim=1)
+        # the values of cat([mu·t + sqrt(2 − t)·z, t]) with two (n, d) arrays alive, not five:
+        # mu·t is written straight into the output and z is scaled in place (a 2,000-point
+        # float64 test set is 1.6 GB at d = 10⁵)
+        out = torch.empty(n, self.dim + 1, device=z.device, dtype=dtype)
+        space = torch.mul(mu, t, out=out[:, :-1])
+        space.add_(z.mul_(torch.sqrt(2 - t)))
+        out[:, -1:] = t
+        return out
 
     def sample_collocation(self, n, *, generator, dtype=torch.float32):
         t = torch.rand(n, 1, generator=generator, device=generator.device, dtype=dtype)

@@ -278,7 +278,7 @@ class HJBRosenbrock(_HJB):
             return self.sample_test(n, generator=generator, dtype=dtype)
         t = self._time(n, generator, dtype)
         z = torch.randn(n, self.dim, generator=generator, device=generator.device, dtype=dtype)
-        return torch.cat([torch.sqrt(2 * t) * z, t], dim=1)
+        return torch.cat([z.mul_(torch.sqrt(2 * t)), t], dim=1)  # in place: z and the output
 
     def sample_test(self, n, *, generator, dtype=torch.float32):
         return super().sample_collocation(n, generator=generator, dtype=dtype)

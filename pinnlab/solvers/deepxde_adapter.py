@@ -200,7 +200,7 @@ def solve_with_deepxde(
     real = dde.config.real(torch)  # DeepXDE's dtype: the test set in it, as pinnlab's trainer has it
     if test_set is None:
         x_test = equation.test_set(test_points, dtype=real)
-        u_test = equation.exact(x_test.double()).to(real)
+        u_test = equation.exact_values(x_test).to(real)
     else:
         x_test, u_test = (t.detach().cpu().to(real) for t in test_set)
 
