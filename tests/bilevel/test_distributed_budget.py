@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 import torch
@@ -11,6 +10,7 @@ import torch
 from pinnlab.bilevel import ForwardGradientUnroll, optimize
 
 from .problems import Ridge
+from .ranks import run_two_ranks
 
 STEPS = 6
 
@@ -54,16 +54,7 @@ def test_ranks_with_different_clocks_run_the_same_outer_steps(tmp_path):
     """Each rank's own clock would stop rank 1 after 2 outer steps and let rank 0 run all 6,
     leaving rank 0 in the estimator's all_reduce alone: the step runs only if it fits on
     every rank, so both finish after the same 2 steps with the same φ."""
-    import torch.multiprocessing as mp
-
-    context = mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=False)
-    deadline = time.monotonic() + 60
-    while not context.join(timeout=1):  # raises if a rank failed
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("the ranks hung (one waits in a collective the other never joins)")
-    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+    ranks = run_two_ranks(_worker, tmp_path, 60)
     assert ranks[0]["outer_step"] == ranks[1]["outer_step"] == [0, 1]
     torch.testing.assert_close(ranks[0]["phi"], ranks[1]["phi"], rtol=0, atol=0)
 

@@ -7,7 +7,6 @@ import datetime
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from pinnlab.cli import main
 from pinnlab.solvers import SGD
 
 from .problems import Ridge
+from .ranks import run_two_ranks
 
 S = 3.0e18
 """Outer scale: f = (S·w)² overflows float32 once |w| ≳ 6, its gradient 2S²w only once |w| ≳ 17."""
@@ -87,17 +87,7 @@ def _worker(rank, world, init_file, out_dir):
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     """What each of 2 gloo ranks returned (one spawn for all the scenarios)."""
-    import torch.multiprocessing as mp
-
-    tmp_path = tmp_path_factory.mktemp("ranks")
-    context = mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=False)
-    deadline = time.monotonic() + 90
-    while not context.join(timeout=1):  # raises if a rank failed
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("the ranks hung (one waits in a collective the other never joins)")
-    return [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+    return run_two_ranks(_worker, tmp_path_factory.mktemp("ranks"), 90)
 
 
 @pytest.mark.distributed
