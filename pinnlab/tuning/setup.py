@@ -275,8 +275,8 @@ def make_outer_loss(config: Config, problem: PINNProblem, to_hyperparams, observ
     if spec.estimator == "autograd" and "sigma" in config.tune.tunables:
         raise ConfigError("tune.objective.estimator = 'autograd': the exact residual of the raw network does not "
                           "depend on σ, so it cannot score a tuned sigma; use estimator: stein")
-    if spec.estimator == "autograd":
-        residual_estimator = Autograd()
+    if spec.estimator == "autograd":  # autograd training: its chunk_size (HVPs per batch) too
+        residual_estimator = estimator if isinstance(estimator, Autograd) else Autograd()
     elif isinstance(estimator, SteinAntithetic):
         residual_estimator = estimator
     else:

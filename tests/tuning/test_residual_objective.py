@@ -94,6 +94,27 @@ def test_autograd_residual_objective_is_the_exact_residual_of_the_network(tmp_pa
     assert value == pytest.approx(exact, rel=1e-9)
 
 
+def test_the_autograd_outer_objective_takes_the_autograd_estimators_chunk_size(tmp_path, monkeypatch):
+    """With autograd training, estimator.chunk_size (coordinates per batch of HVPs) is the
+    objective's memory knob too; it built a plain Autograd() and dropped it."""
+    from pinnlab.estimators import Autograd
+
+    chunks = []
+    real = Autograd.estimate
+
+    def spy(self, *args, **kwargs):
+        chunks.append(self.chunk_size)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Autograd, "estimate", spy)
+    plain = _objective(tmp_path, "estimator.kind=autograd", "tune.objective.estimator=autograd")[0]
+    chunks.clear()
+    chunked = _objective(tmp_path, "estimator.kind=autograd", "tune.objective.estimator=autograd",
+                         "estimator.chunk_size=2")[0]
+    assert chunks and set(chunks) == {2}
+    assert chunked == pytest.approx(plain, rel=1e-12)  # exact either way
+
+
 def test_time_smoothing_the_stationary_objective_is_refused_with_one_line(tmp_path, capsys):
     """Hutchinson training ignores estimator.time_smoothing, but the Stein objective would
     smooth the last space column as time."""
