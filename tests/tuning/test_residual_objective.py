@@ -55,18 +55,25 @@ def test_stein_residual_objective_uses_its_own_samples_for_every_training_estima
     assert values[4] == pytest.approx(stein, rel=1e-12)
 
 
-@pytest.mark.parametrize("kind", ["stein", "hutchinson"])
-def test_the_stein_outer_objective_chunks_as_the_estimator_section_says(tmp_path, monkeypatch, kind):
-    """estimator.chunk_size bounds the memory of the outer objective's (large-K) Stein
-    estimate too (it was dropped: all points × samples in one piece)."""
+def _record_chunk_sizes(monkeypatch, estimator_class) -> list:
+    """The ``chunk_size`` of every ``estimator_class`` estimate made from now on (the list
+    fills as they run)."""
     chunks = []
-    real = SteinAntithetic.estimate
+    real = estimator_class.estimate
 
     def spy(self, *args, **kwargs):
         chunks.append(self.chunk_size)
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(SteinAntithetic, "estimate", spy)
+    monkeypatch.setattr(estimator_class, "estimate", spy)
+    return chunks
+
+
+@pytest.mark.parametrize("kind", ["stein", "hutchinson"])
+def test_the_stein_outer_objective_chunks_as_the_estimator_section_says(tmp_path, monkeypatch, kind):
+    """estimator.chunk_size bounds the memory of the outer objective's (large-K) Stein
+    estimate too (it was dropped: all points × samples in one piece)."""
+    chunks = _record_chunk_sizes(monkeypatch, SteinAntithetic)
     plain = _objective(tmp_path, f"estimator.kind={kind}", "tune.objective.samples=64")[0]
     chunks.clear()
     chunked = _objective(tmp_path, f"estimator.kind={kind}", "tune.objective.samples=64", "estimator.chunk_size=16")[0]
@@ -99,14 +106,7 @@ def test_the_autograd_outer_objective_takes_the_autograd_estimators_chunk_size(t
     objective's memory knob too; it built a plain Autograd() and dropped it."""
     from pinnlab.estimators import Autograd
 
-    chunks = []
-    real = Autograd.estimate
-
-    def spy(self, *args, **kwargs):
-        chunks.append(self.chunk_size)
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(Autograd, "estimate", spy)
+    chunks = _record_chunk_sizes(monkeypatch, Autograd)
     plain = _objective(tmp_path, "estimator.kind=autograd", "tune.objective.estimator=autograd")[0]
     chunks.clear()
     chunked = _objective(tmp_path, "estimator.kind=autograd", "tune.objective.estimator=autograd",
