@@ -721,6 +721,27 @@ def _check_data(config: Config) -> None:
         raise ConfigError(f"data.source = {source!r}: must be 'synthetic' or an existing .h5/.npz/.csv file")
 
 
+def hybrid_never_switches(loss: LossSection, steps: int, steps_name: str) -> str | None:
+    """Why a hybrid ``loss`` keeps the unbiased phase out of a run of ``steps`` steps
+    (0 … steps − 1), or None: a switch step at or after the end, a blend whose mix is
+    still 0 at the last step (mix > 0 from step start + 1), or a plateau window that
+    cannot elapse (the earliest plateau switch takes effect at step window + 1)."""
+    if loss.kind != "hybrid":
+        return None
+    if loss.switch_step is not None:
+        if loss.switch_step >= steps:
+            return (f"loss.switch_step = {loss.switch_step}: must be < {steps_name} ({steps}), "
+                    "or the unbiased phase never starts")
+    elif loss.blend is not None:
+        if loss.blend[0] >= steps - 1:
+            return (f"loss.blend = {list(loss.blend)}: its start must be < {steps_name} - 1 ({steps - 1}), "
+                    "or the mix stays 0 and the unbiased phase never starts")
+    elif loss.window >= steps - 1:
+        return (f"loss.window = {loss.window} with loss.switch: auto: must be < {steps_name} - 1 "
+                f"({steps - 1}), or the plateau switch cannot happen and the unbiased phase never starts")
+    return None
+
+
 def _check_loss(config: Config) -> None:
     loss = config.loss
     if loss.kind == "hybrid":
@@ -735,11 +756,9 @@ def _check_loss(config: Config) -> None:
             setting = {"step": "switch_step", "blend": "blend"}[given]
             raise ConfigError(f"loss.switch = {loss.switch!r}: contradicts loss.{setting}, which makes the "
                               f"switch {given!r} (give one of them)")
-        if loss.switch_step is not None and loss.switch_step >= config.trainer.steps:
-            raise ConfigError(
-                f"loss.switch_step = {loss.switch_step}: must be < trainer.steps "
-                f"({config.trainer.steps}), or the unbiased phase never starts"
-            )
+        late = hybrid_never_switches(loss, config.trainer.steps, "trainer.steps")
+        if late:
+            raise ConfigError(late)
     elif any(getattr(loss, key) is not None for key in HYBRID_ONLY):
         raise ConfigError(f"loss.kind = {loss.kind!r}: switch settings need loss.kind = hybrid")
     make_weighting(loss)  # refuses options that do not belong to the weighting

@@ -216,3 +216,27 @@ def test_list_shows_every_equation(capsys):
     text = capsys.readouterr().out
     for name in EQUATIONS:
         assert name in text
+
+
+@pytest.mark.parametrize("switch, edge", [
+    (["loss.blend=[STEP,9]"], 1),  # mix > 0 from step start + 1
+    (["loss.switch=auto", "loss.window=STEP", "loss.tolerance=0.9"], 1),  # earliest switch: step window + 1
+    (["loss.switch_step=STEP"], 0),
+])
+def test_hybrid_whose_unbiased_phase_cannot_start_is_refused(tmp_path, capsys, switch, edge):
+    """A hybrid loss is biased first, then unbiased (REFERENCE §2.4): a switch step, blend
+    start or plateau window that keeps the mix at 0 to the last step is refused in one line
+    (exit 2); one step earlier is accepted and the last step's mix is > 0 (the refusal's
+    boundary is the loop's)."""
+    steps = 4
+    cfg = _config(tmp_path, steps=steps)
+    last = steps - 1 - edge  # the latest start the loop still reaches
+    ok, late = tmp_path / "ok.h5", tmp_path / "late.h5"
+    base = ["solve", cfg, "loss.kind=hybrid", "--progress", "off", "trainer.eval_every=4"]
+    assert _run([*base, *(s.replace("STEP", str(last)) for s in switch), "-o", ok]) == 0
+    with h5py.File(ok, "r") as fh:
+        assert fh["trace/mix"][-1] > 0 and fh["trace/mix"][0] == 0
+    capsys.readouterr()
+    assert _run([*base, *(s.replace("STEP", str(last + 1)) for s in switch), "-o", late]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unbiased phase never starts" in err[0] and not late.exists(), err

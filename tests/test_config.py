@@ -167,7 +167,7 @@ def test_overriding_a_hybrid_config_to_another_loss_drops_its_switch():
 
 def test_overrides_are_yaml_typed_and_nested():
     data = C.apply_overrides(BASE, ["trainer.steps=500", "estimator.sigma=1e-2", "loss.kind=hybrid",
-                                    "loss.switch=auto", "equation.radius=volume"])
+                                    "loss.switch=auto", "loss.window=100", "equation.radius=volume"])
     assert data["trainer"]["steps"] == 500
     assert data["estimator"]["sigma"] == 0.01
     assert data["equation"]["radius"] == "volume"

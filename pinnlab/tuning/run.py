@@ -11,7 +11,7 @@ from typing import Any
 from torch import Tensor
 
 from pinnlab.bilevel import METHODS, BlackBox, TwoPhase, make_method, optimize
-from pinnlab.config import ConfigError
+from pinnlab.config import ConfigError, hybrid_never_switches
 from pinnlab.losses import Hybrid, Piecewise
 from pinnlab.solvers import TrainResult, TrainState, train
 from pinnlab.tuning.search import joint_fit, search, trial_steps
@@ -126,10 +126,9 @@ def check_method(setup: TuningSetup) -> None:
                           "training and the final solve use one trainer; set both to deepxde or both to pinnlab")
     loss = setup.config.loss
     final_steps = tune.final_steps or setup.config.trainer.steps
-    if (loss.kind == "hybrid" and loss.switch_step is not None and loss.switch_step >= final_steps
-            and "mix" not in names):
-        raise ConfigError(f"loss.switch_step = {loss.switch_step}: must be < tune.final_steps ({final_steps}), "
-                          "the final solve's steps, or its unbiased phase never starts")
+    late = None if "mix" in names else hybrid_never_switches(loss, final_steps, "tune.final_steps")
+    if late:  # the final solve's steps
+        raise ConfigError(late)
     if tune.final_init == "continue" and tune.method in METHODS and not tune.warm_start:
         raise ConfigError("tune.final_init = 'continue': needs tune.warm_start: true (there is no trained θ to "
                           "continue from otherwise)")

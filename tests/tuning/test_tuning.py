@@ -228,6 +228,9 @@ BAD = [
     ("loss.kind=hybrid; loss.switch_step=5; tune.tunables={mix: {transform: log}}", "which only logit keeps"),
     # the final solve of 20 steps would never reach the switch (as pinnlab solve refuses)
     ("loss.kind=hybrid; loss.switch_step=30; tune.final_steps=20", "must be < tune.final_steps (20)"),
+    ("loss.kind=hybrid; loss.blend=[19,30]; tune.final_steps=20", "must be < tune.final_steps - 1 (19)"),
+    ("loss.kind=hybrid; loss.switch=auto; loss.window=19; tune.final_steps=20",
+     "must be < tune.final_steps - 1 (19)"),
 ]
 
 
