@@ -12,7 +12,8 @@ Schema (one file per run; gzip-compressed datasets)::
     /final                  attrs: rel_l2, rel_l1, max_err, best_rel_l2, steps_per_second,
                             wall_s, peak_mem_mb, steps_done[, switch_step]; peak_mem_mb:
                             the process's peak RSS (CUDA: peak allocated) in MB up to
-                            the writing of this file, slice included
+                            the writing of this file, slice included (a training-study
+                            cell: since the cell started, reset_peak_memory)
     /eval/u_pred, u_true, abs_err                                     test-set predictions
     /eval/x                 only when d × test points ≤ 10⁷ values; otherwise /eval attrs
                             sampler="test_set", problem_seed, test_points regenerate it

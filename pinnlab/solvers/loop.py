@@ -179,11 +179,34 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    """Peak CUDA memory allocated, or this process's peak RSS on the CPU, in MB."""
+    """Peak CUDA memory allocated, or this process's peak RSS on the CPU, in MB, since
+    the process started or the last :func:`reset_peak_memory`."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    try:  # Linux: the high-water mark reset_peak_memory resets (getrusage keeps exited threads' peaks)
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start :func:`peak_memory_mb` afresh from the current use: CUDA's peak-allocation
+    counter, or on Linux this process's RSS high-water mark (``/proc/self/clear_refs``);
+    elsewhere the process's peak since it started stays. For several runs in one process
+    (a training study's cells), so that each reports its own peak."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
 
 
 def train(

@@ -75,9 +75,12 @@ def run_cell(config_path: str, overrides: Sequence[str], output: str, threads: i
     from pinnlab import config as configuration
     from pinnlab.io import CheckpointError, load_checkpoint, result_slice, save_checkpoint, write_solve_result
     from pinnlab.solvers import resolve_device, train
+    from pinnlab.solvers.loop import reset_peak_memory
 
     torch.set_num_threads(max(1, threads))
     config = run_config(configuration.load(config_path, overrides))
+    # the cell's /final peak_mem_mb is its own peak, not an earlier cell's in this process
+    reset_peak_memory(resolve_device(config.trainer.device))
     problem, kwargs = configuration.build(config)
     checkpoint = Path(output + ".ckpt")
     if config.trainer.backend == "deepxde":

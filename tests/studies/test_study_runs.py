@@ -3,12 +3,15 @@ pretrained network that diverged."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import h5py
 import pytest
 import torch
 
 import pinnlab.solvers
 from pinnlab.cli import main
+from pinnlab.solvers.loop import peak_memory_mb, reset_peak_memory
 from pinnlab.studies.training_study import run_cell
 from tests.studies.test_studies import TINY_ESTIMATOR, TINY_TRAINING
 
@@ -101,3 +104,33 @@ def test_study_files_have_the_documented_layout(tmp_path):
         assert {"quantity", "loss", "noise", "dim", "sigma", "samples", "samples_per_draw", "bias", "bias_se",
                 "bias2", "bias2_se", "variance", "variance_se", "mse", "bias_t", "bias_t_df",
                 "bias_p"} == set(fh["records"])
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="the RSS high-water mark resets on Linux only")
+def test_a_cell_reports_its_own_peak_memory_not_an_earlier_one(tmp_path):
+    """Cells run one after another in a process (workers: 1, or a pool's reused worker):
+    /final peak_mem_mb was the process's peak, so a small cell after a large one reported
+    the large one's (1667 MB for a d = 5 cell measured at 508 MB alone). Now each cell
+    resets the high-water mark when it starts."""
+    big = torch.ones(2**28, dtype=torch.uint8)  # 256 MB touched before the cell, then freed
+    del big
+    before = peak_memory_mb(torch.device("cpu"))
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(TINY_TRAINING.replace("STEPS", "2"))
+    cell = tmp_path / "cell.h5"
+    run_cell(str(cfg), CELL[:3], str(cell), THREADS)
+    with h5py.File(cell, "r") as fh:
+        peak = float(fh["final"].attrs["peak_mem_mb"])
+    assert peak < before - 150, (peak, before)
+
+
+def test_peak_memory_resets_to_the_current_use():
+    device = torch.device("cpu")
+    reset_peak_memory(device)
+    start = peak_memory_mb(device)
+    big = torch.ones(2**27, dtype=torch.uint8)  # 128 MB
+    assert peak_memory_mb(device) > start + 100
+    del big
+    reset_peak_memory(device)
+    if Path("/proc/self/clear_refs").exists():
+        assert peak_memory_mb(device) < start + 50
