@@ -1,9 +1,13 @@
-"""``pinnlab study CONFIG [overrides] -o STUDY.h5 [--json PATH]``."""
+"""``pinnlab study CONFIG [overrides] -o STUDY.h5 [--json PATH]``.
+
+The ``--json`` file is strict JSON: a non-finite number (a slope's standard error from
+two values of K, the seconds per step of a cell that did not run a step) is ``null``."""
 
 from __future__ import annotations
 
 import json
 import math
+import numbers
 import sys
 from pathlib import Path
 
@@ -15,7 +19,8 @@ def add_parser(sub):
     p.add_argument("config")
     p.add_argument("overrides", nargs="*", help="key.sub=value (YAML-typed)")
     p.add_argument("-o", "--output", required=True, help="study file STUDY.h5")
-    p.add_argument("--json", help="also write the records (and slopes) as JSON")
+    p.add_argument("--json", help="also write the records (and slopes) as JSON (strict: a non-finite number "
+                                  "is null)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--workers", type=int, help="worker processes for a training study")
     return p
@@ -26,10 +31,27 @@ def _log(message: str) -> None:
 
 
 def _write_json(path: str, payload) -> None:
+    """Write ``payload`` as strict JSON: NaN and ±inf (which ``json.dumps`` writes as the
+    bare ``NaN``/``Infinity`` that strict parsers refuse) become ``null``."""
     from pinnlab.io import atomic_path
 
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=1, default=float))
+        tmp.write_text(json.dumps(_finite_or_null(payload), indent=1, allow_nan=False))
+
+
+def _finite_or_null(value):
+    """``value`` with every non-finite number replaced by None; numpy and 0-d torch
+    numbers become Python ones."""
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(item) for item in value]
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def run(args) -> int:
@@ -133,6 +155,9 @@ def _estimator(config, output, args) -> int:
         elif study.init != "fresh":
             with h5py.File(study.init, "r") as fh:
                 params = {k: torch.as_tensor(fh[f"params/{k}"][...]) for k in fh["params"]}
+                final = fh.get("final")
+                if isinstance(final, h5py.Group) and "rel_l2" in final.attrs:  # the file's own test error
+                    pretrained[dim] = float(final.attrs["rel_l2"])
         spec = EstimatorStudySpec(
             equation=config.equation.name, dims=(dim,), samples=tuple(study.samples),
             sigmas=tuple(study.sigmas), noise=tuple(study.noise), quantities=tuple(study.quantities),
@@ -224,12 +249,35 @@ def _check_init_file(path: str, config, dims) -> None:
     if equation.get("name") != config.equation.name or any(d != equation.get("dim") for d in dims):
         refuse(f"its network was trained on {equation.get('name')} at d={equation.get('dim')}, the study "
                f"is of {config.equation.name} at d={', '.join(map(str, dims))}")
+    differing = _equation_differences(equation, config)
+    if differing:
+        refuse(f"its network was trained on another instance of {config.equation.name} ("
+               + "; ".join(f"equation.{key}: {theirs!r} in the file, {ours!r} in the study"
+                           for key, (theirs, ours) in differing.items())
+               + "); study it with the file's equation settings or train one with the study's")
     input_dim = configuration.make_equation(config.equation.model_copy(update={"dim": dims[0]})).input_dim
     net = configuration.make_network(config.model, input_dim, seed=0)
     wanted = {k: tuple(v.shape) for k, v in net.named_parameters()}
     if shapes != wanted:
         refuse(f"its /params ({len(shapes)} arrays) are not the parameters of the study's network "
                f"({', '.join(f'{k} {list(v)}' for k, v in list(wanted.items())[:3])}, ...)")
+
+
+def _equation_differences(stored: dict, config) -> dict:
+    """The keys (``dim`` aside, compared per studied dimension) where the ``equation:``
+    section a network file recorded differs from the study's resolved one (seed,
+    constraint, the equation's own parameters, ...): key → (file's value, study's value).
+    The stored section is resolved like the study's first, so a file written before a key
+    existed compares by that key's default."""
+    from pinnlab import config as configuration
+
+    try:
+        stored = configuration.validate({"equation": stored}).resolved()["equation"]
+    except (configuration.ConfigError, ValueError, TypeError):
+        pass  # compared as recorded
+    ours = config.resolved()["equation"]
+    return {key: (stored.get(key), ours.get(key)) for key in dict.fromkeys([*ours, *stored])
+            if key != "dim" and stored.get(key) != ours.get(key)}
 
 
 def _training(config, output, args) -> int:

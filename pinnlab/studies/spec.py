@@ -50,7 +50,8 @@ class StudySection(BaseModel):
     rows), grid (dotted key → list of values), columns (the grid key for the table
     columns), workers.
     A key of the other kind is refused (it would be silently ignored), and so is a grid
-    key or variant override inside ``study.`` (a cell runs its config without ``study:``).
+    key or variant override inside ``study.`` (a cell runs its config without ``study:``)
+    and a variant override of a grid key (the grid's value is set after it in every cell).
     """
 
     model_config = SECTION_CONFIG
@@ -110,6 +111,20 @@ class StudySection(BaseModel):
                                  "sections")
         return variants
 
+    @field_validator("grid")
+    @classmethod
+    def _variants_off_the_grid(cls, grid, info: ValidationInfo):
+        """A cell's overrides are its variant's, then its grid point's: a variant override
+        of a grid key would be overwritten in every cell."""
+        for name, overrides in (info.data.get("variants") or {}).items():
+            for item in overrides:
+                key = swept_by(item, grid)
+                if key is not None:
+                    raise ValueError(f"variant {name}: {item.strip()!r} sets the grid key {key}, which every cell "
+                                     "sets after its variant, so the override would be ignored; remove it from "
+                                     "the variant or the key from the grid")
+        return grid
+
     @model_serializer(mode="wrap")
     def _own_keys(self, handler):
         """The resolved config records only the keys of this kind, so it validates back."""
@@ -159,6 +174,72 @@ def _inside_study(key: str) -> bool:
     return key.strip().split(".")[0] == "study"
 
 
+def swept_by(override: str, keys) -> str | None:
+    """The key of ``keys`` (dotted keys a study sets in every run, e.g. its grid keys)
+    whose value the ``key=value`` override ``override`` sets, wholly or in part, or None.
+    It sets ``equation.dim`` if its key is ``equation.dim``, lies below it, or is above
+    it with a value that contains it (``equation={dim: 7}``)."""
+    key, _, text = override.partition("=")
+    parts = key.strip().split(".")
+    for swept in keys:
+        target = swept.strip().split(".")
+        if parts[:len(target)] == target:
+            return swept
+        if target[:len(parts)] == parts:
+            import yaml
+
+            from pinnlab.config import _yaml_load
+
+            try:
+                value = _yaml_load(text) if text.strip() else None
+            except yaml.YAMLError:  # applying the override reports it
+                continue
+            if _contains(value, target[len(parts):]):
+                return swept
+    return None
+
+
+def _contains(value, parts: list[str]) -> bool:
+    """Whether the mapping ``value`` has a value at the dotted path ``parts`` (a key of
+    the mapping may itself contain dots, as a grid key does)."""
+    if not parts:
+        return True
+    return isinstance(value, Mapping) and any(
+        ".".join(parts[:n]) in value and _contains(value[".".join(parts[:n])], parts[n:])
+        for n in range(len(parts), 0, -1))
+
+
+def swept_keys(study: StudySection) -> dict[str, str]:
+    """The keys a study sets after the command line's overrides, each with what sets it:
+    a training study's grid keys (every cell) and the keys its variants set (that
+    variant's cells), an estimator study's ``equation.dim`` with ``dims``."""
+    if study.kind == "training":
+        keys = {key: "study.grid sweeps" for key in study.grid}
+        for name, overrides in (study.variants or {}).items():
+            for item in overrides:
+                keys.setdefault(item.partition("=")[0].strip(), f"variant {name} sets")
+        return keys
+    return {"equation.dim": "study.dims sets"} if study.dims else {}
+
+
+def refuse_swept_overrides(study: StudySection, overrides: Sequence[str]) -> None:
+    """Refuse (one :class:`~pinnlab.config.ConfigError` line) a command-line override of
+    a key the study sets in its runs (:func:`swept_keys`): the run's value would silently
+    replace it. An
+    override of the study section itself (``study.grid={...}``) is the study's own."""
+    from pinnlab.config import ConfigError
+
+    keys = swept_keys(study)
+    for item in overrides:
+        if _inside_study(item.partition("=")[0]):
+            continue
+        key = swept_by(item, keys)
+        if key is not None:
+            raise ConfigError(f"override {item.strip()!r}: {keys[key]} {key} in its runs, after the command line's "
+                              "overrides, so this one would be ignored there; remove it (or change the study's "
+                              "values)")
+
+
 def study_runs(config) -> dict[str, list[str]]:
     """The override strings of every run a study makes, by label: one per dimension of
     an estimator study, one per cell (variant × grid point) of a training study."""
@@ -173,10 +254,16 @@ def study_runs(config) -> dict[str, list[str]]:
 def validate_runs(config_path, runs: Mapping[str, Sequence[str]], base_overrides: Sequence[str] = ()) -> dict:
     """Load, validate and build the config of every run (label → overrides, after
     ``base_overrides``) before any of them starts, so a typo in one variant is reported
-    before the others have run. Returns label → :class:`~pinnlab.config.Config`; a
-    problem is one :class:`~pinnlab.config.ConfigError` line naming the run."""
+    before the others have run. A base override of a key every run sets (a grid key,
+    :func:`swept_keys`) is refused, since the run's value would replace it. Returns
+    label → :class:`~pinnlab.config.Config`; a problem is one
+    :class:`~pinnlab.config.ConfigError` line naming the run (or the base override)."""
     from pinnlab import config as configuration
 
+    if base_overrides:
+        study = configuration.load(config_path, base_overrides).sections.get("study")
+        if study is not None:
+            refuse_swept_overrides(study, base_overrides)
     configs = {}
     for label, overrides in runs.items():
         try:

@@ -1,0 +1,158 @@
+"""``pinnlab study`` refuses overrides of the keys every run sets and a network file of
+another equation instance, writes strict JSON, and records an init file's own error."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from pinnlab import config as C
+from pinnlab.cli import main
+from pinnlab.studies.command import _write_json
+from pinnlab.studies.spec import study_runs, validate_runs
+from tests.studies.test_studies import TINY_ESTIMATOR, TINY_TRAINING, _network_file
+
+ONE_CELL = {"samples: [4, 8]": "samples: [4]", "noise: [independent, shared]": "noise: [independent]"}
+"""A tiny estimator study of one K and one noise mode (seconds)."""
+
+
+def _estimator(tmp_path: Path, init: str = "fresh", **replace: str) -> Path:
+    text = TINY_ESTIMATOR.replace("init: fresh", f"init: {init}")
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    cfg = tmp_path / "est.yaml"
+    cfg.write_text(text)
+    return cfg
+
+
+def _refused_before_any_work(args, tmp_path, capsys) -> str:
+    assert main(["study", *map(str, args)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err, err
+    assert not list(tmp_path.glob("*.h5*")) and not list(tmp_path.glob("*.json"))
+    return err
+
+
+@pytest.mark.parametrize("override", ["equation.dim=7", " equation.dim = 7", "equation={name: poisson_two_body, "
+                                      "dim: 7}", "trainer.seed=3"])
+def test_a_variant_override_of_a_grid_key_is_refused(override):
+    """The grid's value is appended after the variant's overrides, so a variant setting
+    ``equation.dim`` ran at the grid's dimensions, never at its own."""
+    study = yaml.safe_load(TINY_TRAINING.replace("STEPS", "2"))
+    study["study"]["variants"]["odd"] = ["loss.kind=biased", override]
+    key = override.split("=")[0].strip() if "{" not in override else "equation.dim"
+    with pytest.raises(C.ConfigError, match=rf"^study\.grid = .*variant odd: .* sets the grid key {key}, which "
+                                            "every cell sets after its variant"):
+        C.validate(study)
+
+
+def test_variant_overrides_beside_the_grid_keys_are_accepted():
+    study = yaml.safe_load(TINY_TRAINING.replace("STEPS", "2"))
+    study["study"]["variants"]["other"] = ["loss.kind=biased", "equation.seed=2", "equation={name: poisson_two_body}",
+                                           "trainer.seed_x=1"]  # key parts are compared, not text
+    assert list(C.validate(study).study.variants) == ["biased", "unbiased", "other"]
+
+
+def test_a_command_line_override_of_a_grid_key_is_refused_before_any_cell_runs(tmp_path, capsys):
+    """``pinnlab study CFG equation.dim=7 study.grid={equation.dim:[3]}`` ran d = 3: the
+    cell's grid value is set after the command line's overrides."""
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(TINY_TRAINING.replace("STEPS", "2"))
+    err = _refused_before_any_work([cfg, "equation.dim=7", "study.grid={equation.dim: [3]}", "-o",
+                                    tmp_path / "t.h5"], tmp_path, capsys)
+    assert "override 'equation.dim=7': study.grid sweeps equation.dim in its runs" in err, err
+    section = "trainer={seed: 4, steps: 2, batch_size: 8}"  # a quick run were it not refused
+    err = _refused_before_any_work([cfg, section, "-o", tmp_path / "t.h5"], tmp_path, capsys)
+    assert f"override '{section}': study.grid sweeps trainer.seed" in err, err
+
+
+def test_a_command_line_override_of_a_key_a_variant_sets_is_refused(tmp_path, capsys):
+    """``pinnlab study training_small.yaml loss.kind=biased`` ran every variant with its own
+    loss.kind: a variant's overrides come after the command line's."""
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(TINY_TRAINING.replace("STEPS", "2"))
+    err = _refused_before_any_work([cfg, "loss.kind=unbiased1", "-o", tmp_path / "t.h5"], tmp_path, capsys)
+    assert "override 'loss.kind=unbiased1': variant biased sets loss.kind in its runs" in err, err
+
+
+def test_command_line_overrides_beside_the_grid_are_accepted(tmp_path):
+    """The grid itself, a key next to a grid key, and a section above one that leaves it
+    alone; ``equation.dim`` of an estimator study without ``study.dims`` is its dimension."""
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(TINY_TRAINING.replace("STEPS", "2"))
+    overrides = ["study.grid={equation.dim: [3]}", "equation.seed=2", "trainer={steps: 2, batch_size: 8}"]
+    config = C.load(cfg, overrides)
+    runs = validate_runs(cfg, study_runs(config), overrides)
+    assert {(c.equation.dim, c.equation.seed, c.trainer.steps) for c in runs.values()} == {(3, 2, 2)}
+    est = _estimator(tmp_path)
+    runs = validate_runs(est, study_runs(C.load(est, ["equation.dim=4"])), ["equation.dim=4"])
+    assert [c.equation.dim for c in runs.values()] == [4]
+
+
+def test_a_command_line_dimension_of_an_estimator_study_with_dims_is_refused(tmp_path, capsys):
+    """``study.dims`` sets ``equation.dim`` of every run after the command line's overrides."""
+    err = _refused_before_any_work([_estimator(tmp_path), "study.dims=[3]", "equation.dim=4", "-o",
+                                    tmp_path / "e.h5"], tmp_path, capsys)
+    assert "override 'equation.dim=4': study.dims sets equation.dim in its runs" in err, err
+
+
+def _trained_on(equation: dict) -> str:
+    data = yaml.safe_load(TINY_ESTIMATOR)
+    del data["study"]
+    return C.validate({**data, "equation": {**data["equation"], **equation}}).to_yaml()
+
+
+def test_a_network_file_of_another_equation_instance_is_refused(tmp_path, capsys):
+    """Only the equation's name and dimension were compared, so a soft-constraint network
+    of instance seed 7 was studied as the trained network of the study's (seed 1, hard)."""
+    _network_file(tmp_path / "net.hdf5", config_attr=_trained_on({"seed": 7, "constraint": "soft"}))
+    err = _refused_before_any_work([_estimator(tmp_path, tmp_path / "net.hdf5", **ONE_CELL), "-o",
+                                    tmp_path / "e.h5", "--json", tmp_path / "e.json"], tmp_path, capsys)
+    assert ("its network was trained on another instance of poisson_two_body (equation.seed: 7 in the file, 1 in "
+            "the study; equation.constraint: 'soft' in the file, 'hard' in the study)") in err, err
+
+
+def test_a_network_file_of_the_same_instance_recorded_without_a_default_key_is_studied(tmp_path):
+    """A file whose ``equation:`` leaves out a key at its default (``constraint: hard``) is
+    the same instance: the recorded section is resolved before it is compared."""
+    text = _trained_on({})
+    data = yaml.safe_load(text)
+    assert data["equation"].pop("constraint") == "hard"
+    _network_file(tmp_path / "net.hdf5", config_attr=yaml.safe_dump(data))
+    assert main(["study", str(_estimator(tmp_path, tmp_path / "net.hdf5", **ONE_CELL)),
+                 "-o", str(tmp_path / "e.h5")]) == 0
+
+
+def test_the_json_file_is_strict_with_null_for_non_finite_numbers(tmp_path):
+    """``json.dumps`` wrote bare NaN/Infinity (a slope's standard error from two values of
+    K, the seconds per step of a cell without a step), which strict parsers refuse."""
+    path = tmp_path / "x.json"
+    _write_json(str(path), {"a": [math.nan, math.inf, -math.inf, 1.5], "b": {"c": np.float32("nan"),
+                            "d": np.float32(0.5), "e": np.int64(3)}, "f": (None, "NaN", True), 4: 1})
+    strict = json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"bare {name} in the JSON"))
+    assert strict == {"a": [None, None, None, 1.5], "b": {"c": None, "d": 0.5, "e": 3}, "f": [None, "NaN", True],
+                      "4": 1}
+    cfg = _estimator(tmp_path, **{"noise: [independent, shared]": "noise: [independent]"})
+    assert main(["study", str(cfg), "-o", str(tmp_path / "e.h5"), "--json", str(tmp_path / "e.json")]) == 0
+    text = (tmp_path / "e.json").read_text()
+    slopes = json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name} in the JSON"))["slopes"]
+    assert slopes["residual/biased/independent/d=3/sigma=0.1"]["variance_slope_se"] is None  # two K: no SE
+
+
+def test_an_init_files_own_error_is_its_pretrained_rel_l2(tmp_path):
+    """``pretrained_rel_l2`` (d → rel. L2 of the studied network) was {} for a network
+    read from a file although the file's /final rel_l2 is that network's error."""
+    _network_file(tmp_path / "net.hdf5")
+    with h5py.File(tmp_path / "net.hdf5", "a") as fh:
+        fh.create_group("final").attrs["rel_l2"] = 0.125
+    cfg = _estimator(tmp_path, tmp_path / "net.hdf5", **ONE_CELL)
+    assert main(["study", str(cfg), "-o", str(tmp_path / "e.h5"), "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["pretrained_rel_l2"] == {"3": 0.125}
+    with h5py.File(tmp_path / "e.h5") as fh:
+        assert json.loads(fh.attrs["pretrained_rel_l2"]) == {"3": 0.125}
