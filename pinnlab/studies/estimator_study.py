@@ -36,11 +36,14 @@ on average, not pivotal: near zero bias with a nearly rank-one covariance (the g
 bias² behaves like a scaled χ²₁ − 1 and its jackknife SE scales with |m̄ − r̄|, so
 bias²/SE can reach −3 without any defect. For the gradient, ``projected_bias_test``
 adds a test of zero bias that stays pivotal there (split-half direction, Welch's t).
-Work is chunked over replicates, so memory is that of one estimate per group.
+Work is chunked over replicates, so memory is that of one estimate per group; with
+``chunk_size``, that of one chunk of points (for the gradient, that chunk's autograd
+graph of every noise group of one loss).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable
@@ -93,7 +96,10 @@ class EstimatorStudySpec:
     reference are made with them."""
     chunk_size: int | None = None
     """points per chunk of every estimate (the config's ``estimator.chunk_size``): bounds the
-    memory of the reference's ``reference_samples`` draws at many points."""
+    memory of the reference's ``reference_samples`` draws at many points, the gradient
+    quantity's included: each chunk's loss is back-propagated before the next chunk's
+    forward pass (``_Quantities._by_chunks``). The loss and the gradient quantity use the
+    same draws; with shared noise they are those of an unchunked study."""
 
     def __post_init__(self):
         odd = [k for k in self.samples if k % 2]
@@ -109,26 +115,32 @@ class _Quantities:
         self.equation, self.net, self.params, self.x = equation, net, params, x
         self.unbiasable = equation.is_unbiasable
 
-    def _draw(self, params, estimator, generator, unbiased):
+    def _draw(self, params, estimator, generator, unbiased, x):
         def model(inputs):
             return torch.func.functional_call(self.net, params, (inputs,))
 
         def group(queries):
-            return estimator.estimate(model, self.x, queries, generator=generator)
+            return estimator.estimate(model, x, queries, generator=generator)
 
-        return self.equation.residual(self.x, group, unbiased=unbiased and self.unbiasable)
+        return self.equation.residual(x, group, unbiased=unbiased and self.unbiasable)
 
-    def loss(self, params, estimator, generator, kind):
+    def loss(self, params, estimator, generator, kind, x: Tensor | None = None):
+        """L̂ and the (first) residual draw R̂ at ``x`` (default: the study's points)."""
+        x = self.x if x is None else x
         if kind == "biased":
-            r = self._draw(params, estimator, generator, False)
+            r = self._draw(params, estimator, generator, False, x)
             return (r * r).mean(), r
-        first = self._draw(params, estimator, generator, True)
-        second = self._draw(params, estimator, generator, True)
+        first = self._draw(params, estimator, generator, True, x)
+        second = self._draw(params, estimator, generator, True, x)
         return (first * second).mean(), first
 
     def all(self, estimator, generator, kind, quantities) -> dict[str, Tensor]:
         out = {}
-        if "gradient" in quantities:
+        if estimator.chunk_size is not None and estimator.chunk_size < self.x.shape[0]:
+            grad, loss, residual = self._by_chunks(estimator, generator, kind, "gradient" in quantities)
+            if grad is not None:
+                out["gradient"] = torch.cat([g.reshape(-1) for g in grad.values()])
+        elif "gradient" in quantities:
             grad, (loss, residual) = torch.func.grad_and_value(
                 lambda p: self.loss(p, estimator, generator, kind), has_aux=True
             )(self.params)
@@ -140,6 +152,65 @@ class _Quantities:
         out["loss"] = loss.reshape(1)
         out["residual"] = residual.detach()
         return out
+
+    def _by_chunks(
+        self, estimator, generator, kind, gradient: bool
+    ) -> tuple[dict[str, Tensor] | None, Tensor, Tensor]:
+        """L̂, R̂ and (``gradient``) ∇_θ L̂ over the points ``estimator.chunk_size`` at a time.
+
+        L̂ is a mean over points of a function of each point's answers, so L̂ = Σ_c (N_c/N)·L̂_c
+        over chunks c of N_c points, and each chunk's loss is back-propagated before the
+        next chunk's forward pass: the autograd graph holds one chunk of every noise group
+        of the loss, whatever N. Noise as a chunked estimate draws it (:class:`_ChunkDraws`):
+        shared, one ξ per noise group for all chunks, so the numbers are those of an
+        unchunked study (to rounding); independent, a fresh ξ per chunk and noise group,
+        drawn chunk after chunk (a chunked estimate of all points draws group after group:
+        with several groups, as in the unbiased loss, the points get other, equally
+        distributed, noise). Both quantities come from the same draws.
+        """
+        n = self.x.shape[0]
+        draws = _ChunkDraws(estimator)
+        params = {k: v.detach().requires_grad_(gradient) for k, v in self.params.items()}
+        grad = {k: torch.zeros_like(v) for k, v in params.items()} if gradient else None
+        loss, residuals = 0.0, []
+        for start in range(0, n, estimator.chunk_size):
+            x = self.x[start : start + estimator.chunk_size]
+            draws.next_chunk()
+            with torch.set_grad_enabled(gradient):
+                part, residual = self.loss(params, draws, generator, kind, x)
+                part = part * (x.shape[0] / n)
+            if gradient:
+                for key, g in zip(params, torch.autograd.grad(part, list(params.values()), allow_unused=True)):
+                    if g is not None:
+                        grad[key] += g
+            loss = loss + part.detach()
+            residuals.append(residual.detach())
+        return grad, loss, torch.cat(residuals)
+
+
+class _ChunkDraws:
+    """Answers noise groups at one chunk of points from the draws a chunked estimate of
+    ``estimator`` makes: independent noise, the generator's next ξ; shared noise, each group's
+    one ξ, drawn at the first chunk and replayed at the others from the generator's state
+    recorded before it (after the last chunk the generator is as after one draw per group,
+    as after a chunked estimate)."""
+
+    def __init__(self, estimator):
+        self.single = dataclasses.replace(estimator, chunk_size=None)
+        self.states: list[Tensor] = []
+        self.calls = 0  # noise groups answered at the current chunk
+
+    def next_chunk(self) -> None:
+        self.calls = 0
+
+    def estimate(self, model, x, queries, *, generator) -> list[Tensor]:
+        if self.single.noise == "shared":
+            if self.calls == len(self.states):
+                self.states.append(generator.get_state())
+            else:
+                generator.set_state(self.states[self.calls])
+        self.calls += 1
+        return self.single.estimate(model, x, queries, generator=generator)
 
 
 GROUPS = 10
