@@ -51,6 +51,18 @@ def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
     return np.concatenate([np.full(window - 1, np.nan), core])
 
 
+def _lone_points(values: np.ndarray, *, log: bool = False, ms: float = 3) -> dict:
+    """``plot`` keywords that mark the points of a curve its line cannot show: a segment
+    needs two neighbouring drawable points, so a curve of one step (or a point between
+    NaNs) would be a legend entry with nothing drawn. Those points get a marker; on a
+    ``log`` axis values ≤ 0 are not drawable either. Empty when every point is joined."""
+    values = np.asarray(values, dtype=float)
+    drawable = np.isfinite(values) & ((values > 0) if log else True)
+    joined = np.r_[False, drawable[:-1]] | np.r_[drawable[1:], False]
+    lone = np.flatnonzero(drawable & ~joined)
+    return {"marker": "o", "ms": ms, "markevery": lone.tolist()} if len(lone) else {}
+
+
 def _steps(count) -> str:
     return f"{int(count)} step{'' if count == 1 else 's'}"
 
@@ -70,9 +82,11 @@ def plot_curves(fh, outdir: Path) -> Path:
     average = _moving_average(loss, window)  # of the signed loss: it estimates the expected loss
     signed = bool((loss <= 0).any() or (average <= 0).any())
     bars = "|" if signed else ""
-    ax_loss.semilogy(steps, np.abs(loss), color="0.75", lw=0.6, label=f"{bars}loss{bars} per step")
+    ax_loss.semilogy(steps, np.abs(loss), color="0.75", lw=0.6, label=f"{bars}loss{bars} per step",
+                     **_lone_points(np.abs(loss), log=True, ms=5))
     ax_loss.semilogy(steps, np.abs(average), color="C0", lw=1.6,
-                     label=f"{bars}moving average{bars} ({window} steps)")
+                     label=f"{bars}moving average{bars} ({window} steps)",
+                     **_lone_points(np.abs(average), log=True))
     negative = loss < 0
     if negative.any():
         ax_loss.semilogy(steps[negative], -loss[negative], "v", color="C3", ms=3, ls="none",

@@ -15,7 +15,7 @@ from matplotlib.ticker import (
     ScalarFormatter,
 )
 
-from pinnlab.plots.solve import _colors, _save
+from pinnlab.plots.solve import _colors, _lone_points, _save
 from pinnlab.studies.estimator_study import (
     BIAS_Z,
     bias_is_significant,
@@ -214,11 +214,13 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
                 mix = fh["trace/mix"][...]
             window = max(1, len(loss) // 50)
             smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
-            ax.plot(np.arange(len(smooth)) + window, smooth, color=color[variant], label=variant)
+            # smooth[i] averages steps i + 1 … i + window (1-based) and is drawn at the last
+            ax.plot(np.arange(len(smooth)) + window, smooth, color=color[variant], label=variant,
+                    **_lone_points(smooth))
             drawn.append(smooth)
             switched = np.flatnonzero(mix >= 1)
-            if len(switched) and switched[0] > 0:
-                ax.axvline(switched[0], color=color[variant], ls="--", lw=1)
+            if len(switched) and switched[0] > 0:  # mix[i] is step i + 1's, as in plot_curves
+                ax.axvline(switched[0] + 1, color=color[variant], ls="--", lw=1)
         scale = _scale_loss_axis(ax, np.concatenate(drawn) if drawn else np.array([]))
         ylabel = "training loss (moving average; symlog)" if scale == "symlog" else "training loss (moving average)"
         ax.set(xlabel="step", ylabel=ylabel,
