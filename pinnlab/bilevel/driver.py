@@ -30,7 +30,7 @@ from pinnlab.bilevel.parameterization import (
     reparameterize,
     unconstrain,
 )
-from pinnlab.bilevel.penalty import AbstractOuterAlgorithm
+from pinnlab.bilevel.penalty import AbstractOuterAlgorithm, LowerLevelDivergence
 
 Method = AbstractHypergradient | AbstractOuterAlgorithm
 
@@ -82,8 +82,10 @@ class OuterResult:
     state: Any = None
     status: str = "ok"
     """``"ok"``, or ``"nonfinite"``: the loop stopped at a non-finite hypergradient, outer
-    value, θ or unusable φ, keeping the last usable φ and θ (``message`` says at which
-    outer step)."""
+    value, θ or unusable φ, or at an outer algorithm's diverging lower-level solve
+    (:class:`~pinnlab.bilevel.penalty.LowerLevelDivergence`), keeping the last usable φ
+    and θ (``message`` says at which outer step, and for a diverging solve which option
+    to lower)."""
     message: str = ""
     seconds: float = 0.0
     """Wall-clock seconds of the loop, including those before a resume."""
@@ -176,7 +178,12 @@ def optimize(
     t = k·S, …, k·S + ``inner_iters`` − 1 with stride S = max(T, ``inner_iters``), so
     consecutive outer steps never share inner randomness. (In a :class:`TwoPhase`
     schedule that puts such a method first with ``inner_iters`` > T, the estimator phase
-    after it may reuse indices the first phase used.) Their θ (``iterate``) is the
+    after it may reuse indices the first phase used.) Their recorded ``value`` is the
+    outer objective f(θ, φ) at their iterate θ after the step's lower-level iterations
+    and the φ of the step (before the meta update), as an estimator records
+    h(φ) = f(θ_T, φ); one more evaluation of f per outer step. A lower-level solve that
+    diverges (:class:`~pinnlab.bilevel.penalty.LowerLevelDivergence`) ends the loop like
+    a non-finite hypergradient, with the method's message. Their θ (``iterate``) is the
     result's ``theta``, with the inner optimizer's fresh state as ``state``; in a
     :class:`TwoPhase` schedule θ passes between the phases either way (an outer
     algorithm starts from the estimator phase's θ_T, a warm-started estimator from the
@@ -280,19 +287,27 @@ def optimize(
                 group["lr"] = method.then_lr
         t0 = time.perf_counter()
         params = {name: v.detach() for name, v in u.items()}
+        diverged = ""
         if isinstance(current, AbstractOuterAlgorithm):
             slot = 1 if isinstance(method, TwoPhase) and current is method.then else 0
             if slot not in method_state:  # from the θ an estimator phase before it left, if any
                 method_state[slot] = current.init(inner, params, None if theta_state is None else theta_state[0])
             # disjoint inner indices per outer step (a method without inner_iters uses at most T)
             stride = max(inner.horizon, getattr(current, "inner_iters", 0))
-            grad, method_state[slot], diagnostics = current.step(
-                inner, params, method_state[slot], outer_step=k, start=k * stride)
-            value = None
+            try:
+                grad, method_state[slot], diagnostics = current.step(
+                    inner, params, method_state[slot], outer_step=k, start=k * stride)
+            except LowerLevelDivergence as err:  # stops below like a non-finite step, with its message
+                diverged, grad, diagnostics = str(err), {}, {}
             # its θ, with the inner optimizer's fresh state, for the result and a phase after it
             new_theta = {n: v.detach() for n, v in current.iterate(method_state[slot]).items()}
             tensors, rebuild = tensor_leaves(inner.initial(params)[1])
             new_state = rebuild([t.detach() for t in tensors])
+            # the outer objective at the iterate, as estimators record h(φ) = f(θ_T, φ) before the update
+            value = None
+            if not diverged:
+                with torch.no_grad():
+                    value = float(inner.outer_loss(new_theta, params))
         else:
             init = theta_state if (warm_start and theta_state is not None) else None
             grads, values = [], []
@@ -307,9 +322,9 @@ def optimize(
             new_theta = ({n: v.detach() for n, v in result.theta.items()}
                          if warm_start and result.theta is not None else None)
             new_state = result.state
-        finite = _finite(grad, {} if value is None else {"value": value}, new_theta or {})
+        finite = not diverged and _finite(grad, {} if value is None else {"value": value}, new_theta or {})
         if not (all_agree(finite) if shared else finite):
-            status, message = "nonfinite", f"outer step {k}: non-finite hypergradient, outer value or θ"
+            status, message = "nonfinite", f"outer step {k}: {diverged or 'non-finite hypergradient, outer value or θ'}"
             break
         previous = {n: v.detach().clone() for n, v in u.items()}
         opt.zero_grad()

@@ -23,8 +23,8 @@ class _AtSolution:
     and no recomputation of g per product).
     """
 
-    def __init__(self, problem, phi, theta, step):
-        g = problem.needs_inner_loss(type(self).__name__)
+    def __init__(self, problem, phi, theta, step, method: str):
+        g = problem.needs_inner_loss(method)
         self.phi, self.theta = phi, detach(theta)
         (self.d, self.c), value = torch.func.grad_and_value(problem.outer_loss, argnums=(0, 1))(
             self.theta, phi)
@@ -69,7 +69,17 @@ def _solution(problem, phi, start, init):
 
 @dataclass(frozen=True)
 class NeumannSolve:
-    r"""H⁻¹d ≈ α Σ_{k=0}^{K} (I − αH)^k d (Lorraine et al. 2020): K HVPs; needs ‖I − αH‖ < 1."""
+    r"""H⁻¹d ≈ α Σ_{k=0}^{K} (I − αH)^k d (Lorraine et al. 2020): K HVPs; needs ‖I − αH‖ < 1.
+
+    For symmetric H the terms p_k = (I − αH)^k d shrink monotonically when
+    ‖I − αH‖ < 1. A term larger than the one before it (beyond rounding, √ε relative)
+    shows an eigenvalue of I − αH of modulus > 1 in a direction where d has a part, along
+    which the series diverges: α > 2/λ_max(H), or H has a negative eigenvalue (θ_T is not
+    near a minimum of g; then no α converges). The result's diagnostics count such terms
+    as ``growing_terms`` and give ``last_term`` = ‖p_K‖/‖p_0‖ (how far the truncated
+    series is from converged); the call warns once (RuntimeWarning) when a term grew, as
+    the answer is then unreliable. The terms themselves are unchanged.
+    """
 
     iterations: int = 20
     alpha: float = 1e-2
@@ -80,10 +90,33 @@ class NeumannSolve:
 
     def __call__(self, at: _AtSolution):
         p, total = at.d, at.d
-        for _ in range(self.iterations):
+        first = previous = _norm(p)
+        rounding = math.sqrt(torch.finfo(next(iter(p.values())).dtype).eps) if p else 0.0
+        growing, grew = 0, None
+        for k in range(self.iterations):
             p = tree_add(p, at.hvp(p), -self.alpha)
             total = tree_add(total, p)
+            norm = _norm(p)
+            if not norm <= previous * (1 + rounding):
+                growing += 1
+                grew = k + 1 if grew is None else grew
+            previous = norm
+        at.diagnostics["growing_terms"] = growing
+        at.diagnostics["last_term"] = previous / first if first > 0 else 0.0
+        if growing:
+            warnings.warn(
+                f"Neumann: the series terms ‖(I − αH)^k d‖ grow ({growing} of {self.iterations} terms larger than "
+                f"the one before, from term {grew}; ‖d‖ = {first:.3g}, last term {previous:.3g}): "
+                f"‖I − αH‖ ≥ 1 at α = {self.alpha:g}, so the series diverges and the implicit hypergradient is "
+                "unreliable; lower alpha (tune.options.alpha) below 2/λ_max(H), or, if H is indefinite (θ_T not near "
+                "a minimum of g), use cg with damping or train θ closer to a minimum",
+                RuntimeWarning, stacklevel=2)
         return tree_scale(total, self.alpha)
+
+
+def _norm(tree) -> float:
+    """‖tree‖ in float64 (no overflow of the squares of a large float32 term)."""
+    return math.sqrt(sum(float((v.double() ** 2).sum()) for v in tree.values()))
 
 
 @dataclass(frozen=True)
@@ -168,9 +201,15 @@ class ImplicitDiff(AbstractHypergradient):
             raise TypeError("ImplicitDiff.solver must be a linear-solver object such as NeumannSolve() or "
                             f"CGSolve(), got {type(self.solver).__name__}{hint}")
 
+    @property
+    def _label(self) -> str:
+        """The method's name as :func:`neumann` and :func:`cg` build it (for messages)."""
+        return {NeumannSolve: "neumann", CGSolve: "cg"}.get(type(self.solver), self.name)
+
     def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
+        problem.needs_inner_loss(self._label)  # before the unroll
         theta, state, step = _solution(problem, phi, start, init)
-        at = _AtSolution(problem, phi, theta, step)
+        at = _AtSolution(problem, phi, theta, step, self._label)
         q = self.solver(at)
         return HypergradientResult(
             grad=at.hypergradient(q), value=at.value, theta=theta, state=state,
@@ -183,9 +222,9 @@ def neumann(iterations: int = 20, alpha: float = 1e-2) -> ImplicitDiff:
     return ImplicitDiff(NeumannSolve(iterations, alpha))
 
 
-def cg(iterations: int = 20, damping: float = 0.0) -> ImplicitDiff:
-    """``ImplicitDiff(CGSolve(K, λ))``."""
-    return ImplicitDiff(CGSolve(iterations, damping))
+def cg(iterations: int = 20, damping: float = 0.0, tol: float = 1e-12) -> ImplicitDiff:
+    """``ImplicitDiff(CGSolve(K, λ, tol))``: CG stops early once ‖r‖ ≤ ``tol``."""
+    return ImplicitDiff(CGSolve(iterations, damping, tol))
 
 
 @dataclass(frozen=True)
@@ -206,12 +245,13 @@ class HessianFree(AbstractHypergradient):
             check_positive("hessian_free alpha (α in H⁻¹ ≈ αI, H positive definite)", self.alpha)
 
     def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
+        problem.needs_inner_loss(self.name)  # before the unroll
         last = start + problem.horizon - 1
         alpha = self.alpha if self.alpha is not None else problem.step_size(phi, last)
         if alpha is None:
             raise ValueError("hessian_free needs alpha (or a problem with inner_lr or a gradient step)")
         theta, state, step = _solution(problem, phi, start, init)
-        at = _AtSolution(problem, phi, theta, step)
+        at = _AtSolution(problem, phi, theta, step, self.name)
         return HypergradientResult(
             grad=at.hypergradient(tree_scale(at.d, alpha)), value=at.value, theta=theta, state=state,
             diagnostics={"inner_step_evaluations": problem.horizon},

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,15 +57,63 @@ def _theta0(problem, phi, theta=None):
     return detach(problem.initial(phi)[0] if theta is None else theta)
 
 
+DIVERGENCE_FACTOR = 1e6
+"""A lower-level solve counts as diverging when the gradient norm of the objective it
+descends becomes non-finite or exceeds this many times its first nonzero value in the
+outer step (gradient descent with a stable step keeps it at its scale; an unstable step
+raises it geometrically: on a small float32 PINN, F²SA's defaults took it from 0.8 to
+1.7e9 in nine inner steps, penalty's from 2e4 to 3.5e23 in one)."""
+
+
+class LowerLevelDivergence(FloatingPointError):
+    """The lower-level gradient descent of an outer algorithm diverged within one outer
+    step (its step size is too large for the curvature). The message names the method and
+    the step-size option to lower; :func:`~pinnlab.bilevel.optimize` stops there with
+    ``status="nonfinite"``, keeping the last usable φ and θ."""
+
+
+def _watch(method: str, option: str, value: float, descends: str) -> Callable[[dict, int, int], None]:
+    """A check of ‖∇‖ along one lower-level solve of ``method`` (gradient descent on
+    ``descends`` with step-size option ``option`` = ``value``): raises
+    :class:`LowerLevelDivergence` at a non-finite norm or one above DIVERGENCE_FACTOR times
+    the first nonzero one."""
+    first = None
+
+    def check(grad: dict, i: int, total: int) -> None:
+        nonlocal first
+        norm = math.sqrt(sum(float((v.detach().double() ** 2).sum()) for v in grad.values()))
+        if first is None and norm > 0:
+            first = norm
+        if math.isfinite(norm) and not (first and norm > DIVERGENCE_FACTOR * first):
+            return
+        grew = f"rose from {first:.3g} to {norm:.3g}" if first and math.isfinite(norm) else f"is {norm:.3g}"
+        raise LowerLevelDivergence(
+            f"{method}: the lower-level gradient descent on {descends} diverged (its gradient norm {grew} at "
+            f"inner step {i + 1} of {total}): its step is too large for the curvature; lower {method}'s "
+            f"{option} (tune.options.{option}, now {value:g})")
+
+    return check
+
+
 @dataclass(frozen=True)
 class Penalty(AbstractOuterAlgorithm):
     r"""Mehra & Hamm (2021) penalty method: min_{φ,θ} f(θ, φ) + (γ_k/2)‖∇_θ g(θ, φ)‖², γ_k ↑ ∞.
 
     Each outer step runs ``inner_iters`` gradient steps on θ for the penalised
-    objective P (step ``lr/(1 + γ)``, since P's curvature grows like γ), then returns
+    objective P with step ``lr/(1 + γ)``, then returns
     ∇_φ P = ∇_φ f + γ ∇²_φθ g ∇_θ g. At θ-stationarity γ∇_θ g = −H⁻¹∇_θ f, so the
     estimate tends to the implicit hypergradient c − dH⁻¹Y with error O(1/γ).
     Inversion-free but needs HVPs (double backward); memory O(M + N).
+
+    Step size: P's Hessian is ∇²f + γ(H² + ∇³g[∇_θ g]) ≈ ∇²f + γH² near θ-stationarity,
+    so its curvature grows like γ·λ_max(H)², not like γ. The 1/(1 + γ) factor removes the
+    growth in γ but not the square: the steps are stable only while
+    lr·(λ_max(∇²f) + γ λ_max(H)²)/(1 + γ) < 2, i.e. for lr below about
+    2/max(λ_max(∇²f), λ_max(H)²): on the scale of the square of a stable gradient step
+    on g itself (2/λ_max(H)). The default 0.1 suits λ_max(H) up to about 4; a PINN inner
+    loss has a far larger λ_max(H) and needs a far smaller ``lr``. A solve whose gradient
+    norm becomes non-finite or grows by ``DIVERGENCE_FACTOR`` raises
+    :class:`LowerLevelDivergence`, naming ``lr``.
 
     Args:
         gamma: γ₀.
@@ -109,8 +159,12 @@ class Penalty(AbstractOuterAlgorithm):
         grad_theta = torch.func.grad(objective, argnums=0)
         theta = state["theta"]
         rate = self.lr / (1 + gamma)
+        check = _watch("penalty", "lr", self.lr, f"P = f + (γ/2)‖∇_θ g‖² (γ = {gamma:.3g}, step lr/(1 + γ) = "
+                       f"{rate:.3g})")
         for i in range(self.inner_iters):
-            theta = detach(tree_add(theta, grad_theta(theta, phi, start + i), -rate))
+            direction = grad_theta(theta, phi, start + i)
+            check(direction, i, self.inner_iters)
+            theta = detach(tree_add(theta, direction, -rate))
         grad = torch.func.grad(objective, argnums=1)(theta, phi, start + self.inner_iters - 1)
         new_state = {"theta": theta, "gamma": min(self.gamma_max, gamma * self.growth)}
         return detach(grad), new_state, {"gamma": gamma, "inner_step_evaluations": self.inner_iters}
@@ -125,6 +179,11 @@ class F2SA(AbstractOuterAlgorithm):
     (the y-step of L_λ scaled by 1/λ), then returns
     ∇̂F = ∇_φ f(y, φ) + λ(∇_φ g(y, φ) − ∇_φ g(z, φ)), whose error is O(1/λ); λ grows
     by ``lam_growth`` per outer step. No Hessians, no HVPs; memory O(M + N).
+
+    Both are plain gradient descent, stable for η_z < 2/λ_max(H) and η_y below about
+    2/λ_max(H + ∇²f/λ); a PINN inner loss needs far smaller steps than the defaults. A
+    solve whose gradient norm becomes non-finite or grows by ``DIVERGENCE_FACTOR`` raises
+    :class:`LowerLevelDivergence`, naming ``lr_z`` or ``lr_y``.
 
     Args:
         lam: λ₀.
@@ -163,10 +222,15 @@ class F2SA(AbstractOuterAlgorithm):
         g_theta = torch.func.grad(g, argnums=0)
         f_theta = torch.func.grad(problem.outer_loss, argnums=0)
         y, z = state["y"], state["z"]
+        check_z = _watch("f2sa", "lr_z", self.lr_z, "g for z")
+        check_y = _watch("f2sa", "lr_y", self.lr_y, f"g + f/λ for y (λ = {lam:.3g})")
         for i in range(self.inner_iters):
             t = start + i
-            z = detach(tree_add(z, g_theta(z, phi, t), -self.lr_z))
+            direction = g_theta(z, phi, t)
+            check_z(direction, i, self.inner_iters)
+            z = detach(tree_add(z, direction, -self.lr_z))
             direction = tree_add(g_theta(y, phi, t), f_theta(y, phi), 1.0 / lam)
+            check_y(direction, i, self.inner_iters)
             y = detach(tree_add(y, direction, -self.lr_y))
         t = start + self.inner_iters - 1
         f_phi = torch.func.grad(problem.outer_loss, argnums=1)(y, phi)

@@ -10,6 +10,9 @@ from pinnlab._checks import check_integer
 from pinnlab._typing import tensor_leaves
 from pinnlab.bilevel.base import AbstractHypergradient, HypergradientResult, unroll
 
+DEFAULT_TRUNCATION = 5
+"""TRGU's s when none is given (or T, when the horizon is shorter)."""
+
 
 def _reverse(problem, phi, *, start, init, steps):
     """(∇h, h, θ_T, state_T) by reverse mode; non-tensor state leaves (e.g. Adam's step
@@ -56,17 +59,23 @@ class TruncatedReverseUnroll(AbstractHypergradient):
     gradient descent with step η (REFERENCE.md §6.7, eq. 22).
 
     Args:
-        steps: s, the number of trailing steps differentiated (≥ 1, ≤ T).
+        steps: s, the number of trailing steps differentiated, 1 ≤ s ≤ T (a given s above
+            the problem's horizon T is refused: s = T is already full RGU). Default
+            (None): 5, or T when the horizon is shorter.
     """
 
-    steps: int = 5
+    steps: int | None = None
     name = "trgu"
 
     def __post_init__(self):
-        check_integer("steps (s)", self.steps)
+        if self.steps is not None:
+            check_integer("steps (s)", self.steps)
 
     def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
-        s = min(self.steps, problem.horizon)
+        s = min(DEFAULT_TRUNCATION, problem.horizon) if self.steps is None else self.steps
+        if s > problem.horizon:
+            raise ValueError(f"trgu: steps (s) = {s} exceeds the horizon T = {problem.horizon}: TRGU differentiates "
+                             f"the last s of the T inner steps, so s must be <= T (s = T is full rgu)")
         head = problem.horizon - s
         with torch.no_grad():
             middle = unroll(problem, phi, start=start, init=init, steps=head)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -58,6 +59,13 @@ class ZeroOrderForwardGradient(AbstractHypergradient):
     The central estimate alone needs 2b (REFERENCE.md §6.6), but no shifted solve yields
     h(φ) or θ_T(φ), which the outer loop records and warm-starts from; memory: one
     forward solve.
+
+    A difference that is exactly 0 means the inner solve did not resolve the step μ (in
+    float32 training a small μ often changes h by less than its rounding): the result's
+    diagnostics count such directions as ``unresolved_directions``, and when every
+    difference is exactly 0, so the estimate is exactly 0 and φ would not move, the call
+    warns (RuntimeWarning, with the same message at every outer step, so Python's
+    default filter shows it once per run) to raise ``mu`` or compute in float64.
 
     Args:
         num_directions: b.
@@ -120,10 +128,18 @@ class ZeroOrderForwardGradient(AbstractHypergradient):
         w = torch.tensor(w, dtype=template.dtype, device=template.device)
         partial = (w[:, None] * v).sum(0) if len(v) else torch.zeros_like(template)
         total = all_reduce_sum(partial) if world > 1 else partial
+        unresolved = int((w == 0).sum())
+        if unresolved == len(w) and not bool(total.any()):  # (every rank's differences were 0)
+            difference = "h(φ + μv) − h(φ)" if self.scheme == "forward" else "h(φ + μv) − h(φ − μv)"
+            warnings.warn(
+                f"zo_fg2u: every finite difference {difference} over the {self.num_directions} directions is "
+                f"exactly 0 at mu = {self.mu:g}, so the hypergradient estimate is exactly 0 and φ does not move: "
+                "the inner solve does not resolve a step of mu (or h does not depend on φ); raise mu "
+                "(tune.options.mu) or compute in float64 (trainer.dtype=float64)", RuntimeWarning, stacklevel=2)
         return HypergradientResult(
             grad=unflatten(total / self.num_directions, phi), value=base, theta=theta, state=state,
             diagnostics={"directional": w, "directions": v, "inner_solves": solves,
-                         "inner_step_evaluations": solves * horizon},
+                         "inner_step_evaluations": solves * horizon, "unresolved_directions": unresolved},
         )
 
 

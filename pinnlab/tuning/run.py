@@ -10,7 +10,14 @@ from typing import Any
 
 from torch import Tensor
 
-from pinnlab.bilevel import METHODS, BlackBox, TwoPhase, make_method, optimize
+from pinnlab.bilevel import (
+    METHODS,
+    BlackBox,
+    TruncatedReverseUnroll,
+    TwoPhase,
+    make_method,
+    optimize,
+)
 from pinnlab.config import ConfigError, hybrid_never_switches
 from pinnlab.losses import Hybrid, Piecewise
 from pinnlab.solvers import TrainResult, TrainState, train
@@ -137,7 +144,11 @@ def check_method(setup: TuningSetup) -> None:
         sections.append(("tune.then", tune.then.method, tune.then.options))
     for where, name, options in sections:
         if name in METHODS:
-            make_hypergradient_method(name, options, where)
+            built = make_hypergradient_method(name, options, where)
+            if isinstance(built, TruncatedReverseUnroll) and (built.steps or 0) > tune.horizon:
+                raise ConfigError(f"{where}.options.steps = {built.steps}: trgu differentiates the last steps of the "
+                                  f"tune.horizon = {tune.horizon} inner steps, so steps must be <= {tune.horizon} "
+                                  "(steps = horizon is full rgu)")
         elif options:  # the search baselines and joint fitting have no constructor to take them
             raise ConfigError(f"{where}.options: {where}.method = {name!r} takes no options (they are a "
                               f"hypergradient method's constructor arguments), so {', '.join(map(str, options))} "
