@@ -24,6 +24,7 @@ from pinnlab.bilevel.parameterization import Log as Log
 from pinnlab.bilevel.parameterization import Logit as Logit
 from pinnlab.bilevel.penalty import F2SA as F2SA
 from pinnlab.bilevel.penalty import AbstractOuterAlgorithm as AbstractOuterAlgorithm
+from pinnlab.bilevel.penalty import LowerLevelDivergence as LowerLevelDivergence
 from pinnlab.bilevel.penalty import Penalty as Penalty
 from pinnlab.bilevel.reverse import ReverseUnroll as ReverseUnroll
 from pinnlab.bilevel.reverse import TruncatedReverseUnroll as TruncatedReverseUnroll
@@ -70,6 +71,7 @@ __all__ = [
     "ImplicitDiff",
     "Log",
     "Logit",
+    "LowerLevelDivergence",
     "NeumannSolve",
     "OuterResult",
     "Penalty",

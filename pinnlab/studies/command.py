@@ -36,7 +36,13 @@ def _write_json(path: str, payload) -> None:
     from pinnlab.io import atomic_path
 
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_finite_or_null(payload), indent=1, allow_nan=False))
+        tmp.write_text(strict_json(payload, indent=1))
+
+
+def strict_json(value, **kwargs) -> str:
+    """``json.dumps`` of ``value`` with non-finite numbers as ``null`` (also the JSON
+    attributes of the study file, which README calls "as in --json")."""
+    return json.dumps(_finite_or_null(value), allow_nan=False, **kwargs)
 
 
 def _finite_or_null(value):
@@ -179,9 +185,9 @@ def _estimator(config, output, args) -> int:
         fh.attrs["config"] = config.to_yaml()
         for key, value in _versions().items():
             fh.attrs[key] = str(value)
-        fh.attrs["slopes"] = json.dumps(slopes)
-        fh.attrs["comparisons"] = json.dumps(comparisons)
-        fh.attrs["pretrained_rel_l2"] = json.dumps(pretrained)
+        fh.attrs["slopes"] = strict_json(slopes)
+        fh.attrs["comparisons"] = strict_json(comparisons)
+        fh.attrs["pretrained_rel_l2"] = strict_json(pretrained)
         group = fh.create_group("records")
         for key in dict.fromkeys(k for r in records for k in r):
             values = [r.get(key, float("nan")) for r in records]

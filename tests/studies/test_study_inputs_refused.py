@@ -143,6 +143,9 @@ def test_the_json_file_is_strict_with_null_for_non_finite_numbers(tmp_path):
     text = (tmp_path / "e.json").read_text()
     slopes = json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name} in the JSON"))["slopes"]
     assert slopes["residual/biased/independent/d=3/sigma=0.1"]["variance_slope_se"] is None  # two K: no SE
+    with h5py.File(tmp_path / "e.h5") as fh:  # the file's JSON attributes, "as in --json"
+        for key in ("slopes", "comparisons", "pretrained_rel_l2"):
+            json.loads(fh.attrs[key], parse_constant=lambda name: pytest.fail(f"bare {name} in /{key}"))
 
 
 def test_an_init_files_own_error_is_its_pretrained_rel_l2(tmp_path):
