@@ -120,3 +120,17 @@ def test_both_figures_mark_the_switch_at_the_first_unbiased_step(tmp_path, figur
         assert [list(line.get_xdata()) for line in switches] == [[4, 4]], name
         curve = next(line for line in ax.lines if line.get_linestyle() == "-")
         assert curve.get_xdata()[3] == 4 and curve.get_ydata()[3] == loss[3], name
+
+
+def test_the_loss_curves_title_fits_a_one_panel_figure(tmp_path, figures):
+    """With one column group the figure is 6 inches wide and its one-line suptitle was cut
+    off at both sides ("raining study … unbiased loss")."""
+    path = _study_file(tmp_path / "t.h5", {"ok": (np.geomspace(400, 200, 20), np.zeros(20))})
+    study_plots.plot_training_study(path, tmp_path)
+    fig = figures["training_loss_curves.png"]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)  # constrained layout places the title
+    box, frame = fig._suptitle.get_window_extent(renderer), fig.bbox
+    assert frame.x0 <= box.x0 and box.x1 <= frame.x1, (box, frame)

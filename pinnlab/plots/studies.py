@@ -230,7 +230,9 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
             ax.legend(fontsize=8)
         else:  # every cell file of this group is missing (moved or deleted)
             ax.text(0.5, 0.5, "no cell file found", transform=ax.transAxes, ha="center", va="center")
-    fig.suptitle("Training study: loss curves (first seed; dashed: switch to the unbiased loss)")
+    # one 6-inch panel is narrower than the one-line title
+    fig.suptitle("Training study: loss curves" + ("\n" if len(groups) == 1 else " ")
+                 + "(first seed; dashed: switch to the unbiased loss)")
     target = outdir / "training_loss_curves.png"
     _save(fig, target, bbox_inches=None)
     written.append(target)
