@@ -36,3 +36,20 @@ def _keep_torch_threads():
     yield
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the plot functions (solve, tune, study) save, by file name; nothing is
+    written."""
+    from pinnlab.plots import solve, studies, tune
+
+    saved = {}
+
+    def keep(fig, path, **kwargs):
+        saved[path.name] = fig
+        return path
+
+    for module in (solve, tune, studies):
+        monkeypatch.setattr(module, "_save", keep)
+    return saved

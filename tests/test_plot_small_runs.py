@@ -10,24 +10,9 @@ from __future__ import annotations
 
 import h5py
 import numpy as np
-import pytest
 
 from pinnlab.plots import solve as solve_plots
 from pinnlab.plots import studies as study_plots
-
-
-@pytest.fixture
-def figures(monkeypatch):
-    """The figures the plot functions save, by file name (nothing is written)."""
-    saved = {}
-
-    def keep(fig, path, **kwargs):
-        saved[path.name] = fig
-        return path
-
-    monkeypatch.setattr(solve_plots, "_save", keep)
-    monkeypatch.setattr(study_plots, "_save", keep)
-    return saved
 
 
 def _solve_file(path, loss, mix=None):

@@ -19,20 +19,6 @@ from pinnlab.plots import tune as tune_plots
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "custom_equation.py"
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """The figures the plot functions save, by file name (nothing is written)."""
-    saved = {}
-
-    def keep(fig, path, **kwargs):
-        saved[path.name] = fig
-        return path
-
-    monkeypatch.setattr(solve_plots, "_save", keep)
-    monkeypatch.setattr(tune_plots, "_save", keep)
-    return saved
-
-
 def _solve_file(path, *, loss=None, backend="pinnlab", dim=6, labels=("x₁", "x₂"), others=None, radial=False):
     """A minimal solve result file: what the solve figures read."""
     loss = np.linspace(1.0, 0.1, 40) if loss is None else np.asarray(loss, dtype=float)

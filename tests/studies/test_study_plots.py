@@ -39,14 +39,6 @@ def _study_file(path, columns, column_values, rel_l2, failed=()):
             cells[columns] = summary["column"][...]
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """The figures ``plot_training_study`` saves, by file name (nothing is written)."""
-    saved = {}
-    monkeypatch.setattr(studies, "_save", lambda fig, target, **kw: saved.setdefault(target.name, fig))
-    return saved
-
-
 def _points(ax):
     """x of every drawn error point, per variant."""
     return {bars.get_label(): list(bars.lines[0].get_xdata()) for bars in ax.containers}

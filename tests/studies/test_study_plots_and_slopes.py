@@ -73,14 +73,6 @@ def test_a_bias2_is_fitted_only_where_it_is_two_se_above_zero_at_every_k():
 # ----------------------------------------------------------------------------- figures
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """The figures the plot functions save, by file name (nothing is written)."""
-    saved = {}
-    monkeypatch.setattr(studies, "_save", lambda fig, target, **kw: saved.setdefault(target.name, fig))
-    return saved
-
-
 def _estimator_file(path, dims=(5,), sigmas=(0.05,), ks=KS):
     """An estimator-study file as ``pinnlab study`` writes it: the biased loss with a bias
     3/K at SE 0.3/K (significant), the unbiased one with a bias of 0.1·SE (consistent with
