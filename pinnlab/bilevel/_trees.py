@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -22,6 +24,12 @@ def tree_scale(a: Tree, scale: float | Tensor) -> Tree:
 
 def tree_norm(a: Tree) -> Tensor:
     return torch.sqrt(tree_dot(a, a))
+
+
+def tree_norm64(a: Tree) -> float:
+    """‖a‖ as a Python float, summed in float64 (no overflow of the squares of a large
+    float32 tree): for divergence checks and diagnostics."""
+    return math.sqrt(sum(float((v.detach().double() ** 2).sum()) for v in a.values()))
 
 
 def detach(a: Tree) -> Tree:

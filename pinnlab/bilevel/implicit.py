@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from pinnlab._checks import check_integer, check_nonnegative, check_positive
-from pinnlab.bilevel._trees import detach, tree_add, tree_dot, tree_norm, tree_scale
+from pinnlab.bilevel._trees import detach, tree_add, tree_dot, tree_norm, tree_norm64, tree_scale
 from pinnlab.bilevel.base import AbstractHypergradient, HypergradientResult, unroll
 
 
@@ -90,13 +90,13 @@ class NeumannSolve:
 
     def __call__(self, at: _AtSolution):
         p, total = at.d, at.d
-        first = previous = _norm(p)
+        first = previous = tree_norm64(p)
         rounding = math.sqrt(torch.finfo(next(iter(p.values())).dtype).eps) if p else 0.0
         growing, grew = 0, None
         for k in range(self.iterations):
             p = tree_add(p, at.hvp(p), -self.alpha)
             total = tree_add(total, p)
-            norm = _norm(p)
+            norm = tree_norm64(p)
             if not norm <= previous * (1 + rounding):
                 growing += 1
                 grew = k + 1 if grew is None else grew
@@ -112,11 +112,6 @@ class NeumannSolve:
                 "a minimum of g), use cg with damping or train θ closer to a minimum",
                 RuntimeWarning, stacklevel=2)
         return tree_scale(total, self.alpha)
-
-
-def _norm(tree) -> float:
-    """‖tree‖ in float64 (no overflow of the squares of a large float32 term)."""
-    return math.sqrt(sum(float((v.double() ** 2).sum()) for v in tree.values()))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pinnlab._checks import (
     check_nonnegative,
     check_positive,
 )
-from pinnlab.bilevel._trees import detach, tree_add, tree_dot
+from pinnlab.bilevel._trees import detach, tree_add, tree_dot, tree_norm64
 from pinnlab.bilevel.base import BilevelProblem, Phi
 
 
@@ -81,7 +81,7 @@ def _watch(method: str, option: str, value: float, descends: str) -> Callable[[d
 
     def check(grad: dict, i: int, total: int) -> None:
         nonlocal first
-        norm = math.sqrt(sum(float((v.detach().double() ** 2).sum()) for v in grad.values()))
+        norm = tree_norm64(grad)
         if first is None and norm > 0:
             first = norm
         if math.isfinite(norm) and not (first and norm > DIVERGENCE_FACTOR * first):
