@@ -181,7 +181,6 @@ def run_training_study(
     configs = validate_runs(config_path, {c.label: c.overrides for c in cells}, base_overrides)
     cell_dir = Path(cell_dir)
     cell_dir.mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     todo, records = [], {}
     for cell in cells:
         path = cell_dir / f"{cell.key}.h5"
@@ -190,7 +189,13 @@ def run_training_study(
             if progress:
                 progress(f"skip finished cell {cell.label}")
         else:
-            todo.append((str(config_path), list(base_overrides) + list(cell.overrides), str(path), threads))
+            todo.append((str(config_path), list(base_overrides) + list(cell.overrides), str(path)))
+    # No more processes than cells: study.workers=1000 on a 4-cell study started 1000
+    # interpreters (each importing torch) for 4 jobs. The threads per cell follow the
+    # study's cell count, not the cells left, so a resumed cell runs as it started.
+    threads = max(1, (os.cpu_count() or 1) // max(1, min(workers, len(cells))))
+    workers = max(1, min(workers, len(todo)))
+    todo = [job + (threads,) for job in todo]
     if todo:
         if workers <= 1:
             results = map(_run_cell_job, todo)

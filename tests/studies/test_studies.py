@@ -583,3 +583,43 @@ def test_a_usable_init_file_is_studied(tmp_path):
                    .replace("samples: [4, 8]", "samples: [4]").replace("noise: [independent, shared]",
                                                                        "noise: [independent]"))
     assert main(["study", str(cfg), "-o", str(tmp_path / "est.h5")]) == 0
+
+
+def test_training_study_starts_no_more_workers_than_cells(tmp_path, monkeypatch):
+    """study.workers=1000 on a study of few cells started 1000 interpreters, each importing
+    torch, for a handful of jobs (the machine's load went past 200). The pool is sized by
+    the cells left; the threads per cell by the study's cell count, so they do not change
+    when a killed study resumes with fewer cells left."""
+    from pinnlab.studies import training_study
+
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(TINY_TRAINING.replace("STEPS", "2"))
+    cells = expand_cells({"a": ["loss.kind=biased"]}, {"equation.dim": [3, 4]})
+    pools, jobs = [], []
+
+    class InlinePool:  # runs the jobs here, records the size it was asked for
+        def __init__(self, size):
+            pools.append(size)
+
+        def imap_unordered(self, fn, todo):
+            jobs.extend(todo)
+            return map(fn, todo)
+
+        def terminate(self):
+            pass
+
+        def join(self):
+            pass
+
+    monkeypatch.setattr(training_study.multiprocessing, "get_context", lambda _: type("C", (), {"Pool": InlinePool}))
+    monkeypatch.setattr(training_study.os, "cpu_count", lambda: 8)
+    records = training_study.run_training_study(cfg, cells, tmp_path / "cells", workers=1000)
+    assert pools == [2] and len(records) == 2
+    assert [job[-1] for job in jobs] == [4, 4]  # 8 cores over the 2 cells
+    (tmp_path / "cells" / f"{cells[1].key}.h5").unlink()  # one cell left: runs in this process,
+    jobs.clear()                                          # with the threads it had
+    seen = []
+    monkeypatch.setattr(training_study, "run_cell", lambda c, o, out, threads: seen.append(threads) or
+                        training_study.cell_metrics(tmp_path / "cells" / f"{cells[0].key}.h5"))
+    training_study.run_training_study(cfg, cells, tmp_path / "cells", workers=1000)
+    assert pools == [2] and seen == [4]
