@@ -114,7 +114,9 @@ class TrainStep:
         grads, metrics = self.gradient(params, hyperparams, step)
         lr = self.learning_rate(hyperparams, step)
         params, opt_state = self.optimizer.update(grads, opt_state, params, lr)
-        metrics["lr"] = torch.as_tensor(lr).detach()
+        # in the parameters' dtype: a Python float became float32 (a float64 run recorded
+        # 0.0010000000474974513 for 1e-3)
+        metrics["lr"] = torch.as_tensor(lr, dtype=next(iter(params.values())).dtype).detach()
         return params, opt_state, metrics
 
 

@@ -214,6 +214,8 @@ def test_float64_training_keeps_dtype():
     result = train(problem, steps=3, seed=0, eval_every=3, test_points=20, progress="off",
                    dtype=torch.float64)
     assert all(v.dtype == torch.float64 for v in result.params.values())
+    # the recorded learning rate too: it was rounded to float32 (0.0010000000474974513)
+    assert result.history.rows["lr"] == [1e-3]
 
 
 def test_bad_device_is_refused_clearly():
