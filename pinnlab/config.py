@@ -411,8 +411,15 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
                 overridden.add(f"loss.{key}")
     tune = data.get("tune")
     if ("tune.method" in overridden and isinstance(tune, dict)  # another method's constructor arguments
-            and not any(o == "tune.options" or o.startswith("tune.options.") for o in overridden)):
-        tune.pop("options", None)
+            and "tune.options" not in overridden):
+        # keep only the options given as overrides: tune.method=penalty tune.options.lr=1e-6
+        # kept the config's fg2u num_directions too (refused by Penalty)
+        options = tune.pop("options", None)
+        if isinstance(options, dict):
+            given = {k: v for k, v in options.items()
+                     if any(o == f"tune.options.{k}" or o.startswith(f"tune.options.{k}.") for o in overridden)}
+            if given:
+                tune["options"] = given
     # likewise a setting the config carried for a value an override changed
     for key, (controller, values) in DEPENDENT.items():
         (section, name), (control_section, control) = key.split("."), controller.split(".")

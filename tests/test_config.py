@@ -529,6 +529,10 @@ def test_an_override_of_the_tuning_method_drops_the_configs_method_options():
     assert C.apply_overrides(data, ["tune.method=zo_fg2u", "tune.options.num_directions=2"])["tune"]["options"] == {
         "num_directions": 2}
     assert C.apply_overrides(data, ["tune.outer_lr=0.1"])["tune"]["options"] == {"num_directions": 4}
+    # one option given for the new method: the config's other options go (the README's
+    # penalty advice, tune.method=penalty tune.options.lr=1.0e-6, kept fg2u's num_directions)
+    assert C.apply_overrides(data, ["tune.method=penalty", "tune.options.lr=1.0e-6"])["tune"]["options"] == {
+        "lr": 1.0e-6}
 
 
 @pytest.mark.parametrize("kind", ["stein", "autograd", "hutchinson"])
