@@ -200,7 +200,10 @@ def reset_peak_memory(device: torch.device) -> None:
     elsewhere the process's peak since it started stays. For several runs in one process
     (a training study's cells), so that each reports its own peak."""
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+        # before CUDA is initialised (a fresh study worker) there is no peak to reset, and
+        # torch refuses an explicit cuda:N there ("Invalid device argument")
+        if torch.cuda.is_initialized():
+            torch.cuda.reset_peak_memory_stats(device)
         return
     try:
         with open("/proc/self/clear_refs", "w") as fh:

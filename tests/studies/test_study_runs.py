@@ -134,3 +134,17 @@ def test_peak_memory_resets_to_the_current_use():
     reset_peak_memory(device)
     if Path("/proc/self/clear_refs").exists():
         assert peak_memory_mb(device) < start + 50
+
+
+def test_cuda_peak_reset_waits_for_cuda_to_be_initialised(monkeypatch):
+    """A fresh study worker reset the CUDA peak of an explicit cuda:N before CUDA was
+    initialised, which torch refuses ("Invalid device argument"); once initialised, the
+    counter is reset. (torch.cuda is stubbed: the test machines have no GPU.)"""
+    resets = []
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: resets.append(device))
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    reset_peak_memory(torch.device("cuda:1"))
+    assert resets == []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    reset_peak_memory(torch.device("cuda:1"))
+    assert resets == [torch.device("cuda:1")]
