@@ -186,6 +186,9 @@ def run_training_study(
         path = cell_dir / f"{cell.key}.h5"
         if path.exists() and _finished_with(path, configs[cell.label]):
             records[cell.key] = cell_metrics(path)
+            # a kill between writing the cell's result and removing its checkpoint left
+            # the checkpoint behind for good
+            Path(str(path) + ".ckpt").unlink(missing_ok=True)
             if progress:
                 progress(f"skip finished cell {cell.label}")
         else:

@@ -623,3 +623,8 @@ def test_training_study_starts_no_more_workers_than_cells(tmp_path, monkeypatch)
                         training_study.cell_metrics(tmp_path / "cells" / f"{cells[0].key}.h5"))
     training_study.run_training_study(cfg, cells, tmp_path / "cells", workers=1000)
     assert pools == [2] and seen == [4]
+    # a finished cell's leftover checkpoint (killed between the two) is removed when skipped
+    leftover = tmp_path / "cells" / f"{cells[0].key}.h5.ckpt"
+    leftover.write_bytes(b"stale")
+    training_study.run_training_study(cfg, cells, tmp_path / "cells", workers=1000)
+    assert not leftover.exists()
