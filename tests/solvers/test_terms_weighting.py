@@ -141,8 +141,10 @@ def _weighted_problem(batch_chunks=1, dtype=None):
 
 
 def test_term_gradients_are_the_one_hot_objective_gradients():
-    """LRA's per-term gradients (one forward, one backward per term) are bit-identical to
-    the gradient of the objective with all other weights 0, as LRA computed them before."""
+    """LRA's per-term gradients (one forward, one backward per term) equal the gradient of
+    the objective with all other weights 0, as LRA computed them before, to float64
+    round-off (bit-identical on some CPUs; not on all: the two graphs may take other
+    kernel paths)."""
     problem = _weighted_problem(dtype=F64)
     step = make_train_step(problem, Adam(), seed=2)
     params = problem.init_params()
@@ -153,8 +155,12 @@ def test_term_gradients_are_the_one_hot_objective_gradients():
     for name in grads:
         only = {n: float(n == name) for n in grads}
         expected, _ = grad_fn(params, {**hp, "weights": only}, 4, 2)
+        # relative to the whole gradient: the output bias's is round-off around 0 (the
+        # Stein differences cancel it)
+        scale = max(float(g.abs().max()) for g in expected.values())
         for k in params:
-            assert torch.equal(grads[name][k], expected[k]), (name, k)
+            torch.testing.assert_close(grads[name][k], expected[k], rtol=1e-13, atol=1e-13 * scale,
+                                       msg=lambda m, name=name, k=k: f"{name} {k}: {m}")
 
 
 def test_term_gradients_use_the_steps_chunks_and_noise():
@@ -166,9 +172,11 @@ def test_term_gradients_use_the_steps_chunks_and_noise():
     weights = {"residual": 0.5, "boundary": 7.0}
     terms = step.term_gradients(params, {}, 5)
     full, _ = step.gradient(params, {"weights": weights}, 5)
+    # round-off relative to the whole gradient (the output bias's is round-off around 0)
+    scale = max(float(g.abs().max()) for g in full.values())
     for k in params:
         combined = sum(w * terms[n][k] for n, w in weights.items())
-        torch.testing.assert_close(combined, full[k], rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(combined, full[k], rtol=1e-12, atol=1e-12 * scale)
 
 
 def test_lra_step_forwards_each_chunk_once(monkeypatch):
