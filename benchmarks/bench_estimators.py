@@ -226,6 +226,7 @@ def main(argv=None) -> int:
         method, dim, reps = args.worker
         print(json.dumps(worker(method, int(dim), int(reps))))
         return 0
+    from bench_hypergrad import write_json
     from bench_tuning import json_path_error  # written only after the whole run: checked now
 
     problem = json_path_error(args.json)
@@ -240,11 +241,7 @@ def main(argv=None) -> int:
     print(f"\nstein-shared d=1e4 / d=100: {shared_ratio:.2f} (target <= 2)")
     print(f"stein-independent / stein-shared at d=1e4: {speedup:.1f} (target >= 10)")
     print(f"machine float32 GEMM rate: {rate / 1e9:.1f} GFLOP/s")
-    if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(records, fh, indent=1)
-        os.replace(tmp, args.json)
+    write_json(args.json, records)
     return 0
 
 

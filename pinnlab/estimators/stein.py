@@ -28,6 +28,8 @@ from pinnlab.estimators.base import (
 from pinnlab.nets.perturbation import Perturbation
 
 NoiseMode = Literal["independent", "shared"]
+CURVATURE_BLOCK = 2**22
+"""Elements of ξ² − 1 formed at a time for independent noise (16 MB in float32)."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,10 @@ class SteinAntithetic(AbstractDerivativeEstimator):
 
     Noise modes:
         ``independent``: fresh ξ for every point (as in the papers). First-layer cost
-        N·K·D·w.
+        N·K·D·w. Memory: about the one `(N, K, D)` draw, which a training step holds
+        for its backward pass; the offsets σ⊙ξ are not formed for the MLP (it folds σ
+        into its first layer, W(σ⊙ξ) = (W diag σ)ξ) and ξ² − 1 is formed a block of
+        points at a time (a graph differentiating in σ keeps every block: two draws).
         ``shared``: one set of K vectors ξ for the whole batch. The first layer
         factorises, W(x ± σξ) = Wx ± W(σξ), costing (N + K)·D·w, so a step costs
         about the same at D = 10⁴ as at D = 100. Each point's estimate is still
@@ -215,19 +220,28 @@ class SteinAntithetic(AbstractDerivativeEstimator):
             )[0]
 
     def _noise(self, xi: Tensor, s: Tensor) -> _Noise:
-        """What the formulas need from a draw ξ `(K, D)` or `(N, K, D)` at scale σ `(D,)`."""
+        """What the formulas need from a draw ξ `(K, D)` or `(N, K, D)` at scale σ `(D,)`.
+
+        The offsets are δ = σ⊙ξ (joint) or the space part (σ with a zero time entry)⊙ξ and
+        the time part τ·(σ_t on time, 0 elsewhere), τ = ξ's time column. Shared noise
+        forms them here, `(K, D)`, once per estimate. Independent noise leaves them as
+        factors: formed, each would be another `(N, K, D)` tensor, which the network's
+        first layer holds for its backward pass (MLP folds σ into its weights instead).
+        """
         if self.time_smoothing == "joint":
-            return _Noise(xi, (xi * s,), None)
-        space = xi * _space_mask(xi)
-        unit_t = torch.zeros(xi.shape[-1], dtype=xi.dtype, device=xi.device)
-        unit_t[-1] = 1
-        tau = xi[..., -1:]  # (K, 1) or (N, K, 1)
-        return _Noise(space, (space * s, tau * unit_t * s), tau)
+            parts, scales, tau = (xi,), (s,), None
+        else:
+            mask = _space_mask(xi)
+            tau = xi[..., -1:]  # (K, 1) or (N, K, 1): a view, no copy
+            parts, scales = (xi, tau), (s * mask, s * (1 - mask))
+        if xi.dim() == 3:
+            return _Noise(xi, parts, scales, tau)
+        return _Noise(xi, tuple(p * scale for p, scale in zip(parts, scales)), None, tau)
 
     # -- joint smoothing -------------------------------------------------------------
     def _joint(self, model, x, queries, s, noise: _Noise) -> list[Tensor]:
         xi = noise.xi
-        pair = model(Perturbation(x, noise.offsets, ((1.0,), (-1.0,))))  # (N, 2, K)
+        pair = model(noise.perturbation(x, ((1.0,), (-1.0,))))  # (N, 2, K)
         f_plus, f_minus = pair[:, 0], pair[:, 1]
         first = (f_plus - f_minus) / 2
         second = None
@@ -240,7 +254,7 @@ class SteinAntithetic(AbstractDerivativeEstimator):
 
     # -- independent (x, t) smoothing -----------------------------------------------
     def _independent_time(self, model, x, queries, s, noise: _Noise) -> list[Tensor]:
-        space, tau = noise.xi, noise.tau
+        xi, tau = noise.xi, noise.tau
         patterns = [(1.0, 1.0), (-1.0, 1.0)]
         need_second = any(q.order == 2 for q in queries)
         need_first = any(q.order == 1 for q in queries)
@@ -248,12 +262,12 @@ class SteinAntithetic(AbstractDerivativeEstimator):
             patterns.append((0.0, 1.0))
         if need_first:
             patterns.append((1.0, -1.0))
-        values = model(Perturbation(x, noise.offsets, tuple(patterns)))
+        values = model(noise.perturbation(x, tuple(patterns)))
         f_plus, f_minus = values[:, 0], values[:, 1]
         second = (f_plus + f_minus) / 2 - values[:, 2] if need_second else None
         time_first = (f_plus - values[:, -1]) / 2 if need_first else None
         return [
-            self._answer(q, x, space, s, (f_plus + f_minus) / 2, (f_plus - f_minus) / 2,
+            self._answer(q, x, xi, s, (f_plus + f_minus) / 2, (f_plus - f_minus) / 2,
                          second, (tau[..., 0], time_first))
             for q in queries
         ]
@@ -282,19 +296,20 @@ class SteinAntithetic(AbstractDerivativeEstimator):
                     grad = torch.cat([grad[:, :-1], time_column[:, None]], dim=1)
                 return grad
             a = expand_vector(query.vector, x) / s
-            out = (self._project(a, xi) * first).mean(1)
-            if time_part is not None:
-                tau, time_first = time_part
-                out = out + a[:, -1] * (tau * time_first).mean(-1)
-            return out
+            if time_part is None:
+                return (self._project(a, xi) * first).mean(1)
+            tau, time_first = time_part
+            # ξ's time column is not space noise: the time term comes from the time pair
+            out = (self._project(a * _space_mask(xi), xi) * first).mean(1)
+            return out + a[:, -1] * (tau * time_first).mean(-1)
         if second is None:  # pragma: no cover - guarded by the callers
             raise RuntimeError("second differences were not computed")
         if isinstance(query, HessianDiagonal):
-            curvature = xi * xi - 1 if time_part is None else _space_curvature(xi)
+            # with independent time smoothing the time column is replaced by NaN below
             if xi.dim() == 2:
-                diag = second @ curvature / xi.shape[0]
+                diag = second @ _curvature(xi) / xi.shape[0]
             else:
-                diag = torch.einsum("nk,nkd->nd", second, curvature) / xi.shape[-2]
+                diag = _contract_curvature("nk,nkd->nd", second, xi) / xi.shape[-2]
             diag = diag / (s * s)
             if time_part is not None:
                 diag = torch.cat([diag[:, :-1], torch.full_like(diag[:, -1:], float("nan"))], 1)
@@ -307,10 +322,12 @@ class SteinAntithetic(AbstractDerivativeEstimator):
                         "second derivatives in time are not available with "
                         "time_smoothing='independent'; use time_smoothing='joint'"
                     )
-                curvature = _space_curvature(xi)
+            v = w / (s * s)  # a time weight is 0 (checked above) with independent time smoothing
+            if xi.dim() == 2:
+                projected = v @ _curvature(xi).T
             else:
-                curvature = xi * xi - 1
-            return (self._project(w / (s * s), curvature) * second).mean(1)
+                projected = _contract_curvature("nd,nkd->nk", v, xi)
+            return (projected * second).mean(1)
         raise TypeError(f"SteinAntithetic cannot answer {type(query).__name__}")
 
 
@@ -318,13 +335,45 @@ _ANSWERABLE = (Value, Gradient, Directional, HessianDiagonal, WeightedLaplacian)
 
 
 class _Noise(NamedTuple):
-    """One draw in the form the formulas use: ``xi`` the ξ of the space–time (joint) or
-    space (independent time) formulas, ``offsets`` the Perturbation parts (σ⊙ξ; with
-    independent time smoothing its space and time parts), ``tau`` the time noise or None."""
+    """One draw in the form the formulas use: ``xi`` the draw ξ (with independent time
+    smoothing its time column too, which the formulas mask or replace), ``parts`` and ``scales``
+    the Perturbation's offsets δ_p = scales[p]⊙parts[p] (``scales`` None: ``parts`` are
+    the offsets themselves), ``tau`` the time noise (independent time smoothing) or None."""
 
     xi: Tensor
-    offsets: tuple[Tensor, ...]
+    parts: tuple[Tensor, ...]
+    scales: tuple[Tensor, ...] | None
     tau: Tensor | None
+
+    def perturbation(self, x: Tensor, patterns: tuple[tuple[float, ...], ...]) -> Perturbation:
+        if self.scales is None:
+            return Perturbation(x, self.parts, patterns)
+        return _ScaledPerturbation(x, self.parts, self.scales, patterns)
+
+
+class _ScaledPerturbation(Perturbation):
+    """A :class:`Perturbation` whose parts δ_p = scales[p]⊙noise[p] are kept as the two
+    factors, noise `(N, K, D)` or `(N, K, 1)` (one value for every column) and scales
+    `(D,)`. :class:`~pinnlab.nets.MLP` computes W δ_p as (W diag scales[p]) noise[p], so
+    no `(N, K, D)` δ_p is formed or held for the backward pass; other models read
+    ``parts``, formed when asked for."""
+
+    noise: tuple[Tensor, ...]
+    scales: tuple[Tensor, ...]
+
+    def __init__(self, center, noise, scales, coefficients):
+        # Perturbation is a frozen dataclass whose ``parts`` field this class computes
+        for name, value in (("center", center), ("noise", noise), ("scales", scales),
+                            ("coefficients", coefficients)):
+            object.__setattr__(self, name, value)
+
+    @property
+    def parts(self) -> tuple[Tensor, ...]:
+        return tuple(n * scale for n, scale in zip(self.noise, self.scales))
+
+    @property
+    def num_samples(self) -> int:
+        return self.noise[0].shape[-2]
 
 
 def _chunk_query(query: Query, n: int, start: int, size: int) -> Query:
@@ -369,5 +418,41 @@ def _space_mask(noise: Tensor) -> Tensor:
     return mask
 
 
-def _space_curvature(space_noise: Tensor) -> Tensor:
-    return (space_noise * space_noise - 1) * _space_mask(space_noise)
+def _curvature(xi: Tensor) -> Tensor:
+    """ξ² − 1, subtracting in place: one temporary of ξ's size, not two."""
+    return (xi * xi).sub_(1)
+
+
+def _contract_curvature(equation: str, left: Tensor, xi: Tensor) -> Tensor:
+    """``torch.einsum(equation, left, ξ² − 1)`` for independent noise ξ `(N, K, D)` and
+    ``left`` `(N, ·)`, forming ξ² − 1 for ``CURVATURE_BLOCK`` elements' worth of points at
+    a time: at once it would be one more tensor of ξ's size. A graph that differentiates
+    ``left`` (in σ, or the Hessian diagonal's second differences) holds every block; else
+    one buffer serves them all (fresh blocks left holes the allocator did not reuse: the
+    process grew by a whole draw)."""
+    rows = max(1, CURVATURE_BLOCK // max(math.prod(xi.shape[1:]), 1))
+    if rows >= xi.shape[0]:
+        return torch.einsum(equation, left, _curvature(xi))
+    keep = torch.is_grad_enabled() and _differentiated(left)
+    buffer = None if keep else xi.new_empty((rows, *xi.shape[1:]))
+    pieces = []
+    for start in range(0, xi.shape[0], rows):
+        block = xi[start : start + rows]
+        if keep:
+            curvature = _curvature(block)
+        else:
+            curvature = torch.mul(block, block, out=buffer[: block.shape[0]]).sub_(1)
+        pieces.append(torch.einsum(equation, left[start : start + rows], curvature))
+    return torch.cat(pieces)
+
+
+def _differentiated(tensor: Tensor) -> bool:
+    """Whether an autograd level records operations on ``tensor``. Inside torch.func
+    transforms ``requires_grad`` shows the innermost level only: an outer grad in σ
+    around an inner grad in θ (the tuning layer's reverse mode) differentiates tensors the
+    inner level does not, so every level the tensor is wrapped in is asked."""
+    while not tensor.requires_grad:
+        if not is_transform_wrapped(tensor):
+            return False
+        tensor = torch._C._functorch.get_unwrapped(tensor)
+    return True

@@ -29,7 +29,9 @@ class MLP(nn.Module):
 
     Called on a `(N, D)` tensor it returns `(N,)`. Called on a
     :class:`~pinnlab.nets.Perturbation` it returns `(N, S, K)` and computes the first
-    layer as W x + Σ_p c_p W δ_p (see there for the cost).
+    layer as W x + Σ_p c_p W δ_p (see there for the cost). A perturbation that gives
+    δ_p = scales[p]⊙noise[p] as the two factors (attributes ``noise`` and ``scales``)
+    gets W δ_p = (W diag scales[p]) noise[p], so no δ_p as large as the noise is formed.
 
     Args:
         input_dim: D, the number of input columns (time included).
@@ -93,9 +95,21 @@ class MLP(nn.Module):
         if not isinstance(inputs, Perturbation):
             return self._head(first(inputs))
         center = first(inputs.center)  # (N, w), bias included once
-        parts = tuple(p @ first.weight.T for p in inputs.parts)  # (K, w) or (N, K, w)
+        scales = getattr(inputs, "scales", None)
+        if scales is None:
+            parts = tuple(p @ first.weight.T for p in inputs.parts)  # (K, w) or (N, K, w)
+        else:  # parts δ_p = scales[p]⊙noise[p] given as factors (the Stein estimator's independent noise)
+            parts = tuple(_scaled_features(first.weight, n, s) for n, s in zip(inputs.noise, scales))
         hidden = torch.stack(
             [combine_pattern_features(center, parts, c) for c in inputs.coefficients],
             dim=1,
         )  # (N, S, K, w)
         return self._head(hidden)
+
+
+def _scaled_features(weight: Tensor, noise: Tensor, scale: Tensor) -> Tensor:
+    """W (scale⊙noise) as (W diag scale) noise: `(..., w)`. ``noise`` `(..., D)`, or
+    `(..., 1)` for the same value in every column: then noise · (W scale)."""
+    if noise.shape[-1] == 1:
+        return noise * (weight @ scale)
+    return noise @ (weight * scale).T
