@@ -8,8 +8,11 @@ exit code 2, before any work starts and without touching existing files.
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -35,8 +38,6 @@ def _output_checks(output: Path, *, overwrite: bool, what: str = "", checkpoint:
     with ``checkpoint`` also a checkpoint path that exists and is not a regular file (its
     first write would fail after the work). ``what`` names the output in the message
     (e.g. ``--json``)."""
-    import os
-
     from pinnlab.io import check_writable_directory
 
     where = f"{str(output)!r}" + (f" ({what})" if what else "")
@@ -160,12 +161,27 @@ def cmd_plot(args) -> int:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"cannot create plot directory {str(outdir)!r}: {err}") from None
+    # drawn into a staging directory and moved into place only when every figure is drawn:
+    # a file that fails half-way (a config attribute that is not YAML, a slice of the wrong
+    # shape) leaves the directory as it was, not with some figures replaced
+    staging = Path(tempfile.mkdtemp(prefix=".pinnlab-plot-", dir=outdir))
     try:
-        written = plot_file(path, outdir)
-    except (OSError, KeyError, ValueError, IndexError) as err:
-        if created and not any(outdir.iterdir()):  # leave no empty directory behind
-            outdir.rmdir()
-        raise UsageError(f"cannot plot {str(path)!r}: {err}") from None
+        try:
+            drawn = plot_file(path, staging)
+        except Exception as err:  # whatever the file holds that cannot be drawn is bad input
+            if created:
+                shutil.rmtree(outdir, ignore_errors=True)
+            detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+            raise UsageError(f"cannot plot {str(path)!r}: {type(err).__name__}"
+                             + (f": {detail}" if detail else "")) from None
+        written = []
+        for item in drawn:
+            target = outdir / item.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(item, target)
+            written.append(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     for item in written:
         print(item)
     return EXIT_OK

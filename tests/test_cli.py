@@ -174,6 +174,37 @@ def test_bad_input_table(tmp_path, capsys):
     assert not (tmp_path / "o.h5").exists() and not (tmp_path / "figs").exists()
 
 
+@pytest.mark.parametrize("damage", ["config_not_yaml", "slice_of_wrong_shape"])
+def test_plot_of_a_damaged_result_is_one_line_and_leaves_the_directory_as_it_was(tmp_path, capsys, damage):
+    """A result file that fails half-way through drawing (its config attribute is not YAML,
+    its slice has the wrong shape) ends in one line and exit 2, not a traceback, and the
+    plot directory is left as it was: an existing figure is not replaced, a new directory is
+    not left behind, no staging directory remains. The undamaged file then plots into it."""
+    out = tmp_path / "run.h5"
+    assert _run(["solve", _config(tmp_path, steps=20), "-o", out, "--progress", "off"]) == 0
+    damaged = tmp_path / "damaged.h5"
+    damaged.write_bytes(out.read_bytes())
+    with h5py.File(damaged, "r+") as fh:
+        if damage == "config_not_yaml":
+            fh.attrs["config"] = "equation: {name: [unclosed"
+        else:
+            del fh["slices/main/u_pred"]
+            fh["slices/main/u_pred"] = np.zeros(7)
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    (figures / "curves.png").write_bytes(b"an earlier figure")
+    for target in (figures, tmp_path / "new"):
+        code = _run(["plot", damaged, "-o", target])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and "cannot plot" in err, err
+    assert not (tmp_path / "new").exists()
+    assert [p.name for p in figures.iterdir()] == ["curves.png"]
+    assert (figures / "curves.png").read_bytes() == b"an earlier figure"
+    assert _run(["plot", out, "-o", figures]) == 0
+    assert {p.name for p in figures.iterdir()} == {"curves.png", "slice.png", "radial.png"}
+    assert (figures / "curves.png").read_bytes().startswith(b"\x89PNG")
+
+
 def test_outputs_that_are_not_regular_files_are_refused_before_the_work(tmp_path, capsys):
     """--overwrite renamed the result over a FIFO (or, as root, /dev/null); a directory
     where the checkpoint goes failed with a traceback at the first checkpoint, after the
