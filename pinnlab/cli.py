@@ -31,13 +31,29 @@ class _Parser(argparse.ArgumentParser):
 CHECKPOINT_SUFFIX = ".ckpt"
 
 
-def _output_checks(output: Path, *, overwrite: bool, what: str = "", checkpoint: bool = True) -> None:
+def run_inputs(config_path: str | Path, config) -> list[tuple[Path, str]]:
+    """The files a run reads, named for messages: CONFIG, a file ``data.source``, a result
+    file ``study.init``. No output may be one of them (``solve cfg.yaml -o cfg.yaml
+    --overwrite`` replaced the config; ``study.init=net.h5 -o net.h5`` the trained network)."""
+    reads = [(Path(config_path), "the config")]
+    data = config.sections.get("data")
+    if data is not None and data.source != "synthetic":
+        reads.append((Path(data.source), "data.source"))
+    study = config.sections.get("study")
+    if study is not None and study.init not in ("fresh", "trained"):
+        reads.append((Path(study.init), "study.init"))
+    return reads
+
+
+def _output_checks(output: Path, *, overwrite: bool, what: str = "", checkpoint: bool = True,
+                   reads: Sequence[tuple[Path, str]] = ()) -> None:
     """Refuse an output that exists and is not a regular file (a directory, a FIFO, a
     device: the atomic write would rename over it), exists without ``overwrite``, cannot
     be written, or whose name (with the ``.ckpt`` suffix when ``checkpoint``) is too long;
     with ``checkpoint`` also a checkpoint path that exists and is not a regular file (its
-    first write would fail after the work). ``what`` names the output in the message
-    (e.g. ``--json``)."""
+    first write would fail after the work); an output (or its checkpoint) that is one of
+    the files the run ``reads`` (:func:`run_inputs`). ``what`` names the output in the
+    message (e.g. ``--json``)."""
     from pinnlab.io import check_writable_directory
 
     where = f"{str(output)!r}" + (f" ({what})" if what else "")
@@ -56,6 +72,9 @@ def _output_checks(output: Path, *, overwrite: bool, what: str = "", checkpoint:
         if path.exists() and not path.is_file():
             kind = "a directory" if path.is_dir() else "not a regular file"
             raise UsageError(f"{name} is {kind}")
+        for source, label in reads:
+            if path.exists() and source.exists() and os.path.samefile(path, source):
+                raise UsageError(f"{name} is {label}, which this run reads; choose another name")
     if output.exists() and not overwrite:
         raise UsageError(f"output {where} exists; pass --overwrite to replace it")
     try:
@@ -81,7 +100,7 @@ def cmd_solve(args) -> int:
         raise UsageError(f"config error: {err}") from None
     output = Path(args.output)
     checkpoint = Path(str(output) + CHECKPOINT_SUFFIX)
-    _output_checks(output, overwrite=args.overwrite)
+    _output_checks(output, overwrite=args.overwrite, reads=run_inputs(args.config, config))
     try:
         problem, kwargs = configuration.build(config)
         device = resolve_device(kwargs["device"])

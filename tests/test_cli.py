@@ -156,7 +156,11 @@ def test_bad_input_table(tmp_path, capsys):
         (["solve", good, "data.noise=.inf", "-o", existing, "--overwrite"], "data.noise = inf"),
         (["solve", good, "equation.dim=true", "-o", existing, "--overwrite"], "equation.dim = True"),
         (["solve", good, "trainer={steps: 1, steps: 2}", "-o", tmp_path / "o.h5"], "duplicate key 'steps'"),
+        # an output that is a file the run reads (it replaced the config)
+        (["solve", good, "-o", good, "--overwrite"], "is the config, which this run reads"),
+        (["solve", good, "-o", tmp_path / "link.yaml", "--overwrite"], "is the config, which this run reads"),
     ]
+    (tmp_path / "link.yaml").symlink_to(good)
     for args, expected in cases:
         _bad(tmp_path, args, expected, capsys, protect)
     malformed = tmp_path / "malformed.yaml"
