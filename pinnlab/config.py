@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from pinnlab._fields import SECTION_CONFIG, Bool, Float, Int, Seed
+from pinnlab.bilevel import METHODS
 from pinnlab.equations import EQUATIONS, NotUnbiasableError
 
 
@@ -281,8 +282,10 @@ class Config:
         equation's own parameters (viscosity, radius, ...) included."""
         out = {name: s.model_dump(mode="json") for name, s in self.sections.items()}
         for key in _inapplicable(self):
-            section, name = key.split(".")
-            out[section].pop(name)
+            parent, _, name = key.rpartition(".")
+            _walk(out, parent).pop(name)
+        if self.trainer.backend == "deepxde":  # (which refuses estimator settings)
+            out.pop("estimator")
         equation = out.get("equation")
         if equation is not None and equation["name"] in EQUATIONS:
             defaults = equation_defaults(EQUATIONS[equation["name"]])
@@ -319,6 +322,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 HYBRID_ONLY = ("switch_step", "switch", "blend")
 """Loss keys that only a hybrid loss accepts."""
 
+SEARCHES = ("random", "optuna")
+"""Tuning methods that train ``tune.trial_steps`` per trial, drawing each tunable from its
+range [low, high]."""
+
 DEPENDENT: dict[str, tuple[str, tuple[Any, ...]]] = {
     "trainer.gamma": ("trainer.schedule", ("exponential",)),
     "trainer.momentum": ("trainer.optimizer", ("sgd",)),
@@ -331,10 +338,19 @@ DEPENDENT: dict[str, tuple[str, tuple[Any, ...]]] = {
     "estimator.chunk_size": ("estimator.kind", ("stein", "autograd")),
     "loss.boundary_points": ("equation.constraint", ("soft",)),
     "data.batch_size": ("data.train", (True,)),
+    # observations read from a file are taken as they are
+    "data.points": ("data.source", ("synthetic",)),
+    "data.noise": ("data.source", ("synthetic",)),
+    "data.seed": ("data.source", ("synthetic",)),
+    "tune.trial_steps": ("tune.method", SEARCHES),
+    # the search baselines save a checkpoint after every trial, joint fitting none
+    "tune.checkpoint_every": ("tune.method", tuple(METHODS)),
+    "tune.objective.points": ("tune.objective.kind", ("residual", "reference")),
 }
-"""Keys that act only when another key has one of some values: set otherwise they would
-be ignored, so validation refuses them; the resolved config leaves them out. A key of
-:data:`DEPENDENT_ELSEWHERE` also acts where its test on the raw config holds."""
+"""Keys (``section.key`` or deeper) that act only when another key has one of some
+values: set otherwise they would be ignored, so validation refuses them; the resolved
+config leaves them out. A key of :data:`DEPENDENT_ELSEWHERE` also acts where its test on
+the raw config holds."""
 
 
 def _stein_residual_objective(data: Mapping[str, Any]) -> bool:
@@ -371,8 +387,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     so ``loss.kind=biased`` works on a hybrid config; the same settings given as
     overrides are kept (and then refused by validation). So does an override that leaves
     a :data:`DEPENDENT` key without effect (``trainer.schedule=linear`` drops the
-    config's ``gamma``), and ``tune.method`` the config's ``tune.options`` (another
-    method's constructor arguments).
+    config's ``gamma``), ``tune.method`` the config's ``tune.options`` (another
+    method's constructor arguments), and ``trainer.backend=deepxde`` the config's
+    ``estimator`` settings and its loss kind unless ``biased`` (a study's DeepXDE variant).
     """
     data = _deep_copy(data)
     overridden: set[str] = set()
@@ -403,7 +420,16 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             node, i = child, j
         node[part] = value
         overridden.add(".".join(parts))
-    loss = data.get("loss")
+    trainer, estimator, loss = data.get("trainer"), data.get("estimator"), data.get("loss")
+    if "trainer.backend" in overridden and isinstance(trainer, dict) and trainer.get("backend") == "deepxde":
+        # DeepXDE's derivatives are exact: the config's estimator settings and (non-biased)
+        # loss kind, which it refuses, go; the same given as overrides are kept
+        if isinstance(estimator, dict):
+            for key in [k for k in estimator if f"estimator.{k}" not in overridden]:
+                del estimator[key]
+        if isinstance(loss, dict) and "loss.kind" not in overridden and loss.get("kind", "biased") != "biased":
+            del loss["kind"]
+            overridden.add("loss.kind")  # and with it the hybrid settings, below
     if "loss.kind" in overridden and isinstance(loss, dict) and loss.get("kind") != "hybrid":
         for key in HYBRID_ONLY:
             if f"loss.{key}" not in overridden:
@@ -422,12 +448,19 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
                 tune["options"] = given
     # likewise a setting the config carried for a value an override changed
     for key, (controller, values) in DEPENDENT.items():
-        (section, name), (control_section, control) = key.split("."), controller.split(".")
-        node, control_node = data.get(section), data.get(control_section)
+        (parent, _, name), (control_parent, _, control) = key.rpartition("."), controller.rpartition(".")
+        node, control_node = _walk(data, parent), _walk(data, control_parent)
         if (controller in overridden and key not in overridden and isinstance(node, dict)
                 and isinstance(control_node, dict) and control_node.get(control) not in values
                 and not _acts_elsewhere(key, data)):
             node.pop(name, None)
+    return data
+
+
+def _walk(data: Mapping[str, Any], path: str) -> Any:
+    """The value at the dotted ``path`` (``tune.objective``) of nested dicts, or None."""
+    for part in path.split("."):
+        data = data.get(part) if isinstance(data, Mapping) else None
     return data
 
 
@@ -564,21 +597,27 @@ def validate(data: Mapping[str, Any]) -> Config:
         _check_data(config)
     _check_loss(config)
     for key in _inapplicable(config):
-        section, name = key.split(".")
-        if name in config.sections[section].model_fields_set:
+        parent, _, name = key.rpartition(".")
+        if name in _get(config, parent).model_fields_set:
             controller, values = DEPENDENT[key]
             elsewhere = f", or with {DEPENDENT_ELSEWHERE[key][0]}" if key in DEPENDENT_ELSEWHERE else ""
             raise ConfigError(f"{key}: has an effect only with {controller}: {' or '.join(map(str, values))}"
                               f"{elsewhere} (this config has {controller} = {_get(config, controller)!r}); "
                               "remove it")
+    if "tune" in sections:
+        _check_tune(config)
     if config.trainer.backend == "deepxde":
         _check_deepxde(config)
     return config
 
 
 def _get(config: Config, key: str) -> Any:
-    section, name = key.split(".")
-    return getattr(config.sections[section], name)
+    """The value (or section) at the dotted ``key`` (``tune.objective.kind``)."""
+    section, *names = key.split(".")
+    value = config.sections[section]
+    for name in names:
+        value = getattr(value, name)
+    return value
 
 
 def _inapplicable(config: Config) -> list[str]:
@@ -688,6 +727,8 @@ DEEPXDE_FIXED: dict[tuple[str, str], tuple[Any, str]] = {
     ("trainer", "batch_chunks"): (1, "DeepXDE takes the batch in one piece"),
     ("trainer", "checkpoint_every"): (0, "DeepXDE runs have no checkpoints"),
     ("loss", "weighting"): ("none", "DeepXDE takes fixed loss.weights"),
+    ("loss", "kind"): ("biased", "DeepXDE minimises the mean squared residual of exact autograd derivatives, "
+                                 "the biased loss"),
 }
 """Options the DeepXDE backend cannot honour: the one value each may have (its default,
 or what DeepXDE does), and why."""
@@ -695,15 +736,19 @@ or what DeepXDE does), and why."""
 
 def _check_deepxde(config: Config) -> None:
     """``trainer.backend: deepxde``: refuse options :func:`solve_config_with_deepxde` would
-    silently ignore. Estimator settings and ``loss.kind`` do not apply (DeepXDE's
-    derivatives are exact, so every loss kind is the same loss); ``data:`` without
-    ``train`` only feeds tuning objectives."""
+    silently ignore. Estimator settings do not apply (DeepXDE's derivatives are exact),
+    so none may be given, and ``loss.kind`` only as ``biased`` (every loss kind is
+    then the same loss); ``data:`` without ``train`` only feeds tuning objectives."""
     if importlib.util.find_spec("deepxde") is None:  # found without importing it
         raise ConfigError("trainer.backend: deepxde needs the optional dependency: pip install 'pinnlab[deepxde]'")
     backend = os.environ.get("DDE_BACKEND", "pytorch")
     if backend != "pytorch":
         raise ConfigError(f"trainer.backend: deepxde needs DeepXDE's pytorch backend, but the environment sets "
                           f"DDE_BACKEND={backend!r}; unset it or set DDE_BACKEND=pytorch")
+    given = [key for key in EstimatorSection.model_fields if key in config.estimator.model_fields_set]
+    if given:
+        raise ConfigError(f"estimator.{given[0]}: has no effect with trainer.backend: deepxde (DeepXDE takes exact "
+                          "autograd derivatives of its own network); remove it")
     for (section, key), (allowed, why) in DEEPXDE_FIXED.items():
         value = getattr(config.sections[section], key)
         if value != allowed:
@@ -720,6 +765,32 @@ def _check_deepxde(config: Config) -> None:
     if "data" in config.sections and config.data.train:
         raise ConfigError("data.train = True: not supported by trainer.backend: deepxde "
                           "(DeepXDE's loss has no data term)")
+
+
+def _check_tune(config: Config) -> None:
+    """``tune:`` settings the tuning would ignore or misread: ``low``/``high`` of a log-scale
+    tunable when no search draws from them (a hypergradient method or joint fitting steps
+    log φ without bounds; only a logit transform and a search read them), and a method's
+    flag that is not a boolean (``distributed: abc`` was read as true)."""
+    tune = config.tune
+    for name, spec in tune.tunables.items():
+        # the default transforms of pinnlab.tuning.setup.make_tunables: log for loss weights, σ, lr
+        log = spec.transform == "log" or (spec.transform is None
+                                          and (name in ("sigma", "lr") or name.startswith("weights.")))
+        given = [key for key in ("low", "high") if getattr(spec, key) is not None]
+        if log and given and tune.method not in SEARCHES:
+            raise ConfigError(f"tune.tunables.{name}.{given[0]}: has no effect with tune.method = {tune.method!r}, "
+                              f"which steps log {name} without bounds (low/high bound a logit transform and the "
+                              f"range that {' and '.join(SEARCHES)} search); remove it")
+    phases = [("tune", tune.method, tune.options)]
+    if tune.then is not None:
+        phases.append(("tune.then", tune.then.method, tune.then.options))
+    for where, name, options in phases:
+        method = METHODS.get(name)
+        for field in dataclasses.fields(method) if dataclasses.is_dataclass(method) else ():
+            value = options.get(field.name)
+            if field.type in ("bool", bool) and field.name in options and not isinstance(value, bool):
+                raise ConfigError(f"{where}.options.{field.name} = {_describe(value)}: must be true or false")
 
 
 def _check_data(config: Config) -> None:

@@ -89,9 +89,9 @@ def test_resume_after_interruption_is_exact(tmp_path, method, monkeypatch):
     if method == "optuna":
         pytest.importorskip("optuna")
     cfg = _write(tmp_path)
-    overrides = [f"tune.method={method}", "tune.trial_steps=10"]
+    overrides = [f"tune.method={method}"]
     if method != "fg2u":
-        overrides.append("tune.options={}")
+        overrides += ["tune.options={}", "tune.trial_steps=10"]
     reference = tmp_path / "reference.h5"
     assert main(["tune", str(cfg), *overrides, "-o", str(reference), "--progress", "off"]) == 0
 
@@ -463,11 +463,11 @@ def test_final_solve_can_continue_from_the_tuned_network(tmp_path, method):
     """(penalty: from its own θ iterate; the final solve failed with a KeyError.)"""
     from pinnlab.tuning.run import final_solve
 
-    overrides = [f"tune.method={method}", "tune.outer_steps=3", "tune.trial_steps=20", "tune.final_steps=5"]
+    overrides = [f"tune.method={method}", "tune.outer_steps=3", "tune.final_steps=5"]
     if method == "penalty":
         overrides.append("tune.options={inner_iters: 10, lr: 1.0e-2}")
     elif method != "fg2u":
-        overrides.append("tune.options={}")
+        overrides += ["tune.options={}", "tune.trial_steps=20"]
     cfg = _write(tmp_path)
     first = {}
     for init in ("scratch", "continue"):
@@ -545,10 +545,9 @@ def test_every_tuner_obeys_the_same_budget_rule(tmp_path, method, monkeypatch):
     monkeypatch.setattr(pinnlab._budget, "_now", lambda: float(next(ticks)))
     # joint's unit is one training step; horizon 1 records each in the history
     text, horizon = (INVERSE, 1) if method == "joint" else (TINY, 3)
-    overrides = [f"tune.method={method}", "tune.budget_seconds=2.5", "tune.trial_steps=5",
-                 f"tune.horizon={horizon}"]
+    overrides = [f"tune.method={method}", "tune.budget_seconds=2.5", f"tune.horizon={horizon}"]
     if method == "random":
-        overrides.append("tune.options={}")
+        overrides += ["tune.options={}", "tune.trial_steps=5"]
     outcome = run_tuning(build_tuning(configuration.load(_write(tmp_path, text), overrides)))
     assert len(outcome.history["outer_step"]) == 2
 
@@ -561,10 +560,9 @@ def test_a_resumed_run_keeps_the_budget_it_had_spent(tmp_path, method, monkeypat
 
     now = [0.0]
     monkeypatch.setattr(pinnlab._budget, "_now", lambda: now[0])
-    overrides = [f"tune.method={method}", "tune.budget_seconds=2.5", "tune.trial_steps=3", "tune.horizon=3",
-                 "tune.checkpoint_every=1"]
-    if method == "random":
-        overrides.append("tune.options={}")
+    overrides = [f"tune.method={method}", "tune.budget_seconds=2.5", "tune.horizon=3"]
+    if method == "random":  # (a search saves a checkpoint after every trial; fg2u by default after every step)
+        overrides += ["tune.options={}", "tune.trial_steps=3"]
     checkpoint = tmp_path / "t.ckpt"
 
     def tick(k, phi, diagnostics):

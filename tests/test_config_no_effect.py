@@ -1,0 +1,183 @@
+"""Settings that a run would ignore are refused in one line (exit code 2, no output),
+when given; left at their defaults they are accepted, an override of the key that
+decides drops the config's own, and the resolved config leaves them out."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+
+import numpy as np
+import pytest
+import yaml
+
+from pinnlab import config as C
+from pinnlab.cli import main
+
+TUNE = """\
+equation: {name: poisson_two_body, dim: 3, seed: 1, constraint: soft}
+model: {width: 4, depth: 2}
+estimator: {samples: 2, eval_samples: 2}
+loss: {kind: biased, weights: {boundary: 1.0e-2}}
+trainer: {steps: 2, eval_every: 2, test_points: 10, batch_size: 4, schedule: constant}
+data: {source: synthetic, points: 10, noise: 0.01}
+tune:
+  method: fg2u
+  options: {num_directions: 1}
+  tunables: {weights.boundary: {}}
+  objective: {kind: data, samples: 2}
+  outer_steps: 2
+  horizon: 2
+"""
+
+DEEPXDE = """\
+equation: {name: poisson_two_body, dim: 3, seed: 1, constraint: soft}
+model: {width: 4, depth: 2}
+trainer: {steps: 2, eval_every: 2, test_points: 10, batch_size: 4, backend: deepxde}
+"""
+
+SEARCH = ["tune.method=random", "tune.options={}"]
+# validation finds DeepXDE without importing it (which would print its backend lines)
+needs_deepxde = pytest.mark.skipif(importlib.util.find_spec("deepxde") is None, reason="needs deepxde")
+
+# (command, config text (OBS: an observation file), overrides, the line's start)
+REFUSED = {
+    "data.points with a file": ("tune", TUNE.replace("source: synthetic, points: 10, noise: 0.01",
+                                                     "source: OBS, points: 10"), [],
+                                "data.points: has an effect only with data.source: synthetic"),
+    "data.noise with a file": ("tune", TUNE.replace("source: synthetic, points: 10, noise: 0.01",
+                                                    "source: OBS, noise: 0.01"), [],
+                               "data.noise: has an effect only with data.source: synthetic"),
+    "data.seed with a file": ("tune", TUNE.replace("source: synthetic, points: 10, noise: 0.01",
+                                                   "source: OBS, seed: 3"), [],
+                              "data.seed: has an effect only with data.source: synthetic"),
+    "trial_steps with fg2u": ("tune", TUNE, ["tune.trial_steps=5"],
+                              "tune.trial_steps: has an effect only with tune.method: random or optuna"),
+    "objective.points with data": ("tune", TUNE, ["tune.objective.points=64"],
+                                   "tune.objective.points: has an effect only with tune.objective.kind: "
+                                   "residual or reference (this config has tune.objective.kind = 'data')"),
+    "low of a log weight with fg2u": ("tune", TUNE, ["tune.tunables.weights.boundary.low=1.0e-4"],
+                                      "tune.tunables.weights.boundary.low: has no effect with tune.method = 'fg2u'"),
+    "high of a log sigma with rgu": ("tune", TUNE, ["tune.method=rgu", "tune.options={}", "tune.tunables={sigma: "
+                                                    "{high: 0.5}}"],
+                                     "tune.tunables.sigma.high: has no effect with tune.method = 'rgu'"),
+    "distributed not a boolean": ("tune", TUNE, ["tune.options.distributed=abc"],
+                                  "tune.options.distributed = 'abc': must be true or false"),
+    "then distributed not a boolean": ("tune", TUNE, ["tune.outer_steps=3", "tune.method=rgu", "tune.options={}",
+                                                      "tune.then={method: fg2u, after: 1, "
+                                                      "options: {distributed: 'no'}}"],
+                                       "tune.then.options.distributed = 'no': must be true or false"),
+    "checkpoint_every with random": ("tune", TUNE, [*SEARCH, "tune.checkpoint_every=2"],
+                                     "tune.checkpoint_every: has an effect only with tune.method: fg2u or"),
+    "checkpoint_every with optuna": ("tune", TUNE, ["tune.method=optuna", "tune.options={}",
+                                                    "tune.checkpoint_every=0"],
+                                     "tune.checkpoint_every: has an effect only with tune.method: fg2u or"),
+    "estimator.samples with deepxde": ("solve", DEEPXDE, ["estimator.samples=4"],
+                                       "estimator.samples: has no effect with trainer.backend: deepxde"),
+    "estimator.kind with deepxde": ("solve", DEEPXDE, ["estimator.kind=autograd"],
+                                    "estimator.kind: has no effect with trainer.backend: deepxde"),
+    "estimator.sigma with deepxde": ("solve", DEEPXDE, ["estimator.sigma=0.01"],
+                                     "estimator.sigma: has no effect with trainer.backend: deepxde"),
+    "loss.kind with deepxde": ("solve", DEEPXDE, ["loss.kind=unbiased"],
+                               "loss.kind = 'unbiased': not supported by trainer.backend: deepxde"),
+}
+
+
+def _observations(tmp_path):
+    path = tmp_path / "obs.npz"
+    np.savez(path, x=np.zeros((5, 3)), u=np.zeros(5))
+    return path
+
+
+def _config(tmp_path, text, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(text.replace("OBS", str(_observations(tmp_path))))
+    return path
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_a_setting_without_effect_is_refused_in_one_line(tmp_path, capsys, case):
+    """Each was accepted and ignored: noise for a user's own observations added none, a
+    log tunable's bounds never bounded a hypergradient method, ``distributed: abc`` (or
+    YAML 1.2's string ``no``) read as true, a search checkpointed every trial whatever
+    ``checkpoint_every`` said, DeepXDE trained with its own exact derivatives."""
+    command, text, overrides, expected = REFUSED[case]
+    if "deepxde" in case and importlib.util.find_spec("deepxde") is None:
+        pytest.skip("needs deepxde")
+    if "optuna" in case:
+        pytest.importorskip("optuna")
+    out = tmp_path / "out.h5"
+    code = main([command, str(_config(tmp_path, text)), *overrides, "-o", str(out), "--progress", "off"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert expected in err[0] and err[0].endswith(("remove it", "true or false", "allowed: 'biased')")), err
+    assert not out.exists() and not (tmp_path / "out.h5.ckpt").exists()
+
+
+@pytest.mark.parametrize("overrides", [
+    [],  # a file with the data section's defaults
+    ["tune.trial_steps=5", *SEARCH],
+    ["tune.checkpoint_every=2"],
+    ["tune.objective.kind=reference", "tune.objective.points=64"],
+    ["tune.tunables.weights.boundary.low=1.0e-4", "tune.tunables.weights.boundary.high=1.0", *SEARCH],
+    ["tune.tunables={weights.boundary: {transform: logit, low: 1.0e-4, high: 1.0}}"],
+    ["tune.tunables={mix: {low: 0.1, high: 0.9}}", "loss.kind=hybrid", "loss.switch_step=1"],
+    ["tune.options.distributed=false"],
+    ["tune.options.distributed=true"],
+])
+def test_the_same_settings_where_they_act_are_accepted(tmp_path, overrides):
+    text = TUNE.replace("source: synthetic, points: 10, noise: 0.01", "source: OBS")
+    config = C.load(_config(tmp_path, text), overrides)
+    assert C.validate(yaml.safe_load(config.to_yaml())).resolved() == config.resolved()
+
+
+def test_defaults_of_the_data_section_are_left_out_for_a_file(tmp_path):
+    """A file source's resolved config (what a result file records) has no points, noise
+    or seed, and validates back; a synthetic source keeps them."""
+    config = C.load(_config(tmp_path, TUNE.replace("source: synthetic", "source: OBS").replace(
+        ", points: 10, noise: 0.01", "")))
+    resolved = config.resolved()
+    assert not {"points", "noise", "seed"} & set(resolved["data"])
+    assert C.validate(resolved).to_yaml() == config.to_yaml()
+    synthetic = C.load(_config(tmp_path, TUNE)).resolved()["data"]
+    assert (synthetic["points"], synthetic["noise"], synthetic["seed"]) == (10, 0.01, 0)
+
+
+def test_an_override_of_the_deciding_key_drops_the_configs_own_setting(tmp_path):
+    """As for gamma with trainer.schedule: the config's synthetic-data settings go with
+    data.source=<file>, its trial_steps with a hypergradient method, its checkpoint_every
+    with a search, its objective points with a data objective."""
+    obs = _observations(tmp_path)
+    config = C.load(_config(tmp_path, TUNE), [f"data.source={obs}"])
+    assert config.data.model_fields_set == {"source"}
+    search = _config(tmp_path, TUNE.replace("method: fg2u", "method: random").replace(
+        "options: {num_directions: 1}", "options: {}\n  trial_steps: 5"), "search.yaml")
+    assert C.load(search).tune.trial_steps == 5
+    assert "trial_steps" not in C.load(search, ["tune.method=fg2u"]).tune.model_fields_set
+    bilevel = _config(tmp_path, TUNE.replace("outer_steps: 2", "outer_steps: 2\n  checkpoint_every: 3").replace(
+        "{kind: data, samples: 2}", "{kind: residual, points: 64}"), "bilevel.yaml")
+    config = C.load(bilevel)
+    assert (config.tune.checkpoint_every, config.tune.objective.points) == (3, 64)
+    assert "points" not in C.load(bilevel, ["tune.objective.kind=data"]).tune.objective.model_fields_set
+    assert "checkpoint_every" not in C.load(bilevel, SEARCH).tune.model_fields_set
+    with pytest.raises(C.ConfigError, match=r"^tune\.checkpoint_every: has an effect only"):
+        C.load(bilevel, [*SEARCH, "tune.checkpoint_every=3"])  # given as an override itself: refused
+
+
+@needs_deepxde
+def test_a_deepxde_override_drops_the_configs_estimator_and_loss_kind(tmp_path):
+    """A training study's ``trainer.backend=deepxde`` variant of a config with Stein and
+    hybrid-loss settings: they go (the hybrid switch with the loss kind); given as
+    overrides they are refused. The resolved config has no estimator and validates back."""
+    path = _config(tmp_path, "equation: {name: poisson_two_body, dim: 3, constraint: soft}\n"
+                             "estimator: {kind: stein, sigma: 0.05, samples: 4}\n"
+                             "loss: {kind: hybrid, switch: auto, window: 10, then: unbiased1, boundary_points: 8}\n"
+                             "trainer: {steps: 100, schedule: constant}\n")
+    config = C.load(path, ["trainer.backend=deepxde"])
+    assert config.estimator.model_fields_set == set() and config.loss.model_fields_set == {"boundary_points"}
+    resolved = config.resolved()
+    assert "estimator" not in resolved and resolved["loss"]["kind"] == "biased"
+    assert C.validate(resolved).to_yaml() == config.to_yaml()
+    with pytest.raises(C.ConfigError, match=re.escape("estimator.samples: has no effect with trainer.backend")):
+        C.load(path, ["trainer.backend=deepxde", "estimator.samples=8"])
+    assert C.load(path, ["trainer.backend=deepxde", "loss.kind=biased"]).loss.kind == "biased"
