@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from pinnlab.io.atomic import atomic_path
 from pinnlab.losses.hybrid import PlateauState
-from pinnlab.solvers.loop import History, TrainState
+from pinnlab.solvers.loop import History, TrainState, resolve_device
 from pinnlab.solvers.optim import AbstractOptimizer
 
 FORMAT = 1
@@ -28,8 +29,39 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used (missing, corrupted, or from another config)."""
 
 
+RUN_ONLY_SETTINGS = ("trainer.checkpoint_every", "trainer.log_every", "tune.checkpoint_every")
+"""Config keys that decide only when a run saves a checkpoint or writes a log line, never
+a number it computes (the training loop and the tuning loops read them for nothing
+else): a resume (:func:`config_hash`) and a training study's rerun ignore them, so that
+a run can be continued with another checkpoint or log interval. ``trainer.device`` is
+compared as the device it resolves to (:func:`comparable_config`)."""
+
+
+def comparable_config(config: Mapping[str, Any]) -> str:
+    """The resolved config ``config`` (the dictionary its YAML holds) as a resume and a
+    training study's rerun compare it, as text: without :data:`RUN_ONLY_SETTINGS`, and
+    with ``trainer.device`` the device it resolves to on this machine (``auto`` is ``cpu``
+    without CUDA and ``cuda`` with it; ``cpu`` and ``cuda`` stay apart). A device this
+    machine lacks stays as written, unlike any device it has."""
+    sections = {name: dict(section) if isinstance(section, Mapping) else section
+                for name, section in config.items()}
+    for key in RUN_ONLY_SETTINGS:
+        section, name = key.split(".")
+        if isinstance(sections.get(section), dict):
+            sections[section].pop(name, None)
+    trainer = sections.get("trainer")
+    if isinstance(trainer, dict) and "device" in trainer:
+        try:
+            trainer["device"] = str(resolve_device(trainer["device"]))
+        except (ValueError, RuntimeError):  # no CUDA here, or not a device (a hand-edited file)
+            pass
+    return yaml.safe_dump(sections, sort_keys=False)
+
+
 def config_hash(config_yaml: str) -> str:
-    return hashlib.sha256(config_yaml.encode()).hexdigest()
+    """SHA-256 of :func:`comparable_config` of the resolved config ``config_yaml`` (its
+    YAML): what a checkpoint records of its run, and what a resume must match."""
+    return hashlib.sha256(comparable_config(yaml.safe_load(config_yaml)).encode()).hexdigest()
 
 
 def read_checkpoint(path: str | Path, *, metadata: Any = None,
@@ -191,7 +223,8 @@ def load_checkpoint(
     data = read_checkpoint(path)
     if data.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {str(path)!r} has an unknown format")
-    if data.get("config_hash") != config_hash(config_yaml):
+    # a checkpoint written before RUN_ONLY_SETTINGS were left out holds the whole YAML's hash
+    if data.get("config_hash") not in (config_hash(config_yaml), hashlib.sha256(config_yaml.encode()).hexdigest()):
         raise CheckpointError(
             f"checkpoint {str(path)!r} was written for a different configuration; "
             "resume with the same config and overrides, or use --overwrite to start over"

@@ -3,8 +3,10 @@
 Each cell is the base config plus override strings (a variant, e.g. the loss, and one
 point of the grid, e.g. dimension × seed). Every finished cell writes its own result
 file atomically under ``<STUDY>.cells/``, recording its own run config (the config
-without ``study:``); a rerun skips cells whose file holds that config, so an
-interrupted or crashed study continues where it stopped, and a study whose grid gained
+without ``study:``); a rerun skips cells whose file holds that config (up to the
+settings that change no number, :data:`~pinnlab.io.checkpoint.RUN_ONLY_SETTINGS`, and
+the device as it resolves), so an interrupted or crashed study continues where it
+stopped, also with another ``trainer.checkpoint_every``, and a study whose grid gained
 seeds or variants computes only the new cells. Every cell's config is
 validated before the first cell runs. A cell runs like ``pinnlab solve``: pinnlab's
 trainer, or DeepXDE's with ``trainer.backend: deepxde``. The summary groups cells by
@@ -132,14 +134,16 @@ def run_config(config):
 
 
 def _finished_with(path: Path, config) -> bool:
-    """True when ``path`` is a complete cell result of exactly this cell's resolved run
-    config (:func:`run_config`; a cell left by an edited config is recomputed, not
-    silently reused). A cell file written when cells still recorded the ``study:``
-    section is compared without it."""
+    """True when ``path`` is a complete cell result of this cell's resolved run config
+    (:func:`run_config`; a cell left by an edited config is recomputed, not silently
+    reused), compared as :func:`~pinnlab.io.checkpoint.comparable_config` does: another
+    checkpoint or log interval, or ``auto`` for the device it resolves to, reuses the
+    cell. A cell file written when cells still recorded the ``study:`` section is
+    compared without it."""
     import h5py
     import yaml
 
-    from pinnlab.config import dump_yaml
+    from pinnlab.io.checkpoint import comparable_config
 
     try:
         with h5py.File(path, "r") as fh:
@@ -154,7 +158,7 @@ def _finished_with(path: Path, config) -> bool:
     if not isinstance(stored, dict):
         return False
     stored.pop("study", None)
-    return dump_yaml(stored) == run_config(config).to_yaml()
+    return comparable_config(stored) == comparable_config(yaml.safe_load(run_config(config).to_yaml()))
 
 
 def _run_cell_job(args):
