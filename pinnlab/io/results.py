@@ -5,7 +5,7 @@ Schema (one file per run; gzip-compressed datasets)::
     /                       attrs: kind="solve", config (resolved YAML), pinnlab_version,
                             torch_version, numpy_version, h5py_version, python_version,
                             git_hash (when available), problem_seed, train_seed, device,
-                            dtype, equation, dim, loss, status ("ok"|"nonfinite"), message
+                            dtype, equation, dim, loss, status ("ok"|"nonfinite"|"invalid_reference"), message
     /history/step, loss, rel_l2, rel_l1, max_err, lr, mix, wall_s    one row per evaluation
     /history/terms/loss_<term>, weight_<term>                         with several loss terms
     /trace/loss, /trace/mix                                           one value per step

@@ -33,7 +33,7 @@ from pinnlab.estimators.base import (
     expand_vector,
 )
 from pinnlab.io.results import slice_grid
-from pinnlab.solvers.evaluate import Evaluation, relative_errors
+from pinnlab.solvers.evaluate import Evaluation, reference_problem, relative_errors, with_reference
 from pinnlab.solvers.loop import History, peak_memory_mb
 
 
@@ -264,7 +264,13 @@ def solve_with_deepxde(
     final = (recorder.last[1] if recorder.last and recorder.last[0] == steps_done
              else relative_errors(predict(x_test), u_test))
     params = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    finite = np.isfinite(final.rel_l2) and all(bool(torch.isfinite(v).all()) for v in params.values())
+    # (the prediction, not rel_l2: that is NaN too when u* makes it undefined)
+    finite = bool(torch.isfinite(final.prediction).all()) and all(bool(torch.isfinite(v).all())
+                                                                   for v in params.values())
+    status, message = with_reference(
+        *(("ok", "") if finite else
+          ("nonfinite", "DeepXDE training diverged: non-finite parameters or error (lower trainer.lr).")),
+        reference_problem(u_test))
     return DeepXDEResult(
         final=final,
         test_inputs=x_test,
@@ -275,6 +281,6 @@ def solve_with_deepxde(
         stats={"steps_per_second": steps_done / (seconds - recorder.eval_seconds) if steps_done else 0.0,
                "wall_s": seconds, "steps_done": float(steps_done),
                "peak_mem_mb": peak_memory_mb(next(net.parameters()).device)},
-        status="ok" if finite else "nonfinite",
-        message="" if finite else "DeepXDE training diverged: non-finite parameters or error (lower trainer.lr)",
+        status=status,
+        message=message,
     )

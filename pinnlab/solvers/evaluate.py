@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +21,8 @@ EVAL_ELEMENT_BUDGET = 2**24
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Errors of u against u* at test points; ``prediction`` is `(N,)`."""
+    """Errors of u against u* at test points; ``prediction`` is `(N,)`. ``rel_l2`` and
+    ``rel_l1`` are NaN when u* makes them undefined (see :func:`reference_problem`)."""
 
     rel_l2: float
     rel_l1: float
@@ -78,17 +80,57 @@ def predict(
         return problem.equation.solution(x, smoothed)
 
 
+def reference_problem(exact: Tensor) -> str:
+    """Why relative errors against the exact values ``exact`` `(N,)` are undefined, or "".
+
+    They divide by ‖u*‖, taken in float64: u* that is not finite (e.g. it overflowed
+    ``exact``'s dtype), that is 0 at every point (e.g. it underflowed), or whose norm's
+    squares overflow or underflow float64 (|u*| beyond about 1e154, or all below
+    1e-154) makes the quotient inf or NaN whatever the prediction. A norm that is
+    finite and positive rules out all of these (an inf or NaN value makes it inf or NaN).
+    """
+    values = exact.detach().double()
+    norm = float(values.norm())
+    if 0 < norm < math.inf:
+        return ""
+    n, dtype = values.numel(), str(exact.dtype).replace("torch.", "")
+    bad = int((~torch.isfinite(values)).sum())
+    if bad:
+        return f"u* is not finite (inf or NaN) at {bad} of the {n} test points in {dtype}"
+    if not values.any():
+        return f"u* is 0 at every one of the {n} test points in {dtype} (underflowed, or zero there)"
+    largest = float(values.abs().max())
+    if norm == 0:
+        return f"‖u*‖ underflows to 0 in float64 (|u*| at most {largest:.3g} at the {n} test points)"
+    return f"‖u*‖ overflows float64 (|u*| up to {largest:.3g} at the {n} test points)"
+
+
+def with_reference(status: str, message: str, reference: str) -> tuple[str, str]:
+    """The status and message of a run that ended with ``status`` and ``message`` and whose
+    test set's u* has the :func:`reference_problem` ``reference`` ("" for none): an "ok"
+    run becomes "invalid_reference"; another status stays, its message saying both."""
+    if not reference:
+        return status, message
+    undefined = f"rel_l2 and rel_l1 are undefined (NaN): {reference}."
+    if status == "ok":
+        return "invalid_reference", f"{undefined} The training itself ended normally."
+    return status, f"{message} Also, {undefined}"
+
+
 def relative_errors(prediction: Tensor, exact: Tensor) -> Evaluation:
     """Relative L2, relative L1 and max error of ``prediction`` against ``exact`` (one shape:
-    an `(N,)` against an `(N, 1)` would broadcast to `(N, N)` and give a wrong number)."""
+    an `(N,)` against an `(N, 1)` would broadcast to `(N, N)` and give a wrong number).
+    The relative errors are NaN when :func:`reference_problem` finds them undefined (an
+    inf from ‖u*‖ = 0 would read as a result)."""
     if prediction.shape != exact.shape:
         raise ValueError(f"prediction of shape {tuple(prediction.shape)} and exact values of shape "
                          f"{tuple(exact.shape)}: need one shape, `(N,)`")
     err = (prediction - exact).double()
+    undefined = bool(reference_problem(exact))
     exact = exact.double()
     return Evaluation(
-        rel_l2=float(err.norm() / exact.norm()),
-        rel_l1=float(err.abs().sum() / exact.abs().sum()),
+        rel_l2=math.nan if undefined else float(err.norm() / exact.norm()),
+        rel_l1=math.nan if undefined else float(err.abs().sum() / exact.abs().sum()),
         max_err=float(err.abs().max()),
         prediction=prediction.detach(),
     )

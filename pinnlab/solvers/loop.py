@@ -18,7 +18,7 @@ from torch import Tensor
 from pinnlab._checks import check_integer
 from pinnlab._typing import Params, tensor_leaves
 from pinnlab.losses.hybrid import Hybrid, PlateauState, SwitchOnPlateau
-from pinnlab.solvers.evaluate import Evaluation, evaluate
+from pinnlab.solvers.evaluate import Evaluation, evaluate, reference_problem, with_reference
 from pinnlab.solvers.optim import AbstractOptimizer, Adam
 from pinnlab.solvers.problem import PINNProblem
 from pinnlab.solvers.progress import Progress
@@ -105,9 +105,13 @@ class TrainState:
 class TrainResult:
     """What :func:`train` returns.
 
-    ``status`` is ``"ok"`` or ``"nonfinite"`` (``message`` then says at which step the
+    ``status`` is ``"ok"``, ``"nonfinite"`` (``message`` then says at which step the
     loss, the updated parameters or optimizer state, or the loss weights became NaN/Inf;
-    ``params`` and ``state`` are those after the last step that kept all of them finite).
+    ``params`` and ``state`` are those after the last step that kept all of them finite)
+    or ``"invalid_reference"`` (the training ran, but the test set's u* is not finite or
+    is 0 everywhere in the run's dtype, so the relative errors are NaN; ``message`` says
+    why). A nonfinite run with such a reference stays ``"nonfinite"``, its message
+    saying both.
     """
 
     params: Params
@@ -240,7 +244,9 @@ def train(
     ``eval_every`` steps and at the end on a fixed test set drawn from the problem
     seed, switches hybrid losses, stops as soon as a step gives a non-finite loss,
     parameters, optimizer state or loss weights (checked before the step is kept, in
-    the step's single device read) keeping the last finite state, and hands a :class:`TrainState` to ``on_checkpoint`` every
+    the step's single device read) keeping the last finite state, ends with status
+    ``"invalid_reference"`` when the test set's u* is not finite or is 0 everywhere (its
+    relative errors are NaN), and hands a :class:`TrainState` to ``on_checkpoint`` every
     ``checkpoint_every`` steps: a snapshot that the steps after it leave as it is.
     Passing that state back as ``state`` continues the run and gives bit-identical
     results on the same machine; the state passed in is not changed either (the run
@@ -289,7 +295,8 @@ def train(
         x_test = problem.equation.test_set(test_points, device=device, dtype=dtype)
         # u* in float64 block by block: exact(x_test.double()) copied the whole test set to
         # float64 and made the closed form's temporaries for all of it (16 GB at d = 10⁵)
-        u_test = problem.equation.exact_values(x_test).to(dtype)
+        u_float64 = problem.equation.exact_values(x_test)
+        u_test = u_float64.to(dtype)
     else:
         x_test, u_test = (t.to(device=device, dtype=dtype) for t in test_set)
         # an (N, 1) u* would broadcast against the (N,) prediction into wrong errors
@@ -297,6 +304,12 @@ def train(
         if u_test.shape != (x_test.shape[0],):
             raise ValueError(f"test_set: the exact values must have shape ({x_test.shape[0]},), one per point, "
                              f"got {tuple(u_test.shape)}")
+    # relative errors against a u* that overflowed or underflowed are undefined (NaN in
+    # every evaluation): the residual loss does not need u*, so the run trains, but it
+    # cannot end "ok"
+    reference = reference_problem(u_test)
+    if reference and test_set is None and dtype == torch.float32 and not reference_problem(u_float64):
+        reference += "; float64 holds it (trainer.dtype: float64)"
 
     params = problem.init_params(device=device, dtype=dtype)
     if state is None:
@@ -443,6 +456,7 @@ def train(
         bar.close()
     if last_eval is None or status != "ok":
         last_eval = run_eval(state.step)
+    status, message = with_reference(status, message, reference)
     stats = {
         "steps_per_second": state.timed_steps / state.train_seconds if state.train_seconds else 0.0,
         "wall_s": state.wall_s,

@@ -25,6 +25,7 @@ from pinnlab.estimators import Autograd, SteinAntithetic
 from pinnlab.estimators.base import Value
 from pinnlab.losses import Hybrid
 from pinnlab.solvers import Constant, PINNProblem, make_train_step, resolve_device
+from pinnlab.solvers.evaluate import reference_problem
 
 COLLOCATION = "collocation_weight"
 WEIGHT_RANGE = (1e-3, 1e3)
@@ -265,6 +266,10 @@ def make_outer_loss(config: Config, problem: PINNProblem, to_hyperparams, observ
                                   dtype=torch.float64).to(device=device, dtype=dtype)
     if spec.kind == "reference":
         exact = equation.exact_values(points).to(dtype)
+        reference = reference_problem(exact)
+        if reference:  # the objective divides by ‖u*‖²: NaN or inf at every φ
+            raise ConfigError(f"tune.objective: kind reference needs a usable exact solution, but {reference}; "
+                              "use another objective, more objective.points or trainer.dtype: float64")
         norm = (exact ** 2).sum()
 
         def outer(theta, phi):
