@@ -123,6 +123,12 @@ def _restore(obj):
     return obj
 
 
+def _to_device(tree, device: torch.device):
+    """``tree`` with every tensor moved to ``device`` (its other leaves kept)."""
+    tensors, rebuild = tensor_leaves(tree)
+    return rebuild([t.to(device) for t in tensors])
+
+
 def optimize(
     problem: BilevelProblem,
     phi: Phi,
@@ -154,10 +160,11 @@ def optimize(
 
     Checkpoints (every ``checkpoint_every`` outer steps, atomic, ``weights_only``-safe)
     hold φ, the meta-optimizer state, θ and its optimizer state, the method state and
-    the history; ``resume=True`` continues from ``checkpoint`` exactly. ``metadata``
-    (e.g. a config hash) is stored with them; resuming with other metadata, or from a
-    damaged checkpoint or one that does not fit this run (other tunables or θ shapes, an
-    outer step beyond ``steps``), raises :class:`~pinnlab.io.CheckpointError`.
+    the history; ``resume=True`` continues from ``checkpoint`` exactly, every restored
+    tensor on φ's device (a run on a GPU resumes there). ``metadata`` (e.g. a config
+    hash) is stored with them; resuming with other metadata, or from a damaged
+    checkpoint or one that does not fit this run (other tunables or θ shapes, an outer
+    step beyond ``steps``), raises :class:`~pinnlab.io.CheckpointError`.
     ``time_budget`` (seconds > 0; None: no limit): an outer step starts only if the mean
     length of this call's finished ones says it ends within that many seconds
     (:class:`pinnlab._budget.Budget`; wall-clock, so not reproducible across machines).
@@ -253,10 +260,13 @@ def optimize(
                        opt_template.state_dict()["state"])
             opt.load_state_dict(data["meta_optimizer"])
             history = data["history"]
-            theta_state = _restore(data["theta_state"])
+            # the checkpoint is read onto the CPU; θ, its optimizer state and an outer
+            # algorithm's iterates go to the run's device, φ's (as the estimators take it)
+            device = next(iter(fresh.values())).device
+            theta_state = _to_device(_restore(data["theta_state"]), device)
             if theta_state is not None:  # the warm start (θ, its optimizer state), built like θ_0's
                 check_fits(checkpoint, "theta_state", theta_state, initial)
-            method_state = {int(k): v for k, v in _restore(data["method_state"]).items()}
+            method_state = {int(k): v for k, v in _to_device(_restore(data["method_state"]), device).items()}
             # an outer algorithm's iterates, built like those it starts from (slots as in the loop)
             slots = {1 if isinstance(method, TwoPhase) and m is method.then else 0: m for m in outer}
             check_fits(checkpoint, "method_state", method_state,

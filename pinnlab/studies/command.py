@@ -62,7 +62,7 @@ def _finite_or_null(value):
 
 def run(args) -> int:
     from pinnlab import config as configuration
-    from pinnlab.cli import UsageError, _output_checks
+    from pinnlab.cli import UsageError, _output_checks, run_inputs
 
     try:
         config = configuration.load(args.config, args.overrides)
@@ -71,15 +71,36 @@ def run(args) -> int:
     if "study" not in config.sections:
         raise UsageError("config error: study: required section is missing for `pinnlab study`")
     output = Path(args.output)
-    _output_checks(output, overwrite=args.overwrite)
-    _check_other_outputs(output, args, config.study.kind)
+    reads = run_inputs(args.config, config)
+    _output_checks(output, overwrite=args.overwrite, reads=reads)
+    _check_other_outputs(output, args, config.study.kind, reads)
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be >= 1")
     if args.workers is not None and config.study.kind == "estimator":
         raise UsageError("--workers: an estimator study runs in one process (the option is for training studies)")
+    runs = _validated_runs(config, args)
     if config.study.kind == "estimator":
-        return _estimator(config, output, args)
+        return _estimator(config, output, args, runs)
     return _training(config, output, args)
+
+
+def _validated_runs(config, args) -> dict:
+    """Every run of the study (label → config), validated and built, each on a device this
+    machine has: refused as ``pinnlab solve`` refuses them (one line, exit 2), before any
+    work or output file (a training study's cells found an unavailable device only in
+    their worker, with a traceback)."""
+    from pinnlab import config as configuration
+    from pinnlab.cli import UsageError
+    from pinnlab.solvers import resolve_device
+    from pinnlab.studies.spec import study_runs, validate_runs
+
+    try:
+        runs = validate_runs(args.config, study_runs(config), args.overrides)
+        for run in runs.values():
+            resolve_device(run.trainer.device)
+    except (configuration.ConfigError, ValueError) as err:
+        raise UsageError(f"config error: {err}") from None
+    return runs
 
 
 def table_paths(output: Path) -> tuple[Path, Path]:
@@ -93,7 +114,7 @@ def cell_directory(output: Path) -> Path:
     return Path(str(output) + ".cells")
 
 
-def _check_other_outputs(output: Path, args, kind: str) -> None:
+def _check_other_outputs(output: Path, args, kind: str, reads) -> None:
     """The files a study writes besides ``-o`` (a training study's tables, ``--json``) follow
     the rule of ``-o``: checked before any work, an existing one is replaced only with
     ``--overwrite``, none may be a directory or another output of the same study."""
@@ -114,15 +135,14 @@ def _check_other_outputs(output: Path, args, kind: str) -> None:
         if path.resolve() in taken:
             raise UsageError(f"{where} is the same file as {taken[path.resolve()]}; choose another name")
         taken[path.resolve()] = where
-        _output_checks(path, overwrite=args.overwrite, what=what, checkpoint=False)
+        _output_checks(path, overwrite=args.overwrite, what=what, checkpoint=False, reads=reads)
 
 
-def _estimator(config, output, args) -> int:
+def _estimator(config, output, args, runs) -> int:
     import h5py
     import torch
 
     from pinnlab import config as configuration
-    from pinnlab.cli import UsageError
     from pinnlab.io import atomic_path
     from pinnlab.io.results import _versions
     from pinnlab.solvers import train
@@ -132,14 +152,9 @@ def _estimator(config, output, args) -> int:
         fit_slopes,
         run_estimator_study,
     )
-    from pinnlab.studies.spec import study_runs, validate_runs
 
     study = config.study
     dims = study.dims or [config.equation.dim]
-    try:
-        runs = validate_runs(args.config, study_runs(config), args.overrides)
-    except configuration.ConfigError as err:
-        raise UsageError(f"config error: {err}") from None
     if study.init not in ("fresh", "trained"):
         _check_init_file(study.init, config, dims)
     dtype = getattr(torch, config.trainer.dtype)
@@ -150,12 +165,14 @@ def _estimator(config, output, args) -> int:
             problem, kwargs = configuration.build(runs[f"d={dim}"])
             _log(f"pretraining the network at d={dim} for {kwargs['steps']} steps")
             result = train(problem, **kwargs, progress="off")
-            if result.status != "ok":  # a study of a diverged network's estimates is all NaN
+            # a study of a diverged network's estimates is all NaN; a network whose test
+            # errors are undefined (status invalid_reference) is a trained one
+            if result.status == "nonfinite":
                 print(f"pinnlab: error: the pretraining at d={dim} did not end ok ({result.message}); the "
                       "study needs a trained network, so none was written (lower trainer.lr or "
                       "trainer.steps, or use study.init: fresh)", file=sys.stderr)
                 return 1
-            params = {k: v.detach().to(device="cpu", dtype=dtype) for k, v in result.params.items()}
+            params = {k: v.detach().to(dtype=dtype) for k, v in result.params.items()}
             pretrained[dim] = result.final.rel_l2
             _log(f"pretrained network: rel_l2={result.final.rel_l2:.3e}")
         elif study.init != "fresh":
@@ -171,7 +188,7 @@ def _estimator(config, output, args) -> int:
             reference_samples=study.reference_samples, reference_replicates=study.reference_replicates,
             problem_seed=config.equation.seed, init_seed=config.trainer.seed,
             equation_parameters=config.equation.parameters(), params=params,
-            dtype=dtype, unbiased_samples=study.unbiased_samples,
+            dtype=dtype, device=config.trainer.device, unbiased_samples=study.unbiased_samples,
             time_smoothing=config.estimator.time_smoothing, time_sigma=config.estimator.time_sigma,
             chunk_size=config.estimator.chunk_size,
             **config.model.model_dump(),  # every model option, as the solver's network gets them
@@ -231,7 +248,7 @@ def _check_init_file(path: str, config, dims) -> None:
             stored = fh.attrs["config"]
             status = fh.attrs.get("status", "ok")
             status = status.decode() if isinstance(status, bytes) else str(status)
-            if status != "ok":
+            if status not in ("ok", "invalid_reference"):
                 refuse(f"its training did not end ok (status {status}), so its network is not a trained one")
             group = fh.get("params")
             if not isinstance(group, h5py.Group):

@@ -86,6 +86,9 @@ class EstimatorStudySpec:
     equation_parameters: dict = field(default_factory=dict)
     params: dict | None = None
     dtype: torch.dtype = torch.float64
+    device: str | torch.device = "cpu"
+    """where the network's parameters, the points and the noise live: ``"cpu"``, ``"cuda"``,
+    ``"auto"`` (CUDA when available), ... (the config's ``trainer.device``)."""
     unbiased_samples: str = "split"
     """``split``: the unbiased loss's two residual draws get K/2 samples each, so both
     losses use K noise samples per evaluation (equal cost); ``same``: K per draw."""
@@ -370,22 +373,27 @@ def _stein(spec: EstimatorStudySpec, equation, sigma: float, num_samples: int, n
 def run_estimator_study(spec: EstimatorStudySpec, progress: Callable[[str], None] | None = None) -> dict:
     """Run the study; returns ``{"records": [...], "slopes": {...}}`` (JSON-ready)."""
     from pinnlab.config import ModelSection, make_network
+    from pinnlab.solvers import resolve_device
 
     model = ModelSection(**{key: getattr(spec, key) for key in ModelSection.model_fields})
+    device = resolve_device(spec.device)
     records = []
     for dim in spec.dims:
         equation = make_equation(spec.equation, dim, seed=spec.problem_seed, **spec.equation_parameters)
         net = make_network(model, equation.input_dim, seed=spec.init_seed, dtype=spec.dtype)
-        params = {k: v.detach() for k, v in net.named_parameters()}
+        # the parameters on the device, as the solver's (functional_call reads them, not the module's)
+        params = {k: v.detach().to(device) for k, v in net.named_parameters()}
         if spec.params is not None:
-            params = {k: torch.as_tensor(v, dtype=spec.dtype) for k, v in spec.params.items()}
+            params = {k: torch.as_tensor(v, dtype=spec.dtype, device=device) for k, v in spec.params.items()}
+        # fixed points drawn on the CPU, as the solver's test set: the same on every device
         x = equation.sample_collocation(spec.points, generator=make_generator(spec.problem_seed, "study-points"),
-                                        dtype=spec.dtype)
+                                        dtype=spec.dtype).to(device)
         quantities = _Quantities(equation, net, params, x)
         for sigma in spec.sigmas:
             reference_estimator = _stein(spec, equation, sigma, spec.reference_samples, "independent")
             ref = _moments(
-                lambda i: quantities.all(reference_estimator, make_generator(spec.problem_seed, "reference", dim, i),
+                lambda i: quantities.all(reference_estimator,
+                                         make_generator(spec.problem_seed, "reference", dim, i, device=device),
                                          "unbiased", spec.quantities),
                 spec.reference_replicates,
             )
@@ -395,7 +403,9 @@ def run_estimator_study(spec: EstimatorStudySpec, progress: Callable[[str], None
                 per_draw = k // 2 if loss == "unbiased" and spec.unbiased_samples == "split" else k
                 estimator = _stein(spec, equation, sigma, per_draw, noise)
                 est = _moments(
-                    lambda i: quantities.all(estimator, make_generator(spec.problem_seed, "study", dim, k, noise, loss, i),
+                    lambda i: quantities.all(estimator,
+                                             make_generator(spec.problem_seed, "study", dim, k, noise, loss, i,
+                                                            device=device),
                                              loss, spec.quantities),
                     spec.replicates,
                 )

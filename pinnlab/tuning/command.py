@@ -115,7 +115,7 @@ def run(args) -> int:
     import torch
 
     from pinnlab import config as configuration
-    from pinnlab.cli import CHECKPOINT_SUFFIX, EXIT_FAILED, EXIT_OK, UsageError, _output_checks
+    from pinnlab.cli import CHECKPOINT_SUFFIX, EXIT_FAILED, EXIT_OK, UsageError, _output_checks, run_inputs
     from pinnlab.bilevel.distributed import environment_world_size, init_from_environment, local_device
     from pinnlab.io.checkpoint import CheckpointError, config_hash
     from pinnlab.solvers import resolve_device
@@ -136,7 +136,7 @@ def run(args) -> int:
         raise UsageError(f"config error: {err}") from None
     output = Path(args.output)
     checkpoint = Path(str(output) + CHECKPOINT_SUFFIX)
-    _output_checks(output, overwrite=args.overwrite)
+    _output_checks(output, overwrite=args.overwrite, reads=run_inputs(args.config, config))
     # a single-level joint fit is one training run without checkpoints; --resume restarts it
     checkpoint_path = None if config.tune.method == "joint" else checkpoint
     if args.resume and checkpoint_path is not None and not checkpoint.is_file():

@@ -253,6 +253,20 @@ def test_data_objective_without_observations_and_resume_without_checkpoint(tmp_p
     assert "no checkpoint" in capsys.readouterr().err
 
 
+def test_an_output_that_is_a_file_the_tuning_reads_is_refused(tmp_path, capsys):
+    """``-o`` naming the observation file (or the config) replaced it with the result."""
+    observations = tmp_path / "obs.h5"
+    save_observations(observations, torch.rand(30, 3, dtype=torch.float64), torch.rand(30, dtype=torch.float64))
+    cfg = _write(tmp_path, TINY.replace("data: {source: synthetic, points: 30, noise: 0.01, seed: 0}",
+                                        f"data: {{source: {observations}}}"))
+    before = observations.read_bytes(), cfg.read_bytes()
+    for output, what in ((observations, "data.source"), (cfg, "the config")):
+        assert main(["tune", str(cfg), "-o", str(output), "--overwrite"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"is {what}, which this run reads" in err, err
+    assert (observations.read_bytes(), cfg.read_bytes()) == before
+
+
 @pytest.mark.parametrize("suffix", [".h5", ".npz", ".csv"])
 def test_observation_files_round_trip(tmp_path, suffix):
     x = torch.randn(7, 3, dtype=torch.float64)
