@@ -8,6 +8,7 @@ exit code 2, before any work starts and without touching existing files.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -338,13 +339,30 @@ def _size_problem(err: BaseException) -> str | None:
     return None
 
 
+def _output_lock(args):
+    """The lock a solve, tune or study holds on its ``-o`` while it runs
+    (:func:`pinnlab.io.atomic.output_lock`); under torchrun only rank 0 writes, so only it
+    locks."""
+    from pinnlab.io.atomic import output_lock
+
+    output = getattr(args, "output", None)
+    if args.command not in COMMAND_SIZE_SETTINGS or output is None or os.environ.get("RANK", "0") != "0":
+        return contextlib.nullcontext()
+    return output_lock(output)
+
+
 def _run(args) -> int:
     """Run the subcommand; a solve, tune or study whose sizes this machine cannot hold
     ends as bad input (one line naming the size settings, exit code 2) instead of a
     traceback. The commands replace an existing result or checkpoint only by writing a
     new one, so a run stopped this way leaves both as they were."""
+    from pinnlab.io.atomic import OutputBusy
+
     try:
-        return COMMANDS[args.command][1](args)
+        with _output_lock(args):
+            return COMMANDS[args.command][1](args)
+    except OutputBusy as err:
+        raise UsageError(str(err)) from None
     except (OverflowError, MemoryError, RuntimeError, TypeError) as err:
         problem = _size_problem(err) if args.command in COMMAND_SIZE_SETTINGS else None
         if problem is None:

@@ -209,6 +209,31 @@ def test_plot_of_a_damaged_result_is_one_line_and_leaves_the_directory_as_it_was
     assert (figures / "curves.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_a_second_run_to_an_output_being_written_is_refused(tmp_path, capsys):
+    """Two runs to one -o both ended ok: the later replaced the earlier's result and each
+    removed the checkpoint the other was writing. While one holds the output's lock
+    (here this test, as a run would) another solve, tune or study to it is refused in one
+    line, exit 2, without touching it; the lock file goes when its run ends, and a lock file
+    left by a killed run locks nothing."""
+    from pinnlab.io.atomic import output_lock
+
+    cfg = _config(tmp_path, steps=20)
+    out = tmp_path / "run.h5"
+    out.write_bytes(b"precious")
+    lock = tmp_path / ".run.h5.lock"
+    with output_lock(out):
+        assert lock.exists()
+        for command in ("solve", "tune", "study"):
+            assert _run([command, cfg, "-o", out, "--overwrite"]) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and "another pinnlab run is writing" in err, err
+        assert out.read_bytes() == b"precious"
+    assert not lock.exists()
+    lock.write_bytes(b"")  # left by a killed run
+    assert _run(["solve", cfg, "-o", out, "--overwrite", "--progress", "off"]) == 0
+    assert not lock.exists() and h5py.is_hdf5(out)
+
+
 def test_outputs_that_are_not_regular_files_are_refused_before_the_work(tmp_path, capsys):
     """--overwrite renamed the result over a FIFO (or, as root, /dev/null); a directory
     where the checkpoint goes failed with a traceback at the first checkpoint, after the

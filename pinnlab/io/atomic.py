@@ -37,6 +37,55 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+class OutputBusy(RuntimeError):
+    """Another process holds the lock of an output (:func:`output_lock`)."""
+
+
+@contextlib.contextmanager
+def output_lock(output: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on writing ``output`` (and its checkpoint) while the body runs;
+    raise :class:`OutputBusy` at once if another process holds it. Two runs to one output
+    both ended "ok": the later replaced the earlier's result, and each removed the
+    checkpoint the other was writing. The lock is ``flock`` on a hidden ``.NAME.lock``
+    next to ``output``, released when the process ends however it ends (a left-over file
+    locks nothing) and removed when the body is done. Without ``fcntl`` (not POSIX) no
+    lock is taken."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    output = Path(output)
+    if not output.name:  # "" or "/": no file to guard (the run's checks refuse it)
+        yield
+        return
+    path = output.with_name(f".{output.name[:200]}.lock")
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:  # no such directory, not writable: nothing to guard (the run's checks say why)
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputBusy(f"another pinnlab run is writing {str(output)!r} (it holds {str(path)!r}); "
+                             "wait for it or choose another output") from None
+        try:  # the holder before us may have removed the file after we opened it: lock the new one
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        os.close(fd)
+
+
 def check_writable_directory(target: str | Path) -> None:
     """Raise ``PermissionError``/``FileNotFoundError`` if ``target`` cannot be created."""
     directory = Path(target).resolve().parent
