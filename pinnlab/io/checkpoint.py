@@ -61,7 +61,13 @@ def comparable_config(config: Mapping[str, Any]) -> str:
 def config_hash(config_yaml: str) -> str:
     """SHA-256 of :func:`comparable_config` of the resolved config ``config_yaml`` (its
     YAML): what a checkpoint records of its run, and what a resume must match."""
-    return hashlib.sha256(comparable_config(yaml.safe_load(config_yaml)).encode()).hexdigest()
+    try:
+        config = yaml.safe_load(config_yaml)
+    except yaml.YAMLError:
+        config = None
+    # (a library caller's own text that is no config mapping is hashed as it is)
+    text = comparable_config(config) if isinstance(config, Mapping) else config_yaml
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def read_checkpoint(path: str | Path, *, metadata: Any = None,
