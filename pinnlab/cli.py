@@ -191,6 +191,8 @@ def cmd_plot(args) -> int:
         except Exception as err:  # whatever the file holds that cannot be drawn is bad input
             if created:
                 shutil.rmtree(outdir, ignore_errors=True)
+            if isinstance(err, MemoryError):  # the machine, not the file
+                raise
             detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
             raise UsageError(f"cannot plot {str(path)!r}: {type(err).__name__}"
                              + (f": {detail}" if detail else "")) from None
