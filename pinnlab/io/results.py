@@ -19,7 +19,11 @@ Schema (one file per run; gzip-compressed datasets)::
                             sampler="test_set", problem_seed, test_points regenerate it
     /eval/radius            ‖x‖ of each test point (unit-ball problems)
     /slices/main/grid_a, grid_b, u_pred[na, nb], u_true, abs_err      attrs: dims, labels, others
-                            (the coordinates not on the slice: "zero" or "median", see plan_slice)
+                            (the coordinates not on the slice: "zero" or "median", see plan_slice),
+                            noise (u_pred's Stein noise: "shared", one set of K vectors for
+                            all points, see result_slice; "none": no noise), samples (K),
+                            reference_samples (Monte Carlo u* with fewer samples than the
+                            test set's, see compute_slice)
     /radial/r, abs_err, rel_err, count                                (unit-ball problems)
     /params/<name>          the final network parameters
 
@@ -42,9 +46,11 @@ that of the smoothed model u = A·u_σ + B with ``estimator.eval_samples`` sampl
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +63,10 @@ from pinnlab.io.atomic import atomic_path
 
 MAX_STORED_INPUTS = 10**7
 SLICE_POINTS = 64
+#: most Monte Carlo samples of a slice's u* (hjb_rosenbrock's Cole–Hopf reference, 2·10⁵ for
+#: the test set): 4,096 points took 33 min at d = 40 with 2·10⁵ samples, 3.6 min with 2·10⁴,
+#: whose error is about 1.5 % of u* at d = 40 (0.45 % at d = 10), root mean square
+SLICE_REFERENCE_SAMPLES = 20_000
 
 
 def _versions() -> dict[str, str]:
@@ -93,7 +103,9 @@ class SliceGrid:
     coordinates ``dims`` replaced by the grid values; point ``i·nb + j`` lies at
     (``grid_a[i]``, ``grid_b[j]``). The 64×64 grid as one `(4096, D)` float64 matrix is
     3.3 GB at d = 10⁵; a slice needs only the base point and the two grids.
-    ``inside`` `(na, nb)` marks the points inside the domain (the unit ball)."""
+    ``inside`` `(na, nb)` marks the points inside the domain (the unit ball).
+    ``evaluation``: how :func:`compute_slice` computed u and u* there (the result file's
+    slice attributes noise, samples, reference_samples); empty for :func:`plan_slice`'s."""
 
     base: torch.Tensor
     grid_a: torch.Tensor
@@ -101,6 +113,7 @@ class SliceGrid:
     dims: tuple[int, int]
     labels: tuple[str, str]
     inside: torch.Tensor
+    evaluation: Mapping[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.grid_a) * len(self.grid_b)
@@ -273,6 +286,11 @@ def write_solve_result(path: str | Path, *, config, problem, result, slice_data=
             sl.attrs["dims"] = np.asarray(dims)
             sl.attrs["labels"] = np.asarray(labels, dtype=h5py.string_dtype())
             sl.attrs["others"] = "zero" if is_unit_ball(equation) else "median"  # as slice_grid fixes them
+            # a SliceGrid from compute_slice says how it evaluated; other slices (DeepXDE's
+            # network, points given as a tensor) are the network's own values
+            evaluation = inputs.evaluation if isinstance(inputs, SliceGrid) else {}
+            for key, value in (evaluation or {"noise": "none"}).items():
+                sl.attrs[key] = value
             shape = (len(grid_a), len(grid_b))
             mask = inside.numpy()
             p = np.where(mask, pred.double().cpu().numpy().reshape(shape), np.nan)
@@ -303,12 +321,25 @@ def compute_slice(problem, params, x_test, *, num_samples=None, seed=0, sigma=No
     them with the generator ``(seed, "slice")``. ``sigma`` overrides the estimator's σ
     (scalar or per coordinate) as in :func:`~pinnlab.solvers.evaluate.predict`: pass the
     σ the run trained and evaluated with (``hyperparams["sigma"]``, e.g. a tuned σ), so
-    the slice shows the same model.
+    the slice shows the same model. The noise is ``problem``'s (:func:`result_slice`
+    passes shared noise).
+
+    u* from a Monte Carlo reference (hjb_rosenbrock) takes at most
+    :data:`SLICE_REFERENCE_SAMPLES` samples: with the test set's it cost more than the
+    rest of a shrunk run. ``grid.evaluation`` records the noise, K and such a sample count.
     """
     from pinnlab._seeding import make_generator
+    from pinnlab.estimators.stein import SteinAntithetic
     from pinnlab.solvers.evaluate import predict
 
     grid = plan_slice(problem.equation, x_test)
+    reference = problem.equation
+    evaluation: dict[str, Any] = {"noise": "none"}  # autograd, Hutchinson: the network's own value
+    if isinstance(problem.estimator, SteinAntithetic):
+        evaluation = {"noise": problem.estimator.noise, "samples": num_samples or problem.estimator.num_samples}
+    if getattr(reference, "reference_samples", 0) > SLICE_REFERENCE_SAMPLES:
+        reference = reference.with_reference_samples(SLICE_REFERENCE_SAMPLES)
+        evaluation["reference_samples"] = SLICE_REFERENCE_SAMPLES
     device = x_test.device
     dtype = next(iter(params.values())).dtype
     rows, fresh_generator_per_block = _slice_blocks(problem, num_samples, grid.base.numel())
@@ -320,9 +351,10 @@ def compute_slice(problem, params, x_test, *, num_samples=None, seed=0, sigma=No
         inputs = grid.points(start, start + rows)
         preds.append(predict(problem, params, inputs.to(device=device, dtype=dtype), num_samples=num_samples,
                              generator=generator, sigma=sigma))
-        trues.append(problem.equation.exact(inputs))
+        trues.append(reference.exact(inputs))
     pred = torch.cat(preds)
     true = torch.cat(trues).to(pred)
+    grid = dataclasses.replace(grid, evaluation=evaluation)
     return grid, grid.grid_a, grid.grid_b, grid.dims, grid.labels, grid.inside, pred, true
 
 
@@ -355,11 +387,23 @@ def result_slice(problem, result, *, num_samples=None, seed=0, sigma=None):
     """The ``/slices`` data of a finished run: :func:`compute_slice` with pinnlab's smoothed
     model (at ``sigma``, the σ the run's training step and evaluation used, when it is not
     the estimator's own: a tuned σ), or a DeepXDE run's own network
-    (:class:`~pinnlab.solvers.deepxde_adapter.DeepXDEResult`)."""
+    (:class:`~pinnlab.solvers.deepxde_adapter.DeepXDEResult`).
+
+    A Stein estimator evaluates the slice with shared noise, whatever the run's: one set of
+    K vectors ξ for all 4,096 points, so the first layer costs (4096 + b·K)·D·w for the
+    slice's b blocks of points (W(σξ) once a block; b = 10 at d = 10⁴), not 4096·K·D·w:
+    12 s instead of 205 s at d = 10⁴, K = 128, where the slice had cost 5 times the
+    training and evaluation of a 2-step run. Each point's value is still unbiased with the
+    same variance; only the errors of different points are correlated (a smoother
+    picture). The test set's metrics keep the run's noise.
+    """
+    from pinnlab.estimators.stein import SteinAntithetic
     from pinnlab.solvers.deepxde_adapter import DeepXDEResult
 
     if isinstance(result, DeepXDEResult):
         return result.slice_data(problem.equation)
+    if isinstance(problem.estimator, SteinAntithetic) and problem.estimator.noise != "shared":
+        problem = dataclasses.replace(problem, estimator=dataclasses.replace(problem.estimator, noise="shared"))
     with torch.no_grad():
         return compute_slice(problem, result.params, result.test_inputs, num_samples=num_samples, seed=seed,
                              sigma=sigma)
