@@ -136,6 +136,9 @@ class EquationSection(BaseModel):
     dim: Int = Field(ge=1)
     seed: Seed = 0
     constraint: Literal["hard", "soft"] = "hard"
+    module: str | None = None
+    """Where a user's equation is registered (:func:`import_equation_module`): imported
+    before ``name`` is looked up, in every process (a study's workers too)."""
 
     def parameters(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -287,6 +290,8 @@ class Config:
         if self.trainer.backend == "deepxde":  # (which refuses estimator settings)
             out.pop("estimator")
         equation = out.get("equation")
+        if equation is not None and equation.get("module", 0) is None:  # (no user module: as before it existed)
+            del equation["module"]
         if equation is not None and equation["name"] in EQUATIONS:
             defaults = equation_defaults(EQUATIONS[equation["name"]])
             out["equation"] = {**equation, **{k: v for k, v in defaults.items() if k not in equation}}
@@ -658,7 +663,50 @@ def _inapplicable(config: Config) -> list[str]:
             and _get(config, controller) not in values and not _acts_elsewhere(key, config.raw)]
 
 
+def import_equation_module(module: str) -> None:
+    """Import ``module``, whose import registers a user's equation
+    (:func:`pinnlab.equations.register`): a dotted module name, found with the current
+    directory first on the path as ``python -m`` finds it, or the path of a ``.py`` file
+    (relative to the current directory). A file is loaded once per process, under a name
+    made from its resolved path."""
+    import hashlib
+    import importlib.util
+    import sys
+
+    try:
+        if module.endswith(".py"):
+            path = Path(module).resolve()
+            name = f"pinnlab_user_{path.stem}_{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+            if name not in sys.modules:
+                if not path.is_file():
+                    raise FileNotFoundError(f"no file {str(path)!r}")
+                spec = importlib.util.spec_from_file_location(name, path)
+                loaded = importlib.util.module_from_spec(spec)
+                sys.modules[name] = loaded
+                try:
+                    spec.loader.exec_module(loaded)
+                except BaseException:
+                    del sys.modules[name]
+                    raise
+        else:
+            here = os.getcwd()
+            added = "" not in sys.path and here not in sys.path
+            if added:
+                sys.path.insert(0, here)
+            try:
+                importlib.import_module(module)
+            finally:
+                if added:
+                    sys.path.remove(here)
+    except Exception as err:  # whatever the user's module raises is bad input, in one line
+        detail = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"equation.module = {module!r}: cannot import it: {type(err).__name__}"
+                          + (f": {detail}" if detail else "")) from None
+
+
 def _check_equation(section: EquationSection) -> None:
+    if section.module is not None:
+        import_equation_module(section.module)
     if section.name not in EQUATIONS:
         raise ConfigError(
             f"equation.name = {section.name!r}: unknown equation "
