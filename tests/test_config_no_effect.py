@@ -13,22 +13,9 @@ import yaml
 
 from pinnlab import config as C
 from pinnlab.cli import main
+from tests.tuning.test_search_options import WEIGHT
 
-TUNE = """\
-equation: {name: poisson_two_body, dim: 3, seed: 1, constraint: soft}
-model: {width: 4, depth: 2}
-estimator: {samples: 2, eval_samples: 2}
-loss: {kind: biased, weights: {boundary: 1.0e-2}}
-trainer: {steps: 2, eval_every: 2, test_points: 10, batch_size: 4, schedule: constant}
-data: {source: synthetic, points: 10, noise: 0.01}
-tune:
-  method: fg2u
-  options: {num_directions: 1}
-  tunables: {weights.boundary: {}}
-  objective: {kind: data, samples: 2}
-  outer_steps: 2
-  horizon: 2
-"""
+TUNE = WEIGHT  # the smallest fg2u weight-tuning config
 
 DEEPXDE = """\
 equation: {name: poisson_two_body, dim: 3, seed: 1, constraint: soft}
