@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from pinnlab._checks import check_positive
-from pinnlab._typing import Params, tensor_leaves
+from pinnlab._typing import Params, is_transform_wrapped, tensor_leaves
 
 LearningRate = Union[float, Tensor]
 
@@ -210,10 +210,28 @@ class Adam(AbstractOptimizer):
         count = state.count + 1
         c1, c2 = 1 - self.b1**count, 1 - self.b2**count
         new, mu, nu = {}, {}, {}
+        recorded = _recorded(grads, state.mu, state.nu, params, lr)
         for k in params:
-            mu[k], nu[k], _, step = self._moments_and_step(grads[k], state.mu[k], state.nu[k], c1, c2)
-            new[k] = params[k] - lr * step
+            if recorded:
+                mu[k], nu[k], _, step = self._moments_and_step(grads[k], state.mu[k], state.nu[k], c1, c2)
+                new[k] = params[k] - lr * step
+            else:
+                new[k], mu[k], nu[k] = self._plain_step(grads[k], state.mu[k], state.nu[k], params[k], c1, c2, lr)
         return new, AdamState(count, mu, nu)
+
+    def _plain_step(self, g, mu, nu, param, c1, c2, lr):
+        """:meth:`_moments_and_step` and θ − η·step, bit for bit, for tensors no autograd
+        level records: the same operations in the same order, written into the three
+        new tensors and one scratch buffer instead of ~17 temporaries. At d = 10⁴ the first
+        layer holds 1.3·10⁶ weights and the temporaries cost a quarter of a Stein step."""
+        scratch = torch.mul(g, 1 - self.b1)
+        mu = torch.mul(mu, self.b1).add_(scratch)
+        torch.mul(g, 1 - self.b2, out=scratch).mul_(g)
+        nu = torch.mul(nu, self.b2).add_(scratch)
+        # √(v̂) + ε; v ≥ 0, and _sqrt's value is the plain square root's
+        root = torch.div(nu, c2, out=scratch).sqrt_().add_(self.eps)
+        step = torch.div(mu, c1).div_(root).mul_(lr)
+        return torch.sub(param, step, out=step), mu, nu
 
     def tangent(self, grads, state, params, lr, grads_dot, state_dot, params_dot, lr_dot):
         count = state.count + 1
@@ -241,6 +259,14 @@ class Adam(AbstractOptimizer):
         mu = {k[3:]: v for k, v in data.items() if k.startswith("mu/")}
         nu = {k[3:]: v for k, v in data.items() if k.startswith("nu/")}
         return AdamState(int(data["count"]), mu, nu)
+
+
+def _recorded(*trees) -> bool:
+    """Whether autograd or a torch.func transform records operations on any tensor of
+    ``trees`` (then the optimizer must build new tensors out of place)."""
+    leaves = [t for tree in trees for t in (tree.values() if isinstance(tree, dict) else (tree,))
+              if isinstance(t, Tensor)]
+    return any(is_transform_wrapped(t) or (t.requires_grad and torch.is_grad_enabled()) for t in leaves)
 
 
 def _sqrt(x: Tensor) -> Tensor:

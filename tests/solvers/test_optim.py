@@ -69,6 +69,37 @@ def test_update_is_pure_and_state_round_trips(problem):
         assert torch.equal(restored.nu[k], new_state.nu[k])
 
 
+@pytest.mark.parametrize("lr", [1e-3, torch.tensor(3e-3), torch.tensor(2e-3, dtype=torch.float64)])
+def test_adam_in_place_path_is_bitwise_the_recorded_one_and_pure(lr):
+    """Without autograd, Adam writes into its new tensors (the first layer at d = 10⁴ has
+    1.3·10⁶ weights); the values must be those of the out-of-place path, bit for bit, and
+    no input may change: float32, gradients spanning 10⁻⁸…10², coordinates with g = 0."""
+    g = torch.Generator().manual_seed(1)
+    params = {"w": torch.randn(64, 300, generator=g), "b": torch.randn(5, generator=g)}
+    opt = Adam(lr=1.0)
+    plain, plain_state = params, opt.init(params)
+    recorded, recorded_state = params, opt.init(params)
+    for _ in range(6):
+        grads = {k: torch.randn(v.shape, generator=g) * 10.0 ** torch.randint(-8, 3, v.shape, generator=g)
+                 for k, v in params.items()}
+        grads["w"][:3] = 0
+        inputs = [dict(grads), dict(plain), dict(plain_state.mu), dict(plain_state.nu)]
+        copies = [{k: v.clone() for k, v in d.items()} for d in inputs]
+        plain, plain_state = opt.update(grads, plain_state, plain, lr)
+        for d, c in zip(inputs, copies):
+            assert all(torch.equal(d[k], c[k]) for k in d)
+        tracked = {k: v.clone().requires_grad_(True) for k, v in grads.items()}
+        recorded, recorded_state = opt.update(tracked, recorded_state, recorded, lr)
+        assert recorded["w"].requires_grad  # the out-of-place path ran
+        recorded = {k: v.detach() for k, v in recorded.items()}
+        recorded_state = type(recorded_state)(recorded_state.count, *(
+            {k: v.detach() for k, v in m.items()} for m in (recorded_state.mu, recorded_state.nu)))
+        for k in params:
+            assert torch.equal(plain[k], recorded[k])
+            assert torch.equal(plain_state.mu[k], recorded_state.mu[k])
+            assert torch.equal(plain_state.nu[k], recorded_state.nu[k])
+
+
 def test_learning_rate_is_differentiable(problem):
     params, grads = problem
     opt = Adam()
