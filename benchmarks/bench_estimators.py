@@ -16,7 +16,7 @@ avoid, and ``floor_seconds`` divides it by this machine's measured float32 GEMM 
 ``seconds_per_step / floor_seconds`` says how far from the floor a step is. Autograd is
 skipped where a step would exceed a minute or ``MEMORY_LIMIT`` bytes (its cost is about D
 Hessian-vector products, whose graphs all stay alive for the backward pass: time and
-memory both grow about as D², predicted from the largest d measured).
+memory grow as D·(D + H/w), predicted from the largest d measured; ``autograd_growth``).
 
 Usage:
     python benchmarks/bench_estimators.py [--quick] [--json PATH]
@@ -160,14 +160,24 @@ def worker(method: str, dim: int, reps: int) -> dict:
     }
 
 
+def autograd_growth(dim: int, last_dim: int, *, width: int = WIDTH, depth: int = DEPTH) -> float:
+    """How much more an autograd step costs at ``dim`` than at ``last_dim``: D
+    Hessian-vector products whose graphs all stay alive for the backward pass, each a pass
+    over rows of cost d·w + H (H = (depth − 2)·w² + w after the first layer, as in
+    :func:`step_flops`), so time and memory grow as D·(D + H/w): about D² only once
+    D ≫ H/w = 257 (D² from d = 100 predicted 16 GiB at d = 1,000, where a step takes 2.8)."""
+    rest = ((depth - 2) * width * width + width) / width
+    return (dim * (dim + rest)) / (last_dim * (last_dim + rest))
+
+
 def autograd_skip(dim: int, seen: dict[int, tuple[float, int]]) -> str | None:
     """Why an autograd step at ``dim`` is not run (None: run it), predicted from the largest
-    d in ``seen`` (d -> (seconds per step, peak bytes)): D Hessian-vector products whose
-    graphs all stay alive for the backward pass, so time and memory both grow about as D²."""
+    d in ``seen`` (d -> (seconds per step, peak bytes)) by :func:`autograd_growth`."""
     if not seen:
         return None
     last_dim, (last_s, last_bytes) = max(seen.items())
-    seconds, memory = last_s * (dim / last_dim) ** 2, last_bytes * (dim / last_dim) ** 2
+    growth = autograd_growth(dim, last_dim)
+    seconds, memory = last_s * growth, last_bytes * growth
     if seconds > 60 or memory > MEMORY_LIMIT:
         return (f"predicted {seconds:.0f} s and {memory / 2**30:.0f} GiB per step "
                 f"(limits 60 s, {MEMORY_LIMIT / 2**30:.0f} GiB)")
