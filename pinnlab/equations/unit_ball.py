@@ -71,11 +71,15 @@ class _UnitBall(AbstractEquation):
         """(u₂, x·∇u₂, Δu₂), each `(N,)`."""
         if self.body == "two_body":
             xi, xn = x[:, :-1], x[:, 1:]
-            a = xi + torch.cos(xn) + xn * torch.cos(xi)
-            da_i = 1 - xn * torch.sin(xi)
-            da_n = torch.cos(xi) - torch.sin(xn)
-            d2a_i = -xn * torch.cos(xi)
-            d2a_n = -torch.cos(xn)
+            # x_i and x_{i+1} are the same columns shifted by one: cos and sin once per column
+            # (2 transcendental passes over (N, D) instead of 7 over (N, D − 1)), same values
+            cos_x, sin_x = torch.cos(x), torch.sin(x)
+            cos_i, cos_n = cos_x[:, :-1], cos_x[:, 1:]
+            a = xi + cos_n + xn * cos_i
+            da_i = 1 - xn * sin_x[:, :-1]
+            da_n = cos_i - sin_x[:, 1:]
+            d2a_i = -xn * cos_i
+            d2a_n = -cos_n
             sin_a, cos_a = torch.sin(a), torch.cos(a)
             u2 = sin_a @ c
             x_grad = (cos_a * (xi * da_i + xn * da_n)) @ c
@@ -91,8 +95,8 @@ class _UnitBall(AbstractEquation):
         """u₂ alone, `(N,)`: the value of :meth:`_body_terms` by the same operations, without
         the derivatives' temporaries (a third of the work for the two-body solution)."""
         if self.body == "two_body":
-            xi, xn = x[:, :-1], x[:, 1:]
-            return torch.sin(xi + torch.cos(xn) + xn * torch.cos(xi)) @ c
+            cos_x = torch.cos(x)
+            return torch.sin(x[:, :-1] + cos_x[:, 1:] + x[:, 1:] * cos_x[:, :-1]) @ c
         return torch.exp(x[:, :-2] * x[:, 1:-1] * x[:, 2:]) @ c
 
     def exact_with_laplacian(self, x: Tensor, coefficients: Coefficients | None = None):
