@@ -295,9 +295,12 @@ class HJBRosenbrock(_HJB):
         return other
 
     def _cache_key(self, x: Tensor) -> str:
+        """Hash of what the reference depends on: the problem, the points, and torch's
+        version (its CPU normal sampler and float64 kernels make the Monte Carlo draw; a
+        reference cached by another version would not be the one this run would compute)."""
         h = hashlib.sha256()
         h.update(repr((self.name, self.dim, self.seed, self.horizon, self.chain,
-                       self.reference_samples)).encode())
+                       self.reference_samples, torch.__version__)).encode())
         h.update(np.ascontiguousarray(x.detach().cpu().double().numpy()).tobytes())
         return h.hexdigest()[:32]
 

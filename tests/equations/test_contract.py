@@ -283,6 +283,11 @@ def test_rosenbrock_reference_is_cached(tmp_path, monkeypatch):
     with h5py.File(files[0], "r+") as fh:
         fh["u"][0] = float("nan")
     torch.testing.assert_close(HJBRosenbrock(4, seed=2, reference_samples=2000).exact(x), first)
+    # another torch version draws the Monte Carlo samples with its own sampler: not served
+    before = len(list(tmp_path.glob("*.h5")))
+    monkeypatch.setattr(torch, "__version__", "0.0.0+other")
+    HJBRosenbrock(4, seed=2, reference_samples=2000).exact(x)
+    assert len(list(tmp_path.glob("*.h5"))) == before + 1
 
 
 # -- sampler laws (REFERENCE.md §3) ------------------------------------------------------
