@@ -191,8 +191,12 @@ def plot_terms(fh, outdir: Path) -> Path | None:
     negative = False
     for i, name in enumerate(names):
         loss = terms[f"loss_{name}"][...]
-        negative |= bool((loss < 0).any())  # an unbiased residual loss R̂R̂' can be
+        below = loss < 0  # an unbiased residual loss R̂R̂' can be
+        negative |= bool(below.any())
         ax_loss.plot(step, np.abs(loss), "o-", color=f"C{i}", ms=3, label=name)
+        if below.any():  # as plot_curves: the rows drawn as |loss| are marked
+            ax_loss.plot(step[below], -loss[below], "v", color=f"C{i}", mfc="none", ms=8, ls="none",
+                         label=f"{name} < 0 ({int(below.sum())} row{'' if below.sum() == 1 else 's'}), drawn as |loss|")
         ax_weight.plot(step, terms[f"weight_{name}"][...], "o-", color=f"C{i}", ms=3, label=name)
     ax_loss.set_yscale("log")
     ax_loss.set_title("loss terms, unweighted" + (" (absolute values)" if negative else ""))
