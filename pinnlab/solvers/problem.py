@@ -19,6 +19,10 @@ from pinnlab.estimators.base import AbstractDerivativeEstimator, Model
 from pinnlab.losses.base import AbstractLoss
 from pinnlab.losses.hybrid import Hybrid
 
+HYPERPARAMETERS = ("lr", "sigma", "mix", "weights", "coefficients", "collocation_weight")
+"""The keys a training step reads from its ``hyperparams`` (``lr`` by the step, the rest by
+:meth:`PINNProblem.objective`); any other key is refused."""
+
 
 class AbstractLossTerm(abc.ABC):
     """An extra weighted term of the training objective (soft boundary, data, ...).
@@ -127,6 +131,10 @@ class PINNProblem:
         is used, its residual loss scaled by the slice's share of points (so the chunk
         losses add up to the full loss); extra terms are counted in chunk 0 only.
         """
+        stray = sorted(set(hyperparams) - set(HYPERPARAMETERS))
+        if stray:  # a typo ("sigam") would train with the default instead, silently
+            raise ValueError(f"hyperparameters {stray} are not read by the training step "
+                             f"(known: {', '.join(HYPERPARAMETERS)})")
         weights = hyperparams.get("weights", {})
         unknown = sorted(set(weights) - {"residual", *(term.name for term in self.extra_terms)})
         if unknown:  # a typo or a term this problem lacks would silently weigh nothing

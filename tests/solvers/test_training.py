@@ -142,6 +142,16 @@ def test_bad_train_arguments_are_one_error_before_training(kwargs, match):
         train(_problem(dim=3, width=16, batch=8), steps=2, **{"progress": "off", **kwargs})
 
 
+@pytest.mark.parametrize("hyperparams", [{"sigam": 0.1}, {"lr": 1e-3, "weight": {"residual": 2.0}}])
+def test_a_hyperparameter_the_step_does_not_read_is_refused(hyperparams):
+    """A misspelt key trained with the default instead, silently."""
+    problem = _problem(dim=3, width=16, batch=8)
+    with pytest.raises(ValueError, match=r"are not read by the training step \(known: lr, sigma, mix, weights"):
+        train(problem, steps=1, hyperparams=hyperparams, progress="off")
+    params = problem.init_params()
+    problem.objective(params, {"lr": 1e-3, "sigma": 0.1, "weights": {}, "coefficients": {}}, 0, 0)
+
+
 @pytest.mark.parametrize("weights", [{"residul": 10.0}, {"boundary": 10.0}])
 def test_a_weight_for_no_loss_term_is_refused(weights):
     """A typo or a term the problem lacks weighed nothing: the run equalled the unweighted one."""
