@@ -351,6 +351,8 @@ DEPENDENT: dict[str, tuple[str, tuple[Any, ...]]] = {
     # the search baselines save a checkpoint after every trial, joint fitting none
     "tune.checkpoint_every": ("tune.method", tuple(METHODS)),
     "tune.objective.points": ("tune.objective.kind", ("residual", "reference")),
+    # data and reference objectives take u from the training's own estimator
+    "tune.objective.estimator": ("tune.objective.kind", ("residual",)),
 }
 """Keys (``section.key`` or deeper) that act only when another key has one of some
 values: set otherwise they would be ignored, so validation refuses them; the resolved
@@ -849,13 +851,24 @@ def _check_deepxde(config: Config) -> None:
 def _check_tune(config: Config) -> None:
     """``tune:`` settings the tuning would ignore or misread: ``low``/``high`` of a log-scale
     tunable when no search draws from them (a hypergradient method or joint fitting steps
-    log φ without bounds; only a logit transform and a search read them), and a method's
-    flag that is not a boolean (``distributed: abc`` was read as true)."""
+    log φ without bounds; only a logit transform and a search read them), ``init``,
+    ``transform``, ``low`` or ``high`` of the collocation_weight network (its parameters
+    start from its seeded initialisation and are stepped as they are; no search or joint
+    fit takes it), and a method's flag that is not a boolean (``distributed: abc`` was
+    read as true)."""
+    from pinnlab.tuning.setup import COLLOCATION, default_transform
+
     tune = config.tune
     for name, spec in tune.tunables.items():
-        # the default transforms of pinnlab.tuning.setup.make_tunables: log for loss weights, σ, lr
-        log = spec.transform == "log" or (spec.transform is None
-                                          and (name in ("sigma", "lr") or name.startswith("weights.")))
+        if name == COLLOCATION:
+            given = [key for key in ("init", "transform", "low", "high") if getattr(spec, key) is not None]
+            if given:
+                raise ConfigError(f"tune.tunables.{name}.{given[0]}: has no effect on the {name} network, whose "
+                                  "parameters start from its own seeded initialisation (weight 1 everywhere) and "
+                                  "are stepped without a transform or bounds (only width and depth apply); "
+                                  "remove it")
+            continue
+        log = (spec.transform or default_transform(name)) == "log"
         given = [key for key in ("low", "high") if getattr(spec, key) is not None]
         if log and given and tune.method not in SEARCHES:
             raise ConfigError(f"tune.tunables.{name}.{given[0]}: has no effect with tune.method = {tune.method!r}, "
@@ -939,243 +952,6 @@ def _check_loss(config: Config) -> None:
 def load(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     """Read, override and validate a config file."""
     return validate(apply_overrides(load_yaml(path), overrides))
-
-
-# -- sizes this machine cannot hold ---------------------------------------------------------
-TORCH_SIZE_LIMIT = 2**63 - 1
-"""The most elements a torch tensor can have (its sizes are signed 64-bit integers)."""
-
-
-class SizedTensor(typing.NamedTuple):
-    """``copies`` tensors of ``shape`` with ``itemsize``-byte elements that a run certainly
-    makes; ``what`` names them and ``settings`` what to lower in a message. ``host``: on
-    the CPU whatever the run's device."""
-
-    what: str
-    shape: tuple[int, ...]
-    itemsize: int
-    settings: tuple[str, ...]
-    copies: int = 1
-    host: bool = False
-
-    @property
-    def nbytes(self) -> int:
-        return self.copies * math.prod(self.shape) * self.itemsize
-
-
-class _Sizes(typing.NamedTuple):
-    """What the tensors of :func:`memory_moments` are made of: d, D (time included), the
-    network's width and depth and the bytes of the run's dtype."""
-
-    dim: int
-    inputs: int
-    width: int
-    depth: int
-    itemsize: int
-
-    def stein(self, n, samples, noise, graph, what, count, samples_setting) -> list[SizedTensor]:
-        """One Stein estimate at ``n`` points (sized by the settings ``count``): its draw ξ
-        and the hidden activations, each layer's kept for the backward pass under autograd
-        (``graph``), else one layer's."""
-        independent = noise == "independent"
-        draw = (n, samples, self.inputs) if independent else (samples, self.inputs)
-        return [SizedTensor(f"the noise draw ξ of {what}", draw, self.itemsize,
-                            (*(count if independent else ()), samples_setting, "equation.dim")),
-                SizedTensor(f"the hidden activations of {what}", (n, 2, samples, self.width), self.itemsize,
-                            (*count, samples_setting, "model.width", "model.depth"), self.depth - 1 if graph else 1)]
-
-    def hessian_products(self, n, chunk_size, what, count) -> list[SizedTensor]:
-        """Autograd's second derivatives at ``n`` points: one batch of Hessian-vector products."""
-        return [SizedTensor(f"the Hessian-vector products of {what}", (min(chunk_size, self.dim), n, self.inputs),
-                            self.itemsize, (*count, "equation.dim", "estimator.chunk_size"))]
-
-    def points(self, n, what, count, itemsize=None, host=False) -> SizedTensor:
-        return SizedTensor(what, (n, self.inputs), itemsize or self.itemsize, (*count, "equation.dim"), host=host)
-
-
-def memory_moments(config: Config) -> dict[str, list[SizedTensor]]:
-    """The largest tensors a run of ``config`` holds at once, by moment of the run (drawing
-    the test set, a training step, an evaluation, a tuning objective, an estimator study's
-    estimates), from the settings alone: no tensor is made, not even the equation's.
-
-    A lower bound: only tensors that certainly exist together are counted, so that a run
-    whose count exceeds the machine's memory cannot fit. Measured (README "Memory of one
-    Stein step"), a Stein step with independent noise holds its `(N, K, D)` draw for the
-    backward pass, 1.25–1.9 draws in all: counted here are the draw and each hidden layer's
-    `(N, 2, K, w)` activations, not the rest. Every registered equation is of second order
-    (tests/test_config_sizes.py checks it), so autograd's Hessian-vector products and
-    Hutchinson's probes are made at every step.
-    """
-    equation, estimator, trainer = config.equation, config.estimator, config.trainer
-    width, depth = config.model.width, config.model.depth
-    inputs = equation.dim + int(EQUATIONS[equation.name].time_dependent)
-    sizes = _Sizes(equation.dim, inputs, width, depth, 4 if trainer.dtype == "float32" else 8)
-    study = config.sections.get("study")
-    trains = study is None or study.kind == "training" or study.init == "trained"
-    # the network as build makes it (float32, on the CPU); training adds θ in the run's
-    # dtype and the optimizer's moments (DeepXDE: its own network and adam, float32)
-    copies = 1 + (2 if trainer.optimizer == "adam" else int(trainer.momentum > 0))
-    first, hidden = ("model.width", "equation.dim"), ("model.width", "model.depth")
-    held = [SizedTensor("the network's first layer", (width, inputs), 4, first, host=True),
-            SizedTensor("the network's hidden layers", (width, width), 4, hidden, depth - 2, host=True)]
-    if trains:
-        held += [SizedTensor("the first layer's θ and optimizer state", (width, inputs), sizes.itemsize, first,
-                             copies),
-                 SizedTensor("the hidden layers' θ and optimizer state", (width, width), sizes.itemsize, hidden,
-                             copies * (depth - 2))]
-    data = config.sections.get("data")
-    synthetic = data is not None and data.source == "synthetic"
-    if synthetic and (data.train or "tune" in config.sections):  # kept by the run, float64
-        held.append(sizes.points(data.points, "the observations", ("data.points",), 8, host=True))
-
-    out: dict[str, list[SizedTensor]] = {}
-    test = ("trainer.test_points",)
-    if trains:
-        drawn = [sizes.points(trainer.test_points, "the test set, drawn in float64", test, 8, host=True)]
-        if sizes.itemsize == 4:
-            drawn.append(sizes.points(trainer.test_points, "the test set", test))
-        out["drawing the test set"] = held + drawn
-    if trains and trainer.backend == "pinnlab":
-        x_test = sizes.points(trainer.test_points, "the test set", test)
-        n = -(-trainer.batch_size // trainer.batch_chunks)  # the first (largest) chunk of the step's points
-        step = [sizes.points(trainer.batch_size, "a training step's points", ("trainer.batch_size",)),
-                *_residual_estimate(config, sizes, n)]
-        if equation.constraint == "soft":
-            boundary = ("loss.boundary_points",)
-            step.append(sizes.points(config.loss.boundary_points, "the boundary points", boundary))
-            if estimator.kind == "stein":
-                step += sizes.stein(config.loss.boundary_points, estimator.samples, estimator.noise, True,
-                                    "the boundary term", boundary, "estimator.samples")
-        if synthetic and data.train:
-            step.append(sizes.points(data.points, "the observations", ("data.points",)))
-        out["a training step"] = held + [x_test, *step]
-        if estimator.kind == "stein":  # evaluated a chunk of points at a time: at least one point
-            out["an evaluation"] = held + [x_test, *sizes.stein(
-                1, estimator.eval_samples or estimator.samples, estimator.noise, False, "an evaluation", (),
-                "estimator.eval_samples")]
-        if "tune" in config.sections:
-            out.update(_tuning_moments(config, sizes, held, step))
-    if study is not None and study.kind == "estimator":
-        count = ("study.points",)
-        n = min(study.points, estimator.chunk_size or study.points)
-        x = sizes.points(study.points, "the study's points", count)
-        out["an estimator study's reference"] = held + [x, *sizes.stein(
-            n, study.reference_samples, "independent", False, "the study's reference", count,
-            "study.reference_samples")]
-        split = study.unbiased_samples == "split"
-        samples = max(k // 2 if loss == "unbiased" and split else k for k in study.samples for loss in study.losses)
-        for noise in study.noise:
-            out[f"an estimator study's estimates ({noise} noise)"] = held + [x, *sizes.stein(
-                n, samples, noise, False, "the study's estimates", count, "study.samples")]
-    return out or {"building the network": held}
-
-
-def _residual_estimate(config: Config, sizes: _Sizes, n: int) -> list[SizedTensor]:
-    """The residual estimate of a training step at its first ``n`` points."""
-    estimator = config.estimator
-    count = ("trainer.batch_size (or raise trainer.batch_chunks)",)
-    what = "a training step"
-    if estimator.kind == "stein":
-        return sizes.stein(n, estimator.samples, estimator.noise, True, what, count, "estimator.samples")
-    if estimator.kind == "autograd":
-        return sizes.hessian_products(n, estimator.chunk_size or 64, what, count)
-    probes = (estimator.probes, n, sizes.inputs)  # V Rademacher probes v and the products ∇²f v
-    settings = (*count, "estimator.probes", "equation.dim")
-    out = [SizedTensor(f"the Hessian-vector products of {what}", probes, sizes.itemsize, settings)]
-    if estimator.noise == "independent":
-        out += [SizedTensor(f"the probes of {what}", probes, sizes.itemsize, settings),
-                SizedTensor(f"the probes' random bits of {what}", probes, 8, settings)]
-    return out
-
-
-def _tuning_moments(config: Config, sizes: _Sizes, held, step) -> dict[str, list[SizedTensor]]:
-    """The moments of tuning (see :func:`memory_moments`): an inner training step and the
-    outer objective, with the objective's points (or the observations) held throughout."""
-    objective, estimator, data = config.tune.objective, config.estimator, config.sections.get("data")
-    out = {}
-    if objective.kind in ("reference", "residual"):
-        n, count = objective.points, ("tune.objective.points",)
-        points = [sizes.points(n, "the tuning objective's points", count)]
-        out["drawing the tuning objective's points"] = held + [
-            sizes.points(n, "the tuning objective's points, drawn in float64", count, 8, host=True), *points]
-    elif data is not None and data.source == "synthetic":  # the observations (held) in the run's dtype
-        n, count = data.points, ("data.points",)
-        points = [sizes.points(n, "the observations", count)] if sizes.itemsize == 4 else []
-    else:  # observations from a file: their number is not known before it is read
-        return {}
-    out["a tuning step"] = held + points + step
-    what = "the tuning objective"
-    if objective.kind == "residual" and objective.estimator == "autograd":
-        chunk_size = estimator.chunk_size if estimator.kind == "autograd" and estimator.chunk_size else 64
-        out[what] = held + points + sizes.hessian_products(n, chunk_size, what, count)
-    elif estimator.kind == "stein" or objective.kind == "residual":  # (else a value of the raw network)
-        out[what] = held + points + sizes.stein(min(n, estimator.chunk_size or n), objective.samples,
-                                                estimator.noise, False, what, count, "tune.objective.samples")
-    return out
-
-
-_MEMINFO = "/proc/meminfo"
-
-
-def machine_memory(device: str) -> tuple[str, int | None]:
-    """The memory a run on ``device`` (a ``trainer.device`` setting) can use, in bytes, and
-    its name: on CUDA the device's total memory; else the machine's RAM and swap (what
-    other processes use now is not subtracted: they may end), or None if unknown."""
-    import torch
-
-    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
-        try:
-            where = torch.device("cuda" if device == "auto" else device)
-            return f"{where} memory", torch.cuda.get_device_properties(where).total_memory
-        except (RuntimeError, AssertionError, ValueError):  # no such device: refused when it is resolved
-            return "", None
-    try:
-        with open(_MEMINFO) as fh:
-            fields = dict(line.split(":", 1) for line in fh if ":" in line)
-        return "RAM", (int(fields["MemTotal"].split()[0]) + int(fields.get("SwapTotal", "0").split()[0])) * 1024
-    except (OSError, ValueError, IndexError, KeyError):  # (not Linux)
-        try:
-            return "RAM", os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            return "", None
-
-
-def _format_bytes(count: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
-        if count < 1024 or unit == "EiB":
-            return f"{count:.3g} {unit}" if unit != "B" else f"{count} B"
-        count /= 1024
-    raise AssertionError  # pragma: no cover
-
-
-def check_sizes(config: Config) -> None:
-    """Refuse a run of ``config`` that this machine cannot hold, before any tensor is made
-    (a run would fill memory, Linux allowing one oversized allocation, with no message): a
-    tensor beyond torch's sizes (more than :data:`TORCH_SIZE_LIMIT` elements) as an
-    OverflowError, which ``pinnlab`` reports as such in one line; a run whose lower bound
-    of memory (:func:`memory_moments`) exceeds :func:`machine_memory` as a
-    :class:`ConfigError` naming the estimate, the memory and the settings to lower."""
-    moments = memory_moments(config)
-    for tensors in moments.values():
-        for tensor in tensors:
-            if tensor.copies and math.prod(tensor.shape) > TORCH_SIZE_LIMIT:
-                raise OverflowError(f"{tensor.what}: {' × '.join(map(str, tensor.shape))} elements, more than "
-                                    f"torch's sizes allow (2**63 - 1); lower {', '.join(tensor.settings)}")
-    name, capacity = machine_memory(config.trainer.device)
-    if capacity is None:
-        return
-    on_host = name == "RAM"  # on CUDA only the device's tensors count against its memory
-    needs = {moment: [t for t in tensors if on_host or not t.host] for moment, tensors in moments.items()}
-    moment, tensors = max(needs.items(), key=lambda item: sum(t.nbytes for t in item[1]))
-    need = sum(t.nbytes for t in tensors)
-    if need > capacity:
-        largest = max(tensors, key=lambda t: t.nbytes)
-        raise ConfigError(
-            f"this run needs at least {_format_bytes(need)} of memory at once, more than this machine's "
-            f"{_format_bytes(capacity)} of {name} ({moment}; the largest part: {largest.what}, "
-            f"{' × '.join(map(str, largest.shape))} values{f' × {largest.copies}' if largest.copies > 1 else ''}, "
-            f"{_format_bytes(largest.nbytes)}); the sizes are too large for this machine; lower "
-            f"{', '.join(largest.settings)}")
 
 
 # -- building objects -------------------------------------------------------------------
@@ -1299,6 +1075,7 @@ def build(config: Config):
     """
     import torch
 
+    from pinnlab.sizes import check_sizes
     from pinnlab.solvers import (
         SGD,
         Adam,

@@ -1,11 +1,11 @@
 """Sizes this machine cannot hold are refused before any tensor is made, and YAML alias
 bombs before they expand.
 
-``config.build`` first compares a lower bound of a run's memory (``memory_moments``) with
-the machine's (``machine_memory``): ``trainer.batch_size=1000000000`` filled memory with no
-message (Linux allows one oversized allocation). The refusals are tested against a small
-monkeypatched machine memory, and ``make_equation`` (the first tensor ``build`` makes) is
-made to fail, so no test allocates what it refuses.
+``config.build`` first compares a lower bound of a run's memory (``sizes.memory_moments``)
+with the machine's (``sizes.machine_memory``): ``trainer.batch_size=1000000000`` filled
+memory with no message (Linux allows one oversized allocation). The refusals are tested
+against a small monkeypatched machine memory, and ``make_equation`` (the first tensor
+``build`` makes) is made to fail, so no test allocates what it refuses.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from pinnlab import config as C
+from pinnlab import sizes as S
 from pinnlab.cli import main
 from pinnlab.equations import EQUATIONS
 from pinnlab.estimators import Autograd
@@ -43,7 +44,7 @@ def _config(data, overrides=()):
 
 @pytest.fixture
 def small_machine(monkeypatch):
-    monkeypatch.setattr(C, "machine_memory", lambda device: ("RAM", MACHINE))
+    monkeypatch.setattr(S, "machine_memory", lambda device: ("RAM", MACHINE))
 
     def no_tensors(section):
         raise AssertionError("build made the equation before refusing the sizes")
@@ -52,7 +53,7 @@ def small_machine(monkeypatch):
 
 
 def _need(config) -> int:
-    return max(sum(t.nbytes for t in tensors) for tensors in C.memory_moments(config).values())
+    return max(sum(t.nbytes for t in tensors) for tensors in S.memory_moments(config).values())
 
 
 # each case: settings that fit with SMALL, the overrides that make them too large, the part
@@ -99,7 +100,7 @@ TOO_LARGE = {
 def test_a_run_larger_than_the_machine_is_refused_before_any_tensor(small_machine, case):
     settings, big, part, setting = TOO_LARGE[case]
     small = _config(SMALL, settings)  # the same settings at small sizes fit
-    C.check_sizes(small)
+    S.check_sizes(small)
     assert _need(small) < MACHINE / 16
     with pytest.raises(C.ConfigError) as info:
         C.build(_config(SMALL, [*settings, *big]))  # (make_equation fails if it is reached)
@@ -115,19 +116,19 @@ def test_batch_chunks_divide_the_step_and_dtype_doubles_it(small_machine):
     points per chunk fits, in float64 with twice the samples it does not."""
     big = ["equation.dim=1000", "estimator.samples=4096"]
     with pytest.raises(C.ConfigError):
-        C.check_sizes(_config(SMALL, big))
-    C.check_sizes(_config(SMALL, [*big, "trainer.batch_chunks=4"]))
+        S.check_sizes(_config(SMALL, big))
+    S.check_sizes(_config(SMALL, [*big, "trainer.batch_chunks=4"]))
     with pytest.raises(C.ConfigError, match="the noise draw ξ of a training step, 2 × 8192 × 1000"):
-        C.check_sizes(_config(SMALL, [*big, "trainer.batch_chunks=4", "trainer.dtype=float64",
+        S.check_sizes(_config(SMALL, [*big, "trainer.batch_chunks=4", "trainer.dtype=float64",
                                       "estimator.samples=8192"]))
 
 
 def test_an_estimator_study_that_does_not_train_counts_no_training(small_machine):
     """study.init fresh: no training step, no test set (a huge test_points is not used)."""
     study = ["study.kind=estimator", "study.samples=[4]", "trainer.test_points=4000000", "study.init=fresh"]
-    C.check_sizes(_config(SMALL, study))
+    S.check_sizes(_config(SMALL, study))
     with pytest.raises(C.ConfigError, match="drawing the test set"):
-        C.check_sizes(_config(SMALL, [*study, "study.init=trained"]))
+        S.check_sizes(_config(SMALL, [*study, "study.init=trained"]))
 
 
 @pytest.mark.parametrize("overrides, part", [
@@ -143,7 +144,7 @@ def test_a_size_beyond_torchs_sizes_is_an_overflow(small_machine, overrides, par
 
 def test_a_depth_2_network_has_no_hidden_weights_to_overflow(small_machine):
     with pytest.raises(C.ConfigError, match="this run needs"):  # memory, not an overflow of w × w
-        C.check_sizes(_config(SMALL, ["model.width=4000000000", "model.depth=2"]))
+        S.check_sizes(_config(SMALL, ["model.width=4000000000", "model.depth=2"]))
 
 
 @pytest.mark.parametrize("override", ["trainer.batch_size=1000000000", "equation.dim=1000000000",
@@ -181,7 +182,7 @@ def test_every_shipped_config_and_study_run_is_accepted():
     """On this machine; and each needs at most 8 GiB by the lower bound, so it fits smaller ones too."""
     for name, path, overrides in _shipped_runs():
         config = C.load(path, overrides)
-        C.check_sizes(config)
+        S.check_sizes(config)
         assert _need(config) < 8 * 2**30, name
 
 
@@ -192,12 +193,12 @@ def test_the_estimate_is_below_the_measured_memory():
     readme = C.load(ROOT / "configs/allen_cahn_two_body.yaml", [
         "equation.dim=100000", "estimator.noise=shared", "loss.kind=biased", "trainer.steps=5",
         "trainer.test_points=20", "trainer.eval_every=5", "estimator.eval_samples=16"])
-    C.check_sizes(readme)
+    S.check_sizes(readme)
     assert 2**28 < _need(readme) < 1243 * 2**20
     for dim, measured in ((10_000, 610 * 2**20), (1000, 1.9 * 100 * 128 * 1000 * 4)):
         bench = C.load(ROOT / "configs/allen_cahn_two_body.yaml", [
             f"equation.dim={dim}", "loss.kind=biased", "trainer.steps=5", "trainer.test_points=20"])
-        step = C.memory_moments(bench)["a training step"]
+        step = S.memory_moments(bench)["a training step"]
         counted = sum(t.nbytes for t in step if t.what.endswith("of a training step"))
         assert 100 * 128 * dim * 4 <= counted < measured
 
@@ -207,10 +208,10 @@ def test_machine_memory_is_ram_and_swap(tmp_path, monkeypatch):
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       1000 kB\nMemFree:         10 kB\nMemAvailable:    20 kB\n"
                        "SwapTotal:       24 kB\nHugePages_Total:       0\n")
-    monkeypatch.setattr(C, "_MEMINFO", str(meminfo))
-    assert C.machine_memory("cpu") == C.machine_memory("auto") == ("RAM", 1024 * 1024)
+    monkeypatch.setattr(S, "_MEMINFO", str(meminfo))
+    assert S.machine_memory("cpu") == S.machine_memory("auto") == ("RAM", 1024 * 1024)
     meminfo.write_text("SwapTotal:       24 kB\n")
-    assert C.machine_memory("cpu") == ("RAM", os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    assert S.machine_memory("cpu") == ("RAM", os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def test_on_cuda_the_devices_memory_holds_the_devices_tensors(tmp_path, monkeypatch):
@@ -218,25 +219,25 @@ def test_on_cuda_the_devices_memory_holds_the_devices_tensors(tmp_path, monkeypa
     the tensors on the device count against its memory."""
     meminfo = tmp_path / "meminfo"
     meminfo.write_text(f"MemTotal: {MACHINE // 1024} kB\n")
-    monkeypatch.setattr(C, "_MEMINFO", str(meminfo))
+    monkeypatch.setattr(S, "_MEMINFO", str(meminfo))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=MACHINE))
     config = _config(SMALL, ["trainer.test_points=4000000"])  # 92 MiB in float64 (CPU), 46 MiB on the device
-    assert C.machine_memory("auto") == C.machine_memory("cuda") == ("cuda memory", MACHINE)
-    assert C.machine_memory("cuda:1") == ("cuda:1 memory", MACHINE)
-    C.check_sizes(config)
+    assert S.machine_memory("auto") == S.machine_memory("cuda") == ("cuda memory", MACHINE)
+    assert S.machine_memory("cuda:1") == ("cuda:1 memory", MACHINE)
+    S.check_sizes(config)
     with pytest.raises(C.ConfigError, match="more than this machine's 64 MiB of cuda memory"):
-        C.check_sizes(_config(SMALL, ["trainer.test_points=8000000"]))
+        S.check_sizes(_config(SMALL, ["trainer.test_points=8000000"]))
     with pytest.raises(C.ConfigError, match="more than this machine's 64 MiB of RAM"):
-        C.check_sizes(_config(SMALL, ["trainer.test_points=4000000", "trainer.device=cpu"]))
+        S.check_sizes(_config(SMALL, ["trainer.test_points=4000000", "trainer.device=cpu"]))
 
 
 def test_a_device_this_machine_lacks_is_left_to_the_device_check():
     """(``resolve_device`` refuses it in one line after build)"""
     if torch.cuda.device_count() > 7:
         pytest.skip("this machine has a cuda:7")
-    assert C.machine_memory("cuda:7") == ("", None)
-    C.check_sizes(_config(SMALL, ["trainer.device=cuda:7"]))
+    assert S.machine_memory("cuda:7") == ("", None)
+    S.check_sizes(_config(SMALL, ["trainer.device=cuda:7"]))
 
 
 @pytest.mark.parametrize("name", sorted(EQUATIONS))
