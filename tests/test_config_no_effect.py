@@ -67,6 +67,18 @@ REFUSED = {
                                      "estimator.sigma: has no effect with trainer.backend: deepxde"),
     "loss.kind with deepxde": ("solve", DEEPXDE, ["loss.kind=unbiased"],
                                "loss.kind = 'unbiased': not supported by trainer.backend: deepxde"),
+    "objective.estimator with data": ("tune", TUNE, ["tune.objective.estimator=stein"],
+                                      "tune.objective.estimator: has an effect only with tune.objective.kind: "
+                                      "residual (this config has tune.objective.kind = 'data')"),
+    "objective.estimator with reference": ("tune", TUNE, ["tune.objective.kind=reference",
+                                                          "tune.objective.estimator=autograd"],
+                                           "tune.objective.estimator: has an effect only with "
+                                           "tune.objective.kind: residual (this config has tune.objective.kind = "
+                                           "'reference')"),
+    **{f"collocation_weight {key}": ("tune", TUNE, [f"tune.tunables={{collocation_weight: {{{key}: {value}}}}}"],
+                                     f"tune.tunables.collocation_weight.{key}: has no effect on the "
+                                     "collocation_weight network")
+       for key, value in (("init", 1.0), ("transform", "identity"), ("low", -2.0), ("high", 2.0))},
 }
 
 
@@ -87,7 +99,10 @@ def test_a_setting_without_effect_is_refused_in_one_line(tmp_path, capsys, case)
     """Each was accepted and ignored: noise for a user's own observations added none, a
     log tunable's bounds never bounded a hypergradient method, ``distributed: abc`` (or
     YAML 1.2's string ``no``) read as true, a search checkpointed every trial whatever
-    ``checkpoint_every`` said, DeepXDE trained with its own exact derivatives."""
+    ``checkpoint_every`` said, DeepXDE trained with its own exact derivatives, a data or
+    reference objective took u from the training's estimator whatever
+    ``objective.estimator`` said, and the collocation_weight network started from its own
+    initialisation, unbounded and untransformed."""
     command, text, overrides, expected = REFUSED[case]
     if "deepxde" in case and importlib.util.find_spec("deepxde") is None:
         pytest.skip("needs deepxde")
@@ -111,6 +126,8 @@ def test_a_setting_without_effect_is_refused_in_one_line(tmp_path, capsys, case)
     ["tune.tunables={mix: {low: 0.1, high: 0.9}}", "loss.kind=hybrid", "loss.switch_step=1"],
     ["tune.options.distributed=false"],
     ["tune.options.distributed=true"],
+    ["tune.objective.kind=residual", "tune.objective.estimator=autograd"],
+    ["tune.tunables={collocation_weight: {width: 8, depth: 3}}"],
 ])
 def test_the_same_settings_where_they_act_are_accepted(tmp_path, overrides):
     text = TUNE.replace("source: synthetic, points: 10, noise: 0.01", "source: OBS")
@@ -149,6 +166,19 @@ def test_an_override_of_the_deciding_key_drops_the_configs_own_setting(tmp_path)
     assert "checkpoint_every" not in C.load(bilevel, SEARCH).tune.model_fields_set
     with pytest.raises(C.ConfigError, match=r"^tune\.checkpoint_every: has an effect only"):
         C.load(bilevel, [*SEARCH, "tune.checkpoint_every=3"])  # given as an override itself: refused
+
+
+def test_an_objective_kind_override_drops_the_configs_objective_estimator(tmp_path):
+    """The residual objective's own estimator goes with tune.objective.kind=data (whose
+    u comes from the training's estimator); given as an override itself it is refused."""
+    path = _config(tmp_path, TUNE.replace("{kind: data, samples: 2}", "{kind: residual, estimator: autograd}"))
+    assert C.load(path).tune.objective.estimator == "autograd"
+    config = C.load(path, ["tune.objective.kind=data"])
+    assert "estimator" not in config.tune.objective.model_fields_set
+    assert "estimator" not in config.resolved()["tune"]["objective"]
+    assert C.validate(config.resolved()).to_yaml() == config.to_yaml()
+    with pytest.raises(C.ConfigError, match=r"^tune\.objective\.estimator: has an effect only"):
+        C.load(path, ["tune.objective.kind=data", "tune.objective.estimator=stein"])
 
 
 @needs_deepxde

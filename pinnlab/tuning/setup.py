@@ -32,6 +32,20 @@ WEIGHT_RANGE = (1e-3, 1e3)
 SIGMA_RANGE = (1e-3, 1.0)
 LR_RANGE = (1e-5, 1e-1)
 
+DEFAULT_TRANSFORMS = {"weights.": "log", "sigma": "log", "lr": "log", "mix": "logit", "coefficients.": "identity"}
+"""The transform of a tunable whose spec gives none, by name (a key ending in ``.`` by
+prefix): log keeps loss weights, σ and lr positive, logit the mix within [low, high], and
+PDE coefficients are unconstrained. The collocation_weight network has none: its
+parameters are stepped as they are. (Config validation reads it too.)"""
+
+
+def default_transform(name: str) -> str | None:
+    """The :data:`DEFAULT_TRANSFORMS` entry of tunable ``name``, or None."""
+    for key, kind in DEFAULT_TRANSFORMS.items():
+        if name == key or (key.endswith(".") and name.startswith(key)):
+            return kind
+    return None
+
 
 @dataclass(frozen=True)
 class Tunable:
@@ -90,7 +104,8 @@ def _collocation_net(input_dim: int, width: int, depth: int, seed: int, dtype) -
     return nn.Sequential(*layers[:-1])
 
 
-def _transform(name: str, spec, default: str, low: float, high: float) -> AbstractParameterization:
+def _transform(name: str, spec, low: float, high: float) -> AbstractParameterization:
+    default = default_transform(name)
     kind = spec.transform or default
     if default == "logit" and kind != "logit":  # log keeps it positive, not below high
         raise ConfigError(f"tune.tunables.{name}.transform = {kind}: {name} must stay within [low, high] = "
@@ -121,9 +136,10 @@ def make_tunables(config: Config, problem: PINNProblem, device, dtype) -> tuple[
             raise ConfigError(f"tune.tunables.{name}.init: needs shape {tuple(shape)}, got {tuple(t.shape)}")
         return t
 
-    def bounds(default: tuple[float, float], positive: bool) -> tuple[float, float]:
+    def bounds(default: tuple[float, float]) -> tuple[float, float]:
         """The search range (low, high), the defaults where not given; refused if empty or,
-        for a positive (log) tunable, not above 0."""
+        for a positive (log by default) tunable, not above 0."""
+        positive = default_transform(name) == "log"
         low = spec.low if spec.low is not None else default[0]
         high = spec.high if spec.high is not None else default[1]
         if not low < high:
@@ -145,32 +161,32 @@ def make_tunables(config: Config, problem: PINNProblem, device, dtype) -> tuple[
                     f"{where}: the training loss has no term {term!r} (terms: {', '.join(sorted(term_names))}; "
                     "soft constraints need equation.constraint: soft, data terms data.train: true)"
                 )
-            low, high = bounds(WEIGHT_RANGE, True)
+            low, high = bounds(WEIGHT_RANGE)
             init = spec.init if spec.init is not None else config.loss.weights.get(term, 1.0)
-            tunables[name] = Tunable(name, tensor(init), _transform(name, spec, "log", low, high), low, high)
+            tunables[name] = Tunable(name, tensor(init), _transform(name, spec, low, high), low, high)
         elif name == "sigma":
             if not isinstance(problem.estimator, SteinAntithetic):
                 raise ConfigError(f"{where}: sigma is tuned only with estimator.kind: stein")
-            low, high = bounds(SIGMA_RANGE, True)
+            low, high = bounds(SIGMA_RANGE)
             if config.estimator.time_sigma is not None and not spec.per_coordinate:
                 raise ConfigError(f"{where}: estimator.time_sigma gives time its own σ, which one global σ "
                                   "would overwrite; use per_coordinate: true (time last) or drop time_sigma")
             # default start: the estimator's own σ (per coordinate, with time_sigma for time)
             init = spec.init if spec.init is not None else problem.estimator.sigma
             shape = (equation.input_dim,) if spec.per_coordinate else ()
-            tunables[name] = Tunable(name, tensor(init, shape), _transform(name, spec, "log", low, high), low, high)
+            tunables[name] = Tunable(name, tensor(init, shape), _transform(name, spec, low, high), low, high)
         elif name == "mix":
             if not isinstance(problem.loss, Hybrid):
                 raise ConfigError(f"{where}: the mix needs loss.kind: hybrid")
-            low, high = bounds((0.0, 1.0), False)
+            low, high = bounds((0.0, 1.0))
             if low < 0 or high > 1:
                 raise ConfigError(f"{where}: the mix lies in [0, 1]; got low = {low}, high = {high}")
             init = spec.init if spec.init is not None else 0.5
-            tunables[name] = Tunable(name, tensor(init), _transform(name, spec, "logit", low, high), low, high)
+            tunables[name] = Tunable(name, tensor(init), _transform(name, spec, low, high), low, high)
         elif name == "lr":
-            low, high = bounds(LR_RANGE, True)
+            low, high = bounds(LR_RANGE)
             init = spec.init if spec.init is not None else config.trainer.lr
-            tunables[name] = Tunable(name, tensor(init), _transform(name, spec, "log", low, high), low, high)
+            tunables[name] = Tunable(name, tensor(init), _transform(name, spec, low, high), low, high)
         elif name.startswith("coefficients."):
             key = name.split(".", 1)[1]
             if key not in equation.coefficients:
@@ -179,8 +195,8 @@ def make_tunables(config: Config, problem: PINNProblem, device, dtype) -> tuple[
             shape = tuple(equation.coefficients[key].shape)
             init = spec.init if spec.init is not None else 0.0
             value = tensor(init, shape)
-            low, high = bounds((float(value.min()) - 2.0, float(value.max()) + 2.0), False)
-            tunables[name] = Tunable(name, value, _transform(name, spec, "identity", low, high), low, high)
+            low, high = bounds((float(value.min()) - 2.0, float(value.max()) + 2.0))
+            tunables[name] = Tunable(name, value, _transform(name, spec, low, high), low, high)
         elif name == COLLOCATION:
             collocation_net = _collocation_net(equation.input_dim, spec.width, spec.depth,
                                                config.tune.seed, dtype).to(device)
