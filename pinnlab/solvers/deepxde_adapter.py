@@ -35,6 +35,7 @@ from pinnlab.estimators.base import (
 from pinnlab.io.results import slice_grid
 from pinnlab.solvers.evaluate import Evaluation, reference_problem, relative_errors, with_reference
 from pinnlab.solvers.loop import History, peak_memory_mb
+from pinnlab.solvers.progress import Progress
 
 
 def import_deepxde():
@@ -138,6 +139,8 @@ def solve_with_deepxde(
     test_set: tuple[Tensor, Tensor] | None = None,
     seed: int = 0,
     display_every: int = 1000,
+    progress: str = "off",
+    log_every: int = 100,
 ) -> DeepXDEResult:
     """Train DeepXDE's PINN (its data, autograd derivatives, Model.compile/train).
 
@@ -151,6 +154,12 @@ def solve_with_deepxde(
     backward passes, so keep d moderate. Evaluation is on the equation's seeded test set,
     or on ``test_set = (x, u)`` (e.g. observations, when tuning DeepXDE as a black box),
     every ``display_every`` steps (DeepXDE's display period) and at the end.
+
+    ``progress`` and ``log_every`` show the training as :func:`pinnlab.solvers.train`
+    does (``"auto"``, ``"bar"``, ``"log"`` or ``"off"``: loss and the latest relative
+    L2), from a callback that only reads what the step recorded. Off by default, unlike
+    ``train``: the library's callers train DeepXDE many times (tuning trials, study
+    cells), and ``pinnlab solve`` passes its ``--progress``.
     """
     dde = import_deepxde()
     dim = equation.input_dim
@@ -225,27 +234,29 @@ def solve_with_deepxde(
 
     class Recorder(dde.callbacks.Callback):
         """A history row every ``display_every`` steps and at the end, as pinnlab's loop
-        writes it: test errors and the mean loss of the steps since the previous row."""
+        writes it: test errors and the mean loss of the steps since the previous row; and
+        the progress display after every step."""
 
         def on_train_begin(self):
             self.hook = self.model.opt.register_step_pre_hook(record_step_loss)
             self.last: tuple[int, Evaluation] | None = None
-            self.eval_seconds = 0.0
+            self.untimed_seconds = 0.0  # evaluations and the display: pinnlab's loop does not time them either
 
         def on_batch_end(self):
             step = self.model.train_state.step
-            if step % display_every and step != steps:
-                return
             t0 = time.perf_counter()
-            evaluation = relative_errors(predict(x_test), u_test)
-            self.eval_seconds += time.perf_counter() - t0
-            previous = self.last[0] if self.last else 0
-            history.append(
-                step=step, loss=float(np.mean(history.trace_loss[previous:step])),
-                rel_l2=evaluation.rel_l2, rel_l1=evaluation.rel_l1, max_err=evaluation.max_err,
-                lr=lr, mix=0.0, wall_s=time.perf_counter() - start,
-            )
-            self.last = step, evaluation
+            if step % display_every == 0 or step == steps:
+                evaluation = relative_errors(predict(x_test), u_test)
+                previous = self.last[0] if self.last else 0
+                history.append(
+                    step=step, loss=float(np.mean(history.trace_loss[previous:step])),
+                    rel_l2=evaluation.rel_l2, rel_l1=evaluation.rel_l1, max_err=evaluation.max_err,
+                    lr=lr, mix=0.0, wall_s=time.perf_counter() - start,
+                )
+                self.last = step, evaluation
+            rel_l2 = history.rows["rel_l2"]
+            bar.update(step - 1, history.trace_loss[-1], rel_l2[-1] if rel_l2 else None, history.last_terms())
+            self.untimed_seconds += time.perf_counter() - t0
 
         def on_train_end(self):
             self.hook.remove()
@@ -254,10 +265,14 @@ def solve_with_deepxde(
     start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # DeepXDE prints; pinnlab's stdout is its result line
         model.compile("adam", lr=lr, loss_weights=list(loss_weights) if loss_weights else None)
-        model.train(
-            iterations=steps, callbacks=[dde.callbacks.PDEPointResampler(period=1), recorder],
-            display_every=display_every, verbose=0,
-        )
+        bar = Progress(steps, mode=progress, log_every=log_every)  # after compile's lines
+        try:
+            model.train(
+                iterations=steps, callbacks=[dde.callbacks.PDEPointResampler(period=1), recorder],
+                display_every=display_every, verbose=0,
+            )
+        finally:
+            bar.close()
     seconds = time.perf_counter() - start
     steps_done = model.train_state.step
     # DeepXDE stops a diverged run only at a display step, where the last row was taken
@@ -278,7 +293,7 @@ def solve_with_deepxde(
         history=history,
         params=params,
         predict=predict,
-        stats={"steps_per_second": steps_done / (seconds - recorder.eval_seconds) if steps_done else 0.0,
+        stats={"steps_per_second": steps_done / (seconds - recorder.untimed_seconds) if steps_done else 0.0,
                "wall_s": seconds, "steps_done": float(steps_done),
                "peak_mem_mb": peak_memory_mb(next(net.parameters()).device)},
         status=status,

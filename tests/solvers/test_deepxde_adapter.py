@@ -109,3 +109,26 @@ def test_the_trace_holds_the_loss_each_step_minimised(monkeypatch):
                                                   for a, b in ((0, 2), (2, 4), (4, 5))])
     assert result.final.rel_l2 == history.rows["rel_l2"][-1]
     assert result.stats["steps_done"] == 5.0
+
+
+def test_the_progress_display_follows_every_step_and_leaves_the_training_alone(capsys):
+    """``progress="log"`` writes pinnlab's lines every ``log_every`` steps and at the last,
+    with the loss of the step and the latest relative L2; the run is the same bit for bit
+    as one without the display, which (the default) prints nothing."""
+    pytest.importorskip("deepxde")
+    from pinnlab.solvers.deepxde_adapter import solve_with_deepxde
+
+    def run(**kwargs):
+        result = solve_with_deepxde(PoissonTwoBody(3, seed=1), steps=5, width=8, depth=2, batch_size=16,
+                                    test_points=50, display_every=2, **kwargs)
+        return result, [line for line in capsys.readouterr().err.splitlines() if line.startswith("train ")]
+
+    quiet, lines = run()
+    assert lines == []
+    shown, lines = run(progress="log", log_every=2)
+    assert [line.split()[2] for line in lines] == ["2/5", "4/5", "5/5"]
+    trace, rel_l2 = shown.history.trace_loss, shown.history.rows["rel_l2"]
+    for line, step, row in zip(lines, (2, 4, 5), rel_l2):
+        assert f"loss={trace[step - 1]:.3e} rel_l2={row:.3e} it/s=" in line
+    assert trace == quiet.history.trace_loss and rel_l2 == quiet.history.rows["rel_l2"]
+    assert all(torch.equal(shown.params[k], quiet.params[k]) for k in quiet.params)
