@@ -30,6 +30,16 @@ def _summary(phi) -> str:
     return " ".join(parts)
 
 
+def checkpoint_metadata(path: Path):
+    """The ``metadata`` the tune checkpoint at ``path`` was saved with (None if it holds
+    no dictionary). Memory-mapped, so its tensors are not read: the tuning loop that
+    resumes from it reads the file in full, once."""
+    import torch
+
+    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return saved.get("metadata") if isinstance(saved, dict) else None
+
+
 def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
     """The final solve's result file with the ``/tune`` group (schema in pinnlab.io.results)."""
     import h5py
@@ -112,8 +122,6 @@ def check_processes(config, world: int) -> None:
 
 
 def run(args) -> int:
-    import torch
-
     from pinnlab import config as configuration
     from pinnlab.cli import CHECKPOINT_SUFFIX, EXIT_FAILED, EXIT_OK, UsageError, _output_checks, run_inputs
     from pinnlab.bilevel.distributed import environment_world_size, init_from_environment, local_device
@@ -148,10 +156,10 @@ def run(args) -> int:
     metadata = {"config": config_hash(config.to_yaml())}
     if args.resume and checkpoint_path is not None:
         try:
-            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            saved = checkpoint_metadata(checkpoint)
         except Exception as err:  # any unreadable file is bad input, not a crash
             raise UsageError(f"cannot resume from {str(checkpoint)!r}: {type(err).__name__}: {err}"[:300]) from None
-        if not isinstance(saved, dict) or saved.get("metadata") != metadata:
+        if saved != metadata:
             raise UsageError(f"checkpoint {str(checkpoint)!r} belongs to another configuration; "
                              "pass --overwrite to start over")
     # one progress display, rank 0's (the others' would never move); only rank 0 solves after

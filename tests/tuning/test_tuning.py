@@ -82,10 +82,12 @@ def test_tuning_a_badly_scaled_boundary_weight_lowers_the_outer_objective(tmp_pa
 
 
 @pytest.mark.parametrize("method", ["fg2u", "random", "optuna"])
-def test_resume_after_interruption_is_exact(tmp_path, method, monkeypatch):
+def test_resume_after_interruption_is_exact(tmp_path, method, monkeypatch, capsys):
     """Interrupted after 3 of 10 outer steps (trials), resumed: only steps 3..9 run again,
     and the φ trajectory, values, final metrics and network equal the uninterrupted run's
-    bit for bit (for TPE that needs the sampler's randomness to survive the restart)."""
+    bit for bit (for TPE that needs the sampler's randomness to survive the restart). The
+    resume reads the checkpoint's tensors once (its config check only maps the file),
+    and refuses the checkpoint for another config."""
     if method == "optuna":
         pytest.importorskip("optuna")
     cfg = _write(tmp_path)
@@ -124,10 +126,26 @@ def test_resume_after_interruption_is_exact(tmp_path, method, monkeypatch):
 
         return original(setup, **{**kwargs, "progress": seen})
 
+    checkpoint = tmp_path / "interrupted.h5.ckpt"
+    saved = checkpoint.read_bytes()
+    other = ["trainer.seed=1"]
+    assert main(["tune", str(cfg), *overrides, *other, "-o", str(interrupted), "--resume", "--progress", "off"]) == 2
+    assert "belongs to another configuration" in capsys.readouterr().err and checkpoint.read_bytes() == saved
+    full_loads = []
+    load = torch.load
+
+    def counted(f, *args, **kwargs):
+        if f == checkpoint and not kwargs.get("mmap"):
+            full_loads.append(f)
+        return load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counted)
     monkeypatch.setattr("pinnlab.tuning.run.run_tuning", record_steps)
     assert main(["tune", str(cfg), *overrides, "-o", str(interrupted), "--resume", "--progress", "off"]) == 0
     monkeypatch.setattr("pinnlab.tuning.run.run_tuning", original)
+    monkeypatch.setattr(torch, "load", load)
     assert ran == list(range(3, 10)), ran  # the finished steps came from the checkpoint
+    assert len(full_loads) == 1, full_loads
     assert not (tmp_path / "interrupted.h5.ckpt").exists()
     with h5py.File(reference) as a, h5py.File(interrupted) as b:
         np.testing.assert_array_equal(a["tune/phi/weights.boundary"][...], b["tune/phi/weights.boundary"][...])
