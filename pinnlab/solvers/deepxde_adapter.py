@@ -264,7 +264,8 @@ def solve_with_deepxde(
     recorder = Recorder()
     start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # DeepXDE prints; pinnlab's stdout is its result line
-        model.compile("adam", lr=lr, loss_weights=list(loss_weights) if loss_weights else None)
+        model.compile("adam", lr=lr, loss_weights=list(loss_weights) if loss_weights else None,
+                      verbose=0)  # its "Compiling model..." lines, once per tuning trial and study cell
         bar = Progress(steps, mode=progress, log_every=log_every)  # after compile's lines
         try:
             model.train(
