@@ -66,7 +66,9 @@ class AbstractEquation(abc.ABC):
     """A PDE problem instance: R[u](x) = 0 on a domain, with an exact solution.
 
     Subclasses declare (class attributes) ``name``, ``time_dependent``,
-    ``published_dims`` and implement:
+    ``published_dims``, ``domain`` (``"unit_ball"`` for B^d = {‖x‖ < 1}: the result
+    file then holds the error against ‖x‖ and slices x₁ × x₂ over [−1, 1]² with the
+    other coordinates at 0; None, the default, for any other domain) and implement:
 
     - :meth:`sample_collocation` (and optionally :meth:`sample_test`,
       :meth:`sample_boundary`): samplers that draw from a ``generator`` only;
@@ -98,6 +100,7 @@ class AbstractEquation(abc.ABC):
     time_dependent: ClassVar[bool] = False
     published_dims: ClassVar[tuple[int, ...]] = ()
     min_dim: ClassVar[int] = 1
+    domain: ClassVar[Literal["unit_ball"] | None] = None
 
     def __init__(self, dim: int, *, seed: int = 0, constraint: Literal["hard", "soft"] = "hard"):
         if int(dim) != dim or dim < self.min_dim:

@@ -30,6 +30,7 @@ class _UnitBall(AbstractEquation):
     """
 
     published_dims = (10, 100, 1000)
+    domain = "unit_ball"
     body: str
 
     def __init__(self, dim: int, *, seed: int = 0, constraint="hard", radius: RadiusLaw = "uniform"):

@@ -94,7 +94,9 @@ def _git_hash() -> str:
 
 
 def is_unit_ball(equation) -> bool:
-    return hasattr(equation, "radius") and not equation.time_dependent
+    """Whether ``equation`` declares the unit ball as its domain (``domain = "unit_ball"``)
+    and has no time column: ‖x‖ of its points is then the radius in the ball."""
+    return equation.domain == "unit_ball" and not equation.time_dependent
 
 
 @dataclass(frozen=True)
