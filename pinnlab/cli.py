@@ -133,7 +133,9 @@ def cmd_solve(args) -> int:
                        progress=args.progress)
     except CheckpointError as err:  # the resumed state does not fit this run, found before any step
         raise UsageError(f"checkpoint {str(checkpoint)!r}: {err}") from None
-    slice_data = result_slice(problem, result, num_samples=config.estimator.eval_samples, seed=config.trainer.seed)
+    # at the σ the run trained and evaluated with (a σ in its hyperparams overrides the estimator's), as /eval is
+    slice_data = result_slice(problem, result, num_samples=config.estimator.eval_samples, seed=config.trainer.seed,
+                              sigma=kwargs["hyperparams"].get("sigma"))
     write_solve_result(output, config=config, problem=problem, result=result, slice_data=slice_data)
     if checkpoint.exists():
         checkpoint.unlink()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import h5py
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -157,3 +158,39 @@ def test_hjb_rosenbrock_slice_reference_takes_fewer_samples(tmp_path, monkeypatc
     monkeypatch.setattr(results_module, "SLICE_REFERENCE_SAMPLES", 100)  # as many as the equation's: its own
     grid, *_, true = compute_slice(problem, params, x, num_samples=3)
     assert "reference_samples" not in grid.evaluation and torch.equal(true, eq.exact(points).to(true))
+
+
+@pytest.mark.parametrize("command", ["solve", "study cell"])
+def test_the_slice_is_at_the_sigma_the_run_used(tmp_path, monkeypatch, command):
+    """A σ in the run's hyperparams (over the estimator's) is the σ of its training, of
+    /eval and so of /slices: every caller of result_slice passes it (`pinnlab tune`
+    passes its tuned σ; here `pinnlab solve` and a training-study cell)."""
+    from pinnlab.studies.training_study import run_cell
+
+    build = configuration.build
+
+    def build_with_sigma(config):
+        problem, kwargs = build(config)
+        return problem, {**kwargs, "hyperparams": {**kwargs["hyperparams"], "sigma": 0.3}}
+
+    monkeypatch.setattr(configuration, "build", build_with_sigma)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(RUN.replace("NOISE", "shared"))
+    out = tmp_path / "run.h5"
+    if command == "solve":
+        assert main(["solve", str(cfg), "-o", str(out), "--progress", "off"]) == 0
+    else:
+        run_cell(str(cfg), [], str(out), torch.get_num_threads())
+    problem, _ = build(configuration.load(cfg))
+    assert problem.estimator.sigma == 0.1
+    with h5py.File(out) as fh:
+        params = {k: torch.as_tensor(fh["params"][k][()]) for k in fh["params"]}
+        x = torch.as_tensor(fh["eval/x"][()])
+        stored = fh["slices/main/u_pred"][()]
+
+    def slice_at(sigma):
+        *_, inside, pred, _ = compute_slice(problem, params, x, num_samples=6, seed=4, sigma=sigma)
+        return np.where(inside.numpy(), pred.double().numpy().reshape(inside.shape), np.nan)
+
+    np.testing.assert_array_equal(stored, slice_at(0.3))  # NaN outside the ball in both
+    assert np.nanmax(np.abs(stored - slice_at(None))) > 1e-3

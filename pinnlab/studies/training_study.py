@@ -102,7 +102,9 @@ def run_cell(config_path: str, overrides: Sequence[str], output: str, threads: i
                 save_checkpoint(checkpoint, train_state, optimizer, config_yaml)
 
         result = train(problem, **kwargs, state=state, on_checkpoint=on_checkpoint, progress="off")
-    slice_data = result_slice(problem, result, num_samples=config.estimator.eval_samples, seed=config.trainer.seed)
+    # at the σ the run trained and evaluated with (a σ in its hyperparams overrides the estimator's), as /eval is
+    slice_data = result_slice(problem, result, num_samples=config.estimator.eval_samples, seed=config.trainer.seed,
+                              sigma=kwargs["hyperparams"].get("sigma"))
     write_solve_result(output, config=config, problem=problem, result=result, slice_data=slice_data)
     checkpoint.unlink(missing_ok=True)
     return cell_metrics(output)
