@@ -99,6 +99,10 @@ def cmd_solve(args) -> int:
         config = configuration.load(args.config, args.overrides)
     except configuration.ConfigError as err:
         raise UsageError(f"config error: {err}") from None
+    if "data" in config.sections and not config.data.train and "tune" not in config.sections:
+        # (a tuning config solved as it is, the untuned baseline, keeps its data: for tune)
+        raise UsageError("config error: data: the observations have no effect on a solve without "
+                         "data.train: true (they feed tuning objectives); set it or remove data:")
     output = Path(args.output)
     checkpoint = Path(str(output) + CHECKPOINT_SUFFIX)
     _output_checks(output, overwrite=args.overwrite, reads=run_inputs(args.config, config))
@@ -120,7 +124,7 @@ def cmd_solve(args) -> int:
             "to continue it or --overwrite to start over"
         )
     if config.trainer.backend == "deepxde":
-        return _solve_deepxde(config, problem, output)
+        return _solve_deepxde(config, problem, output, progress=args.progress)
     on_checkpoint = None
     if kwargs["checkpoint_every"]:
         optimizer = kwargs["optimizer"]
@@ -152,13 +156,13 @@ def _report(result) -> None:
     )
 
 
-def _solve_deepxde(config, problem, output: Path) -> int:
+def _solve_deepxde(config, problem, output: Path, *, progress: str) -> int:
     """``trainer.backend: deepxde``: same result file, DeepXDE's training (no checkpoints)."""
     from pinnlab.config import solve_config_with_deepxde
     from pinnlab.io import result_slice, write_solve_result
 
     try:
-        result = solve_config_with_deepxde(config, problem.equation)
+        result = solve_config_with_deepxde(config, problem.equation, progress=progress)
     except ImportError as err:
         raise UsageError(str(err)) from None
     write_solve_result(output, config=config, problem=problem, result=result,

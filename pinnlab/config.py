@@ -1050,9 +1050,10 @@ def make_observations(config: Config, equation):
 
 
 def solve_config_with_deepxde(config: Config, equation, *, steps: int | None = None, lr: float | None = None,
-                              loss_weights=None, test_set=None):
+                              loss_weights=None, test_set=None, progress: str = "off"):
     """``trainer.backend: deepxde``: the config's problem solved by DeepXDE's own PINN
-    (exact autograd derivatives; estimator settings do not apply)."""
+    (exact autograd derivatives; estimator settings do not apply); ``progress`` as
+    :func:`pinnlab.solvers.train` takes it, every ``trainer.log_every`` steps."""
     from pinnlab.solvers.deepxde_adapter import solve_with_deepxde
 
     trainer = config.trainer
@@ -1064,6 +1065,7 @@ def solve_config_with_deepxde(config: Config, equation, *, steps: int | None = N
         boundary_points=config.loss.boundary_points, loss_weights=loss_weights,
         test_points=trainer.test_points, test_set=test_set, seed=trainer.seed,
         display_every=min(trainer.eval_every, steps or trainer.steps),
+        progress=progress, log_every=trainer.log_every,
     )
 
 

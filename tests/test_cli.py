@@ -154,6 +154,8 @@ def test_bad_input_table(tmp_path, capsys):
         (["solve", good, "trainer.lr=.inf", "-o", existing, "--overwrite"], "trainer.lr = inf: input should be a finite"),
         (["solve", good, "estimator.sigma=.inf", "-o", existing, "--overwrite"], "estimator.sigma = inf"),
         (["solve", good, "data.noise=.inf", "-o", existing, "--overwrite"], "data.noise = inf"),
+        (["solve", good, "data.points=10", "-o", existing, "--overwrite"],
+         "data: the observations have no effect on a solve without data.train: true"),
         (["solve", good, "equation.dim=true", "-o", existing, "--overwrite"], "equation.dim = True"),
         (["solve", good, "trainer={steps: 1, steps: 2}", "-o", tmp_path / "o.h5"], "duplicate key 'steps'"),
         # an output that is a file the run reads (it replaced the config)

@@ -255,7 +255,8 @@ def final_solve(setup: TuningSetup, outcome: TuneOutcome, *, progress: str = "au
         from pinnlab.config import solve_config_with_deepxde
 
         lr, weights = _deepxde_settings(setup, outcome.phi)
-        return solve_config_with_deepxde(config, problem.equation, steps=steps, lr=lr, loss_weights=weights), problem
+        return solve_config_with_deepxde(config, problem.equation, steps=steps, lr=lr, loss_weights=weights,
+                                         progress=progress), problem
     schedule = final_mix_schedule(setup, outcome)
     if schedule is not None and isinstance(problem.loss, Hybrid):
         problem = dataclasses.replace(problem, loss=dataclasses.replace(problem.loss, switch=Piecewise(schedule, steps)))
