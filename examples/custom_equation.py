@@ -14,6 +14,7 @@ class SinePoisson(AbstractEquation):
     """Δu = f on the unit ball, u = 0 on the sphere."""
 
     name = "sine_poisson"
+    domain = "unit_ball"  # result files get the radial profile and the unit-ball slice
 
     def sample_collocation(self, n, *, generator, dtype=torch.float32):
         z = torch.randn(n, self.dim, generator=generator, device=generator.device, dtype=dtype)
