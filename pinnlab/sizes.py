@@ -90,11 +90,11 @@ def memory_moments(config: Config) -> dict[str, list[SizedTensor]]:
     first, hidden = ("model.width", "equation.dim"), ("model.width", "model.depth")
     held = [SizedTensor("the network's first layer", (width, inputs), 4, first, host=True),
             SizedTensor("the network's hidden layers", (width, width), 4, hidden, depth - 2, host=True)]
+    state = [SizedTensor("the first layer's θ and optimizer state", (width, inputs), sizes.itemsize, first, copies),
+             SizedTensor("the hidden layers' θ and optimizer state", (width, width), sizes.itemsize, hidden,
+                         copies * (depth - 2))]
     if trains:
-        held += [SizedTensor("the first layer's θ and optimizer state", (width, inputs), sizes.itemsize, first,
-                             copies),
-                 SizedTensor("the hidden layers' θ and optimizer state", (width, width), sizes.itemsize, hidden,
-                             copies * (depth - 2))]
+        held += state
     data = config.sections.get("data")
     synthetic = data is not None and data.source == "synthetic"
     if synthetic and (data.train or "tune" in config.sections):  # kept by the run, float64
@@ -126,7 +126,7 @@ def memory_moments(config: Config) -> dict[str, list[SizedTensor]]:
                 1, estimator.eval_samples or estimator.samples, estimator.noise, False, "an evaluation", (),
                 "estimator.eval_samples")]
         if "tune" in config.sections:
-            out.update(_tuning_moments(config, sizes, held, step))
+            out.update(_tuning_moments(config, sizes, held, step, state))
     if study is not None and study.kind == "estimator":
         count = ("study.points",)
         n = min(study.points, estimator.chunk_size or study.points)
@@ -160,11 +160,32 @@ def _residual_estimate(config: Config, sizes: _Sizes, n: int) -> list[SizedTenso
     return out
 
 
-def _tuning_moments(config: Config, sizes: _Sizes, held, step) -> dict[str, list[SizedTensor]]:
+def _reverse_steps(tune) -> tuple[int, str] | None:
+    """The inner steps a reverse-mode hypergradient of ``tune`` (either phase) keeps for its
+    backward pass, and the setting that sets them: rgu the horizon T, trgu its s."""
+    from pinnlab.bilevel.reverse import DEFAULT_TRUNCATION
+
+    kept = []
+    for method, options in ((tune.method, tune.options),
+                            *(((tune.then.method, tune.then.options),) if tune.then else ())):
+        if method == "rgu":
+            kept.append((tune.horizon, "tune.horizon"))
+        elif method == "trgu":
+            s = options.get("steps")
+            kept.append((min(DEFAULT_TRUNCATION, tune.horizon), "tune.horizon") if s is None
+                        else (int(s), "tune.options.steps"))
+    return max(kept) if kept else None
+
+
+def _tuning_moments(config: Config, sizes: _Sizes, held, step, state) -> dict[str, list[SizedTensor]]:
     """The moments of tuning (see :func:`memory_moments`): an inner training step and the
-    outer objective, with the objective's points (or the observations) held throughout."""
+    outer objective, with the objective's points (or the observations) held throughout.
+    A reverse-mode hypergradient keeps every unrolled step's tensors and new θ and optimizer
+    state until its backward pass, after the objective (rgu: T steps; fg2u and the implicit
+    methods hold one step at a time)."""
     objective, estimator, data = config.tune.objective, config.estimator, config.sections.get("data")
     out = {}
+    n = None
     if objective.kind in ("reference", "residual"):
         n, count = objective.points, ("tune.objective.points",)
         points = [sizes.points(n, "the tuning objective's points", count)]
@@ -174,8 +195,17 @@ def _tuning_moments(config: Config, sizes: _Sizes, held, step) -> dict[str, list
         n, count = data.points, ("data.points",)
         points = [sizes.points(n, "the observations", count)] if sizes.itemsize == 4 else []
     else:  # observations from a file: their number is not known before it is read
-        return {}
-    out["a tuning step"] = held + points + step
+        points = []
+    reverse = _reverse_steps(config.tune) if config.tune.inner == "pinnlab" else None
+    if reverse is not None:
+        kept, setting = reverse
+        held = held + [t._replace(what=f"{t.what} (kept for each of {kept} unrolled steps)", copies=t.copies * kept,
+                                  settings=(setting, *t.settings)) for t in step + state]
+        out["a reverse-mode unroll"] = held + points
+    else:
+        out["a tuning step"] = held + points + step
+    if n is None:
+        return out
     what = "the tuning objective"
     if objective.kind == "residual" and objective.estimator == "autograd":
         chunk_size = estimator.chunk_size if estimator.kind == "autograd" and estimator.chunk_size else 64
