@@ -47,10 +47,12 @@ def run_inputs(config_path: str | Path, config) -> list[tuple[Path, str]]:
 
 
 def _output_checks(output: Path, *, overwrite: bool, what: str = "", checkpoint: bool = True,
+                   extra_checkpoints: Sequence[str] = (),
                    reads: Sequence[tuple[Path, str]] = ()) -> None:
     """Refuse an output that exists and is not a regular file (a directory, a FIFO, a
     device: the atomic write would rename over it), exists without ``overwrite``, cannot
-    be written, or whose name (with the ``.ckpt`` suffix when ``checkpoint``) is too long;
+    be written, or whose name (with the ``.ckpt`` suffix when ``checkpoint``, or the longest
+    of ``extra_checkpoints``, the suffixes of the run's other checkpoints) is too long;
     with ``checkpoint`` also a checkpoint path that exists and is not a regular file (its
     first write would fail after the work); an output (or its checkpoint) that is one of
     the files the run ``reads`` (:func:`run_inputs`). ``what`` names the output in the
@@ -62,14 +64,15 @@ def _output_checks(output: Path, *, overwrite: bool, what: str = "", checkpoint:
         limit = os.pathconf(output.absolute().parent, "PC_NAME_MAX")
     except (OSError, ValueError):
         limit = 255
-    suffix = CHECKPOINT_SUFFIX if checkpoint else ""
+    suffixes = [CHECKPOINT_SUFFIX, *extra_checkpoints] if checkpoint else []
+    suffix = max(suffixes, key=len, default="")
     size = len(output.name.encode()) + len(suffix)
     if size > limit:  # else the checkpoint (RUN.h5.ckpt) cannot be written, after the work is done
         raise UsageError(f"output name {output.name[:40]!r}... is too long: {size} bytes"
                          + (f" with the {suffix} checkpoint suffix" if suffix else "")
                          + f", the file system allows {limit}")
-    for path, name in [(output, f"output {where}")] + (
-            [(Path(str(output) + suffix), f"checkpoint {str(output) + suffix!r}")] if checkpoint else []):
+    for path, name in [(output, f"output {where}")] + [
+            (Path(str(output) + end), f"checkpoint {str(output) + end!r}") for end in suffixes]:
         if path.exists() and not path.is_file():
             kind = "a directory" if path.is_dir() else "not a regular file"
             raise UsageError(f"{name} is {kind}")

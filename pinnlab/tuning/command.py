@@ -30,6 +30,10 @@ def _summary(phi) -> str:
     return " ".join(parts)
 
 
+FINAL_SUFFIX = ".final.ckpt"
+"""``OUT.h5.final.ckpt``: the final solve's checkpoint (``OUT.h5.ckpt`` is the tuning's)."""
+
+
 def checkpoint_metadata(path: Path):
     """The ``metadata`` the tune checkpoint at ``path`` was saved with (None if it holds
     no dictionary). Memory-mapped, so its tensors are not read: the tuning loop that
@@ -144,14 +148,17 @@ def run(args) -> int:
         raise UsageError(f"config error: {err}") from None
     output = Path(args.output)
     checkpoint = Path(str(output) + CHECKPOINT_SUFFIX)
-    _output_checks(output, overwrite=args.overwrite, reads=run_inputs(args.config, config))
+    _output_checks(output, overwrite=args.overwrite, reads=run_inputs(args.config, config),
+                   extra_checkpoints=(FINAL_SUFFIX,))
     # a single-level joint fit is one training run without checkpoints; --resume restarts it
     checkpoint_path = None if config.tune.method == "joint" else checkpoint
     if args.resume and checkpoint_path is not None and not checkpoint.is_file():
         raise UsageError(f"no checkpoint {str(checkpoint)!r} to resume from")
-    if not args.resume and checkpoint.exists() and not args.overwrite:
-        raise UsageError(f"a checkpoint {str(checkpoint)!r} exists from an interrupted run; pass --resume "
-                         "to continue it or --overwrite to start over")
+    final_checkpoint = Path(str(output) + FINAL_SUFFIX)  # the final solve's, with trainer.checkpoint_every
+    for left in (checkpoint, final_checkpoint):
+        if not args.resume and left.exists() and not args.overwrite:
+            raise UsageError(f"a checkpoint {str(left)!r} exists from an interrupted run; pass --resume "
+                             "to continue it or --overwrite to start over")
     rank, world = init_from_environment(setup.device)  # under torchrun: directions split over ranks
     metadata = {"config": config_hash(config.to_yaml())}
     if args.resume and checkpoint_path is not None:
@@ -190,10 +197,12 @@ def run(args) -> int:
                  and "trial_steps" not in outcome.extra else "")
         print(f"warning: tuning stopped early ({outcome.message}); the final solve uses the last finite values"
               f"{start}", file=sys.stderr)
-    result, problem = final_solve(setup, outcome, progress=args.progress)
+    result, problem = final_solve(setup, outcome, progress=args.progress, checkpoint=final_checkpoint,
+                                  resume=args.resume)
     write_tune_result(output, setup, outcome, result, problem)
-    if checkpoint.exists():
-        checkpoint.unlink()
+    for done in (checkpoint, final_checkpoint):
+        if done.exists():
+            done.unlink()
     errors = coefficient_errors(setup, outcome.phi)
     extra = "".join(f" {k}_rel_err={v:.6e}" for k, v in errors.items())
     print(f"rel_l2={result.final.rel_l2:.6e} rel_l1={result.final.rel_l1:.6e} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,9 +242,30 @@ def final_mix_schedule(setup: TuningSetup, outcome: TuneOutcome) -> tuple[float,
     return outcome.mix_schedule(float(setup.phi0["mix"]))
 
 
-def final_solve(setup: TuningSetup, outcome: TuneOutcome, *, progress: str = "auto") -> tuple[TrainResult, Any]:
+def final_identity(config, phi: dict[str, Tensor]) -> str:
+    """What a final-solve checkpoint must match: the resolved config and the tuned values
+    (bit for bit), as the YAML :func:`pinnlab.io.checkpoint.config_hash` reads."""
+    import hashlib
+
+    from pinnlab.config import dump_yaml
+
+    digest = hashlib.sha256()
+    for name in sorted(phi):
+        value = phi[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}:".encode())
+        digest.update(value.numpy().tobytes())
+    return config.to_yaml() + dump_yaml({"final_solve": {"tuned": digest.hexdigest()}})
+
+
+def final_solve(setup: TuningSetup, outcome: TuneOutcome, *, progress: str = "auto",
+                checkpoint: Path | None = None, resume: bool = False) -> tuple[TrainResult, Any]:
     """Train with the tuned values for ``final_steps`` (default trainer.steps), from the
     initialisation or (``final_init: continue``) from the network the tuning trained.
+
+    With ``checkpoint`` and ``trainer.checkpoint_every``, the solve saves its state there
+    every that many steps, as ``pinnlab solve`` does; with ``resume`` it continues from a
+    checkpoint saved for the same config and tuned values (:func:`final_identity`), else
+    it starts over (a checkpoint of other tuned values is not used).
 
     Returns the training result and the problem it trained (its loss carries the
     learned mix schedule when the mix was tuned).
@@ -276,6 +298,19 @@ def final_solve(setup: TuningSetup, outcome: TuneOutcome, *, progress: str = "au
         from pinnlab.solvers import LinearDecay
 
         kwargs["schedule"] = LinearDecay(steps)
+    if checkpoint is not None and config.trainer.checkpoint_every:
+        from pinnlab.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+        from pinnlab.solvers import resolve_device
+
+        identity, optimizer = final_identity(config, outcome.phi), kwargs["optimizer"]
+        kwargs["checkpoint_every"] = config.trainer.checkpoint_every
+        kwargs["on_checkpoint"] = lambda state: save_checkpoint(checkpoint, state, optimizer, identity)
+        if resume and checkpoint.is_file():
+            try:
+                kwargs["state"] = load_checkpoint(checkpoint, optimizer, identity, resolve_device(kwargs["device"]),
+                                                  kwargs["dtype"])
+            except CheckpointError as err:  # another tuning's or damaged: solved again, and replaced
+                print(f"warning: the final solve starts over ({err})", file=sys.stderr)
     return train(problem, **kwargs, progress=progress), problem
 
 

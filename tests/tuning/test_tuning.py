@@ -71,6 +71,75 @@ def _h_from_scratch(setup, phi, steps):
         return float(unrolled_objective(problem)(phi))
 
 
+def test_a_final_solve_killed_after_a_checkpoint_resumes_from_it_exactly(tmp_path, monkeypatch, capsys):
+    """With trainer.checkpoint_every the final solve saves OUT.h5.final.ckpt; killed after
+    its step-20 checkpoint and resumed, the tuning comes from its own checkpoint, the final
+    solve continues at step 20, and the result equals the uninterrupted run's bit for bit.
+    A run without --resume is refused while the final checkpoint exists; a checkpoint of
+    other tuned values is not used (the final solve starts over, with a warning)."""
+    import pinnlab.io.checkpoint as checkpoints
+    import pinnlab.tuning.run as run_module
+
+    cfg = _write(tmp_path)
+    overrides = ["trainer.checkpoint_every=10", "tune.outer_steps=3"]
+    reference = tmp_path / "reference.h5"
+    assert main(["tune", str(cfg), *overrides, "-o", str(reference), "--progress", "off"]) == 0
+    assert not (tmp_path / "reference.h5.final.ckpt").exists()
+    save = checkpoints.save_checkpoint
+
+    def killed_at_20(path, state, *args):
+        save(path, state, *args)
+        if str(path).endswith(".final.ckpt") and state.step == 20:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints, "save_checkpoint", killed_at_20)
+    out = tmp_path / "run.h5"
+    assert main(["tune", str(cfg), *overrides, "-o", str(out), "--progress", "off"]) == 130
+    monkeypatch.setattr(checkpoints, "save_checkpoint", save)
+    final = tmp_path / "run.h5.final.ckpt"
+    assert final.is_file() and (tmp_path / "run.h5.ckpt").is_file() and not out.exists()
+    capsys.readouterr()
+    lone = tmp_path / "lone.h5.final.ckpt"  # (a joint fit leaves only this one)
+    lone.write_bytes(final.read_bytes())
+    for target in (out, tmp_path / "lone.h5"):
+        assert main(["tune", str(cfg), *overrides, "-o", str(target), "--progress", "off"]) == 2
+        assert "pass --resume" in capsys.readouterr().err
+    started = []
+    real_train = run_module.train
+
+    def recorded(problem, **kwargs):
+        started.append(kwargs["state"].step if kwargs.get("state") is not None else 0)
+        return real_train(problem, **kwargs)
+
+    monkeypatch.setattr(run_module, "train", recorded)
+    assert main(["tune", str(cfg), *overrides, "-o", str(out), "--resume", "--progress", "off"]) == 0
+    assert started == [20] and not final.exists() and not (tmp_path / "run.h5.ckpt").exists()
+    with h5py.File(reference) as a, h5py.File(out) as b:
+        assert a["final"].attrs["rel_l2"] == b["final"].attrs["rel_l2"]
+        np.testing.assert_array_equal(a["trace/loss"][...], b["trace/loss"][...])
+        for key in a["params"]:
+            np.testing.assert_array_equal(a["params"][key][...], b["params"][key][...])
+    # a final checkpoint of other tuned values: solved again from step 0, and warned
+    other = tmp_path / "other.h5"
+    monkeypatch.setattr(checkpoints, "save_checkpoint", killed_at_20)
+    assert main(["tune", str(cfg), *overrides, "-o", str(other), "--progress", "off"]) == 130
+    monkeypatch.setattr(checkpoints, "save_checkpoint", save)
+    monkeypatch.setattr(run_module, "final_identity", lambda config, phi: "other tuned values")
+    started.clear()
+    capsys.readouterr()
+    assert main(["tune", str(cfg), *overrides, "-o", str(other), "--resume", "--progress", "off"]) == 0
+    assert started == [0] and "the final solve starts over" in capsys.readouterr().err
+    # what a final checkpoint must match: the tuned values bit for bit (and the config)
+    config = configuration.load(cfg)
+    phi = {"weights.boundary": torch.tensor(0.25, dtype=torch.float64)}
+    nudged = {"weights.boundary": torch.nextafter(phi["weights.boundary"], torch.tensor(1.0, dtype=torch.float64))}
+    monkeypatch.undo()
+    identity = run_module.final_identity
+    assert identity(config, phi) == identity(config, {k: v.clone() for k, v in phi.items()})
+    assert identity(config, phi) != identity(config, nudged)
+    assert identity(config, phi) != identity(configuration.load(cfg, ["trainer.steps=41"]), phi)
+
+
 def test_tuning_a_badly_scaled_boundary_weight_lowers_the_outer_objective(tmp_path):
     setup = build_tuning(configuration.load(_write(tmp_path)))
     before = _h_from_scratch(setup, setup.phi0, 60)
