@@ -353,6 +353,8 @@ DEPENDENT: dict[str, tuple[str, tuple[Any, ...]]] = {
     "tune.objective.points": ("tune.objective.kind", ("residual", "reference")),
     # data and reference objectives take u from the training's own estimator
     "tune.objective.estimator": ("tune.objective.kind", ("residual",)),
+    # the K of that estimator's smoothing (a raw network's u has none)
+    "tune.objective.samples": ("estimator.kind", ("stein",)),
 }
 """Keys (``section.key`` or deeper) that act only when another key has one of some
 values: set otherwise they would be ignored, so validation refuses them; the resolved
@@ -377,6 +379,8 @@ def _stein_residual_objective(data: Mapping[str, Any]) -> bool:
 DEPENDENT_ELSEWHERE: dict[str, tuple[str, Callable[[Mapping[str, Any]], bool]]] = {
     "estimator.chunk_size": ("a Stein residual tuning objective (tune.objective.kind: residual)",
                              _stein_residual_objective),
+    "tune.objective.samples": ("a Stein residual tuning objective (tune.objective.kind: residual)",
+                               _stein_residual_objective),
 }
 """:data:`DEPENDENT` keys read in another place too: what reads them, and whether a raw
 config uses it."""

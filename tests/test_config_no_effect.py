@@ -75,6 +75,9 @@ REFUSED = {
                                            "tune.objective.estimator: has an effect only with "
                                            "tune.objective.kind: residual (this config has tune.objective.kind = "
                                            "'reference')"),
+    "objective.samples without Stein": ("tune", TUNE, ["estimator.kind=autograd", "tune.objective.samples=8"],
+                                        "tune.objective.samples: has an effect only with estimator.kind: stein, "
+                                        "or with a Stein residual tuning objective"),
     **{f"collocation_weight {key}": ("tune", TUNE, [f"tune.tunables={{collocation_weight: {{{key}: {value}}}}}"],
                                      f"tune.tunables.collocation_weight.{key}: has no effect on the "
                                      "collocation_weight network")
@@ -128,6 +131,8 @@ def test_a_setting_without_effect_is_refused_in_one_line(tmp_path, capsys, case)
     ["tune.options.distributed=true"],
     ["tune.objective.kind=residual", "tune.objective.estimator=autograd"],
     ["tune.tunables={collocation_weight: {width: 8, depth: 3}}"],
+    ["tune.objective.samples=8"],  # u of the Stein training at the observations
+    ["estimator.kind=autograd", "tune.objective.kind=residual", "tune.objective.samples=8"],  # its Stein residual
 ])
 def test_the_same_settings_where_they_act_are_accepted(tmp_path, overrides):
     text = TUNE.replace("source: synthetic, points: 10, noise: 0.01", "source: OBS")
