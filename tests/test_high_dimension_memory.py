@@ -133,7 +133,7 @@ def test_no_copy_of_all_the_points_is_made(monkeypatch):
 def test_slice_in_blocks_equals_one_predict_call(name, noise, monkeypatch):
     """compute_slice over blocks of a few points gives what one predict call and one
     exact call on slice_grid's 4096 points give (the one-shot slice), for shared noise
-    (one draw per predict call: each block starts the generator afresh) and independent
+    (one draw shared by every block's predict call, a SharedDraw) and independent
     noise (one draw per evaluation chunk: blocks of whole chunks continue the generator)."""
     eq = _equation(name, dim=5)
     problem = pinnlab.PINNProblem(

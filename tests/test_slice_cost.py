@@ -1,10 +1,13 @@
 """The result file's 64×64 slice is cheap at any d: a Stein run's slice is evaluated with
-shared noise (first layer (4096 + blocks·K)·D·w, not 4096·K·D·w), hjb_rosenbrock's slice
-reference takes at most SLICE_REFERENCE_SAMPLES samples, and the file says so."""
+shared noise drawn once for all its blocks of points (first layer (4096 + K)·D·w, not
+4096·K·D·w, nor (4096 + blocks·K)·D·w), hjb_rosenbrock's slice reference takes at most
+SLICE_REFERENCE_SAMPLES samples, and the file says so. The test set's shared-noise
+evaluation forms W(σξ) once for all its chunks too."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 import h5py
 import numpy as np
@@ -17,6 +20,7 @@ import pinnlab
 from pinnlab import config as configuration
 from pinnlab._seeding import make_generator
 from pinnlab.cli import main
+from pinnlab.equations import base as equation_base
 from pinnlab.equations import make_equation
 from pinnlab.estimators import SteinAntithetic
 from pinnlab.io import compute_slice, result_slice
@@ -29,7 +33,9 @@ from pinnlab.io.results import (
 )
 from pinnlab.losses import Biased
 from pinnlab.nets import MLP
-from pinnlab.solvers.evaluate import predict
+from pinnlab.solvers.evaluate import eval_chunk_size, evaluate, predict
+
+evaluation = importlib.import_module("pinnlab.solvers.evaluate")  # the module, not pinnlab.solvers.evaluate()
 
 RUN = """\
 equation: {name: allen_cahn_two_body, dim: 5, seed: 1}
@@ -50,21 +56,45 @@ def _flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def test_an_independent_noise_slice_costs_the_shared_first_layer():
-    """The slice of an independent-noise run makes (4096 + blocks·K)·D·w first-layer
-    multiply-adds (W x once per point, W(σξ) once per block of points), not the
-    4096·K·D·w of its own noise: 1/K of the cost when D ≫ w."""
+@pytest.mark.parametrize("noise", ["independent", "shared"])
+def test_a_slice_forms_the_noise_features_once(noise, monkeypatch):
+    """A Stein run's slice makes (4096 + K)·D·w first-layer multiply-adds (W x once per
+    point, W(σξ) once for all its blocks of points), not the 4096·K·D·w of an independent
+    run's own noise (1/K of the cost when D ≫ w), nor (4096 + blocks·K)·D·w: each block
+    formed W(σξ) again (at d = 10⁵, 100 blocks: 3 times W x of all the points)."""
     dim, width, k = 2000, 4, 8
     eq = make_equation("allen_cahn_two_body", dim, seed=1)
     problem = pinnlab.PINNProblem(eq, MLP(dim, width=width, depth=2),
-                                  SteinAntithetic(sigma=0.1, num_samples=k), Biased())
+                                  SteinAntithetic(sigma=0.1, num_samples=k, noise=noise), Biased())
     result = pinnlab.train(problem, steps=1, eval_every=1, test_points=50, progress="off")
-    blocks = -(-4096 // rows_per_chunk(dim))
-    first_layer = 2 * dim * width * (4096 + blocks * k)  # flops: 2 per multiply-add
+    monkeypatch.setattr(equation_base, "POINT_ELEMENT_BUDGET", 128 * dim)  # blocks of 128 points
+    assert -(-4096 // rows_per_chunk(dim)) == 32
+    first_layer = 2 * dim * width * (4096 + k)  # flops: 2 per multiply-add
     flops = _flops(lambda: result_slice(problem, result))
     assert first_layer <= flops <= 1.02 * first_layer  # the deeper layers: w·w, not D·w, per input
-    own_noise = _flops(lambda: compute_slice(problem, result.params, result.test_inputs))
-    assert own_noise >= 2 * 4096 * k * dim * width
+    if noise == "independent":
+        own_noise = _flops(lambda: compute_slice(problem, result.params, result.test_inputs))
+        assert own_noise >= 2 * 4096 * k * dim * width
+
+
+def test_a_shared_noise_test_set_evaluation_forms_the_noise_features_once(monkeypatch):
+    """The test set's evaluation in chunks makes (n + K)·D·w first-layer multiply-adds, not
+    (n + chunks·K)·D·w (W(σξ) formed again for every chunk), with the values it had."""
+    dim, width, k, n = 2000, 4, 8, 600
+    eq = make_equation("allen_cahn_two_body", dim, seed=1)
+    problem = pinnlab.PINNProblem(eq, MLP(dim, width=width, depth=2),
+                                  SteinAntithetic(sigma=0.1, num_samples=k, noise="shared"), Biased())
+    params = problem.init_params()
+    x = eq.test_set(n)
+    exact = eq.exact(x).float()
+    whole = evaluate(problem, params, x, exact, seed=2, step=3).prediction
+    monkeypatch.setattr(evaluation, "EVAL_ELEMENT_BUDGET", 2 * k * width * 20)  # chunks of 20 points
+    assert eval_chunk_size(problem, k) == 20
+    first_layer = 2 * dim * width * (n + k)
+    flops = _flops(lambda: evaluate(problem, params, x, exact, seed=2, step=3))
+    assert first_layer <= flops <= 1.02 * first_layer
+    chunked = evaluate(problem, params, x, exact, seed=2, step=3).prediction
+    torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6 * float(whole.abs().max()))
 
 
 def test_slice_is_the_shared_noise_model_and_leaves_the_run_as_it_was():

@@ -320,7 +320,9 @@ def compute_slice(problem, params, x_test, *, num_samples=None, seed=0, sigma=No
 
     The points are built, predicted and compared block by block (:func:`_slice_blocks`),
     with the same values as one :func:`~pinnlab.solvers.evaluate.predict` call on all of
-    them with the generator ``(seed, "slice")``. ``sigma`` overrides the estimator's σ
+    them with the generator ``(seed, "slice")``: shared noise is drawn once for all the
+    blocks, and its first-layer features W(σξ) formed once
+    (:class:`~pinnlab.estimators.stein.SharedDraw`). ``sigma`` overrides the estimator's σ
     (scalar or per coordinate) as in :func:`~pinnlab.solvers.evaluate.predict`: pass the
     σ the run trained and evaluated with (``hyperparams["sigma"]``, e.g. a tuned σ), so
     the slice shows the same model. The noise is ``problem``'s (:func:`result_slice`
@@ -331,7 +333,7 @@ def compute_slice(problem, params, x_test, *, num_samples=None, seed=0, sigma=No
     rest of a shrunk run. ``grid.evaluation`` records the noise, K and such a sample count.
     """
     from pinnlab._seeding import make_generator
-    from pinnlab.estimators.stein import SteinAntithetic
+    from pinnlab.estimators.stein import SharedDraw, SteinAntithetic
     from pinnlab.solvers.evaluate import predict
 
     grid = plan_slice(problem.equation, x_test)
@@ -344,15 +346,14 @@ def compute_slice(problem, params, x_test, *, num_samples=None, seed=0, sigma=No
         evaluation["reference_samples"] = SLICE_REFERENCE_SAMPLES
     device = x_test.device
     dtype = next(iter(params.values())).dtype
-    rows, fresh_generator_per_block = _slice_blocks(problem, num_samples, grid.base.numel())
+    rows = _slice_blocks(problem, num_samples, grid.base.numel())
     generator = make_generator(seed, "slice", device=device)
+    draw = SharedDraw()
     preds, trues = [], []
     for start in range(0, len(grid), rows):
-        if fresh_generator_per_block:
-            generator = make_generator(seed, "slice", device=device)
         inputs = grid.points(start, start + rows)
         preds.append(predict(problem, params, inputs.to(device=device, dtype=dtype), num_samples=num_samples,
-                             generator=generator, sigma=sigma))
+                             generator=generator, sigma=sigma, draw=draw))
         trues.append(reference.exact(inputs))
     pred = torch.cat(preds)
     true = torch.cat(trues).to(pred)
@@ -360,16 +361,16 @@ def compute_slice(problem, params, x_test, *, num_samples=None, seed=0, sigma=No
     return grid, grid.grid_a, grid.grid_b, grid.dims, grid.labels, grid.inside, pred, true
 
 
-def _slice_blocks(problem, num_samples, width: int) -> tuple[int, bool]:
-    """(points per block of the slice, whether each block's predict starts from a fresh
-    generator), so that blocks give what one ``predict`` call on all the points gives.
+def _slice_blocks(problem, num_samples, width: int) -> int:
+    """Points per block of the slice, so that blocks give what one ``predict`` call on all
+    the points gives.
 
-    ``predict`` draws shared noise (Stein, ``noise="shared"``) once per call, for all of
-    its points: every block gets the generator in its initial state, i.e. the same K
-    vectors, and blocks of :data:`~pinnlab.equations.base.POINT_ELEMENT_BUDGET` elements.
-    Otherwise it draws noise for each of its chunks of
-    :func:`~pinnlab.solvers.evaluate.eval_chunk_size` points in turn: a block is a whole
-    number of those chunks (at least one) and the blocks continue one generator.
+    Shared noise (Stein, ``noise="shared"``) is drawn once for all the blocks (their
+    ``predict`` calls share a :class:`~pinnlab.estimators.stein.SharedDraw`): blocks of
+    :data:`~pinnlab.equations.base.POINT_ELEMENT_BUDGET` elements. Otherwise ``predict``
+    draws noise for each of its chunks of :func:`~pinnlab.solvers.evaluate.eval_chunk_size`
+    points in turn: a block is a whole number of those chunks (at least one) and the
+    blocks continue one generator.
     """
     from pinnlab.estimators.stein import SteinAntithetic
     from pinnlab.solvers.evaluate import eval_chunk_size
@@ -377,12 +378,12 @@ def _slice_blocks(problem, num_samples, width: int) -> tuple[int, bool]:
     estimator = problem.estimator
     rows = rows_per_chunk(width)
     if isinstance(estimator, SteinAntithetic) and estimator.noise == "shared":
-        return rows, True
+        return rows
     samples = getattr(estimator, "num_samples", None)
     if num_samples is not None and samples is not None:
         samples = num_samples  # as predict replaces them
     chunk = eval_chunk_size(problem, samples)
-    return chunk * max(1, rows // chunk), False
+    return chunk * max(1, rows // chunk)
 
 
 def result_slice(problem, result, *, num_samples=None, seed=0, sigma=None):
@@ -392,10 +393,11 @@ def result_slice(problem, result, *, num_samples=None, seed=0, sigma=None):
     (:class:`~pinnlab.solvers.deepxde_adapter.DeepXDEResult`).
 
     A Stein estimator evaluates the slice with shared noise, whatever the run's: one set of
-    K vectors ξ for all 4,096 points, so the first layer costs (4096 + b·K)·D·w for the
-    slice's b blocks of points (W(σξ) once a block; b = 10 at d = 10⁴), not 4096·K·D·w:
-    12 s instead of 205 s at d = 10⁴, K = 128, where the slice had cost 5 times the
-    training and evaluation of a 2-step run. Each point's value is still unbiased with the
+    K vectors ξ for all 4,096 points, so the first layer costs (4096 + K)·D·w (W(σξ) once
+    for all the slice's blocks of points), not 4096·K·D·w: 12 s instead of 205 s at
+    d = 10⁴, K = 128, where the slice had cost 5 times the training and evaluation of a
+    2-step run (with W(σξ) once a block, (4096 + b·K)·D·w for b blocks, it took 20 s
+    instead of 9 s at d = 10⁵, b = 100). Each point's value is still unbiased with the
     same variance; only the errors of different points are correlated (a smoother
     picture). The test set's metrics keep the run's noise.
     """

@@ -32,6 +32,8 @@ class MLP(nn.Module):
     layer as W x + Σ_p c_p W δ_p (see there for the cost). A perturbation that gives
     δ_p = scales[p]⊙noise[p] as the two factors (attributes ``noise`` and ``scales``)
     gets W δ_p = (W diag scales[p]) noise[p], so no δ_p as large as the noise is formed.
+    A perturbation with a :class:`~pinnlab.nets.perturbation.FeatureCache` (shared noise
+    evaluated chunk by chunk) forms W δ_p once for all the chunks.
 
     Args:
         input_dim: D, the number of input columns (time included).
@@ -97,7 +99,7 @@ class MLP(nn.Module):
         center = first(inputs.center)  # (N, w), bias included once
         scales = getattr(inputs, "scales", None)
         if scales is None:
-            parts = tuple(p @ first.weight.T for p in inputs.parts)  # (K, w) or (N, K, w)
+            parts = inputs.part_features(first.weight)  # (K, w) or (N, K, w)
         else:  # parts δ_p = scales[p]⊙noise[p] given as factors (the Stein estimator's independent noise)
             parts = tuple(_scaled_features(first.weight, n, s) for n, s in zip(inputs.noise, scales))
         hidden = torch.stack(

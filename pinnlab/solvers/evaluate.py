@@ -11,7 +11,7 @@ from torch import Tensor
 
 from pinnlab._seeding import make_generator
 from pinnlab._typing import Params
-from pinnlab.estimators.stein import SteinAntithetic
+from pinnlab.estimators.stein import SharedDraw, SteinAntithetic
 from pinnlab.nets.mlp import MLP
 from pinnlab.solvers.problem import PINNProblem
 
@@ -58,23 +58,28 @@ def predict(
     num_samples: int | None = None,
     generator: torch.Generator | None = None,
     sigma=None,
+    draw: SharedDraw | None = None,
 ) -> Tensor:
     """u = A·u_σ + B at `(N, D)` points, with ``num_samples`` for the smoothed value.
 
     Runs without autograd and in chunks of :func:`eval_chunk_size` points (memory bounded
     at any D). Shared noise draws one set of K vectors for all N points (the values do
     not depend on the chunk size); independent noise draws each chunk's in turn from
-    ``generator``. Returns `(N,)`.
+    ``generator``. ``draw``: a :class:`~pinnlab.estimators.stein.SharedDraw` that
+    several calls share (blocks of points), so shared Stein noise is drawn once, at the
+    first call, for all of them; other noise does not use it. Returns `(N,)`.
     """
     estimator = problem.estimator
     if num_samples is not None and hasattr(estimator, "num_samples"):
         estimator = dataclasses.replace(estimator, num_samples=num_samples)
+    shared = {"draw": draw} if isinstance(estimator, SteinAntithetic) else {}  # only Stein's evaluate takes one
     smoothed = estimator.evaluate(
         problem.model(params),
         x,
         generator=generator,
         chunk_size=eval_chunk_size(problem, getattr(estimator, "num_samples", None)),
         sigma=sigma,
+        **shared,
     )
     with torch.no_grad():
         return problem.equation.solution(x, smoothed)
