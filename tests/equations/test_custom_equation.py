@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-import pytest
 import torch
 
 from pinnlab.equations import EQUATIONS
@@ -13,23 +9,8 @@ from pinnlab.estimators import Autograd, SteinAntithetic
 from pinnlab.losses import Biased
 from pinnlab.nets import MLP, Pointwise
 from pinnlab.solvers import PINNProblem, evaluate, train
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_equation.py"
-
-
-@pytest.fixture(autouse=True)
-def _restore_registry():
-    saved = dict(EQUATIONS)
-    yield
-    EQUATIONS.clear()
-    EQUATIONS.update(saved)
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("custom_equation", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.equations.conftest import EXAMPLE
+from tests.equations.conftest import load_example as _load
 
 
 def test_custom_equation_is_short_registered_and_exact():

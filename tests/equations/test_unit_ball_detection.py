@@ -10,49 +10,13 @@ import pytest
 import torch
 
 from pinnlab.cli import main
-from pinnlab.equations import (
-    EQUATIONS,
-    LAPLACIAN,
-    ZERO,
-    AbstractEquation,
-    Jet,
-    Term,
-    make_equation,
-    register,
-)
+from pinnlab.equations import EQUATIONS, make_equation, register
 from pinnlab.io.results import is_unit_ball, plan_slice
+from tests.equations.conftest import load_example
 
 BUILT_IN = sorted(EQUATIONS)  # at import: before any test registers its own
-
-
-@pytest.fixture(autouse=True)
-def _restore_registry():
-    saved = dict(EQUATIONS)
-    yield
-    EQUATIONS.clear()
-    EQUATIONS.update(saved)
-
-
-class _SinePoisson(AbstractEquation):
-    """examples/custom_equation.py's Δu = f on the unit ball (no ``radius`` attribute)."""
-
-    def sample_collocation(self, n, *, generator, dtype=torch.float32):
-        z = torch.randn(n, self.dim, generator=generator, device=generator.device, dtype=dtype)
-        r = torch.rand(n, 1, generator=generator, device=generator.device, dtype=dtype)
-        return r * z / z.norm(dim=1, keepdim=True)
-
-    def exact(self, x, coefficients=None):
-        return (1 - (x * x).sum(-1)) * torch.sin(x).sum(-1)
-
-    def terms(self):
-        return (Term(1.0, (LAPLACIAN,)),)
-
-    def source(self, x, coefficients):
-        s, c = torch.sin(x).sum(-1), (x * torch.cos(x)).sum(-1)
-        return -(1 - (x * x).sum(-1)) * s - 4 * c - 2 * self.dim * s
-
-    def ansatz(self, x, coefficients):
-        return Jet(1 - (x * x).sum(-1), -2 * x, torch.full_like(x, -2.0)), ZERO
+_SinePoisson = load_example().SinePoisson  # the README's equation, which declares its domain
+EQUATIONS.pop(_SinePoisson.name)  # (registered by the import; the tests register their own)
 
 
 class BallSine(_SinePoisson):
@@ -64,6 +28,7 @@ class CubeWithRadius(_SinePoisson):
     """Not a unit-ball problem, though it has an attribute ``radius`` (of something else)."""
 
     name = "cube_with_radius"
+    domain = None
     radius = 0.5
 
 
