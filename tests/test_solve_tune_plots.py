@@ -12,7 +12,7 @@ import pytest
 from matplotlib.colors import to_rgba
 
 from pinnlab.cli import main
-from pinnlab.equations import EQUATIONS
+from pinnlab.equations import EQUATIONS, register
 from pinnlab.plots import solve as solve_plots
 from pinnlab.plots import tune as tune_plots
 
@@ -115,18 +115,22 @@ def test_the_slice_title_says_where_the_other_coordinates_are(tmp_path, figures,
 
 @pytest.fixture
 def sine_poisson():
-    """The README's custom equation (not a unit-ball problem to pinnlab: no ``radius``),
+    """The README's custom equation (a declared unit-ball problem), and the same equation
+    without the declaration (``sine_cube``: pinnlab knows nothing of its domain),
     registered for the duration of the test."""
     saved = dict(EQUATIONS)
     spec = importlib.util.spec_from_file_location("custom_equation", EXAMPLE)
-    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    register(type("SineCube", (module.SinePoisson,), {"name": "sine_cube", "domain": None}))
     yield
     EQUATIONS.clear()
     EQUATIONS.update(saved)
 
 
 @pytest.mark.parametrize(("equation", "others", "says"), [
-    ("sine_poisson", "median", "the other 2 coordinates at the test-set median"),  # the audit's case
+    ("sine_cube", "median", "the other 2 coordinates at the test-set median"),  # the audit's case
+    ("sine_poisson", "zero", "the other 2 coordinates at 0"),
     ("poisson_two_body", "zero", "the other 2 coordinates at 0"),
 ])
 def test_a_solve_records_the_slice_rule_and_the_plot_says_it(tmp_path, figures, sine_poisson, equation, others,
