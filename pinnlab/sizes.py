@@ -217,12 +217,51 @@ def _tuning_moments(config: Config, sizes: _Sizes, held, step, state) -> dict[st
 
 
 _MEMINFO = "/proc/meminfo"
+_CGROUP = "/sys/fs/cgroup"
+_PROC_CGROUP = "/proc/self/cgroup"
+
+
+def _read_limit(path: str) -> int | None:
+    """A cgroup limit file's bytes (None: no file, ``max``, or unreadable)."""
+    try:
+        with open(path) as fh:
+            text = fh.read().strip()
+        return None if text == "max" else int(text)
+    except (OSError, ValueError):
+        return None
+
+
+def _cgroup_limit(swap_total: int) -> int | None:
+    """The memory (RAM and the swap it may use) the cgroup of this process allows, or None
+    without a limit: a container's limit, which the OOM killer enforces well below the
+    machine's RAM. cgroup v2 (``memory.max`` + ``memory.swap.max``) or v1
+    (``memory.memsw.limit_in_bytes``, else ``memory.limit_in_bytes`` + the machine's swap)."""
+    try:
+        with open(_PROC_CGROUP) as fh:
+            lines = [line.strip().split(":", 2) for line in fh if line.count(":") >= 2]
+    except OSError:
+        lines = []
+    v2 = [path for hierarchy, _, path in lines if hierarchy == "0"]
+    v1 = [path for _, controllers, path in lines if "memory" in controllers.split(",")]
+    for directory in [f"{_CGROUP}{v2[0].rstrip('/')}" if v2 else None, _CGROUP]:
+        if directory is not None and (ram := _read_limit(f"{directory}/memory.max")) is not None:
+            swap = _read_limit(f"{directory}/memory.swap.max")
+            return ram + min(swap_total, swap if swap is not None else swap_total)
+    for directory in [f"{_CGROUP}/memory{v1[0].rstrip('/')}" if v1 else None, f"{_CGROUP}/memory"]:
+        if directory is None:
+            continue
+        both = _read_limit(f"{directory}/memory.memsw.limit_in_bytes")
+        ram = _read_limit(f"{directory}/memory.limit_in_bytes")
+        if both is not None or ram is not None:
+            return both if both is not None else ram + swap_total
+    return None
 
 
 def machine_memory(device: str) -> tuple[str, int | None]:
     """The memory a run on ``device`` (a ``trainer.device`` setting) can use, in bytes, and
     its name: on CUDA the device's total memory; else the machine's RAM and swap (what
-    other processes use now is not subtracted: they may end), or None if unknown."""
+    other processes use now is not subtracted: they may end), or the limit of this
+    process's cgroup when lower (a container's), or None if unknown."""
     import torch
 
     if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
@@ -234,7 +273,10 @@ def machine_memory(device: str) -> tuple[str, int | None]:
     try:
         with open(_MEMINFO) as fh:
             fields = dict(line.split(":", 1) for line in fh if ":" in line)
-        return "RAM", (int(fields["MemTotal"].split()[0]) + int(fields.get("SwapTotal", "0").split()[0])) * 1024
+        swap = int(fields.get("SwapTotal", "0").split()[0]) * 1024
+        total = int(fields["MemTotal"].split()[0]) * 1024 + swap
+        limit = _cgroup_limit(swap)  # (v1 reports "no limit" as about 2**63)
+        return ("RAM", total) if limit is None or limit >= total else ("RAM (its cgroup's limit)", limit)
     except (OSError, ValueError, IndexError, KeyError):  # (not Linux)
         try:
             return "RAM", os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -266,7 +308,7 @@ def check_sizes(config: Config) -> None:
     name, capacity = machine_memory(config.trainer.device)
     if capacity is None:
         return
-    on_host = name == "RAM"  # on CUDA only the device's tensors count against its memory
+    on_host = name.startswith("RAM")  # on CUDA only the device's tensors count against its memory
     needs = {moment: [t for t in tensors if on_host or not t.host] for moment, tensors in moments.items()}
     moment, tensors = max(needs.items(), key=lambda item: sum(t.nbytes for t in item[1]))
     need = sum(t.nbytes for t in tensors)

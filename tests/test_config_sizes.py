@@ -233,6 +233,48 @@ def test_machine_memory_is_ram_and_swap(tmp_path, monkeypatch):
     assert S.machine_memory("cpu") == ("RAM", os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
+def test_a_cgroup_limit_below_the_ram_is_the_machines_memory(tmp_path, monkeypatch):
+    """In a container the OOM killer stops a run at its cgroup's limit, far below the
+    machine's RAM: cgroup v2 (memory.max + memory.swap.max, in the process's own group) and
+    v1 (memsw, else the limit + the machine's swap); no limit ("max", v1's ~2**63) or one
+    above RAM + swap leaves RAM + swap."""
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:  1048576 kB\nSwapTotal:  1024 kB\n")  # 1 GiB + 1 MiB
+    root, proc = tmp_path / "cgroup", tmp_path / "proc_cgroup"
+    monkeypatch.setattr(S, "_MEMINFO", str(meminfo))
+    monkeypatch.setattr(S, "_CGROUP", str(root))
+    monkeypatch.setattr(S, "_PROC_CGROUP", str(proc))
+    full = ("RAM", 2**30 + 2**20)
+
+    def limits(proc_text, files):
+        proc.write_text(proc_text)
+        if root.exists():
+            import shutil
+
+            shutil.rmtree(root)
+        for name, text in files.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(text)
+        return S.machine_memory("cpu")
+
+    mib = 2**20
+    assert limits("0::/job\n", {"job/memory.max": f"{64 * mib}\n", "job/memory.swap.max": "0\n"}) == (
+        "RAM (its cgroup's limit)", 64 * mib)
+    assert limits("0::/job\n", {"job/memory.max": f"{64 * mib}\n"}) == ("RAM (its cgroup's limit)", 65 * mib)
+    assert limits("0::/\n", {"memory.max": "max\n"}) == full
+    assert limits("0::/\n", {"memory.max": f"{4 * 2**30}\n"}) == full
+    assert limits("4:memory:/job\n", {"memory/job/memory.limit_in_bytes": "9223372036854771712\n"}) == full
+    assert limits("4:cpu,memory:/job\n", {"memory/job/memory.limit_in_bytes": f"{32 * mib}\n"}) == (
+        "RAM (its cgroup's limit)", 33 * mib)
+    assert limits("4:memory:/\n", {"memory/memory.limit_in_bytes": f"{32 * mib}\n",
+                                    "memory/memory.memsw.limit_in_bytes": f"{40 * mib}\n"}) == (
+        "RAM (its cgroup's limit)", 40 * mib)
+    assert limits("", {}) == full  # no cgroup files at all
+    limits("0::/job\n", {"job/memory.max": f"{64 * mib}\n", "job/memory.swap.max": "0\n"})
+    with pytest.raises(C.ConfigError, match="more than this machine's 64 MiB of RAM \\(its cgroup's limit\\)"):
+        S.check_sizes(_config(SMALL, ["trainer.test_points=4000000"]))  # 92 MiB drawn in float64, on the host
+
+
 def test_on_cuda_the_devices_memory_holds_the_devices_tensors(tmp_path, monkeypatch):
     """The float64 test set is drawn on the CPU (and the network built there): on CUDA only
     the tensors on the device count against its memory."""
