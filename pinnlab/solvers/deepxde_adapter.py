@@ -10,8 +10,10 @@ Nothing in pinnlab imports this module unless the adapter is used.
 from __future__ import annotations
 
 import contextlib
+import io
 import copy
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -50,8 +52,10 @@ def import_deepxde():
         raise RuntimeError(
             f"the DeepXDE adapter needs DDE_BACKEND=pytorch, found {os.environ['DDE_BACKEND']!r}"
         )
+    said = io.StringIO()
     try:
-        import deepxde as dde
+        with contextlib.redirect_stderr(said):
+            import deepxde as dde
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
             "the DeepXDE adapter needs the optional dependency: pip install 'pinnlab[deepxde]'"
@@ -59,7 +63,13 @@ def import_deepxde():
     finally:
         torch.set_default_device(previous_device)
         torch.set_default_dtype(previous_dtype)
+        # its three lines on which backend it uses and which one it recommends are not
+        # pinnlab's to print (once per process: every study worker); anything else is passed on
+        sys.stderr.write(_BACKEND_LINES.sub("", said.getvalue()))
     return dde
+
+
+_BACKEND_LINES = re.compile(r"Using backend: pytorch\nOther supported backends: [^\n]*\n[^\n]*recommended\.\n")
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -18,6 +19,26 @@ def test_pinnlab_never_imports_deepxde_unless_the_adapter_is_used():
         "assert 'deepxde' not in sys.modules, 'deepxde imported eagerly'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_deepxde_import_says_nothing_of_backends_but_passes_other_output_on(tmp_path):
+    """DeepXDE's import prints which backend it uses and recommends another, once per
+    process (every study worker and tuning trial): dropped; anything else written to
+    stderr during the import (a warning) still reaches the user. (A stand-in deepxde
+    package prints DeepXDE 1.15's lines and a warning.)"""
+    fake = tmp_path / "deepxde"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "import sys, warnings\n"
+        "print('Using backend: pytorch\\nOther supported backends: tensorflow.compat.v1, tensorflow, jax, "
+        "paddle.\\npaddle supports more examples now and is recommended.', file=sys.stderr, flush=True)\n"
+        "warnings.warn('a deprecation of its own')\n"
+    )
+    code = "from pinnlab.solvers.deepxde_adapter import import_deepxde; import_deepxde()"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    assert "backend" not in out.stderr and "recommended" not in out.stderr, out.stderr
+    assert "UserWarning: a deprecation of its own" in out.stderr, out.stderr
 
 
 def test_adapter_solves_small_poisson_and_restores_torch_state():
