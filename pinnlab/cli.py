@@ -383,6 +383,13 @@ def _run(args) -> int:
                          ) from None
 
 
+def _rank() -> str:
+    """`` (rank R of W)`` under torchrun, which starts W processes that each meet the same
+    bad input: the user then sees which process said each of the W lines."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    return f" (rank {os.environ.get('RANK', '?')} of {world})" if world not in ("", "1") else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line as a function (public: notebooks and scripts call it):
     ``main(["solve", "cfg.yaml", "-o", "run.h5"])`` runs ``pinnlab solve cfg.yaml -o
@@ -392,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse_args(argv)
         return _run(args)
     except UsageError as err:
-        print(f"pinnlab: error: {err}", file=sys.stderr)
+        print(f"pinnlab: error{_rank()}: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("pinnlab: interrupted", file=sys.stderr)

@@ -247,3 +247,19 @@ def test_python_dash_m_pinnlab_is_the_command_line(tmp_path):
     assert run.returncode == 2, run.stderr
     assert run.stderr.strip().splitlines() == [
         f"pinnlab: error: config error: config file {str(tmp_path / 'missing.yaml')!r} does not exist"]
+
+
+def test_under_torchrun_each_ranks_error_line_names_its_rank(tmp_path, capsys, monkeypatch):
+    """torchrun starts W processes that all meet the same bad input: W lines, each saying
+    which process wrote it (outside torchrun the line is as before)."""
+    from pinnlab.cli import main
+
+    missing = tmp_path / "missing.yaml"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["tune", str(missing), "-o", str(tmp_path / "t.h5")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"pinnlab: error (rank 1 of 2): config error: config file {str(missing)!r} does not exist"]
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert main(["tune", str(missing), "-o", str(tmp_path / "t.h5")]) == 2
+    assert capsys.readouterr().err.startswith("pinnlab: error: config error")
