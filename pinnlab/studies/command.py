@@ -79,6 +79,13 @@ def run(args) -> int:
     if args.workers is not None and config.study.kind == "estimator":
         raise UsageError("--workers: an estimator study runs in one process (the option is for training studies)")
     runs = _validated_runs(config, args)
+    trains = config.study.kind == "training" or config.study.init == "trained"
+    if "data" in config.sections and not (trains and any(
+            "data" in run.sections and run.data.train for run in runs.values())):
+        # (a grid may set data.train in some cells: then the section acts there)
+        raise UsageError("config error: data: the observations have no effect on this study (they enter "
+                         "training only with data.train: true, in a training study or study.init: trained); "
+                         "set it or remove data:")
     if config.study.kind == "estimator":
         return _estimator(config, output, args, runs)
     return _training(config, output, args)

@@ -425,6 +425,30 @@ def test_a_bad_variant_is_refused_before_any_cell_runs(tmp_path, capsys):
     assert not Path(str(out) + ".cells").exists() and not out.exists()
 
 
+def test_a_data_section_no_run_of_the_study_trains_on_is_refused(tmp_path, capsys, monkeypatch):
+    """Observations enter a study only through a data term (data.train) of a training
+    study's cells or an estimator study's pretraining (init: trained): otherwise data: is
+    refused (one line, exit 2, nothing written); a grid that sets data.train in some cells
+    is accepted."""
+    import pinnlab.studies.command as study_command
+
+    ran = []
+    monkeypatch.setattr(study_command, "_training", lambda *a: ran.append("training") or 0)
+    monkeypatch.setattr(study_command, "_estimator", lambda *a: ran.append("estimator") or 0)
+    training, estimator = tmp_path / "train.yaml", tmp_path / "est.yaml"
+    training.write_text(TINY_TRAINING.replace("STEPS", "5") + "data: {points: 10}\n")
+    estimator.write_text(TINY_ESTIMATOR + "data: {points: 10, train: true}\n")
+    for cfg, overrides in ((training, []), (estimator, []), (estimator, ["study.init=trained", "data.train=false"])):
+        assert main(["study", str(cfg), *overrides, "-o", str(tmp_path / "s.h5")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "data: the observations have no effect on this study" in err, err
+    assert ran == [] and not (tmp_path / "s.h5").exists()
+    for cfg, overrides in ((training, ["study.grid.data.train=[false, true]"]), (training, ["data.train=true"]),
+                           (estimator, ["study.init=trained"])):
+        assert main(["study", str(cfg), *overrides, "-o", str(tmp_path / "s.h5")]) == 0, capsys.readouterr().err
+    assert ran == ["training", "training", "estimator"]
+
+
 DEEPXDE_TRAINING = """\
 equation: {name: poisson_two_body, dim: 2, seed: 1, constraint: soft}
 model: {width: 8, depth: 2}
