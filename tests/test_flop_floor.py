@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_estimators.py"
 SIZES = {"n": 8, "k": 8, "v": 16, "width": 32}
 BOUND = 1.3  # counted / floor: what the implementation may do on top of the floor
+STEIN_BOUND = 1.02  # Stein steps: 1.00–1.01 here (1.06–1.11 at d = 200 while f(x) had its own W·x)
 
 
 def _load():
@@ -49,7 +50,8 @@ def test_step_flops_is_a_floor_of_the_counted_step(method, dim):
         step(params, state, {}, 0)
     counted = counter.get_total_flops()
     floor = bench.step_flops(method, dim, **SIZES)
-    assert floor <= counted <= BOUND * floor, (counted, floor, counted / floor)
+    bound = STEIN_BOUND if method.startswith("stein") else BOUND
+    assert floor <= counted <= bound * floor, (counted, floor, counted / floor)
 
 
 @pytest.mark.parametrize("where, expected", [("missing/out.json", "does not exist"), (".", "is a directory")])

@@ -257,12 +257,14 @@ class SteinAntithetic(AbstractDerivativeEstimator):
     # -- joint smoothing -------------------------------------------------------------
     def _joint(self, model, x, queries, s, noise: _Noise) -> list[Tensor]:
         xi = noise.xi
-        pair = model(noise.perturbation(x, ((1.0,), (-1.0,))))  # (N, 2, K)
-        f_plus, f_minus = pair[:, 0], pair[:, 1]
+        need_second = any(q.order == 2 for q in queries)
+        # f(x) as the all-zero pattern: networks evaluate it once per point, from the
+        # first-layer W·x the pairs use anyway
+        patterns = ((1.0,), (-1.0,), (0.0,)) if need_second else ((1.0,), (-1.0,))
+        values = model(noise.perturbation(x, patterns))  # (N, 2 or 3, K)
+        f_plus, f_minus = values[:, 0], values[:, 1]
         first = (f_plus - f_minus) / 2
-        second = None
-        if any(q.order == 2 for q in queries):
-            second = (f_plus + f_minus) / 2 - model(x)[:, None]
+        second = (f_plus + f_minus) / 2 - values[:, 2] if need_second else None
         return [
             self._answer(q, x, xi, s, (f_plus + f_minus) / 2, first, second, None)
             for q in queries

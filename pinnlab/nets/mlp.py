@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from pinnlab.nets.perturbation import Perturbation, combine_pattern_features
+from pinnlab.nets.perturbation import Perturbation, combine_pattern_features, is_center, with_center_rows
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "tanh": torch.tanh,
@@ -102,11 +102,17 @@ class MLP(nn.Module):
             parts = inputs.part_features(first.weight)  # (K, w) or (N, K, w)
         else:  # parts δ_p = scales[p]⊙noise[p] given as factors (the Stein estimator's independent noise)
             parts = tuple(_scaled_features(first.weight, n, s) for n, s in zip(inputs.noise, scales))
-        hidden = torch.stack(
-            [combine_pattern_features(center, parts, c) for c in inputs.coefficients],
-            dim=1,
-        )  # (N, S, K, w)
-        return self._head(hidden)
+        moving = tuple(c for c in inputs.coefficients if not is_center(c))
+        values = None
+        if moving:
+            hidden = torch.stack(
+                [combine_pattern_features(center, parts, c) for c in moving], dim=1
+            )  # (N, S', K, w)
+            values = self._head(hidden)
+        if len(moving) == inputs.num_patterns:
+            return values
+        # the centre (an all-zero pattern): once per point, from the same W·center
+        return with_center_rows(values, self._head(center), inputs.coefficients, inputs.num_samples)
 
 
 def _scaled_features(weight: Tensor, noise: Tensor, scale: Tensor) -> Tensor:

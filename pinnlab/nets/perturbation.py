@@ -22,7 +22,10 @@ class Perturbation:
     Networks that understand this type (:class:`pinnlab.nets.MLP`) factorise their
     first affine layer, W z = W center + Σ_p c_{s,p} W δ_p, so W δ_p is computed once
     for all sign patterns and, with shared noise, once for all points: the first-layer
-    cost falls from ``N·S·K·D·w`` to ``(N + P·K)·D·w``.
+    cost falls from ``N·S·K·D·w`` to ``(N + P·K)·D·w``. An all-zero pattern is the
+    centre itself: its value is the same for all K samples, and these networks (and
+    :func:`evaluate_pointwise`) evaluate it once per point, sharing W·center with the
+    other patterns (the Stein estimator's f(x) costs no first layer of its own).
 
     Args:
         center: `(N, D)` points x.
@@ -46,11 +49,12 @@ class Perturbation:
     def num_patterns(self) -> int:
         return len(self.coefficients)
 
-    def materialize(self) -> Tensor:
-        """The explicit inputs, `(N, S, K, D)`; memory N·S·K·D."""
+    def materialize(self, coefficients: tuple[tuple[float, ...], ...] | None = None) -> Tensor:
+        """The explicit inputs, `(N, S, K, D)`; memory N·S·K·D. ``coefficients``: only
+        these patterns (default: all)."""
         shape = (self.center.shape[0], self.num_samples, self.center.shape[1])
         rows = []
-        for pattern in self.coefficients:
+        for pattern in self.coefficients if coefficients is None else coefficients:
             offset = sum(c * _per_point(p) for c, p in zip(pattern, self.parts) if c != 0)
             # an all-zero pattern (the centre itself) still has K samples
             rows.append((self.center[:, None, :] + offset).expand(shape))
@@ -98,6 +102,26 @@ def _per_point(part: Tensor) -> Tensor:
     return part[None] if part.dim() == 2 else part
 
 
+def is_center(pattern: tuple[float, ...]) -> bool:
+    """Whether a sign pattern is all zero: the centre itself, one value for all K samples."""
+    return all(c == 0 for c in pattern)
+
+
+def with_center_rows(
+    moving: Tensor | None, center: Tensor, coefficients: tuple[tuple[float, ...], ...], samples: int
+) -> Tensor:
+    """`(N, S, K)` values of all the ``coefficients`` from the values of those that are not
+    the centre, `(N, S', K)` in their order (None if there are none), and the centre's
+    `(N,)`, repeated over the K samples at every all-zero pattern."""
+    rows, moved = [], iter(range(0 if moving is None else moving.shape[1]))
+    for pattern in coefficients:
+        if is_center(pattern):
+            rows.append(center[:, None].expand(center.shape[0], samples))
+        else:
+            rows.append(moving[:, next(moved)])
+    return torch.stack(rows, dim=1)
+
+
 def combine_pattern_features(
     center_features: Tensor, part_features: tuple[Tensor, ...], pattern: tuple[float, ...]
 ) -> Tensor:
@@ -117,10 +141,16 @@ def evaluate_pointwise(fn: Callable[[Tensor], Tensor], inputs: Tensor | Perturba
 
     Returns `(N,)` for a tensor and `(N, S, K)` for a :class:`Perturbation`.
     """
-    if isinstance(inputs, Perturbation):
-        z = inputs.materialize()
-        return fn(z.reshape(-1, z.shape[-1])).reshape(z.shape[:-1])
-    return fn(inputs)
+    if not isinstance(inputs, Perturbation):
+        return fn(inputs)
+    moving = tuple(c for c in inputs.coefficients if not is_center(c))
+    values = None
+    if moving:
+        z = inputs.materialize(moving)
+        values = fn(z.reshape(-1, z.shape[-1])).reshape(z.shape[:-1])
+    if len(moving) == inputs.num_patterns:
+        return values
+    return with_center_rows(values, fn(inputs.center), inputs.coefficients, inputs.num_samples)
 
 
 class Pointwise(torch.nn.Module):
