@@ -101,6 +101,11 @@ class AbstractEquation(abc.ABC):
     published_dims: ClassVar[tuple[int, ...]] = ()
     min_dim: ClassVar[int] = 1
     domain: ClassVar[Literal["unit_ball"] | None] = None
+    sampler_coefficients: ClassVar[tuple[str, ...]] = ()
+    """Coefficients the collocation sampler depends on (Fokker–Planck: the drift ``mu``);
+    its ``sample_collocation`` then takes ``coefficients=`` overrides of them. A training
+    step that overrides one (an inverse problem recovering it) draws its points at the
+    override, so they do not carry the true value the problem hides."""
 
     def __init__(self, dim: int, *, seed: int = 0, constraint: Literal["hard", "soft"] = "hard"):
         if int(dim) != dim or dim < self.min_dim:

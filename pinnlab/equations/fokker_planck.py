@@ -25,10 +25,12 @@ class _FokkerPlanck(AbstractEquation):
     u = (d + 1)·t·u_σ + ‖x‖². Samplers ("SDE trajectory", train and test): t ~ U(0, 1),
     x ~ N(μt, (2 − t)I), with the true μ. ``sample_boundary`` gives t = 0,
     x ~ N(0, 2I). The drift is the coefficient ``"mu"`` (shape `(d,)`), so inverse
-    problems can override it.
+    problems can override it; collocation points then follow the override (the current
+    estimate μ̂, as a value: points are data, not a function of μ̂), not the true μ.
     """
 
     time_dependent = True
+    sampler_coefficients = ("mu",)
 
     def terms(self):
         return (
@@ -52,8 +54,8 @@ class _FokkerPlanck(AbstractEquation):
         shift_hess = torch.cat([torch.full_like(space, 2.0), torch.zeros(n, 1, dtype=x.dtype, device=x.device)], 1)
         return Jet((d + 1) * t, scale_grad, None), Jet((space * space).sum(-1), shift_grad, shift_hess)
 
-    def _sample(self, n, generator, dtype, t):
-        mu = self.coefficients["mu"].to(device=generator.device, dtype=dtype)
+    def _sample(self, n, generator, dtype, t, mu=None):
+        mu = (self.coefficients["mu"] if mu is None else mu).to(device=generator.device, dtype=dtype)
         z = torch.randn(n, self.dim, generator=generator, device=generator.device, dtype=dtype)
         # the values of cat([mu·t + sqrt(2 − t)·z, t]) with two (n, d) arrays alive, not five:
         # mu·t is written straight into the output and z is scaled in place (a 2,000-point
@@ -64,9 +66,9 @@ class _FokkerPlanck(AbstractEquation):
         out[:, -1:] = t
         return out
 
-    def sample_collocation(self, n, *, generator, dtype=torch.float32):
+    def sample_collocation(self, n, *, generator, dtype=torch.float32, coefficients=None):
         t = torch.rand(n, 1, generator=generator, device=generator.device, dtype=dtype)
-        return self._sample(n, generator, dtype, t)
+        return self._sample(n, generator, dtype, t, (coefficients or {}).get("mu"))
 
     def sample_boundary(self, n, *, generator, dtype=torch.float32):
         return self._sample(n, generator, dtype, torch.zeros(n, 1, device=generator.device, dtype=dtype))

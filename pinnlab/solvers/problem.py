@@ -158,8 +158,13 @@ class PINNProblem:
         without recomputing the others (what LRA needs)."""
         context = StepContext(self, params, self.model(params), hyperparams, step, seed)
         first = next(iter(params.values()))
+        coefficients = hyperparams.get("coefficients")
+        # a sampler that reads an overridden coefficient draws at the override's value
+        # (an inverse problem's current estimate), not at the hidden true one
+        at = {k: _value(v) for k, v in (coefficients or {}).items() if k in self.equation.sampler_coefficients}
         x = self.equation.sample_collocation(
-            self.batch_size, generator=context.generator("collocation"), dtype=first.dtype
+            self.batch_size, generator=context.generator("collocation"), dtype=first.dtype,
+            **({"coefficients": at} if at else {}),
         )
         share = 1.0
         noise_stream = "noise"
@@ -169,7 +174,6 @@ class PINNProblem:
             noise_stream = f"noise/{chunk}"
         noise = context.generator(noise_stream)
         sigma = hyperparams.get("sigma")
-        coefficients = hyperparams.get("coefficients")
         point_weight = hyperparams.get("collocation_weight")
         root_weight = None if point_weight is None else torch.sqrt(point_weight(x))
 
@@ -203,3 +207,9 @@ def _weighted(weight, value: Tensor) -> Tensor:
     if isinstance(weight, (int, float)) and weight == 1:
         return value
     return weight * value
+
+
+def _value(coefficient) -> Tensor:
+    """A coefficient's value for a sampler: detached, so no gradient or tangent (of the
+    training step or a hypergradient) flows through the points drawn at it."""
+    return torch.as_tensor(coefficient).detach()

@@ -55,6 +55,32 @@ def test_sigma_weight_and_mix_hyperparameters_are_differentiable():
     torch.testing.assert_close(grads[1], loss(args[0], torch.tensor(1.0, dtype=torch.float64), args[2]))
 
 
+def test_points_drawn_at_an_overridden_coefficient_carry_no_gradient(monkeypatch):
+    """Fokker–Planck's collocation points follow an overridden drift μ̂ (an inverse problem's
+    estimate) as data: ∂loss/∂μ̂ is the residual's, the same as with the points drawn at a
+    constant copy of μ̂ (a path through the points x = μ̂t + √(2 − t)z would change it)."""
+    from pinnlab.equations import FokkerPlanckAniso
+
+    equation = FokkerPlanckAniso(3, seed=0)
+    net = MLP(4, width=8, depth=3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    problem = PINNProblem(equation, net, SteinAntithetic(sigma=0.05, num_samples=8, noise="shared"),
+                          Biased(), batch_size=16)
+    params = problem.init_params()
+    mu = torch.tensor([0.3, -0.2, 1.1], dtype=torch.float64, requires_grad=True)
+
+    def grad_of_loss():
+        loss = problem.objective(params, {"coefficients": {"mu": mu}}, 0, 0)[0]
+        return torch.autograd.grad(loss, mu)[0]
+
+    drawn = grad_of_loss()
+    original = FokkerPlanckAniso.sample_collocation
+    constant = mu.detach().clone()
+    monkeypatch.setattr(FokkerPlanckAniso, "sample_collocation", lambda self, n, **kw: original(
+        self, n, **{**kw, "coefficients": {"mu": constant}}))
+    assert torch.equal(drawn, grad_of_loss())
+    assert bool((drawn != 0).all())
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_training_reduces_error(device):
     problem = _problem(dim=5, estimator=Autograd())
