@@ -236,6 +236,19 @@ def test_a_second_run_to_an_output_being_written_is_refused(tmp_path, capsys):
     assert not lock.exists() and h5py.is_hdf5(out)
 
 
+def test_an_output_name_of_multibyte_characters_near_the_length_limit_is_written(tmp_path, capsys):
+    """File systems limit a name's bytes, not its characters: the hidden temporary and lock
+    names were cut at 200 characters, so an accepted output name of 2-byte characters
+    (243 bytes, 248 with .ckpt) made them too long and the run lost its result at the final
+    write, after the work. The result, its checkpoint and the lock now fit."""
+    out = tmp_path / ("é" * 120 + ".h5")
+    assert len(out.name.encode()) == 243
+    code = _run(["solve", _config(tmp_path, steps=20, ckpt=10), "-o", out, "--progress", "off"])
+    assert code == 0, capsys.readouterr().err
+    assert h5py.is_hdf5(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, "tiny.yaml"])
+
+
 def test_outputs_that_are_not_regular_files_are_refused_before_the_work(tmp_path, capsys):
     """--overwrite renamed the result over a FIFO (or, as root, /dev/null); a directory
     where the checkpoint goes failed with a traceback at the first checkpoint, after the

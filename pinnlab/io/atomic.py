@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     temporary file is removed (or left as ``.NAME.<pid>.tmp``, never as ``target``).
     """
     target = Path(target)
-    # the name is shortened so the temporary fits wherever the target's name does
-    tmp = target.with_name(f".{target.name[:200]}.{os.getpid()}.tmp")
+    tmp = _hidden_sibling(target, f".{os.getpid()}.tmp")
     try:
         yield tmp
         with open(tmp, "rb+") as fh:
@@ -35,6 +35,20 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _hidden_sibling(path: Path, suffix: str) -> Path:
+    """``.NAME<suffix>`` next to ``path``, its name shortened so that it fits wherever
+    ``path``'s does: file systems limit names in bytes (255 on most), and a name of
+    multi-byte characters cut at 200 characters was still too long, so a run lost its
+    result at the final write. A cut name ends in a hash of the whole one, so outputs
+    that share their first 180 bytes do not share a lock."""
+    name = path.name
+    encoded = name.encode()
+    if len(encoded) > 200:
+        digest = hashlib.sha1(encoded).hexdigest()[:10]
+        name = encoded[:180].decode(errors="ignore") + "~" + digest
+    return path.with_name(f".{name}{suffix}")
 
 
 class OutputBusy(RuntimeError):
@@ -59,7 +73,7 @@ def output_lock(output: str | Path) -> Iterator[None]:
     if not output.name:  # "" or "/": no file to guard (the run's checks refuse it)
         yield
         return
-    path = output.with_name(f".{output.name[:200]}.lock")
+    path = _hidden_sibling(output, ".lock")
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
