@@ -193,7 +193,10 @@ def cmd_plot(args) -> int:
     # drawn into a staging directory and moved into place only when every figure is drawn:
     # a file that fails half-way (a config attribute that is not YAML, a slice of the wrong
     # shape) leaves the directory as it was, not with some figures replaced
-    staging = Path(tempfile.mkdtemp(prefix=".pinnlab-plot-", dir=outdir))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".pinnlab-plot-", dir=outdir))
+    except OSError as err:  # it exists but is not writable
+        raise UsageError(f"cannot write into plot directory {str(outdir)!r}: {err}") from None
     try:
         try:
             drawn = plot_file(path, staging)
@@ -205,15 +208,16 @@ def cmd_plot(args) -> int:
             detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
             raise UsageError(f"cannot plot {str(path)!r}: {type(err).__name__}"
                              + (f": {detail}" if detail else "")) from None
-        written = []
-        for item in drawn:
-            target = outdir / item.relative_to(staging)
+        targets = [outdir / item.relative_to(staging) for item in drawn]
+        for target in targets:  # checked before any is moved: not half the figures replaced
+            if target.exists() and not target.is_file():
+                raise UsageError(f"cannot plot into {str(target)!r}: it exists and is not a regular file")
+        for item, target in zip(drawn, targets):
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(item, target)
-            written.append(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    for item in written:
+    for item in targets:
         print(item)
     return EXIT_OK
 

@@ -7,6 +7,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -209,6 +210,34 @@ def test_plot_of_a_damaged_result_is_one_line_and_leaves_the_directory_as_it_was
     assert _run(["plot", out, "-o", figures]) == 0
     assert {p.name for p in figures.iterdir()} == {"curves.png", "slice.png", "radial.png"}
     assert (figures / "curves.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_plot_into_a_directory_it_cannot_fill_is_one_line_and_changes_nothing(tmp_path, capsys, monkeypatch):
+    """A plot directory that exists but is not writable ended in a traceback; one where a
+    figure's name is taken by a directory ended in IsADirectoryError after the figures
+    before it had replaced the old ones. Both are one line, exit 2, directory as it was."""
+    out = tmp_path / "run.h5"
+    assert _run(["solve", _config(tmp_path, steps=20), "-o", out, "--progress", "off"]) == 0
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    (figures / "curves.png").write_bytes(b"an earlier figure")
+    (figures / "slice.png").mkdir()
+    code = _run(["plot", out, "-o", figures])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "slice.png" in err and "not a regular file" in err, err
+    assert sorted(p.name for p in figures.iterdir()) == ["curves.png", "slice.png"]
+    assert (figures / "curves.png").read_bytes() == b"an earlier figure"
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+
+    def refused(*args, **kwargs):  # what a directory without write permission does (root writes anyway)
+        raise PermissionError(13, "Permission denied", str(locked))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refused)
+    code = _run(["plot", out, "-o", locked])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "cannot write into plot directory" in err, err
+    assert list(locked.iterdir()) == []
 
 
 def test_a_second_run_to_an_output_being_written_is_refused(tmp_path, capsys):
