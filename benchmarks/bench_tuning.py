@@ -123,7 +123,7 @@ def problems(quick: bool) -> dict[str, dict]:
         data["model"] = {**data["model"], "width": 32 if quick else 64}
         data["trainer"] = {**data["trainer"], "steps": steps, "eval_every": steps, "seed": 0}
         tune = {k: v for k, v in data["tune"].items() if k not in ("method", "options", "outer_steps")}
-        data["tune"] = {**tune, "outer_steps": 100000, "checkpoint_every": 0}
+        data["tune"] = {**tune, "outer_steps": 100000}
         if data["loss"].get("kind") == "hybrid":
             data["loss"] = {**data["loss"], "switch_step": steps // 2}
         out[name] = data
@@ -143,14 +143,7 @@ def run_untuned(name: str, data: dict, method: str, steps: int) -> dict:
     from pinnlab import config as configuration
     from pinnlab.solvers import train
 
-    overrides = {"trainer__steps": steps, "trainer__eval_every": steps}
-    if method != "default":
-        overrides["loss__weighting"] = method
-    if data["loss"]["kind"] == "hybrid":
-        overrides["loss__switch_step"] = steps // 2
-    cfg = _with({k: v for k, v in data.items() if k != "tune"}, **overrides)
-    config = configuration.validate(cfg)
-    problem, kwargs = configuration.build(config)
+    problem, kwargs = configuration.build(untuned_config(data, method, steps))
     wall = {}
     kwargs.update(checkpoint_every=1, on_checkpoint=lambda state: wall.__setitem__(state.step, state.wall_s))
     start = time.perf_counter()
@@ -158,20 +151,37 @@ def run_untuned(name: str, data: dict, method: str, steps: int) -> dict:
     return {"error": result.final.rel_l2, "seconds": time.perf_counter() - start, "steps": steps, "wall": wall}
 
 
-def run_tuner(name: str, data: dict, method: str, budget: float | None) -> dict:
+def untuned_config(data: dict, method: str, steps: int):
+    """The validated config of an untuned baseline (``default``, ``lra``, ``relobralo``)
+    training ``steps`` steps."""
     from pinnlab import config as configuration
-    from pinnlab.tuning.run import check_method, coefficient_errors, final_solve, run_tuning
-    from pinnlab.tuning.setup import build_tuning
+
+    overrides = {"trainer__steps": steps, "trainer__eval_every": steps}
+    if method != "default":
+        overrides["loss__weighting"] = method
+    if data["loss"]["kind"] == "hybrid":
+        overrides["loss__switch_step"] = steps // 2
+    return configuration.validate(_with({k: v for k, v in data.items() if k != "tune"}, **overrides))
+
+
+def tuner_config(name: str, data: dict, method: str, budget: float | None):
+    """The validated config of a tuner (a search, joint fitting or a hypergradient method)."""
+    from pinnlab import config as configuration
 
     size = sum(1 if not isinstance(v.get("init"), list) else len(v["init"])
                for v in data["tune"]["tunables"].values())
     if name == "b":
         size = data["equation"]["dim"]
     options = BILEVEL_OPTIONS[method](size) if method in BILEVEL_OPTIONS else {}
-    cfg = _with(data, tune__method=method, tune__options=options, tune__budget_seconds=budget,
-                tune__final_init="continue")
-    config = configuration.validate(cfg)
-    setup = build_tuning(config)
+    return configuration.validate(_with(data, tune__method=method, tune__options=options,
+                                        tune__budget_seconds=budget, tune__final_init="continue"))
+
+
+def run_tuner(name: str, data: dict, method: str, budget: float | None) -> dict:
+    from pinnlab.tuning.run import check_method, coefficient_errors, final_solve, run_tuning
+    from pinnlab.tuning.setup import build_tuning
+
+    setup = build_tuning(tuner_config(name, data, method, budget))
     check_method(setup)
     start = time.perf_counter()
     outcome = run_tuning(setup)

@@ -91,3 +91,30 @@ def test_bench_tuning_flags_a_tuner_whose_first_unit_overran_the_budget(monkeypa
     assert "| random | **4.00e-01** † |" in table and "| fg2u | 5.00e-01 |" in table
     assert "† a tuning run took over 1.25 × the budget" in table
     assert bench_tuning.run_method("a", data, "fg2u", None)["over_budget"] is None
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_every_configuration_bench_tuning_runs_is_valid(monkeypatch, quick):
+    """A setting the config refuses as having no effect (tune.checkpoint_every with the
+    searches) stopped the tuning benchmark at its fourth run, after 2 minutes; the README's
+    command must run. Every config of every problem, method, budget mode, repeat and
+    ``--select`` setting validates."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_tuning
+
+    checked = 0
+    for name, base in bench_tuning.problems(quick).items():
+        soft = base["equation"].get("constraint") == "soft"
+        for method in bench_tuning.METHODS:
+            settings = [{}] + bench_tuning.selection_grid(base, method, bench_tuning.SGD_LR[name])
+            for setting, repeat in [(s, bench_tuning.SELECT_SEED) for s in settings] + [({}, 1)]:
+                data = bench_tuning.with_setting(base, repeat, setting)
+                if method in ("default", "lra", "relobralo"):
+                    if name != "b" and (method == "default" or soft):
+                        bench_tuning.untuned_config(data, method, 50)
+                        checked += 1
+                elif method != "joint" or name == "b":
+                    for budget in (15.0, None) if method not in ("random", "optuna") else (15.0,):
+                        bench_tuning.tuner_config(name, data, method, budget)
+                        checked += 1
+    assert checked > 100
