@@ -369,7 +369,9 @@ BILEVEL_DAMAGE = {
     "budget": (_changed(lambda d: d.__setitem__("budget", {"spent": "1 s"})), "is damaged (TypeError: "),
     "outer step beyond steps": (_changed(lambda d: d.__setitem__("outer_step", 5)),
                                 "is at outer step 5, not within this run's 0..4"),
-    "truncated": (_truncated, "cannot resume from"),
+    # (the message was torch's about memory mapping, or "Errno 22", not that the file is damaged)
+    "truncated": (_truncated, "is corrupted or unreadable (RuntimeError); delete it to start over"),
+    "not a torch file": (lambda payload: b"not a checkpoint", "is corrupted or unreadable"),
 }
 
 PENALTY_DAMAGE = {

@@ -70,6 +70,19 @@ def config_hash(config_yaml: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def load_checkpoint_file(path: Path, *, mmap: bool = False) -> Any:
+    """``torch.load`` of a checkpoint (safe: ``weights_only``; ``mmap``: tensors are read
+    when used); an unreadable, truncated or non-torch file raises :class:`CheckpointError`
+    saying so (with ``mmap`` torch's own message was about memory mapping)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means corrupted
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is corrupted or unreadable ({type(err).__name__}); "
+            "delete it to start over"
+        ) from None
+
+
 def read_checkpoint(path: str | Path, *, metadata: Any = None,
                     history: dict | None = None) -> dict[str, Any]:
     """The dictionary saved at ``path`` (safe: ``weights_only``); a missing, unreadable or
@@ -79,13 +92,7 @@ def read_checkpoint(path: str | Path, *, metadata: Any = None,
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {str(path)!r} to resume from")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means corrupted
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} is corrupted or unreadable ({type(err).__name__}); "
-            "delete it to start over"
-        ) from None
+    data = load_checkpoint_file(path)
     if not isinstance(data, dict):
         raise CheckpointError(f"checkpoint {str(path)!r} has an unknown format")
     if metadata is not None and data.get("metadata") != metadata:

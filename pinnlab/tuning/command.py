@@ -38,9 +38,9 @@ def checkpoint_metadata(path: Path):
     """The ``metadata`` the tune checkpoint at ``path`` was saved with (None if it holds
     no dictionary). Memory-mapped, so its tensors are not read: the tuning loop that
     resumes from it reads the file in full, once."""
-    import torch
+    from pinnlab.io.checkpoint import load_checkpoint_file
 
-    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    saved = load_checkpoint_file(path, mmap=True)
     return saved.get("metadata") if isinstance(saved, dict) else None
 
 
@@ -164,8 +164,8 @@ def run(args) -> int:
     if args.resume and checkpoint_path is not None:
         try:
             saved = checkpoint_metadata(checkpoint)
-        except Exception as err:  # any unreadable file is bad input, not a crash
-            raise UsageError(f"cannot resume from {str(checkpoint)!r}: {type(err).__name__}: {err}"[:300]) from None
+        except CheckpointError as err:
+            raise UsageError(str(err)) from None
         if saved != metadata:
             raise UsageError(f"checkpoint {str(checkpoint)!r} belongs to another configuration; "
                              "pass --overwrite to start over")
