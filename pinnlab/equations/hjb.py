@@ -316,11 +316,13 @@ class HJBRosenbrock(_HJB):
         if path.exists():
             try:
                 with h5py.File(path, "r") as fh:
-                    cached = torch.as_tensor(fh["u"][...])
-                if bool(torch.isfinite(cached).all()):
-                    return cached.to(device=x.device, dtype=x.dtype)
-            except (OSError, KeyError):
+                    cached = fh["u"][...]
+                if (cached.dtype == np.float64 and cached.shape == (x.shape[0],)
+                        and bool(np.isfinite(cached).all())):
+                    return torch.from_numpy(cached).to(device=x.device, dtype=x.dtype)
+            except (OSError, KeyError, TypeError):
                 pass  # unreadable (or, from older versions, non-finite) entry: recompute and replace it
+            # (an entry of another dtype or shape is not this reference either)
         generator = make_generator(self.seed, self.name, "cole-hopf")
         u = cole_hopf(
             self.terminal_value, x.detach().cpu(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -283,6 +284,12 @@ def test_rosenbrock_reference_is_cached(tmp_path, monkeypatch):
     with h5py.File(files[0], "r+") as fh:
         fh["u"][0] = float("nan")
     torch.testing.assert_close(HJBRosenbrock(4, seed=2, reference_samples=2000).exact(x), first)
+    # an entry of another dtype (a traceback) or shape (served as if it were the reference) is recomputed
+    for damaged in (np.array([b"not a number"] * 50), np.zeros(49), np.zeros((50, 1))):
+        with h5py.File(files[0], "r+") as fh:
+            del fh["u"]
+            fh["u"] = damaged
+        torch.testing.assert_close(HJBRosenbrock(4, seed=2, reference_samples=2000).exact(x), first)
     # another torch version draws the Monte Carlo samples with its own sampler: not served
     before = len(list(tmp_path.glob("*.h5")))
     monkeypatch.setattr(torch, "__version__", "0.0.0+other")
