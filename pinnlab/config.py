@@ -852,6 +852,10 @@ def _check_deepxde(config: Config) -> None:
                           "(DeepXDE's loss has no data term)")
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+"""float32's largest finite value (``torch.finfo(torch.float32).max``)."""
+
+
 def _check_tune(config: Config) -> None:
     """``tune:`` settings the tuning would ignore or misread: ``low``/``high`` of a log-scale
     tunable when no search draws from them (a hypergradient method or joint fitting steps
@@ -878,6 +882,18 @@ def _check_tune(config: Config) -> None:
             raise ConfigError(f"tune.tunables.{name}.{given[0]}: has no effect with tune.method = {tune.method!r}, "
                               f"which steps log {name} without bounds (low/high bound a logit transform and the "
                               f"range that {' and '.join(SEARCHES)} search); remove it")
+    if config.trainer.dtype == "float32":  # φ and its optimiser live in the run's dtype
+        largest = FLOAT32_MAX
+        values = [(f"tune.tunables.{name}.{key}", value) for name, spec in tune.tunables.items()
+                  for key in ("init", "low", "high") if getattr(spec, key) is not None
+                  for value in (getattr(spec, key) if isinstance(getattr(spec, key), list) else [getattr(spec, key)])]
+        values += [("tune.outer_lr", tune.outer_lr)]
+        if tune.then is not None and tune.then.outer_lr is not None:
+            values.append(("tune.then.outer_lr", tune.then.outer_lr))
+        for key, value in values:
+            if abs(value) > largest:
+                raise ConfigError(f"{key} = {value:g}: beyond float32's largest value ({largest:.4g}), the dtype "
+                                  "of this run (trainer.dtype: float32)")
     phases = [("tune", tune.method, tune.options)]
     if tune.then is not None:
         phases.append(("tune.then", tune.then.method, tune.then.options))

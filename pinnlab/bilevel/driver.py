@@ -35,6 +35,20 @@ from pinnlab.bilevel.penalty import AbstractOuterAlgorithm, LowerLevelDivergence
 Method = AbstractHypergradient | AbstractOuterAlgorithm
 
 
+def optimizer_stepped(opt: torch.optim.Optimizer) -> bool:
+    """``opt.step()``; False when the step overflowed the parameters' dtype (an outer
+    learning rate near float32's largest value made torch raise "value cannot be
+    converted to type float without overflow": a traceback, not a stopped run). The
+    caller treats it as a step that made φ non-finite."""
+    try:
+        opt.step()
+    except RuntimeError as err:
+        if "overflow" not in str(err):
+            raise
+        return False
+    return True
+
+
 def _check_method(name: str, method: Any, *, two_phase: bool = False) -> None:
     """``method`` is a hypergradient estimator or outer algorithm (or, at the top level, a TwoPhase)."""
     if isinstance(method, (AbstractHypergradient, AbstractOuterAlgorithm)):
@@ -340,9 +354,9 @@ def optimize(
         opt.zero_grad()
         for name, leaf in u.items():
             leaf.grad = grad[name].detach().to(leaf)
-        opt.step()
+        stepped = optimizer_stepped(opt)
         constrained = constrain({n: v.detach() for n, v in u.items()}, parameterization)
-        if not all(parameterization.get(n, Identity()).usable(v) for n, v in constrained.items()):
+        if not (stepped and all(parameterization.get(n, Identity()).usable(v) for n, v in constrained.items())):
             with torch.no_grad():
                 for n, v in u.items():
                     v.copy_(previous[n])

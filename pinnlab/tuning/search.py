@@ -16,6 +16,7 @@ import torch
 
 from pinnlab._budget import Budget
 from pinnlab._seeding import derive_seed
+from pinnlab.bilevel.driver import optimizer_stepped
 from pinnlab.bilevel.parameterization import Identity, Log, constrain, unconstrain
 
 
@@ -226,11 +227,11 @@ def joint_fit(setup, *, progress=None):
         theta, theta_state = theta_opt.update(g_theta, theta_state, theta, theta_opt.lr)
         for name, value in u.items():
             value.grad = g_u[name]
-        phi_opt.step()
+        overflowed = not optimizer_stepped(phi_opt)
         with torch.no_grad():
             stepped = constrain(u, parameterization)
-        if not (all(bool(torch.isfinite(v).all()) for v in theta.values())
-                and all(parameterization.get(n, Identity()).usable(v) for n, v in stepped.items())):
+        if overflowed or not (all(bool(torch.isfinite(v).all()) for v in theta.values())
+                              and all(parameterization.get(n, Identity()).usable(v) for n, v in stepped.items())):
             theta, theta_state, kept = before
             with torch.no_grad():
                 for name, value in u.items():

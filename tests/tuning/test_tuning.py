@@ -261,14 +261,17 @@ def test_a_diverging_outer_loop_keeps_the_last_finite_values_and_exits_1(tmp_pat
         assert np.isfinite(fh["eval/u_pred"][...]).all()
 
 
-def test_a_run_that_stops_before_any_theta_still_writes_its_final_solve(tmp_path, capsys):
+@pytest.mark.parametrize("optimizer, lr, dtype", [("sgd", "1.0e300", "float64"), ("adam", "3.0e38", "float32")])
+def test_a_run_that_stops_before_any_theta_still_writes_its_final_solve(tmp_path, capsys, optimizer, lr, dtype):
     """final_init: continue when the first outer step already fails: there is no tuned θ,
     so the final solve starts from the initialisation and says so (it ended in a
-    KeyError 'trial_steps' after the tuning, writing no result)."""
+    KeyError 'trial_steps' after the tuning, writing no result). Adam at an outer lr just
+    below float32's largest value overflows inside its step (torch raised a RuntimeError,
+    a traceback): the same stop."""
     cfg = _write(tmp_path)
     out = tmp_path / "t.h5"
-    code = main(["tune", str(cfg), "tune.method=rgu", "tune.options={}", "tune.outer_optimizer=sgd",
-                 "tune.outer_lr=1.0e300", "tune.outer_steps=3", "tune.final_init=continue", "-o", str(out),
+    code = main(["tune", str(cfg), "tune.method=rgu", "tune.options={}", f"trainer.dtype={dtype}",
+                 f"tune.outer_optimizer={optimizer}", f"tune.outer_lr={lr}", "tune.outer_steps=3", "tune.final_init=continue", "-o", str(out),
                  "--progress", "off"])
     assert code == 1
     assert "starts from the initialisation (no outer step left a finite θ)" in capsys.readouterr().err
@@ -327,6 +330,10 @@ BAD = [
     ("tune.tunables={coefficients.nu: {}}", "has no coefficient 'nu'"),
     ("tune.tunables={learning_rate: {}}", "unknown tunable"),
     ("tune.tunables={weights.boundary: {init: -1.0}}", "must be > 0"),
+    # finite, but not in float32, φ's dtype here (a traceback in the first training step)
+    ("trainer.dtype=float32; tune.tunables={weights.boundary: {init: 1.0e39}}",
+     "tune.tunables.weights.boundary.init = 1e+39: beyond float32"),
+    ("trainer.dtype=float32; tune.outer_lr=3.5e38", "tune.outer_lr = 3.5e+38: beyond float32's largest value"),
     ("tune.method=bogus", "unknown method"),
     ("tune.options={num_directions: 0}", "num_directions"),
     ("tune.method=joint", "cannot be fitted by the training loss"),
