@@ -21,7 +21,9 @@ def add_parser(sub):
     p.add_argument("-o", "--output", required=True, help="study file STUDY.h5")
     p.add_argument("--json", help="also write the records (and slopes) as JSON (strict: a non-finite number "
                                   "is null)")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing study file (a training study's finished cells of the same "
+                        "config are reused, not recomputed: adding seeds or variants runs only the new ones)")
     p.add_argument("--workers", type=int, help="worker processes for a training study")
     return p
 
@@ -238,8 +240,10 @@ def _check_init_file(path: str, config, dims) -> None:
     """A network read from a result file must be the network the study evaluates: a
     pinnlab-trained network of the config's ``model:`` (width, depth, activation), for the
     same equation at every studied dimension, whose ``/params`` are that network's
-    parameters (names and shapes). Anything else is one line (exit 2), before any work."""
+    parameters (names and shapes, finite floating-point values). Anything else is one
+    line (exit 2), before any work."""
     import h5py
+    import numpy as np
     import yaml
 
     from pinnlab import config as configuration
@@ -261,6 +265,9 @@ def _check_init_file(path: str, config, dims) -> None:
             if not isinstance(group, h5py.Group):
                 refuse("not a result file with a trained network (it has no /params group)")
             shapes = {k: tuple(v.shape) for k, v in group.items() if isinstance(v, h5py.Dataset)}
+            # values a network cannot be (text, NaN): read in full, a network is small
+            unusable = next((k for k, v in group.items() if isinstance(v, h5py.Dataset)
+                             and (v.dtype.kind != "f" or not np.isfinite(v[...]).all())), None)
     except OSError as err:
         refuse(f"not an HDF5 result file ({err})")
     stored = stored.decode() if isinstance(stored, bytes) else str(stored)
@@ -291,6 +298,8 @@ def _check_init_file(path: str, config, dims) -> None:
     if shapes != wanted:
         refuse(f"its /params ({len(shapes)} arrays) are not the parameters of the study's network "
                f"({', '.join(f'{k} {list(v)}' for k, v in list(wanted.items())[:3])}, ...)")
+    if unusable is not None:
+        refuse(f"its /params/{unusable} is not a network's parameter (not all finite floating-point values)")
 
 
 def _equation_differences(stored: dict, config) -> dict:

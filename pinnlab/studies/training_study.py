@@ -26,6 +26,7 @@ import json
 import math
 import multiprocessing
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -124,6 +125,16 @@ def cell_metrics(path: str | Path) -> dict:
         }
 
 
+def _metrics_or_none(path: Path) -> dict | None:
+    """:func:`cell_metrics` of a cell file, or None when they cannot be read (a file
+    whose ``/final`` is missing or damaged ended the study with a KeyError; it is a cell
+    to compute again, as one of another config is)."""
+    try:
+        return cell_metrics(path)
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
+
+
 def run_config(config):
     """A cell's own run configuration: its config without the ``study:`` section. This is
     what a cell's result file records and what identifies a finished cell, so a cell does
@@ -163,6 +174,13 @@ def _finished_with(path: Path, config) -> bool:
     return comparable_config(stored) == comparable_config(yaml.safe_load(run_config(config).to_yaml()))
 
 
+def _leave_interrupts_to_the_parent() -> None:
+    """A worker ignores Ctrl-C, which the terminal sends to every process of the group:
+    each printed its own KeyboardInterrupt traceback under the parent's one line. The
+    parent stops the workers (``pool.terminate``) when it is interrupted."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _run_cell_job(args):
     config_path, overrides, output, threads = args
     return output, run_cell(config_path, overrides, output, threads)
@@ -190,8 +208,9 @@ def run_training_study(
     todo, records = [], {}
     for cell in cells:
         path = cell_dir / f"{cell.key}.h5"
-        if path.exists() and _finished_with(path, configs[cell.label]):
-            records[cell.key] = cell_metrics(path)
+        finished = _finished_with(path, configs[cell.label]) and _metrics_or_none(path)
+        if finished:
+            records[cell.key] = finished
             # a kill between writing the cell's result and removing its checkpoint left
             # the checkpoint behind for good
             Path(str(path) + ".ckpt").unlink(missing_ok=True)
@@ -209,7 +228,7 @@ def run_training_study(
         if workers <= 1:
             results = map(_run_cell_job, todo)
         else:
-            pool = multiprocessing.get_context("spawn").Pool(workers)
+            pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_leave_interrupts_to_the_parent)
             results = pool.imap_unordered(_run_cell_job, todo)
         try:
             for output, metrics in results:

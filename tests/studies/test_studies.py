@@ -362,6 +362,57 @@ def test_killed_training_study_skips_finished_cells(tmp_path):
     assert Path(str(out.with_suffix("")) + ".md").read_text().count("|") > 10
 
 
+def _children(pid: int) -> set[int]:
+    try:
+        return {int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    except OSError:
+        return set()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc")
+@pytest.mark.parametrize("how", ["ctrl_c", "sigterm"])
+def test_an_interrupted_study_stops_its_workers_in_one_line(tmp_path, how):
+    """Ctrl-C (SIGINT to the whole process group) printed a KeyboardInterrupt traceback from
+    every worker under the parent's line; SIGTERM to the parent ended it on the spot and
+    left the workers running. Both now end with one line, the workers gone."""
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(TINY_TRAINING.replace("STEPS", "100000").replace("workers: 1", "workers: 2")
+                   .replace("batch_size: 8}", "batch_size: 8, checkpoint_every: 10}"))
+    out = tmp_path / "train.h5"
+    proc = subprocess.Popen([sys.executable, "-m", "pinnlab.cli", "study", str(cfg), "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    cells = Path(str(out) + ".cells")
+    deadline = time.time() + 180
+    workers = set()
+    # until both workers train (a checkpoint each): past their start-up, which imports torch
+    while time.time() < deadline and proc.poll() is None and len(list(cells.glob("*.ckpt"))) < 2:
+        workers |= _children(proc.pid)
+        time.sleep(0.1)
+    workers |= _children(proc.pid)
+    assert proc.poll() is None and len(workers) >= 2, "the study ended before it could be interrupted"
+    if how == "ctrl_c":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    lines = [line for line in err.strip().splitlines() if not line.startswith(("run ", "skip ", "finished "))]
+    assert lines == ["pinnlab: " + ("interrupted" if how == "ctrl_c" else "terminated")], err
+    assert proc.returncode == (130 if how == "ctrl_c" else 143)
+    deadline = time.time() + 30
+    while time.time() < deadline and any(_running(w) for w in workers):
+        time.sleep(0.1)
+    alive = [w for w in workers if _running(w)]
+    assert not alive, f"workers {alive} outlived the study"
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a container's init may never reap an orphan)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def test_cells_of_an_edited_config_are_recomputed(tmp_path):
     from pinnlab.studies.training_study import expand_cells, run_training_study
 
@@ -376,6 +427,27 @@ def test_cells_of_an_edited_config_are_recomputed(tmp_path):
     run_training_study(cfg, cells, tmp_path / "cells", progress=messages.append)
     assert sum("skip finished cell" in m for m in messages) == 1
     assert sum("finished cell" in m and "skip" not in m for m in messages) == 2
+
+
+def test_a_cell_file_without_its_final_metrics_is_recomputed(tmp_path):
+    """A cell file of the right config whose /final is missing (or lacks a metric) ended
+    the study with a KeyError; it is computed again like a cell of another config."""
+    import h5py
+
+    from pinnlab.studies.training_study import expand_cells, run_training_study
+
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(TINY_TRAINING.replace("STEPS", "20"))
+    cells = expand_cells({"biased": ["loss.kind=biased"]}, {"trainer.seed": [0]})
+    first = run_training_study(cfg, cells, tmp_path / "cells")
+    path = tmp_path / "cells" / f"{cells[0].key}.h5"
+    for damage in (lambda fh: fh.__delitem__("final"), lambda fh: fh["final"].attrs.__delitem__("rel_l2")):
+        with h5py.File(path, "r+") as fh:
+            damage(fh)
+        messages = []
+        again = run_training_study(cfg, cells, tmp_path / "cells", progress=messages.append)
+        assert len(messages) == 1 and messages[0].startswith("finished cell biased"), messages
+        assert again[0]["rel_l2"] == first[0]["rel_l2"]  # the same seeds: the same cell
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "configs" / "studies").glob("*.yaml")),
@@ -588,6 +660,19 @@ def _network_file(path, *, config_attr=None, params=None, status="ok"):
             fh[f"params/{key}"] = value
 
 
+def _tiny_params(change):
+    """The parameters of TINY_ESTIMATOR's network, each passed through ``change(name, array)``
+    (NaN or text parameters ran the study to the end and reported NaN, or a traceback)."""
+    import yaml
+
+    from pinnlab import config as C
+
+    data = yaml.safe_load(TINY_ESTIMATOR)
+    del data["study"]
+    net = C.make_network(C.validate(data).model, 3, seed=0)
+    return {k: change(k, v.detach().numpy()) for k, v in net.named_parameters()}
+
+
 @pytest.mark.parametrize("make, expected", [
     (lambda p: p.write_text("not a network\n"), "not an HDF5 result file"),
     (lambda p: __import__("h5py").File(p, "w").close(), "not a pinnlab result file (it has no config attribute)"),
@@ -595,7 +680,13 @@ def _network_file(path, *, config_attr=None, params=None, status="ok"):
     (lambda p: _network_file(p, config_attr="- a list"), "its config attribute is not a pinnlab configuration"),
     (lambda p: _network_file(p, params={"w": np.zeros(3)}), "its /params (1 arrays) are not the parameters"),
     (lambda p: _network_file(p, status="nonfinite"), "its training did not end ok (status nonfinite)"),
-], ids=["text", "unrelated_hdf5", "bad_yaml", "yaml_list", "other_params", "nonfinite"])
+    (lambda p: _network_file(p, params=_tiny_params(lambda k, v: np.full_like(v, np.nan) if k == "layers.1.bias"
+                                                    else v)),
+     "its /params/layers.1.bias is not a network's parameter (not all finite"),
+    (lambda p: _network_file(p, params=_tiny_params(lambda k, v: np.full(v.shape, b"w") if k == "layers.0.weight"
+                                                    else v)),
+     "its /params/layers.0.weight is not a network's parameter"),
+], ids=["text", "unrelated_hdf5", "bad_yaml", "yaml_list", "other_params", "nonfinite", "nan_params", "text_params"])
 def test_an_unusable_init_file_is_one_line_before_any_work(tmp_path, capsys, make, expected):
     """``study.init: FILE`` that is no usable network of the study's model: exit 2, one
     line, nothing written (the other params ran to the end and reported NaN)."""
