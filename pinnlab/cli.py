@@ -12,8 +12,11 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
+import threading
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -226,7 +229,7 @@ def cmd_list(args) -> int:
     from pinnlab.config import equation_parameters
     from pinnlab.equations import EQUATIONS
 
-    print("equations (name: time-dependent?, published dims, parameters)")
+    print("equations (name: inputs (x, or x,t when time-dependent); published dims; parameters)")
     for name in sorted(EQUATIONS):
         cls = EQUATIONS[name]
         params = ", ".join(equation_parameters(cls))
@@ -371,8 +374,17 @@ def _run(args) -> int:
     ends as bad input (one line naming the size settings, exit code 2) instead of a
     traceback. The commands replace an existing result or checkpoint only by writing a
     new one, so a run stopped this way leaves both as they were."""
+    from pinnlab.bilevel.distributed import environment_world_size
     from pinnlab.io.atomic import OutputBusy
 
+    try:
+        world = environment_world_size()
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if world > 1 and args.command not in ("tune", "list"):  # each would do the same work, to the same output
+        raise UsageError(f"pinnlab {args.command} runs as one process, not under torchrun ({world} processes would "
+                         "each do the same work and write the same output); only pinnlab tune spreads its "
+                         "directions over processes")
     try:
         with _output_lock(args):
             return COMMANDS[args.command][1](args)
@@ -387,6 +399,13 @@ def _run(args) -> int:
                          ) from None
 
 
+def _one_line(text: str) -> str:
+    """``text`` with its control characters escaped (``\\n`` → ``\\\\n``): a newline or
+    carriage return in a config key, an override or a file name, quoted into a message,
+    split the one line into several or overwrote it on the terminal."""
+    return "".join(repr(c)[1:-1] if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
+
+
 def _rank() -> str:
     """`` (rank R of W)`` under torchrun, which starts W processes that each meet the same
     bad input: the user then sees which process said each of the W lines."""
@@ -399,15 +418,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``main(["solve", "cfg.yaml", "-o", "run.h5"])`` runs ``pinnlab solve cfg.yaml -o
     run.h5`` and returns its exit code (bad input: the one line on stderr and
     :data:`EXIT_USAGE`), ``argv=None`` reads ``sys.argv``."""
+    previous = _terminate_as_exception()
     try:
         args = parse_args(argv)
         return _run(args)
     except UsageError as err:
-        print(f"pinnlab: error{_rank()}: {err}", file=sys.stderr)
+        print(f"pinnlab: error{_rank()}: {_one_line(str(err))}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("pinnlab: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print("pinnlab: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if previous is not False:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+class _Terminated(BaseException):
+    """SIGTERM (``kill``, a batch scheduler's time limit) raised in the main thread."""
+
+
+def _terminate_as_exception():
+    """Make SIGTERM raise :class:`_Terminated`, so a terminated run unwinds like Ctrl-C:
+    its output lock and temporary files are removed and a study's worker processes are
+    stopped (the default action ended the process on the spot and left them). Returns
+    the previous handler (None: one not set from Python), or False where none could be
+    set (not the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+
+    def terminate(signum, frame):
+        raise _Terminated()
+
+    return signal.signal(signal.SIGTERM, terminate)
 
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "UsageError", "main"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -116,6 +117,29 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
         assert np.array_equal(a["trace/loss"][...], b["trace/loss"][...])
 
 
+def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_lock(tmp_path):
+    """SIGTERM (kill, a scheduler's time limit) ended the process on the spot: the output's
+    lock file stayed, though the README says it goes when the run ends. It now unwinds:
+    exit 143, "pinnlab: terminated", no lock or temporary file, the checkpoint resumable."""
+    cfg = _config(tmp_path, steps=100000, ckpt=25)
+    out = tmp_path / "run.h5"
+    ckpt = Path(str(out) + ".ckpt")
+    proc = subprocess.Popen([sys.executable, "-m", "pinnlab.cli", "solve", str(cfg), "-o", str(out),
+                             "--progress", "off"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None and (tmp_path / ".run.h5.lock").exists()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "pinnlab: terminated", err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.h5.ckpt", "tiny.yaml"]
+    import torch
+
+    assert torch.load(ckpt, weights_only=True)["step"] >= 25
+
+
 def _bad(tmp_path, args, expected, capsys, protect=()):
     before = {p: p.read_bytes() for p in protect if p.exists()}
     code = _run(args)
@@ -138,6 +162,10 @@ def test_bad_input_table(tmp_path, capsys):
         (["solve", good, "-o", existing], "exists; pass --overwrite"),
         (["solve", good, "trainer.steps=0", "-o", tmp_path / "o.h5"], "trainer.steps = 0"),
         (["solve", good, "estimator.sigmaa=1", "-o", tmp_path / "o.h5"], "estimator.sigmaa: unknown key"),
+        # control characters in a key are escaped, not printed (they split the line or overwrote it)
+        (["solve", good, "estimator.sig\nma=1", "-o", tmp_path / "o.h5"], "estimator.sig\\nma: unknown key"),
+        (["solve", good, "estimator.sig\rma\x1b=1", "-o", tmp_path / "o.h5"],
+         "estimator.sig\\rma\\x1b: unknown key"),
         (["solve", good, "equation.name=heat", "-o", tmp_path / "o.h5"], "unknown equation"),
         (["solve", good, "-o", existing / "o.h5"], "cannot write output"),
         (["solve", good, "-o", tmp_path / "nodir" / "o.h5"], "cannot write output"),
@@ -344,3 +372,24 @@ def test_hybrid_whose_unbiased_phase_cannot_start_is_refused(tmp_path, capsys, s
     assert _run([*base, *(s.replace("STEP", str(last + 1)) for s in switch), "-o", late]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unbiased phase never starts" in err[0] and not late.exists(), err
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_the_recorded_git_hash_says_when_the_checkout_had_uncommitted_changes(tmp_path):
+    """git_hash named the commit even when the code that ran differed from it."""
+    from pinnlab.io.results import _git_hash
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    assert _git_hash(tmp_path) == ""  # not a checkout
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("commit", "-q", "-m", "c")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    (tmp_path / "untracked.txt").write_text("not code the run used\n")
+    assert _git_hash(tmp_path) == head
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert _git_hash(tmp_path) == head + "-dirty"

@@ -54,8 +54,24 @@ def all_agree(flag: bool) -> bool:
 
 
 def environment_world_size() -> int:
-    """The number of processes ``torchrun`` started (``WORLD_SIZE``; 1 outside torchrun)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    """The number of processes ``torchrun`` started (``WORLD_SIZE``; 1 outside torchrun).
+    A ``WORLD_SIZE`` that is no positive integer, or above 1 without the rest of what
+    torchrun sets (``RANK``, ``MASTER_ADDR``, ``MASTER_PORT``: a variable left in the
+    shell, not torchrun), raises ``ValueError`` saying so: torch's rendezvous error came
+    as a traceback, and ``int('abc')`` was reported as a config error."""
+    text = os.environ.get("WORLD_SIZE", "1").strip() or "1"
+    try:
+        world = int(text)
+    except ValueError:
+        world = 0
+    if world < 1:
+        raise ValueError(f"WORLD_SIZE = {text!r} in the environment: not a number of processes (torchrun sets it); "
+                         "unset it to run one process")
+    missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if world > 1 and not os.environ.get(k)]
+    if missing:
+        raise ValueError(f"WORLD_SIZE = {world} in the environment but {', '.join(missing)} not set: start the "
+                         "processes with torchrun, or unset WORLD_SIZE to run one process")
+    return world
 
 
 def backend_for(device: str | torch.device) -> str:

@@ -4,13 +4,15 @@ Schema (one file per run; gzip-compressed datasets)::
 
     /                       attrs: kind="solve", config (resolved YAML), pinnlab_version,
                             torch_version, numpy_version, h5py_version, python_version,
-                            git_hash (when available), problem_seed, train_seed, device,
-                            dtype, equation, dim, loss, status ("ok"|"nonfinite"|"invalid_reference"), message
+                            git_hash (when available; -dirty: with uncommitted changes),
+                            problem_seed, train_seed, device, dtype, equation, dim, loss,
+                            status ("ok"|"nonfinite"|"invalid_reference"), message
     /history/step, loss, rel_l2, rel_l1, max_err, lr, mix, wall_s    one row per evaluation
     /history/terms/loss_<term>, weight_<term>                         with several loss terms
     /trace/loss, /trace/mix                                           one value per step
     /final                  attrs: rel_l2, rel_l1, max_err, best_rel_l2, steps_per_second,
-                            wall_s, peak_mem_mb, steps_done[, switch_step]; peak_mem_mb:
+                            wall_s, peak_mem_mb, steps_done[, switch_step: where a
+                            loss.switch: auto run switched, when it did]; peak_mem_mb:
                             the process's peak RSS (CUDA: peak allocated) in MB up to
                             the writing of this file, slice included (a training-study
                             cell: since the cell started, reset_peak_memory)
@@ -82,13 +84,17 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _git_hash() -> str:
+def _git_hash(where: Path | None = None) -> str:
+    """The commit of the pinnlab checkout (or of the one at ``where``), ``-dirty``
+    appended when its tracked files differ from it (the hash alone named code the run
+    did not use); "" outside a git checkout."""
+    where = where or Path(__file__).resolve().parent
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-        return out.stdout.strip() if out.returncode == 0 else ""
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=where)
+        if out.returncode != 0:
+            return ""
+        changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], capture_output=True, timeout=5, cwd=where)
+        return out.stdout.strip() + ("-dirty" if changed.returncode == 1 else "")
     except (OSError, subprocess.SubprocessError):
         return ""
 

@@ -17,6 +17,9 @@ class Progress:
     On a terminal (``mode="auto"`` and stderr is a TTY, or ``mode="bar"``) a tqdm bar is
     drawn; otherwise a plain line is written every ``log_every`` steps (and at the
     end), so logs of batch jobs stay readable. ``mode="off"`` prints nothing.
+    ``value_name`` names the reported value (``loss``; ``pinnlab tune``'s outer steps
+    report the outer objective as ``outer``), ``rel_l2=False`` leaves out the relative
+    L2 column of a loop that has none (it read ``rel_l2=n/a`` on every line).
     """
 
     def __init__(
@@ -28,6 +31,8 @@ class Progress:
         log_every: int = 100,
         stream: TextIO | None = None,
         description: str = "train",
+        value_name: str = "loss",
+        rel_l2: bool = True,
     ):
         check_choice("progress", mode, ("auto", "bar", "log", "off"))
         self.stream = stream or sys.stderr
@@ -37,6 +42,8 @@ class Progress:
         self.total = total
         self.log_every = max(1, log_every)
         self.description = description
+        self.value_name = value_name
+        self.show_rel_l2 = rel_l2
         self.start = time.perf_counter()
         self.initial = initial
         self.bar = None
@@ -59,18 +66,18 @@ class Progress:
                 name = key[len("loss_"):]
                 shown[name] = f"{value:.2e}·λ{terms.get(f'weight_{name}', 1.0):.2g}"
         if self.bar is not None:
-            postfix = {"loss": f"{loss:.3e}"}
-            if rel_l2 is not None:
+            postfix = {self.value_name: f"{loss:.3e}"}
+            if rel_l2 is not None and self.show_rel_l2:
                 postfix["rel_l2"] = f"{rel_l2:.3e}"
             self.bar.set_postfix(postfix | shown, refresh=False)
             self.bar.update(1)
         elif self.mode == "log" and (done % self.log_every == 0 or done == self.total):
             rate = (done - self.initial) / max(time.perf_counter() - self.start, 1e-9)
-            rel = "n/a" if rel_l2 is None else f"{rel_l2:.3e}"
+            rel = "" if not self.show_rel_l2 else " rel_l2=" + ("n/a" if rel_l2 is None else f"{rel_l2:.3e}")
             extra = "".join(f" {name}={text}" for name, text in shown.items())
             print(
-                f"{self.description} step {done}/{self.total} loss={loss:.3e} "
-                f"rel_l2={rel}{extra} it/s={rate:.2f}",
+                f"{self.description} step {done}/{self.total} {self.value_name}={loss:.3e}"
+                f"{rel}{extra} it/s={rate:.2f}",
                 file=self.stream,
                 flush=True,
             )

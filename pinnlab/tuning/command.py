@@ -171,7 +171,7 @@ def run(args) -> int:
                              "pass --overwrite to start over")
     # one progress display, rank 0's (the others' would never move); only rank 0 solves after
     bar = Progress(config.tune.outer_steps, mode=args.progress if rank == 0 else "off", log_every=1,
-                   description="tune")
+                   description="tune", value_name="outer", rel_l2=False)
 
     def progress(k, phi, diagnostics):
         bar.description = f"tune {_summary(phi)}"

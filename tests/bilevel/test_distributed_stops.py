@@ -166,7 +166,7 @@ def _no_process_group(monkeypatch):
 def test_tune_under_torchrun_refuses_methods_that_split_no_work(tmp_path, monkeypatch, capsys, overrides):
     """Each of the processes would run all of the work: one line, exit code 2, before
     joining the process group."""
-    monkeypatch.setenv("WORLD_SIZE", "2")
+    _torchrun_environment(monkeypatch)
     _no_process_group(monkeypatch)
     out = tmp_path / "t.h5"
     assert main(["tune", str(_config(tmp_path)), *overrides, "-o", str(out), "--progress", "off"]) == 2
@@ -227,7 +227,7 @@ def test_the_backend_follows_the_run_device_not_the_machine(monkeypatch):
     monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.append(("set_device", index)))
     monkeypatch.setattr(dist, "is_initialized", lambda: False)
     monkeypatch.setattr(dist, "init_process_group", lambda backend: calls.append(("init", backend)))
-    monkeypatch.setenv("WORLD_SIZE", "2")
+    _torchrun_environment(monkeypatch)
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert backend_for("cpu") == "gloo" and backend_for(torch.device("cuda")) == "nccl"
     init_from_environment(torch.device("cpu"))
@@ -255,11 +255,51 @@ def test_under_torchrun_each_ranks_error_line_names_its_rank(tmp_path, capsys, m
     from pinnlab.cli import main
 
     missing = tmp_path / "missing.yaml"
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "1")
+    _torchrun_environment(monkeypatch, rank=1)
     assert main(["tune", str(missing), "-o", str(tmp_path / "t.h5")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"pinnlab: error (rank 1 of 2): config error: config file {str(missing)!r} does not exist"]
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert main(["tune", str(missing), "-o", str(tmp_path / "t.h5")]) == 2
     assert capsys.readouterr().err.startswith("pinnlab: error: config error")
+
+
+def _torchrun_environment(monkeypatch, rank: int = 0, world: int = 2):
+    """What torchrun sets in each process it starts (the rendezvous variables of env://)."""
+    for key, value in {"WORLD_SIZE": world, "RANK": rank, "LOCAL_RANK": rank, "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": 29500}.items():
+        monkeypatch.setenv(key, str(value))
+
+
+@pytest.mark.parametrize("environment, expected", [
+    ({"WORLD_SIZE": "2"}, "WORLD_SIZE = 2 in the environment but RANK, MASTER_ADDR, MASTER_PORT not set: start "
+                          "the processes with torchrun"),
+    ({"WORLD_SIZE": "abc"}, "WORLD_SIZE = 'abc' in the environment: not a number of processes"),
+    ({"WORLD_SIZE": "0"}, "WORLD_SIZE = '0' in the environment: not a number of processes"),
+])
+@pytest.mark.parametrize("command", ["tune", "solve"])
+def test_a_world_size_left_in_the_shell_is_one_line(tmp_path, monkeypatch, capsys, environment, expected, command):
+    """WORLD_SIZE=2 without torchrun ended in torch's rendezvous traceback; WORLD_SIZE=abc
+    was reported as a config error (int('abc')). Both are one line saying what is wrong
+    with the environment, exit 2, before any work."""
+    for key in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "t.h5"
+    assert main([command, str(_config(tmp_path)), "-o", str(out), "--progress", "off"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0] and "config error" not in err[0], err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["solve", "study", "plot"])
+def test_commands_that_run_as_one_process_refuse_torchrun(tmp_path, monkeypatch, capsys, command):
+    """pinnlab solve under torchrun trained the same run in every process, each writing
+    the same output; only tune spreads work over processes."""
+    _torchrun_environment(monkeypatch)
+    out = tmp_path / "t.h5"
+    assert main([command, str(_config(tmp_path)), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"pinnlab {command} runs as one process, not under torchrun" in err[0], err
+    assert not out.exists()

@@ -29,3 +29,18 @@ def test_the_bar_shows_the_terms_and_off_prints_nothing():
     quiet = io.StringIO()
     Progress(2, mode="off", stream=quiet).update(1, 1.0, 0.1)
     assert quiet.getvalue() == ""
+
+
+def test_a_tuning_progress_line_names_the_outer_objective_and_has_no_rel_l2_column():
+    """pinnlab tune's outer steps printed the outer objective as ``loss=`` and
+    ``rel_l2=n/a`` on every line (the tuning loop has no relative L2)."""
+    out = io.StringIO()
+    bar = Progress(2, mode="log", log_every=1, stream=out, description="tune", value_name="outer", rel_l2=False)
+    bar.update(0, 0.125, None)
+    assert out.getvalue().startswith("tune step 1/2 outer=1.250e-01 it/s=")
+    drawn = io.StringIO()
+    bar = Progress(2, mode="bar", stream=drawn, value_name="outer", rel_l2=False)
+    bar.update(0, 0.125, 0.5)
+    bar.bar.refresh()
+    assert "outer=1.250e-01" in drawn.getvalue() and "rel_l2" not in drawn.getvalue()
+    bar.close()
