@@ -126,12 +126,16 @@ def test_sigterm_unwinds_like_ctrl_c_and_leaves_no_lock(tmp_path):
     ckpt = Path(str(out) + ".ckpt")
     proc = subprocess.Popen([sys.executable, "-m", "pinnlab.cli", "solve", str(cfg), "-o", str(out),
                              "--progress", "off"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    assert proc.poll() is None and (tmp_path / ".run.h5.lock").exists()
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.time() + 120
+        while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None and (tmp_path / ".run.h5.lock").exists()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:  # never left training for the rest of the suite
+        proc.kill()
+        proc.wait()
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1] == "pinnlab: terminated", err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.h5.ckpt", "tiny.yaml"]

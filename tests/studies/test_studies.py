@@ -389,20 +389,26 @@ def test_an_interrupted_study_stops_its_workers_in_one_line(tmp_path, how):
         workers |= _children(proc.pid)
         time.sleep(0.1)
     workers |= _children(proc.pid)
-    assert proc.poll() is None and len(workers) >= 2, "the study ended before it could be interrupted"
-    if how == "ctrl_c":
-        os.killpg(proc.pid, signal.SIGINT)
-    else:
-        os.kill(proc.pid, signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    lines = [line for line in err.strip().splitlines() if not line.startswith(("run ", "skip ", "finished "))]
-    assert lines == ["pinnlab: " + ("interrupted" if how == "ctrl_c" else "terminated")], err
-    assert proc.returncode == (130 if how == "ctrl_c" else 143)
-    deadline = time.time() + 30
-    while time.time() < deadline and any(_running(w) for w in workers):
-        time.sleep(0.1)
-    alive = [w for w in workers if _running(w)]
-    assert not alive, f"workers {alive} outlived the study"
+    try:
+        assert proc.poll() is None and len(workers) >= 2, "the study ended before it could be interrupted"
+        if how == "ctrl_c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        lines = [line for line in err.strip().splitlines() if not line.startswith(("run ", "skip ", "finished "))]
+        assert lines == ["pinnlab: " + ("interrupted" if how == "ctrl_c" else "terminated")], err
+        assert proc.returncode == (130 if how == "ctrl_c" else 143)
+        deadline = time.time() + 30
+        while time.time() < deadline and any(_running(w) for w in workers):
+            time.sleep(0.1)
+        alive = [w for w in workers if _running(w)]
+        assert not alive, f"workers {alive} outlived the study"
+    finally:  # a failing run must not leave its workers training for the rest of the suite
+        for pid in [proc.pid, *workers]:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _running(pid: int) -> bool:
