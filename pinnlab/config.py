@@ -883,17 +883,15 @@ def _check_tune(config: Config) -> None:
                               f"which steps log {name} without bounds (low/high bound a logit transform and the "
                               f"range that {' and '.join(SEARCHES)} search); remove it")
     if config.trainer.dtype == "float32":  # φ and its optimiser live in the run's dtype
-        largest = FLOAT32_MAX
-        values = [(f"tune.tunables.{name}.{key}", value) for name, spec in tune.tunables.items()
-                  for key in ("init", "low", "high") if getattr(spec, key) is not None
-                  for value in (getattr(spec, key) if isinstance(getattr(spec, key), list) else [getattr(spec, key)])]
-        values += [("tune.outer_lr", tune.outer_lr)]
-        if tune.then is not None and tune.then.outer_lr is not None:
-            values.append(("tune.then.outer_lr", tune.then.outer_lr))
-        for key, value in values:
-            if abs(value) > largest:
-                raise ConfigError(f"{key} = {value:g}: beyond float32's largest value ({largest:.4g}), the dtype "
-                                  "of this run (trainer.dtype: float32)")
+        given = {f"tune.tunables.{name}.{key}": getattr(spec, key) for name, spec in tune.tunables.items()
+                 for key in ("init", "low", "high")}
+        given["tune.outer_lr"] = tune.outer_lr
+        given["tune.then.outer_lr"] = tune.then.outer_lr if tune.then is not None else None
+        for key, value in given.items():
+            for number in value if isinstance(value, list) else [] if value is None else [value]:
+                if abs(number) > FLOAT32_MAX:
+                    raise ConfigError(f"{key} = {number:g}: beyond float32's largest value ({FLOAT32_MAX:.4g}), "
+                                      "the dtype of this run (trainer.dtype: float32)")
     phases = [("tune", tune.method, tune.options)]
     if tune.then is not None:
         phases.append(("tune.then", tune.then.method, tune.then.options))
