@@ -729,7 +729,7 @@ def test_training_study_starts_no_more_workers_than_cells(tmp_path, monkeypatch)
     pools, jobs = [], []
 
     class InlinePool:  # runs the jobs here, records the size it was asked for
-        def __init__(self, size):
+        def __init__(self, size, initializer=None):  # (not run here: it would ignore Ctrl-C in pytest)
             pools.append(size)
 
         def imap_unordered(self, fn, todo):
