@@ -169,10 +169,12 @@ class AbstractEquation(abc.ABC):
         """`(n, D)` training points on the generator's device."""
 
     def sample_test(
-        self, n: int, *, generator: torch.Generator, dtype: torch.dtype = torch.float32
+        self, n: int, *, generator: torch.Generator, dtype: torch.dtype = torch.float32, **overrides: Any
     ) -> Tensor:
-        """`(n, D)` test points; the collocation distribution unless overridden."""
-        return self.sample_collocation(n, generator=generator, dtype=dtype)
+        """`(n, D)` test points; the collocation distribution unless overridden.
+        ``overrides`` (``coefficients=`` of :attr:`sampler_coefficients`) go to
+        :meth:`sample_collocation`."""
+        return self.sample_collocation(n, generator=generator, dtype=dtype, **overrides)
 
     def sample_boundary(
         self, n: int, *, generator: torch.Generator, dtype: torch.dtype = torch.float32

@@ -161,10 +161,9 @@ class PINNProblem:
         coefficients = hyperparams.get("coefficients")
         # a sampler that reads an overridden coefficient draws at the override's value
         # (an inverse problem's current estimate), not at the hidden true one
-        at = {k: _value(v) for k, v in (coefficients or {}).items() if k in self.equation.sampler_coefficients}
         x = self.equation.sample_collocation(
             self.batch_size, generator=context.generator("collocation"), dtype=first.dtype,
-            **({"coefficients": at} if at else {}),
+            **sampler_overrides(self.equation, coefficients),
         )
         share = 1.0
         noise_stream = "noise"
@@ -209,7 +208,13 @@ def _weighted(weight, value: Tensor) -> Tensor:
     return weight * value
 
 
-def _value(coefficient) -> Tensor:
-    """A coefficient's value for a sampler: detached, so no gradient or tangent (of the
-    training step or a hypergradient) flows through the points drawn at it."""
-    return torch.as_tensor(coefficient).detach()
+def sampler_overrides(equation: AbstractEquation, coefficients: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The keyword arguments that make ``equation``'s samplers draw at overridden
+    coefficients (an inverse problem's current estimate) instead of the hidden true ones:
+    ``{"coefficients": {...}}`` with those of ``coefficients`` the samplers read
+    (:attr:`~pinnlab.equations.base.AbstractEquation.sampler_coefficients`), or ``{}``.
+    Values are detached, so no gradient or tangent (of a training step or a
+    hypergradient) flows through the points drawn at them: points are data."""
+    at = {k: torch.as_tensor(v).detach() for k, v in (coefficients or {}).items()
+          if k in equation.sampler_coefficients}
+    return {"coefficients": at} if at else {}

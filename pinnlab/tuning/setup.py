@@ -26,6 +26,7 @@ from pinnlab.estimators.base import Value
 from pinnlab.losses import Hybrid
 from pinnlab.solvers import Constant, PINNProblem, make_train_step, resolve_device
 from pinnlab.solvers.evaluate import reference_problem
+from pinnlab.solvers.problem import sampler_overrides
 
 COLLOCATION = "collocation_weight"
 WEIGHT_RANGE = (1e-3, 1e3)
@@ -309,15 +310,25 @@ def make_outer_loss(config: Config, problem: PINNProblem, to_hyperparams, observ
         )
         residual_estimator.validate(equation)
 
+    def held_out(coefficients):
+        """The held-out points; where the sampler reads a tuned coefficient (an inverse
+        problem), the same draw at its current value, as the training steps do."""
+        overrides = sampler_overrides(equation, coefficients)
+        if not overrides:
+            return points
+        return equation.sample_test(spec.points, generator=make_generator(seed, "outer/points"),
+                                    dtype=torch.float64, **overrides).to(device=device, dtype=dtype)
+
     def outer(theta, phi):
         hp = to_hyperparams(phi)
         model = problem.model(theta)
         generator = make_generator(seed, "outer/residual", device=device)
+        x = held_out(hp.get("coefficients"))
 
         def group(queries):
-            return residual_estimator.estimate(model, points, queries, generator=generator, sigma=hp.get("sigma"))
+            return residual_estimator.estimate(model, x, queries, generator=generator, sigma=hp.get("sigma"))
 
-        r = equation.residual(points, group, unbiased=False, coefficients=hp.get("coefficients"))
+        r = equation.residual(x, group, unbiased=False, coefficients=hp.get("coefficients"))
         return (r ** 2).mean()
 
     return outer
