@@ -409,8 +409,10 @@ def _one_line(text: str) -> str:
 def _rank() -> str:
     """`` (rank R of W)`` under torchrun, which starts W processes that each meet the same
     bad input: the user then sees which process said each of the W lines."""
-    world = os.environ.get("WORLD_SIZE", "1")
-    return f" (rank {os.environ.get('RANK', '?')} of {world})" if world not in ("", "1") else ""
+    world, rank = (os.environ.get(name, "").strip() for name in ("WORLD_SIZE", "RANK"))
+    if not (world.isdecimal() and world.isascii() and int(world) > 1):
+        return ""  # not torchrun's (a stray or bad WORLD_SIZE is the error line's own subject)
+    return f" (rank {rank if rank.isdecimal() and rank.isascii() else '?'} of {int(world)})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
