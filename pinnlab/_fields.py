@@ -19,8 +19,18 @@ def _seed_in_range(value: int) -> int:
     return value
 
 
-Int = Annotated[int, Strict()]
-"""An integer field: ``true``/``false``, ``3.0`` and ``"3"`` are refused, not read as 1, 0, 3."""
+def _int64(value: int) -> int:
+    """``value`` if a signed 64-bit integer holds it, else ValueError: result files and
+    checkpoints store every integer setting as one (trainer.steps = 2**64 was accepted,
+    then failed where it was first stored or counted)."""
+    if not -SEED_LIMIT <= value < SEED_LIMIT:
+        raise ValueError("must be an integer with -2**63 <= value < 2**63 (stored as a 64-bit integer)")
+    return value
+
+
+Int = Annotated[int, Strict(), AfterValidator(_int64)]
+"""An integer field: ``true``/``false``, ``3.0`` and ``"3"`` are refused, not read as 1, 0,
+3; so is one beyond a signed 64-bit integer."""
 Float = Annotated[float, Strict()]
 """A number field: an int is accepted, a boolean or a string is not (finite: see
 :data:`SECTION_CONFIG`)."""

@@ -1011,7 +1011,7 @@ def make_equation(section: EquationSection):
         return EQUATIONS[section.name](
             section.dim, seed=section.seed, constraint=section.constraint, **section.parameters()
         )
-    except (TypeError, ValueError) as err:  # torch's own messages can carry a C++ trace: its first line
+    except (TypeError, ValueError, RuntimeError) as err:  # torch's messages can carry a C++ trace: its first line
         raise ConfigError(f"equation: {(str(err).strip().splitlines() or [type(err).__name__])[0]}") from None
 
 

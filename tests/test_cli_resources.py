@@ -106,9 +106,10 @@ def test_a_size_this_machine_cannot_hold_is_one_line_and_exit_2(tmp_path, capsys
 @pytest.mark.parametrize("command,text", [("solve", SOLVE), ("tune", TUNE), ("study", ESTIMATOR_STUDY),
                                           ("study", TRAINING_STUDY)])
 def test_a_width_beyond_torchs_sizes_fails_fast_in_one_line(tmp_path, capsys, command, text):
-    """model.width=10**22 overflows torch.empty's 64-bit size (a TypeError traceback)."""
+    """model.width=10**22 overflowed torch.empty's 64-bit size (a TypeError traceback); the
+    config refuses it now, and 2**63 − 1 still overflows the layer's element count."""
     out, files = _existing_outputs(tmp_path, command)
-    assert _run(tmp_path, command, text, f"model.width={10**22}") == 2
+    assert _run(tmp_path, command, text, f"model.width={2**63 - 1}") == 2
     _assert_one_line(capsys, command, "a size overflows a 64-bit integer: ")
     assert all(path.read_bytes() == content for path, content in files.items())
 

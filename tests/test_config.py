@@ -76,6 +76,10 @@ def _with(**sections):
         (_with(equation={"seed": 2**64}), "equation.seed = 18446744073709551616: must be an integer"),
         (_with(data={"seed": 2**64}), "data.seed = 18446744073709551616: must be an integer"),
         (_with(equation={"seed": -1}), "equation.seed = -1: must be an integer with 0 <= seed"),
+        # every integer setting: one beyond 64 bits was accepted, then failed where stored
+        (_with(trainer={"steps": 2**64}), f"trainer.steps = {2**64}: must be an integer with -2**63 <= value < 2**63"),
+        (_with(model={"width": 2**63}), f"model.width = {2**63}: must be an integer with -2**63 <= value"),
+        (_with(tune={**TUNE, "horizon": 2**63}), f"tune.horizon = {2**63}: must be an integer with -2**63"),
         (_with(tune={**TUNE, "seed": 2**64}), "tune.seed = 18446744073709551616: must be an integer"),
         (_with(tune={**TUNE, "objective": {"seed": 2**64}}), "tune.objective.seed = 18446744073709551616"),
         # non-finite numbers are refused in every section
@@ -510,9 +514,10 @@ def test_a_config_path_that_is_no_file_says_what_it_is(tmp_path):
 
 
 def test_an_equation_that_cannot_be_built_is_one_line():
-    """dim = 10²² overflows torch's size argument; its message carried a C++ stack of a
-    dozen lines into the 'one line' error."""
-    config = C.validate({"equation": {"name": "poisson_two_body", "dim": 10**22}})
+    """dim = 10²² overflowed torch's size argument; its message carried a C++ stack of a
+    dozen lines into the 'one line' error. (The config now refuses dims beyond 64 bits;
+    2**63 − 1 overflows torch's storage size, a RuntimeError.)"""
+    config = C.validate({"equation": {"name": "poisson_two_body", "dim": 2**63 - 1}})
     with pytest.raises(C.ConfigError) as info:
         C.make_equation(config.equation)
     assert str(info.value).startswith("equation: ") and len(str(info.value).splitlines()) == 1

@@ -151,7 +151,7 @@ def test_an_estimator_study_that_does_not_train_counts_no_training(small_machine
 
 
 @pytest.mark.parametrize("overrides, part", [
-    ([f"model.width={10**22}"], "the network's first layer: 10000000000000000000000 × 3 elements"),
+    ([f"model.width={2**63 - 1}"], "the network's first layer: 9223372036854775807 × 3 elements"),
     (["model.width=4000000000", "model.depth=3"], "the network's hidden layers: 4000000000 × 4000000000"),
     ([f"trainer.batch_size={2**40}", f"estimator.samples={2**22}"], "the noise draw ξ of a training step"),
 ])
