@@ -356,7 +356,9 @@ def _training(config, output, args) -> int:
             group = fh.create_group(name)
             for key in rows[0]:
                 values = [r.get(key) for r in rows]
-                if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+                    group.create_dataset(key, data=values, dtype="int64")  # counts, dims, seeds: not 2.0
+                elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
                     group.create_dataset(key, data=[float(v) for v in values])
                 else:
                     group.create_dataset(key, data=[json.dumps(v) if not isinstance(v, str) else v

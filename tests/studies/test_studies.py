@@ -599,7 +599,10 @@ def test_extending_a_training_study_reuses_its_finished_cells(tmp_path, capsys):
     assert len(after) == 6 and all(after[name] == first[name] for name in first)  # not recomputed
     with h5py.File(out, "r") as fh:
         rel_l2 = dict(zip([k.decode() for k in fh["cells/key"][...]], fh["cells/rel_l2"][...]))
-        assert fh["summary/runs"][...].tolist() == [2.0, 2.0, 2.0]
+        assert fh["summary/runs"][...].tolist() == [2, 2, 2]
+        # integers stay integers (they were float64: runs 2.0, trainer.seed 1.0)
+        assert fh["summary/runs"].dtype == "int64" and fh["cells/trainer.seed"].dtype == "int64"
+        assert fh["cells/rel_l2"].dtype == "float64"
     assert all(rel_l2[key] == value for key, value in before.items())
     with h5py.File(next(Path(str(out) + ".cells").glob("*.h5")), "r") as fh:
         assert "study:" not in fh.attrs["config"]  # a cell records its own run config
