@@ -63,7 +63,12 @@ Usage:
     python benchmarks/bench_tuning.py [--quick] [--json PATH] [--problems a,b,c] [--methods ...]
                                       [--repeats R] [--budget B | --outer-steps N] [--horizon T]
                                       [--outer-optimizer adam|sgd] [--outer-lr LR] [--outer-betas B1,B2]
-                                      [--select] [--costs]
+                                      [--select] [--costs] [--then METHOD@A[,B,C]]
+
+``--then fg2u@10,50,15`` runs the two-phase schedule of [FG2U] §3.2 (a cheap biased
+method first, then (FG)²U): every hypergradient method of ``--methods`` for 10, 50 and 15
+outer steps on (a), (b), (c), then fg2u with its benchmark options for the rest of the
+budget; its rows read ``trgu → fg2u`` and its records carry ``"then": {"method", "after"}``.
 """
 
 from __future__ import annotations
@@ -173,8 +178,12 @@ def tuner_config(name: str, data: dict, method: str, budget: float | None):
     if name == "b":
         size = data["equation"]["dim"]
     options = BILEVEL_OPTIONS[method](size) if method in BILEVEL_OPTIONS else {}
+    extra = {}
+    if data["tune"].get("then"):  # --then: the second phase with its method's benchmark options
+        then = data["tune"]["then"]
+        extra["tune__then"] = {**then, "options": BILEVEL_OPTIONS[then["method"]](size)}
     return configuration.validate(_with(data, tune__method=method, tune__options=options,
-                                        tune__budget_seconds=budget, tune__final_init="continue"))
+                                        tune__budget_seconds=budget, tune__final_init="continue", **extra))
 
 
 def run_tuner(name: str, data: dict, method: str, budget: float | None) -> dict:
@@ -281,6 +290,8 @@ def run_method(name: str, data: dict, method: str, budget: float | None) -> dict
         record.update(error=out["error"], seconds=out["seconds"], note=f"{equal} steps")
     else:
         record.update(run_tuner(name, data, method, budget))
+        if data.get("tune", {}).get("then"):
+            record["then"] = {k: data["tune"]["then"][k] for k in ("method", "after")}
         if budget is not None:
             record["over_budget"] = record["tune_seconds"] > OVER_BUDGET * budget
     return record
@@ -391,6 +402,10 @@ def main() -> int:
                         help="equal inner steps instead of equal wall-clock: every tuner runs exactly N outer "
                              "steps of horizon T (joint: N·T steps), the untuned baselines S + N·T steps; "
                              "no budget (random/optuna run trials, not outer steps: recorded n/a)")
+    parser.add_argument("--then", metavar="METHOD@A[,B,C]",
+                        help="two-phase schedule ([FG2U] §3.2): every hypergradient method runs its first phase "
+                             "for A outer steps (one value per problem, in --problems order, or one for all), "
+                             "then METHOD; records carry 'then'")
     parser.add_argument("--costs", action="store_true",
                         help="only time one estimate of each hypergradient method against the primal unroll")
     args = parser.parse_args()
@@ -440,6 +455,28 @@ def main() -> int:
             print(f"error: --outer-betas {args.outer_betas!r}: expected two numbers B1,B2", file=sys.stderr)
             return 2
         specs = {name: _with(data, tune__outer_betas=betas) for name, data in specs.items()}
+    if args.then:
+        names = args.problems.split(",")
+        method, _, steps = args.then.partition("@")
+        try:
+            after = [int(a) for a in steps.split(",")]
+        except ValueError:
+            after = []
+        why = None
+        if method not in BILEVEL_OPTIONS:
+            why = f"METHOD must be one of {', '.join(BILEVEL_OPTIONS)}"
+        elif len(after) not in (1, len(names)) or min(after) < 1:
+            why = f"expected METHOD@A with one step >= 1, or one per problem ({len(names)})"
+        elif args.costs or args.select:
+            why = "--costs and --select time or pick single-phase methods; drop one"
+        elif bad := [m for m in args.methods.split(",") if m not in BILEVEL_OPTIONS]:
+            why = f"a two-phase schedule needs hypergradient methods, not {', '.join(bad)}"
+        if why:
+            print(f"error: --then {args.then}: {why}", file=sys.stderr)
+            return 2
+        after = after * len(names) if len(after) == 1 else after
+        specs = {name: _with(data, tune__then={"method": method, "after": after[names.index(name)]})
+                 if name in names else data for name, data in specs.items()}
     from pinnlab.config import ConfigError, validate
 
     try:  # overrides checked once, before any run
@@ -508,17 +545,23 @@ def main() -> int:
     return 0
 
 
+def row_label(record: dict) -> str:
+    """A record's row in the table: its method, ``→ METHOD`` for a two-phase run (``--then``)."""
+    then = record.get("then")
+    return record["method"] + (f" → {then['method']}" if then else "")
+
+
 def markdown(records) -> str:
     """Methods as rows, problems as columns: the error (mean ± std over repeats when
     there are several); the best mean per column in bold."""
     names = list(dict.fromkeys(r["problem"] for r in records))
-    methods = list(dict.fromkeys(r["method"] for r in records))
+    methods = list(dict.fromkeys(map(row_label, records)))
     errors: dict[tuple[str, str], list[float]] = {}
     for r in records:
         if r["error"] is not None and not (isinstance(r["error"], float) and math.isnan(r["error"])):
-            errors.setdefault((r["problem"], r["method"]), []).append(float(r["error"]))
+            errors.setdefault((r["problem"], row_label(r)), []).append(float(r["error"]))
     means = {key: sum(v) / len(v) for key, v in errors.items()}
-    over = {(r["problem"], r["method"]) for r in records if r.get("over_budget")}
+    over = {(r["problem"], row_label(r)) for r in records if r.get("over_budget")}
     lines = ["| method | " + " | ".join(f"({n})" for n in names) + " |",
              "|---|" + "---|" * len(names)]
     for m in methods:

@@ -24,6 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
      "--budget inf: must be finite and > 0"),
     ("bench_tuning.py", ["--quick", "--problems", "b", "--methods", "fg2u", "--budget", "-1"],
      "--budget -1.0: must be finite and > 0"),
+    ("bench_tuning.py", ["--quick", "--methods", "trgu", "--then", "bogus@3"], "--then bogus@3: METHOD must be one"),
+    ("bench_tuning.py", ["--quick", "--methods", "trgu", "--then", "fg2u@0"], "--then fg2u@0: expected METHOD@A"),
+    ("bench_tuning.py", ["--quick", "--methods", "trgu", "--then", "fg2u@1,2"], "one per problem (3)"),
+    ("bench_tuning.py", ["--quick", "--methods", "trgu", "--then", "fg2u"], "--then fg2u: expected METHOD@A"),
+    ("bench_tuning.py", ["--quick", "--methods", "trgu,random", "--then", "fg2u@5"],
+     "needs hypergradient methods, not random"),
     ("bench_horizon_bias.py", ["--quick", "--warm-steps", "-5"], "--warm-steps -5: must be >= 0"),  # was a traceback
     # mix is logit- and σ log-parameterised: out of range was a traceback after the set-up, nan ran through
     ("bench_horizon_bias.py", ["--quick", "--mix", "2"], "--mix 2.0: must lie in (0, 1)"),
@@ -118,3 +124,21 @@ def test_every_configuration_bench_tuning_runs_is_valid(monkeypatch, quick):
                         bench_tuning.tuner_config(name, data, method, budget)
                         checked += 1
     assert checked > 100
+
+
+def test_two_phase_runs_are_valid_configs_and_rows_of_their_own(monkeypatch):
+    """``--then fg2u@A``: every problem's config with the second phase (its method's
+    benchmark options filled in) validates, and the table keeps a two-phase run apart from
+    the single-phase run of the same first method."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_tuning
+
+    for name, base in bench_tuning.problems(True).items():
+        data = bench_tuning._with(base, tune__then={"method": "fg2u", "after": 5})
+        config = bench_tuning.tuner_config(name, data, "trgu", 15.0)
+        assert config.tune.method == "trgu" and config.tune.then.method == "fg2u"
+        assert config.tune.then.options == {"num_directions": 4 if name == "b" else 1}
+    records = [{"problem": "a", "method": "trgu", "error": e, "then": then}
+               for e, then in ((0.5, None), (0.2, {"method": "fg2u", "after": 5}))]
+    table = bench_tuning.markdown(records)
+    assert "| trgu | 5.00e-01 |" in table and "| trgu → fg2u | **2.00e-01** |" in table, table
