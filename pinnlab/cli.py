@@ -20,6 +20,8 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pinnlab._interrupts import STOPS, Terminated
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -132,17 +134,24 @@ def cmd_solve(args) -> int:
     if config.trainer.backend == "deepxde":
         return _solve_deepxde(config, problem, output, progress=args.progress)
     on_checkpoint = None
+    saved = []  # the steps checkpointed
     if kwargs["checkpoint_every"]:
         optimizer = kwargs["optimizer"]
 
         def on_checkpoint(train_state):
             save_checkpoint(checkpoint, train_state, optimizer, config_yaml)
+            saved.append(train_state.step)
 
     try:
         result = train(problem, **kwargs, state=state, on_checkpoint=on_checkpoint,
                        progress=args.progress)
     except CheckpointError as err:  # the resumed state does not fit this run, found before any step
         raise UsageError(f"checkpoint {str(checkpoint)!r}: {err}") from None
+    except STOPS:
+        if saved:
+            print(f"pinnlab: step {saved[-1]} saved in {str(checkpoint)!r}; --resume continues from it",
+                  file=sys.stderr)
+        raise
     # at the σ the run trained and evaluated with (a σ in its hyperparams overrides the estimator's), as /eval is
     slice_data = result_slice(problem, result, num_samples=config.estimator.eval_samples, seed=config.trainer.seed,
                               sigma=kwargs["hyperparams"].get("sigma"))
@@ -430,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pinnlab: interrupted", file=sys.stderr)
         return 130
-    except _Terminated:
+    except Terminated:
         print("pinnlab: terminated", file=sys.stderr)
         return 128 + signal.SIGTERM
     finally:
@@ -438,12 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
-class _Terminated(BaseException):
-    """SIGTERM (``kill``, a batch scheduler's time limit) raised in the main thread."""
-
-
 def _terminate_as_exception():
-    """Make SIGTERM raise :class:`_Terminated`, so a terminated run unwinds like Ctrl-C:
+    """Make SIGTERM raise :class:`~pinnlab._interrupts.Terminated`, so a terminated run unwinds like Ctrl-C:
     its output lock and temporary files are removed and a study's worker processes are
     stopped (the default action ended the process on the spot and left them). Returns
     the previous handler (None: one not set from Python), or False where none could be
@@ -452,7 +457,7 @@ def _terminate_as_exception():
         return False
 
     def terminate(signum, frame):
-        raise _Terminated()
+        raise Terminated()
 
     return signal.signal(signal.SIGTERM, terminate)
 

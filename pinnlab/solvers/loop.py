@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from pinnlab._checks import check_integer
+from pinnlab._interrupts import STOPS
 from pinnlab._typing import Params, tensor_leaves
 from pinnlab.losses.hybrid import Hybrid, PlateauState, SwitchOnPlateau
 from pinnlab.solvers.evaluate import Evaluation, evaluate, reference_problem, with_reference
@@ -270,7 +271,10 @@ def train(
             parameters, optimizer state or weighting state are not built like a
             fresh run's, or whose history does not fit its step, raises :class:`~pinnlab.io.CheckpointError` (a ValueError).
         checkpoint_every: steps between ``on_checkpoint`` calls (0: never).
-        on_checkpoint: receives the state after every ``checkpoint_every`` steps.
+        on_checkpoint: receives the state after every ``checkpoint_every`` steps, and
+            (with ``checkpoint_every`` > 0) the state of the last completed step when the
+            run is stopped from outside (Ctrl-C, or SIGTERM under the ``pinnlab``
+            command), before the exception goes on.
         progress: ``"auto"``, ``"bar"``, ``"log"`` or ``"off"``.
         log_every: steps between plain log lines.
         weighting: adaptive loss-term weights (:class:`~pinnlab.solvers.LRA`,
@@ -364,9 +368,9 @@ def train(
             return plateau_switch.mix(step, state.plateau)
         return loss_fn.switch.mix(step)
 
-    def run_eval(step_done: int) -> Evaluation:
+    def run_eval(params: Params, step_done: int) -> Evaluation:
         return evaluate(
-            problem, state.params, x_test, u_test, num_samples=eval_samples, seed=seed,
+            problem, params, x_test, u_test, num_samples=eval_samples, seed=seed,
             step=step_done, sigma=hyperparams.get("sigma"),
         )
 
@@ -377,6 +381,8 @@ def train(
     run_start = time.perf_counter()
     first_step = state.step  # untimed: it pays this process's one-off costs (a resume's too)
     wall_before = state.wall_s
+    saved_step = state.step  # the step of the last state handed to on_checkpoint (or resumed from)
+    committing = False  # True while the state holds parts of two steps
     try:
         while state.step < steps:
             step = state.step
@@ -420,6 +426,10 @@ def train(
                     "larger sigma or more samples."
                 )
                 break
+            # evaluated before the state changes: a stop from outside during the evaluation
+            # leaves the state of the previous step whole
+            evaluation = run_eval(params, step + 1) if (step + 1) % eval_every == 0 or step + 1 == steps else None
+            committing = True
             if step > first_step:
                 state.train_seconds += elapsed
                 state.timed_steps += 1
@@ -431,8 +441,8 @@ def train(
             state.window_loss.append(loss)
             if plateau_key is not None:
                 state.plateau = plateau_switch.observe(state.plateau, step, values[-1])
-            if state.step % eval_every == 0 or state.step == steps:
-                last_eval = run_eval(state.step)
+            if evaluation is not None:
+                last_eval = evaluation
                 last_rel = last_eval.rel_l2
                 state.wall_s = wall_before + time.perf_counter() - run_start
                 state.history.append(
@@ -448,14 +458,22 @@ def train(
                 )
                 state.window_loss = []
             state.wall_s = wall_before + time.perf_counter() - run_start
+            committing = False
             if checkpoint_every and on_checkpoint and state.step % checkpoint_every == 0 \
                     and state.step < steps:
                 on_checkpoint(state.copy())
+                saved_step = state.step
             bar.update(step, loss, last_rel, state.history.last_terms())
+    except STOPS:
+        # Ctrl-C or SIGTERM: keep the last completed step, not only the last periodic
+        # checkpoint (a stop while the state was being updated keeps that one)
+        if checkpoint_every and on_checkpoint and not committing and saved_step < state.step < steps:
+            on_checkpoint(state.copy())
+        raise
     finally:
         bar.close()
     if last_eval is None or status != "ok":
-        last_eval = run_eval(state.step)
+        last_eval = run_eval(state.params, state.step)
     status, message = with_reference(status, message, reference)
     stats = {
         "steps_per_second": state.timed_steps / state.train_seconds if state.train_seconds else 0.0,

@@ -152,6 +152,52 @@ def test_checkpoint_states_are_snapshots_and_a_resumed_state_is_left_as_it_was()
             == {k: v for k, v in resumed.history.rows.items() if k != "wall_s"})
 
 
+@pytest.mark.parametrize("where, kept_step", [("step", 6), ("evaluation", 7), ("update", 5)])
+def test_a_run_stopped_from_outside_checkpoints_its_last_completed_step(monkeypatch, where, kept_step):
+    """Ctrl-C or SIGTERM lost every step since the last periodic checkpoint. The loop now
+    hands on the state of the last completed step before the exception goes on: stopped
+    in step 6 (0-based), at step 6; in the evaluation after step 7, at step 7 (the
+    evaluation runs before the state changes); while the state is being updated (step
+    8's history row), at the periodic checkpoint of step 5 (a state of parts of two steps
+    must not be saved). Resuming from it ends as the uninterrupted run."""
+    from pinnlab.solvers import loop
+
+    problem = _problem(dim=3, width=16, batch=8)
+    kwargs = dict(seed=1, eval_every=4, test_points=20, progress="off", schedule=LinearDecay(12))
+    full = train(problem, steps=12, **kwargs)
+
+    class Stop(LinearDecay):
+        def __call__(self, step):
+            if where == "step" and step == 6:
+                raise KeyboardInterrupt
+            return super().__call__(step)
+
+    def evaluate(problem, params, *args, step, **options):
+        if where == "evaluation" and step == 8:
+            raise KeyboardInterrupt
+        return original_evaluate(problem, params, *args, step=step, **options)
+
+    def append(self, *args, **values):
+        if where == "update" and values["step"] == 8:
+            raise KeyboardInterrupt
+        return original_append(self, *args, **values)
+
+    original_evaluate, original_append = loop.evaluate, loop.History.append
+    monkeypatch.setattr(loop, "evaluate", evaluate)
+    monkeypatch.setattr(loop.History, "append", append)
+    kept = []
+    with pytest.raises(KeyboardInterrupt):
+        train(problem, steps=12, checkpoint_every=5, on_checkpoint=kept.append, **{**kwargs, "schedule": Stop(12)})
+    assert [s.step for s in kept] == [5] + ([kept_step] if kept_step != 5 else [])
+    monkeypatch.undo()
+    resumed = train(problem, steps=12, state=kept[-1], **kwargs)
+    for k in full.params:
+        assert torch.equal(resumed.params[k], full.params[k])
+    assert ({k: v for k, v in resumed.history.rows.items() if k != "wall_s"}
+            == {k: v for k, v in full.history.rows.items() if k != "wall_s"})
+    assert resumed.history.trace_loss == full.history.trace_loss
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"test_points": 0}, "test_points must be an integer >= 1"),
     ({"dtype": torch.float16}, "dtype must be torch.float32 or torch.float64"),
