@@ -152,16 +152,21 @@ def _finished_with(path: Path, config) -> bool:
     reused), compared as :func:`~pinnlab.io.checkpoint.comparable_config` does: another
     checkpoint or log interval, or ``auto`` for the device it resolves to, reuses the
     cell. A cell file written when cells still recorded the ``study:`` section is
-    compared without it."""
+    compared without it. A cell written by another pinnlab version is recomputed (its
+    numbers would be mixed silently with this version's in one table)."""
     import h5py
     import yaml
 
+    import pinnlab
     from pinnlab.io.checkpoint import comparable_config
 
     try:
         with h5py.File(path, "r") as fh:
             stored = fh.attrs["config"]
+            version = fh.attrs.get("pinnlab_version")
     except (OSError, KeyError):
+        return False
+    if (version.decode() if isinstance(version, bytes) else str(version)) != pinnlab.__version__:
         return False
     stored = stored.decode() if isinstance(stored, bytes) else str(stored)
     try:

@@ -608,6 +608,28 @@ def test_extending_a_training_study_reuses_its_finished_cells(tmp_path, capsys):
         assert "study:" not in fh.attrs["config"]  # a cell records its own run config
 
 
+def test_a_cell_written_by_another_pinnlab_version_is_computed_again(tmp_path, capsys):
+    """Cells were reused whatever pinnlab version wrote them, so one table could mix two
+    versions' numbers without a word."""
+    import h5py
+
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(SMALL_TRAINING.replace("trainer.seed: [0, 1]", "trainer.seed: [0]"))
+    out = tmp_path / "train.h5"
+    assert main(["study", str(cfg), "-o", str(out)]) == 0
+    old, kept = sorted(Path(str(out) + ".cells").glob("*.h5"))
+    with h5py.File(old, "r+") as fh:
+        fh.attrs["pinnlab_version"] = "0.0.1"
+    before = kept.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["study", str(cfg), "-o", str(out), "--overwrite"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("skip finished cell") == 1 and err.count("finished cell") == 2, err
+    with h5py.File(old, "r") as fh:
+        assert fh.attrs["pinnlab_version"] != "0.0.1"
+    assert kept.stat().st_mtime_ns == before
+
+
 def test_study_outputs_follow_the_overwrite_rule_before_any_work(tmp_path, capsys):
     """The tables STUDY.md/.csv and --json are outputs like -o: an existing one is kept
     without --overwrite, a directory or a name taken by another output is refused, all
