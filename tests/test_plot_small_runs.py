@@ -105,6 +105,11 @@ def test_both_figures_mark_the_switch_at_the_first_unbiased_step(tmp_path, figur
         assert [list(line.get_xdata()) for line in switches] == [[4, 4]], name
         curve = next(line for line in ax.lines if line.get_linestyle() == "-")
         assert curve.get_xdata()[3] == 4 and curve.get_ydata()[3] == loss[3], name
+    # the solve figure names the switch in each panel's legend, not in a text that a
+    # legend in the upper corner covered
+    for ax in figures["curves.png"].axes:
+        assert "switch to unbiased (step 4)" in [t.get_text() for t in ax.get_legend().get_texts()]
+        assert not ax.texts
 
 
 def test_the_loss_curves_title_fits_a_one_panel_figure(tmp_path, figures):

@@ -108,10 +108,8 @@ def plot_curves(fh, outdir: Path) -> Path:
     mix = fh["trace/mix"][...]
     switched = np.flatnonzero(mix >= 1)
     if len(switched) and switched[0] > 0:
-        for ax in (ax_loss, ax_err):
-            ax.axvline(switched[0] + 1, color="k", ls="--", lw=1)
-            ax.text(switched[0] + 1, 0.97, " switch to unbiased", transform=ax.get_xaxis_transform(),
-                    va="top", fontsize=8)
+        for ax in (ax_loss, ax_err):  # in the legend: a text at the top ran into a legend placed there
+            ax.axvline(switched[0] + 1, color="k", ls="--", lw=1, label=f"switch to unbiased (step {switched[0] + 1})")
     for ax in (ax_loss, ax_err):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
