@@ -65,6 +65,10 @@ def _check_method(name: str, method: Any, *, two_phase: bool = False) -> None:
 class TwoPhase:
     """Method ``first`` for ``switch_after`` outer steps, then ``then`` ([FG2U] §3.2).
 
+    Phase II refines Phase I's φ as a new run would: the meta optimizer's state (Adam's
+    moments and step count) is cleared at the switch. Carried over, moments measured on
+    Phase I's estimates mis-scaled Phase II's steps (README, "Tuning benchmark": the
+    two-phase rows with and without the reset).
     ``then_lr``: the meta optimizer's learning rate from the switch on (every parameter
     group; default: unchanged). [FG2U] refine the cheap Phase I's φ with a smaller
     Phase-II rate (data condensation: 5e-4 against 1e-2).
@@ -306,6 +310,8 @@ def optimize(
         if not (all_agree(fits) if shared_budget else fits):
             break
         current = method.at(k) if isinstance(method, TwoPhase) else method
+        if isinstance(method, TwoPhase) and k == method.switch_after > 0:
+            opt.state.clear()  # Phase II starts with fresh moments (see TwoPhase)
         if isinstance(method, TwoPhase) and k >= method.switch_after and method.then_lr is not None:
             for group in opt.param_groups:  # (a resumed Phase II has it in the optimizer's state)
                 group["lr"] = method.then_lr

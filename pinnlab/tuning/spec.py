@@ -69,7 +69,8 @@ class ObjectiveSpec(_Spec):
 
 class PhaseSpec(_Spec):
     """Second phase of a two-phase schedule: ``method`` from outer step ``after`` on,
-    with the outer learning rate ``outer_lr`` (default: the first phase's)."""
+    with the outer learning rate ``outer_lr`` (default: the first phase's) and the outer
+    optimizer's state cleared at the switch (a fresh Adam from Phase I's φ)."""
 
     method: str
     options: dict[str, Any] = Field(default_factory=dict)

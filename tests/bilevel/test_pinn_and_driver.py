@@ -125,6 +125,23 @@ def test_two_phase_then_lr_sets_the_second_phase_rate():
     assert rates == pytest.approx([0.3, 0.3, 0.01, 0.01, 0.01], rel=1e-6)
 
 
+def test_the_second_phase_starts_with_fresh_adam_moments():
+    """Adam's first step moves every coordinate by lr·g/(|g| + ε) ≈ lr: at the first outer
+    step, and again at the switch, where Phase II starts as a new run from Phase I's φ
+    (the moments of Phase I's estimates were carried over and mis-scaled its steps)."""
+    ridge = Ridge()
+    problem = ridge.problem(horizon=5)
+    method = TwoPhase(ReverseUnroll(), ReverseUnroll(), switch_after=2)
+    path: list = []
+    optimize(problem, ridge.phi, method, steps=4, seed=1, callback=lambda k, phi, d: path.append(phi["log_reg"].clone()),
+             meta_optimizer=lambda p: torch.optim.Adam(p, lr=0.05))
+    moves = [(b - a).abs() for a, b in zip([ridge.phi["log_reg"], *path[:-1]], path)]
+    assert moves[0].numel() > 1
+    for k in (0, 2):
+        torch.testing.assert_close(moves[k], torch.full_like(moves[k], 0.05), rtol=1e-3, atol=0)  # ε/|g| ≤ 2e-4
+    assert not torch.allclose(moves[1], torch.full_like(moves[1], 0.05), rtol=1e-2, atol=0)
+
+
 def _worker(rank, world, init_file, out_dir):
     import torch.distributed as dist
 
