@@ -69,6 +69,8 @@ Usage:
 method first, then (FG)²U): every hypergradient method of ``--methods`` for 10, 50 and 15
 outer steps on (a), (b), (c), then fg2u with its benchmark options for the rest of the
 budget; its rows read ``trgu → fg2u`` and its records carry ``"then": {"method", "after"}``.
+``--then-lr-scale X`` sets Phase II's outer learning rate to X times the problem's
+(``"outer_lr"`` in ``then``; [FG2U] refine with a smaller rate).
 """
 
 from __future__ import annotations
@@ -291,7 +293,7 @@ def run_method(name: str, data: dict, method: str, budget: float | None) -> dict
     else:
         record.update(run_tuner(name, data, method, budget))
         if data.get("tune", {}).get("then"):
-            record["then"] = {k: data["tune"]["then"][k] for k in ("method", "after")}
+            record["then"] = {k: v for k, v in data["tune"]["then"].items() if k in ("method", "after", "outer_lr")}
         if budget is not None:
             record["over_budget"] = record["tune_seconds"] > OVER_BUDGET * budget
     return record
@@ -406,6 +408,9 @@ def main() -> int:
                         help="two-phase schedule ([FG2U] §3.2): every hypergradient method runs its first phase "
                              "for A outer steps (one value per problem, in --problems order, or one for all), "
                              "then METHOD; records carry 'then'")
+    parser.add_argument("--then-lr-scale", type=float, metavar="X",
+                        help="with --then: Phase II's outer learning rate is X times the problem's "
+                             "([FG2U] refine with a smaller rate; default: the same)")
     parser.add_argument("--costs", action="store_true",
                         help="only time one estimate of each hypergradient method against the primal unroll")
     args = parser.parse_args()
@@ -467,6 +472,8 @@ def main() -> int:
             why = f"METHOD must be one of {', '.join(BILEVEL_OPTIONS)}"
         elif len(after) not in (1, len(names)) or min(after) < 1:
             why = f"expected METHOD@A with one step >= 1, or one per problem ({len(names)})"
+        elif args.then_lr_scale is not None and not 0 < args.then_lr_scale < math.inf:
+            why = f"--then-lr-scale {args.then_lr_scale}: must be finite and > 0"
         elif args.costs or args.select:
             why = "--costs and --select time or pick single-phase methods; drop one"
         elif bad := [m for m in args.methods.split(",") if m not in BILEVEL_OPTIONS]:
@@ -475,8 +482,18 @@ def main() -> int:
             print(f"error: --then {args.then}: {why}", file=sys.stderr)
             return 2
         after = after * len(names) if len(after) == 1 else after
-        specs = {name: _with(data, tune__then={"method": method, "after": after[names.index(name)]})
-                 if name in names else data for name, data in specs.items()}
+
+        def then(data, name):
+            phase = {"method": method, "after": after[names.index(name)]}
+            if args.then_lr_scale is not None:
+                phase["outer_lr"] = args.then_lr_scale * data["tune"]["outer_lr"]
+            return phase
+
+        specs = {name: _with(data, tune__then=then(data, name)) if name in names else data
+                 for name, data in specs.items()}
+    elif args.then_lr_scale is not None:
+        print("error: --then-lr-scale needs --then", file=sys.stderr)
+        return 2
     from pinnlab.config import ConfigError, validate
 
     try:  # overrides checked once, before any run
@@ -548,7 +565,9 @@ def main() -> int:
 def row_label(record: dict) -> str:
     """A record's row in the table: its method, ``→ METHOD`` for a two-phase run (``--then``)."""
     then = record.get("then")
-    return record["method"] + (f" → {then['method']}" if then else "")
+    if not then:
+        return record["method"]
+    return f"{record['method']} → {then['method']}" + (f" (lr {then['outer_lr']:g})" if "outer_lr" in then else "")
 
 
 def markdown(records) -> str:

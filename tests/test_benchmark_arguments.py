@@ -30,6 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
     ("bench_tuning.py", ["--quick", "--methods", "trgu", "--then", "fg2u"], "--then fg2u: expected METHOD@A"),
     ("bench_tuning.py", ["--quick", "--methods", "trgu,random", "--then", "fg2u@5"],
      "needs hypergradient methods, not random"),
+    ("bench_tuning.py", ["--quick", "--methods", "trgu", "--then-lr-scale", "0.1"], "--then-lr-scale needs --then"),
+    ("bench_tuning.py", ["--quick", "--methods", "trgu", "--then", "fg2u@5", "--then-lr-scale", "0"],
+     "--then-lr-scale 0.0: must be finite and > 0"),
     ("bench_horizon_bias.py", ["--quick", "--warm-steps", "-5"], "--warm-steps -5: must be >= 0"),  # was a traceback
     # mix is logit- and σ log-parameterised: out of range was a traceback after the set-up, nan ran through
     ("bench_horizon_bias.py", ["--quick", "--mix", "2"], "--mix 2.0: must lie in (0, 1)"),
@@ -139,6 +142,8 @@ def test_two_phase_runs_are_valid_configs_and_rows_of_their_own(monkeypatch):
         assert config.tune.method == "trgu" and config.tune.then.method == "fg2u"
         assert config.tune.then.options == {"num_directions": 4 if name == "b" else 1}
     records = [{"problem": "a", "method": "trgu", "error": e, "then": then}
-               for e, then in ((0.5, None), (0.2, {"method": "fg2u", "after": 5}))]
+               for e, then in ((0.5, None), (0.2, {"method": "fg2u", "after": 5}),
+                               (0.3, {"method": "fg2u", "after": 5, "outer_lr": 0.1}))]
     table = bench_tuning.markdown(records)
     assert "| trgu | 5.00e-01 |" in table and "| trgu → fg2u | **2.00e-01** |" in table, table
+    assert "| trgu → fg2u (lr 0.1) | 3.00e-01 |" in table, table
