@@ -70,7 +70,7 @@ method first, then (FG)²U): every hypergradient method of ``--methods`` for 10,
 outer steps on (a), (b), (c), then fg2u with its benchmark options for the rest of the
 budget; its rows read ``trgu → fg2u`` and its records carry ``"then": {"method", "after"}``.
 ``--then-lr-scale X`` sets Phase II's outer learning rate to X times the problem's
-(``"outer_lr"`` in ``then``; [FG2U] refine with a smaller rate).
+(``"outer_lr"`` and ``"lr_scale"`` in ``then``; [FG2U] refine with a smaller rate).
 """
 
 from __future__ import annotations
@@ -293,7 +293,10 @@ def run_method(name: str, data: dict, method: str, budget: float | None) -> dict
     else:
         record.update(run_tuner(name, data, method, budget))
         if data.get("tune", {}).get("then"):
-            record["then"] = {k: v for k, v in data["tune"]["then"].items() if k in ("method", "after", "outer_lr")}
+            then = data["tune"]["then"]
+            record["then"] = {k: then[k] for k in ("method", "after")}
+            if then.get("outer_lr") is not None:  # --then-lr-scale: the rate and its multiple of the problem's
+                record["then"].update(outer_lr=then["outer_lr"], lr_scale=then["outer_lr"] / data["tune"]["outer_lr"])
         if budget is not None:
             record["over_budget"] = record["tune_seconds"] > OVER_BUDGET * budget
     return record
@@ -563,11 +566,13 @@ def main() -> int:
 
 
 def row_label(record: dict) -> str:
-    """A record's row in the table: its method, ``→ METHOD`` for a two-phase run (``--then``)."""
+    """A record's row in the table: its method, ``→ METHOD`` for a two-phase run (``--then``),
+    with Phase II's learning-rate multiple (``--then-lr-scale``)."""
     then = record.get("then")
     if not then:
         return record["method"]
-    return f"{record['method']} → {then['method']}" + (f" (lr {then['outer_lr']:g})" if "outer_lr" in then else "")
+    scale = f" (lr × {then['lr_scale']:.3g})" if "lr_scale" in then else ""  # one row over problems of different lr
+    return f"{record['method']} → {then['method']}{scale}"
 
 
 def markdown(records) -> str:

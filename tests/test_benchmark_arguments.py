@@ -143,7 +143,10 @@ def test_two_phase_runs_are_valid_configs_and_rows_of_their_own(monkeypatch):
         assert config.tune.then.options == {"num_directions": 4 if name == "b" else 1}
     records = [{"problem": "a", "method": "trgu", "error": e, "then": then}
                for e, then in ((0.5, None), (0.2, {"method": "fg2u", "after": 5}),
-                               (0.3, {"method": "fg2u", "after": 5, "outer_lr": 0.1}))]
+                               (0.3, {"method": "fg2u", "after": 5, "outer_lr": 0.1, "lr_scale": 0.1}))]
+    records.append({"problem": "b", "method": "trgu", "error": 0.4,
+                    "then": {"method": "fg2u", "after": 5, "outer_lr": 0.01, "lr_scale": 0.010000000000000002 / 0.1}})
     table = bench_tuning.markdown(records)
-    assert "| trgu | 5.00e-01 |" in table and "| trgu → fg2u | **2.00e-01** |" in table, table
-    assert "| trgu → fg2u (lr 0.1) | 3.00e-01 |" in table, table
+    assert "| trgu | 5.00e-01 | n/a |" in table and "| trgu → fg2u | **2.00e-01** | n/a |" in table, table
+    # one row for Phase II at 0.1 × each problem's rate, whatever the problems' rates
+    assert "| trgu → fg2u (lr × 0.1) | 3.00e-01 | **4.00e-01** |" in table, table
