@@ -63,7 +63,7 @@ Usage:
     python benchmarks/bench_tuning.py [--quick] [--json PATH] [--problems a,b,c] [--methods ...]
                                       [--repeats R] [--budget B | --outer-steps N] [--horizon T]
                                       [--outer-optimizer adam|sgd] [--outer-lr LR] [--outer-betas B1,B2]
-                                      [--select] [--costs] [--then METHOD@A[,B,C]]
+                                      [--select] [--costs] [--then METHOD@A[,B,C] [--then-lr-scale X]]
 
 ``--then fg2u@10,50,15`` runs the two-phase schedule of [FG2U] §3.2 (a cheap biased
 method first, then (FG)²U): every hypergradient method of ``--methods`` for 10, 50 and 15
@@ -477,6 +477,8 @@ def main() -> int:
             why = f"expected METHOD@A with one step >= 1, or one per problem ({len(names)})"
         elif args.then_lr_scale is not None and not 0 < args.then_lr_scale < math.inf:
             why = f"--then-lr-scale {args.then_lr_scale}: must be finite and > 0"
+        elif args.outer_steps is not None and max(after) >= args.outer_steps:
+            why = f"Phase II would start after the last of --outer-steps {args.outer_steps}"
         elif args.costs or args.select:
             why = "--costs and --select time or pick single-phase methods; drop one"
         elif bad := [m for m in args.methods.split(",") if m not in BILEVEL_OPTIONS]:

@@ -31,6 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
     ("bench_tuning.py", ["--quick", "--methods", "trgu,random", "--then", "fg2u@5"],
      "needs hypergradient methods, not random"),
     ("bench_tuning.py", ["--quick", "--methods", "trgu", "--then-lr-scale", "0.1"], "--then-lr-scale needs --then"),
+    # was a ConfigError traceback at the first tuner, after the warm-up
+    ("bench_tuning.py", ["--quick", "--methods", "trgu", "--then", "fg2u@5", "--outer-steps", "5"],
+     "Phase II would start after the last of --outer-steps 5"),
     ("bench_tuning.py", ["--quick", "--methods", "trgu", "--then", "fg2u@5", "--then-lr-scale", "0"],
      "--then-lr-scale 0.0: must be finite and > 0"),
     ("bench_horizon_bias.py", ["--quick", "--warm-steps", "-5"], "--warm-steps -5: must be >= 0"),  # was a traceback
