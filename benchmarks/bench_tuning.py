@@ -65,10 +65,11 @@ Usage:
                                       [--outer-optimizer adam|sgd] [--outer-lr LR] [--outer-betas B1,B2]
                                       [--select] [--costs] [--then METHOD@A[,B,C] [--then-lr-scale X]]
 
-``--then fg2u@10,50,15`` runs the two-phase schedule of [FG2U] §3.2 (a cheap biased
-method first, then (FG)²U): every hypergradient method of ``--methods`` for 10, 50 and 15
-outer steps on (a), (b), (c), then fg2u with its benchmark options for the rest of the
-budget; its rows read ``trgu → fg2u`` and its records carry ``"then": {"method", "after"}``.
+``--then fg2u@10,50,15`` also runs the two-phase schedule of [FG2U] §3.2 (a cheap biased
+method first, then (FG)²U): every hypergradient method of ``--methods``, after its own
+single-phase run, runs again for 10, 50 and 15 outer steps on (a), (b), (c), then fg2u
+with its benchmark options for the rest of the budget; those rows read ``trgu → fg2u``
+and their records carry ``"then": {"method", "after"}``.
 ``--then-lr-scale X`` sets Phase II's outer learning rate to X times the problem's
 (``"outer_lr"`` and ``"lr_scale"`` in ``then``; [FG2U] refine with a smaller rate).
 """
@@ -408,9 +409,9 @@ def main() -> int:
                              "steps of horizon T (joint: N·T steps), the untuned baselines S + N·T steps; "
                              "no budget (random/optuna run trials, not outer steps: recorded n/a)")
     parser.add_argument("--then", metavar="METHOD@A[,B,C]",
-                        help="two-phase schedule ([FG2U] §3.2): every hypergradient method runs its first phase "
-                             "for A outer steps (one value per problem, in --problems order, or one for all), "
-                             "then METHOD; records carry 'then'")
+                        help="also the two-phase schedule ([FG2U] §3.2): every hypergradient method runs again "
+                             "as its first phase for A outer steps (one value per problem, in --problems order, "
+                             "or one for all), then METHOD; records carry 'then'")
     parser.add_argument("--then-lr-scale", type=float, metavar="X",
                         help="with --then: Phase II's outer learning rate is X times the problem's "
                              "([FG2U] refine with a smaller rate; default: the same)")
@@ -463,6 +464,7 @@ def main() -> int:
             print(f"error: --outer-betas {args.outer_betas!r}: expected two numbers B1,B2", file=sys.stderr)
             return 2
         specs = {name: _with(data, tune__outer_betas=betas) for name, data in specs.items()}
+    phases: dict[str, dict] = {}  # --then: each problem's second phase
     if args.then:
         names = args.problems.split(",")
         method, _, steps = args.then.partition("@")
@@ -481,8 +483,8 @@ def main() -> int:
             why = f"Phase II would start after the last of --outer-steps {args.outer_steps}"
         elif args.costs or args.select:
             why = "--costs and --select time or pick single-phase methods; drop one"
-        elif bad := [m for m in args.methods.split(",") if m not in BILEVEL_OPTIONS]:
-            why = f"a two-phase schedule needs hypergradient methods, not {', '.join(bad)}"
+        elif not any(m in BILEVEL_OPTIONS for m in args.methods.split(",")):
+            why = f"a two-phase schedule needs a hypergradient method in --methods ({', '.join(BILEVEL_OPTIONS)})"
         if why:
             print(f"error: --then {args.then}: {why}", file=sys.stderr)
             return 2
@@ -494,16 +496,17 @@ def main() -> int:
                 phase["outer_lr"] = args.then_lr_scale * data["tune"]["outer_lr"]
             return phase
 
-        specs = {name: _with(data, tune__then=then(data, name)) if name in names else data
-                 for name, data in specs.items()}
+        phases = {name: then(specs[name], name) for name in names}
     elif args.then_lr_scale is not None:
         print("error: --then-lr-scale needs --then", file=sys.stderr)
         return 2
     from pinnlab.config import ConfigError, validate
 
     try:  # overrides checked once, before any run
-        for data in specs.values():
+        for name, data in specs.items():
             validate(data)
+            if name in phases:
+                validate(_with(data, tune__then=phases[name]))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -547,11 +550,15 @@ def main() -> int:
             for method in args.methods.split(","):
                 setting = chosen.get((name, method), {})
                 data = with_setting(specs[name], repeat, setting)
-                record = run_method(name, data, method, budget) | {"repeat": repeat}
-                if setting:
-                    record["setting"] = setting
-                records.append(record)
-                report(record)
+                # --then: a hypergradient method also runs as Phase I of the two-phase
+                # schedule, right after its single-phase run, so the two compare in one run
+                two_phase = [_with(data, tune__then=phases[name])] if name in phases and method in BILEVEL_OPTIONS else []
+                for variant in [data, *two_phase]:
+                    record = run_method(name, variant, method, budget) | {"repeat": repeat}
+                    if setting:
+                        record["setting"] = setting
+                    records.append(record)
+                    report(record)
     print()
     print(markdown([r for r in records if r.get("phase") != "select"]))
     if chosen:

@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
     ("bench_tuning.py", ["--quick", "--methods", "trgu", "--then", "fg2u@0"], "--then fg2u@0: expected METHOD@A"),
     ("bench_tuning.py", ["--quick", "--methods", "trgu", "--then", "fg2u@1,2"], "one per problem (3)"),
     ("bench_tuning.py", ["--quick", "--methods", "trgu", "--then", "fg2u"], "--then fg2u: expected METHOD@A"),
-    ("bench_tuning.py", ["--quick", "--methods", "trgu,random", "--then", "fg2u@5"],
-     "needs hypergradient methods, not random"),
+    ("bench_tuning.py", ["--quick", "--methods", "default,random", "--then", "fg2u@5"],
+     "needs a hypergradient method in --methods"),
     ("bench_tuning.py", ["--quick", "--methods", "trgu", "--then-lr-scale", "0.1"], "--then-lr-scale needs --then"),
     # was a ConfigError traceback at the first tuner, after the warm-up
     ("bench_tuning.py", ["--quick", "--methods", "trgu", "--then", "fg2u@5", "--outer-steps", "5"],
@@ -153,3 +153,28 @@ def test_two_phase_runs_are_valid_configs_and_rows_of_their_own(monkeypatch):
     assert "| trgu | 5.00e-01 | n/a |" in table and "| trgu → fg2u | **2.00e-01** | n/a |" in table, table
     # one row for Phase II at 0.1 × each problem's rate, whatever the problems' rates
     assert "| trgu → fg2u (lr × 0.1) | 3.00e-01 | **4.00e-01** |" in table, table
+
+
+def test_then_runs_each_hypergradient_method_both_ways_in_one_run(monkeypatch, capsys):
+    """``--then`` adds the two-phase run of every hypergradient method right after its
+    single-phase run (the same seed), so the table compares them within one run; other
+    methods run once."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_tuning
+
+    calls = []
+
+    def run_method(name, data, method, budget):
+        then = data["tune"].get("then")
+        calls.append((name, method, then and (then["method"], then["after"])))
+        return {"problem": name, "method": method, "error": 0.5, "seconds": 1.0, "note": "",
+                **({"then": {"method": then["method"], "after": then["after"]}} if then else {})}
+
+    monkeypatch.setattr(bench_tuning, "run_untuned", lambda *args, **kwargs: {})
+    monkeypatch.setattr(bench_tuning, "run_method", run_method)
+    monkeypatch.setattr(sys, "argv", ["bench_tuning.py", "--quick", "--problems", "a,c", "--methods", "default,trgu",
+                                      "--then", "fg2u@3,4"])
+    assert bench_tuning.main() == 0
+    assert calls == [("a", "default", None), ("a", "trgu", None), ("a", "trgu", ("fg2u", 3)),
+                     ("c", "default", None), ("c", "trgu", None), ("c", "trgu", ("fg2u", 4))]
+    assert "| trgu → fg2u | **5.00e-01** | **5.00e-01** |" in capsys.readouterr().out  # (ties are all bold)
