@@ -8,8 +8,11 @@ from typing import Annotated
 
 from pydantic import AfterValidator, ConfigDict, Strict
 
-SEED_LIMIT = 2**63
-"""Seeds are stored in result files as signed 64-bit integers: 0 <= seed < 2**63."""
+INT64_LIMIT = 2**63
+"""Integer settings are stored in result files and checkpoints as signed 64-bit integers:
+-2**63 <= value < 2**63."""
+SEED_LIMIT = INT64_LIMIT
+"""Seeds are stored as signed 64-bit integers and are not negative: 0 <= seed < 2**63."""
 
 
 def _seed_in_range(value: int) -> int:
@@ -23,7 +26,7 @@ def _int64(value: int) -> int:
     """``value`` if a signed 64-bit integer holds it, else ValueError: result files and
     checkpoints store every integer setting as one (trainer.steps = 2**64 was accepted,
     then failed where it was first stored or counted)."""
-    if not -SEED_LIMIT <= value < SEED_LIMIT:
+    if not -INT64_LIMIT <= value < INT64_LIMIT:
         raise ValueError("must be an integer with -2**63 <= value < 2**63 (stored as a 64-bit integer)")
     return value
 

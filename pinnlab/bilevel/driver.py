@@ -310,11 +310,12 @@ def optimize(
         if not (all_agree(fits) if shared_budget else fits):
             break
         current = method.at(k) if isinstance(method, TwoPhase) else method
-        if isinstance(method, TwoPhase) and k == method.switch_after > 0:
-            opt.state.clear()  # Phase II starts with fresh moments (see TwoPhase)
-        if isinstance(method, TwoPhase) and k >= method.switch_after and method.then_lr is not None:
-            for group in opt.param_groups:  # (a resumed Phase II has it in the optimizer's state)
-                group["lr"] = method.then_lr
+        if isinstance(method, TwoPhase):
+            if k == method.switch_after > 0:
+                opt.state.clear()  # Phase II starts with fresh moments (see TwoPhase)
+            if k >= method.switch_after and method.then_lr is not None:
+                for group in opt.param_groups:  # (a resumed Phase II has it in the optimizer's state)
+                    group["lr"] = method.then_lr
         t0 = time.perf_counter()
         params = {name: v.detach() for name, v in u.items()}
         diverged = ""
