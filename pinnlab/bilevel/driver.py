@@ -13,6 +13,7 @@ import torch
 
 from pinnlab._budget import Budget
 from pinnlab._checks import check_integer, check_positive, check_seed
+from pinnlab._interrupts import STOPS
 from pinnlab._typing import tensor_leaves
 from pinnlab.bilevel.base import (
     AbstractHypergradient,
@@ -178,7 +179,9 @@ def optimize(
 
     Checkpoints (every ``checkpoint_every`` outer steps, atomic, ``weights_only``-safe)
     hold φ, the meta-optimizer state, θ and its optimizer state, the method state and
-    the history; ``resume=True`` continues from ``checkpoint`` exactly, every restored
+    the history; a run stopped from outside (Ctrl-C, SIGTERM: :data:`pinnlab._interrupts.STOPS`)
+    saves its last completed outer step there too before the exception goes on.
+    ``resume=True`` continues from ``checkpoint`` exactly, every restored
     tensor on φ's device (a run on a GPU resumes there). ``metadata`` (e.g. a config
     hash) is stored with them; resuming with other metadata, or from a damaged
     checkpoint or one that does not fit this run (other tunables or θ shapes, an outer
@@ -305,83 +308,101 @@ def optimize(
             torch.save(payload, tmp)
 
     status, message = "ok", ""
-    for k in range(first, steps):
-        fits = budget.allows_another()
-        if not (all_agree(fits) if shared_budget else fits):
-            break
-        current = method.at(k) if isinstance(method, TwoPhase) else method
-        if isinstance(method, TwoPhase):
-            if k == method.switch_after > 0:
-                opt.state.clear()  # Phase II starts with fresh moments (see TwoPhase)
-            if k >= method.switch_after and method.then_lr is not None:
-                for group in opt.param_groups:  # (a resumed Phase II has it in the optimizer's state)
-                    group["lr"] = method.then_lr
-        t0 = time.perf_counter()
-        params = {name: v.detach() for name, v in u.items()}
-        diverged = ""
-        if isinstance(current, AbstractOuterAlgorithm):
-            slot = 1 if isinstance(method, TwoPhase) and current is method.then else 0
-            if slot not in method_state:  # from the θ an estimator phase before it left, if any
-                method_state[slot] = current.init(inner, params, None if theta_state is None else theta_state[0])
-            # disjoint inner indices per outer step (a method without inner_iters uses at most T)
-            stride = max(inner.horizon, getattr(current, "inner_iters", 0))
-            try:
-                grad, method_state[slot], diagnostics = current.step(
-                    inner, params, method_state[slot], outer_step=k, start=k * stride)
-            except LowerLevelDivergence as err:  # stops below like a non-finite step, with its message
-                diverged, grad, diagnostics = str(err), {}, {}
-            # its θ, with the inner optimizer's fresh state, for the result and a phase after it
-            new_theta = {n: v.detach() for n, v in current.iterate(method_state[slot]).items()}
-            tensors, rebuild = tensor_leaves(inner.initial(params)[1])
-            new_state = rebuild([t.detach() for t in tensors])
-            # the outer objective at the iterate, as estimators record h(φ) = f(θ_T, φ) before the update
-            value = None
-            if not diverged:
+    done = saved = first  # outer steps completed, and the last one checkpointed
+    committing = False
+    try:
+        for k in range(first, steps):
+            fits = budget.allows_another()
+            if not (all_agree(fits) if shared_budget else fits):
+                break
+            current = method.at(k) if isinstance(method, TwoPhase) else method
+            if isinstance(method, TwoPhase):
+                if k == method.switch_after > 0:
+                    opt.state.clear()  # Phase II starts with fresh moments (see TwoPhase)
+                if k >= method.switch_after and method.then_lr is not None:
+                    for group in opt.param_groups:  # (a resumed Phase II has it in the optimizer's state)
+                        group["lr"] = method.then_lr
+            t0 = time.perf_counter()
+            params = {name: v.detach() for name, v in u.items()}
+            diverged = ""
+            if isinstance(current, AbstractOuterAlgorithm):
+                slot = 1 if isinstance(method, TwoPhase) and current is method.then else 0
+                # its iterates, from the θ an estimator phase before it left, if any (kept apart
+                # until the step commits, as everything else the step changes)
+                new_method_state = method_state[slot] if slot in method_state else current.init(
+                    inner, params, None if theta_state is None else theta_state[0])
+                # disjoint inner indices per outer step (a method without inner_iters uses at most T)
+                stride = max(inner.horizon, getattr(current, "inner_iters", 0))
+                try:
+                    grad, new_method_state, diagnostics = current.step(
+                        inner, params, new_method_state, outer_step=k, start=k * stride)
+                except LowerLevelDivergence as err:  # stops below like a non-finite step, with its message
+                    diverged, grad, diagnostics = str(err), {}, {}
+                # its θ, with the inner optimizer's fresh state, for the result and a phase after it
+                new_theta = {n: v.detach() for n, v in current.iterate(new_method_state).items()}
+                tensors, rebuild = tensor_leaves(inner.initial(params)[1])
+                new_state = rebuild([t.detach() for t in tensors])
+                # the outer objective at the iterate, as estimators record h(φ) = f(θ_T, φ) before the update
+                value = None
+                if not diverged:
+                    with torch.no_grad():
+                        value = float(inner.outer_loss(new_theta, params))
+            else:
+                init = theta_state if (warm_start and theta_state is not None) else None
+                grads, values = [], []
+                for j in range(accumulate):
+                    result = current(inner, params, start=k * inner.horizon, init=init, seed=seed,
+                                     outer_step=k * accumulate + j)
+                    grads.append(result.grad)
+                    values.append(result.value)
+                grad = {n: sum(g[n] for g in grads) / accumulate for n in params}
+                value = values[0]
+                diagnostics = result.diagnostics
+                new_theta = ({n: v.detach() for n, v in result.theta.items()}
+                             if warm_start and result.theta is not None else None)
+                new_state = result.state
+            finite = not diverged and _finite(grad, {} if value is None else {"value": value}, new_theta or {})
+            if not (all_agree(finite) if shared else finite):
+                status, message = "nonfinite", f"outer step {k}: {diverged or 'non-finite hypergradient, outer value or θ'}"
+                break
+            # the step commits: a stop from here on keeps the last checkpoint (see below)
+            committing = True
+            previous = {n: v.detach().clone() for n, v in u.items()}
+            opt.zero_grad()
+            for name, leaf in u.items():
+                leaf.grad = grad[name].detach().to(leaf)
+            stepped = optimizer_stepped(opt)
+            constrained = constrain({n: v.detach() for n, v in u.items()}, parameterization)
+            if not (stepped and all(parameterization.get(n, Identity()).usable(v) for n, v in constrained.items())):
                 with torch.no_grad():
-                    value = float(inner.outer_loss(new_theta, params))
-        else:
-            init = theta_state if (warm_start and theta_state is not None) else None
-            grads, values = [], []
-            for j in range(accumulate):
-                result = current(inner, params, start=k * inner.horizon, init=init, seed=seed,
-                                 outer_step=k * accumulate + j)
-                grads.append(result.grad)
-                values.append(result.value)
-            grad = {n: sum(g[n] for g in grads) / accumulate for n in params}
-            value = values[0]
-            diagnostics = result.diagnostics
-            new_theta = ({n: v.detach() for n, v in result.theta.items()}
-                         if warm_start and result.theta is not None else None)
-            new_state = result.state
-        finite = not diverged and _finite(grad, {} if value is None else {"value": value}, new_theta or {})
-        if not (all_agree(finite) if shared else finite):
-            status, message = "nonfinite", f"outer step {k}: {diverged or 'non-finite hypergradient, outer value or θ'}"
-            break
-        previous = {n: v.detach().clone() for n, v in u.items()}
-        opt.zero_grad()
-        for name, leaf in u.items():
-            leaf.grad = grad[name].detach().to(leaf)
-        stepped = optimizer_stepped(opt)
-        constrained = constrain({n: v.detach() for n, v in u.items()}, parameterization)
-        if not (stepped and all(parameterization.get(n, Identity()).usable(v) for n, v in constrained.items())):
-            with torch.no_grad():
-                for n, v in u.items():
-                    v.copy_(previous[n])
-            status, message = "nonfinite", f"outer step {k}: the step made φ non-finite (or a log value 0)"
-            break
-        theta_state = None if new_theta is None else (new_theta, new_state)
-        history["outer_step"].append(k)
-        history["value"].append(math.nan if value is None else float(value))
-        history["grad_norm"].append(float(flatten(grad).norm()))
-        history["seconds"].append(time.perf_counter() - t0)
-        history["method"].append(getattr(current, "name", type(current).__name__))
-        for name, v in constrained.items():
-            history[f"phi/{name}"].append(v.detach().cpu().clone())
-        if callback is not None:
-            callback(k, constrained, {**diagnostics, "value": history["value"][-1]})
-        budget.finished_one()
-        if checkpoint is not None and checkpoint_every and (k + 1) % checkpoint_every == 0:
-            save(k + 1)
+                    for n, v in u.items():
+                        v.copy_(previous[n])
+                status, message = "nonfinite", f"outer step {k}: the step made φ non-finite (or a log value 0)"
+                break
+            theta_state = None if new_theta is None else (new_theta, new_state)
+            if isinstance(current, AbstractOuterAlgorithm):
+                method_state[slot] = new_method_state
+            history["outer_step"].append(k)
+            history["value"].append(math.nan if value is None else float(value))
+            history["grad_norm"].append(float(flatten(grad).norm()))
+            history["seconds"].append(time.perf_counter() - t0)
+            history["method"].append(getattr(current, "name", type(current).__name__))
+            for name, v in constrained.items():
+                history[f"phi/{name}"].append(v.detach().cpu().clone())
+            if callback is not None:
+                callback(k, constrained, {**diagnostics, "value": history["value"][-1]})
+            budget.finished_one()
+            done, committing = k + 1, False
+            if checkpoint is not None and checkpoint_every and done % checkpoint_every == 0:
+                save(done)
+                saved = done
+    except STOPS:
+        # Ctrl-C or SIGTERM: keep the last completed outer step, not only the last periodic
+        # checkpoint (a stop while a step commits keeps that one: φ, θ and the history would
+        # disagree)
+        if checkpoint is not None and checkpoint_every and not committing and done > saved:
+            save(done)
+        raise
     final = constrain({n: v.detach() for n, v in u.items()}, parameterization)
     theta, state = theta_state if theta_state is not None else (None, None)
     return OuterResult(phi=final, history=history, theta=theta, state=state, status=status, message=message,

@@ -6,6 +6,8 @@ import math
 import sys
 from pathlib import Path
 
+from pinnlab._interrupts import STOPS
+
 NAME = "tune"
 
 
@@ -42,6 +44,21 @@ def checkpoint_metadata(path: Path):
 
     saved = load_checkpoint_file(path, mmap=True)
     return saved.get("metadata") if isinstance(saved, dict) else None
+
+
+def _say_saved(path: Path) -> None:
+    """The line a stopped ``pinnlab tune`` prints for a checkpoint it leaves: what the
+    checkpoint at ``path`` (the tuning's or the final solve's) holds and how to go on."""
+    from pinnlab.io.checkpoint import load_checkpoint_file
+
+    saved = load_checkpoint_file(path, mmap=True)
+    if "outer_step" in saved:
+        what = f"outer step {saved['outer_step']}"
+    elif "trials" in saved:
+        what = f"trial {len(saved['trials'])}"
+    else:
+        what = f"final solve step {saved['step']}"
+    print(f"pinnlab: {what} saved in {str(path)!r}; --resume continues from it", file=sys.stderr)
 
 
 def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
@@ -183,6 +200,10 @@ def run(args) -> int:
                              progress=progress if rank == 0 else None, metadata=metadata, save=rank == 0)
     except CheckpointError as err:  # a damaged checkpoint, refused before any work
         raise UsageError(str(err)) from None
+    except STOPS:
+        if rank == 0 and checkpoint_path is not None and checkpoint.is_file():
+            _say_saved(checkpoint)
+        raise
     finally:
         bar.close()
     if rank != 0:
@@ -197,8 +218,16 @@ def run(args) -> int:
                  and "trial_steps" not in outcome.extra else "")
         print(f"warning: tuning stopped early ({outcome.message}); the final solve uses the last finite values"
               f"{start}", file=sys.stderr)
-    result, problem = final_solve(setup, outcome, progress=args.progress, checkpoint=final_checkpoint,
-                                  resume=args.resume)
+    try:
+        result, problem = final_solve(setup, outcome, progress=args.progress, checkpoint=final_checkpoint,
+                                      resume=args.resume)
+    except STOPS:
+        # a stop in the final solve: the tuning's checkpoint holds its last outer step, the
+        # final solve's (with trainer.checkpoint_every) its last step
+        for left in (checkpoint, final_checkpoint):
+            if left.is_file():
+                _say_saved(left)
+        raise
     write_tune_result(output, setup, outcome, result, problem)
     for done in (checkpoint, final_checkpoint):
         if done.exists():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from pinnlab.bilevel import (
     HessianFree,
     Identity,
     Log,
+    Penalty,
     ReverseUnroll,
     TwoPhase,
     from_train_step,
@@ -20,6 +22,7 @@ from pinnlab.bilevel import (
 )
 from pinnlab.bilevel.base import flatten
 from pinnlab.equations import PoissonTwoBody
+from pinnlab.io.checkpoint import load_checkpoint_file
 from pinnlab.estimators import SteinAntithetic
 from pinnlab.losses import Biased
 from pinnlab.nets import MLP
@@ -215,3 +218,62 @@ def test_optimize_stops_at_a_non_finite_step_keeping_the_last_finite_phi():
     torch.testing.assert_close(result.phi["log_reg"], start["log_reg"])
     fine = run(1e-3, steps=3)
     assert fine.status == "ok" and fine.message == "" and len(fine.history["outer_step"]) == 3
+
+
+@dataclass(frozen=True)
+class _StopInEstimate(HessianFree):
+    """HessianFree that is stopped (Ctrl-C) while it estimates outer step ``at``."""
+
+    at: int = -1
+
+    def estimate(self, problem, phi, *, outer_step=0, **kwargs):
+        if outer_step == self.at:
+            raise KeyboardInterrupt
+        return super().estimate(problem, phi, outer_step=outer_step, **kwargs)
+
+
+@dataclass(frozen=True)
+class _StopInIterate(Penalty):
+    """Penalty that is stopped when the driver reads the iterate of outer step ``at``,
+    after its step returned the new iterates and before the outer step commits."""
+
+    at: int = -1
+    calls: list = field(default_factory=list)
+
+    def iterate(self, state):
+        self.calls.append(None)
+        if len(self.calls) == self.at + 1:
+            raise KeyboardInterrupt
+        return super().iterate(state)
+
+
+def _stop_in_callback(at):
+    def callback(k, phi, diagnostics):
+        if k == at:
+            raise KeyboardInterrupt
+
+    return callback
+
+
+@pytest.mark.parametrize("where, saved_at", [("estimate", 3), ("commit", 2), ("iterate", 3)])
+def test_a_stopped_outer_loop_checkpoints_its_last_completed_step(tmp_path, where, saved_at):
+    """Ctrl-C in outer step 3 (checkpoints every 2): the checkpoint holds step 3's start,
+    and resuming it ends where the uninterrupted run ends. A stop while the step commits
+    (φ stepped, history appended) keeps the periodic checkpoint of step 2; one after an
+    outer algorithm's step, before it commits, must not save its new iterates with the
+    old φ."""
+    ridge = Ridge()
+    problem = ridge.problem(horizon=5)
+    plain = Penalty(inner_iters=5) if where == "iterate" else HessianFree(alpha=0.3)
+    stopped = {"estimate": _StopInEstimate(alpha=0.3, at=3), "iterate": _StopInIterate(inner_iters=5, at=3),
+               "commit": plain}[where]
+    kwargs = dict(steps=6, meta_optimizer=lambda p: torch.optim.Adam(p, lr=0.05), seed=2)
+    full = optimize(problem, ridge.phi, plain, **kwargs)
+    ckpt = tmp_path / "outer.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        optimize(problem, ridge.phi, stopped, checkpoint=ckpt, checkpoint_every=2,
+                 callback=_stop_in_callback(3) if where == "commit" else None, **kwargs)
+    assert load_checkpoint_file(ckpt, mmap=True)["outer_step"] == saved_at
+    resumed = optimize(problem, ridge.phi, plain, checkpoint=ckpt, resume=True, **kwargs)
+    assert torch.equal(resumed.phi["log_reg"], full.phi["log_reg"])
+    assert resumed.history["value"] == full.history["value"]

@@ -183,8 +183,12 @@ def test_resume_after_interruption_is_exact(tmp_path, method, monkeypatch, capsy
         return original(setup, **{**kwargs, "progress": stop})
 
     monkeypatch.setattr("pinnlab.tuning.run.run_tuning", crash_after_three)
+    capsys.readouterr()
     assert main(["tune", str(cfg), *overrides, "-o", str(interrupted), "--progress", "off"]) == 130
     assert not interrupted.exists() and (tmp_path / "interrupted.h5.ckpt").exists()
+    unit = "outer step" if method == "fg2u" else "trial"
+    assert (f"pinnlab: {unit} 3 saved in {str(tmp_path / 'interrupted.h5.ckpt')!r}; --resume continues from it"
+            in capsys.readouterr().err.splitlines())
     ran = []
 
     def record_steps(setup, **kwargs):
@@ -221,6 +225,43 @@ def test_resume_after_interruption_is_exact(tmp_path, method, monkeypatch, capsy
         np.testing.assert_array_equal(a["tune/phi/weights.boundary"][...], b["tune/phi/weights.boundary"][...])
         np.testing.assert_array_equal(a["tune/value"][...], b["tune/value"][...])
         assert a["final"].attrs["rel_l2"] == b["final"].attrs["rel_l2"]
+        for key in a["params"]:
+            np.testing.assert_array_equal(a["params"][key][...], b["params"][key][...])
+
+
+def test_a_stop_between_checkpoints_saves_the_last_completed_outer_step(tmp_path, monkeypatch, capsys):
+    """With tune.checkpoint_every = 4, Ctrl-C while outer step 6 is estimated lost steps 4
+    and 5: the tuning now saves step 6's start, says so, and the resumed run runs steps
+    6..9 only and ends bit for bit where the uninterrupted one ends."""
+    from pinnlab.bilevel import ForwardGradientUnroll
+
+    cfg = _write(tmp_path)
+    overrides = ["tune.checkpoint_every=4"]
+    reference = tmp_path / "reference.h5"
+    assert main(["tune", str(cfg), *overrides, "-o", str(reference), "--progress", "off"]) == 0
+    estimate = ForwardGradientUnroll.estimate
+
+    def stopped_at_six(self, problem, phi, *, outer_step=0, **kwargs):
+        if outer_step == 6:
+            raise KeyboardInterrupt
+        return estimate(self, problem, phi, outer_step=outer_step, **kwargs)
+
+    monkeypatch.setattr(ForwardGradientUnroll, "estimate", stopped_at_six)
+    out = tmp_path / "run.h5"
+    capsys.readouterr()
+    assert main(["tune", str(cfg), *overrides, "-o", str(out), "--progress", "off"]) == 130
+    checkpoint = tmp_path / "run.h5.ckpt"
+    assert torch.load(checkpoint, weights_only=True)["outer_step"] == 6
+    assert f"pinnlab: outer step 6 saved in {str(checkpoint)!r}; --resume continues from it" in capsys.readouterr().err
+    ran = []
+    monkeypatch.setattr(ForwardGradientUnroll, "estimate",
+                        lambda self, problem, phi, *, outer_step=0, **kw:
+                        ran.append(outer_step) or estimate(self, problem, phi, outer_step=outer_step, **kw))
+    assert main(["tune", str(cfg), *overrides, "-o", str(out), "--resume", "--progress", "off"]) == 0
+    assert ran == [6, 7, 8, 9]
+    with h5py.File(reference) as a, h5py.File(out) as b:
+        np.testing.assert_array_equal(a["tune/phi/weights.boundary"][...], b["tune/phi/weights.boundary"][...])
+        np.testing.assert_array_equal(a["tune/value"][...], b["tune/value"][...])
         for key in a["params"]:
             np.testing.assert_array_equal(a["params"][key][...], b["params"][key][...])
 
