@@ -400,3 +400,23 @@ def test_the_recorded_git_hash_says_when_the_checkout_had_uncommitted_changes(tm
     assert _git_hash(tmp_path) == head
     (tmp_path / "code.py").write_text("x = 2\n")
     assert _git_hash(tmp_path) == head + "-dirty"
+
+
+def test_result_files_ask_git_once_per_process(monkeypatch):
+    """Every result file's versions ran ``git`` twice; a study writing hundreds of cells
+    asked the same question each time. The answer is kept for the process."""
+    from pinnlab.io import results
+
+    calls = []
+    run = subprocess.run
+
+    def counted(args, *rest, **kwargs):
+        calls.append(args)
+        return run(args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", counted)
+    results._package_git_hash.cache_clear()
+    first = results._versions()["git_hash"]
+    asked = len(calls)
+    assert 1 <= asked <= 2 and all(c[0] == "git" for c in calls), calls
+    assert results._versions()["git_hash"] == first and len(calls) == asked

@@ -49,6 +49,7 @@ that of the smoothed model u = A·u_σ + B with ``estimator.eval_samples`` sampl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import platform
 import subprocess
 from collections.abc import Mapping
@@ -80,8 +81,15 @@ def _versions() -> dict[str, str]:
         "numpy_version": np.__version__,
         "h5py_version": h5py.__version__,
         "python_version": platform.python_version(),
-        "git_hash": _git_hash(),  # "" outside a git checkout
+        "git_hash": _package_git_hash(),  # "" outside a git checkout
     }
+
+
+@functools.cache
+def _package_git_hash() -> str:
+    """:func:`_git_hash` of the pinnlab checkout, asked once per process (two ``git``
+    subprocesses for every result file a study writes were spent on the same answer)."""
+    return _git_hash()
 
 
 def _git_hash(where: Path | None = None) -> str:

@@ -279,9 +279,13 @@ def make_outer_loss(config: Config, problem: PINNProblem, to_hyperparams, observ
             return ((prediction(theta, hp, x_obs, "outer/data") - y_obs) ** 2).mean()
 
         return outer
-    points = equation.sample_test(spec.points, generator=make_generator(seed, "outer/points"),
-                                  dtype=torch.float64).to(device=device, dtype=dtype)
+    def draw(**overrides):
+        """The held-out points (``coefficients=``: drawn at those values, not the true ones)."""
+        return equation.sample_test(spec.points, generator=make_generator(seed, "outer/points"),
+                                    dtype=torch.float64, **overrides).to(device=device, dtype=dtype)
+
     if spec.kind == "reference":
+        points = draw()
         exact = equation.exact_values(points).to(dtype)
         reference = reference_problem(exact)
         if reference:  # the objective divides by ‖u*‖²: NaN or inf at every φ
@@ -310,14 +314,14 @@ def make_outer_loss(config: Config, problem: PINNProblem, to_hyperparams, observ
         )
         residual_estimator.validate(equation)
 
+    # drawn once here, unless the sampler reads a tuned coefficient (an inverse problem):
+    # then every evaluation draws them at its current value, as the training steps do
+    tuned = {name.partition(".")[2] for name in config.tune.tunables if name.startswith("coefficients.")}
+    points = None if tuned & set(equation.sampler_coefficients) else draw()
+
     def held_out(coefficients):
-        """The held-out points; where the sampler reads a tuned coefficient (an inverse
-        problem), the same draw at its current value, as the training steps do."""
         overrides = sampler_overrides(equation, coefficients)
-        if not overrides:
-            return points
-        return equation.sample_test(spec.points, generator=make_generator(seed, "outer/points"),
-                                    dtype=torch.float64, **overrides).to(device=device, dtype=dtype)
+        return draw(**overrides) if overrides else points
 
     def outer(theta, phi):
         hp = to_hyperparams(phi)
