@@ -46,19 +46,26 @@ def checkpoint_metadata(path: Path):
     return saved.get("metadata") if isinstance(saved, dict) else None
 
 
-def _say_saved(path: Path) -> None:
-    """The line a stopped ``pinnlab tune`` prints for a checkpoint it leaves: what the
-    checkpoint at ``path`` (the tuning's or the final solve's) holds and how to go on."""
+def _say_saved(tuning: Path | None, final: Path | None = None) -> None:
+    """The line a stopped ``pinnlab tune`` prints about what it leaves: during the tuning
+    (``final`` None) the last outer step or trial its checkpoint at ``tuning`` holds;
+    during the final solve, that solve's last step at ``final`` (saved only with
+    trainer.checkpoint_every) and the finished tuning's checkpoint."""
     from pinnlab.io.checkpoint import load_checkpoint_file
 
-    saved = load_checkpoint_file(path, mmap=True)
-    if "outer_step" in saved:
-        what = f"outer step {saved['outer_step']}"
-    elif "trials" in saved:
-        what = f"trial {len(saved['trials'])}"
-    else:
-        what = f"final solve step {saved['step']}"
-    print(f"pinnlab: {what} saved in {str(path)!r}; --resume continues from it", file=sys.stderr)
+    tuning = tuning if tuning is not None and tuning.is_file() else None
+    if final is None:
+        if tuning is not None:
+            saved = load_checkpoint_file(tuning, mmap=True)
+            what = f"outer step {saved['outer_step']}" if "outer_step" in saved else f"trial {len(saved['trials'])}"
+            print(f"pinnlab: {what} saved in {str(tuning)!r}; --resume continues from it", file=sys.stderr)
+    elif final.is_file():
+        also = f", the tuning in {str(tuning)!r}" if tuning is not None else ""
+        print(f"pinnlab: final solve step {load_checkpoint_file(final, mmap=True)['step']} saved in "
+              f"{str(final)!r}{also}; --resume continues from it", file=sys.stderr)
+    elif tuning is not None:
+        print(f"pinnlab: the tuning is saved in {str(tuning)!r}; --resume runs the final solve again "
+              "(trainer.checkpoint_every saves its steps)", file=sys.stderr)
 
 
 def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
@@ -201,8 +208,8 @@ def run(args) -> int:
     except CheckpointError as err:  # a damaged checkpoint, refused before any work
         raise UsageError(str(err)) from None
     except STOPS:
-        if rank == 0 and checkpoint_path is not None and checkpoint.is_file():
-            _say_saved(checkpoint)
+        if rank == 0:
+            _say_saved(checkpoint_path)
         raise
     finally:
         bar.close()
@@ -222,11 +229,7 @@ def run(args) -> int:
         result, problem = final_solve(setup, outcome, progress=args.progress, checkpoint=final_checkpoint,
                                       resume=args.resume)
     except STOPS:
-        # a stop in the final solve: the tuning's checkpoint holds its last outer step, the
-        # final solve's (with trainer.checkpoint_every) its last step
-        for left in (checkpoint, final_checkpoint):
-            if left.is_file():
-                _say_saved(left)
+        _say_saved(checkpoint_path, final_checkpoint)
         raise
     write_tune_result(output, setup, outcome, result, problem)
     for done in (checkpoint, final_checkpoint):

@@ -95,9 +95,12 @@ def test_a_final_solve_killed_after_a_checkpoint_resumes_from_it_exactly(tmp_pat
 
     monkeypatch.setattr(checkpoints, "save_checkpoint", killed_at_20)
     out = tmp_path / "run.h5"
+    capsys.readouterr()
     assert main(["tune", str(cfg), *overrides, "-o", str(out), "--progress", "off"]) == 130
     monkeypatch.setattr(checkpoints, "save_checkpoint", save)
     final = tmp_path / "run.h5.final.ckpt"
+    assert (f"pinnlab: final solve step 20 saved in {str(final)!r}, the tuning in "
+            f"{str(tmp_path / 'run.h5.ckpt')!r}; --resume continues from it") in capsys.readouterr().err
     assert final.is_file() and (tmp_path / "run.h5.ckpt").is_file() and not out.exists()
     capsys.readouterr()
     lone = tmp_path / "lone.h5.final.ckpt"  # (a joint fit leaves only this one)
@@ -264,6 +267,23 @@ def test_a_stop_between_checkpoints_saves_the_last_completed_outer_step(tmp_path
         np.testing.assert_array_equal(a["tune/value"][...], b["tune/value"][...])
         for key in a["params"]:
             np.testing.assert_array_equal(a["params"][key][...], b["params"][key][...])
+
+
+def test_a_final_solve_stopped_without_checkpoints_says_the_tuning_is_kept(tmp_path, monkeypatch, capsys):
+    """Stopped in a final solve that saves no steps: the line names the tuning's checkpoint
+    and says that --resume solves again (it named only "outer step 2", as if the stop had
+    come during the tuning)."""
+    import pinnlab.tuning.run as run_module
+
+    def stopped(problem, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "train", stopped)
+    out = tmp_path / "run.h5"
+    assert main(["tune", str(_write(tmp_path)), "tune.outer_steps=2", "-o", str(out), "--progress", "off"]) == 130
+    err = capsys.readouterr().err.splitlines()
+    assert (f"pinnlab: the tuning is saved in {str(tmp_path / 'run.h5.ckpt')!r}; --resume runs the final solve "
+            "again (trainer.checkpoint_every saves its steps)") in err, err
 
 
 def test_tune_result_file_and_plots(tmp_path, capsys):
