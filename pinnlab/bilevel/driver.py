@@ -316,12 +316,6 @@ def optimize(
             if not (all_agree(fits) if shared_budget else fits):
                 break
             current = method.at(k) if isinstance(method, TwoPhase) else method
-            if isinstance(method, TwoPhase):
-                if k == method.switch_after > 0:
-                    opt.state.clear()  # Phase II starts with fresh moments (see TwoPhase)
-                if k >= method.switch_after and method.then_lr is not None:
-                    for group in opt.param_groups:  # (a resumed Phase II has it in the optimizer's state)
-                        group["lr"] = method.then_lr
             t0 = time.perf_counter()
             params = {name: v.detach() for name, v in u.items()}
             diverged = ""
@@ -367,6 +361,12 @@ def optimize(
                 break
             # the step commits: a stop from here on keeps the last checkpoint (see below)
             committing = True
+            if isinstance(method, TwoPhase):
+                if k == method.switch_after > 0:
+                    opt.state.clear()  # Phase II starts with fresh moments (see TwoPhase)
+                if k >= method.switch_after and method.then_lr is not None:
+                    for group in opt.param_groups:  # (a resumed Phase II has it in the optimizer's state)
+                        group["lr"] = method.then_lr
             previous = {n: v.detach().clone() for n, v in u.items()}
             opt.zero_grad()
             for name, leaf in u.items():
