@@ -366,7 +366,19 @@ BILEVEL_DAMAGE = {
         "meta_optimizer['state'][0]['exp_avg'] has shape (3,), expected ()"),
     "meta-optimizer state torch refuses": (_changed(lambda d: d["meta_optimizer"].__setitem__("param_groups", [])),
                                            "is damaged (ValueError: "),
-    "budget": (_changed(lambda d: d.__setitem__("budget", {"spent": "1 s"})), "is damaged (TypeError: "),
+    "budget": (_changed(lambda d: d.__setitem__("budget", {"spent": "1 s"})), "is damaged: its budget"),
+    # (the four below were resumed: a cut history went to the result file as if complete,
+    # a NaN φ or θ ran on to a result of NaN values, the budget was taken as it came)
+    "cut history": (_changed(lambda d: d.__setitem__("history", {k: v[:0] for k, v in d["history"].items()})),
+                    "is damaged: it is at 1 finished outer steps (trials), but its history has 0 rows"),
+    "non-finite tunable": (_changed(lambda d: d["u"]["weights.boundary"].fill_(float("nan"))),
+                           "is damaged: its tuned values or network are not finite"),
+    "non-finite warm start": (_changed(lambda d: d["theta_state"][0]["layers.0.weight"].fill_(float("inf"))),
+                              "is damaged: its tuned values or network are not finite"),
+    "budget of other steps": (_changed(lambda d: d.__setitem__("budget", {"spent": 1.0, "units": 7})),
+                              "does not fit 1 finished outer steps"),
+    "negative time spent": (_changed(lambda d: d.__setitem__("budget", {"spent": -1.0, "units": 1})),
+                            "is damaged: its budget"),
     "outer step beyond steps": (_changed(lambda d: d.__setitem__("outer_step", 5)),
                                 "is at outer step 5, not within this run's 0..4"),
     # (the message was torch's about memory mapping, or "Errno 22", not that the file is damaged)
@@ -387,6 +399,8 @@ SEARCH_DAMAGE = {
     "malformed trial": (_changed(lambda d: d["trials"].append([{}])), "is damaged (ValueError: "),
     "more trials than steps": (_changed(lambda d: d.__setitem__("trials", d["trials"] * 5)),
                                "holds 5 trials, more than this run's 4"),
+    "cut history": (_changed(lambda d: d.__setitem__("history", {k: v[:0] for k, v in d["history"].items()})),
+                    "but its history has 0 rows"),
 }
 
 

@@ -261,7 +261,7 @@ def optimize(
     shared_budget = time_budget is not None and shared
     if resume:
         # a damaged or hand-edited checkpoint: one CheckpointError naming it, before any work
-        from pinnlab.io.checkpoint import CheckpointError, check_fits, read_checkpoint, reading
+        from pinnlab.io.checkpoint import CheckpointError, check_fits, check_progress, read_checkpoint, reading
 
         data = read_checkpoint(checkpoint, metadata=metadata, history=history)
         fresh = {k: v.detach().clone() for k, v in u.items()}
@@ -296,6 +296,7 @@ def optimize(
             if not 0 <= first <= steps:
                 raise CheckpointError(f"checkpoint {str(checkpoint)!r} is at outer step {first}, not within "
                                       f"this run's 0..{steps}")
+            check_progress(checkpoint, history, first, data.get("budget", {}), (u, theta_state))
             # a resumed run keeps its earlier time and steps
             budget = Budget(time_budget, **data.get("budget", {}))
 

@@ -106,7 +106,7 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
     done: list[tuple[dict, float]] = []
     budget_state: dict = {}
     if resume and checkpoint is not None:
-        from pinnlab.io.checkpoint import CheckpointError, read_checkpoint, reading
+        from pinnlab.io.checkpoint import CheckpointError, check_progress, read_checkpoint, reading
 
         data = read_checkpoint(checkpoint, metadata=metadata, history=history)
         with reading(checkpoint):
@@ -115,6 +115,7 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
                 raise CheckpointError(f"checkpoint {str(checkpoint)!r} holds {len(done)} trials, more than "
                                       f"this run's {tune.outer_steps}")
             budget_state = data.get("budget", {})
+            check_progress(checkpoint, history, len(done), budget_state)
     rng = np.random.default_rng(derive_seed(tune.seed, "random_search"))
     study = None
     if sampler == "optuna":
