@@ -163,7 +163,10 @@ def test_bad_input_table(tmp_path, capsys):
     good = _config(tmp_path)
     existing = tmp_path / "existing.h5"
     existing.write_bytes(b"precious result")
-    protect = [existing, good]
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as fh:
+        fh["x"] = np.zeros(3)
+    protect = [existing, good, foreign]
     cases = [
         (["solve", tmp_path / "missing.yaml", "-o", tmp_path / "o.h5"], "does not exist"),
         (["solve", good, "-o", existing], "exists; pass --overwrite"),
@@ -174,13 +177,15 @@ def test_bad_input_table(tmp_path, capsys):
         (["solve", good, "estimator.sig\rma\x1b=1", "-o", tmp_path / "o.h5"],
          "estimator.sig\\rma\\x1b: unknown key"),
         (["solve", good, "equation.name=heat", "-o", tmp_path / "o.h5"], "unknown equation"),
-        (["solve", good, "-o", existing / "o.h5"], "cannot write output"),
+        (["solve", good, "-o", existing / "o.h5"], f"{str(existing)!r} is not a directory"),  # "does not exist"
         (["solve", good, "-o", tmp_path / "nodir" / "o.h5"], "cannot write output"),
         (["solve", good, "-o", tmp_path / "fresh.h5", "--resume"], "no checkpoint"),
         (["solve"], "required"),
         (["frobnicate"], "invalid choice"),
         (["plot", tmp_path / "missing.h5"], "does not exist"),
         (["plot", tmp_path], "is a directory"),
+        # an HDF5 file pinnlab did not write (it said "unknown result kind ''")
+        (["plot", foreign], "is not a pinnlab result file (it has no 'kind' attribute"),
         (["solve", tmp_path, "-o", tmp_path / "o.h5"], "is a directory"),
         (["plot", good, "-o", tmp_path / "figs"], "cannot plot"),  # and no empty figs/ left behind
         (["solve", good, "-o", tmp_path / ("a" * 248 + ".h5")], "too long"),  # the .ckpt would not fit

@@ -104,6 +104,8 @@ def check_writable_directory(target: str | Path) -> None:
     """Raise ``PermissionError``/``FileNotFoundError`` if ``target`` cannot be created."""
     directory = Path(target).resolve().parent
     if not directory.is_dir():
+        if directory.exists():
+            raise FileNotFoundError(f"{str(directory)!r} is not a directory")
         raise FileNotFoundError(f"directory {str(directory)!r} does not exist")
     probe = directory / f".pinnlab-write-probe-{os.getpid()}"
     try:

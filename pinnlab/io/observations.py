@@ -38,7 +38,8 @@ def load_observations(path: str | Path, input_dim: int) -> tuple[Tensor, Tensor]
             with h5py.File(path, "r") as fh:
                 x, u = np.asarray(fh["x"]), np.asarray(fh["u"])
         elif suffix == ".npz":
-            data = np.load(path, allow_pickle=False)
+            # (np.load takes any other bytes for a pickle and said to load them unsafely)
+            data = np.load(path, allow_pickle=False) if zipfile.is_zipfile(path) else None
             if not isinstance(data, np.lib.npyio.NpzFile):
                 raise ObservationError(f"observation file {str(path)!r}: not an .npz archive (np.savez writes one)")
             with data:

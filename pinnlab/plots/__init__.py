@@ -33,6 +33,9 @@ def plot_file(path: str | Path, outdir: str | Path) -> list[Path]:
     with h5py.File(path, "r") as fh:
         kind = fh.attrs.get("kind", "")
     kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+    if not kind:  # (it said "unknown result kind ''")
+        raise ValueError(f"{str(path)!r} is not a pinnlab result file (it has no 'kind' attribute; "
+                         "pinnlab solve, tune and study write one)")
     return _plotter(kind)(path, outdir)
 
 

@@ -81,9 +81,9 @@ def check_method(setup: TuningSetup) -> None:
     tune = setup.config.tune
     allowed = (*METHODS, *SEARCH_METHODS)
     phases = [tune.method] + ([tune.then.method] if tune.then else [])
-    for name in phases:
+    for key, name in zip(("tune.method", "tune.then.method"), phases):
         if name not in allowed:
-            raise ConfigError(f"tune.method = {name!r}: unknown method (allowed: {', '.join(allowed)})")
+            raise ConfigError(f"{key} = {name!r}: unknown method (allowed: {', '.join(allowed)})")
     if tune.outer_optimizer == "sgd" and "outer_betas" in tune.model_fields_set:
         raise ConfigError("tune.outer_betas: β belongs to outer_optimizer: adam; SGD has none (drop outer_betas "
                           "or use adam)")

@@ -429,7 +429,8 @@ BAD = [
     ("trainer.dtype=float32; tune.tunables={weights.boundary: {init: 1.0e39}}",
      "tune.tunables.weights.boundary.init = 1e+39: beyond float32"),
     ("trainer.dtype=float32; tune.outer_lr=3.5e38", "tune.outer_lr = 3.5e+38: beyond float32's largest value"),
-    ("tune.method=bogus", "unknown method"),
+    ("tune.method=bogus", "tune.method = 'bogus': unknown method"),
+    ("tune.then={method: bogus, after: 2}", "tune.then.method = 'bogus': unknown method"),  # was named tune.method
     ("tune.options={num_directions: 0}", "num_directions"),
     ("tune.method=joint", "cannot be fitted by the training loss"),
     ("tune.inner=deepxde", "black box"),
@@ -505,12 +506,18 @@ def test_observation_files_round_trip(tmp_path, suffix):
 
 
 def test_unusable_npz_observation_files_give_an_observation_error(tmp_path):
-    """Each of these raised EOFError, TypeError or loaded silently (complex) before."""
+    """Each of these raised EOFError, TypeError or loaded silently (complex) before; bytes
+    that are no archive were taken for a pickle ("load it unsafely using allow_pickle")."""
     x = np.zeros((3, 2))
     cases = {"empty": None, "npy_renamed": "npy", "complex": {"x": x + 1j, "u": np.zeros(3)},
-             "strings": {"x": np.array([["a", "b"]] * 3), "u": np.zeros(3)}}
+             "strings": {"x": np.array([["a", "b"]] * 3), "u": np.zeros(3)}, "garbage": b"\x80\x04 not npz"}
     for name, content in cases.items():
         path = tmp_path / f"{name}.npz"
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+            with pytest.raises(ObservationError, match=f"{path.name}'.*not an .npz archive"):
+                load_observations(path, 2)
+            continue
         if content is None:
             path.write_bytes(b"")
         elif content == "npy":
