@@ -310,7 +310,8 @@ def final_solve(setup: TuningSetup, outcome: TuneOutcome, *, progress: str = "au
                 kwargs["state"] = load_checkpoint(checkpoint, optimizer, identity, resolve_device(kwargs["device"]),
                                                   kwargs["dtype"])
             except CheckpointError as err:  # another tuning's or damaged: solved again, and replaced
-                print(f"warning: the final solve starts over ({err})", file=sys.stderr)
+                reason = str(err).removesuffix("; delete it to start over")  # (it is replaced anyway)
+                print(f"warning: the final solve starts over and replaces its checkpoint ({reason})", file=sys.stderr)
     return train(problem, **kwargs, progress=progress), problem
 
 

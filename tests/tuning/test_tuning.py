@@ -284,6 +284,17 @@ def test_a_final_solve_stopped_without_checkpoints_says_the_tuning_is_kept(tmp_p
     err = capsys.readouterr().err.splitlines()
     assert (f"pinnlab: the tuning is saved in {str(tmp_path / 'run.h5.ckpt')!r}; --resume runs the final solve "
             "again (trainer.checkpoint_every saves its steps)") in err, err
+    # resumed over a damaged final checkpoint: solved again, with a warning that does not
+    # also tell the user to delete the file it replaces
+    monkeypatch.undo()
+    final = tmp_path / "run.h5.final.ckpt"
+    final.write_bytes(b"\x80\x04 damaged")
+    assert main(["tune", str(_write(tmp_path)), "tune.outer_steps=2", "trainer.checkpoint_every=10", "-o", str(out),
+                 "--resume", "--progress", "off"]) == 0
+    err = capsys.readouterr().err
+    assert (f"warning: the final solve starts over and replaces its checkpoint (checkpoint {str(final)!r} is "
+            "corrupted or unreadable (UnpicklingError))") in err.splitlines(), err
+    assert out.is_file() and not final.exists()
 
 
 def test_tune_result_file_and_plots(tmp_path, capsys):
