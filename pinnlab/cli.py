@@ -255,10 +255,16 @@ def cmd_list(args) -> int:
 COMMANDS: dict[str, tuple[Callable, Callable]] = {}
 
 
+def add_config_arguments(p) -> None:
+    """CONFIG and its dotted overrides (optional: a default, else argparse named them among
+    the missing arguments, "required: config, overrides")."""
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*", default=[], help="key.sub=value (YAML-typed)")
+
+
 def _add_solve(sub):
     p = sub.add_parser("solve", help="train a PINN from a YAML config")
-    p.add_argument("config")
-    p.add_argument("overrides", nargs="*", help="key.sub=value (YAML-typed)")
+    add_config_arguments(p)
     p.add_argument("-o", "--output", required=True, help="result file RUN.h5")
     p.add_argument("--resume", action="store_true", help="continue from RUN.h5.ckpt")
     p.add_argument("--overwrite", action="store_true", help="replace an existing result")

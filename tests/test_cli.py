@@ -425,3 +425,10 @@ def test_result_files_ask_git_once_per_process(monkeypatch):
     asked = len(calls)
     assert 1 <= asked <= 2 and all(c[0] == "git" for c in calls), calls
     assert results._versions()["git_hash"] == first and len(calls) == asked
+
+
+@pytest.mark.parametrize("command", ["solve", "tune", "study"])
+def test_a_missing_config_is_the_only_missing_argument_named(tmp_path, capsys, command):
+    """Without CONFIG argparse said "required: config, overrides"; overrides are optional."""
+    assert _run([command, "-o", tmp_path / "x.h5"]) == 2
+    assert capsys.readouterr().err.strip() == "pinnlab: error: the following arguments are required: config"

@@ -16,8 +16,9 @@ NAME = "study"
 
 def add_parser(sub):
     p = sub.add_parser(NAME, help="run an estimator-level or training-level bias-variance study")
-    p.add_argument("config")
-    p.add_argument("overrides", nargs="*", help="key.sub=value (YAML-typed)")
+    from pinnlab.cli import add_config_arguments
+
+    add_config_arguments(p)
     p.add_argument("-o", "--output", required=True, help="study file STUDY.h5")
     p.add_argument("--json", help="also write the records (and slopes) as JSON (strict: a non-finite number "
                                   "is null)")

@@ -13,8 +13,9 @@ NAME = "tune"
 
 def add_parser(sub):
     p = sub.add_parser(NAME, help="tune PINN hyperparameters (or PDE coefficients) by bilevel optimisation")
-    p.add_argument("config")
-    p.add_argument("overrides", nargs="*", help="key.sub=value (YAML-typed)")
+    from pinnlab.cli import add_config_arguments
+
+    add_config_arguments(p)
     p.add_argument("-o", "--output", required=True, help="result file TUNE.h5")
     p.add_argument("--resume", action="store_true", help="continue from TUNE.h5.ckpt")
     p.add_argument("--overwrite", action="store_true", help="replace an existing result")
