@@ -384,6 +384,8 @@ BILEVEL_DAMAGE = {
     # (the message was torch's about memory mapping, or "Errno 22", not that the file is damaged)
     "truncated": (_truncated, "is corrupted or unreadable (RuntimeError); delete it to start over"),
     "not a torch file": (lambda payload: b"not a checkpoint", "is corrupted or unreadable"),
+    # (said "belongs to another configuration")
+    "not a dictionary": (lambda payload: _as_bytes([1, 2, 3]), "has an unknown format"),
 }
 
 PENALTY_DAMAGE = {
@@ -416,6 +418,17 @@ def test_tune_refuses_a_damaged_checkpoint(tmp_path, capsys, request, kind, case
     checkpoint.write_bytes(damage(payload))
     _refused(["tune", cfg, "-o", out, "--resume", "--progress", "off"], checkpoint, expected, capsys)
     assert not out.exists()
+
+
+def test_tune_refuses_a_checkpoint_without_metadata(tmp_path, capsys, bilevel_run):
+    """`pinnlab tune` compares the saved metadata with its config's first: a checkpoint
+    without them (or a dictionary that is no checkpoint) is incomplete, not one "of another
+    configuration". (The library call takes a checkpoint without metadata when given none.)"""
+    cfg, payload = bilevel_run
+    checkpoint = tmp_path / "t.h5.ckpt"
+    checkpoint.write_bytes(_changed(lambda d: d.pop("metadata"))(payload))
+    _refused(["tune", cfg, "-o", tmp_path / "t.h5", "--resume", "--progress", "off"], checkpoint,
+             "is incomplete: it has no 'metadata'", capsys)
 
 
 @pytest.mark.parametrize("kind", TUNE_DAMAGE)

@@ -38,13 +38,18 @@ FINAL_SUFFIX = ".final.ckpt"
 
 
 def checkpoint_metadata(path: Path):
-    """The ``metadata`` the tune checkpoint at ``path`` was saved with (None if it holds
-    no dictionary). Memory-mapped, so its tensors are not read: the tuning loop that
-    resumes from it reads the file in full, once."""
-    from pinnlab.io.checkpoint import load_checkpoint_file
+    """The ``metadata`` the tune checkpoint at ``path`` was saved with (a file that holds
+    no dictionary raises :class:`~pinnlab.io.CheckpointError`: it was said to belong to
+    another configuration). Memory-mapped, so its tensors are not read: the tuning loop
+    that resumes from it reads the file in full, once."""
+    from pinnlab.io.checkpoint import CheckpointError, load_checkpoint_file
 
     saved = load_checkpoint_file(path, mmap=True)
-    return saved.get("metadata") if isinstance(saved, dict) else None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"checkpoint {str(path)!r} has an unknown format")
+    if "metadata" not in saved:
+        raise CheckpointError(f"checkpoint {str(path)!r} is incomplete: it has no 'metadata'")
+    return saved["metadata"]
 
 
 def _say_saved(tuning: Path | None, final: Path | None = None) -> None:
