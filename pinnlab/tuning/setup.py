@@ -212,8 +212,10 @@ def make_tunables(config: Config, problem: PINNProblem, device, dtype) -> tuple[
     for name, t in tunables.items():
         try:
             t.transform.inverse(t.init)
-        except ValueError as err:
-            raise ConfigError(f"tune.tunables.{name}.init: {err}") from None
+        except ValueError as err:  # (it did not say which value: the default init may be the one at fault)
+            given = "" if config.tune.tunables[name].init is not None else " (the default)"
+            value = f"{float(t.init):g}" if t.init.numel() == 1 else f"[{float(t.init.min()):g} … {float(t.init.max()):g}]"
+            raise ConfigError(f"tune.tunables.{name}.init = {value}{given}: {err}; set init or low/high") from None
     return tunables, collocation_net
 
 

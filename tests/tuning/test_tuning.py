@@ -441,6 +441,9 @@ BAD = [
      "tune.tunables.weights.boundary.init = 1e+39: beyond float32"),
     ("trainer.dtype=float32; tune.outer_lr=3.5e38", "tune.outer_lr = 3.5e+38: beyond float32's largest value"),
     ("tune.method=bogus", "tune.method = 'bogus': unknown method"),
+    # the init at fault was not named; here it is the default, on the edge of the default range
+    ("tune.tunables={weights.boundary: {transform: logit}}",
+     "tune.tunables.weights.boundary.init = 0.001 (the default): a logit-parameterised value must lie in (0.001, 1000.0)"),
     ("tune.then={method: bogus, after: 2}", "tune.then.method = 'bogus': unknown method"),  # was named tune.method
     ("tune.options={num_directions: 0}", "num_directions"),
     ("tune.method=joint", "cannot be fitted by the training loss"),
