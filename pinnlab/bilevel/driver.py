@@ -296,7 +296,8 @@ def optimize(
             if not 0 <= first <= steps:
                 raise CheckpointError(f"checkpoint {str(checkpoint)!r} is at outer step {first}, not within "
                                       f"this run's 0..{steps}")
-            check_progress(checkpoint, history, first, data.get("budget", {}), (u, theta_state))
+            # (as read, on the CPU: the run's device may not give values, like "meta")
+            check_progress(checkpoint, history, first, data.get("budget", {}), (data["u"], data["theta_state"]))
             # a resumed run keeps its earlier time and steps
             budget = Budget(time_budget, **data.get("budget", {}))
 
