@@ -10,7 +10,7 @@ import torch
 from pinnlab.bilevel import ForwardGradientUnroll, optimize
 
 from .problems import Ridge
-from .ranks import run_two_ranks
+from .ranks import end_rank, run_two_ranks
 
 STEPS = 6
 
@@ -39,14 +39,12 @@ def _worker(rank, world, init_file, out_dir):
     pinnlab._budget._now = _Ticks(1.0 if rank == 1 else 0.0)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=20))
-    try:
-        ridge = Ridge()
-        result = optimize(ridge.problem(horizon=5), ridge.phi, ForwardGradientUnroll(num_directions=4),
-                          steps=STEPS, time_budget=2.5)
-        torch.save({"outer_step": result.history["outer_step"], "phi": result.phi["log_reg"]},
-                   os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+    ridge = Ridge()
+    result = optimize(ridge.problem(horizon=5), ridge.phi, ForwardGradientUnroll(num_directions=4),
+                      steps=STEPS, time_budget=2.5)
+    torch.save({"outer_step": result.history["outer_step"], "phi": result.phi["log_reg"]},
+               os.path.join(out_dir, f"rank{rank}.pt"))
+    end_rank()
 
 
 @pytest.mark.distributed

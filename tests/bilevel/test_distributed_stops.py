@@ -23,7 +23,7 @@ from pinnlab.cli import main
 from pinnlab.solvers import SGD
 
 from .problems import Ridge
-from .ranks import run_two_ranks
+from .ranks import end_rank, run_two_ranks
 
 S = 3.0e18
 """Outer scale: f = (S·w)² overflows float32 once |w| ≳ 6, its gradient 2S²w only once |w| ≳ 17."""
@@ -66,22 +66,20 @@ def _worker(rank, world, init_file, out_dir):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=15))
     out = {}
-    try:
-        ridge = Ridge()  # b = 1 < 2 ranks: rank 1 holds no direction
-        estimate = ForwardGradientUnroll(num_directions=1)(ridge.problem(horizon=4), ridge.phi, seed=3)
-        out["estimate"] = {"value": estimate.value, "theta": estimate.theta["w"]}
-        # the outer value overflows at outer step 1 (computed on rank 0 only)
-        result = optimize(_overflowing_problem(), {"a": torch.tensor([-1.0])}, ForwardGradientUnroll(num_directions=1),
-                          steps=4, warm_start=False, meta_optimizer=lambda p: torch.optim.SGD(p, lr=5e-37))
-        out["overflow"] = {"status": result.status, "message": result.message,
-                           "outer_step": result.history["outer_step"], "phi": result.phi["a"]}
-        # one rank's value is non-finite, the other's finite
-        result = optimize(ridge.problem(horizon=2), ridge.phi, _InfOnRankOne(), steps=4)
-        out["one_rank"] = {"status": result.status, "message": result.message,
-                           "outer_step": result.history["outer_step"], "phi": result.phi["log_reg"]}
-        torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+    ridge = Ridge()  # b = 1 < 2 ranks: rank 1 holds no direction
+    estimate = ForwardGradientUnroll(num_directions=1)(ridge.problem(horizon=4), ridge.phi, seed=3)
+    out["estimate"] = {"value": estimate.value, "theta": estimate.theta["w"]}
+    # the outer value overflows at outer step 1 (computed on rank 0 only)
+    result = optimize(_overflowing_problem(), {"a": torch.tensor([-1.0])}, ForwardGradientUnroll(num_directions=1),
+                      steps=4, warm_start=False, meta_optimizer=lambda p: torch.optim.SGD(p, lr=5e-37))
+    out["overflow"] = {"status": result.status, "message": result.message,
+                       "outer_step": result.history["outer_step"], "phi": result.phi["a"]}
+    # one rank's value is non-finite, the other's finite
+    result = optimize(ridge.problem(horizon=2), ridge.phi, _InfOnRankOne(), steps=4)
+    out["one_rank"] = {"status": result.status, "message": result.message,
+                       "outer_step": result.history["outer_step"], "phi": result.phi["log_reg"]}
+    torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
+    end_rank()
 
 
 @pytest.fixture(scope="module")

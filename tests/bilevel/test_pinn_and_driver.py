@@ -30,6 +30,7 @@ from pinnlab.nets import MLP
 from pinnlab.solvers import Adam, PINNProblem, make_train_step
 
 from .problems import F64, Ridge
+from .ranks import end_rank
 
 
 def _pinn_bilevel(horizon=4, chunks=1, tune_lr=False):
@@ -151,13 +152,11 @@ def _worker(rank, world, init_file, out_dir):
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        ridge = Ridge()
-        grad = hypergradient(ridge.problem(horizon=10), ridge.phi,
-                             ForwardGradientUnroll(num_directions=7), seed=5, outer_step=2).grad
-        torch.save(grad["log_reg"], os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+    ridge = Ridge()
+    grad = hypergradient(ridge.problem(horizon=10), ridge.phi,
+                         ForwardGradientUnroll(num_directions=7), seed=5, outer_step=2).grad
+    torch.save(grad["log_reg"], os.path.join(out_dir, f"rank{rank}.pt"))
+    end_rank()
 
 
 @pytest.mark.distributed
