@@ -182,6 +182,10 @@ def tuner_config(name: str, data: dict, method: str, budget: float | None):
         size = data["equation"]["dim"]
     options = BILEVEL_OPTIONS[method](size) if method in BILEVEL_OPTIONS else {}
     extra = {}
+    # the problem's outer-optimiser settings, which a search or joint fitting would not use
+    # (and validation refuses where they would be ignored), go, as an override of tune.method drops them
+    data = {**data, "tune": {k: v for k, v in data["tune"].items()
+                             if not configuration.has_no_effect(f"tune.{k}", "tune.method", method)}}
     if data["tune"].get("then"):  # --then: the second phase with its method's benchmark options
         then = data["tune"]["then"]
         extra["tune__then"] = {**then, "options": BILEVEL_OPTIONS[then["method"]](size)}

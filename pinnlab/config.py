@@ -350,6 +350,13 @@ DEPENDENT: dict[str, tuple[str, tuple[Any, ...]]] = {
     "tune.trial_steps": ("tune.method", SEARCHES),
     # the search baselines save a checkpoint after every trial, joint fitting none
     "tune.checkpoint_every": ("tune.method", tuple(METHODS)),
+    # the searches train every trial from θ₀ and step no φ; joint fitting steps its
+    # coefficients with the outer optimiser but has no unrolls to warm-start or accumulate
+    "tune.warm_start": ("tune.method", tuple(METHODS)),
+    "tune.accumulate": ("tune.method", tuple(METHODS)),
+    "tune.outer_lr": ("tune.method", (*METHODS, "joint")),
+    "tune.outer_optimizer": ("tune.method", (*METHODS, "joint")),
+    "tune.outer_betas": ("tune.method", (*METHODS, "joint")),
     "tune.objective.points": ("tune.objective.kind", ("residual", "reference")),
     # data and reference objectives take u from the training's own estimator
     "tune.objective.estimator": ("tune.objective.kind", ("residual",)),
@@ -662,11 +669,18 @@ def _get(config: Config, key: str) -> Any:
     return value
 
 
+def has_no_effect(key: str, controller: str, value: Any) -> bool:
+    """Whether the :data:`DEPENDENT` ``key`` acts only with other values of ``controller``
+    than ``value`` (``has_no_effect("tune.outer_lr", "tune.method", "random")``)."""
+    entry = DEPENDENT.get(key)
+    return entry is not None and entry[0] == controller and value not in entry[1]
+
+
 def _inapplicable(config: Config) -> list[str]:
     """The :data:`DEPENDENT` keys without effect in ``config``."""
     return [key for key, (controller, values) in DEPENDENT.items()
             if key.split(".")[0] in config.sections and controller.split(".")[0] in config.sections
-            and _get(config, controller) not in values and not _acts_elsewhere(key, config.raw)]
+            and has_no_effect(key, controller, _get(config, controller)) and not _acts_elsewhere(key, config.raw)]
 
 
 def import_equation_module(module: str) -> None:

@@ -59,6 +59,17 @@ REFUSED = {
     "checkpoint_every with optuna": ("tune", TUNE, ["tune.method=optuna", "tune.options={}",
                                                     "tune.checkpoint_every=0"],
                                      "tune.checkpoint_every: has an effect only with tune.method: fg2u or"),
+    # (accepted and ignored: the searches step no φ, joint fitting has no unrolls)
+    "outer_lr with random": ("tune", TUNE, [*SEARCH, "tune.outer_lr=0.3"],
+                             "tune.outer_lr: has an effect only with tune.method: fg2u or"),
+    "outer_betas with optuna": ("tune", TUNE, ["tune.method=optuna", "tune.options={}", "tune.outer_betas=[0.5, 0.5]"],
+                                "tune.outer_betas: has an effect only with tune.method: fg2u or"),
+    "outer_optimizer with random": ("tune", TUNE, [*SEARCH, "tune.outer_optimizer=sgd"],
+                                    "tune.outer_optimizer: has an effect only with tune.method: fg2u or"),
+    "warm_start with joint": ("tune", TUNE, ["tune.method=joint", "tune.options={}", "tune.warm_start=false"],
+                              "tune.warm_start: has an effect only with tune.method: fg2u or"),
+    "accumulate with random": ("tune", TUNE, [*SEARCH, "tune.accumulate=3"],
+                               "tune.accumulate: has an effect only with tune.method: fg2u or"),
     "estimator.samples with deepxde": ("solve", DEEPXDE, ["estimator.samples=4"],
                                        "estimator.samples: has no effect with trainer.backend: deepxde"),
     "estimator.kind with deepxde": ("solve", DEEPXDE, ["estimator.kind=autograd"],
@@ -169,6 +180,11 @@ def test_an_override_of_the_deciding_key_drops_the_configs_own_setting(tmp_path)
     assert (config.tune.checkpoint_every, config.tune.objective.points) == (3, 64)
     assert "points" not in C.load(bilevel, ["tune.objective.kind=data"]).tune.objective.model_fields_set
     assert "checkpoint_every" not in C.load(bilevel, SEARCH).tune.model_fields_set
+    # the outer optimiser's settings go with a search (every shipped tuning config sets outer_lr)
+    outer = _config(tmp_path, TUNE.replace("outer_steps: 2", "outer_steps: 2\n  outer_lr: 0.3\n  warm_start: false"),
+                    "outer.yaml")
+    assert not {"outer_lr", "warm_start"} & C.load(outer, SEARCH).tune.model_fields_set
+    assert C.load(outer, ["tune.method=rgu", "tune.options={}"]).tune.outer_lr == 0.3
     with pytest.raises(C.ConfigError, match=r"^tune\.checkpoint_every: has an effect only"):
         C.load(bilevel, [*SEARCH, "tune.checkpoint_every=3"])  # given as an override itself: refused
 
