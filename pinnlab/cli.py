@@ -189,7 +189,7 @@ def _solve_deepxde(config, problem, output: Path, *, progress: str) -> int:
 
 
 def cmd_plot(args) -> int:
-    from pinnlab.plots import plot_file
+    from pinnlab.plots import NotAResult, plot_file
 
     path = Path(args.file)
     if not path.is_file():
@@ -217,9 +217,12 @@ def cmd_plot(args) -> int:
                 shutil.rmtree(outdir, ignore_errors=True)
             if isinstance(err, MemoryError):  # the machine, not the file
                 raise
+            if isinstance(err, NotAResult):
+                raise UsageError(f"cannot plot: {err}") from None
             detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-            raise UsageError(f"cannot plot {str(path)!r}: {type(err).__name__}"
-                             + (f": {detail}" if detail else "")) from None
+            # (the library's own words alone, "x and y must have same first dimension", did not say why)
+            raise UsageError(f"cannot plot {str(path)!r}: the file is damaged or was written by another pinnlab "
+                             f"version ({type(err).__name__}" + (f": {detail})" if detail else ")")) from None
         targets = [outdir / item.relative_to(staging) for item in drawn]
         for target in targets:  # checked before any is moved: not half the figures replaced
             if target.exists() and not target.is_file():

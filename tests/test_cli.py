@@ -187,7 +187,8 @@ def test_bad_input_table(tmp_path, capsys):
         # an HDF5 file pinnlab did not write (it said "unknown result kind ''")
         (["plot", foreign], "is not a pinnlab result file (it has no 'kind' attribute"),
         (["solve", tmp_path, "-o", tmp_path / "o.h5"], "is a directory"),
-        (["plot", good, "-o", tmp_path / "figs"], "cannot plot"),  # and no empty figs/ left behind
+        (["plot", good, "-o", tmp_path / "figs"], "cannot plot: " + repr(str(good)) + " is not an HDF5 file ("),
+        # and no empty figs/ left behind
         (["solve", good, "-o", tmp_path / ("a" * 248 + ".h5")], "too long"),  # the .ckpt would not fit
         # refused before training (they failed after it, or ended nonfinite over a good result)
         (["solve", good, "trainer.seed=18446744073709551616", "-o", existing, "--overwrite"],
@@ -244,6 +245,8 @@ def test_plot_of_a_damaged_result_is_one_line_and_leaves_the_directory_as_it_was
         code = _run(["plot", damaged, "-o", target])
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1 and "cannot plot" in err, err
+        # (the library's words alone did not say why)
+        assert "the file is damaged or was written by another pinnlab version (" in err, err
     assert not (tmp_path / "new").exists()
     assert [p.name for p in figures.iterdir()] == ["curves.png"]
     assert (figures / "curves.png").read_bytes() == b"an earlier figure"

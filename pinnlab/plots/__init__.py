@@ -27,16 +27,30 @@ def _plotter(kind: str):
     raise ValueError(f"unknown result kind {kind!r}")
 
 
+class NotAResult(ValueError):
+    """The file to plot is not a pinnlab result file at all (not HDF5, no or an unknown
+    ``kind``), as opposed to one that fails while it is drawn (damaged, or written by
+    another version)."""
+
+
 def plot_file(path: str | Path, outdir: str | Path) -> list[Path]:
-    """Write the PNGs for a result file (solve, tune or study) into ``outdir``."""
+    """Write the PNGs for a result file (solve, tune or study) into ``outdir``; a file
+    that is no pinnlab result raises :class:`NotAResult`."""
     path, outdir = Path(path), Path(outdir)
-    with h5py.File(path, "r") as fh:
-        kind = fh.attrs.get("kind", "")
+    try:
+        with h5py.File(path, "r") as fh:
+            kind = fh.attrs.get("kind", "")
+    except OSError as err:
+        raise NotAResult(f"{str(path)!r} is not an HDF5 file ({' '.join(str(err).split())[:120]})") from None
     kind = kind.decode() if isinstance(kind, bytes) else str(kind)
     if not kind:  # (it said "unknown result kind ''")
-        raise ValueError(f"{str(path)!r} is not a pinnlab result file (it has no 'kind' attribute; "
+        raise NotAResult(f"{str(path)!r} is not a pinnlab result file (it has no 'kind' attribute; "
                          "pinnlab solve, tune and study write one)")
-    return _plotter(kind)(path, outdir)
+    try:
+        plotter = _plotter(kind)
+    except ValueError as err:
+        raise NotAResult(f"{str(path)!r}: {err}") from None
+    return plotter(path, outdir)
 
 
-__all__ = ["plot_file"]
+__all__ = ["NotAResult", "plot_file"]
