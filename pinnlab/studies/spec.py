@@ -100,6 +100,20 @@ class StudySection(BaseModel):
                              "runs its config without study:); use keys of the other sections")
         return grid
 
+    @field_validator("grid")
+    @classmethod
+    def _grid_keys_apart(cls, grid):
+        """Each cell sets its grid keys one after the other: of two keys one of which lies
+        below the other (``trainer`` and ``trainer.seed``), the later would overwrite the
+        earlier's value in every cell, and the table would show a sweep that never ran."""
+        keys = [(key, key.strip().split(".")) for key in grid]
+        for i, (a, pa) in enumerate(keys):
+            for b, pb in keys[i + 1:]:
+                if pa[:len(pb)] == pb or pb[:len(pa)] == pa:
+                    raise ValueError(f"the grid keys {a} and {b} overlap: every cell would set one over the "
+                                     "other; sweep one of them")
+        return grid
+
     @field_validator("variants")
     @classmethod
     def _variants_outside_study(cls, variants):

@@ -52,6 +52,19 @@ def test_a_variant_override_of_a_grid_key_is_refused(override):
         C.validate(study)
 
 
+@pytest.mark.parametrize("grid", ["{trainer.seed: [0, 1], trainer: [{seed: 3}]}",
+                                  "{trainer: [{seed: 3}], trainer.seed: [0, 1]}",
+                                  "{trainer.seed: [0, 1], ' trainer.seed ': [2]}"])
+def test_overlapping_grid_keys_are_refused(grid):
+    """``trainer`` set seed 3 after ``trainer.seed`` in every cell: the cells recorded as
+    seeds 0 and 1 ran the same seed, and the table showed a spread of 0."""
+    study = yaml.safe_load(TINY_TRAINING.replace("STEPS", "2"))
+    study["study"]["grid"] = yaml.safe_load(grid)
+    study["study"].pop("columns", None)
+    with pytest.raises(C.ConfigError, match=r"^study\.grid = .*the grid keys .* overlap: every cell would set one"):
+        C.validate(study)
+
+
 def test_variant_overrides_beside_the_grid_keys_are_accepted():
     study = yaml.safe_load(TINY_TRAINING.replace("STEPS", "2"))
     study["study"]["variants"]["other"] = ["loss.kind=biased", "equation.seed=2", "equation={name: poisson_two_body}",
