@@ -213,6 +213,11 @@ def run_training_study(
     todo, records = [], {}
     for cell in cells:
         path = cell_dir / f"{cell.key}.h5"
+        for where in (path, Path(str(path) + ".ckpt")):  # (a directory there failed after the cell had run)
+            if where.exists() and not where.is_file():
+                from pinnlab.config import ConfigError
+
+                raise ConfigError(f"{str(where)!r} (cell {cell.label}) exists and is not a regular file; remove it")
         finished = _finished_with(path, configs[cell.label]) and _metrics_or_none(path)
         if finished:
             records[cell.key] = finished

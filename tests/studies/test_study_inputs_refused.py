@@ -172,3 +172,22 @@ def test_an_init_files_own_error_is_its_pretrained_rel_l2(tmp_path):
     assert json.loads((tmp_path / "e.json").read_text())["pretrained_rel_l2"] == {"3": 0.125}
     with h5py.File(tmp_path / "e.h5") as fh:
         assert json.loads(fh.attrs["pretrained_rel_l2"]) == {"3": 0.125}
+
+
+@pytest.mark.parametrize("suffix", ["", ".ckpt"])
+def test_a_cell_file_that_is_a_directory_is_refused_before_any_cell_runs(tmp_path, capsys, suffix):
+    """A directory where a cell's result (or checkpoint) goes: the cell ran, then writing
+    its result raised IsADirectoryError (a traceback, exit 1)."""
+    from pinnlab.studies import expand_cells
+
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(TINY_TRAINING.replace("STEPS", "2"))
+    study = C.load(cfg).study
+    cell = expand_cells(study.variants, study.grid)[1]
+    blocked = tmp_path / "t.h5.cells" / f"{cell.key}.h5{suffix}"
+    blocked.mkdir(parents=True)
+    assert main(["study", str(cfg), "-o", str(tmp_path / "t.h5")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"{str(blocked)!r} (cell {cell.label}) exists and is not a regular file" in err, err
+    assert [p.name for p in (tmp_path / "t.h5.cells").iterdir()] == [blocked.name]  # no cell ran
+    assert not (tmp_path / "t.h5").exists()
