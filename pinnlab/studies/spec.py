@@ -116,6 +116,24 @@ class StudySection(BaseModel):
 
     @field_validator("variants")
     @classmethod
+    def _variants_named_and_unambiguous(cls, variants):
+        """A variant has a name (the table's row label: an empty one gave a row without
+        one), and no override replaces an earlier one's key wholly (``loss.kind`` twice,
+        or ``trainer={...}`` after ``trainer.lr``: the earlier was lost silently); a later
+        override below an earlier one refines it (``trainer={...}`` then ``trainer.lr``)."""
+        for name, overrides in (variants or {}).items():
+            if not str(name).strip():
+                raise ValueError("a variant needs a name (it labels the table's row)")
+            keys = [(item, item.partition("=")[0].strip().split(".")) for item in overrides]
+            for i, (a, pa) in enumerate(keys):
+                for b, pb in keys[i + 1:]:
+                    if pa[:len(pb)] == pb:
+                        raise ValueError(f"variant {name}: {b.strip()!r} sets the key of the earlier "
+                                         f"{a.strip()!r} again, which would be lost; remove one")
+        return variants
+
+    @field_validator("variants")
+    @classmethod
     def _variants_outside_study(cls, variants):
         for name, overrides in (variants or {}).items():
             inside = [item for item in overrides if _inside_study(item.partition("=")[0])]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import h5py
@@ -65,9 +66,23 @@ def test_overlapping_grid_keys_are_refused(grid):
         C.validate(study)
 
 
+@pytest.mark.parametrize("variants, expected", [
+    ({"": ["loss.kind=biased"]}, "a variant needs a name"),  # a table row without a label
+    ({"a": ["loss.kind=biased", "loss.kind=unbiased"]},  # the first was ignored
+     "variant a: 'loss.kind=unbiased' sets the key of the earlier 'loss.kind=biased' again"),
+    ({"a": ["trainer.lr=0.2", "trainer={lr: 0.1}"]},
+     "variant a: 'trainer={lr: 0.1}' sets the key of the earlier 'trainer.lr=0.2' again"),
+])
+def test_a_variant_without_a_name_or_with_one_key_twice_is_refused(variants, expected):
+    study = yaml.safe_load(TINY_TRAINING.replace("STEPS", "2"))
+    study["study"]["variants"] = variants
+    with pytest.raises(C.ConfigError, match=re.escape(expected)):
+        C.validate(study)
+
+
 def test_variant_overrides_beside_the_grid_keys_are_accepted():
     study = yaml.safe_load(TINY_TRAINING.replace("STEPS", "2"))
-    study["study"]["variants"]["other"] = ["loss.kind=biased", "equation.seed=2", "equation={name: poisson_two_body}",
+    study["study"]["variants"]["other"] = ["loss.kind=biased", "equation={name: poisson_two_body}", "equation.seed=2",
                                            "trainer.seed_x=1"]  # key parts are compared, not text
     assert list(C.validate(study).study.variants) == ["biased", "unbiased", "other"]
 
