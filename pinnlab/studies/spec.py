@@ -93,25 +93,20 @@ class StudySection(BaseModel):
 
     @field_validator("grid")
     @classmethod
-    def _grid_outside_study(cls, grid):
+    def _grid_keys(cls, grid):
+        """Grid keys outside the study section, and apart: each cell sets them one after
+        the other, so of two keys one of which lies below the other (``trainer`` and
+        ``trainer.seed``) the later would overwrite the earlier's value in every cell, and
+        the table would show a sweep that never ran."""
         inside = [key for key in grid if _inside_study(key)]
         if inside:
             raise ValueError(f"{inside[0]}: a grid key inside the study section would change nothing (every cell "
                              "runs its config without study:); use keys of the other sections")
-        return grid
-
-    @field_validator("grid")
-    @classmethod
-    def _grid_keys_apart(cls, grid):
-        """Each cell sets its grid keys one after the other: of two keys one of which lies
-        below the other (``trainer`` and ``trainer.seed``), the later would overwrite the
-        earlier's value in every cell, and the table would show a sweep that never ran."""
-        keys = [(key, key.strip().split(".")) for key in grid]
-        for i, (a, pa) in enumerate(keys):
-            for b, pb in keys[i + 1:]:
-                if pa[:len(pb)] == pb or pb[:len(pa)] == pa:
-                    raise ValueError(f"the grid keys {a} and {b} overlap: every cell would set one over the "
-                                     "other; sweep one of them")
+        keys = list(grid)
+        pair = _overlapping(keys, either_way=True)
+        if pair:
+            raise ValueError(f"the grid keys {keys[pair[0]]} and {keys[pair[1]]} overlap: every cell would set one "
+                             "over the other; sweep one of them")
         return grid
 
     @field_validator("variants")
@@ -124,12 +119,11 @@ class StudySection(BaseModel):
         for name, overrides in (variants or {}).items():
             if not str(name).strip():
                 raise ValueError("a variant needs a name (it labels the table's row)")
-            keys = [(item, item.partition("=")[0].strip().split(".")) for item in overrides]
-            for i, (a, pa) in enumerate(keys):
-                for b, pb in keys[i + 1:]:
-                    if pa[:len(pb)] == pb:
-                        raise ValueError(f"variant {name}: {b.strip()!r} sets the key of the earlier "
-                                         f"{a.strip()!r} again, which would be lost; remove one")
+            pair = _overlapping([item.partition("=")[0] for item in overrides], either_way=False)
+            if pair:
+                earlier, later = (overrides[i].strip() for i in pair)
+                raise ValueError(f"variant {name}: {later!r} sets the key of the earlier {earlier!r} again, "
+                                 "which would be lost; remove one")
         return variants
 
     @field_validator("variants")
@@ -204,6 +198,21 @@ class StudySection(BaseModel):
 def _inside_study(key: str) -> bool:
     """Whether the dotted override key ``key`` names the ``study:`` section or a key in it."""
     return key.strip().split(".")[0] == "study"
+
+
+def _overlapping(keys: list[str], *, either_way: bool) -> tuple[int, int] | None:
+    """The indices (earlier, later) of the first pair of the dotted ``keys``, set in this
+    order, where the later is the earlier or lies above it (``trainer`` after
+    ``trainer.seed``: it replaces the earlier's value wholly); with ``either_way`` also
+    where it lies below it. None if there is no such pair. Key parts are compared, not
+    text (``trainer.seed_x`` is apart from ``trainer.seed``)."""
+    parts = [key.strip().split(".") for key in keys]
+    for i, pa in enumerate(parts):
+        for j in range(i + 1, len(parts)):
+            pb = parts[j]
+            if pa[:len(pb)] == pb or (either_way and pb[:len(pa)] == pa):
+                return i, j
+    return None
 
 
 def swept_by(override: str, keys) -> str | None:
