@@ -205,6 +205,7 @@ def run_training_study(
     Every cell's config is validated and built first (:func:`validate_runs`): a bad
     variant raises :class:`~pinnlab.config.ConfigError` before any cell runs.
     """
+    from pinnlab.config import ConfigError
     from pinnlab.studies.spec import validate_runs
 
     configs = validate_runs(config_path, {c.label: c.overrides for c in cells}, base_overrides)
@@ -215,8 +216,6 @@ def run_training_study(
         path = cell_dir / f"{cell.key}.h5"
         for where in (path, Path(str(path) + ".ckpt")):  # (a directory there failed after the cell had run)
             if where.exists() and not where.is_file():
-                from pinnlab.config import ConfigError
-
                 raise ConfigError(f"{str(where)!r} (cell {cell.label}) exists and is not a regular file; remove it")
         finished = _finished_with(path, configs[cell.label]) and _metrics_or_none(path)
         if finished:
