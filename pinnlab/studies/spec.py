@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Literal, TypeVar
 
@@ -102,6 +103,10 @@ class StudySection(BaseModel):
         if inside:
             raise ValueError(f"{inside[0]}: a grid key inside the study section would change nothing (every cell "
                              "runs its config without study:); use keys of the other sections")
+        for key, values in grid.items():
+            bad = _first_non_finite(values)
+            if bad is not None:
+                raise ValueError(f"{key}: {bad} is not a finite number (every setting must be finite)")
         keys = list(grid)
         pair = _overlapping(keys, either_way=True)
         if pair:
@@ -193,6 +198,21 @@ class StudySection(BaseModel):
         if any(not v > 0 for v in values):
             raise ValueError("every sigma must be > 0")
         return values
+
+
+def _first_non_finite(value) -> str | None:
+    """The first NaN or ±inf inside ``value`` (nested lists and mappings), written as YAML
+    writes it; None if there is none. Grid values are not typed, so the finite check of
+    every other number setting does not reach them, and in a cell's override a non-finite
+    value would be read back as the string 'Infinity'."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
+    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, list) else ()
+    for item in items:
+        bad = _first_non_finite(item)
+        if bad is not None:
+            return bad
+    return None
 
 
 def _inside_study(key: str) -> bool:

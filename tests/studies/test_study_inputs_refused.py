@@ -66,6 +66,19 @@ def test_overlapping_grid_keys_are_refused(grid):
         C.validate(study)
 
 
+@pytest.mark.parametrize("grid, bad", [("{trainer.lr: [1.0e-3, .inf]}", r"trainer\.lr: \.inf"),
+                                       ("{trainer.lr: [-.inf]}", r"trainer\.lr: -\.inf"),
+                                       ("{model: [{width: 8}, {width: .nan}]}", r"model: \.nan")])
+def test_a_non_finite_grid_value_is_refused_as_a_number(grid, bad):
+    """A cell's override is written as JSON, and YAML reads JSON's ``Infinity`` back as a
+    string: the refusal said ``trainer.lr = 'Infinity': input should be a valid number``."""
+    study = yaml.safe_load(TINY_TRAINING.replace("STEPS", "2"))
+    study["study"]["grid"] = yaml.safe_load(grid)
+    study["study"].pop("columns", None)
+    with pytest.raises(C.ConfigError, match=rf"^study\.grid = .*{bad} is not a finite number"):
+        C.validate(study)
+
+
 @pytest.mark.parametrize("variants, expected", [
     ({"": ["loss.kind=biased"]}, "a variant needs a name"),  # a table row without a label
     ({"a": ["loss.kind=biased", "loss.kind=unbiased"]},  # the first was ignored
