@@ -14,6 +14,7 @@ from torch import Tensor
 from pinnlab.bilevel import (
     METHODS,
     BlackBox,
+    ForwardGradientUnroll,
     TruncatedReverseUnroll,
     TwoPhase,
     make_method,
@@ -64,15 +65,31 @@ ZO_DEFAULT_MU = 0.05
 config gives none: the library default 1e-3 is below what float32 training resolves."""
 
 
-def make_hypergradient_method(name: str, options: dict, where: str = "tune"):
+def make_hypergradient_method(name: str, options: dict, where: str = "tune", size: int | None = None):
     """Method ``name`` built with ``options``; a bad option is reported under the config
-    section ``where`` (``tune``, or ``tune.then`` for the second phase)."""
+    section ``where`` (``tune``, or ``tune.then`` for the second phase).
+
+    With ``size`` (N, the number of tuned values) fg2u takes at most N directions: more
+    cost more than exact forward-mode unrolling (fgu, N directions, no variance), so a
+    num_directions above N is refused and the library default (8) is lowered to N."""
     if name == "zo_fg2u":
         options = {"mu": ZO_DEFAULT_MU, **options}
+    if name == "fg2u" and size is not None:
+        if "num_directions" not in options:
+            options = {**options, "num_directions": min(size, ForwardGradientUnroll.num_directions)}
+        elif isinstance(options["num_directions"], int) and options["num_directions"] > size:
+            raise ConfigError(f"{where}.options.num_directions = {options['num_directions']}: more directions than "
+                              f"the N = {size} tuned values; exact forward-mode unrolling ({where}.method: fgu) "
+                              f"costs N directions and has no variance, so use num_directions <= {size} or fgu")
     try:
         return make_method(name, **options)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where}.options: {where}.method = {name!r}: {err}") from None
+
+
+def tuned_size(setup: TuningSetup) -> int:
+    """N: the number of tuned values (a per-coordinate σ or μ counts d)."""
+    return sum(t.init.numel() for t in setup.tunables.values())
 
 
 def check_method(setup: TuningSetup) -> None:
@@ -145,7 +162,7 @@ def check_method(setup: TuningSetup) -> None:
         sections.append(("tune.then", tune.then.method, tune.then.options))
     for where, name, options in sections:
         if name in METHODS:
-            built = make_hypergradient_method(name, options, where)
+            built = make_hypergradient_method(name, options, where, tuned_size(setup))
             if isinstance(built, TruncatedReverseUnroll) and (built.steps or 0) > tune.horizon:
                 raise ConfigError(f"{where}.options.steps = {built.steps}: trgu differentiates the last steps of the "
                                   f"tune.horizon = {tune.horizon} inner steps, so steps must be <= {tune.horizon} "
@@ -201,9 +218,10 @@ def run_tuning(setup: TuningSetup, *, checkpoint: Path | None = None, resume: bo
     elif tune.method == "joint":
         outcome = joint_fit(setup, progress=progress)
     else:
-        method: Any = make_hypergradient_method(tune.method, tune.options)
+        method: Any = make_hypergradient_method(tune.method, tune.options, size=tuned_size(setup))
         if tune.then is not None:
-            method = TwoPhase(method, make_hypergradient_method(tune.then.method, tune.then.options, "tune.then"),
+            method = TwoPhase(method, make_hypergradient_method(tune.then.method, tune.then.options, "tune.then",
+                                                               tuned_size(setup)),
                               tune.then.after, then_lr=tune.then.outer_lr)
         problem = _deepxde_black_box(setup) if tune.inner == "deepxde" else setup.bilevel
 

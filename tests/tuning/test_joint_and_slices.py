@@ -42,7 +42,7 @@ trainer: {steps: 10, lr: 1.0e-3, schedule: constant, batch_size: 16, eval_every:
 data: {source: synthetic, points: 20, noise: 0.01, seed: 0}
 tune:
   method: fg2u
-  options: {num_directions: 2}
+  options: {num_directions: 1}
   tunables: {sigma: {}}
   objective: {kind: data, samples: 8}
   outer_steps: 2

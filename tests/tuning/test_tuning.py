@@ -446,6 +446,10 @@ BAD = [
      "tune.tunables.weights.boundary.init = 0.001 (the default): a logit-parameterised value must lie in (0.001, 1000.0)"),
     ("tune.then={method: bogus, after: 2}", "tune.then.method = 'bogus': unknown method"),  # was named tune.method
     ("tune.options={num_directions: 0}", "num_directions"),
+    # more random directions than tuned values: fgu is exact for N directions (1e8 ran until stopped)
+    ("tune.options={num_directions: 2}", "num_directions = 2: more directions than the N = 1 tuned values"),
+    ("tune.then={method: fg2u, after: 2, options: {num_directions: 100000000}}",
+     "tune.then.options.num_directions = 100000000: more directions than the N = 1 tuned values"),
     ("tune.method=joint", "cannot be fitted by the training loss"),
     ("tune.inner=deepxde", "black box"),
     ("tune.horizon=0", "tune.horizon = 0"),

@@ -95,3 +95,16 @@ def test_outer_algorithms_record_the_outer_objective(cfg, tmp_path, capsys, meth
     with h5py.File(out) as fh:
         value = fh["tune/value"][...]
     assert value.shape == (2,) and np.isfinite(value).all() and (value > 0).all()
+
+
+def test_fg2u_takes_at_most_one_direction_per_tuned_value():
+    """b > N directions cost more than fgu's exact N: the library default b = 8 is lowered
+    to N, a b above N is refused (a b of 1e8 ran until stopped), a b up to N is kept."""
+    assert make_hypergradient_method("fg2u", {}, size=3).num_directions == 3
+    assert make_hypergradient_method("fg2u", {}, size=20).num_directions == 8
+    assert make_hypergradient_method("fg2u", {"num_directions": 5}, size=5).num_directions == 5
+    assert make_hypergradient_method("fg2u", {}).num_directions == 8  # N unknown: the library default
+    with pytest.raises(configuration.ConfigError, match=r"^tune\.then\.options\.num_directions = 6: more directions "
+                                                        r"than the N = 5 tuned values; .*fgu"):
+        make_hypergradient_method("fg2u", {"num_directions": 6}, "tune.then", size=5)
+    assert make_hypergradient_method("zo_fg2u", {"num_directions": 9}, size=2).num_directions == 9  # no exact rival
