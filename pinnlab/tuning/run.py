@@ -282,8 +282,9 @@ def final_solve(setup: TuningSetup, outcome: TuneOutcome, *, progress: str = "au
 
     With ``checkpoint`` and ``trainer.checkpoint_every``, the solve saves its state there
     every that many steps, as ``pinnlab solve`` does; with ``resume`` it continues from a
-    checkpoint saved for the same config and tuned values (:func:`final_identity`), else
-    it starts over (a checkpoint of other tuned values is not used).
+    checkpoint saved for the same config and tuned values (:func:`final_identity`), also
+    when this run has no checkpoint_every, else it starts over (a checkpoint of other
+    tuned values is not used).
 
     Returns the training result and the problem it trained (its loss carries the
     learned mix schedule when the mix was tuned).
@@ -316,14 +317,15 @@ def final_solve(setup: TuningSetup, outcome: TuneOutcome, *, progress: str = "au
         from pinnlab.solvers import LinearDecay
 
         kwargs["schedule"] = LinearDecay(steps)
-    if checkpoint is not None and config.trainer.checkpoint_every:
+    if checkpoint is not None and (config.trainer.checkpoint_every or (resume and checkpoint.is_file())):
         from pinnlab.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
         from pinnlab.solvers import resolve_device
 
         identity, optimizer = final_identity(config, outcome.phi), kwargs["optimizer"]
-        kwargs["checkpoint_every"] = config.trainer.checkpoint_every
-        kwargs["on_checkpoint"] = lambda state: save_checkpoint(checkpoint, state, optimizer, identity)
-        if resume and checkpoint.is_file():
+        if config.trainer.checkpoint_every:
+            kwargs["checkpoint_every"] = config.trainer.checkpoint_every
+            kwargs["on_checkpoint"] = lambda state: save_checkpoint(checkpoint, state, optimizer, identity)
+        if resume and checkpoint.is_file():  # (also without checkpoint_every now: its saved steps are kept)
             try:
                 kwargs["state"] = load_checkpoint(checkpoint, optimizer, identity, resolve_device(kwargs["device"]),
                                                   kwargs["dtype"])

@@ -128,11 +128,28 @@ def test_a_final_solve_killed_after_a_checkpoint_resumes_from_it_exactly(tmp_pat
     monkeypatch.setattr(checkpoints, "save_checkpoint", killed_at_20)
     assert main(["tune", str(cfg), *overrides, "-o", str(other), "--progress", "off"]) == 130
     monkeypatch.setattr(checkpoints, "save_checkpoint", save)
+    real_identity = run_module.final_identity
     monkeypatch.setattr(run_module, "final_identity", lambda config, phi: "other tuned values")
     started.clear()
     capsys.readouterr()
     assert main(["tune", str(cfg), *overrides, "-o", str(other), "--resume", "--progress", "off"]) == 0
     assert started == [0] and "the final solve starts over" in capsys.readouterr().err
+    # resumed without trainer.checkpoint_every: it still continues from its saved step 20
+    # (it solved again from step 0 and deleted the checkpoint without a word), and saves no more
+    quiet = tmp_path / "quiet.h5"
+    monkeypatch.setattr(run_module, "final_identity", real_identity)
+    monkeypatch.setattr(checkpoints, "save_checkpoint", killed_at_20)
+    assert main(["tune", str(cfg), *overrides, "-o", str(quiet), "--progress", "off"]) == 130
+    saves = []
+    monkeypatch.setattr(checkpoints, "save_checkpoint", lambda path, *args: saves.append(path) or save(path, *args))
+    started.clear()
+    assert main(["tune", str(cfg), *overrides, "trainer.checkpoint_every=0", "-o", str(quiet), "--resume",
+                 "--progress", "off"]) == 0
+    assert started == [20] and not (tmp_path / "quiet.h5.final.ckpt").exists()
+    assert not [path for path in saves if str(path).endswith(".final.ckpt")], saves
+    with h5py.File(reference) as a, h5py.File(quiet) as b:
+        for key in a["params"]:
+            np.testing.assert_array_equal(a["params"][key][...], b["params"][key][...])
     # what a final checkpoint must match: the tuned values bit for bit (and the config)
     config = configuration.load(cfg)
     phi = {"weights.boundary": torch.tensor(0.25, dtype=torch.float64)}
