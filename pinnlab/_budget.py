@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable
 
@@ -39,6 +40,14 @@ class Budget:
     def state(self) -> dict[str, float]:
         """What a checkpoint keeps: ``Budget(seconds, **state)`` resumes it."""
         return {"spent": self.spent(), "units": self.units}
+
+    @staticmethod
+    def state_fits(state: dict, units: int) -> bool:
+        """Whether ``state`` is a :meth:`state` of a loop that finished ``units`` units: a
+        finite ``spent`` >= 0 and those ``units`` (a resume checks a checkpoint's)."""
+        spent = state.get("spent")
+        return (set(state) == {"spent", "units"} and isinstance(spent, float) and math.isfinite(spent)
+                and spent >= 0 and state.get("units") == units)
 
     def allows_another(self) -> bool:
         if self.seconds is None or self.units == 0:

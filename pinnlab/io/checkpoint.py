@@ -111,17 +111,16 @@ def check_progress(path: str | Path, history: Mapping[str, Any], rows: int, budg
     ``{"spent": s, "units": rows}`` with a finite s ≥ 0, and the tensors of ``values``
     (the current φ and θ) are finite: a cut history was written to the result file as
     if complete, and a NaN φ ran on to a result of NaN values."""
+    from pinnlab._budget import Budget
     from pinnlab._typing import tensor_leaves
 
     lengths = sorted({len(v) for v in history.values()})
     if lengths != [rows]:
         raise CheckpointError(f"checkpoint {str(path)!r} is damaged: it is at {rows} finished outer steps "
                               f"(trials), but its history has {' or '.join(map(str, lengths))} rows")
-    if budget:
-        spent, units = budget.get("spent"), budget.get("units")
-        if not (isinstance(spent, float) and np.isfinite(spent) and spent >= 0 and units == rows):
-            raise CheckpointError(f"checkpoint {str(path)!r} is damaged: its budget {dict(budget)} does not fit "
-                                  f"{rows} finished outer steps (trials)")
+    if budget and not Budget.state_fits(budget, rows):
+        raise CheckpointError(f"checkpoint {str(path)!r} is damaged: its budget {dict(budget)} does not fit "
+                              f"{rows} finished outer steps (trials)")
     if not all(bool(torch.isfinite(t).all()) for t in tensor_leaves(values)[0]):
         raise CheckpointError(f"checkpoint {str(path)!r} is damaged: its tuned values or network are not finite")
 

@@ -808,10 +808,18 @@ def test_budget_starts_a_unit_only_if_it_is_expected_to_end_in_time():
         ran += 1
         budget.finished_one()
     assert ran == 3 and now[0] == 9.0
+    state = budget.state()
     unlimited = Budget(None, clock=lambda: now[0])
     unlimited.finished_one()
     now[0] += 1e9
     assert unlimited.allows_another()
+    assert state == {"spent": 9.0, "units": 3} and Budget.state_fits(state, 3)
+    # what a resume refuses: another unit count, a negative, non-finite or integer time, a stray key
+    for bad, units in [(state, 2), ({**state, "spent": -1.0}, 3), ({**state, "spent": math.inf}, 3),
+                       ({**state, "spent": 9}, 3), ({**state, "extra": 0}, 3), ({"spent": 9.0}, 3)]:
+        assert not Budget.state_fits(bad, units), bad
+    resumed = Budget(10.0, clock=lambda: now[0], **state)
+    assert resumed.spent() == 9.0 and resumed.units == 3 and not resumed.allows_another()
 
 
 @pytest.mark.parametrize("method", ["fg2u", "random", "joint"])
