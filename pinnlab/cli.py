@@ -29,6 +29,13 @@ class UsageError(Exception):
     """Bad input: reported as one line, exit code 2."""
 
 
+def refused_checkpoint(err: Exception, prefix: str = "") -> UsageError:
+    """A checkpoint a run cannot resume from, as the one line a command prints: the
+    library's reason (which gives no advice: it knows no command-line flags) and how to
+    start over instead."""
+    return UsageError(f"{prefix}{err}; pass --overwrite to start over")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse exits with 2 already; keep it to one line
         raise UsageError(message)
@@ -125,7 +132,7 @@ def cmd_solve(args) -> int:
         try:
             state = load_checkpoint(checkpoint, kwargs["optimizer"], config_yaml, device, kwargs["dtype"])
         except CheckpointError as err:
-            raise UsageError(str(err)) from None
+            raise refused_checkpoint(err) from None
     elif checkpoint.exists() and not args.overwrite:
         raise UsageError(
             f"a checkpoint {str(checkpoint)!r} exists from an interrupted run; pass --resume "
@@ -146,7 +153,7 @@ def cmd_solve(args) -> int:
         result = train(problem, **kwargs, state=state, on_checkpoint=on_checkpoint,
                        progress=args.progress)
     except CheckpointError as err:  # the resumed state does not fit this run, found before any step
-        raise UsageError(f"checkpoint {str(checkpoint)!r}: {err}") from None
+        raise refused_checkpoint(err, f"checkpoint {str(checkpoint)!r}: ") from None
     except STOPS:
         if saved:
             print(f"pinnlab: step {saved[-1]} saved in {str(checkpoint)!r}; --resume continues from it",

@@ -64,13 +64,16 @@ def _truncated(payload) -> bytes:
 
 
 def _refused(args, checkpoint, expected, capsys):
-    """Exit 2, one line naming the checkpoint and ``expected``, no traceback, the file unchanged."""
+    """Exit 2, one line naming the checkpoint and ``expected``, no traceback, the file unchanged;
+    the line ends with the command's way out (the library's reasons give no advice: the
+    final solve and a study cell, which replace such a checkpoint, said "delete it")."""
     before = checkpoint.read_bytes()
     code = main([str(a) for a in args])
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert str(checkpoint) in err and expected in err, err
+    assert err.endswith("; pass --overwrite to start over") and err.count("start over") == 1, err
     assert checkpoint.read_bytes() == before
 
 
@@ -382,7 +385,7 @@ BILEVEL_DAMAGE = {
     "outer step beyond steps": (_changed(lambda d: d.__setitem__("outer_step", 5)),
                                 "is at outer step 5, not within this run's 0..4"),
     # (the message was torch's about memory mapping, or "Errno 22", not that the file is damaged)
-    "truncated": (_truncated, "is corrupted or unreadable (RuntimeError); delete it to start over"),
+    "truncated": (_truncated, "is corrupted or unreadable (RuntimeError)"),
     "not a torch file": (lambda payload: b"not a checkpoint", "is corrupted or unreadable"),
     # (said "belongs to another configuration")
     "not a dictionary": (lambda payload: _as_bytes([1, 2, 3]), "has an unknown format"),
@@ -453,9 +456,10 @@ def test_load_checkpoint_and_train_raise_a_checkpoint_error(tmp_path, solve_run,
     checkpoint = tmp_path / "run.h5.ckpt"
     checkpoint.write_bytes(damage(payload))
     device = torch.device("cpu")
-    with pytest.raises(CheckpointError, match=re.escape(expected)):
+    with pytest.raises(CheckpointError, match=re.escape(expected)) as err:
         state = load_checkpoint(checkpoint, kwargs["optimizer"], config.to_yaml(), device, kwargs["dtype"])
         train(problem, **kwargs, state=state, progress="off")
+    assert "start over" not in str(err.value) and "delete" not in str(err.value)
 
 
 @pytest.mark.parametrize("kind, case", [(k, c) for k in ("bilevel", "penalty") for c in TUNE_DAMAGE[k]])
@@ -472,6 +476,7 @@ def test_optimize_raises_a_checkpoint_error(tmp_path, request, kind, case):
     before = checkpoint.read_bytes()
     if case == "truncated":  # `pinnlab tune` reads the file first and words this case itself
         expected = "corrupted or unreadable"
-    with pytest.raises(CheckpointError, match=re.escape(f"{checkpoint}'") + ".*" + re.escape(expected)):
+    with pytest.raises(CheckpointError, match=re.escape(f"{checkpoint}'") + ".*" + re.escape(expected)) as err:
         run_tuning(build_tuning(configuration.load(cfg)), checkpoint=checkpoint, resume=True)
+    assert "start over" not in str(err.value) and "delete" not in str(err.value)
     assert checkpoint.read_bytes() == before

@@ -78,8 +78,7 @@ def load_checkpoint_file(path: Path, *, mmap: bool = False) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means corrupted
         raise CheckpointError(
-            f"checkpoint {str(path)!r} is corrupted or unreadable ({type(err).__name__}); "
-            "delete it to start over"
+            f"checkpoint {str(path)!r} is corrupted or unreadable ({type(err).__name__})"
         ) from None
 
 
@@ -260,8 +259,8 @@ def load_checkpoint(
     # a checkpoint written before RUN_ONLY_SETTINGS were left out holds the whole YAML's hash
     if data.get("config_hash") not in (config_hash(config_yaml), hashlib.sha256(config_yaml.encode()).hexdigest()):
         raise CheckpointError(
-            f"checkpoint {str(path)!r} was written for a different configuration; "
-            "resume with the same config and overrides, or use --overwrite to start over"
+            f"checkpoint {str(path)!r} was written for a different configuration (resume with the same "
+            "config and overrides)"
         )
     with reading(path):
         params = {k: v.to(device=device, dtype=dtype) for k, v in data["params"].items()}

@@ -157,7 +157,8 @@ def check_processes(config, world: int) -> None:
 
 def run(args) -> int:
     from pinnlab import config as configuration
-    from pinnlab.cli import CHECKPOINT_SUFFIX, EXIT_FAILED, EXIT_OK, UsageError, _output_checks, run_inputs
+    from pinnlab.cli import (CHECKPOINT_SUFFIX, EXIT_FAILED, EXIT_OK, UsageError, _output_checks,
+                             refused_checkpoint, run_inputs)
     from pinnlab.bilevel.distributed import environment_world_size, init_from_environment, local_device
     from pinnlab.io.checkpoint import CheckpointError, config_hash
     from pinnlab.solvers import resolve_device
@@ -195,7 +196,7 @@ def run(args) -> int:
         try:
             saved = checkpoint_metadata(checkpoint)
         except CheckpointError as err:
-            raise UsageError(str(err)) from None
+            raise refused_checkpoint(err) from None
         if saved != metadata:
             raise UsageError(f"checkpoint {str(checkpoint)!r} belongs to another configuration; "
                              "pass --overwrite to start over")
@@ -212,7 +213,7 @@ def run(args) -> int:
         outcome = run_tuning(setup, checkpoint=checkpoint_path, resume=args.resume and checkpoint_path is not None,
                              progress=progress if rank == 0 else None, metadata=metadata, save=rank == 0)
     except CheckpointError as err:  # a damaged checkpoint, refused before any work
-        raise UsageError(str(err)) from None
+        raise refused_checkpoint(err) from None
     except STOPS:
         if rank == 0:
             _say_saved(checkpoint_path)

@@ -330,8 +330,7 @@ def final_solve(setup: TuningSetup, outcome: TuneOutcome, *, progress: str = "au
                 kwargs["state"] = load_checkpoint(checkpoint, optimizer, identity, resolve_device(kwargs["device"]),
                                                   kwargs["dtype"])
             except CheckpointError as err:  # another tuning's or damaged: solved again, and replaced
-                reason = str(err).removesuffix("; delete it to start over")  # (it is replaced anyway)
-                print(f"warning: the final solve starts over and replaces its checkpoint ({reason})", file=sys.stderr)
+                print(f"warning: the final solve starts over and replaces its checkpoint ({err})", file=sys.stderr)
     return train(problem, **kwargs, progress=progress), problem
 
 
