@@ -4,13 +4,13 @@ File layouts (``D`` = input columns, time last for time-dependent equations):
 
 - HDF5 (``.h5``/``.hdf5``): datasets ``x`` `(M, D)` and ``u`` `(M,)`.
 - NPZ (``.npz``): arrays ``x`` `(M, D)` and ``u`` `(M,)`.
-- CSV (``.csv``): ``M`` rows of ``D + 1`` numbers (inputs, then u); one header line
-  is allowed and skipped when it is not numeric.
+- CSV (``.csv``): ``M`` lines of ``D + 1`` comma-separated numbers (inputs, then u);
+  a first line without any number is a header and skipped, as are lines starting
+  with ``#``.
 """
 
 from __future__ import annotations
 
-import warnings
 import zipfile
 from pathlib import Path
 
@@ -25,6 +25,82 @@ class ObservationError(ValueError):
     """An observation file that cannot be used (missing, malformed, wrong shape)."""
 
 
+def _hdf5_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import h5py
+
+    arrays = []
+    with h5py.File(path, "r") as fh:
+        for name in ("x", "u"):
+            try:
+                item = fh[name]
+            except KeyError:  # absent, or a link that leads nowhere (h5py: "component not found")
+                raise ObservationError(f"observation file {str(path)!r}: no dataset {name!r} (or a broken link "
+                                       "to it)") from None
+            if not isinstance(item, h5py.Dataset):
+                raise ObservationError(f"observation file {str(path)!r}: {name!r} is a {type(item).__name__.lower()}, "
+                                       "not a dataset")
+            if item.shape is None:  # a null dataspace (h5py.Empty)
+                raise ObservationError(f"observation file {str(path)!r}: dataset {name!r} is empty (no dataspace)")
+            arrays.append(np.asarray(item))
+    return arrays[0], arrays[1]
+
+
+def _npz_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    # (np.load takes any other bytes for a pickle and said to load them unsafely)
+    data = np.load(path, allow_pickle=False) if zipfile.is_zipfile(path) else None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ObservationError(f"observation file {str(path)!r}: not an .npz archive (np.savez writes one)")
+    with data:
+        for name in ("x", "u"):
+            if name not in data.files:
+                raise ObservationError(f"observation file {str(path)!r}: no array {name!r} (it holds "
+                                       f"{', '.join(map(repr, data.files)) or 'none'})")
+        return np.asarray(data["x"]), np.asarray(data["u"])
+
+
+def _csv_table(path: Path) -> np.ndarray:
+    """The numbers of a CSV file: comma-separated, lines starting with ``#`` skipped, a
+    first line that holds no number at all taken for a header (a first line with a bad
+    value is an error, not a header: it was dropped without a word), a UTF-8 byte order
+    mark ignored. A bad value is reported by its line and column in the file."""
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
+        lines = fh.read().splitlines()
+    numbered = [(i, line) for i, line in enumerate(lines, start=1) if line.strip() and not line.lstrip().startswith("#")]
+
+    def number(field: str) -> bool:
+        try:
+            float(field)
+            return True
+        except ValueError:
+            return False
+
+    for line_number, line in numbered[:2]:
+        if "," not in line and (";" in line or "\t" in line):
+            raise ObservationError(f"observation file {str(path)!r}: line {line_number} has no comma (fields are "
+                                   "separated by commas)")
+    if numbered and not any(number(field) for field in numbered[0][1].split(",")):
+        numbered = numbered[1:]  # the header
+    if not numbered:
+        return np.zeros((0, 0))
+    try:  # numpy's parser; on an error, the loop below finds the line to name
+        return np.loadtxt([line for _, line in numbered], delimiter=",", ndmin=2, comments=None)
+    except ValueError:
+        pass
+    width = len(numbered[0][1].split(","))
+    for line_number, line in numbered:
+        fields = line.split(",")
+        if len(fields) != width:
+            hint = " (fields are separated by commas)" if width == 1 or len(fields) == 1 else ""
+            raise ObservationError(f"observation file {str(path)!r}: line {line_number} has {len(fields)} values, "
+                                   f"line {numbered[0][0]} has {width}{hint}")
+        bad = next(((j, f) for j, f in enumerate(fields, start=1) if not number(f)), None)
+        if bad is not None:
+            hint = " (fields are separated by commas)" if ";" in line or "\t" in line else ""
+            raise ObservationError(f"observation file {str(path)!r}: line {line_number}, column {bad[0]}: "
+                                   f"{bad[1].strip()[:40]!r} is not a number{hint}")
+    raise ObservationError(f"observation file {str(path)!r}: not a table of numbers")
+
+
 def load_observations(path: str | Path, input_dim: int) -> tuple[Tensor, Tensor]:
     """`(x, u)` as float64 tensors from an HDF5, NPZ or CSV file (layouts above)."""
     path = Path(path)
@@ -33,37 +109,24 @@ def load_observations(path: str | Path, input_dim: int) -> tuple[Tensor, Tensor]
     suffix = path.suffix.lower()
     try:
         if suffix in (".h5", ".hdf5"):
-            import h5py
-
-            with h5py.File(path, "r") as fh:
-                x, u = np.asarray(fh["x"]), np.asarray(fh["u"])
+            x, u = _hdf5_arrays(path)
         elif suffix == ".npz":
-            # (np.load takes any other bytes for a pickle and said to load them unsafely)
-            data = np.load(path, allow_pickle=False) if zipfile.is_zipfile(path) else None
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ObservationError(f"observation file {str(path)!r}: not an .npz archive (np.savez writes one)")
-            with data:
-                x, u = np.asarray(data["x"]), np.asarray(data["u"])
+            x, u = _npz_arrays(path)
         elif suffix == ".csv":
-            with warnings.catch_warnings():  # an empty file: numpy warns, then the shape check refuses it
-                warnings.simplefilter("ignore", UserWarning)
-                try:
-                    table = np.loadtxt(path, delimiter=",", ndmin=2)
-                except ValueError:
-                    table = np.loadtxt(path, delimiter=",", ndmin=2, skiprows=1)
-            x, u = table[:, :-1], table[:, -1]
+            table = _csv_table(path)
+            x, u = table[:, :-1], table[:, -1] if table.shape[1] else table[:, :0].reshape(0)
         else:
             raise ObservationError(
                 f"observation file {str(path)!r}: unknown format (use .h5, .hdf5, .npz or .csv)"
             )
-    except KeyError as err:
-        raise ObservationError(f"observation file {str(path)!r}: missing dataset {err}") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # EOFError: an empty .npz
         if isinstance(err, ObservationError):
             raise
         raise ObservationError(f"observation file {str(path)!r}: {err or type(err).__name__}") from None
     for name, array in (("x", x), ("u", u)):
-        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        # real numbers only: not bool, complex, strings, dates or time spans (numpy files
+        # timedelta64 under its integers, and torch takes no float128)
+        if array.dtype.kind not in "iuf":
             raise ObservationError(f"observation file {str(path)!r}: {name} must hold real numbers, "
                                    f"got dtype {array.dtype}")
     if x.size == 0 and u.size == 0:
@@ -73,9 +136,11 @@ def load_observations(path: str | Path, input_dim: int) -> tuple[Tensor, Tensor]
             f"observation file {str(path)!r}: need x of shape (M, {input_dim}) and u of shape (M,), "
             f"got {x.shape} and {u.shape}"
         )
+    with np.errstate(over="ignore"):  # (a float128 beyond float64 becomes inf, refused next)
+        x, u = x.astype(np.float64), u.astype(np.float64)
     if not (np.isfinite(x).all() and np.isfinite(u).all()):
         raise ObservationError(f"observation file {str(path)!r}: contains non-finite values")
-    return torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(u, dtype=torch.float64)
+    return torch.as_tensor(x), torch.as_tensor(u)
 
 
 def synthetic_observations(equation, points: int, *, noise: float = 0.0, seed: int = 0) -> tuple[Tensor, Tensor]:

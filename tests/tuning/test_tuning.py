@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -580,6 +581,76 @@ def test_an_empty_observation_file_is_one_error_without_warnings(tmp_path):
             warnings.simplefilter("error")
             with pytest.raises(ObservationError, match="holds no observations"):
                 load_observations(path, 3)
+
+
+def _csv(tmp_path, name, lines, **open_kwargs):
+    path = tmp_path / f"{name}.csv"
+    with open(path, "w", **open_kwargs) as fh:
+        fh.write("\n".join(lines) + "\n")
+    return path
+
+
+ROWS = ["0.1,0.2,1.5", "0.3,0.4,2.5", "0.5,0.6,3.5"]
+
+
+@pytest.mark.parametrize("name, lines, open_kwargs", [
+    ("plain", ROWS, {}),
+    ("header", ["x0,x1,u", *ROWS], {}),
+    ("comments", ["# measured 2026-12-04", "x0,x1,u", "# the first row", *ROWS], {}),
+    ("bom", ROWS, {"encoding": "utf-8-sig"}),  # its first row was taken for a header and dropped
+    ("bom_header", ["x0,x1,u", *ROWS], {"encoding": "utf-8-sig"}),
+    ("crlf", ROWS, {"newline": "\r\n"}),
+])
+def test_csv_observations_keep_every_row(tmp_path, name, lines, open_kwargs):
+    x, u = load_observations(_csv(tmp_path, name, lines, **open_kwargs), 2)
+    torch.testing.assert_close(u, torch.tensor([1.5, 2.5, 3.5], dtype=torch.float64))
+    torch.testing.assert_close(x[:, 0], torch.tensor([0.1, 0.3, 0.5], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("lines, expected", [
+    # a bad value in the first row made it a "header": the row was dropped without a word
+    (["0.1,abc,1.5", *ROWS[1:]], "line 1, column 2: 'abc' is not a number"),
+    (["0.1.2,0.2,1.5", *ROWS[1:]], "line 1, column 1: '0.1.2' is not a number"),
+    (["x0,x1,u", *ROWS[:2], "0.5,zz,3.5"], "line 4, column 2: 'zz' is not a number"),  # lines of the file
+    (["x0;x1;u", *(r.replace(",", ";") for r in ROWS)], "line 1 has no comma (fields are separated by commas)"),
+    ([r.replace(",", "\t") for r in ROWS], "line 1 has no comma"),
+    ([*ROWS, "0.7,3.5"], "line 4 has 2 values, line 1 has 3"),
+])
+def test_a_bad_csv_value_is_named_by_its_line_and_column(tmp_path, lines, expected):
+    with pytest.raises(ObservationError, match=re.escape(expected)):
+        load_observations(_csv(tmp_path, "bad", lines), 2)
+
+
+def test_observation_arrays_of_other_kinds_are_refused_in_one_line(tmp_path):
+    """float128 and timedelta64 arrays, an HDF5 null dataspace, a group or a broken link
+    where a dataset belongs, a missing array: each raised a traceback (TypeError) or
+    passed on h5py's words ("component not found") without naming the dataset."""
+    import h5py
+
+    x, u = np.zeros((3, 2)), np.ones(3)
+    refusals = {}
+    if hasattr(np, "longdouble") and np.dtype(np.longdouble).itemsize > 8:
+        np.savez(tmp_path / "f128.npz", x=x.astype(np.longdouble), u=u)
+        x2, _ = load_observations(tmp_path / "f128.npz", 2)  # read as float64, not refused
+        assert x2.dtype == torch.float64
+    np.savez(tmp_path / "timedelta.npz", x=x, u=u.astype("timedelta64[s]"))
+    refusals["timedelta.npz"] = "u must hold real numbers, got dtype timedelta64[s]"
+    np.savez(tmp_path / "no_u.npz", x=x, v=u)
+    refusals["no_u.npz"] = "no array 'u' (it holds 'x', 'v')"
+    with h5py.File(tmp_path / "null.h5", "w") as fh:
+        fh["x"], fh["u"] = h5py.Empty("f8"), u
+    refusals["null.h5"] = "dataset 'x' is empty (no dataspace)"
+    with h5py.File(tmp_path / "group.h5", "w") as fh:
+        fh.create_group("x")["values"] = x
+        fh["u"] = u
+    refusals["group.h5"] = "'x' is a group, not a dataset"
+    with h5py.File(tmp_path / "dangling.h5", "w") as fh:
+        fh["x"] = x
+        fh["u"] = h5py.SoftLink("/nowhere")
+    refusals["dangling.h5"] = "no dataset 'u' (or a broken link to it)"
+    for name, expected in refusals.items():
+        with pytest.raises(ObservationError, match=re.escape(f"{name}': {expected}")):
+            load_observations(tmp_path / name, 2)
 
 
 DEEPXDE_CONFIG = Path(__file__).parents[2] / "configs" / "tuning" / "deepxde_loss_weights.yaml"
