@@ -1072,13 +1072,29 @@ def make_observations(config: Config, equation):
     """The ``data:`` section's observations `(x, u)` (float64)."""
     from pinnlab.io.observations import ObservationError, load_observations, synthetic_observations
 
+    import torch
+
     section = config.data
     if section.source == "synthetic":
-        return synthetic_observations(equation, section.points, noise=section.noise, seed=section.seed)
-    try:
-        return load_observations(section.source, equation.input_dim)
-    except ObservationError as err:
-        raise ConfigError(f"data.source: {err}") from None
+        x, u = synthetic_observations(equation, section.points, noise=section.noise, seed=section.seed)
+        where, rescale = f"data.noise = {section.noise:g}: the synthetic observations hold", "lower data.noise"
+    else:
+        try:
+            x, u = load_observations(section.source, equation.input_dim)
+        except ObservationError as err:
+            raise ConfigError(f"data.source: {err}") from None
+        where, rescale = f"data.source: observation file {section.source!r} holds", "rescale the data"
+    # the data misfit squares u (and the network takes x) in the run's dtype: values whose
+    # squares overflow it made every outer value inf, and the tuning stopped at its first step
+    dtype = getattr(torch, config.trainer.dtype)
+    limit = math.sqrt(torch.finfo(dtype).max)
+    for name, values in (("x", x), ("u", u)):
+        largest = float(values.abs().max())
+        if not largest < limit:
+            advice = rescale + (" or use trainer.dtype: float64" if dtype == torch.float32 else "")
+            raise ConfigError(f"{where} |{name}| up to {largest:.3g}, whose square overflows "
+                              f"{config.trainer.dtype} (largest {torch.finfo(dtype).max:.3g}); {advice}")
+    return x, u
 
 
 def solve_config_with_deepxde(config: Config, equation, *, steps: int | None = None, lr: float | None = None,

@@ -492,6 +492,10 @@ BAD = [
     ("loss.kind=hybrid; loss.blend=[19,30]; tune.final_steps=20", "must be < tune.final_steps - 1 (19)"),
     ("loss.kind=hybrid; loss.switch=auto; loss.window=19; tune.final_steps=20",
      "must be < tune.final_steps - 1 (19)"),
+    # observations whose squares overflow the run's dtype: every outer value was inf (exit 1)
+    ("data.noise=1.0e+300", "data.noise = 1e+300: the synthetic observations hold |u| up to"),
+    ("trainer.dtype=float32; data.noise=1.0e+20", "whose square overflows float32 (largest 3.4e+38); lower "
+     "data.noise or use trainer.dtype: float64"),
 ]
 
 
@@ -581,6 +585,24 @@ def test_an_empty_observation_file_is_one_error_without_warnings(tmp_path):
             warnings.simplefilter("error")
             with pytest.raises(ObservationError, match="holds no observations"):
                 load_observations(path, 3)
+
+
+def test_observations_beyond_float32_are_refused_before_any_work(tmp_path, capsys):
+    """u ≈ 1e20 in a file: its square is beyond float32, so every data misfit was inf and
+    the tuning stopped at outer step 0 (exit 1, and with --overwrite the earlier result
+    was replaced by one of status nonfinite); in float64 they pass."""
+    data = tmp_path / "big.csv"
+    rng = np.random.default_rng(0)
+    np.savetxt(data, np.column_stack([0.3 * rng.random((30, 3)), 1e20 * rng.random(30)]), delimiter=",")
+    cfg = _write(tmp_path)
+    out = tmp_path / "t.h5"
+    args = ["tune", str(cfg), f"data.source={data}", "tune.outer_steps=1", "-o", str(out), "--progress", "off"]
+    assert main([*args, "trainer.dtype=float32"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"observation file {str(data)!r} holds |u| up to" in err and \
+        "rescale the data or use trainer.dtype: float64" in err, err
+    assert not out.exists()
+    build_tuning(configuration.load(cfg, [f"data.source={data}"]))  # float64: squares up to 1e40 are fine
 
 
 def _csv(tmp_path, name, lines, **open_kwargs):
