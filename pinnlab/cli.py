@@ -126,7 +126,7 @@ def cmd_solve(args) -> int:
         device = resolve_device(kwargs["device"])
     except (configuration.ConfigError, ValueError) as err:
         raise UsageError(f"config error: {err}") from None
-    config_yaml = config.to_yaml()
+    config_yaml = config.identity()  # what the checkpoint records (the config and its input files)
     state = None
     if args.resume:
         try:

@@ -300,6 +300,21 @@ class Config:
     def to_yaml(self) -> str:
         return dump_yaml(self.resolved())
 
+    def identity(self) -> str:
+        """What a checkpoint of this config's run records and its resume compares: the
+        resolved config (:meth:`to_yaml`) and the SHA-256 of each file the run takes
+        numbers or code from (``data.source``, ``equation.module``): a run resumed after
+        its observation file had changed ran on with the new data as if nothing had."""
+        import hashlib
+
+        files = {}
+        data, module = self.sections.get("data"), self.equation.module  # (a dotted module name is no file)
+        for key, path in (("data.source", None if data is None or data.source == "synthetic" else data.source),
+                          ("equation.module", module)):
+            if isinstance(path, str) and Path(path).is_file():  # (a missing file is reported where it is read)
+                files[key] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return self.to_yaml() + (dump_yaml({"input_files": files}) if files else "")
+
 
 # -- loading -------------------------------------------------------------------------
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -91,7 +91,7 @@ def run_cell(config_path: str, overrides: Sequence[str], output: str, threads: i
     else:
         state, on_checkpoint = None, None
         if kwargs["checkpoint_every"]:
-            config_yaml, optimizer = config.to_yaml(), kwargs["optimizer"]
+            config_yaml, optimizer = config.identity(), kwargs["optimizer"]
             if checkpoint.exists():
                 try:
                     state = load_checkpoint(checkpoint, optimizer, config_yaml, resolve_device(kwargs["device"]),

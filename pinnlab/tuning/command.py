@@ -191,7 +191,7 @@ def run(args) -> int:
             raise UsageError(f"a checkpoint {str(left)!r} exists from an interrupted run; pass --resume "
                              "to continue it or --overwrite to start over")
     rank, world = init_from_environment(setup.device)  # under torchrun: directions split over ranks
-    metadata = {"config": config_hash(config.to_yaml())}
+    metadata = {"config": config_hash(config.identity())}  # the config and the files it reads
     if args.resume and checkpoint_path is not None:
         try:
             saved = checkpoint_metadata(checkpoint)

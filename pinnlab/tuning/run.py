@@ -261,8 +261,9 @@ def final_mix_schedule(setup: TuningSetup, outcome: TuneOutcome) -> tuple[float,
 
 
 def final_identity(config, phi: dict[str, Tensor]) -> str:
-    """What a final-solve checkpoint must match: the resolved config and the tuned values
-    (bit for bit), as the YAML :func:`pinnlab.io.checkpoint.config_hash` reads."""
+    """What a final-solve checkpoint must match: the config's identity (the resolved config
+    and its input files, :meth:`~pinnlab.config.Config.identity`) and the tuned values (bit
+    for bit), as the YAML :func:`pinnlab.io.checkpoint.config_hash` reads."""
     import hashlib
 
     from pinnlab.config import dump_yaml
@@ -272,7 +273,7 @@ def final_identity(config, phi: dict[str, Tensor]) -> str:
         value = phi[name].detach().cpu().contiguous()
         digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}:".encode())
         digest.update(value.numpy().tobytes())
-    return config.to_yaml() + dump_yaml({"final_solve": {"tuned": digest.hexdigest()}})
+    return config.identity() + dump_yaml({"final_solve": {"tuned": digest.hexdigest()}})
 
 
 def final_solve(setup: TuningSetup, outcome: TuneOutcome, *, progress: str = "auto",

@@ -605,6 +605,39 @@ def test_observations_beyond_float32_are_refused_before_any_work(tmp_path, capsy
     build_tuning(configuration.load(cfg, [f"data.source={data}"]))  # float64: squares up to 1e40 are fine
 
 
+def test_a_run_whose_observation_file_changed_does_not_resume(tmp_path, monkeypatch, capsys):
+    """The checkpoint records the observation file's digest beside the config: resumed
+    after the file's u had been scaled by 100, a run went on with the new data as if
+    nothing had changed. (The same identity guards `pinnlab tune`'s checkpoints.)"""
+    import pinnlab.io as io
+
+    data = tmp_path / "obs.csv"
+    x = torch.rand(30, 3, dtype=torch.float64) * 0.5
+    save_observations(data, x, x.sum(1))
+    cfg = _write(tmp_path)
+    args = ["solve", str(cfg), f"data.source={data}", "data.train=true", "trainer.steps=20",
+            "trainer.checkpoint_every=5", "-o", str(tmp_path / "s.h5"), "--progress", "off"]
+    save = io.save_checkpoint
+
+    def stopped_at_10(path, state, *rest):
+        save(path, state, *rest)
+        if state.step == 10:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(io, "save_checkpoint", stopped_at_10)
+    assert main(args) == 130
+    monkeypatch.setattr(io, "save_checkpoint", save)
+    config = configuration.load(cfg, [f"data.source={data}"])
+    before = config.identity()
+    save_observations(data, x, 100 * x.sum(1))
+    assert config.identity() != before and config.identity().startswith(config.to_yaml())
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 2
+    assert "was written for a different configuration" in capsys.readouterr().err
+    save_observations(data, x, x.sum(1))  # the same bytes again: it resumes
+    assert main([*args, "--resume"]) == 0
+
+
 def _csv(tmp_path, name, lines, **open_kwargs):
     path = tmp_path / f"{name}.csv"
     with open(path, "w", **open_kwargs) as fh:
