@@ -130,6 +130,9 @@ SOLVE_DAMAGE = {
                                  "opt_state.mu['layers.0.bias'] has shape (1,), expected (8,)"),
     "step beyond steps": (_changed(lambda d: _advance(d, 7)), "is at step 7, not within this run's 0..6"),
     "truncated": (_truncated, "corrupted or unreadable"),
+    # (a KeyError traceback at the first step, exit 1)
+    "a weighting state in an unweighted run": (_changed(lambda d: d.__setitem__("weighting", {"junk": 1.0})),
+                                               "the state holds a loss weighting, and this run has none"),
 }
 
 

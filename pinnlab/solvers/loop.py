@@ -347,6 +347,11 @@ def train(
 
             raise CheckpointError(f"the state's weighting does not fit this run's {type(weighting).__name__} "
                                   f"over the terms {', '.join(term_names)}: {str(state.weighting)[:200]}")
+    elif state.weighting is not None:  # (a KeyError at the first step's finiteness check)
+        from pinnlab.io.checkpoint import CheckpointError
+
+        raise CheckpointError(f"the state holds a loss weighting, and this run has none (loss.weighting: none): "
+                              f"{str(state.weighting)[:200]}")
 
     def gradient_norms(params: Params, step: int, hp: Mapping[str, Any]):
         def compute():
