@@ -498,6 +498,8 @@ def test_overrides_reach_dotted_keys():
     assert data["tune"]["tunables"]["weights.boundary"]["init"] == 1e-3  # the input is not changed
     # an existing dotted key elsewhere is matched too; ordinary keys still nest
     assert C.apply_overrides({"a": {"b.c": {"d": 1}}}, ["a.b.c.d=2"]) == {"a": {"b.c": {"d": 2}}}
+    # the longest dotted key that the override's parts begin with (keys of other types aside)
+    assert C.apply_overrides({"a": {"b.c": {}, "b.c.d": {"e": 0}, 3: 1}}, ["a.b.c.d.e=1"])["a"]["b.c.d"] == {"e": 1}
     assert C.apply_overrides({}, ["trainer.lr=0.1"]) == {"trainer": {"lr": 0.1}}
 
 
