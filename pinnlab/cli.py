@@ -265,17 +265,35 @@ def cmd_list(args) -> int:
 COMMANDS: dict[str, tuple[Callable, Callable]] = {}
 
 
+def path_argument(text: str) -> str:
+    """An argparse type for a path: not empty (``''`` became ``'.'``, "is a directory", or
+    as ``plot -o`` was ignored)."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path")
+    return text
+
+
+def file_argument(text: str) -> str:
+    """An argparse type for an output file: a path that does not end with a separator
+    (``-o newdir/`` wrote a file named newdir)."""
+    path_argument(text)
+    if text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{text!r} names a directory (it ends with a separator); the output is a "
+                                         "file: give its name")
+    return text
+
+
 def add_config_arguments(p) -> None:
     """CONFIG and its dotted overrides (optional: a default, else argparse named them among
     the missing arguments, "required: config, overrides")."""
-    p.add_argument("config")
+    p.add_argument("config", type=path_argument)
     p.add_argument("overrides", nargs="*", default=[], help="key.sub=value (YAML-typed)")
 
 
 def _add_solve(sub):
     p = sub.add_parser("solve", help="train a PINN from a YAML config")
     add_config_arguments(p)
-    p.add_argument("-o", "--output", required=True, help="result file RUN.h5")
+    p.add_argument("-o", "--output", required=True, type=file_argument, help="result file RUN.h5")
     p.add_argument("--resume", action="store_true", help="continue from RUN.h5.ckpt")
     p.add_argument("--overwrite", action="store_true", help="replace an existing result")
     p.add_argument("--progress", choices=("auto", "bar", "log", "off"), default="auto")
@@ -284,8 +302,8 @@ def _add_solve(sub):
 
 def _add_plot(sub):
     p = sub.add_parser("plot", help="draw PNGs from a result file")
-    p.add_argument("file")
-    p.add_argument("-o", "--output", help="directory for the PNGs (default: FILE without .h5)")
+    p.add_argument("file", type=path_argument)
+    p.add_argument("-o", "--output", type=path_argument, help="directory for the PNGs (default: FILE without .h5)")
     return p
 
 

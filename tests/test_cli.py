@@ -178,6 +178,14 @@ def test_bad_input_table(tmp_path, capsys):
          "estimator.sig\\rma\\x1b: unknown key"),
         (["solve", good, "equation.name=heat", "-o", tmp_path / "o.h5"], "unknown equation"),
         (["solve", good, "-o", existing / "o.h5"], f"{str(existing)!r} is not a directory"),  # "does not exist"
+        # a path ending with a separator wrote a file named like the directory; an empty
+        # path became '.' ("is a directory"), and plot's -o '' was ignored
+        (["solve", good, "-o", f"{tmp_path / 'newdir'}/"], "names a directory (it ends with a separator)"),
+        (["solve", good, "-o", ""], "argument -o/--output: an empty path"),
+        (["solve", "", "-o", tmp_path / "o.h5"], "argument config: an empty path"),
+        (["plot", foreign, "-o", ""], "argument -o/--output: an empty path"),
+        (["tune", good, "-o", f"{tmp_path}/"], "names a directory"),
+        (["study", good, "-o", tmp_path / "s.h5", "--json", f"{tmp_path}/"], "argument --json: "),
         (["solve", good, "-o", tmp_path / "nodir" / "o.h5"], "cannot write output"),
         (["solve", good, "-o", tmp_path / "fresh.h5", "--resume"], "no checkpoint"),
         (["solve"], "required"),

@@ -16,11 +16,11 @@ NAME = "study"
 
 def add_parser(sub):
     p = sub.add_parser(NAME, help="run an estimator-level or training-level bias-variance study")
-    from pinnlab.cli import add_config_arguments
+    from pinnlab.cli import add_config_arguments, file_argument
 
     add_config_arguments(p)
-    p.add_argument("-o", "--output", required=True, help="study file STUDY.h5")
-    p.add_argument("--json", help="also write the records (and slopes) as JSON (strict: a non-finite number "
+    p.add_argument("-o", "--output", required=True, type=file_argument, help="study file STUDY.h5")
+    p.add_argument("--json", type=file_argument, help="also write the records (and slopes) as JSON (strict: a non-finite number "
                                   "is null)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing study file (a training study's finished cells of the same "
