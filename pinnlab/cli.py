@@ -139,7 +139,7 @@ def cmd_solve(args) -> int:
             "to continue it or --overwrite to start over"
         )
     if config.trainer.backend == "deepxde":
-        return _solve_deepxde(config, problem, output, progress=args.progress)
+        return _solve_deepxde(config, problem, output, checkpoint, progress=args.progress)
     on_checkpoint = None
     saved = []  # the steps checkpointed
     if kwargs["checkpoint_every"]:
@@ -178,8 +178,10 @@ def _report(result) -> None:
     )
 
 
-def _solve_deepxde(config, problem, output: Path, *, progress: str) -> int:
-    """``trainer.backend: deepxde``: same result file, DeepXDE's training (no checkpoints)."""
+def _solve_deepxde(config, problem, output: Path, checkpoint: Path, *, progress: str) -> int:
+    """``trainer.backend: deepxde``: same result file, DeepXDE's training (no checkpoints;
+    an earlier run's at ``checkpoint``, overwritten with --overwrite, goes with the result
+    it was for, as after a pinnlab run)."""
     from pinnlab.config import solve_config_with_deepxde
     from pinnlab.io import result_slice, write_solve_result
 
@@ -189,6 +191,7 @@ def _solve_deepxde(config, problem, output: Path, *, progress: str) -> int:
         raise UsageError(str(err)) from None
     write_solve_result(output, config=config, problem=problem, result=result,
                        slice_data=result_slice(problem, result))
+    checkpoint.unlink(missing_ok=True)
     if result.status != "ok":
         print(result.message, file=sys.stderr)
     _report(result)

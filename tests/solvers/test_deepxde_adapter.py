@@ -75,7 +75,10 @@ def test_solve_with_deepxde_backend_writes_the_same_result_file(tmp_path, capsys
                    "model: {width: 16, depth: 3}\n"
                    "trainer: {steps: 50, batch_size: 32, eval_every: 25, test_points: 100, backend: deepxde}\n")
     out = tmp_path / "dde.h5"
-    assert main(["solve", str(cfg), "-o", str(out), "--progress", "off"]) == 0
+    stale = tmp_path / "dde.h5.ckpt"  # an interrupted pinnlab run's, started over with --overwrite
+    stale.write_bytes(b"an earlier run's checkpoint")
+    assert main(["solve", str(cfg), "-o", str(out), "--progress", "off", "--overwrite"]) == 0
+    assert not stale.exists()  # (it stayed beside the finished result)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("rel_l2=") and "steps_per_second=" in last
     with h5py.File(out) as fh:
