@@ -736,6 +736,9 @@ def import_equation_module(module: str) -> None:
             finally:
                 if added:
                     sys.path.remove(here)
+    except SystemExit as err:  # sys.exit(0) in the module ended pinnlab with exit 0, no result, no word
+        raise ConfigError(f"equation.module = {module!r}: cannot import it: it called sys.exit({err.code!r})") \
+            from None
     except Exception as err:  # whatever the user's module raises is bad input, in one line
         detail = (str(err).strip().splitlines() or [""])[0][:200]
         raise ConfigError(f"equation.module = {module!r}: cannot import it: {type(err).__name__}"

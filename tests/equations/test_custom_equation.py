@@ -62,6 +62,13 @@ def test_a_custom_equation_runs_from_the_command_line_with_equation_module(tmp_p
     assert main(["solve", str(config), "equation.module=not_a_module", "-o", str(tmp_path / "x.h5")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "equation.module = 'not_a_module': cannot import it" in err, err
+    for code in (0, 3):  # a module that exits: exit 0 with no result and no word, or that exit code
+        quitter = tmp_path / f"quits_{code}.py"
+        quitter.write_text(f"import sys\nsys.exit({code})\n")
+        assert main(["solve", str(config), f"equation.module={quitter}", "-o", str(tmp_path / "q.h5")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"cannot import it: it called sys.exit({code})" in err, err
+        assert not (tmp_path / "q.h5").exists()
     from pinnlab import config as C
 
     plain = C.validate({"equation": {"name": "poisson_two_body", "dim": 3}})
