@@ -14,6 +14,7 @@ import torch
 from pinnlab import config as configuration
 from pinnlab.cli import main
 from pinnlab.io import CheckpointError
+from pinnlab.io.checkpoint import DIGEST_KEY, content_digest
 
 SOLVE = """\
 equation: {name: poisson_two_body, dim: 3, seed: 1}
@@ -50,10 +51,14 @@ def _as_bytes(payload) -> bytes:
 
 
 def _changed(change):
-    """The checkpoint's bytes after ``change`` edited (a copy of) its saved dictionary."""
+    """The checkpoint's bytes after ``change`` edited (a copy of) its saved dictionary, its
+    content digest recomputed: a hand-edited (or wrongly written) file whose digest fits,
+    which only the checks of its content can refuse."""
     def damage(payload):
         payload = copy.deepcopy(payload)
         change(payload)
+        if DIGEST_KEY in payload:
+            payload[DIGEST_KEY] = content_digest({k: v for k, v in payload.items() if k != DIGEST_KEY})
         return _as_bytes(payload)
     return damage
 
@@ -435,6 +440,28 @@ def test_tune_refuses_a_checkpoint_without_metadata(tmp_path, capsys, bilevel_ru
     checkpoint.write_bytes(_changed(lambda d: d.pop("metadata"))(payload))
     _refused(["tune", cfg, "-o", tmp_path / "t.h5", "--resume", "--progress", "off"], checkpoint,
              "is incomplete: it has no 'metadata'", capsys)
+
+
+@pytest.mark.parametrize("kind", ["solve", "bilevel", "search"])
+def test_bytes_changed_on_disk_inside_a_tensor_are_refused(tmp_path, capsys, request, kind):
+    """torch.load does not check the archive's CRCs: 16 bytes overwritten inside a
+    tensor's data were resumed from as the run's own (rel_l2 and the trace changed, exit
+    0). The checkpoint's content digest refuses them."""
+    from pinnlab._typing import tensor_leaves
+
+    cfg, payload = request.getfixturevalue(f"{kind}_run")
+    raw = bytearray(_as_bytes(payload))
+    tensors = tensor_leaves({k: v for k, v in payload.items() if k != DIGEST_KEY})[0]
+    contents = [t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() for t in tensors]
+    data = max((c for c in contents if len(c) >= 8 and bytes(raw).count(c) == 1), key=len)  # found once
+    at = bytes(raw).find(data)
+    raw[at + len(data) // 2] ^= 0x40
+    out, checkpoint = tmp_path / "t.h5", tmp_path / "t.h5.ckpt"
+    checkpoint.write_bytes(bytes(raw))
+    command = "solve" if kind == "solve" else "tune"
+    _refused([command, cfg, "-o", out, "--resume", "--progress", "off"], checkpoint,
+             "is corrupted: its content does not match the digest saved with it", capsys)
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("kind", TUNE_DAMAGE)

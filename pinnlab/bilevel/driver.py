@@ -221,7 +221,7 @@ def optimize(
     :class:`~pinnlab.bilevel.BlackBox` for the methods that only evaluate h
     (:class:`~pinnlab.bilevel.ZeroOrderForwardGradient`).
     """
-    from pinnlab.io.atomic import atomic_path
+    from pinnlab.io.checkpoint import write_checkpoint_file
 
     check_phi(phi)
     _check_method("method", method, two_phase=True)
@@ -306,8 +306,7 @@ def optimize(
                    "history": history, "theta_state": _plain(theta_state),
                    "method_state": _plain({str(k): v for k, v in method_state.items()}),
                    "outer_step": k_done, "metadata": metadata, "budget": budget.state()}
-        with atomic_path(checkpoint) as tmp:
-            torch.save(payload, tmp)
+        write_checkpoint_file(checkpoint, payload)
 
     status, message = "ok", ""
     done = saved = first  # outer steps completed, and the last one checkpointed

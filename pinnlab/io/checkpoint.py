@@ -82,6 +82,50 @@ def load_checkpoint_file(path: Path, *, mmap: bool = False) -> Any:
         ) from None
 
 
+DIGEST_KEY = "content_sha256"
+"""The key under which a checkpoint holds :func:`content_digest` of the rest of it."""
+
+
+def content_digest(value: Any) -> str:
+    """SHA-256 of a checkpoint's content: every tensor's dtype, shape and bytes and every
+    other value's repr, through dictionaries (in key order), lists and tuples. torch.load
+    does not check the archive's CRCs, so bytes changed on disk inside a tensor were
+    resumed from as if they were the run's (a trace value of 3.8e117 in the result)."""
+    digest = hashlib.sha256()
+
+    def add(item: Any) -> None:
+        if isinstance(item, torch.Tensor):
+            flat = item.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"T{item.dtype}{tuple(item.shape)}:".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+        elif isinstance(item, np.ndarray):
+            digest.update(f"A{item.dtype}{item.shape}:".encode())
+            digest.update(np.ascontiguousarray(item).tobytes())
+        elif isinstance(item, Mapping):
+            digest.update(f"D{len(item)}{{".encode())
+            for key in sorted(item, key=repr):
+                add(key)
+                add(item[key])
+            digest.update(b"}")
+        elif isinstance(item, (list, tuple)):
+            digest.update(f"{type(item).__name__}{len(item)}[".encode())
+            for entry in item:
+                add(entry)
+            digest.update(b"]")
+        else:
+            digest.update(f"{type(item).__name__}:{item!r};".encode())
+
+    add(value)
+    return digest.hexdigest()
+
+
+def write_checkpoint_file(path: str | Path, payload: dict[str, Any]) -> None:
+    """``payload`` with its :func:`content_digest` written to ``path`` atomically;
+    :func:`read_checkpoint` checks the digest."""
+    with atomic_path(path) as tmp:
+        torch.save({**payload, DIGEST_KEY: content_digest(payload)}, tmp)
+
+
 def read_checkpoint(path: str | Path, *, metadata: Any = None,
                     history: dict | None = None) -> dict[str, Any]:
     """The dictionary saved at ``path`` (safe: ``weights_only``); a missing, unreadable or
@@ -94,6 +138,10 @@ def read_checkpoint(path: str | Path, *, metadata: Any = None,
     data = load_checkpoint_file(path)
     if not isinstance(data, dict):
         raise CheckpointError(f"checkpoint {str(path)!r} has an unknown format")
+    saved_digest = data.pop(DIGEST_KEY, None)  # (absent in checkpoints written before it was kept)
+    if saved_digest is not None and saved_digest != content_digest(data):
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupted: its content does not match the digest "
+                              "saved with it")
     if metadata is not None and data.get("metadata") != metadata:
         raise CheckpointError(f"checkpoint {str(path)!r} belongs to another run (metadata differ)")
     saved = data.get("history")
@@ -239,8 +287,7 @@ def save_checkpoint(
         "wall_s": state.wall_s,
         "window_loss": torch.tensor(state.window_loss, dtype=torch.float64),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    write_checkpoint_file(path, payload)
 
 
 def load_checkpoint(

@@ -93,7 +93,7 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
     the same candidates again, TPE is told the finished trials and continues from the
     saved state) and continues.
     """
-    from pinnlab.io.atomic import atomic_path
+    from pinnlab.io.checkpoint import write_checkpoint_file
     from pinnlab.tuning.run import TuneOutcome
 
     tune = setup.config.tune
@@ -160,9 +160,8 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
             progress(k, phi, {"value": value})
         budget.finished_one()
         if checkpoint is not None and save:
-            with atomic_path(checkpoint) as tmp:
-                torch.save({"history": history, "trials": [[p, v] for p, v in done], "metadata": metadata,
-                            "budget": budget.state()}, tmp)
+            write_checkpoint_file(checkpoint, {"history": history, "trials": [[p, v] for p, v in done],
+                                               "metadata": metadata, "budget": budget.state()})
     values = history["value"]
     best = int(np.argmin(values))
     phi = {n: history[f"phi/{n}"][best].to(device=setup.device, dtype=setup.dtype) for n in setup.tunables}
