@@ -360,8 +360,11 @@ def test_resume_with_other_config_is_refused(tmp_path, capsys):
     params = problem.init_params()
     save_checkpoint(Path(str(out) + ".ckpt"), TrainState(params, Adam().init(params)), Adam(),
                     C.load(cfg).to_yaml())
-    _bad(tmp_path, ["solve", cfg, "trainer.lr=0.5", "-o", out, "--resume"], "different configuration",
-         capsys)
+    lr = C.load(cfg).trainer.lr
+    _bad(tmp_path, ["solve", cfg, "trainer.lr=0.5", "-o", out, "--resume"],
+         f"different configuration (trainer.lr: {lr!r} in the checkpoint, 0.5 in this run)", capsys)
+    _bad(tmp_path, ["solve", cfg, "model.activation=sin", "-o", out, "--resume"],
+         "different configuration (model.activation: 'tanh' in the checkpoint, 'sin' in this run)", capsys)
 
 
 def test_list_shows_every_equation(capsys):

@@ -61,13 +61,45 @@ def comparable_config(config: Mapping[str, Any]) -> str:
 def config_hash(config_yaml: str) -> str:
     """SHA-256 of :func:`comparable_config` of the resolved config ``config_yaml`` (its
     YAML): what a checkpoint records of its run, and what a resume must match."""
+    return hashlib.sha256(_comparable_text(config_yaml).encode()).hexdigest()
+
+
+def _comparable_text(config_yaml: str) -> str:
+    """:func:`comparable_config` of the YAML ``config_yaml``; a library caller's own text
+    that is no config mapping as it is."""
     try:
         config = yaml.safe_load(config_yaml)
     except yaml.YAMLError:
         config = None
-    # (a library caller's own text that is no config mapping is hashed as it is)
-    text = comparable_config(config) if isinstance(config, Mapping) else config_yaml
-    return hashlib.sha256(text.encode()).hexdigest()
+    return comparable_config(config) if isinstance(config, Mapping) else config_yaml
+
+
+def config_difference(saved_text: Any, config_yaml: str) -> str:
+    """Where the config a checkpoint recorded (``saved_text``, :func:`comparable_config`
+    YAML) first differs from ``config_yaml``'s, as `` (trainer.lr: 0.001 in the checkpoint,
+    0.5 in this run)``; ``""`` when the checkpoint recorded none (written before it was kept)
+    or nothing differs in the comparable settings. The refusal said only "a different
+    configuration", and its hash cannot say which setting."""
+    try:
+        saved, current = yaml.safe_load(saved_text), yaml.safe_load(_comparable_text(config_yaml))
+    except (yaml.YAMLError, TypeError, AttributeError):
+        return ""
+
+    def first(a: Any, b: Any, where: list[str]) -> tuple[str, Any, Any] | None:
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            for key in [*a, *(k for k in b if k not in a)]:
+                found = first(a.get(key, "(not set)"), b.get(key, "(not set)"), [*where, str(key)])
+                if found:
+                    return found
+            return None
+        return (".".join(where), a, b) if a != b else None
+
+    found = first(saved, current, [])
+    if found is None:
+        return ""
+    key, was, now = found
+    shown = [text if len(text) <= 40 else text[:37] + "..." for text in (repr(was), repr(now))]
+    return f" ({key}: {shown[0]} in the checkpoint, {shown[1]} in this run)"
 
 
 def load_checkpoint_file(path: Path, *, mmap: bool = False) -> Any:
@@ -271,6 +303,7 @@ def save_checkpoint(
     payload: dict[str, Any] = {
         "format": FORMAT,
         "config_hash": config_hash(config_yaml),
+        "config": _comparable_text(config_yaml),  # (what a refusal names: config_difference)
         "step": state.step,
         "params": {k: v.detach().cpu() for k, v in state.params.items()},
         "opt_state": {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v)
@@ -306,8 +339,8 @@ def load_checkpoint(
     # a checkpoint written before RUN_ONLY_SETTINGS were left out holds the whole YAML's hash
     if data.get("config_hash") not in (config_hash(config_yaml), hashlib.sha256(config_yaml.encode()).hexdigest()):
         raise CheckpointError(
-            f"checkpoint {str(path)!r} was written for a different configuration (resume with the same "
-            "config and overrides)"
+            f"checkpoint {str(path)!r} was written for a different configuration"
+            f"{config_difference(data.get('config'), config_yaml) or ' (another config or other overrides)'}"
         )
     with reading(path):
         params = {k: v.to(device=device, dtype=dtype) for k, v in data["params"].items()}

@@ -160,7 +160,9 @@ def run(args) -> int:
     from pinnlab.cli import (CHECKPOINT_SUFFIX, EXIT_FAILED, EXIT_OK, UsageError, _output_checks,
                              refused_checkpoint, run_inputs)
     from pinnlab.bilevel.distributed import environment_world_size, init_from_environment, local_device
-    from pinnlab.io.checkpoint import CheckpointError, config_hash
+    import yaml
+
+    from pinnlab.io.checkpoint import CheckpointError, comparable_config, config_difference, config_hash
     from pinnlab.solvers import resolve_device
     from pinnlab.solvers.progress import Progress
     from pinnlab.tuning.run import check_method, coefficient_errors, final_solve, run_tuning
@@ -191,15 +193,18 @@ def run(args) -> int:
             raise UsageError(f"a checkpoint {str(left)!r} exists from an interrupted run; pass --resume "
                              "to continue it or --overwrite to start over")
     rank, world = init_from_environment(setup.device)  # under torchrun: directions split over ranks
-    metadata = {"config": config_hash(config.identity())}  # the config and the files it reads
+    identity = config.identity()  # the config and the files it reads; the text names what differs
+    metadata = {"config": config_hash(identity), "config_text": comparable_config(yaml.safe_load(identity))}
     if args.resume and checkpoint_path is not None:
         try:
             saved = checkpoint_metadata(checkpoint)
         except CheckpointError as err:
             raise refused_checkpoint(err) from None
-        if saved != metadata:
-            raise UsageError(f"checkpoint {str(checkpoint)!r} belongs to another configuration; "
+        if not isinstance(saved, dict) or saved.get("config") != metadata["config"]:
+            difference = config_difference(saved.get("config_text") if isinstance(saved, dict) else None, identity)
+            raise UsageError(f"checkpoint {str(checkpoint)!r} belongs to another configuration{difference}; "
                              "pass --overwrite to start over")
+        metadata = saved  # (one written before the config text was kept holds only the hash)
     # one progress display, rank 0's (the others' would never move); only rank 0 solves after
     bar = Progress(config.tune.outer_steps, mode=args.progress if rank == 0 else "off", log_every=1,
                    description="tune", value_name="outer", rel_l2=False)
