@@ -1104,6 +1104,9 @@ def make_observations(config: Config, equation):
             x, u = load_observations(section.source, equation.input_dim)
         except ObservationError as err:
             raise ConfigError(f"data.source: {err}") from None
+        from pinnlab.sizes import check_sizes
+
+        check_sizes(config, observations=len(x))  # (their number was not known before the file was read)
         where, rescale = f"data.source: observation file {section.source!r} holds", "rescale the data"
     # the data misfit squares u (and the network takes x) in the run's dtype: values whose
     # squares overflow it made every outer value inf, and the tuning stopped at its first step

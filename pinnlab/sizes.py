@@ -65,7 +65,7 @@ class _Sizes(typing.NamedTuple):
         return SizedTensor(what, (n, self.inputs), itemsize or self.itemsize, (*count, "equation.dim"), host=host)
 
 
-def memory_moments(config: Config) -> dict[str, list[SizedTensor]]:
+def memory_moments(config: Config, observations: int | None = None) -> dict[str, list[SizedTensor]]:
     """The largest tensors a run of ``config`` holds at once, by moment of the run (drawing
     the test set, a training step, an evaluation, a tuning objective, an estimator study's
     estimates), from the settings alone: no tensor is made, not even the equation's.
@@ -76,7 +76,9 @@ def memory_moments(config: Config) -> dict[str, list[SizedTensor]]:
     backward pass, 1.25–1.9 draws in all: counted here are the draw and each hidden layer's
     `(N, 2, K, w)` activations, not the rest. Every registered equation is of second order
     (tests/test_config_sizes.py checks it), so autograd's Hessian-vector products and
-    Hutchinson's probes are made at every step.
+    Hutchinson's probes are made at every step. ``observations``: the number of
+    observations a ``data.source`` file holds, once it is read (synthetic ones number
+    ``data.points``; a file's are counted only when given).
     """
     equation, estimator, trainer = config.equation, config.estimator, config.trainer
     width, depth = config.model.width, config.model.depth
@@ -96,9 +98,9 @@ def memory_moments(config: Config) -> dict[str, list[SizedTensor]]:
     if trains:
         held += state
     data = config.sections.get("data")
-    synthetic = data is not None and data.source == "synthetic"
-    if synthetic and (data.train or "tune" in config.sections):  # kept by the run, float64
-        held.append(sizes.points(data.points, "the observations", ("data.points",), 8, host=True))
+    observed = _observations(data, observations)
+    if observed and (data.train or "tune" in config.sections):  # kept by the run, float64
+        held.append(sizes.points(*observed, 8, host=True))
 
     out: dict[str, list[SizedTensor]] = {}
     test = ("trainer.test_points",)
@@ -118,15 +120,15 @@ def memory_moments(config: Config) -> dict[str, list[SizedTensor]]:
             if estimator.kind == "stein":
                 step += sizes.stein(config.loss.boundary_points, estimator.samples, estimator.noise, True,
                                     "the boundary term", boundary, "estimator.samples")
-        if synthetic and data.train:
-            step.append(sizes.points(data.points, "the observations", ("data.points",)))
+        if observed and data.train:
+            step.append(sizes.points(*observed))
         out["a training step"] = held + [x_test, *step]
         if estimator.kind == "stein":  # evaluated a chunk of points at a time: at least one point
             out["an evaluation"] = held + [x_test, *sizes.stein(
                 1, estimator.eval_samples or estimator.samples, estimator.noise, False, "an evaluation", (),
                 "estimator.eval_samples")]
         if "tune" in config.sections:
-            out.update(_tuning_moments(config, sizes, held, step, state))
+            out.update(_tuning_moments(config, sizes, held, step, state, observed))
     if study is not None and study.kind == "estimator":
         count = ("study.points",)
         n = min(study.points, estimator.chunk_size or study.points)
@@ -177,13 +179,23 @@ def _reverse_steps(tune) -> tuple[int, str] | None:
     return max(kept) if kept else None
 
 
-def _tuning_moments(config: Config, sizes: _Sizes, held, step, state) -> dict[str, list[SizedTensor]]:
+def _observations(data, count: int | None) -> tuple[int, str, tuple[str, ...]] | None:
+    """(number, name, settings) of the observations, as :meth:`_Sizes.points` takes them;
+    None when there are none or their number is not known yet (a file not yet read)."""
+    if data is None:
+        return None
+    if data.source == "synthetic":
+        return data.points, "the observations", ("data.points",)
+    return None if count is None else (count, "the observations", ("the observations in data.source",))
+
+
+def _tuning_moments(config: Config, sizes: _Sizes, held, step, state, observed) -> dict[str, list[SizedTensor]]:
     """The moments of tuning (see :func:`memory_moments`): an inner training step and the
     outer objective, with the objective's points (or the observations) held throughout.
     A reverse-mode hypergradient keeps every unrolled step's tensors and new θ and optimizer
     state until its backward pass, after the objective (rgu: T steps; fg2u and the implicit
     methods hold one step at a time)."""
-    objective, estimator, data = config.tune.objective, config.estimator, config.sections.get("data")
+    objective, estimator = config.tune.objective, config.estimator
     out = {}
     n = None
     if objective.kind in ("reference", "residual"):
@@ -191,10 +203,10 @@ def _tuning_moments(config: Config, sizes: _Sizes, held, step, state) -> dict[st
         points = [sizes.points(n, "the tuning objective's points", count)]
         out["drawing the tuning objective's points"] = held + [
             sizes.points(n, "the tuning objective's points, drawn in float64", count, 8, host=True), *points]
-    elif data is not None and data.source == "synthetic":  # the observations (held) in the run's dtype
-        n, count = data.points, ("data.points",)
-        points = [sizes.points(n, "the observations", count)] if sizes.itemsize == 4 else []
-    else:  # observations from a file: their number is not known before it is read
+    elif observed:  # the observations (held) in the run's dtype
+        n, count = observed[0], observed[2]
+        points = [sizes.points(*observed)] if sizes.itemsize == 4 else []
+    else:  # observations from a file: their number is not known before it is read (checked again after)
         points = []
     reverse = _reverse_steps(config.tune) if config.tune.inner == "pinnlab" else None
     if reverse is not None:
@@ -211,8 +223,12 @@ def _tuning_moments(config: Config, sizes: _Sizes, held, step, state) -> dict[st
         chunk_size = estimator.chunk_size if estimator.kind == "autograd" and estimator.chunk_size else 64
         out[what] = held + points + sizes.hessian_products(n, chunk_size, what, count)
     elif estimator.kind == "stein" or objective.kind == "residual":  # (else a value of the raw network)
-        out[what] = held + points + sizes.stein(min(n, estimator.chunk_size or n), objective.samples,
-                                                estimator.noise, False, what, count, "tune.objective.samples")
+        # a hypergradient (or joint fit) differentiates the objective: its activations are kept for
+        # the backward pass, at every point (a chunk's are kept too); a search or zo_fg2u only evaluates it
+        graph = config.tune.method not in ("random", "optuna", "zo_fg2u")
+        out[what] = held + points + sizes.stein(n if graph else min(n, estimator.chunk_size or n),
+                                                objective.samples, estimator.noise, graph, what, count,
+                                                "tune.objective.samples")
     return out
 
 
@@ -292,14 +308,14 @@ def _format_bytes(count: int) -> str:
     raise AssertionError  # pragma: no cover
 
 
-def check_sizes(config: Config) -> None:
+def check_sizes(config: Config, observations: int | None = None) -> None:
     """Refuse a run of ``config`` that this machine cannot hold, before any tensor is made
     (a run would fill memory, Linux allowing one oversized allocation, with no message): a
     tensor beyond torch's sizes (more than :data:`TORCH_SIZE_LIMIT` elements) as an
     OverflowError, which ``pinnlab`` reports as such in one line; a run whose lower bound
     of memory (:func:`memory_moments`) exceeds :func:`machine_memory` as a
     :class:`ConfigError` naming the estimate, the memory and the settings to lower."""
-    moments = memory_moments(config)
+    moments = memory_moments(config, observations)
     for tensors in moments.values():
         for tensor in tensors:
             if tensor.copies and math.prod(tensor.shape) > TORCH_SIZE_LIMIT:

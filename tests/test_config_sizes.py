@@ -360,3 +360,32 @@ def test_aliases_within_the_limit_are_copied(tmp_path):
     side = math.isqrt(C.CONFIG_VALUE_LIMIT) - 2  # a list of `side` lists of `side` values, and the mapping
     row = list(range(side))
     assert C.apply_overrides({"x": [row] * side}, [])["x"][side - 1] == row
+
+
+def test_observations_from_a_file_are_counted_once_read(tmp_path, monkeypatch):
+    """Their number is not known before the file is read, so the check runs again after
+    it: a file of 10⁷ observations was refused naming data.points (a key a file source
+    refuses), and the objective of a hypergradient method keeps its activations for the
+    backward pass (counted as one layer's, at a chunk of points, it let runs through that
+    the machine could not hold)."""
+    import numpy as np
+
+    monkeypatch.setattr(S, "machine_memory", lambda device: ("RAM", 8 * 2**20))
+    rows = 300_000
+    path = tmp_path / "obs.npz"
+    np.savez(path, x=np.full((rows, 3), 0.1), u=np.zeros(rows))
+    config = _config(SMALL, [f"data.source={path}", "data.train=true"])
+    S.check_sizes(config)  # (the count is not known yet)
+    with pytest.raises(C.ConfigError) as info:
+        C.build(config)
+    message = str(info.value)
+    assert f"the largest part: the observations, {rows} × 3 values" in message, message
+    assert message.endswith("; lower the observations in data.source, equation.dim"), message
+    tuned = _config(SMALL, [*RESIDUAL_TUNE[:1], "data.points=64", "tune.objective.kind=data",
+                            "tune.objective.samples=64"])
+    differentiated = S.memory_moments(tuned)["the tuning objective"][-1]
+    assert differentiated.shape == (64, 2, 64, 8) and differentiated.copies == 2  # every hidden layer's
+    searched = S.memory_moments(_config(SMALL, [*RESIDUAL_TUNE[:1], "data.points=64", "tune.objective.kind=data",
+                                                "tune.objective.samples=64", "tune.method=random",
+                                                "tune.options={}"]))["the tuning objective"][-1]
+    assert searched.copies == 1  # evaluated only
