@@ -230,7 +230,7 @@ def test_bad_input_table(tmp_path, capsys):
     assert not (tmp_path / "o.h5").exists() and not (tmp_path / "figs").exists()
 
 
-@pytest.mark.parametrize("damage", ["config_not_yaml", "slice_of_wrong_shape"])
+@pytest.mark.parametrize("damage", ["config_not_yaml", "slice_of_wrong_shape", "slice_of_a_smaller_grid"])
 def test_plot_of_a_damaged_result_is_one_line_and_leaves_the_directory_as_it_was(tmp_path, capsys, damage):
     """A result file that fails half-way through drawing (its config attribute is not YAML,
     its slice has the wrong shape) ends in one line and exit 2, not a traceback, and the
@@ -243,9 +243,9 @@ def test_plot_of_a_damaged_result_is_one_line_and_leaves_the_directory_as_it_was
     with h5py.File(damaged, "r+") as fh:
         if damage == "config_not_yaml":
             fh.attrs["config"] = "equation: {name: [unclosed"
-        else:
+        else:  # a (3, 3) slice on the (64, 64) grid was drawn stretched, with exit 0
             del fh["slices/main/u_pred"]
-            fh["slices/main/u_pred"] = np.zeros(7)
+            fh["slices/main/u_pred"] = np.zeros(7) if damage == "slice_of_wrong_shape" else np.zeros((3, 3))
     figures = tmp_path / "figures"
     figures.mkdir()
     (figures / "curves.png").write_bytes(b"an earlier figure")
@@ -255,6 +255,8 @@ def test_plot_of_a_damaged_result_is_one_line_and_leaves_the_directory_as_it_was
         assert code == 2 and len(err.splitlines()) == 1 and "cannot plot" in err, err
         # (the library's words alone did not say why)
         assert "the file is damaged or was written by another pinnlab version (" in err, err
+        if damage == "slice_of_a_smaller_grid":
+            assert "/slices/main/u_pred has shape (3, 3), not that of its grid (64, 64)" in err, err
     assert not (tmp_path / "new").exists()
     assert [p.name for p in figures.iterdir()] == ["curves.png"]
     assert (figures / "curves.png").read_bytes() == b"an earlier figure"

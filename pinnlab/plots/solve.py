@@ -138,6 +138,10 @@ def plot_slice(fh, outdir: Path) -> Path | None:
     a, b = sl["grid_a"][...], sl["grid_b"][...]
     labels = [str(s.decode() if isinstance(s, bytes) else s) for s in sl.attrs["labels"]]
     pred, true, err = sl["u_pred"][...], sl["u_true"][...], sl["abs_err"][...]
+    for name, values in (("u_pred", pred), ("u_true", true), ("abs_err", err)):  # (a 3×3 one was stretched)
+        if values.shape != (len(a), len(b)):
+            raise ValueError(f"/slices/main/{name} has shape {values.shape}, not that of its grid "
+                             f"({len(a)}, {len(b)})")
     vmin = np.nanmin([np.nanmin(pred), np.nanmin(true)])
     vmax = np.nanmax([np.nanmax(pred), np.nanmax(true)])
     fig = Figure(figsize=(15, 4.6), layout="constrained")
