@@ -1108,6 +1108,14 @@ def make_observations(config: Config, equation):
 
         check_sizes(config, observations=len(x))  # (their number was not known before the file was read)
         where, rescale = f"data.source: observation file {section.source!r} holds", "rescale the data"
+    from pinnlab.io.results import is_unit_ball
+
+    if is_unit_ball(equation):  # the PDE holds, and the network is trained, inside the ball only
+        radius = x.norm(dim=1)
+        outside = int(radius.argmax())
+        if float(radius[outside]) > 1 + 1e-9:
+            raise ConfigError(f"{where} a point outside the unit ball, the domain of {equation.name}: observation "
+                              f"{outside} (counting from 0) at ‖x‖ = {float(radius[outside]):.4g}")
     # the data misfit squares u (and the network takes x) in the run's dtype: values whose
     # squares overflow it made every outer value inf, and the tuning stopped at its first step
     dtype = getattr(torch, config.trainer.dtype)

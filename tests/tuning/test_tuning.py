@@ -523,7 +523,7 @@ def test_data_objective_without_observations_and_resume_without_checkpoint(tmp_p
 def test_an_output_that_is_a_file_the_tuning_reads_is_refused(tmp_path, capsys):
     """``-o`` naming the observation file (or the config) replaced it with the result."""
     observations = tmp_path / "obs.h5"
-    save_observations(observations, torch.rand(30, 3, dtype=torch.float64), torch.rand(30, dtype=torch.float64))
+    save_observations(observations, 0.5 * torch.rand(30, 3, dtype=torch.float64), torch.rand(30, dtype=torch.float64))
     cfg = _write(tmp_path, TINY.replace("data: {source: synthetic, points: 30, noise: 0.01, seed: 0}",
                                         f"data: {{source: {observations}}}"))
     before = observations.read_bytes(), cfg.read_bytes()
@@ -638,6 +638,23 @@ def test_a_run_whose_observation_file_changed_does_not_resume(tmp_path, monkeypa
     assert "was written for a different configuration" in capsys.readouterr().err
     save_observations(data, x, x.sum(1))  # the same bytes again: it resumes
     assert main([*args, "--resume"]) == 0
+
+
+def test_observations_outside_the_unit_ball_are_refused(tmp_path):
+    """poisson_two_body is posed on the unit ball: an observation at ‖x‖ = 5 was fitted as
+    data where the PDE does not hold and the network is never trained."""
+    x = torch.full((10, 3), 0.2, dtype=torch.float64)
+    x[4] = torch.tensor([3.0, 4.0, 0.0])
+    data = tmp_path / "obs.npz"
+    save_observations(data, x, torch.zeros(10, dtype=torch.float64))
+    cfg = _write(tmp_path)
+    with pytest.raises(configuration.ConfigError, match=r"holds a point outside the unit ball, the domain of "
+                                                        r"poisson_two_body: observation 4 \(counting from 0\) "
+                                                        r"at ‖x‖ = 5$"):
+        build_tuning(configuration.load(cfg, [f"data.source={data}"]))
+    x[4] = torch.tensor([0.6, 0.8, 0.0], dtype=torch.float64)  # on the sphere: accepted
+    save_observations(data, x, torch.zeros(10, dtype=torch.float64))
+    build_tuning(configuration.load(cfg, [f"data.source={data}"]))
 
 
 def _csv(tmp_path, name, lines, **open_kwargs):
