@@ -207,6 +207,9 @@ def cmd_plot(args) -> int:
             "is a directory" if path.is_dir() else "is not a regular file")
         raise UsageError(f"result file {str(path)!r} {what}")
     outdir = Path(args.output) if args.output else path.with_suffix("")
+    if outdir == path:  # (mkdir said "File exists")
+        raise UsageError(f"the default plot directory of {str(path)!r} (its name without a suffix) is the file "
+                         "itself; choose one with -o DIR")
     created = not outdir.exists()
     try:
         outdir.mkdir(parents=True, exist_ok=True)
