@@ -356,6 +356,12 @@ DEPENDENT: dict[str, tuple[str, tuple[Any, ...]]] = {
     "estimator.samples": ("estimator.kind", ("stein",)),
     "estimator.eval_samples": ("estimator.kind", ("stein",)),
     "estimator.chunk_size": ("estimator.kind", ("stein", "autograd")),
+    # the smoothing: autograd and Hutchinson fit the raw network (σ = 0.01 and 0.5 gave the same
+    # run); Hutchinson draws its probes with the noise mode
+    "estimator.sigma": ("estimator.kind", ("stein",)),
+    "estimator.time_sigma": ("estimator.kind", ("stein",)),
+    "estimator.time_smoothing": ("estimator.kind", ("stein",)),
+    "estimator.noise": ("estimator.kind", ("stein", "hutchinson")),
     "loss.boundary_points": ("equation.constraint", ("soft",)),
     "data.batch_size": ("data.train", (True,)),
     # observations read from a file are taken as they are
@@ -398,7 +404,12 @@ def _stein_residual_objective(data: Mapping[str, Any]) -> bool:
             and objective.get("estimator", defaults["estimator"].default) == "stein")
 
 
+_STEIN_OBJECTIVE = ("a Stein residual tuning objective (tune.objective.kind: residual)", _stein_residual_objective)
+
 DEPENDENT_ELSEWHERE: dict[str, tuple[str, Callable[[Mapping[str, Any]], bool]]] = {
+    # (that objective smooths at the estimator section's settings whatever the training's kind)
+    **dict.fromkeys(("estimator.sigma", "estimator.time_sigma", "estimator.time_smoothing", "estimator.noise"),
+                    _STEIN_OBJECTIVE),
     "estimator.chunk_size": ("a Stein residual tuning objective (tune.objective.kind: residual)",
                              _stein_residual_objective),
     "tune.objective.samples": ("a Stein residual tuning objective (tune.objective.kind: residual)",

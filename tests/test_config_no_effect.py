@@ -23,6 +23,8 @@ model: {width: 4, depth: 2}
 trainer: {steps: 2, eval_every: 2, test_points: 10, batch_size: 4, backend: deepxde}
 """
 
+SOLVE = DEEPXDE.replace(", backend: deepxde", "")
+
 SEARCH = ["tune.method=random", "tune.options={}"]
 # validation finds DeepXDE without importing it (which would print its backend lines)
 needs_deepxde = pytest.mark.skipif(importlib.util.find_spec("deepxde") is None, reason="needs deepxde")
@@ -89,6 +91,17 @@ REFUSED = {
     "objective.samples without Stein": ("tune", TUNE, ["estimator.kind=autograd", "tune.objective.samples=8"],
                                         "tune.objective.samples: has an effect only with estimator.kind: stein, "
                                         "or with a Stein residual tuning objective"),
+    # autograd and Hutchinson fit the raw network: σ = 0.01 and 0.5 gave the same run
+    "estimator.sigma with autograd": ("solve", SOLVE, ["estimator.kind=autograd", "estimator.sigma=0.5"],
+                                      "estimator.sigma: has an effect only with estimator.kind: stein, or with a "
+                                      "Stein residual tuning objective"),
+    "estimator.time_smoothing with hutchinson": ("solve", SOLVE, ["estimator.kind=hutchinson",
+                                                                 "estimator.time_smoothing=independent"],
+                                                 "estimator.time_smoothing: has an effect only with "
+                                                 "estimator.kind: stein"),
+    "estimator.noise with autograd": ("solve", SOLVE, ["estimator.kind=autograd", "estimator.noise=independent"],
+                                      "estimator.noise: has an effect only with estimator.kind: stein or "
+                                      "hutchinson"),
     **{f"collocation_weight {key}": ("tune", TUNE, [f"tune.tunables={{collocation_weight: {{{key}: {value}}}}}"],
                                      f"tune.tunables.collocation_weight.{key}: has no effect on the "
                                      "collocation_weight network")
@@ -144,6 +157,8 @@ def test_a_setting_without_effect_is_refused_in_one_line(tmp_path, capsys, case)
     ["tune.tunables={collocation_weight: {width: 8, depth: 3}}"],
     ["tune.objective.samples=8"],  # u of the Stein training at the observations
     ["estimator.kind=autograd", "tune.objective.kind=residual", "tune.objective.samples=8"],  # its Stein residual
+    ["estimator.kind=autograd", "tune.objective.kind=residual", "estimator.sigma=0.02", "estimator.noise=independent"],
+    ["estimator.kind=hutchinson", "estimator.noise=independent"],  # its probes
 ])
 def test_the_same_settings_where_they_act_are_accepted(tmp_path, overrides):
     text = TUNE.replace("source: synthetic, points: 10, noise: 0.01", "source: OBS")
