@@ -61,10 +61,10 @@ def comparable_config(config: Mapping[str, Any]) -> str:
 def config_hash(config_yaml: str) -> str:
     """SHA-256 of :func:`comparable_config` of the resolved config ``config_yaml`` (its
     YAML): what a checkpoint records of its run, and what a resume must match."""
-    return hashlib.sha256(_comparable_text(config_yaml).encode()).hexdigest()
+    return hashlib.sha256(comparable_text(config_yaml).encode()).hexdigest()
 
 
-def _comparable_text(config_yaml: str) -> str:
+def comparable_text(config_yaml: str) -> str:
     """:func:`comparable_config` of the YAML ``config_yaml``; a library caller's own text
     that is no config mapping as it is."""
     try:
@@ -81,7 +81,7 @@ def config_difference(saved_text: Any, config_yaml: str) -> str:
     or nothing differs in the comparable settings. The refusal said only "a different
     configuration", and its hash cannot say which setting."""
     try:
-        saved, current = yaml.safe_load(saved_text), yaml.safe_load(_comparable_text(config_yaml))
+        saved, current = yaml.safe_load(saved_text), yaml.safe_load(comparable_text(config_yaml))
     except (yaml.YAMLError, TypeError, AttributeError):
         return ""
 
@@ -303,7 +303,7 @@ def save_checkpoint(
     payload: dict[str, Any] = {
         "format": FORMAT,
         "config_hash": config_hash(config_yaml),
-        "config": _comparable_text(config_yaml),  # (what a refusal names: config_difference)
+        "config": comparable_text(config_yaml),  # (what a refusal names: config_difference)
         "step": state.step,
         "params": {k: v.detach().cpu() for k, v in state.params.items()},
         "opt_state": {k: (v.detach().cpu() if isinstance(v, torch.Tensor) else v)

@@ -160,9 +160,7 @@ def run(args) -> int:
     from pinnlab.cli import (CHECKPOINT_SUFFIX, EXIT_FAILED, EXIT_OK, UsageError, _output_checks,
                              refused_checkpoint, run_inputs)
     from pinnlab.bilevel.distributed import environment_world_size, init_from_environment, local_device
-    import yaml
-
-    from pinnlab.io.checkpoint import CheckpointError, comparable_config, config_difference, config_hash
+    from pinnlab.io.checkpoint import CheckpointError, comparable_text, config_difference, config_hash
     from pinnlab.solvers import resolve_device
     from pinnlab.solvers.progress import Progress
     from pinnlab.tuning.run import check_method, coefficient_errors, final_solve, run_tuning
@@ -194,7 +192,7 @@ def run(args) -> int:
                              "to continue it or --overwrite to start over")
     rank, world = init_from_environment(setup.device)  # under torchrun: directions split over ranks
     identity = config.identity()  # the config and the files it reads; the text names what differs
-    metadata = {"config": config_hash(identity), "config_text": comparable_config(yaml.safe_load(identity))}
+    metadata = {"config": config_hash(identity), "config_text": comparable_text(identity)}
     if args.resume and checkpoint_path is not None:
         try:
             saved = checkpoint_metadata(checkpoint)
