@@ -669,6 +669,13 @@ def validate(data: Mapping[str, Any]) -> Config:
     if config.estimator.time_sigma is not None and not EQUATIONS[config.equation.name].time_dependent:
         # whatever the estimator kind (autograd and hutchinson training ignored it silently)
         raise ConfigError(f"estimator.time_sigma: {config.equation.name} has no time variable; remove it")
+    if config.trainer.dtype == "float32":  # a positive scale the run's dtype cannot hold (σ = 1e-320:
+        # the first loss was NaN); float32's smallest positive value is 2**-149 ≈ 1.4e-45
+        for key, value in (("estimator.sigma", config.estimator.sigma),
+                           ("estimator.time_sigma", config.estimator.time_sigma), ("trainer.lr", config.trainer.lr)):
+            if value is not None and 0 < value <= 2.0**-149 / 2:  # (half of it rounds to even, 0)
+                raise ConfigError(f"{key} = {value!r}: rounds to 0 in float32, the dtype of this run "
+                                  "(trainer.dtype: float32)")
     if "study" in sections:
         _check_study(config)
     if "data" in sections:

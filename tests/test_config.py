@@ -17,6 +17,14 @@ TUNE = {"tunables": {"sigma": {}}}
 INF, NAN = float("inf"), float("nan")
 
 
+def test_the_smallest_float32_scales_and_float64_runs_are_accepted():
+    """2**-149 (and a little above half of it) is float32's smallest positive value; in
+    float64 1e-320 is a number."""
+    for sigma in (2.0**-149, 2.0**-150 * 1.02):
+        C.validate(_with(estimator={"sigma": sigma}))
+    C.validate(_with(estimator={"sigma": 1e-320}, trainer={"dtype": "float64"}))
+
+
 def _with(**sections):
     data = {k: dict(v) for k, v in BASE.items()}
     for name, values in sections.items():
@@ -31,6 +39,9 @@ def _with(**sections):
         (_with(equation={"dim": 0}), "equation.dim = 0: input should be greater than or equal to 1"),
         (_with(estimator={"sigma": -1.0}), "estimator.sigma = -1.0: input should be greater than 0"),
         (_with(estimator={"sigma": 0}), "estimator.sigma = 0"),
+        # positive, but 0 in float32 (the first loss was NaN); half the smallest float32 rounds to 0 too
+        (_with(estimator={"sigma": 1e-320}), "estimator.sigma = 1e-320: rounds to 0 in float32"),
+        (_with(trainer={"lr": 2.0**-150}), f"trainer.lr = {2.0**-150!r}: rounds to 0 in float32"),
         (_with(estimator={"samples": 0}), "estimator.samples = 0"),
         (_with(trainer={"steps": 0}), "trainer.steps = 0"),
         (_with(trainer={"steps": "many"}), "trainer.steps = 'many'"),
