@@ -11,7 +11,7 @@ import math
 import os
 import typing
 
-from pinnlab.config import Config, ConfigError
+from pinnlab.config import METHODS, SEARCHES, Config, ConfigError
 from pinnlab.equations import EQUATIONS
 
 TORCH_SIZE_LIMIT = 2**63 - 1
@@ -224,8 +224,10 @@ def _tuning_moments(config: Config, sizes: _Sizes, held, step, state, observed) 
         out[what] = held + points + sizes.hessian_products(n, chunk_size, what, count)
     elif estimator.kind == "stein" or objective.kind == "residual":  # (else a value of the raw network)
         # a hypergradient (or joint fit) differentiates the objective: its activations are kept for
-        # the backward pass, at every point (a chunk's are kept too); a search or zo_fg2u only evaluates it
-        graph = config.tune.method not in ("random", "optuna", "zo_fg2u")
+        # the backward pass, at every point (a chunk's are kept too); a search or a method that takes
+        # the training as a black box (zo_fg2u) only evaluates it
+        method = METHODS.get(config.tune.method)
+        graph = config.tune.method not in SEARCHES and not getattr(method, "takes_black_box", False)
         estimate = sizes.stein(n if graph else min(n, estimator.chunk_size or n), objective.samples,
                                estimator.noise, graph, what, count, "tune.objective.samples")
         if graph:  # in the backward pass, beside the kept activations: the last hidden layer's gradients

@@ -392,3 +392,7 @@ def test_observations_from_a_file_are_counted_once_read(tmp_path, monkeypatch):
                                                 "tune.objective.samples=64", "tune.method=random",
                                                 "tune.options={}"]))["the tuning objective"][-1]
     assert searched.what == "the hidden activations of the tuning objective" and searched.copies == 1
+    black_box = S.memory_moments(_config(SMALL, [*RESIDUAL_TUNE[:1], "data.points=64", "tune.objective.kind=data",
+                                                 "tune.objective.samples=64", "tune.method=zo_fg2u",
+                                                 "tune.options={}"]))["the tuning objective"][-1]
+    assert black_box.what == searched.what and black_box.copies == 1  # zo_fg2u only evaluates it too
