@@ -1126,6 +1126,10 @@ def make_observations(config: Config, equation):
 
         check_sizes(config, observations=len(x))  # (their number was not known before the file was read)
         where, rescale = f"data.source: observation file {section.source!r} holds", "rescale the data"
+    if section.batch_size is not None and section.batch_size > len(x):
+        # (a batch of all M observations is data.batch_size = M, or leaving it out)
+        raise ConfigError(f"data.batch_size = {section.batch_size}: more than the {len(x)} observations; "
+                          f"use at most {len(x)}, or leave it out to use all of them every step")
     from pinnlab.io.results import is_unit_ball
 
     if is_unit_ball(equation):  # the PDE holds, and the network is trained, inside the ball only

@@ -498,6 +498,8 @@ BAD = [
     ("data.noise=1.0e+300", "data.noise = 1e+300: the synthetic observations hold |u| up to"),
     ("trainer.dtype=float32; data.noise=1.0e+20", "whose square overflows float32 (largest 3.4e+38); lower "
      "data.noise or use trainer.dtype: float64"),
+    # a batch larger than the observations was the full batch, silently
+    ("data.train=true; data.batch_size=31", "data.batch_size = 31: more than the 30 observations; use at most 30"),
 ]
 
 
@@ -655,6 +657,17 @@ def test_observations_outside_the_unit_ball_are_refused(tmp_path):
     x[4] = torch.tensor([0.6, 0.8, 0.0], dtype=torch.float64)  # on the sphere: accepted
     save_observations(data, x, torch.zeros(10, dtype=torch.float64))
     build_tuning(configuration.load(cfg, [f"data.source={data}"]))
+
+
+def test_a_data_batch_larger_than_the_observation_file_is_refused(tmp_path):
+    """The number of a file's observations is known once it is read: a larger batch was
+    the full batch, silently; the full batch itself is accepted."""
+    data = tmp_path / "obs.npz"
+    save_observations(data, torch.full((10, 3), 0.2, dtype=torch.float64), torch.zeros(10, dtype=torch.float64))
+    cfg = _write(tmp_path)
+    with pytest.raises(configuration.ConfigError, match=r"^data.batch_size = 11: more than the 10 observations"):
+        build_tuning(configuration.load(cfg, [f"data.source={data}", "data.train=true", "data.batch_size=11"]))
+    build_tuning(configuration.load(cfg, [f"data.source={data}", "data.train=true", "data.batch_size=10"]))
 
 
 def _csv(tmp_path, name, lines, **open_kwargs):
