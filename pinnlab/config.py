@@ -1138,6 +1138,13 @@ def make_observations(config: Config, equation):
         if float(radius[outside]) > 1 + 1e-9:
             raise ConfigError(f"{where} a point outside the unit ball, the domain of {equation.name}: observation "
                               f"{outside} (counting from 0) at ‖x‖ = {float(radius[outside]):.4g}")
+    interval = equation.time_interval
+    if interval is not None:  # likewise the time of a time-dependent equation
+        t = x[:, -1]
+        outside = int(torch.maximum(interval[0] - t, t - interval[1]).argmax())
+        if not interval[0] - 1e-9 <= float(t[outside]) <= interval[1] + 1e-9:
+            raise ConfigError(f"{where} a time outside [{interval[0]:g}, {interval[1]:g}], where {equation.name} "
+                              f"is posed: observation {outside} (counting from 0) at t = {float(t[outside]):.4g}")
     # the data misfit squares u (and the network takes x) in the run's dtype: values whose
     # squares overflow it made every outer value inf, and the tuning stopped at its first step
     dtype = getattr(torch, config.trainer.dtype)

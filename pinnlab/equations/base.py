@@ -101,6 +101,10 @@ class AbstractEquation(abc.ABC):
     published_dims: ClassVar[tuple[int, ...]] = ()
     min_dim: ClassVar[int] = 1
     domain: ClassVar[Literal["unit_ball"] | None] = None
+    time_interval: tuple[float, float] | None = None
+    """[0, T] of the time coordinate (the last input column) on which the PDE is posed
+    and trained, or ``None`` (no time, or not declared): observations outside it are
+    refused."""
     sampler_coefficients: ClassVar[tuple[str, ...]] = ()
     """Coefficients the collocation sampler depends on (Fokker–Planck: the drift ``mu``);
     its ``sample_collocation`` then takes ``coefficients=`` overrides of them. A training

@@ -64,6 +64,10 @@ class BlackScholesBarenblatt(AbstractEquation):
         return {**super().parameters(), "rate": self.rate, "volatility": self.volatility,
                 "horizon": self.horizon}
 
+    @property
+    def time_interval(self):
+        return (0.0, self.horizon)
+
     def terms(self):
         r, s = self.rate, self.volatility
         return (

@@ -34,6 +34,7 @@ class Burgers(AbstractEquation):
 
     name = "burgers"
     time_dependent = True
+    time_interval = (0.0, 1.0)
     published_dims = (5, 10, 20, 25)
 
     def __init__(self, dim, *, seed=0, constraint="hard", viscosity: float = 0.5):
@@ -89,6 +90,7 @@ class BurgersAffine(AbstractEquation):
 
     name = "burgers_affine"
     time_dependent = True
+    time_interval = (0.0, 1.0)
     published_dims = (5, 10, 20, 25)
 
     def terms(self):

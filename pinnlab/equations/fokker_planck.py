@@ -30,6 +30,7 @@ class _FokkerPlanck(AbstractEquation):
     """
 
     time_dependent = True
+    time_interval = (0.0, 1.0)
     sampler_coefficients = ("mu",)
 
     def terms(self):

@@ -57,6 +57,10 @@ class _HJB(AbstractEquation):
     def parameters(self):
         return {**super().parameters(), "horizon": self.horizon}
 
+    @property
+    def time_interval(self):
+        return (0.0, self.horizon)
+
     def terms(self):
         return (
             Term(1.0, (TIME_DERIVATIVE,)),

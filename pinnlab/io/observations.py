@@ -7,6 +7,10 @@ File layouts (``D`` = input columns, time last for time-dependent equations):
 - CSV (``.csv``): ``M`` lines of ``D + 1`` comma-separated numbers (inputs, then u);
   a first line without any number is a header and skipped, as are lines starting
   with ``#``.
+
+Points must lie where the equation is posed: inside the unit ball for the unit-ball
+equations, and at times in the equation's ``time_interval`` ([0, T]) for the
+time-dependent ones (checked by :func:`pinnlab.config.make_observations`).
 """
 
 from __future__ import annotations

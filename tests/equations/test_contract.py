@@ -424,3 +424,20 @@ def test_rosenbrock_reference_at_and_beyond_the_horizon(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"t <= T"):
         cole_hopf(eq.terminal_value, late, horizon=eq.horizon, samples=8,
                   generator=make_generator(0, "w"))
+
+
+@pytest.mark.parametrize("name", sorted(EQUATIONS))
+def test_time_dependent_equations_declare_the_interval_they_sample(name):
+    """Observations are checked against ``time_interval``: every built-in time-dependent
+    equation declares it, and its training and test times lie in it (horizon 0.5 where the
+    equation takes one, so a declared [0, 1] would show)."""
+    kwargs = {"horizon": 0.5} if "horizon" in _equation(name, 3).parameters() else {}
+    eq = _equation(name, 3, **kwargs)
+    if not eq.time_dependent:
+        assert eq.time_interval is None
+        return
+    low, high = eq.time_interval
+    assert (low, high) == (0.0, kwargs.get("horizon", 1.0))
+    for sample in (eq.sample_collocation, eq.sample_test, eq.sample_boundary):
+        t = sample(512, generator=make_generator(0, "t"), dtype=F64)[:, -1]
+        assert float(t.min()) >= low and float(t.max()) <= high

@@ -659,6 +659,28 @@ def test_observations_outside_the_unit_ball_are_refused(tmp_path):
     build_tuning(configuration.load(cfg, [f"data.source={data}"]))
 
 
+
+@pytest.mark.parametrize("name, horizon", [("fokker_planck_aniso", None), ("hjb_lin", 0.5)])
+def test_observations_outside_the_time_interval_are_refused(tmp_path, name, horizon):
+    """Time-dependent equations are posed and trained on t ∈ [0, T]: an observation at a
+    later time was fitted where the network is never trained (at its edges: accepted)."""
+    T = 1.0 if horizon is None else horizon
+    x = torch.full((10, 4), 0.25, dtype=torch.float64)
+    x[0, -1], x[1, -1] = 0.0, T
+    x[6, -1] = T + 0.5
+    data = tmp_path / "obs.npz"
+    save_observations(data, x, torch.zeros(10, dtype=torch.float64))
+    parameters = "" if horizon is None else f", horizon: {horizon}"
+    cfg = _write(tmp_path, f"equation: {{name: {name}, dim: 3{parameters}}}\ndata: {{source: {data}, train: true}}\n")
+    equation_of = configuration.make_equation
+    config = configuration.load(cfg)
+    with pytest.raises(configuration.ConfigError, match=rf"holds a time outside \[0, {T:g}\], where {name} is "
+                                                        rf"posed: observation 6 \(counting from 0\) at t = {T + 0.5:g}$"):
+        configuration.make_observations(config, equation_of(config.equation))
+    x[6, -1] = T / 2
+    save_observations(data, x, torch.zeros(10, dtype=torch.float64))
+    configuration.make_observations(config, equation_of(config.equation))
+
 def test_a_data_batch_larger_than_the_observation_file_is_refused(tmp_path):
     """The number of a file's observations is known once it is read: a larger batch was
     the full batch, silently; the full batch itself is accepted."""
