@@ -289,6 +289,18 @@ def file_argument(text: str) -> str:
     return text
 
 
+class Once(argparse.Action):
+    """Store an option's value, refusing the option a second time (argparse kept the last:
+    ``-o a.h5 -o b.h5`` wrote b.h5 only)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = namespace.__dict__.setdefault("_given_once", set())
+        if self.dest in given:
+            parser.error(f"argument {'/'.join(self.option_strings)}: given twice; give it once")
+        given.add(self.dest)
+        setattr(namespace, self.dest, values)
+
+
 def add_config_arguments(p) -> None:
     """CONFIG and its dotted overrides (optional: a default, else argparse named them among
     the missing arguments, "required: config, overrides")."""
@@ -299,17 +311,17 @@ def add_config_arguments(p) -> None:
 def _add_solve(sub):
     p = sub.add_parser("solve", help="train a PINN from a YAML config")
     add_config_arguments(p)
-    p.add_argument("-o", "--output", required=True, type=file_argument, help="result file RUN.h5")
+    p.add_argument("-o", "--output", required=True, type=file_argument, action=Once, help="result file RUN.h5")
     p.add_argument("--resume", action="store_true", help="continue from RUN.h5.ckpt")
     p.add_argument("--overwrite", action="store_true", help="replace an existing result")
-    p.add_argument("--progress", choices=("auto", "bar", "log", "off"), default="auto")
+    p.add_argument("--progress", choices=("auto", "bar", "log", "off"), default="auto", action=Once)
     return p
 
 
 def _add_plot(sub):
     p = sub.add_parser("plot", help="draw PNGs from a result file")
     p.add_argument("file", type=path_argument)
-    p.add_argument("-o", "--output", type=path_argument, help="directory for the PNGs (default: FILE without .h5)")
+    p.add_argument("-o", "--output", type=path_argument, action=Once, help="directory for the PNGs (default: FILE without .h5)")
     return p
 
 

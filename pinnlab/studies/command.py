@@ -16,16 +16,16 @@ NAME = "study"
 
 def add_parser(sub):
     p = sub.add_parser(NAME, help="run an estimator-level or training-level bias-variance study")
-    from pinnlab.cli import add_config_arguments, file_argument
+    from pinnlab.cli import Once, add_config_arguments, file_argument
 
     add_config_arguments(p)
-    p.add_argument("-o", "--output", required=True, type=file_argument, help="study file STUDY.h5")
-    p.add_argument("--json", type=file_argument, help="also write the records (and slopes) as JSON (strict: a non-finite number "
+    p.add_argument("-o", "--output", required=True, type=file_argument, action=Once, help="study file STUDY.h5")
+    p.add_argument("--json", type=file_argument, action=Once, help="also write the records (and slopes) as JSON (strict: a non-finite number "
                                   "is null)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing study file (a training study's finished cells of the same "
                         "config are reused, not recomputed: adding seeds or variants runs only the new ones)")
-    p.add_argument("--workers", type=int, help="worker processes for a training study")
+    p.add_argument("--workers", type=int, action=Once, help="worker processes for a training study")
     return p
 
 

@@ -13,13 +13,13 @@ NAME = "tune"
 
 def add_parser(sub):
     p = sub.add_parser(NAME, help="tune PINN hyperparameters (or PDE coefficients) by bilevel optimisation")
-    from pinnlab.cli import add_config_arguments, file_argument
+    from pinnlab.cli import Once, add_config_arguments, file_argument
 
     add_config_arguments(p)
-    p.add_argument("-o", "--output", required=True, type=file_argument, help="result file TUNE.h5")
+    p.add_argument("-o", "--output", required=True, type=file_argument, action=Once, help="result file TUNE.h5")
     p.add_argument("--resume", action="store_true", help="continue from TUNE.h5.ckpt")
     p.add_argument("--overwrite", action="store_true", help="replace an existing result")
-    p.add_argument("--progress", choices=("auto", "bar", "log", "off"), default="auto")
+    p.add_argument("--progress", choices=("auto", "bar", "log", "off"), default="auto", action=Once)
     return p
 
 
