@@ -60,3 +60,25 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
 
 
 __all__ = ["check_at_least", "check_choice", "check_integer", "check_nonnegative", "check_positive", "check_seed"]
+
+
+def overlong_path(path: Any) -> str | None:
+    """Why the file system cannot name ``path``, or None: a name in it longer than the
+    file system's NAME_MAX, or the whole longer than PATH_MAX (every stat of such a path
+    raised OSError 36, a traceback where a missing file was expected)."""
+    import os
+
+    text = os.fsencode(os.fspath(path))
+
+    def limit(name: str, default: int) -> int:
+        try:
+            return os.pathconf(".", name)
+        except (OSError, ValueError, AttributeError):
+            return default
+
+    longest = max((len(part) for part in text.split(os.fsencode(os.sep))), default=0)
+    if longest > (name_max := limit("PC_NAME_MAX", 255)):
+        return f"a name in it is {longest} bytes long, the file system allows {name_max}"
+    if len(text) >= (path_max := limit("PC_PATH_MAX", 4096)):
+        return f"it is {len(text)} bytes long, the system allows {path_max - 1}"
+    return None

@@ -20,6 +20,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pinnlab._checks import overlong_path
 from pinnlab._interrupts import STOPS, Terminated
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -273,9 +274,11 @@ COMMANDS: dict[str, tuple[Callable, Callable]] = {}
 
 def path_argument(text: str) -> str:
     """An argparse type for a path: not empty (``''`` became ``'.'``, "is a directory", or
-    as ``plot -o`` was ignored)."""
+    as ``plot -o`` was ignored), and one the file system can name (:func:`overlong_path`)."""
     if not text:
         raise argparse.ArgumentTypeError("an empty path")
+    if problem := overlong_path(text):
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}...: {problem}")
     return text
 
 

@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from pinnlab._checks import overlong_path
 from pinnlab._fields import SECTION_CONFIG, Bool, Float, Int, Seed
 from pinnlab.bilevel import METHODS
 from pinnlab.equations import EQUATIONS, NotUnbiasableError
@@ -318,6 +319,8 @@ class Config:
 
 # -- loading -------------------------------------------------------------------------
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    if problem := overlong_path(path):
+        raise ConfigError(f"config file {describe_value(str(path))}: {problem}")
     path = Path(path)
     if not path.is_file():
         what = "does not exist" if not path.exists() else (
@@ -439,16 +442,16 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     overridden: set[str] = set()
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key.sub=value")
+            raise ConfigError(f"override {describe_value(item)} must look like key.sub=value")
         key, _, text = item.partition("=")
         parts = key.strip().split(".")
         if not all(parts):
-            raise ConfigError(f"override {item!r} has an empty key part")
+            raise ConfigError(f"override {describe_value(item)} has an empty key part")
         try:
             value = _yaml_load(text) if text.strip() else None
         except yaml.YAMLError as err:
             problem = getattr(err, "problem", None)
-            raise ConfigError(f"override {item!r}: value is not valid YAML"
+            raise ConfigError(f"override {describe_value(item)}: value is not valid YAML"
                               + (f": {problem}" if problem else "")) from None
         node, i = data, 0
         while True:
@@ -460,7 +463,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {'.'.join(parts[:j])} is not a section")
+                raise ConfigError(f"override {describe_value(item)}: {clip_text('.'.join(parts[:j]))} is not a section")
             node, i = child, j
         node[part] = value
         overridden.add(".".join(parts))
@@ -563,9 +566,15 @@ def _deep_copy(value):
         raise ConfigError("the config nests mappings and lists too deeply") from None
 
 
-def _describe(value: Any) -> str:
-    text = repr(value)
+def clip_text(text: str) -> str:
+    """``text`` cut to 60 characters for a message (a 3,000-character override came back
+    in full in its error line)."""
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def describe_value(value: Any) -> str:
+    """A config value as a message shows it: its repr, cut to 60 characters."""
+    return clip_text(repr(value))
 
 
 def _alternatives(annotation) -> list:
@@ -619,13 +628,13 @@ def _format_error(section: str, err: ValidationError, model: type[BaseModel]) ->
     kind = first["type"]
     if kind == "extra_forbidden":
         allowed = ", ".join(_nested_model(model, first["loc"]).model_fields)
-        return f"{loc}: unknown key (allowed: {allowed})"
+        return f"{clip_text(loc)}: unknown key (allowed: {allowed})"
     if kind == "missing":
         return f"{loc}: required key is missing"
     message = first["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
-    return f"{loc} = {_describe(first.get('input'))}: {message[0].lower() + message[1:]}"
+    return f"{loc} = {describe_value(first.get('input'))}: {message[0].lower() + message[1:]}"
 
 
 def validate(data: Mapping[str, Any]) -> Config:
@@ -635,7 +644,7 @@ def validate(data: Mapping[str, Any]) -> Config:
     unknown = [k for k in data if k not in SECTIONS]
     if unknown:
         raise ConfigError(
-            f"{unknown[0]}: unknown section (allowed: {', '.join(SECTIONS)})"
+            f"{clip_text(str(unknown[0]))}: unknown section (allowed: {', '.join(SECTIONS)})"
         )
     trainer = data.get("trainer") or {}
     if isinstance(trainer, Mapping) and isinstance(trainer.get("batch_chunks"), int) \
@@ -659,7 +668,7 @@ def validate(data: Mapping[str, Any]) -> Config:
         if value is None:
             value = {}
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{name}: must be a mapping, got {_describe(value)}")
+            raise ConfigError(f"{name}: must be a mapping, got {describe_value(value)}")
         try:
             sections[name] = model.model_validate(dict(value))
         except ValidationError as err:
@@ -768,7 +777,7 @@ def _check_equation(section: EquationSection) -> None:
         import_equation_module(section.module)
     if section.name not in EQUATIONS:
         raise ConfigError(
-            f"equation.name = {section.name!r}: unknown equation "
+            f"equation.name = {describe_value(section.name)}: unknown equation "
             f"(registered: {', '.join(sorted(EQUATIONS))})"
         )
     cls = EQUATIONS[section.name]
@@ -839,8 +848,10 @@ def _check_study(config: Config) -> None:
                 if "=" not in item:
                     raise ConfigError(f"study.variants.{name}: {item!r} must look like key.sub=value")
         if study.columns is not None and study.columns not in study.grid:
-            raise ConfigError(f"study.columns = {study.columns!r}: must be one of the grid keys "
+            raise ConfigError(f"study.columns = {describe_value(study.columns)}: must be one of the grid keys "
                               f"({', '.join(study.grid) or 'none'})")
+    elif study.init not in ("fresh", "trained") and (problem := overlong_path(study.init)):
+        raise ConfigError(f"study.init = {describe_value(study.init)}: {problem}")
     elif study.init not in ("fresh", "trained") and not Path(study.init).is_file():
         raise ConfigError(f"study.init = {study.init!r}: must be 'fresh', 'trained' or an existing result file")
     elif config.trainer.backend == "deepxde":
@@ -890,7 +901,7 @@ def _check_deepxde(config: Config) -> None:
     for (section, key), (allowed, why) in DEEPXDE_FIXED.items():
         value = getattr(config.sections[section], key)
         if value != allowed:
-            raise ConfigError(f"{section}.{key} = {_describe(value)}: not supported by trainer.backend: "
+            raise ConfigError(f"{section}.{key} = {describe_value(value)}: not supported by trainer.backend: "
                               f"deepxde ({why}; allowed: {allowed!r})")
     device = config.trainer.device
     if device not in ("auto", "cpu"):
@@ -953,11 +964,13 @@ def _check_tune(config: Config) -> None:
         for field in dataclasses.fields(method) if dataclasses.is_dataclass(method) else ():
             value = options.get(field.name)
             if field.type in ("bool", bool) and field.name in options and not isinstance(value, bool):
-                raise ConfigError(f"{where}.options.{field.name} = {_describe(value)}: must be true or false")
+                raise ConfigError(f"{where}.options.{field.name} = {describe_value(value)}: must be true or false")
 
 
 def _check_data(config: Config) -> None:
     source = config.data.source
+    if source != "synthetic" and (problem := overlong_path(source)):
+        raise ConfigError(f"data.source = {describe_value(source)}: {problem}")
     if source != "synthetic" and not Path(source).is_file():
         raise ConfigError(f"data.source = {source!r}: must be 'synthetic' or an existing .h5/.npz/.csv file")
 

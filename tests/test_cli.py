@@ -153,6 +153,7 @@ def _bad(tmp_path, args, expected, capsys, protect=()):
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert len(err.splitlines()) == 1, err
+    assert len(err) < 400, err  # (values and names in it are cut)
     assert expected in err, err
     assert "Traceback" not in err
     for p, content in before.items():
@@ -210,6 +211,23 @@ def test_bad_input_table(tmp_path, capsys):
         (["plot", good, "-o", tmp_path / "figs"], "cannot plot: " + repr(str(good)) + " is not an HDF5 file ("),
         # and no empty figs/ left behind
         (["solve", good, "-o", tmp_path / ("a" * 248 + ".h5")], "too long"),  # the .ckpt would not fit
+        # names the file system cannot hold: stat raised OSError 36, a traceback
+        (["solve", tmp_path / ("c" * 300 + ".yaml"), "-o", tmp_path / "o.h5"],
+         "argument config: '" + str(tmp_path)[:40] + "'...: a name in it is 305 bytes long, the file system allows 255"),
+        (["plot", tmp_path / ("r" * 300 + ".h5")], "argument file: "),
+        (["plot", existing, "-o", tmp_path / ("d" * 300)], "argument -o/--output: "),
+        (["solve", "/".join(["y" * 200] * 25), "-o", tmp_path / "o.h5"], "it is 5024 bytes long, the system allows"),
+        (["solve", good, f"data.source={'s' * 300}.csv", "-o", tmp_path / "o.h5"],
+         "data.source = 'sssssssss"),
+        # a long value or key is cut to 60 characters in the message (it came back in full)
+        (["solve", good, f"equation.name={'n' * 3000}", "-o", tmp_path / "o.h5"],
+         f"equation.name = '{'n' * 56}...: unknown equation"),
+        (["solve", good, f"{'k' * 3000}=1", "-o", tmp_path / "o.h5"], f"{'k' * 57}...: unknown section"),
+        (["solve", good, f"trainer.{'k' * 3000}=1", "-o", tmp_path / "o.h5"], "...: unknown key"),
+        (["solve", good, f"trainer={{{'k' * 3000}: 1}}", "-o", tmp_path / "o.h5"],
+         "override 'trainer={kkk"),
+        (["tune", good, "tune.tunables={lr: {}}", "data.points=10", f"tune.method={'m' * 3000}", "-o", tmp_path / "o.h5"],
+         "...: unknown method"),
         # refused before training (they failed after it, or ended nonfinite over a good result)
         (["solve", good, "trainer.seed=18446744073709551616", "-o", existing, "--overwrite"],
          "trainer.seed = 18446744073709551616: must be an integer with 0 <= seed < 2**63"),

@@ -20,7 +20,7 @@ from pinnlab.bilevel import (
     make_method,
     optimize,
 )
-from pinnlab.config import ConfigError, hybrid_never_switches
+from pinnlab.config import ConfigError, describe_value, hybrid_never_switches
 from pinnlab.losses import Hybrid, Piecewise
 from pinnlab.solvers import TrainResult, TrainState, train
 from pinnlab.tuning.search import joint_fit, search, trial_steps
@@ -100,7 +100,7 @@ def check_method(setup: TuningSetup) -> None:
     phases = [tune.method] + ([tune.then.method] if tune.then else [])
     for key, name in zip(("tune.method", "tune.then.method"), phases):
         if name not in allowed:
-            raise ConfigError(f"{key} = {name!r}: unknown method (allowed: {', '.join(allowed)})")
+            raise ConfigError(f"{key} = {describe_value(name)}: unknown method (allowed: {', '.join(allowed)})")
     if tune.outer_optimizer == "sgd" and "outer_betas" in tune.model_fields_set:
         raise ConfigError("tune.outer_betas: β belongs to outer_optimizer: adam; SGD has none (drop outer_betas "
                           "or use adam)")

@@ -20,7 +20,7 @@ from torch.func import functional_call
 from pinnlab._seeding import make_generator
 from pinnlab.bilevel import BilevelProblem, Identity, Log, Logit, from_train_step
 from pinnlab.bilevel.parameterization import AbstractParameterization
-from pinnlab.config import Config, ConfigError, build, make_estimator, make_observations
+from pinnlab.config import Config, ConfigError, build, clip_text, make_estimator, make_observations
 from pinnlab.estimators import Autograd, SteinAntithetic
 from pinnlab.estimators.base import Value
 from pinnlab.losses import Hybrid
@@ -150,7 +150,7 @@ def make_tunables(config: Config, problem: PINNProblem, device, dtype) -> tuple[
         return low, high
 
     for name, spec in config.tune.tunables.items():
-        where = f"tune.tunables.{name}"
+        where = clip_text(f"tune.tunables.{name}")
         if name != COLLOCATION and (spec.width != 32 or spec.depth != 2):
             raise ConfigError(f"{where}: width/depth apply to {COLLOCATION} only")
         if spec.per_coordinate and name != "sigma":
