@@ -211,7 +211,9 @@ def cmd_plot(args) -> int:
     if outdir == path:  # (mkdir said "File exists")
         raise UsageError(f"the default plot directory of {str(path)!r} (its name without a suffix) is the file "
                          "itself; choose one with -o DIR")
-    created = not outdir.exists()
+    # the outermost directory this command creates: removed again if the plot fails (only
+    # the last one was, and -o new/figs left an empty new/ behind)
+    created = next((d for d in reversed((outdir, *outdir.parents)) if not d.exists()), None)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -227,8 +229,8 @@ def cmd_plot(args) -> int:
         try:
             drawn = plot_file(path, staging)
         except Exception as err:  # whatever the file holds that cannot be drawn is bad input
-            if created:
-                shutil.rmtree(outdir, ignore_errors=True)
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
             if isinstance(err, MemoryError):  # the machine, not the file
                 raise
             if isinstance(err, NotAResult):

@@ -209,7 +209,8 @@ def test_bad_input_table(tmp_path, capsys):
                                                    "with -o DIR"),
         (["solve", tmp_path, "-o", tmp_path / "o.h5"], "is a directory"),
         (["plot", good, "-o", tmp_path / "figs"], "cannot plot: " + repr(str(good)) + " is not an HDF5 file ("),
-        # and no empty figs/ left behind
+        # and no empty figs/ left behind, nor the new directories above it
+        (["plot", good, "-o", tmp_path / "new" / "sub" / "figs"], "cannot plot: "),
         (["solve", good, "-o", tmp_path / ("a" * 248 + ".h5")], "too long"),  # the .ckpt would not fit
         # names the file system cannot hold: stat raised OSError 36, a traceback
         (["solve", tmp_path / ("c" * 300 + ".yaml"), "-o", tmp_path / "o.h5"],
@@ -257,7 +258,7 @@ def test_bad_input_table(tmp_path, capsys):
     _bad(tmp_path, ["solve", good, "-o", corrupt, "--resume"], "corrupted", capsys,
          [Path(str(corrupt) + ".ckpt")])
     _bad(tmp_path, ["solve", good, "-o", corrupt], "pass --resume", capsys, [Path(str(corrupt) + ".ckpt")])
-    assert not (tmp_path / "o.h5").exists() and not (tmp_path / "figs").exists()
+    assert not (tmp_path / "o.h5").exists() and not (tmp_path / "figs").exists() and not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize("damage", ["config_not_yaml", "slice_of_wrong_shape", "slice_of_a_smaller_grid"])
