@@ -46,13 +46,12 @@ CHECKPOINT_SUFFIX = ".ckpt"
 
 
 def run_inputs(config_path: str | Path, config) -> list[tuple[Path, str]]:
-    """The files a run reads, named for messages: CONFIG, a file ``data.source``, a result
-    file ``study.init``. No output may be one of them (``solve cfg.yaml -o cfg.yaml
-    --overwrite`` replaced the config; ``study.init=net.h5 -o net.h5`` the trained network)."""
+    """The files a run reads, named for messages: CONFIG, a file ``data.source``, a ``.py``
+    ``equation.module``, a result file ``study.init``. No output may be one of them
+    (``solve cfg.yaml -o cfg.yaml --overwrite`` replaced the config; ``study.init=net.h5
+    -o net.h5`` the trained network)."""
     reads = [(Path(config_path), "the config")]
-    data = config.sections.get("data")
-    if data is not None and data.source != "synthetic":
-        reads.append((Path(data.source), "data.source"))
+    reads += [(Path(path), key) for key, path in config.input_files().items()]
     study = config.sections.get("study")
     if study is not None and study.init not in ("fresh", "trained"):
         reads.append((Path(study.init), "study.init"))
@@ -60,12 +59,13 @@ def run_inputs(config_path: str | Path, config) -> list[tuple[Path, str]]:
 
 
 def _output_checks(output: Path, *, overwrite: bool, what: str = "", checkpoint: bool = True,
-                   extra_checkpoints: Sequence[str] = (),
+                   extra_checkpoints: Sequence[str] = (), name_suffixes: Sequence[str] = (),
                    reads: Sequence[tuple[Path, str]] = ()) -> None:
     """Refuse an output that exists and is not a regular file (a directory, a FIFO, a
     device: the atomic write would rename over it), exists without ``overwrite``, cannot
     be written, or whose name (with the ``.ckpt`` suffix when ``checkpoint``, or the longest
-    of ``extra_checkpoints``, the suffixes of the run's other checkpoints) is too long;
+    of ``extra_checkpoints``, the suffixes of the run's other checkpoints, or of
+    ``name_suffixes``, those of other files or directories named after it) is too long;
     with ``checkpoint`` also a checkpoint path that exists and is not a regular file (its
     first write would fail after the work); an output (or its checkpoint) that is one of
     the files the run ``reads`` (:func:`run_inputs`). ``what`` names the output in the
@@ -78,11 +78,11 @@ def _output_checks(output: Path, *, overwrite: bool, what: str = "", checkpoint:
     except (OSError, ValueError):
         limit = 255
     suffixes = [CHECKPOINT_SUFFIX, *extra_checkpoints] if checkpoint else []
-    suffix = max(suffixes, key=len, default="")
+    suffix = max([*suffixes, *name_suffixes], key=len, default="")
     size = len(output.name.encode()) + len(suffix)
     if size > limit:  # else the checkpoint (RUN.h5.ckpt) cannot be written, after the work is done
         raise UsageError(f"output name {output.name[:40]!r}... is too long: {size} bytes"
-                         + (f" with the {suffix} checkpoint suffix" if suffix else "")
+                         + (f" with the {suffix} suffix" if suffix else "")
                          + f", the file system allows {limit}")
     for path, name in [(output, f"output {where}")] + [
             (Path(str(output) + end), f"checkpoint {str(output) + end!r}") for end in suffixes]:

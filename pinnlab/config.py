@@ -301,20 +301,33 @@ class Config:
     def to_yaml(self) -> str:
         return dump_yaml(self.resolved())
 
-    def identity(self) -> str:
-        """What a checkpoint of this config's run records and its resume compares: the
-        resolved config (:meth:`to_yaml`) and the SHA-256 of each file the run takes
-        numbers or code from (``data.source``, ``equation.module``): a run resumed after
-        its observation file had changed ran on with the new data as if nothing had."""
+    def input_files(self) -> dict[str, str]:
+        """The files the run takes numbers or code from (``data.source``, a ``.py``
+        ``equation.module``), key → path; a dotted module name is no file."""
+        data, module = self.sections.get("data"), self.equation.module
+        files = {"data.source": None if data is None or data.source == "synthetic" else data.source,
+                 "equation.module": module if isinstance(module, str) and module.endswith(".py") else None}
+        return {key: path for key, path in files.items() if path is not None}
+
+    def input_digests(self) -> dict[str, str]:
+        """SHA-256 of each of :meth:`input_files` (a missing file is reported where it is read)."""
         import hashlib
 
-        files = {}
-        data, module = self.sections.get("data"), self.equation.module  # (a dotted module name is no file)
-        for key, path in (("data.source", None if data is None or data.source == "synthetic" else data.source),
-                          ("equation.module", module)):
-            if isinstance(path, str) and Path(path).is_file():  # (a missing file is reported where it is read)
-                files[key] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        return self.to_yaml() + (dump_yaml({"input_files": files}) if files else "")
+        return {key: hashlib.sha256(Path(path).read_bytes()).hexdigest()
+                for key, path in self.input_files().items() if Path(path).is_file()}
+
+    def identity(self) -> str:
+        """What a checkpoint of this config's run records and its resume compares (and a
+        training study's finished cell, :func:`identity_text` of its file): the resolved
+        config (:meth:`to_yaml`) and :meth:`input_digests`: a run resumed after its
+        observation file had changed ran on with the new data as if nothing had."""
+        return identity_text(self.to_yaml(), self.input_digests())
+
+
+def identity_text(config_yaml: str, digests: Mapping[str, str]) -> str:
+    """:meth:`Config.identity` from its parts: the config's YAML, then the input files'
+    digests (none: the YAML alone)."""
+    return config_yaml + (dump_yaml({"input_files": dict(digests)}) if digests else "")
 
 
 # -- loading -------------------------------------------------------------------------

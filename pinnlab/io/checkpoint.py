@@ -74,7 +74,7 @@ def comparable_text(config_yaml: str) -> str:
     return comparable_config(config) if isinstance(config, Mapping) else config_yaml
 
 
-def config_difference(saved_text: Any, config_yaml: str) -> str:
+def config_difference(saved_text: Any, config_yaml: str, saved_in: str = "the checkpoint") -> str:
     """Where the config a checkpoint recorded (``saved_text``, :func:`comparable_config`
     YAML) first differs from ``config_yaml``'s, as `` (trainer.lr: 0.001 in the checkpoint,
     0.5 in this run)``; ``""`` when the checkpoint recorded none (written before it was kept)
@@ -99,7 +99,7 @@ def config_difference(saved_text: Any, config_yaml: str) -> str:
         return ""
     key, was, now = found
     shown = [text if len(text) <= 40 else text[:37] + "..." for text in (repr(was), repr(now))]
-    return f" ({key}: {shown[0]} in the checkpoint, {shown[1]} in this run)"
+    return f" ({key}: {shown[0]} in {saved_in}, {shown[1]} in this run)"
 
 
 def load_checkpoint_file(path: Path, *, mmap: bool = False) -> Any:
@@ -323,6 +323,20 @@ def save_checkpoint(
     write_checkpoint_file(path, payload)
 
 
+def check_config(path: str | Path, data: Mapping[str, Any], config_yaml: str) -> None:
+    """Refuse the checkpoint ``data`` (read from ``path`` by :func:`read_checkpoint`) of
+    another format, or written for another config than ``config_yaml`` (the refusal names
+    the first setting that differs)."""
+    if data.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {str(path)!r} has an unknown format")
+    # a checkpoint written before RUN_ONLY_SETTINGS were left out holds the whole YAML's hash
+    if data.get("config_hash") not in (config_hash(config_yaml), hashlib.sha256(config_yaml.encode()).hexdigest()):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} was written for a different configuration"
+            f"{config_difference(data.get('config'), config_yaml) or ' (another config or other overrides)'}"
+        )
+
+
 def load_checkpoint(
     path: str | Path, optimizer: AbstractOptimizer, config_yaml: str,
     device: torch.device, dtype: torch.dtype,
@@ -334,14 +348,7 @@ def load_checkpoint(
     takes it.
     """
     data = read_checkpoint(path)
-    if data.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {str(path)!r} has an unknown format")
-    # a checkpoint written before RUN_ONLY_SETTINGS were left out holds the whole YAML's hash
-    if data.get("config_hash") not in (config_hash(config_yaml), hashlib.sha256(config_yaml.encode()).hexdigest()):
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} was written for a different configuration"
-            f"{config_difference(data.get('config'), config_yaml) or ' (another config or other overrides)'}"
-        )
+    check_config(path, data, config_yaml)
     with reading(path):
         params = {k: v.to(device=device, dtype=dtype) for k, v in data["params"].items()}
         opt = {k: (v.to(device=device, dtype=dtype) if isinstance(v, torch.Tensor)

@@ -2,7 +2,8 @@
 
 Schema (one file per run; gzip-compressed datasets)::
 
-    /                       attrs: kind="solve", config (resolved YAML), pinnlab_version,
+    /                       attrs: kind="solve", config (resolved YAML), input_files (JSON
+                            SHA-256 of data.source / a .py equation.module, when read), pinnlab_version,
                             torch_version, numpy_version, h5py_version, python_version,
                             git_hash (when available; -dirty: with uncommitted changes),
                             problem_seed, train_seed, device, dtype, equation, dim, loss,
@@ -49,6 +50,7 @@ that of the smoothed model u = A·u_σ + B with ``estimator.eval_samples`` sampl
 from __future__ import annotations
 
 import dataclasses
+import json
 import functools
 import platform
 import subprocess
@@ -254,6 +256,9 @@ def write_solve_result(path: str | Path, *, config, problem, result, slice_data=
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as fh:
         fh.attrs["kind"] = kind
         fh.attrs["config"] = config.to_yaml()
+        digests = config.input_digests()
+        if digests:  # (what a training study's rerun compares besides the config)
+            fh.attrs["input_files"] = json.dumps(digests, sort_keys=True)
         for key, value in _versions().items():
             fh.attrs[key] = str(value)
         fh.attrs["problem_seed"] = equation.seed

@@ -23,8 +23,9 @@ def add_parser(sub):
     p.add_argument("--json", type=file_argument, action=Once, help="also write the records (and slopes) as JSON (strict: a non-finite number "
                                   "is null)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing study file (a training study's finished cells of the same "
-                        "config are reused, not recomputed: adding seeds or variants runs only the new ones)")
+                   help="replace an existing study file, and a training study's cells of another config "
+                        "(finished cells of the same config are reused, not recomputed: adding seeds or "
+                        "variants runs only the new ones)")
     p.add_argument("--workers", type=int, action=Once, help="worker processes for a training study")
     return p
 
@@ -75,13 +76,21 @@ def run(args) -> int:
         raise UsageError("config error: study: required section is missing for `pinnlab study`")
     output = Path(args.output)
     reads = run_inputs(args.config, config)
-    _output_checks(output, overwrite=args.overwrite, reads=reads)
+    training = config.study.kind == "training"
+    # (the name of STUDY.h5.cells/ is the longest the study makes from it)
+    _output_checks(output, overwrite=args.overwrite, reads=reads, name_suffixes=(".cells",) if training else ())
     _check_other_outputs(output, args, config.study.kind, reads)
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be >= 1")
     if args.workers is not None and config.study.kind == "estimator":
         raise UsageError("--workers: an estimator study runs in one process (the option is for training studies)")
     runs = _validated_runs(config, args)
+    # the files each run reads: a grid or a variant may name its own data.source or module
+    # (the study's CSV table replaced the observations a cell trained on)
+    cell_reads = [read for run in runs.values() for read in run_inputs(args.config, run) if read not in reads]
+    if cell_reads:
+        _output_checks(output, overwrite=args.overwrite, reads=cell_reads)
+        _check_other_outputs(output, args, config.study.kind, cell_reads)
     trains = config.study.kind == "training" or config.study.init == "trained"
     if "data" in config.sections and not (trains and any(
             "data" in run.sections and run.data.train for run in runs.values())):
@@ -324,8 +333,8 @@ def _training(config, output, args) -> int:
     import h5py
 
     from pinnlab import config as configuration
-    from pinnlab.cli import UsageError
-    from pinnlab.io import atomic_path
+    from pinnlab.cli import UsageError, refused_checkpoint
+    from pinnlab.io import CheckpointError, atomic_path
     from pinnlab.io.results import _versions
     from pinnlab.studies.training_study import (
         csv_text,
@@ -340,9 +349,11 @@ def _training(config, output, args) -> int:
     cell_dir = cell_directory(output)
     try:
         records = run_training_study(args.config, cells, cell_dir, workers=args.workers or study.workers,
-                                     base_overrides=args.overrides, progress=_log)
+                                     base_overrides=args.overrides, progress=_log, overwrite=args.overwrite)
     except configuration.ConfigError as err:  # raised before any cell runs
         raise UsageError(f"config error: {err}") from None
+    except CheckpointError as err:  # likewise: a cell of an edited config, kept unless --overwrite
+        raise refused_checkpoint(err) from None
     summary = summarise(records, study.columns)
     table = markdown_table(summary, study.columns)
     with atomic_path(output) as tmp, h5py.File(tmp, "w") as fh:

@@ -146,37 +146,66 @@ def run_config(config):
                   {k: v for k, v in config.raw.items() if k != "study"})
 
 
-def _finished_with(path: Path, config) -> bool:
-    """True when ``path`` is a complete cell result of this cell's resolved run config
-    (:func:`run_config`; a cell left by an edited config is recomputed, not silently
-    reused), compared as :func:`~pinnlab.io.checkpoint.comparable_config` does: another
-    checkpoint or log interval, or ``auto`` for the device it resolves to, reuses the
-    cell. A cell file written when cells still recorded the ``study:`` section is
-    compared without it. A cell written by another pinnlab version is recomputed (its
-    numbers would be mixed silently with this version's in one table)."""
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _cell_file_state(path: Path, config) -> tuple[bool, str]:
+    """(reusable, why not) for the cell result ``path`` of this cell's resolved run config.
+
+    Reusable when it holds this cell's run config (:func:`run_config`) and input files
+    (``data.source``, ``equation.module``: a cell was reused after its observation file
+    had changed), compared as :func:`~pinnlab.io.checkpoint.comparable_config` does
+    (another checkpoint or log interval, or ``auto`` for the device it resolves to, reuses
+    the cell), and was written by this pinnlab version (its numbers would be mixed
+    silently with this version's in one table). A cell file written when cells still
+    recorded the ``study:`` section is compared without it. "Why not" is empty when there
+    is nothing to keep (no file, or one that cannot be read: it is computed again), else
+    what differs: such a cell is replaced only with ``overwrite``."""
     import h5py
     import yaml
 
     import pinnlab
-    from pinnlab.io.checkpoint import comparable_config
+    from pinnlab.config import identity_text
+    from pinnlab.io.checkpoint import comparable_config, comparable_text, config_difference
 
     try:
         with h5py.File(path, "r") as fh:
-            stored = fh.attrs["config"]
-            version = fh.attrs.get("pinnlab_version")
-    except (OSError, KeyError):
-        return False
-    if (version.decode() if isinstance(version, bytes) else str(version)) != pinnlab.__version__:
-        return False
-    stored = stored.decode() if isinstance(stored, bytes) else str(stored)
-    try:
+            stored = _text(fh.attrs["config"])
+            version = _text(fh.attrs.get("pinnlab_version"))
+            digests = json.loads(_text(fh.attrs.get("input_files", "{}")))
         stored = yaml.safe_load(stored)
-    except yaml.YAMLError:
-        return False
-    if not isinstance(stored, dict):
-        return False
+    except (OSError, KeyError, ValueError, yaml.YAMLError):
+        return False, ""
+    if not isinstance(stored, dict) or not isinstance(digests, dict):
+        return False, ""
+    if version != pinnlab.__version__:
+        return False, f"was written by pinnlab {version}, this is {pinnlab.__version__}"
     stored.pop("study", None)
-    return comparable_config(stored) == comparable_config(yaml.safe_load(run_config(config).to_yaml()))
+    saved = comparable_config(yaml.safe_load(identity_text(yaml.safe_dump(stored, sort_keys=False), digests)))
+    current = run_config(config).identity()
+    if saved == comparable_text(current):
+        return True, ""
+    return False, ("was computed for a different configuration"
+                   + (config_difference(saved, current, "the cell") or " (another config or other input files)"))
+
+
+def _checkpoint_state(path: Path, config) -> str:
+    """Why the cell checkpoint ``path`` (present) cannot be resumed by this cell but holds
+    a readable state, or "" (it fits, or it is damaged: the cell starts over, as
+    :func:`run_cell` says)."""
+    from pinnlab.io import CheckpointError
+    from pinnlab.io.checkpoint import check_config, read_checkpoint
+
+    try:
+        data = read_checkpoint(path)
+    except CheckpointError:
+        return ""
+    try:
+        check_config(path, data, run_config(config).identity())
+    except CheckpointError as err:
+        return str(err).removeprefix(f"checkpoint {str(path)!r} ")
+    return ""
 
 
 def _leave_interrupts_to_the_parent() -> None:
@@ -199,13 +228,19 @@ def run_training_study(
     workers: int = 1,
     base_overrides: Sequence[str] = (),
     progress: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> list[dict]:
     """Run every unfinished cell (``workers`` processes); return one record per cell.
 
     Every cell's config is validated and built first (:func:`validate_runs`): a bad
-    variant raises :class:`~pinnlab.config.ConfigError` before any cell runs.
+    variant raises :class:`~pinnlab.config.ConfigError` before any cell runs. A cell file
+    or checkpoint in ``cell_dir`` of another config, other input files or another pinnlab
+    version (the study's config was edited after an interrupted run) raises
+    :class:`~pinnlab.io.CheckpointError`, also before any cell runs, unless ``overwrite``:
+    then such cells are computed again (it replaced them without a word).
     """
     from pinnlab.config import ConfigError
+    from pinnlab.io import CheckpointError
     from pinnlab.studies.spec import validate_runs
 
     configs = validate_runs(config_path, {c.label: c.overrides for c in cells}, base_overrides)
@@ -217,12 +252,18 @@ def run_training_study(
         for where in (path, Path(str(path) + ".ckpt")):  # (a directory there failed after the cell had run)
             if where.exists() and not where.is_file():
                 raise ConfigError(f"{str(where)!r} (cell {cell.label}) exists and is not a regular file; remove it")
-        finished = _finished_with(path, configs[cell.label]) and _metrics_or_none(path)
+        checkpoint = Path(str(path) + ".ckpt")
+        reusable, why_not = _cell_file_state(path, configs[cell.label])
+        finished, where = reusable and _metrics_or_none(path), path
+        if not finished and not why_not and checkpoint.is_file():
+            where, why_not = checkpoint, _checkpoint_state(checkpoint, configs[cell.label])
+        if why_not and not overwrite:
+            raise CheckpointError(f"{str(where)!r} (cell {cell.label}) {why_not}")
         if finished:
             records[cell.key] = finished
             # a kill between writing the cell's result and removing its checkpoint left
             # the checkpoint behind for good
-            Path(str(path) + ".ckpt").unlink(missing_ok=True)
+            checkpoint.unlink(missing_ok=True)
             if progress:
                 progress(f"skip finished cell {cell.label}")
         else:

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from pinnlab.cli import main
+from pinnlab.io import CheckpointError
 from pinnlab.studies.estimator_study import (
     EstimatorStudySpec,
     _moments,
@@ -430,7 +431,14 @@ def test_cells_of_an_edited_config_are_recomputed(tmp_path):
     run_training_study(cfg, cells, tmp_path / "cells", progress=messages.append)
     assert sum("skip finished cell" in m for m in messages) == 1
     cfg.write_text(TINY_TRAINING.replace("STEPS", "30"))  # same cell key, other config
-    run_training_study(cfg, cells, tmp_path / "cells", progress=messages.append)
+    # kept unless overwrite (a rerun after an interrupted study replaced its cells silently)
+    cell = tmp_path / "cells" / f"{cells[0].key}.h5"
+    before = cell.read_bytes()
+    with pytest.raises(CheckpointError, match=r"\(cell biased \{'trainer.seed': 0\}\) was computed for a different "
+                                              r"configuration \(trainer.steps: 20 in the cell, 30 in this run\)$"):
+        run_training_study(cfg, cells, tmp_path / "cells", progress=messages.append)
+    assert cell.read_bytes() == before
+    run_training_study(cfg, cells, tmp_path / "cells", progress=messages.append, overwrite=True)
     assert sum("skip finished cell" in m for m in messages) == 1
     assert sum("finished cell" in m and "skip" not in m for m in messages) == 2
 
