@@ -58,6 +58,15 @@ def run_inputs(config_path: str | Path, config) -> list[tuple[Path, str]]:
     return reads
 
 
+def resolved_output(path: Path, where: str) -> Path:
+    """``path.resolve()``, or one line for an output that is a loop of symbolic links
+    (Path.resolve raised RuntimeError, a traceback)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as err:
+        raise UsageError(f"output {where} cannot be resolved: a loop of symbolic links ({err})") from None
+
+
 def _output_checks(output: Path, *, overwrite: bool, what: str = "", checkpoint: bool = True,
                    extra_checkpoints: Sequence[str] = (), name_suffixes: Sequence[str] = (),
                    reads: Sequence[tuple[Path, str]] = ()) -> None:
@@ -73,6 +82,7 @@ def _output_checks(output: Path, *, overwrite: bool, what: str = "", checkpoint:
     from pinnlab.io import check_writable_directory
 
     where = f"{str(output)!r}" + (f" ({what})" if what else "")
+    resolved_output(output, where)
     try:
         limit = os.pathconf(output.absolute().parent, "PC_NAME_MAX")
     except (OSError, ValueError):

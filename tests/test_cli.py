@@ -220,6 +220,11 @@ def test_bad_input_table(tmp_path, capsys):
         (["solve", "/".join(["y" * 200] * 25), "-o", tmp_path / "o.h5"], "it is 5024 bytes long, the system allows"),
         (["solve", good, f"data.source={'s' * 300}.csv", "-o", tmp_path / "o.h5"],
          "data.source = 'sssssssss"),
+        # a loop of symbolic links (Path.resolve raised RuntimeError)
+        (["solve", good, "-o", tmp_path / "loop1"], "output '" + str(tmp_path / "loop1") + "' cannot be resolved: "
+                                                    "a loop of symbolic links"),
+        (["study", Path(__file__).parents[1] / "configs" / "studies" / "estimator_small.yaml", "-o",
+          tmp_path / "s.h5", "--json", tmp_path / "loop1"], "(--json) cannot be resolved"),
         # a long value or key is cut to 60 characters in the message (it came back in full)
         (["solve", good, f"equation.name={'n' * 3000}", "-o", tmp_path / "o.h5"],
          f"equation.name = '{'n' * 56}...: unknown equation"),
@@ -244,6 +249,8 @@ def test_bad_input_table(tmp_path, capsys):
         (["solve", good, "-o", tmp_path / "link.yaml", "--overwrite"], "is the config, which this run reads"),
     ]
     (tmp_path / "link.yaml").symlink_to(good)
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
     for args, expected in cases:
         _bad(tmp_path, args, expected, capsys, protect)
     malformed = tmp_path / "malformed.yaml"

@@ -137,7 +137,7 @@ def _check_other_outputs(output: Path, args, kind: str, reads) -> None:
     """The files a study writes besides ``-o`` (a training study's tables, ``--json``) follow
     the rule of ``-o``: checked before any work, an existing one is replaced only with
     ``--overwrite``, none may be a directory or another output of the same study."""
-    from pinnlab.cli import UsageError, _output_checks
+    from pinnlab.cli import UsageError, _output_checks, resolved_output
 
     others = []
     if kind == "training":
@@ -148,12 +148,13 @@ def _check_other_outputs(output: Path, args, kind: str, reads) -> None:
             raise UsageError(f"{str(cells)!r} (where the study keeps its cells) exists and is not a directory")
     if args.json:
         others.append((Path(args.json), "--json"))
-    taken = {output.resolve(): "-o"}
+    taken = {resolved_output(output, f"{str(output)!r}"): "-o"}
     for path, what in others:
         where = f"{str(path)!r} ({what})"
-        if path.resolve() in taken:
-            raise UsageError(f"{where} is the same file as {taken[path.resolve()]}; choose another name")
-        taken[path.resolve()] = where
+        resolved = resolved_output(path, where)
+        if resolved in taken:
+            raise UsageError(f"{where} is the same file as {taken[resolved]}; choose another name")
+        taken[resolved] = where
         _output_checks(path, overwrite=args.overwrite, what=what, checkpoint=False, reads=reads)
 
 
