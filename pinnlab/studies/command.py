@@ -382,6 +382,11 @@ def _training(config, output, args) -> int:
     if args.json:
         _write_json(args.json, {"records": records, "summary": summary})
     print(table)
+    statuses = sorted({r["status"] for r in records})
+    if "ok" not in statuses:  # written (the table says so), but as `pinnlab solve` exits for one such run
+        print(f"pinnlab: error: no cell of the study ended ok (status {', '.join(statuses)} in all "
+              f"{len(records)}); its tables have no numbers", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -792,3 +792,18 @@ def test_training_study_starts_no_more_workers_than_cells(tmp_path, monkeypatch)
     leftover.write_bytes(b"stale")
     training_study.run_training_study(cfg, cells, tmp_path / "cells", workers=1000)
     assert not leftover.exists()
+
+
+def test_a_training_study_where_no_cell_ended_ok_exits_1(tmp_path, capsys):
+    """Every cell diverged: the tables said "no ok run" and the study exited 0 (solve exits
+    1 for one such run). The files are written; one ok cell is enough for exit 0."""
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(SMALL_TRAINING.replace("trainer: {", "trainer: {lr: 1.0e+30, schedule: constant, "))
+    out = tmp_path / "train.h5"
+    assert main(["study", str(cfg), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "pinnlab: error: no cell of the study ended ok (status nonfinite in all 4); its tables have no " \
+        "numbers" in err, err
+    assert out.is_file() and out.with_suffix(".md").is_file()
+    assert main(["study", str(cfg), "study.variants={biased: [loss.kind=biased, trainer.lr=0.001]}",
+                 "-o", str(out), "--overwrite"]) == 0
