@@ -13,7 +13,8 @@ from pinnlab._fields import SECTION_CONFIG, Float, Int
 
 def _no_repeats(values: list) -> list:
     for i, value in enumerate(values):
-        if any(value == earlier for earlier in values[:i]):
+        # (true == 1 in Python: [1, true] was "listed twice", not a bad value where it is used)
+        if any(value == earlier and isinstance(value, bool) == isinstance(earlier, bool) for earlier in values[:i]):
             raise ValueError(f"{value!r} is listed twice")
     return values
 

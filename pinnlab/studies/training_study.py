@@ -208,6 +208,25 @@ def _checkpoint_state(path: Path, config) -> str:
     return ""
 
 
+def _refuse_repeated_cells(cells: list[Cell], configs: Mapping) -> None:
+    """Two cells of one variant whose grid values validate to the same run config (``0``
+    and ``'0'``, ``0.001`` and ``'1e-3'``) raise :class:`~pinnlab.config.ConfigError`:
+    the same cell was computed twice and counted as two seeds."""
+    from pinnlab.config import ConfigError
+    from pinnlab.io.checkpoint import comparable_text
+
+    seen: dict[tuple[str, str], Cell] = {}
+    for cell in cells:
+        key = (cell.variant, comparable_text(run_config(configs[cell.label]).to_yaml()))
+        if key in seen:
+            first = dict(seen[key].assignment)
+            shown = ", ".join(f"{k}: {first[k]!r} and {v!r}" for k, v in cell.assignment if first[k] != v
+                              or type(first[k]) is not type(v))
+            raise ConfigError(f"study.grid: cells {seen[key].label} and {cell.label} are the same run ({shown} "
+                              "are the same value); list each value once")
+        seen[key] = cell
+
+
 def _leave_interrupts_to_the_parent() -> None:
     """A worker ignores Ctrl-C, which the terminal sends to every process of the group:
     each printed its own KeyboardInterrupt traceback under the parent's one line. The
@@ -244,6 +263,7 @@ def run_training_study(
     from pinnlab.studies.spec import validate_runs
 
     configs = validate_runs(config_path, {c.label: c.overrides for c in cells}, base_overrides)
+    _refuse_repeated_cells(cells, configs)
     cell_dir = Path(cell_dir)
     cell_dir.mkdir(parents=True, exist_ok=True)
     todo, records = [], {}

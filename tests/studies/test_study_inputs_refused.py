@@ -219,3 +219,21 @@ def test_a_cell_file_that_is_a_directory_is_refused_before_any_cell_runs(tmp_pat
     assert "\n" not in err and f"{str(blocked)!r} (cell {cell.label}) exists and is not a regular file" in err, err
     assert [p.name for p in (tmp_path / "t.h5.cells").iterdir()] == [blocked.name]  # no cell ran
     assert not (tmp_path / "t.h5").exists()
+
+
+@pytest.mark.parametrize("grid, expected", [
+    # the same cell was computed twice and counted as two seeds
+    ("{trainer.seed: [0, '0']}", "cells biased {'trainer.seed': 0} and biased {'trainer.seed': '0'} are the same "
+                                 "run (trainer.seed: 0 and '0' are the same value); list each value once"),
+    ("{trainer.lr: [0.001, '1e-3']}", "(trainer.lr: 0.001 and '1e-3' are the same value)"),
+    # true == 1 in Python: "true is listed twice" hid that true is no seed
+    ("{trainer.seed: [1, true]}", "trainer.seed = True: input should be a valid integer"),
+])
+def test_grid_values_that_validate_to_one_value_are_refused(tmp_path, capsys, grid, expected):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(TINY_TRAINING.replace("STEPS", "2"))
+    out = tmp_path / "t.h5"
+    assert main(["study", str(cfg), f"study.grid={grid}", "study.columns=null", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err, err
+    assert not Path(str(out) + ".cells").exists() or not any(Path(str(out) + ".cells").iterdir())
