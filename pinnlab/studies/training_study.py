@@ -343,10 +343,16 @@ def summarise(records: list[dict], columns: str | None) -> list[dict]:
     return rows
 
 
+def _cell_text(text: str) -> str:
+    """``text`` as a Markdown table cell: ``|`` escaped (a variant named ``a|b`` split its
+    row into one column more than the header), line breaks as spaces."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
 def markdown_table(summary: list[dict], columns: str | None, metric: str = "rel_l2") -> str:
     variants = list(dict.fromkeys(r["variant"] for r in summary))
     values = list({json.dumps(r["column"]): r["column"] for r in summary}.values())  # lists too
-    header = [f"{columns}={v}" if columns else "all" for v in values]
+    header = [_cell_text(f"{columns}={v}") if columns else "all" for v in values]
     lines = ["| method | " + " | ".join(header) + " |", "|---|" + "---|" * len(values)]
     for variant in variants:
         cells = []
@@ -360,7 +366,7 @@ def markdown_table(summary: list[dict], columns: str | None, metric: str = "rel_
             if left_out:
                 text += f" ({left_out} of {runs + left_out} not ok, left out)"
             cells.append(text)
-        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        lines.append(f"| {_cell_text(variant)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

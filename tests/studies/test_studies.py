@@ -332,6 +332,11 @@ def test_training_study_cells_and_table():
     assert cells[0].overrides == ("loss.kind=biased", "equation.dim=3", "trainer.seed=0")
     summary = [{"variant": "a", "column": 3, "rel_l2_mean": 0.1, "rel_l2_std": 0.01}]
     assert "| a | 1.000e-01 ± 1.0e-02 |" in markdown_table(summary, "equation.dim")
+    # a | in a variant name or a column value is escaped: every row has the header's columns
+    summary = [{"variant": "a|b", "column": "x|y", "rel_l2_mean": 0.1, "rel_l2_std": 0.01}]
+    table = markdown_table(summary, "data.source")
+    assert table.splitlines()[0] == "| method | data.source=x\\|y |"
+    assert table.splitlines()[2] == "| a\\|b | 1.000e-01 ± 1.0e-02 |"
 
 
 def test_killed_training_study_skips_finished_cells(tmp_path):
