@@ -693,8 +693,10 @@ def validate(data: Mapping[str, Any]) -> Config:
         raise ConfigError(f"estimator.time_sigma: {config.equation.name} has no time variable; remove it")
     if config.trainer.dtype == "float32":  # a positive scale the run's dtype cannot hold (σ = 1e-320:
         # the first loss was NaN); float32's smallest positive value is 2**-149 ≈ 1.4e-45
+        study = sections.get("study")
         for key, value in (("estimator.sigma", config.estimator.sigma),
-                           ("estimator.time_sigma", config.estimator.time_sigma), ("trainer.lr", config.trainer.lr)):
+                           ("estimator.time_sigma", config.estimator.time_sigma), ("trainer.lr", config.trainer.lr),
+                           *(("study.sigmas", sigma) for sigma in (study.sigmas if study is not None else ()))):
             if value is not None and 0 < value <= 2.0**-149 / 2:  # (half of it rounds to even, 0)
                 raise ConfigError(f"{key} = {value!r}: rounds to 0 in float32, the dtype of this run "
                                   "(trainer.dtype: float32)")

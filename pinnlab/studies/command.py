@@ -244,6 +244,13 @@ def _estimator(config, output, args, runs) -> int:
                        if row.get("halving_prediction") is not None else "")
             print(f"gradient variance unbiased/biased, {row['noise']}, d={row['dim']}, K={row['samples']}: "
                   f"{row['variance_ratio']:.2f} (z = {row['z']:+.1f}{halving})")
+    broken = [r for r in records if not all(math.isfinite(r.get(key, math.nan)) for key in ("bias2", "variance"))]
+    if broken:  # written, but not a study: exit 0 hid NaN tables and plots that failed
+        where = sorted({f"σ = {r['sigma']:g}" for r in broken})
+        print(f"pinnlab: error: {len(broken)} of {len(records)} records have a non-finite bias² or variance (at "
+              f"{', '.join(where)}: a σ too small or too large for the network's inputs in "
+              f"{config.trainer.dtype}?); the study file holds them as NaN", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -237,3 +237,23 @@ def test_grid_values_that_validate_to_one_value_are_refused(tmp_path, capsys, gr
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err, err
     assert not Path(str(out) + ".cells").exists() or not any(Path(str(out) + ".cells").iterdir())
+
+
+def test_a_study_sigma_that_rounds_to_0_in_float32_is_refused(tmp_path, capsys):
+    """As estimator.sigma is (solve refused it, the study ran and wrote NaN)."""
+    cfg = _estimator(tmp_path, **ONE_CELL)
+    err = _refused_before_any_work([cfg, "study.sigmas=[1.0e-46]", "trainer.dtype=float32", "-o",
+                                    tmp_path / "s.h5"], tmp_path, capsys)
+    assert "study.sigmas = 1e-46: rounds to 0 in float32" in err, err
+
+
+def test_an_estimator_study_of_non_finite_records_exits_1(tmp_path, capsys):
+    """σ = 1e-200: every bias² and variance was NaN, the study exited 0 and its plot then
+    failed as "damaged". Now the file is written and the exit code is 1 with one line."""
+    cfg = _estimator(tmp_path, **ONE_CELL)
+    out = tmp_path / "s.h5"
+    assert main(["study", str(cfg), "study.sigmas=[1.0e-200, 0.1]", "-o", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("pinnlab: error: 6 of 12 records have a non-finite bias² or variance (at σ = 1e-200: "), err
+    assert out.is_file()
+    assert main(["study", str(cfg), "-o", str(out), "--overwrite"]) == 0
