@@ -164,6 +164,8 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
         cells = _records(fh["cells"])
         columns = fh.attrs["columns"]
         cell_dir = Path(fh.attrs["cell_dir"])
+    beside = Path(str(path) + ".cells")  # a study moved or copied with its cells: not the recorded place
+    cell_dir = beside if beside.is_dir() else cell_dir
     written = []
     fig = Figure(figsize=(7, 4.6), layout="constrained")
     ax = fig.subplots()
@@ -210,6 +212,10 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
             if not file.exists():
                 continue
             with h5py.File(file, "r") as fh:
+                # a cell file replaced since (a rerun of another config there) is not this study's cell
+                if float(fh["final"].attrs["rel_l2"]) != float(cell["rel_l2"]) and not (
+                        math.isnan(float(fh["final"].attrs["rel_l2"])) and math.isnan(float(cell["rel_l2"]))):
+                    continue
                 loss = fh["trace/loss"][...]
                 mix = fh["trace/mix"][...]
             window = max(1, len(loss) // 50)
@@ -228,8 +234,8 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
         ax.grid(True, which="both", alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
-        else:  # every cell file of this group is missing (moved or deleted)
-            ax.text(0.5, 0.5, "no cell file found", transform=ax.transAxes, ha="center", va="center")
+        else:  # every cell file of this group is missing (moved or deleted) or replaced
+            ax.text(0.5, 0.5, "no cell file of this study found", transform=ax.transAxes, ha="center", va="center")
     # one 6-inch panel is narrower than the one-line title
     fig.suptitle("Training study: loss curves" + ("\n" if len(groups) == 1 else " ")
                  + "(first seed; dashed: switch to the unbiased loss)")

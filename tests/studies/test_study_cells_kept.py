@@ -136,3 +136,33 @@ def test_cells_of_the_same_config_are_still_reused_without_overwrite(tmp_path, c
     before = _digests(out)
     assert main(["study", str(cfg), "-o", str(out)]) == 0
     assert "skip finished cell" in capsys.readouterr().err and _digests(out) == before
+
+
+def test_a_copied_study_plots_its_own_cells(tmp_path, capsys, figures):
+    """The plot read the cells at the absolute place recorded at run time: a copy of the
+    study with its cells drew the curves of whatever a later run wrote there (here the
+    original's rerun at another learning rate)."""
+    import shutil
+
+    from pinnlab.plots import studies
+
+    cfg, out = _interrupted(tmp_path, ONE_SEED, capsys)
+    assert main(["study", str(cfg), "-o", str(out), "--overwrite"]) == 0
+    copy = tmp_path / "copy" / "train.h5"
+    copy.parent.mkdir()
+    shutil.copy(out, copy)
+    shutil.copytree(str(out) + ".cells", str(copy) + ".cells")
+    assert main(["study", str(cfg), "trainer.lr=0.5", "-o", str(out), "--overwrite"]) == 0
+    import h5py
+
+    cell = next(Path(str(copy) + ".cells").glob("*.h5"))
+    with h5py.File(cell) as fh:
+        loss = fh["trace/loss"][...]
+    studies.plot_training_study(copy, tmp_path)
+    line = figures["training_loss_curves.png"].axes[0].lines[0]
+    assert np.allclose(line.get_ydata(), np.convolve(loss, np.ones(1), mode="valid"))
+    # the original's replaced cells are not the copy's: with only those, none is drawn
+    shutil.rmtree(str(copy) + ".cells")
+    studies.plot_training_study(copy, tmp_path)
+    texts = [t.get_text() for t in figures["training_loss_curves.png"].axes[0].texts]
+    assert texts == ["no cell file of this study found"]

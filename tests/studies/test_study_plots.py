@@ -85,7 +85,7 @@ def test_a_study_without_columns_is_one_place_labelled_all(tmp_path, figures):
     curves = figures["training_loss_curves.png"].axes[0]
     assert curves.get_title() == "all cells"
     # its cell files are not there: the panel says so instead of an empty legend (a warning)
-    assert curves.get_legend() is None and [t.get_text() for t in curves.texts] == ["no cell file found"]
+    assert curves.get_legend() is None and [t.get_text() for t in curves.texts] == ["no cell file of this study found"]
 
 
 def test_a_study_where_no_cell_is_ok_is_plotted_and_says_so(tmp_path, capsys):
