@@ -71,6 +71,9 @@ def run(args) -> int:
     try:
         config = configuration.load(args.config, args.overrides)
     except configuration.ConfigError as err:
+        # an override of a key the study sets in its runs may be what made the study's own
+        # config invalid (loss.switch_step=2 beside loss.kind: biased): say that it would be ignored
+        _refuse_swept(args)
         raise UsageError(f"config error: {err}") from None
     if "study" not in config.sections:
         raise UsageError("config error: study: required section is missing for `pinnlab study`")
@@ -101,6 +104,23 @@ def run(args) -> int:
     if config.study.kind == "estimator":
         return _estimator(config, output, args, runs)
     return _training(config, output, args)
+
+
+def _refuse_swept(args) -> None:
+    """:func:`~pinnlab.studies.spec.refuse_swept_overrides` for the study of the config
+    without the command line's overrides, when it loads."""
+    from pinnlab import config as configuration
+    from pinnlab.cli import UsageError
+    from pinnlab.studies.spec import refuse_swept_overrides
+
+    study = None
+    try:
+        study = configuration.load(args.config).sections.get("study")
+        if study is not None:
+            refuse_swept_overrides(study, args.overrides)
+    except configuration.ConfigError as err:
+        if study is not None:  # (set: the refusal, not the config, failed)
+            raise UsageError(f"config error: {err}") from None
 
 
 def _validated_runs(config, args) -> dict:

@@ -257,3 +257,15 @@ def test_an_estimator_study_of_non_finite_records_exits_1(tmp_path, capsys):
     assert err[-1].startswith("pinnlab: error: 6 of 12 records have a non-finite bias² or variance (at σ = 1e-200: "), err
     assert out.is_file()
     assert main(["study", str(cfg), "-o", str(out), "--overwrite"]) == 0
+
+
+def test_an_override_a_variant_sets_is_named_even_where_it_breaks_the_base_config(tmp_path, capsys):
+    """loss.switch_step=2 with the study's loss.kind: biased was refused as "switch settings
+    need loss.kind = hybrid", not as the override the hybrid variant ignores."""
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(TINY_TRAINING.replace("STEPS", "2").replace(
+        "unbiased: [loss.kind=unbiased]", "hybrid: [loss.kind=hybrid, loss.switch_step=1]"))
+    err = _refused_before_any_work([cfg, "loss.switch_step=2", "-o", tmp_path / "t.h5"], tmp_path, capsys)
+    assert "override 'loss.switch_step=2': variant hybrid sets loss.switch_step in its runs" in err, err
+    err = _refused_before_any_work([cfg, "estimator.sigma=-1", "-o", tmp_path / "t.h5"], tmp_path, capsys)
+    assert "estimator.sigma = -1: input should be greater than 0" in err, err
