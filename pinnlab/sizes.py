@@ -133,14 +133,25 @@ def memory_moments(config: Config, observations: int | None = None) -> dict[str,
         count = ("study.points",)
         n = min(study.points, estimator.chunk_size or study.points)
         x = sizes.points(study.points, "the study's points", count)
-        out["an estimator study's reference"] = held + [x, *sizes.stein(
-            n, study.reference_samples, "independent", False, "the study's reference", count,
-            "study.reference_samples")]
+        # ∇θ of the loss (the gradient quantity) keeps the autograd graph of every noise group
+        # of the loss at once, each hidden layer of each; without it one draw at a time is made
+        # (K = 10^8 reference samples were counted 14 GiB and killed at 24 GB)
+        gradient = "gradient" in study.quantities
+
+        def estimate(samples, noise, groups, what, setting):
+            return [tensor for group in range(groups if gradient else 1) for tensor in sizes.stein(
+                n, samples, noise, gradient, what + (f", noise group {group + 1}" if gradient and groups > 1 else ""),
+                count, setting)]
+
+        out["an estimator study's reference"] = held + [x, *estimate(
+            study.reference_samples, "independent", 2, "the study's reference", "study.reference_samples")]
         split = study.unbiased_samples == "split"
-        samples = max(k // 2 if loss == "unbiased" and split else k for k in study.samples for loss in study.losses)
+        draws = [(2, k // 2 if split else k) if loss == "unbiased" else (1, k)
+                 for k in study.samples for loss in study.losses]
+        groups, samples = max(draws, key=lambda d: (d[0] if gradient else 1) * d[1])
         for noise in study.noise:
-            out[f"an estimator study's estimates ({noise} noise)"] = held + [x, *sizes.stein(
-                n, samples, noise, False, "the study's estimates", count, "study.samples")]
+            out[f"an estimator study's estimates ({noise} noise)"] = held + [x, *estimate(
+                samples, noise, groups, "the study's estimates", "study.samples")]
     return out or {"building the network": held}
 
 

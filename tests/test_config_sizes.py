@@ -99,7 +99,7 @@ TOO_LARGE = {
     "study_reference": (["study.kind=estimator", "study.samples=[4]", "study.points=64",
                          "study.reference_samples=16"],
                         ["study.reference_samples=1000000"],
-                        "the hidden activations of the study's reference, 64 × 2 × 1000000 × 8",
+                        "the hidden activations of the study's reference, noise group 1, 64 × 2 × 1000000 × 8",
                         "study.reference_samples"),
 }
 
@@ -144,7 +144,8 @@ def test_batch_chunks_divide_the_step_and_dtype_doubles_it(small_machine):
 
 def test_an_estimator_study_that_does_not_train_counts_no_training(small_machine):
     """study.init fresh: no training step, no test set (a huge test_points is not used)."""
-    study = ["study.kind=estimator", "study.samples=[4]", "trainer.test_points=4000000", "study.init=fresh"]
+    study = ["study.kind=estimator", "study.samples=[4]", "study.reference_samples=64", "trainer.test_points=4000000",
+             "study.init=fresh"]
     S.check_sizes(_config(SMALL, study))
     with pytest.raises(C.ConfigError, match="drawing the test set"):
         S.check_sizes(_config(SMALL, [*study, "study.init=trained"]))
@@ -396,3 +397,26 @@ def test_observations_from_a_file_are_counted_once_read(tmp_path, monkeypatch):
                                                  "tune.objective.samples=64", "tune.method=zo_fg2u",
                                                  "tune.options={}"]))["the tuning objective"][-1]
     assert black_box.what == searched.what and black_box.copies == 1  # zo_fg2u only evaluates it too
+
+
+def test_the_gradient_quantity_counts_the_graph_of_every_noise_group(small_machine):
+    """∇θ L̂ keeps every hidden layer of both draws of the unbiased loss (the reference's,
+    and an unbiased estimate's): counted one draw's last layer, K = 10^8 reference samples
+    passed the check at 14 GiB and were killed at 24 GB. Without the gradient quantity one
+    draw at a time is made."""
+    study = ["study.kind=estimator", "study.samples=[8]", "study.points=64", "study.reference_samples=1000"]
+
+    def activations(*settings):
+        moments = S.memory_moments(_config(SMALL, [*study, *settings]))
+        return {moment.split(" (")[0]: sum(t.nbytes for t in tensors if "activations" in t.what)
+                for moment, tensors in moments.items() if moment.startswith("an estimator study")}
+
+    one = 64 * 2 * 1000 * 8 * 4  # (points, ±, K, width) in float32, one layer
+    assert activations("study.quantities=[residual, loss]")["an estimator study's reference"] == one
+    # SMALL has depth 3: two hidden layers, of each of the two noise groups
+    assert activations("study.quantities=[gradient]")["an estimator study's reference"] == 4 * one
+    per_draw = 64 * 2 * 8 * 8 * 4
+    assert activations("study.quantities=[gradient]", "study.losses=[biased]")[
+        "an estimator study's estimates"] == 2 * per_draw
+    assert activations("study.quantities=[gradient]", "study.losses=[unbiased]", "study.unbiased_samples=same")[
+        "an estimator study's estimates"] == 4 * per_draw
