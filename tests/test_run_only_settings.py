@@ -190,7 +190,7 @@ def test_training_study_resumes_and_reuses_cells_across_run_only_settings(tmp_pa
     settings skips it; another learning rate, or CPU where the cell's auto is CUDA, does not."""
     from pinnlab.studies.spec import validate_runs
     from pinnlab.studies.training_study import (
-        _finished_with,
+        _cell_file_state,
         expand_cells,
         run_config,
         run_training_study,
@@ -221,7 +221,7 @@ def test_training_study_resumes_and_reuses_cells_across_run_only_settings(tmp_pa
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(torch.cuda, "is_available", lambda: cuda)
             (config,) = validate_runs(cfg, {cell.label: cell.overrides}, overrides).values()
-            return _finished_with(finished_cell, config)
+            return _cell_file_state(finished_cell, config)[0]
 
     assert finished(RUN_ONLY) and finished([]) and finished(["trainer.device=cuda"], cuda=True)
     assert not finished(["trainer.lr=0.002"])

@@ -213,8 +213,9 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
                 continue
             with h5py.File(file, "r") as fh:
                 # a cell file replaced since (a rerun of another config there) is not this study's cell
-                if float(fh["final"].attrs["rel_l2"]) != float(cell["rel_l2"]) and not (
-                        math.isnan(float(fh["final"].attrs["rel_l2"])) and math.isnan(float(cell["rel_l2"]))):
+                final = fh.get("final")
+                if final is not None and "rel_l2" in final.attrs and not np.isclose(
+                        float(final.attrs["rel_l2"]), float(cell["rel_l2"]), rtol=0, atol=0, equal_nan=True):
                     continue
                 loss = fh["trace/loss"][...]
                 mix = fh["trace/mix"][...]
