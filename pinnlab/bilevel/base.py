@@ -196,6 +196,10 @@ class AbstractHypergradient(abc.ABC):
     name: str
     takes_black_box = False
     """True for estimators that only evaluate h, so a :class:`~pinnlab.bilevel.BlackBox` will do."""
+    sees_the_update = True
+    """False for estimators that differentiate the inner loss g at a point (implicit
+    differentiation, DARTS) rather than the inner steps: a hyperparameter of the update
+    alone, the learning rate, has a hypergradient of 0 for them."""
 
     @abc.abstractmethod
     def estimate(self, problem: BilevelProblem, phi: Phi, *, start: int = 0, init=None,

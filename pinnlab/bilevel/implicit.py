@@ -189,6 +189,7 @@ class ImplicitDiff(AbstractHypergradient):
 
     solver: NeumannSolve | CGSolve = NeumannSolve()
     name = "implicit"
+    sees_the_update = False
 
     def __post_init__(self):
         if not callable(self.solver) or isinstance(self.solver, type):
@@ -234,6 +235,7 @@ class HessianFree(AbstractHypergradient):
 
     alpha: float | None = None
     name = "hessian_free"
+    sees_the_update = False  # (α follows a tuned lr, but is not differentiated)
 
     def __post_init__(self):
         if self.alpha is not None:
@@ -276,6 +278,7 @@ class DARTS(AbstractHypergradient):
     xi: float | None = None
     epsilon: float = 1e-2
     name = "darts"
+    sees_the_update = False
 
     def __post_init__(self):
         if self.xi is not None:

@@ -23,6 +23,9 @@ from pinnlab.bilevel.base import BilevelProblem, Phi
 class AbstractOuterAlgorithm(abc.ABC):
     """A method with its own lower-level iterates that returns a φ-gradient per outer step.
 
+    Its steps are its own, on the inner loss g: a learning rate of the inner training has
+    no hypergradient here (``sees_the_update``).
+
     Unlike per-step hypergradient estimators, these target the *true* bilevel problem
     (θ*(φ) = argmin g), not the unrolled h; comparisons must say which objective is
     evaluated. State is a dict of tensors and floats (checkpointable).
@@ -34,6 +37,7 @@ class AbstractOuterAlgorithm(abc.ABC):
     """
 
     name: str
+    sees_the_update = False
     inner_iters: int
     """Inner indices one outer step uses, ``t = start, …, start + inner_iters − 1`` (the
     driver spaces outer steps by max(T, inner_iters); a method without it uses at most T)."""

@@ -163,6 +163,10 @@ def check_method(setup: TuningSetup) -> None:
     for where, name, options in sections:
         if name in METHODS:
             built = make_hypergradient_method(name, options, where, tuned_size(setup))
+            if "lr" in names and not built.sees_the_update:  # (lr stayed at its start, status ok)
+                raise ConfigError(f"tune.tunables.lr: {where}.method = {name!r} differentiates the inner loss, "
+                                  "which the learning rate does not enter, so its hypergradient is 0; tune lr with "
+                                  "a method that unrolls the inner steps (fg2u, fgu, rgu, trgu, zo_fg2u) or a search")
             if isinstance(built, TruncatedReverseUnroll) and (built.steps or 0) > tune.horizon:
                 raise ConfigError(f"{where}.options.steps = {built.steps}: trgu differentiates the last steps of the "
                                   f"tune.horizon = {tune.horizon} inner steps, so steps must be <= {tune.horizon} "

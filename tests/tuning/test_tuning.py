@@ -498,6 +498,13 @@ BAD = [
     ("data.noise=1.0e+300", "data.noise = 1e+300: the synthetic observations hold |u| up to"),
     ("trainer.dtype=float32; data.noise=1.0e+20", "whose square overflows float32 (largest 3.4e+38); lower "
      "data.noise or use trainer.dtype: float64"),
+    # lr enters only the update, never g: these methods' hypergradient of it is 0 (status ok, lr unchanged)
+    ("tune.method=hessian_free; tune.options={}; tune.tunables={lr: {}}",
+     "tune.tunables.lr: tune.method = 'hessian_free' differentiates the inner loss, which the learning rate does "
+     "not enter, so its hypergradient is 0"),
+    ("tune.method=penalty; tune.options={}; tune.tunables={lr: {}}", "tune.method = 'penalty' differentiates"),
+    ("tune.method=trgu; tune.options={}; tune.then={method: darts, after: 2}; tune.tunables={lr: {}}",
+     "tune.then.method = 'darts' differentiates"),
     # a batch larger than the observations was the full batch, silently
     ("data.train=true; data.batch_size=31", "data.batch_size = 31: more than the 30 observations; use at most 30"),
 ]
@@ -1073,3 +1080,16 @@ def test_outer_betas_reach_the_outer_adam(tmp_path):
     outcome = run_tuning(build_tuning(configuration.load(_write(tmp_path), overrides)))
     logs = np.log([1e-3] + [float(w) for w in outcome.history["phi/weights.boundary"]])
     np.testing.assert_allclose(np.abs(np.diff(logs)), 0.5, rtol=1e-3)  # ε = 1e-8 against |g| ≈ 1e-4
+
+
+def test_methods_that_do_not_see_the_update_give_lr_a_zero_hypergradient(tmp_path):
+    """What the refusal of a tuned lr rests on (sees_the_update): lr enters only the
+    optimizer's update, which implicit differentiation and DARTS do not differentiate."""
+    from pinnlab.bilevel import make_method
+
+    setup = build_tuning(configuration.load(_write(tmp_path), ["tune.tunables={lr: {}}", "tune.horizon=3",
+                                                               "tune.options={}"]))
+    for name in ("rgu", "trgu", "fgu", "hessian_free", "neumann", "cg", "darts"):
+        method = make_method(name)
+        grad = method.estimate(setup.bilevel, setup.phi0, seed=0).grad["lr"]
+        assert (float(grad.abs().max()) == 0) == (not method.sees_the_update), (name, grad)
