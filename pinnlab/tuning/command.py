@@ -229,7 +229,9 @@ def run(args) -> int:
     methods = outcome.method + (f" → {then.method} after {then.after} outer steps" if then is not None else "")
     print(f"tuned ({methods}, {outcome.seconds:.1f} s, {world} process(es)): {_summary(outcome.phi)}",
           file=sys.stderr)
-    if outcome.status != "ok":
+    if outcome.status != "ok" and "trial_steps" in outcome.extra:  # a search: it ran every trial
+        print(f"warning: {outcome.message}", file=sys.stderr)
+    elif outcome.status != "ok":
         start = (" and starts from the initialisation (no outer step left a finite θ)"
                  if config.tune.final_init == "continue" and outcome.trained is None
                  and "trial_steps" not in outcome.extra else "")

@@ -162,10 +162,16 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
         if checkpoint is not None and save:
             write_checkpoint_file(checkpoint, {"history": history, "trials": [[p, v] for p, v in done],
                                                "metadata": metadata, "budget": budget.state()})
-    values = history["value"]
-    best = int(np.argmin(values))
+    values = np.asarray(history["value"], dtype=float)
+    finite = np.isfinite(values)
+    best = int(np.argmin(np.where(finite, values, np.inf))) if finite.any() else 0
     phi = {n: history[f"phi/{n}"][best].to(device=setup.device, dtype=setup.dtype) for n in setup.tunables}
-    return TuneOutcome(phi, history, sampler, budget.spent(), extra={"best_trial": best, "trial_steps": steps})
+    status, message = "ok", ""
+    if not finite.any():  # (reported as tuned at trial 0's values, status ok, exit 0)
+        status, message = "nonfinite", (f"every one of the {len(values)} trials ended with a non-finite outer "
+                                        "objective (the training diverged); the final solve uses trial 0's values")
+    return TuneOutcome(phi, history, sampler, budget.spent(), extra={"best_trial": best, "trial_steps": steps},
+                       status=status, message=message)
 
 
 def _tpe(seed: int, trial: int):

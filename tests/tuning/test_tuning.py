@@ -1093,3 +1093,20 @@ def test_methods_that_do_not_see_the_update_give_lr_a_zero_hypergradient(tmp_pat
         method = make_method(name)
         grad = method.estimate(setup.bilevel, setup.phi0, seed=0).grad["lr"]
         assert (float(grad.abs().max()) == 0) == (not method.sees_the_update), (name, grad)
+
+
+@pytest.mark.parametrize("method", ["random", "optuna"])
+def test_a_search_whose_every_trial_diverged_is_not_reported_as_tuned(tmp_path, capsys, method):
+    """Every trial's training diverged (outer values inf): the search said "tuned" at
+    trial 0's values with status ok and exit 0, where a hypergradient method says nonfinite."""
+    pytest.importorskip("optuna") if method == "optuna" else None
+    cfg = _write(tmp_path, TINY.replace("lr: 1.0e-2,", "lr: 1.0e+30, optimizer: sgd,"))
+    out = tmp_path / "t.h5"
+    code = main(["tune", str(cfg), f"tune.method={method}", "tune.options={}",
+                 "tune.outer_steps=3", "tune.horizon=3", "tune.final_steps=2", "-o", str(out), "--progress", "off"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "warning: every one of the 3 trials ended with a non-finite outer objective (the training diverged); " \
+        "the final solve uses trial 0's values" in err, err
+    with h5py.File(out) as fh:
+        assert fh["tune"].attrs["status"] == "nonfinite" and not np.isfinite(fh["tune/value"][...]).any()
