@@ -201,6 +201,12 @@ class AbstractHypergradient(abc.ABC):
     differentiation, DARTS) rather than the inner steps: a hyperparameter of the update
     alone, the learning rate, has a hypergradient of 0 for them."""
 
+    def varies(self, size: int) -> bool:
+        """Whether two estimates at the same φ, θ and inner steps differ (random directions
+        that do not all give one estimate for ``size`` = N tuned values): averaging
+        ``accumulate`` estimates of a method that does not vary averages copies."""
+        return False
+
     @abc.abstractmethod
     def estimate(self, problem: BilevelProblem, phi: Phi, *, start: int = 0, init=None,
                  seed: int = 0, outer_step: int = 0) -> HypergradientResult:

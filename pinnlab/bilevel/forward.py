@@ -267,6 +267,9 @@ class ForwardGradientUnroll(AbstractHypergradient):
             raise ValueError(f"kind must be 'rademacher', 'gaussian' or 'coordinate', got {self.kind!r}")
         _check_mode(self.tangents)
 
+    def varies(self, size):
+        return self.kind == "gaussian" or size > 1  # (N = 1: v·vᵀ = 1 for ±1 and √1·e_1)
+
     def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
         from pinnlab.bilevel.distributed import all_reduce_sum, broadcast_value, rank_and_world
 

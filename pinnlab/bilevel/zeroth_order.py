@@ -88,6 +88,10 @@ class ZeroOrderForwardGradient(AbstractHypergradient):
         check_choice("scheme", self.scheme, ("forward", "central"))
         check_choice("kind", self.kind, ("rademacher", "gaussian", "coordinate"))
 
+    def varies(self, size):
+        # (N = 1: the central difference along −1 is the one along +1)
+        return self.kind == "gaussian" or size > 1 or self.scheme == "forward"
+
     def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
         from pinnlab.bilevel.distributed import all_reduce_sum, rank_and_world
 

@@ -160,9 +160,11 @@ def check_method(setup: TuningSetup) -> None:
     sections = [("tune", tune.method, tune.options)]
     if tune.then is not None:
         sections.append(("tune.then", tune.then.method, tune.then.options))
+    varying = []
     for where, name, options in sections:
         if name in METHODS:
             built = make_hypergradient_method(name, options, where, tuned_size(setup))
+            varying.append(built.varies(tuned_size(setup)))
             if "lr" in names and not built.sees_the_update:  # (lr stayed at its start, status ok)
                 raise ConfigError(f"tune.tunables.lr: {where}.method = {name!r} differentiates the inner loss, "
                                   "which the learning rate does not enter, so its hypergradient is 0; tune lr with "
@@ -175,6 +177,12 @@ def check_method(setup: TuningSetup) -> None:
             raise ConfigError(f"{where}.options: {where}.method = {name!r} takes no options (they are a "
                               f"hypergradient method's constructor arguments), so {', '.join(map(str, options))} "
                               f"would be ignored; remove them ({where}.options={{}})")
+    if tune.accumulate > 1 and varying and not any(varying):  # (N times the cost, the same outer step)
+        raise ConfigError(f"tune.accumulate = {tune.accumulate}: tune.method = {tune.method!r}"
+                          + (f" and tune.then.method = {tune.then.method!r} give" if tune.then else " gives")
+                          + f" the same estimate at a given φ every time (no random directions for the "
+                          f"N = {tuned_size(setup)} tuned values), so all {tune.accumulate} would be equal; use "
+                          "accumulate: 1")
 
 
 def _deepxde_settings(setup: TuningSetup, phi) -> tuple[float, list[float] | None]:

@@ -505,6 +505,10 @@ BAD = [
     ("tune.method=penalty; tune.options={}; tune.tunables={lr: {}}", "tune.method = 'penalty' differentiates"),
     ("tune.method=trgu; tune.options={}; tune.then={method: darts, after: 2}; tune.tunables={lr: {}}",
      "tune.then.method = 'darts' differentiates"),
+    # every accumulated estimate of a deterministic method is the same (4 times the cost, the same step)
+    ("tune.method=rgu; tune.options={}; tune.accumulate=4", "tune.accumulate = 4: tune.method = 'rgu' gives the "
+     "same estimate at a given φ every time (no random directions for the N = 1 tuned values)"),
+    ("tune.accumulate=2", "tune.method = 'fg2u' gives the same estimate"),  # N = 1: v·vᵀ = 1
     # a batch larger than the observations was the full batch, silently
     ("data.train=true; data.batch_size=31", "data.batch_size = 31: more than the 30 observations; use at most 30"),
 ]
@@ -1110,3 +1114,25 @@ def test_a_search_whose_every_trial_diverged_is_not_reported_as_tuned(tmp_path, 
         "the final solve uses trial 0's values" in err, err
     with h5py.File(out) as fh:
         assert fh["tune"].attrs["status"] == "nonfinite" and not np.isfinite(fh["tune/value"][...]).any()
+
+
+@pytest.mark.parametrize("name, options, tunables", [
+    ("rgu", {}, "{weights.boundary: {}}"), ("hessian_free", {}, "{weights.boundary: {}}"),
+    ("fg2u", {"num_directions": 1}, "{weights.boundary: {}}"),
+    ("fg2u", {"num_directions": 1, "kind": "gaussian"}, "{weights.boundary: {}}"),
+    ("fg2u", {"num_directions": 1}, "{weights.boundary: {}, sigma: {}}"),
+    ("zo_fg2u", {"num_directions": 1}, "{weights.boundary: {}}"),
+    ("zo_fg2u", {"num_directions": 1, "scheme": "forward"}, "{weights.boundary: {}}"),
+])
+def test_varies_says_whether_two_estimates_at_one_point_differ(tmp_path, name, options, tunables):
+    """What refusing tune.accumulate rests on: estimates at the same φ, θ and inner steps
+    (outer_step j, as accumulate draws them) are equal exactly when ``varies`` says so."""
+    from pinnlab.bilevel import make_method
+
+    setup = build_tuning(configuration.load(_write(tmp_path), [f"tune.tunables={tunables}", "tune.horizon=3",
+                                                               "tune.options={}"]))
+    method = make_method(name, **options)
+    # (for N = 2 a second Rademacher direction is ±the first, the same estimate, one time in two)
+    first, *others = (method.estimate(setup.bilevel, setup.phi0, seed=0, outer_step=j).grad for j in range(6))
+    same = all(torch.equal(first[k], other[k]) for other in others for k in first)
+    assert same == (not method.varies(sum(t.numel() for t in setup.phi0.values()))), (first, others)
