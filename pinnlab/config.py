@@ -452,6 +452,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     ``estimator`` settings and its loss kind unless ``biased`` (a study's DeepXDE variant).
     """
     data = _deep_copy(data)
+    method = _walk(data, "tune.method")  # (the config's own, whose options an override of it keeps)
     overridden: set[str] = set()
     for item in overrides:
         if "=" not in item:
@@ -497,7 +498,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
                 overridden.add(f"loss.{key}")
     tune = data.get("tune")
     if ("tune.method" in overridden and isinstance(tune, dict)  # another method's constructor arguments
-            and "tune.options" not in overridden):
+            and "tune.options" not in overridden and tune.get("method") != method):
         # keep only the options given as overrides: tune.method=penalty tune.options.lr=1e-6
         # kept the config's fg2u num_directions too (refused by Penalty)
         options = tune.pop("options", None)
@@ -506,6 +507,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
                      if any(o == f"tune.options.{k}" or o.startswith(f"tune.options.{k}.") for o in overridden)}
             if given:
                 tune["options"] = given
+    if ("tune.outer_optimizer" in overridden and isinstance(tune, dict) and tune.get("outer_optimizer") == "sgd"
+            and "tune.outer_betas" not in overridden):  # (Adam's β; refused with SGD)
+        tune.pop("outer_betas", None)
     # likewise a setting the config carried for a value an override changed
     for key, (controller, values) in DEPENDENT.items():
         (parent, _, name), (control_parent, _, control) = key.rpartition("."), controller.rpartition(".")
@@ -532,8 +536,8 @@ def _key_length(node: dict, path: list[str], rest: list[str]) -> int:
     where = ".".join(path)
     if where == "study.grid":
         return len(rest)
-    if where == "tune.tunables" and rest[0] == "weights" and len(rest) > 1:
-        return 2
+    if where == "tune.tunables" and rest[0] in ("weights", "coefficients") and len(rest) > 1:
+        return 2  # (coefficients.mu.init was the tunable coefficients with a key mu)
     # (the dotted keys of node, not every prefix of rest joined: that was cubic in the
     # override's parts, two minutes for a key of 5,000 parts)
     dotted = (key.split(".") for key in node if isinstance(key, str) and "." in key)

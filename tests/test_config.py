@@ -551,6 +551,26 @@ def test_an_override_of_the_tuning_method_drops_the_configs_method_options():
     # penalty advice, tune.method=penalty tune.options.lr=1.0e-6, kept fg2u's num_directions)
     assert C.apply_overrides(data, ["tune.method=penalty", "tune.options.lr=1.0e-6"])["tune"]["options"] == {
         "lr": 1.0e-6}
+    # the config's own method again keeps its options (fp's num_directions 2 became the default 4)
+    assert C.apply_overrides(data, ["tune.method=fg2u"])["tune"]["options"] == {"num_directions": 4}
+
+
+def test_an_override_to_sgd_drops_the_configs_adam_betas():
+    """As ``trainer.schedule=linear`` drops gamma: tune.outer_optimizer=sgd on a config with
+    outer_betas was refused ("β belongs to outer_optimizer: adam")."""
+    data = {"tune": {"outer_optimizer": "adam", "outer_betas": [0.5, 0.9]}}
+    assert "outer_betas" not in C.apply_overrides(data, ["tune.outer_optimizer=sgd"])["tune"]
+    assert C.apply_overrides(data, ["tune.outer_optimizer=adam"])["tune"]["outer_betas"] == [0.5, 0.9]
+    given = C.apply_overrides(data, ["tune.outer_optimizer=sgd", "tune.outer_betas=[0.1, 0.2]"])["tune"]
+    assert given["outer_betas"] == [0.1, 0.2]  # (then refused by validation, as given)
+
+
+def test_a_coefficient_tunable_can_be_added_by_override():
+    """coefficients.mu.init was read as a tunable 'coefficients' with a key 'mu' (unknown
+    key), as weights.<term> had been."""
+    data = {"tune": {"tunables": {"lr": {}}}}
+    tunables = C.apply_overrides(data, ["tune.tunables.coefficients.mu.init=0.0"])["tune"]["tunables"]
+    assert tunables == {"lr": {}, "coefficients.mu": {"init": 0.0}}
 
 
 @pytest.mark.parametrize("kind", ["stein", "autograd", "hutchinson"])
