@@ -115,6 +115,11 @@ def check_method(setup: TuningSetup) -> None:
         raise ConfigError(f"tune.then.after = {tune.then.after}: the second phase would start after the last of "
                           f"tune.outer_steps = {tune.outer_steps} outer steps and never run; use an after "
                           "below outer_steps")
+    data = setup.config.sections.get("data")
+    if data is not None and not data.train and tune.objective.kind != "data":  # (read, then ignored)
+        raise ConfigError(f"data: the observations have no effect on this tuning (a {tune.objective.kind} objective "
+                          "reads none; they enter tune.objective.kind: data, or training with data.train: true); "
+                          "set one or remove data:")
     if setup.config.loss.weighting != "none":
         raise ConfigError(f"loss.weighting = {setup.config.loss.weighting!r}: the tuning's inner training has no "
                           "loss weighting, so the final solve would train differently from what was tuned; "

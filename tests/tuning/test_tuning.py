@@ -509,6 +509,10 @@ BAD = [
     ("tune.method=rgu; tune.options={}; tune.accumulate=4", "tune.accumulate = 4: tune.method = 'rgu' gives the "
      "same estimate at a given φ every time (no random directions for the N = 1 tuned values)"),
     ("tune.accumulate=2", "tune.method = 'fg2u' gives the same estimate"),  # N = 1: v·vᵀ = 1
+    # observations read (or drawn) and then used by nothing: solve refuses them likewise
+    ("tune.objective.kind=residual", "data: the observations have no effect on this tuning (a residual objective "
+     "reads none; they enter tune.objective.kind: data, or training with data.train: true)"),
+    ("tune.objective.kind=reference", "(a reference objective reads none;"),
     # a batch larger than the observations was the full batch, silently
     ("data.train=true; data.batch_size=31", "data.batch_size = 31: more than the 30 observations; use at most 30"),
 ]
