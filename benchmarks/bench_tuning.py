@@ -186,6 +186,9 @@ def tuner_config(name: str, data: dict, method: str, budget: float | None):
     # (and validation refuses where they would be ignored), go, as an override of tune.method drops them
     data = {**data, "tune": {k: v for k, v in data["tune"].items()
                              if not configuration.has_no_effect(f"tune.{k}", "tune.method", method)}}
+    if method in configuration.SEARCHES:  # (they draw every trial from [low, high]: an init is refused)
+        data["tune"]["tunables"] = {k: {key: x for key, x in v.items() if key != "init"}
+                                    for k, v in data["tune"]["tunables"].items()}
     if data["tune"].get("then"):  # --then: the second phase with its method's benchmark options
         then = data["tune"]["then"]
         extra["tune__then"] = {**then, "options": BILEVEL_OPTIONS[then["method"]](size)}

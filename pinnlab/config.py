@@ -507,6 +507,12 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
                      if any(o == f"tune.options.{k}" or o.startswith(f"tune.options.{k}.") for o in overridden)}
             if given:
                 tune["options"] = given
+    tunables = tune.get("tunables") if isinstance(tune, dict) else None
+    if "tune.method" in overridden and tune.get("method") in SEARCHES and isinstance(tunables, dict):
+        for name, spec in tunables.items():  # where a search does not start: the config's own init goes
+            if isinstance(spec, dict) and f"tune.tunables.{name}.init" not in overridden \
+                    and f"tune.tunables.{name}" not in overridden and "tune.tunables" not in overridden:
+                spec.pop("init", None)
     if ("tune.outer_optimizer" in overridden and isinstance(tune, dict) and tune.get("outer_optimizer") == "sgd"
             and "tune.outer_betas" not in overridden):  # (Adam's β; refused with SGD)
         tune.pop("outer_betas", None)
@@ -959,6 +965,10 @@ def _check_tune(config: Config) -> None:
                                   "are stepped without a transform or bounds (only width and depth apply); "
                                   "remove it")
             continue
+        if spec.init is not None and tune.method in SEARCHES:  # (the same trials whatever init)
+            raise ConfigError(f"tune.tunables.{name}.init: has no effect with tune.method = {tune.method!r}, which "
+                              "draws every trial from [low, high] (init is where a hypergradient method or joint "
+                              "fitting starts); remove it")
         log = (spec.transform or default_transform(name)) == "log"
         given = [key for key in ("low", "high") if getattr(spec, key) is not None]
         if log and given and tune.method not in SEARCHES:

@@ -555,6 +555,19 @@ def test_an_override_of_the_tuning_method_drops_the_configs_method_options():
     assert C.apply_overrides(data, ["tune.method=fg2u"])["tune"]["options"] == {"num_directions": 4}
 
 
+def test_a_search_refuses_an_init_and_an_override_to_one_drops_the_configs():
+    """random and optuna draw every trial from [low, high]: an init changed nothing (two
+    runs with init 1e-3 and 500 gave the same file). An override tune.method=random drops
+    the config's own init (fokker_planck_inverse.yaml's μ init 0 for fg2u)."""
+    data = {**BASE, "loss": {"kind": "hybrid", "switch_step": 5},
+            "tune": {"method": "fg2u", "tunables": {"mix": {"init": 0.5}}}}
+    assert C.validate(C.apply_overrides(data, ["tune.method=random"])).tune.tunables["mix"].init is None
+    with pytest.raises(C.ConfigError, match=r"^tune.tunables.mix.init: has no effect with tune.method = 'optuna', "
+                                            r"which draws every trial from \[low, high\]"):
+        C.validate(C.apply_overrides(data, ["tune.method=optuna", "tune.tunables.mix.init=0.3"]))
+    assert C.validate(C.apply_overrides(data, ["tune.method=rgu"])).tune.tunables["mix"].init == 0.5
+
+
 def test_an_override_to_sgd_drops_the_configs_adam_betas():
     """As ``trainer.schedule=linear`` drops gamma: tune.outer_optimizer=sgd on a config with
     outer_betas was refused ("β belongs to outer_optimizer: adam")."""
