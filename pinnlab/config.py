@@ -1039,7 +1039,10 @@ def _check_loss(config: Config) -> None:
             setting = {"step": "switch_step", "blend": "blend"}[given]
             raise ConfigError(f"loss.switch = {loss.switch!r}: contradicts loss.{setting}, which makes the "
                               f"switch {given!r} (give one of them)")
-        late = hybrid_never_switches(loss, config.trainer.steps, "trainer.steps")
+        tune = config.sections.get("tune")
+        # (a tuning's final solve of tune.final_steps steps is checked with the tuning's method)
+        late = (hybrid_never_switches(loss, config.trainer.steps, "trainer.steps")
+                if tune is None or tune.final_steps is None else None)
         if late:
             raise ConfigError(late)
     elif any(getattr(loss, key) is not None for key in HYBRID_ONLY):

@@ -492,6 +492,8 @@ BAD = [
     # the final solve of 20 steps would never reach the switch (as pinnlab solve refuses)
     ("loss.kind=hybrid; loss.switch_step=30; tune.final_steps=20", "must be < tune.final_steps (20)"),
     ("loss.kind=hybrid; loss.blend=[19,30]; tune.final_steps=20", "must be < tune.final_steps - 1 (19)"),
+    # checked against the final solve's length, not trainer.steps (40): 45 < 50 was refused
+    ("loss.kind=hybrid; loss.switch_step=55; tune.final_steps=50", "loss.switch_step = 55: must be < tune.final_steps (50)"),
     ("loss.kind=hybrid; loss.switch=auto; loss.window=19; tune.final_steps=20",
      "must be < tune.final_steps - 1 (19)"),
     # observations whose squares overflow the run's dtype: every outer value was inf (exit 1)
@@ -1140,3 +1142,11 @@ def test_varies_says_whether_two_estimates_at_one_point_differ(tmp_path, name, o
     first, *others = (method.estimate(setup.bilevel, setup.phi0, seed=0, outer_step=j).grad for j in range(6))
     same = all(torch.equal(first[k], other[k]) for other in others for k in first)
     assert same == (not method.varies(sum(t.numel() for t in setup.phi0.values()))), (first, others)
+
+
+def test_a_switch_after_trainer_steps_is_accepted_within_tune_final_steps(tmp_path):
+    """The final solve runs tune.final_steps steps; trainer.steps (40) does not bound its switch."""
+    config = configuration.load(_write(tmp_path), ["loss.kind=hybrid", "loss.switch_step=45", "tune.final_steps=50"])
+    from pinnlab.tuning.run import check_method
+
+    check_method(build_tuning(config))
