@@ -128,8 +128,10 @@ def make_tunables(config: Config, problem: PINNProblem, device, dtype) -> tuple[
     term_names = {"residual"} | {t.name for t in problem.extra_terms}
     tunables: dict[str, Tunable] = {}
     collocation_net = None
+    given_inits: dict[str, Any] = {}  # as the config gives them, before the run's dtype rounds them
 
     def tensor(value, shape=()) -> Tensor:
+        given_inits[name] = value
         t = torch.as_tensor(value, dtype=dtype, device=device)
         if shape and t.dim() == 0:
             t = t.expand(shape).clone()
@@ -215,6 +217,10 @@ def make_tunables(config: Config, problem: PINNProblem, device, dtype) -> tuple[
         except ValueError as err:  # (it did not say which value: the default init may be the one at fault)
             given = "" if config.tune.tunables[name].init is not None else " (the default)"
             value = f"{float(t.init):g}" if t.init.numel() == 1 else f"[{float(t.init.min()):g} … {float(t.init.max()):g}]"
+            raw = given_inits.get(name)
+            if isinstance(raw, (int, float)) and t.init.numel() == 1 and float(raw) != float(t.init):
+                # (1e-50 was reported as "init = 0: must be > 0"; 0.99999999 as "init = 1")
+                value = f"{raw!r} ({value} in {str(dtype).replace('torch.', '')})"
             raise ConfigError(f"tune.tunables.{name}.init = {value}{given}: {err}; set init or low/high") from None
     return tunables, collocation_net
 

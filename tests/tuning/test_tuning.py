@@ -515,6 +515,11 @@ BAD = [
     ("tune.objective.kind=residual", "data: the observations have no effect on this tuning (a residual objective "
      "reads none; they enter tune.objective.kind: data, or training with data.train: true)"),
     ("tune.objective.kind=reference", "(a reference objective reads none;"),
+    # a value the run's dtype rounds was named by its rounding ("init = 0: must be > 0")
+    ("trainer.dtype=float32; tune.tunables={weights.boundary: {init: 1.0e-50}}",
+     "tune.tunables.weights.boundary.init = 1e-50 (0 in float32): a log-parameterised hyperparameter must be > 0"),
+    ("trainer.dtype=float32; loss.kind=hybrid; loss.switch_step=5; tune.tunables={mix: {init: 0.99999999}}",
+     "tune.tunables.mix.init = 0.99999999 (1 in float32): a logit-parameterised value must lie in (0.0, 1.0)"),
     # a batch larger than the observations was the full batch, silently
     ("data.train=true; data.batch_size=31", "data.batch_size = 31: more than the 30 observations; use at most 30"),
 ]
