@@ -30,6 +30,12 @@ class UsageError(Exception):
     """Bad input: reported as one line, exit code 2."""
 
 
+def resume_hint(output: Path) -> str:
+    """The flags that continue an interrupted run writing ``output``: ``--resume``, and
+    with ``--overwrite`` when an earlier result is there (--resume alone is refused then)."""
+    return "--resume --overwrite" if Path(output).exists() else "--resume"
+
+
 def refused_checkpoint(err: Exception, prefix: str = "") -> UsageError:
     """A checkpoint a run cannot resume from, as the one line a command prints: the
     library's reason (which gives no advice: it knows no command-line flags) and how to
@@ -167,8 +173,8 @@ def cmd_solve(args) -> int:
         raise refused_checkpoint(err, f"checkpoint {str(checkpoint)!r}: ") from None
     except STOPS:
         if saved:
-            print(f"pinnlab: step {saved[-1]} saved in {str(checkpoint)!r}; --resume continues from it",
-                  file=sys.stderr)
+            print(f"pinnlab: step {saved[-1]} saved in {str(checkpoint)!r}; {resume_hint(output)} continues "
+                  "from it", file=sys.stderr)
         raise
     # at the σ the run trained and evaluated with (a σ in its hyperparams overrides the estimator's), as /eval is
     slice_data = result_slice(problem, result, num_samples=config.estimator.eval_samples, seed=config.trainer.seed,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from pathlib import Path
 
 from pinnlab._interrupts import STOPS
@@ -52,25 +53,32 @@ def checkpoint_metadata(path: Path):
     return saved["metadata"]
 
 
-def _say_saved(tuning: Path | None, final: Path | None = None) -> None:
+def _say_saved(output: Path, since: int, tuning: Path | None, final: Path | None = None) -> None:
     """The line a stopped ``pinnlab tune`` prints about what it leaves: during the tuning
     (``final`` None) the last outer step or trial its checkpoint at ``tuning`` holds;
     during the final solve, that solve's last step at ``final`` (saved only with
-    trainer.checkpoint_every) and the finished tuning's checkpoint."""
+    trainer.checkpoint_every) and the finished tuning's checkpoint. Only checkpoints this
+    run wrote (modified at or after ``since``, ns): an earlier run's, left by one that
+    saved none (tune.checkpoint_every: 0), was announced as this run's."""
+    from pinnlab.cli import resume_hint
     from pinnlab.io.checkpoint import load_checkpoint_file
 
-    tuning = tuning if tuning is not None and tuning.is_file() else None
-    if final is None:
+    def written(path: Path | None) -> Path | None:
+        return path if path is not None and path.is_file() and path.stat().st_mtime_ns >= since else None
+
+    final_phase = final is not None
+    tuning, final, hint = written(tuning), written(final), resume_hint(output)
+    if not final_phase:
         if tuning is not None:
             saved = load_checkpoint_file(tuning, mmap=True)
             what = f"outer step {saved['outer_step']}" if "outer_step" in saved else f"trial {len(saved['trials'])}"
-            print(f"pinnlab: {what} saved in {str(tuning)!r}; --resume continues from it", file=sys.stderr)
-    elif final.is_file():
+            print(f"pinnlab: {what} saved in {str(tuning)!r}; {hint} continues from it", file=sys.stderr)
+    elif final is not None:
         also = f", the tuning in {str(tuning)!r}" if tuning is not None else ""
         print(f"pinnlab: final solve step {load_checkpoint_file(final, mmap=True)['step']} saved in "
-              f"{str(final)!r}{also}; --resume continues from it", file=sys.stderr)
+              f"{str(final)!r}{also}; {hint} continues from it", file=sys.stderr)
     elif tuning is not None:
-        print(f"pinnlab: the tuning is saved in {str(tuning)!r}; --resume runs the final solve again "
+        print(f"pinnlab: the tuning is saved in {str(tuning)!r}; {hint} runs the final solve again "
               "(trainer.checkpoint_every saves its steps)", file=sys.stderr)
 
 
@@ -212,6 +220,7 @@ def run(args) -> int:
         value = diagnostics.get("value") if isinstance(diagnostics, dict) else None
         bar.update(k, math.nan if value is None else float(value), None)
 
+    started = time.time_ns()  # (what this run writes is modified after it)
     try:
         outcome = run_tuning(setup, checkpoint=checkpoint_path, resume=args.resume and checkpoint_path is not None,
                              progress=progress if rank == 0 else None, metadata=metadata, save=rank == 0)
@@ -219,7 +228,7 @@ def run(args) -> int:
         raise refused_checkpoint(err) from None
     except STOPS:
         if rank == 0:
-            _say_saved(checkpoint_path)
+            _say_saved(output, started, checkpoint_path)
         raise
     finally:
         bar.close()
@@ -241,7 +250,7 @@ def run(args) -> int:
         result, problem = final_solve(setup, outcome, progress=args.progress, checkpoint=final_checkpoint,
                                       resume=args.resume)
     except STOPS:
-        _say_saved(checkpoint_path, final_checkpoint)
+        _say_saved(output, started, checkpoint_path, final_checkpoint)
         raise
     write_tune_result(output, setup, outcome, result, problem)
     for done in (checkpoint, final_checkpoint):

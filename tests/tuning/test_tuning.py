@@ -1155,3 +1155,34 @@ def test_a_switch_after_trainer_steps_is_accepted_within_tune_final_steps(tmp_pa
     from pinnlab.tuning.run import check_method
 
     check_method(build_tuning(config))
+
+
+def test_a_stopped_overwrite_names_only_its_own_checkpoint_and_the_flags_that_resume_it(tmp_path, monkeypatch,
+                                                                                     capsys):
+    """An interrupted --overwrite run over an existing result said "--resume continues from
+    it", which was refused (the output exists); and a run that saved nothing
+    (tune.checkpoint_every: 0) announced an earlier run's checkpoint as its own."""
+    from pinnlab.bilevel import ForwardGradientUnroll
+
+    cfg = _write(tmp_path)
+    out = tmp_path / "run.h5"
+    assert main(["tune", str(cfg), "-o", str(out), "--progress", "off"]) == 0
+    estimate = ForwardGradientUnroll.estimate
+
+    def stopped_at_three(self, problem, phi, *, outer_step=0, **kwargs):
+        if outer_step == 3:
+            raise KeyboardInterrupt
+        return estimate(self, problem, phi, outer_step=outer_step, **kwargs)
+
+    monkeypatch.setattr(ForwardGradientUnroll, "estimate", stopped_at_three)
+    capsys.readouterr()
+    assert main(["tune", str(cfg), "-o", str(out), "--overwrite", "--progress", "off"]) == 130
+    checkpoint = tmp_path / "run.h5.ckpt"
+    assert (f"pinnlab: outer step 3 saved in {str(checkpoint)!r}; --resume --overwrite continues from it"
+            in capsys.readouterr().err)
+    before = checkpoint.read_bytes()
+    assert main(["tune", str(cfg), "tune.checkpoint_every=0", "tune.outer_lr=0.5", "-o", str(out), "--overwrite",
+                 "--progress", "off"]) == 130
+    assert checkpoint.read_bytes() == before and "saved in" not in capsys.readouterr().err
+    monkeypatch.setattr(ForwardGradientUnroll, "estimate", estimate)
+    assert main(["tune", str(cfg), "-o", str(out), "--resume", "--overwrite", "--progress", "off"]) == 0
