@@ -191,9 +191,13 @@ def run(args) -> int:
                    extra_checkpoints=(FINAL_SUFFIX,))
     # a single-level joint fit is one training run without checkpoints; --resume restarts it
     checkpoint_path = None if config.tune.method == "joint" else checkpoint
+    final_checkpoint = Path(str(output) + FINAL_SUFFIX)  # the final solve's, with trainer.checkpoint_every
+    if checkpoint_path is not None and final_checkpoint.is_file() and not checkpoint.exists() and not args.overwrite:
+        # (the final solve's steps without the tuning they continue: "pass --resume", then "no checkpoint")
+        raise UsageError(f"checkpoint {str(final_checkpoint)!r} of an interrupted final solve exists without the "
+                         f"tuning's {str(checkpoint)!r}, so it cannot be resumed; pass --overwrite to start over")
     if args.resume and checkpoint_path is not None and not checkpoint.is_file():
         raise UsageError(f"no checkpoint {str(checkpoint)!r} to resume from")
-    final_checkpoint = Path(str(output) + FINAL_SUFFIX)  # the final solve's, with trainer.checkpoint_every
     for left in (checkpoint, final_checkpoint):
         if not args.resume and left.exists() and not args.overwrite:
             raise UsageError(f"a checkpoint {str(left)!r} exists from an interrupted run; pass --resume "

@@ -1186,3 +1186,19 @@ def test_a_stopped_overwrite_names_only_its_own_checkpoint_and_the_flags_that_re
     assert checkpoint.read_bytes() == before and "saved in" not in capsys.readouterr().err
     monkeypatch.setattr(ForwardGradientUnroll, "estimate", estimate)
     assert main(["tune", str(cfg), "-o", str(out), "--resume", "--overwrite", "--progress", "off"]) == 0
+
+
+def test_a_final_solve_checkpoint_without_the_tunings_is_refused_with_one_way_out(tmp_path, capsys):
+    """Only OUT.h5.final.ckpt left: the plain run said "pass --resume to continue it" and
+    --resume then said "no checkpoint 'OUT.h5.ckpt' to resume from"."""
+    cfg = _write(tmp_path)
+    out = tmp_path / "run.h5"
+    final = tmp_path / "run.h5.final.ckpt"
+    final.write_bytes(b"a final solve's steps")
+    for extra in ([], ["--resume"]):
+        assert main(["tune", str(cfg), "-o", str(out), *extra, "--progress", "off"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith(f"checkpoint {str(final)!r} of an interrupted final solve exists without the tuning's "
+                            f"{str(tmp_path / 'run.h5.ckpt')!r}, so it cannot be resumed; pass --overwrite to start "
+                            "over"), err
+    assert final.read_bytes() == b"a final solve's steps"
