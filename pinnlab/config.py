@@ -646,12 +646,17 @@ _UNION_TAG = re.compile(r"int|float|bool|str|[a-z-]+\[.*\]")
 
 
 def _format_error(section: str, err: ValidationError, model: type[BaseModel]) -> str:
-    first = err.errors()[0]
+    errors = err.errors()
+    # an unknown key first: a misspelt one is why a required key is "missing" ({method:rgu},
+    # without the space YAML needs after a colon, is the one key 'method:rgu')
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = ".".join(str(p) for p in (section, *first["loc"]) if not _UNION_TAG.fullmatch(str(p)))
     kind = first["type"]
     if kind == "extra_forbidden":
         allowed = ", ".join(_nested_model(model, first["loc"]).model_fields)
-        return f"{clip_text(loc)}: unknown key (allowed: {allowed})"
+        colon = (" (YAML needs a space after the colon of a key: {key: value})"
+                 if ":" in str(first["loc"][-1]) else "")
+        return f"{clip_text(loc)}: unknown key (allowed: {allowed}){colon}"
     if kind == "missing":
         return f"{loc}: required key is missing"
     message = first["msg"]

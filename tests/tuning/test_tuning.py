@@ -465,6 +465,9 @@ BAD = [
     ("tune.tunables={weights.boundary: {transform: logit}}",
      "tune.tunables.weights.boundary.init = 0.001 (the default): a logit-parameterised value must lie in (0.001, 1000.0)"),
     ("tune.then={method: bogus, after: 2}", "tune.then.method = 'bogus': unknown method"),  # was named tune.method
+    # {method:rgu} is the one key 'method:rgu' (YAML): it was "tune.then.method: required key is missing"
+    ("tune.then={method:rgu,after:2}", "tune.then.method:rgu: unknown key (allowed: method, options, after, "
+     "outer_lr) (YAML needs a space after the colon of a key: {key: value})"),
     ("tune.options={num_directions: 0}", "num_directions"),
     # more random directions than tuned values: fgu is exact for N directions (1e8 ran until stopped)
     ("tune.options={num_directions: 2}", "num_directions = 2: more directions than the N = 1 tuned values"),
