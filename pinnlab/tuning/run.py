@@ -13,6 +13,7 @@ from torch import Tensor
 
 from pinnlab.bilevel import (
     METHODS,
+    AbstractHypergradient,
     BlackBox,
     ForwardGradientUnroll,
     TruncatedReverseUnroll,
@@ -165,11 +166,12 @@ def check_method(setup: TuningSetup) -> None:
     sections = [("tune", tune.method, tune.options)]
     if tune.then is not None:
         sections.append(("tune.then", tune.then.method, tune.then.options))
-    varying = []
+    varying, unrolling = [], []
     for where, name, options in sections:
         if name in METHODS:
             built = make_hypergradient_method(name, options, where, tuned_size(setup))
             varying.append(built.varies(tuned_size(setup)))
+            unrolling.append(isinstance(built, AbstractHypergradient))  # (penalty, F²SA: their own iterates)
             if "lr" in names and not built.sees_the_update:  # (lr stayed at its start, status ok)
                 raise ConfigError(f"tune.tunables.lr: {where}.method = {name!r} differentiates the inner loss, "
                                   "which the learning rate does not enter, so its hypergradient is 0; tune lr with "
@@ -182,6 +184,10 @@ def check_method(setup: TuningSetup) -> None:
             raise ConfigError(f"{where}.options: {where}.method = {name!r} takes no options (they are a "
                               f"hypergradient method's constructor arguments), so {', '.join(map(str, options))} "
                               f"would be ignored; remove them ({where}.options={{}})")
+    explicit = tune.model_fields_set
+    if "warm_start" in explicit and unrolling and (not any(unrolling) or tune.inner == "deepxde"):
+        raise ConfigError("tune.warm_start: has no effect here (penalty and f2sa keep their own lower-level "
+                          "iterates, and DeepXDE's black-box training starts afresh at every evaluation); remove it")
     if tune.accumulate > 1 and varying and not any(varying):  # (N times the cost, the same outer step)
         raise ConfigError(f"tune.accumulate = {tune.accumulate}: tune.method = {tune.method!r}"
                           + (f" and tune.then.method = {tune.then.method!r} give" if tune.then else " gives")

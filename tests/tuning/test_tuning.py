@@ -523,6 +523,8 @@ BAD = [
      "tune.tunables.weights.boundary.init = 1e-50 (0 in float32): a log-parameterised hyperparameter must be > 0"),
     ("trainer.dtype=float32; loss.kind=hybrid; loss.switch_step=5; tune.tunables={mix: {init: 0.99999999}}",
      "tune.tunables.mix.init = 0.99999999 (1 in float32): a logit-parameterised value must lie in (0.0, 1.0)"),
+    # penalty and f2sa keep their own iterates: warm_start false gave the file of true
+    ("tune.method=penalty; tune.options={lr: 1.0e-6}; tune.warm_start=false", "tune.warm_start: has no effect here"),
     # a batch larger than the observations was the full batch, silently
     ("data.train=true; data.batch_size=31", "data.batch_size = 31: more than the 30 observations; use at most 30"),
 ]
