@@ -507,6 +507,12 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
                      if any(o == f"tune.options.{k}" or o.startswith(f"tune.options.{k}.") for o in overridden)}
             if given:
                 tune["options"] = given
+    study = data.get("study")
+    if "study.init" in overridden and isinstance(study, dict) and study.get("init") != "trained":
+        for key in untrained_study_settings(data):  # (pretraining settings, as the config's own)
+            if key not in overridden:
+                section, _, name = key.partition(".")
+                data[section].pop(name, None)
     tunables = tune.get("tunables") if isinstance(tune, dict) else None
     if "tune.method" in overridden and tune.get("method") in SEARCHES and isinstance(tunables, dict):
         for name, spec in tunables.items():  # where a search does not start: the config's own init goes
@@ -894,6 +900,26 @@ def _check_study(config: Config) -> None:
         raise ConfigError(f"estimator.kind = {config.estimator.kind!r}: an estimator study measures the Stein "
                           f"estimator of the smoothed residual over study.samples and study.sigmas; {why} "
                           f"(use estimator.kind: stein)")
+    if study.kind == "estimator" and study.init != "trained":
+        for key in untrained_study_settings(config.raw):
+            raise ConfigError(f"{key}: has no effect in an estimator study with study.init: "
+                              f"{describe_value(study.init)}, which trains nothing (its estimates use study.samples, "
+                              "sigmas, noise and losses); remove it, or pretrain with study.init: trained")
+
+
+UNTRAINED_STUDY_KEEPS = {"trainer": ("seed", "dtype", "device"), "loss": (),
+                         "estimator": ("kind", "time_sigma", "time_smoothing", "chunk_size")}
+"""The settings of the trainer, loss and estimator sections an estimator study reads when
+it trains nothing (study.init fresh or a network file): the network's seed, dtype and
+device, and the estimator settings its Stein estimates share. The rest only pretrain."""
+
+
+def untrained_study_settings(data: Mapping[str, Any]) -> list[str]:
+    """The keys the raw config ``data`` sets that an estimator study training nothing
+    ignores (:data:`UNTRAINED_STUDY_KEEPS`): the same settings trainer.steps=5 and
+    lr=5 gave the records of the defaults."""
+    return [f"{section}.{key}" for section, keep in UNTRAINED_STUDY_KEEPS.items()
+            if isinstance(data.get(section), Mapping) for key in data[section] if key not in keep]
 
 
 DEEPXDE_ACTIVATIONS = ("tanh", "sin", "gelu", "silu")

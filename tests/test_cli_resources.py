@@ -27,10 +27,11 @@ tune:
   outer_steps: 2
   horizon: 2
 """
-ESTIMATOR_STUDY = SOLVE + """\
+ESTIMATOR_STUDY = "".join(SOLVE.splitlines(keepends=True)[:2]) + """\
 study: {kind: estimator, samples: [2], sigmas: [0.05], replicates: 4, points: 2, reference_samples: 8,
         reference_replicates: 4, init: fresh}
 """
+"""(the equation and the network: a study that trains nothing refuses training settings)"""
 TRAINING_STUDY = SOLVE + """\
 study: {kind: training, variants: {biased: [loss.kind=biased]}, grid: {trainer.seed: [0]}, columns: trainer.seed}
 """

@@ -143,12 +143,14 @@ def test_batch_chunks_divide_the_step_and_dtype_doubles_it(small_machine):
 
 
 def test_an_estimator_study_that_does_not_train_counts_no_training(small_machine):
-    """study.init fresh: no training step, no test set (a huge test_points is not used)."""
-    study = ["study.kind=estimator", "study.samples=[4]", "study.reference_samples=64", "trainer.test_points=4000000",
-             "study.init=fresh"]
+    """study.init fresh: no training step, no test set (a huge test_points, unused, is
+    refused as having no effect; the override drops SMALL's own training settings)."""
+    study = ["study.kind=estimator", "study.samples=[4]", "study.reference_samples=64", "study.init=fresh"]
     S.check_sizes(_config(SMALL, study))
+    with pytest.raises(C.ConfigError, match="trainer.test_points: has no effect in an estimator study with study.init"):
+        _config(SMALL, [*study, "trainer.test_points=4000000"])
     with pytest.raises(C.ConfigError, match="drawing the test set"):
-        S.check_sizes(_config(SMALL, [*study, "study.init=trained"]))
+        S.check_sizes(_config(SMALL, [*study, "trainer.test_points=4000000", "study.init=trained"]))
 
 
 @pytest.mark.parametrize("overrides, part", [

@@ -18,7 +18,7 @@ from pinnlab.cli import main
 from pinnlab.solvers import Adam
 from pinnlab.studies import estimator_study
 from tests.bilevel.problems import F64, Ridge
-from tests.studies.test_studies import TINY_ESTIMATOR, TINY_TRAINING
+from tests.studies.test_studies import TINY_ESTIMATOR, TINY_TRAINING, TRAINED_ESTIMATOR
 
 ONE_CELL = {"samples: [4, 8]": "samples: [4]", "noise: [independent, shared]": "noise: [independent]"}
 
@@ -105,7 +105,7 @@ def test_the_estimator_study_command_runs_on_the_configured_device(tmp_path, mon
 
 
 def _refusals():
-    trained = TINY_ESTIMATOR.replace("init: fresh", "init: trained")
+    trained = TRAINED_ESTIMATOR
     variant = TINY_TRAINING.replace("STEPS", "2").replace("unbiased: [loss.kind=unbiased]",
                                                           "gpu: [loss.kind=unbiased, trainer.device=cuda]")
     return [

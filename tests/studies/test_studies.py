@@ -213,7 +213,7 @@ def test_biased_loss_bias_equals_residual_variance_for_a_linear_pde():
 TINY_ESTIMATOR = """\
 equation: {name: poisson_two_body, dim: 3, seed: 1}
 model: {width: 8, depth: 3}
-trainer: {steps: 5, dtype: float64}
+trainer: {dtype: float64}
 study:
   kind: estimator
   samples: [4, 8]
@@ -225,6 +225,10 @@ study:
   reference_replicates: 4
   init: fresh
 """
+
+TRAINED_ESTIMATOR = TINY_ESTIMATOR.replace("init: fresh", "init: trained").replace(
+    "trainer: {dtype: float64}", "trainer: {steps: 5, dtype: float64}")
+"""TINY_ESTIMATOR pretrained for 5 steps (the steps are refused where nothing is trained)."""
 
 
 def test_study_cli_json_schema_and_plots(tmp_path):
@@ -273,8 +277,8 @@ def test_the_study_network_gets_every_model_option(tmp_path, monkeypatch):
 
     monkeypatch.setattr(solvers, "train", spy_train)
     cfg = tmp_path / "sin.yaml"
-    cfg.write_text(TINY_ESTIMATOR.replace("model: {width: 8, depth: 3}", "model: {width: 6, depth: 3, activation: sin}")
-                   .replace("init: fresh", "init: trained").replace("samples: [4, 8]", "samples: [4]")
+    cfg.write_text(TRAINED_ESTIMATOR.replace("model: {width: 8, depth: 3}", "model: {width: 6, depth: 3, activation: sin}")
+                   .replace("samples: [4, 8]", "samples: [4]")
                    .replace("noise: [independent, shared]", "noise: [independent]"))
     assert main(["study", str(cfg), "-o", str(tmp_path / "sin.h5")]) == 0
     assert [s[:3] for s in seen] == [("sin", 6, 3)]

@@ -269,3 +269,22 @@ def test_an_override_a_variant_sets_is_named_even_where_it_breaks_the_base_confi
     assert "override 'loss.switch_step=2': variant hybrid sets loss.switch_step in its runs" in err, err
     err = _refused_before_any_work([cfg, "estimator.sigma=-1", "-o", tmp_path / "t.h5"], tmp_path, capsys)
     assert "estimator.sigma = -1: input should be greater than 0" in err, err
+
+
+def test_training_settings_of_a_study_that_trains_nothing_are_refused(tmp_path, capsys):
+    """study.init fresh: trainer.steps=5 trainer.lr=5 loss.kind=unbiased estimator.sigma=0.3
+    gave records bit-identical to a run without them. The network's seed, dtype, device
+    and the estimator settings the study's Stein estimates share are read; an override
+    study.init=fresh drops the config's own pretraining settings."""
+    cfg = _estimator(tmp_path, **ONE_CELL)
+    for override, key in (("trainer.steps=5", "trainer.steps"), ("trainer.lr=5", "trainer.lr"),
+                          ("loss.kind=unbiased", "loss.kind"), ("estimator.sigma=0.3", "estimator.sigma")):
+        err = _refused_before_any_work([cfg, override, "-o", tmp_path / "s.h5"], tmp_path, capsys)
+        assert f"{key}: has no effect in an estimator study with study.init: 'fresh', which trains nothing" in err
+    for kept in ("trainer.seed=3", "trainer.dtype=float32", "estimator.chunk_size=2"):
+        assert main(["study", str(cfg), kept, "-o", str(tmp_path / "s.h5"), "--overwrite"]) == 0, kept
+    trained = tmp_path / "trained.yaml"
+    trained.write_text(cfg.read_text().replace("init: fresh", "init: trained").replace(
+        "trainer: {dtype: float64}", "trainer: {steps: 2, lr: 0.01, dtype: float64}"))
+    assert C.load(trained, ["study.init=fresh"]).resolved()["trainer"].get("steps") == C.load(cfg).resolved()[
+        "trainer"].get("steps")  # the config's steps: 2 dropped by the override

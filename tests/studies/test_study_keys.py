@@ -19,14 +19,14 @@ estimator: {samples: 2, eval_samples: 2}
 trainer: {steps: 2, eval_every: 2, test_points: 10, batch_size: 4}
 """
 ESTIMATOR = {"kind": "estimator", "samples": [2, 4], "sigmas": [0.05], "replicates": 4, "points": 2,
-             "reference_samples": 8, "reference_replicates": 4, "init": "fresh"}
+             "reference_samples": 8, "reference_replicates": 4, "init": "trained"}
 TRAINING = {"kind": "training", "variants": {"biased": ["loss.kind=biased"]}, "grid": {"trainer.seed": [0]},
             "columns": "trainer.seed"}
 
 VALUES = {  # a value each key accepts, so only the kind can refuse it
     "losses": ["biased"], "unbiased_samples": "same", "dims": [2], "samples": [4], "sigmas": [0.1],
     "noise": ["shared"], "quantities": ["loss"], "replicates": 8, "points": 4, "reference_samples": 16,
-    "reference_replicates": 8, "init": "fresh",
+    "reference_replicates": 8, "init": "trained",
     "variants": {"a": ["loss.kind=biased"]}, "grid": {"trainer.seed": [0]}, "columns": "trainer.seed", "workers": 2,
 }
 SHIPPED = sorted((Path(__file__).parents[2] / "configs" / "studies").glob("*.yaml"))

@@ -19,8 +19,8 @@ from pinnlab.studies.training_study import csv_text, markdown_table, summarise
 TIME_ESTIMATOR = """\
 equation: {name: fokker_planck_iso, dim: 2, seed: 1}
 model: {width: 6, depth: 2}
-estimator: {kind: stein, sigma: 0.1}
-trainer: {steps: 2, dtype: float64}
+estimator: {kind: stein}
+trainer: {dtype: float64}
 study:
   kind: estimator
   samples: [4]
@@ -90,7 +90,8 @@ def test_an_estimator_kind_without_a_stein_estimate_is_refused_before_any_work(t
     """autograd has no Monte Carlo error and Hutchinson no σ: the study would report the
     default Stein estimator's numbers under their name. One line, exit 2, no pretraining."""
     cfg = tmp_path / "est.yaml"
-    cfg.write_text(TIME_ESTIMATOR.replace("init: fresh", "init: trained"))
+    cfg.write_text(TIME_ESTIMATOR.replace("init: fresh", "init: trained").replace("{dtype: float64}",
+                                                                                  "{steps: 2, dtype: float64}"))
     assert main(["study", str(cfg), f"estimator.kind={kind}", "-o", str(tmp_path / "est.h5")]) == 2
     err = capsys.readouterr().err
     assert f"estimator.kind = '{kind}'" in err and "use estimator.kind: stein" in err

@@ -13,7 +13,7 @@ import pinnlab.solvers
 from pinnlab.cli import main
 from pinnlab.solvers.loop import peak_memory_mb, reset_peak_memory
 from pinnlab.studies.training_study import run_cell
-from tests.studies.test_studies import TINY_ESTIMATOR, TINY_TRAINING
+from tests.studies.test_studies import TINY_ESTIMATOR, TINY_TRAINING, TRAINED_ESTIMATOR
 
 CELL = ("loss.kind=biased", "equation.dim=3", "trainer.seed=0", "trainer.checkpoint_every=10")
 THREADS = torch.get_num_threads()
@@ -81,8 +81,7 @@ def test_an_estimator_study_refuses_a_diverged_pretraining(tmp_path, capsys):
     """init: trained with a pretraining that went non-finite wrote an all-NaN study and
     exited 0."""
     cfg = tmp_path / "est.yaml"
-    cfg.write_text(TINY_ESTIMATOR.replace("init: fresh", "init: trained")
-                   .replace("trainer: {steps: 5, dtype: float64}",
+    cfg.write_text(TRAINED_ESTIMATOR.replace("trainer: {steps: 5, dtype: float64}",
                             "trainer: {steps: 5, dtype: float64, lr: 1.0e+300, schedule: constant}"))
     out = tmp_path / "est.h5"
     assert main(["study", str(cfg), "-o", str(out)]) == 1
