@@ -382,6 +382,8 @@ def _training(config, output, args) -> int:
         raise UsageError(f"config error: {err}") from None
     except CheckpointError as err:  # likewise: a cell of an edited config, kept unless --overwrite
         raise refused_checkpoint(err) from None
+    except FileExistsError as err:  # a directory where a cell's file goes (no config error)
+        raise UsageError(str(err)) from None
     summary = summarise(records, study.columns)
     table = markdown_table(summary, study.columns)
     with atomic_path(output) as tmp, h5py.File(tmp, "w") as fh:

@@ -252,13 +252,13 @@ def run_training_study(
     """Run every unfinished cell (``workers`` processes); return one record per cell.
 
     Every cell's config is validated and built first (:func:`validate_runs`): a bad
-    variant raises :class:`~pinnlab.config.ConfigError` before any cell runs. A cell file
+    variant raises :class:`~pinnlab.config.ConfigError` before any cell runs, a cell path
+    that is not a regular file (a directory) ``FileExistsError``. A cell file
     or checkpoint in ``cell_dir`` of another config, other input files or another pinnlab
     version (the study's config was edited after an interrupted run) raises
     :class:`~pinnlab.io.CheckpointError`, also before any cell runs, unless ``overwrite``:
     then such cells are computed again (it replaced them without a word).
     """
-    from pinnlab.config import ConfigError
     from pinnlab.io import CheckpointError
     from pinnlab.studies.spec import validate_runs
 
@@ -267,11 +267,13 @@ def run_training_study(
     cell_dir = Path(cell_dir)
     cell_dir.mkdir(parents=True, exist_ok=True)
     todo, records = [], {}
+    for cell in cells:  # before any word about the cells (a directory there failed after the cell had run)
+        for where in (cell_dir / f"{cell.key}.h5", cell_dir / f"{cell.key}.h5.ckpt"):
+            if where.exists() and not where.is_file():
+                raise FileExistsError(f"{str(where)!r} (cell {cell.label}) exists and is not a regular file; "
+                                      "remove it")
     for cell in cells:
         path = cell_dir / f"{cell.key}.h5"
-        for where in (path, Path(str(path) + ".ckpt")):  # (a directory there failed after the cell had run)
-            if where.exists() and not where.is_file():
-                raise ConfigError(f"{str(where)!r} (cell {cell.label}) exists and is not a regular file; remove it")
         checkpoint = Path(str(path) + ".ckpt")
         reusable, why_not = _cell_file_state(path, configs[cell.label])
         finished, where = reusable and _metrics_or_none(path), path
