@@ -269,6 +269,15 @@ HISTORY_DAMAGE = {
     "step a string": ("hybrid", lambda d: d.__setitem__("step", "4"), "its step '4' is not a whole number >= 0"),
     "step a bool": ("hybrid", lambda d: d.__setitem__("step", True), "its step True is not a whole number >= 0"),
     "step negative": ("hybrid", lambda d: d.__setitem__("step", -1), "its step -1 is not a whole number >= 0"),
+    # edited values of the other kinds (resumed: int64 parameters cast, a negative time in steps_per_second)
+    "integer parameters": ("hybrid", lambda d: d["params"].update({k: v.long() for k, v in d["params"].items()}),
+                           "is not a floating-point tensor"),
+    "negative train_seconds": ("hybrid", lambda d: d.__setitem__("train_seconds", -5.0),
+                               "its train_seconds -5.0 is not a finite number >= 0"),
+    "infinite wall_s": ("hybrid", lambda d: d.__setitem__("wall_s", float("inf")),
+                        "its wall_s inf is not a finite number >= 0"),
+    "timed steps beyond the step": ("hybrid", lambda d: d.__setitem__("timed_steps", 99),
+                                    "its timed_steps 99 is not a whole number in 0..4, its step"),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -350,6 +351,17 @@ def load_checkpoint(
     data = read_checkpoint(path)
     check_config(path, data, config_yaml)
     with reading(path):
+        # (an edited checkpoint whose digest was made again: int64 parameters were cast, a
+        # negative or infinite time resumed into steps_per_second)
+        damaged = next((f"its parameter {k!r} is not a floating-point tensor" for k, v in data["params"].items()
+                        if not (isinstance(v, torch.Tensor) and v.is_floating_point())), None)
+        for key in ("train_seconds", "wall_s"):
+            value = data[key]
+            if damaged is None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                        and math.isfinite(value) and value >= 0):
+                damaged = f"its {key} {' '.join(repr(value).split())[:60]} is not a finite number >= 0"
+        if damaged:
+            raise CheckpointError(f"checkpoint {str(path)!r} is damaged: {damaged}")
         params = {k: v.to(device=device, dtype=dtype) for k, v in data["params"].items()}
         opt = {k: (v.to(device=device, dtype=dtype) if isinstance(v, torch.Tensor)
                    and v.is_floating_point() else v) for k, v in data["opt_state"].items()}
@@ -358,6 +370,10 @@ def load_checkpoint(
             shown = " ".join(repr(step).split())[:60]
             raise CheckpointError(f"checkpoint {str(path)!r} is damaged: its step {shown} is not "
                                   "a whole number >= 0")
+        timed = data["timed_steps"]
+        if not isinstance(timed, int) or isinstance(timed, bool) or not 0 <= timed <= step:
+            raise CheckpointError(f"checkpoint {str(path)!r} is damaged: its timed_steps "
+                                  f"{' '.join(repr(timed).split())[:60]} is not a whole number in 0..{step}, its step")
         history = History.from_arrays({k: np.asarray(v) for k, v in data["history"].items()})
         window_loss = [float(v) for v in data["window_loss"]]
         check_history(path, step, history, window_loss)
