@@ -252,6 +252,20 @@ def test_resume_after_interruption_is_exact(tmp_path, method, monkeypatch, capsy
             np.testing.assert_array_equal(a["params"][key][...], b["params"][key][...])
 
 
+def _stopped_at(stop: int):
+    """fg2u's estimate, with Ctrl-C at outer step ``stop``."""
+    from pinnlab.bilevel import ForwardGradientUnroll
+
+    estimate = ForwardGradientUnroll.estimate
+
+    def stopped(self, problem, phi, *, outer_step=0, **kwargs):
+        if outer_step == stop:
+            raise KeyboardInterrupt
+        return estimate(self, problem, phi, outer_step=outer_step, **kwargs)
+
+    return stopped
+
+
 def test_a_stop_between_checkpoints_saves_the_last_completed_outer_step(tmp_path, monkeypatch, capsys):
     """With tune.checkpoint_every = 4, Ctrl-C while outer step 6 is estimated lost steps 4
     and 5: the tuning now saves step 6's start, says so, and the resumed run runs steps
@@ -263,13 +277,7 @@ def test_a_stop_between_checkpoints_saves_the_last_completed_outer_step(tmp_path
     reference = tmp_path / "reference.h5"
     assert main(["tune", str(cfg), *overrides, "-o", str(reference), "--progress", "off"]) == 0
     estimate = ForwardGradientUnroll.estimate
-
-    def stopped_at_six(self, problem, phi, *, outer_step=0, **kwargs):
-        if outer_step == 6:
-            raise KeyboardInterrupt
-        return estimate(self, problem, phi, outer_step=outer_step, **kwargs)
-
-    monkeypatch.setattr(ForwardGradientUnroll, "estimate", stopped_at_six)
+    monkeypatch.setattr(ForwardGradientUnroll, "estimate", _stopped_at(6))
     out = tmp_path / "run.h5"
     capsys.readouterr()
     assert main(["tune", str(cfg), *overrides, "-o", str(out), "--progress", "off"]) == 130
@@ -1173,13 +1181,7 @@ def test_a_stopped_overwrite_names_only_its_own_checkpoint_and_the_flags_that_re
     out = tmp_path / "run.h5"
     assert main(["tune", str(cfg), "-o", str(out), "--progress", "off"]) == 0
     estimate = ForwardGradientUnroll.estimate
-
-    def stopped_at_three(self, problem, phi, *, outer_step=0, **kwargs):
-        if outer_step == 3:
-            raise KeyboardInterrupt
-        return estimate(self, problem, phi, outer_step=outer_step, **kwargs)
-
-    monkeypatch.setattr(ForwardGradientUnroll, "estimate", stopped_at_three)
+    monkeypatch.setattr(ForwardGradientUnroll, "estimate", _stopped_at(3))
     capsys.readouterr()
     assert main(["tune", str(cfg), "-o", str(out), "--overwrite", "--progress", "off"]) == 130
     checkpoint = tmp_path / "run.h5.ckpt"
