@@ -38,13 +38,13 @@ class AbstractOuterAlgorithm(abc.ABC):
 
     name: str
     sees_the_update = False
+    inner_iters: int
+    """Inner indices one outer step uses, ``t = start, …, start + inner_iters − 1`` (the
+    driver spaces outer steps by max(T, inner_iters); a method without it uses at most T)."""
 
     def varies(self, size: int) -> bool:
         """(as :meth:`AbstractHypergradient.varies`: it takes one φ-gradient per outer step)"""
         return False
-    inner_iters: int
-    """Inner indices one outer step uses, ``t = start, …, start + inner_iters − 1`` (the
-    driver spaces outer steps by max(T, inner_iters); a method without it uses at most T)."""
 
     @abc.abstractmethod
     def init(self, problem: BilevelProblem, phi: Phi, theta: Any = None) -> dict[str, Any]:

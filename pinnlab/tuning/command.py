@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from pathlib import Path
 
 from pinnlab._interrupts import STOPS
@@ -53,18 +52,29 @@ def checkpoint_metadata(path: Path):
     return saved["metadata"]
 
 
-def _say_saved(output: Path, since: int, tuning: Path | None, final: Path | None = None) -> None:
+def _stamp(path: Path | None):
+    """What tells a file apart from the one there before (an atomic write makes a new
+    inode), or None where there is none."""
+    try:
+        status = path.stat() if path is not None else None
+    except OSError:
+        return None
+    return None if status is None else (status.st_ino, status.st_mtime_ns, status.st_size)
+
+
+def _say_saved(output: Path, before: dict, tuning: Path | None, final: Path | None = None) -> None:
     """The line a stopped ``pinnlab tune`` prints about what it leaves: during the tuning
     (``final`` None) the last outer step or trial its checkpoint at ``tuning`` holds;
     during the final solve, that solve's last step at ``final`` (saved only with
     trainer.checkpoint_every) and the finished tuning's checkpoint. Only checkpoints this
-    run wrote (modified at or after ``since``, ns): an earlier run's, left by one that
-    saved none (tune.checkpoint_every: 0), was announced as this run's."""
+    run wrote (their :func:`_stamp` is not the one ``before`` the run): an earlier run's,
+    left by one that saved none (tune.checkpoint_every: 0), was announced as this run's."""
     from pinnlab.cli import resume_hint
     from pinnlab.io.checkpoint import load_checkpoint_file
 
     def written(path: Path | None) -> Path | None:
-        return path if path is not None and path.is_file() and path.stat().st_mtime_ns >= since else None
+        stamp = _stamp(path)
+        return path if stamp is not None and path.is_file() and stamp != before.get(path) else None
 
     final_phase = final is not None
     tuning, final, hint = written(tuning), written(final), resume_hint(output)
@@ -224,7 +234,7 @@ def run(args) -> int:
         value = diagnostics.get("value") if isinstance(diagnostics, dict) else None
         bar.update(k, math.nan if value is None else float(value), None)
 
-    started = time.time_ns()  # (what this run writes is modified after it)
+    before = {path: _stamp(path) for path in (checkpoint, final_checkpoint)}  # (what this run did not write)
     try:
         outcome = run_tuning(setup, checkpoint=checkpoint_path, resume=args.resume and checkpoint_path is not None,
                              progress=progress if rank == 0 else None, metadata=metadata, save=rank == 0)
@@ -232,7 +242,7 @@ def run(args) -> int:
         raise refused_checkpoint(err) from None
     except STOPS:
         if rank == 0:
-            _say_saved(output, started, checkpoint_path)
+            _say_saved(output, before, checkpoint_path)
         raise
     finally:
         bar.close()
@@ -254,7 +264,7 @@ def run(args) -> int:
         result, problem = final_solve(setup, outcome, progress=args.progress, checkpoint=final_checkpoint,
                                       resume=args.resume)
     except STOPS:
-        _say_saved(output, started, checkpoint_path, final_checkpoint)
+        _say_saved(output, before, checkpoint_path, final_checkpoint)
         raise
     write_tune_result(output, setup, outcome, result, problem)
     for done in (checkpoint, final_checkpoint):

@@ -104,11 +104,11 @@ def test_a_final_solve_killed_after_a_checkpoint_resumes_from_it_exactly(tmp_pat
             f"{str(tmp_path / 'run.h5.ckpt')!r}; --resume continues from it") in capsys.readouterr().err
     assert final.is_file() and (tmp_path / "run.h5.ckpt").is_file() and not out.exists()
     capsys.readouterr()
-    lone = tmp_path / "lone.h5.final.ckpt"  # (a joint fit leaves only this one)
+    lone = tmp_path / "lone.h5.final.ckpt"  # (without the tuning's checkpoint it continues: not resumable)
     lone.write_bytes(final.read_bytes())
-    for target in (out, tmp_path / "lone.h5"):
+    for target, expected in ((out, "pass --resume"), (tmp_path / "lone.h5", "so it cannot be resumed; pass --overwrite")):
         assert main(["tune", str(cfg), *overrides, "-o", str(target), "--progress", "off"]) == 2
-        assert "pass --resume" in capsys.readouterr().err
+        assert expected in capsys.readouterr().err
     started = []
     real_train = run_module.train
 
