@@ -900,11 +900,11 @@ def _check_study(config: Config) -> None:
         raise ConfigError(f"estimator.kind = {config.estimator.kind!r}: an estimator study measures the Stein "
                           f"estimator of the smoothed residual over study.samples and study.sigmas; {why} "
                           f"(use estimator.kind: stein)")
-    if study.kind == "estimator" and study.init != "trained":
-        for key in untrained_study_settings(config.raw):
-            raise ConfigError(f"{key}: has no effect in an estimator study with study.init: "
-                              f"{describe_value(study.init)}, which trains nothing (its estimates use study.samples, "
-                              "sigmas, noise and losses); remove it, or pretrain with study.init: trained")
+    unused = untrained_study_settings(config.raw) if study.kind == "estimator" and study.init != "trained" else []
+    if unused:
+        raise ConfigError(f"{unused[0]}: has no effect in an estimator study with study.init: "
+                          f"{describe_value(study.init)}, which trains nothing (its estimates use study.samples, "
+                          "sigmas, noise and losses); remove it, or pretrain with study.init: trained")
 
 
 UNTRAINED_STUDY_KEEPS = {"trainer": ("seed", "dtype", "device"), "loss": (),
