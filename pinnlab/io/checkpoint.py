@@ -324,6 +324,11 @@ def save_checkpoint(
     write_checkpoint_file(path, payload)
 
 
+def _shown(value: Any) -> str:
+    """A saved value as a refusal shows it: its repr on one line, cut to 60 characters."""
+    return " ".join(repr(value).split())[:60]
+
+
 def check_config(path: str | Path, data: Mapping[str, Any], config_yaml: str) -> None:
     """Refuse the checkpoint ``data`` (read from ``path`` by :func:`read_checkpoint`) of
     another format, or written for another config than ``config_yaml`` (the refusal names
@@ -353,27 +358,24 @@ def load_checkpoint(
     with reading(path):
         # (an edited checkpoint whose digest was made again: int64 parameters were cast, a
         # negative or infinite time resumed into steps_per_second)
-        damaged = next((f"its parameter {k!r} is not a floating-point tensor" for k, v in data["params"].items()
-                        if not (isinstance(v, torch.Tensor) and v.is_floating_point())), None)
-        for key in ("train_seconds", "wall_s"):
-            value = data[key]
-            if damaged is None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                                        and math.isfinite(value) and value >= 0):
-                damaged = f"its {key} {' '.join(repr(value).split())[:60]} is not a finite number >= 0"
+        damaged = [f"its parameter {k!r} is not a floating-point tensor" for k, v in data["params"].items()
+                   if not (isinstance(v, torch.Tensor) and v.is_floating_point())]
+        damaged += [f"its {key} {_shown(data[key])} is not a finite number >= 0" for key in ("train_seconds", "wall_s")
+                    if not (isinstance(data[key], (int, float)) and not isinstance(data[key], bool)
+                            and math.isfinite(data[key]) and data[key] >= 0)]
         if damaged:
-            raise CheckpointError(f"checkpoint {str(path)!r} is damaged: {damaged}")
+            raise CheckpointError(f"checkpoint {str(path)!r} is damaged: {damaged[0]}")
         params = {k: v.to(device=device, dtype=dtype) for k, v in data["params"].items()}
         opt = {k: (v.to(device=device, dtype=dtype) if isinstance(v, torch.Tensor)
                    and v.is_floating_point() else v) for k, v in data["opt_state"].items()}
         step = data["step"]
         if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-            shown = " ".join(repr(step).split())[:60]
-            raise CheckpointError(f"checkpoint {str(path)!r} is damaged: its step {shown} is not "
+            raise CheckpointError(f"checkpoint {str(path)!r} is damaged: its step {_shown(step)} is not "
                                   "a whole number >= 0")
         timed = data["timed_steps"]
         if not isinstance(timed, int) or isinstance(timed, bool) or not 0 <= timed <= step:
             raise CheckpointError(f"checkpoint {str(path)!r} is damaged: its timed_steps "
-                                  f"{' '.join(repr(timed).split())[:60]} is not a whole number in 0..{step}, its step")
+                                  f"{_shown(timed)} is not a whole number in 0..{step}, its step")
         history = History.from_arrays({k: np.asarray(v) for k, v in data["history"].items()})
         window_loss = [float(v) for v in data["window_loss"]]
         check_history(path, step, history, window_loss)
