@@ -1209,3 +1209,20 @@ def test_a_final_solve_checkpoint_without_the_tunings_is_refused_with_one_way_ou
                             f"{str(tmp_path / 'run.h5.ckpt')!r}, so it cannot be resumed; pass --overwrite to start "
                             "over"), err
     assert final.read_bytes() == b"a final solve's steps"
+
+
+def test_an_observation_file_is_hashed_once_per_version(tmp_path, monkeypatch):
+    """The checkpoint identity and the result file both record the data file's SHA-256:
+    hashed once while the file is unchanged, again once it changes (size, mtime or inode)."""
+    import hashlib
+
+    data = tmp_path / "obs.npz"
+    save_observations(data, torch.full((10, 3), 0.2, dtype=torch.float64), torch.zeros(10, dtype=torch.float64))
+    made = []
+    real = hashlib.sha256
+    monkeypatch.setattr(hashlib, "sha256", lambda *a: made.append(1) or real(*a))
+    first = configuration.file_digest(data)
+    assert configuration.file_digest(data) == first and len(made) == 1
+    assert first == real(data.read_bytes()).hexdigest()
+    save_observations(data, torch.full((10, 3), 0.3, dtype=torch.float64), torch.zeros(10, dtype=torch.float64))
+    assert configuration.file_digest(data) == real(data.read_bytes()).hexdigest() != first and len(made) == 2
