@@ -315,10 +315,11 @@ class Config:
 
     def identity(self) -> str:
         """What a checkpoint of this config's run records and its resume compares (and a
-        training study's finished cell, :func:`identity_text` of its file): the resolved
-        config (:meth:`to_yaml`) and :meth:`input_digests`: a run resumed after its
-        observation file had changed ran on with the new data as if nothing had."""
-        return identity_text(self.to_yaml(), self.input_digests())
+        training study's finished cell): the resolved config (:meth:`to_yaml`) and, under
+        ``input_files``, :meth:`input_digests`: a run resumed after its observation file had
+        changed ran on with the new data as if nothing had."""
+        digests = self.input_digests()
+        return self.to_yaml() + (dump_yaml({"input_files": digests}) if digests else "")
 
 
 _DIGESTS: dict[tuple, str] = {}
@@ -339,12 +340,6 @@ def file_digest(path: str | Path) -> str:
                 digest.update(block)
         _DIGESTS[key] = digest.hexdigest()
     return _DIGESTS[key]
-
-
-def identity_text(config_yaml: str, digests: Mapping[str, str]) -> str:
-    """:meth:`Config.identity` from its parts: the config's YAML, then the input files'
-    digests (none: the YAML alone)."""
-    return config_yaml + (dump_yaml({"input_files": dict(digests)}) if digests else "")
 
 
 # -- loading -------------------------------------------------------------------------

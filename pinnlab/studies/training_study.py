@@ -166,7 +166,6 @@ def _cell_file_state(path: Path, config) -> tuple[bool, str]:
     import yaml
 
     import pinnlab
-    from pinnlab.config import identity_text
     from pinnlab.io.checkpoint import comparable_config, comparable_text, config_difference
 
     try:
@@ -182,7 +181,8 @@ def _cell_file_state(path: Path, config) -> tuple[bool, str]:
     if version != pinnlab.__version__:
         return False, f"was written by pinnlab {version}, this is {pinnlab.__version__}"
     stored.pop("study", None)
-    saved = comparable_config(yaml.safe_load(identity_text(yaml.safe_dump(stored, sort_keys=False), digests)))
+    # (the cell's side of Config.identity: its config, its input files' digests under input_files)
+    saved = comparable_config({**stored, "input_files": digests} if digests else stored)
     current = run_config(config).identity()
     if saved == comparable_text(current):
         return True, ""
