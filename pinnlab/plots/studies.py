@@ -44,6 +44,8 @@ def _fit_band(ax, ks, ys, color):
     if len(ks) < 3:
         return None
     slope, se = loglog_slope(ks, ys)
+    if not math.isfinite(slope):  # a value ≤ 0: no logarithm, no line
+        return None
     lx, ly = np.log(ks), np.log(ys)
     center = ly.mean()  # the least-squares line passes through the means
     grid = np.linspace(lx.min(), lx.max(), 50)
@@ -137,7 +139,11 @@ def plot_estimator_study(path: Path, outdir: Path) -> list[Path]:
                 note = "no fit: fewer than 3 K"
             ax_bias.plot([], [], **style, label=label + (f" (slope {fit[0]:.2f} ± {fit[1]:.2f})" if fit else
                                                          f" ({note})"))
-        ax_var.set(xscale="log", yscale="log", xlabel="samples K", ylabel="variance (±2 SE)",
+        # a log axis has no place for variances that are all 0 (every replicate alike, as
+        # at a σ that saturates the network): those get a linear axis that shows the zeros
+        positive = any(r["variance"] > 0 for r in rows)
+        ax_var.set(xscale="log", yscale="log" if positive else "linear", xlabel="samples K",
+                   ylabel="variance (±2 SE)" if positive else "variance (0 at every K: every replicate alike)",
                    title=f"{quantity}: variance of the estimate")
         ylabel = (f"|E L̂ − L| (±{BIAS_Z:g} SE; hollow: within {BIAS_Z:g} SE of 0)" if quantity == "loss" else
                   f"bias² (debiased, ±{BIAS_Z:g} SE; hollow: upper bound)")

@@ -264,6 +264,12 @@ def _estimator(config, output, args, runs) -> int:
                        if row.get("halving_prediction") is not None else "")
             print(f"gradient variance unbiased/biased, {row['noise']}, d={row['dim']}, K={row['samples']}: "
                   f"{row['variance_ratio']:.2f} (z = {row['z']:+.1f}{halving})")
+    alike = [r for r in records if r.get("variance") == 0]
+    if alike:  # every replicate gave the same value: no variance, no slope
+        where = sorted({f"σ = {r['sigma']:g}" for r in alike})
+        print(f"warning: {len(alike)} of {len(records)} records have a variance of exactly 0 (every replicate "
+              f"alike, at {', '.join(where)}: a σ that saturates the network?); their series have no "
+              "variance slope", file=sys.stderr)
     broken = [r for r in records if not all(math.isfinite(r.get(key, math.nan)) for key in ("bias2", "variance"))]
     if broken:  # written, but not a study: exit 0 hid NaN tables and plots that failed
         where = sorted({f"σ = {r['sigma']:g}" for r in broken})

@@ -453,10 +453,13 @@ def compare_losses(records: list[dict]) -> list[dict]:
 
 
 def loglog_slope(x, y) -> tuple[float, float]:
-    """Least-squares slope of log y on log x and its standard error."""
-    lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
-    if len(lx) < 2:
+    """Least-squares slope of log y on log x and its standard error; NaN for both where
+    fewer than two points or some x or y is not positive and finite (a variance of
+    exactly 0, every replicate alike, has no logarithm and no power law)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < 2 or not (np.isfinite(x).all() and np.isfinite(y).all() and (x > 0).all() and (y > 0).all()):
         return math.nan, math.nan
+    lx, ly = np.log(x), np.log(y)
     a = np.vstack([lx, np.ones_like(lx)]).T
     coef, res, *_ = np.linalg.lstsq(a, ly, rcond=None)
     if len(lx) > 2:

@@ -170,6 +170,18 @@ def test_loglog_slope_recovers_power_law():
     assert slope == pytest.approx(-1.0) and se < 1e-10
 
 
+def test_loglog_slope_of_a_zero_variance_is_nan_without_a_warning():
+    """A variance of exactly 0 (every replicate alike) has no logarithm: NaN slope and SE,
+    not numpy's "divide by zero encountered in log" on stderr and a slope of −inf's fit."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert all(math.isnan(v) for v in loglog_slope([4, 8, 16], [1.0, 0.0, 0.5]))
+        assert all(math.isnan(v) for v in loglog_slope([4, 8, 16], [1.0, -2.0, 0.5]))
+        assert all(math.isnan(v) for v in loglog_slope([4, 8, 16], [1.0, math.inf, 0.5]))
+
+
 def test_loglog_slope_standard_error_on_noisy_data():
     """y = 3/K · exp(s·ε), ε ~ N(0, 1), s = 0.3, at the five K of a study. (1) On one noisy
     series the SE equals scipy's independent OLS slope SE (linregress) to 1e-10. (2) Over

@@ -271,6 +271,28 @@ def test_an_estimator_study_of_non_finite_records_exits_1(tmp_path, capsys):
     assert main(["study", str(cfg), "-o", str(out), "--overwrite"]) == 0
 
 
+def test_an_estimator_study_with_records_of_zero_variance_warns(tmp_path, capsys, monkeypatch):
+    """Every replicate alike (variance exactly 0, as at a σ that saturates the network) is
+    a study without a variance slope there: one warning line naming the σ, exit 0 (the
+    numbers are what they are), and no numpy "divide by zero" on stderr."""
+    from pinnlab.studies import estimator_study
+
+    run = estimator_study.run_estimator_study
+
+    def saturated(spec, **kwargs):
+        out = run(spec, **kwargs)
+        for r in out["records"]:
+            r["variance"] = r["variance_se"] = 0.0
+        return out
+
+    monkeypatch.setattr(estimator_study, "run_estimator_study", saturated)
+    cfg = _estimator(tmp_path, **ONE_CELL)
+    assert main(["study", str(cfg), "study.sigmas=[0.5]", "-o", str(tmp_path / "s.h5")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 6 of 6 records have a variance of exactly 0 (every replicate alike, at σ = 0.5: " in err, err
+    assert "divide by zero" not in err, err
+
+
 def test_an_override_a_variant_sets_is_named_even_where_it_breaks_the_base_config(tmp_path, capsys):
     """loss.switch_step=2 with the study's loss.kind: biased was refused as "switch settings
     need loss.kind = hybrid", not as the override the hybrid variant ignores."""

@@ -278,3 +278,28 @@ def test_training_study_variants_keep_distinct_colours_across_both_figures(tmp_p
     assert set(curves) == set(errors) == set(variants)
     assert len(set(curves.values())) == n
     assert curves == errors
+
+
+def test_a_series_of_zero_variances_is_drawn_without_a_fit_or_a_warning(tmp_path, figures):
+    """Every replicate alike (variance exactly 0, as at a σ that saturates the network):
+    the variance panel has no log-log fit to draw for that series and says so by a label
+    without a slope, instead of numpy's divide-by-zero warning and a fit through log 0."""
+    import warnings
+
+    path = tmp_path / "est.h5"
+    records = _estimator_file(path)
+    for r in records:
+        r["variance"] = r["variance_se"] = 0.0
+    with h5py.File(path, "a") as fh:
+        del fh["records/variance"], fh["records/variance_se"]
+        fh["records/variance"] = [0.0] * len(records)
+        fh["records/variance_se"] = [0.0] * len(records)
+        fh.attrs["slopes"] = json.dumps(fit_slopes(records), allow_nan=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        studies.plot_estimator_study(path, tmp_path)
+    variance_panel = figures["estimator_loss.png"].axes[0]
+    assert not any(line.get_linestyle() == "--" for line in variance_panel.get_lines())
+    labels = variance_panel.get_legend_handles_labels()[1]
+    assert labels and not any("slope" in label for label in labels), labels
+    assert variance_panel.get_yscale() == "linear" and "every replicate alike" in variance_panel.get_ylabel()
