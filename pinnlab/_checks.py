@@ -18,6 +18,8 @@ from pinnlab._fields import SEED_LIMIT
 def check_integer(name: str, value: Any, minimum: int = 1) -> None:
     """``value`` is an ``int`` (not a bool) and ``>= minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        if isinstance(value, numbers.Integral) and not isinstance(value, int):  # np.int64(4)
+            raise ValueError(f"{name} must be a Python int >= {minimum}, got {value!r} (pass int(...) of it)")
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 

@@ -27,6 +27,16 @@ def is_transform_wrapped(tensor: Tensor) -> bool:
     return bool(torch._C._functorch.is_functorch_wrapped_tensor(tensor))
 
 
+def inspectable(tensor: Tensor) -> Tensor | None:
+    """The values of ``tensor`` for a check, or None where they are not read: on an
+    accelerator (reading them would synchronise every training step). Inside torch.func
+    transforms (grad, jvp, vmap) the values are those beneath the wrappers, a vmap's whole
+    batch included, so a check holds for every batch member and reads no tangent."""
+    while is_transform_wrapped(tensor):
+        tensor = torch._C._functorch.get_unwrapped(tensor)
+    return tensor.detach() if tensor.device.type == "cpu" else None
+
+
 def tensor_leaves(tree):
     """The tensor leaves of a pytree (e.g. an optimizer state with a Python step count),
     and a function building a tree of the same structure from new tensor leaves (the

@@ -251,8 +251,12 @@ def hypergradient(problem: BilevelProblem, phi: Phi, method: AbstractHypergradie
         torch.Size([2])
     """
     if not isinstance(method, AbstractHypergradient):
+        from pinnlab.bilevel.penalty import AbstractOuterAlgorithm
+
+        whole = (f": {type(method).__name__} is a whole outer algorithm with its own iterates, run it "
+                 "with pinnlab.bilevel.optimize" if isinstance(method, AbstractOuterAlgorithm) else "")
         raise TypeError(
             f"method must be a hypergradient estimator object (e.g. ForwardGradientUnroll()), "
-            f"got {type(method).__name__}"
+            f"got {type(method).__name__}{whole}"
         )
     return method(problem, phi, **kwargs)

@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
+from pinnlab._checks import check_integer, check_seed
 from pinnlab._seeding import make_generator
 from pinnlab._typing import is_transform_wrapped
 from pinnlab.equations.fields import ONE, ZERO, Jet, solution_fields
@@ -116,6 +117,7 @@ class AbstractEquation(abc.ABC):
             raise ValueError(f"{self.name}: dim must be an integer >= {self.min_dim}, got {dim}")
         if constraint not in ("hard", "soft"):
             raise ValueError(f"constraint must be 'hard' or 'soft', got {constraint!r}")
+        check_seed("seed", seed)  # (1.7 became seed 1)
         self.dim = int(dim)
         self.seed = int(seed)
         self.constraint = constraint
@@ -162,8 +164,25 @@ class AbstractEquation(abc.ABC):
         return converted
 
     def _merge(self, x: Tensor, coefficients: Coefficients | None) -> Coefficients:
+        """The instance's coefficients with ``coefficients`` (overrides, e.g. an inverse
+        problem's estimate) in their place, each in x's dtype and of its coefficient's
+        shape; an override that names no coefficient of the equation is refused (it would
+        be ignored)."""
         base = self.coefficients_like(x)
-        return {**base, **coefficients} if coefficients else base
+        if not coefficients:
+            return base
+        unknown = sorted(set(coefficients) - set(base))
+        if unknown:
+            raise ValueError(f"coefficients {unknown} are not coefficients of {self.name} "
+                             f"(it has {', '.join(sorted(base)) or 'none'})")
+        merged = dict(base)
+        for name, value in coefficients.items():
+            value = torch.as_tensor(value, device=x.device)
+            if value.shape != base[name].shape:
+                raise ValueError(f"coefficient {name!r} of {self.name} has shape {tuple(base[name].shape)}, "
+                                 f"got an override of shape {tuple(value.shape)}")
+            merged[name] = value.to(dtype=x.dtype)
+        return merged
 
     # -- samplers -------------------------------------------------------------------
     @abc.abstractmethod
@@ -190,6 +209,7 @@ class AbstractEquation(abc.ABC):
         self, n: int, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
     ) -> Tensor:
         """The fixed, seeded test set: a function of the problem seed and n only."""
+        check_integer("n", n)
         generator = make_generator(self.seed, self.name, "test", n)
         return self.sample_test(n, generator=generator, dtype=torch.float64).to(
             device=device, dtype=dtype

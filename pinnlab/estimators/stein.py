@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from pinnlab._checks import check_integer
-from pinnlab._typing import is_transform_wrapped
+from pinnlab._typing import inspectable, is_transform_wrapped
 from pinnlab.estimators.base import (
     AbstractDerivativeEstimator,
     Directional,
@@ -444,20 +444,19 @@ def _chunk_query(query: Query, n: int, start: int, size: int) -> Query:
 def _check_sigma(sigma) -> None:
     """Refuse a σ that is not a positive finite scalar or a ≤ 1-dimensional tensor of them.
 
-    A tensor's values are inspected only when it is a plain CPU tensor: inside torch.func
-    transforms (the tuning layer differentiates in σ) values are not available, and on
-    an accelerator reading them would synchronise every training step, so only its
-    shape is checked there, by the caller (configs validate σ before training).
+    A tensor's values are inspected on the CPU, also inside torch.func transforms (the
+    tuning layer differentiates in σ: :func:`~pinnlab._typing.inspectable`); on an
+    accelerator reading them would synchronise every training step, so only its shape
+    is checked there (configs validate σ before training).
     """
     if isinstance(sigma, Tensor):
         if sigma.dim() > 1:
             raise ValueError(
                 f"sigma must be a scalar or a (D,) tensor, got shape {tuple(sigma.shape)}"
             )
-        if is_transform_wrapped(sigma) or sigma.numel() == 0 or sigma.device.type != "cpu":
-            return
-        if not bool(((sigma > 0) & torch.isfinite(sigma)).all()):
-            raise ValueError(f"sigma must be finite and > 0 in every entry, got {sigma.detach()}")
+        values = inspectable(sigma)
+        if values is not None and not bool(((values > 0) & torch.isfinite(values)).all()):
+            raise ValueError(f"sigma must be finite and > 0 in every entry, got {values}")
         return
     if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
         raise TypeError(

@@ -28,6 +28,10 @@ class SwitchAt:
     def mix(self, step: int) -> float:
         return float(step >= self.step)
 
+    def starts_within(self, steps: int) -> bool:
+        """Whether the mix is above 0 at some step of a run of ``steps`` (0 … steps − 1)."""
+        return self.step < steps
+
 
 @dataclass(frozen=True)
 class Blend:
@@ -44,6 +48,10 @@ class Blend:
 
     def mix(self, step: int) -> float:
         return min(1.0, max(0.0, (step - self.start) / (self.end - self.start)))
+
+    def starts_within(self, steps: int) -> bool:
+        """Whether the mix is above 0 at some step of a run of ``steps`` (from start + 1)."""
+        return self.start < steps - 1
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,11 @@ class Piecewise:
     def mix(self, step: int) -> float:
         j = min(len(self.values) - 1, step * len(self.values) // self.total)
         return float(self.values[j])
+
+    def starts_within(self, steps: int) -> bool:
+        """Whether the mix is above 0 at some step of a run of ``steps``."""
+        return any(self.mix(step) > 0 for step in {min(steps - 1, -(-j * self.total // len(self.values)))
+                                                     for j in range(len(self.values))})
 
 
 @dataclass
@@ -127,6 +140,11 @@ class SwitchOnPlateau:
     def mix(self, step: int, state: PlateauState) -> float:
         return float(state.switched_at is not None and step >= state.switched_at)
 
+    def starts_within(self, steps: int) -> bool:
+        """Whether the switch can happen within a run of ``steps``: the earliest takes
+        effect at step max(window, min_step) + 1."""
+        return max(self.window, self.min_step) < steps - 1
+
 
 Switch = Union[SwitchAt, Blend, SwitchOnPlateau, Piecewise]
 
@@ -163,6 +181,11 @@ class Hybrid(AbstractLoss):
                 "Hybrid.switch must be a switch policy (SwitchAt, SwitchOnPlateau, Blend or "
                 f"Piecewise), got {type(self.switch).__name__} {self.switch!r}{hint}"
             )
+
+        for name in ("first", "then"):
+            if not isinstance(getattr(self, name), AbstractLoss):  # ("unbiased1": "no attribute 'validate'")
+                raise TypeError(f"Hybrid.{name} must be a loss instance (e.g. Unbiased1()), got "
+                                f"{getattr(self, name)!r}"[:200])
 
     def validate(self, equation) -> None:
         self.first.validate(equation)

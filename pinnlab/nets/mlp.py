@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from pinnlab._checks import check_integer
 from pinnlab.nets.perturbation import Perturbation, combine_pattern_features, is_center, with_center_rows
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -60,25 +61,29 @@ class MLP(nn.Module):
         device: torch.device | str | None = None,
     ):
         super().__init__()
-        if input_dim < 1:
-            raise ValueError(f"input_dim must be >= 1, got {input_dim}")
+        check_integer("input_dim", input_dim)
+        check_integer("width", width)
+        check_integer("depth", depth)
         if depth < 2:
             raise ValueError(f"depth counts affine layers and must be >= 2, got {depth}")
-        if width < 1:
-            raise ValueError(f"width must be >= 1, got {width}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {generator!r}")
         if activation not in ACTIVATIONS:
             raise ValueError(
                 f"activation {activation!r} is not one of {sorted(ACTIVATIONS)}"
             )
+        self.input_dim = input_dim
         self.width = width
         self.depth = depth
         self.activation_name = activation
         self.activation = ACTIVATIONS[activation]
         sizes = [input_dim] + [width] * (depth - 1) + [1]
+        # made on the meta device, so nn.Linear's own initialisation draws nothing from
+        # the global RNG, then given memory and filled from ``generator``
         self.layers = nn.ModuleList(
-            nn.Linear(a, b, dtype=dtype, device=device) for a, b in zip(sizes, sizes[1:])
-        )
-        generator = generator or torch.Generator().manual_seed(0)
+            nn.Linear(a, b, dtype=dtype, device="meta") for a, b in zip(sizes, sizes[1:])
+        ).to_empty(device=device if device is not None else "cpu")
+        generator = torch.Generator().manual_seed(0) if generator is None else generator
         with torch.no_grad():
             for layer in self.layers:
                 bound = 1.0 / math.sqrt(layer.in_features)

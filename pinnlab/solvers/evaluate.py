@@ -69,6 +69,11 @@ def predict(
     several calls share (blocks of points), so shared Stein noise is drawn once, at the
     first call, for all of them; other noise does not use it. Returns `(N,)`.
     """
+    problem.equation._check_points(x)  # before the estimator's own matmul error
+    first = next(iter(params.values()), x)
+    if (x.dtype, x.device) != (first.dtype, first.device):
+        raise ValueError(f"the points are {str(x.dtype)[6:]} on {x.device}, the parameters "
+                         f"{str(first.dtype)[6:]} on {first.device}: move one to the other's")
     estimator = problem.estimator
     if num_samples is not None and hasattr(estimator, "num_samples"):
         estimator = dataclasses.replace(estimator, num_samples=num_samples)

@@ -7,6 +7,7 @@ import math
 import resource
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -282,10 +283,12 @@ def train(
             (1 for a term not in it) and then replace them. Their updates count in
             ``steps_per_second``.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if eval_every < 1:
-        raise ValueError(f"eval_every must be >= 1, got {eval_every}")
+    check_integer("steps", steps)
+    if next(problem.net.parameters(), None) is None:  # (a bare StopIteration at the first step)
+        raise ValueError("the problem's net has no parameters to train")
+    check_integer("eval_every", eval_every)
+    check_integer("checkpoint_every", checkpoint_every, minimum=0)
+    check_integer("log_every", log_every)
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
     device = resolve_device(device)
@@ -305,6 +308,10 @@ def train(
         x_test, u_test = (t.to(device=device, dtype=dtype) for t in test_set)
         # an (N, 1) u* would broadcast against the (N,) prediction into wrong errors
         problem.equation._check_points(x_test)
+        if x_test.shape[0] == 0 or not bool(torch.isfinite(x_test).all()):  # no error to measure
+            raise ValueError(f"test_set: the points must be finite, at least one, got {x_test.shape[0]} points"
+                             + ("" if x_test.shape[0] == 0 else
+                                f", {int((~torch.isfinite(x_test)).any(dim=1).sum())} of them not finite"))
         if u_test.shape != (x_test.shape[0],):
             raise ValueError(f"test_set: the exact values must have shape ({x_test.shape[0]},), one per point, "
                              f"got {tuple(u_test.shape)}")
@@ -333,6 +340,9 @@ def train(
         if isinstance(loss_fn, Hybrid) and isinstance(loss_fn.switch, SwitchOnPlateau)
         else None
     )
+    if isinstance(loss_fn, Hybrid) and "mix" not in hyperparams and not loss_fn.switch.starts_within(steps):
+        warnings.warn(f"the hybrid loss's {loss_fn.switch} gives its unbiased loss no weight within the run's "
+                      f"{steps} steps: it trains {type(loss_fn.first).__name__} only", stacklevel=2)
     if plateau_switch is not None and state.plateau is None:
         state.plateau = plateau_switch.init()
 

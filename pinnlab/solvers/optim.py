@@ -132,6 +132,7 @@ class SGD(AbstractOptimizer):
         return SGDState({k: torch.zeros_like(v) for k, v in params.items()})
 
     def update(self, grads, state, params, lr):
+        _check_state(self, state, SGDState, params, *(("momentum",) if self.momentum else ()))
         if self.momentum == 0:
             return {k: params[k] - lr * grads[k] for k in params}, state
         buffers = {k: self.momentum * state.momentum[k] + grads[k] for k in params}
@@ -207,6 +208,7 @@ class Adam(AbstractOptimizer):
         return mu, nu, root, (mu / c1) / (root + self.eps)
 
     def update(self, grads, state, params, lr):
+        _check_state(self, state, AdamState, params, "mu", "nu")
         count = state.count + 1
         c1, c2 = 1 - self.b1**count, 1 - self.b2**count
         new, mu, nu = {}, {}, {}
@@ -259,6 +261,25 @@ class Adam(AbstractOptimizer):
         mu = {k[3:]: v for k, v in data.items() if k.startswith("mu/")}
         nu = {k[3:]: v for k, v in data.items() if k.startswith("nu/")}
         return AdamState(int(data["count"]), mu, nu)
+
+
+def _check_state(optimizer, state, kind: type, params: Params, *moments: str) -> None:
+    """Refuse a state that is not ``optimizer``'s for ``params``: another optimizer's, or
+    ``moments`` (the state's fields named) of other names, shapes or dtypes (Adam wrote float64 parameters into a
+    float32 state's buffers and returned float32 parameters, silently)."""
+    name = type(optimizer).__name__
+    if not isinstance(state, kind):
+        raise TypeError(f"{name}.update needs a {kind.__name__} (from {name}.init), got {type(state).__name__}")
+    for moment in (getattr(state, name) for name in moments):
+        if moment.keys() != params.keys():
+            raise ValueError(f"the {name} state's tensors {sorted(moment)} are not the parameters "
+                             f"{sorted(params)}: make the state with init() from these parameters")
+        for key, value in moment.items():
+            param = params[key]
+            if value.shape != param.shape or value.dtype != param.dtype:
+                raise ValueError(f"the {name} state's {key!r} is {str(value.dtype)[6:]} {tuple(value.shape)}, "
+                                 f"the parameter {str(param.dtype)[6:]} {tuple(param.shape)}: make the state "
+                                 "with init() from these parameters")
 
 
 def _recorded(*trees) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import abc
+import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +15,7 @@ from torch.func import functional_call
 
 from pinnlab._checks import check_integer
 from pinnlab._seeding import make_generator
-from pinnlab._typing import Params
+from pinnlab._typing import Params, inspectable
 from pinnlab.equations.base import AbstractEquation
 from pinnlab.estimators.base import AbstractDerivativeEstimator, Model
 from pinnlab.losses.base import AbstractLoss
@@ -35,6 +37,9 @@ class AbstractLossTerm(abc.ABC):
     @abc.abstractmethod
     def __call__(self, context: StepContext) -> Tensor:
         """The (unweighted) scalar value of the term at this step."""
+
+    def validate(self, equation: AbstractEquation) -> None:
+        """Raise if the term cannot be used with ``equation`` (called by PINNProblem)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,20 @@ class PINNProblem:
     batch_chunks: int = 1
 
     def __post_init__(self):
+        for name, kind in (("equation", AbstractEquation), ("net", nn.Module),
+                           ("estimator", AbstractDerivativeEstimator), ("loss", AbstractLoss)):
+            value = getattr(self, name)
+            if not isinstance(value, kind):  # a name ("biased") failed later as "no attribute 'validate'"
+                raise TypeError(f"{name} must be a {kind.__name__} instance, got {value!r}"[:200])
+        stray = next((term for term in self.extra_terms if not isinstance(term, AbstractLossTerm)), None)
+        if stray is not None:
+            raise TypeError(f"extra_terms must be AbstractLossTerm instances, got {stray!r}"[:200])
+        inputs = getattr(self.net, "input_dim", None)
+        if inputs is not None and inputs != self.equation.input_dim:
+            raise ValueError(f"net takes {inputs} input columns, {self.equation.name} has "
+                             f"{self.equation.input_dim} (d = {self.equation.dim}"
+                             f"{', plus time' if self.equation.time_dependent else ''})")
+        object.__setattr__(self, "_names", frozenset(name for name, _ in self.net.named_parameters()))
         check_integer("batch_size", self.batch_size)
         check_integer("batch_chunks", self.batch_chunks)
         if not 1 <= self.batch_chunks <= self.batch_size:
@@ -97,6 +116,8 @@ class PINNProblem:
             )
         self.estimator.validate(self.equation)
         self.loss.validate(self.equation)
+        for term in self.extra_terms:
+            term.validate(self.equation)
 
     def init_params(
         self, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
@@ -108,7 +129,14 @@ class PINNProblem:
         }
 
     def model(self, params: Params) -> Model:
-        """f(·; params) as a function of inputs (tensors or perturbations)."""
+        """f(·; params) as a function of inputs (tensors or perturbations). ``params`` must
+        name every parameter of the net: a missing one would be taken from the net itself,
+        untrained (others are ignored)."""
+        missing = self._names.difference(params)
+        if missing:
+            stray = sorted(set(params) - self._names)
+            raise ValueError(f"params must name the net's parameters; missing {sorted(missing)}"
+                             + (f" (given instead: {stray})" if stray else ""))
         return lambda inputs: functional_call(self.net, params, (inputs,))
 
     def objective(
@@ -140,6 +168,10 @@ class PINNProblem:
         if unknown:  # a typo or a term this problem lacks would silently weigh nothing
             raise ValueError(f"weights {unknown} name no loss term of this problem (terms: "
                              f"{', '.join(['residual', *(term.name for term in self.extra_terms)])})")
+        check_integer("step", step, minimum=0)  # 1.5 trained as step 1, "3" drew another stream
+        if chunk is not None and not (isinstance(chunk, int) and 0 <= chunk < self.batch_chunks):
+            raise ValueError(f"chunk must be None or in 0..{self.batch_chunks - 1} (batch_chunks), got {chunk!r}")
+        _check_values(hyperparams)
         terms, metrics = self.term_losses(params, hyperparams, step, seed, chunk)
         total = None
         for name, value in terms.items():
@@ -174,7 +206,7 @@ class PINNProblem:
         noise = context.generator(noise_stream)
         sigma = hyperparams.get("sigma")
         point_weight = hyperparams.get("collocation_weight")
-        root_weight = None if point_weight is None else torch.sqrt(point_weight(x))
+        root_weight = None if point_weight is None else torch.sqrt(_point_weights(point_weight, x))
 
         def group(queries):
             return self.estimator.estimate(context.model, x, queries, generator=noise, sigma=sigma)
@@ -200,6 +232,49 @@ class PINNProblem:
             metrics[f"loss_{term.name}"] = value.detach()
             terms[term.name] = value
         return terms, metrics
+
+
+def _point_weights(point_weight, x: Tensor) -> Tensor:
+    """w(x), checked: one finite value >= 0 per point, shape `(N,)` (an `(N, 1)` would
+    broadcast the residual's `(N,)` to `(N, N)`, mean(w)·mean(R²) instead of mean(w·R²))."""
+    w = point_weight(x)
+    if not isinstance(w, Tensor) or w.shape != x.shape[:1]:
+        shown = tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__
+        raise ValueError(f"collocation_weight must map the ({x.shape[0]}, {x.shape[1]}) points to a "
+                         f"({x.shape[0]},) tensor of weights, got {shown}")
+    known = inspectable(w)
+    if known is not None and not bool((torch.isfinite(known) & (known >= 0)).all()):
+        raise ValueError("collocation_weight must give finite weights >= 0; got "
+                         f"{int((~(torch.isfinite(known) & (known >= 0))).sum())} others")
+    return w
+
+
+_RANGES = {"lr": ("> 0", lambda v: v > 0), "mix": ("in [0, 1]", lambda v: (v >= 0) & (v <= 1)),
+           "weights": (">= 0", lambda v: v >= 0)}
+"""What a value of these hyperparameters must be, beyond finite (σ is the estimator's to
+check): a negative learning rate ascends the loss, a mix outside [0, 1] extrapolates the
+two losses, a negative weight rewards a large term."""
+
+
+def _check_values(hyperparams: Mapping[str, Any]) -> None:
+    """Refuse a learning rate, mix or loss weight out of its range (:data:`_RANGES`), a
+    float or a tensor, whose values are read as :func:`~pinnlab._typing.inspectable` says
+    (on the CPU, also inside the tuning layer's transforms)."""
+    for key, (bound, holds) in _RANGES.items():
+        if key not in hyperparams:
+            continue
+        values = hyperparams[key]
+        named = values.items() if key == "weights" else [(None, values)]
+        for name, value in named:
+            where = key if name is None else f"weights[{name!r}]"
+            if isinstance(value, Tensor):
+                known = inspectable(value)
+                if known is not None and not bool((torch.isfinite(known) & holds(known)).all()):
+                    raise ValueError(f"hyperparameter {where} must be finite and {bound}, got {known}")
+            elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"hyperparameter {where} must be a number or a tensor, got {value!r}")
+            elif not (math.isfinite(value) and holds(value)):
+                raise ValueError(f"hyperparameter {where} must be finite and {bound}, got {value!r}")
 
 
 def _weighted(weight, value: Tensor) -> Tensor:

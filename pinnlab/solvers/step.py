@@ -47,6 +47,9 @@ class TrainStep:
     schedule: Callable[[int], float] = field(default_factory=Constant)
 
     def __post_init__(self):
+        for name, kind in (("problem", PINNProblem), ("optimizer", AbstractOptimizer)):
+            if not isinstance(getattr(self, name), kind):  # ("adam": "'str' object has no attribute 'lr'")
+                raise TypeError(f"{name} must be a {kind.__name__} instance, got {getattr(self, name)!r}"[:200])
         check_seed("seed", self.seed)  # else a result that records it fails to write, after the training
 
     def losses(self, params: Params, hyperparams: Mapping[str, Any], step: int

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from pinnlab._checks import check_integer
 from pinnlab._typing import is_transform_wrapped
 from pinnlab.estimators.base import Value
 from pinnlab.solvers.problem import AbstractLossTerm, StepContext
@@ -39,6 +40,10 @@ class ConstraintLoss(AbstractLossTerm):
     name: str = "boundary"
     batch_size: int = 100
 
+    def __post_init__(self):
+        _check_name(self.name)
+        check_integer("ConstraintLoss.batch_size", self.batch_size)
+
     def __call__(self, context: StepContext) -> Tensor:
         equation = context.problem.equation
         dtype = next(iter(context.params.values())).dtype
@@ -69,11 +74,27 @@ class DataLoss(AbstractLossTerm):
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
+        _check_name(self.name)
+        if not (isinstance(self.inputs, Tensor) and isinstance(self.values, Tensor)):
+            raise TypeError(f"DataLoss needs tensors, got {type(self.inputs).__name__} and "
+                            f"{type(self.values).__name__}")
         if self.inputs.dim() != 2 or self.values.shape != (self.inputs.shape[0],):
             raise ValueError(
                 f"DataLoss needs inputs (M, D) and values (M,), got {tuple(self.inputs.shape)} "
                 f"and {tuple(self.values.shape)}"
             )
+        if self.inputs.shape[0] == 0:
+            raise ValueError("DataLoss needs at least one observation")
+        bad = int((~torch.isfinite(self.inputs).all(dim=1) | ~torch.isfinite(self.values)).sum())
+        if bad:  # one NaN observation makes every step's loss NaN
+            raise ValueError(f"DataLoss: {bad} of {self.inputs.shape[0]} observations are not finite")
+        if self.batch_size is not None:
+            check_integer("DataLoss.batch_size", self.batch_size)
+
+    def validate(self, equation) -> None:
+        if self.inputs.shape[1] != equation.input_dim:
+            raise ValueError(f"DataLoss: the observations have {self.inputs.shape[1]} columns, "
+                             f"{equation.name} takes {equation.input_dim}")
 
     def _on(self, like: Tensor) -> tuple[Tensor, Tensor]:
         key = (like.device, like.dtype)
@@ -94,3 +115,8 @@ class DataLoss(AbstractLossTerm):
             x, y = x[index], y[index]
         u = _solution_values(context, x, f"{self.name}/noise")
         return ((u - y) ** 2).mean()
+
+
+def _check_name(name) -> None:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a loss term's name must be a non-empty string (its weight key), got {name!r}")
