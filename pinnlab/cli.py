@@ -36,11 +36,13 @@ def resume_hint(output: Path) -> str:
     return "--resume --overwrite" if Path(output).exists() else "--resume"
 
 
-def refused_checkpoint(err: Exception, prefix: str = "") -> UsageError:
+def refused_checkpoint(err: Exception, prefix: str = "", *, resuming: bool = False) -> UsageError:
     """A checkpoint a run cannot resume from, as the one line a command prints: the
     library's reason (which gives no advice: it knows no command-line flags) and how to
-    start over instead."""
-    return UsageError(f"{prefix}{err}; pass --overwrite to start over")
+    start over instead (``resuming``: the run was given --resume, which starting over
+    leaves out; "pass --overwrite" alone sent `--resume --overwrite` to the same line)."""
+    return UsageError(f"{prefix}{err}; " + ("to start over, pass --overwrite instead of --resume" if resuming
+                                            else "pass --overwrite to start over"))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -145,11 +147,14 @@ def cmd_solve(args) -> int:
         raise UsageError(f"config error: {err}") from None
     config_yaml = config.identity()  # what the checkpoint records (the config and its input files)
     state = None
+    if args.resume and config.trainer.backend == "deepxde":  # (then "no checkpoint ...; pass --overwrite")
+        raise UsageError("--resume: a DeepXDE run (trainer.backend: deepxde) keeps no checkpoint to resume "
+                         "from; to start over, pass --overwrite instead of --resume")
     if args.resume:
         try:
             state = load_checkpoint(checkpoint, kwargs["optimizer"], config_yaml, device, kwargs["dtype"])
         except CheckpointError as err:
-            raise refused_checkpoint(err) from None
+            raise refused_checkpoint(err, resuming=True) from None
     elif checkpoint.exists() and not args.overwrite:
         raise UsageError(
             f"a checkpoint {str(checkpoint)!r} exists from an interrupted run; pass --resume "
@@ -170,7 +175,7 @@ def cmd_solve(args) -> int:
         result = train(problem, **kwargs, state=state, on_checkpoint=on_checkpoint,
                        progress=args.progress)
     except CheckpointError as err:  # the resumed state does not fit this run, found before any step
-        raise refused_checkpoint(err, f"checkpoint {str(checkpoint)!r}: ") from None
+        raise refused_checkpoint(err, f"checkpoint {str(checkpoint)!r}: ", resuming=True) from None
     except STOPS:
         if saved:
             print(f"pinnlab: step {saved[-1]} saved in {str(checkpoint)!r}; {resume_hint(output)} continues "
@@ -206,6 +211,9 @@ def _solve_deepxde(config, problem, output: Path, checkpoint: Path, *, progress:
         result = solve_config_with_deepxde(config, problem.equation, progress=progress)
     except ImportError as err:
         raise UsageError(str(err)) from None
+    except STOPS:
+        print("pinnlab: a DeepXDE run keeps no checkpoint; run it again to start over", file=sys.stderr)
+        raise
     write_solve_result(output, config=config, problem=problem, result=result,
                        slice_data=result_slice(problem, result))
     checkpoint.unlink(missing_ok=True)

@@ -461,7 +461,8 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     a :data:`DEPENDENT` key without effect (``trainer.schedule=linear`` drops the
     config's ``gamma``), ``tune.method`` the config's ``tune.options`` (another
     method's constructor arguments), and ``trainer.backend=deepxde`` the config's
-    ``estimator`` settings and its loss kind unless ``biased`` (a study's DeepXDE variant).
+    ``estimator`` settings and those of :data:`DEEPXDE_FIXED` it sets to another value
+    (a linear schedule, a hybrid loss; a study's DeepXDE variant).
     """
     data = _deep_copy(data)
     method = _walk(data, "tune.method")  # (the config's own, whose options an override of it keeps)
@@ -495,14 +496,18 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         overridden.add(".".join(parts))
     trainer, estimator, loss = data.get("trainer"), data.get("estimator"), data.get("loss")
     if "trainer.backend" in overridden and isinstance(trainer, dict) and trainer.get("backend") == "deepxde":
-        # DeepXDE's derivatives are exact: the config's estimator settings and (non-biased)
-        # loss kind, which it refuses, go; the same given as overrides are kept
+        # DeepXDE's derivatives are exact: the config's estimator settings go, and so do
+        # its settings DeepXDE cannot honour (a linear schedule, a non-biased loss kind, ...:
+        # every shipped config had one); the same given as overrides are kept (and refused)
         if isinstance(estimator, dict):
             for key in [k for k in estimator if f"estimator.{k}" not in overridden]:
                 del estimator[key]
-        if isinstance(loss, dict) and "loss.kind" not in overridden and loss.get("kind", "biased") != "biased":
-            del loss["kind"]
-            overridden.add("loss.kind")  # and with it the hybrid settings, below
+        for (section, key), (allowed, _) in DEEPXDE_FIXED.items():
+            node = data.get(section)
+            if (isinstance(node, dict) and key in node and node[key] != allowed
+                    and f"{section}.{key}" not in overridden):
+                del node[key]
+                overridden.add(f"{section}.{key}")  # and with it what depends on it (gamma, the hybrid switch)
     if "loss.kind" in overridden and isinstance(loss, dict) and loss.get("kind") != "hybrid":
         for key in HYBRID_ONLY:
             if f"loss.{key}" not in overridden:
@@ -1052,17 +1057,19 @@ def hybrid_never_switches(loss: LossSection, steps: int, steps_name: str) -> str
     (0 … steps − 1), or None: a switch step at or after the end, a blend whose mix is
     still 0 at the last step (mix > 0 from step start + 1), or a plateau window that
     cannot elapse (the earliest plateau switch takes effect at step window + 1)."""
+    from pinnlab.losses import Blend, SwitchAt, SwitchOnPlateau
+
     if loss.kind != "hybrid":
         return None
     if loss.switch_step is not None:
-        if loss.switch_step >= steps:
+        if not SwitchAt(loss.switch_step).starts_within(steps):
             return (f"loss.switch_step = {loss.switch_step}: must be < {steps_name} ({steps}), "
                     "or the unbiased phase never starts")
     elif loss.blend is not None:
-        if loss.blend[0] >= steps - 1:
+        if not Blend(*loss.blend).starts_within(steps):
             return (f"loss.blend = {list(loss.blend)}: its start must be < {steps_name} - 1 ({steps - 1}), "
                     "or the mix stays 0 and the unbiased phase never starts")
-    elif loss.window >= steps - 1:
+    elif not SwitchOnPlateau(window=loss.window).starts_within(steps):
         return (f"loss.window = {loss.window} with loss.switch: auto: must be < {steps_name} - 1 "
                 f"({steps - 1}), or the plateau switch cannot happen and the unbiased phase never starts")
     return None
@@ -1246,6 +1253,15 @@ def make_observations(config: Config, equation):
     return x, u
 
 
+def deepxde_loss_weights(config: Config, equation, values: Mapping[str, float] | None = None) -> list[float]:
+    """DeepXDE's ``loss_weights``, [residual] or with a soft constraint [residual,
+    boundary]: from ``values`` (tuned), else the config's ``loss.weights``, else 1 (a
+    hard-constraint solve left ``loss.weights.residual`` out, and recorded it)."""
+    given = {**config.loss.weights, **(values or {})}
+    names = ["residual"] + (["boundary"] if equation.constraint == "soft" else [])
+    return [float(given.get(name, 1.0)) for name in names]
+
+
 def solve_config_with_deepxde(config: Config, equation, *, steps: int | None = None, lr: float | None = None,
                               loss_weights=None, test_set=None, progress: str = "off"):
     """``trainer.backend: deepxde``: the config's problem solved by DeepXDE's own PINN
@@ -1254,8 +1270,8 @@ def solve_config_with_deepxde(config: Config, equation, *, steps: int | None = N
     from pinnlab.solvers.deepxde_adapter import solve_with_deepxde
 
     trainer = config.trainer
-    if loss_weights is None and equation.constraint == "soft":
-        loss_weights = [config.loss.weights.get("residual", 1.0), config.loss.weights.get("boundary", 1.0)]
+    if loss_weights is None:
+        loss_weights = deepxde_loss_weights(config, equation)
     return solve_with_deepxde(
         equation, steps=steps or trainer.steps, lr=lr or trainer.lr, width=config.model.width,
         depth=config.model.depth, activation=config.model.activation, batch_size=trainer.batch_size,

@@ -129,6 +129,16 @@ def memory_moments(config: Config, observations: int | None = None) -> dict[str,
                 "estimator.eval_samples")]
         if "tune" in config.sections:
             out.update(_tuning_moments(config, sizes, held, step, state, observed))
+    if trains and trainer.backend == "deepxde":
+        # DeepXDE holds its N domain points and as many test points (float32 numpy, drawn
+        # by pinnlab's sampler), and its exact Laplacian starts from the (N, D) gradient of
+        # u with respect to the inputs
+        count = ("trainer.batch_size",)
+        n = trainer.batch_size
+        out["a DeepXDE training step"] = held + [
+            sizes.points(n, "a DeepXDE step's points", count, 4, host=True),
+            sizes.points(n, "DeepXDE's test points", count, 4, host=True),
+            sizes.points(n, "the input gradient of a DeepXDE step's Laplacian", count, 4)]
     if study is not None and study.kind == "estimator":
         count = ("study.points",)
         n = min(study.points, estimator.chunk_size or study.points)

@@ -78,7 +78,8 @@ def _refused(args, checkpoint, expected, capsys):
     assert code == 2, err
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert str(checkpoint) in err and expected in err, err
-    assert err.endswith("; pass --overwrite to start over") and err.count("start over") == 1, err
+    # (with --resume given, "pass --overwrite" alone led `--resume --overwrite` back to the same line)
+    assert err.endswith("; to start over, pass --overwrite instead of --resume") and err.count("start over") == 1, err
     assert checkpoint.read_bytes() == before
 
 

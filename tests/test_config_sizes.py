@@ -119,6 +119,22 @@ def test_a_run_larger_than_the_machine_is_refused_before_any_tensor(small_machin
     assert setting in message.split("; lower ")[1].split(", "), message
 
 
+def test_a_deepxde_run_larger_than_the_machine_is_refused(small_machine):
+    """The DeepXDE backend was not counted at all: trainer.batch_size = 10⁹ or d = 2·10⁶
+    with 2000 points started DeepXDE, to be killed by the kernel or to fail later with an
+    allocation error that named estimator.samples, a setting this backend refuses."""
+    data = {**{k: v for k, v in SMALL.items() if k != "estimator"},
+            "trainer": {**SMALL["trainer"], "backend": "deepxde", "schedule": "constant"}}
+    small = _config(data)
+    S.check_sizes(small)
+    with pytest.raises(C.ConfigError) as info:
+        C.build(_config(data, ["trainer.batch_size=10000000"]))
+    message = str(info.value)
+    assert "(a DeepXDE training step; the largest part: a DeepXDE step's points, 10000000 × 3 values" in message, \
+        message
+    assert message.endswith("lower trainer.batch_size, equation.dim"), message
+
+
 @pytest.mark.parametrize("method", ["fg2u", "hessian_free", "trgu"])
 def test_only_reverse_unrolls_grow_with_the_horizon(small_machine, method):
     """rgu keeps all T steps for its backward pass (measured: d = 100, width 64, T = 200,

@@ -219,11 +219,11 @@ def run(args) -> int:
         try:
             saved = checkpoint_metadata(checkpoint)
         except CheckpointError as err:
-            raise refused_checkpoint(err) from None
+            raise refused_checkpoint(err, resuming=True) from None
         if not isinstance(saved, dict) or saved.get("config") != metadata["config"]:
             difference = config_difference(saved.get("config_text") if isinstance(saved, dict) else None, identity)
             raise UsageError(f"checkpoint {str(checkpoint)!r} belongs to another configuration{difference}; "
-                             "pass --overwrite to start over")
+                             "to start over, pass --overwrite instead of --resume")
         metadata = saved  # (one written before the config text was kept holds only the hash)
     # one progress display, rank 0's (the others' would never move); only rank 0 solves after
     bar = Progress(config.tune.outer_steps, mode=args.progress if rank == 0 else "off", log_every=1,
@@ -239,7 +239,7 @@ def run(args) -> int:
         outcome = run_tuning(setup, checkpoint=checkpoint_path, resume=args.resume and checkpoint_path is not None,
                              progress=progress if rank == 0 else None, metadata=metadata, save=rank == 0)
     except CheckpointError as err:  # a damaged checkpoint, refused before any work
-        raise refused_checkpoint(err) from None
+        raise refused_checkpoint(err, resuming=args.resume) from None
     except STOPS:
         if rank == 0:
             _say_saved(output, before, checkpoint_path)

@@ -198,11 +198,11 @@ def check_method(setup: TuningSetup) -> None:
 
 def _deepxde_settings(setup: TuningSetup, phi) -> tuple[float, list[float] | None]:
     config = setup.config
+    from pinnlab.config import deepxde_loss_weights
+
     lr = float(phi.get("lr", config.trainer.lr))
-    weights = [float(phi.get("weights.residual", config.loss.weights.get("residual", 1.0)))]
-    if setup.problem.equation.constraint == "soft":
-        weights.append(float(phi.get("weights.boundary", config.loss.weights.get("boundary", 1.0))))
-    return lr, weights
+    tuned = {key.partition(".")[2]: value for key, value in phi.items() if key.startswith("weights.")}
+    return lr, deepxde_loss_weights(config, setup.problem.equation, tuned)
 
 
 def _deepxde_black_box(setup: TuningSetup, steps: int | None = None) -> BlackBox:

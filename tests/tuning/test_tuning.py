@@ -226,7 +226,8 @@ def test_resume_after_interruption_is_exact(tmp_path, method, monkeypatch, capsy
     other = ["trainer.seed=1"]
     assert main(["tune", str(cfg), *overrides, *other, "-o", str(interrupted), "--resume", "--progress", "off"]) == 2
     # the setting that differs is named (it said only "another configuration")
-    assert ("belongs to another configuration (trainer.seed: 0 in the checkpoint, 1 in this run); pass --overwrite"
+    assert ("belongs to another configuration (trainer.seed: 0 in the checkpoint, 1 in this run); to start over, "
+            "pass --overwrite instead of --resume"
             in capsys.readouterr().err and checkpoint.read_bytes() == saved)
     full_loads = []
     load = torch.load
