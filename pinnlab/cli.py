@@ -233,8 +233,9 @@ def cmd_plot(args) -> int:
         raise UsageError(f"result file {str(path)!r} {what}")
     outdir = Path(args.output) if args.output else path.with_suffix("")
     if outdir == path:  # (mkdir said "File exists")
-        raise UsageError(f"the default plot directory of {str(path)!r} (its name without a suffix) is the file "
-                         "itself; choose one with -o DIR")
+        raise UsageError(f"-o {str(outdir)!r}: is the result file being plotted; choose a directory" if args.output
+                         else f"the default plot directory of {str(path)!r} (its name without a suffix) is the "
+                              "file itself; choose one with -o DIR")
     # the outermost directory this command creates: removed again if the plot fails (only
     # the last one was, and -o new/figs left an empty new/ behind)
     created = next((d for d in reversed((outdir, *outdir.parents)) if not d.exists()), None)
@@ -267,6 +268,9 @@ def cmd_plot(args) -> int:
         for target in targets:  # checked before any is moved: not half the figures replaced
             if target.exists() and not target.is_file():
                 raise UsageError(f"cannot plot into {str(target)!r}: it exists and is not a regular file")
+            if target.exists() and os.path.samefile(target, path):  # (the figure replaced the result)
+                raise UsageError(f"cannot plot into {str(target)!r}: it is the result file being plotted; "
+                                 "choose another directory with -o DIR")
         for item, target in zip(drawn, targets):
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(item, target)

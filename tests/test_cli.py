@@ -486,3 +486,25 @@ def test_a_missing_config_is_the_only_missing_argument_named(tmp_path, capsys, c
     """Without CONFIG argparse said "required: config, overrides"; overrides are optional."""
     assert _run([command, "-o", tmp_path / "x.h5"]) == 2
     assert capsys.readouterr().err.strip() == "pinnlab: error: the following arguments are required: config"
+
+
+def test_plot_tells_a_damaged_result_and_a_checkpoint_from_a_foreign_file(tmp_path, capsys):
+    """Both were "is not an HDF5 file (...)": a truncated pinnlab result, and a
+    checkpoint given in place of its result."""
+    import h5py
+    import torch
+
+    whole = tmp_path / "whole.h5"
+    with h5py.File(whole, "w") as fh:
+        fh.attrs["kind"] = "solve"
+        fh["trace/loss"] = np.arange(10000.0)
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    checkpoint = tmp_path / "run.h5.ckpt"
+    torch.save({"step": 3}, checkpoint)
+    for path, expected in ((cut, "is an HDF5 file that cannot be read, truncated or damaged (Unable to "),
+                           (checkpoint, "is a checkpoint of an interrupted run, not a result; continue the run "
+                                        "with --resume to get its result file")):
+        assert main(["plot", str(path), "-o", str(tmp_path / "figs")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"pinnlab: error: cannot plot: {str(path)!r} {expected}"), err

@@ -124,3 +124,18 @@ def test_the_loss_curves_title_fits_a_one_panel_figure(tmp_path, figures):
     fig.draw(renderer)  # constrained layout places the title
     box, frame = fig._suptitle.get_window_extent(renderer), fig.bbox
     assert frame.x0 <= box.x0 and box.x1 <= frame.x1, (box, frame)
+
+
+def test_a_damaged_cell_file_is_left_out_and_named_not_the_whole_plot_failed(tmp_path, figures):
+    """A truncated cell file failed the study's plot as "cannot plot 'STUDY.h5': the file
+    is damaged", the study file intact, and not even the error figure (which reads no
+    cell file) was written."""
+    path = _study_file(tmp_path / "t.h5", {"ok": (np.geomspace(400, 200, 20), np.zeros(20)),
+                                           "cut": (np.geomspace(300, 100, 20), np.zeros(20))})
+    cell = tmp_path / "cells" / "cell1.h5"
+    cell.write_bytes(cell.read_bytes()[: cell.stat().st_size // 2])
+    study_plots.plot_training_study(path, tmp_path)
+    fig = figures["training_loss_curves.png"]
+    assert set(_curves(fig.axes[0])) == {"ok"}
+    assert fig.get_supxlabel() == "not drawn: damaged cell file cell1.h5"
+    assert "training_error_vs_dim.png" in figures

@@ -46,6 +46,34 @@ def _solve_file(path, *, loss=None, backend="pinnlab", dim=6, labels=("x₁", "x
 # ----------------------------------------------------------------------------- curves.png
 
 
+def test_a_diverged_run_is_drawn_with_its_status_and_without_numpys_warnings(tmp_path, figures):
+    """A DeepXDE run keeps its non-finite state: its plot printed three "All-NaN slice
+    encountered" RuntimeWarnings with source paths, drew empty panels and named no
+    status. Now the title says the status and each empty panel says why it is empty."""
+    import warnings
+
+    path = _solve_file(tmp_path / "nf.h5", loss=[2.0] + [np.nan] * 9, backend="deepxde", radial=True)
+    with h5py.File(path, "a") as fh:
+        fh.attrs["status"] = "nonfinite"
+        fh["history/rel_l2"][...] = fh["history/rel_l1"][...] = np.nan
+        fh["slices/main/u_pred"][...] = fh["slices/main/abs_err"][...] = np.nan
+        fh["radial/abs_err"][...] = fh["radial/rel_err"][...] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        solve_plots.plot_solve(path, tmp_path)
+
+    def notes(ax):
+        return [t.get_text() for t in ax.texts]
+
+    curves, sl, radial = figures["curves.png"], figures["slice.png"], figures["radial.png"]
+    assert curves.get_suptitle().endswith("(status nonfinite)")
+    assert notes(curves.axes[0]) == [] and notes(curves.axes[1]) == ["no finite values"]
+    assert [notes(ax) for ax in sl.axes[:3:2]] == [["no finite values"]] * 2 and notes(sl.axes[1]) == []
+    assert notes(radial.axes[0]) == ["no finite values"]
+
+
+
+
 def test_negative_training_losses_are_drawn_as_absolute_values_and_marked(tmp_path, figures):
     """An unbiased loss R̂R̂′ can be negative: a log axis dropped those steps silently."""
     loss = 0.5 * 0.9 ** np.arange(60)

@@ -3,6 +3,7 @@ the CLI and the studies)."""
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,7 +42,14 @@ def plot_file(path: str | Path, outdir: str | Path) -> list[Path]:
         with h5py.File(path, "r") as fh:
             kind = fh.attrs.get("kind", "")
     except OSError as err:
-        raise NotAResult(f"{str(path)!r} is not an HDF5 file ({' '.join(str(err).split())[:120]})") from None
+        detail = " ".join(str(err).split())[:120]
+        if h5py.is_hdf5(path):  # the signature is there: a truncated or damaged result, not a foreign file
+            raise NotAResult(f"{str(path)!r} is an HDF5 file that cannot be read, truncated or damaged "
+                             f"({detail})") from None
+        if zipfile.is_zipfile(path) and path.suffix == ".ckpt":
+            raise NotAResult(f"{str(path)!r} is a checkpoint of an interrupted run, not a result; continue the "
+                             "run with --resume to get its result file") from None
+        raise NotAResult(f"{str(path)!r} is not an HDF5 file ({detail})") from None
     kind = kind.decode() if isinstance(kind, bytes) else str(kind)
     if not kind:  # (it said "unknown result kind ''")
         raise NotAResult(f"{str(path)!r} is not a pinnlab result file (it has no 'kind' attribute; "

@@ -22,7 +22,26 @@ def _title(fh) -> str:
     # a DeepXDE run minimises its own mean-squared residual with exact derivatives; the
     # file's ``loss`` attribute is the (unused) pinnlab loss kind of the config
     loss = "DeepXDE (autograd, MSE loss)" if _backend(fh) == "deepxde" else f"loss = {fh.attrs['loss']}"
-    return f"{fh.attrs['equation']}, d = {fh.attrs['dim']}, {loss}, final rel. L2 = {final['rel_l2']:.2e}"
+    status = fh.attrs.get("status", "ok")
+    status = status.decode() if isinstance(status, bytes) else str(status)
+    return (f"{fh.attrs['equation']}, d = {fh.attrs['dim']}, {loss}, final rel. L2 = {final['rel_l2']:.2e}"
+            + ("" if status == "ok" else f" (status {status})"))
+
+
+def _no_finite_values(ax, *arrays) -> bool:
+    """Say so on ``ax`` when none of ``arrays`` has a finite value (a diverged DeepXDE run
+    keeps its non-finite state: its panels were empty, with numpy's All-NaN warnings)."""
+    if any(np.isfinite(np.asarray(a, dtype=float)).any() for a in arrays):
+        return False
+    ax.text(0.5, 0.5, "no finite values", transform=ax.transAxes, ha="center", va="center", color="0.4")
+    return True
+
+
+def _finite_range(*arrays) -> tuple[float, float]:
+    """(min, max) over the finite values of ``arrays``, (0, 1) where there are none."""
+    values = np.concatenate([np.asarray(a, dtype=float).ravel() for a in arrays])
+    values = values[np.isfinite(values)]
+    return (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
 
 
 def _colors(n: int) -> list:
@@ -105,6 +124,8 @@ def plot_curves(fh, outdir: Path) -> Path:
     ax_err.set_xlabel("step")
     ax_err.set_ylabel(f"test error of u ({'DeepXDE network' if _backend(fh) == 'deepxde' else 'smoothed model'})")
     ax_err.set_title("test error")
+    _no_finite_values(ax_loss, loss)
+    _no_finite_values(ax_err, hist["rel_l2"][...], hist["rel_l1"][...])
     mix = fh["trace/mix"][...]
     switched = np.flatnonzero(mix >= 1)
     if len(switched) and switched[0] > 0:
@@ -142,18 +163,18 @@ def plot_slice(fh, outdir: Path) -> Path | None:
         if values.shape != (len(a), len(b)):
             raise ValueError(f"/slices/main/{name} has shape {values.shape}, not that of its grid "
                              f"({len(a)}, {len(b)})")
-    vmin = np.nanmin([np.nanmin(pred), np.nanmin(true)])
-    vmax = np.nanmax([np.nanmax(pred), np.nanmax(true)])
+    vmin, vmax = _finite_range(pred, true)
     fig = Figure(figsize=(15, 4.6), layout="constrained")
     axes = fig.subplots(1, 3)
     extent = (b[0], b[-1], a[0], a[-1])
     for ax, data, title, cmap, lim in (
         (axes[0], pred, "prediction u", "viridis", (vmin, vmax)),
         (axes[1], true, "exact u*", "viridis", (vmin, vmax)),
-        (axes[2], err, "|u − u*|", "magma", (0, np.nanmax(err))),
+        (axes[2], err, "|u − u*|", "magma", (0, _finite_range(err)[1])),
     ):
         im = ax.imshow(data, origin="lower", extent=extent, aspect="auto", cmap=cmap,
                        vmin=lim[0], vmax=lim[1])
+        _no_finite_values(ax, data)
         ax.set_xlabel(labels[1])
         ax.set_ylabel(labels[0])
         ax.set_title(title)
@@ -172,6 +193,7 @@ def plot_radial(fh, outdir: Path) -> Path | None:
     ax = fig.subplots()
     ax.semilogy(r[keep], abs_err[keep], "o-", label="mean |u − u*|")
     ax.semilogy(r[keep], rel[keep], "s-", label="relative L2 in the shell")
+    _no_finite_values(ax, abs_err[keep], rel[keep])
     ax.set_xlabel("radius ‖x‖")
     ax.set_ylabel("error")
     ax.grid(True, which="both", alpha=0.3)

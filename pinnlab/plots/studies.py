@@ -209,6 +209,7 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
     for cell in cells:
         shown.setdefault((cell["variant"], cell.get(columns)), cell)
     groups = list(dict.fromkeys(c.get(columns) for c in cells))  # the grid's order (not 16 before 4)
+    damaged = []  # cell files that cannot be read: not drawn, and named under the panels
     fig = Figure(figsize=(6 * len(groups), 4.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(groups)))
     for ax, group in zip(axes, groups):
@@ -217,14 +218,18 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
             file = cell_dir / f"{cell['key']}.h5"
             if not file.exists():
                 continue
-            with h5py.File(file, "r") as fh:
-                # a cell file replaced since (a rerun of another config there) is not this study's cell
-                final = fh.get("final")
-                if final is not None and "rel_l2" in final.attrs and not np.isclose(
-                        float(final.attrs["rel_l2"]), float(cell["rel_l2"]), rtol=0, atol=0, equal_nan=True):
-                    continue
-                loss = fh["trace/loss"][...]
-                mix = fh["trace/mix"][...]
+            try:
+                with h5py.File(file, "r") as fh:
+                    # a cell file replaced since (a rerun of another config there) is not this study's cell
+                    final = fh.get("final")
+                    if final is not None and "rel_l2" in final.attrs and not np.isclose(
+                            float(final.attrs["rel_l2"]), float(cell["rel_l2"]), rtol=0, atol=0, equal_nan=True):
+                        continue
+                    loss = fh["trace/loss"][...]
+                    mix = fh["trace/mix"][...]
+            except (OSError, KeyError, ValueError):  # one damaged cell file failed the whole plot, as "the study"
+                damaged.append(file.name)
+                continue
             window = max(1, len(loss) // 50)
             smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
             # smooth[i] averages steps i + 1 … i + window (1-based) and is drawn at the last
@@ -246,6 +251,10 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
     # one 6-inch panel is narrower than the one-line title
     fig.suptitle("Training study: loss curves" + ("\n" if len(groups) == 1 else " ")
                  + "(first seed; dashed: switch to the unbiased loss)")
+    if damaged:
+        shown_names = ", ".join(damaged[:3]) + (f" and {len(damaged) - 3} more" if len(damaged) > 3 else "")
+        fig.supxlabel(f"not drawn: damaged cell file{'s' if len(damaged) > 1 else ''} {shown_names}", fontsize=8,
+                      color="C3")
     target = outdir / "training_loss_curves.png"
     _save(fig, target, bbox_inches=None)
     written.append(target)

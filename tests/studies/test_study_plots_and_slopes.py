@@ -303,3 +303,24 @@ def test_a_series_of_zero_variances_is_drawn_without_a_fit_or_a_warning(tmp_path
     labels = variance_panel.get_legend_handles_labels()[1]
     assert labels and not any("slope" in label for label in labels), labels
     assert variance_panel.get_yscale() == "linear" and "every replicate alike" in variance_panel.get_ylabel()
+
+
+def test_plot_never_writes_a_figure_over_the_file_it_plots(tmp_path, capsys):
+    """A result named like one of its figures (estimator_loss.png), plotted into its own
+    directory, was replaced by that figure: exit 0 and the result gone. Also `-o` naming
+    the result itself was told to "choose one with -o DIR"."""
+    from pinnlab.cli import main
+
+    path = tmp_path / "estimator_loss.png"
+    _estimator_file(path)
+    before = path.read_bytes()
+    assert main(["plot", str(path), "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"pinnlab: error: cannot plot into {str(path)!r}: it is the result file being plotted; choose "
+                   "another directory with -o DIR"), err
+    assert path.read_bytes() == before and not (tmp_path / "estimator_gradient.png").exists()
+    plain = tmp_path / "result"
+    _estimator_file(plain)
+    assert main(["plot", str(plain), "-o", str(plain)]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"-o {str(plain)!r}: is the result file being plotted; "
+                                                    "choose a directory")
