@@ -178,7 +178,7 @@ def test_an_empty_or_non_finite_test_set_is_refused_before_training():
 
 
 @pytest.mark.parametrize("keyword, value", [("steps", 2.5), ("steps", True), ("eval_every", 1.5),
-                                            ("checkpoint_every", -1), ("log_every", -5)])
+                                            ("checkpoint_every", -1), ("log_every", -5), ("eval_samples", 0)])
 def test_train_counts_must_be_ints(keyword, value):
     """steps = 2.5 ran 3 steps, True 1; eval_every 1.5, checkpoint_every −1 and
     log_every −5 were accepted."""
@@ -264,3 +264,22 @@ def test_names_given_for_objects_are_refused_with_their_argument():
     problem = _problem()
     with pytest.raises(ValueError, match=r"chunk must be None or in 0..0 \(batch_chunks\), got 5"):
         problem.objective(problem.init_params(), {}, 0, 0, chunk=5)
+
+
+def test_a_checkpoint_of_another_optimizer_is_refused(tmp_path):
+    """load_checkpoint(path, SGD(), ...) of an Adam checkpoint returned an empty SGD state:
+    the run went on with SGD from Adam's parameters (only the command line's config hash
+    would have told)."""
+    from pinnlab.io import CheckpointError, load_checkpoint, save_checkpoint
+    from pinnlab.solvers import TrainState
+
+    problem = _problem()
+    params = problem.init_params()
+    path = tmp_path / "adam.ckpt"
+    save_checkpoint(path, TrainState(params=params, opt_state=Adam().init(params)), Adam(), "config")
+    assert load_checkpoint(path, Adam(), "config", torch.device("cpu"), torch.float32).step == 0
+    for other in (SGD(), SGD(momentum=0.9)):
+        with pytest.raises(CheckpointError, match=r"is damaged \(ValueError: the saved optimizer state has "
+                                                  r"\['count', 'mu/layers.0.bias', 'mu/layers.0.weight'\], not keys "
+                                                  r"of SGD's state: it was saved by another optimizer\)"):
+            load_checkpoint(path, other, "config", torch.device("cpu"), torch.float32)

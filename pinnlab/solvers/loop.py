@@ -289,6 +289,8 @@ def train(
     check_integer("eval_every", eval_every)
     check_integer("checkpoint_every", checkpoint_every, minimum=0)
     check_integer("log_every", log_every)
+    if eval_samples is not None:  # (else "num_samples must be ..." from the estimator)
+        check_integer("eval_samples", eval_samples)
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
     device = resolve_device(device)

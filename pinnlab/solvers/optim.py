@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Union
 
@@ -161,6 +162,7 @@ class SGD(AbstractOptimizer):
         return {f"momentum/{k}": v for k, v in state.momentum.items()}
 
     def state_from_dict(self, data):
+        _only_keys(self, data, "momentum/")
         return SGDState({k.split("/", 1)[1]: v for k, v in data.items() if k.startswith("momentum/")})
 
 
@@ -258,9 +260,19 @@ class Adam(AbstractOptimizer):
         return out
 
     def state_from_dict(self, data):
+        _only_keys(self, data, "mu/", "nu/", "count")
         mu = {k[3:]: v for k, v in data.items() if k.startswith("mu/")}
         nu = {k[3:]: v for k, v in data.items() if k.startswith("nu/")}
         return AdamState(int(data["count"]), mu, nu)
+
+
+def _only_keys(optimizer, data: Mapping[str, Any], *prefixes: str) -> None:
+    """Refuse a saved state with keys of another optimizer (an Adam state read by SGD came
+    back as an empty SGD state)."""
+    stray = sorted(k for k in data if not k.startswith(prefixes))
+    if stray:
+        raise ValueError(f"the saved optimizer state has {stray[:3]}, not keys of {type(optimizer).__name__}'s "
+                         "state: it was saved by another optimizer")
 
 
 def _check_state(optimizer, state, kind: type, params: Params, *moments: str) -> None:
