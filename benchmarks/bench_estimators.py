@@ -33,6 +33,8 @@ import subprocess
 import sys
 import time
 
+from _common import Parser, json_path_error, write_json
+
 DIMS = (100, 1000, 10000)
 METHODS = ("stein-shared", "stein-independent", "autograd", "hutchinson")
 MEMORY_LIMIT = 8 * 2**30
@@ -227,18 +229,17 @@ def table(records: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 timed steps per cell")
     parser.add_argument("--json", metavar="PATH", help="write the records as a JSON list")
     parser.add_argument("--worker", nargs=3, metavar=("METHOD", "DIM", "REPS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker:
+    if args.worker:  # (the script's own subprocess; an unknown method ran as autograd)
         method, dim, reps = args.worker
+        if method not in METHODS or not (dim.isdigit() and reps.isdigit() and int(dim) >= 1 and int(reps) >= 1):
+            parser.error(f"--worker {method} {dim} {reps}: a method of {', '.join(METHODS)}, DIM and REPS >= 1")
         print(json.dumps(worker(method, int(dim), int(reps))))
         return 0
-    from bench_hypergrad import write_json
-    from bench_tuning import json_path_error  # written only after the whole run: checked now
-
     problem = json_path_error(args.json)
     if problem:
         print(f"error: --json {args.json}: {problem}", file=sys.stderr)
@@ -251,7 +252,8 @@ def main(argv=None) -> int:
     print(f"\nstein-shared d=1e4 / d=100: {shared_ratio:.2f} (target <= 2)")
     print(f"stein-independent / stein-shared at d=1e4: {speedup:.1f} (target >= 10)")
     print(f"machine float32 GEMM rate: {rate / 1e9:.1f} GFLOP/s")
-    write_json(args.json, records)
+    if args.json is not None:
+        write_json(args.json, records)
     return 0
 
 

@@ -33,14 +33,14 @@ lowest at σ = 0.1 (see the README's tuning section).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from _common import Parser, json_path_error, listed, write_json
 
 
 def _mean_se(values: list[float]) -> tuple[float, float]:
@@ -50,7 +50,7 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="width 32, W = 300, horizons 0, 10 and 100 (2 min)")
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--sigmas", default="0.01,0.02,0.05,0.1,0.2,0.5")
@@ -62,12 +62,14 @@ def main() -> int:
     parser.add_argument("--mix", type=float, default=0.5, help="mix weight of the unbiased loss, held fixed")
     args = parser.parse_args()
 
-    try:
-        sigmas = [float(s) for s in args.sigmas.split(",")]
-        horizons = [int(t) for t in (args.horizons or ("0,10,100" if args.quick else "0,10,50,200")).split(",")]
-        grad_horizons = [int(t) for t in (args.grad_horizons or ("10" if args.quick else "10,50")).split(",")]
+    default_horizons, default_grad = ("0,10,100", "10") if args.quick else ("0,10,50,200", "10,50")
+    try:  # ("" fell back to the defaults, a full run; "1.5" said only "bad list: invalid literal")
+        sigmas = listed("--sigmas", args.sigmas, float)
+        horizons = listed("--horizons", default_horizons if args.horizons is None else args.horizons, int)
+        grad_horizons = listed("--grad-horizons", default_grad if args.grad_horizons is None else args.grad_horizons,
+                               int)
     except ValueError as exc:
-        print(f"error: bad list: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     warm_steps = args.warm_steps if args.warm_steps is not None else (300 if args.quick else 1000)
     # σ is log- and mix logit-parameterised: a value outside (0, ∞) or (0, 1) failed with a
@@ -88,7 +90,7 @@ def main() -> int:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import torch
-    from bench_tuning import json_path_error, problems
+    from bench_tuning import problems
 
     from pinnlab import config as configuration
     from pinnlab.bilevel.base import unroll
@@ -148,13 +150,9 @@ def main() -> int:
                             "draws": g})
             print(f"dh/dlog(sigma) T={horizon:4d} sigma={sigma:.3g}: {gm:+.3e} ± {gs:.1e}", flush=True)
     print(f"total {time.perf_counter() - began:.0f} s")
-    if args.json:
-        from pinnlab.io import atomic_path
-
-        with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps({"quick": args.quick, "warm_steps": warm_steps,
-                                       "warm_sigma": args.warm_sigma, "mix": args.mix, "draws": draws,
-                                       "records": records}, indent=1))
+    if args.json is not None:  # (an SE of one draw is NaN: null in the strict JSON)
+        write_json(args.json, {"quick": args.quick, "warm_steps": warm_steps, "warm_sigma": args.warm_sigma,
+                               "mix": args.mix, "draws": draws, "records": records})
     return 0
 
 

@@ -40,12 +40,15 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
 import subprocess
 import sys
 import time
+
+from _common import Parser, json_path_error, listed, write_json
 
 METHODS = ("fg2u", "fg2u_jvp", "zo_fg2u", "fgu", "rgu", "trgu", "neumann", "cg", "hessian_free", "darts", "penalty", "f2sa")
 HORIZONS = (10, 100, 1000)
@@ -174,6 +177,20 @@ def tensor_bytes_worker(name: str, horizons: list[int], width: int) -> list[dict
     return records
 
 
+@contextlib.contextmanager
+def tensor_bytes(width: int, horizons):
+    """:func:`start_tensor_bytes` for the ``with`` block, whose processes end with it (an
+    interrupted run, Ctrl-C, left them running for half a minute)."""
+    procs = start_tensor_bytes(width, horizons)
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 def start_tensor_bytes(width: int, horizons) -> list:
     """Launch the tensor-byte counts for fg2u and rgu (run while the accuracy part runs)."""
     return [subprocess.Popen([sys.executable, __file__, "--tensor-bytes", name, ",".join(map(str, horizons)),
@@ -182,6 +199,7 @@ def start_tensor_bytes(width: int, horizons) -> list:
 
 
 def finish_tensor_bytes(procs) -> list[dict]:
+    """The counts of :func:`start_tensor_bytes`' processes."""
     records = []
     for proc in procs:
         out, err = proc.communicate()
@@ -282,7 +300,7 @@ def table(records) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller network and fewer draws")
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
@@ -291,27 +309,35 @@ def main(argv=None) -> int:
                         help="only the deterministic tensor-byte counts of fg2u and rgu at T = 10, 100, 1000 "
                              "(about 3 minutes; --quick counts only T = 10 and 100 beside its other work)")
     args = parser.parse_args(argv)
-    for option, fn in ((args.worker, worker), (args.tensor_bytes, tensor_bytes_worker)):
-        if option:
+    for option, fn, names in ((args.worker, worker, METHODS), (args.tensor_bytes, tensor_bytes_worker,
+                                                               ("fg2u", "rgu"))):
+        if option:  # (the scripts' own subprocesses; a bad value was a traceback or ran as another method)
             name, horizons, width = option
-            print(json.dumps(fn(name, [int(t) for t in horizons.split(",")], int(width))))
+            try:
+                horizons, width = listed("horizons", horizons, int), int(width)
+            except ValueError as exc:
+                parser.error(str(exc))
+            if name not in names or min(horizons) < 1 or width < 1:
+                parser.error(f"worker {name} {horizons} {width}: a method of {', '.join(names)}, horizons "
+                             "and width >= 1")
+            print(json.dumps(fn(name, horizons, width)))
             return 0
-    from bench_tuning import json_path_error
-
     if (why := json_path_error(args.json)) is not None:
         print(f"error: --json {args.json}: {why}", file=sys.stderr)
         return 2
     width = 64 if args.quick else 128
     if args.memory_only:
-        records = finish_tensor_bytes(start_tensor_bytes(width, HORIZONS))
+        with tensor_bytes(width, HORIZONS) as counting:
+            records = finish_tensor_bytes(counting)
         print(table(records))
         report_counts(records)
-        write_json(args.json, records)
+        if args.json is not None:
+            write_json(args.json, records)
         return 0
     records = costs(width)
-    counting = start_tensor_bytes(width, HORIZONS[:2] if args.quick else HORIZONS)
-    records += accuracy((10,) if args.quick else (10, 100), draws=200)
-    records += finish_tensor_bytes(counting)
+    with tensor_bytes(width, HORIZONS[:2] if args.quick else HORIZONS) as counting:
+        records += accuracy((10,) if args.quick else (10, 100), draws=200)
+        records += finish_tensor_bytes(counting)
     print(table(records))
     by = {(r["method"], r["horizon"]): r for r in records if r["kind"] == "cost"}
     print()
@@ -323,7 +349,8 @@ def main(argv=None) -> int:
         if (m, 100) in by and (m, 1000) in by:
             slope = (by[(m, 1000)]["rss_increase_bytes"] - by[(m, 100)]["rss_increase_bytes"]) / 900
             print(f"memory per unrolled step {m:13s} {slope / 1024:10.1f} KiB")
-    write_json(args.json, records)
+    if args.json is not None:
+        write_json(args.json, records)
     return 0
 
 
@@ -333,14 +360,6 @@ def report_counts(records) -> None:
     ratios = {m: counted[(m, last)] / max(counted[(m, first)], 1) for m in ("fg2u", "rgu")}
     print(f"tensor_peak_bytes T={last} / T={first}: fg2u {ratios['fg2u']:.3f}, rgu {ratios['rgu']:.1f} "
           f"(targets at T=1000 / T=10: fg2u <= 1.2, rgu >= 10)")
-
-
-def write_json(path, records) -> None:
-    if path:
-        tmp = path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(records, fh, indent=1)
-        os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -76,11 +76,11 @@ and their records carry ``"then": {"method", "after"}``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import sys
 import time
+
+from _common import Parser, json_path_error, listed, write_json
 
 PROBE_STEPS = (20, 200)
 """The untuned methods' seconds per training step: wall-clock between these two steps of
@@ -375,27 +375,8 @@ def selection_markdown(chosen: dict) -> str:
     return "\n".join(lines)
 
 
-def json_path_error(path: str | None) -> str | None:
-    """Why ``--json PATH`` could not be written, or None. The benchmarks write it only after
-    the whole run, so a missing or read-only directory, or PATH being a directory, is
-    refused before any work rather than found at the end."""
-    if not path:
-        return None
-    from pathlib import Path
-
-    from pinnlab.io import check_writable_directory
-
-    if Path(path).is_dir():
-        return "is a directory"
-    try:
-        check_writable_directory(path)
-    except OSError as exc:
-        return str(exc)
-    return None
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="B = 15 s, S = 200 steps, width 32 (≈ 10 min)")
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--problems", default="a,b,c")
@@ -428,8 +409,13 @@ def main() -> int:
 
     budget = args.budget if args.budget is not None else (15.0 if args.quick else 120.0)
     specs = problems(args.quick)
-    unknown = [p for p in args.problems.split(",") if p not in specs] + \
-        [m for m in args.methods.split(",") if m not in METHODS and not (m == "fg2u_jvp" and args.costs)]
+    try:
+        names, methods = listed("--problems", args.problems), listed("--methods", args.methods)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    unknown = [p for p in names if p not in specs] + \
+        [m for m in methods if m not in METHODS and not (m == "fg2u_jvp" and args.costs)]
     if unknown:
         print(f"error: unknown {', '.join(unknown)} "
               f"(problems: {', '.join(specs)}; methods: {', '.join(METHODS)}; fg2u_jvp with --costs only)",
@@ -444,6 +430,17 @@ def main() -> int:
     if (why := json_path_error(args.json)) is not None:
         print(f"error: --json {args.json}: {why}", file=sys.stderr)
         return 2
+    if args.costs:  # it times one estimate per method: the rest of a run's settings do not reach it
+        ignored = [option for option, given in (("--select", args.select), ("--repeats", args.repeats != 1),
+                                                ("--outer-steps", args.outer_steps is not None),
+                                                ("--budget", args.budget is not None),
+                                                ("--outer-lr", args.outer_lr is not None),
+                                                ("--outer-betas", args.outer_betas is not None),
+                                                ("--outer-optimizer", args.outer_optimizer is not None)) if given]
+        if ignored:
+            print(f"error: --costs times one estimate of each method; {', '.join(ignored)} would not act; "
+                  "drop them", file=sys.stderr)
+            return 2
     if args.outer_steps is not None:
         if args.outer_steps < 1 or args.budget is not None:
             why = "must be >= 1" if args.outer_steps < 1 else "replaces the budget; drop --budget"
@@ -451,11 +448,11 @@ def main() -> int:
             return 2
         budget = None
         specs = {name: _with(data, tune__outer_steps=args.outer_steps) for name, data in specs.items()}
-    if args.select and (args.outer_lr is not None or args.outer_betas or args.outer_optimizer):
+    if args.select and (args.outer_lr is not None or args.outer_betas is not None or args.outer_optimizer):
         print("error: --select picks each method's outer optimiser, learning rate and β itself; "
               "drop --outer-optimizer/--outer-lr/--outer-betas", file=sys.stderr)
         return 2
-    if args.outer_optimizer == "sgd" and args.outer_betas:
+    if args.outer_optimizer == "sgd" and args.outer_betas is not None:
         print("error: --outer-betas are Adam's; plain SGD (--outer-optimizer sgd) has none", file=sys.stderr)
         return 2
     if args.outer_optimizer:
@@ -464,7 +461,7 @@ def main() -> int:
         specs = {name: _with(data, tune__horizon=args.horizon) for name, data in specs.items()}
     if args.outer_lr is not None:
         specs = {name: _with(data, tune__outer_lr=args.outer_lr) for name, data in specs.items()}
-    if args.outer_betas:
+    if args.outer_betas is not None:  # ("" was taken as not given)
         try:
             betas = [float(b) for b in args.outer_betas.split(",")]
         except ValueError:
@@ -472,8 +469,7 @@ def main() -> int:
             return 2
         specs = {name: _with(data, tune__outer_betas=betas) for name, data in specs.items()}
     phases: dict[str, dict] = {}  # --then: each problem's second phase
-    if args.then:
-        names = args.problems.split(",")
+    if args.then is not None:  # ("" was taken as not given)
         method, _, steps = args.then.partition("@")
         try:
             after = [int(a) for a in steps.split(",")]
@@ -490,7 +486,7 @@ def main() -> int:
             why = f"Phase II would start after the last of --outer-steps {args.outer_steps}"
         elif args.costs or args.select:
             why = "--costs and --select time or pick single-phase methods; drop one"
-        elif not any(m in BILEVEL_OPTIONS for m in args.methods.split(",")):
+        elif not any(m in BILEVEL_OPTIONS for m in methods):
             why = f"a two-phase schedule needs a hypergradient method in --methods ({', '.join(BILEVEL_OPTIONS)})"
         if why:
             print(f"error: --then {args.then}: {why}", file=sys.stderr)
@@ -519,22 +515,19 @@ def main() -> int:
         return 2
     records = []
     if args.costs:
-        for name in args.problems.split(","):
-            records += estimate_costs(name, specs[name], args.methods.split(","))
+        for name in names:
+            records += estimate_costs(name, specs[name], methods)
         if args.json:
-            from pinnlab.io import atomic_path
-
-            with atomic_path(args.json) as tmp:
-                tmp.write_text(json.dumps({"quick": args.quick, "records": records}, indent=1, default=float))
+            write_json(args.json, {"quick": args.quick, "records": records})
         return 0
     # One-off process warm-up (thread pools, allocator, lazy imports): the first probe of
     # a fresh process measured 8.3 ms per step where the run it sized took 5.5 ms.
-    first = args.problems.split(",")[0]
+    first = names[0]
     run_untuned(first, specs[first], "default", PROBE_STEPS[1] + 1)
     chosen: dict[tuple[str, str], dict] = {}
     if args.select:
-        for name in args.problems.split(","):
-            for method in args.methods.split(","):
+        for name in names:
+            for method in methods:
                 grid = selection_grid(specs[name], method, SGD_LR.get(name))
                 if not grid:
                     continue
@@ -553,8 +546,8 @@ def main() -> int:
                 chosen[(name, method)] = grid[min(range(len(grid)), key=scores.__getitem__)]
                 print(f"selected {name} {method}: {chosen[(name, method)]}", flush=True)
     for repeat in range(args.repeats):
-        for name in args.problems.split(","):
-            for method in args.methods.split(","):
+        for name in names:
+            for method in methods:
                 setting = chosen.get((name, method), {})
                 data = with_setting(specs[name], repeat, setting)
                 # --then: a hypergradient method also runs as Phase I of the two-phase
@@ -572,12 +565,8 @@ def main() -> int:
         print()
         print(selection_markdown(chosen))
     if args.json:
-        from pinnlab.io import atomic_path
-
-        with atomic_path(args.json) as tmp:
-            tmp.write_text(json.dumps({"budget_seconds": budget, "outer_steps": args.outer_steps, "quick": args.quick,
-                                       "repeats": args.repeats, "select": args.select, "records": records},
-                                      indent=1, default=float))
+        write_json(args.json, {"budget_seconds": budget, "outer_steps": args.outer_steps, "quick": args.quick,
+                               "repeats": args.repeats, "select": args.select, "records": records})
     return 0
 
 

@@ -48,6 +48,28 @@ ROOT = Path(__file__).resolve().parents[1]
     ("bench_horizon_bias.py", ["--quick", "--horizons", "0,-1"], "--horizons 0,-1: must be >= 0"),
     ("bench_horizon_bias.py", ["--quick", "--grad-horizons", "0"], "--grad-horizons 0: must be >= 1"),
     ("bench_horizon_bias.py", ["--quick", "--draws", "0"], "--draws 0: must be >= 1"),
+    # argparse's own errors came after its usage block (6–8 lines)
+    ("bench_tuning.py", ["--quick", "--repeats", "abc"], "argument --repeats: invalid int value: 'abc'"),
+    ("bench_tuning.py", ["--quick", "--bogus"], "unrecognized arguments: --bogus"),
+    ("bench_horizon_bias.py", ["--quick", "--draws", "abc"], "argument --draws: invalid int value: 'abc'"),
+    ("bench_hypergrad.py", ["--bogus"], "unrecognized arguments: --bogus"),
+    # a name given twice ran twice and was counted as two repeats; an empty one was invisible
+    ("bench_tuning.py", ["--quick", "--problems", "b,b", "--methods", "default"], "--problems 'b,b': b given twice"),
+    ("bench_tuning.py", ["--quick", "--problems", "a,", "--methods", "default"], "--problems 'a,': an empty item"),
+    ("bench_tuning.py", ["--quick", "--problems", "b", "--methods", ""], "--methods '': an empty item"),
+    ("bench_tuning.py", ["--quick", "--problems", "b", "--methods", "rgu", "--outer-betas", ""],
+     "--outer-betas '': expected two numbers"),  # (ignored)
+    # --costs times one estimate: these were accepted and did nothing
+    ("bench_tuning.py", ["--quick", "--costs", "--problems", "b", "--methods", "rgu", "--select", "--repeats", "4"],
+     "--costs times one estimate of each method; --select, --repeats would not act"),
+    # "" fell back to the defaults (a full quick run), "1.5" said "bad list: invalid literal"
+    ("bench_horizon_bias.py", ["--quick", "--horizons", ""], "--horizons '': an empty item"),
+    ("bench_horizon_bias.py", ["--quick", "--horizons", "1.5"], "--horizons '1.5': invalid literal for int()"),
+    ("bench_horizon_bias.py", ["--quick", "--sigmas", "0.1,0.1"], "--sigmas '0.1,0.1': 0.1 given twice"),
+    # the scripts' own worker processes: a traceback, or an unknown method run as autograd
+    ("bench_estimators.py", ["--worker", "bogus", "10", "1"], "--worker bogus 10 1: a method of stein-shared"),
+    ("bench_stein_memory.py", ["--worker", "shared", "abc"], "--worker shared abc: a noise of independent"),
+    ("bench_hypergrad.py", ["--worker", "bogus", "10", "x"], "invalid literal for int()"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(tmp_path, script, args, expected):
     out = tmp_path / "out.json"
@@ -76,15 +98,35 @@ def test_unwritable_json_path_is_refused_before_the_run(tmp_path, script, args, 
     assert len(err.splitlines()) == 1 and f"--json {path}: " in err and expected in err, err
 
 
+@pytest.mark.parametrize("script", ["bench_tuning.py", "bench_horizon_bias.py", "bench_hypergrad.py",
+                                    "bench_estimators.py", "bench_stein_memory.py"])
+def test_a_json_path_that_would_lose_something_is_refused(tmp_path, script):
+    """`--json ""` ran and wrote nothing (exit 0); `DIR/` of a missing directory passed and
+    the results were lost at the end ('.../newdir/.tmp'); a config as PATH was replaced by
+    the results (the next run failed with KeyError: 'model')."""
+    config = tmp_path / "c.yaml"
+    config.write_text("equation: {name: poisson_two_body, dim: 3}\n")
+    for path, expected in (("", "an empty path"), (f"{tmp_path / 'new'}/", "names a directory"),
+                           (str(config), "exists and is not a JSON file")):
+        run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--json", path],
+                             capture_output=True, text=True, timeout=120)
+        err = run.stderr.strip()
+        assert run.returncode == 2 and len(err.splitlines()) == 1 and expected in err, err
+    assert config.read_text() == "equation: {name: poisson_two_body, dim: 3}\n"
+
+
 def test_zero_warm_steps_mean_zero_not_the_default(tmp_path):
-    """``--warm-steps 0`` measured after 300 steps (``0 or 300``)."""
+    """``--warm-steps 0`` measured after 300 steps (``0 or 300``); with one draw the
+    standard errors are undefined: null in strict JSON (they were bare NaN)."""
     out = tmp_path / "hb.json"
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_horizon_bias.py"), "--quick",
                           "--warm-steps", "0", "--sigmas", "0.1", "--horizons", "0", "--grad-horizons", "1",
                           "--draws", "1", "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "warm start: 0 steps" in run.stdout
-    assert json.loads(out.read_text())["warm_steps"] == 0
+    data = json.loads(out.read_text(), parse_constant=lambda name: pytest.fail(f"bare {name} in the JSON"))
+    assert data["warm_steps"] == 0
+    assert {r.get("h_se", r.get("grad_se")) for r in data["records"]} == {None}
 
 
 def test_bench_tuning_flags_a_tuner_whose_first_unit_overran_the_budget(monkeypatch):

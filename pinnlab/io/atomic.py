@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import math
+import numbers
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -113,3 +116,29 @@ def check_writable_directory(target: str | Path) -> None:
     finally:
         if probe.exists():
             probe.unlink()
+
+
+def strict_json(value, **kwargs) -> str:
+    """``json.dumps`` of ``value`` with non-finite numbers as ``null`` (the bare
+    ``NaN``/``Infinity`` of ``json.dumps`` are refused by strict parsers); numpy and 0-d
+    torch numbers become Python ones."""
+    return json.dumps(_finite_or_null(value), allow_nan=False, **kwargs)
+
+
+def _finite_or_null(value):
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(item) for item in value]
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def write_strict_json(path: str | Path, payload) -> None:
+    """Write ``payload`` to ``path`` atomically as strict JSON (:func:`strict_json`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(strict_json(payload, indent=1))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import sys
 from pathlib import Path
 
@@ -33,35 +32,6 @@ def add_parser(sub):
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
-
-def _write_json(path: str, payload) -> None:
-    """Write ``payload`` as strict JSON: NaN and ±inf (which ``json.dumps`` writes as the
-    bare ``NaN``/``Infinity`` that strict parsers refuse) become ``null``."""
-    from pinnlab.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(strict_json(payload, indent=1))
-
-
-def strict_json(value, **kwargs) -> str:
-    """``json.dumps`` of ``value`` with non-finite numbers as ``null`` (also the JSON
-    attributes of the study file, which README calls "as in --json")."""
-    return json.dumps(_finite_or_null(value), allow_nan=False, **kwargs)
-
-
-def _finite_or_null(value):
-    """``value`` with every non-finite number replaced by None; numpy and 0-d torch
-    numbers become Python ones."""
-    if isinstance(value, dict):
-        return {key: _finite_or_null(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_null(item) for item in value]
-    if value is None or isinstance(value, (str, bool)):
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    number = float(value)
-    return number if math.isfinite(number) else None
 
 
 def run(args) -> int:
@@ -183,7 +153,7 @@ def _estimator(config, output, args, runs) -> int:
     import torch
 
     from pinnlab import config as configuration
-    from pinnlab.io import atomic_path
+    from pinnlab.io import atomic_path, strict_json, write_strict_json
     from pinnlab.io.results import _versions
     from pinnlab.solvers import train
     from pinnlab.studies.estimator_study import (
@@ -250,7 +220,7 @@ def _estimator(config, output, args, runs) -> int:
             values = [r.get(key, float("nan")) for r in records]
             group.create_dataset(key, data=[str(v) for v in values] if isinstance(values[0], str) else values)
     if args.json:
-        _write_json(args.json, payload)
+        write_strict_json(args.json, payload)
     for name, entry in slopes.items():
         if name.startswith("loss/biased") and "bias_slope" in entry:
             print(f"{name}: bias slope {entry['bias_slope']:.3f} ± {entry['bias_slope_se']:.3f}")
@@ -368,7 +338,7 @@ def _training(config, output, args) -> int:
 
     from pinnlab import config as configuration
     from pinnlab.cli import UsageError, refused_checkpoint
-    from pinnlab.io import CheckpointError, atomic_path
+    from pinnlab.io import CheckpointError, atomic_path, write_strict_json
     from pinnlab.io.results import _versions
     from pinnlab.studies.training_study import (
         csv_text,
@@ -415,7 +385,7 @@ def _training(config, output, args) -> int:
         with atomic_path(path) as tmp:
             tmp.write_text(text)
     if args.json:
-        _write_json(args.json, {"records": records, "summary": summary})
+        write_strict_json(args.json, {"records": records, "summary": summary})
     print(table)
     statuses = sorted({r["status"] for r in records})
     if "ok" not in statuses:  # written (the table says so), but as `pinnlab solve` exits for one such run

@@ -15,7 +15,7 @@ import yaml
 
 from pinnlab import config as C
 from pinnlab.cli import main
-from pinnlab.studies.command import _write_json
+from pinnlab.io import write_strict_json
 from pinnlab.studies.spec import study_runs, validate_runs
 from tests.studies.test_studies import TINY_ESTIMATOR, TINY_TRAINING, _network_file
 
@@ -174,7 +174,7 @@ def test_the_json_file_is_strict_with_null_for_non_finite_numbers(tmp_path):
     """``json.dumps`` wrote bare NaN/Infinity (a slope's standard error from two values of
     K, the seconds per step of a cell without a step), which strict parsers refuse."""
     path = tmp_path / "x.json"
-    _write_json(str(path), {"a": [math.nan, math.inf, -math.inf, 1.5], "b": {"c": np.float32("nan"),
+    write_strict_json(str(path), {"a": [math.nan, math.inf, -math.inf, 1.5], "b": {"c": np.float32("nan"),
                             "d": np.float32(0.5), "e": np.int64(3)}, "f": (None, "NaN", True), 4: 1})
     strict = json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"bare {name} in the JSON"))
     assert strict == {"a": [None, None, None, 1.5], "b": {"c": None, "d": 0.5, "e": 3}, "f": [None, "NaN", True],

@@ -1,0 +1,71 @@
+"""What the benchmark scripts share: argument errors in one line, the ``--json PATH``
+checks made before any work, its atomic strict write, and comma-separated lists."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (``prog: error: ...``, exit 2) instead of the
+    usage block before it (6–8 lines for a mistyped number)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def json_path_error(path: str | None) -> str | None:
+    """Why ``--json PATH`` cannot be written, or None (no ``--json``). The benchmarks
+    write it only after the whole run, so a missing or read-only directory, a path naming
+    a directory, or an existing file that is no JSON (a config, a script: it was replaced
+    by the results) is refused before any work rather than found at the end."""
+    if path is None:
+        return None
+    if not path:  # (no file was written, exit 0)
+        return "an empty path"
+    if path.endswith(("/", os.sep)):  # (written as DIR/.tmp at the end, a traceback)
+        return "names a directory (it ends with a separator)"
+    from pinnlab.io import check_writable_directory
+
+    target = Path(path)
+    if target.is_dir():
+        return "is a directory"
+    if target.is_file():
+        try:
+            json.loads(target.read_text())
+        except (UnicodeDecodeError, ValueError):
+            return "exists and is not a JSON file (a config or a script?), which the results would replace"
+    try:
+        check_writable_directory(path)
+    except OSError as exc:
+        return str(exc)
+    return None
+
+
+def write_json(path: str, payload) -> None:
+    """Write ``payload`` to ``path`` atomically as strict JSON (a non-finite number, e.g.
+    the standard error of one draw, is ``null``; bare ``NaN`` failed strict parsers)."""
+    from pinnlab.io import write_strict_json
+
+    write_strict_json(path, payload)
+
+
+def listed(option: str, text: str, convert: Callable = str) -> list:
+    """The comma-separated values of ``option`` (``--methods a,b``), converted; an empty
+    item, a value ``convert`` refuses or one given twice raises ValueError naming the
+    option (``--problems b,b`` ran b twice and counted it as two repeats)."""
+    items = text.split(",")
+    if not all(item.strip() for item in items):
+        raise ValueError(f"{option} {text!r}: an empty item")
+    try:
+        values = [convert(item.strip()) for item in items]
+    except ValueError as exc:
+        raise ValueError(f"{option} {text!r}: {exc}") from None
+    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"{option} {text!r}: {', '.join(repeated)} given twice")
+    return values
