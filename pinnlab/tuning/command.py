@@ -177,7 +177,12 @@ def run(args) -> int:
     from pinnlab import config as configuration
     from pinnlab.cli import (CHECKPOINT_SUFFIX, EXIT_FAILED, EXIT_OK, UsageError, _output_checks,
                              refused_checkpoint, run_inputs)
-    from pinnlab.bilevel.distributed import environment_world_size, init_from_environment, local_device
+    from pinnlab.bilevel.distributed import (
+        environment_world_size,
+        init_from_environment,
+        leave_process_group,
+        local_device,
+    )
     from pinnlab.io.checkpoint import CheckpointError, comparable_text, config_difference, config_hash
     from pinnlab.solvers import resolve_device
     from pinnlab.solvers.progress import Progress
@@ -246,6 +251,7 @@ def run(args) -> int:
         raise
     finally:
         bar.close()
+    leave_process_group()  # every rank, together: only rank 0 solves after the tuning
     if rank != 0:
         return EXIT_OK
     then = config.tune.then
