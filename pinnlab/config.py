@@ -1156,11 +1156,64 @@ def make_network(section: ModelSection, input_dim: int, *, seed: int, dtype=None
 
 def make_equation(section: EquationSection):
     try:
-        return EQUATIONS[section.name](
+        equation = EQUATIONS[section.name](
             section.dim, seed=section.seed, constraint=section.constraint, **section.parameters()
         )
     except (TypeError, ValueError, RuntimeError) as err:  # torch's messages can carry a C++ trace: its first line
         raise ConfigError(f"equation: {(str(err).strip().splitlines() or [type(err).__name__])[0]}") from None
+    if section.module is not None:
+        check_user_equation(equation, section.module)
+    return equation
+
+
+def check_user_equation(equation, module: str) -> None:
+    """A user's equation (``equation.module``) tried on four of its own points before any
+    work: its samplers, exact solution, source, terms and ansatz (and with a soft
+    constraint its boundary sampler and values) must run, give `(4, D)` points and one
+    finite value per point. What they raised came out as a traceback in the first step
+    (or, for an exact solution, after the tuning); an `(N, 1)` value trained the wrong
+    problem; no boundary sampler failed the first soft-constraint step."""
+    import torch
+
+    from pinnlab._seeding import make_generator
+    from pinnlab.equations import Nonpolynomial, Term
+    from pinnlab.equations.base import _one_per_point
+
+    generator = make_generator(0, "pinnlab", "user-equation-check")
+    step = "sample_collocation"
+    try:
+        x = equation.sample_collocation(4, generator=generator, dtype=torch.float64)
+        if not isinstance(x, torch.Tensor) or x.shape != (4, equation.input_dim):
+            shown = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"it returned {shown} for 4 points, not (4, {equation.input_dim})")
+        coefficients = equation.coefficients_like(x)
+        step = "exact"
+        if not bool(torch.isfinite(equation.exact(x)).all()):
+            raise ValueError("it is not finite at the points")
+        step = "source"
+        source = _one_per_point(equation, "source", equation.source(x, coefficients), x, constant=True)
+        if not bool(torch.isfinite(torch.as_tensor(source)).all()):
+            raise ValueError("it is not finite at the points")
+        step = "terms"
+        terms = equation.terms()
+        if not (isinstance(terms, (tuple, list)) and terms and all(isinstance(t, (Term, Nonpolynomial))
+                                                                    for t in terms)):
+            raise ValueError(f"it returned {str(terms)[:60]}, not a tuple of Term/Nonpolynomial objects")
+        step = "ansatz_jets"
+        equation.ansatz_jets(x, coefficients)
+        if equation.constraint == "soft":
+            step = "sample_boundary"
+            boundary = equation.sample_boundary(4, generator=generator, dtype=torch.float64)
+            step = "boundary_value"
+            equation.boundary_value(boundary)
+    except Exception as err:  # noqa: BLE001 - whatever the user's code raises is bad input, in one line
+        if isinstance(err, NotImplementedError) and step == "sample_boundary":
+            raise ConfigError(f"equation.constraint = 'soft': {equation.name} (equation.module = {module!r}) has no "
+                              "boundary sampler (sample_boundary) for the boundary loss; use constraint: hard") \
+                from None
+        detail = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"equation {equation.name!r} (equation.module = {module!r}): {step} failed when tried on "
+                          f"4 points: {type(err).__name__}" + (f": {detail}" if detail else "")) from None
 
 
 def make_estimator(section: EstimatorSection, equation):

@@ -40,6 +40,11 @@ def register(cls: type[AbstractEquation]) -> type[AbstractEquation]:
     """Register an equation class under ``cls.name`` (usable as a decorator)."""
     if not getattr(cls, "name", None):
         raise ValueError(f"{cls.__name__} needs a class attribute `name` to be registered")
+    taken = EQUATIONS.get(cls.name)
+    if taken is not None and taken is not cls:  # (a user's class silently replaced poisson_two_body)
+        whose = ("a built-in equation" if taken.__module__.startswith("pinnlab.")
+                 else f"registered by {taken.__qualname__}")
+        raise ValueError(f"equation name {cls.name!r} is taken ({whose}); give {cls.__name__} a name of its own")
     EQUATIONS[cls.name] = cls
     return cls
 

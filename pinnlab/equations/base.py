@@ -51,13 +51,28 @@ def map_point_chunks(fn: Callable[..., Tensor], x: Tensor, *per_point: Tensor) -
     ])
 
 
+def _one_per_point(equation, name: str, values, x: Tensor, *, constant: bool = False) -> Tensor:
+    """``values`` of ``equation.name(x)``, checked to be one tensor value per point, `(N,)`
+    (``constant``: or one number for all, as a source may be): an `(N, 1)` column broadcast
+    against `(N,)` into `(N, N)` and a custom equation then trained, tuned or was measured
+    against the wrong problem, silently."""
+    if constant and (isinstance(values, (int, float)) or (isinstance(values, Tensor) and values.dim() == 0)):
+        return values
+    if not isinstance(values, Tensor) or values.shape != x.shape[:1]:
+        shown = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+        raise ValueError(f"{equation.name}.{name} must return one value per point, shape ({x.shape[0]},) "
+                         f"for ({x.shape[0]}, {x.shape[1]}) points; it returned {shown}")
+    return values
+
+
 def _pointwise(method: Callable[..., Tensor]) -> Callable[..., Tensor]:
     """``method(self, x, ...)``, with x checked to be `(N, D)` and evaluated in blocks."""
 
     @functools.wraps(method)
     def checked_and_chunked(self, x, *args, **kwargs):
         self._check_points(x)
-        return map_point_chunks(lambda block: method(self, block, *args, **kwargs), x)
+        return map_point_chunks(lambda block: _one_per_point(self, method.__name__, method(self, block, *args, **kwargs),
+                                                             block), x)
 
     checked_and_chunked._pinnlab_pointwise = True
     return checked_and_chunked
@@ -312,8 +327,8 @@ class AbstractEquation(abc.ABC):
             )
 
         return estimate_residual(
-            x, terms, fields_of_group, self.source(x, coefficients), coefficients,
-            unbiased=unbiased,
+            x, terms, fields_of_group, _one_per_point(self, "source", self.source(x, coefficients), x, constant=True),
+            coefficients, unbiased=unbiased,
         )
 
     @property
