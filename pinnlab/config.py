@@ -791,6 +791,9 @@ def import_equation_module(module: str) -> None:
     import importlib.util
     import sys
 
+    if not module.endswith(".py") and Path(module).is_file():  # ("notes.txt": "No module named 'notes'")
+        raise ConfigError(f"equation.module = {module!r}: a file, but not a .py file; give a .py file or a "
+                          "dotted module name")
     try:
         if module.endswith(".py"):
             path = Path(module).resolve()
@@ -829,8 +832,10 @@ def _check_equation(section: EquationSection) -> None:
     if section.module is not None:
         import_equation_module(section.module)
     if section.name not in EQUATIONS:
+        where = (f"equation.module = {describe_value(section.module)} registered no equation of that name"
+                 if section.module is not None else "unknown equation")
         raise ConfigError(
-            f"equation.name = {describe_value(section.name)}: unknown equation "
+            f"equation.name = {describe_value(section.name)}: {where} "
             f"(registered: {', '.join(sorted(EQUATIONS))})"
         )
     cls = EQUATIONS[section.name]

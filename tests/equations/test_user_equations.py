@@ -113,3 +113,19 @@ def test_a_user_equation_may_not_take_a_registered_name(tmp_path, capsys, regist
     assert err.endswith("cannot import it: ValueError: equation name 'poisson_two_body' is taken (a built-in "
                         "equation); give Fake a name of its own"), err
     assert EQUATIONS["poisson_two_body"].__module__.startswith("pinnlab.")
+
+
+def test_a_module_that_is_no_python_file_or_registers_nothing_is_named(tmp_path, capsys, registry):
+    """notes.txt said "No module named 'notes'"; a module registering nothing fell through
+    to "unknown equation", as if the module had not been given."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not python\n")
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    for module, expected in ((notes, f"equation.module = {str(notes)!r}: a file, but not a .py file"),
+                             (empty, "registered no equation of that name (registered: ")):
+        config = tmp_path / "c.yaml"
+        config.write_text(CONFIG.replace("NAME", "mine").replace("MODULE", str(module)))
+        assert main(["solve", str(config), "-o", str(tmp_path / "o.h5"), "--progress", "off"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert expected in err and len(err.splitlines()) == 1, err
