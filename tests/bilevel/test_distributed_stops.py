@@ -306,32 +306,17 @@ def test_commands_that_run_as_one_process_refuse_torchrun(tmp_path, monkeypatch,
     assert not out.exists()
 
 
-TORCHRUN_TUNE = """\
-equation: {name: sine_poisson, dim: 3, module: EXAMPLE}
-model: {width: 8, depth: 2}
-estimator: {kind: stein, sigma: 0.1, samples: 4, eval_samples: 8}
-trainer: {steps: 20, batch_size: 8, eval_every: 10, test_points: 50}
-data: {source: synthetic, points: 20, noise: 0.01, seed: 0}
-tune:
-  method: fg2u
-  options: {num_directions: 1}
-  tunables: {sigma: {}}
-  objective: {kind: data, samples: 8}
-  outer_steps: 3
-  horizon: 2
-"""
-
-
 @pytest.mark.distributed
 def test_a_torchrun_tune_ends_cleanly_on_every_rank(tmp_path):
     """Rank 1 returned right after the tuning while rank 0 was still in the process group
     (its final solve): its interpreter's teardown aborted ("terminate called without an
-    active exception", SIGABRT) in 2 of 5 runs of this config, and torchrun then killed
+    active exception", SIGABRT) in 2 of 5 runs of such a config, and torchrun then killed
     rank 0, exit 1 with no result. Every rank now leaves the group together. Four runs:
     with the old teardown at least one fails with probability about 1 − 0.6⁴ ≈ 0.87."""
-    example = Path(__file__).resolve().parents[2] / "examples" / "custom_equation.py"
+    from tests.tuning.test_joint_and_slices import SIGMA  # fg2u, one direction: rank 1 holds none
+
     config = tmp_path / "tune.yaml"
-    config.write_text(TORCHRUN_TUNE.replace("EXAMPLE", str(example)))
+    config.write_text(SIGMA)
     for run in range(4):
         out = tmp_path / f"t{run}.h5"
         done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
