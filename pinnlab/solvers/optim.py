@@ -277,12 +277,12 @@ def _only_keys(optimizer, data: Mapping[str, Any], *prefixes: str) -> None:
 
 def _check_state(optimizer, state, kind: type, params: Params, *moments: str) -> None:
     """Refuse a state that is not ``optimizer``'s for ``params``: another optimizer's, or
-    ``moments`` (the state's fields named) of other names, shapes or dtypes (Adam wrote float64 parameters into a
-    float32 state's buffers and returned float32 parameters, silently)."""
+    ``moments`` (the state's fields named) of other names, shapes or dtypes (Adam wrote
+    float64 parameters into a float32 state's buffers and returned float32 parameters)."""
     name = type(optimizer).__name__
     if not isinstance(state, kind):
         raise TypeError(f"{name}.update needs a {kind.__name__} (from {name}.init), got {type(state).__name__}")
-    for moment in (getattr(state, name) for name in moments):
+    for moment in (getattr(state, field) for field in moments):
         if moment.keys() != params.keys():
             raise ValueError(f"the {name} state's tensors {sorted(moment)} are not the parameters "
                              f"{sorted(params)}: make the state with init() from these parameters")
