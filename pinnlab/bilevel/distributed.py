@@ -22,10 +22,28 @@ def _flag_device() -> str:
     return "cuda" if torch.distributed.get_backend() == "nccl" else "cpu"
 
 
+class PeerLost(RuntimeError):
+    """Another process of the run ended (killed or crashed) during a collective call."""
+
+
+def _collective(call, *args, **kwargs):
+    """``call(*args, **kwargs)``, a collective of the process group; a peer that is gone
+    (gloo's "Connection closed by peer" or "reset by peer", a DistError of another backend) raises
+    :class:`PeerLost` with the first line of the backend's message (the survivor printed
+    a traceback through torch's internals)."""
+    try:
+        return call(*args, **kwargs)
+    except RuntimeError as err:
+        if isinstance(err, torch.distributed.DistError) or "by peer" in str(err) or "gloo/transport" in str(err):
+            detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+            raise PeerLost(f"another process of the run ended during a collective call ({detail})") from None
+        raise
+
+
 def all_reduce_sum(tensor: Tensor) -> Tensor:
     """Σ over ranks (a copy; the input is unchanged)."""
     out = tensor.detach().clone()
-    torch.distributed.all_reduce(out, op=torch.distributed.ReduceOp.SUM)
+    _collective(torch.distributed.all_reduce, out, op=torch.distributed.ReduceOp.SUM)
     return out
 
 
@@ -36,7 +54,7 @@ def broadcast_value(value: float | None) -> float:
     directions, so that every rank records, and decides by, the same one."""
     out = torch.tensor([math.nan if value is None else float(value)], dtype=torch.float64,
                        device=_flag_device())
-    torch.distributed.broadcast(out, src=0)
+    _collective(torch.distributed.broadcast, out, src=0)
     return float(out.item())
 
 
@@ -49,7 +67,7 @@ def all_agree(flag: bool) -> bool:
     """
     dist = torch.distributed
     out = torch.tensor([int(flag)], device=_flag_device())
-    dist.all_reduce(out, op=dist.ReduceOp.MIN)
+    _collective(dist.all_reduce, out, op=dist.ReduceOp.MIN)
     return bool(out.item())
 
 
@@ -103,7 +121,7 @@ def leave_process_group() -> None:
     torchrun then killed rank 0 mid-solve."""
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        _collective(dist.barrier)
         dist.destroy_process_group()
 
 

@@ -178,6 +178,7 @@ def run(args) -> int:
     from pinnlab.cli import (CHECKPOINT_SUFFIX, EXIT_FAILED, EXIT_OK, UsageError, _output_checks,
                              refused_checkpoint, run_inputs)
     from pinnlab.bilevel.distributed import (
+        PeerLost,
         environment_world_size,
         init_from_environment,
         leave_process_group,
@@ -245,6 +246,11 @@ def run(args) -> int:
                              progress=progress if rank == 0 else None, metadata=metadata, save=rank == 0)
     except CheckpointError as err:  # a damaged checkpoint, refused before any work
         raise refused_checkpoint(err, resuming=args.resume) from None
+    except PeerLost as err:  # another rank killed or crashed: one line and what is saved, not a traceback
+        print(f"pinnlab: error (rank {rank} of {world}): {err}", file=sys.stderr)
+        if rank == 0:
+            _say_saved(output, before, checkpoint_path)
+        return EXIT_FAILED
     except STOPS:
         if rank == 0:
             _say_saved(output, before, checkpoint_path)

@@ -324,3 +324,40 @@ def test_a_torchrun_tune_ends_cleanly_on_every_rank(tmp_path):
                               capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert done.returncode == 0 and out.is_file(), done.stderr[-2000:]
         assert "terminate called" not in done.stderr
+
+
+def test_a_peer_lost_in_a_collective_is_one_line_and_what_is_saved(tmp_path, capsys, monkeypatch):
+    """A rank killed from outside left the survivor printing gloo's error through a
+    30-line traceback of torch's internals, without the "saved … --resume" line. The
+    collectives now raise PeerLost (gloo's "closed by peer"/"reset by peer", any
+    DistError); pinnlab tune prints one line and what it saved, exit 1. Other runtime
+    errors pass through unchanged."""
+    from pinnlab.bilevel import distributed
+    from pinnlab.tuning import run as tuning_run
+    from tests.tuning.test_joint_and_slices import SIGMA
+
+    def closed(*args, **kwargs):
+        raise RuntimeError("[/x/gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:1. This is "
+                           "typically caused by a remote worker crashing.")
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", closed)
+    with pytest.raises(distributed.PeerLost, match=r"another process of the run ended during a collective call "
+                                                   r"\(\[/x/gloo/transport/tcp/pair.cc:553\] Connection closed"):
+        distributed.all_reduce_sum(torch.ones(2))
+
+    def other(*args, **kwargs):
+        raise RuntimeError("some other failure")
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", other)
+    with pytest.raises(RuntimeError, match="^some other failure$"):
+        distributed.all_reduce_sum(torch.ones(2))
+
+    def lost(*args, **kwargs):
+        raise distributed.PeerLost("another process of the run ended during a collective call (gone)")
+
+    monkeypatch.setattr(tuning_run, "run_tuning", lost)
+    config = tmp_path / "tune.yaml"
+    config.write_text(SIGMA)
+    assert main(["tune", str(config), "-o", str(tmp_path / "t.h5"), "--progress", "off"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "pinnlab: error (rank 0 of 1): another process of the run ended during a collective call (gone)", err
