@@ -1173,9 +1173,9 @@ def make_equation(section: EquationSection):
 
 def check_user_equation(equation, module: str) -> None:
     """A user's equation (``equation.module``) tried on four of its own points before any
-    work: its samplers, exact solution, source, terms and ansatz (and with a soft
-    constraint its boundary sampler and values) must run, give `(4, D)` points and one
-    finite value per point. What they raised came out as a traceback in the first step
+    work: its samplers, exact solution, source, terms, ansatz and residual (of a small
+    network, exact derivatives), and with a soft constraint its boundary sampler and
+    values, must run, give `(4, D)` points and one finite value per point. What they raised came out as a traceback in the first step
     (or, for an exact solution, after the tuning); an `(N, 1)` value trained the wrong
     problem; no boundary sampler failed the first soft-constraint step."""
     import torch
@@ -1183,6 +1183,8 @@ def check_user_equation(equation, module: str) -> None:
     from pinnlab._seeding import make_generator
     from pinnlab.equations import Nonpolynomial, Term
     from pinnlab.equations.base import _one_per_point
+    from pinnlab.estimators import Autograd
+    from pinnlab.nets import MLP
 
     generator = make_generator(0, "pinnlab", "user-equation-check")
     step = "sample_collocation"
@@ -1206,6 +1208,11 @@ def check_user_equation(equation, module: str) -> None:
             raise ValueError(f"it returned {str(terms)[:60]}, not a tuple of Term/Nonpolynomial objects")
         step = "ansatz_jets"
         equation.ansatz_jets(x, coefficients)
+        step = "residual"  # the whole residual, its terms' derivatives exact, of a small network
+        net = MLP(equation.input_dim, width=4, depth=2, dtype=torch.float64)
+        residual = equation.residual(x, lambda queries: Autograd().estimate(net, x, queries))
+        if not bool(torch.isfinite(residual).all()):
+            raise ValueError("it is not finite at the points")
         if equation.constraint == "soft":
             step = "sample_boundary"
             boundary = equation.sample_boundary(4, generator=generator, dtype=torch.float64)

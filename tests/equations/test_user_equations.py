@@ -50,6 +50,12 @@ class Words(PoissonTwoBody):
         return "laplacian"
 
 @register
+class ResidualRaises(PoissonTwoBody):
+    name = "user_residual"
+    def residual(self, x, estimate, *, unbiased=False, coefficients=None):
+        raise RuntimeError("residual blew up")
+
+@register
 class NoBoundary(PoissonTwoBody):
     name = "user_no_boundary"
     def sample_boundary(self, n, *, generator, dtype=torch.float32):
@@ -85,6 +91,7 @@ def registry():
     ("user_sampler", [], "sample_collocation failed when tried on 4 points: ValueError: it returned (4, 4) for 4 "
                          "points, not (4, 3)"),
     ("user_terms", [], "terms failed when tried on 4 points: ValueError: it returned laplacian, not a tuple"),
+    ("user_residual", [], "residual failed when tried on 4 points: RuntimeError: residual blew up"),
     # NotImplementedError at the first step, a traceback
     ("user_no_boundary", ["equation.constraint=soft"], "equation.constraint = 'soft': user_no_boundary "),
 ])
