@@ -15,7 +15,7 @@ from pinnlab.bilevel import ForwardGradientUnroll, ReverseUnroll, hypergradient
 from pinnlab.bilevel.adapters import from_train_step
 from pinnlab.equations import AllenCahnTwoBody, PoissonTwoBody
 from pinnlab.estimators import SteinAntithetic
-from pinnlab.losses import Biased, Blend, Hybrid, SwitchAt
+from pinnlab.losses import Biased, Blend, Hybrid, Piecewise, SwitchAt
 from pinnlab.nets import MLP
 from pinnlab.solvers import SGD, Adam, ConstraintLoss, DataLoss, predict
 
@@ -196,6 +196,10 @@ def test_a_hybrid_loss_that_cannot_switch_within_the_run_warns():
         pinnlab.train(problem, steps=3, device="cpu", progress="off", test_points=4)
     assert SwitchAt(2).starts_within(3) and not SwitchAt(3).starts_within(3)
     assert Blend(1, 5).starts_within(3) and not Blend(2, 5).starts_within(3)  # mix > 0 from start + 1
+    # a replayed tuned mix: segments of 10 steps, the first above 0 starts at step 20
+    schedule = Piecewise((0.0, 0.0, 0.7), total=30)
+    assert not schedule.starts_within(20) and schedule.starts_within(21)
+    assert [schedule.mix(step) for step in (19, 20)] == [0.0, 0.7]
 
 
 @pytest.mark.parametrize("make, match", [

@@ -76,9 +76,10 @@ class Piecewise:
         return float(self.values[j])
 
     def starts_within(self, steps: int) -> bool:
-        """Whether the mix is above 0 at some step of a run of ``steps``."""
-        return any(self.mix(step) > 0 for step in {min(steps - 1, -(-j * self.total // len(self.values)))
-                                                     for j in range(len(self.values))})
+        """Whether the mix is above 0 at some step of a run of ``steps``: some segment with
+        a value above 0 starts before it ends (segment j's first step is ⌈j·total/n⌉)."""
+        n = len(self.values)
+        return any(value > 0 and -(-j * self.total // n) < steps for j, value in enumerate(self.values))
 
 
 @dataclass
