@@ -484,13 +484,34 @@ def _run(args) -> int:
             return COMMANDS[args.command][1](args)
     except OutputBusy as err:
         raise UsageError(str(err)) from None
-    except (OverflowError, MemoryError, RuntimeError, TypeError) as err:
-        problem = _size_problem(err) if args.command in COMMAND_SIZE_SETTINGS else None
-        if problem is None:
+    except Exception as err:  # (UsageError too: raised by no user code, it goes on as it is)
+        sizes = isinstance(err, (OverflowError, MemoryError, RuntimeError, TypeError))
+        problem = _size_problem(err) if sizes and args.command in COMMAND_SIZE_SETTINGS else None
+        if problem is not None:
+            raise UsageError(f"{problem}: the sizes are too large for this machine; lower "
+                             f"{', '.join(COMMAND_SIZE_SETTINGS[args.command])} or the equation's own sample "
+                             "counts") from None
+        where = _user_equation_frame(err)
+        if where is None:
             raise
-        raise UsageError(f"{problem}: the sizes are too large for this machine; lower "
-                         f"{', '.join(COMMAND_SIZE_SETTINGS[args.command])} or the equation's own sample counts"
-                         ) from None
+        detail = (str(err).strip().splitlines() or [""])[0][:200]
+        raise UsageError(f"the equation module raised {type(err).__name__}" + (f": {detail}" if detail else "")
+                         + f" ({where})") from None
+
+
+def _user_equation_frame(err: BaseException) -> str | None:
+    """Where in a user's equation module (``equation.module``: a registered class from
+    outside pinnlab) ``err`` was raised, ``FILE line N, in NAME``, or None. Its code runs
+    in every step: what it raises at sizes the four-point check before the run does not
+    meet (config.check_user_equation) is the user's input, one line, not a traceback."""
+    import traceback
+
+    from pinnlab.equations import EQUATIONS
+
+    files = {os.path.realpath(path) for cls in EQUATIONS.values() if not cls.__module__.startswith("pinnlab.")
+             if (path := getattr(sys.modules.get(cls.__module__), "__file__", None))}
+    frames = [frame for frame in traceback.extract_tb(err.__traceback__) if os.path.realpath(frame.filename) in files]
+    return f"{frames[-1].filename} line {frames[-1].lineno}, in {frames[-1].name}" if frames else None
 
 
 def _one_line(text: str) -> str:

@@ -136,3 +136,22 @@ def test_a_module_that_is_no_python_file_or_registers_nothing_is_named(tmp_path,
         assert main(["solve", str(config), "-o", str(tmp_path / "o.h5"), "--progress", "off"]) == 2
         err = capsys.readouterr().err.strip()
         assert expected in err and len(err.splitlines()) == 1, err
+
+
+def test_what_a_user_equation_raises_during_the_run_is_one_line_naming_its_line(tmp_path, capsys, registry):
+    """A method that fails only at the run's sizes (past the four-point check) came out as
+    a traceback through pinnlab's internals; now one line naming the module's file and
+    line, exit 2. pinnlab's own errors are not attributed to it."""
+    module = tmp_path / "late.py"
+    module.write_text("from pinnlab.equations import PoissonTwoBody, register\n\n"
+                      "@register\nclass Late(PoissonTwoBody):\n    name = 'user_late'\n"
+                      "    def source(self, x, coefficients):\n"
+                      "        if x.shape[0] > 4:\n"
+                      "            raise ArithmeticError('too many points')\n"
+                      "        return super().source(x, coefficients)\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(CONFIG.replace("NAME", "user_late").replace("MODULE", str(module)))
+    assert main(["solve", str(config), "-o", str(tmp_path / "o.h5"), "--progress", "off"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"pinnlab: error: the equation module raised ArithmeticError: too many points ({module} line 8, "
+                   "in source)"), err
