@@ -244,6 +244,7 @@ def run(args) -> int:
     try:
         outcome = run_tuning(setup, checkpoint=checkpoint_path, resume=args.resume and checkpoint_path is not None,
                              progress=progress if rank == 0 else None, metadata=metadata, save=rank == 0)
+        leave_process_group()  # every rank, together (its barrier, too, can find a peer gone): only rank 0 solves
     except CheckpointError as err:  # a damaged checkpoint, refused before any work
         raise refused_checkpoint(err, resuming=args.resume) from None
     except PeerLost as err:  # another rank killed or crashed: one line and what is saved, not a traceback
@@ -257,7 +258,6 @@ def run(args) -> int:
         raise
     finally:
         bar.close()
-    leave_process_group()  # every rank, together: only rank 0 solves after the tuning
     if rank != 0:
         return EXIT_OK
     then = config.tune.then
