@@ -282,8 +282,18 @@ def cmd_plot(args) -> int:
 
 
 def cmd_list(args) -> int:
+    from typing import get_args
+
+    from pinnlab.bilevel import METHODS
     from pinnlab.config import equation_parameters
     from pinnlab.equations import EQUATIONS
+    from pinnlab.studies.spec import StudySection
+    from pinnlab.tuning.setup import COLLOCATION
+    from pinnlab.tuning.spec import SEARCH_METHODS, ObjectiveSpec
+
+    objectives = [kind for kind in get_args(ObjectiveSpec.model_fields["kind"].annotation)
+                  if kind != "training_loss"]  # (refused: it sends the weights to zero)
+    study_kinds = get_args(StudySection.model_fields["kind"].annotation)
 
     print("equations (name: inputs (x, or x,t when time-dependent); published dims; parameters)")
     for name in sorted(EQUATIONS):
@@ -291,12 +301,32 @@ def cmd_list(args) -> int:
         params = ", ".join(equation_parameters(cls))
         dims = ", ".join(str(d) for d in cls.published_dims) or "any"
         kind = "x,t" if cls.time_dependent else "x"
-        print(f"  {name:26s} inputs ({kind}); published d: {dims}; parameters: {params}")
+        coefficients = _coefficient_sizes(cls)
+        print(f"  {name:26s} inputs ({kind}); published d: {dims}; parameters: {params}"
+              + (f"; coefficients: {coefficients}" if coefficients else ""))
     print("estimators: stein (antithetic + control variate; noise shared|independent), "
           "autograd (exact), hutchinson (Rademacher probes)")
     print("losses: biased, unbiased (= unbiased2), unbiased1, unbiased2, hybrid "
           "(switch_step | switch: auto | blend)")
+    print(f"tune methods: hypergradients {', '.join(METHODS)}; baselines {', '.join(SEARCH_METHODS)}")
+    print(f"tunables: weights.<term>, sigma, mix, lr, coefficients.<name>, {COLLOCATION}")
+    print(f"tune objectives: {', '.join(objectives)}")
+    print(f"studies: {', '.join(study_kinds)}")
     return EXIT_OK
+
+
+def _coefficient_sizes(cls) -> str:
+    """An equation's PDE coefficients (the ``coefficients.<name>`` an inverse problem tunes),
+    each with its length in terms of d, read off two instances (d = 5 and 6)."""
+    small, large = cls(5, seed=0).coefficients, cls(6, seed=0).coefficients
+    sizes = []
+    for key, value in small.items():
+        if value.dim() == 1 and large[key].numel() == value.numel() + 1:
+            offset = value.numel() - 5
+            sizes.append(f"{key} (d{offset:+d})" if offset else f"{key} (d)")
+        else:
+            sizes.append(f"{key} {tuple(value.shape)}")
+    return ", ".join(sizes)
 
 
 COMMANDS: dict[str, tuple[Callable, Callable]] = {}
@@ -359,7 +389,7 @@ def _add_plot(sub):
 
 
 def _add_list(sub):
-    return sub.add_parser("list", help="list equations, estimators and losses")
+    return sub.add_parser("list", help="list equations, estimators, losses, tuning methods and study kinds")
 
 
 COMMANDS.update({

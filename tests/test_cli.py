@@ -416,6 +416,26 @@ def test_list_shows_every_equation(capsys):
         assert name in text
 
 
+def test_list_shows_tuning_methods_and_coefficient_sizes(capsys):
+    """What `pinnlab tune` accepts, and the coefficients an inverse problem can tune with
+    their length in d (checked against an instance at another d)."""
+    from pinnlab.bilevel import METHODS
+    from pinnlab.equations import EQUATIONS
+
+    assert _run(["list"]) == 0
+    text = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in text.splitlines() if line.strip()}
+    assert lines["fokker_planck_aniso"].endswith("coefficients: mu (d)")
+    assert lines["poisson_two_body"].endswith("coefficients: c (d-1)")
+    assert lines["poisson_three_body"].endswith("coefficients: c (d-2)")
+    assert "coefficients" not in lines["burgers"]
+    assert EQUATIONS["poisson_three_body"](12, seed=3).coefficients["c"].shape == (10,)
+    methods = text.split("tune methods: hypergradients ")[1].splitlines()[0]
+    assert methods.split("; ") == [", ".join(METHODS), "baselines random, optuna, joint"]
+    assert "\ntune objectives: data, residual, reference\n" in text
+    assert lines["studies:"] == "studies: estimator, training"
+
+
 @pytest.mark.parametrize("switch, edge", [
     (["loss.blend=[STEP,9]"], 1),  # mix > 0 from step start + 1
     (["loss.switch=auto", "loss.window=STEP", "loss.tolerance=0.9"], 1),  # earliest switch: step window + 1
