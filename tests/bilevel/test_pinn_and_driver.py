@@ -17,6 +17,7 @@ from pinnlab.bilevel import (
     Penalty,
     ReverseUnroll,
     TwoPhase,
+    ZeroOrderForwardGradient,
     from_train_step,
     hypergradient,
     optimize,
@@ -147,27 +148,34 @@ def test_the_second_phase_starts_with_fresh_adam_moments():
     assert not torch.allclose(moves[1], torch.full_like(moves[1], 0.05), rtol=1e-2, atol=0)
 
 
-def _worker(rank, world, init_file, out_dir):
+SPLIT_METHODS = {
+    "fg2u": ForwardGradientUnroll(num_directions=7),
+    # (the mean over all b directions, not over a rank's share: equal in one process)
+    "zo_fg2u": ZeroOrderForwardGradient(num_directions=5, mu=1e-4, scheme="central"),
+}
+
+
+def _worker(rank, world, init_file, out_dir, name):
     import torch.distributed as dist
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     ridge = Ridge()
-    grad = hypergradient(ridge.problem(horizon=10), ridge.phi,
-                         ForwardGradientUnroll(num_directions=7), seed=5, outer_step=2).grad
+    grad = hypergradient(ridge.problem(horizon=10), ridge.phi, SPLIT_METHODS[name], seed=5, outer_step=2).grad
     torch.save(grad["log_reg"], os.path.join(out_dir, f"rank{rank}.pt"))
     end_rank()
 
 
 @pytest.mark.distributed
-def test_two_processes_equal_one(tmp_path):
+@pytest.mark.parametrize("name", sorted(SPLIT_METHODS))
+def test_two_processes_equal_one(tmp_path, name):
     """Directions split over 2 gloo ranks and all_reduced equal the single-process estimate."""
     import torch.multiprocessing as mp
 
     ridge = Ridge()
-    single = hypergradient(ridge.problem(horizon=10), ridge.phi,
-                           ForwardGradientUnroll(num_directions=7), seed=5, outer_step=2).grad["log_reg"]
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    single = hypergradient(ridge.problem(horizon=10), ridge.phi, SPLIT_METHODS[name], seed=5,
+                           outer_step=2).grad["log_reg"]
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path), name), nprocs=2, join=True)
     for rank in range(2):
         torch.testing.assert_close(torch.load(tmp_path / f"rank{rank}.pt"), single, rtol=1e-12, atol=1e-14)
 

@@ -401,3 +401,16 @@ def test_steps_per_second_leaves_out_the_first_step_of_a_resumed_process(monkeyp
     assert calls == [3, 4, 5]
     assert resumed.state.timed_steps == 2 + 2  # steps 1, 2 before; 4, 5 after the resume
     assert resumed.state.train_seconds - before < 2.0
+
+
+def test_relobralo_balance_survives_a_logit_spread_beyond_exp_overflow():
+    """ReLoBRaLo's softmax is shifted by the largest logit, so a term whose loss grew by far
+    more than e^709 relative to its reference still gives finite weights (the closed form:
+    weight m on that term's balance, 0 on the others)."""
+    w = ReLoBRaLo(alpha=0.0, lookback=0.0, temperature=1.0)  # λ = λ_bal(t, t − 1)
+    state = w.init(["residual", "boundary", "data"])
+    state = w.update(state, 0, {"residual": 1.0, "boundary": 1.0, "data": 1.0}, lambda: {}, seed=0)
+    state = w.update(state, 1, {"residual": 1.0, "boundary": 2000.0, "data": 1.0}, lambda: {}, seed=0)
+    weights = state["weights"]
+    assert all(math.isfinite(v) for v in weights.values())
+    assert abs(weights["boundary"] - 3.0) < 1e-12 and weights["residual"] < 1e-300
