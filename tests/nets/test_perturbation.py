@@ -75,3 +75,19 @@ def test_the_centre_is_evaluated_once_per_point_from_the_pairs_first_layer(share
     values = Pointwise(fn)(p)
     assert seen == [2 * n * k, n]
     torch.testing.assert_close(values[:, 2], (x ** 2).sum(-1)[:, None].expand(n, k), rtol=0, atol=0)
+
+
+def test_scalar_noise_features_are_w_times_the_scaled_constant_vector():
+    """MLP's folded first layer for one noise value per point and sample, `(..., 1)`:
+    W(s⊙n) with n broadcast over every column, for any scale vector s (the estimator passes
+    only s = (0, …, 0, σ_t), where W[:, −1]·max(s) would agree)."""
+    from pinnlab.nets.mlp import _scaled_features
+
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    s = torch.tensor([0.1, 0.0, 0.3, 0.2], dtype=torch.float64)
+    noise = torch.randn(3, 2, 1, generator=g, dtype=torch.float64)
+    expected = (noise * s) @ w.T  # (3, 2, 4) offsets, then W
+    torch.testing.assert_close(_scaled_features(w, noise, s), expected, rtol=1e-12, atol=1e-12)
+    full = torch.randn(3, 2, 4, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(_scaled_features(w, full, s), (full * s) @ w.T, rtol=1e-12, atol=1e-12)
