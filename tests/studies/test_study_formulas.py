@@ -93,3 +93,32 @@ def test_split_gives_each_unbiased_draw_half_the_samples():
     # (the K/2-vs-K/2 ratio came out 0.75 at 100 replicates), so the threshold is loose: 1.4.
     ratio_double = records[("unbiased", 8)]["variance"] / records[("biased", 8)]["variance"]
     assert ratio_double > 1.4, ratio_double
+
+
+def test_the_unbiased_study_loss_multiplies_two_independent_draws():
+    """L̂ = mean R̂·R̂′ with R̂, R̂′ two consecutive draws of the generator, and L̂ biased =
+    mean R̂² of one draw (replayed exactly; the statistical tests cannot tell R̂·R̂ from
+    R̂·R̂′ at their replicate counts)."""
+    from pinnlab.equations import PoissonTwoBody
+    from pinnlab.estimators import SteinAntithetic
+    from pinnlab.nets import MLP
+    from pinnlab.studies.estimator_study import _Quantities
+
+    equation = PoissonTwoBody(3, seed=1)
+    net = MLP(3, width=8, depth=3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    params = dict(net.named_parameters())
+    x = equation.sample_collocation(6, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    quantities = _Quantities(equation, net, params, x)
+    estimator = SteinAntithetic(sigma=0.1, num_samples=4)
+
+    def draws(n):
+        generator = torch.Generator().manual_seed(5)
+        return [quantities._draw(params, estimator, generator, True, x) for _ in range(n)]
+
+    first, second = draws(2)
+    assert not torch.allclose(first, second)
+    loss, r = quantities.loss(params, estimator, torch.Generator().manual_seed(5), "unbiased")
+    torch.testing.assert_close(loss, (first * second).mean(), rtol=1e-14, atol=0)
+    torch.testing.assert_close(r, first, rtol=0, atol=0)
+    loss, r = quantities.loss(params, estimator, torch.Generator().manual_seed(5), "biased")
+    torch.testing.assert_close(loss, (first * first).mean(), rtol=1e-14, atol=0)
