@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from pinnlab.equations import PoissonTwoBody
+from pinnlab.estimators import SteinAntithetic
+from pinnlab.nets import MLP
 from pinnlab.studies.estimator_study import (
     EstimatorStudySpec,
     Moments,
+    _Quantities,
     _combine,
     _moments,
     projected_bias_test,
@@ -99,11 +103,6 @@ def test_the_unbiased_study_loss_multiplies_two_independent_draws():
     """L̂ = mean R̂·R̂′ with R̂, R̂′ two consecutive draws of the generator, and L̂ biased =
     mean R̂² of one draw (replayed exactly; the statistical tests cannot tell R̂·R̂ from
     R̂·R̂′ at their replicate counts)."""
-    from pinnlab.equations import PoissonTwoBody
-    from pinnlab.estimators import SteinAntithetic
-    from pinnlab.nets import MLP
-    from pinnlab.studies.estimator_study import _Quantities
-
     equation = PoissonTwoBody(3, seed=1)
     net = MLP(3, width=8, depth=3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     params = dict(net.named_parameters())

@@ -3,6 +3,7 @@ collocation-weight network is ≡ 1 at initialisation."""
 import torch
 
 from pinnlab import config as configuration
+from pinnlab._seeding import make_generator
 from pinnlab.solvers.evaluate import predict, relative_errors
 from pinnlab.tuning.setup import build_tuning
 
@@ -34,7 +35,6 @@ def test_reference_objective_is_the_squared_relative_l2_error(tmp_path):
     with torch.no_grad():
         value = float(setup.outer_loss(theta, setup.phi0))
     eq = setup.problem.equation
-    from pinnlab._seeding import make_generator
     spec = setup.config.tune.objective
     x = eq.sample_test(spec.points, generator=make_generator(spec.seed, "outer/points"), dtype=torch.float64)
     exact = eq.exact_values(x)

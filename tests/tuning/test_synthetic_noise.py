@@ -1,6 +1,7 @@
 """synthetic_observations: noise is relative to rms(u*), ε ~ N(0, (noise·rms u*)²)."""
 import torch
 
+from pinnlab._seeding import make_generator
 from pinnlab.equations import make_equation
 from pinnlab.io.observations import synthetic_observations
 
@@ -24,8 +25,6 @@ def test_noise_is_relative_to_the_rms_of_the_exact_values():
 def test_noise_scale_is_exactly_noise_times_rms():
     """Exact version: with the draw replayed from the same keyed generator, ε = noise·rms(u*)·z
     (distinguishes rms from e.g. mean |u*|, which differ by a few % here)."""
-    from pinnlab._seeding import make_generator
-
     eq = make_equation("black_scholes_barenblatt", 10, seed=0)
     x, u = synthetic_observations(eq, 500, noise=0.1, seed=7)
     g = make_generator(7, "observations", eq.name)
