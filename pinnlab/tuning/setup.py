@@ -24,7 +24,7 @@ from pinnlab.config import Config, ConfigError, build, clip_text, make_estimator
 from pinnlab.estimators import Autograd, SteinAntithetic
 from pinnlab.estimators.base import Value
 from pinnlab.losses import Hybrid
-from pinnlab.solvers import Constant, PINNProblem, make_train_step, resolve_device
+from pinnlab.solvers import Constant, DataLoss, PINNProblem, make_train_step, resolve_device
 from pinnlab.solvers.evaluate import reference_problem
 from pinnlab.solvers.problem import sampler_overrides
 
@@ -355,7 +355,11 @@ def build_tuning(config: Config) -> TuningSetup:
     device = resolve_device(kwargs["device"])
     dtype = kwargs["dtype"]
     tunables, collocation_net = make_tunables(config, problem, device, dtype)
-    observations = make_observations(config, problem.equation) if "data" in config.sections else None
+    observations = None
+    if "data" in config.sections:  # the observations a data term trains on, or read them now
+        trained = next((term for term in problem.extra_terms if isinstance(term, DataLoss)), None)
+        observations = ((trained.inputs, trained.values) if trained is not None
+                        else make_observations(config, problem.equation))
     to_hyperparams = hyperparameter_map(kwargs["hyperparams"], collocation_net)
     outer = make_outer_loss(config, problem, to_hyperparams, observations, device, dtype)
     optimizer = kwargs["optimizer"]

@@ -1227,3 +1227,24 @@ def test_an_observation_file_is_hashed_once_per_version(tmp_path, monkeypatch):
     assert first == real(data.read_bytes()).hexdigest()
     save_observations(data, torch.full((10, 3), 0.3, dtype=torch.float64), torch.zeros(10, dtype=torch.float64))
     assert configuration.file_digest(data) == real(data.read_bytes()).hexdigest() != first and len(made) == 2
+
+
+def test_an_observation_file_trained_on_is_read_once_by_build_tuning(tmp_path, monkeypatch):
+    """With data.train: true the data term and the outer objective take the same
+    observations: build_tuning read the file a second time for the objective (twice the
+    parsing, and two reads that could differ if the file changed between them)."""
+    import pinnlab.io.observations as observations
+
+    data = tmp_path / "obs.npz"
+    x = torch.full((10, 3), 0.2, dtype=torch.float64)
+    save_observations(data, x, x.sum(1))
+    reads = []
+    load = observations.load_observations
+    monkeypatch.setattr(observations, "load_observations", lambda *a, **k: reads.append(a) or load(*a, **k))
+    setup = build_tuning(configuration.load(_write(tmp_path), [f"data.source={data}", "data.train=true"]))
+    assert len(reads) == 1
+    term = next(t for t in setup.problem.extra_terms if t.name == "data")
+    assert setup.observations[0] is term.inputs and setup.observations[1] is term.values
+    reads.clear()
+    build_tuning(configuration.load(_write(tmp_path), [f"data.source={data}"]))  # objective only
+    assert len(reads) == 1
