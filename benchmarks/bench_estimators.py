@@ -18,8 +18,13 @@ skipped where a step would exceed a minute or ``MEMORY_LIMIT`` bytes (its cost i
 Hessian-vector products, whose graphs all stay alive for the backward pass: time and
 memory grow as D·(D + H/w), predicted from the largest d measured; ``autograd_growth``).
 
+Each worker calls :func:`pinnlab.configure_malloc` first, as the ``pinnlab`` commands do
+(``malloc: "pinnlab"`` in its record); ``--malloc default`` keeps glibc's defaults and
+``--malloc both`` times every cell both ways, one after the other, so the two can be
+compared in one run.
+
 Usage:
-    python benchmarks/bench_estimators.py [--quick] [--json PATH]
+    python benchmarks/bench_estimators.py [--quick] [--json PATH] [--malloc pinnlab|default|both]
 """
 
 from __future__ import annotations
@@ -140,6 +145,9 @@ def training_step(
 def worker(method: str, dim: int, reps: int) -> dict:
     import torch
 
+    import pinnlab
+
+    malloc = "pinnlab" if pinnlab.configure_malloc() else "default"
     torch.set_num_threads(int(os.environ.get("PINNLAB_BENCH_THREADS", "2")))
     step, params, state = training_step(method, dim)
     baseline = _peak_rss_bytes()
@@ -159,6 +167,7 @@ def worker(method: str, dim: int, reps: int) -> dict:
         "peak_bytes": max(0, _peak_rss_bytes() - baseline),
         "flops": step_flops(method, dim),
         "reps": reps,
+        "malloc": malloc,
     }
 
 
@@ -186,7 +195,10 @@ def autograd_skip(dim: int, seen: dict[int, tuple[float, int]]) -> str | None:
     return None
 
 
-def run(quick: bool) -> tuple[list[dict], float]:
+MALLOC_MODES = {"pinnlab": ("pinnlab",), "default": ("default",), "both": ("default", "pinnlab")}
+
+
+def run(quick: bool, malloc: str = "pinnlab") -> tuple[list[dict], float]:
     reps = 3 if quick else 10
     rate = gemm_rate()
     records = []
@@ -198,31 +210,35 @@ def run(quick: bool) -> tuple[list[dict], float]:
                 if reason:
                     print(f"skip autograd d={dim}: {reason}", file=sys.stderr)
                     continue
-            out = subprocess.run(
-                [sys.executable, __file__, "--worker", method, str(dim), str(reps if method != "autograd" else 1)],
-                capture_output=True, text=True, check=False,
-            )
-            if out.returncode != 0:
-                raise RuntimeError(f"{method} d={dim} failed:\n{out.stderr}")
-            record = json.loads(out.stdout.strip().splitlines()[-1])
-            record["floor_seconds"] = record["flops"] / rate
-            record["memory_method"] = "peak RSS increase of a fresh subprocess during the timed steps"
-            records.append(record)
-            if method == "autograd":
-                autograd_seen[dim] = (record["seconds_per_step"], record["peak_bytes"])
-            print(
-                f"{method:18s} d={dim:6d} {record['seconds_per_step']:8.3f} s/step "
-                f"peak +{record['peak_bytes'] / 2**20:7.1f} MB  floor {record['floor_seconds']:.3f} s",
-                file=sys.stderr,
-            )
+            for mode in MALLOC_MODES[malloc]:
+                env = {k: v for k, v in os.environ.items() if k != "PINNLAB_MALLOC"}
+                if mode == "default":
+                    env["PINNLAB_MALLOC"] = "default"
+                out = subprocess.run(
+                    [sys.executable, __file__, "--worker", method, str(dim), str(reps if method != "autograd" else 1)],
+                    capture_output=True, text=True, check=False, env=env,
+                )
+                if out.returncode != 0:
+                    raise RuntimeError(f"{method} d={dim} failed:\n{out.stderr}")
+                record = json.loads(out.stdout.strip().splitlines()[-1])
+                record["floor_seconds"] = record["flops"] / rate
+                record["memory_method"] = "peak RSS increase of a fresh subprocess during the timed steps"
+                records.append(record)
+                if method == "autograd":
+                    autograd_seen[dim] = (record["seconds_per_step"], record["peak_bytes"])
+                print(
+                    f"{method:18s} d={dim:6d} malloc {record['malloc']:7s} {record['seconds_per_step']:8.3f} s/step "
+                    f"peak +{record['peak_bytes'] / 2**20:7.1f} MB  floor {record['floor_seconds']:.3f} s",
+                    file=sys.stderr,
+                )
     return records, rate
 
 
 def table(records: list[dict]) -> str:
-    lines = ["| estimator | d | s/step | ×floor | peak MB |", "|---|---|---|---|---|"]
+    lines = ["| estimator | d | malloc | s/step | ×floor | peak MB |", "|---|---|---|---|---|---|"]
     for r in records:
         lines.append(
-            f"| {r['method']} | {r['dim']} | {r['seconds_per_step']:.3f} | "
+            f"| {r['method']} | {r['dim']} | {r['malloc']} | {r['seconds_per_step']:.3f} | "
             f"{r['seconds_per_step'] / r['floor_seconds']:.1f} | {r['peak_bytes'] / 2**20:.0f} |"
         )
     return "\n".join(lines)
@@ -232,6 +248,9 @@ def main(argv=None) -> int:
     parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 timed steps per cell")
     parser.add_argument("--json", metavar="PATH", help="write the records as a JSON list")
+    parser.add_argument("--malloc", choices=tuple(MALLOC_MODES), default="pinnlab",
+                        help="glibc malloc settings of the workers: pinnlab's (configure_malloc, as the pinnlab "
+                             "commands), glibc's defaults, or both, side by side (default: pinnlab)")
     parser.add_argument("--worker", nargs=3, metavar=("METHOD", "DIM", "REPS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:  # (the script's own subprocess; an unknown method ran as autograd)
@@ -244,13 +263,21 @@ def main(argv=None) -> int:
     if problem:
         print(f"error: --json {args.json}: {problem}", file=sys.stderr)
         return 2
-    records, rate = run(args.quick)
+    records, rate = run(args.quick, args.malloc)
     print(table(records))
-    by = {(r["method"], r["dim"]): r["seconds_per_step"] for r in records}
-    shared_ratio = by[("stein-shared", 10000)] / by[("stein-shared", 100)]
-    speedup = by[("stein-independent", 10000)] / by[("stein-shared", 10000)]
-    print(f"\nstein-shared d=1e4 / d=100: {shared_ratio:.2f} (target <= 2)")
-    print(f"stein-independent / stein-shared at d=1e4: {speedup:.1f} (target >= 10)")
+    for mode in dict.fromkeys(r["malloc"] for r in records):  # (no glibc: "default" rows only)
+        by = {(r["method"], r["dim"]): r["seconds_per_step"] for r in records if r["malloc"] == mode}
+        shared_ratio = by[("stein-shared", 10000)] / by[("stein-shared", 100)]
+        speedup = by[("stein-independent", 10000)] / by[("stein-shared", 10000)]
+        print(f"\nmalloc {mode}: stein-shared d=1e4 / d=100: {shared_ratio:.2f} (target <= 2)")
+        print(f"malloc {mode}: stein-independent / stein-shared at d=1e4: {speedup:.1f} (target >= 10)")
+    if args.malloc == "both":
+        pairs = {}
+        for r in records:
+            pairs.setdefault((r["method"], r["dim"]), {})[r["malloc"]] = r["seconds_per_step"]
+        for (method, dim), t in pairs.items():
+            if len(t) == 2:
+                print(f"{method} d={dim}: glibc defaults / pinnlab malloc = {t['default'] / t['pinnlab']:.2f}")
     print(f"machine float32 GEMM rate: {rate / 1e9:.1f} GFLOP/s")
     if args.json is not None:
         write_json(args.json, records)

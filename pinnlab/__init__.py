@@ -2,9 +2,11 @@
 
 Entry points: :func:`train` (solve a PDE), :func:`make_train_step` (the pure step the
 solver loops and the bilevel layer unrolls), :func:`hypergradient` (one hypergradient
-estimate through that step). Sub-packages: ``equations``, ``estimators``, ``losses``,
-``nets``, ``solvers``, ``bilevel``, ``tuning``, ``studies``, ``io``, ``plots`` (the last
-five, and ``hypergradient``, are imported on first use: ``plots`` needs matplotlib).
+estimate through that step), :func:`configure_malloc` (glibc settings that let a
+training process reuse its freed memory; the ``pinnlab`` commands set them).
+Sub-packages: ``equations``, ``estimators``, ``losses``, ``nets``, ``solvers``,
+``bilevel``, ``tuning``, ``studies``, ``io``, ``plots`` (the last five, and
+``hypergradient``, are imported on first use: ``plots`` needs matplotlib).
 Names starting with an underscore are not part of the public API.
 """
 
@@ -15,6 +17,7 @@ from pinnlab import estimators as estimators
 from pinnlab import losses as losses
 from pinnlab import nets as nets
 from pinnlab import solvers as solvers
+from pinnlab._malloc import configure_malloc as configure_malloc
 from pinnlab.solvers import PINNProblem as PINNProblem
 from pinnlab.solvers import TrainResult as TrainResult
 from pinnlab.solvers import make_train_step as make_train_step
@@ -39,6 +42,7 @@ __all__ = [
     "TrainResult",
     "__version__",
     "bilevel",
+    "configure_malloc",
     "equations",
     "estimators",
     "hypergradient",

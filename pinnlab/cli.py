@@ -509,6 +509,10 @@ def _run(args) -> int:
         raise UsageError(f"pinnlab {args.command} runs as one process, not under torchrun ({world} processes would "
                          "each do the same work and write the same output); only pinnlab tune spreads its "
                          "directions over processes")
+    if args.command in COMMAND_SIZE_SETTINGS:  # the commands that train: reuse freed memory across steps
+        from pinnlab._malloc import configure_malloc
+
+        configure_malloc()
     try:
         with _output_lock(args):
             return COMMANDS[args.command][1](args)

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from pinnlab._checks import check_integer
 from pinnlab._interrupts import STOPS
+from pinnlab._malloc import release_free_memory
 from pinnlab._typing import Params, tensor_leaves
 from pinnlab.losses.hybrid import Hybrid, PlateauState, SwitchOnPlateau
 from pinnlab.solvers.evaluate import Evaluation, evaluate, reference_problem, with_reference
@@ -211,6 +212,7 @@ def reset_peak_memory(device: torch.device) -> None:
         if torch.cuda.is_initialized():
             torch.cuda.reset_peak_memory_stats(device)
         return
+    release_free_memory()  # (what configure_malloc keeps for reuse is no part of the next peak)
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")

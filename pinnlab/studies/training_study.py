@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pinnlab import _malloc
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -227,11 +229,15 @@ def _refuse_repeated_cells(cells: list[Cell], configs: Mapping) -> None:
         seen[key] = cell
 
 
-def _leave_interrupts_to_the_parent() -> None:
+def _start_worker(malloc: bool) -> None:
     """A worker ignores Ctrl-C, which the terminal sends to every process of the group:
     each printed its own KeyboardInterrupt traceback under the parent's one line. The
-    parent stops the workers (``pool.terminate``) when it is interrupted."""
+    parent stops the workers (``pool.terminate``) when it is interrupted. A spawned
+    worker starts with glibc's defaults: it takes the parent's malloc settings
+    (:func:`~pinnlab._malloc.configure_malloc`) when the parent has them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if malloc:
+        _malloc.configure_malloc()
 
 
 def _run_cell_job(args):
@@ -300,7 +306,8 @@ def run_training_study(
         if workers <= 1:
             results = map(_run_cell_job, todo)
         else:
-            pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_leave_interrupts_to_the_parent)
+            pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_start_worker,
+                                                             initargs=(_malloc.configured,))
             results = pool.imap_unordered(_run_cell_job, todo)
         try:
             for output, metrics in results:

@@ -780,11 +780,12 @@ def test_training_study_starts_no_more_workers_than_cells(tmp_path, monkeypatch)
     cfg = tmp_path / "train.yaml"
     cfg.write_text(TINY_TRAINING.replace("STEPS", "2"))
     cells = expand_cells({"a": ["loss.kind=biased"]}, {"equation.dim": [3, 4]})
-    pools, jobs = [], []
+    pools, jobs, starts = [], [], []
 
     class InlinePool:  # runs the jobs here, records the size it was asked for
-        def __init__(self, size, initializer=None):  # (not run here: it would ignore Ctrl-C in pytest)
+        def __init__(self, size, initializer=None, initargs=()):  # (not run here: it would ignore Ctrl-C)
             pools.append(size)
+            starts.append((initializer, initargs))
 
         def imap_unordered(self, fn, todo):
             jobs.extend(todo)
@@ -801,6 +802,8 @@ def test_training_study_starts_no_more_workers_than_cells(tmp_path, monkeypatch)
     records = training_study.run_training_study(cfg, cells, tmp_path / "cells", workers=1000)
     assert pools == [2] and len(records) == 2
     assert [job[-1] for job in jobs] == [4, 4]  # 8 cores over the 2 cells
+    # each worker takes the parent's malloc settings (a spawned process starts with glibc's)
+    assert starts == [(training_study._start_worker, (training_study._malloc.configured,))]
     (tmp_path / "cells" / f"{cells[1].key}.h5").unlink()  # one cell left: runs in this process,
     jobs.clear()                                          # with the threads it had
     seen = []
