@@ -137,6 +137,11 @@ def cmd_solve(args) -> int:
         # (a tuning config solved as it is, the untuned baseline, keeps its data: for tune)
         raise UsageError("config error: data: the observations have no effect on a solve without "
                          "data.train: true (they feed tuning objectives); set it or remove data:")
+    # validation checks a tuning config's switch against its final solve (tune.final_steps);
+    # solved as it is, the run has trainer.steps
+    late = configuration.hybrid_never_switches(config.loss, config.trainer.steps, "trainer.steps")
+    if late:
+        raise UsageError(f"config error: {late}")
     output = Path(args.output)
     checkpoint = Path(str(output) + CHECKPOINT_SUFFIX)
     _output_checks(output, overwrite=args.overwrite, reads=run_inputs(args.config, config))

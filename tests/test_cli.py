@@ -528,3 +528,21 @@ def test_plot_tells_a_damaged_result_and_a_checkpoint_from_a_foreign_file(tmp_pa
         assert main(["plot", str(path), "-o", str(tmp_path / "figs")]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith(f"pinnlab: error: cannot plot: {str(path)!r} {expected}"), err
+
+
+def test_a_solve_of_a_tuning_config_refuses_a_switch_after_its_last_step(tmp_path, capsys):
+    """A tuning config solved as it is (the untuned baseline) runs trainer.steps steps;
+    with tune.final_steps set, validation checks the switch against the final solve only,
+    and the solve ran 4 steps with a switch at 45: exit 0, a UserWarning, and no unbiased
+    phase. Without final_steps the same config was refused; now both are, in one line."""
+    cfg = tmp_path / "tuning.yaml"
+    cfg.write_text("equation: {name: poisson_two_body, dim: 3, seed: 1}\nmodel: {width: 8, depth: 2}\n"
+                   "estimator: {kind: stein, sigma: 0.05, samples: 4}\nloss: {kind: hybrid, switch_step: 45}\n"
+                   "trainer: {steps: 4, eval_every: 4, test_points: 20, batch_size: 8}\n"
+                   "tune: {tunables: {sigma: {}}, final_steps: 50}\n")
+    expected = "loss.switch_step = 45: must be < trainer.steps (4), or the unbiased phase never starts"
+    for extra in ([], ["tune.final_steps=null"]):
+        _bad(tmp_path, ["solve", cfg, *extra, "-o", tmp_path / "r.h5"], expected, capsys)
+        assert not (tmp_path / "r.h5").exists()
+    assert _run(["solve", cfg, "trainer.steps=46", "trainer.eval_every=46", "-o", tmp_path / "r.h5",
+                 "--progress", "off"]) == 0
