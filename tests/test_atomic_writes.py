@@ -72,3 +72,15 @@ def test_strict_json_writes_booleans_as_booleans():
     text = strict_json({"ok": True, "flags": (False, True), "n": 3, "x": float("nan")})
     assert text == '{"ok": true, "flags": [false, true], "n": 3, "x": null}'
     assert json.loads(text)["ok"] is True
+
+
+def test_strict_json_keeps_the_type_of_numpy_and_torch_scalars():
+    """numpy bools and 0-d torch integers or bools became floats (true -> 1.0, 3 -> 3.0),
+    against the docstring's "numpy and 0-d torch numbers become Python ones"."""
+    import numpy as np
+    import torch
+
+    values = {"a": np.bool_(True), "b": torch.tensor(3), "c": torch.tensor(False), "d": np.int64(7),
+              "e": np.float32(0.5), "f": torch.tensor(float("nan")), "g": np.array(2)}
+    assert json.loads(strict_json(values)) == {"a": True, "b": 3, "c": False, "d": 7, "e": 0.5, "f": None, "g": 2}
+    assert strict_json({"b": torch.tensor(3)}) == '{"b": 3}'

@@ -132,6 +132,8 @@ def _finite_or_null(value):
         return [_finite_or_null(item) for item in value]
     if value is None or isinstance(value, (str, bool)):
         return value
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):  # numpy and 0-d torch scalars
+        return _finite_or_null(value.item())  # (np.bool_ and torch integers were written as 1.0, 3.0)
     if isinstance(value, numbers.Integral):
         return int(value)
     number = float(value)
