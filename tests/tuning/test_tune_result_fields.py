@@ -1,0 +1,90 @@
+"""The /tune group of a TUNE.h5 written by ``pinnlab tune`` with a search, checked
+against closed forms: the tried values in float64 exactly as drawn, the best trial as
+the tuned value, per-trial seconds and the total, the run's settings; and a joint fit,
+which keeps no checkpoint, restarts under --resume and records its coefficient's
+relative error (killed mutants: float32 storage, a dropped ``seconds`` dataset or
+attribute or error, a wrong setting recorded, a joint run sent to look for a checkpoint)."""
+
+from __future__ import annotations
+
+import math
+
+import h5py
+import numpy as np
+import pytest
+
+from pinnlab import config as configuration
+from pinnlab._seeding import derive_seed
+from pinnlab.cli import main
+
+SEARCH = """\
+equation: {name: poisson_two_body, dim: 3, seed: 1, constraint: soft}
+model: {width: 4, depth: 2}
+estimator: {kind: stein, sigma: 0.05, samples: 2, noise: shared, eval_samples: 2}
+loss: {kind: biased, weights: {boundary: 1.0e-2}}
+trainer: {steps: 2, lr: 1.0e-2, schedule: constant, batch_size: 4, eval_every: 2, test_points: 10, dtype: float64}
+tune:
+  method: random
+  tunables: {weights.boundary: {low: 1.0e-3, high: 1.0e+3}}
+  objective: {kind: reference, points: 8}
+  outer_steps: 3
+  trial_steps: 2
+"""
+
+JOINT = """\
+equation: {name: fokker_planck_aniso, dim: 2, seed: 0}
+model: {width: 4, depth: 2}
+estimator: {samples: 2, eval_samples: 2}
+trainer: {steps: 2, eval_every: 2, test_points: 10, batch_size: 4, schedule: constant}
+data: {source: synthetic, points: 10, noise: 0.01}
+tune:
+  method: joint
+  tunables: {coefficients.mu: {init: 0.0}}
+  objective: {kind: data, samples: 2}
+  outer_steps: 2
+  horizon: 2
+"""
+
+
+def _run(tmp_path, text, *extra):
+    cfg = tmp_path / "tune.yaml"
+    cfg.write_text(text)
+    out = tmp_path / "t.h5"
+    return main(["tune", str(cfg), "-o", str(out), "--progress", "off", *extra]), out
+
+
+def test_a_search_records_its_trials_in_float64_and_its_times(tmp_path):
+    code, out = _run(tmp_path, SEARCH)
+    assert code == 0
+    rng = np.random.default_rng(derive_seed(0, "random_search"))
+    drawn = np.array([math.exp(rng.uniform(math.log(1e-3), math.log(1e3))) for _ in range(3)])
+    with h5py.File(out) as fh:
+        tune = fh["tune"]
+        tried = tune["phi/weights.boundary"][...]
+        assert tried.dtype == np.float64
+        np.testing.assert_array_equal(tried, drawn)
+        values = tune["value"][...]
+        assert tune["tuned/weights.boundary"][()] == drawn[int(np.argmin(values))]
+        seconds = tune["seconds"][...]
+        assert seconds.shape == (3,) and (seconds > 0).all()
+        assert tune.attrs["seconds"] >= seconds.sum()  # the trials and the bookkeeping between them
+        assert (tune.attrs["method"], tune.attrs["objective"], tune.attrs["horizon"]) == ("random", "reference", 10)
+        assert tune.attrs["steps_done"] == 3
+        assert tune.attrs["final/weights.boundary"] == tune["tuned/weights.boundary"][()]
+
+
+def test_a_joint_fit_restarts_under_resume_and_records_its_coefficient_error(tmp_path, capsys):
+    """Joint fitting saves no checkpoint; --resume restarts it (it is not refused for a
+    missing OUT.h5.ckpt) and leaves no checkpoint behind. The file and the last line
+    give ‖μ − μ*‖/‖μ*‖ of the tuned μ against the instance's true drift."""
+    code, out = _run(tmp_path, JOINT, "--resume")
+    assert code == 0 and out.is_file()
+    assert not (tmp_path / "t.h5.ckpt").exists()
+    problem, _ = configuration.build(configuration.load(tmp_path / "tune.yaml"))
+    truth = problem.equation.coefficients["mu"].double().numpy()
+    with h5py.File(out) as fh:
+        tuned = fh["tune/tuned/coefficients.mu"][...]
+        recorded = fh["tune"].attrs["coefficient_rel_err/coefficients.mu"]
+    expected = np.linalg.norm(tuned - truth) / np.linalg.norm(truth)
+    assert recorded == pytest.approx(expected, rel=1e-12) and recorded > 0
+    assert f" coefficients.mu_rel_err={expected:.6e}" in capsys.readouterr().out.strip().splitlines()[-1]
