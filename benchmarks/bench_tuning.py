@@ -55,6 +55,9 @@ horizon against the primal unroll of the same steps (records {"kind": "cost",
 "problem", "method", "options", "horizon", "seconds", "ratio"}); ``fg2u_jvp`` there is
 fg2u with ``tangents: jvp`` (torch.func.jvp through the loop), for comparison.
 
+``--malloc default`` keeps glibc's malloc defaults; by default the process first calls
+:func:`pinnlab.configure_malloc`, as ``pinnlab tune`` does (the JSON's ``"malloc"``).
+
 ``--outer-steps N`` replaces equal wall-clock by equal inner steps: every tuner runs
 exactly N outer steps of horizon T (joint: N·T steps), the untuned baselines S + N·T
 steps, with no budget; random and optuna (trials, not outer steps) are recorded n/a.
@@ -405,6 +408,9 @@ def main() -> int:
                              "([FG2U] refine with a smaller rate; default: the same)")
     parser.add_argument("--costs", action="store_true",
                         help="only time one estimate of each hypergradient method against the primal unroll")
+    parser.add_argument("--malloc", choices=("pinnlab", "default"), default="pinnlab",
+                        help="glibc malloc settings: pinnlab's (configure_malloc, as pinnlab tune sets them) or "
+                             "glibc's defaults, as in the runs before 2026-12-05 (default: pinnlab)")
     args = parser.parse_args()
 
     budget = args.budget if args.budget is not None else (15.0 if args.quick else 120.0)
@@ -513,12 +519,16 @@ def main() -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    import pinnlab
+
+    malloc = "pinnlab" if args.malloc == "pinnlab" and pinnlab.configure_malloc() else "default"
+    print(f"malloc: {malloc}", file=sys.stderr)
     records = []
     if args.costs:
         for name in names:
             records += estimate_costs(name, specs[name], methods)
         if args.json:
-            write_json(args.json, {"quick": args.quick, "records": records})
+            write_json(args.json, {"quick": args.quick, "malloc": malloc, "records": records})
         return 0
     # One-off process warm-up (thread pools, allocator, lazy imports): the first probe of
     # a fresh process measured 8.3 ms per step where the run it sized took 5.5 ms.
@@ -566,7 +576,8 @@ def main() -> int:
         print(selection_markdown(chosen))
     if args.json:
         write_json(args.json, {"budget_seconds": budget, "outer_steps": args.outer_steps, "quick": args.quick,
-                               "repeats": args.repeats, "select": args.select, "records": records})
+                               "repeats": args.repeats, "select": args.select, "malloc": malloc,
+                               "records": records})
     return 0
 
 
