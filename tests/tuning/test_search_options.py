@@ -11,6 +11,8 @@ from pinnlab.cli import main
 from pinnlab.tuning.run import check_method
 from pinnlab.tuning.setup import build_tuning
 
+from .micro_configs import JOINT_MU as COEFFICIENT
+
 WEIGHT = """\
 equation: {name: poisson_two_body, dim: 3, seed: 1, constraint: soft}
 model: {width: 4, depth: 2}
@@ -22,19 +24,6 @@ tune:
   method: fg2u
   options: {num_directions: 1}
   tunables: {weights.boundary: {}}
-  objective: {kind: data, samples: 2}
-  outer_steps: 2
-  horizon: 2
-"""
-COEFFICIENT = """\
-equation: {name: fokker_planck_aniso, dim: 2, seed: 0}
-model: {width: 4, depth: 2}
-estimator: {samples: 2, eval_samples: 2}
-trainer: {steps: 2, eval_every: 2, test_points: 10, batch_size: 4, schedule: constant}
-data: {source: synthetic, points: 10, noise: 0.01}
-tune:
-  method: joint
-  tunables: {coefficients.mu: {init: 0.0}}
   objective: {kind: data, samples: 2}
   outer_steps: 2
   horizon: 2

@@ -12,21 +12,7 @@ from pinnlab.cli import main
 from pinnlab.tuning.run import check_method
 from pinnlab.tuning.setup import build_tuning
 
-TINY = """\
-equation: {name: poisson_two_body, dim: 3, seed: 1, constraint: soft}
-model: {width: 4, depth: 2}
-estimator: {kind: stein, sigma: 0.05, samples: 2, noise: shared, eval_samples: 2}
-loss: {kind: biased, weights: {boundary: 1.0e-2}}
-trainer: {steps: 4, lr: 1.0e-2, schedule: constant, batch_size: 4, eval_every: 2, test_points: 10, dtype: float64}
-data: {source: synthetic, points: 10, noise: 0.01, seed: 0}
-tune:
-  method: fg2u
-  options: {num_directions: 1}
-  tunables: {weights.boundary: {}}
-  objective: {kind: data, samples: 2}
-  outer_steps: 3
-  horizon: 2
-"""
+from .micro_configs import WEIGHT_FG2U as TINY
 
 INVERSE = """\
 equation: {name: fokker_planck_aniso, dim: 2, seed: 0}

@@ -17,6 +17,8 @@ from pinnlab import config as configuration
 from pinnlab._seeding import derive_seed
 from pinnlab.cli import main
 
+from .micro_configs import JOINT_MU as JOINT
+
 SEARCH = """\
 equation: {name: poisson_two_body, dim: 3, seed: 1, constraint: soft}
 model: {width: 4, depth: 2}
@@ -31,19 +33,6 @@ tune:
   trial_steps: 2
 """
 
-JOINT = """\
-equation: {name: fokker_planck_aniso, dim: 2, seed: 0}
-model: {width: 4, depth: 2}
-estimator: {samples: 2, eval_samples: 2}
-trainer: {steps: 2, eval_every: 2, test_points: 10, batch_size: 4, schedule: constant}
-data: {source: synthetic, points: 10, noise: 0.01}
-tune:
-  method: joint
-  tunables: {coefficients.mu: {init: 0.0}}
-  objective: {kind: data, samples: 2}
-  outer_steps: 2
-  horizon: 2
-"""
 
 
 def _run(tmp_path, text, *extra):
