@@ -52,18 +52,17 @@ def configure_malloc(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int =
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    done = bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(mallopt(_M_TRIM_THRESHOLD,
-                                                                                int(trim_threshold)))
+    done = bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold)) and mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)))
     configured = configured or done
     return done
 
 
 def release_free_memory() -> bool:
     """Give the heap's free memory back to the system (``malloc_trim(0)``) where
-    :func:`configure_malloc` keeps it; returns whether any was released. For a memory peak measured
-    afresh (:func:`~pinnlab.solvers.loop.reset_peak_memory`): the up to 1 GiB an earlier
-    run left free in the heap would count in the next run's resident set, and a small
-    study cell after a large one reported the large one's peak."""
+    :func:`configure_malloc` keeps it; returns whether any was released. For a memory
+    peak measured afresh (:func:`~pinnlab.solvers.loop.reset_peak_memory`): the up to
+    1 GiB an earlier run left free in the heap counted in the next run's resident set,
+    and a small study cell after a large one reported the large one's peak."""
     if not configured:
         return False
     return bool(ctypes.CDLL(None).malloc_trim(0))
