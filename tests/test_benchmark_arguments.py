@@ -70,6 +70,8 @@ ROOT = Path(__file__).resolve().parents[1]
     ("bench_estimators.py", ["--worker", "bogus", "10", "1"], "--worker bogus 10 1: a method of stein-shared"),
     ("bench_stein_memory.py", ["--worker", "shared", "abc"], "--worker shared abc: a noise of independent"),
     ("bench_hypergrad.py", ["--worker", "bogus", "10", "x"], "invalid literal for int()"),
+    ("bench_step_breakdown.py", ["--quick", "--dim", "0"], "--dim 0: must be >= 1"),
+    ("bench_step_breakdown.py", ["--quick", "--method", "bogus"], "argument --method: invalid choice: 'bogus'"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(tmp_path, script, args, expected):
     out = tmp_path / "out.json"
@@ -85,6 +87,7 @@ def test_bad_arguments_are_one_line_and_exit_2(tmp_path, script, args, expected)
     ("bench_tuning.py", ["--quick", "--problems", "b", "--methods", "fg2u"]),
     ("bench_horizon_bias.py", ["--quick"]),
     ("bench_hypergrad.py", ["--quick"]),
+    ("bench_step_breakdown.py", ["--quick"]),
 ])
 @pytest.mark.parametrize("where, expected", [("missing/out.json", "does not exist"), (".", "is a directory")])
 def test_unwritable_json_path_is_refused_before_the_run(tmp_path, script, args, where, expected):
@@ -99,7 +102,7 @@ def test_unwritable_json_path_is_refused_before_the_run(tmp_path, script, args, 
 
 
 @pytest.mark.parametrize("script", ["bench_tuning.py", "bench_horizon_bias.py", "bench_hypergrad.py",
-                                    "bench_estimators.py", "bench_stein_memory.py"])
+                                    "bench_estimators.py", "bench_stein_memory.py", "bench_step_breakdown.py"])
 def test_a_json_path_that_would_lose_something_is_refused(tmp_path, script):
     """`--json ""` ran and wrote nothing (exit 0); `DIR/` of a missing directory passed and
     the results were lost at the end ('.../newdir/.tmp'); a config as PATH was replaced by
@@ -220,3 +223,24 @@ def test_then_runs_each_hypergradient_method_both_ways_in_one_run(monkeypatch, c
     assert calls == [("a", "default", None), ("a", "trgu", None), ("a", "trgu", ("fg2u", 3)),
                      ("c", "default", None), ("c", "trgu", None), ("c", "trgu", ("fg2u", 4))]
     assert "| trgu → fg2u | **5.00e-01** | **5.00e-01** |" in capsys.readouterr().out  # (ties are all bold)
+
+
+def test_the_step_breakdown_sums_its_operators(tmp_path):
+    """bench_step_breakdown's record: the operators' seconds add up to its total, the
+    matrix products' total is the sum of exactly the matmul operators, the calls are per
+    step (the same whole number every step), and the malloc setting is recorded."""
+    out = tmp_path / "bd.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_step_breakdown.py"), "--quick", "--dim",
+                          "3", "--method", "stein-independent", "--json", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    record = json.loads(out.read_text())
+    ops, calls = record["ops"], record["calls"]
+    assert record["timed_ops_seconds"] == pytest.approx(sum(ops.values()), rel=1e-12)
+    matmuls = [name for name in ops if name in ("mm", "addmm", "bmm", "matmul", "baddbmm")]
+    assert "mm" in matmuls and record["matmul_seconds"] == pytest.approx(sum(ops[n] for n in matmuls), rel=1e-12)
+    assert record["matmul_seconds"] < record["timed_ops_seconds"]
+    assert set(calls) == set(ops) and all(float(c).is_integer() and c >= 1 for c in calls.values())
+    assert calls["tanh"] == 6  # (3 hidden tanh layers, f(x ± δ) and f(x) apart)
+    assert record["malloc"] in ("pinnlab", "default") and record["method"] == "stein-independent"
+    assert 0 < record["floor_seconds"] and 0 < record["step_seconds"]
