@@ -21,6 +21,7 @@ Usage:
 from __future__ import annotations
 
 import collections
+import os
 import sys
 import time
 
@@ -89,7 +90,7 @@ def main(argv=None) -> int:
     import pinnlab
 
     malloc = "pinnlab" if args.malloc == "pinnlab" and pinnlab.configure_malloc() else "default"
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("PINNLAB_BENCH_THREADS", "2")))  # (as bench_estimators' workers)
     record = {**breakdown(args.method, args.dim, 3 if args.quick else 10), "malloc": malloc}
     step, matmul, floor = record["step_seconds"], record["matmul_seconds"], record["floor_seconds"]
     print(f"{args.method} d={args.dim} malloc {malloc}: {step * 1e3:.1f} ms per step "
