@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,24 +18,18 @@ from pinnlab.cli import main
 linux_glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or not os.confstr("CS_GNU_LIBC_VERSION"),
                                  reason="glibc only")
 
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
 STEP_FAULTS = """
-import json, resource, torch
+import json, resource, sys, torch
 import pinnlab
-from pinnlab.equations import AllenCahnTwoBody
-from pinnlab.estimators import SteinAntithetic
-from pinnlab.losses import Biased
-from pinnlab.nets import MLP
-from pinnlab.solvers import Adam, PINNProblem, make_train_step
 
 configured = pinnlab.configure_malloc()
+sys.path.insert(0, sys.argv[1])
+from bench_estimators import training_step  # the benchmarked step: N = 100, K = 128, 4x128 MLP
+
 torch.set_num_threads(1)
-problem = PINNProblem(AllenCahnTwoBody(100, seed=1),
-                      MLP(100, width=128, depth=4, generator=torch.Generator().manual_seed(0)),
-                      SteinAntithetic(sigma=1e-2, num_samples=128, noise="shared"), Biased(), batch_size=100)
-optimizer = Adam(1e-3)
-params = problem.init_params()
-state = optimizer.init(params)
-step = make_train_step(problem, optimizer, seed=0)
+step, params, state = training_step("stein-shared", 100)
 faults = []
 for i in range(7):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -46,8 +41,8 @@ print(json.dumps({"configured": configured, "faults": faults[2:]}))
 
 def _step_faults(**env) -> dict:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "PINNLAB_MALLOC"}
-    out = subprocess.run([sys.executable, "-c", STEP_FAULTS], capture_output=True, text=True, check=True,
-                         env={**environment, **env})
+    out = subprocess.run([sys.executable, "-c", STEP_FAULTS, str(BENCHMARKS)], capture_output=True, text=True,
+                         check=True, env={**environment, **env})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
