@@ -536,6 +536,17 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             if isinstance(spec, dict) and f"tune.tunables.{name}.init" not in overridden \
                     and f"tune.tunables.{name}" not in overridden and "tune.tunables" not in overridden:
                 spec.pop("init", None)
+    if "tune.method" in overridden and isinstance(tune, dict) and tune.get("method") not in SEARCHES \
+            and isinstance(tunables, dict):
+        from pinnlab.tuning.setup import default_transform
+
+        for name, spec in tunables.items():  # a search's range of a tunable stepped without bounds goes
+            if (isinstance(spec, dict) and isinstance(name, str)
+                    and (spec.get("transform") or default_transform(name)) in ("log", "identity")
+                    and f"tune.tunables.{name}" not in overridden and "tune.tunables" not in overridden):
+                for key in ("low", "high"):
+                    if f"tune.tunables.{name}.{key}" not in overridden:
+                        spec.pop(key, None)
     if ("tune.outer_optimizer" in overridden and isinstance(tune, dict) and tune.get("outer_optimizer") == "sgd"
             and "tune.outer_betas" not in overridden):  # (Adam's β; refused with SGD)
         tune.pop("outer_betas", None)
@@ -1000,8 +1011,9 @@ FLOAT32_MAX = 3.4028234663852886e38
 
 def _check_tune(config: Config) -> None:
     """``tune:`` settings the tuning would ignore or misread: ``low``/``high`` of a log-scale
-    tunable when no search draws from them (a hypergradient method or joint fitting steps
-    log φ without bounds; only a logit transform and a search read them), ``init``,
+    or identity-transform tunable when no search draws from them (a hypergradient method or
+    joint fitting steps log φ, or φ itself, without bounds; only a logit transform and a
+    search read them), ``init``,
     ``transform``, ``low`` or ``high`` of the collocation_weight network (its parameters
     start from its seeded initialisation and are stepped as they are; no search or joint
     fit takes it), and a method's flag that is not a boolean (``distributed: abc`` was
@@ -1022,11 +1034,12 @@ def _check_tune(config: Config) -> None:
             raise ConfigError(f"tune.tunables.{name}.init: has no effect with tune.method = {tune.method!r}, which "
                               "draws every trial from [low, high] (init is where a hypergradient method or joint "
                               "fitting starts); remove it")
-        log = (spec.transform or default_transform(name)) == "log"
+        transform = spec.transform or default_transform(name)
         given = [key for key in ("low", "high") if getattr(spec, key) is not None]
-        if log and given and tune.method not in SEARCHES:
+        if transform in ("log", "identity") and given and tune.method not in SEARCHES:
+            stepped = f"log {name}" if transform == "log" else name
             raise ConfigError(f"tune.tunables.{name}.{given[0]}: has no effect with tune.method = {tune.method!r}, "
-                              f"which steps log {name} without bounds (low/high bound a logit transform and the "
+                              f"which steps {stepped} without bounds (low/high bound a logit transform and the "
                               f"range that {' and '.join(SEARCHES)} search); remove it")
     if config.trainer.dtype == "float32":  # φ and its optimiser live in the run's dtype
         given = {f"tune.tunables.{name}.{key}": getattr(spec, key) for name, spec in tune.tunables.items()

@@ -172,8 +172,12 @@ def test_every_configuration_bench_tuning_runs_is_valid(monkeypatch, quick):
                         checked += 1
                 elif method != "joint" or name == "b":
                     for budget in (15.0, None) if method not in ("random", "optuna") else (15.0,):
-                        bench_tuning.tuner_config(name, data, method, budget)
+                        config = bench_tuning.tuner_config(name, data, method, budget)
                         checked += 1
+                        if name == "b":  # the searches' μ range (the config's own is the default init ± 2)
+                            mu = config.tune.tunables["coefficients.mu"]
+                            searched = method in ("random", "optuna")
+                            assert (mu.low, mu.high) == ((-2.0, 4.0) if searched else (None, None))
     assert checked > 100
 
 

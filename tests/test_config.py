@@ -568,6 +568,23 @@ def test_a_search_refuses_an_init_and_an_override_to_one_drops_the_configs():
     assert C.validate(C.apply_overrides(data, ["tune.method=rgu"])).tune.tunables["mix"].init == 0.5
 
 
+def test_an_override_to_a_hypergradient_method_drops_the_configs_search_ranges():
+    """The other way round: a search's range of a log or identity tunable (refused with a
+    method that steps it without bounds) goes with an override tune.method=rgu; a logit
+    tunable's bounds stay (they bound its transform), and so do bounds given as overrides
+    (then refused)."""
+    data = {**BASE, "loss": {"kind": "hybrid", "switch_step": 5},
+            "tune": {"method": "random", "tunables": {"weights.residual": {"low": 0.1, "high": 10.0},
+                                                      "mix": {"low": 0.2, "high": 0.8}}}}
+    config = C.validate(C.apply_overrides(data, ["tune.method=rgu"]))
+    weight, mix = config.tune.tunables["weights.residual"], config.tune.tunables["mix"]
+    assert (weight.low, weight.high, mix.low, mix.high) == (None, None, 0.2, 0.8)
+    assert C.validate(C.apply_overrides(data, ["tune.method=optuna"])).tune.tunables["weights.residual"].high == 10.0
+    with pytest.raises(C.ConfigError, match=r"^tune.tunables.weights.residual.low: has no effect with "
+                                            r"tune.method = 'rgu', which steps log weights.residual without bounds"):
+        C.validate(C.apply_overrides(data, ["tune.method=rgu", "tune.tunables.weights.residual.low=0.5"]))
+
+
 def test_an_override_to_sgd_drops_the_configs_adam_betas():
     """As ``trainer.schedule=linear`` drops gamma: tune.outer_optimizer=sgd on a config with
     outer_betas was refused ("β belongs to outer_optimizer: adam")."""

@@ -14,6 +14,7 @@ import yaml
 
 from pinnlab import config as C
 from pinnlab.cli import main
+from tests.tuning.micro_configs import JOINT_MU
 from tests.tuning.test_search_options import WEIGHT
 
 TUNE = WEIGHT  # the smallest fg2u weight-tuning config
@@ -51,6 +52,14 @@ REFUSED = {
     "high of a log sigma with rgu": ("tune", TUNE, ["tune.method=rgu", "tune.options={}", "tune.tunables={sigma: "
                                                     "{high: 0.5}}"],
                                      "tune.tunables.sigma.high: has no effect with tune.method = 'rgu'"),
+    # (an identity coefficient's bounds neither bounded a hypergradient step nor joint fitting)
+    "low of an identity coefficient with rgu": ("tune", JOINT_MU, ["tune.method=rgu", "tune.tunables={coefficients.mu: "
+                                                                   "{init: 0.0, low: -1.0}}"],
+                                                "tune.tunables.coefficients.mu.low: has no effect with tune.method = "
+                                                "'rgu', which steps coefficients.mu without bounds"),
+    "high of an identity coefficient with joint": ("tune", JOINT_MU.replace("{init: 0.0}", "{init: 0.0, high: 3.0}"),
+                                                   [], "tune.tunables.coefficients.mu.high: has no effect with "
+                                                   "tune.method = 'joint'"),
     "distributed not a boolean": ("tune", TUNE, ["tune.options.distributed=abc"],
                                   "tune.options.distributed = 'abc': must be true or false"),
     "then distributed not a boolean": ("tune", TUNE, ["tune.outer_steps=3", "tune.method=rgu", "tune.options={}",
@@ -165,6 +174,12 @@ def test_the_same_settings_where_they_act_are_accepted(tmp_path, overrides):
     text = TUNE.replace("source: synthetic, points: 10, noise: 0.01", "source: OBS")
     config = C.load(_config(tmp_path, text), overrides)
     assert C.validate(yaml.safe_load(config.to_yaml())).resolved() == config.resolved()
+
+
+def test_a_coefficients_search_range_is_accepted_with_a_search(tmp_path):
+    """The bounds refused with rgu and joint fitting above are the range a search draws μ from."""
+    config = C.load(_config(tmp_path, JOINT_MU), [*SEARCH, "tune.tunables={coefficients.mu: {low: -1.0, high: 3.0}}"])
+    assert (config.tune.tunables["coefficients.mu"].low, config.tune.tunables["coefficients.mu"].high) == (-1.0, 3.0)
 
 
 def test_defaults_of_the_data_section_are_left_out_for_a_file(tmp_path):

@@ -25,7 +25,8 @@ class TunableSpec(_Spec):
     ``init`` defaults to the config's own value (loss weight, σ, lr) or, for PDE
     coefficients, to zeros; ``transform`` defaults to ``log`` for positive quantities,
     ``logit`` for the mix and ``identity`` for coefficients. ``low``/``high`` bound a
-    logit transform and give the range searched by the random and TPE baselines.
+    logit transform and give the range searched by the random and TPE baselines (given
+    for a log or identity transform with any other method, they are refused).
     ``per_coordinate`` (σ only) tunes one σ per input coordinate. ``width``/``depth``
     size the collocation-weighting network (``collocation_weight`` only).
     """
