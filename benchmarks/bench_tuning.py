@@ -182,6 +182,7 @@ def untuned_config(data: dict, method: str, steps: int):
 def tuner_config(name: str, data: dict, method: str, budget: float | None):
     """The validated config of a tuner (a search, joint fitting or a hypergradient method)."""
     from pinnlab import config as configuration
+    from pinnlab.tuning.spec import uses_seed
 
     size = sum(1 if not isinstance(v.get("init"), list) else len(v["init"])
                for v in data["tune"]["tunables"].values())
@@ -193,12 +194,14 @@ def tuner_config(name: str, data: dict, method: str, budget: float | None):
     # (and validation refuses where they would be ignored), go, as an override of tune.method drops them
     data = {**data, "tune": {k: v for k, v in data["tune"].items()
                              if not configuration.has_no_effect(f"tune.{k}", "tune.method", method)}}
+    then = data["tune"].get("then")
+    if not uses_seed(method, then["method"] if then else None, data["tune"]["tunables"]):
+        data["tune"].pop("seed", None)  # (the repeat's direction seed: nothing of this method's is random)
     if method in configuration.SEARCHES:  # (they draw every trial from [low, high]: an init is refused)
         data["tune"]["tunables"] = {k: {**{key: x for key, x in v.items() if key != "init"},
                                         **SEARCH_RANGES.get(name, {}).get(k, {})}
                                     for k, v in data["tune"]["tunables"].items()}
-    if data["tune"].get("then"):  # --then: the second phase with its method's benchmark options
-        then = data["tune"]["then"]
+    if then:  # --then: the second phase with its method's benchmark options
         extra["tune__then"] = {**then, "options": BILEVEL_OPTIONS[then["method"]](size)}
     return configuration.validate(_with(data, tune__method=method, tune__options=options,
                                         tune__budget_seconds=budget, tune__final_init="continue", **extra))

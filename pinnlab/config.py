@@ -290,6 +290,8 @@ class Config:
             _walk(out, parent).pop(name)
         if self.trainer.backend == "deepxde":  # (which refuses estimator settings)
             out.pop("estimator")
+        if "tune" in out and not self.tune.seeded:  # (refused where nothing of the tuning is random)
+            out["tune"].pop("seed")
         equation = out.get("equation")
         if equation is not None and equation.get("module", 0) is None:  # (no user module: as before it existed)
             del equation["module"]
@@ -547,6 +549,15 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
                 for key in ("low", "high"):
                     if f"tune.tunables.{name}.{key}" not in overridden:
                         spec.pop(key, None)
+    if (any(o == key or o.startswith(f"{key}.") for o in overridden for key in ("tune.method", "tune.then",
+                                                                                  "tune.tunables"))
+            and isinstance(tune, dict) and "tune.seed" not in overridden):
+        from pinnlab.tuning.spec import uses_seed
+
+        then = tune.get("then")
+        if not uses_seed(tune.get("method", "fg2u"), then.get("method") if isinstance(then, dict) else None,
+                         tunables if isinstance(tunables, dict) else {}):
+            tune.pop("seed", None)  # (the config's seed for the directions or draws of the method it had)
     if ("tune.outer_optimizer" in overridden and isinstance(tune, dict) and tune.get("outer_optimizer") == "sgd"
             and "tune.outer_betas" not in overridden):  # (Adam's β; refused with SGD)
         tune.pop("outer_betas", None)
@@ -1041,6 +1052,12 @@ def _check_tune(config: Config) -> None:
             raise ConfigError(f"tune.tunables.{name}.{given[0]}: has no effect with tune.method = {tune.method!r}, "
                               f"which steps {stepped} without bounds (low/high bound a logit transform and the "
                               f"range that {' and '.join(SEARCHES)} search); remove it")
+    if "seed" in tune.model_fields_set and not tune.seeded:
+        raise ConfigError(f"tune.seed: has no effect with tune.method = {tune.method!r}"
+                          + (f" and tune.then.method = {tune.then.method!r}" if tune.then is not None else "")
+                          + f" (it seeds the directions of fg2u and zo_fg2u, the draws of random and optuna and "
+                          f"the {COLLOCATION} network; the training's noise and points follow trainer.seed); "
+                          "remove it")
     if config.trainer.dtype == "float32":  # φ and its optimiser live in the run's dtype
         given = {f"tune.tunables.{name}.{key}": getattr(spec, key) for name, spec in tune.tunables.items()
                  for key in ("init", "low", "high")}

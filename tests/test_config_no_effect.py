@@ -60,6 +60,15 @@ REFUSED = {
     "high of an identity coefficient with joint": ("tune", JOINT_MU.replace("{init: 0.0}", "{init: 0.0, high: 3.0}"),
                                                    [], "tune.tunables.coefficients.mu.high: has no effect with "
                                                    "tune.method = 'joint'"),
+    # (rgu's and joint fitting's runs were the same whatever the seed)
+    "tune.seed with rgu": ("tune", TUNE, ["tune.method=rgu", "tune.options={}", "tune.seed=3"],
+                           "tune.seed: has no effect with tune.method = 'rgu' (it seeds the directions"),
+    "tune.seed with trgu then hessian_free": ("tune", TUNE, ["tune.method=trgu", "tune.options={}", "tune.outer_steps=3",
+                                                             "tune.then={method: hessian_free, after: 1}",
+                                                             "tune.seed=0"],
+                                              "tune.seed: has no effect with tune.method = 'trgu' and "
+                                              "tune.then.method = 'hessian_free'"),
+    "tune.seed with joint": ("tune", JOINT_MU, ["tune.seed=1"], "tune.seed: has no effect with tune.method = 'joint'"),
     "distributed not a boolean": ("tune", TUNE, ["tune.options.distributed=abc"],
                                   "tune.options.distributed = 'abc': must be true or false"),
     "then distributed not a boolean": ("tune", TUNE, ["tune.outer_steps=3", "tune.method=rgu", "tune.options={}",
@@ -174,6 +183,33 @@ def test_the_same_settings_where_they_act_are_accepted(tmp_path, overrides):
     text = TUNE.replace("source: synthetic, points: 10, noise: 0.01", "source: OBS")
     config = C.load(_config(tmp_path, text), overrides)
     assert C.validate(yaml.safe_load(config.to_yaml())).resolved() == config.resolved()
+
+
+@pytest.mark.parametrize("overrides", [
+    [],  # fg2u's directions
+    ["tune.method=zo_fg2u"],
+    SEARCH,
+    ["tune.method=rgu", "tune.options={}", "tune.outer_steps=3", "tune.then={method: fg2u, after: 1}"],
+    ["tune.method=rgu", "tune.options={}", "tune.tunables={collocation_weight: {}}"],  # its initialisation
+])
+def test_tune_seed_is_accepted_where_something_of_the_tuning_is_random(tmp_path, overrides):
+    config = C.load(_config(tmp_path, TUNE), [*overrides, "tune.seed=5"])
+    assert config.tune.seed == 5 and config.resolved()["tune"]["seed"] == 5
+    assert C.validate(config.resolved()).resolved() == config.resolved()
+
+
+def test_an_override_to_an_unseeded_method_drops_the_configs_tune_seed(tmp_path):
+    """A config's seed for fg2u's directions goes with tune.method=rgu (and the resolved
+    config, what a result file records, leaves it out and validates back), stays with
+    tune.method=random, and given as an override itself is refused."""
+    path = _config(tmp_path, TUNE.replace("outer_steps: 2", "outer_steps: 2\n  seed: 4"))
+    assert C.load(path).tune.seed == 4 and C.load(path, SEARCH).tune.seed == 4
+    config = C.load(path, ["tune.method=rgu", "tune.options={}"])
+    assert "seed" not in config.tune.model_fields_set and "seed" not in config.resolved()["tune"]
+    assert C.validate(config.resolved()).resolved() == config.resolved()
+    assert C.load(path, ["tune.method=rgu", "tune.options={}", "tune.then={method: fg2u, after: 1}"]).tune.seed == 4
+    with pytest.raises(C.ConfigError, match=r"^tune\.seed: has no effect with tune\.method = 'cg'"):
+        C.load(path, ["tune.method=cg", "tune.options={}", "tune.seed=4"])
 
 
 def test_a_coefficients_search_range_is_accepted_with_a_search(tmp_path):

@@ -27,8 +27,8 @@ from pinnlab.losses import Hybrid
 from pinnlab.solvers import Constant, DataLoss, PINNProblem, make_train_step, resolve_device
 from pinnlab.solvers.evaluate import reference_problem
 from pinnlab.solvers.problem import sampler_overrides
+from pinnlab.tuning.spec import COLLOCATION
 
-COLLOCATION = "collocation_weight"
 WEIGHT_RANGE = (1e-3, 1e3)
 SIGMA_RANGE = (1e-3, 1.0)
 LR_RANGE = (1e-5, 1e-1)

@@ -14,6 +14,19 @@ Beta = Annotated[Float, Field(ge=0, lt=1)]
 SEARCH_METHODS = ("random", "optuna", "joint")
 """Baselines run by the same harness as the bilevel methods."""
 
+COLLOCATION = "collocation_weight"
+"""The tunable collocation-weighting network w_φ(x)."""
+
+SEEDED = ("fg2u", "zo_fg2u", "random", "optuna")
+"""Tuning methods that draw at random (directions, trials), seeded by ``tune.seed``."""
+
+
+def uses_seed(method: str, then: str | None, tunables) -> bool:
+    """Whether ``tune.seed`` acts for these methods (first phase, second phase or None)
+    and tunable names: a method of :data:`SEEDED`, or the collocation_weight network's
+    initialisation."""
+    return method in SEEDED or then in SEEDED or COLLOCATION in tunables
+
 
 class _Spec(BaseModel):
     model_config = SECTION_CONFIG
@@ -103,7 +116,9 @@ class TuneSection(_Spec):
     hypergradient method, the best trial of a search, the jointly fitted θ) instead of
     the initialisation, so the tuning time also counts as training. ``inner: deepxde`` tunes
     DeepXDE's training as a black box (``loss_weights`` and ``lr``; ``zo_fg2u``, random
-    or optuna).
+    or optuna). ``seed`` seeds what is random in the tuning itself: fg2u's and zo_fg2u's
+    directions (in either phase), the searches' draws and the collocation_weight network's
+    initialisation; the inner training's noise and points follow ``trainer.seed``.
     """
 
     method: str = "fg2u"
@@ -125,6 +140,12 @@ class TuneSection(_Spec):
     checkpoint_every: Int = Field(1, ge=0)
     seed: Seed = 0
     inner: Literal["pinnlab", "deepxde"] = "pinnlab"
+
+    @property
+    def seeded(self) -> bool:
+        """Whether ``seed`` acts: a method in either phase draws at random (:data:`SEEDED`)
+        or the collocation_weight network is tuned (its initialisation)."""
+        return uses_seed(self.method, self.then.method if self.then is not None else None, self.tunables)
 
     def outer_optimizer_for(self, params):
         """The configured outer optimiser over the tensors ``params`` (a torch.optim
