@@ -102,7 +102,8 @@ def plot_estimator_study(path: Path, outdir: Path) -> list[Path]:
             var = np.array([r["variance"] for r in sel])
             var_err = 2 * np.nan_to_num(np.array([r.get("variance_se", np.nan) for r in sel], float))
             fit = _fit_band(ax_var, ks, var, color)
-            ax_var.errorbar(ks, var, yerr=np.minimum(var_err, 0.999 * var), capsize=3, **style)
+            # (clipped below only, to stay on the log axis: the upper bar is the full 2 SE)
+            ax_var.errorbar(ks, var, yerr=np.stack([np.minimum(var_err, 0.999 * var), var_err]), capsize=3, **style)
             # legend entries are the series' filled marker, whatever was drawn
             ax_var.plot([], [], **style, label=label + (f" (slope {fit[0]:.2f} ± {fit[1]:.2f})" if fit else ""))
             # one rule for the points, the fit and the label: the bias is distinguishable
