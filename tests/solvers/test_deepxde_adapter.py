@@ -212,7 +212,9 @@ def test_deepxde_steps_per_second_leaves_out_the_first_step_as_pinnlab_does(monk
     """The timer started before `compile`, so DeepXDE's one-off costs counted as training
     (it/s = 227 in the progress line against steps_per_second = 51.4 in the result of a
     40-step run). A 2 s pause in the first step (its resampling callback) is now not
-    timed: 20 steps give more than 10 steps/s, which the pause alone kept them under."""
+    timed: the 19 steps after it take at most the run's wall-clock time less the pause
+    (a bound, not a speed threshold: it holds on any machine, and with the pause timed
+    it fails unless compiling and the first step took more than the pause)."""
     pytest.importorskip("deepxde")
     import time
 
@@ -231,4 +233,4 @@ def test_deepxde_steps_per_second_leaves_out_the_first_step_as_pinnlab_does(monk
     result = solve_with_deepxde(PoissonTwoBody(3, seed=1), steps=20, width=8, depth=2, batch_size=8,
                                 test_points=10)
     assert len(calls) == 20 and result.stats["wall_s"] > 2.0
-    assert result.stats["steps_per_second"] > 10, result.stats
+    assert result.stats["steps_per_second"] >= 19 / (result.stats["wall_s"] - 2.0), result.stats
