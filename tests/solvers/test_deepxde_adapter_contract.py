@@ -73,20 +73,24 @@ def test_derivative_queries_are_answered_exactly():
         torch.testing.assert_close(got.detach(), want, rtol=1e-12, atol=1e-12)
 
 
+def _recorded(monkeypatch, equation, sampler: str) -> list:
+    """The points every call of ``equation``'s ``sampler`` returns, in order."""
+    draws, sample = [], getattr(equation, sampler)
+
+    def recorded(n, *, generator, dtype=torch.float32):
+        draws.append(sample(n, generator=generator, dtype=dtype))
+        return draws[-1]
+
+    monkeypatch.setattr(equation, sampler, recorded)
+    return draws
+
+
 def test_each_step_trains_on_a_fresh_batch_of_the_equations_own_sampler(monkeypatch):
     """pinnlab's protocol: batch_size collocation points per draw, draw k from the
     generator (seed, "deepxde", k), a new draw for every step (DeepXDE's resampler
     with period 1); never the boundary point count, never one draw repeated."""
     equation = PoissonTwoBody(3, seed=1)
-    draws = []
-    sample = equation.sample_collocation
-
-    def recorded(n, *, generator, dtype=torch.float32):
-        points = sample(n, generator=generator, dtype=dtype)
-        draws.append(points)
-        return points
-
-    monkeypatch.setattr(equation, "sample_collocation", recorded)
+    sample, draws = equation.sample_collocation, _recorded(monkeypatch, equation, "sample_collocation")
     steps = 4
     _solve(equation, steps=steps, batch_size=16, boundary_points=24, test_points=50, seed=7)
     draws = [points for points in draws if len(points) != 50]  # (the seeded test set draws from it too)
@@ -102,15 +106,7 @@ def test_a_soft_constraint_fits_the_boundary_draw_of_the_runs_seed(monkeypatch):
     """The PointSetBC's points are boundary_points draws of the equation's boundary
     sampler from the generator (seed, "deepxde", "boundary"): another seed, other points."""
     equation = PoissonTwoBody(3, seed=1, constraint="soft")
-    draws = []
-    sample = equation.sample_boundary
-
-    def recorded(n, *, generator, dtype=torch.float32):
-        points = sample(n, generator=generator, dtype=dtype)
-        draws.append(points)
-        return points
-
-    monkeypatch.setattr(equation, "sample_boundary", recorded)
+    sample, draws = equation.sample_boundary, _recorded(monkeypatch, equation, "sample_boundary")
     _solve(equation, steps=1, boundary_points=24, seed=7)
     expected = sample(24, generator=make_generator(7, "deepxde", "boundary"), dtype=torch.float64)
     assert len(draws) == 1
