@@ -540,7 +540,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
                 spec.pop("init", None)
     if "tune.method" in overridden and isinstance(tune, dict) and tune.get("method") not in SEARCHES \
             and isinstance(tunables, dict):
-        from pinnlab.tuning.setup import default_transform
+        from pinnlab.tuning.spec import default_transform
 
         for name, spec in tunables.items():  # a search's range of a tunable stepped without bounds goes
             if (isinstance(spec, dict) and isinstance(name, str)
@@ -1029,7 +1029,7 @@ def _check_tune(config: Config) -> None:
     start from its seeded initialisation and are stepped as they are; no search or joint
     fit takes it), and a method's flag that is not a boolean (``distributed: abc`` was
     read as true)."""
-    from pinnlab.tuning.setup import COLLOCATION, default_transform
+    from pinnlab.tuning.spec import COLLOCATION, default_transform
 
     tune = config.tune
     for name, spec in tune.tunables.items():

@@ -27,26 +27,11 @@ from pinnlab.losses import Hybrid
 from pinnlab.solvers import Constant, DataLoss, PINNProblem, make_train_step, resolve_device
 from pinnlab.solvers.evaluate import reference_problem
 from pinnlab.solvers.problem import sampler_overrides
-from pinnlab.tuning.spec import COLLOCATION
+from pinnlab.tuning.spec import COLLOCATION, default_transform
 
 WEIGHT_RANGE = (1e-3, 1e3)
 SIGMA_RANGE = (1e-3, 1.0)
 LR_RANGE = (1e-5, 1e-1)
-
-DEFAULT_TRANSFORMS = {"weights.": "log", "sigma": "log", "lr": "log", "mix": "logit", "coefficients.": "identity"}
-"""The transform of a tunable whose spec gives none, by name (a key ending in ``.`` by
-prefix): log keeps loss weights, σ and lr positive, logit the mix within [low, high], and
-PDE coefficients are unconstrained. The collocation_weight network has none: its
-parameters are stepped as they are. (Config validation reads it too.)"""
-
-
-def default_transform(name: str) -> str | None:
-    """The :data:`DEFAULT_TRANSFORMS` entry of tunable ``name``, or None."""
-    for key, kind in DEFAULT_TRANSFORMS.items():
-        if name == key or (key.endswith(".") and name.startswith(key)):
-            return kind
-    return None
-
 
 @dataclass(frozen=True)
 class Tunable:

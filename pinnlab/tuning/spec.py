@@ -17,6 +17,21 @@ SEARCH_METHODS = ("random", "optuna", "joint")
 COLLOCATION = "collocation_weight"
 """The tunable collocation-weighting network w_φ(x)."""
 
+DEFAULT_TRANSFORMS = {"weights.": "log", "sigma": "log", "lr": "log", "mix": "logit", "coefficients.": "identity"}
+"""The transform of a tunable whose spec gives none, by name (a key ending in ``.`` by
+prefix): log keeps loss weights, σ and lr positive, logit the mix within [low, high], and
+PDE coefficients are unconstrained. The collocation_weight network has none: its
+parameters are stepped as they are. (Config validation reads it too.)"""
+
+
+def default_transform(name: str) -> str | None:
+    """The :data:`DEFAULT_TRANSFORMS` entry of tunable ``name``, or None."""
+    for key, kind in DEFAULT_TRANSFORMS.items():
+        if name == key or (key.endswith(".") and name.startswith(key)):
+            return kind
+    return None
+
+
 SEEDED = ("fg2u", "zo_fg2u", "random", "optuna")
 """Tuning methods that draw at random (directions, trials), seeded by ``tune.seed``."""
 
