@@ -17,35 +17,15 @@ from pinnlab._seeding import derive_seed
 from pinnlab.tuning.search import joint_fit, search, train_trial, trial_objective
 from pinnlab.tuning.setup import build_tuning
 
-TINY = """\
-equation: {name: poisson_two_body, dim: 3, seed: 1, constraint: soft}
-model: {width: 4, depth: 2}
-estimator: {kind: stein, sigma: 0.05, samples: 2, noise: shared, eval_samples: 2}
-loss: {kind: biased, weights: {boundary: 1.0e-2}}
-trainer: {steps: 2, lr: 1.0e-2, schedule: constant, batch_size: 4, eval_every: 2, test_points: 10, dtype: float64}
-data: {source: synthetic, points: 10, noise: 0.01, seed: 0}
-tune:
-  method: random
-  tunables: {weights.boundary: {}}
-  objective: {kind: data, samples: 2}
-  outer_steps: 5
-  horizon: 2
-"""
+from .micro_configs import JOINT_MU, WEIGHT_FG2U
 
+TINY = (WEIGHT_FG2U.replace("method: fg2u\n  options: {num_directions: 1}", "method: random")
+        .replace("steps: 4,", "steps: 2,").replace("outer_steps: 3", "outer_steps: 5"))
+"""Random search over a soft Poisson problem's boundary weight, 5 trials of 2 steps."""
 
-COEFFICIENT = """\
-equation: {name: fokker_planck_aniso, dim: 2, seed: 0}
-model: {width: 4, depth: 2}
-estimator: {samples: 2, eval_samples: 2}
-trainer: {steps: 2, eval_every: 2, test_points: 10, batch_size: 4, schedule: constant, dtype: float64}
-data: {source: synthetic, points: 10, noise: 0.01}
-tune:
-  method: random
-  tunables: {coefficients.mu: {}}
-  objective: {kind: data, samples: 2}
-  outer_steps: 5
-  horizon: 2
-"""
+COEFFICIENT = (JOINT_MU.replace("method: joint", "method: random").replace("{init: 0.0}", "{}")
+               .replace("outer_steps: 2", "outer_steps: 5").replace("schedule: constant}", "schedule: constant, dtype: float64}"))
+"""Random search over fokker_planck_aniso's drift μ (d = 2), in float64."""
 
 
 def _setup(tmp_path, *overrides, text=TINY):
