@@ -220,3 +220,30 @@ def test_the_final_solve_trains_with_the_tuned_lr_and_weights_for_final_steps(tm
     assert final_solve(setup, outcome, progress="off")[0] == "result"
     assert calls[0]["steps"] == 11
     assert calls[0]["lr"] == pytest.approx(7e-3) and calls[0]["loss_weights"] == pytest.approx([1.0, 0.25])
+
+
+@pytest.mark.parametrize("constraint", ["hard", "soft"])
+def test_the_residual_is_of_the_networks_output_as_it_is(monkeypatch, constraint):
+    """The residual DeepXDE trains on is the PDE's residual of the output it is given: the
+    output transform already applied a hard constraint's ansatz, so the residual must not
+    apply it again. With the exact solution as the output the residual is 0 (float64
+    rounding), for the hard and the soft variant of the equation (the residual of the
+    ansatz applied to u again is not: the hard case fails with it)."""
+    from pinnlab.solvers import deepxde_adapter
+
+    dde = deepxde_adapter.import_deepxde()
+    captured = []
+
+    def stop(geometry, pde, *args, **kwargs):
+        captured.append(pde)
+        raise RuntimeError("captured")
+
+    monkeypatch.setattr(dde.data, "PDE", stop)
+    equation = PoissonTwoBody(4, seed=1, constraint=constraint)
+    with pytest.raises(RuntimeError, match="captured"):
+        _solve(equation)
+    x = equation.sample_collocation(16, generator=make_generator(5, "test"), dtype=torch.float64)
+    x.requires_grad_(True)
+    residual = captured[0](x, equation.exact(x)[:, None])
+    assert residual.shape == (16, 1)
+    torch.testing.assert_close(residual.detach(), torch.zeros(16, 1, dtype=torch.float64), rtol=0, atol=1e-10)
