@@ -28,7 +28,7 @@ Usage:
 Measured (full size, defaults; 43 minutes here with the test suite running alongside):
 at a network warmed up for 1000 steps the T = 10 hypergradient is ≈ 0 (|∂h/∂log σ| ≤ 3.5e-5,
 within 2 SE) for σ in [0.01, 0.05] and +1.4e-2 at 0.2, against +0.06 at σ = 0.5; h_200 is
-lowest at σ = 0.1 (see the README's tuning section).
+lowest at σ = 0.1 (benchmarks/TUNING.md, "Full size").
 """
 
 from __future__ import annotations

@@ -344,7 +344,7 @@ SGD_LR = {"a": 1.0, "b": 0.01, "c": 1.0}
 Adam learning rate over the hypergradient norm of the first outer steps (rgu, quick sizes,
 held-out seed: (a) 0.002–6 on log w, (b) about 25 on μ ∈ ℝ²⁰, (c) 0.12–0.2 on (log σ,
 logit mix)). Adam's per-coordinate steps ignore the hypergradient's direction within φ;
-on (b) that decides the ranking (README, "Tuning PINNs automatically")."""
+on (b) that decides the ranking (benchmarks/TUNING.md, "Plain SGD as the outer optimiser")."""
 
 
 def selection_grid(data: dict, method: str, sgd_lr: float | None = None) -> list[dict]:

@@ -68,7 +68,7 @@ class TwoPhase:
 
     Phase II refines Phase I's φ as a new run would: the meta optimizer's state (Adam's
     moments and step count) is cleared at the switch. Carried over, moments measured on
-    Phase I's estimates mis-scaled Phase II's steps (README, "Tuning benchmark": the
+    Phase I's estimates mis-scaled Phase II's steps (benchmarks/TUNING.md, "The two-phase schedule": the
     two-phase rows with and without the reset).
     ``then_lr``: the meta optimizer's learning rate from the switch on (every parameter
     group; default: unchanged). [FG2U] refine the cheap Phase I's φ with a smaller
