@@ -1032,6 +1032,8 @@ def _check_tune(config: Config) -> None:
     from pinnlab.tuning.spec import COLLOCATION, default_transform
 
     tune = config.tune
+    if tune.method == "optuna" and importlib.util.find_spec("optuna") is None:  # before any work, as deepxde
+        raise ConfigError("tune.method = 'optuna': needs the optional dependency: pip install 'pinnlab[optuna]'")
     for name, spec in tune.tunables.items():
         if name == COLLOCATION:
             given = [key for key in ("init", "transform", "low", "high") if getattr(spec, key) is not None]

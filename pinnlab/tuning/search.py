@@ -119,13 +119,7 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
     rng = np.random.default_rng(derive_seed(tune.seed, "random_search"))
     study = None
     if sampler == "optuna":
-        try:
-            import optuna
-        except ImportError:
-            from pinnlab.config import ConfigError
-
-            raise ConfigError("tune.method = 'optuna': needs the optional dependency "
-                              "(pip install 'pinnlab[optuna]')") from None
+        import optuna  # (installed: the config's validation refuses optuna without it)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(direction="minimize", sampler=_tpe(tune.seed, len(done)))
         for params, value in done:

@@ -104,3 +104,22 @@ def test_a_refusal_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "needs tune.warm_start: true" in err[0], err
     assert not out.exists()
+
+
+def test_optuna_not_installed_is_one_line_and_exit_2_before_any_work(tmp_path, capsys, monkeypatch):
+    """Without optuna, `tune.method=optuna` is refused when the config is read (as
+    `trainer.backend: deepxde` without deepxde): exit 2, one line naming the extra, no
+    result file. The check sat in the search itself, after the set-up, and reached the
+    command as a traceback with exit 1."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "optuna" else real(name, *a))
+    path = tmp_path / "tune.yaml"
+    path.write_text(TINY)
+    out = tmp_path / "t.h5"
+    code = main(["tune", str(path), "tune.method=optuna", "tune.options={}", "-o", str(out), "--progress", "off"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "tune.method = 'optuna': needs the optional dependency: pip install 'pinnlab[optuna]'" in err[0]
+    assert not out.exists() and not list(tmp_path.glob("t.h5*"))
