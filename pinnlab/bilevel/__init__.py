@@ -1,5 +1,7 @@
 """Hypergradients through unrolled inner training: (FG)²U and the classical baselines."""
 
+import inspect
+
 from pinnlab.bilevel.adapters import from_inner_loss as from_inner_loss
 from pinnlab.bilevel.adapters import from_train_step as from_train_step
 from pinnlab.bilevel.base import AbstractHypergradient as AbstractHypergradient
@@ -48,9 +50,15 @@ METHODS = {
 
 
 def make_method(name: str, **options):
-    """Construct a hypergradient method by name, e.g. ``make_method("fg2u", num_directions=8)``."""
+    """Construct a hypergradient method by name, e.g. ``make_method("fg2u", num_directions=8)``;
+    an option the method does not take is refused with the list of those it takes."""
     if name not in METHODS:
         raise ValueError(f"unknown hypergradient method {name!r}; choose one of {', '.join(METHODS)}")
+    accepted = tuple(inspect.signature(METHODS[name]).parameters)
+    unknown = [key for key in options if key not in accepted]
+    if unknown:
+        allowed = f"allowed: {', '.join(accepted)}" if accepted else "it takes none"
+        raise ValueError(f"unknown option {unknown[0]!r} of {name} ({allowed})")
     return METHODS[name](**options)
 
 

@@ -123,3 +123,21 @@ def test_optuna_not_installed_is_one_line_and_exit_2_before_any_work(tmp_path, c
     assert code == 2 and len(err) == 1, err
     assert "tune.method = 'optuna': needs the optional dependency: pip install 'pinnlab[optuna]'" in err[0]
     assert not out.exists() and not list(tmp_path.glob("t.h5*"))
+
+
+@pytest.mark.parametrize("method, option, allowed", [
+    ("fg2u", "bogus", "(allowed: num_directions, kind, chunk_size, distributed, tangents)"),
+    ("rgu", "steps", "(it takes none)"),
+    ("neumann", "iters", "(allowed: iterations, alpha)"),
+])
+def test_an_unknown_method_option_names_the_methods_options(tmp_path, capsys, method, option, allowed):
+    """`tune.options.bogus=1` said only `ForwardGradientUnroll.__init__() got an unexpected
+    keyword argument 'bogus'` (Python's words, no list of what the method takes); now the
+    line names the option and the method's options, exit 2."""
+    path = tmp_path / "tune.yaml"
+    path.write_text(TINY)
+    code = main(["tune", str(path), f"tune.method={method}", "tune.options={}", f"tune.options.{option}=1",
+                 "-o", str(tmp_path / "t.h5"), "--progress", "off"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert f"tune.method = {method!r}: unknown option {option!r} of {method} {allowed}" in err[0], err[0]
