@@ -86,3 +86,20 @@ def test_leftovers_that_are_not_overrides_are_one_line(tmp_path, capsys, argv, e
     assert len(err.splitlines()) == 1 and expected in err, err
     assert "Traceback" not in err
     assert not out.exists()
+
+
+def test_a_mapping_value_replaces_the_mapping_and_overrides_apply_in_order(tmp_path):
+    """The documented rule (README, "Configs"): a value in braces replaces the whole mapping
+    at its key (the config's own entries and earlier overrides of it go: the model's width
+    and depth fall back to their defaults), a dotted key changes one entry, and overrides
+    apply in order."""
+    path = tmp_path / "c.yaml"
+    path.write_text(TINY)
+    default = configuration.ModelSection()
+    replaced = configuration.load(path, ["model.width=8", "model={activation: sin}"]).model
+    assert (replaced.width, replaced.depth, replaced.activation) == (default.width, default.depth, "sin")
+    assert (default.width, default.depth) != (16, 3)  # (so the replacement shows)
+    then_one = configuration.load(path, ["model={activation: sin}", "model.width=8"]).model
+    assert (then_one.width, then_one.depth, then_one.activation) == (8, default.depth, "sin")
+    dotted = configuration.load(path, ["model.activation=sin"]).model
+    assert (dotted.width, dotted.depth, dotted.activation) == (16, 3, "sin")
