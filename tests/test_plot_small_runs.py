@@ -67,7 +67,7 @@ def _curves(ax) -> dict:
 def test_a_one_step_solve_draws_its_loss_as_markers(tmp_path, figures):
     _plot_curves(_solve_file(tmp_path / "one.h5", [464.3]), tmp_path)
     curves = _curves(figures["curves.png"].axes[0])
-    assert set(curves) == {"loss per step", "moving average (1 steps)"}
+    assert set(curves) == {"loss per step"}  # (no "moving average (1 steps)": the same curve again)
     for line in curves.values():
         assert list(line.get_xdata()) == [1] and np.isfinite(line.get_ydata()).all()
         assert _marked(line) == [0]
@@ -92,9 +92,12 @@ def test_a_cell_stopped_after_one_step_is_drawn_in_the_loss_curves(tmp_path, fig
     assert _marked(curves["ok"]) == []
 
 
-def test_both_figures_mark_the_switch_at_the_first_unbiased_step(tmp_path, figures):
-    """mix[i] is step i + 1's: with the mix reaching 1 at index 3 the switch is at step 4,
-    where the curves draw that step's loss, in the solve and the training-study figure."""
+def test_both_figures_mark_the_switch_before_the_first_unbiased_step(tmp_path, figures):
+    """mix[i] is step i + 1's: with the mix reaching 1 at index 3 the first unbiased step is
+    step 4, where the curves draw that step's loss, and the switch is marked between steps 3
+    and 4, "after step 3" as loss.switch_step = 3 and /final's switch_step count it (the
+    label said "step 4" where the config said 3), in the solve and the training-study
+    figure."""
     mix = [0.0, 0.3, 0.7, 1.0, 1.0, 1.0]
     loss = [5.0, 4.0, 3.0, 2.0, 1.5, 1.0]
     _plot_curves(_solve_file(tmp_path / "hybrid.h5", loss, mix), tmp_path)
@@ -102,13 +105,13 @@ def test_both_figures_mark_the_switch_at_the_first_unbiased_step(tmp_path, figur
     for name in ("curves.png", "training_loss_curves.png"):
         ax = figures[name].axes[0]
         switches = [line for line in ax.lines if line.get_linestyle() == "--"]
-        assert [list(line.get_xdata()) for line in switches] == [[4, 4]], name
+        assert [list(line.get_xdata()) for line in switches] == [[3.5, 3.5]], name
         curve = next(line for line in ax.lines if line.get_linestyle() == "-")
         assert curve.get_xdata()[3] == 4 and curve.get_ydata()[3] == loss[3], name
     # the solve figure names the switch in each panel's legend, not in a text that a
     # legend in the upper corner covered
     for ax in figures["curves.png"].axes:
-        assert "switch to unbiased (step 4)" in [t.get_text() for t in ax.get_legend().get_texts()]
+        assert "switch to unbiased after step 3" in [t.get_text() for t in ax.get_legend().get_texts()]
         assert not ax.texts
 
 

@@ -110,7 +110,7 @@ def test_the_switch_is_where_the_mix_first_reaches_one_and_absent_when_unbiased_
     _draw(solve_plots.plot_curves, _solve_file(tmp_path / "r.h5", loss=loss, mix=[0, 0.25, 0.5, 0.75, 1, 1, 1, 1]),
           tmp_path)
     switches = [line for line in figures["curves.png"].axes[0].lines if line.get_linestyle() == "--"]
-    assert [list(line.get_xdata()) for line in switches] == [[5, 5]]
+    assert [list(line.get_xdata()) for line in switches] == [[4.5, 4.5]]  # after step 4, before step 5
     _draw(solve_plots.plot_curves, _solve_file(tmp_path / "u.h5", loss=loss, mix=np.ones(8)), tmp_path)
     for ax in figures["curves.png"].axes:
         assert not [line for line in ax.lines if line.get_linestyle() == "--"]

@@ -101,11 +101,12 @@ def plot_curves(fh, outdir: Path) -> Path:
     average = _moving_average(loss, window)  # of the signed loss: it estimates the expected loss
     signed = bool((loss <= 0).any() or (average <= 0).any())
     bars = "|" if signed else ""
-    ax_loss.semilogy(steps, np.abs(loss), color="0.75", lw=0.6, label=f"{bars}loss{bars} per step",
-                     **_lone_points(np.abs(loss), log=True, ms=5))
-    ax_loss.semilogy(steps, np.abs(average), color="C0", lw=1.6,
-                     label=f"{bars}moving average{bars} ({window} steps)",
-                     **_lone_points(np.abs(average), log=True))
+    ax_loss.semilogy(steps, np.abs(loss), color="0.75" if window > 1 else "C0", lw=0.6,
+                     label=f"{bars}loss{bars} per step", **_lone_points(np.abs(loss), log=True, ms=5))
+    if window > 1:  # (fewer than 100 steps: an "average" of one step would be the same curve again)
+        ax_loss.semilogy(steps, np.abs(average), color="C0", lw=1.6,
+                         label=f"{bars}moving average{bars} ({window} steps)",
+                         **_lone_points(np.abs(average), log=True))
     negative = loss < 0
     if negative.any():
         ax_loss.semilogy(steps[negative], -loss[negative], "v", color="C3", ms=3, ls="none",
@@ -130,7 +131,9 @@ def plot_curves(fh, outdir: Path) -> Path:
     switched = np.flatnonzero(mix >= 1)
     if len(switched) and switched[0] > 0:
         for ax in (ax_loss, ax_err):  # in the legend: a text at the top ran into a legend placed there
-            ax.axvline(switched[0] + 1, color="k", ls="--", lw=1, label=f"switch to unbiased (step {switched[0] + 1})")
+            # between the last step before the switch and the first after it; numbered as
+            # loss.switch_step and /final's switch_step count (the steps before the switch)
+            ax.axvline(switched[0] + 0.5, color="k", ls="--", lw=1, label=f"switch to unbiased after step {switched[0]}")
     for ax in (ax_loss, ax_err):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)

@@ -214,7 +214,7 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
     fig = Figure(figsize=(6 * len(groups), 4.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(groups)))
     for ax, group in zip(axes, groups):
-        drawn = []
+        drawn, windows = [], set()
         for (variant, _), cell in (x for x in shown.items() if x[0][1] == group):
             file = cell_dir / f"{cell['key']}.h5"
             if not file.exists():
@@ -232,6 +232,7 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
                 damaged.append(file.name)
                 continue
             window = max(1, len(loss) // 50)
+            windows.add(window)
             smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
             # smooth[i] averages steps i + 1 … i + window (1-based) and is drawn at the last
             ax.plot(np.arange(len(smooth)) + window, smooth, color=color[variant], label=variant,
@@ -239,9 +240,13 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
             drawn.append(smooth)
             switched = np.flatnonzero(mix >= 1)
             if len(switched) and switched[0] > 0:  # mix[i] is step i + 1's, as in plot_curves
-                ax.axvline(switched[0] + 1, color=color[variant], ls="--", lw=1)
+                ax.axvline(switched[0] + 0.5, color=color[variant], ls="--", lw=1)  # (as in the solve figure)
         scale = _scale_loss_axis(ax, np.concatenate(drawn) if drawn else np.array([]))
-        ylabel = "training loss (moving average; symlog)" if scale == "symlog" else "training loss (moving average)"
+        # (a run of fewer than 100 steps is drawn as it is: no average to name)
+        averaged = sorted(w for w in windows if w > 1)
+        notes = ([f"moving average of {averaged[0]} steps" if len(averaged) == 1 else "moving average of 1/50 of the steps"]
+                 if averaged else []) + (["symlog"] if scale == "symlog" else [])
+        ylabel = "training loss" + (f" ({'; '.join(notes)})" if notes else "")
         ax.set(xlabel="step", ylabel=ylabel,
                title=f"{columns} = {_label(group)}" if columns else "all cells")
         ax.grid(True, which="both", alpha=0.3)

@@ -166,7 +166,7 @@ def test_a_column_starting_at_zero_gets_evenly_spaced_places_on_a_linear_axis(tm
 def test_the_loss_curve_is_the_first_seeds_moving_average_at_the_last_step_it_averages(tmp_path, figures):
     """200 steps: a window of 200 // 50 = 4 steps, the average of steps i + 1 … i + 4 drawn
     at step i + 4; the second seed of the same variant and column is not drawn, and the
-    switch is marked at the first step whose mix is 1."""
+    switch is marked just before the first step whose mix is 1 (after step 50)."""
     path = tmp_path / "t.h5"
     first = np.arange(1.0, 201.0) ** 2
     mix = (np.arange(200) >= 50).astype(float)  # step 51 is the first unbiased one
@@ -179,7 +179,7 @@ def test_the_loss_curve_is_the_first_seeds_moving_average_at_the_last_step_it_av
     expected = [first[i:i + 4].mean() for i in range(197)]
     assert curve.get_ydata() == pytest.approx(expected)
     (switch,) = [line for line in ax.lines if line.get_linestyle() == "--"]
-    assert list(switch.get_xdata()) == [51, 51]
+    assert list(switch.get_xdata()) == [50.5, 50.5]
 
 
 def test_a_run_unbiased_from_its_first_step_has_no_switch_mark(tmp_path, figures):
@@ -203,3 +203,15 @@ def test_a_cell_file_replaced_since_the_study_is_not_drawn(tmp_path, figures):
     studies.plot_training_study(path, tmp_path)
     ax = figures["training_loss_curves.png"].axes[0]
     assert [line.get_label() for line in ax.lines] == ["a"]
+
+
+@pytest.mark.parametrize("steps, ylabel", [(200, "training loss (moving average of 4 steps)"),
+                                           (60, "training loss")])
+def test_the_loss_axis_names_the_average_it_draws(tmp_path, figures, steps, ylabel):
+    """The axis said "moving average" also for runs under 100 steps, where the window is one
+    step and each step's loss is drawn as it is; now it names the window, or none."""
+    path = tmp_path / "t.h5"
+    loss = np.arange(1.0, steps + 1.0)
+    _training_file(path, [("a", 4.0, 0.1, loss, 0 * loss)], [("a", 4.0, 0.1, 0.0)])
+    studies.plot_training_study(path, tmp_path)
+    assert figures["training_loss_curves.png"].axes[0].get_ylabel() == ylabel
