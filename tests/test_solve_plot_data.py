@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import h5py
 import numpy as np
+import pytest
 from matplotlib.colors import to_rgba
 
 from pinnlab.plots import solve as solve_plots
@@ -296,3 +297,15 @@ def test_plot_prints_the_path_of_every_figure_it_wrote(tmp_path, capsys):
     out = tmp_path / "figs"
     assert main(["plot", str(path), "-o", str(out)]) == 0
     assert capsys.readouterr().out.splitlines() == [str(out / "curves.png"), str(out / "slice.png")]
+
+
+def test_the_slice_axes_have_at_most_five_ticks(tmp_path, figures):
+    """On a [-1, 1]² slice matplotlib's default put nine ticks (−1.00, −0.75, …) on each
+    axis, whose labels ran together on the 5-inch panels; now −1, −0.5, 0, 0.5, 1."""
+    path = _solve_file(tmp_path / "r.h5", loss=np.ones(30), grid_a=np.linspace(-1, 1, 9),
+                       grid_b=np.linspace(-1, 1, 9))
+    _draw(solve_plots.plot_slice, path, tmp_path)
+    for ax in figures["slice.png"].axes[:3]:
+        for ticks, (low, high) in ((ax.get_xticks(), ax.get_xlim()), (ax.get_yticks(), ax.get_ylim())):
+            shown = [t for t in ticks if low - 1e-9 <= t <= high + 1e-9]
+            assert shown == pytest.approx([-1.0, -0.5, 0.0, 0.5, 1.0])

@@ -9,6 +9,7 @@ import numpy as np
 import yaml
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def _backend(fh) -> str:
@@ -180,6 +181,8 @@ def plot_slice(fh, outdir: Path) -> Path | None:
         _no_finite_values(ax, data)
         ax.set_xlabel(labels[1])
         ax.set_ylabel(labels[0])
+        for axis in (ax.xaxis, ax.yaxis):  # (nine ticks of a [-1, 1] axis ran together)
+            axis.set_major_locator(MaxNLocator(4, steps=[1, 2, 2.5, 5, 10]))
         ax.set_title(title)
         fig.colorbar(im, ax=ax, shrink=0.9)
     fig.suptitle(f"{_title(fh)}\nslice over ({labels[0]}, {labels[1]}){_others(fh, sl, labels)}")
