@@ -36,13 +36,22 @@ def resume_hint(output: Path) -> str:
     return "--resume --overwrite" if Path(output).exists() else "--resume"
 
 
-def refused_checkpoint(err: Exception, prefix: str = "", *, resuming: bool = False) -> UsageError:
-    """A checkpoint a run cannot resume from, as the one line a command prints: the
-    library's reason (which gives no advice: it knows no command-line flags) and how to
-    start over instead (``resuming``: the run was given --resume, which starting over
-    leaves out; "pass --overwrite" alone sent `--resume --overwrite` to the same line)."""
-    return UsageError(f"{prefix}{err}; " + ("to start over, pass --overwrite instead of --resume" if resuming
-                                            else "pass --overwrite to start over"))
+def refused_checkpoint(err: Exception, prefix: str = "", *, hint: str = "pass --overwrite to start over") -> UsageError:
+    """A checkpoint a run cannot use, as the one line a command prints: the library's
+    reason (which gives no advice: it knows no command-line flags) and how to start over
+    instead (``hint``; for a run given --resume, :func:`start_over_hint`)."""
+    return UsageError(f"{prefix}{err}; {hint}")
+
+
+def start_over_hint(overwrite: bool, *files: Path) -> str:
+    """How a run given --resume that cannot resume starts over instead: without --resume,
+    and with --overwrite where it is not given yet and one of the run's ``files`` (its
+    output, its checkpoints) exists, which a fresh run refuses to replace without it.
+    ("pass --overwrite instead of --resume" was the advice also where nothing was there
+    to overwrite, and to a run given both.)"""
+    if not overwrite and any(path.exists() for path in files):
+        return "to start over, pass --overwrite instead of --resume"
+    return "to start over, leave out --resume"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,7 +86,7 @@ def resolved_output(path: Path, where: str) -> Path:
 
 def _output_checks(output: Path, *, overwrite: bool, what: str = "", checkpoint: bool = True,
                    extra_checkpoints: Sequence[str] = (), name_suffixes: Sequence[str] = (),
-                   reads: Sequence[tuple[Path, str]] = ()) -> None:
+                   reads: Sequence[tuple[Path, str]] = (), resume: bool = False) -> None:
     """Refuse an output that exists and is not a regular file (a directory, a FIFO, a
     device: the atomic write would rename over it), exists without ``overwrite``, cannot
     be written, or whose name (with the ``.ckpt`` suffix when ``checkpoint``, or the longest
@@ -86,7 +95,8 @@ def _output_checks(output: Path, *, overwrite: bool, what: str = "", checkpoint:
     with ``checkpoint`` also a checkpoint path that exists and is not a regular file (its
     first write would fail after the work); an output (or its checkpoint) that is one of
     the files the run ``reads`` (:func:`run_inputs`). ``what`` names the output in the
-    message (e.g. ``--json``)."""
+    message (e.g. ``--json``); ``resume``: the run was given --resume, and an output
+    without a checkpoint beside it is a finished run, which the refusal says."""
     from pinnlab.io import check_writable_directory
 
     where = f"{str(output)!r}" + (f" ({what})" if what else "")
@@ -111,6 +121,9 @@ def _output_checks(output: Path, *, overwrite: bool, what: str = "", checkpoint:
             if path.exists() and source.exists() and os.path.samefile(path, source):
                 raise UsageError(f"{name} is {label}, which this run reads; choose another name")
     if output.exists() and not overwrite:
+        if resume and suffixes and not any(Path(str(output) + end).exists() for end in suffixes):
+            raise UsageError(f"output {where} holds a finished run: there is no checkpoint to resume; "
+                             "pass --overwrite instead of --resume to run it again")
         raise UsageError(f"output {where} exists; pass --overwrite to replace it")
     try:
         check_writable_directory(output)
@@ -144,7 +157,7 @@ def cmd_solve(args) -> int:
         raise UsageError(f"config error: {late}")
     output = Path(args.output)
     checkpoint = Path(str(output) + CHECKPOINT_SUFFIX)
-    _output_checks(output, overwrite=args.overwrite, reads=run_inputs(args.config, config))
+    _output_checks(output, overwrite=args.overwrite, reads=run_inputs(args.config, config), resume=args.resume)
     try:
         problem, kwargs = configuration.build(config)
         device = resolve_device(kwargs["device"])
@@ -154,12 +167,12 @@ def cmd_solve(args) -> int:
     state = None
     if args.resume and config.trainer.backend == "deepxde":  # (then "no checkpoint ...; pass --overwrite")
         raise UsageError("--resume: a DeepXDE run (trainer.backend: deepxde) keeps no checkpoint to resume "
-                         "from; to start over, pass --overwrite instead of --resume")
+                         f"from; {start_over_hint(args.overwrite, output, checkpoint)}")
     if args.resume:
         try:
             state = load_checkpoint(checkpoint, kwargs["optimizer"], config_yaml, device, kwargs["dtype"])
         except CheckpointError as err:
-            raise refused_checkpoint(err, resuming=True) from None
+            raise refused_checkpoint(err, hint=start_over_hint(args.overwrite, output, checkpoint)) from None
     elif checkpoint.exists() and not args.overwrite:
         raise UsageError(
             f"a checkpoint {str(checkpoint)!r} exists from an interrupted run; pass --resume "
@@ -180,7 +193,8 @@ def cmd_solve(args) -> int:
         result = train(problem, **kwargs, state=state, on_checkpoint=on_checkpoint,
                        progress=args.progress)
     except CheckpointError as err:  # the resumed state does not fit this run, found before any step
-        raise refused_checkpoint(err, f"checkpoint {str(checkpoint)!r}: ", resuming=True) from None
+        raise refused_checkpoint(err, f"checkpoint {str(checkpoint)!r}: ",
+                                 hint=start_over_hint(args.overwrite, output, checkpoint)) from None
     except STOPS:
         if saved:
             print(f"pinnlab: step {saved[-1]} saved in {str(checkpoint)!r}; {resume_hint(output)} continues "

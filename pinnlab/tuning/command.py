@@ -176,7 +176,7 @@ def check_processes(config, world: int) -> None:
 def run(args) -> int:
     from pinnlab import config as configuration
     from pinnlab.cli import (CHECKPOINT_SUFFIX, EXIT_FAILED, EXIT_OK, UsageError, _output_checks,
-                             refused_checkpoint, run_inputs)
+                             refused_checkpoint, run_inputs, start_over_hint)
     from pinnlab.bilevel.distributed import (
         PeerLost,
         environment_world_size,
@@ -204,7 +204,7 @@ def run(args) -> int:
     output = Path(args.output)
     checkpoint = Path(str(output) + CHECKPOINT_SUFFIX)
     _output_checks(output, overwrite=args.overwrite, reads=run_inputs(args.config, config),
-                   extra_checkpoints=(FINAL_SUFFIX,))
+                   extra_checkpoints=(FINAL_SUFFIX,), resume=args.resume)
     # a single-level joint fit is one training run without checkpoints; --resume restarts it
     checkpoint_path = None if config.tune.method == "joint" else checkpoint
     final_checkpoint = Path(str(output) + FINAL_SUFFIX)  # the final solve's, with trainer.checkpoint_every
@@ -212,8 +212,9 @@ def run(args) -> int:
         # (the final solve's steps without the tuning they continue: "pass --resume", then "no checkpoint")
         raise UsageError(f"checkpoint {str(final_checkpoint)!r} of an interrupted final solve exists without the "
                          f"tuning's {str(checkpoint)!r}, so it cannot be resumed; pass --overwrite to start over")
+    start_over = start_over_hint(args.overwrite, output, checkpoint, final_checkpoint)  # (for a failed --resume)
     if args.resume and checkpoint_path is not None and not checkpoint.is_file():
-        raise UsageError(f"no checkpoint {str(checkpoint)!r} to resume from")
+        raise UsageError(f"no checkpoint {str(checkpoint)!r} to resume from; {start_over}")
     for left in (checkpoint, final_checkpoint):
         if not args.resume and left.exists() and not args.overwrite:
             raise UsageError(f"a checkpoint {str(left)!r} exists from an interrupted run; pass --resume "
@@ -225,11 +226,11 @@ def run(args) -> int:
         try:
             saved = checkpoint_metadata(checkpoint)
         except CheckpointError as err:
-            raise refused_checkpoint(err, resuming=True) from None
+            raise refused_checkpoint(err, hint=start_over) from None
         if not isinstance(saved, dict) or saved.get("config") != metadata["config"]:
             difference = config_difference(saved.get("config_text") if isinstance(saved, dict) else None, identity)
             raise UsageError(f"checkpoint {str(checkpoint)!r} belongs to another configuration{difference}; "
-                             "to start over, pass --overwrite instead of --resume")
+                             f"{start_over}")
         metadata = saved  # (one written before the config text was kept holds only the hash)
     # one progress display, rank 0's (the others' would never move); only rank 0 solves after
     bar = Progress(config.tune.outer_steps, mode=args.progress if rank == 0 else "off", log_every=1,
@@ -246,7 +247,7 @@ def run(args) -> int:
                              progress=progress if rank == 0 else None, metadata=metadata, save=rank == 0)
         leave_process_group()  # every rank, together (its barrier, too, can find a peer gone): only rank 0 solves
     except CheckpointError as err:  # a damaged checkpoint, refused before any work
-        raise refused_checkpoint(err, resuming=args.resume) from None
+        raise refused_checkpoint(err, **({"hint": start_over} if args.resume else {})) from None
     except PeerLost as err:  # another rank killed or crashed: one line and what is saved, not a traceback
         print(f"pinnlab: error (rank {rank} of {world}): {err}", file=sys.stderr)
         if rank == 0:

@@ -178,7 +178,7 @@ def test_a_deepxde_run_says_it_keeps_no_checkpoint(tmp_path, capsys, monkeypatch
         assert main(["solve", str(cfg), "-o", str(out), "--progress", "off", *flags]) == 2
         err = capsys.readouterr().err.strip()
         assert err == ("pinnlab: error: --resume: a DeepXDE run (trainer.backend: deepxde) keeps no checkpoint to "
-                       "resume from; to start over, pass --overwrite instead of --resume"), err
+                       "resume from; to start over, leave out --resume"), err  # (nothing there to overwrite)
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
