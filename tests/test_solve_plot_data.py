@@ -227,6 +227,25 @@ def test_phi_and_the_objective_are_drawn_against_the_one_based_outer_step(tmp_pa
     assert ax_phi.get_yscale() == "log" and ax_obj.get_yscale() == "log"
 
 
+def test_phi_is_drawn_from_where_it_started_at_outer_step_zero(tmp_path, figures):
+    """With /tune/initial (φ₀) each φ line starts at outer step 0 with φ₀, the collocation
+    network's by its norm too; the objective, measured after each outer step, is not moved."""
+    from pinnlab.plots import tune as tune_plots
+
+    path = _tune_file(tmp_path / "t.h5", phi={"weights.boundary": [1.0, 2.0, 4.0],
+                                                "collocation_weight": [[0.0, 1.0], [3.0, 4.0], [6.0, 8.0]]})
+    with h5py.File(path, "a") as fh:
+        fh["tune/initial/weights.boundary"] = 1e-3
+        fh["tune/initial/collocation_weight"] = [0.0, 2.0]
+    tune_plots.plot_tune(path, tmp_path)
+    ax_phi, ax_obj = figures["tune.png"].axes[:2]
+    line = _lines(ax_phi)["weights.boundary"]
+    np.testing.assert_array_equal(line.get_xdata(), [0, 1, 2, 3])
+    np.testing.assert_array_equal(line.get_ydata(), [1e-3, 1.0, 2.0, 4.0])
+    np.testing.assert_allclose(_lines(ax_phi)["‖collocation net‖"].get_ydata(), [2.0, 1.0, 5.0, 10.0])
+    np.testing.assert_array_equal(_lines(ax_obj)["outer objective"].get_xdata(), [1, 2, 3])
+
+
 def test_a_search_draws_the_best_value_so_far_over_its_finite_trials(tmp_path, figures):
     """random search: a failed (NaN) trial is left out, and "best so far" is the running
     minimum of the others."""

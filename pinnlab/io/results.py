@@ -38,6 +38,8 @@ A ``pinnlab tune`` file (kind="tune") is the result of its final solve plus::
     /tune/outer_step, value, grad_norm, seconds, method   one row per outer step (or trial);
                             method: that step's phase (then_method from outer step then_after on)
     /tune/phi/<name>        φ after each outer step, constrained values [steps, *shape]
+    /tune/initial/<name>    φ₀, where the outer steps started [*shape] (not for the searches
+                            random and optuna, whose trials draw from the ranges)
     /tune/tuned/<name>      the values the final solve used; a tuned mix is the schedule it
                             replayed on equal segments of its steps (φ₀, then φ after each
                             outer step but the last: the mix each outer step's inner steps

@@ -41,20 +41,24 @@ def _trajectories(group, shown: dict[str, tuple[int, int]]) -> dict[str, np.ndar
 
 
 def plot_tune(path: Path, outdir: Path) -> list[Path]:
-    """φ against outer step (log scale for positive quantities) and the outer objective;
-    then the final solve's own figures."""
+    """φ against outer step, from φ₀ at step 0 (log scale for positive quantities), and the
+    outer objective; then the final solve's own figures."""
     with h5py.File(path, "r") as fh:
         tune = fh["tune"]
         steps = tune["outer_step"][...] + 1
         value = tune["value"][...]
         series, shown = {}, {}
         phi = tune["phi"]
+        initial = tune.get("initial", {})  # φ₀, drawn at outer step 0 (files before it was kept: none)
+        start = len(initial) > 0 and all(isinstance(phi[n], h5py.Dataset) and n in initial for n in phi)
         for name in phi:
             item = phi[name]
             if isinstance(item, h5py.Group):  # collocation_weight/<layer>
                 series.update(_trajectories({f"collocation_weight/{k}": item[k] for k in item}, shown))
             else:
-                series.update(_trajectories({name: item}, shown))
+                values = np.concatenate([initial[name][...][None], item[...]]) if start else item
+                series.update(_trajectories({name: values}, shown))
+        phi_steps = np.concatenate([[0], steps]) if start else steps
         truth = {k[len("coefficient_rel_err/"):]: v for k, v in tune.attrs.items()
                  if k.startswith("coefficient_rel_err/")}
         method, objective = tune.attrs["method"], tune.attrs["objective"]
@@ -62,7 +66,7 @@ def plot_tune(path: Path, outdir: Path) -> list[Path]:
         fig = Figure(figsize=(11, 4.2), layout="constrained")
         ax_phi, ax_obj = fig.subplots(1, 2)
         for (name, values), color in zip(series.items(), _colors(len(series))):  # one colour each
-            ax_phi.plot(steps[: len(values)], values, "o-", ms=3, color=color, label=name)
+            ax_phi.plot(phi_steps[: len(values)], values, "o-", ms=3, color=color, label=name)
         if series and all((v > 0).all() for v in series.values()):
             ax_phi.set_yscale("log")
         ax_phi.set_xlabel("outer step" if method not in ("random", "optuna") else "trial")

@@ -128,7 +128,10 @@ def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
         for key in ("outer_step", "value", "grad_norm", "seconds"):
             _dataset(group, key, np.asarray(outcome.history[key], dtype=float))
         _dataset(group, "method", np.asarray(methods, dtype=h5py.string_dtype()))
+        searched = config.tune.method in ("random", "optuna")  # (trials drawn from ranges: no start)
         for name in setup.tunables:
+            if not searched:
+                _dataset(group, f"initial/{name}", setup.phi0[name].detach().cpu().double().numpy())
             values = outcome.history[f"phi/{name}"]
             stacked = torch.stack([torch.as_tensor(v) for v in values]).double().numpy() if values else np.zeros(0)
             _dataset(group, f"phi/{name}", stacked)

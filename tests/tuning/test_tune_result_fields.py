@@ -60,6 +60,24 @@ def test_a_search_records_its_trials_in_float64_and_its_times(tmp_path):
         assert (tune.attrs["method"], tune.attrs["objective"], tune.attrs["horizon"]) == ("random", "reference", 10)
         assert tune.attrs["steps_done"] == 3
         assert tune.attrs["final/weights.boundary"] == tune["tuned/weights.boundary"][()]
+        assert "initial" not in tune  # (a search's trials start nowhere: they are drawn)
+
+
+def test_a_hypergradient_tuning_records_where_phi_started(tmp_path):
+    """/tune/initial/<name>: φ₀, the config's weight (1e-2) or a tunable's init, float64,
+    which tune.png draws at outer step 0 (it started at outer step 1, so a badly scaled
+    start was not visible)."""
+    text = (SEARCH.replace("method: random", "method: rgu").replace("{low: 1.0e-3, high: 1.0e+3}", "{}")
+            .replace("  trial_steps: 2\n", "  horizon: 2\n"))
+    code, out = _run(tmp_path, text, "tune.tunables={weights.boundary: {}, sigma: {init: 0.2}}")
+    assert code == 0
+    with h5py.File(out) as fh:
+        initial = fh["tune/initial"]
+        assert sorted(initial) == ["sigma", "weights.boundary"]
+        assert initial["weights.boundary"].dtype == np.float64
+        assert initial["weights.boundary"][()] == pytest.approx(1e-2, rel=1e-12)
+        assert initial["sigma"][()] == pytest.approx(0.2, rel=1e-12)
+        assert fh["tune/phi/weights.boundary"].shape == (3,)
 
 
 def test_a_joint_fit_restarts_under_resume_and_records_its_coefficient_error(tmp_path, capsys):
