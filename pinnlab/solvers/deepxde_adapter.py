@@ -316,7 +316,7 @@ def solve_with_deepxde(
         params=params,
         predict=predict,
         stats={"steps_per_second": recorder.steps_per_second(steps_done, seconds),
-               "wall_s": seconds, "steps_done": float(steps_done),
+               "wall_s": seconds, "steps_done": int(steps_done),
                "peak_mem_mb": peak_memory_mb(next(net.parameters()).device)},
         status=status,
         message=message,

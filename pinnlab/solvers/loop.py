@@ -125,7 +125,7 @@ class TrainResult:
     test_exact: Tensor
     status: str = "ok"
     message: str = ""
-    stats: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, float | int] = field(default_factory=dict)  # (counts as int)
 
     @property
     def best_rel_l2(self) -> float:
@@ -497,11 +497,11 @@ def train(
     stats = {
         "steps_per_second": state.timed_steps / state.train_seconds if state.train_seconds else 0.0,
         "wall_s": state.wall_s,
-        "steps_done": float(state.step),
+        "steps_done": int(state.step),
         "peak_mem_mb": peak_memory_mb(device),  # so far: the result file measures it again after its slice
     }
     if state.plateau is not None and state.plateau.switched_at is not None:
-        stats["switch_step"] = float(state.plateau.switched_at)
+        stats["switch_step"] = int(state.plateau.switched_at)
     return TrainResult(
         params=state.params, history=state.history, final=last_eval, state=state,
         test_inputs=x_test, test_exact=u_test, status=status, message=message, stats=stats,

@@ -125,7 +125,8 @@ def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
         group.attrs["steps_done"] = len(outcome.history["outer_step"])
         group.attrs["status"] = outcome.status
         group.attrs["message"] = outcome.message
-        for key in ("outer_step", "value", "grad_norm", "seconds"):
+        _dataset(group, "outer_step", np.asarray(outcome.history["outer_step"], dtype=np.int64))
+        for key in ("value", "grad_norm", "seconds"):
             _dataset(group, key, np.asarray(outcome.history[key], dtype=float))
         _dataset(group, "method", np.asarray(methods, dtype=h5py.string_dtype()))
         searched = config.tune.method in ("random", "optuna")  # (trials drawn from ranges: no start)

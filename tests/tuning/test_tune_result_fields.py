@@ -78,6 +78,10 @@ def test_a_hypergradient_tuning_records_where_phi_started(tmp_path):
         assert initial["weights.boundary"][()] == pytest.approx(1e-2, rel=1e-12)
         assert initial["sigma"][()] == pytest.approx(0.2, rel=1e-12)
         assert fh["tune/phi/weights.boundary"].shape == (3,)
+        # counts are integers (they were stored as 3.0, 200.0)
+        assert fh["tune/outer_step"].dtype == np.int64 and list(fh["tune/outer_step"][...]) == [0, 1, 2]
+        steps_done = fh["final"].attrs["steps_done"]
+        assert isinstance(steps_done, np.integer) and steps_done == 2
 
 
 def test_a_joint_fit_restarts_under_resume_and_records_its_coefficient_error(tmp_path, capsys):
