@@ -337,6 +337,7 @@ def _training(config, output, args) -> int:
     import h5py
 
     from pinnlab import config as configuration
+    from pinnlab._interrupts import STOPS
     from pinnlab.cli import UsageError, refused_checkpoint
     from pinnlab.io import CheckpointError, atomic_path, write_strict_json
     from pinnlab.io.results import _versions
@@ -360,6 +361,10 @@ def _training(config, output, args) -> int:
         raise refused_checkpoint(err) from None
     except FileExistsError as err:  # a directory where a cell's file goes (no config error)
         raise UsageError(str(err)) from None
+    except STOPS:  # (then main's "interrupted"; it said no more, though a rerun continues)
+        print(f"pinnlab: the finished cells are kept in {str(cell_dir)!r} (and a cell's checkpoint, with "
+              "trainer.checkpoint_every); the same command continues the study", file=sys.stderr)
+        raise
     summary = summarise(records, study.columns)
     table = markdown_table(summary, study.columns)
     with atomic_path(output) as tmp, h5py.File(tmp, "w") as fh:

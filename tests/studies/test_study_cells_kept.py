@@ -166,3 +166,23 @@ def test_a_copied_study_plots_its_own_cells(tmp_path, capsys, figures):
     studies.plot_training_study(copy, tmp_path)
     texts = [t.get_text() for t in figures["training_loss_curves.png"].axes[0].texts]
     assert texts == ["no cell file of this study found"]
+
+
+def test_an_interrupted_training_study_says_the_same_command_continues_it(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during a training study said only "pinnlab: interrupted", though a rerun skips
+    the finished cells (kept in OUT.cells) and continues checkpointed ones: now a line says
+    where they are and that the same command continues; exit 130, no result file."""
+    from pinnlab.studies import training_study
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training_study, "run_training_study", interrupted)
+    cfg, out = tmp_path / "s.yaml", tmp_path / "s.h5"
+    cfg.write_text(SMALL_TRAINING)
+    code = main(["study", str(cfg), "-o", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 130 and not out.exists()
+    assert err == [f"pinnlab: the finished cells are kept in {str(tmp_path / 's.h5.cells')!r} (and a cell's "
+                   "checkpoint, with trainer.checkpoint_every); the same command continues the study",
+                   "pinnlab: interrupted"], err
