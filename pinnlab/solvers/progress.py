@@ -82,6 +82,14 @@ class Progress:
                 flush=True,
             )
 
+    def note(self, text: str) -> None:
+        """One line about an event of the run (the hybrid loss's automatic switch): above
+        the bar, or as a log line; nothing with ``mode="off"``."""
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        elif self.mode == "log":
+            print(text, file=self.stream, flush=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -52,3 +52,13 @@ def test_a_resumed_plateau_switch_carries_on_from_the_states_plateau():
     assert resumed.stats["switch_step"] == full.stats["switch_step"] == 3.0
     for k in full.params:
         assert torch.equal(resumed.params[k], full.params[k])
+
+
+def test_the_plateau_switch_is_announced_once_in_the_log(capsys):
+    """The automatic switch was not shown while training (only /final's switch_step said
+    it afterwards): the log gets one line when it happens, numbered as switch_step."""
+    p = problem(estimator=stein(), loss=Hybrid(switch=SwitchOnPlateau(window=2, tolerance=0.99)))
+    result = train(p, steps=6, eval_every=3, **{**KW, "progress": "log"}, log_every=100)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "plateau" in line]
+    assert lines == ["train: the biased loss reached a plateau; switch to the unbiased loss after step 3"]
+    assert result.stats["switch_step"] == 3

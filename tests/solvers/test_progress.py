@@ -44,3 +44,16 @@ def test_a_tuning_progress_line_names_the_outer_objective_and_has_no_rel_l2_colu
     bar.bar.refresh()
     assert "outer=1.250e-01" in drawn.getvalue() and "rel_l2" not in drawn.getvalue()
     bar.close()
+
+
+def test_a_note_is_one_line_above_the_bar_or_in_the_log_and_nothing_when_off():
+    import io
+
+    from pinnlab.solvers.progress import Progress
+
+    for mode, expected in (("bar", True), ("log", True), ("off", False)):
+        stream = io.StringIO()
+        bar = Progress(4, mode=mode, stream=stream)
+        bar.note("train: an event")
+        bar.close()
+        assert ("train: an event\n" in stream.getvalue()) is expected, (mode, stream.getvalue())
