@@ -47,10 +47,6 @@ def test_a_tuning_progress_line_names_the_outer_objective_and_has_no_rel_l2_colu
 
 
 def test_a_note_is_one_line_above_the_bar_or_in_the_log_and_nothing_when_off():
-    import io
-
-    from pinnlab.solvers.progress import Progress
-
     for mode, expected in (("bar", True), ("log", True), ("off", False)):
         stream = io.StringIO()
         bar = Progress(4, mode=mode, stream=stream)
