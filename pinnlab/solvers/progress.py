@@ -75,9 +75,10 @@ class Progress:
             rate = (done - self.initial) / max(time.perf_counter() - self.start, 1e-9)
             rel = "" if not self.show_rel_l2 else " rel_l2=" + ("n/a" if rel_l2 is None else f"{rel_l2:.3e}")
             extra = "".join(f" {name}={text}" for name, text in shown.items())
+            speed = f"it/s={rate:.2f}" if rate >= 1 else f"s/it={1 / rate:.2f}"  # (tune's "it/s=0.04")
             print(
                 f"{self.description} step {done}/{self.total} {self.value_name}={loss:.3e}"
-                f"{rel}{extra} it/s={rate:.2f}",
+                f"{rel}{extra} {speed}",
                 file=self.stream,
                 flush=True,
             )

@@ -53,3 +53,23 @@ def test_a_note_is_one_line_above_the_bar_or_in_the_log_and_nothing_when_off():
         bar.note("train: an event")
         bar.close()
         assert ("train: an event\n" in stream.getvalue()) is expected, (mode, stream.getvalue())
+
+
+def test_a_slow_loop_logs_seconds_per_step(monkeypatch):
+    """Below one step per second the log gives seconds per step (an outer step of 25 s read
+    "it/s=0.04"), above it steps per second."""
+    from pinnlab.solvers import progress
+
+    clock = iter([0.0, 50.0, 50.5])
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    out = io.StringIO()
+    bar = Progress(4, mode="log", log_every=2, stream=out, description="tune", value_name="outer", rel_l2=False)
+    bar.update(1, 0.5, None)  # 2 steps in 50 s
+    bar.update(3, 0.25, None)  # 4 steps in 50.5 s: still slow
+    assert out.getvalue().splitlines() == ["tune step 2/4 outer=5.000e-01 s/it=25.00",
+                                           "tune step 4/4 outer=2.500e-01 s/it=12.62"]
+    fast = iter([0.0, 0.5])
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(fast))
+    out = io.StringIO()
+    Progress(2, mode="log", log_every=2, stream=out).update(1, 1.0, None)
+    assert out.getvalue().strip().endswith("it/s=4.00")
