@@ -26,7 +26,8 @@ def test_a_solve_that_ends_nonfinite_exits_1_with_its_message(tmp_path, capsys):
     with h5py.File(out) as fh:
         assert fh.attrs["status"] == "nonfinite"
     err = capsys.readouterr().err
-    assert "training loss became inf at step 1; stopped and kept the state after step 0" in err, err
+    # steps counted from 1, as the progress lines and steps_done (it said "at step 1 ... after step 0")
+    assert "training loss became inf at step 2; stopped and kept the state after step 1" in err, err
 
 
 @pytest.fixture

@@ -433,13 +433,14 @@ def train(
             if not finite or not _weights_finite(new_weighting):
                 status = "nonfinite"
                 if not math.isfinite(loss):
-                    cause = f"training loss became {loss} at step {step}"
+                    # steps counted from 1 in the message, as the progress lines and steps_done count
+                    cause = f"training loss became {loss} at step {step + 1}"
                 elif not finite:
-                    cause = (f"the update at step {step} gave non-finite parameters or optimizer "
+                    cause = (f"the update at step {step + 1} gave non-finite parameters or optimizer "
                              f"state (loss {loss:.6g}; the gradient overflowed)")
                 else:
-                    cause = f"the loss weights became non-finite at step {step}"
-                kept = f"the state after step {step - 1}" if step else "the initial state"
+                    cause = f"the loss weights became non-finite at step {step + 1}"
+                kept = f"the state after step {step}" if step else "the initial state"
                 message = (
                     f"{cause}; stopped and kept {kept}. Try a smaller learning rate, a "
                     "larger sigma or more samples."

@@ -180,7 +180,7 @@ class ReLoBRaLo(AbstractWeighting):
         if bad:
             raise ValueError(
                 f"ReLoBRaLo balances ratios of term losses, which must be finite and >= 0; "
-                f"at step {step}: {', '.join(f'{n} = {v:.6g}' for n, v in bad.items())}. "
+                f"at step {step + 1}: {', '.join(f'{n} = {v:.6g}' for n, v in bad.items())}. "
                 "A loss that can be negative must report a non-negative 'loss_biased' "
                 "metric (the residual is balanced on it); otherwise use LRA or fixed weights"
             )

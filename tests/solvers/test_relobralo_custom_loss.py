@@ -38,7 +38,7 @@ def _problem(loss):
 
 def test_a_negative_custom_loss_without_loss_biased_is_one_clear_error():
     with pytest.raises(ValueError, match=r"^ReLoBRaLo balances ratios of term losses, which must be "
-                                         r"finite and >= 0; at step 0: residual = -[\d.]+\. A loss that "
+                                         r"finite and >= 0; at step 1: residual = -[\d.]+\. A loss that "
                                          r"can be negative must report a non-negative 'loss_biased'"):
         train(_problem(_NegativeWithoutBiased()), steps=3, seed=0, test_points=10,
               progress="off", dtype=F64, weighting=ReLoBRaLo())

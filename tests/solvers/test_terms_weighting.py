@@ -100,7 +100,7 @@ def test_relobralo_refuses_negative_losses():
     w = ReLoBRaLo()
     state = w.update(w.init(["residual", "boundary"]), 0, {"residual": 1.0, "boundary": 1.0},
                      lambda: {}, seed=0)
-    with pytest.raises(ValueError, match=r"must be finite and >= 0; at step 1: residual = -0\.001"):
+    with pytest.raises(ValueError, match=r"must be finite and >= 0; at step 2: residual = -0\.001"):
         w.update(state, 1, {"residual": -1e-3, "boundary": 1.0}, lambda: {}, seed=0)
 
 
@@ -219,7 +219,7 @@ def test_nonfinite_loss_weights_stop_training_and_keep_the_last_finite_state():
     result = train(_weighted_problem(), steps=5, seed=0, eval_every=10, test_points=10,
                    progress="off", weighting=_NaNAtStep2(every=1))
     assert result.status == "nonfinite"
-    assert "loss weights became non-finite at step 2" in result.message
+    assert "loss weights became non-finite at step 3; stopped and kept the state after step 2" in result.message
     assert result.state.step == 2 and result.state.weighting["weights"]["boundary"] == 3.0
 
 

@@ -269,7 +269,7 @@ def test_overflowing_gradient_stops_before_storing_a_nonfinite_state(weight):
     result = train(problem, steps=5, seed=0, eval_every=5, test_points=20, progress="off",
                    hyperparams={"weights": {"residual": weight}})
     assert result.status == "nonfinite"
-    assert "at step 0 gave non-finite parameters" in result.message
+    assert "at step 1 gave non-finite parameters" in result.message
     assert "kept the initial state" in result.message
     assert result.state.step == 0 and result.history.trace_loss == []
     initial = problem.init_params()
