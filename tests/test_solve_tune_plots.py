@@ -76,8 +76,8 @@ def test_a_diverged_run_is_drawn_with_its_status_and_without_numpys_warnings(tmp
 
 def test_negative_training_losses_are_drawn_as_absolute_values_and_marked(tmp_path, figures):
     """An unbiased loss R̂R̂′ can be negative: a log axis dropped those steps silently."""
-    loss = 0.5 * 0.9 ** np.arange(60)
-    loss[10::7] *= -1  # 8 negative steps
+    loss = 0.5 * 0.95 ** np.arange(120)  # (120 steps: a 2-step moving average is drawn)
+    loss[10::7] *= -1  # 16 negative steps
     loss[50] = 0.0
     with h5py.File(_solve_file(tmp_path / "r.h5", loss=loss)) as fh:
         solve_plots.plot_curves(fh, tmp_path)
@@ -90,12 +90,12 @@ def test_negative_training_losses_are_drawn_as_absolute_values_and_marked(tmp_pa
     negative = np.flatnonzero(loss < 0)
     np.testing.assert_array_equal(marked.get_xdata(), negative + 1)  # steps are 1-based
     np.testing.assert_array_equal(marked.get_ydata(), -loss[negative])
-    assert marked.get_label() == "loss < 0 (8 steps), drawn as |loss|"
+    assert marked.get_label() == "loss < 0 (16 steps), drawn as |loss|"
     assert per_step.get_label() == "|loss| per step"
 
 
 def test_a_positive_training_loss_is_drawn_as_it_is(tmp_path, figures):
-    loss = 0.5 * 0.9 ** np.arange(60)
+    loss = 0.5 * 0.95 ** np.arange(120)  # (and its 2-step moving average)
     with h5py.File(_solve_file(tmp_path / "r.h5", loss=loss)) as fh:
         solve_plots.plot_curves(fh, tmp_path)
     ax_loss = figures["curves.png"].axes[0]
