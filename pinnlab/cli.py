@@ -595,11 +595,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"pinnlab: error{_rank()}: {_one_line(str(err))}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("pinnlab: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as stop:  # (a command may add what is kept: the stop's message)
+        print("pinnlab: interrupted" + (f"; {stop}" if str(stop) else ""), file=sys.stderr)
         return 130
-    except Terminated:
-        print("pinnlab: terminated", file=sys.stderr)
+    except Terminated as stop:
+        print("pinnlab: terminated" + (f"; {stop}" if str(stop) else ""), file=sys.stderr)
         return 128 + signal.SIGTERM
     finally:
         if previous is not False:

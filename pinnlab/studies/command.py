@@ -361,10 +361,9 @@ def _training(config, output, args) -> int:
         raise refused_checkpoint(err) from None
     except FileExistsError as err:  # a directory where a cell's file goes (no config error)
         raise UsageError(str(err)) from None
-    except STOPS:  # (then main's "interrupted"; it said no more, though a rerun continues)
-        print(f"pinnlab: the finished cells are kept in {str(cell_dir)!r} (and a cell's checkpoint, with "
-              "trainer.checkpoint_every); the same command continues the study", file=sys.stderr)
-        raise
+    except STOPS as stop:  # main's one line ("interrupted") then says it, as a rerun continues
+        raise type(stop)(f"the finished cells are kept in {str(cell_dir)!r} (and a cell's checkpoint, with "
+                         "trainer.checkpoint_every); the same command continues the study") from None
     summary = summarise(records, study.columns)
     table = markdown_table(summary, study.columns)
     with atomic_path(output) as tmp, h5py.File(tmp, "w") as fh:

@@ -451,7 +451,9 @@ def test_an_interrupted_study_stops_its_workers_in_one_line(tmp_path, how):
             os.kill(proc.pid, signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         lines = [line for line in err.strip().splitlines() if not line.startswith(("run ", "skip ", "finished "))]
-        assert lines == ["pinnlab: " + ("interrupted" if how == "ctrl_c" else "terminated")], err
+        assert lines == ["pinnlab: " + ("interrupted" if how == "ctrl_c" else "terminated")
+                         + f"; the finished cells are kept in {str(out) + '.cells'!r} (and a cell's checkpoint, "
+                         "with trainer.checkpoint_every); the same command continues the study"], err
         assert proc.returncode == (130 if how == "ctrl_c" else 143)
         deadline = time.time() + 30
         while time.time() < deadline and any(_running(w) for w in workers):

@@ -171,7 +171,8 @@ def test_a_copied_study_plots_its_own_cells(tmp_path, capsys, figures):
 def test_an_interrupted_training_study_says_the_same_command_continues_it(tmp_path, capsys, monkeypatch):
     """Ctrl-C during a training study said only "pinnlab: interrupted", though a rerun skips
     the finished cells (kept in OUT.cells) and continues checkpointed ones: now a line says
-    where they are and that the same command continues; exit 130, no result file."""
+    where they are and that the same command continues, in the same one line; exit 130, no
+    result file."""
     from pinnlab.studies import training_study
 
     def interrupted(*args, **kwargs):
@@ -183,6 +184,5 @@ def test_an_interrupted_training_study_says_the_same_command_continues_it(tmp_pa
     code = main(["study", str(cfg), "-o", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 130 and not out.exists()
-    assert err == [f"pinnlab: the finished cells are kept in {str(tmp_path / 's.h5.cells')!r} (and a cell's "
-                   "checkpoint, with trainer.checkpoint_every); the same command continues the study",
-                   "pinnlab: interrupted"], err
+    assert err == [f"pinnlab: interrupted; the finished cells are kept in {str(tmp_path / 's.h5.cells')!r} (and "
+                   "a cell's checkpoint, with trainer.checkpoint_every); the same command continues the study"], err
