@@ -294,11 +294,8 @@ def run_method(name: str, data: dict, method: str, budget: float | None) -> dict
         record["note"] = "search trials have no outer steps (--outer-steps)"
     elif method == "joint" and name != "b":
         record["note"] = "single-level joint fitting applies to PDE coefficients only"
-    elif name == "b" and method in ("default", "lra", "relobralo"):
-        if method == "default":
-            record.update(error=1.0, seconds=0.0, note="the initial guess mu = 0")
-        else:
-            record["note"] = "a loss weighting does not estimate PDE coefficients"
+    elif name == "b" and method == "default":  # (its weightings: the hard-constrained note above)
+        record.update(error=1.0, seconds=0.0, note="the initial guess mu = 0")
     elif method in ("default", "lra", "relobralo"):
         if budget is None:  # --outer-steps: the tuners' inner steps, N·T
             equal = steps + data["tune"]["outer_steps"] * data["tune"]["horizon"]

@@ -4,6 +4,7 @@ refusal of an unwritable --json PATH before the run."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,10 @@ STEIN_BOUND = 1.02  # Stein steps: 1.00–1.01 here (1.06–1.11 at d = 200 whil
 
 
 def _load():
+    """The script as a module, its sibling _common importable (as when run as a script; the
+    file failed alone when no earlier test had imported _common)."""
+    if str(SCRIPT.parent) not in sys.path:
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("bench_estimators", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
