@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Mapping
 from typing import TextIO
 
 from pinnlab._checks import check_choice
+
+
+def _has_width(stream: TextIO) -> bool:
+    """Whether the terminal of ``stream`` reports a width: a pseudo-terminal of 0 columns
+    (some job runners' ptys) got an empty tqdm bar and no log lines, so nothing at all."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns > 0
+    except (AttributeError, OSError, ValueError):  # no file descriptor, or not a terminal after all
+        return True
 
 
 class Progress:
@@ -37,7 +47,7 @@ class Progress:
         check_choice("progress", mode, ("auto", "bar", "log", "off"))
         self.stream = stream or sys.stderr
         if mode == "auto":
-            mode = "bar" if getattr(self.stream, "isatty", lambda: False)() else "log"
+            mode = "bar" if getattr(self.stream, "isatty", lambda: False)() and _has_width(self.stream) else "log"
         self.mode = mode
         self.total = total
         self.log_every = max(1, log_every)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 from pinnlab.solvers.progress import Progress
 
@@ -73,3 +74,22 @@ def test_a_slow_loop_logs_seconds_per_step(monkeypatch):
     out = io.StringIO()
     Progress(2, mode="log", log_every=2, stream=out).update(1, 1.0, None)
     assert out.getvalue().strip().endswith("it/s=4.00")
+
+
+def test_auto_logs_on_a_terminal_of_zero_columns(monkeypatch):
+    """A pseudo-terminal reporting 0 columns got an empty tqdm bar and no log lines; with
+    mode auto it now gets the log lines, and a terminal with a width the bar."""
+    from pinnlab.solvers import progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+        def fileno(self):
+            return 2
+
+    for columns, mode in ((0, "log"), (120, "bar")):
+        monkeypatch.setattr(progress.os, "get_terminal_size", lambda fd, c=columns: os.terminal_size((c, 24)))
+        bar = Progress(3, mode="auto", stream=Terminal())
+        assert bar.mode == mode
+        bar.close()
