@@ -36,7 +36,11 @@ def resume_hint(output: Path) -> str:
     return "--resume --overwrite" if Path(output).exists() else "--resume"
 
 
-def refused_checkpoint(err: Exception, prefix: str = "", *, hint: str = "pass --overwrite to start over") -> UsageError:
+START_OVER = "pass --overwrite to start over"
+"""How a run not given --resume starts over from a checkpoint it cannot use."""
+
+
+def refused_checkpoint(err: Exception, prefix: str = "", *, hint: str = START_OVER) -> UsageError:
     """A checkpoint a run cannot use, as the one line a command prints: the library's
     reason (which gives no advice: it knows no command-line flags) and how to start over
     instead (``hint``; for a run given --resume, :func:`start_over_hint`)."""

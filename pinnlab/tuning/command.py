@@ -179,7 +179,7 @@ def check_processes(config, world: int) -> None:
 
 def run(args) -> int:
     from pinnlab import config as configuration
-    from pinnlab.cli import (CHECKPOINT_SUFFIX, EXIT_FAILED, EXIT_OK, UsageError, _output_checks,
+    from pinnlab.cli import (CHECKPOINT_SUFFIX, EXIT_FAILED, EXIT_OK, START_OVER, UsageError, _output_checks,
                              refused_checkpoint, run_inputs, start_over_hint)
     from pinnlab.bilevel.distributed import (
         PeerLost,
@@ -251,7 +251,7 @@ def run(args) -> int:
                              progress=progress if rank == 0 else None, metadata=metadata, save=rank == 0)
         leave_process_group()  # every rank, together (its barrier, too, can find a peer gone): only rank 0 solves
     except CheckpointError as err:  # a damaged checkpoint, refused before any work
-        raise refused_checkpoint(err, **({"hint": start_over} if args.resume else {})) from None
+        raise refused_checkpoint(err, hint=start_over if args.resume else START_OVER) from None
     except PeerLost as err:  # another rank killed or crashed: one line and what is saved, not a traceback
         print(f"pinnlab: error (rank {rank} of {world}): {err}", file=sys.stderr)
         if rank == 0:
