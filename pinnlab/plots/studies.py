@@ -234,8 +234,11 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
             window = max(1, len(loss) // 50)
             windows.add(window)
             smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+            # the first variant widest: where two variants' curves coincide (the biased and
+            # the hybrid loss before its switch) the earlier shows around the later
+            width = 1.0 + 1.5 * (len(variants) - 1 - variants.index(variant)) / max(len(variants) - 1, 1)
             # smooth[i] averages steps i + 1 … i + window (1-based) and is drawn at the last
-            ax.plot(np.arange(len(smooth)) + window, smooth, color=color[variant], label=variant,
+            ax.plot(np.arange(len(smooth)) + window, smooth, color=color[variant], label=variant, lw=width,
                     **_lone_points(smooth))
             drawn.append(smooth)
             switched = np.flatnonzero(mix >= 1)

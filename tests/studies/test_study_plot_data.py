@@ -215,3 +215,17 @@ def test_the_loss_axis_names_the_average_it_draws(tmp_path, figures, steps, ylab
     _training_file(path, [("a", 4.0, 0.1, loss, 0 * loss)], [("a", 4.0, 0.1, 0.0)])
     studies.plot_training_study(path, tmp_path)
     assert figures["training_loss_curves.png"].axes[0].get_ylabel() == ylabel
+
+
+def test_coinciding_variants_stay_visible_the_first_drawn_widest(tmp_path, figures):
+    """Two variants with the same loss curve (the biased and the hybrid loss before its
+    switch, one seed): the second was drawn over the first, which vanished; now the first
+    is the widest line (2.5), the last the thinnest (1.0), so the first shows around it."""
+    path = tmp_path / "t.h5"
+    loss = np.arange(1.0, 201.0)
+    _training_file(path, [("biased", 4.0, 0.1, loss, 0 * loss), ("hybrid", 4.0, 0.1, loss, 0 * loss)],
+                   [("biased", 4.0, 0.1, 0.0), ("hybrid", 4.0, 0.1, 0.0)])
+    studies.plot_training_study(path, tmp_path)
+    lines = {line.get_label(): line for line in figures["training_loss_curves.png"].axes[0].lines}
+    assert (lines["biased"].get_linewidth(), lines["hybrid"].get_linewidth()) == (2.5, 1.0)
+    np.testing.assert_array_equal(lines["biased"].get_ydata(), lines["hybrid"].get_ydata())
