@@ -98,6 +98,7 @@ def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
     import numpy as np
     import torch
 
+    from pinnlab.config import SEARCHES
     from pinnlab.io import result_slice, write_solve_result
     from pinnlab.io.results import _dataset
     from pinnlab.tuning.run import coefficient_errors, final_hyperparams, final_mix_schedule
@@ -129,7 +130,7 @@ def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
         for key in ("value", "grad_norm", "seconds"):
             _dataset(group, key, np.asarray(outcome.history[key], dtype=float))
         _dataset(group, "method", np.asarray(methods, dtype=h5py.string_dtype()))
-        searched = config.tune.method in ("random", "optuna")  # (trials drawn from ranges: no start)
+        searched = config.tune.method in SEARCHES  # (trials drawn from ranges: no start)
         for name in setup.tunables:
             if not searched:
                 _dataset(group, f"initial/{name}", setup.phi0[name].detach().cpu().double().numpy())

@@ -28,19 +28,9 @@ from pinnlab.equations.terms import directional, weighted_laplacian
 from pinnlab.estimators import Autograd
 from pinnlab.nets import Pointwise
 
+from .test_contract import _derivatives  # fn(x), ∇fn, diag ∇²fn by autograd
+
 F64 = torch.float64
-
-
-def _derivatives(fn, x):
-    """fn(x), ∇fn and diag ∇²fn of a scalar function of `(N, D)` points, by autograd."""
-    x = x.clone().requires_grad_(True)
-    value = fn(x)
-    (grad,) = torch.autograd.grad(value.sum(), x, create_graph=True)
-    hess = torch.stack(
-        [torch.autograd.grad(grad[:, j].sum(), x, retain_graph=True)[0][:, j] for j in range(x.shape[1])],
-        dim=1,
-    )
-    return value.detach(), grad.detach(), hess.detach()
 
 
 def _jet(fn, x):
