@@ -399,6 +399,7 @@ def train(
     last_rel = state.history.rows["rel_l2"][-1] if state.history.rows["rel_l2"] else None
     run_start = time.perf_counter()
     first_step = state.step  # untimed: it pays this process's one-off costs (a resume's too)
+    first_elapsed = 0.0  # its time, the only one there is when nothing else was timed
     wall_before = state.wall_s
     saved_step = state.step  # the step of the last state handed to on_checkpoint (or resumed from)
     committing = False  # True while the state holds parts of two steps
@@ -453,6 +454,8 @@ def train(
             if step > first_step:
                 state.train_seconds += elapsed
                 state.timed_steps += 1
+            else:
+                first_elapsed = elapsed
             state.params, state.opt_state = params, opt_state
             state.weighting = new_weighting
             state.step = step + 1
@@ -500,7 +503,10 @@ def train(
         last_eval = run_eval(state.params, state.step)
     status, message = with_reference(status, message, reference)
     stats = {
-        "steps_per_second": state.timed_steps / state.train_seconds if state.train_seconds else 0.0,
+        # a run whose only step was the untimed first one (one step, or one left on resume)
+        # reports that step's rate, as the DeepXDE adapter does, rather than 0
+        "steps_per_second": (state.timed_steps / state.train_seconds if state.train_seconds
+                             else 1.0 / first_elapsed if first_elapsed else 0.0),
         "wall_s": state.wall_s,
         "steps_done": int(state.step),
         "peak_mem_mb": peak_memory_mb(device),  # so far: the result file measures it again after its slice

@@ -406,6 +406,25 @@ def test_steps_per_second_leaves_out_the_first_step_of_a_resumed_process(monkeyp
     assert resumed.state.train_seconds - before <= elapsed - 2.0
 
 
+def test_a_one_step_run_reports_the_rate_of_its_only_step(monkeypatch):
+    """A run of one step times nothing after its first, untimed step: it reported
+    steps_per_second = 0 (read as "not measured" by the training study). It now reports
+    that step's rate, as the DeepXDE adapter does: with a 0.3 s stall in the step the rate
+    is at most 1 / 0.3 and at least 1 / the run's wall time."""
+    from pinnlab.solvers import step as step_module
+
+    real = step_module.TrainStep.__call__
+
+    def stall(self, *args):
+        time.sleep(0.3)
+        return real(self, *args)
+
+    monkeypatch.setattr(step_module.TrainStep, "__call__", stall)
+    result = train(_weighted_problem(), steps=1, seed=0, eval_every=10, test_points=10, progress="off")
+    assert result.state.timed_steps == 0
+    assert 1.0 / result.stats["wall_s"] <= result.stats["steps_per_second"] <= 1.0 / 0.3
+
+
 def test_relobralo_balance_survives_a_logit_spread_beyond_exp_overflow():
     """ReLoBRaLo's softmax is shifted by the largest logit, so a term whose loss grew by far
     more than e^709 relative to its reference still gives finite weights (the closed form:
