@@ -100,7 +100,8 @@ class ZeroOrderForwardGradient(AbstractHypergradient):
         def solve(p):
             """One inner solve: (h(p), θ_T, state), θ_T and state None for a black box."""
             if black_box:
-                return torch.as_tensor(problem.objective(p)).double(), None, None
+                # (a Python float straight to float64: as_tensor alone would round it to float32)
+                return torch.as_tensor(problem.objective(p), dtype=torch.float64), None, None
             theta, state = unroll(problem, p, start=start, init=init)
             return problem.outer_loss(theta, p), theta, state
 

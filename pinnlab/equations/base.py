@@ -192,7 +192,8 @@ class AbstractEquation(abc.ABC):
                              f"(it has {', '.join(sorted(base)) or 'none'})")
         merged = dict(base)
         for name, value in coefficients.items():
-            value = torch.as_tensor(value, device=x.device)
+            # a number becomes x's dtype directly (as_tensor alone would round it to float32)
+            value = torch.as_tensor(value, device=x.device, dtype=None if torch.is_tensor(value) else x.dtype)
             if value.shape != base[name].shape:
                 raise ValueError(f"coefficient {name!r} of {self.name} has shape {tuple(base[name].shape)}, "
                                  f"got an override of shape {tuple(value.shape)}")

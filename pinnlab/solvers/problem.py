@@ -290,6 +290,7 @@ def sampler_overrides(equation: AbstractEquation, coefficients: Mapping[str, Any
     (:attr:`~pinnlab.equations.base.AbstractEquation.sampler_coefficients`), or ``{}``.
     Values are detached, so no gradient or tangent (of a training step or a
     hypergradient) flows through the points drawn at them: points are data."""
-    at = {k: torch.as_tensor(v).detach() for k, v in (coefficients or {}).items()
+    at = {k: torch.as_tensor(v, dtype=None if torch.is_tensor(v) else torch.float64).detach()
+          for k, v in (coefficients or {}).items()
           if k in equation.sampler_coefficients}
     return {"coefficients": at} if at else {}

@@ -143,7 +143,7 @@ def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
         for key, value in tuned.items():
             if key == "weights":
                 for term, w in value.items():
-                    group.attrs[f"final/weights.{term}"] = float(torch.as_tensor(w).double().norm())
+                    group.attrs[f"final/weights.{term}"] = float(torch.as_tensor(w, dtype=torch.float64).norm())
 
     # at the σ the final solve trained and evaluated with (a tuned σ), as /eval is
     slice_data = result_slice(problem, result, num_samples=config.estimator.eval_samples, seed=config.trainer.seed,
