@@ -1,4 +1,4 @@
-"""Figures of study files: bias/variance against K, error against d, loss curves."""
+"""Figures of study files: bias/variance against K, error against the columns key, loss curves."""
 
 from __future__ import annotations
 
@@ -198,7 +198,9 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
                 ha="center", va="center")
     ax.set(xscale="log" if logarithmic else "linear", yscale="log", xlabel=columns or "cell",
            ylabel="final relative L2 (mean ± std)",
-           title="Training study: error against dimension per method")
+           # (the file keeps its name, training_error_vs_dim.png, whatever the column is)
+           title=f"Training study: final error against {columns} per method" if columns
+           else "Training study: final error per method")
     ax.set_xticks(positions, [_label(v) if columns else "all" for v in (numbers or values)])
     ax.set_xticks([], minor=True)
     ax.grid(True, which="both", alpha=0.3)

@@ -51,6 +51,8 @@ def test_a_column_in_exponent_notation_is_drawn_at_its_values_on_a_log_axis(tmp_
     ax = figures["training_error_vs_dim.png"].axes[0]
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     assert _points(ax) == {"sgd": [1e-6, 1e6], "adam": [1e-6, 1e6]}
+    # the title names the column (it said "against dimension" whatever the column was)
+    assert ax.get_title() == "Training study: final error against trainer.lr per method"
 
 
 @pytest.mark.parametrize("values, labels", [(["shared", "independent"], ["shared", "independent"]),
@@ -82,6 +84,7 @@ def test_a_study_without_columns_is_one_place_labelled_all(tmp_path, figures):
     ax = figures["training_error_vs_dim.png"].axes[0]
     assert _points(ax) == {"sgd": [0], "adam": [0]}
     assert [t.get_text() for t in ax.get_xticklabels()] == ["all"]
+    assert ax.get_title() == "Training study: final error per method"
     curves = figures["training_loss_curves.png"].axes[0]
     assert curves.get_title() == "all cells"
     # its cell files are not there: the panel says so instead of an empty legend (a warning)
