@@ -25,3 +25,8 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
         text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
         rel = float(text.split("final relative L2 = ")[1].split(",")[0])
         assert rel < 5e-2, text
+    if path.name == "02_bias_variance.ipynb":  # what its closing text reads from the table
+        text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+        rows = {tuple(line.split()[:2]): float(line.split()[2]) for line in text.splitlines()
+                if line.split()[:1] in (["biased"], ["unbiased"], ["hybrid"])}
+        assert rows[("biased", "4")] > rows[("unbiased", "4")], text
