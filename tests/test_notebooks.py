@@ -21,12 +21,17 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {}) for o in outputs), \
         "the notebook should draw at least one figure"
+    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
     if path.name == "01_quickstart.ipynb":
-        text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
         rel = float(text.split("final relative L2 = ")[1].split(",")[0])
         assert rel < 5e-2, text
     if path.name == "02_bias_variance.ipynb":  # what its closing text reads from the table
-        text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
         rows = {tuple(line.split()[:2]): float(line.split()[2]) for line in text.splitlines()
                 if line.split()[:1] in (["biased"], ["unbiased"], ["hybrid"])}
         assert rows[("biased", "4")] > rows[("unbiased", "4")], text
+    if path.name == "03_tuning.ipynb":  # what its closing text reads from the printed errors
+        errors = [(line.split()[0], float(line.rsplit("=", 1)[1])) for line in text.splitlines()
+                  if "final relative L2 =" in line]
+        tuned, untuned = dict(errors)["tuned.h5"], dict(errors)["untuned.h5"]
+        best_scanned = min(e for name, e in errors if name == "scan.h5")
+        assert tuned < untuned / 10 and tuned < 1.5 * best_scanned, text
