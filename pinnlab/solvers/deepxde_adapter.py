@@ -3,8 +3,10 @@
 DeepXDE is imported lazily, only by :func:`import_deepxde`, which contains its import
 side effects (REFERENCE.md §8.1): ``DDE_BACKEND=pytorch`` is set before the first import
 (otherwise DeepXDE may probe other backends or prompt to install one) and torch's
-default device, which DeepXDE sets to CUDA when it exists, is restored afterwards.
-Nothing in pinnlab imports this module unless the adapter is used.
+default device, which DeepXDE sets to CUDA when it exists, is restored afterwards; and
+the process's random generators (Python's, NumPy's, torch's), which DeepXDE's
+``set_random_seed`` reseeds for every solve, are as the caller left them after
+:func:`solve_with_deepxde`. Nothing in pinnlab imports this module unless the adapter is used.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import io
 import copy
 import os
+import random
 import re
 import sys
 import time
@@ -67,6 +70,28 @@ def import_deepxde():
         # pinnlab's to print (once per process: every study worker); anything else is passed on
         sys.stderr.write(_BACKEND_LINES.sub("", said.getvalue()))
     return dde
+
+
+@contextlib.contextmanager
+def _caller_random_state():
+    """Keep the process's random generators (Python, NumPy, torch's CPU and, once
+    initialised, CUDA ones) and DeepXDE's recorded seed as they were: a solve seeds them
+    all for its own reproducibility (``dde.config.set_random_seed``), which would
+    otherwise reset a caller's streams to the same state after every call."""
+    python, numpy, cpu = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    dde = sys.modules.get("deepxde")
+    seed = dde.config.random_seed if dde is not None else None
+    try:
+        yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        if sys.modules.get("deepxde") is not None:
+            sys.modules["deepxde"].config.random_seed = seed
 
 
 _BACKEND_LINES = re.compile(r"Using backend: pytorch\nOther supported backends: [^\n]*\n[^\n]*recommended\.\n")
@@ -134,6 +159,7 @@ def _autograd_estimate(dde, x: Tensor, y: Tensor, queries: Sequence[Query]) -> l
     return out
 
 
+@_caller_random_state()
 def solve_with_deepxde(
     equation: AbstractEquation,
     *,

@@ -54,6 +54,32 @@ def test_adapter_solves_small_poisson_and_restores_torch_state():
     assert result.history.trace_loss[-1] < result.history.trace_loss[0]
 
 
+def test_a_solve_leaves_the_callers_random_streams_where_they_were():
+    """DeepXDE's set_random_seed reseeds Python's, NumPy's and torch's generators for its
+    own reproducibility; a caller's streams went on from the solve's seed after every
+    call (the same "random" numbers after each solve). Now the next draws of all three
+    are those the caller would have got without the solve, and the solve itself is still
+    reproducible (the same trace twice)."""
+    pytest.importorskip("deepxde")
+    import random
+
+    from pinnlab.solvers.deepxde_adapter import solve_with_deepxde
+
+    def draws():
+        return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+    def solve():
+        return solve_with_deepxde(PoissonTwoBody(3, seed=1), steps=3, width=8, depth=2, batch_size=8,
+                                  test_points=10, seed=0).history.trace_loss
+
+    random.seed(123), np.random.seed(123), torch.manual_seed(123)
+    expected = draws()
+    random.seed(123), np.random.seed(123), torch.manual_seed(123)
+    first = solve()
+    assert draws() == expected
+    assert solve() == first
+
+
 def test_adapter_soft_constraint_uses_loss_weights():
     pytest.importorskip("deepxde")
     from pinnlab.solvers.deepxde_adapter import solve_with_deepxde
