@@ -28,8 +28,9 @@ class Progress:
     drawn; otherwise a plain line is written every ``log_every`` steps (and at the
     end), so logs of batch jobs stay readable. ``mode="off"`` prints nothing.
     ``value_name`` names the reported value (``loss``; ``pinnlab tune``'s outer steps
-    report the outer objective as ``outer``), ``rel_l2=False`` leaves out the relative
-    L2 column of a loop that has none (it read ``rel_l2=n/a`` on every line).
+    report the outer objective as ``outer``), ``unit`` what is counted (``step``; a
+    search's ``trial``), ``rel_l2=False`` leaves out the relative L2 column of a loop that
+    has none (it read ``rel_l2=n/a`` on every line).
     """
 
     def __init__(
@@ -42,6 +43,7 @@ class Progress:
         stream: TextIO | None = None,
         description: str = "train",
         value_name: str = "loss",
+        unit: str = "step",
         rel_l2: bool = True,
     ):
         check_choice("progress", mode, ("auto", "bar", "log", "off"))
@@ -53,6 +55,7 @@ class Progress:
         self.log_every = max(1, log_every)
         self.description = description
         self.value_name = value_name
+        self.unit = unit
         self.show_rel_l2 = rel_l2
         self.start = time.perf_counter()
         self.initial = initial
@@ -87,7 +90,7 @@ class Progress:
             extra = "".join(f" {name}={text}" for name, text in shown.items())
             speed = f"it/s={rate:.2f}" if rate >= 1 else f"s/it={1 / rate:.2f}"  # (tune's "it/s=0.04")
             print(
-                f"{self.description} step {done}/{self.total} {self.value_name}={loss:.3e}"
+                f"{self.description} {self.unit} {done}/{self.total} {self.value_name}={loss:.3e}"
                 f"{rel}{extra} {speed}",
                 file=self.stream,
                 flush=True,

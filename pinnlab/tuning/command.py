@@ -121,6 +121,8 @@ def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
             group.attrs["then_after"] = then.after
         group.attrs["objective"] = config.tune.objective.kind
         group.attrs["horizon"] = config.tune.horizon
+        if "trial_steps" in outcome.extra:  # a search: each trial's training steps
+            group.attrs["trial_steps"] = int(outcome.extra["trial_steps"])
         group.attrs["inner"] = config.tune.inner
         group.attrs["seconds"] = outcome.seconds
         group.attrs["steps_done"] = len(outcome.history["outer_step"])
@@ -239,7 +241,8 @@ def run(args) -> int:
         metadata = saved  # (one written before the config text was kept holds only the hash)
     # one progress display, rank 0's (the others' would never move); only rank 0 solves after
     bar = Progress(config.tune.outer_steps, mode=args.progress if rank == 0 else "off", log_every=1,
-                   description="tune", value_name="outer", rel_l2=False)
+                   description="tune", value_name="outer", rel_l2=False,
+                   unit="trial" if config.tune.method in configuration.SEARCHES else "step")
 
     def progress(k, phi, diagnostics):
         bar.description = f"tune {_summary(phi)}"

@@ -6,6 +6,7 @@ search refused on resume, the same TPE sampler for every trial, ``<`` for ``<=``
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -171,3 +172,21 @@ def test_joint_fitting_records_one_row_per_outer_step(tmp_path):
     assert outcome.history["outer_step"] == [0, 1, 2]
     assert outcome.history["method"] == ["joint"] * 3
 
+
+
+def test_a_search_counts_trials_and_records_their_length(tmp_path, capsys):
+    """`pinnlab tune` of a search: its log lines count trials ("tune trial 5/5"; they said
+    "step", while the figure says trial), and /tune records the steps each trial trained
+    (tune.trial_steps, or 10 · horizon = 20 here; only the unused horizon was recorded)."""
+    import h5py
+
+    from pinnlab.cli import main
+
+    path = tmp_path / "tune.yaml"
+    path.write_text(TINY)
+    out = tmp_path / "t.h5"
+    assert main(["tune", str(path), "-o", str(out), "--progress", "log"]) == 0
+    err = capsys.readouterr().err
+    assert re.findall(r" (step|trial) (\d+)/5 outer=", err) == [("trial", str(k)) for k in range(1, 6)], err
+    with h5py.File(out) as fh:
+        assert fh["tune"].attrs["trial_steps"] == 20
