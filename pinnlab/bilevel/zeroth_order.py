@@ -139,8 +139,10 @@ class ZeroOrderForwardGradient(AbstractHypergradient):
             warnings.warn(
                 f"zo_fg2u: every finite difference {difference} over the {self.num_directions} directions is "
                 f"exactly 0 at mu = {self.mu:g}, so the hypergradient estimate is exactly 0 and φ does not move: "
-                "the inner solve does not resolve a step of mu (or h does not depend on φ); raise mu "
-                "(tune.options.mu) or compute in float64 (trainer.dtype=float64)", RuntimeWarning, stacklevel=2)
+                "either the inner solve does not resolve a step of mu, and then raise mu (tune.options.mu) "
+                "or compute in float64 (trainer.dtype=float64), or h is flat, or (central differences) "
+                "symmetric about φ along every direction drawn, as at an exact minimum, where 0 is right",
+                RuntimeWarning, stacklevel=2)
         return HypergradientResult(
             grad=unflatten(total / self.num_directions, phi), value=base, theta=theta, state=state,
             diagnostics={"directional": w, "directions": v, "inner_solves": solves,
