@@ -246,12 +246,6 @@ def make_outer_loss(config: Config, problem: PINNProblem, to_hyperparams, observ
     spec = config.tune.objective
     equation = problem.equation
     seed = spec.seed
-    if spec.kind == "training_loss":
-        raise ConfigError(
-            "tune.objective.kind = 'training_loss': the outer objective must differ from the weighted "
-            "training loss (minimising that over its own weights sends them to zero); use data, residual "
-            "or reference"
-        )
     estimator = problem.estimator
     if isinstance(estimator, SteinAntithetic):
         estimator = dataclasses.replace(estimator, num_samples=spec.samples)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from pinnlab._fields import SECTION_CONFIG, Bool, Float, Int, Seed
 
@@ -89,11 +89,19 @@ class ObjectiveSpec(_Spec):
     weights sends the weights to zero.
     """
 
-    kind: Literal["data", "residual", "reference", "training_loss"] = "data"
+    kind: Literal["data", "residual", "reference"] = "data"
     points: Int = Field(256, ge=1)
     estimator: Literal["autograd", "stein"] = "stein"
     samples: Int = Field(256, ge=1)
     seed: Seed = 0
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _not_the_training_loss(cls, kind):
+        if kind == "training_loss":  # refused with the reason, not listed as a choice
+            raise ValueError("the outer objective must differ from the weighted training loss (minimising "
+                             "that over its own weights sends them to zero); use data, residual or reference")
+        return kind
 
 
 class PhaseSpec(_Spec):

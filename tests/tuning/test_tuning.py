@@ -460,6 +460,8 @@ def test_the_residual_objective_of_an_inverse_problem_draws_its_points_at_the_es
 
 BAD = [
     ("tune.objective.kind=training_loss", "sends them to zero"),
+    # the choices a misspelling lists are those that run (training_loss was one of them)
+    ("tune.objective.kind=dat", "should be 'data', 'residual' or 'reference'"),
     ("tune.tunables={mix: {}}", "needs loss.kind: hybrid"),
     ("tune.tunables={weights.data: {}}", "no term 'data'"),
     ("tune.tunables={coefficients.nu: {}}", "has no coefficient 'nu'"),
