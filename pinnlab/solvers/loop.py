@@ -504,7 +504,7 @@ def train(
     status, message = with_reference(status, message, reference)
     stats = {
         # a run whose only step was the untimed first one (one step, or one left on resume)
-        # reports that step's rate, as the DeepXDE adapter does, rather than 0
+        # reports that step's rate rather than 0 ("not measured" to the training study)
         "steps_per_second": (state.timed_steps / state.train_seconds if state.train_seconds
                              else 1.0 / first_elapsed if first_elapsed else 0.0),
         "wall_s": state.wall_s,

@@ -409,7 +409,7 @@ def test_steps_per_second_leaves_out_the_first_step_of_a_resumed_process(monkeyp
 def test_a_one_step_run_reports_the_rate_of_its_only_step(monkeypatch):
     """A run of one step times nothing after its first, untimed step: it reported
     steps_per_second = 0 (read as "not measured" by the training study). It now reports
-    that step's rate, as the DeepXDE adapter does: with a 0.3 s stall in the step the rate
+    that step's rate (the DeepXDE adapter its whole run's): with a 0.3 s stall in the step the rate
     is at most 1 / 0.3 and at least 1 / the run's wall time."""
     from pinnlab.solvers import step as step_module
 
