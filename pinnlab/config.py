@@ -304,11 +304,11 @@ class Config:
         return dump_yaml(self.resolved())
 
     def input_files(self) -> dict[str, str]:
-        """The files the run takes numbers or code from (``data.source``, a ``.py``
-        ``equation.module``), key → path; a dotted module name is no file."""
+        """The files the run takes numbers or code from (``data.source``, ``equation.module``:
+        a ``.py`` path, or the file a dotted module name was imported from), key → path."""
         data, module = self.sections.get("data"), self.equation.module
         files = {"data.source": None if data is None or data.source == "synthetic" else data.source,
-                 "equation.module": module if isinstance(module, str) and module.endswith(".py") else None}
+                 "equation.module": _module_file(module) if isinstance(module, str) else None}
         return {key: path for key, path in files.items() if path is not None}
 
     def input_digests(self) -> dict[str, str]:
@@ -801,6 +801,17 @@ def _inapplicable(config: Config) -> list[str]:
     return [key for key, (controller, values) in DEPENDENT.items()
             if key.split(".")[0] in config.sections and controller.split(".")[0] in config.sections
             and has_no_effect(key, controller, _get(config, controller)) and not _acts_elsewhere(key, config.raw)]
+
+
+def _module_file(module: str) -> str | None:
+    """The file ``equation.module`` names: a ``.py`` path as given, or the file a dotted
+    module name was imported from (validating the config imported it; a module edited
+    between a run and its resume changed the problem as much as a changed file does)."""
+    import sys
+
+    if module.endswith(".py"):
+        return module
+    return getattr(sys.modules.get(module), "__file__", None)
 
 
 def import_equation_module(module: str) -> None:

@@ -3,7 +3,7 @@
 Schema (one file per run; gzip-compressed datasets)::
 
     /                       attrs: kind="solve", config (resolved YAML), input_files (JSON
-                            SHA-256 of data.source / a .py equation.module, when read), pinnlab_version,
+                            SHA-256 of data.source / the equation.module file, when read), pinnlab_version,
                             torch_version, numpy_version, h5py_version, python_version,
                             git_hash (when available; -dirty: with uncommitted changes),
                             problem_seed, train_seed, device, dtype, equation, dim, loss,

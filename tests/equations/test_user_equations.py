@@ -4,6 +4,8 @@ in the first step, a wrong problem trained in silence, or a result after the tun
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pinnlab.cli import main
@@ -155,3 +157,29 @@ def test_what_a_user_equation_raises_during_the_run_is_one_line_naming_its_line(
     err = capsys.readouterr().err.strip()
     assert err == (f"pinnlab: error: the equation module raised ArithmeticError: too many points ({module} line 8, "
                    "in source)"), err
+
+
+def test_a_module_given_by_name_is_recorded_by_its_files_digest(tmp_path, monkeypatch, registry):
+    """The README's own form, `equation.module: custom_equation`, recorded nothing: a module
+    edited between an interrupted run and its --resume changed the problem in silence
+    (only a `.py` path was hashed). Both forms now record the SHA-256 of the module's file
+    under input_files, so a resume after an edit is refused as for a changed data file."""
+    import hashlib
+    import sys
+
+    from pinnlab import config as configuration
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "named_equation", raising=False)
+    module = tmp_path / "named_equation.py"
+    module.write_text("from pinnlab.equations import PoissonTwoBody, register\n\n"
+                      "@register\nclass Named(PoissonTwoBody):\n    name = 'user_named'\n")
+    digest = hashlib.sha256(module.read_bytes()).hexdigest()
+    for given in ("named_equation", "named_equation.py"):
+        path = tmp_path / "c.yaml"
+        path.write_text(CONFIG.replace("NAME", "user_named").replace("MODULE", given))
+        config = configuration.load(path)
+        assert Path(config.input_files()["equation.module"]).resolve() == module.resolve(), given
+        assert config.input_digests() == {"equation.module": digest}, given
+        EQUATIONS.pop("user_named")  # (each form registers it once)
+    monkeypatch.delitem(sys.modules, "named_equation", raising=False)
