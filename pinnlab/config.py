@@ -1251,7 +1251,8 @@ def check_user_equation(equation, module: str) -> None:
                                                                     for t in terms)):
             raise ValueError(f"it returned {str(terms)[:60]}, not a tuple of Term/Nonpolynomial objects")
         step = "ansatz_jets"
-        equation.ansatz_jets(x, coefficients)
+        for which, jet in zip(("A", "B"), equation.ansatz_jets(x, coefficients)):
+            _check_jet(which, jet, x)
         step = "residual"  # the whole residual, its terms' derivatives exact, of a small network
         net = MLP(equation.input_dim, width=4, depth=2, dtype=torch.float64)
         residual = equation.residual(x, lambda queries: Autograd().estimate(net, x, queries))
@@ -1270,6 +1271,23 @@ def check_user_equation(equation, module: str) -> None:
         detail = (str(err).strip().splitlines() or [""])[0][:200]
         raise ConfigError(f"equation {equation.name!r} (equation.module = {module!r}): {step} failed when tried on "
                           f"4 points: {type(err).__name__}" + (f": {detail}" if detail else "")) from None
+
+
+def _check_jet(which: str, jet, x) -> None:
+    """A user's ansatz jet (``u = A·u_σ + B``) at `(N, D)` points: a value that is a number
+    or `(N,)`, a gradient and a Hessian diagonal that are None or `(N, D)`. A wrong shape
+    failed later inside the residual with torch's own message ("expand(...)", "index 50
+    is out of bounds")."""
+    import torch
+
+    n, d = x.shape
+    expected = {"value": ((n,), f"({n},) or a number"), "gradient": ((n, d), f"({n}, {d}) or None"),
+                "hessian_diagonal": ((n, d), f"({n}, {d}) or None")}
+    for field, (shape, text) in expected.items():
+        value = getattr(jet, field, None)
+        if isinstance(value, torch.Tensor) and tuple(value.shape) not in (shape, () if field == "value" else shape):
+            raise ValueError(f"{which}.{field} has shape {tuple(value.shape)} for {n} points of {d} columns; "
+                             f"it must be {text}")
 
 
 def make_estimator(section: EstimatorSection, equation):

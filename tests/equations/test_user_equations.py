@@ -40,6 +40,20 @@ class Raises(PoissonTwoBody):
         raise ZeroDivisionError("ansatz blew up")
 
 @register
+class ColumnAnsatz(PoissonTwoBody):
+    name = "user_ansatz_column"
+    def ansatz(self, x, coefficients):
+        a, b = super().ansatz(x, coefficients)
+        return a._replace(value=a.value[:, None]), b
+
+@register
+class SpatialGradient(PoissonTwoBody):
+    name = "user_ansatz_gradient"
+    def ansatz(self, x, coefficients):
+        a, b = super().ansatz(x, coefficients)
+        return a._replace(gradient=a.gradient[:, :-1]), b
+
+@register
 class Sampler(PoissonTwoBody):
     name = "user_sampler"
     def sample_collocation(self, n, *, generator, dtype=torch.float32, **overrides):
@@ -90,6 +104,12 @@ def registry():
                                "return one value per point"),
     ("user_nan", [], "exact failed when tried on 4 points: ValueError: it is not finite at the points"),
     ("user_raises", [], "ansatz_jets failed when tried on 4 points: ZeroDivisionError: ansatz blew up"),
+    # a wrongly shaped ansatz jet failed in the residual with torch's "expand(...)" or
+    # "index ... is out of bounds"
+    ("user_ansatz_column", [], "ansatz_jets failed when tried on 4 points: ValueError: A.value has shape (4, 1) "
+                               "for 4 points of 3 columns; it must be (4,) or a number"),
+    ("user_ansatz_gradient", [], "ansatz_jets failed when tried on 4 points: ValueError: A.gradient has shape "
+                                 "(4, 2) for 4 points of 3 columns; it must be (4, 3) or None"),
     ("user_sampler", [], "sample_collocation failed when tried on 4 points: ValueError: it returned (4, 4) for 4 "
                          "points, not (4, 3)"),
     ("user_terms", [], "terms failed when tried on 4 points: ValueError: it returned laplacian, not a tuple"),
