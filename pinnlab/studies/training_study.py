@@ -346,8 +346,8 @@ def summarise(records: list[dict], columns: str | None) -> list[dict]:
         for metric in ("rel_l2", "best_rel_l2", "seconds_per_step", "peak_mem_mb"):
             values = np.array([i[metric] for i in ok], dtype=float)
             row[f"{metric}_mean"] = float(values.mean()) if len(values) else math.nan
-            row[f"{metric}_std"] = (float(values.std(ddof=1)) if len(values) > 1
-                                    else 0.0 if len(values) else math.nan)
+            # (the sample std; undefined, NaN, for one run: 0 read as "no spread")
+            row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
         rows.append(row)
     return rows
 
@@ -371,7 +371,8 @@ def markdown_table(summary: list[dict], columns: str | None, metric: str = "rel_
                 cells.append("—")
                 continue
             runs, left_out = row.get("runs"), row.get("left_out", 0)
-            text = "no ok run" if runs == 0 else f"{row[f'{metric}_mean']:.3e} ± {row[f'{metric}_std']:.1e}"
+            text = ("no ok run" if runs == 0 else f"{row[f'{metric}_mean']:.3e} (1 run)" if runs == 1
+                    else f"{row[f'{metric}_mean']:.3e} ± {row[f'{metric}_std']:.1e}")
             if left_out:
                 text += f" ({left_out} of {runs + left_out} not ok, left out)"
             cells.append(text)

@@ -41,16 +41,18 @@ def _metrics(rel_l2, status="ok"):
             "status": status}
 
 
-def test_only_ok_cells_are_averaged_and_a_single_one_has_a_spread_of_zero():
+def test_only_ok_cells_are_averaged_and_a_single_one_has_no_spread():
     """invalid_reference (no test error) and nonfinite cells are left out like any cell
-    that is not ok; one ok cell is its own mean with std 0, not NaN."""
+    that is not ok; one ok cell is its own mean, and its sample std is undefined: NaN
+    (it was 0, which the table showed as "± 0.0e+00", no spread, and now as "(1 run)")."""
     records = [{"variant": "a", "equation.dim": 3, **_metrics(0.2)},
                {"variant": "a", "equation.dim": 3, **_metrics(math.nan, "invalid_reference")},
                {"variant": "a", "equation.dim": 3, **_metrics(5.0, "nonfinite")}]
     (row,) = summarise(records, "equation.dim")
     assert (row["runs"], row["left_out"]) == (1, 2)
-    assert (row["rel_l2_mean"], row["rel_l2_std"]) == (0.2, 0.0)
-    assert (row["best_rel_l2_mean"], row["best_rel_l2_std"]) == (0.1, 0.0)
+    assert row["rel_l2_mean"] == 0.2 and math.isnan(row["rel_l2_std"])
+    assert row["best_rel_l2_mean"] == 0.1 and math.isnan(row["best_rel_l2_std"])
+    assert markdown_table([row], "equation.dim").splitlines()[2] == "| a | 2.000e-01 (1 run) (2 of 3 not ok, left out) |"
 
 
 def test_the_table_keeps_the_grids_column_order():

@@ -156,7 +156,7 @@ def test_a_list_valued_column_is_summarised_and_tabled():
     assert [(r["column"], r["runs"], r["rel_l2_mean"]) for r in summary] == [([0, 2], 2, 2.0), ([1, 3], 1, 2.0)]
     table = markdown_table(summary, "loss.blend")
     assert table.splitlines()[0] == "| method | loss.blend=[0, 2] | loss.blend=[1, 3] |"
-    assert table.splitlines()[2].startswith("| hybrid | 2.000e+00 ± 1.4e+00 | 2.000e+00 ± 0.0e+00 |")
+    assert table.splitlines()[2].startswith("| hybrid | 2.000e+00 ± 1.4e+00 | 2.000e+00 (1 run) |")
 
 
 def test_the_csv_quotes_a_variant_name_with_a_comma():
