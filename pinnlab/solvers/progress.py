@@ -77,7 +77,7 @@ class Progress:
         for key, value in (terms or {}).items():
             if key.startswith("loss_"):
                 name = key[len("loss_"):]
-                shown[name] = f"{value:.2e}·λ{terms.get(f'weight_{name}', 1.0):.2g}"
+                shown[name] = f"{value:.2e}(w={terms.get(f'weight_{name}', 1.0):.2g})"  # (·λ2e-05 read as λ₂)
         if self.bar is not None:
             postfix = {self.value_name: f"{loss:.3e}"}
             if rel_l2 is not None and self.show_rel_l2:

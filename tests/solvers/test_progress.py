@@ -17,7 +17,7 @@ def test_log_lines_come_every_log_every_steps_and_at_the_end_with_the_terms():
     lines = out.getvalue().splitlines()
     assert [line.split()[2] for line in lines] == ["3/7", "6/7", "7/7"]
     assert "loss=1.500e+00 rel_l2=n/a it/s=" in lines[0]
-    assert "rel_l2=2.500e-01 residual=3.25e+02·λ1 boundary=2.50e-03·λ1.1e+04 it/s=" in lines[1]
+    assert "rel_l2=2.500e-01 residual=3.25e+02(w=1) boundary=2.50e-03(w=1.1e+04) it/s=" in lines[1]
 
 
 def test_the_bar_shows_the_terms_and_off_prints_nothing():
@@ -25,7 +25,7 @@ def test_the_bar_shows_the_terms_and_off_prints_nothing():
     bar = Progress(2, mode="bar", stream=out)
     bar.update(0, 2.0, 0.5, {"loss_data": 1e-3, "weight_data": 0.5})
     bar.bar.refresh()
-    assert "data=1.00e-03·λ0.5" in out.getvalue() and "rel_l2=5.000e-01" in out.getvalue()
+    assert "data=1.00e-03(w=0.5)" in out.getvalue() and "rel_l2=5.000e-01" in out.getvalue()
     bar.close()
     quiet = io.StringIO()
     Progress(2, mode="off", stream=quiet).update(1, 1.0, 0.1)
