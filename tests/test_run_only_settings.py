@@ -205,8 +205,12 @@ def test_training_study_resumes_and_reuses_cells_across_run_only_settings(tmp_pa
     path = resumed / f"{cell.key}.h5"
     _checkpoint_at(Path(str(path) + ".ckpt"), run_config(configuration.load(cfg, cell.overrides)), step=2)
     capsys.readouterr()
-    run_training_study(cfg, cells, resumed, base_overrides=RUN_ONLY)
+    said = []
+    run_training_study(cfg, cells, resumed, base_overrides=RUN_ONLY, progress=said.append)
     assert "starts over" not in capsys.readouterr().err
+    # (the line said only "finished cell", as for a cell computed from step 0)
+    assert said == [f"finished cell {cell.label} (continued from its checkpoint at step 2): rel_l2="
+                    + said[0].split("rel_l2=")[1]], said
     _assert_same_result(tmp_path / "reference" / path.name, path)
 
     messages = []

@@ -88,10 +88,11 @@ def run_cell(config_path: str, overrides: Sequence[str], output: str, threads: i
     reset_peak_memory(resolve_device(config.trainer.device))
     problem, kwargs = configuration.build(config)
     checkpoint = Path(output + ".ckpt")
+    state = None
     if config.trainer.backend == "deepxde":
         result = configuration.solve_config_with_deepxde(config, problem.equation)
     else:
-        state, on_checkpoint = None, None
+        on_checkpoint = None
         if kwargs["checkpoint_every"]:
             config_yaml, optimizer = config.identity(), kwargs["optimizer"]
             if checkpoint.exists():
@@ -110,7 +111,10 @@ def run_cell(config_path: str, overrides: Sequence[str], output: str, threads: i
                               sigma=kwargs["hyperparams"].get("sigma"))
     write_solve_result(output, config=config, problem=problem, result=result, slice_data=slice_data)
     checkpoint.unlink(missing_ok=True)
-    return cell_metrics(output)
+    metrics = cell_metrics(output)
+    if state is not None:  # for the study's progress line only (not a field of /cells)
+        metrics["continued_from"] = int(state.step)
+    return metrics
 
 
 def cell_metrics(path: str | Path) -> dict:
@@ -312,11 +316,13 @@ def run_training_study(
         try:
             for output, metrics in results:
                 key = Path(output).stem
+                continued = metrics.pop("continued_from", None)
                 records[key] = metrics
                 if progress:
                     cell = next(c for c in cells if c.key == key)
                     status = "" if metrics["status"] == "ok" else f" (status {metrics['status']})"
-                    progress(f"finished cell {cell.label}: rel_l2={metrics['rel_l2']:.3e}{status}")
+                    resumed = "" if continued is None else f" (continued from its checkpoint at step {continued})"
+                    progress(f"finished cell {cell.label}{resumed}: rel_l2={metrics['rel_l2']:.3e}{status}")
         finally:
             if workers > 1:
                 pool.terminate()

@@ -59,8 +59,11 @@ def test_a_killed_cell_continues_from_its_checkpoint(tmp_path, monkeypatch):
         return real_train(problem, **kwargs)
 
     monkeypatch.setattr(pinnlab.solvers, "train", recording)
-    run_cell(str(cfg), CELL, str(cell), THREADS)
+    metrics = run_cell(str(cfg), CELL, str(cell), THREADS)
     assert started == [10] and not checkpoint.exists()
+    # the study's line says so ("finished cell ... (continued from its checkpoint at step 10)")
+    assert metrics["continued_from"] == 10
+    assert "continued_from" not in run_cell(str(cfg), CELL, str(whole), THREADS)
     with h5py.File(whole) as a, h5py.File(cell) as b:
         for name in a["params"]:
             assert torch.equal(torch.as_tensor(a["params"][name][...]), torch.as_tensor(b["params"][name][...]))
