@@ -20,7 +20,8 @@ from pinnlab.studies.estimator_study import (
     BIAS_Z,
     bias_is_significant,
     bias_signs,
-    loglog_slope,
+    loglog_fit,
+    series_points,
 )
 
 
@@ -38,20 +39,19 @@ def _records(group) -> list[dict]:
     return [{k: columns[k][i] for k in keys} for i in range(n)]
 
 
-def _fit_band(ax, ks, ys, color):
-    """Least-squares log–log line (:func:`loglog_slope`, the slope ``fit_slopes`` reports)
-    with a ±2 SE band for the slope."""
+def _fit_band(ax, ks, ys, y_se, color):
+    """The log–log line ``fit_slopes`` reports (:func:`loglog_fit`, weighted by the points'
+    standard errors) with a ±2 SE band for the slope."""
     if len(ks) < 3:
         return None
-    slope, se = loglog_slope(ks, ys)
+    slope, se, cx, cy = loglog_fit(ks, ys, y_se)
     if not math.isfinite(slope):  # a value ≤ 0: no logarithm, no line
         return None
-    lx, ly = np.log(ks), np.log(ys)
-    center = ly.mean()  # the least-squares line passes through the means
-    grid = np.linspace(lx.min(), lx.max(), 50)
-    lines = [np.exp(center + s * (grid - lx.mean())) for s in (slope - 2 * se, slope + 2 * se)]
+    lx = np.log(ks)
+    grid = np.linspace(lx.min(), lx.max(), 50)  # (the weighted line passes through the weighted means)
+    lines = [np.exp(cy + s * (grid - cx)) for s in (slope - 2 * se, slope + 2 * se)]
     ax.fill_between(np.exp(grid), np.minimum(*lines), np.maximum(*lines), color=color, alpha=0.15)
-    ax.plot(np.exp(grid), np.exp(center + slope * (grid - lx.mean())), color=color, lw=1, ls="--")
+    ax.plot(np.exp(grid), np.exp(cy + slope * (grid - cx)), color=color, lw=1, ls="--")
     return slope, se
 
 
@@ -101,7 +101,7 @@ def plot_estimator_study(path: Path, outdir: Path) -> list[Path]:
             label = f"{key[0]}, {key[1]}, d={key[2]}, σ={key[3]:g}"
             var = np.array([r["variance"] for r in sel])
             var_err = 2 * np.nan_to_num(np.array([r.get("variance_se", np.nan) for r in sel], float))
-            fit = _fit_band(ax_var, ks, var, color)
+            fit = _fit_band(ax_var, ks, *series_points(quantity, "variance", sel), color)
             # (clipped below only, to stay on the log axis: the upper bar is the full 2 SE)
             ax_var.errorbar(ks, var, yerr=np.stack([np.minimum(var_err, 0.999 * var), var_err]), capsize=3, **style)
             # legend entries are the series' filled marker, whatever was drawn
@@ -116,7 +116,7 @@ def plot_estimator_study(path: Path, outdir: Path) -> list[Path]:
                 bias = np.abs(np.array([r["bias"] for r in sel]))
                 err = BIAS_Z * np.array([r["bias_se"] for r in sel])
                 if significant:
-                    fit = _fit_band(ax_bias, ks, bias, color)
+                    fit = _fit_band(ax_bias, ks, *series_points(quantity, "bias", sel), color)
                 ax_bias.errorbar(ks, bias, yerr=err, capsize=3, **style, mfc="none")
                 ax_bias.plot(ks[signs != 0], bias[signs != 0], color=color, marker=style["marker"], ls="None")
                 note = f"no fit: not {BIAS_Z:g} SE from 0, with one sign, at every K"
@@ -129,7 +129,7 @@ def plot_estimator_study(path: Path, outdir: Path) -> list[Path]:
                 err = BIAS_Z * np.array([r["bias2_se"] for r in sel])
                 up = signs > 0
                 if significant:
-                    fit = _fit_band(ax_bias, ks, b2, color)
+                    fit = _fit_band(ax_bias, ks, *series_points(quantity, "bias2", sel), color)
                 bound = np.where(b2 + err > 0, b2 + err, err)
                 keep = ~up & (bound > 0)
                 ax_bias.errorbar(ks[up], b2[up], yerr=np.stack([np.minimum(err[up], 0.999 * b2[up]), err[up]]),

@@ -452,23 +452,43 @@ def compare_losses(records: list[dict]) -> list[dict]:
     return out
 
 
-def loglog_slope(x, y) -> tuple[float, float]:
-    """Least-squares slope of log y on log x and its standard error; NaN for both where
-    fewer than two points or some x or y is not positive and finite (a variance of
-    exactly 0, every replicate alike, has no logarithm and no power law)."""
+def loglog_fit(x, y, y_se=None) -> tuple[float, float, float, float]:
+    """The line log y = log ŷ + slope·(log x − log x̂) through K: ``(slope, slope_se, log
+    x̂, log ŷ)``; NaN where fewer than two points or some x or y is not positive and
+    finite (a variance of exactly 0, every replicate alike, has no logarithm and no power
+    law).
+
+    With the points' standard errors ``y_se`` (all finite and > 0), weighted least
+    squares: log y_i has standard error y_se_i / y_i (delta method), weight its inverse
+    square, and the slope's standard error is the one those errors give,
+    1/√(Σ w_i (log x_i − log x̂)²), scaled up by √(χ²/(n − 2)) where the points scatter
+    about the line more than their errors say (n > 2). Without them (or where one is not
+    usable), ordinary least squares with the standard error from the scatter alone (n − 2
+    degrees of freedom; NaN for two points), which with 4 or 5 nearly collinear points can
+    be many times too small: a study's variances carry 3–14 % errors each, which the
+    scatter of four of them need not show."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     if len(x) < 2 or not (np.isfinite(x).all() and np.isfinite(y).all() and (x > 0).all() and (y > 0).all()):
-        return math.nan, math.nan
+        return math.nan, math.nan, math.nan, math.nan
     lx, ly = np.log(x), np.log(y)
-    a = np.vstack([lx, np.ones_like(lx)]).T
-    coef, res, *_ = np.linalg.lstsq(a, ly, rcond=None)
-    if len(lx) > 2:
-        resid = ly - a @ coef
-        s2 = float(resid @ resid) / (len(lx) - 2)
-        se = math.sqrt(s2 / float(((lx - lx.mean()) ** 2).sum()))
+    s = None if y_se is None else np.asarray(y_se, float) / y
+    weighted = s is not None and bool(np.isfinite(s).all() and (s > 0).all())
+    w = 1.0 / s**2 if weighted else np.ones_like(lx)
+    cx, cy = float((w * lx).sum() / w.sum()), float((w * ly).sum() / w.sum())
+    sxx = float((w * (lx - cx) ** 2).sum())
+    slope = float((w * (lx - cx) * (ly - cy)).sum()) / sxx
+    chi2 = float((w * (ly - cy - slope * (lx - cx)) ** 2).sum())
+    n = len(lx)
+    if weighted:
+        se = math.sqrt(1.0 / sxx) * max(1.0, math.sqrt(chi2 / (n - 2)) if n > 2 else 1.0)
     else:
-        se = math.nan
-    return float(coef[0]), se
+        se = math.sqrt(chi2 / (n - 2) / sxx) if n > 2 else math.nan
+    return slope, se, cx, cy
+
+
+def loglog_slope(x, y, y_se=None) -> tuple[float, float]:
+    """Slope of log y on log x and its standard error (:func:`loglog_fit`)."""
+    return loglog_fit(x, y, y_se)[:2]
 
 
 BIAS_Z = 2.0
@@ -500,9 +520,19 @@ def bias_is_significant(quantity: str, rows: list[dict]) -> bool:
     return bool(signs) and (all(s == 1 for s in signs) or all(s == -1 for s in signs))
 
 
+def series_points(quantity: str, what: str, rows: list[dict]) -> tuple[list[float], list[float]]:
+    """The values a slope is fitted to and their standard errors, one per K: the variance
+    (``what="variance"``), |bias| of the loss or bias² of the residual and the gradient."""
+    if what == "variance":
+        return [r["variance"] for r in rows], [r.get("variance_se", math.nan) for r in rows]
+    if quantity == "loss":
+        return [abs(r["bias"]) for r in rows], [r["bias_se"] for r in rows]
+    return [r["bias2"] for r in rows], [r["bias2_se"] for r in rows]
+
+
 def fit_slopes(records: list[dict]) -> dict[str, dict[str, float]]:
     """Log–log slopes against K, per series (quantity, loss, noise, d, σ), with their
-    standard errors (:func:`loglog_slope`).
+    standard errors (:func:`loglog_fit`, weighted by the records' own standard errors).
 
     ``variance_slope`` is fitted to every series. ``bias_slope`` (of |bias|, the loss) and
     ``bias2_slope`` (of bias², the residual and the gradient) only to a series whose bias is
@@ -519,12 +549,10 @@ def fit_slopes(records: list[dict]) -> dict[str, dict[str, float]]:
         ks = [r["samples"] for r in rows]
         name = f"{quantity}/{loss}/{noise}/d={dim}/sigma={sigma:g}"
         entry = {}
-        slope, se = loglog_slope(ks, [r["variance"] for r in rows])
+        slope, se = loglog_slope(ks, *series_points(quantity, "variance", rows))
         entry["variance_slope"], entry["variance_slope_se"] = slope, se
         if bias_is_significant(quantity, rows):
-            if quantity == "loss":
-                entry["bias_slope"], entry["bias_slope_se"] = loglog_slope(ks, [abs(r["bias"]) for r in rows])
-            else:
-                entry["bias2_slope"], entry["bias2_slope_se"] = loglog_slope(ks, [r["bias2"] for r in rows])
+            key = "bias" if quantity == "loss" else "bias2"
+            entry[f"{key}_slope"], entry[f"{key}_slope_se"] = loglog_slope(ks, *series_points(quantity, key, rows))
         out[name] = entry
     return out

@@ -171,6 +171,48 @@ def test_loglog_slope_recovers_power_law():
     assert slope == pytest.approx(-1.0) and se < 1e-10
 
 
+def test_weighted_loglog_slope_against_numpys_weighted_fit():
+    """With the points' standard errors the slope is weighted least squares of log y with
+    weights (y / se)², and its SE the one those errors give, 1/√(Σw(log K − log K̂)²),
+    times √(χ²/(n − 2)) when that is above 1: numpy's polyfit with w = y/se and
+    cov="unscaled" in float64, to 1e-12, on a series that scatters more than its errors
+    say (scaled) and on one that scatters less (not scaled)."""
+    k = np.array([4, 8, 16, 32, 64.0])
+    rng = np.random.default_rng(3)
+    y = 3.0 / k * np.exp(0.2 * rng.standard_normal(5))
+    lx, ly = np.log(k), np.log(y)
+    for se_rel in (0.02 * np.array([1, 2, 3, 1, 2.0]), 2.0 * np.array([1, 2, 3, 1, 2.0])):
+        coef, cov = np.polyfit(lx, ly, 1, w=1 / se_rel, cov="unscaled")
+        chi2 = float(((ly - np.polyval(coef, lx)) / se_rel) ** 2 @ np.ones(5))
+        slope, se = loglog_slope(k, y, se_rel * y)
+        assert slope == pytest.approx(coef[0], rel=1e-12)
+        assert se == pytest.approx(math.sqrt(cov[0, 0]) * max(1.0, math.sqrt(chi2 / 3)), rel=1e-12)
+    assert chi2 / 3 < 1  # (the second series: its errors, not its scatter, set the SE)
+
+
+def test_slope_se_reflects_the_points_errors_when_four_points_happen_to_line_up():
+    """Four variances of a study (K = 4…32) with 3–14 % standard errors: their OLS scatter
+    put the slope at −0.972 ± 0.0035, a band 13× too narrow for errors of that size; with
+    the errors the SE is 1/√(Σw(log K − log K̂)²) ≈ 0.045."""
+    k = [4, 8, 16, 32]
+    var, se = [69.88, 35.76, 18.33, 9.251], [6.68, 4.9, 0.468, 0.382]
+    assert loglog_slope(k, var)[1] < 0.005
+    w = (np.array(var) / np.array(se)) ** 2
+    lx = np.log(k)
+    expected = 1 / math.sqrt(float((w * (lx - (w * lx).sum() / w.sum()) ** 2).sum()))
+    slope, slope_se = loglog_slope(k, var, se)
+    assert slope_se == pytest.approx(expected, rel=1e-12) and 0.04 < slope_se < 0.05
+    assert slope == pytest.approx(-0.97, abs=0.01)
+
+
+def test_a_slope_with_an_unusable_standard_error_falls_back_to_ordinary_least_squares():
+    """A NaN or zero SE (a variance of a series whose replicates agree) gives no weight:
+    the fit is OLS with its scatter SE, as without SEs."""
+    k, y = [4, 8, 16, 32], [1.0, 0.6, 0.2, 0.13]
+    for se in ([0.1, math.nan, 0.1, 0.1], [0.1, 0.0, 0.1, 0.1]):
+        assert loglog_slope(k, y, se) == loglog_slope(k, y)
+
+
 def test_loglog_slope_of_a_zero_variance_is_nan_without_a_warning():
     """A variance of exactly 0 (every replicate alike) has no logarithm: NaN slope and SE,
     not numpy's "divide by zero encountered in log" on stderr and a slope of −inf's fit."""

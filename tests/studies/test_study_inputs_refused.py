@@ -17,6 +17,7 @@ from pinnlab import config as C
 from pinnlab.cli import main
 from pinnlab.io import write_strict_json
 from pinnlab.studies.spec import study_runs, validate_runs
+from pinnlab.studies.estimator_study import loglog_slope
 from tests.studies.test_studies import TINY_ESTIMATOR, TINY_TRAINING, _network_file
 
 ONE_CELL = {"samples: [4, 8]": "samples: [4]", "noise: [independent, shared]": "noise: [independent]"}
@@ -182,8 +183,15 @@ def test_the_json_file_is_strict_with_null_for_non_finite_numbers(tmp_path):
     cfg = _estimator(tmp_path, **{"noise: [independent, shared]": "noise: [independent]"})
     assert main(["study", str(cfg), "-o", str(tmp_path / "e.h5"), "--json", str(tmp_path / "e.json")]) == 0
     text = (tmp_path / "e.json").read_text()
-    slopes = json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name} in the JSON"))["slopes"]
-    assert slopes["residual/biased/independent/d=3/sigma=0.1"]["variance_slope_se"] is None  # two K: no SE
+    payload = json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name} in the JSON"))
+    # two K: the slope's SE is the one the points' own errors give (the scatter of two
+    # points gave none, NaN, written as null)
+    rows = sorted((r for r in payload["records"] if (r["quantity"], r["loss"]) == ("residual", "biased")),
+                  key=lambda r: r["samples"])
+    expected = loglog_slope([r["samples"] for r in rows], [r["variance"] for r in rows],
+                            [r["variance_se"] for r in rows])
+    entry = payload["slopes"]["residual/biased/independent/d=3/sigma=0.1"]
+    assert (entry["variance_slope"], entry["variance_slope_se"]) == pytest.approx(expected, rel=1e-12)
     with h5py.File(tmp_path / "e.h5") as fh:  # the file's JSON attributes, "as in --json"
         for key in ("slopes", "comparisons", "pretrained_rel_l2"):
             json.loads(fh.attrs[key], parse_constant=lambda name: pytest.fail(f"bare {name} in /{key}"))

@@ -60,6 +60,25 @@ def test_a_loss_bias_within_two_se_at_one_k_or_of_both_signs_gets_no_slope(z):
     assert "bias_slope" not in _only(fit_slopes(rows))
 
 
+@pytest.mark.parametrize("rows, key, values, errors", [
+    (_loss_rows([3.0 / k * (1, 1.3, 0.8, 1.1)[i] for i, k in enumerate(KS)], [0.4 / k for k in KS], loss="biased"),
+     "bias", lambda rows: [abs(r["bias"]) for r in rows], lambda rows: [r["bias_se"] for r in rows]),
+    (_gradient_rows([4.0 / k**2 * (1, 0.7, 1.2, 0.9)[i] for i, k in enumerate(KS)], [0.5 / k**2 for k in KS]),
+     "bias2", lambda rows: [r["bias2"] for r in rows], lambda rows: [r["bias2_se"] for r in rows]),
+])
+def test_every_slope_is_weighted_by_its_own_points_errors(rows, key, values, errors):
+    """Each slope, with its SE, is the weighted fit to its own values and standard errors:
+    the variance with variance_se, |bias| of the loss with bias_se, bias² with bias2_se
+    (series that scatter about a power law, so the weights change the answer)."""
+    from pinnlab.studies.estimator_study import loglog_slope
+
+    entry = _only(fit_slopes(rows))
+    assert (entry[f"{key}_slope"], entry[f"{key}_slope_se"]) == loglog_slope(KS, values(rows), errors(rows))
+    assert entry[f"{key}_slope"] != loglog_slope(KS, values(rows))[0]
+    variance = loglog_slope(KS, [r["variance"] for r in rows], [r["variance_se"] for r in rows])
+    assert (entry["variance_slope"], entry["variance_slope_se"]) == variance
+
+
 def test_a_bias2_is_fitted_only_where_it_is_two_se_above_zero_at_every_k():
     assert _only(fit_slopes(_gradient_rows([4.0 / k**2 for k in KS], [1.0 / k**2 for k in KS]))) \
         ["bias2_slope"] == pytest.approx(-2.0)
