@@ -154,7 +154,12 @@ def plot_estimator_study(path: Path, outdir: Path) -> list[Path]:
         for ax, legend_ax in zip((ax_var, ax_bias), legend_axes):
             ax.grid(True, which="both", alpha=0.3)
             ax.set_xticks(ks_all, [str(k) for k in ks_all])
-            ax.minorticks_off()
+            ax.xaxis.set_minor_locator(NullLocator())
+            if ax.get_yscale() == "log":  # labelled minor ticks where the range spans about a decade
+                # (with the minor ticks off, 0.03-0.5 had one label, 10⁻¹)
+                ax.yaxis.set_minor_formatter(LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+            else:
+                ax.yaxis.set_minor_locator(NullLocator())
             legend_ax.axis("off")
             legend_ax.legend(*ax.get_legend_handles_labels(), fontsize=7, loc="upper center", frameon=False,
                              borderaxespad=0)

@@ -343,3 +343,21 @@ def test_plot_never_writes_a_figure_over_the_file_it_plots(tmp_path, capsys):
     assert main(["plot", str(plain), "-o", str(plain)]) == 2
     assert capsys.readouterr().err.strip().endswith(f"-o {str(plain)!r}: is the result file being plotted; "
                                                     "choose a directory")
+
+
+def test_a_panel_spanning_less_than_a_decade_labels_more_than_one_y_tick(tmp_path, figures):
+    """Minor ticks were switched off on both axes of the estimator panels, so values from
+    1.25 to 2.5 (or a bias² from 0.03 to 0.5) had a single y label, 10⁰: the y axis keeps
+    its labelled minor ticks (the x axis keeps only the studied K)."""
+    path = tmp_path / "est.h5"
+    _estimator_file(path, ks=(4, 8))
+    studies.plot_estimator_study(path, tmp_path)
+    fig = figures["estimator_loss.png"]
+    _draw(fig)
+    variance_panel = fig.axes[0]
+    low, high = variance_panel.get_ylim()
+    labelled = [t for t in (*variance_panel.yaxis.get_majorticklabels(), *variance_panel.yaxis.get_minorticklabels())
+                if t.get_text() and low <= t.get_position()[1] <= high]
+    assert len(labelled) >= 3, [t.get_text() for t in labelled]
+    assert [t.get_text() for t in variance_panel.get_xticklabels()] == ["4", "8"]
+    assert len(variance_panel.xaxis.get_minorticklocs()) == 0
