@@ -476,6 +476,8 @@ def loglog_fit(x, y, y_se=None) -> tuple[float, float, float, float]:
     w = 1.0 / s**2 if weighted else np.ones_like(lx)
     cx, cy = float((w * lx).sum() / w.sum()), float((w * ly).sum() / w.sum())
     sxx = float((w * (lx - cx) ** 2).sum())
+    if np.ptp(lx) == 0:  # one K throughout: no line through it has a slope
+        return math.nan, math.nan, cx, cy
     slope = float((w * (lx - cx) * (ly - cy)).sum()) / sxx
     chi2 = float((w * (ly - cy - slope * (lx - cx)) ** 2).sum())
     n = len(lx)

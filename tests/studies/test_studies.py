@@ -223,6 +223,8 @@ def test_loglog_slope_of_a_zero_variance_is_nan_without_a_warning():
         assert all(math.isnan(v) for v in loglog_slope([4, 8, 16], [1.0, 0.0, 0.5]))
         assert all(math.isnan(v) for v in loglog_slope([4, 8, 16], [1.0, -2.0, 0.5]))
         assert all(math.isnan(v) for v in loglog_slope([4, 8, 16], [1.0, math.inf, 0.5]))
+        # a single K repeated has no slope either (the weighted fit divided by Σw(log K − log K̂)² = 0)
+        assert all(math.isnan(v) for v in loglog_slope([8, 8, 8], [1.0, 0.9, 1.1], [0.1, 0.1, 0.1]))
 
 
 def test_loglog_slope_standard_error_on_noisy_data():
