@@ -1285,7 +1285,8 @@ def _check_jet(which: str, jet, x) -> None:
                 "hessian_diagonal": ((n, d), f"({n}, {d}) or None")}
     for field, (shape, text) in expected.items():
         value = getattr(jet, field, None)
-        if isinstance(value, torch.Tensor) and tuple(value.shape) not in (shape, () if field == "value" else shape):
+        allowed = (shape, ()) if field == "value" else (shape,)  # (a 0-d value broadcasts as a number)
+        if isinstance(value, torch.Tensor) and tuple(value.shape) not in allowed:
             raise ValueError(f"{which}.{field} has shape {tuple(value.shape)} for {n} points of {d} columns; "
                              f"it must be {text}")
 

@@ -99,9 +99,10 @@ def plot_estimator_study(path: Path, outdir: Path) -> list[Path]:
                          key=lambda r: r["samples"])
             ks = np.array([r["samples"] for r in sel], float)
             label = f"{key[0]}, {key[1]}, d={key[2]}, σ={key[3]:g}"
-            var = np.array([r["variance"] for r in sel])
-            var_err = 2 * np.nan_to_num(np.array([r.get("variance_se", np.nan) for r in sel], float))
-            fit = _fit_band(ax_var, ks, *series_points(quantity, "variance", sel), color)
+            # the values and standard errors the slopes are fitted to, drawn with the same
+            var, var_se = (np.array(a, float) for a in series_points(quantity, "variance", sel))
+            var_err = 2 * np.nan_to_num(var_se)
+            fit = _fit_band(ax_var, ks, var, var_se, color)
             # (clipped below only, to stay on the log axis: the upper bar is the full 2 SE)
             ax_var.errorbar(ks, var, yerr=np.stack([np.minimum(var_err, 0.999 * var), var_err]), capsize=3, **style)
             # legend entries are the series' filled marker, whatever was drawn
@@ -113,10 +114,10 @@ def plot_estimator_study(path: Path, outdir: Path) -> list[Path]:
             significant = bias_is_significant(quantity, sel)
             fit = None
             if quantity == "loss":
-                bias = np.abs(np.array([r["bias"] for r in sel]))
-                err = BIAS_Z * np.array([r["bias_se"] for r in sel])
+                bias, bias_se = (np.array(a, float) for a in series_points(quantity, "bias", sel))
+                err = BIAS_Z * bias_se
                 if significant:
-                    fit = _fit_band(ax_bias, ks, *series_points(quantity, "bias", sel), color)
+                    fit = _fit_band(ax_bias, ks, bias, bias_se, color)
                 ax_bias.errorbar(ks, bias, yerr=err, capsize=3, **style, mfc="none")
                 ax_bias.plot(ks[signs != 0], bias[signs != 0], color=color, marker=style["marker"], ls="None")
                 note = f"no fit: not {BIAS_Z:g} SE from 0, with one sign, at every K"
@@ -125,11 +126,11 @@ def plot_estimator_study(path: Path, outdir: Path) -> list[Path]:
                 # bias² + BIAS_Z SE, or at BIAS_Z SE where that is ≤ 0 (bias² far below 0
                 # happens near zero bias: the SE is not pivotal there, see
                 # pinnlab.studies.estimator_study), so no cell is dropped.
-                b2 = np.array([r["bias2"] for r in sel])
-                err = BIAS_Z * np.array([r["bias2_se"] for r in sel])
+                b2, b2_se = (np.array(a, float) for a in series_points(quantity, "bias2", sel))
+                err = BIAS_Z * b2_se
                 up = signs > 0
                 if significant:
-                    fit = _fit_band(ax_bias, ks, *series_points(quantity, "bias2", sel), color)
+                    fit = _fit_band(ax_bias, ks, b2, b2_se, color)
                 bound = np.where(b2 + err > 0, b2 + err, err)
                 keep = ~up & (bound > 0)
                 ax_bias.errorbar(ks[up], b2[up], yerr=np.stack([np.minimum(err[up], 0.999 * b2[up]), err[up]]),
