@@ -171,6 +171,20 @@ def plot_estimator_study(path: Path, outdir: Path) -> list[Path]:
     return written
 
 
+def _dodged(xs, positions, logarithmic: bool, index: int, count: int) -> list[float]:
+    """The places of the ``index``-th of ``count`` variants: each variant a little beside
+    its column's value (together within 30 % of the smallest gap between values, on the
+    log axis in log units), so that variants with the same mean and std are not drawn on
+    top of one another."""
+    if count == 1:
+        return list(xs)
+    scale = np.log if logarithmic else np.asarray
+    gaps = np.diff(np.unique(scale(np.asarray(positions, float))))
+    gap = gaps.min() if len(gaps) else (np.log(2.0) if logarithmic else 1.0)
+    shift = (index - (count - 1) / 2) * min(0.1, 0.3 / (count - 1)) * gap
+    return [float(x * np.exp(shift)) if logarithmic else float(x + shift) for x in xs]
+
+
 def plot_training_study(path: Path, outdir: Path) -> list[Path]:
     with h5py.File(path, "r") as fh:
         summary = _records(fh["summary"])
@@ -191,10 +205,11 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
     where = dict(zip(values, positions))
     variants = list(dict.fromkeys([*(r["variant"] for r in summary), *(c["variant"] for c in cells)]))
     color = dict(zip(variants, _colors(len(variants))))  # one colour per variant in both figures
-    for variant in variants:
+    for index, variant in enumerate(variants):
         rows = [r for r in summary if r["variant"] == variant and r["rel_l2_mean"] > 0]
         if rows:  # NaN (no cell ok) and 0 have no place on the log error axis
-            ax.errorbar([where[r["column"]] for r in rows], [r["rel_l2_mean"] for r in rows],
+            ax.errorbar(_dodged([where[r["column"]] for r in rows], positions, logarithmic, index, len(variants)),
+                        [r["rel_l2_mean"] for r in rows],
                         yerr=[r["rel_l2_std"] for r in rows], fmt="o-", capsize=4, color=color[variant],
                         label=variant)
     if ax.containers:
@@ -202,7 +217,8 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
     else:
         ax.text(0.5, 0.5, "no cell finished with status ok: no error to draw", transform=ax.transAxes,
                 ha="center", va="center")
-    ax.set(xscale="log" if logarithmic else "linear", yscale="log", xlabel=columns or "cell",
+    beside = " (variants side by side)" if len(variants) > 1 else ""
+    ax.set(xscale="log" if logarithmic else "linear", yscale="log", xlabel=(columns or "cell") + beside,
            ylabel="final relative L2 (mean ± std)",
            # (the file keeps its name, training_error_vs_dim.png, whatever the column is)
            title=f"Training study: final error against {columns} per method" if columns

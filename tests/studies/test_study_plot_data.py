@@ -229,3 +229,46 @@ def test_coinciding_variants_stay_visible_the_first_drawn_widest(tmp_path, figur
     lines = {line.get_label(): line for line in figures["training_loss_curves.png"].axes[0].lines}
     assert (lines["biased"].get_linewidth(), lines["hybrid"].get_linewidth()) == (2.5, 1.0)
     np.testing.assert_array_equal(lines["biased"].get_ydata(), lines["hybrid"].get_ydata())
+
+
+@pytest.mark.parametrize("columns, values, logarithmic", [("equation.dim", [4.0, 16.0], True),
+                                                          ("loss.kind", ["a", "b"], False)])
+def test_variants_with_equal_errors_are_drawn_side_by_side(tmp_path, figures, columns, values, logarithmic):
+    """Two variants with the same mean and std at every column were drawn on top of each
+    other (one vanished); now each sits beside the column's value, symmetrically (in log
+    units on a log axis), together within 30 % of the gap between columns, and the ticks
+    stay at the values."""
+    path = tmp_path / "t.h5"
+    flat = np.ones(10)
+    _training_file(path, [(v, c, 0.1, flat, 0 * flat) for v in ("p", "q") for c in values],
+                   [(v, c, 0.1, 0.02) for v in ("p", "q") for c in values], columns=columns)
+    studies.plot_training_study(path, tmp_path)
+    ax = figures["training_error_vs_dim.png"].axes[0]
+    bars = _errors(ax)
+    places = [4.0, 16.0] if logarithmic else [0.0, 1.0]
+    scale = np.log if logarithmic else np.asarray
+    gap = scale(places[1]) - scale(places[0])
+    left, right = scale(np.asarray(bars["p"][0], float)), scale(np.asarray(bars["q"][0], float))
+    centre = scale(np.asarray(places))
+    np.testing.assert_allclose(left - centre, centre - right, atol=1e-12)
+    assert np.all(right - left > 0.05 * gap) and np.all(right - left <= 0.3 * gap + 1e-12)
+    for name in ("p", "q"):
+        assert bars[name][1] == pytest.approx([0.1, 0.1]) and bars[name][2] == pytest.approx([0.02, 0.02])
+    assert list(ax.get_xticks()) == places
+    assert ax.get_xlabel() == f"{columns} (variants side by side)"
+
+
+def test_many_variants_side_by_side_stay_within_30_percent_of_the_gap(tmp_path, figures):
+    """Seven variants at d = 4 and 16: seven distinct places per column, evenly spaced in
+    log units, spanning 30 % of the log gap (so they never reach the next column)."""
+    path = tmp_path / "t.h5"
+    flat = np.ones(10)
+    names = [f"v{i}" for i in range(7)]
+    _training_file(path, [(v, c, 0.1, flat, 0 * flat) for v in names for c in (4.0, 16.0)],
+                   [(v, c, 0.1, 0.0) for v in names for c in (4.0, 16.0)])
+    studies.plot_training_study(path, tmp_path)
+    bars = _errors(figures["training_error_vs_dim.png"].axes[0])
+    for column, value in enumerate((4.0, 16.0)):
+        logs = np.log([bars[v][0][column] for v in names])
+        np.testing.assert_allclose(np.diff(logs), 0.05 * np.log(4.0), rtol=1e-9)
+        assert logs.mean() == pytest.approx(np.log(value))
