@@ -192,8 +192,9 @@ def test_a_hybrid_loss_that_cannot_switch_within_the_run_warns():
     no word (the command line refuses such a config)."""
     problem = _problem(AllenCahnTwoBody(3), loss=Hybrid())
     with pytest.warns(UserWarning, match=r"SwitchAt\(step=5000\) gives its unbiased loss no weight within "
-                                         r"the run's 3 steps: it trains Biased only"):
+                                         r"the run's 3 steps: it trains Biased only") as record:
         pinnlab.train(problem, steps=3, device="cpu", progress="off", test_points=4)
+    assert {w.filename for w in record if "no weight" in str(w.message)} == {__file__}  # the user's line
     assert SwitchAt(2).starts_within(3) and not SwitchAt(3).starts_within(3)
     assert Blend(1, 5).starts_within(3) and not Blend(2, 5).starts_within(3)  # mix > 0 from start + 1
     # a replayed tuned mix: segments of 10 steps, the first above 0 starts at step 20

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import torch
 
 from pinnlab._checks import check_integer, check_nonnegative, check_positive
+from pinnlab._warnings import warn
 from pinnlab.bilevel._trees import detach, tree_add, tree_dot, tree_norm, tree_norm64, tree_scale
 from pinnlab.bilevel.base import AbstractHypergradient, HypergradientResult, unroll
 
@@ -104,13 +104,13 @@ class NeumannSolve:
         at.diagnostics["growing_terms"] = growing
         at.diagnostics["last_term"] = previous / first if first > 0 else 0.0
         if growing:
-            warnings.warn(
+            warn(
                 f"Neumann: the series terms ‖(I − αH)^k d‖ grow ({growing} of {self.iterations} terms larger than "
                 f"the one before, from term {grew}; ‖d‖ = {first:.3g}, last term {previous:.3g}): "
                 f"‖I − αH‖ ≥ 1 at α = {self.alpha:g}, so the series diverges and the implicit hypergradient is "
                 "unreliable; lower alpha (tune.options.alpha) below 2/λ_max(H), or, if H is indefinite (θ_T not near "
                 "a minimum of g), use cg with damping or train θ closer to a minimum",
-                RuntimeWarning, stacklevel=2)
+                RuntimeWarning)
         return tree_scale(total, self.alpha)
 
 
@@ -165,11 +165,11 @@ class CGSolve:
             rr = rr_new
         at.diagnostics["negative_curvature"] = negative
         if negative:
-            warnings.warn(
+            warn(
                 f"CG: non-positive curvature pᵀ(H + λI)p = {first[1]:.3g} at iteration {first[0]} "
                 f"({negative} such iterations): the inner Hessian at θ_T is not positive definite, so the "
                 "implicit hypergradient is unreliable; raise CG's damping λ or train θ closer to a minimum",
-                RuntimeWarning, stacklevel=2)
+                RuntimeWarning)
         return x
 
 

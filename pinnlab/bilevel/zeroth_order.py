@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -12,6 +11,7 @@ import torch
 from torch import Tensor
 
 from pinnlab._checks import check_choice, check_integer, check_positive
+from pinnlab._warnings import warn
 from pinnlab.bilevel.base import (
     AbstractHypergradient,
     HypergradientResult,
@@ -136,13 +136,13 @@ class ZeroOrderForwardGradient(AbstractHypergradient):
         unresolved = int((w == 0).sum())
         if unresolved == len(w) and not bool(total.any()):  # (every rank's differences were 0)
             difference = "h(φ + μv) − h(φ)" if self.scheme == "forward" else "h(φ + μv) − h(φ − μv)"
-            warnings.warn(
+            warn(
                 f"zo_fg2u: every finite difference {difference} over the {self.num_directions} directions is "
                 f"exactly 0 at mu = {self.mu:g}, so the hypergradient estimate is exactly 0 and φ does not move: "
                 "either the inner solve does not resolve a step of mu, and then raise mu (tune.options.mu) "
                 "or compute in float64 (trainer.dtype=float64), or h is flat, or (central differences) "
                 "symmetric about φ along every direction drawn, as at an exact minimum, where 0 is right",
-                RuntimeWarning, stacklevel=2)
+                RuntimeWarning)
         return HypergradientResult(
             grad=unflatten(total / self.num_directions, phi), value=base, theta=theta, state=state,
             diagnostics={"directional": w, "directions": v, "inner_solves": solves,

@@ -6,7 +6,6 @@ import copy
 import hashlib
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +14,7 @@ import torch
 from torch import Tensor
 
 from pinnlab._seeding import make_generator
+from pinnlab._warnings import warn
 from pinnlab.equations.base import AbstractEquation
 from pinnlab.equations.fields import Jet
 from pinnlab.equations.terms import (
@@ -344,8 +344,8 @@ class HJBRosenbrock(_HJB):
                 fh.attrs["seed"] = self.seed
             os.replace(tmp, path)
         except OSError as err:  # an unwritable cache costs a recomputation next time, not this run
-            warnings.warn(f"{self.name}: cannot cache the reference under {str(path.parent)!r} ({err}); "
-                          "set PINNLAB_CACHE to a writable directory", stacklevel=2)
+            warn(f"{self.name}: cannot cache the reference under {str(path.parent)!r} ({err}); "
+                 "set PINNLAB_CACHE to a writable directory")
         return u.to(device=x.device, dtype=x.dtype)
 
 

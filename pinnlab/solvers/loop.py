@@ -7,7 +7,6 @@ import math
 import resource
 import sys
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -20,6 +19,7 @@ from pinnlab._checks import check_integer
 from pinnlab._interrupts import STOPS
 from pinnlab._malloc import release_free_memory
 from pinnlab._typing import Params, tensor_leaves
+from pinnlab._warnings import warn
 from pinnlab.losses.hybrid import Hybrid, PlateauState, SwitchOnPlateau
 from pinnlab.solvers.evaluate import Evaluation, evaluate, reference_problem, with_reference
 from pinnlab.solvers.optim import AbstractOptimizer, Adam
@@ -345,8 +345,8 @@ def train(
         else None
     )
     if isinstance(loss_fn, Hybrid) and "mix" not in hyperparams and not loss_fn.switch.starts_within(steps):
-        warnings.warn(f"the hybrid loss's {loss_fn.switch} gives its unbiased loss no weight within the run's "
-                      f"{steps} steps: it trains {type(loss_fn.first).__name__} only", stacklevel=2)
+        warn(f"the hybrid loss's {loss_fn.switch} gives its unbiased loss no weight within the run's "
+             f"{steps} steps: it trains {type(loss_fn.first).__name__} only")
     if plateau_switch is not None and state.plateau is None:
         state.plateau = plateau_switch.init()
 

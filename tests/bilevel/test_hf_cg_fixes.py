@@ -154,8 +154,9 @@ def test_cg_stops_at_zero_curvature_instead_of_dividing_by_it():
 
     problem = from_inner_loss(inner, outer, SGD(lr=1e-3), {"w": torch.zeros(2, dtype=F64)}, horizon=1)
     phi = {"a": torch.tensor([0.3, -0.7], dtype=F64)}
-    with pytest.warns(RuntimeWarning, match=r"non-positive curvature pᵀ\(H \+ λI\)p = 0 at iteration 1"):
+    with pytest.warns(RuntimeWarning, match=r"non-positive curvature pᵀ\(H \+ λI\)p = 0 at iteration 1") as record:
         result = hypergradient(problem, phi, ImplicitDiff(CGSolve(iterations=5)))
+    assert {w.filename for w in record if "curvature" in str(w.message)} == {__file__}  # the user's line
     torch.testing.assert_close(flatten(result.grad), phi["a"], rtol=0, atol=0)
     assert result.diagnostics["negative_curvature"] == 1
 
