@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,11 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def refuse(self, message: str) -> int:
+        """The same line for a check made after parsing; returns exit code 2 for ``main``."""
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        return 2
 
 
 def json_path_error(path: str | None) -> str | None:

@@ -261,8 +261,7 @@ def main(argv=None) -> int:
         return 0
     problem = json_path_error(args.json)
     if problem:
-        print(f"error: --json {args.json}: {problem}", file=sys.stderr)
-        return 2
+        return parser.refuse(f"--json {args.json}: {problem}")
     records, rate = run(args.quick, args.malloc)
     print(table(records))
     for mode in dict.fromkeys(r["malloc"] for r in records):  # (no glibc: "default" rows only)

@@ -69,8 +69,7 @@ def main() -> int:
         grad_horizons = listed("--grad-horizons", default_grad if args.grad_horizons is None else args.grad_horizons,
                                int)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return parser.refuse(str(exc))
     warm_steps = args.warm_steps if args.warm_steps is not None else (300 if args.quick else 1000)
     # σ is log- and mix logit-parameterised: a value outside (0, ∞) or (0, 1) failed with a
     # traceback at its first use, after the set-up; a nan ran through into the JSON
@@ -85,8 +84,7 @@ def main() -> int:
     ]
     for ok, message in checks:
         if not ok:
-            print(f"error: {message}", file=sys.stderr)
-            return 2
+            return parser.refuse(message)
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import torch
@@ -100,8 +98,7 @@ def main() -> int:
     from pinnlab.tuning.setup import build_tuning
 
     if (why := json_path_error(args.json)) is not None:
-        print(f"error: --json {args.json}: {why}", file=sys.stderr)
-        return 2
+        return parser.refuse(f"--json {args.json}: {why}")
     draws = args.draws
     data = problems(args.quick)["c"]
     setup = build_tuning(configuration.validate(data))

@@ -323,8 +323,7 @@ def main(argv=None) -> int:
             print(json.dumps(fn(name, horizons, width)))
             return 0
     if (why := json_path_error(args.json)) is not None:
-        print(f"error: --json {args.json}: {why}", file=sys.stderr)
-        return 2
+        return parser.refuse(f"--json {args.json}: {why}")
     width = 64 if args.quick else 128
     if args.memory_only:
         with tensor_bytes(width, HORIZONS) as counting:

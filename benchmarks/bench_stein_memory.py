@@ -114,8 +114,7 @@ def main(argv=None) -> int:
         return 0
     problem = json_path_error(args.json)
     if problem:
-        print(f"error: --json {args.json}: {problem}", file=sys.stderr)
-        return 2
+        return parser.refuse(f"--json {args.json}: {problem}")
     records = run(args.quick)
     print(table(records))
     if args.json is not None:

@@ -83,8 +83,7 @@ def main(argv=None) -> int:
         parser.error(f"--dim {args.dim}: must be >= 1")
     problem = json_path_error(args.json)
     if problem:
-        print(f"error: --json {args.json}: {problem}", file=sys.stderr)
-        return 2
+        return parser.refuse(f"--json {args.json}: {problem}")
     import torch
 
     import pinnlab

@@ -423,24 +423,18 @@ def main() -> int:
     try:
         names, methods = listed("--problems", args.problems), listed("--methods", args.methods)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return parser.refuse(str(exc))
     unknown = [p for p in names if p not in specs] + \
         [m for m in methods if m not in METHODS and not (m == "fg2u_jvp" and args.costs)]
     if unknown:
-        print(f"error: unknown {', '.join(unknown)} "
-              f"(problems: {', '.join(specs)}; methods: {', '.join(METHODS)}; fg2u_jvp with --costs only)",
-              file=sys.stderr)
-        return 2
+        return parser.refuse(f"unknown {', '.join(unknown)} (problems: {', '.join(specs)}; "
+                             f"methods: {', '.join(METHODS)}; fg2u_jvp with --costs only)")
     if not 0 < budget < math.inf:  # nan and inf failed in the first tuner's config, after the warm-up
-        print(f"error: --budget {budget}: must be finite and > 0", file=sys.stderr)
-        return 2
+        return parser.refuse(f"--budget {budget}: must be finite and > 0")
     if args.repeats < 1:
-        print(f"error: --repeats {args.repeats}: must be >= 1", file=sys.stderr)
-        return 2
+        return parser.refuse(f"--repeats {args.repeats}: must be >= 1")
     if (why := json_path_error(args.json)) is not None:
-        print(f"error: --json {args.json}: {why}", file=sys.stderr)
-        return 2
+        return parser.refuse(f"--json {args.json}: {why}")
     if args.costs:  # it times one estimate per method: the rest of a run's settings do not reach it
         ignored = [option for option, given in (("--select", args.select), ("--repeats", args.repeats != 1),
                                                 ("--outer-steps", args.outer_steps is not None),
@@ -449,23 +443,19 @@ def main() -> int:
                                                 ("--outer-betas", args.outer_betas is not None),
                                                 ("--outer-optimizer", args.outer_optimizer is not None)) if given]
         if ignored:
-            print(f"error: --costs times one estimate of each method; {', '.join(ignored)} would not act; "
-                  "drop them", file=sys.stderr)
-            return 2
+            return parser.refuse(f"--costs times one estimate of each method; {', '.join(ignored)} would not act; "
+                                 "drop them")
     if args.outer_steps is not None:
         if args.outer_steps < 1 or args.budget is not None:
             why = "must be >= 1" if args.outer_steps < 1 else "replaces the budget; drop --budget"
-            print(f"error: --outer-steps {args.outer_steps}: {why}", file=sys.stderr)
-            return 2
+            return parser.refuse(f"--outer-steps {args.outer_steps}: {why}")
         budget = None
         specs = {name: _with(data, tune__outer_steps=args.outer_steps) for name, data in specs.items()}
     if args.select and (args.outer_lr is not None or args.outer_betas is not None or args.outer_optimizer):
-        print("error: --select picks each method's outer optimiser, learning rate and β itself; "
-              "drop --outer-optimizer/--outer-lr/--outer-betas", file=sys.stderr)
-        return 2
+        return parser.refuse("--select picks each method's outer optimiser, learning rate and β itself; "
+                             "drop --outer-optimizer/--outer-lr/--outer-betas")
     if args.outer_optimizer == "sgd" and args.outer_betas is not None:
-        print("error: --outer-betas are Adam's; plain SGD (--outer-optimizer sgd) has none", file=sys.stderr)
-        return 2
+        return parser.refuse("--outer-betas are Adam's; plain SGD (--outer-optimizer sgd) has none")
     if args.outer_optimizer:
         specs = {name: _with(data, tune__outer_optimizer=args.outer_optimizer) for name, data in specs.items()}
     if args.horizon is not None:
@@ -476,8 +466,7 @@ def main() -> int:
         try:
             betas = [float(b) for b in args.outer_betas.split(",")]
         except ValueError:
-            print(f"error: --outer-betas {args.outer_betas!r}: expected two numbers B1,B2", file=sys.stderr)
-            return 2
+            return parser.refuse(f"--outer-betas {args.outer_betas!r}: expected two numbers B1,B2")
         specs = {name: _with(data, tune__outer_betas=betas) for name, data in specs.items()}
     phases: dict[str, dict] = {}  # --then: each problem's second phase
     if args.then is not None:  # ("" was taken as not given)
@@ -500,8 +489,7 @@ def main() -> int:
         elif not any(m in BILEVEL_OPTIONS for m in methods):
             why = f"a two-phase schedule needs a hypergradient method in --methods ({', '.join(BILEVEL_OPTIONS)})"
         if why:
-            print(f"error: --then {args.then}: {why}", file=sys.stderr)
-            return 2
+            return parser.refuse(f"--then {args.then}: {why}")
         after = after * len(names) if len(after) == 1 else after
 
         def then(data, name):
@@ -512,8 +500,7 @@ def main() -> int:
 
         phases = {name: then(specs[name], name) for name in names}
     elif args.then_lr_scale is not None:
-        print("error: --then-lr-scale needs --then", file=sys.stderr)
-        return 2
+        return parser.refuse("--then-lr-scale needs --then")
     from pinnlab.config import ConfigError, validate
 
     try:  # overrides checked once, before any run
@@ -522,8 +509,7 @@ def main() -> int:
             if name in phases:
                 validate(_with(data, tune__then=phases[name]))
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return parser.refuse(str(exc))
     import pinnlab
 
     malloc = "pinnlab" if args.malloc == "pinnlab" and pinnlab.configure_malloc() else "default"

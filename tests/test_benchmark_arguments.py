@@ -80,6 +80,8 @@ def test_bad_arguments_are_one_line_and_exit_2(tmp_path, script, args, expected)
     err = run.stderr.strip()
     assert run.returncode == 2, err
     assert len(err.splitlines()) == 1 and expected in err, err
+    # one wording, argparse's, also for the scripts' own checks (they said "error: ...")
+    assert err.startswith(f"{script}: error: "), err
     assert not out.exists()
 
 
@@ -98,7 +100,7 @@ def test_unwritable_json_path_is_refused_before_the_run(tmp_path, script, args, 
                          capture_output=True, text=True, timeout=120)
     err = run.stderr.strip()
     assert run.returncode == 2, err
-    assert len(err.splitlines()) == 1 and f"--json {path}: " in err and expected in err, err
+    assert len(err.splitlines()) == 1 and err.startswith(f"{script}: error: --json {path}: ") and expected in err, err
 
 
 @pytest.mark.parametrize("script", ["bench_tuning.py", "bench_horizon_bias.py", "bench_hypergrad.py",
