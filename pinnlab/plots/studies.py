@@ -77,6 +77,21 @@ LEGEND_ENTRY_INCHES = 0.16
 """Height of one fontsize-7 legend entry (with its spacing), for sizing the figure."""
 
 
+ARROW_DECADES = 0.3
+"""Length of the arrow below an upper bound, in decades of the log axis."""
+
+
+def _down_arrows(ax, xs, tops, color) -> None:
+    """The usual mark of an upper limit: an arrow from each hollow marker down by
+    ARROW_DECADES (the axis is widened to hold the arrow tips)."""
+    for x, top in zip(xs, tops):
+        tip = top * 10 ** -ARROW_DECADES
+        ax.annotate("", xy=(x, tip), xytext=(x, top), annotation_clip=False,
+                    arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1, "shrinkA": 4, "shrinkB": 0,
+                                "mutation_scale": 8})
+        ax.update_datalim([(x, tip)])
+
+
 def plot_estimator_study(path: Path, outdir: Path) -> list[Path]:
     with h5py.File(path, "r") as fh:
         records = _records(fh["records"])
@@ -136,6 +151,7 @@ def plot_estimator_study(path: Path, outdir: Path) -> list[Path]:
                 ax_bias.errorbar(ks[up], b2[up], yerr=np.stack([np.minimum(err[up], 0.999 * b2[up]), err[up]]),
                                  capsize=3, **style)
                 ax_bias.plot(ks[keep], bound[keep], color=color, marker=style["marker"], mfc="none", ls="None")
+                _down_arrows(ax_bias, ks[keep], bound[keep], color)
                 note = f"no fit: not {BIAS_Z:g} SE above 0 at every K"
             if significant:
                 note = "no fit: fewer than 3 K"
@@ -148,7 +164,7 @@ def plot_estimator_study(path: Path, outdir: Path) -> list[Path]:
                    ylabel="variance (±2 SE)" if positive else "variance (0 at every K: every replicate alike)",
                    title=f"{quantity}: variance of the estimate")
         ylabel = (f"|E L̂ − L| (±{BIAS_Z:g} SE; hollow: within {BIAS_Z:g} SE of 0)" if quantity == "loss" else
-                  f"bias² (debiased, ±{BIAS_Z:g} SE; hollow: upper bound)")
+                  f"bias² (debiased, ±{BIAS_Z:g} SE; hollow ↓: upper bound)")
         ax_bias.set(xscale="log", yscale="log", xlabel="samples K", ylabel=ylabel,
                     title=f"{quantity}: bias against the large-K reference")
         ks_all = sorted({r["samples"] for r in rows})

@@ -272,3 +272,22 @@ def test_many_variants_side_by_side_stay_within_30_percent_of_the_gap(tmp_path, 
         logs = np.log([bars[v][0][column] for v in names])
         np.testing.assert_allclose(np.diff(logs), 0.05 * np.log(4.0), rtol=1e-9)
         assert logs.mean() == pytest.approx(np.log(value))
+
+
+def test_each_upper_bound_has_an_arrow_down_inside_the_axis(tmp_path, figures, monkeypatch):
+    """A hollow marker is an upper bound: each gets the usual arrow pointing down from it,
+    0.3 decades long, and the y axis reaches the arrow tips (none is cut off; here the
+    tips, 0.125 and 0.1, are the lowest things drawn)."""
+    monkeypatch.setitem(GRADIENT_BIAS2, 8, (0.5, 0.05))  # (its bar no longer reaches below the tips)
+    _estimator_file(tmp_path / "est.h5")
+    studies.plot_estimator_study(tmp_path / "est.h5", tmp_path)
+    fig = figures["estimator_gradient.png"]
+    ax = fig.axes[1]
+    arrows = [a for a in ax.texts if getattr(a, "arrow_patch", None) is not None]
+    tails = sorted(a.xyann for a in arrows)
+    assert [x for x, _ in tails] == [16, 32] and [y for _, y in tails] == pytest.approx([0.25, 0.2])
+    for arrow in arrows:
+        assert arrow.xy[0] == arrow.xyann[0] and arrow.xy[1] == pytest.approx(arrow.xyann[1] / 10 ** 0.3)
+    fig.canvas.draw()  # (autoscaling)
+    assert ax.get_ylim()[0] <= min(a.xy[1] for a in arrows)
+    assert ax.get_ylabel().endswith("hollow ↓: upper bound)")
