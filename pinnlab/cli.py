@@ -387,32 +387,49 @@ class Once(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
+def add_command(sub, name: str, summary: str, example: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` opens with its summary and ends with an example."""
+    return sub.add_parser(name, help=summary, description=summary[0].upper() + summary[1:] + ".",
+                          epilog=f"example: {example}" if example else None)
+
+
 def add_config_arguments(p) -> None:
     """CONFIG and its dotted overrides (optional: a default, else argparse named them among
     the missing arguments, "required: config, overrides")."""
-    p.add_argument("config", type=path_argument)
-    p.add_argument("overrides", nargs="*", default=[], help="key.sub=value (YAML-typed)")
+    p.add_argument("config", type=path_argument, help="YAML config (configs/ has one per equation)")
+    p.add_argument("overrides", nargs="*", default=[],
+                   help="dotted key=value settings over the config's, YAML-typed, anywhere after CONFIG "
+                        "(e.g. equation.dim=1000 trainer.steps=500)")
+
+
+def add_run_arguments(p, output: str, checkpoints: str) -> None:
+    """The output, resume and progress options of a run (solve, tune)."""
+    p.add_argument("-o", "--output", required=True, type=file_argument, action=Once, help=f"result file {output}")
+    p.add_argument("--resume", action="store_true", help=f"continue from {output}.ckpt ({checkpoints})")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing result")
+    p.add_argument("--progress", choices=("auto", "bar", "log", "off"), default="auto", action=Once,
+                   help="a progress bar on a terminal and log lines otherwise (auto, the default), "
+                        "always one of them, or nothing")
 
 
 def _add_solve(sub):
-    p = sub.add_parser("solve", help="train a PINN from a YAML config")
+    p = add_command(sub, "solve", "train a PINN from a YAML config",
+                    "pinnlab solve configs/quickstart.yaml equation.dim=20 -o run.h5")
     add_config_arguments(p)
-    p.add_argument("-o", "--output", required=True, type=file_argument, action=Once, help="result file RUN.h5")
-    p.add_argument("--resume", action="store_true", help="continue from RUN.h5.ckpt")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing result")
-    p.add_argument("--progress", choices=("auto", "bar", "log", "off"), default="auto", action=Once)
+    add_run_arguments(p, "RUN.h5", "saved every trainer.checkpoint_every steps and, when that is set, "
+                                   "on Ctrl-C or SIGTERM")
     return p
 
 
 def _add_plot(sub):
-    p = sub.add_parser("plot", help="draw PNGs from a result file")
-    p.add_argument("file", type=path_argument)
+    p = add_command(sub, "plot", "draw PNGs from a result file", "pinnlab plot run.h5 -o run_plots")
+    p.add_argument("file", type=path_argument, help="a result file of pinnlab solve, tune or study")
     p.add_argument("-o", "--output", type=path_argument, action=Once, help="directory for the PNGs (default: FILE without .h5)")
     return p
 
 
 def _add_list(sub):
-    return sub.add_parser("list", help="list equations, estimators, losses, tuning methods and study kinds")
+    return add_command(sub, "list", "list equations, estimators, losses, tuning methods and study kinds")
 
 
 COMMANDS.update({
@@ -436,7 +453,11 @@ def _register_optional_commands() -> None:
 
 def make_parser() -> argparse.ArgumentParser:
     _register_optional_commands()
-    parser = _Parser(prog="pinnlab", description="RS-PINN solver and bilevel tuner")
+    parser = _Parser(prog="pinnlab", description="RS-PINN solver and bilevel tuner",
+                     epilog="pinnlab COMMAND --help describes each command")
+    from pinnlab import __version__
+
+    parser.add_argument("--version", action="version", version=f"pinnlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add, _ in COMMANDS.values():
         add(sub)

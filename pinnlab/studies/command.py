@@ -14,8 +14,10 @@ NAME = "study"
 
 
 def add_parser(sub):
-    p = sub.add_parser(NAME, help="run an estimator-level or training-level bias-variance study")
-    from pinnlab.cli import Once, add_config_arguments, file_argument
+    from pinnlab.cli import Once, add_command, add_config_arguments, file_argument
+
+    p = add_command(sub, NAME, "run an estimator-level or training-level bias-variance study",
+                    "pinnlab study configs/studies/estimator_small.yaml -o est.h5 --json est.json")
 
     add_config_arguments(p)
     p.add_argument("-o", "--output", required=True, type=file_argument, action=Once, help="study file STUDY.h5")

@@ -12,14 +12,14 @@ NAME = "tune"
 
 
 def add_parser(sub):
-    p = sub.add_parser(NAME, help="tune PINN hyperparameters (or PDE coefficients) by bilevel optimisation")
-    from pinnlab.cli import Once, add_config_arguments, file_argument
+    from pinnlab.cli import add_command, add_config_arguments, add_run_arguments
 
+    p = add_command(sub, NAME, "tune PINN hyperparameters (or PDE coefficients) by bilevel optimisation, "
+                    "then solve with the tuned values", "pinnlab tune configs/tuning/poisson_boundary_weight.yaml "
+                    "-o tuned.h5")
     add_config_arguments(p)
-    p.add_argument("-o", "--output", required=True, type=file_argument, action=Once, help="result file TUNE.h5")
-    p.add_argument("--resume", action="store_true", help="continue from TUNE.h5.ckpt")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing result")
-    p.add_argument("--progress", choices=("auto", "bar", "log", "off"), default="auto", action=Once)
+    add_run_arguments(p, "TUNE.h5", "saved every tune.checkpoint_every outer steps and on Ctrl-C or "
+                                    "SIGTERM; the final solve's as pinnlab solve's, in TUNE.h5.final.ckpt")
     return p
 
 
