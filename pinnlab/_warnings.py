@@ -8,11 +8,12 @@ first frame outside the package instead.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
 
-_PACKAGE = str(Path(__file__).resolve().parent) + "/"
+_PACKAGE = os.path.join(str(Path(__file__).resolve().parent), "")  # (with its trailing separator)
 
 
 def user_stacklevel() -> int:
