@@ -707,7 +707,10 @@ def _format_error(section: str, err: ValidationError, model: type[BaseModel]) ->
     message = first["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
-    return f"{loc} = {describe_value(first.get('input'))}: {message[0].lower() + message[1:]}"
+    value = first.get("input")
+    if kind == "int_type" and isinstance(value, float) and value.is_integer() and abs(value) < 2.0**63:
+        message += f" (write {int(value)}: YAML reads 1e3 and 1000.0 as floats)"
+    return f"{loc} = {describe_value(value)}: {message[0].lower() + message[1:]}"
 
 
 def validate(data: Mapping[str, Any]) -> Config:

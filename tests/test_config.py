@@ -611,3 +611,19 @@ def test_time_sigma_on_a_stationary_equation_is_refused_for_every_estimator(kind
     with pytest.raises(C.ConfigError, match="estimator.time_sigma: allen_cahn_two_body has no time variable"):
         C.validate(data)
     C.validate(_with(estimator={"kind": kind}))
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("trainer.steps=1e3", "trainer.steps = 1000.0: input should be a valid integer (write 1000: YAML reads 1e3 "
+                          "and 1000.0 as floats)"),
+    ("model.width=64.0", "model.width = 64.0: input should be a valid integer (write 64: "),
+    # not a whole number, or out of int64: no such hint
+    ("trainer.steps=1.5", "trainer.steps = 1.5: input should be a valid integer"),
+    ("trainer.steps=1e30", "trainer.steps = 1e+30: input should be a valid integer"),
+])
+def test_a_whole_float_for_an_integer_says_how_to_write_it(override, expected):
+    with pytest.raises(C.ConfigError) as err:
+        C.validate(C.apply_overrides(BASE, [override]))
+    assert str(err.value).startswith(expected), str(err.value)
+    if "write" not in expected:
+        assert "write" not in str(err.value)
