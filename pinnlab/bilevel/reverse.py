@@ -44,7 +44,7 @@ class ReverseUnroll(AbstractHypergradient):
     def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
         grad, value, theta, state = _reverse(problem, phi, start=start, init=init, steps=None)
         return HypergradientResult(
-            grad=grad, value=float(value), theta=theta, state=state,
+            grad=grad, value=float(value.detach()), theta=theta, state=state,
             diagnostics={"inner_step_evaluations": problem.horizon},
         )
 
@@ -77,10 +77,12 @@ class TruncatedReverseUnroll(AbstractHypergradient):
             raise ValueError(f"trgu: steps (s) = {s} exceeds the horizon T = {problem.horizon}: TRGU differentiates "
                              f"the last s of the T inner steps, so s must be <= T (s = T is full rgu)")
         head = problem.horizon - s
-        with torch.no_grad():
-            middle = unroll(problem, phi, start=start, init=init, steps=head)
-        grad, value, theta, state = _reverse(problem, phi, start=start + head, init=middle, steps=s)
+        if head:
+            with torch.no_grad():
+                init = unroll(problem, phi, start=start, init=init, steps=head)
+        # (s = T: θ_0 is made inside the transform, so a θ_0(φ) enters ∇h as in rgu)
+        grad, value, theta, state = _reverse(problem, phi, start=start + head, init=init, steps=s)
         return HypergradientResult(
-            grad=grad, value=float(value), theta=theta, state=state,
+            grad=grad, value=float(value.detach()), theta=theta, state=state,
             diagnostics={"inner_step_evaluations": problem.horizon, "truncation": s},
         )
