@@ -72,7 +72,9 @@ class LRA(AbstractWeighting):
     λ_i = sqrt(λ_r max|∇L_r| / mean|∇L_i|)).
     The gradients are taken at the parameters after the step, on the step's points,
     chunks and noise (:meth:`~pinnlab.solvers.TrainStep.term_gradients`): every
-    ``every`` steps one more forward of the terms and one backward per term.
+    ``every`` steps one more forward of the terms and one backward per term. An update
+    where max|∇(λ_r L_r)| is exactly 0 gives no scale and leaves the weights (λ̂_i = 0
+    would drop the terms, and at α = 1 divide by 0 at the next update).
 
     Args:
         alpha: α, the moving-average weight (0.1 in the paper).
@@ -111,6 +113,8 @@ class LRA(AbstractWeighting):
         norms = gradient_norms()
         weights = dict(state["weights"])
         scale = weights[self.reference] * norms[self.reference][0]
+        if scale == 0:  # (the reference gradient vanished: no scale to set, every λ̂ would be 0)
+            return state
         for name, (_, mean_abs) in norms.items():
             if name == self.reference or mean_abs == 0:
                 continue
