@@ -20,7 +20,7 @@ from torch.func import functional_call
 from pinnlab._seeding import make_generator
 from pinnlab.bilevel import BilevelProblem, Identity, Log, Logit, from_train_step
 from pinnlab.bilevel.parameterization import AbstractParameterization
-from pinnlab.config import Config, ConfigError, build, clip_text, make_estimator, make_observations
+from pinnlab.config import SEARCHES, Config, ConfigError, build, clip_text, make_estimator, make_observations
 from pinnlab.estimators import Autograd, SteinAntithetic
 from pinnlab.estimators.base import Value
 from pinnlab.losses import Hybrid
@@ -196,7 +196,9 @@ def make_tunables(config: Config, problem: PINNProblem, device, dtype) -> tuple[
                 f"{where}: unknown tunable (allowed: weights.<term>, sigma, mix, lr, coefficients.<name>, "
                 f"{COLLOCATION})"
             )
-    for name, t in tunables.items():
+    # (random and optuna draw every trial from [low, high] and never start from init: a range
+    # without the default init, a coefficient's 0 or the mix's 0.5, was refused)
+    for name, t in ([] if config.tune.method in SEARCHES else tunables.items()):
         try:
             t.transform.inverse(t.init)
         except ValueError as err:  # (it did not say which value: the default init may be the one at fault)
