@@ -196,9 +196,10 @@ def make_tunables(config: Config, problem: PINNProblem, device, dtype) -> tuple[
                 f"{where}: unknown tunable (allowed: weights.<term>, sigma, mix, lr, coefficients.<name>, "
                 f"{COLLOCATION})"
             )
-    # (random and optuna draw every trial from [low, high] and never start from init: a range
-    # without the default init, a coefficient's 0 or the mix's 0.5, was refused)
-    for name, t in ([] if config.tune.method in SEARCHES else tunables.items()):
+    # the starts checked: none for random and optuna, which draw every trial from [low, high]
+    # (a range without the default init, a coefficient's 0 or the mix's 0.5, was refused)
+    starts = {} if config.tune.method in SEARCHES else tunables
+    for name, t in starts.items():
         try:
             t.transform.inverse(t.init)
         except ValueError as err:  # (it did not say which value: the default init may be the one at fault)
