@@ -26,7 +26,8 @@ Schema (one file per run; gzip-compressed datasets)::
                             noise (u_pred's Stein noise: "shared", one set of K vectors for
                             all points, see result_slice; "none": no noise), samples (K),
                             reference_samples (Monte Carlo u* with fewer samples than the
-                            test set's, see compute_slice)
+                            test set's, see compute_slice); absent for a steady equation
+                            of one coordinate (no plane to slice; /eval holds u along x)
     /radial/r, abs_err, rel_err, count                                (unit-ball problems)
     /params/<name>          the final network parameters
 
@@ -159,6 +160,8 @@ def plan_slice(equation, x_test: torch.Tensor, points: int = SLICE_POINTS) -> Sl
     """
     x = x_test.detach()
     width = x.shape[1]
+    if width < 2:
+        raise ValueError(f"a slice is a plane of two input coordinates; this equation's points have {width}")
     base = torch.zeros(width, dtype=torch.float64)
     if is_unit_ball(equation):
         dims = (0, 1)
@@ -411,7 +414,8 @@ def result_slice(problem, result, *, num_samples=None, seed=0, sigma=None):
     """The ``/slices`` data of a finished run: :func:`compute_slice` with pinnlab's smoothed
     model (at ``sigma``, the σ the run's training step and evaluation used, when it is not
     the estimator's own: a tuned σ), or a DeepXDE run's own network
-    (:class:`~pinnlab.solvers.deepxde_adapter.DeepXDEResult`).
+    (:class:`~pinnlab.solvers.deepxde_adapter.DeepXDEResult`); ``None`` when the points
+    have one column (a steady equation at d = 1: no plane to slice).
 
     A Stein estimator evaluates the slice with shared noise, whatever the run's: one set of
     K vectors ξ for all 4,096 points, so the first layer costs (4096 + K)·D·w (W(σξ) once
@@ -425,6 +429,8 @@ def result_slice(problem, result, *, num_samples=None, seed=0, sigma=None):
     from pinnlab.estimators.stein import SteinAntithetic
     from pinnlab.solvers.deepxde_adapter import DeepXDEResult
 
+    if problem.equation.input_dim < 2:  # (a custom steady equation at d = 1: no plane to slice)
+        return None
     if isinstance(result, DeepXDEResult):
         return result.slice_data(problem.equation)
     if isinstance(problem.estimator, SteinAntithetic) and problem.estimator.noise != "shared":
