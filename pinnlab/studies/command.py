@@ -132,15 +132,17 @@ def _check_other_outputs(output: Path, args, kind: str, reads) -> None:
     from pinnlab.cli import UsageError, _output_checks, resolved_output
 
     others = []
+    taken = {resolved_output(output, f"{str(output)!r}"): "-o"}
     if kind == "training":
         md, csv = table_paths(output)
         others += [(md, "the study's markdown table"), (csv, "the study's CSV table")]
         cells = cell_directory(output)
+        where = f"{str(cells)!r} (where the study keeps its cells)"
         if cells.exists() and not cells.is_dir():
-            raise UsageError(f"{str(cells)!r} (where the study keeps its cells) exists and is not a directory")
+            raise UsageError(f"{where} exists and is not a directory")
+        taken[resolved_output(cells, where)] = where  # (made by the study: no other output may be it)
     if args.json:
         others.append((Path(args.json), "--json"))
-    taken = {resolved_output(output, f"{str(output)!r}"): "-o"}
     for path, what in others:
         where = f"{str(path)!r} ({what})"
         resolved = resolved_output(path, where)
