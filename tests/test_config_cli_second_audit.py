@@ -16,23 +16,7 @@ import pytest
 import torch
 
 from pinnlab import config as C
-
-POISSON = {"name": "poisson_two_body", "dim": 3}
-
-
-def _config(**sections):
-    """A Poisson config with ``sections`` (the equation section's keys are added to POISSON's)."""
-    data = {name: dict(values) for name, values in sections.items()}
-    data["equation"] = {**POISSON, **data.get("equation", {})}
-    return data
-
-
-def _refused(data) -> str:
-    with pytest.raises(C.ConfigError) as info:
-        C.validate(data)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
+from tests.test_config_boundaries import POISSON, _config, _refused
 
 
 # -- defaults ----------------------------------------------------------------------------
