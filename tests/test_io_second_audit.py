@@ -400,6 +400,7 @@ def test_a_solve_of_a_one_dimensional_steady_equation_writes_its_result(tmp_path
             assert "slices" not in fh  # (no plane to slice)
         plots = main(["plot", str(out), "-o", str(tmp_path / "plots")])
         assert plots == 0 and not (tmp_path / "plots" / "slice.png").exists()
+        assert (tmp_path / "plots" / "line.png").exists()  # (u and u* along x instead)
         assert (tmp_path / "plots" / "curves.png").exists()
     finally:
         EQUATIONS.clear()

@@ -159,6 +159,37 @@ def test_the_radial_profile_leaves_out_empty_shells(tmp_path, figures):
         np.testing.assert_array_equal(lines[label].get_ydata(), values)
 
 
+def test_a_one_coordinate_result_draws_u_and_its_error_along_x_sorted(tmp_path, figures):
+    """Without a slice, a result whose /eval/x has one column gets line.png: u* and u
+    against x in increasing x (the test points are drawn in random order), and |u − u*|
+    there; a file with a slice, or with points of two columns, gets none."""
+    path = _solve_file(tmp_path / "line.h5", loss=np.ones(30))
+    x = np.array([[0.5], [-0.25], [0.75], [-1.0]])
+    pred, true = np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.5, 2.25, 3.5, 4.125])
+    with h5py.File(path, "a") as fh:
+        del fh["slices"]
+        for key, values in (("x", x), ("u_pred", pred), ("u_true", true), ("abs_err", np.abs(pred - true))):
+            if f"eval/{key}" in fh:
+                del fh[f"eval/{key}"]
+            fh[f"eval/{key}"] = values
+    _draw(solve_plots.plot_line, path, tmp_path)
+    exact, predicted = figures["line.png"].axes[0].get_lines()[:2]
+    order = [3, 1, 0, 2]
+    for line, values in ((exact, true), (predicted, pred)):
+        np.testing.assert_array_equal(line.get_xdata(), [-1.0, -0.25, 0.5, 0.75])
+        np.testing.assert_array_equal(line.get_ydata(), values[order])
+    np.testing.assert_array_equal(figures["line.png"].axes[1].get_lines()[0].get_ydata(),
+                                  np.abs(pred - true)[order])
+    with h5py.File(path, "a") as fh:
+        del fh["eval/x"]
+        fh["eval/x"] = np.concatenate([x, x], axis=1)
+    with h5py.File(path, "r") as fh:
+        assert solve_plots.plot_line(fh, tmp_path) is None
+    with h5py.File(_solve_file(tmp_path / "slice.h5", loss=np.ones(30)), "a") as fh:
+        fh["eval/x"], fh["eval/u_pred"], fh["eval/u_true"], fh["eval/abs_err"] = x, pred, true, np.abs(pred - true)
+        assert "slices/main" in fh and solve_plots.plot_line(fh, tmp_path) is None
+
+
 def _terms(weight_residual):
     return {"loss_residual": [0.5, 0.25, 0.125], "loss_boundary": [0.1, 0.2, 0.3],
             "weight_residual": weight_residual, "weight_boundary": [1.0, 1.0, 1.0]}

@@ -1,4 +1,5 @@
-"""Figures of one solve result file: training curves, slice heatmaps, radial error."""
+"""Figures of one solve result file: training curves, slice heatmaps (u and u* along x for
+a steady equation of one coordinate), radial error."""
 
 from __future__ import annotations
 
@@ -189,6 +190,33 @@ def plot_slice(fh, outdir: Path) -> Path | None:
     return _save(fig, outdir / "slice.png")
 
 
+def plot_line(fh, outdir: Path) -> Path | None:
+    """u and u* against x at the test points, for a steady equation of one coordinate (the
+    results of which have no slice): ``/eval/x`` of one column."""
+    if "slices/main" in fh or "eval/x" not in fh:
+        return None
+    x = fh["eval/x"][...]
+    if x.ndim != 2 or x.shape[1] != 1:
+        return None
+    order = np.argsort(x[:, 0])
+    x = x[order, 0]
+    pred, true, err = (fh[f"eval/{k}"][...][order] for k in ("u_pred", "u_true", "abs_err"))
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax_u, ax_err = fig.subplots(1, 2)
+    ax_u.plot(x, true, "-", color="k", lw=1.5, label="exact u*")
+    ax_u.plot(x, pred, "o", color="C0", ms=3, label="prediction u")
+    ax_u.set_ylabel("u")
+    ax_u.legend(fontsize=8)
+    ax_err.semilogy(x, err, "o-", color="C3", ms=3)
+    _no_finite_values(ax_err, err)
+    ax_err.set_ylabel("|u − u*|")
+    for ax in (ax_u, ax_err):
+        ax.set_xlabel("x₁")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(f"{_title(fh)}\nat the {len(x)} test points")
+    return _save(fig, outdir / "line.png")
+
+
 def plot_radial(fh, outdir: Path) -> Path | None:
     if "radial" not in fh:
         return None
@@ -248,5 +276,5 @@ def plot_terms(fh, outdir: Path) -> Path | None:
 def plot_solve(path: Path, outdir: Path) -> list[Path]:
     with h5py.File(path, "r") as fh:
         written = [plot_curves(fh, outdir), plot_terms(fh, outdir), plot_slice(fh, outdir),
-                   plot_radial(fh, outdir)]
+                   plot_line(fh, outdir), plot_radial(fh, outdir)]
     return [p for p in written if p is not None]
