@@ -1,5 +1,5 @@
-"""Figures of one solve result file: training curves, slice heatmaps (u and u* along x for
-a steady equation of one coordinate), radial error."""
+"""Figures of one solve result file: training curves, slice heatmaps (for a steady
+equation of one coordinate, which has no slice, u and u* along x instead), radial error."""
 
 from __future__ import annotations
 
