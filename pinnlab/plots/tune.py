@@ -56,7 +56,11 @@ def plot_tune(path: Path, outdir: Path) -> list[Path]:
             if isinstance(item, h5py.Group):  # collocation_weight/<layer>
                 series.update(_trajectories({f"collocation_weight/{k}": item[k] for k in item}, shown))
             else:
-                values = np.concatenate([initial[name][...][None], item[...]]) if start else item
+                if start:  # (a file written before a tuning stopped at outer step 0 had φ of shape (0,))
+                    first = initial[name][...]
+                    values = np.concatenate([first[None], item[...].reshape(-1, *first.shape)])
+                else:
+                    values = item
                 series.update(_trajectories({name: values}, shown))
         phi_steps = np.concatenate([[0], steps]) if start else steps
         truth = {k[len("coefficient_rel_err/"):]: v for k, v in tune.attrs.items()

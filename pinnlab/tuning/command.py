@@ -137,7 +137,8 @@ def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
             if not searched:
                 _dataset(group, f"initial/{name}", setup.phi0[name].detach().cpu().double().numpy())
             values = outcome.history[f"phi/{name}"]
-            stacked = torch.stack([torch.as_tensor(v) for v in values]).double().numpy() if values else np.zeros(0)
+            stacked = (torch.stack([torch.as_tensor(v) for v in values]).double().numpy() if values
+                       else np.zeros((0, *outcome.phi[name].shape)))  # [steps, *shape] with no step yet
             _dataset(group, f"phi/{name}", stacked)
             _dataset(group, f"tuned/{name}", used[name])
         for name, err in coefficient_errors(setup, outcome.phi).items():

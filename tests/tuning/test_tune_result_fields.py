@@ -99,3 +99,26 @@ def test_a_joint_fit_restarts_under_resume_and_records_its_coefficient_error(tmp
     expected = np.linalg.norm(tuned - truth) / np.linalg.norm(truth)
     assert recorded == pytest.approx(expected, rel=1e-12) and recorded > 0
     assert f" coefficients.mu_rel_err={expected:.6e}" in capsys.readouterr().out.strip().splitlines()[-1]
+
+
+def test_a_tuning_stopped_before_its_first_outer_step_writes_phi_as_no_steps_of_its_shape(tmp_path, figures):
+    """μ ∈ R², outer step 0 already non-finite (Adam at an outer lr just below float32's
+    largest value): /tune/phi/coefficients.mu is [0, 2], as the schema's [steps, *shape]
+    says; it was np.zeros(0), and `pinnlab plot` then refused the file as damaged
+    (concatenating φ₀ of shape (1, 2) with it). The plot draws φ₀ at outer step 0."""
+    code, out = _run(tmp_path, JOINT, "tune.method=rgu", "tune.options={}", "tune.outer_optimizer=adam",
+                     "tune.outer_lr=3.0e38", "trainer.dtype=float32", "tune.outer_steps=3", "tune.final_init=continue")
+    assert code == 1
+    with h5py.File(out) as fh:
+        tune = fh["tune"]
+        assert tune.attrs["status"] == "nonfinite" and int(tune.attrs["steps_done"]) == 0
+        assert tune["phi/coefficients.mu"].shape == (0, 2)
+        assert tune["tuned/coefficients.mu"].shape == (2,)
+        initial = tune["initial/coefficients.mu"][...]
+    from pinnlab.plots import plot_file
+
+    assert [p.name for p in plot_file(out, tmp_path)] == ["tune.png", "curves.png", "slice.png"]
+    lines = {line.get_label(): line for line in figures["tune.png"].axes[0].get_lines()}
+    for i, value in enumerate(initial):
+        assert list(lines[f"coefficients.mu[{i}]"].get_xdata()) == [0]
+        assert list(lines[f"coefficients.mu[{i}]"].get_ydata()) == [value]
