@@ -15,22 +15,36 @@ MAX_LINES = 12
 """Coordinates drawn of a vector φ entry (σ per coordinate, μ): the first MAX_LINES."""
 
 
-def _trajectories(group, shown: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+def _rows(values: np.ndarray) -> np.ndarray:
+    """``values`` [steps, *shape] as [steps, size] (also with no step, where -1 is ambiguous)."""
+    return values.reshape(len(values), int(np.prod(values.shape[1:])))
+
+
+def _arrays(group, prefix: str = "") -> dict[str, np.ndarray]:
+    """The datasets below ``group`` by their paths (``collocation_weight/<layer>``)."""
+    out: dict[str, np.ndarray] = {}
+    for name, item in group.items():
+        if isinstance(item, h5py.Group):
+            out.update(_arrays(item, f"{prefix}{name}/"))
+        else:
+            out[f"{prefix}{name}"] = item[...]
+    return out
+
+
+def _trajectories(group: dict[str, np.ndarray], shown: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
     """Scalar φ entries as 1-D series; vector entries (σ per coordinate, μ) by their
     coordinates (at most MAX_LINES of them; ``shown[name]`` = (drawn, total) when some are
     left out); the collocation network by its norm."""
     out: dict[str, np.ndarray] = {}
     net = []
-    for name in group:
-        values = group[name][...]
+    for name, values in group.items():
         if name.startswith("collocation_weight"):
-            for sub in values.values() if isinstance(values, h5py.Group) else [values]:
-                net.append(sub.reshape(len(sub), -1))
+            net.append(_rows(values))
             continue
         if values.ndim == 1:
             out[name] = values
         else:
-            flat = values.reshape(len(values), -1)
+            flat = _rows(values)
             for i in range(min(flat.shape[1], MAX_LINES)):
                 out[f"{name}[{i}]"] = flat[:, i]
             if flat.shape[1] > MAX_LINES:
@@ -47,21 +61,15 @@ def plot_tune(path: Path, outdir: Path) -> list[Path]:
         tune = fh["tune"]
         steps = tune["outer_step"][...] + 1
         value = tune["value"][...]
-        series, shown = {}, {}
-        phi = tune["phi"]
-        initial = tune.get("initial", {})  # φ₀, drawn at outer step 0 (files before it was kept: none)
-        start = len(initial) > 0 and all(isinstance(phi[n], h5py.Dataset) and n in initial for n in phi)
-        for name in phi:
-            item = phi[name]
-            if isinstance(item, h5py.Group):  # collocation_weight/<layer>
-                series.update(_trajectories({f"collocation_weight/{k}": item[k] for k in item}, shown))
-            else:
-                if start:  # (a file written before a tuning stopped at outer step 0 had φ of shape (0,))
-                    first = initial[name][...]
-                    values = np.concatenate([first[None], item[...].reshape(-1, *first.shape)])
-                else:
-                    values = item
-                series.update(_trajectories({name: values}, shown))
+        shown: dict[str, tuple[int, int]] = {}
+        values = _arrays(tune["phi"])
+        # φ₀, drawn at outer step 0 (files before it was kept, and searches: none)
+        first = _arrays(tune["initial"]) if "initial" in tune else {}
+        start = bool(first) and all(name in first for name in values)
+        if start:  # (φ with no outer step was written with shape (0,) before 1ff68d0)
+            values = {name: np.concatenate([first[name][None], v.reshape(-1, *first[name].shape)])
+                      for name, v in values.items()}
+        series = _trajectories(values, shown)
         phi_steps = np.concatenate([[0], steps]) if start else steps
         truth = {k[len("coefficient_rel_err/"):]: v for k, v in tune.attrs.items()
                  if k.startswith("coefficient_rel_err/")}

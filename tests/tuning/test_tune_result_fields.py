@@ -101,24 +101,35 @@ def test_a_joint_fit_restarts_under_resume_and_records_its_coefficient_error(tmp
     assert f" coefficients.mu_rel_err={expected:.6e}" in capsys.readouterr().out.strip().splitlines()[-1]
 
 
-def test_a_tuning_stopped_before_its_first_outer_step_writes_phi_as_no_steps_of_its_shape(tmp_path, figures):
-    """μ ∈ R², outer step 0 already non-finite (Adam at an outer lr just below float32's
-    largest value): /tune/phi/coefficients.mu is [0, 2], as the schema's [steps, *shape]
-    says; it was np.zeros(0), and `pinnlab plot` then refused the file as damaged
-    (concatenating φ₀ of shape (1, 2) with it). The plot draws φ₀ at outer step 0."""
-    code, out = _run(tmp_path, JOINT, "tune.method=rgu", "tune.options={}", "tune.outer_optimizer=adam",
+@pytest.mark.parametrize("tunable, drawn", [("coefficients.mu: {init: 0.0}", ["coefficients.mu[0]", "coefficients.mu[1]"]),
+                                           ("collocation_weight: {width: 4, depth: 2}", ["‖collocation net‖"])])
+def test_a_tuning_stopped_before_its_first_outer_step_writes_phi_as_no_steps_of_its_shape(tmp_path, figures,
+                                                                                          tunable, drawn):
+    """μ ∈ R² or a collocation-weight network, outer step 0 already non-finite (Adam at an
+    outer lr just below float32's largest value): /tune/phi/<name> is [0, *shape], as the
+    schema's [steps, *shape] says; μ's was np.zeros(0), and `pinnlab plot` refused both
+    files as damaged (φ₀ of shape (1, 2) concatenated with (0,); a reshape(0, -1) of the
+    network's layers). The plot draws φ₀ at outer step 0, the network's by its norm (a
+    tuning of the network drew no φ₀ at all)."""
+    text = JOINT.replace("coefficients.mu: {init: 0.0}", tunable)
+    code, out = _run(tmp_path, text, "tune.method=rgu", "tune.options={}", "tune.outer_optimizer=adam",
                      "tune.outer_lr=3.0e38", "trainer.dtype=float32", "tune.outer_steps=3", "tune.final_init=continue")
     assert code == 1
     with h5py.File(out) as fh:
         tune = fh["tune"]
         assert tune.attrs["status"] == "nonfinite" and int(tune.attrs["steps_done"]) == 0
-        assert tune["phi/coefficients.mu"].shape == (0, 2)
-        assert tune["tuned/coefficients.mu"].shape == (2,)
-        initial = tune["initial/coefficients.mu"][...]
+        phi, initial = {}, {}
+        tune["phi"].visititems(lambda k, v: phi.update({k: v.shape}) if isinstance(v, h5py.Dataset) else None)
+        tune["initial"].visititems(lambda k, v: initial.update({k: v[...]}) if isinstance(v, h5py.Dataset) else None)
+        assert sorted(phi) == sorted(initial) and len(phi) == (1 if "mu" in tunable else 4)
+        assert all(phi[k] == (0, *initial[k].shape) for k in phi)
     from pinnlab.plots import plot_file
 
     assert [p.name for p in plot_file(out, tmp_path)] == ["tune.png", "curves.png", "slice.png"]
     lines = {line.get_label(): line for line in figures["tune.png"].axes[0].get_lines()}
-    for i, value in enumerate(initial):
-        assert list(lines[f"coefficients.mu[{i}]"].get_xdata()) == [0]
-        assert list(lines[f"coefficients.mu[{i}]"].get_ydata()) == [value]
+    assert sorted(lines) == drawn
+    mu = initial.get("coefficients.mu")
+    expected = list(mu) if mu is not None else [math.sqrt(sum(float((v ** 2).sum()) for v in initial.values()))]
+    for label, value in zip(drawn, expected):
+        assert list(lines[label].get_xdata()) == [0]
+        assert lines[label].get_ydata()[0] == pytest.approx(value, rel=1e-12)
