@@ -35,7 +35,7 @@ def _collective(call, *args, **kwargs):
         return call(*args, **kwargs)
     except RuntimeError as err:
         if isinstance(err, torch.distributed.DistError) or "by peer" in str(err) or "gloo/transport" in str(err):
-            detail = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+            detail = (str(err).strip().splitlines() or [type(err).__name__])[0].strip()[:160]
             raise PeerLost(f"another process of the run ended during a collective call ({detail})") from None
         raise
 
