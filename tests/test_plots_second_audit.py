@@ -22,6 +22,7 @@ from tests.studies.test_study_plot_data import (
     _estimator_file,
     _markers,
     _record,
+    _records_file,
     _training_file,
 )
 from tests.studies.test_study_plots_and_slopes import (
@@ -444,13 +445,7 @@ def test_every_quantity_of_an_estimator_study_gets_its_figure_titled_by_quantity
     """A study of the residual too (the estimator of R itself) gets estimator_residual.png;
     each figure names the equation, each panel its quantity."""
     records = [_record(quantity, k) for k in (4, 8, 16, 32) for quantity in ("loss", "gradient", "residual")]
-    with h5py.File(tmp_path / "est.h5", "w") as fh:
-        fh.attrs["kind"] = "estimator_study"
-        fh.attrs["config"] = "equation:\n  name: heat\n  dim: 5\n"
-        group = fh.create_group("records")
-        for key in dict.fromkeys(k for r in records for k in r):
-            values = [r.get(key, float("nan")) for r in records]
-            group.create_dataset(key, data=[str(v) for v in values] if isinstance(values[0], str) else values)
+    _records_file(tmp_path / "est.h5", records, config="equation:\n  name: heat\n  dim: 5\n")
     written = study_plots.plot_estimator_study(tmp_path / "est.h5", tmp_path)
     assert [p.name for p in written] == [f"estimator_{q}.png" for q in ("loss", "gradient", "residual")]
     for quantity in ("loss", "gradient", "residual"):
@@ -464,17 +459,6 @@ def test_every_quantity_of_an_estimator_study_gets_its_figure_titled_by_quantity
         assert list(ax_var.get_xticks()) == [4, 8, 16, 32]
     bias2 = figures["estimator_residual.png"].axes[1].containers[0].lines[0].get_ydata()
     assert list(bias2) == pytest.approx([1.0, 0.5])  # the residual's bias², 2 SE above 0 at K = 4 and 8
-
-
-def _records_file(path, records):
-    with h5py.File(path, "w") as fh:
-        fh.attrs["kind"] = "estimator_study"
-        fh.attrs["config"] = "equation:\n  name: heat\n"
-        group = fh.create_group("records")
-        for key in dict.fromkeys(k for r in records for k in r):
-            values = [r.get(key, float("nan")) for r in records]
-            group.create_dataset(key, data=[str(v) for v in values] if isinstance(values[0], str) else values)
-    return path
 
 
 def test_a_loss_bias_within_two_se_at_one_k_is_hollow_there_only(tmp_path, figures):

@@ -33,15 +33,21 @@ def _record(quantity, k):
     return record
 
 
-def _estimator_file(path):
-    records = [_record(quantity, k) for k in FILE_ORDER for quantity in ("loss", "gradient")]
+def _records_file(path, records, config="equation:\n  name: heat\n"):
+    """An estimator study's file of ``records`` (one dataset per key, NaN where a record
+    has none)."""
     with h5py.File(path, "w") as fh:
         fh.attrs["kind"] = "estimator_study"
-        fh.attrs["config"] = "equation:\n  name: heat\n"
+        fh.attrs["config"] = config
         group = fh.create_group("records")
         for key in dict.fromkeys(k for r in records for k in r):
             values = [r.get(key, float("nan")) for r in records]
             group.create_dataset(key, data=[str(v) for v in values] if isinstance(values[0], str) else values)
+    return path
+
+
+def _estimator_file(path):
+    _records_file(path, [_record(quantity, k) for k in FILE_ORDER for quantity in ("loss", "gradient")])
 
 
 def _bars(container):
