@@ -413,35 +413,20 @@ def test_a_joint_fits_interrupted_final_solve_resumes_from_its_checkpoint(tmp_pa
     alone: --resume fits again and continues the final solve from it, ending as the
     uninterrupted run (caught: refused as "exists without the tuning's checkpoint, so it
     cannot be resumed", which holds only for methods that checkpoint their tuning)."""
-    import pinnlab.io.checkpoint as checkpoints
-    import pinnlab.tuning.run as run_module
+    from tests.tuning.test_tuning import final_solve_starts, kill_final_solve_at
 
     cfg = tmp_path / "joint.yaml"
     cfg.write_text(JOINT_MU)
     overrides = ["trainer.checkpoint_every=1", "trainer.steps=3", "trainer.eval_every=1"]
     reference = tmp_path / "reference.h5"
     assert main(["tune", str(cfg), *overrides, "-o", str(reference), "--progress", "off"]) == 0
-    save = checkpoints.save_checkpoint
-
-    def killed_at_2(path, state, *args):
-        save(path, state, *args)
-        if str(path).endswith(".final.ckpt") and state.step == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(checkpoints, "save_checkpoint", killed_at_2)
+    undo = kill_final_solve_at(monkeypatch, 2)
     out = tmp_path / "run.h5"
     assert main(["tune", str(cfg), *overrides, "-o", str(out), "--progress", "off"]) == 130
-    monkeypatch.setattr(checkpoints, "save_checkpoint", save)
+    undo()
     final = tmp_path / "run.h5.final.ckpt"
     assert final.is_file() and not (tmp_path / "run.h5.ckpt").exists() and not out.exists()
-    started = []
-    real_train = run_module.train
-
-    def recorded(problem, **kwargs):
-        started.append(kwargs["state"].step if kwargs.get("state") is not None else 0)
-        return real_train(problem, **kwargs)
-
-    monkeypatch.setattr(run_module, "train", recorded)
+    started = final_solve_starts(monkeypatch)
     capsys.readouterr()
     assert main(["tune", str(cfg), *overrides, "-o", str(out), "--progress", "off", "--resume"]) == 0, \
         capsys.readouterr().err

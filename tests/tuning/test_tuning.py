@@ -64,6 +64,38 @@ def _write(tmp_path, text=TINY, name="tune.yaml"):
     return path
 
 
+def kill_final_solve_at(monkeypatch, step):
+    """Make `pinnlab tune` stop as Ctrl-C would right after its final solve saved the
+    checkpoint of ``step``; returns the function that undoes it."""
+    import pinnlab.io.checkpoint as checkpoints
+
+    save = checkpoints.save_checkpoint
+
+    def killed(path, state, *args):
+        save(path, state, *args)
+        if str(path).endswith(".final.ckpt") and state.step == step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints, "save_checkpoint", killed)
+    return lambda: monkeypatch.setattr(checkpoints, "save_checkpoint", save)
+
+
+def final_solve_starts(monkeypatch) -> list[int]:
+    """The step each later solve of a tuning starts from (0 without a checkpoint), filled
+    in as they start."""
+    import pinnlab.tuning.run as run_module
+
+    started: list[int] = []
+    real_train = run_module.train
+
+    def recorded(problem, **kwargs):
+        started.append(kwargs["state"].step if kwargs.get("state") is not None else 0)
+        return real_train(problem, **kwargs)
+
+    monkeypatch.setattr(run_module, "train", recorded)
+    return started
+
+
 def _h_from_scratch(setup, phi, steps):
     """h(φ) after ``steps`` inner steps from the fixed θ_0 (independent of warm starts)."""
     import dataclasses
@@ -87,18 +119,11 @@ def test_a_final_solve_killed_after_a_checkpoint_resumes_from_it_exactly(tmp_pat
     reference = tmp_path / "reference.h5"
     assert main(["tune", str(cfg), *overrides, "-o", str(reference), "--progress", "off"]) == 0
     assert not (tmp_path / "reference.h5.final.ckpt").exists()
-    save = checkpoints.save_checkpoint
-
-    def killed_at_20(path, state, *args):
-        save(path, state, *args)
-        if str(path).endswith(".final.ckpt") and state.step == 20:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(checkpoints, "save_checkpoint", killed_at_20)
+    undo = kill_final_solve_at(monkeypatch, 20)
     out = tmp_path / "run.h5"
     capsys.readouterr()
     assert main(["tune", str(cfg), *overrides, "-o", str(out), "--progress", "off"]) == 130
-    monkeypatch.setattr(checkpoints, "save_checkpoint", save)
+    undo()
     final = tmp_path / "run.h5.final.ckpt"
     assert (f"pinnlab: final solve step 20 saved in {str(final)!r}, the tuning in "
             f"{str(tmp_path / 'run.h5.ckpt')!r}; --resume continues from it") in capsys.readouterr().err
@@ -109,14 +134,7 @@ def test_a_final_solve_killed_after_a_checkpoint_resumes_from_it_exactly(tmp_pat
     for target, expected in ((out, "pass --resume"), (tmp_path / "lone.h5", "so it cannot be resumed; pass --overwrite")):
         assert main(["tune", str(cfg), *overrides, "-o", str(target), "--progress", "off"]) == 2
         assert expected in capsys.readouterr().err
-    started = []
-    real_train = run_module.train
-
-    def recorded(problem, **kwargs):
-        started.append(kwargs["state"].step if kwargs.get("state") is not None else 0)
-        return real_train(problem, **kwargs)
-
-    monkeypatch.setattr(run_module, "train", recorded)
+    started = final_solve_starts(monkeypatch)
     assert main(["tune", str(cfg), *overrides, "-o", str(out), "--resume", "--progress", "off"]) == 0
     assert started == [20] and not final.exists() and not (tmp_path / "run.h5.ckpt").exists()
     with h5py.File(reference) as a, h5py.File(out) as b:
@@ -126,9 +144,9 @@ def test_a_final_solve_killed_after_a_checkpoint_resumes_from_it_exactly(tmp_pat
             np.testing.assert_array_equal(a["params"][key][...], b["params"][key][...])
     # a final checkpoint of other tuned values: solved again from step 0, and warned
     other = tmp_path / "other.h5"
-    monkeypatch.setattr(checkpoints, "save_checkpoint", killed_at_20)
+    undo = kill_final_solve_at(monkeypatch, 20)
     assert main(["tune", str(cfg), *overrides, "-o", str(other), "--progress", "off"]) == 130
-    monkeypatch.setattr(checkpoints, "save_checkpoint", save)
+    undo()
     real_identity = run_module.final_identity
     monkeypatch.setattr(run_module, "final_identity", lambda config, phi: "other tuned values")
     started.clear()
@@ -139,8 +157,10 @@ def test_a_final_solve_killed_after_a_checkpoint_resumes_from_it_exactly(tmp_pat
     # (it solved again from step 0 and deleted the checkpoint without a word), and saves no more
     quiet = tmp_path / "quiet.h5"
     monkeypatch.setattr(run_module, "final_identity", real_identity)
-    monkeypatch.setattr(checkpoints, "save_checkpoint", killed_at_20)
+    undo = kill_final_solve_at(monkeypatch, 20)
     assert main(["tune", str(cfg), *overrides, "-o", str(quiet), "--progress", "off"]) == 130
+    undo()
+    save = checkpoints.save_checkpoint
     saves = []
     monkeypatch.setattr(checkpoints, "save_checkpoint", lambda path, *args: saves.append(path) or save(path, *args))
     started.clear()
