@@ -190,6 +190,22 @@ def test_hjb_rosenbrock_slice_reference_takes_fewer_samples(tmp_path, monkeypatc
     assert "reference_samples" not in grid.evaluation and torch.equal(true, eq.exact(points).to(true))
 
 
+def stored_slice(problem, out):
+    """The result file's slice (/slices/main/u_pred) and a function that computes it again
+    from the file's parameters and test points, ``compute_slice``'s keyword arguments
+    given (NaN outside the domain, as stored)."""
+    with h5py.File(out) as fh:
+        params = {k: torch.as_tensor(fh["params"][k][()]) for k in fh["params"]}
+        x = torch.as_tensor(fh["eval/x"][()])
+        stored = fh["slices/main/u_pred"][()]
+
+    def slice_at(**kwargs):
+        *_, inside, pred, _ = compute_slice(problem, params, x, **kwargs)
+        return np.where(inside.numpy(), pred.double().numpy().reshape(inside.shape), np.nan)
+
+    return stored, slice_at
+
+
 @pytest.mark.parametrize("command", ["solve", "study cell"])
 def test_the_slice_is_at_the_sigma_the_run_used(tmp_path, monkeypatch, command):
     """A σ in the run's hyperparams (over the estimator's) is the σ of its training, of
@@ -213,14 +229,6 @@ def test_the_slice_is_at_the_sigma_the_run_used(tmp_path, monkeypatch, command):
         run_cell(str(cfg), [], str(out), torch.get_num_threads())
     problem, _ = build(configuration.load(cfg))
     assert problem.estimator.sigma == 0.1
-    with h5py.File(out) as fh:
-        params = {k: torch.as_tensor(fh["params"][k][()]) for k in fh["params"]}
-        x = torch.as_tensor(fh["eval/x"][()])
-        stored = fh["slices/main/u_pred"][()]
-
-    def slice_at(sigma):
-        *_, inside, pred, _ = compute_slice(problem, params, x, num_samples=6, seed=4, sigma=sigma)
-        return np.where(inside.numpy(), pred.double().numpy().reshape(inside.shape), np.nan)
-
-    np.testing.assert_array_equal(stored, slice_at(0.3))  # NaN outside the ball in both
-    assert np.nanmax(np.abs(stored - slice_at(None))) > 1e-3
+    stored, slice_at = stored_slice(problem, out)
+    np.testing.assert_array_equal(stored, slice_at(num_samples=6, seed=4, sigma=0.3))  # NaN outside the ball in both
+    assert np.nanmax(np.abs(stored - slice_at(num_samples=6, seed=4, sigma=None))) > 1e-3

@@ -361,22 +361,14 @@ def test_the_tune_files_slice_is_drawn_with_the_runs_seed(tmp_path):
     """/slices of TUNE.h5 is the final solve's network on the slice plane with the Stein
     noise of trainer.seed (3 here) and eval_samples, as `pinnlab solve` draws it (caught:
     seed 0)."""
-    from pinnlab.io import compute_slice
+    from tests.test_slice_cost import stored_slice
 
     code, out = _tune(tmp_path, SEARCH, "trainer.seed=3")
     assert code == 0
     problem, _ = C.build(C.load(tmp_path / "tune.yaml", ["trainer.seed=3"]))
-    with h5py.File(out) as fh:
-        params = {k: torch.as_tensor(fh["params"][k][()]) for k in fh["params"]}
-        x = torch.as_tensor(fh["eval/x"][()])
-        stored = fh["slices/main/u_pred"][()]
-
-    def slice_at(seed):
-        *_, inside, pred, _ = compute_slice(problem, params, x, num_samples=2, seed=seed)
-        return np.where(inside.numpy(), pred.double().numpy().reshape(inside.shape), np.nan)
-
-    np.testing.assert_array_equal(stored, slice_at(3))  # NaN outside the ball in both
-    assert np.nanmax(np.abs(stored - slice_at(0))) > 0
+    stored, slice_at = stored_slice(problem, out)
+    np.testing.assert_array_equal(stored, slice_at(num_samples=2, seed=3))  # NaN outside the ball in both
+    assert np.nanmax(np.abs(stored - slice_at(num_samples=2, seed=0))) > 0
 
 
 def test_a_tuning_stopped_before_any_theta_with_a_fresh_final_solve_does_not_claim_a_start(tmp_path, capsys):
