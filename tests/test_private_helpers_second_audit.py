@@ -6,6 +6,7 @@ variables read, the pinned seeds, the edge values."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -425,3 +426,35 @@ def test_local_device_picks_this_ranks_gpu_only_under_torchrun(monkeypatch):
     assert local_device("cuda") == torch.device("cuda", 0) and chosen == [0]  # no LOCAL_RANK: GPU 0
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert local_device(torch.device("cuda")) == torch.device("cuda", 1) and chosen == [0, 1]
+
+
+def test_a_world_size_in_underscored_digits_is_no_number_of_processes(monkeypatch):
+    """int() reads '1_0' as 10; torchrun writes plain digits."""
+    from pinnlab.bilevel.distributed import environment_world_size
+
+    _torchrun(monkeypatch, world="1_0")
+    with pytest.raises(ValueError, match=r"WORLD_SIZE = '1_0' in the environment: not a number of processes"):
+        environment_world_size()
+
+
+@pytest.mark.parametrize("text", ["abc", "1_0", "-1", "0.5"])
+def test_a_local_rank_that_is_no_gpu_index_is_one_line_of_the_environment(tmp_path, monkeypatch, capsys, text):
+    """Under torchrun on CUDA, LOCAL_RANK=abc was int()'s message under "config error:"."""
+    import torch
+
+    from pinnlab.bilevel.distributed import local_device
+    from pinnlab.cli import main
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    _torchrun(monkeypatch)
+    monkeypatch.setenv("LOCAL_RANK", text)
+    expected = f"LOCAL_RANK = {text!r} in the environment: not a GPU index (torchrun sets it); start the processes " \
+               "with torchrun"
+    with pytest.raises(ValueError) as info:
+        local_device("cuda")
+    assert str(info.value) == expected and chosen == []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # device: cuda on this CPU machine
+    config = Path(__file__).parents[1] / "configs" / "tuning" / "poisson_boundary_weight.yaml"
+    assert main(["tune", str(config), "trainer.device=cuda", "-o", str(tmp_path / "t.h5")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"pinnlab: error (rank 0 of 2): {expected}"]

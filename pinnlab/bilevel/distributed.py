@@ -78,10 +78,7 @@ def environment_world_size() -> int:
     shell, not torchrun), raises ``ValueError`` saying so: torch's rendezvous error came
     as a traceback, and ``int('abc')`` was reported as a config error."""
     text = os.environ.get("WORLD_SIZE", "1").strip() or "1"
-    try:
-        world = int(text)
-    except ValueError:
-        world = 0
+    world = int(text) if text.isascii() and text.isdigit() else 0  # not int(): it reads '1_0' as 10
     if world < 1:
         raise ValueError(f"WORLD_SIZE = {text!r} in the environment: not a number of processes (torchrun sets it); "
                          "unset it to run one process")
@@ -107,7 +104,11 @@ def local_device(device: str | torch.device) -> torch.device:
     device = torch.device(device)
     if device.type != "cuda" or environment_world_size() <= 1:
         return device
-    index = int(os.environ.get("LOCAL_RANK", "0"))
+    text = os.environ.get("LOCAL_RANK", "0").strip() or "0"
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"LOCAL_RANK = {text!r} in the environment: not a GPU index (torchrun sets it); "
+                         "start the processes with torchrun")
+    index = int(text)
     torch.cuda.set_device(index)
     return torch.device("cuda", index)
 

@@ -202,8 +202,11 @@ def run(args) -> int:
         config = configuration.load(args.config, args.overrides)
         if "tune" not in config.sections:
             raise configuration.ConfigError("tune: required section is missing for `pinnlab tune`")
-        # under torchrun on GPUs, each rank's tensors on cuda:LOCAL_RANK from the start
-        local_device(resolve_device(config.trainer.device))
+        device = resolve_device(config.trainer.device)
+        try:  # under torchrun on GPUs, each rank's tensors on cuda:LOCAL_RANK from the start
+            local_device(device)
+        except ValueError as err:  # a bad LOCAL_RANK: the environment's error, not the config's
+            raise UsageError(str(err)) from None
         setup = build_tuning(config)
         check_method(setup)
         check_processes(config, environment_world_size())
