@@ -7,6 +7,7 @@ whose message is one line naming the key path, the bad value and what is allowed
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import inspect
@@ -817,12 +818,28 @@ def _module_file(module: str) -> str | None:
     return getattr(sys.modules.get(module), "__file__", None)
 
 
+@contextlib.contextmanager
+def _first_on_path(directory: str):
+    """``directory`` first on ``sys.path`` for the duration, unless it is there already."""
+    import sys
+
+    added = directory not in sys.path
+    if added:
+        sys.path.insert(0, directory)
+    try:
+        yield
+    finally:
+        if added:
+            sys.path.remove(directory)
+
+
 def import_equation_module(module: str) -> None:
     """Import ``module``, whose import registers a user's equation
     (:func:`pinnlab.equations.register`): a dotted module name, found with the current
     directory first on the path as ``python -m`` finds it, or the path of a ``.py`` file
-    (relative to the current directory). A file is loaded once per process, under a name
-    made from its resolved path."""
+    (relative to the current directory), with its own directory first on the path while it
+    is imported, as ``python FILE.py`` runs it (a sibling module it imports is found). A
+    file is loaded once per process, under a name made from its resolved path."""
     import hashlib
     import importlib.util
     import sys
@@ -841,20 +858,14 @@ def import_equation_module(module: str) -> None:
                 loaded = importlib.util.module_from_spec(spec)
                 sys.modules[name] = loaded
                 try:
-                    spec.loader.exec_module(loaded)
+                    with _first_on_path(str(path.parent)):
+                        spec.loader.exec_module(loaded)
                 except BaseException:
                     del sys.modules[name]
                     raise
         else:
-            here = os.getcwd()
-            added = "" not in sys.path and here not in sys.path
-            if added:
-                sys.path.insert(0, here)
-            try:
+            with _first_on_path("" if "" in sys.path else os.getcwd()):
                 importlib.import_module(module)
-            finally:
-                if added:
-                    sys.path.remove(here)
     except SystemExit as err:  # sys.exit(0) in the module ended pinnlab with exit 0, no result, no word
         raise ConfigError(f"equation.module = {module!r}: cannot import it: it called sys.exit({err.code!r})") \
             from None

@@ -203,3 +203,28 @@ def test_a_module_given_by_name_is_recorded_by_its_files_digest(tmp_path, monkey
         assert config.input_digests() == {"equation.module": digest}, given
         EQUATIONS.pop("user_named")  # (each form registers it once)
     monkeypatch.delitem(sys.modules, "named_equation", raising=False)
+
+
+def test_a_py_module_finds_the_modules_beside_it(tmp_path, monkeypatch, capsys, registry):
+    """`equation.module: eqs/sibling_user.py` whose file imports a module beside it
+    (`from sibling_helpers import ...`) was "No module named 'sibling_helpers'" from any
+    other directory: the file's directory was not on the path, as `python eqs/sibling_user.py`
+    puts it. The path is as it was afterwards."""
+    import sys
+
+    folder = tmp_path / "eqs"
+    folder.mkdir()
+    (folder / "sibling_helpers.py").write_text("NAME = 'user_sibling'\n")
+    module = folder / "sibling_user.py"
+    module.write_text("from pinnlab.equations import PoissonTwoBody, register\n"
+                      "from sibling_helpers import NAME\n\n"
+                      "@register\nclass Sibling(PoissonTwoBody):\n    name = NAME\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "sibling_helpers", raising=False)
+    path = list(sys.path)
+    config = tmp_path / "c.yaml"
+    config.write_text(CONFIG.replace("NAME", "user_sibling").replace("MODULE", "eqs/sibling_user.py"))
+    assert main(["solve", str(config), "trainer.steps=2", "-o", str(tmp_path / "o.h5"), "--progress", "off"]) == 0, \
+        capsys.readouterr().err
+    assert sys.path == path and str(folder) not in sys.path
+    monkeypatch.delitem(sys.modules, "sibling_helpers", raising=False)
