@@ -28,6 +28,12 @@ def _real(value: Any) -> bool:
             and math.isfinite(float(value)))
 
 
+def check_finite(name: str, value: Any) -> None:
+    """``value`` is a finite real number."""
+    if not _real(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
 def check_positive(name: str, value: Any) -> None:
     """``value`` is a finite real number ``> 0``."""
     if not _real(value) or value <= 0:

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from pinnlab._checks import check_finite, check_positive
 from pinnlab.equations.base import AbstractEquation
 from pinnlab.equations.fields import Jet
 from pinnlab.equations.terms import (
@@ -46,8 +47,9 @@ class BlackScholesBarenblatt(AbstractEquation):
 
     def __init__(self, dim, *, seed=0, constraint="hard", rate: float = 0.05,
                  volatility: float = 0.4, horizon: float = 1.0):
-        if not volatility > 0 or not horizon > 0:
-            raise ValueError("volatility and horizon must be > 0")
+        check_finite("rate", rate)  # (an infinite rate made u* NaN at t = T and 0 before)
+        check_positive("volatility", volatility)
+        check_positive("horizon", horizon)
         self.rate, self.volatility, self.horizon = float(rate), float(volatility), float(horizon)
         super().__init__(dim, seed=seed, constraint=constraint)
         # u* peaks at t = 0, x = (2, …, 2) (or at t = T when r + σ_B² ≤ 0): beyond float64's

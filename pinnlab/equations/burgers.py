@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from pinnlab._checks import check_positive
 from pinnlab.equations.base import AbstractEquation
 from pinnlab.equations.fields import Jet
 from pinnlab.equations.terms import LAPLACIAN, TIME_DERIVATIVE, VALUE, Term, directional
@@ -38,8 +39,7 @@ class Burgers(AbstractEquation):
     published_dims = (5, 10, 20, 25)
 
     def __init__(self, dim, *, seed=0, constraint="hard", viscosity: float = 0.5):
-        if not viscosity > 0:
-            raise ValueError(f"viscosity must be > 0, got {viscosity}")
+        check_positive("viscosity", viscosity)  # (an infinite one put −inf·Δu in the residual)
         self.viscosity = float(viscosity)
         super().__init__(dim, seed=seed, constraint=constraint)
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pinnlab._checks import check_positive
 from pinnlab._seeding import make_generator
 from pinnlab._warnings import warn
 from pinnlab.equations.base import AbstractEquation
@@ -49,8 +50,7 @@ class _HJB(AbstractEquation):
     published_dims = (10, 20, 30, 40)
 
     def __init__(self, dim, *, seed=0, constraint="hard", horizon: float = 1.0):
-        if not horizon > 0:
-            raise ValueError(f"horizon must be > 0, got {horizon}")
+        check_positive("horizon", horizon)  # (an infinite one drew every time at t = inf)
         self.horizon = float(horizon)
         super().__init__(dim, seed=seed, constraint=constraint)
 
