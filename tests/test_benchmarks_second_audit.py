@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from .test_bench_measurements import _clock
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -34,16 +36,6 @@ def bench(monkeypatch):
         module.threads_set = threads
         return module
     return load
-
-
-def _clock(monkeypatch, module, durations):
-    """``module.time.perf_counter`` whose successive (start, stop) readings are ``durations`` apart."""
-    ticks, now = [], 0.0
-    for d in durations:
-        ticks += [now, now + d]
-        now += d + 1.0
-    it = iter(ticks)
-    monkeypatch.setattr(module, "time", types.SimpleNamespace(perf_counter=lambda: next(it)))
 
 
 def _strict(path):
@@ -258,14 +250,6 @@ def test_estimators_main_writes_every_record_and_reports_the_rate_in_gflops(benc
     out = capsys.readouterr().out
     assert "machine float32 GEMM rate: 2.5 GFLOP/s" in out
     assert "| stein-shared | 100 | pinnlab | 1.000 | 2.0 | 100 |" in out  # (peak in MiB)
-
-
-def test_estimators_worker_refuses_dimension_zero(bench, monkeypatch):
-    est = bench("bench_estimators")
-    monkeypatch.setattr(est, "worker", lambda *args: pytest.fail("a worker ran at d = 0"))
-    with pytest.raises(SystemExit) as exit_info:
-        est.main(["--worker", "stein-shared", "0", "1"])
-    assert exit_info.value.code == 2
 
 
 # bench_stein_memory
@@ -563,11 +547,15 @@ def test_hypergrad_memory_only_writes_its_counts(bench, monkeypatch, tmp_path):
                                                                      ("rgu", 1000)]
 
 
-def test_hypergrad_worker_refuses_width_zero(bench, monkeypatch):
-    hg = bench("bench_hypergrad")
-    monkeypatch.setattr(hg, "worker", lambda *args: pytest.fail("a worker ran at width 0"))
+@pytest.mark.parametrize("script, argv, what", [
+    ("bench_estimators", ["--worker", "stein-shared", "0", "1"], "at d = 0"),
+    ("bench_hypergrad", ["--worker", "rgu", "10", "0"], "at width 0"),
+])
+def test_a_worker_refuses_a_size_of_zero(bench, monkeypatch, script, argv, what):
+    module = bench(script)
+    monkeypatch.setattr(module, "worker", lambda *args: pytest.fail(f"a worker ran {what}"))
     with pytest.raises(SystemExit) as exit_info:
-        hg.main(["--worker", "rgu", "10", "0"])
+        module.main(argv)
     assert exit_info.value.code == 2
 
 

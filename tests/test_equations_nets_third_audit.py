@@ -23,23 +23,9 @@ from pinnlab.equations import (
 )
 from pinnlab.estimators import Autograd, Gradient, HessianDiagonal
 from pinnlab.nets import MLP, Pointwise
-from tests.equations.test_contract import _derivatives  # fn(x), ∇fn, diag ∇²fn by autograd
+from tests.equations.test_contract import _derivatives, generic_function  # (autograd: fn(x), ∇fn, diag ∇²fn)
 
 F64 = torch.float64
-
-
-def _generic(eq):
-    """A smooth v solving none of the PDEs, and u = A·v + B of the equation's ansatz."""
-    a = torch.randn(eq.input_dim, generator=make_generator(3, "a"), dtype=F64)
-
-    def v(z):
-        return torch.sin(z @ a + 0.3) + 0.2 * (z**2).sum(-1) + torch.exp(0.1 * z[..., 0])
-
-    def u(z):
-        scale, shift = eq.ansatz_jets(z)
-        return scale.value * v(z) + shift.value
-
-    return v, u
 
 
 def _assert_jets_match_autograd(eq, x):
@@ -84,7 +70,7 @@ def test_black_scholes_residual_at_other_coefficients_is_the_pde(constraint):
     """R[u] = u_t + ½σ_B² Σ x_i² ∂_ii u − r(u − x·∇u) with r = 0.11, σ_B = 0.3, T = 0.6
     written out, for a generic u (autograd, float64)."""
     eq = BlackScholesBarenblatt(3, rate=RATE, volatility=VOL, horizon=HORIZON, constraint=constraint)
-    v, u = _generic(eq)
+    v, u = generic_function(eq)
     x = eq.sample_collocation(24, generator=make_generator(2, "bs"), dtype=F64)
     value, grad, hess = _derivatives(u, x)
     space = x[:, :3]

@@ -175,6 +175,20 @@ _REFERENCE_FORMS = {  # name: (operator L[u], whether the residual is L[u] − L
 }
 
 
+def generic_function(eq):
+    """A smooth v solving none of the PDEs, and u = A·v + B of the equation's ansatz."""
+    a = torch.randn(eq.input_dim, generator=make_generator(3, "a"), dtype=F64)
+
+    def v(z):
+        return torch.sin(z @ a + 0.3) + 0.2 * (z**2).sum(-1) + torch.exp(0.1 * z[..., 0])
+
+    def u(z):
+        scale, shift = eq.ansatz_jets(z)
+        return scale.value * v(z) + shift.value
+
+    return v, u
+
+
 @pytest.mark.parametrize("constraint", ["soft", "hard"])
 @pytest.mark.parametrize("name,dim", _cases())
 def test_residual_of_a_generic_function_matches_the_pde(name, dim, constraint):
@@ -187,15 +201,7 @@ def test_residual_of_a_generic_function_matches_the_pde(name, dim, constraint):
         pytest.fail(f"{name} has no independent form of its PDE in _REFERENCE_FORMS: add one")
     operator, forced_by_exact = _REFERENCE_FORMS[name]
     eq = _equation(name, dim, constraint=constraint)
-    a = torch.randn(eq.input_dim, generator=make_generator(3, "a"), dtype=F64)
-
-    def v(z):
-        return torch.sin(z @ a + 0.3) + 0.2 * (z**2).sum(-1) + torch.exp(0.1 * z[..., 0])
-
-    def u(z):
-        scale, shift = eq.ansatz_jets(z)
-        return scale.value * v(z) + shift.value
-
+    v, u = generic_function(eq)
     x = eq.sample_collocation(32, generator=make_generator(0, "x"), dtype=F64)
     expected = operator(eq, x, *_derivatives(u, x))
     if forced_by_exact:
