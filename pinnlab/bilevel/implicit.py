@@ -213,12 +213,13 @@ class ImplicitDiff(AbstractHypergradient):
         )
 
 
-def neumann(iterations: int = 20, alpha: float = 1e-2) -> ImplicitDiff:
+def neumann(iterations: int = NeumannSolve.iterations, alpha: float = NeumannSolve.alpha) -> ImplicitDiff:
     """``ImplicitDiff(NeumannSolve(K, α))``."""
     return ImplicitDiff(NeumannSolve(iterations, alpha))
 
 
-def cg(iterations: int = 20, damping: float = 0.0, tol: float = 1e-12) -> ImplicitDiff:
+def cg(iterations: int = CGSolve.iterations, damping: float = CGSolve.damping,
+       tol: float = CGSolve.tol) -> ImplicitDiff:
     """``ImplicitDiff(CGSolve(K, λ, tol))``: CG stops early once ‖r‖ ≤ ``tol``."""
     return ImplicitDiff(CGSolve(iterations, damping, tol))
 
