@@ -16,6 +16,7 @@ time-dependent ones (checked by :func:`pinnlab.config.make_observations`).
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -123,7 +124,8 @@ def load_observations(path: str | Path, input_dim: int) -> tuple[Tensor, Tensor]
             raise ObservationError(
                 f"observation file {str(path)!r}: unknown format (use .h5, .hdf5, .npz or .csv)"
             )
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # EOFError: an empty .npz
+    # EOFError: an empty .npz; zlib.error: a damaged stream of np.savez_compressed
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         if isinstance(err, ObservationError):
             raise
         raise ObservationError(f"observation file {str(path)!r}: {err or type(err).__name__}") from None
