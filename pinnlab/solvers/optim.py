@@ -320,11 +320,11 @@ def _times(rate_dot: Tensor | None, value: Tensor) -> Tensor | float:
     return rate_dot.reshape(-1, *([1] * value.dim())) * value
 
 
-def adam(lr: float = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Adam:
+def adam(lr: float = Adam.lr, b1: float = Adam.b1, b2: float = Adam.b2, eps: float = Adam.eps) -> Adam:
     """Shorthand for :class:`Adam`."""
     return Adam(lr=lr, b1=b1, b2=b2, eps=eps)
 
 
-def sgd(lr: float = 1e-2, momentum: float = 0.0, nesterov: bool = False) -> SGD:
+def sgd(lr: float = SGD.lr, momentum: float = SGD.momentum, nesterov: bool = SGD.nesterov) -> SGD:
     """Shorthand for :class:`SGD`."""
     return SGD(lr=lr, momentum=momentum, nesterov=nesterov)
