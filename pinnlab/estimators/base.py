@@ -127,12 +127,17 @@ class AbstractDerivativeEstimator(abc.ABC):
 
 def expand_vector(vector: Tensor, x: Tensor) -> Tensor:
     """Broadcast a `(D,)`, `(1, D)` or `(N, D)` query vector to `(N, D)` on x's device/dtype."""
-    vector = vector.to(device=x.device, dtype=x.dtype)
+    check_vector_shape(vector, x)
+    return vector.to(device=x.device, dtype=x.dtype).expand_as(x)
+
+
+def check_vector_shape(vector: Tensor, x: Tensor) -> None:
+    """Refuse a query vector that is not `(D,)`, `(1, D)` or `(N, D)` for `(N, D)` points x."""
     n, dim = x.shape
     if vector.dim() == 1 and vector.shape[0] == dim:
-        return vector.expand_as(x)
+        return
     if vector.dim() == 2 and vector.shape[1] == dim and vector.shape[0] in (1, n):
-        return vector.expand_as(x)
+        return
     raise ValueError(
         f"query vector/weights must have shape ({dim},) or ({n}, {dim}) for points of shape "
         f"{tuple(x.shape)}, got {tuple(vector.shape)}"

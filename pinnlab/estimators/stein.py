@@ -23,6 +23,7 @@ from pinnlab.estimators.base import (
     Query,
     Value,
     WeightedLaplacian,
+    check_vector_shape,
     expand_vector,
 )
 from pinnlab.nets.perturbation import FeatureCache, Perturbation
@@ -179,6 +180,10 @@ class SteinAntithetic(AbstractDerivativeEstimator):
                 )
         if x.dim() != 2:
             raise ValueError(f"x must be a (N, D) tensor of points, got shape {tuple(x.shape)}")
+        for q in queries:  # (here, not per chunk: a chunk of M points would take (M, D) vectors for any N)
+            value = _query_tensor(q)
+            if value is not None:
+                check_vector_shape(value, x)
         if self.time_smoothing == "independent" and x.shape[1] < 2:
             raise ValueError(
                 "time_smoothing='independent' smooths space and time (the last column) "
@@ -434,11 +439,19 @@ class _ScaledPerturbation(Perturbation):
 def _chunk_query(query: Query, n: int, start: int, size: int) -> Query:
     """``query`` for the points ``start:start + size`` of ``n``: per-point `(N, D)` vectors
     or weights are sliced, shared `(D,)` ones kept."""
-    field = "vector" if isinstance(query, Directional) else "weights" if isinstance(query, WeightedLaplacian) else None
-    value = getattr(query, field) if field else None
+    value = _query_tensor(query)
     if value is None or value.dim() != 2 or value.shape[0] != n:
         return query
+    field = "vector" if isinstance(query, Directional) else "weights"
     return dataclasses.replace(query, **{field: value[start : start + size]})
+
+
+def _query_tensor(query: Query) -> Tensor | None:
+    """The direction of a :class:`Directional` or the weights of a
+    :class:`WeightedLaplacian` (None for unweighted queries)."""
+    if isinstance(query, Directional):
+        return query.vector
+    return query.weights if isinstance(query, WeightedLaplacian) else None
 
 
 def _check_sigma(sigma) -> None:
