@@ -16,17 +16,8 @@ from pinnlab import config as configuration
 from pinnlab.tuning.search import search
 from pinnlab.tuning.setup import build_tuning
 
-from .tuning.micro_configs import JOINT_MU, WEIGHT_FG2U
-
-
-def _load(tmp_path, *overrides, text=WEIGHT_FG2U):
-    path = tmp_path / "tune.yaml"
-    path.write_text(text)
-    return configuration.load(path, list(overrides))
-
-
-def _setup(tmp_path, *overrides, text=WEIGHT_FG2U):
-    return build_tuning(_load(tmp_path, *overrides, text=text))
+from .tuning.micro_configs import JOINT_MU
+from .tuning.test_tuning_audit_edges import _load, _setup
 
 
 def _scores(values):
