@@ -228,3 +228,11 @@ def test_a_search_over_a_log_coefficient_reaching_zero_is_one_line_and_exit_2(tm
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "tune.tunables.coefficients.mu.low = -2 (the default, init - 2)" in err and "must be > 0" in err, err
     assert not (tmp_path / "out.h5").exists()
+
+
+def test_a_searched_mix_with_transform_log_keeps_its_own_message(tmp_path):
+    """Only a coefficient's range is init ± 2: a mix with transform: log is refused for its
+    transform (logit keeps it within [low, high]), not for its range reaching 0."""
+    with pytest.raises(configuration.ConfigError, match=r"tune\.tunables\.mix\.transform = log: .*only logit keeps"):
+        _setup(tmp_path, "tune.method=random", "loss.kind=hybrid", "loss.switch_step=1",
+               "tune.tunables={mix: {transform: log}}")

@@ -126,8 +126,8 @@ def make_tunables(config: Config, problem: PINNProblem, device, dtype) -> tuple[
 
     def bounds(default: tuple[float, float]) -> tuple[float, float]:
         """The search range (low, high), the defaults where not given; refused if empty or,
-        for a positive (log by default) tunable or one a search draws on a log scale
-        (``transform: log``), not above 0."""
+        for a positive (log by default) tunable or a coefficient a search draws on a log
+        scale (``transform: log``), not above 0."""
         positive = default_transform(name) == "log"
         low = spec.low if spec.low is not None else default[0]
         high = spec.high if spec.high is not None else default[1]
@@ -135,7 +135,8 @@ def make_tunables(config: Config, problem: PINNProblem, device, dtype) -> tuple[
             raise ConfigError(f"{where}: low = {low} must be below high = {high}")
         if positive and low <= 0:
             raise ConfigError(f"{where}.low = {low}: {name} is positive (log scale); low must be > 0")
-        if spec.transform == "log" and low <= 0 and config.tune.method in SEARCHES:
+        if name.startswith("coefficients.") and spec.transform == "log" and low <= 0 \
+                and config.tune.method in SEARCHES:
             given = "" if spec.low is not None else " (the default, init - 2)"
             raise ConfigError(f"{where}.low = {low:g}{given}: transform: log keeps {name} positive and "
                               f"{config.tune.method} draws it log-uniformly, so low must be > 0")
