@@ -60,10 +60,27 @@ def expand_cells(variants: Mapping[str, Sequence[str]], grid: Mapping[str, Seque
     for name, base in variants.items():
         for values in itertools.product(*(grid[k] for k in keys)):
             assignment = tuple(zip(keys, values))
-            overrides = tuple(base) + tuple(f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
-                                            for k, v in assignment)
+            overrides = tuple(base) + tuple(f"{k}={_override_text(v)}" for k, v in assignment)
             cells.append(Cell(name, assignment, overrides))
     return cells
+
+
+def _override_text(value) -> str:
+    """``value`` as override text. A string is override text itself (``'0'`` and ``0`` are
+    the same run, :func:`_refuse_repeated_cells`), except where YAML would read it as
+    another string or not at all: then it is quoted (JSON, which YAML reads), so that
+    ``'obs #2.npz'`` stays that file name (unquoted, ``' #'`` starts a comment: ``obs``)."""
+    if not isinstance(value, str):
+        return json.dumps(value)
+    import yaml
+
+    from pinnlab.config import _yaml_load
+
+    try:
+        read = _yaml_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        return json.dumps(value)
+    return json.dumps(value) if isinstance(read, str) and read != value else value
 
 
 def run_cell(config_path: str, overrides: Sequence[str], output: str, threads: int) -> dict:
