@@ -534,7 +534,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
                 section, _, name = key.partition(".")
                 data[section].pop(name, None)
     tunables = tune.get("tunables") if isinstance(tune, dict) else None
-    if "tune.method" in overridden and tune.get("method") in SEARCHES and isinstance(tunables, dict):
+    if "tune.method" in overridden and isinstance(tunables, dict) and tune.get("method") in SEARCHES:
         for name, spec in tunables.items():  # where a search does not start: the config's own init goes
             if isinstance(spec, dict) and f"tune.tunables.{name}.init" not in overridden \
                     and f"tune.tunables.{name}" not in overridden and "tune.tunables" not in overridden:
@@ -724,8 +724,9 @@ def validate(data: Mapping[str, Any]) -> Config:
             f"{clip_text(str(unknown[0]))}: unknown section (allowed: {', '.join(SECTIONS)})"
         )
     trainer = data.get("trainer") or {}
-    if isinstance(trainer, Mapping) and isinstance(trainer.get("batch_chunks"), int) \
-            and isinstance(trainer.get("batch_size", 100), int) \
+    if isinstance(trainer, Mapping) and all(  # (a bool is not a count: pydantic names its own key)
+            isinstance(v, int) and not isinstance(v, bool) for v in (trainer.get("batch_chunks"),
+                                                                       trainer.get("batch_size", 100))) \
             and trainer.get("batch_chunks") > trainer.get("batch_size", 100):
         raise ConfigError(
             f"trainer.batch_chunks = {trainer['batch_chunks']}: must be <= trainer.batch_size "
