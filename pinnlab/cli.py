@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 import threading
@@ -429,7 +430,8 @@ def _add_plot(sub):
 
 
 def _add_list(sub):
-    return add_command(sub, "list", "list equations, estimators, losses, tuning methods and study kinds")
+    return add_command(sub, "list", "list equations, estimators, losses, tuning methods and study kinds",
+                       "pinnlab list")
 
 
 COMMANDS.update({
@@ -616,7 +618,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = _terminate_as_exception()
     try:
         args = parse_args(argv)
-        return _run(args)
+        code = _run(args)
+        sys.stdout.flush()  # (here, where a closed pipe is caught, not at the interpreter's exit)
+        return code
+    except BrokenPipeError:
+        if not _stdout_is_a_pipe():
+            raise
+        # stdout's reader is gone (pinnlab list | head -2): end quietly, as a command a
+        # shell's SIGPIPE stops, and send what is still buffered nowhere
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
     except UsageError as err:
         print(f"pinnlab: error{_rank()}: {_one_line(str(err))}", file=sys.stderr)
         return EXIT_USAGE
@@ -629,6 +642,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not False:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _stdout_is_a_pipe() -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):  # (captured: no file descriptor)
+        return False
 
 
 def _terminate_as_exception():

@@ -354,3 +354,38 @@ def test_an_override_that_replaces_the_tune_section_after_its_method_is_one_line
 def test_a_boolean_batch_size_is_refused_naming_batch_size():
     assert _refused(_config(trainer={"batch_chunks": 2, "batch_size": True})) == (
         "trainer.batch_size = True: input should be a valid integer")
+
+
+def test_a_closed_output_pipe_ends_the_command_quietly():
+    """``pinnlab list | head -2``: once stdout's reader is gone the command ends with
+    128 + SIGPIPE and nothing on stderr (a BrokenPipeError traceback before), as a command
+    a shell's SIGPIPE stops."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command writes its first line
+    try:
+        done = subprocess.run([sys.executable, "-m", "pinnlab", "list"], stdout=write, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (128 + signal.SIGPIPE, "")
+
+
+def test_every_commands_help_ends_with_an_example(capsys):
+    """The README: `pinnlab COMMAND --help` gives each command's arguments and an example."""
+    import re
+
+    from pinnlab.cli import COMMANDS, make_parser
+
+    make_parser()  # (registers tune and study)
+    assert set(COMMANDS) == {"solve", "plot", "list", "tune", "study"}
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as stop:
+            make_parser().parse_args([name, "--help"])
+        assert stop.value.code == 0
+        out = capsys.readouterr().out
+        assert re.search(rf"\n\nexample: pinnlab {name}\b", out), (name, out)
