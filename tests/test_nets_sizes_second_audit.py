@@ -19,19 +19,9 @@ from pinnlab import config as C
 from pinnlab import sizes as S
 from pinnlab.cli import main
 from pinnlab.nets import MLP, Perturbation, Pointwise
+from tests.test_config_sizes_rules import RESIDUAL_TUNE, SMALL, _config  # the tiny config those rules use
 
 F64 = torch.float64
-SMALL = {
-    "equation": {"name": "poisson_two_body", "dim": 3},
-    "model": {"width": 8, "depth": 3},
-    "estimator": {"samples": 4, "noise": "independent"},
-    "trainer": {"steps": 2, "batch_size": 10, "test_points": 10},
-}
-RESIDUAL_TUNE = ["tune.tunables.weights.residual={}", "tune.objective.kind=residual"]
-
-
-def _config(overrides=()):
-    return C.validate(C.apply_overrides(SMALL, list(overrides)))
 
 
 def _moment(name: str, overrides=()) -> dict[str, S.SizedTensor]:
