@@ -478,7 +478,7 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         if not all(parts):
             raise ConfigError(f"override {describe_value(item)} has an empty key part")
         try:
-            value = _yaml_load(text) if text.strip() else None
+            value = override_value(text)
         except yaml.YAMLError as err:
             problem = getattr(err, "problem", None)
             raise ConfigError(f"override {describe_value(item)}: value is not valid YAML"
@@ -571,6 +571,12 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
                 and not _acts_elsewhere(key, data)):
             node.pop(name, None)
     return data
+
+
+def override_value(text: str) -> Any:
+    """The value of an override's text after ``=``, as :func:`apply_overrides` reads it
+    (YAML 1.2, like a config file; empty text is null). Raises ``yaml.YAMLError``."""
+    return _yaml_load(text) if text.strip() else None
 
 
 def _walk(data: Mapping[str, Any], path: str) -> Any:

@@ -250,10 +250,10 @@ def swept_by(override: str, keys) -> str | None:
         if target[:len(parts)] == parts:
             import yaml
 
-            from pinnlab.config import _yaml_load
+            from pinnlab.config import override_value
 
             try:
-                value = _yaml_load(text) if text.strip() else None
+                value = override_value(text)
             except yaml.YAMLError:  # applying the override reports it
                 continue
             if _contains(value, target[len(parts):]):

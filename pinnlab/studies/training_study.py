@@ -74,10 +74,10 @@ def _override_text(value) -> str:
         return json.dumps(value)
     import yaml
 
-    from pinnlab.config import _yaml_load
+    from pinnlab.config import override_value
 
     try:
-        read = _yaml_load(value) if value.strip() else None
+        read = override_value(value)
     except yaml.YAMLError:
         return json.dumps(value)
     return json.dumps(value) if isinstance(read, str) and read != value else value
