@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under pytest-xdist (`pytest -n 2`, the README's command) the workers share the
+    # cores: one thread each, here and in the processes the tests start (CLI runs, study
+    # workers, torchrun ranks), which inherit the variable. Two threads per worker on two
+    # cores would oversubscribe them, and a test comparing a float32 run here with one in
+    # a subprocess needs both to reduce with the same thread count.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
 @pytest.fixture
