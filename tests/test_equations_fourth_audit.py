@@ -79,9 +79,7 @@ def test_black_scholes_residual_at_negative_coordinates_is_the_pde():
     negative coordinates (outside the training box, e.g. observations or a slice), for a
     generic u through the hard ansatz, r = 0.07, σ_B = 0.5, T = 0.8."""
     from pinnlab.equations import BlackScholesBarenblatt
-    from pinnlab.estimators import Autograd
-    from pinnlab.nets import Pointwise
-    from tests.equations.test_contract import _derivatives, generic_function
+    from tests.test_equations_nets_third_audit import assert_black_scholes_residual_written_out
 
     rate, vol, horizon = 0.07, 0.5, 0.8
     eq = BlackScholesBarenblatt(3, rate=rate, volatility=vol, horizon=horizon)
@@ -89,13 +87,7 @@ def test_black_scholes_residual_at_negative_coordinates_is_the_pde():
     x = torch.cat([-2 * torch.rand(12, 3, generator=g, dtype=F64) + 0.5,
                    horizon * torch.rand(12, 1, generator=g, dtype=F64)], 1)
     assert bool((x[:, :3] < 0).any())
-    v, u = generic_function(eq)
-    value, grad, hess = _derivatives(u, x)
-    space = x[:, :3]
-    expected = (grad[:, 3] + 0.5 * vol**2 * (space**2 * hess[:, :3]).sum(1)
-                - rate * (value - (space * grad[:, :3]).sum(1)))
-    got = eq.residual(x, lambda q: Autograd().estimate(Pointwise(v), x, q))
-    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    assert_black_scholes_residual_written_out(eq, x, rate, vol)
 
 
 # -- the unit ball: coefficient overrides reach u* and the forcing; the default radius law ------

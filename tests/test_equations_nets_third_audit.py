@@ -70,12 +70,18 @@ def test_black_scholes_residual_at_other_coefficients_is_the_pde(constraint):
     """R[u] = u_t + ½σ_B² Σ x_i² ∂_ii u − r(u − x·∇u) with r = 0.11, σ_B = 0.3, T = 0.6
     written out, for a generic u (autograd, float64)."""
     eq = BlackScholesBarenblatt(3, rate=RATE, volatility=VOL, horizon=HORIZON, constraint=constraint)
-    v, u = generic_function(eq)
     x = eq.sample_collocation(24, generator=make_generator(2, "bs"), dtype=F64)
+    assert_black_scholes_residual_written_out(eq, x, RATE, VOL)
+
+
+def assert_black_scholes_residual_written_out(eq, x, rate, vol):
+    """eq.residual at x, for a generic u (autograd, float64), equals
+    u_t + ½σ_B² Σ x_i² ∂_ii u − r(u − x·∇u) computed here."""
+    v, u = generic_function(eq)
     value, grad, hess = _derivatives(u, x)
-    space = x[:, :3]
-    expected = (grad[:, 3] + 0.5 * VOL**2 * (space**2 * hess[:, :3]).sum(1)
-                - RATE * (value - (space * grad[:, :3]).sum(1)))
+    space, d = x[:, :-1], x.shape[1] - 1
+    expected = (grad[:, d] + 0.5 * vol**2 * (space**2 * hess[:, :d]).sum(1)
+                - rate * (value - (space * grad[:, :d]).sum(1)))
     got = eq.residual(x, lambda q: Autograd().estimate(Pointwise(v), x, q))
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
 
