@@ -64,3 +64,14 @@ def figures(monkeypatch):
     for module in (solve, tune, studies):
         monkeypatch.setattr(module, "_save", keep)
     return saved
+
+
+@pytest.fixture
+def benchmarks(monkeypatch):
+    """``benchmarks("bench_estimators")``: a script of benchmarks/ as a module, its siblings
+    importable, torch's thread setting a no-op (the scripts' workers set their own)."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    return __import__

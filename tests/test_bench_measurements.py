@@ -18,18 +18,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def benchmarks(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import torch
-
-    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # (the workers set their own)
-
-    def load(name):
-        return __import__(name)
-    return load
-
-
 def _clock(monkeypatch, module, durations):
     """Replace ``module.time.perf_counter`` by a clock whose successive (start, stop) pairs
     are ``durations`` apart (each timing in ``module`` reads it twice)."""
