@@ -13,6 +13,7 @@ import types
 
 import pytest
 
+
 def _ticks(monkeypatch, module, values):
     monkeypatch.setattr(module, "time", types.SimpleNamespace(perf_counter=iter(values).__next__))
 
