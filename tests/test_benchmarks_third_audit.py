@@ -85,21 +85,24 @@ def test_worker_record_holds_the_floor_of_its_step_at_the_benchmark_sizes(benchm
     assert record["seconds_per_step"] == pytest.approx(0.375, abs=1e-15)  # median of 0.5 and 0.25
 
 
-def _estimator_workers(calls, returncode=0, prefix=""):
-    def run(argv, env=None, **kwargs):
-        method, dim, reps = argv[-3], int(argv[-2]), int(argv[-1])
-        calls.append((method, dim, reps))
-        record = {"estimator": method.split("-")[0], "noise": "independent", "method": method, "dim": dim,
-                  "seconds_per_step": 0.01, "peak_bytes": 10, "flops": 3e9, "reps": reps, "malloc": "pinnlab"}
-        stdout = "" if returncode else prefix + json.dumps(record) + "\n"
+def _workers(record_of, returncode=0):
+    """A stand-in for ``subprocess.run`` of a script's worker: it prints a stray line, then
+    ``record_of(argv)`` as JSON; with a non-zero returncode, nothing (stderr "Killed")."""
+    def run(argv, **kwargs):
+        stdout = "" if returncode else "a stray line on stdout\n" + json.dumps(record_of(argv)) + "\n"
         return types.SimpleNamespace(returncode=returncode, stdout=stdout, stderr="Killed")
     return run
 
 
+def _estimator_record(argv):
+    method, dim, reps = argv[-3], int(argv[-2]), int(argv[-1])
+    return {"estimator": method.split("-")[0], "noise": "independent", "method": method, "dim": dim,
+            "seconds_per_step": 0.01, "peak_bytes": 10, "flops": 3e9, "reps": reps, "malloc": "pinnlab"}
+
+
 def test_run_adds_the_floor_and_how_memory_was_measured_to_each_record(benchmarks, monkeypatch):
     est = benchmarks("bench_estimators")
-    calls = []
-    monkeypatch.setattr(est.subprocess, "run", _estimator_workers(calls))
+    monkeypatch.setattr(est.subprocess, "run", _workers(_estimator_record))
     monkeypatch.setattr(est, "gemm_rate", lambda: 1.5e9)
     monkeypatch.setattr(est, "DIMS", (100,))
     records, rate = est.run(True)
@@ -114,7 +117,7 @@ def test_run_adds_the_floor_and_how_memory_was_measured_to_each_record(benchmark
 def test_a_worker_killed_by_a_signal_is_reported_not_parsed(benchmarks, monkeypatch):
     """The kernel's OOM killer ends a worker with SIGKILL: returncode −9, no stdout."""
     est = benchmarks("bench_estimators")
-    monkeypatch.setattr(est.subprocess, "run", _estimator_workers([], returncode=-9))
+    monkeypatch.setattr(est.subprocess, "run", _workers(_estimator_record, returncode=-9))
     monkeypatch.setattr(est, "gemm_rate", lambda: 1e9)
     with pytest.raises(RuntimeError, match="^stein-shared d=100 failed:\nKilled$"):
         est.run(True)
@@ -192,21 +195,14 @@ def test_stein_memory_worker_times_its_step_and_names_its_fields(benchmarks, mon
     assert "VmHWM" in record["memory_method"]
 
 
-def _noise_workers(calls, returncode=0):
-    def run(argv, **kwargs):
-        noise, dim = argv[-2], int(argv[-1])
-        calls.append((noise, dim))
-        record = {"noise": noise, "dim": dim, "draw_bytes": 2**20, "peak_bytes": 3 * 2**20, "draws": 3.0,
-                  "seconds": 1.0}
-        stdout = "" if returncode else "a stray line on stdout\n" + json.dumps(record) + "\n"
-        return types.SimpleNamespace(returncode=returncode, stdout=stdout, stderr="Killed")
-    return run
+def _noise_record(argv):
+    return {"noise": argv[-2], "dim": int(argv[-1]), "draw_bytes": 2**20, "peak_bytes": 3 * 2**20, "draws": 3.0,
+            "seconds": 1.0}
 
 
 def test_stein_memory_reads_the_last_stdout_line_of_a_worker(benchmarks, monkeypatch):
     mem = benchmarks("bench_stein_memory")
-    calls = []
-    monkeypatch.setattr(mem.subprocess, "run", _noise_workers(calls))
+    monkeypatch.setattr(mem.subprocess, "run", _workers(_noise_record))
     records = mem.run(True)
     assert [(r["noise"], r["dim"], r["draws"]) for r in records] == [(n, d, 3.0) for d in (1000, 10000)
                                                                       for n in ("independent", "shared")]
@@ -215,6 +211,6 @@ def test_stein_memory_reads_the_last_stdout_line_of_a_worker(benchmarks, monkeyp
 def test_stein_memory_worker_killed_by_a_signal_is_reported(benchmarks, monkeypatch):
     """d = 10⁵ needs 6–7 GB: the OOM killer's SIGKILL (returncode −9) is a failure."""
     mem = benchmarks("bench_stein_memory")
-    monkeypatch.setattr(mem.subprocess, "run", _noise_workers([], returncode=-9))
+    monkeypatch.setattr(mem.subprocess, "run", _workers(_noise_record, returncode=-9))
     with pytest.raises(RuntimeError, match="^independent d=1000 failed:\nKilled$"):
         mem.run(True)
