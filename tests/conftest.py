@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,8 +71,6 @@ def figures(monkeypatch):
 def benchmarks(monkeypatch):
     """``benchmarks("bench_estimators")``: a script of benchmarks/ as a module, its siblings
     importable, torch's thread setting a no-op (the scripts' workers set their own)."""
-    from pathlib import Path
-
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
     monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
     return __import__
