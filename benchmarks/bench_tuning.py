@@ -264,7 +264,7 @@ def estimate_costs(name: str, data: dict, methods: list[str], repeats: int = 3) 
             continue
         options = BILEVEL_OPTIONS[base](size) | ({"tangents": "jvp"} if method == "fg2u_jvp" else {})
         estimator = make_hypergradient_method(base, options)
-        seconds = best(lambda: estimator(problem, u))
+        seconds = best(lambda: estimator(problem, u))  # noqa: B023
         records.append({"kind": "cost", "problem": name, "method": method, "options": options,
                         "horizon": problem.horizon, "seconds": seconds, "ratio": seconds / primal})
     for r in records:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Union
 
 import torch
 from torch import Tensor
@@ -17,7 +16,7 @@ Values = Tensor
 Params = dict[str, Tensor]
 """Network parameters by name, as used by :func:`torch.func.functional_call`."""
 
-HyperParams = Mapping[str, Union[float, Tensor, Mapping[str, Union[float, Tensor]]]]
+HyperParams = Mapping[str, float | Tensor | Mapping[str, float | Tensor]]
 """Hyperparameters of the training step (learning rate, sigma, mix, loss weights, ...)."""
 
 

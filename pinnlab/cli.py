@@ -312,8 +312,7 @@ def cmd_list(args) -> int:
     from pinnlab.config import equation_parameters
     from pinnlab.equations import EQUATIONS
     from pinnlab.studies.spec import StudySection
-    from pinnlab.tuning.spec import COLLOCATION
-    from pinnlab.tuning.spec import SEARCH_METHODS, ObjectiveSpec
+    from pinnlab.tuning.spec import COLLOCATION, SEARCH_METHODS, ObjectiveSpec
 
     objectives = [kind for kind in get_args(ObjectiveSpec.model_fields["kind"].annotation)
                   if kind != "training_loss"]  # (refused: it sends the weights to zero)

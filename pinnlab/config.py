@@ -1353,9 +1353,9 @@ def make_loss(section: LossSection, equation):
 
 def make_observations(config: Config, equation):
     """The ``data:`` section's observations `(x, u)` (float64)."""
-    from pinnlab.io.observations import ObservationError, load_observations, synthetic_observations
-
     import torch
+
+    from pinnlab.io.observations import ObservationError, load_observations, synthetic_observations
 
     section = config.data
     if section.source == "synthetic":

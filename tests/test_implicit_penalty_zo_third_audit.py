@@ -103,7 +103,7 @@ def test_penalty_and_f2sa_defaults_against_hand_written_descent():
     problem of test_outer_algorithm_steps (f = ½‖θ − Ma‖²), φ-gradients as there."""
     from pinnlab.bilevel import F2SA, Penalty
 
-    from .bilevel.test_outer_algorithm_steps import A, B, M, PHI, THETA0, _problem
+    from .bilevel.test_outer_algorithm_steps import PHI, THETA0, A, B, M, _problem
 
     a, problem = PHI["a"], _problem()
     method = Penalty()

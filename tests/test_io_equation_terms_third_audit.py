@@ -302,8 +302,8 @@ def test_estimate_residual_draws_one_group_per_factor_when_unbiased():
         calls = []
 
         def fields_of_group(fields):
-            calls.append(list(fields))
-            return {f: torch.full((2,), 2.0 + len(calls) - 1, dtype=F64) for f in fields}
+            calls.append(list(fields))  # noqa: B023
+            return {f: torch.full((2,), 2.0 + len(calls) - 1, dtype=F64) for f in fields}  # noqa: B023
 
         got = estimate_residual(x, (Term(1.0, (VALUE, VALUE)),), fields_of_group, 0.0, {}, unbiased=unbiased)
         assert got.tolist() == [expected, expected]

@@ -8,7 +8,6 @@ hand-written float64 formula, a spy on what was handed on, or a documented bound
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 

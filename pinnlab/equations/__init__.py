@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from pinnlab.equations.base import AbstractEquation as AbstractEquation
+from pinnlab.equations.black_scholes import BlackScholesBarenblatt as BlackScholesBarenblatt
+from pinnlab.equations.burgers import Burgers as Burgers
+from pinnlab.equations.burgers import BurgersAffine as BurgersAffine
 from pinnlab.equations.fields import ONE as ONE
 from pinnlab.equations.fields import ZERO as ZERO
 from pinnlab.equations.fields import Jet as Jet
+from pinnlab.equations.fokker_planck import FokkerPlanckAniso as FokkerPlanckAniso
+from pinnlab.equations.fokker_planck import FokkerPlanckIso as FokkerPlanckIso
+from pinnlab.equations.hjb import HJBLin as HJBLin
+from pinnlab.equations.hjb import HJBQuadratic as HJBQuadratic
+from pinnlab.equations.hjb import HJBRosenbrock as HJBRosenbrock
+from pinnlab.equations.hjb import cole_hopf as cole_hopf
 from pinnlab.equations.residual import NotUnbiasableError as NotUnbiasableError
 from pinnlab.equations.terms import GRADIENT as GRADIENT
 from pinnlab.equations.terms import HESSIAN_DIAGONAL as HESSIAN_DIAGONAL
@@ -17,15 +26,6 @@ from pinnlab.equations.terms import Nonpolynomial as Nonpolynomial
 from pinnlab.equations.terms import Term as Term
 from pinnlab.equations.terms import directional as directional
 from pinnlab.equations.terms import weighted_laplacian as weighted_laplacian
-from pinnlab.equations.black_scholes import BlackScholesBarenblatt as BlackScholesBarenblatt
-from pinnlab.equations.burgers import Burgers as Burgers
-from pinnlab.equations.burgers import BurgersAffine as BurgersAffine
-from pinnlab.equations.fokker_planck import FokkerPlanckAniso as FokkerPlanckAniso
-from pinnlab.equations.fokker_planck import FokkerPlanckIso as FokkerPlanckIso
-from pinnlab.equations.hjb import HJBLin as HJBLin
-from pinnlab.equations.hjb import HJBQuadratic as HJBQuadratic
-from pinnlab.equations.hjb import HJBRosenbrock as HJBRosenbrock
-from pinnlab.equations.hjb import cole_hopf as cole_hopf
 from pinnlab.equations.unit_ball import AllenCahnThreeBody as AllenCahnThreeBody
 from pinnlab.equations.unit_ball import AllenCahnTwoBody as AllenCahnTwoBody
 from pinnlab.equations.unit_ball import PoissonThreeBody as PoissonThreeBody

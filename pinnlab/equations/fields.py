@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -26,7 +26,7 @@ class Jet(NamedTuple):
     ``hessian_diagonal`` `(N, D)` or ``None``. Time, where present, is the last column.
     """
 
-    value: Union[Tensor, float]
+    value: Tensor | float
     gradient: Tensor | None = None
     hessian_diagonal: Tensor | None = None
 

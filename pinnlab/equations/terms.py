@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 from torch import Tensor
 
 Coefficients = dict[str, Tensor]
-CoefficientFn = Callable[[Tensor, Coefficients], Union[Tensor, float]]
+CoefficientFn = Callable[[Tensor, Coefficients], Tensor | float]
 FieldKind = Literal[
     "value",
     "time_derivative",
@@ -108,4 +108,4 @@ class Nonpolynomial:
     label: str = "a non-polynomial term"
 
 
-ResidualTerm = Union[Term, Nonpolynomial]
+ResidualTerm = Term | Nonpolynomial

@@ -53,8 +53,8 @@ that of the smoothed model u = A·u_σ + B with ``estimator.eval_samples`` sampl
 from __future__ import annotations
 
 import dataclasses
-import json
 import functools
+import json
 import platform
 import subprocess
 from collections.abc import Mapping

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Union
 
 import torch
 from torch import Tensor
@@ -147,7 +146,7 @@ class SwitchOnPlateau:
         return max(self.window, self.min_step) < steps - 1
 
 
-Switch = Union[SwitchAt, Blend, SwitchOnPlateau, Piecewise]
+Switch = SwitchAt | Blend | SwitchOnPlateau | Piecewise
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,12 @@ from pinnlab.solvers.schedules import Constant as Constant
 from pinnlab.solvers.schedules import Exponential as Exponential
 from pinnlab.solvers.schedules import LinearDecay as LinearDecay
 from pinnlab.solvers.step import TrainStep as TrainStep
+from pinnlab.solvers.step import make_train_step as make_train_step
 from pinnlab.solvers.terms import ConstraintLoss as ConstraintLoss
 from pinnlab.solvers.terms import DataLoss as DataLoss
 from pinnlab.solvers.weighting import LRA as LRA
 from pinnlab.solvers.weighting import AbstractWeighting as AbstractWeighting
 from pinnlab.solvers.weighting import ReLoBRaLo as ReLoBRaLo
-from pinnlab.solvers.step import make_train_step as make_train_step
 
 __all__ = [
     "LRA",

@@ -12,8 +12,8 @@ the process's random generators (Python's, NumPy's, torch's), which DeepXDE's
 from __future__ import annotations
 
 import contextlib
-import io
 import copy
+import io
 import os
 import random
 import re

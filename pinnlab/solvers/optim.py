@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -13,7 +13,7 @@ from torch import Tensor
 from pinnlab._checks import check_positive
 from pinnlab._typing import Params, is_transform_wrapped, tensor_leaves
 
-LearningRate = Union[float, Tensor]
+LearningRate = float | Tensor
 
 
 class SGDState(NamedTuple):

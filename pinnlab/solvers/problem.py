@@ -38,7 +38,8 @@ class AbstractLossTerm(abc.ABC):
     def __call__(self, context: StepContext) -> Tensor:
         """The (unweighted) scalar value of the term at this step."""
 
-    def validate(self, equation: AbstractEquation) -> None:
+    # an optional hook (no check by default), not an abstract method
+    def validate(self, equation: AbstractEquation) -> None:  # noqa: B027
         """Raise if the term cannot be used with ``equation`` (called by PINNProblem)."""
 
 

@@ -128,7 +128,7 @@ def make_train_step(
     optimizer: AbstractOptimizer,
     *,
     seed: int = 0,
-    schedule: Callable[[int], float] = Constant(),
+    schedule: Callable[[int], float] = Constant(),  # noqa: B008 (frozen: one shared instance is safe)
 ) -> TrainStep:
     """Build the pure training step of ``problem`` (see :class:`TrainStep`).
 

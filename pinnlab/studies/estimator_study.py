@@ -389,11 +389,12 @@ def run_estimator_study(spec: EstimatorStudySpec, progress: Callable[[str], None
         x = equation.sample_collocation(spec.points, generator=make_generator(spec.problem_seed, "study-points"),
                                         dtype=spec.dtype).to(device)
         quantities = _Quantities(equation, net, params, x)
+        # (B023 below: _moments calls each lambda within its loop iteration)
         for sigma in spec.sigmas:
             reference_estimator = _stein(spec, equation, sigma, spec.reference_samples, "independent")
             ref = _moments(
-                lambda i: quantities.all(reference_estimator,
-                                         make_generator(spec.problem_seed, "reference", dim, i, device=device),
+                lambda i: quantities.all(reference_estimator,  # noqa: B023
+                                         make_generator(spec.problem_seed, "reference", dim, i, device=device),  # noqa: B023
                                          "unbiased", spec.quantities),
                 spec.reference_replicates,
             )
@@ -403,10 +404,10 @@ def run_estimator_study(spec: EstimatorStudySpec, progress: Callable[[str], None
                 per_draw = k // 2 if loss == "unbiased" and spec.unbiased_samples == "split" else k
                 estimator = _stein(spec, equation, sigma, per_draw, noise)
                 est = _moments(
-                    lambda i: quantities.all(estimator,
-                                             make_generator(spec.problem_seed, "study", dim, k, noise, loss, i,
+                    lambda i: quantities.all(estimator,  # noqa: B023
+                                             make_generator(spec.problem_seed, "study", dim, k, noise, loss, i,  # noqa: B023
                                                             device=device),
-                                             loss, spec.quantities),
+                                             loss, spec.quantities),  # noqa: B023
                     spec.replicates,
                 )
                 for quantity in spec.quantities:

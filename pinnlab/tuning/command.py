@@ -183,14 +183,23 @@ def check_processes(config, world: int) -> None:
 
 def run(args) -> int:
     from pinnlab import config as configuration
-    from pinnlab.cli import (CHECKPOINT_SUFFIX, EXIT_FAILED, EXIT_OK, START_OVER, UsageError, _output_checks,
-                             refused_checkpoint, run_inputs, start_over_hint)
     from pinnlab.bilevel.distributed import (
         PeerLost,
         environment_world_size,
         init_from_environment,
         leave_process_group,
         local_device,
+    )
+    from pinnlab.cli import (
+        CHECKPOINT_SUFFIX,
+        EXIT_FAILED,
+        EXIT_OK,
+        START_OVER,
+        UsageError,
+        _output_checks,
+        refused_checkpoint,
+        run_inputs,
+        start_over_hint,
     )
     from pinnlab.io.checkpoint import CheckpointError, comparable_text, config_difference, config_hash
     from pinnlab.solvers import resolve_device

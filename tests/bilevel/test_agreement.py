@@ -5,7 +5,6 @@ Probabilistic tests use fixed seeds and state their tolerances in standard error
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -150,6 +149,7 @@ def test_penalty_methods_converge_to_closed_form(ridge):
         for k in range(schedule):
             grad, state, info = method.step(problem, ridge.phi, state, outer_step=k, start=0)
             errors.append(float((flatten(grad) - truth).norm() / truth.norm()))
+        assert info[key] == 3e3, (method.name, info)  # the last estimates at γ or λ's cap
         assert errors[-1] < 5e-3, (method.name, errors[-1])
         assert errors[-1] < 0.2 * errors[5], (method.name, errors[5], errors[-1])
 

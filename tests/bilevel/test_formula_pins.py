@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from pinnlab.bilevel import (
-    BilevelProblem,
     DARTS,
-    ExactForwardUnroll,
     F2SA,
+    BilevelProblem,
+    ExactForwardUnroll,
     Penalty,
     ReverseUnroll,
     cg,
@@ -24,7 +24,7 @@ from pinnlab.bilevel import (
 )
 from pinnlab.bilevel.base import GradientStep, flatten
 from pinnlab.bilevel.parameterization import Log, Logit, reparameterize
-from pinnlab.solvers import Adam, SGD
+from pinnlab.solvers import SGD, Adam
 from pinnlab.solvers.optim import SGDState
 
 F64 = torch.float64

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from pinnlab.bilevel import (
-    BilevelProblem,
     DARTS,
     F2SA,
+    BilevelProblem,
     HessianFree,
     Penalty,
     TruncatedReverseUnroll,

@@ -24,8 +24,8 @@ from pinnlab.bilevel import (
 )
 from pinnlab.bilevel.base import flatten
 from pinnlab.equations import PoissonTwoBody
-from pinnlab.io.checkpoint import load_checkpoint_file
 from pinnlab.estimators import SteinAntithetic
+from pinnlab.io.checkpoint import load_checkpoint_file
 from pinnlab.losses import Biased
 from pinnlab.nets import MLP
 from pinnlab.solvers import Adam, PINNProblem, make_train_step

@@ -340,7 +340,7 @@ def test_lra_weights_follow_the_reference_formula_from_the_configured_weights(mo
             stats = {}
             for name in lam:
                 one_hot = {"weights": {n: float(n == name) for n in lam}}
-                grad = torch.func.grad(lambda p: problem.objective(p, one_hot, step, 3)[0])(params)
+                grad = torch.func.grad(lambda p: problem.objective(p, one_hot, step, 3)[0])(params)  # noqa: B023
                 flat = torch.cat([g.abs().flatten() for g in grad.values()])
                 stats[name] = (float(flat.max()), float(flat.mean()))
             target = start["residual"] * stats["residual"][0] / (lam["boundary"] * stats["boundary"][1])

@@ -21,9 +21,9 @@ from pinnlab.io import CheckpointError
 from pinnlab.studies.estimator_study import (
     EstimatorStudySpec,
     _moments,
-    projected_bias_test,
     compare_losses,
     loglog_slope,
+    projected_bias_test,
     run_estimator_study,
     summarise,
 )

@@ -11,9 +11,9 @@ import h5py
 
 from pinnlab.cli import main
 from pinnlab.studies import estimator_study, training_study
+from tests.studies.test_studies import TINY_TRAINING, TRAINED_ESTIMATOR, _network_file
 from tests.studies.test_study_grid_and_summary import _stub_cells
 from tests.studies.test_study_inputs_refused import ONE_CELL, _estimator, _refused_before_any_work
-from tests.studies.test_studies import TINY_TRAINING, TRAINED_ESTIMATOR, _network_file
 
 
 def test_a_pretrained_networks_error_is_its_final_relative_l2(tmp_path, monkeypatch):

@@ -15,9 +15,9 @@ from pinnlab.nets import MLP
 from pinnlab.studies.estimator_study import (
     EstimatorStudySpec,
     Moments,
-    _Quantities,
     _combine,
     _moments,
+    _Quantities,
     projected_bias_test,
     run_estimator_study,
     summarise,

@@ -16,8 +16,8 @@ import yaml
 from pinnlab import config as C
 from pinnlab.cli import main
 from pinnlab.io import write_strict_json
-from pinnlab.studies.spec import study_runs, validate_runs
 from pinnlab.studies.estimator_study import loglog_slope
+from pinnlab.studies.spec import study_runs, validate_runs
 from tests.studies.test_studies import TINY_ESTIMATOR, TINY_TRAINING, _network_file
 
 ONE_CELL = {"samples: [4, 8]": "samples: [4]", "noise: [independent, shared]": "noise: [independent]"}
@@ -194,7 +194,7 @@ def test_the_json_file_is_strict_with_null_for_non_finite_numbers(tmp_path):
     assert (entry["variance_slope"], entry["variance_slope_se"]) == pytest.approx(expected, rel=1e-12)
     with h5py.File(tmp_path / "e.h5") as fh:  # the file's JSON attributes, "as in --json"
         for key in ("slopes", "comparisons", "pretrained_rel_l2"):
-            json.loads(fh.attrs[key], parse_constant=lambda name: pytest.fail(f"bare {name} in /{key}"))
+            json.loads(fh.attrs[key], parse_constant=lambda name: pytest.fail(f"bare {name} in /{key}"))  # noqa: B023
 
 
 def test_an_init_files_own_error_is_its_pretrained_rel_l2(tmp_path):
