@@ -143,10 +143,10 @@ def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
             _dataset(group, f"tuned/{name}", used[name])
         for name, err in coefficient_errors(setup, outcome.phi).items():
             group.attrs[f"coefficient_rel_err/{name}"] = err
-        for key, value in tuned.items():
-            if key == "weights":
-                for term, w in value.items():
-                    group.attrs[f"final/weights.{term}"] = float(torch.as_tensor(w, dtype=torch.float64).norm())
+        weights = tuned.get("weights", {})  # every term, at 1 where neither the config nor the tuning set it
+        for term in ("residual", *(t.name for t in problem.extra_terms)):
+            w = weights.get(term, 1.0)
+            group.attrs[f"final/weights.{term}"] = float(torch.as_tensor(w, dtype=torch.float64).norm())
 
     # at the σ the final solve trained and evaluated with (a tuned σ), as /eval is
     slice_data = result_slice(problem, result, num_samples=config.estimator.eval_samples, seed=config.trainer.seed,
