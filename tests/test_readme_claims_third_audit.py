@@ -220,8 +220,9 @@ def _linear_ansatz_fit(seed: int, points: int = 4000) -> float:
 
 def test_allen_cahn_seed_0_is_the_near_zero_mean_instance_the_notes_describe():
     """README, Notes: "`allen_cahn_two_body` with problem seed 0 draws a near-zero-mean
-    instance (Σc_i ≈ −0.49) on which even the best linear least-squares fit has relative L2
-    5.3e-2; the configs use seed 1" (the quickstart header: seeds 1–7 2.5e-3–7.7e-3)."""
+    instance (Σc_i ≈ −0.49) on which even the best least-squares fit of the hard-constraint
+    form (1 − ‖x‖²)(a + b·x) has relative L2 about 5e-2 (below 1e-2 for seeds 1–7, on 4,000
+    uniform points); the configs use seed 1" (the quickstart header says the same)."""
     assert float(make_equation("allen_cahn_two_body", 100, seed=0).coefficients["c"].sum()) == pytest.approx(
         -0.49, abs=5e-3)
     assert 4.5e-2 < _linear_ansatz_fit(0) < 6.5e-2
