@@ -137,6 +137,11 @@ class _Quantities:
         second = self._draw(params, estimator, generator, True, x)
         return (first * second).mean(), first
 
+    def replicates(self, estimator, kind, quantities, *stream) -> Callable[[int], dict[str, Tensor]]:
+        """Replicate i ↦ :meth:`all` with noise from the stream ``(*stream, i)`` on the points'
+        device (the argument :func:`_moments` draws from)."""
+        return lambda i: self.all(estimator, make_generator(*stream, i, device=self.x.device), kind, quantities)
+
     def all(self, estimator, generator, kind, quantities) -> dict[str, Tensor]:
         out = {}
         if estimator.chunk_size is not None and estimator.chunk_size < self.x.shape[0]:
@@ -389,27 +394,19 @@ def run_estimator_study(spec: EstimatorStudySpec, progress: Callable[[str], None
         x = equation.sample_collocation(spec.points, generator=make_generator(spec.problem_seed, "study-points"),
                                         dtype=spec.dtype).to(device)
         quantities = _Quantities(equation, net, params, x)
-        # (B023 below: _moments calls each lambda within its loop iteration)
         for sigma in spec.sigmas:
             reference_estimator = _stein(spec, equation, sigma, spec.reference_samples, "independent")
-            ref = _moments(
-                lambda i: quantities.all(reference_estimator,  # noqa: B023
-                                         make_generator(spec.problem_seed, "reference", dim, i, device=device),  # noqa: B023
-                                         "unbiased", spec.quantities),
-                spec.reference_replicates,
-            )
+            ref = _moments(quantities.replicates(reference_estimator, "unbiased", spec.quantities,
+                                                 spec.problem_seed, "reference", dim),
+                           spec.reference_replicates)
             if progress:
                 progress(f"reference d={dim} σ={sigma:g} done")
             for noise, k, loss in itertools.product(spec.noise, spec.samples, spec.losses):
                 per_draw = k // 2 if loss == "unbiased" and spec.unbiased_samples == "split" else k
                 estimator = _stein(spec, equation, sigma, per_draw, noise)
-                est = _moments(
-                    lambda i: quantities.all(estimator,  # noqa: B023
-                                             make_generator(spec.problem_seed, "study", dim, k, noise, loss, i,  # noqa: B023
-                                                            device=device),
-                                             loss, spec.quantities),  # noqa: B023
-                    spec.replicates,
-                )
+                est = _moments(quantities.replicates(estimator, loss, spec.quantities,
+                                                     spec.problem_seed, "study", dim, k, noise, loss),
+                               spec.replicates)
                 for quantity in spec.quantities:
                     record = {"quantity": quantity, "loss": loss, "noise": noise, "dim": dim,
                               "samples": k, "samples_per_draw": per_draw, "sigma": sigma}
