@@ -137,11 +137,6 @@ class _Quantities:
         second = self._draw(params, estimator, generator, True, x)
         return (first * second).mean(), first
 
-    def replicates(self, estimator, kind, quantities, *stream) -> Callable[[int], dict[str, Tensor]]:
-        """Replicate i ↦ :meth:`all` with noise from the stream ``(*stream, i)`` on the points'
-        device (the argument :func:`_moments` draws from)."""
-        return lambda i: self.all(estimator, make_generator(*stream, i, device=self.x.device), kind, quantities)
-
     def all(self, estimator, generator, kind, quantities) -> dict[str, Tensor]:
         out = {}
         if estimator.chunk_size is not None and estimator.chunk_size < self.x.shape[0]:
@@ -375,6 +370,12 @@ def _stein(spec: EstimatorStudySpec, equation, sigma: float, num_samples: int, n
     return estimator
 
 
+def _replicates(quantities, estimator, kind, names, *stream, device) -> Callable[[int], dict[str, Tensor]]:
+    """Replicate i ↦ ``quantities.all`` with noise from the stream ``(*stream, i)`` on
+    ``device``: the draw :func:`_moments` takes."""
+    return lambda i: quantities.all(estimator, make_generator(*stream, i, device=device), kind, names)
+
+
 def run_estimator_study(spec: EstimatorStudySpec, progress: Callable[[str], None] | None = None) -> dict:
     """Run the study; returns ``{"records": [...], "slopes": {...}}`` (JSON-ready)."""
     from pinnlab.config import ModelSection, make_network
@@ -396,16 +397,16 @@ def run_estimator_study(spec: EstimatorStudySpec, progress: Callable[[str], None
         quantities = _Quantities(equation, net, params, x)
         for sigma in spec.sigmas:
             reference_estimator = _stein(spec, equation, sigma, spec.reference_samples, "independent")
-            ref = _moments(quantities.replicates(reference_estimator, "unbiased", spec.quantities,
-                                                 spec.problem_seed, "reference", dim),
+            ref = _moments(_replicates(quantities, reference_estimator, "unbiased", spec.quantities,
+                                       spec.problem_seed, "reference", dim, device=device),
                            spec.reference_replicates)
             if progress:
                 progress(f"reference d={dim} σ={sigma:g} done")
             for noise, k, loss in itertools.product(spec.noise, spec.samples, spec.losses):
                 per_draw = k // 2 if loss == "unbiased" and spec.unbiased_samples == "split" else k
                 estimator = _stein(spec, equation, sigma, per_draw, noise)
-                est = _moments(quantities.replicates(estimator, loss, spec.quantities,
-                                                     spec.problem_seed, "study", dim, k, noise, loss),
+                est = _moments(_replicates(quantities, estimator, loss, spec.quantities,
+                                           spec.problem_seed, "study", dim, k, noise, loss, device=device),
                                spec.replicates)
                 for quantity in spec.quantities:
                     record = {"quantity": quantity, "loss": loss, "noise": noise, "dim": dim,
