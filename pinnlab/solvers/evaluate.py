@@ -135,6 +135,7 @@ def relative_errors(prediction: Tensor, exact: Tensor) -> Evaluation:
     if prediction.shape != exact.shape:
         raise ValueError(f"prediction of shape {tuple(prediction.shape)} and exact values of shape "
                          f"{tuple(exact.shape)}: need one shape, `(N,)`")
+    prediction = prediction.detach()  # no graph behind the errors (float() of a grad-requiring norm warns)
     err = (prediction - exact).double()
     undefined = bool(reference_problem(exact))
     exact = exact.double()
@@ -142,7 +143,7 @@ def relative_errors(prediction: Tensor, exact: Tensor) -> Evaluation:
         rel_l2=math.nan if undefined else float(err.norm() / exact.norm()),
         rel_l1=math.nan if undefined else float(err.abs().sum() / exact.abs().sum()),
         max_err=float(err.abs().max()),
-        prediction=prediction.detach(),
+        prediction=prediction,
     )
 
 
