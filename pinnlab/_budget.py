@@ -44,10 +44,10 @@ class Budget:
     @staticmethod
     def state_fits(state: dict, units: int) -> bool:
         """Whether ``state`` is a :meth:`state` of a loop that finished ``units`` units: a
-        finite ``spent`` >= 0 and those ``units`` (a resume checks a checkpoint's)."""
-        spent = state.get("spent")
+        finite float ``spent`` >= 0 and those ``units``, an int (a resume checks a checkpoint's)."""
+        spent, done = state.get("spent"), state.get("units")
         return (set(state) == {"spent", "units"} and isinstance(spent, float) and math.isfinite(spent)
-                and spent >= 0 and state.get("units") == units)
+                and spent >= 0 and type(done) is int and done == units)
 
     def allows_another(self) -> bool:
         if self.seconds is None or self.units == 0:

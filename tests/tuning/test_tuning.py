@@ -1052,9 +1052,11 @@ def test_budget_starts_a_unit_only_if_it_is_expected_to_end_in_time():
     now[0] += 1e9
     assert unlimited.allows_another()
     assert state == {"spent": 9.0, "units": 3} and Budget.state_fits(state, 3)
-    # what a resume refuses: another unit count, a negative, non-finite or integer time, a stray key
+    # what a resume refuses: another unit count, a negative, non-finite or integer time, a stray key,
+    # a unit count that is not an int (True == 1 and 1.0 == 1 in Python)
     for bad, units in [(state, 2), ({**state, "spent": -1.0}, 3), ({**state, "spent": math.inf}, 3),
-                       ({**state, "spent": 9}, 3), ({**state, "extra": 0}, 3), ({"spent": 9.0}, 3)]:
+                       ({**state, "spent": 9}, 3), ({**state, "extra": 0}, 3), ({"spent": 9.0}, 3),
+                       ({"spent": 9.0, "units": True}, 1), ({"spent": 9.0, "units": 3.0}, 3)]:
         assert not Budget.state_fits(bad, units), bad
     resumed = Budget(10.0, clock=lambda: now[0], **state)
     assert resumed.spent() == 9.0 and resumed.units == 3 and not resumed.allows_another()
