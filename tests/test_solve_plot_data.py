@@ -128,8 +128,9 @@ def test_a_loss_of_zero_between_positive_ones_on_the_log_axis_isolates_its_neigh
 
 def test_the_slice_is_drawn_on_its_own_grid_with_shared_colour_limits(tmp_path, figures):
     """A 3 × 5 slice over (x₁ ∈ [0, 1], t ∈ [-2, 3]): each image has the stored values,
-    extent (t range, x₁ range) with x₁ upwards; prediction and exact share the limits of
-    both, the error panel runs from 0 to its largest value."""
+    t across and x₁ upwards, each pixel centred on its grid point (the extent half a
+    spacing, 0.625 in t and 0.25 in x₁, beyond the grid's ends); prediction and exact
+    share the limits of both, the error panel runs from 0 to its largest value."""
     path = _solve_file(tmp_path / "r.h5", loss=np.ones(30), grid_a=np.linspace(0, 1, 3),
                        grid_b=np.linspace(-2, 3, 5))
     _draw(solve_plots.plot_slice, path, tmp_path)
@@ -139,7 +140,7 @@ def test_the_slice_is_drawn_on_its_own_grid_with_shared_colour_limits(tmp_path, 
         stored = [fh[f"slices/main/{k}"][...] for k in ("u_pred", "u_true", "abs_err")]
     for image, values in zip(images, stored):
         np.testing.assert_array_equal(image.get_array(), values)
-        assert tuple(image.get_extent()) == (-2.0, 3.0, 0.0, 1.0) and image.origin == "lower"
+        assert tuple(image.get_extent()) == (-2.625, 3.625, -0.25, 1.25) and image.origin == "lower"
     assert images[0].get_clim() == images[1].get_clim() == (-2.0, 19.0)  # min of pred, max of true
     assert images[2].get_clim() == (0.0, 7.0)
     for ax in axes:

@@ -157,6 +157,13 @@ def _others(fh, sl, labels) -> str:
     return f", the other {inputs - 2} coordinate{'s' if inputs > 3 else ''} at {value}"
 
 
+def _pixel_edges(grid) -> tuple[float, float]:
+    """The image's edges along an evenly spaced grid: half a spacing beyond each end, so
+    that pixel i is centred on grid point i (a single point gets a pixel of width 1)."""
+    half = 0.5 if len(grid) < 2 else 0.5 * (float(grid[-1]) - float(grid[0])) / (len(grid) - 1)
+    return float(grid[0]) - half, float(grid[-1]) + half
+
+
 def plot_slice(fh, outdir: Path) -> Path | None:
     if "slices/main" not in fh:
         return None
@@ -171,7 +178,7 @@ def plot_slice(fh, outdir: Path) -> Path | None:
     vmin, vmax = _finite_range(pred, true)
     fig = Figure(figsize=(15, 4.6), layout="constrained")
     axes = fig.subplots(1, 3)
-    extent = (b[0], b[-1], a[0], a[-1])
+    extent = (*_pixel_edges(b), *_pixel_edges(a))
     for ax, data, title, cmap, lim in (
         (axes[0], pred, "prediction u", "viridis", (vmin, vmax)),
         (axes[1], true, "exact u*", "viridis", (vmin, vmax)),
@@ -183,7 +190,7 @@ def plot_slice(fh, outdir: Path) -> Path | None:
         ax.set_xlabel(labels[1])
         ax.set_ylabel(labels[0])
         for axis in (ax.xaxis, ax.yaxis):  # (nine ticks of a [-1, 1] axis ran together)
-            axis.set_major_locator(MaxNLocator(4, steps=[1, 2, 2.5, 5, 10]))
+            axis.set_major_locator(MaxNLocator(5, steps=[1, 2, 2.5, 5, 10]))
         ax.set_title(title)
         fig.colorbar(im, ax=ax, shrink=0.9)
     fig.suptitle(f"{_title(fh)}\nslice over ({labels[0]}, {labels[1]}){_others(fh, sl, labels)}")
