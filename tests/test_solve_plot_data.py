@@ -141,6 +141,7 @@ def test_the_slice_is_drawn_on_its_own_grid_with_shared_colour_limits(tmp_path, 
     for image, values in zip(images, stored):
         np.testing.assert_array_equal(image.get_array(), values)
         assert tuple(image.get_extent()) == (-2.625, 3.625, -0.25, 1.25) and image.origin == "lower"
+    assert solve_plots._pixel_edges(np.array([0.25])) == (-0.25, 0.75)  # one point: a pixel of width 1
     assert images[0].get_clim() == images[1].get_clim() == (-2.0, 19.0)  # min of pred, max of true
     assert images[2].get_clim() == (0.0, 7.0)
     for ax in axes:
