@@ -114,11 +114,13 @@ class SwitchOnPlateau:
     def __post_init__(self):
         if isinstance(self.window, bool) or not isinstance(self.window, numbers.Integral) or self.window < 1:
             raise ValueError(f"SwitchOnPlateau needs an integer window >= 1, got {self.window!r}")
-        if not 0 <= self.tolerance < 1:  # also refuses NaN
+        tolerance = self.tolerance  # (a string or None: a bare TypeError at the first step otherwise)
+        if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not 0 <= tolerance < 1:
             raise ValueError(
                 f"SwitchOnPlateau needs 0 <= tolerance < 1 (a relative improvement), "
                 f"got {self.tolerance!r}"
             )
+        check_integer("SwitchOnPlateau.min_step", self.min_step, minimum=0)
 
     def init(self) -> PlateauState:
         return PlateauState()
