@@ -286,7 +286,7 @@ class ForwardGradientUnroll(AbstractHypergradient):
         else:
             w, value, partial = template.new_zeros(0), None, torch.zeros_like(template)
         total = all_reduce_sum(partial) if world > 1 else partial
-        value = None if value is None else float(value)
+        value = None if value is None else float(value.detach())
         if world > 1:  # h(φ) of rank 0 (which holds direction 0), also on a rank without directions
             value = broadcast_value(value)
         grad = unflatten(total / self.num_directions, phi)
@@ -327,7 +327,7 @@ class ExactForwardUnroll(AbstractHypergradient):
                                                   chunk_size=self.chunk_size, mode=self.tangents)
         theta, state = final if final is not None else _primal(problem, phi, start, init)
         return HypergradientResult(
-            grad={k: g.detach() for k, g in unflatten(w, phi).items()}, value=float(value),
+            grad={k: g.detach() for k, g in unflatten(w, phi).items()}, value=float(value.detach()),
             theta=theta, state=state,
             diagnostics={"inner_step_evaluations": problem.horizon * (template.numel() + (final is None))},
         )
