@@ -19,8 +19,7 @@ from pinnlab.solvers import Adam
 from pinnlab.studies import estimator_study
 from tests.bilevel.problems import F64, Ridge
 from tests.studies.test_studies import TINY_ESTIMATOR, TINY_TRAINING, TRAINED_ESTIMATOR
-
-ONE_CELL = {"samples: [4, 8]": "samples: [4]", "noise: [independent, shared]": "noise: [independent]"}
+from tests.studies.test_study_inputs_refused import ONE_CELL, _estimator
 
 
 def _devices(tree) -> set[str]:
@@ -95,11 +94,7 @@ def test_the_estimator_study_command_runs_on_the_configured_device(tmp_path, mon
         return run(spec, progress=progress)
 
     monkeypatch.setattr(estimator_study, "run_estimator_study", spy)
-    text = TINY_ESTIMATOR
-    for old, new in ONE_CELL.items():
-        text = text.replace(old, new)
-    cfg = tmp_path / "est.yaml"
-    cfg.write_text(text)
+    cfg = _estimator(tmp_path, **ONE_CELL)
     assert main(["study", str(cfg), f"trainer.device={device}", "-o", str(tmp_path / "est.h5")]) == 0
     assert [spec.device for spec in specs] == [device]
 

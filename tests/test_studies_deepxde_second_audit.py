@@ -200,7 +200,7 @@ def test_a_pretraining_with_undefined_test_errors_is_a_trained_network(tmp_path,
     import pinnlab.solvers
     from pinnlab.cli import main
     from tests.studies.test_studies import TRAINED_ESTIMATOR
-    from tests.studies.test_study_inputs_refused import ONE_CELL
+    from tests.studies.test_study_inputs_refused import ONE_CELL, _estimator
 
     train, statuses = pinnlab.solvers.train, []
 
@@ -211,11 +211,7 @@ def test_a_pretraining_with_undefined_test_errors_is_a_trained_network(tmp_path,
         return result
 
     monkeypatch.setattr(pinnlab.solvers, "train", undefined_reference)
-    text = TRAINED_ESTIMATOR
-    for old, new in ONE_CELL.items():
-        text = text.replace(old, new)
-    cfg = tmp_path / "est.yaml"
-    cfg.write_text(text)
+    cfg = _estimator(tmp_path, base=TRAINED_ESTIMATOR, **ONE_CELL)
     assert main(["study", str(cfg), "-o", str(tmp_path / "s.h5")]) == 0
     assert statuses == ["invalid_reference"] and (tmp_path / "s.h5").is_file()
 

@@ -58,11 +58,7 @@ def test_a_pretrained_network_without_a_test_error_is_still_studied(tmp_path, mo
                                final=SimpleNamespace(rel_l2=math.nan))
 
     monkeypatch.setattr(pinnlab.solvers, "train", train)
-    cfg = tmp_path / "est.yaml"
-    text = TRAINED_ESTIMATOR
-    for old, new in ONE_CELL.items():
-        text = text.replace(old, new)
-    cfg.write_text(text)
+    cfg = _estimator(tmp_path, base=TRAINED_ESTIMATOR, **ONE_CELL)
     out = tmp_path / "e.h5"
     assert main(["study", str(cfg), "-o", str(out)]) == 0
     with h5py.File(out) as fh:
@@ -176,11 +172,8 @@ def test_observations_trained_on_by_a_pretrained_estimator_study_are_not_refused
                                final=SimpleNamespace(rel_l2=0.5))
 
     monkeypatch.setattr(pinnlab.solvers, "train", train)
-    text = TRAINED_ESTIMATOR + "data: {source: synthetic, points: 10, noise: 0.01, seed: 0, train: true}\n"
-    for old, new in ONE_CELL.items():
-        text = text.replace(old, new)
-    cfg = tmp_path / "est.yaml"
-    cfg.write_text(text)
+    data = "data: {source: synthetic, points: 10, noise: 0.01, seed: 0, train: true}\n"
+    cfg = _estimator(tmp_path, base=TRAINED_ESTIMATOR + data, **ONE_CELL)
     out = tmp_path / "e.h5"
     assert main(["study", str(cfg), "-o", str(out)]) == 0
     assert len(problems) == 1

@@ -29,11 +29,7 @@ def test_a_pretrained_networks_error_is_its_final_relative_l2(tmp_path, monkeypa
         return results[-1]
 
     monkeypatch.setattr(pinnlab.solvers, "train", spy)
-    cfg = tmp_path / "est.yaml"
-    text = TRAINED_ESTIMATOR
-    for old, new in ONE_CELL.items():
-        text = text.replace(old, new)
-    cfg.write_text(text)
+    cfg = _estimator(tmp_path, base=TRAINED_ESTIMATOR, **ONE_CELL)
     out, js = tmp_path / "e.h5", tmp_path / "e.json"
     assert main(["study", str(cfg), "-o", str(out), "--json", str(js)]) == 0
     (result,) = results

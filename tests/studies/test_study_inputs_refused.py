@@ -24,8 +24,9 @@ ONE_CELL = {"samples: [4, 8]": "samples: [4]", "noise: [independent, shared]": "
 """A tiny estimator study of one K and one noise mode (seconds)."""
 
 
-def _estimator(tmp_path: Path, init: str = "fresh", **replace: str) -> Path:
-    text = TINY_ESTIMATOR.replace("init: fresh", f"init: {init}")
+def _estimator(tmp_path: Path, init: str = "fresh", *, base: str = TINY_ESTIMATOR, **replace: str) -> Path:
+    """``base`` (TINY_ESTIMATOR) with its ``init`` and the ``replace`` substitutions, as est.yaml."""
+    text = base.replace("init: fresh", f"init: {init}")
     for old, new in replace.items():
         text = text.replace(old, new)
     cfg = tmp_path / "est.yaml"
