@@ -179,7 +179,7 @@ def test_the_plateau_defaults():
 
 @pytest.mark.parametrize("window", [True, False])
 def test_a_boolean_window_is_refused(window):
-    with pytest.raises(ValueError, match="integer window >= 1"):
+    with pytest.raises(ValueError, match="window must be an integer >= 1"):
         SwitchOnPlateau(window=window)
 
 

@@ -112,8 +112,7 @@ class SwitchOnPlateau:
     min_step: int = 0
 
     def __post_init__(self):
-        if isinstance(self.window, bool) or not isinstance(self.window, numbers.Integral) or self.window < 1:
-            raise ValueError(f"SwitchOnPlateau needs an integer window >= 1, got {self.window!r}")
+        check_integer("SwitchOnPlateau.window", self.window, minimum=1)
         tolerance = self.tolerance  # (a string or None: a bare TypeError at the first step otherwise)
         if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not 0 <= tolerance < 1:
             raise ValueError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -269,9 +270,12 @@ def test_plateau_switch_waits_for_min_step():
 
 
 _INVALID_SWITCHES = {
-    "window=0": (lambda: SwitchOnPlateau(window=0), ValueError, "integer window >= 1"),
-    "window=-5": (lambda: SwitchOnPlateau(window=-5), ValueError, "integer window >= 1"),
-    "window=2.5": (lambda: SwitchOnPlateau(window=2.5), ValueError, "integer window >= 1"),
+    "window=0": (lambda: SwitchOnPlateau(window=0), ValueError, "window must be an integer >= 1"),
+    "window=-5": (lambda: SwitchOnPlateau(window=-5), ValueError, "window must be an integer >= 1"),
+    "window=2.5": (lambda: SwitchOnPlateau(window=2.5), ValueError, "window must be an integer >= 1"),
+    # like min_step and every other step count (check_integer): a Python int, with a hint
+    "window=np.int64(5)": (lambda: SwitchOnPlateau(window=np.int64(5)), ValueError, r"pass int\(\.\.\.\)"),
+    "min_step=np.int64(5)": (lambda: SwitchOnPlateau(min_step=np.int64(5)), ValueError, r"pass int\(\.\.\.\)"),
     "tolerance=-0.1": (lambda: SwitchOnPlateau(tolerance=-0.1), ValueError, "0 <= tolerance < 1"),
     "tolerance=1": (lambda: SwitchOnPlateau(tolerance=1.0), ValueError, "0 <= tolerance < 1"),
     "tolerance=nan": (lambda: SwitchOnPlateau(tolerance=float("nan")), ValueError, "0 <= tolerance < 1"),
