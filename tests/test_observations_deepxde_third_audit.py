@@ -311,3 +311,36 @@ def test_a_non_finite_prediction_with_finite_parameters_is_nonfinite():
     assert all(bool(torch.isfinite(v).all()) for v in result.params.values())
     assert not bool(torch.isfinite(result.final.prediction).all())
     assert result.status == "nonfinite", (result.status, result.message)
+
+
+@pytest.mark.parametrize("cut", [0, 5])
+def test_a_member_without_the_npy_header_is_not_read_as_bytes(tmp_path, cut):
+    """NpzFile hands back a member shorter than the .npy magic as raw bytes: it was then
+    refused as "x must hold real numbers, got dtype |S1", which sent users looking at
+    their numbers; now the member itself is named as no .npy array."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    np.save(buffer, X.numpy())
+    path = tmp_path / "obs.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", buffer.getvalue()[:cut])
+        archive.writestr("u.npy", buffer.getvalue())
+    with pytest.raises(ObservationError, match=re.escape(f"'x' is not an .npy array ({cut} bytes")):
+        load_observations(path, 2)
+
+
+def test_a_truncated_npy_member_is_an_observation_error(tmp_path):
+    """A member cut inside its data: numpy's ValueError, reported in one line."""
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    np.save(buffer, X.numpy())
+    path = tmp_path / "obs.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", buffer.getvalue())
+        archive.writestr("u.npy", buffer.getvalue()[:-8])
+    with pytest.raises(ObservationError, match="EOF: reading array data"):
+        load_observations(path, 2)

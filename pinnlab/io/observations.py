@@ -60,7 +60,12 @@ def _npz_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
             if name not in data.files:
                 raise ObservationError(f"observation file {str(path)!r}: no array {name!r} (it holds "
                                        f"{', '.join(map(repr, data.files)) or 'none'})")
-        return np.asarray(data["x"]), np.asarray(data["u"])
+        arrays = [data[name] for name in ("x", "u")]
+    for name, array in zip(("x", "u"), arrays):
+        if isinstance(array, bytes):  # NpzFile hands back a member without the .npy magic as raw bytes
+            raise ObservationError(f"observation file {str(path)!r}: {name!r} is not an .npy array "
+                                   f"({len(array)} bytes without the .npy header)")
+    return np.asarray(arrays[0]), np.asarray(arrays[1])
 
 
 def _csv_table(path: Path) -> np.ndarray:
@@ -124,8 +129,8 @@ def load_observations(path: str | Path, input_dim: int) -> tuple[Tensor, Tensor]
             raise ObservationError(
                 f"observation file {str(path)!r}: unknown format (use .h5, .hdf5, .npz or .csv)"
             )
-    # EOFError: an empty .npz; zlib.error: a damaged stream of np.savez_compressed
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+    # ValueError also: a truncated .npy member; zlib.error: a damaged stream of np.savez_compressed
+    except (OSError, ValueError, zipfile.BadZipFile, zlib.error) as err:
         if isinstance(err, ObservationError):
             raise
         raise ObservationError(f"observation file {str(path)!r}: {err or type(err).__name__}") from None
