@@ -301,7 +301,7 @@ def table(records) -> str:
 
 def main(argv=None) -> int:
     parser = Parser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller network and fewer draws")
+    parser.add_argument("--quick", action="store_true", help="smaller network (width 64) and fewer horizons: accuracy at T = 10, tensor bytes at T = 10 and 100")
     parser.add_argument("--json", metavar="PATH")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--tensor-bytes", nargs=3, help=argparse.SUPPRESS)

@@ -17,7 +17,7 @@ two runs there measured 1.95 and 4.47 draws.
 Usage:
     python benchmarks/bench_stein_memory.py [--quick] [--json PATH]
 
-``--quick``: d ∈ {10³, 10⁴}; otherwise also d = 10⁵ (one draw 4.9 GB; the independent
+``--quick``: d ∈ {10³, 10⁴}; otherwise also d = 10⁵ (one draw 5.1 GB; the independent
 step needs about 6–7 GB and a minute or two).
 """
 

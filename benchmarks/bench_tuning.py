@@ -52,7 +52,8 @@ evaluation uses the setting with the lowest error there. Selection records carry
 
 ``--costs`` instead times one estimate of every hypergradient method at each problem's
 horizon against the primal unroll of the same steps (records {"kind": "cost",
-"problem", "method", "options", "horizon", "seconds", "ratio"}); ``fg2u_jvp`` there is
+"problem", "method", "options", "horizon", "seconds", "ratio"}, the primal unroll's
+with method "primal", ratio 1 and no "options"); ``fg2u_jvp`` there is
 fg2u with ``tangents: jvp`` (torch.func.jvp through the loop), for comparison.
 
 ``--malloc default`` keeps glibc's malloc defaults; by default the process first calls
