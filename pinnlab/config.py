@@ -463,12 +463,14 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     overrides are kept (and then refused by validation). So does an override that leaves
     a :data:`DEPENDENT` key without effect (``trainer.schedule=linear`` drops the
     config's ``gamma``), ``tune.method`` the config's ``tune.options`` (another
-    method's constructor arguments), and ``trainer.backend=deepxde`` the config's
-    ``estimator`` settings and those of :data:`DEEPXDE_FIXED` it sets to another value
-    (a linear schedule, a hybrid loss; a study's DeepXDE variant).
+    method's constructor arguments), ``loss.weighting`` its ``loss.weighting_options``,
+    and ``trainer.backend=deepxde`` the config's ``estimator`` settings and those of
+    :data:`DEEPXDE_FIXED` it sets to another value (a linear schedule, a hybrid loss; a
+    study's DeepXDE variant).
     """
     data = _deep_copy(data)
-    method = _walk(data, "tune.method")  # (the config's own, whose options an override of it keeps)
+    # (the config's own choices, whose options an override of them keeps)
+    method, weighting = _walk(data, "tune.method"), _walk(data, "loss.weighting")
     overridden: set[str] = set()
     for item in overrides:
         if "=" not in item:
@@ -517,16 +519,19 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
                 loss.pop(key, None)
                 overridden.add(f"loss.{key}")
     tune = data.get("tune")
-    if ("tune.method" in overridden and isinstance(tune, dict)  # another method's constructor arguments
-            and "tune.options" not in overridden and tune.get("method") != method):
-        # keep only the options given as overrides: tune.method=penalty tune.options.lr=1e-6
-        # kept the config's fg2u num_directions too (refused by Penalty)
-        options = tune.pop("options", None)
-        if isinstance(options, dict):
-            given = {k: v for k, v in options.items()
-                     if any(o == f"tune.options.{k}" or o.startswith(f"tune.options.{k}.") for o in overridden)}
+    # another method's constructor arguments go but for those given as overrides:
+    # tune.method=penalty tune.options.lr=1e-6 kept the config's fg2u num_directions too
+    # (refused by Penalty), and loss.weighting=none (or trainer.backend=deepxde) the
+    # config's LRA alpha (refused without a weighting)
+    for section, choice, own, options in ((tune, "tune.method", method, "tune.options"),
+                                           (loss, "loss.weighting", weighting, "loss.weighting_options")):
+        name, key = choice.rpartition(".")[2], options.rpartition(".")[2]
+        if (choice in overridden and isinstance(section, dict) and options not in overridden
+                and section.get(name) != own and isinstance(section.get(key), dict)):
+            given = {k: v for k, v in section.pop(key).items()
+                     if any(o == f"{options}.{k}" or o.startswith(f"{options}.{k}.") for o in overridden)}
             if given:
-                tune["options"] = given
+                section[key] = given
     study = data.get("study")
     if "study.init" in overridden and isinstance(study, dict) and study.get("init") != "trained":
         for key in untrained_study_settings(data):  # (pretraining settings, as the config's own)
