@@ -105,7 +105,7 @@ class BilevelProblem:
 
 def unroll(problem: BilevelProblem, phi: Phi, *, start: int = 0, init=None,
            steps: int | None = None) -> tuple[Params, Any]:
-    """θ_T after ``steps`` (default T) inner steps t = start, …, start + T − 1."""
+    """θ after ``steps`` (default T) inner steps t = start, …, start + steps − 1."""
     theta, state = problem.initial(phi) if init is None else init
     for t in range(start, start + (problem.horizon if steps is None else steps)):
         theta, state = problem.inner_step(theta, state, phi, t)

@@ -266,7 +266,8 @@ class DARTS(AbstractHypergradient):
         \hat g = ∇_φ f(w', φ) − ξ \frac{∇_φ g(w^+, φ) − ∇_φ g(w^−, φ)}{2ε},\quad
         w^± = w ± ε∇_{w'} f(w', φ)
 
-    with ε = ``epsilon``/‖∇_{w'} f‖. Memory O(M), three gradient evaluations. The
+    with ε = ``epsilon``/‖∇_{w'} f‖. Memory O(M); three gradients of g (∇_w g at w,
+    ∇_φ g at w⁺ and w⁻) and one of f (at w'), besides the reported value f(w, φ). The
     first-order variant (ξ = 0) keeps only ∇_φ f and is zero whenever f does not depend
     on φ directly (loss weights!).
 
