@@ -14,7 +14,7 @@ import types
 import pytest
 import torch
 
-from .test_benchmarks_second_audit import _horizon_bias, _hypergrad_main
+from .test_benchmarks_second_audit import _horizon_bias, _hypergrad_main, _stub_cost_estimation
 
 
 def _doc(module) -> str:
@@ -599,21 +599,9 @@ def test_every_costs_record_has_the_documented_fields(benchmarks, monkeypatch):
     "horizon", "seconds", "ratio"}, the primal unroll's with method "primal", ratio 1 and no
     "options")": every record estimate_costs returns (the docstring gave the primal
     record "options" too)."""
-    import pinnlab.bilevel.base as base
-    import pinnlab.bilevel.parameterization as parameterization
-    import pinnlab.config as configuration
-    import pinnlab.tuning.run as run
-    import pinnlab.tuning.setup as setup
-
     bt = benchmarks("bench_tuning")
     documented = _documented_fields(_doc(bt), "cost")
-    monkeypatch.setattr(configuration, "validate", lambda data: data)
-    monkeypatch.setattr(setup, "build_tuning", lambda config: types.SimpleNamespace(
-        bilevel=None, parameterization=None, phi0=None))
-    monkeypatch.setattr(parameterization, "reparameterize", lambda b, p: types.SimpleNamespace(horizon=7))
-    monkeypatch.setattr(parameterization, "unconstrain", lambda phi, p: {"sigma": torch.zeros(())})
-    monkeypatch.setattr(base, "unroll", lambda problem, u: None)
-    monkeypatch.setattr(run, "make_hypergradient_method", lambda name, options: (lambda problem, u: None))
+    _stub_cost_estimation(monkeypatch)
     records = bt.estimate_costs("c", {}, ["rgu"], repeats=1)
     assert [r["method"] for r in records] == ["primal", "rgu"]
     assert 'the primal unroll\'s with method "primal", ratio 1 and no "options"' in _doc(bt)

@@ -814,7 +814,9 @@ def test_tuning_costs_writes_its_records_with_the_header(tuning, monkeypatch, tm
         {"kind": "cost", "problem": "b", "method": "primal"}, {"kind": "cost", "problem": "c", "method": "primal"}]}
 
 
-def test_estimate_costs_records_the_problems_horizon(tuning, monkeypatch):
+def _stub_cost_estimation(monkeypatch):
+    """bench_tuning.estimate_costs without a tuning set-up: a problem of horizon 7 whose
+    unroll and every method's estimate do nothing (only the records are looked at)."""
     import torch
 
     import pinnlab.bilevel.base as base
@@ -830,6 +832,10 @@ def test_estimate_costs_records_the_problems_horizon(tuning, monkeypatch):
     monkeypatch.setattr(parameterization, "unconstrain", lambda phi, p: {"sigma": torch.zeros(())})
     monkeypatch.setattr(base, "unroll", lambda problem, u: None)
     monkeypatch.setattr(run, "make_hypergradient_method", lambda name, options: (lambda problem, u: None))
+
+
+def test_estimate_costs_records_the_problems_horizon(tuning, monkeypatch):
+    _stub_cost_estimation(monkeypatch)
     _clock(monkeypatch, tuning, [2.0, 1.0, 4.0, 3.0])  # (best of 2: 1.0 and 3.0)
     records = tuning.estimate_costs("c", {}, ["rgu"], repeats=2)
     assert [(r["method"], r["horizon"], r["seconds"], r["ratio"]) for r in records] == [
