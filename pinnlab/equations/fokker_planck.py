@@ -56,7 +56,8 @@ class _FokkerPlanck(AbstractEquation):
         return Jet((d + 1) * t, scale_grad, None), Jet((space * space).sum(-1), shift_grad, shift_hess)
 
     def _sample(self, n, generator, dtype, t, mu=None):
-        mu = (self.coefficients["mu"] if mu is None else mu).to(device=generator.device, dtype=dtype)
+        # (an overridden μ̂ is taken as a value: points are data, and mul(out=) refuses a graph)
+        mu = (self.coefficients["mu"] if mu is None else mu).detach().to(device=generator.device, dtype=dtype)
         z = torch.randn(n, self.dim, generator=generator, device=generator.device, dtype=dtype)
         # the values of cat([mu·t + sqrt(2 − t)·z, t]) with two (n, d) arrays alive, not five:
         # mu·t is written straight into the output and z is scaled in place (a 2,000-point
