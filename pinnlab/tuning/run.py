@@ -34,8 +34,8 @@ class TuneOutcome:
     """Tuned φ (constrained values) and the history of the tuning run.
 
     ``history`` has ``outer_step``, ``value`` (the outer objective at each outer step or
-    trial), ``seconds`` and ``phi/<name>`` (φ after each step); ``best`` holds the best
-    trial's φ for search baselines.
+    trial), ``seconds`` and ``phi/<name>`` (φ after each step); for search baselines
+    ``phi`` is the best trial's φ and ``extra["best_trial"]`` its index.
     """
 
     phi: dict[str, Tensor]
@@ -46,7 +46,9 @@ class TuneOutcome:
     trained: tuple[dict[str, Tensor], Any] | None = None
     """(θ, optimizer state) the tuning ended with (for ``final_init: continue``)."""
     status: str = "ok"
-    """``"ok"`` or ``"nonfinite"`` (the outer loop stopped early at the last finite φ)."""
+    """``"ok"`` or ``"nonfinite"``: a hypergradient method's outer loop (or joint fitting)
+    stopped early at the last finite φ, or a search ran every trial and none ended finite
+    (φ is then trial 0's)."""
     message: str = ""
 
     def mix_schedule(self, start: float) -> tuple[float, ...] | None:
