@@ -216,7 +216,8 @@ class HJBRosenbrock(_HJB):
     :meth:`exact` is the Monte Carlo reference with ``reference_samples`` samples
     (default 2·10⁵), computed in chunks and cached in an HDF5 file under
     ``$PINNLAB_CACHE`` (default ``~/.cache/pinnlab``) keyed by a hash of every
-    parameter and the query points, written atomically.
+    parameter the reference depends on (not the training law or the constraint), the
+    query points and torch's version, written atomically.
     """
 
     name = "hjb_rosenbrock"
