@@ -313,8 +313,8 @@ def test_a_non_finite_prediction_with_finite_parameters_is_nonfinite():
     assert result.status == "nonfinite", (result.status, result.message)
 
 
-@pytest.mark.parametrize("cut", [0, 5])
-def test_a_member_without_the_npy_header_is_not_read_as_bytes(tmp_path, cut):
+@pytest.mark.parametrize("member, cut", [("x", 0), ("x", 5), ("u", 5)])
+def test_a_member_without_the_npy_header_is_not_read_as_bytes(tmp_path, member, cut):
     """NpzFile hands back a member shorter than the .npy magic as raw bytes: it was then
     refused as "x must hold real numbers, got dtype |S1", which sent users looking at
     their numbers; now the member itself is named as no .npy array."""
@@ -325,9 +325,9 @@ def test_a_member_without_the_npy_header_is_not_read_as_bytes(tmp_path, cut):
     np.save(buffer, X.numpy())
     path = tmp_path / "obs.npz"
     with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("x.npy", buffer.getvalue()[:cut])
-        archive.writestr("u.npy", buffer.getvalue())
-    with pytest.raises(ObservationError, match=re.escape(f"'x' is not an .npy array ({cut} bytes")):
+        for name in ("x", "u"):
+            archive.writestr(f"{name}.npy", buffer.getvalue()[:cut] if name == member else buffer.getvalue())
+    with pytest.raises(ObservationError, match=re.escape(f"'{member}' is not an .npy array ({cut} bytes")):
         load_observations(path, 2)
 
 

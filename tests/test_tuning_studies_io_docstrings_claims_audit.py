@@ -1,8 +1,6 @@
 """Claims of the docstrings and comments of pinnlab.tuning, pinnlab.studies and pinnlab.io
 that no earlier test pinned, each checked against what the code does."""
 
-import io
-import zipfile
 
 import h5py
 import numpy as np
@@ -12,7 +10,7 @@ import torch
 from pinnlab import config as configuration
 from pinnlab.io.atomic import OutputBusy, output_lock
 from pinnlab.io.checkpoint import CheckpointError
-from pinnlab.io.observations import ObservationError, load_observations, save_observations
+from pinnlab.io.observations import ObservationError, save_observations
 from pinnlab.tuning.setup import build_tuning
 from tests.tuning.micro_configs import WEIGHT_FG2U
 
@@ -58,19 +56,6 @@ def test_an_unknown_suffix_is_refused_by_save_observations_and_nothing_is_left(t
     with pytest.raises(ObservationError, match=r"^unknown observation format '\.txt' \(use \.h5, \.npz or \.csv\)$"):
         save_observations(tmp_path / "obs.txt", x, u)
     assert list(tmp_path.iterdir()) == []
-
-
-def test_an_npz_member_without_the_npy_header_is_named_with_its_size(tmp_path):
-    """Comment in _npz_arrays: NpzFile hands back a member without the .npy magic as raw
-    bytes; load_observations refuses it by name and byte count, not as numbers."""
-    path = tmp_path / "obs.npz"
-    buffer = io.BytesIO()
-    np.save(buffer, np.zeros((3, 2)))
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("x.npy", buffer.getvalue())
-        archive.writestr("u.npy", b"hello")
-    with pytest.raises(ObservationError, match=r"'u' is not an \.npy array \(5 bytes without the \.npy header\)$"):
-        load_observations(path, 2)
 
 
 def test_synthetic_observations_do_not_depend_on_the_problem_seed():
