@@ -97,13 +97,14 @@ class SwitchOnPlateau:
 
     Criterion: the biased loss is smoothed by an exponential moving average with
     weight ``1/window`` per step; the switch happens at the first step where the best
-    smoothed value has not improved by a relative ``tolerance`` for ``window``
-    consecutive steps (and at least ``min_step`` steps have passed). This formalises
-    [RS]'s hand-picked "when the loss of the biased algorithm ceases to decrease".
+    smoothed value has not improved by more than a relative ``tolerance`` for
+    ``window`` consecutive steps (and at least ``min_step`` steps have passed). This
+    formalises [RS]'s hand-picked "when the loss of the biased algorithm ceases to
+    decrease".
 
     Args:
-        window: steps without relative improvement ≥ tolerance before switching.
-        tolerance: relative improvement that counts as progress.
+        window: steps without relative improvement > tolerance before switching.
+        tolerance: a relative improvement must exceed it to count as progress.
         min_step: never switch earlier than this.
     """
 
