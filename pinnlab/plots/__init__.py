@@ -1,5 +1,5 @@
-"""Figures drawn from result files (never from live objects; nothing imports this but
-the CLI and the studies)."""
+"""Figures drawn from result files (never from live objects; nothing in the library
+imports this but the CLI)."""
 
 from __future__ import annotations
 
