@@ -463,8 +463,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     overrides are kept (and then refused by validation). So does an override that leaves
     a :data:`DEPENDENT` key without effect (``trainer.schedule=linear`` drops the
     config's ``gamma``), ``tune.method`` the config's ``tune.options`` (another
-    method's constructor arguments), ``loss.weighting`` its ``loss.weighting_options``,
-    and ``trainer.backend=deepxde`` the config's ``estimator`` settings and those of
+    method's constructor arguments), ``loss.weighting`` its ``loss.weighting_options``
+    (when the config names a weighting: options it gives without one are kept for the
+    override's), and ``trainer.backend=deepxde`` the config's ``estimator`` settings and those of
     :data:`DEEPXDE_FIXED` it sets to another value (a linear schedule, a hybrid loss; a
     study's DeepXDE variant).
     """
@@ -522,12 +523,14 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     # another method's constructor arguments go but for those given as overrides:
     # tune.method=penalty tune.options.lr=1e-6 kept the config's fg2u num_directions too
     # (refused by Penalty), and loss.weighting=none (or trainer.backend=deepxde) the
-    # config's LRA alpha (refused without a weighting)
+    # config's LRA alpha (refused without a weighting); options a config gives without a
+    # weighting of its own (refused as they stand) are kept for the one an override names
     for section, choice, own, options in ((tune, "tune.method", method, "tune.options"),
                                            (loss, "loss.weighting", weighting, "loss.weighting_options")):
         name, key = choice.rpartition(".")[2], options.rpartition(".")[2]
         if (choice in overridden and isinstance(section, dict) and options not in overridden
-                and section.get(name) != own and isinstance(section.get(key), dict)):
+                and section.get(name) != own and isinstance(section.get(key), dict)
+                and (choice != "loss.weighting" or own not in (None, "none"))):
             given = {k: v for k, v in section.pop(key).items()
                      if any(o == f"{options}.{k}" or o.startswith(f"{options}.{k}.") for o in overridden)}
             if given:

@@ -88,6 +88,17 @@ def test_an_override_of_the_weighting_keeps_only_the_options_it_gives():
     assert kept.loss.weighting_options == {"alpha": 0.5, "every": 3}
 
 
+@pytest.mark.parametrize("own", [{}, {"weighting": "none"}])
+def test_options_given_without_a_weighting_are_kept_for_the_overrides(own):
+    """A config that gives LRA's options but no weighting (refused as it stands) and an
+    override ``loss.weighting=lra``: the options belong to no weighting of the config's,
+    so they are the override's, not dropped as another weighting's."""
+    data = _config(equation=SOFT, loss={**own, "weighting_options": {"alpha": 0.5}})
+    assert _refused(data) == "loss.weighting_options: only with loss.weighting: lra or relobralo"
+    config = C.validate(C.apply_overrides(data, ["loss.weighting=lra"]))
+    assert (config.loss.weighting, config.loss.weighting_options) == ("lra", {"alpha": 0.5})
+
+
 def test_an_override_to_optuna_drops_the_configs_inits():
     """optuna, like random, draws every trial from [low, high]: an override
     ``tune.method=optuna`` drops the init the config gave for fg2u; given with the
