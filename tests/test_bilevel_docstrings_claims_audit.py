@@ -268,6 +268,16 @@ def test_penalty_default_lr_suits_a_largest_curvature_up_to_about_four(curvature
             method.step(problem, phi, state, outer_step=0, start=0)
 
 
+def test_penalty_theta_step_is_lr_over_one_plus_gamma():
+    """penalty.py ``Penalty``: θ steps on P with step lr/(1 + γ) (not lr/γ, which the
+    γ = 1e3 test above cannot tell apart): from θ = 0, ∇_θ P = −γλ²a, so one step at
+    γ = 1, λ = 2, lr = 0.1 lands on 0.1·1·4·a/2 = 0.2·a."""
+    problem, phi = _scalar_problem(2.0)
+    method = Penalty(gamma=1.0, growth=1.0, inner_iters=1, lr=0.1)
+    _, state, _ = method.step(problem, phi, method.init(problem, phi), outer_step=0, start=0)
+    torch.testing.assert_close(state["theta"]["w"], 0.2 * phi["a"], rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("lr_y, lr_z, diverging", [(0.45, 0.6, None), (0.45, 0.8, "lr_z"), (0.6, 0.6, "lr_y")])
 def test_f2sa_step_limits(lr_y, lr_z, diverging):
     """penalty.py ``F2SA``: stable for η_z < 2/λ_max(H) and η_y below about 2/λ_max(H + ∇²f/λ):
