@@ -1443,7 +1443,8 @@ def build(config: Config):
     """Library objects for a validated config: ``(problem, train_kwargs)``.
 
     ``train_kwargs`` are the keyword arguments of :func:`pinnlab.solvers.train`
-    (everything but ``state``/``on_checkpoint``/``progress``).
+    (everything but ``state``/``on_checkpoint``/``progress``/``test_set``: the test set
+    is drawn from ``test_points`` and the seed).
     """
     import torch
 
