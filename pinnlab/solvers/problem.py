@@ -74,8 +74,10 @@ class PINNProblem:
         batch_chunks: split each step's N_f points into this many chunks whose
             gradients are accumulated (every loss is a mean over points, so the sum of
             the chunk gradients, each weighted by its share of points, is the full
-            gradient). Peak memory falls by about this factor; each chunk draws its own
-            noise (keyed by (seed, step, chunk)).
+            gradient). The part of peak memory that grows with the batch (the noisy
+            copies of the points and their activations) falls by about this factor, the
+            rest (the library, the network) stays; each chunk draws its own noise (keyed
+            by (seed, step, chunk)).
     """
 
     equation: AbstractEquation
