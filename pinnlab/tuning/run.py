@@ -141,9 +141,9 @@ def check_method(setup: TuningSetup) -> None:
         if tune.objective.kind != "data":
             raise ConfigError("tune.method = 'joint': needs tune.objective.kind: data (the data term it fits)")
     if tune.inner == "deepxde":
-        for name in phases:
+        for key, name in zip(("tune.method", "tune.then.method"), phases):
             if name not in ("zo_fg2u", "random", "optuna"):
-                raise ConfigError(f"tune.method = {name!r}: DeepXDE training is a black box; use zo_fg2u, "
+                raise ConfigError(f"{key} = {name!r}: DeepXDE training is a black box; use zo_fg2u, "
                                   "random or optuna")
         bad = [n for n in names if n not in ("lr", "weights.residual", "weights.boundary")]
         if bad:
