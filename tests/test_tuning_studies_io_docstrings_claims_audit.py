@@ -143,6 +143,13 @@ def test_a_search_outcome_holds_the_best_trials_phi_and_index(tmp_path):
     for name, value in outcome.phi.items():
         assert torch.equal(value, outcome.history[f"phi/{name}"][1].to(value)), name
     assert not math.isnan(outcome.history["value"][1])
+    # "history has outer_step, value, grad_norm (NaN for searches ...), seconds, method
+    # ("trial" ...) and phi/<name>" (it once left out grad_norm and method)
+    text = " ".join(TuneOutcome.__doc__.split())
+    assert all(f"``{key}``" in text for key in ("outer_step", "value", "grad_norm", "seconds", "method"))
+    assert set(outcome.history) == {"outer_step", "value", "grad_norm", "seconds", "method",
+                                    *(f"phi/{name}" for name in outcome.phi)}
+    assert outcome.history["method"] == ["trial"] * 3 and all(map(math.isnan, outcome.history["grad_norm"]))
 
 
 # --- pinnlab.studies ---------------------------------------------------------------------

@@ -377,7 +377,8 @@ def _replicates(quantities, estimator, kind, names, *stream, device) -> Callable
 
 
 def run_estimator_study(spec: EstimatorStudySpec, progress: Callable[[str], None] | None = None) -> dict:
-    """Run the study; returns ``{"records": [...], "slopes": {...}}`` (JSON-ready)."""
+    """Run the study; returns ``{"records": [...], "slopes": {...}, "comparisons": [...]}``
+    (JSON-ready)."""
     from pinnlab.config import ModelSection, make_network
     from pinnlab.solvers import resolve_device
 

@@ -34,8 +34,10 @@ class TuneOutcome:
     """Tuned φ (constrained values) and the history of the tuning run.
 
     ``history`` has ``outer_step``, ``value`` (the outer objective at each outer step or
-    trial), ``seconds`` and ``phi/<name>`` (φ after each step); for search baselines
-    ``phi`` is the best trial's φ and ``extra["best_trial"]`` its index.
+    trial), ``grad_norm`` (the hypergradient's norm; NaN for searches and joint fitting),
+    ``seconds``, ``method`` (the estimator's name, ``"trial"`` or ``"joint"``) and
+    ``phi/<name>`` (φ after each step); for search baselines ``phi`` is the best trial's
+    φ and ``extra["best_trial"]`` its index.
     """
 
     phi: dict[str, Tensor]
