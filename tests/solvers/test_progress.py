@@ -56,6 +56,20 @@ def test_a_note_is_one_line_above_the_bar_or_in_the_log_and_nothing_when_off():
         assert ("train: an event\n" in stream.getvalue()) is expected, (mode, stream.getvalue())
 
 
+def test_a_note_goes_through_the_bars_own_write_above_the_bar():
+    """With a bar, a note is written by ``tqdm.write`` (which clears the bar, writes the
+    line and redraws the bar below it), not printed into the bar's line."""
+    stream = io.StringIO()
+    bar = Progress(4, mode="bar", stream=stream)
+    written = []
+    bar.bar.write = lambda text, file=None: written.append((text, file))
+    bar.update(0, 1.0, None)
+    bar.note("train: an event")
+    bar.close()
+    assert written == [("train: an event", stream)]
+    assert "train: an event" not in stream.getvalue()
+
+
 def test_a_slow_loop_logs_seconds_per_step(monkeypatch):
     """Below one step per second the log gives seconds per step (an outer step of 25 s read
     "it/s=0.04"), above it steps per second."""
