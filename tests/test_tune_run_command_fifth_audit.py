@@ -18,7 +18,7 @@ import torch
 from pinnlab.config import ConfigError
 from pinnlab.tuning.run import check_method
 
-from .test_tune_run_command_second_audit import _params
+from .test_tune_run_command_second_audit import _params, stop_final_solve_at_its_first_checkpoint
 from .tuning.micro_configs import WEIGHT_FG2U
 from .tuning.test_tune_run_handover import _Handed, _spy
 from .tuning.test_tuning_audit_edges import DEEPXDE, _setup
@@ -30,25 +30,13 @@ def test_a_final_solve_without_resume_starts_over_past_its_own_checkpoint(tmp_pa
     leaves it, which removes no checkpoint) is not continued without ``resume``: the solve
     trains from the initialisation, the same parameters as a solve with no checkpoint at
     all (the saved ones were shifted by 0.5, so a continued solve ends elsewhere)."""
-    import dataclasses
 
-    import pinnlab.io.checkpoint as checkpoints
     from pinnlab.tuning.run import TuneOutcome, final_solve
 
     setup = _setup(tmp_path, "trainer.checkpoint_every=2")
     outcome = TuneOutcome({"weights.boundary": torch.tensor(0.25, dtype=torch.float64)}, {}, "fg2u", 0.0)
     ckpt = tmp_path / "t.h5.final.ckpt"
-    save = checkpoints.save_checkpoint
-
-    def save_then_stop(path, state, *args):
-        save(path, dataclasses.replace(state, params={k: v + 0.5 for k, v in state.params.items()}), *args)
-        raise KeyboardInterrupt
-
-    with monkeypatch.context() as patch:
-        patch.setattr(checkpoints, "save_checkpoint", save_then_stop)
-        with pytest.raises(KeyboardInterrupt):
-            final_solve(setup, outcome, progress="off", checkpoint=ckpt)
-    assert torch.load(ckpt, weights_only=False)["step"] == 2
+    stop_final_solve_at_its_first_checkpoint(setup, outcome, monkeypatch, ckpt)
     copy = tmp_path / "copy.ckpt"
     copy.write_bytes(ckpt.read_bytes())
     again, _ = final_solve(setup, outcome, progress="off", checkpoint=ckpt, resume=False)

@@ -136,13 +136,10 @@ def _interrupted_final_solve(tmp_path, monkeypatch, ckpt):
     Ctrl-C at its first checkpoint (step 2 of 4, trainer.checkpoint_every: 2); the saved
     parameters are saved shifted by 0.5, so that a solve that continues from the checkpoint
     is told apart from one that starts over."""
-    import dataclasses
 
-    import torch
 
-    import pinnlab.io.checkpoint as checkpoints
     from pinnlab.io.checkpoint import comparable_text, config_hash
-    from pinnlab.tuning.run import final_solve, run_tuning
+    from pinnlab.tuning.run import run_tuning
     from pinnlab.tuning.setup import build_tuning
 
     config = configuration.load(_write(tmp_path), ["trainer.checkpoint_every=2"])
@@ -150,6 +147,20 @@ def _interrupted_final_solve(tmp_path, monkeypatch, ckpt):
     setup = build_tuning(config)
     outcome = run_tuning(setup, checkpoint=tmp_path / "t.h5.ckpt",
                          metadata={"config": config_hash(identity), "config_text": comparable_text(identity)})
+    stop_final_solve_at_its_first_checkpoint(setup, outcome, monkeypatch, ckpt)
+    return setup, outcome
+
+
+def stop_final_solve_at_its_first_checkpoint(setup, outcome, monkeypatch, ckpt):
+    """Run the final solve to its first checkpoint (step 2 with checkpoint_every: 2),
+    saved with the parameters shifted by 0.5, and stop it there by Ctrl-C."""
+    import dataclasses
+
+    import torch
+
+    import pinnlab.io.checkpoint as checkpoints
+    from pinnlab.tuning.run import final_solve
+
     save = checkpoints.save_checkpoint
 
     def save_then_stop(path, state, *args):
@@ -161,7 +172,6 @@ def _interrupted_final_solve(tmp_path, monkeypatch, ckpt):
         with pytest.raises(KeyboardInterrupt):
             final_solve(setup, outcome, progress="off", checkpoint=ckpt)
     assert torch.load(ckpt, weights_only=False)["step"] == 2
-    return setup, outcome
 
 
 def test_the_final_solve_resumes_its_checkpoint_also_without_checkpoint_every(tmp_path, monkeypatch):
