@@ -30,7 +30,6 @@ def test_a_final_solve_without_resume_starts_over_past_its_own_checkpoint(tmp_pa
     leaves it, which removes no checkpoint) is not continued without ``resume``: the solve
     trains from the initialisation, the same parameters as a solve with no checkpoint at
     all (the saved ones were shifted by 0.5, so a continued solve ends elsewhere)."""
-
     from pinnlab.tuning.run import TuneOutcome, final_solve
 
     setup = _setup(tmp_path, "trainer.checkpoint_every=2")
