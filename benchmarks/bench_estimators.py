@@ -6,7 +6,8 @@ the Adam update: the real ``make_train_step``), N = 100 points, K = 128 samples
 d ∈ {100, 1000, 10000} × {stein-shared, stein-independent, autograd, hutchinson}.
 
 Each (estimator, d) runs in a fresh subprocess. ``seconds_per_step`` is the median
-over the timed steps after one warm-up step. ``peak_bytes`` is the increase of the
+over the timed steps (10, 3 with ``--quick``; autograd, the slowest, 1) after one warm-up
+step. ``peak_bytes`` is the increase of the
 subprocess's peak RSS (``ru_maxrss``) over its high-water mark after set-up (network,
 parameters, optimizer state), measured across the warm-up and timed steps: the extra
 memory a training step needs on the CPU (activations, noise, gradients).
@@ -222,7 +223,7 @@ def run(quick: bool, malloc: str = "pinnlab") -> tuple[list[dict], float]:
                     raise RuntimeError(f"{method} d={dim} failed:\n{out.stderr}")
                 record = json.loads(out.stdout.strip().splitlines()[-1])
                 record["floor_seconds"] = record["flops"] / rate
-                record["memory_method"] = "peak RSS increase of a fresh subprocess during the timed steps"
+                record["memory_method"] = "peak RSS increase of a fresh subprocess during the warm-up and timed steps"
                 records.append(record)
                 if method == "autograd":
                     autograd_seen[dim] = (record["seconds_per_step"], record["peak_bytes"])
@@ -246,7 +247,7 @@ def table(records: list[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = Parser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 timed steps per cell")
+    parser.add_argument("--quick", action="store_true", help="3 timed steps per cell (autograd: 1, as without --quick)")
     parser.add_argument("--json", metavar="PATH", help="write the records as a JSON list")
     parser.add_argument("--malloc", choices=tuple(MALLOC_MODES), default="pinnlab",
                         help="glibc malloc settings of the workers: pinnlab's (configure_malloc, as the pinnlab "

@@ -334,7 +334,8 @@ def report(record: dict) -> None:
 
 SELECT_SEED = 100
 """``--select`` picks each method's own setting on this seed (training seed, observation
-draw, direction seed), which no evaluation repeat (seeds 0..R−1) uses."""
+draw, direction seed), which no evaluation repeat (seeds 0..R−1) uses: ``--select`` refuses
+``--repeats`` above it."""
 
 
 SGD_LR = {"a": 1.0, "b": 0.01, "c": 1.0}
@@ -434,6 +435,9 @@ def main() -> int:
         return parser.refuse(f"--budget {budget}: must be finite and > 0")
     if args.repeats < 1:
         return parser.refuse(f"--repeats {args.repeats}: must be >= 1")
+    if args.select and args.repeats > SELECT_SEED:
+        return parser.refuse(f"--repeats {args.repeats} with --select: at most {SELECT_SEED} (seed {SELECT_SEED} "
+                             "is the held-out seed the settings are selected on)")
     if (why := json_path_error(args.json)) is not None:
         return parser.refuse(f"--json {args.json}: {why}")
     if args.costs:  # it times one estimate per method: the rest of a run's settings do not reach it
