@@ -149,7 +149,9 @@ def cole_hopf(
     backward heat equation). One set of ``samples`` vectors W is shared by all points
     (as in the reference code); the mean is taken in log-sum-exp form in float64.
     W is drawn in blocks of samples and each block is applied to chunks of points, so
-    that no block or chunk holds more than ``chunk_elements`` numbers (a naive
+    that a block or chunk holds at most about ``chunk_elements`` numbers (up to a merged
+    tail of under 16, or 16 / gcd(d, 16) rows of W when that is more: see
+    :func:`_sample_blocks`; a naive
     2·10⁵ × 200 × 40 broadcast would be 12.8 GB, and W alone at d = 10⁴ is 16 GB):
     memory is O(chunk_elements + N·samples·d / chunk_elements), whatever d. The blocks
     reproduce a single draw of W bit for bit (see :func:`_sample_blocks`), so the
@@ -162,7 +164,8 @@ def cole_hopf(
         horizon: T.
         samples: Monte Carlo sample count.
         generator: draws W (on CPU).
-        chunk_elements: most numbers in one block of W or one points × samples × d chunk.
+        chunk_elements: most numbers in one block of W or one points × samples × d chunk
+            (within :func:`_sample_blocks`' two exceptions).
 
     Returns:
         `(N,)` float64.
