@@ -23,7 +23,8 @@ class AbstractParameterization(abc.ABC):
 
     def usable(self, value: Tensor) -> bool:
         """Whether a value forward() produced can be used: finite (overridden where the
-        map's limit is degenerate, e.g. exp(u) underflowing to 0)."""
+        map's limit is degenerate, e.g. exp(u) underflowing to 0; not for :class:`Logit`,
+        whose saturated bounds are usable values)."""
         return bool(torch.isfinite(value).all())
 
 
@@ -56,7 +57,12 @@ class Log(AbstractParameterization):
 
 @dataclass(frozen=True)
 class Logit(AbstractParameterization):
-    """value = low + (high − low)·sigmoid(u) ∈ (low, high) (mix weights, bounded coefficients)."""
+    """value = low + (high − low)·sigmoid(u) ∈ (low, high) (mix weights, bounded coefficients).
+
+    In floating point sigmoid saturates: beyond about |u| = 17 in float32 (37 in float64)
+    the value is a bound itself. Such a value stays usable (a mix of exactly 0 or 1 is one
+    loss alone; the loop goes on tuning the rest of φ), but :meth:`inverse` refuses it, so
+    a run that ended there is restarted from its u (its checkpoint), not from its φ."""
 
     low: float = 0.0
     high: float = 1.0
