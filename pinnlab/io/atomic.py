@@ -104,7 +104,9 @@ def output_lock(output: str | Path) -> Iterator[None]:
 
 
 def check_writable_directory(target: str | Path) -> None:
-    """Raise ``PermissionError``/``FileNotFoundError`` if ``target`` cannot be created."""
+    """Raise ``PermissionError``/``FileNotFoundError`` if ``target``'s directory is missing,
+    not a directory or not writable. The name itself is not checked (the CLI checks its
+    length against the file system's limit: ``pinnlab.cli``'s output checks)."""
     directory = Path(target).resolve().parent
     if not directory.is_dir():
         if directory.exists():

@@ -18,7 +18,8 @@ Schema (one file per run; gzip-compressed datasets)::
                             the writing of this file, slice included (a training-study
                             cell: since the cell started, reset_peak_memory)
     /eval/u_pred, u_true, abs_err                                     test-set predictions
-    /eval/x                 only when d × test points ≤ 10⁷ values; otherwise /eval attrs
+    /eval/x                 only when inputs × test points ≤ 10⁷ values (inputs: d, or
+                            d + 1 with time); otherwise /eval attrs
                             sampler="test_set", problem_seed, test_points regenerate it
     /eval/radius            ‖x‖ of each test point (unit-ball problems)
     /slices/main/grid_a, grid_b, u_pred[na, nb], u_true, abs_err      attrs: dims, labels, others
@@ -92,7 +93,7 @@ def _versions() -> dict[str, str]:
 
 @functools.cache
 def _package_git_hash() -> str:
-    """:func:`_git_hash` of the pinnlab checkout, asked once per process (two ``git``
+    """:func:`_git_hash` of the pinnlab checkout, asked once per process (the ``git``
     subprocesses for every result file a study writes were spent on the same answer)."""
     return _git_hash()
 
@@ -100,11 +101,16 @@ def _package_git_hash() -> str:
 def _git_hash(where: Path | None = None) -> str:
     """The commit of the pinnlab checkout (or of the one at ``where``), ``-dirty``
     appended when its tracked files differ from it (the hash alone named code the run
-    did not use); "" outside a git checkout."""
+    did not use); "" outside a git checkout, and for a copy that is no tracked file of
+    the repository around it (an install in another project's ignored virtual
+    environment: that project's commit named code the run did not use either)."""
     where = where or Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=where)
         if out.returncode != 0:
+            return ""
+        tracked = subprocess.run(["git", "ls-files", "--", "."], capture_output=True, text=True, timeout=5, cwd=where)
+        if tracked.returncode != 0 or not tracked.stdout.strip():
             return ""
         changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], capture_output=True, timeout=5, cwd=where)
         return out.stdout.strip() + ("-dirty" if changed.returncode == 1 else "")
