@@ -215,7 +215,8 @@ def optimize(
     result's ``theta``, with the inner optimizer's fresh state as ``state``; in a
     :class:`TwoPhase` schedule θ passes between the phases either way (an outer
     algorithm starts from the estimator phase's θ_T, a warm-started estimator from the
-    outer algorithm's θ with that fresh state).
+    outer algorithm's θ with that fresh state); without ``warm_start`` an estimator keeps
+    no θ_T, and an outer algorithm after it starts from ``problem.init``.
 
     ``problem`` is a :class:`BilevelProblem`, or a
     :class:`~pinnlab.bilevel.BlackBox` for the methods that only evaluate h
