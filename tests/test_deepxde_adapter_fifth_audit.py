@@ -4,7 +4,6 @@ earlier tests left open. Every run is a couple of steps of a tiny network."""
 from __future__ import annotations
 
 import importlib.util
-import types
 
 import pytest
 import torch
@@ -13,27 +12,6 @@ from pinnlab.equations import PoissonTwoBody
 
 if importlib.util.find_spec("deepxde") is None:  # (importorskip's import would bypass import_deepxde)
     pytest.skip("needs deepxde", allow_module_level=True)
-
-
-def test_a_two_step_runs_speed_leaves_out_its_first_step(monkeypatch):
-    """Only a one-step run is timed whole: with two steps the first (DeepXDE's one-off
-    costs) is left out as in longer runs. A clock that advances one tick per reading puts
-    exactly one tick between the first step's last reading and the second's first, so the
-    speed is 1 step per tick exactly (2 / the whole run's ticks if both were counted)."""
-    from pinnlab.solvers import deepxde_adapter
-
-    ticks = [0.0]
-
-    def perf_counter():
-        ticks[0] += 1.0
-        return ticks[0]
-
-    monkeypatch.setattr(deepxde_adapter, "time", types.SimpleNamespace(perf_counter=perf_counter))
-    result = deepxde_adapter.solve_with_deepxde(PoissonTwoBody(3, seed=1), steps=2, width=8, depth=2,
-                                                batch_size=8, test_points=10, display_every=2)
-    assert result.stats["steps_done"] == 2
-    assert result.stats["steps_per_second"] == 1.0
-    assert result.stats["wall_s"] > 2.0  # (2 / wall_s, the whole run's rate, is not 1)
 
 
 def test_the_slice_of_a_time_dependent_run_has_its_axes_in_slice_grids_order():

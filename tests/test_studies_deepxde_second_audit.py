@@ -58,11 +58,13 @@ def test_a_run_that_validates_but_does_not_build_is_refused_before_any_cell_runs
 
 
 @needs_deepxde
-def test_steps_per_second_counts_the_steps_after_the_first_exactly(monkeypatch):
+@pytest.mark.parametrize("steps", [2, 4])
+def test_steps_per_second_counts_the_steps_after_the_first_exactly(monkeypatch, steps):
     """A clock that advances one tick per reading: the callbacks' own readings are
     untimed, and between one step's last reading and the next step's first exactly one
     tick passes, so the n - 1 steps after the first take n - 1 ticks: 1 step per tick
-    exactly (n / (n - 1) if the first step were counted)."""
+    exactly (n / (n - 1) if the first step were counted). Only a one-step run is timed
+    whole: two steps leave out the first too (2 / the run's ticks is not 1)."""
     from pinnlab.equations import PoissonTwoBody
     from pinnlab.solvers import deepxde_adapter
 
@@ -73,10 +75,11 @@ def test_steps_per_second_counts_the_steps_after_the_first_exactly(monkeypatch):
         return ticks[0]
 
     monkeypatch.setattr(deepxde_adapter, "time", types.SimpleNamespace(perf_counter=perf_counter))
-    result = deepxde_adapter.solve_with_deepxde(PoissonTwoBody(3, seed=1), steps=4, width=8, depth=2,
+    result = deepxde_adapter.solve_with_deepxde(PoissonTwoBody(3, seed=1), steps=steps, width=8, depth=2,
                                                 batch_size=8, test_points=10, display_every=2)
-    assert result.stats["steps_done"] == 4
+    assert result.stats["steps_done"] == steps
     assert result.stats["steps_per_second"] == 1.0
+    assert result.stats["wall_s"] > steps  # (steps / wall_s, the whole run's rate, is not 1)
 
 
 @needs_deepxde

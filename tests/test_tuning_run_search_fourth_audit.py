@@ -153,13 +153,16 @@ def test_tpe_is_told_a_diverged_trial_as_1e300(tmp_path):
     assert diverged[-1] != _tpe_draws(setup, [1e3, *rest])[-1]
 
 
-def test_a_resumed_tpe_search_retells_a_diverged_trial_as_1e300(tmp_path):
+@pytest.mark.parametrize("scale", [1.0, 1e96])
+def test_a_resumed_tpe_search_retells_a_diverged_trial_as_1e300(tmp_path, scale):
     """Interrupted after 11 trials, the first of which diverged, a TPE search resumes to
     draw its 12th candidate exactly as the uninterrupted search did (the checkpoint's inf
-    re-told as 1e300, as it was told live; as 0 it would be the best trial)."""
+    re-told as 1e300, as it was told live; as 0 it would be the best trial). Also among
+    finite scores of about 1e100 (a nearly diverged training), where a merely large
+    stand-in such as 1e30 would rank it the best."""
     pytest.importorskip("optuna")
     setup = _search_setup(tmp_path, "tune.method=optuna", f"tune.outer_steps={TPE_TRIALS}")
-    values = [math.inf, *(float(10**4 + k) for k in range(1, TPE_TRIALS))]
+    values = [math.inf, *(scale * float(10**4 + k) for k in range(1, TPE_TRIALS))]
     whole = _tpe_draws(setup, values)
     checkpoint = tmp_path / "t.ckpt"
 
