@@ -10,7 +10,8 @@ horizon T:
   the same draws for every σ, so differences between σ are common-random-number
   differences);
 - the relative L2 error of u after those T steps (test set of the trainer, the
-  smoothed model at that σ, as in the final solve);
+  smoothed model at that σ with the final solve's ``eval_samples``; its noise drawn at
+  (seed 0, step 0), the same for every cell);
 - for T in ``--grad-horizons``, the exact hypergradient ∂h_T/∂log σ (reverse mode
   through the T steps, i.e. rgu; what fg2u estimates without bias) at the same draws.
 
