@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from pinnlab.bilevel import BilevelProblem, ReverseUnroll, hypergradient
+from pinnlab.bilevel import BilevelProblem, ReverseUnroll, from_inner_loss, hypergradient
 from pinnlab.bilevel.base import GradientStep, unroll, unrolled_objective
 from pinnlab.bilevel.parameterization import Log, reparameterize
 from pinnlab.solvers import SGD
@@ -96,3 +96,27 @@ def test_reparameterized_gradient_step_losses_and_rate_pass_the_step_index():
     new, _ = moved.gradient_step.update(grads, SGD(lr=1.0).init(theta), theta, U, 3)
     assert float(new["w"]) == pytest.approx(3.0, rel=1e-15)
     assert [t for _, t in seen] == [3, 3, 3, 3]
+
+
+@pytest.mark.parametrize("tangents", ["jvp", "hvp"])
+def test_forward_mode_hypergradients_of_a_float32_phi_are_float32(tangents):
+    """fgu and fg2u in either tangent mode give ∇h in φ's dtype: under vmap(jvp) the inner
+    step's Python numbers promoted float32 to float64, and the jvp mode returned float64
+    where hvp and rgu gave float32. h(a) = ½(θ_3 − 1)² for θ ← θ − ½(θ − a) from 0, so
+    θ_3 = 7a/8 and ∇h = 7/8·(7a/8 − 1)."""
+    from pinnlab.bilevel import ExactForwardUnroll, ForwardGradientUnroll
+
+    def g(theta, phi, t):
+        return 0.5 * ((theta["w"] - phi["a"]) ** 2).sum()
+
+    def f(theta, phi):
+        return 0.5 * ((theta["w"] - 1.0) ** 2).sum()
+
+    problem = from_inner_loss(g, f, SGD(lr=0.5), {"w": torch.zeros(2)}, horizon=3)
+    a = torch.tensor([3.0, 2.0])
+    expected = 7 / 8 * (7 * a / 8 - 1)
+    for method in (ExactForwardUnroll(tangents=tangents), ForwardGradientUnroll(tangents=tangents, num_directions=64)):
+        grad = method(problem, {"a": a}).grad["a"]
+        assert grad.dtype == torch.float32, (type(method).__name__, grad.dtype)
+        if isinstance(method, ExactForwardUnroll):
+            torch.testing.assert_close(grad, expected)

@@ -64,7 +64,8 @@ def directional_derivatives(problem: BilevelProblem, phi: Phi, tangents: Tensor,
     ``mode="jvp"`` applies :func:`torch.func.jvp` to the whole unrolled map. Either way
     the B tangents are processed ``chunk_size`` at a time, all directions share the
     inner randomness, and memory is O(chunk_size · M), independent of T. Returns
-    (w `(B,)`, h(φ), (θ_T, state_T) or ``None`` when the mode does not produce them).
+    (w `(B,)` in the tangents' dtype, h(φ), (θ_T, state_T) or ``None`` when the mode
+    does not produce them).
     """
     _check_mode(mode)
     if mode == "auto":
@@ -92,7 +93,7 @@ def directional_derivatives(problem: BilevelProblem, phi: Phi, tangents: Tensor,
         except (RuntimeError, NotImplementedError) as err:
             raise not_forward_differentiable(err) from err
         values = value[0] if values is None else values
-        outs.append(w)
+        outs.append(w.to(tangents.dtype))  # (Python numbers under vmap(jvp) promote float32 to float64)
     return torch.cat(outs), values, None
 
 
