@@ -55,13 +55,15 @@ def test_training_steps_stop_faulting_in_their_memory():
     same step in fresh processes; the bound, a third of the default's mean, is far from
     both. With glibc's defaults a process sometimes faults little for a few steps (steps
     3–7 once averaged 944 pages), so the means are over 18 steps: five runs of each gave
-    10,110–31,970 pages with the defaults and 179–356 with the thresholds set."""
+    10,110–31,970 pages with the defaults and 179–356 with the thresholds set; a
+    clean-clone CI run (2026-12-07) averaged 3,815 with the defaults (most steps ~6,300,
+    some near 0), so the premise asks for 2,000: the claim tested is the ratio."""
     default = _step_faults(PINNLAB_MALLOC="default")
     tuned = _step_faults()
     assert not default["configured"] and tuned["configured"]
     mean_default = sum(default["faults"]) / len(default["faults"])
     mean_tuned = sum(tuned["faults"]) / len(tuned["faults"])
-    assert mean_default > 5000, default
+    assert mean_default > 2000, default
     assert mean_tuned < mean_default / 3, (tuned, default)
 
 
