@@ -7,10 +7,10 @@ d ∈ {100, 1000, 10000} × {stein-shared, stein-independent, autograd, hutchins
 
 Each (estimator, d) runs in a fresh subprocess. ``seconds_per_step`` is the median
 over the timed steps (10, 3 with ``--quick``; autograd, the slowest, 1) after one warm-up
-step. ``peak_bytes`` is the increase of the
-subprocess's peak RSS (``ru_maxrss``) over its high-water mark after set-up (network,
-parameters, optimizer state), measured across the warm-up and timed steps: the extra
-memory a training step needs on the CPU (activations, noise, gradients).
+step. ``peak_bytes`` is the increase of the subprocess's peak RSS (``ru_maxrss``) over
+its high-water mark after set-up (network, parameters, optimizer state), measured
+across the warm-up and timed steps: the extra memory a training step needs on the CPU
+(activations, noise, gradients).
 ``flops`` is the FLOP floor of a step (``step_flops``): the multiply-adds (×2) of the
 matrix products its estimator's passes and the backward pass to the parameters cannot
 avoid, and ``floor_seconds`` divides it by this machine's measured float32 GEMM rate, so

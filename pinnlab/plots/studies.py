@@ -328,7 +328,8 @@ def _scale_loss_axis(ax, values: np.ndarray) -> str:
     decades (matplotlib's default: one), 2, 3, 4, 6 × 10^k are labelled too. The unbiased
     loss is a product of independent draws, so its average can touch or cross 0: then
     the axis is symlog, linear below the power of 10 at or below the smallest positive
-    value (0.1 for 0.37; 0 and that threshold are both ticks in view). Without any positive value it stays linear.
+    value (0.1 for 0.37; 0 and that threshold are both ticks in view). Without any
+    positive value it stays linear.
     """
     finite = values[np.isfinite(values)]
     positive = finite[finite > 0]
