@@ -666,3 +666,18 @@ def test_a_damaged_result_is_named_by_the_first_line_of_what_failed(tmp_path, ca
     assert main(["plot", str(path), "-o", str(tmp_path / "figs")]) == 2
     assert capsys.readouterr().err.strip() == (f"pinnlab: error: cannot plot {str(path)!r}: the file is damaged or was "
                                                f"written by another pinnlab version ({name}: {first})")
+
+
+def test_plot_file_creates_a_missing_output_directory_with_its_parents(tmp_path):
+    """A library caller's ``plot_file(result, outdir)`` into a directory that does not
+    exist yet writes the figures there (it raised FileNotFoundError naming the first
+    figure's hidden temporary file); the CLI always created it."""
+    from pinnlab.plots import plot_file
+
+    path = _solve_file(tmp_path / "r.h5", loss=np.ones(30))
+    with h5py.File(path, "a") as fh:
+        fh.attrs["kind"] = "solve"
+    outdir = tmp_path / "new" / "plots"
+    written = plot_file(path, outdir)
+    assert [p.name for p in written] == ["curves.png", "slice.png"]
+    assert sorted(p.name for p in outdir.iterdir()) == ["curves.png", "slice.png"]

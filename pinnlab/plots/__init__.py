@@ -35,8 +35,9 @@ class NotAResult(ValueError):
 
 
 def plot_file(path: str | Path, outdir: str | Path) -> list[Path]:
-    """Write the PNGs for a result file (solve, tune or study) into ``outdir``; a file
-    that is no pinnlab result raises :class:`NotAResult`."""
+    """Write the PNGs for a result file (solve, tune or study) into ``outdir``, created
+    with its parents when missing; a file that is no pinnlab result raises
+    :class:`NotAResult`."""
     path, outdir = Path(path), Path(outdir)
     try:
         with h5py.File(path, "r") as fh:

@@ -56,9 +56,11 @@ def _colors(n: int) -> list:
 
 
 def _save(fig: Figure, path: Path, **kwargs) -> Path:
-    """Write ``fig`` as PNG atomically (a reader never sees a half-written image)."""
+    """Write ``fig`` as PNG atomically (a reader never sees a half-written image), creating
+    the directory with its parents when missing."""
     from pinnlab.io.atomic import atomic_path
 
+    path.parent.mkdir(parents=True, exist_ok=True)  # (it named the hidden temporary file missing)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", **({"dpi": 120, "bbox_inches": "tight"} | kwargs))
     return path

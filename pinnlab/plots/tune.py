@@ -113,6 +113,5 @@ def plot_tune(path: Path, outdir: Path) -> list[Path]:
             text += f"\n{name}: rel. error {err:.2e}"
         ax_obj.set_title(text, fontsize=10)
         ax_obj.legend(fontsize=8)
-        outdir.mkdir(parents=True, exist_ok=True)
         written = [_save(fig, outdir / "tune.png")]
     return written + plot_solve(path, outdir)
