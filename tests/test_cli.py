@@ -180,6 +180,8 @@ def test_bad_input_table(tmp_path, capsys):
          "estimator.sig\\rma\\x1b: unknown key"),
         (["solve", good, "equation.name=heat", "-o", tmp_path / "o.h5"], "unknown equation"),
         (["solve", good, "-o", existing / "o.h5"], f"{str(existing)!r} is not a directory"),  # "does not exist"
+        # '..' after a file: resolved as text it named tmp_path, and the run lost its result at the write
+        (["solve", good, "-o", existing / ".." / "o.h5"], f"{str(existing / '..')!r} is not a directory"),
         # a path ending with a separator wrote a file named like the directory; an empty
         # path became '.' ("is a directory"), and plot's -o '' was ignored
         (["solve", good, "-o", f"{tmp_path / 'newdir'}/"], "names a directory (it ends with a separator)"),

@@ -8,6 +8,7 @@ import json
 import math
 import numbers
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,11 +108,15 @@ def check_writable_directory(target: str | Path) -> None:
     """Raise ``PermissionError``/``FileNotFoundError`` if ``target``'s directory is missing,
     not a directory or not writable. The name itself is not checked (the CLI checks its
     length against the file system's limit: ``pinnlab.cli``'s output checks)."""
-    directory = Path(target).resolve().parent
-    if not directory.is_dir():
-        if directory.exists():
-            raise FileNotFoundError(f"{str(directory)!r} is not a directory")
-        raise FileNotFoundError(f"directory {str(directory)!r} does not exist")
+    directory = Path(target).parent  # as the write opens it: 'FILE/..' resolved as text named a directory
+    try:
+        is_dir = stat.S_ISDIR(os.stat(directory).st_mode)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"directory {str(directory)!r} does not exist") from None
+    except NotADirectoryError:  # a file on the way ('FILE/..', 'FILE/sub')
+        is_dir = False
+    if not is_dir:
+        raise FileNotFoundError(f"{str(directory)!r} is not a directory")
     probe = directory / f".pinnlab-write-probe-{os.getpid()}"
     try:
         probe.write_bytes(b"")
