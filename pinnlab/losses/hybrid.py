@@ -194,9 +194,9 @@ class Hybrid(AbstractLoss):
         self.then.validate(equation)
 
     def __call__(self, draw: ResidualDraw, mix: float | Tensor = 0.0):
-        if isinstance(mix, (int, float)) and mix <= 0:
+        if isinstance(mix, numbers.Real) and mix <= 0:  # (numpy numbers too; a Tensor is no Real)
             loss, metrics = self.first(draw)
-        elif isinstance(mix, (int, float)) and mix >= 1:
+        elif isinstance(mix, numbers.Real) and mix >= 1:
             loss, metrics = self.then(draw)
         else:
             a, ma = self.first(draw)
