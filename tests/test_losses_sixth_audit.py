@@ -12,22 +12,7 @@ import torch
 
 from pinnlab.losses import Hybrid, Piecewise, SwitchAt, SwitchOnPlateau
 
-F64 = torch.float64
-C = [1.0, 2.0, -3.0]  # mean c² = 14/3
-A = [1.0, 2.0, -3.0]
-B = [0.5, -1.0, 2.0]  # mean a·b = (0.5 − 2 − 6)/3 = −2.5
-
-
-def _recording(*values):
-    """A draw returning the given residuals in turn and recording the kinds asked for."""
-    asked = []
-
-    def draw(unbiased):
-        asked.append(unbiased)
-        return torch.tensor(values[len(asked) - 1], dtype=F64)
-
-    return asked, draw
-
+from .test_losses_fifth_audit import F64, A, B, C, _recording
 
 # -- piecewise: values that are no Python floats -------------------------------------------
 

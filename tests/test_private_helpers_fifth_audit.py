@@ -23,7 +23,7 @@ from pinnlab.bilevel._trees import detach, tree_add, tree_scale
 from pinnlab.bilevel.base import flatten
 
 from .test_checks import _refused
-from .test_malloc_release import Libc
+from .test_malloc_release import libc  # noqa: F401 - a stand-in glibc, no MALLOC_* settings, Linux
 
 F64 = torch.float64
 
@@ -89,26 +89,14 @@ def test_overlong_path_checks_every_name_in_the_path_not_only_the_last(monkeypat
 
 
 # -- _malloc ------------------------------------------------------------------------------------
-@pytest.fixture
-def libc(monkeypatch):
-    """A stand-in glibc (tests.test_malloc_release.Libc), no MALLOC_* settings, Linux."""
-    for name in (*_malloc._USER_SETTINGS, "PINNLAB_MALLOC"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(_malloc.sys, "platform", "linux")
-    monkeypatch.setattr(_malloc, "configured", False)
-    fake = Libc()
-    monkeypatch.setattr(_malloc.ctypes, "CDLL", lambda *a: fake)
-    return fake
-
-
-def test_configure_malloc_passes_the_thresholds_it_is_given(libc):
+def test_configure_malloc_passes_the_thresholds_it_is_given(libc):  # noqa: F811 - the imported fixture
     """Thresholds other than the defaults reach mallopt as given: M_MMAP_THRESHOLD (-3)
     the first, M_TRIM_THRESHOLD (-1) the second."""
     assert pinnlab.configure_malloc(mmap_threshold=2**20, trim_threshold=2**25) is True
     assert libc.calls == [("mallopt", -3, 2**20), ("mallopt", -1, 2**25)]
 
 
-def test_a_refused_first_call_leaves_malloc_unconfigured(libc):
+def test_a_refused_first_call_leaves_malloc_unconfigured(libc):  # noqa: F811
     """glibc refusing the values (mallopt returns 0) sets nothing: ``configured`` stays
     False and release_free_memory leaves the heap (no malloc_trim)."""
     libc.refuse()
@@ -119,7 +107,7 @@ def test_a_refused_first_call_leaves_malloc_unconfigured(libc):
     assert libc.calls == []
 
 
-def test_an_empty_malloc_setting_is_still_the_users(libc, monkeypatch):
+def test_an_empty_malloc_setting_is_still_the_users(libc, monkeypatch):  # noqa: F811
     """A glibc setting present in the environment keeps malloc as it is, even set to the
     empty string (``export MALLOC_TOP_PAD_=``): its presence decides, not its value."""
     monkeypatch.setenv("MALLOC_TOP_PAD_", "")
