@@ -89,10 +89,11 @@ class FeatureCache:
 
     def features(self, weight: Tensor, parts: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         key = self._key
+        # a call autograd records never gets kept values (kept under no_grad: no W δ gradient)
         recorded = torch.is_grad_enabled() and (weight.requires_grad or any(p.requires_grad for p in parts))
         if (key is not None and not recorded and key[0] is weight and key[1] == weight._version
                 and len(key[2]) == len(parts) and all(a is b for a, b in zip(key[2], parts))):
-            return self._features  # (a training step got values kept under no_grad: no W δ gradient)
+            return self._features
         features = tuple(p @ weight.T for p in parts)
         if not (weight.is_inference() or any(f.requires_grad or is_transform_wrapped(f) for f in features)):
             self._key, self._features = (weight, weight._version, parts), features
