@@ -1,7 +1,8 @@
 """Tests from a sixth mutation audit of the solver loop: the message of a non-finite stop
-in a resumed run, the progress line of a resumed run, the hybrid switch's warning at its
-boundary, which loss the plateau switch watches (with a data term, and under a
-weighting), and a checkpoint's own copy of the weighting state."""
+in a resumed run and for a non-finite term that a weighting reads, the progress line of
+a resumed run, the hybrid switch's warning at its boundary, which loss the plateau switch
+watches (with a data term, and under a weighting), and a checkpoint's own copy of the
+weighting state."""
 
 from __future__ import annotations
 
@@ -136,3 +137,29 @@ def test_a_checkpoint_keeps_its_own_weighting_state():
                    checkpoint_every=1, on_checkpoint=kept.append, **KW)
     assert [s.weighting["seen"] for s in kept] == [[0], [0, 1]]
     assert result.state.weighting["seen"] == [0, 1, 2]
+
+
+def test_a_non_finite_term_the_weighting_reads_is_named_as_the_stop_cause(monkeypatch):
+    """A step whose loss, parameters and optimizer state are finite but whose residual
+    term value (which LRA reads) is not stops the run at that step, and the message names
+    that term instead of blaming the parameters or optimizer state."""
+    import pinnlab.solvers.loop as loop
+
+    make = loop.make_train_step
+
+    def patched(*args, **kwargs):
+        step_fn = make(*args, **kwargs)
+
+        def step(params, opt_state, hp, i):
+            params, opt_state, metrics = step_fn(params, opt_state, hp, i)
+            if i == 1:
+                metrics = {**metrics, "loss_residual": torch.tensor(math.inf, dtype=F64)}
+            return params, opt_state, metrics
+        step.term_gradients = step_fn.term_gradients
+        return step
+
+    monkeypatch.setattr(loop, "make_train_step", patched)
+    result = train(problem(dim=3, batch=8), steps=4, eval_every=4, weighting=LRA(every=1), **KW)
+    assert result.status == "nonfinite" and result.state.step == 1
+    assert result.message.startswith("the loss term loss_residual became non-finite at step 2 (loss ")
+    assert "; stopped and kept the state after step 1." in result.message

@@ -109,7 +109,8 @@ class TrainResult:
     """What :func:`train` returns.
 
     ``status`` is ``"ok"``, ``"nonfinite"`` (``message`` then says at which step the
-    loss, the updated parameters or optimizer state, or the loss weights became NaN/Inf;
+    loss, the updated parameters or optimizer state, a loss term the weighting or the
+    plateau switch reads, or the loss weights became NaN/Inf;
     ``params`` and ``state`` are those after the last step that kept all of them finite)
     or ``"invalid_reference"`` (the training ran, but the test set's u* is not finite or
     is 0 everywhere in the run's dtype, so the relative errors are NaN; ``message`` says
@@ -247,7 +248,8 @@ def train(
     *smoothed* model (its own ``eval_samples``, no autograd, chunked) every
     ``eval_every`` steps and at the end on a fixed test set drawn from the problem
     seed, switches hybrid losses, stops as soon as a step gives a non-finite loss,
-    parameters, optimizer state or loss weights (checked before the step is kept, in
+    parameters, optimizer state, loss weights or a loss term the weighting or the
+    plateau switch reads (checked before the step is kept, in
     the step's single device read) keeping the last finite state, ends with status
     ``"invalid_reference"`` when the test set's u* is not finite or is 0 everywhere (its
     relative errors are NaN), and hands a :class:`TrainState` to ``on_checkpoint`` every
@@ -436,9 +438,13 @@ def train(
                 if not math.isfinite(loss):
                     # steps counted from 1 in the message, as the progress lines and steps_done count
                     cause = f"training loss became {loss} at step {step + 1}"
-                elif not finite:
+                elif all_finite != 1.0:
                     cause = (f"the update at step {step + 1} gave non-finite parameters or optimizer "
                              f"state (loss {loss:.6g}; the gradient overflowed)")
+                elif not finite:
+                    read = [*loss_keys.values(), *((plateau_key,) if plateau_key else ())]
+                    bad = ", ".join(sorted({k for k, v in zip(read, values) if not math.isfinite(v)}))
+                    cause = f"the loss term {bad} became non-finite at step {step + 1} (loss {loss:.6g})"
                 else:
                     cause = f"the loss weights became non-finite at step {step + 1}"
                 kept = f"the state after step {step}" if step else "the initial state"
