@@ -165,7 +165,9 @@ class Hybrid(AbstractLoss):
         then: the loss after it (default :class:`Unbiased2`; use ``Unbiased1`` for
             equations with non-polynomial terms such as Sine–Gordon).
         switch: :class:`SwitchAt`, :class:`SwitchOnPlateau`, :class:`Blend` or
-            :class:`Piecewise`.
+            :class:`Piecewise` (default ``SwitchAt(5000)``: the biased loss for steps
+            0–4999, the unbiased one from step 5000; a config's hybrid loss always
+            names its switch).
     """
 
     switch: Switch = SwitchAt(5000)
