@@ -486,6 +486,11 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             problem = getattr(err, "problem", None)
             raise ConfigError(f"override {describe_value(item)}: value is not valid YAML"
                               + (f": {problem}" if problem else "")) from None
+        if value is None and len(parts) == 1 and parts[0] in SECTIONS:
+            # (a config file's empty section means its defaults; from the command line that
+            # silently dropped every setting the config gave: trainer= ran 1000 steps, not 600)
+            raise ConfigError(f"override {describe_value(item)}: {parts[0]} is a section and an empty value "
+                              f"would reset all its settings; set its keys ({parts[0]}.KEY=VALUE)")
         node, i = data, 0
         while True:
             j = i + _key_length(node, parts[:i], parts[i:])

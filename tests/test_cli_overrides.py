@@ -75,6 +75,11 @@ def test_solve_applies_overrides_after_the_options(tmp_path, capsys):
     (["tune", "a=1", "CFG", "-o", "OUT"], "CONFIG must come first: 'a=1'"),
     (["solve", "CFG", "-o", "OUT", "--", "trainer.steps=0"], "config error: trainer.steps = 0"),  # read after --
     (["list", "--bogus"], "unrecognized arguments: --bogus"),
+    # a section without a value: the config's settings would all go back to the defaults
+    (["solve", "CFG", "-o", "OUT", "trainer="], "config error: override 'trainer=': trainer is a section and an "
+                                                "empty value would reset all its settings; set its keys "
+                                                "(trainer.KEY=VALUE)"),
+    (["tune", "CFG", "-o", "OUT", "model=null"], "override 'model=null': model is a section"),
 ])
 def test_leftovers_that_are_not_overrides_are_one_line(tmp_path, capsys, argv, expected):
     cfg = tmp_path / "tiny.yaml"
