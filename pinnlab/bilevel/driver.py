@@ -322,7 +322,8 @@ def optimize(
             params = {name: v.detach() for name, v in u.items()}
             diverged = ""
             if isinstance(current, AbstractOuterAlgorithm):
-                slot = 1 if isinstance(method, TwoPhase) and current is method.then else 0
+                # (by phase, not by object: TwoPhase(p, p) restarts p's iterates at the switch too)
+                slot = 1 if isinstance(method, TwoPhase) and k >= method.switch_after else 0
                 # its iterates, from the θ an estimator phase before it left, if any (kept apart
                 # until the step commits, as everything else the step changes)
                 new_method_state = method_state[slot] if slot in method_state else current.init(
