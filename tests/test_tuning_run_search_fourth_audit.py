@@ -9,6 +9,7 @@ bit with a stated equivalent search."""
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 import torch
@@ -141,25 +142,33 @@ def _tpe_draws(setup, values, **kwargs):
     return [float(v) for v in outcome.history["phi/weights.boundary"]]
 
 
-def test_tpe_is_told_a_diverged_trial_as_1e300(tmp_path):
-    """A diverged trial (inf) is told to TPE as 1e300, worse than any finite trial: the
-    search then draws exactly what it draws when that trial scores 1e300 itself, and not what
-    it draws when the trial scores a merely large 1e3 (a value TPE would rank among the good)."""
+def test_tpe_is_told_a_diverged_trial_as_the_worst(tmp_path):
+    """A diverged trial (inf) is told to TPE as inf, worse than any finite trial: the
+    search then draws exactly what it draws when that trial scores a huge finite value
+    above all the others (1e300 among scores of about 1e4, the largest float among scores
+    of about 1e305), and not what it draws when the trial scores a merely large 1e3 (a
+    value TPE would rank among the good), nor 1e300 among scores of 1e305 (the stand-in
+    it was once told as, which then ranked the diverged trial the best)."""
     pytest.importorskip("optuna")
     setup = _search_setup(tmp_path, "tune.method=optuna", f"tune.outer_steps={TPE_TRIALS}")
     rest = [float(10**4 + k) for k in range(1, TPE_TRIALS)]
     diverged = _tpe_draws(setup, [math.inf, *rest])
     assert diverged == _tpe_draws(setup, [1e300, *rest])
     assert diverged[-1] != _tpe_draws(setup, [1e3, *rest])[-1]
+    huge = [1e301 * v for v in rest]
+    diverged = _tpe_draws(setup, [math.inf, *huge])
+    assert diverged == _tpe_draws(setup, [sys.float_info.max, *huge])
+    assert diverged[-1] != _tpe_draws(setup, [1e300, *huge])[-1]
 
 
-@pytest.mark.parametrize("scale", [1.0, 1e96])
-def test_a_resumed_tpe_search_retells_a_diverged_trial_as_1e300(tmp_path, scale):
+@pytest.mark.parametrize("scale", [1.0, 1e96, 1e301])
+def test_a_resumed_tpe_search_retells_a_diverged_trial_as_the_worst(tmp_path, scale):
     """Interrupted after 11 trials, the first of which diverged, a TPE search resumes to
     draw its 12th candidate exactly as the uninterrupted search did (the checkpoint's inf
-    re-told as 1e300, as it was told live; as 0 it would be the best trial). Also among
+    re-told as inf, as it was told live; as 0 it would be the best trial). Also among
     finite scores of about 1e100 (a nearly diverged training), where a merely large
-    stand-in such as 1e30 would rank it the best."""
+    stand-in such as 1e30 would rank it the best, and of about 1e305, above any fixed
+    stand-in but the largest float."""
     pytest.importorskip("optuna")
     setup = _search_setup(tmp_path, "tune.method=optuna", f"tune.outer_steps={TPE_TRIALS}")
     values = [math.inf, *(scale * float(10**4 + k) for k in range(1, TPE_TRIALS))]

@@ -39,6 +39,13 @@ def train_trial(setup, phi: dict[str, torch.Tensor], steps: int):
     return theta, state
 
 
+def _told(value: float) -> float:
+    """What TPE is told a trial scored: a diverged trial (inf, or a score's NaN, which
+    Optuna would record as a failed trial and forget) as inf, worse than every finite
+    score, so the trials TPE ranks good are never diverged ones."""
+    return value if math.isfinite(value) else math.inf
+
+
 def trial_objective(setup, phi: dict[str, torch.Tensor], steps: int) -> float:
     """Train ``steps`` steps from θ_0 with hyperparameters φ; the outer objective after."""
     trained = train_trial(setup, phi, steps)
@@ -124,7 +131,7 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
         study = optuna.create_study(direction="minimize", sampler=_tpe(tune.seed, len(done)))
         for params, value in done:
             study.add_trial(optuna.trial.create_trial(
-                params=params, value=value if math.isfinite(value) else 1e300,
+                params=params, value=_told(value),
                 distributions={k: optuna.distributions.FloatDistribution(
                     *_range(setup, k), log=_is_log(setup, k)) for k in params}))
     else:
@@ -142,7 +149,7 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
             trial = study.ask()
             phi = _optuna_candidate(setup, trial)
             value = score(phi)
-            study.tell(trial, value if math.isfinite(value) else 1e300)
+            study.tell(trial, _told(value))
             params = dict(trial.params)
         else:
             phi = _random_candidate(setup, rng)
