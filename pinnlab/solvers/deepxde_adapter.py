@@ -153,7 +153,9 @@ def _autograd_estimate(dde, x: Tensor, y: Tensor, queries: Sequence[Query]) -> l
         elif isinstance(q, WeightedLaplacian):
             weights = expand_vector(q.weights, x)
             columns = [j for j in range(x.shape[1]) if bool((weights[:, j] != 0).any())]
-            out.append((hessian_diagonal(columns) * weights[:, columns]).sum(-1))
+            # (no column weighted anywhere in this batch: 0, as pinnlab's Autograd answers it)
+            out.append((hessian_diagonal(columns) * weights[:, columns]).sum(-1) if columns
+                       else y.new_zeros(y.shape[0]))
         else:
             raise TypeError(f"the DeepXDE adapter cannot answer {type(q).__name__}")
     return out
