@@ -4,25 +4,14 @@ two of a tiny network."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 
 from pinnlab.equations import PoissonTwoBody
 
-if importlib.util.find_spec("deepxde") is None:  # (importorskip's import would bypass import_deepxde)
-    pytest.skip("needs deepxde", allow_module_level=True)
-
-F64 = torch.float64
-
-
-@pytest.fixture(scope="module")
-def dde():
-    """DeepXDE, imported once for the module through the adapter's contained import."""
-    from pinnlab.solvers.deepxde_adapter import import_deepxde
-
-    return import_deepxde()
+# (DeepXDE imported once through the adapter's contained import; the module is skipped
+# without it, as the fourth audit's)
+from tests.test_deepxde_adapter_fourth_audit import F64, dde  # noqa: F401, E402
 
 
 def _cubic(x):
@@ -30,7 +19,7 @@ def _cubic(x):
     return (x[:, 0] ** 3 + x[:, 1] ** 2 + 5 * x[:, 2] ** 3)[:, None]
 
 
-def test_the_initial_network_is_deepxdes_for_the_runs_own_seed(dde):
+def test_the_initial_network_is_deepxdes_for_the_runs_own_seed(dde):  # noqa: F811
     """seed = s: the network starts as DeepXDE's FNN built right after
     ``dde.config.set_random_seed(s)`` (lr = 0 keeps it), not as that of another seed."""
     from pinnlab.solvers.deepxde_adapter import _caller_random_state, solve_with_deepxde
@@ -45,7 +34,7 @@ def test_the_initial_network_is_deepxdes_for_the_runs_own_seed(dde):
         torch.testing.assert_close(result.params[key], value, rtol=0, atol=0)
 
 
-def test_a_solve_that_raises_still_leaves_the_callers_random_streams_where_they_were(dde, monkeypatch):
+def test_a_solve_that_raises_still_leaves_the_callers_random_streams_where_they_were(dde, monkeypatch):  # noqa: F811
     """A solve that fails after DeepXDE seeded everything and built its network (its
     training raises, as a tuning trial's may): the caller's next Python, NumPy and torch
     draws are those it would have got without the solve, and DeepXDE's recorded seed is
@@ -90,7 +79,7 @@ def test_a_given_test_set_that_requires_grad_is_kept_as_plain_values():
     assert not result.final.prediction.requires_grad
 
 
-def test_a_laplacian_weighted_zero_everywhere_is_zero(dde):
+def test_a_laplacian_weighted_zero_everywhere_is_zero(dde):  # noqa: F811
     """Σ_j 0·∂_jj y = 0 at every point, as pinnlab's Autograd estimator answers it (it
     raised: torch.cat of no Hessian column)."""
     from pinnlab.estimators.base import WeightedLaplacian
