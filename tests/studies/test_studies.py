@@ -750,7 +750,11 @@ def test_study_outputs_follow_the_overwrite_rule_before_any_work(tmp_path, capsy
     precious = {tmp_path / "notes.md": b"my notes", tmp_path / "other.csv": b"a,b", tmp_path / "o.json": b"{}"}
     for path, content in precious.items():
         path.write_bytes(content)
+    (tmp_path / "old.h5").write_bytes(b"an earlier study")
+    precious[tmp_path / "old.h5"] = b"an earlier study"
     cases = [
+        ([est, "-o", tmp_path / "old.h5"], "old.h5' exists; pass --overwrite to replace it"),  # -o itself
+        ([cfg, "-o", tmp_path / "old.h5"], "old.h5' exists; pass --overwrite to replace it"),
         ([cfg, "-o", out], "notes.md' (the study's markdown table) exists; pass --overwrite"),
         ([cfg, "-o", tmp_path / "other.h5"], "other.csv' (the study's CSV table) exists; pass --overwrite"),
         ([cfg, "-o", tmp_path / "t.h5", "--json", tmp_path / "adir"], "(--json) is a directory"),
