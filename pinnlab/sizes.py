@@ -278,8 +278,8 @@ def _read_limit(path: str) -> int | None:
 def _cgroup_limit(swap_total: int) -> int | None:
     """The memory (RAM and the swap it may use) the cgroup of this process allows, or None
     without a limit: a container's limit, which the OOM killer enforces well below the
-    machine's RAM. cgroup v2 (``memory.max`` + ``memory.swap.max``) or v1
-    (``memory.memsw.limit_in_bytes``, else ``memory.limit_in_bytes`` + the machine's swap)."""
+    machine's RAM. cgroup v2 (``memory.max`` + ``memory.swap.max``) or v1 (the lower of
+    ``memory.memsw.limit_in_bytes`` and ``memory.limit_in_bytes`` + the machine's swap)."""
     try:
         with open(_PROC_CGROUP) as fh:
             lines = [line.strip().split(":", 2) for line in fh if line.count(":") >= 2]
@@ -294,10 +294,13 @@ def _cgroup_limit(swap_total: int) -> int | None:
     for directory in [f"{_CGROUP}/memory{v1[0].rstrip('/')}" if v1 else None, f"{_CGROUP}/memory"]:
         if directory is None:
             continue
+        # RAM + swap within memsw, RAM within the limit, swap within the machine's: an
+        # unlimited memsw (~2**63) beside a RAM limit is that limit + the swap, not no limit
         both = _read_limit(f"{directory}/memory.memsw.limit_in_bytes")
         ram = _read_limit(f"{directory}/memory.limit_in_bytes")
-        if both is not None or ram is not None:
-            return both if both is not None else ram + swap_total
+        bounds = [v for v in (both, None if ram is None else ram + swap_total) if v is not None]
+        if bounds:
+            return min(bounds)
     return None
 
 

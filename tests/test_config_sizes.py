@@ -255,7 +255,7 @@ def test_machine_memory_is_ram_and_swap(tmp_path, monkeypatch):
 def test_a_cgroup_limit_below_the_ram_is_the_machines_memory(tmp_path, monkeypatch):
     """In a container the OOM killer stops a run at its cgroup's limit, far below the
     machine's RAM: cgroup v2 (memory.max + memory.swap.max, in the process's own group) and
-    v1 (memsw, else the limit + the machine's swap); no limit ("max", v1's ~2**63) or one
+    v1 (the lower of memsw and the limit + the machine's swap); no limit ("max", v1's ~2**63) or one
     above RAM + swap leaves RAM + swap."""
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:  1048576 kB\nSwapTotal:  1024 kB\n")  # 1 GiB + 1 MiB
@@ -285,9 +285,16 @@ def test_a_cgroup_limit_below_the_ram_is_the_machines_memory(tmp_path, monkeypat
     assert limits("4:memory:/job\n", {"memory/job/memory.limit_in_bytes": "9223372036854771712\n"}) == full
     assert limits("4:cpu,memory:/job\n", {"memory/job/memory.limit_in_bytes": f"{32 * mib}\n"}) == (
         "RAM (its cgroup's limit)", 33 * mib)
+    # v1: RAM + swap within memsw, RAM within the limit, swap within the machine's 1 MiB
     assert limits("4:memory:/\n", {"memory/memory.limit_in_bytes": f"{32 * mib}\n",
                                     "memory/memory.memsw.limit_in_bytes": f"{40 * mib}\n"}) == (
-        "RAM (its cgroup's limit)", 40 * mib)
+        "RAM (its cgroup's limit)", 33 * mib)
+    assert limits("4:memory:/\n", {"memory/memory.limit_in_bytes": f"{32 * mib}\n",
+                                    "memory/memory.memsw.limit_in_bytes": f"{32 * mib + mib // 2}\n"}) == (
+        "RAM (its cgroup's limit)", 32 * mib + mib // 2)
+    assert limits("4:memory:/\n", {"memory/memory.limit_in_bytes": f"{32 * mib}\n",  # memsw unlimited
+                                    "memory/memory.memsw.limit_in_bytes": "9223372036854771712\n"}) == (
+        "RAM (its cgroup's limit)", 33 * mib)
     assert limits("", {}) == full  # no cgroup files at all
     limits("0::/job\n", {"job/memory.max": f"{64 * mib}\n", "job/memory.swap.max": "0\n"})
     with pytest.raises(C.ConfigError, match="more than this machine's 64 MiB of RAM \\(its cgroup's limit\\)"):

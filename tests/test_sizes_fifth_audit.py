@@ -67,7 +67,9 @@ def test_an_unmounted_v1_group_falls_back_to_the_memory_controllers_root(cgroup)
     named path read)."""
     assert cgroup("4:memory:/docker/abc\n", {"memory/memory.limit_in_bytes": f"{32 * MIB}\n"}) == (
         "RAM (its cgroup's limit)", 33 * MIB)
-    assert cgroup("4:memory:/docker/abc\n", {"memory/memory.memsw.limit_in_bytes": f"{40 * MIB}\n"}) == (
+    # (memsw read there too: 40 MiB of RAM + swap with the RAM itself unlimited, ~2**63)
+    assert cgroup("4:memory:/docker/abc\n", {"memory/memory.limit_in_bytes": "9223372036854771712\n",
+                                              "memory/memory.memsw.limit_in_bytes": f"{40 * MIB}\n"}) == (
         "RAM (its cgroup's limit)", 40 * MIB)
 
 
