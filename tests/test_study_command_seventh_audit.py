@@ -14,6 +14,7 @@ from pinnlab.cli import main
 from pinnlab.studies import estimator_study
 from pinnlab.studies.command import table_paths
 from tests.studies.test_studies import TRAINED_ESTIMATOR
+from tests.studies.test_study_command_records import spy_on_train
 from tests.studies.test_study_inputs_refused import ONE_CELL, _estimator, _refused_before_any_work
 
 
@@ -36,16 +37,7 @@ def test_a_pretrained_study_says_what_it_pretrains_and_its_error_on_stderr(tmp_p
     """stderr, in order: the pretraining's dimension and steps, the pretrained network's
     relative L2 error to 3 significant digits (the error the files record), then the
     study's own progress lines; stdout holds none of them."""
-    import pinnlab.solvers
-
-    results = []
-    train = pinnlab.solvers.train
-
-    def spy(*args, **kwargs):
-        results.append(train(*args, **kwargs))
-        return results[-1]
-
-    monkeypatch.setattr(pinnlab.solvers, "train", spy)
+    results = spy_on_train(monkeypatch)
     _stub_estimates(monkeypatch)
     cfg = _estimator(tmp_path, base=TRAINED_ESTIMATOR, **ONE_CELL)
     out, js = tmp_path / "e.h5", tmp_path / "e.json"

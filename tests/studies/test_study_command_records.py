@@ -16,9 +16,8 @@ from tests.studies.test_study_grid_and_summary import _stub_cells
 from tests.studies.test_study_inputs_refused import ONE_CELL, _estimator, _refused_before_any_work
 
 
-def test_a_pretrained_networks_error_is_its_final_relative_l2(tmp_path, monkeypatch):
-    """``pretrained_rel_l2`` is the final relative L2 error of the network the study
-    pretrained (the one it evaluates), in the file and the JSON."""
+def spy_on_train(monkeypatch) -> list:
+    """Make ``pinnlab.solvers.train`` record every result it returns in the returned list."""
     import pinnlab.solvers
 
     results = []
@@ -29,6 +28,13 @@ def test_a_pretrained_networks_error_is_its_final_relative_l2(tmp_path, monkeypa
         return results[-1]
 
     monkeypatch.setattr(pinnlab.solvers, "train", spy)
+    return results
+
+
+def test_a_pretrained_networks_error_is_its_final_relative_l2(tmp_path, monkeypatch):
+    """``pretrained_rel_l2`` is the final relative L2 error of the network the study
+    pretrained (the one it evaluates), in the file and the JSON."""
+    results = spy_on_train(monkeypatch)
     cfg = _estimator(tmp_path, base=TRAINED_ESTIMATOR, **ONE_CELL)
     out, js = tmp_path / "e.h5", tmp_path / "e.json"
     assert main(["study", str(cfg), "-o", str(out), "--json", str(js)]) == 0
