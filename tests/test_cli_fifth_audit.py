@@ -101,20 +101,27 @@ def test_only_a_run_of_rank_0_locks_its_output(tmp_path, monkeypatch):
                 pass
 
 
+def register_raising_equation(tmp_path, monkeypatch, name: str, message: str):
+    """Register ``user_<name>``, a user equation (a module file ``<name>.py``) whose
+    constructor raises ``ArithmeticError(<message>)`` at its line 6; returns that file."""
+    module = tmp_path / f"{name}.py"
+    module.write_text("from pinnlab.equations import PoissonTwoBody\n\n\n"
+                      "class Raising(PoissonTwoBody):\n"
+                      "    def __init__(self, *args, **kwargs):\n"
+                      f"        raise ArithmeticError({message})\n")
+    spec = importlib.util.spec_from_file_location(f"user_{name}_module", module)
+    loaded = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, f"user_{name}_module", loaded)
+    spec.loader.exec_module(loaded)
+    monkeypatch.setitem(EQUATIONS, f"user_{name}", loaded.Raising)
+    return module
+
+
 def test_an_equation_modules_error_of_several_lines_gives_its_first_only(tmp_path, capsys, monkeypatch):
     """A registered user equation raising with a message of several lines (here when
     `list` makes one to read its coefficients): the one error line carries the first line
     and where it was raised (the whole message, its newlines escaped, ran on into it)."""
-    module = tmp_path / "several.py"
-    module.write_text("from pinnlab.equations import PoissonTwoBody\n\n\n"
-                      "class Several(PoissonTwoBody):\n"
-                      "    def __init__(self, *args, **kwargs):\n"
-                      "        raise ArithmeticError('no coefficients\\nat d = 5')\n")
-    spec = importlib.util.spec_from_file_location("user_several_module", module)
-    loaded = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "user_several_module", loaded)
-    spec.loader.exec_module(loaded)
-    monkeypatch.setitem(EQUATIONS, "user_several", loaded.Several)
+    module = register_raising_equation(tmp_path, monkeypatch, "several", "'no coefficients\\nat d = 5'")
     assert main(["list"]) == 2
     assert _one_error_line(capsys) == (f"pinnlab: error: the equation module raised ArithmeticError: no coefficients "
                                        f"({module} line 6, in __init__)")

@@ -8,9 +8,7 @@ under test."""
 
 from __future__ import annotations
 
-import importlib.util
 import signal
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -20,8 +18,8 @@ from pinnlab import cli, solvers
 from pinnlab import config as configuration
 from pinnlab._interrupts import Terminated
 from pinnlab.cli import COMMAND_SIZE_SETTINGS, UsageError, _output_checks, main
-from pinnlab.equations import EQUATIONS
 
+from .test_cli_fifth_audit import register_raising_equation
 from .test_cli_fourth_audit import _finished, _one_error_line, no_writes  # noqa: F401 (a fixture)
 from .test_resume_hints import TINY
 
@@ -163,16 +161,7 @@ def test_an_equation_modules_error_is_cut_to_200_characters_and_an_empty_one_add
     """A user equation raising with a message of 300 characters: the error line carries its
     first 200 and where it was raised; with no message at all, the type and the place only
     (no dangling ": ")."""
-    module = tmp_path / "long_message.py"
-    module.write_text("from pinnlab.equations import PoissonTwoBody\n\n\n"
-                      "class Long(PoissonTwoBody):\n"
-                      "    def __init__(self, *args, **kwargs):\n"
-                      f"        raise ArithmeticError({message})\n")
-    spec = importlib.util.spec_from_file_location("user_long_message_module", module)
-    loaded = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "user_long_message_module", loaded)
-    spec.loader.exec_module(loaded)
-    monkeypatch.setitem(EQUATIONS, "user_long_message", loaded.Long)
+    module = register_raising_equation(tmp_path, monkeypatch, "long_message", message)
     assert main(["list"]) == 2
     assert _one_error_line(capsys) == (f"pinnlab: error: the equation module raised ArithmeticError{shown} "
                                        f"({module} line 6, in __init__)")
