@@ -324,7 +324,7 @@ def _scale_loss_axis(ax, values: np.ndarray) -> str:
 
     Positive values get a log axis. Its labelled ticks are the powers of 10, and a curve
     within one decade (158 to 301) may hold none of them, nor a 2, 3, ... × 10^k (210 to
-    290): there the ticks are evenly stepped numbers (150, 200, 250, 300). Up to about two
+    290): there the ticks are evenly stepped numbers (200, 250, 300 in view for 158 to 301). Up to about two
     decades (matplotlib's default: one), 2, 3, 4, 6 × 10^k are labelled too. The unbiased
     loss is a product of independent draws, so its average can touch or cross 0: then
     the axis is symlog, linear below the power of 10 at or below the smallest positive
