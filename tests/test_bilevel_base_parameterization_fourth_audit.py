@@ -1,8 +1,9 @@
 """Fourth mutation audit of pinnlab/bilevel/base.py and parameterization.py.
 
 step_size() is a Python float even when the gradient step's rate is a tensor of φ, check_phi takes every floating-point dtype (half precision included) but no complex
-one, constrain() and unconstrain() keep φ's key order (flatten follows it), and Logit
-refuses NaN bounds.
+one, constrain() and unconstrain() keep φ's key order (flatten follows it), Logit
+refuses NaN bounds; and (added after the audit) the inverses and optimize() refuse a NaN
+φ, and Logit saturates where its docstring says.
 """
 
 from __future__ import annotations
@@ -65,3 +66,40 @@ def test_logit_refuses_nan_bounds(bounds):
     """high > low is False when either bound is NaN: refused, not a map onto NaN."""
     with pytest.raises(ValueError, match="Logit needs high > low"):
         Logit(*bounds)
+
+
+@pytest.mark.parametrize("parameterization", [Log(), Logit()], ids=["log", "logit"])
+def test_the_inverses_refuse_nan(parameterization):
+    """NaN fails every comparison, so bounds written as `value <= 0` (or `p <= 0 | p >= 1`)
+    passed it: optimize() started from u = NaN without a word. Both inverses refuse it."""
+    with pytest.raises(ValueError, match="must be > 0|must lie in"):
+        parameterization.inverse(torch.tensor([0.5, float("nan")], dtype=F64))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_optimize_refuses_a_non_finite_starting_phi_before_any_work(value):
+    """A non-finite φ to start from (unconstrained, so no inverse sees it) is one
+    ValueError naming the entry, not a loop that stops at once as "nonfinite"."""
+    from pinnlab.bilevel import ForwardGradientUnroll, optimize
+
+    from .bilevel.problems import Ridge
+
+    ridge = Ridge(features=2, n=8)
+    phi = {"log_reg": torch.tensor([0.0, value], dtype=F64)}
+    with pytest.raises(ValueError, match=r"^φ\['log_reg'\] must be finite to start from"):
+        optimize(ridge.problem(horizon=2), phi, ForwardGradientUnroll(num_directions=1), steps=1)
+
+
+@pytest.mark.parametrize(("dtype", "top", "bottom"), [(torch.float32, 17.0, -19.5), (torch.float64, 37.0, -39.5)])
+def test_logit_saturates_where_its_docstring_says(dtype, top, bottom):
+    """Logit's docstring: beyond u ≈ 17 (float32) / 37 (float64) the value is `high`; below
+    u ≈ −19 (−39) it is `low` when low ≠ 0 is of the width's size; with low = 0 it stays
+    positive there (inverse gives u back) and reaches 0 only where sigmoid underflows."""
+    u = torch.tensor([top, bottom], dtype=dtype)
+    assert Logit(0.1, 1.0).forward(u).tolist() == [1.0, torch.tensor(0.1, dtype=dtype).item()]
+    below = Logit().forward(u[1:])
+    assert 0 < below.item() < 1e-8
+    assert Logit().inverse(below).item() == pytest.approx(bottom, rel=1e-3)
+    assert Logit().forward(torch.tensor([-800.0], dtype=dtype)).item() == 0.0
+    inside = Logit(0.1, 1.0).forward(torch.tensor([top - 2, bottom + 2], dtype=dtype))
+    assert inside[0] < 1.0 and inside[1] > torch.tensor(0.1, dtype=dtype)

@@ -222,13 +222,14 @@ def test_outer_algorithms_need_the_inner_loss_and_name_themselves(method):
 
 # -- parameterization.py: Logit's open interval -----------------------------------------------------
 def test_a_saturated_logit_value_is_a_usable_bound_that_inverse_refuses():
-    """parameterization.py ``Logit``: "beyond about |u| = 17 in float32 (37 in float64) the
-    value is a bound itself. Such a value stays usable ... but inverse refuses it". One SGD
+    """parameterization.py ``Logit``: "beyond about u = 17 in float32 (37 in float64) the
+    value is ``high`` itself ... Such a value stays usable ... but inverse refuses it". One SGD
     meta step of rate 1e3 moves u from 0 to about 125 (h decreases in m): optimize goes on
     (status "ok", every step recorded) with φ = high exactly, which inverse refuses."""
     import inspect
 
-    assert "the value is a bound itself. Such a value stays usable" in " ".join(inspect.getdoc(Logit).split())
+    doc = " ".join(inspect.getdoc(Logit).split())
+    assert "the value is ``high`` itself" in doc and "Such a value stays usable" in doc
 
     def inner(theta, phi, t):
         return 0.5 * ((theta["w"] - phi["m"]) ** 2).sum()

@@ -47,7 +47,7 @@ class Log(AbstractParameterization):
         return torch.exp(u)
 
     def inverse(self, value):
-        if bool((value <= 0).any()):
+        if not bool((value > 0).all()):  # (NaN too)
             raise ValueError("a log-parameterised hyperparameter must be > 0")
         return torch.log(value)
 
@@ -59,10 +59,12 @@ class Log(AbstractParameterization):
 class Logit(AbstractParameterization):
     """value = low + (high − low)·sigmoid(u) ∈ (low, high) (mix weights, bounded coefficients).
 
-    In floating point sigmoid saturates: beyond about |u| = 17 in float32 (37 in float64)
-    the value is a bound itself. Such a value stays usable (a mix of exactly 0 or 1 is one
-    loss alone; the loop goes on tuning the rest of φ), but :meth:`inverse` refuses it, so
-    a run that ended there is restarted from its u (its checkpoint), not from its φ."""
+    In floating point sigmoid saturates: beyond about u = 17 in float32 (37 in float64)
+    the value is ``high`` itself, and below about u = −19 (−39) ``low`` when ``low`` ≠ 0
+    is of the width's size (with low = 0, only where sigmoid underflows: about u = −89
+    in float32, −710 in float64). Such a value stays usable (a mix of exactly 0 or 1 is
+    one loss alone; the loop goes on tuning the rest of φ), but :meth:`inverse` refuses
+    it, so a run that ended there is restarted from its u (its checkpoint), not from its φ."""
 
     low: float = 0.0
     high: float = 1.0
@@ -80,7 +82,7 @@ class Logit(AbstractParameterization):
 
     def inverse(self, value):
         p = (value - self.low) / (self.high - self.low)
-        if bool(((p <= 0) | (p >= 1)).any()):
+        if not bool(((p > 0) & (p < 1)).all()):  # (NaN too)
             raise ValueError(f"a logit-parameterised value must lie in ({self.low}, {self.high})")
         return torch.log(p) - torch.log1p(-p)
 
