@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from pinnlab.solvers import LRA, DataLoss, loop, train
-from pinnlab.solvers.weighting import AbstractWeighting
 from tests.solvers.small_problems import F64, problem, stein
+from tests.test_solver_loop_sixth_audit import _InPlace
 
 KW = dict(seed=0, test_points=10, progress="off", device="cpu", dtype=F64)
 
@@ -103,18 +103,6 @@ def test_the_adaptive_weights_override_the_fixed_ones_and_fill_the_weight_column
     assert used["data"] != 3.0
     assert result.history.terms["weight_data"] == [used["data"]]
     assert result.history.terms["weight_residual"] == [used["residual"]]
-
-
-class _InPlace(AbstractWeighting):
-    """A custom weighting whose update changes its state in place (fixed weights, a list
-    of the steps it saw)."""
-
-    def init(self, names, weights=None):
-        return {"weights": {n: 1.0 for n in names}, "seen": []}
-
-    def update(self, state, step, losses, gradient_norms, seed):
-        state["seen"].append(step)
-        return state
 
 
 def test_a_non_finite_step_does_not_update_the_weighting():
