@@ -51,6 +51,24 @@ class History:
         for key, value in (terms or {}).items():
             self.terms.setdefault(key, []).append(float(value))
 
+    def lengths(self) -> tuple:
+        """The length of every list, for :meth:`truncate` to undo what came after."""
+        return ({k: len(v) for k, v in self.rows.items()}, len(self.trace_loss), len(self.trace_mix),
+                {k: len(v) for k, v in self.terms.items()})
+
+    def truncate(self, lengths: tuple) -> None:
+        """Drop everything recorded since :meth:`lengths` gave ``lengths`` (a row
+        appended in part too, and term columns that did not exist then)."""
+        rows, trace_loss, trace_mix, terms = lengths
+        for key, n in rows.items():
+            del self.rows[key][n:]
+        del self.trace_loss[trace_loss:], self.trace_mix[trace_mix:]
+        for key in list(self.terms):
+            if key in terms:
+                del self.terms[key][terms[key]:]
+            else:
+                del self.terms[key]
+
     def last_terms(self) -> dict[str, float]:
         """Each term column's value at the latest row (empty before the first)."""
         return {key: values[-1] for key, values in self.terms.items() if values}
@@ -456,6 +474,8 @@ def train(
             # evaluated before the state changes: a stop from outside during the evaluation
             # leaves the state of the previous step whole
             evaluation = run_eval(params, step + 1) if (step + 1) % eval_every == 0 or step + 1 == steps else None
+            # the step commits; a stop from here on is undone back to these (see below)
+            before, lengths = replace(state), (state.history.lengths(), len(state.window_loss))
             committing = True
             if step > first_step:
                 state.train_seconds += elapsed
@@ -499,8 +519,14 @@ def train(
             bar.update(step, loss, last_rel, state.history.last_terms())
     except STOPS:
         # Ctrl-C or SIGTERM: keep the last completed step, not only the last periodic
-        # checkpoint (a stop while the state was being updated keeps that one)
-        if checkpoint_every and on_checkpoint and not committing and saved_step < state.step < steps:
+        # checkpoint; a stop while a step was being recorded undoes that step's part first
+        if committing:
+            state.history.truncate(lengths[0])
+            del before.window_loss[lengths[1]:]
+            for name in ("params", "opt_state", "step", "plateau", "train_seconds", "timed_steps",
+                         "wall_s", "window_loss", "weighting"):
+                setattr(state, name, getattr(before, name))
+        if checkpoint_every and on_checkpoint and saved_step < state.step < steps:
             on_checkpoint(state.copy())
         raise
     finally:

@@ -152,14 +152,15 @@ def test_checkpoint_states_are_snapshots_and_a_resumed_state_is_left_as_it_was()
             == {k: v for k, v in resumed.history.rows.items() if k != "wall_s"})
 
 
-@pytest.mark.parametrize("where, kept_step", [("step", 6), ("evaluation", 7), ("update", 5)])
+@pytest.mark.parametrize("where, kept_step", [("step", 6), ("evaluation", 7), ("update", 7)])
 def test_a_run_stopped_from_outside_checkpoints_its_last_completed_step(monkeypatch, where, kept_step):
     """Ctrl-C or SIGTERM lost every step since the last periodic checkpoint. The loop now
     hands on the state of the last completed step before the exception goes on: stopped
     in step 6 (0-based), at step 6; in the evaluation after step 7, at step 7 (the
     evaluation runs before the state changes); while the state is being updated (step
-    8's history row), at the periodic checkpoint of step 5 (a state of parts of two steps
-    must not be saved). Resuming from it ends as the uninterrupted run."""
+    8's history row), at step 7 too: step 8's part is undone first (a state of parts of
+    two steps must not be saved; it once fell back to the periodic checkpoint of step 5).
+    Resuming from it ends as the uninterrupted run."""
     from pinnlab.solvers import loop
 
     problem = _problem(dim=3, width=16, batch=8)
