@@ -172,7 +172,9 @@ class PINNProblem:
             raise ValueError(f"weights {unknown} name no loss term of this problem (terms: "
                              f"{', '.join(['residual', *(term.name for term in self.extra_terms)])})")
         check_integer("step", step, minimum=0)  # 1.5 trained as step 1, "3" drew another stream
-        if chunk is not None and not (isinstance(chunk, int) and 0 <= chunk < self.batch_chunks):
+        # True is an int too, but would draw the noise stream "noise/True", not chunk 1's
+        if chunk is not None and not (isinstance(chunk, int) and not isinstance(chunk, bool)
+                                      and 0 <= chunk < self.batch_chunks):
             raise ValueError(f"chunk must be None or in 0..{self.batch_chunks - 1} (batch_chunks), got {chunk!r}")
         _check_values(hyperparams)
         terms, metrics = self.term_losses(params, hyperparams, step, seed, chunk)
