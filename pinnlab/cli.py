@@ -393,10 +393,11 @@ def add_command(sub, name: str, summary: str, example: str | None = None) -> arg
                           epilog=f"example: {example}" if example else None)
 
 
-def add_config_arguments(p) -> None:
+def add_config_arguments(p, examples: str = "configs/ has one per equation") -> None:
     """CONFIG and its dotted overrides (optional: a default, else argparse named them among
-    the missing arguments, "required: config, overrides")."""
-    p.add_argument("config", type=path_argument, help="YAML config (configs/ has one per equation)")
+    the missing arguments, "required: config, overrides"); ``examples`` says where the
+    shipped configs of the command are."""
+    p.add_argument("config", type=path_argument, help=f"YAML config ({examples})")
     p.add_argument("overrides", nargs="*", default=[],
                    help="dotted key=value settings over the config's, YAML-typed, anywhere after CONFIG "
                         "(e.g. equation.dim=1000 trainer.steps=500)")

@@ -355,6 +355,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
             "is a directory" if path.is_dir() else "is not a regular file")
         raise ConfigError(f"config file {str(path)!r} {what}")
     try:
+        with path.open("rb") as fh:
+            signature = fh.read(8)
+        if signature == b"\x89HDF\r\n\x1a\n":  # HDF5's, at offset 0 as h5py writes it (a result file)
+            raise ConfigError(f"config file {str(path)!r} is an HDF5 file (a result?), not a YAML config")
         data = _yaml_load(path.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)

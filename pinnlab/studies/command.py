@@ -19,7 +19,7 @@ def add_parser(sub):
     p = add_command(sub, NAME, "run an estimator-level or training-level bias-variance study",
                     "pinnlab study configs/studies/estimator_small.yaml -o est.h5 --json est.json")
 
-    add_config_arguments(p)
+    add_config_arguments(p, "configs/studies/ has examples")
     p.add_argument("-o", "--output", required=True, type=file_argument, action=Once, help="study file STUDY.h5")
     p.add_argument("--json", type=file_argument, action=Once, help="also write the records (and slopes) as JSON (strict: a non-finite number "
                                   "is null)")

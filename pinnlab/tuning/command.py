@@ -17,7 +17,7 @@ def add_parser(sub):
     p = add_command(sub, NAME, "tune PINN hyperparameters (or PDE coefficients) by bilevel optimisation, "
                     "then solve with the tuned values", "pinnlab tune configs/tuning/poisson_boundary_weight.yaml "
                     "-o tuned.h5")
-    add_config_arguments(p)
+    add_config_arguments(p, "configs/tuning/ has examples")
     add_run_arguments(p, "TUNE.h5", "saved every tune.checkpoint_every outer steps and on Ctrl-C or "
                                     "SIGTERM; the final solve's as pinnlab solve's, in TUNE.h5.final.ckpt")
     return p
