@@ -993,6 +993,9 @@ def _check_study(config: Config) -> None:
         raise ConfigError(f"estimator.kind = {config.estimator.kind!r}: an estimator study measures the Stein "
                           f"estimator of the smoothed residual over study.samples and study.sigmas; {why} "
                           f"(use estimator.kind: stein)")
+    if study.kind == "estimator" and study.init == "trained" and config.trainer.checkpoint_every:
+        raise ConfigError("trainer.checkpoint_every: has no effect in an estimator study, whose pretraining "
+                          "keeps no checkpoint (a stopped study starts again; it has no --resume); remove it")
     unused = untrained_study_settings(config.raw) if study.kind == "estimator" and study.init != "trained" else []
     if unused:
         raise ConfigError(f"{unused[0]}: has no effect in an estimator study with study.init: "

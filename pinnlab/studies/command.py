@@ -178,7 +178,8 @@ def _estimator(config, output, args, runs) -> int:
         if study.init == "trained":
             problem, kwargs = configuration.build(runs[f"d={dim}"])
             _log(f"pretraining the network at d={dim} for {kwargs['steps']} steps")
-            result = train(problem, **kwargs, progress="off")
+            # its progress as a solve's: a bar on a terminal, else a line every trainer.log_every steps
+            result = train(problem, **kwargs, progress="auto")
             # a study of a diverged network's estimates is all NaN; a network whose test
             # errors are undefined (status invalid_reference) is a trained one
             if result.status == "nonfinite":
