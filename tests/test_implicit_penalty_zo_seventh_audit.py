@@ -92,6 +92,22 @@ def test_cg_stops_at_a_negative_infinite_curvature():
     assert torch.equal(result.grad["a"], torch.zeros(1, dtype=F64))
 
 
+def test_cg_stops_at_a_positive_infinite_curvature_and_says_it_overflowed():
+    """H = [1e300], d = 1e10: pᵀHp = +inf at iteration 1 is no negative curvature, but its
+    step 0 made the residual NaN (0·inf), and the next iteration's NaN curvature warned of
+    "non-positive curvature = nan at iteration 2", as if H were indefinite. CG now stops at
+    iteration 1 with q = 0 and says that the curvature overflowed."""
+    problem, phi = _quadratic(torch.tensor([[1e300]], dtype=F64), torch.tensor([1e10], dtype=F64))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = hypergradient(problem, phi, cg(iterations=3, tol=0.0))
+    assert [str(w.message) for w in caught] == [
+        "CG: the curvature pᵀ(H + λI)p overflowed to inf at iteration 1, so CG stopped with the iterate "
+        "before it; the Hessian-vector products overflow (lower the outer objective's scale or use float64)"]
+    assert result.diagnostics["negative_curvature"] == 0 and result.diagnostics["hvps"] == 1
+    assert torch.equal(result.grad["a"], torch.zeros(1, dtype=F64))
+
+
 # -- penalty.py ---------------------------------------------------------------------------
 def test_divergence_watch_names_an_infinite_norm_without_a_rise():
     """A gradient norm of inf is a diverged solve, reported as "is inf" (not as a rise "from 1

@@ -124,7 +124,8 @@ class CGSolve:
     such iterations as ``negative_curvature`` and the call warns once (RuntimeWarning),
     since CG's answer is then unreliable; the iterations themselves are unchanged, except
     that a curvature of exactly 0 (or not finite) ends them with the iterate so far, where
-    the step length rᵀr/pᵀ(H + λI)p would be infinite or NaN.
+    the step length rᵀr/pᵀ(H + λI)p would be infinite or NaN (or 0 with a NaN residual:
+    a curvature of +inf, an overflow, warns as such).
     """
 
     iterations: int = 20
@@ -151,12 +152,17 @@ class CGSolve:
                 break
             ap = op(p)
             curvature = tree_dot(p, ap)
-            if not float(curvature) > 0:
+            c = float(curvature)
+            if not c > 0:
                 negative += 1
                 if first is None:
-                    first = (k + 1, float(curvature))
-                if not math.isfinite(float(curvature)) or float(curvature) == 0:
-                    break
+                    first = (k + 1, c)
+            if c == math.inf:  # positive, but the step 0 would turn the residual into NaN (0·inf)
+                warn(f"CG: the curvature pᵀ(H + λI)p overflowed to inf at iteration {k + 1}, so CG stopped "
+                     "with the iterate before it; the Hessian-vector products overflow (lower the outer "
+                     "objective's scale or use float64)", RuntimeWarning)
+            if not math.isfinite(c) or c == 0:
+                break
             alpha = rr / curvature
             x = tree_add(x, p, alpha)
             r = tree_add(r, ap, -alpha)
