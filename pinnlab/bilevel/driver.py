@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -366,7 +367,10 @@ def optimize(
             if not (all_agree(finite) if shared else finite):
                 status, message = "nonfinite", f"outer step {k}: {diverged or 'non-finite hypergradient, outer value or θ'}"
                 break
-            # the step commits: a stop from here on keeps the last checkpoint (see below)
+            # the step commits: a stop from here on is undone back to these (see below)
+            previous = {n: v.detach().clone() for n, v in u.items()}
+            before = (copy.deepcopy(opt.state_dict()), theta_state, dict(method_state),
+                      {key: len(values) for key, values in history.items()}, budget.units)
             committing = True
             if isinstance(method, TwoPhase):
                 if k == method.switch_after > 0:
@@ -374,7 +378,6 @@ def optimize(
                 if k >= method.switch_after and method.then_lr is not None:
                     for group in opt.param_groups:  # (a resumed Phase II has it in the optimizer's state)
                         group["lr"] = method.then_lr
-            previous = {n: v.detach().clone() for n, v in u.items()}
             opt.zero_grad()
             for name, leaf in u.items():
                 leaf.grad = grad[name].detach().to(leaf)
@@ -405,9 +408,22 @@ def optimize(
                 saved = done
     except STOPS:
         # Ctrl-C or SIGTERM: keep the last completed outer step, not only the last periodic
-        # checkpoint (a stop while a step commits keeps that one: φ, θ and the history would
-        # disagree)
-        if checkpoint is not None and checkpoint_every and not committing and done > saved:
+        # checkpoint; a stop while a step commits undoes that step's part first (φ, θ and
+        # the history would disagree)
+        if committing:
+            opt_state, theta_state, kept, lengths, budget.units = before
+            opt.load_state_dict(opt_state)
+            with torch.no_grad():
+                for n, v in u.items():
+                    v.copy_(previous[n])
+            method_state.clear()
+            method_state.update(kept)
+            for key in list(history):
+                if key in lengths:
+                    del history[key][lengths[key]:]
+                else:
+                    del history[key]
+        if checkpoint is not None and checkpoint_every and done > saved:
             save(done)
         raise
     final = constrain({n: v.detach() for n, v in u.items()}, parameterization)

@@ -263,11 +263,14 @@ def _stop_in_callback(at):
     return callback
 
 
-@pytest.mark.parametrize("where, saved_at", [("estimate", 3), ("commit", 2), ("iterate", 3), ("switch", 3)])
+@pytest.mark.parametrize("where, saved_at", [("estimate", 3), ("commit", 3), ("iterate", 3), ("switch", 3),
+                                             ("switch-commit", 3)])
 def test_a_stopped_outer_loop_checkpoints_its_last_completed_step(tmp_path, where, saved_at):
     """Ctrl-C in outer step 3 (checkpoints every 2): the checkpoint holds step 3's start,
     and resuming it ends where the uninterrupted run ends. A stop while the step commits
-    (φ stepped, history appended) keeps the periodic checkpoint of step 2; one after an
+    (φ stepped, history appended) undoes that step's part and saves step 3's start too
+    (it kept the periodic checkpoint of step 2), also in the commit of a second phase's
+    first step, which cleared the meta optimizer's state and set its rate; one after an
     outer algorithm's step, before it commits, must not save its new iterates with the
     old φ; one in the first step of a second phase must not save the meta optimizer's
     state cleared for that phase (a checkpoint its resume refused)."""
@@ -275,8 +278,9 @@ def test_a_stopped_outer_loop_checkpoints_its_last_completed_step(tmp_path, wher
     problem = ridge.problem(horizon=5)
     plain = Penalty(inner_iters=5) if where == "iterate" else HessianFree(alpha=0.3)
     stopped = {"estimate": _StopInEstimate(alpha=0.3, at=3), "iterate": _StopInIterate(inner_iters=5, at=3),
-               "commit": plain, "switch": TwoPhase(plain, _StopInEstimate(alpha=0.3, at=3), switch_after=3)}[where]
-    if where == "switch":
+               "commit": plain, "switch": TwoPhase(plain, _StopInEstimate(alpha=0.3, at=3), switch_after=3),
+               "switch-commit": TwoPhase(plain, plain, switch_after=3)}[where]
+    if where.startswith("switch"):
         plain = TwoPhase(plain, plain, switch_after=3, then_lr=0.02)
         stopped = dataclasses.replace(stopped, then_lr=0.02)
     kwargs = dict(steps=6, meta_optimizer=lambda p: torch.optim.Adam(p, lr=0.05), seed=2)
@@ -284,7 +288,7 @@ def test_a_stopped_outer_loop_checkpoints_its_last_completed_step(tmp_path, wher
     ckpt = tmp_path / "outer.ckpt"
     with pytest.raises(KeyboardInterrupt):
         optimize(problem, ridge.phi, stopped, checkpoint=ckpt, checkpoint_every=2,
-                 callback=_stop_in_callback(3) if where == "commit" else None, **kwargs)
+                 callback=_stop_in_callback(3) if where.endswith("commit") else None, **kwargs)
     assert load_checkpoint_file(ckpt, mmap=True)["outer_step"] == saved_at
     resumed = optimize(problem, ridge.phi, plain, checkpoint=ckpt, resume=True, **kwargs)
     assert torch.equal(resumed.phi["log_reg"], full.phi["log_reg"])
