@@ -15,6 +15,12 @@ from typing import Any
 from pinnlab._fields import SEED_LIMIT
 
 
+def one_line(text: str) -> str:
+    """``text`` on one line: a tensor's or an array's rows (and any other line breaks and
+    runs of spaces) joined by single spaces, so a refusal quoting a value stays one line."""
+    return " ".join(text.split())
+
+
 def check_integer(name: str, value: Any, minimum: int = 1) -> None:
     """``value`` is an ``int`` (not a bool) and ``>= minimum``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

@@ -57,6 +57,30 @@ def test_a_refusal_quoting_a_huge_object_is_cut_to_200_characters():
     assert str(problem_err.value) == ("loss must be a AbstractLoss instance, got '" + "y" * 500)[:200]
 
 
+def test_a_refusal_quoting_a_value_of_several_lines_stays_one_line():
+    """A tensor's repr and a module's span lines; quoted in a refusal they are joined by
+    single spaces and cut to 200 characters (a 3×3 tensor given as the loss was a 3-line
+    TypeError; a refused 200-element learning rate printed 15 lines). A refused 0-d
+    tensor is still shown as its number."""
+    p = problem(dim=2, batch=4)
+    with pytest.raises(TypeError) as loss_err:
+        PINNProblem(p.equation, p.net, p.estimator, torch.zeros(3, 3), batch_size=4)
+    assert str(loss_err.value) == ("loss must be a AbstractLoss instance, got tensor([[0., 0., 0.], [0., 0., 0.], "
+                                   "[0., 0., 0.]])")
+    with pytest.raises(TypeError) as step_err:
+        TrainStep(p, MLP(2, width=4, depth=2))
+    assert "\n" not in str(step_err.value) and "  " not in str(step_err.value)
+    assert str(step_err.value).startswith("optimizer must be a AbstractOptimizer instance, got MLP( (")
+    params = p.init_params(dtype=F64)
+    with pytest.raises(ValueError) as lr_err:
+        p.objective(params, {"lr": -torch.ones(200, dtype=F64)}, 0, 0)
+    text = str(lr_err.value)
+    assert "\n" not in text and len(text) == 200
+    assert text.startswith("hyperparameter lr must be finite and > 0, got tensor([-1., -1., ")
+    with pytest.raises(ValueError, match=r"^hyperparameter lr must be finite and > 0, got -0\.5$"):
+        p.objective(params, {"lr": torch.tensor(-0.5, dtype=F64)}, 0, 0)
+
+
 def test_a_time_dependent_equation_says_its_net_needs_a_time_column():
     """Fokker–Planck in d = 3 takes 4 input columns (time last): a 3-input net is refused
     with the count of inputs and the reason (d = 3, plus time)."""

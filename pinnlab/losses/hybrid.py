@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from pinnlab._checks import check_integer
+from pinnlab._checks import check_integer, one_line
 from pinnlab.losses.base import AbstractLoss, ResidualDraw
 from pinnlab.losses.biased import Biased
 from pinnlab.losses.unbiased import Unbiased2
@@ -189,7 +189,7 @@ class Hybrid(AbstractLoss):
         for name in ("first", "then"):
             if not isinstance(getattr(self, name), AbstractLoss):  # ("unbiased1": "no attribute 'validate'")
                 raise TypeError(f"Hybrid.{name} must be a loss instance (e.g. Unbiased1()), got "
-                                f"{getattr(self, name)!r}"[:200])
+                                f"{one_line(repr(getattr(self, name)))}"[:200])
 
     def validate(self, equation) -> None:
         self.first.validate(equation)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from pinnlab._checks import check_integer
+from pinnlab._checks import check_integer, one_line
 from pinnlab._seeding import make_generator
 from pinnlab._typing import Params, inspectable
 from pinnlab.equations.base import AbstractEquation
@@ -93,10 +93,10 @@ class PINNProblem:
                            ("estimator", AbstractDerivativeEstimator), ("loss", AbstractLoss)):
             value = getattr(self, name)
             if not isinstance(value, kind):  # a name ("biased") failed later as "no attribute 'validate'"
-                raise TypeError(f"{name} must be a {kind.__name__} instance, got {value!r}"[:200])
+                raise TypeError(f"{name} must be a {kind.__name__} instance, got {one_line(repr(value))}"[:200])
         stray = next((term for term in self.extra_terms if not isinstance(term, AbstractLossTerm)), None)
         if stray is not None:
-            raise TypeError(f"extra_terms must be AbstractLossTerm instances, got {stray!r}"[:200])
+            raise TypeError(f"extra_terms must be AbstractLossTerm instances, got {one_line(repr(stray))}"[:200])
         inputs = getattr(self.net, "input_dim", None)
         if inputs is not None and inputs != self.equation.input_dim:
             raise ValueError(f"net takes {inputs} input columns, {self.equation.name} has "
@@ -275,7 +275,8 @@ def _check_values(hyperparams: Mapping[str, Any]) -> None:
             if isinstance(value, Tensor):
                 known = inspectable(value)
                 if known is not None and not bool((torch.isfinite(known) & holds(known)).all()):
-                    raise ValueError(f"hyperparameter {where} must be finite and {bound}, got {known}")
+                    raise ValueError(f"hyperparameter {where} must be finite and {bound}, got "
+                                     f"{one_line(format(known, ''))}"[:200])
             elif isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise TypeError(f"hyperparameter {where} must be a number or a tensor, got {value!r}")
             elif not (math.isfinite(value) and holds(value)):

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pinnlab._checks import check_seed
+from pinnlab._checks import check_seed, one_line
 from pinnlab._typing import Params
 from pinnlab.solvers.optim import AbstractOptimizer
 from pinnlab.solvers.problem import PINNProblem
@@ -49,7 +49,8 @@ class TrainStep:
     def __post_init__(self):
         for name, kind in (("problem", PINNProblem), ("optimizer", AbstractOptimizer)):
             if not isinstance(getattr(self, name), kind):  # ("adam": "'str' object has no attribute 'lr'")
-                raise TypeError(f"{name} must be a {kind.__name__} instance, got {getattr(self, name)!r}"[:200])
+                raise TypeError(f"{name} must be a {kind.__name__} instance, got "
+                                f"{one_line(repr(getattr(self, name)))}"[:200])
         check_seed("seed", self.seed)  # else a result that records it fails to write, after the training
 
     def losses(self, params: Params, hyperparams: Mapping[str, Any], step: int
