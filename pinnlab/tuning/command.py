@@ -52,6 +52,16 @@ def checkpoint_metadata(path: Path):
     return saved["metadata"]
 
 
+def _steps_done(path: Path) -> int:
+    """The outer steps (a search's trials) the tune checkpoint at ``path`` holds, where a
+    resume's progress display starts (0 where the file does not say: the loop refuses it)."""
+    from pinnlab.io.checkpoint import load_checkpoint_file
+
+    saved = load_checkpoint_file(path, mmap=True)
+    step, trials = saved.get("outer_step"), saved.get("trials")
+    return step if type(step) is int else len(trials) if isinstance(trials, list) else 0
+
+
 def _stamp(path: Path | None):
     """What tells a file apart from the one there before (an atomic write makes a new
     inode), or None where there is none."""
@@ -252,8 +262,9 @@ def run(args) -> int:
             raise UsageError(f"checkpoint {str(checkpoint)!r} belongs to another configuration{difference}; "
                              f"{start_over}")
         metadata = saved  # (one written before the config text was kept holds only the hash)
+    done = _steps_done(checkpoint) if args.resume and checkpoint_path is not None else 0
     # one progress display, rank 0's (the others' would never move); only rank 0 solves after
-    bar = Progress(config.tune.outer_steps, mode=args.progress if rank == 0 else "off", log_every=1,
+    bar = Progress(config.tune.outer_steps, initial=done, mode=args.progress if rank == 0 else "off", log_every=1,
                    description="tune", value_name="outer", rel_l2=False,
                    unit="trial" if config.tune.method in configuration.SEARCHES else "step")
 
@@ -297,13 +308,13 @@ def run(args) -> int:
     try:
         result, problem = final_solve(setup, outcome, progress=args.progress, checkpoint=final_checkpoint,
                                       resume=args.resume)
+        write_tune_result(output, setup, outcome, result, problem)  # (seconds at high d: its slice)
     except STOPS:
         _say_saved(output, before, checkpoint_path, final_checkpoint)
         raise
-    write_tune_result(output, setup, outcome, result, problem)
-    for done in (checkpoint, final_checkpoint):
-        if done.exists():
-            done.unlink()
+    for left in (checkpoint, final_checkpoint):
+        if left.exists():
+            left.unlink()
     errors = coefficient_errors(setup, outcome.phi)
     extra = "".join(f" {k}_rel_err={v:.6e}" for k, v in errors.items())
     print(f"rel_l2={result.final.rel_l2:.6e} rel_l1={result.final.rel_l1:.6e} "
