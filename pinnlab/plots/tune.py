@@ -91,6 +91,10 @@ def plot_tune(path: Path, outdir: Path) -> list[Path]:
             phases = f"{method} → {tune.attrs['then_method']} after {after} outer steps"
             for ax in (ax_phi, ax_obj):
                 ax.axvline(switch, color="0.5", ls="--", lw=1)
+        status = tune.attrs.get("status", "ok")
+        status = status.decode() if isinstance(status, bytes) else str(status)
+        if status != "ok":  # (a tuning stopped early looked like a finished one)
+            phases += f"; stopped: status {status}"
         title = f"tuned hyperparameters ({phases})"
         for name, (drawn, total) in shown.items():
             title += f"\n{name}: first {drawn} of {total} coordinates drawn"

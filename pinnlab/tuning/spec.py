@@ -85,6 +85,9 @@ class ObjectiveSpec(_Spec):
     - ``reference``: squared relative L2 error against the exact solution on ``points``
       test points (benchmark mode, needs an exact solution).
 
+    ``seed`` draws the objective's own randomness (its Stein noise, its held-out or test
+    points), apart from the training's ``trainer.seed``.
+
     ``training_loss`` is refused: minimising the weighted training loss over its own
     weights sends the weights to zero.
     """

@@ -1,0 +1,179 @@
+"""A new user's walk through the README's tuning sections (``pinnlab tune`` with the shipped
+tuning configs, ``--resume``, ``--overwrite``, ``pinnlab plot TUNE.h5``): the problems met on
+the way (the progress display of a resumed tuning, a stop while the result is written, the
+tune plot of a stopped tuning, tune keys the README leaves out) and the behaviour met there
+that no other test pinned (plot of a tuning checkpoint, refused reruns keep it)."""
+
+from __future__ import annotations
+
+import re
+import types
+
+import pytest
+
+from pinnlab import config as configuration
+from pinnlab.cli import main
+
+from .tuning.micro_configs import WEIGHT_FG2U
+
+
+def _run(args):
+    return main([str(a) for a in args])
+
+
+def _write(tmp_path, text=WEIGHT_FG2U):
+    cfg = tmp_path / "tune.yaml"
+    cfg.write_text(text)
+    return cfg
+
+
+def _interrupted_after(tmp_path, step):
+    """A tuning of WEIGHT_FG2U stopped by Ctrl-C while outer step ``step`` (0-based) is
+    reported, before it is saved, as ``pinnlab tune`` leaves it: the checkpoint
+    ``t.h5.ckpt`` holds the ``step`` outer steps before it, with the config's hash."""
+    from pinnlab.io.checkpoint import comparable_text, config_hash
+    from pinnlab.tuning.run import run_tuning
+    from pinnlab.tuning.setup import build_tuning
+
+    cfg = _write(tmp_path)
+    config = configuration.load(cfg, [])
+    identity = config.identity()
+    ckpt = tmp_path / "t.h5.ckpt"
+
+    def progress(k, phi, diagnostics):
+        if k == step:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_tuning(build_tuning(config), checkpoint=ckpt, progress=progress,
+                   metadata={"config": config_hash(identity), "config_text": comparable_text(identity)})
+    assert ckpt.is_file()
+    return cfg, tmp_path / "t.h5"
+
+
+# -- bugs ---------------------------------------------------------------------------------------
+def test_a_resumed_tuning_counts_its_rate_from_the_outer_steps_it_runs(tmp_path, capsys, monkeypatch):
+    """README: long work shows progress; ``pinnlab solve --resume`` counts its rate from the
+    steps it runs (Progress(initial=state.step)). A tuning resumed after outer step 2 of 3
+    runs one outer step; with a clock that reads 1 s after the bar's start, its log line must say
+    it/s=1.00 (one step in one second), not 3.00 (the three steps of both runs)."""
+    from pinnlab.solvers import progress as progress_module
+
+    cfg, out = _interrupted_after(tmp_path, 2)  # outer steps 0 and 1 saved
+    readings = iter([0.0])  # the bar's start at 0 s, every later reading at 1 s
+    monkeypatch.setattr(progress_module, "time", types.SimpleNamespace(perf_counter=lambda: next(readings, 1.0)))
+    capsys.readouterr()
+    assert _run(["tune", cfg, "-o", out, "--resume", "--progress", "log"]) == 0
+    err = capsys.readouterr().err
+    line = next(text for text in err.splitlines() if text.startswith("tune ") and " step 3/3 " in text)
+    assert line.endswith("it/s=1.00"), line
+
+
+def test_a_resumed_tuning_bar_continues_at_the_outer_steps_done(tmp_path, capsys):
+    """The bar of a tuning resumed after outer step 2 of 3 is first drawn at 2/3 (as a
+    resumed solve's bar starts at its checkpoint's step), not at 0/3."""
+    cfg, out = _interrupted_after(tmp_path, 2)
+    capsys.readouterr()
+    assert _run(["tune", cfg, "-o", out, "--resume", "--progress", "bar"]) == 0
+    err = capsys.readouterr().err
+    counts = re.findall(r"\| *(\d+)/3 \[", err)  # each drawing of the bar: "tune: 67%|...| 2/3 [..."
+    assert counts and counts[0] == "2", (counts, err)
+
+
+def test_a_stop_while_the_result_is_written_says_where_resume_continues(tmp_path, capsys, monkeypatch):
+    """README: stopped by Ctrl-C or SIGTERM, ``pinnlab tune`` says where ``--resume``
+    continues. A stop after the final solve, while the result file is written (its slice
+    and radial error are evaluated there), keeps the tuning's checkpoint, so the run must
+    say so as it does during the final solve, not end with 'interrupted' alone."""
+    from pinnlab.tuning import command
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "write_tune_result", interrupted)
+    cfg = _write(tmp_path)
+    out = tmp_path / "t.h5"
+    assert _run(["tune", cfg, "-o", out, "--progress", "off"]) == 130
+    err = capsys.readouterr().err
+    assert (tmp_path / "t.h5.ckpt").is_file() and not out.exists()
+    assert f"pinnlab: the tuning is saved in {str(tmp_path / 't.h5.ckpt')!r}; --resume" in err, err
+
+
+# -- behaviour met on the way, pinned -----------------------------------------------------------
+def test_plot_of_an_interrupted_tunings_checkpoint_points_at_resume(tmp_path, capsys):
+    """``pinnlab plot t.h5.ckpt`` (the file an interrupted tuning leaves) is one line and
+    exit 2 that names it a checkpoint and points at --resume; no plot directory is made."""
+    _, out = _interrupted_after(tmp_path, 1)
+    ckpt = tmp_path / "t.h5.ckpt"
+    figs = tmp_path / "figs"
+    capsys.readouterr()
+    assert _run(["plot", ckpt, "-o", figs]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"pinnlab: error: cannot plot: {str(ckpt)!r} is a checkpoint of an interrupted run, not a "
+                   "result; continue the run with --resume to get its result file"), err
+    assert not figs.exists() and not out.exists()
+
+
+def test_refused_reruns_leave_an_interrupted_tunings_checkpoint_as_it_was(tmp_path, capsys):
+    """After Ctrl-C, a rerun without --resume and a --resume with another horizon are each
+    one line and exit 2 and leave OUT.h5.ckpt byte for byte; the right --resume then
+    finishes (outer steps 0..2) and removes it."""
+    import h5py
+    import numpy as np
+
+    cfg, out = _interrupted_after(tmp_path, 1)
+    ckpt = tmp_path / "t.h5.ckpt"
+    saved = ckpt.read_bytes()
+    capsys.readouterr()
+    for extra, expected in (
+            ((), f"pinnlab: error: a checkpoint {str(ckpt)!r} exists from an interrupted run; pass --resume "
+                 "to continue it or --overwrite to start over"),
+            (("tune.horizon=1", "--resume"),
+             f"pinnlab: error: checkpoint {str(ckpt)!r} belongs to another configuration (tune.horizon: 2 in the "
+             "checkpoint, 1 in this run); to start over, pass --overwrite instead of --resume")):
+        assert _run(["tune", cfg, *extra, "-o", out, "--progress", "off"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == expected, err
+        assert ckpt.read_bytes() == saved and not out.exists()
+    assert _run(["tune", cfg, "-o", out, "--resume", "--progress", "off"]) == 0
+    with h5py.File(out) as fh:
+        np.testing.assert_array_equal(fh["tune/outer_step"][...], [0, 1, 2])
+    assert not ckpt.exists()
+
+
+def test_readme_names_every_key_of_the_tune_section():
+    """README's Configs table sends the ``tune`` keys to "Tuning PINNs automatically"; a
+    user reading it should find every key the section accepts (unknown keys are refused,
+    so the schema's list is the whole set), the objective's included."""
+    from pathlib import Path
+
+    from pinnlab.tuning.spec import ObjectiveSpec, TuneSection
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [f"tune.{name}" for name in TuneSection.model_fields
+               if not re.search(rf"\b{name}\b", readme)]
+    missing += [f"tune.objective.{name}" for name in ObjectiveSpec.model_fields
+                if f"objective.{name}" not in readme and f"objective: {{kind: data, {name}" not in readme
+                and name != "kind"]
+    assert not missing, missing
+
+
+def test_the_tune_plot_of_a_stopped_tuning_says_it_stopped(tmp_path, capsys, monkeypatch):
+    """An outer rate of 1e4 on log w overflows φ at the first outer step: /tune status
+    'nonfinite', exit code 1, the final solve at the initial weight. Its tune.png must say
+    so in a title (as curves.png says a solve's status), not draw an ordinary tuning."""
+    import h5py
+
+    from pinnlab.plots import tune as tune_plots
+
+    cfg = _write(tmp_path)
+    out = tmp_path / "t.h5"
+    assert _run(["tune", cfg, "tune.outer_lr=1.0e4", "-o", out, "--progress", "off"]) == 1
+    with h5py.File(out) as fh:
+        assert fh["tune"].attrs["status"] == "nonfinite"
+    figures = []
+    monkeypatch.setattr(tune_plots, "_save", lambda fig, path: figures.append(fig) or path)
+    monkeypatch.setattr(tune_plots, "plot_solve", lambda path, outdir: [])
+    tune_plots.plot_tune(out, tmp_path / "figs")
+    titles = " ".join(ax.get_title() for ax in figures[0].axes) + figures[0].get_suptitle()
+    assert "tuned hyperparameters (fg2u; stopped: status nonfinite)" in titles, titles
