@@ -7,8 +7,8 @@ noise; the outer objective is always the data misfit at those observations.
 
   a  configs/tuning/poisson_boundary_weight.yaml: poisson_two_body, d = 10, soft boundary
      constraint whose weight starts badly scaled (1e-3); φ = the boundary weight; T = 50
-     (a 10-step hypergradient points the wrong way here, see the config). Error: final
-     relative L2 of u.
+     (a 10-step hypergradient is no guide here, see the config). Error: final relative
+     L2 of u.
   b  configs/tuning/fokker_planck_inverse.yaml: fokker_planck_aniso, d = 20, inverse
      problem: recover the drift μ ∈ R^20 from 500 observations, starting from μ = 0;
      T = 10. Error: ‖μ̂ − μ‖/‖μ‖.

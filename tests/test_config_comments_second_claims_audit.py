@@ -266,9 +266,11 @@ def test_the_short_horizon_hypergradient_says_lower_the_weight(short_horizon_hyp
 
 
 def test_the_short_horizon_hypergradient_is_the_headers_number(short_horizon_hypergradient):
-    """The header's two digits, "+1.9e-6" (it said +5.2e-5, then +4.7e-5: float32 noise)."""
+    """The header's "+1.9e-6" (it said +5.2e-5, then +4.7e-5: float32 noise), to 10 %: even
+    in float64 the value moves by up to 3 % with the thread count (+1.908e-6 on one thread,
+    +1.913e-6 on two, +1.969e-6 on three)."""
     stated = re.search(r"∂h/∂log w at T = 10 is (\+[0-9.]+e-\d+)", re.sub(r"\s+", " ", _header(BOUNDARY))).group(1)
-    assert f"{short_horizon_hypergradient:+.1e}" == f"{float(stated):+.1e}"
+    assert abs(short_horizon_hypergradient - float(stated)) <= 0.1 * float(stated)
 
 
 # the studies
