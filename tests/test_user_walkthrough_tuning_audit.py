@@ -177,3 +177,16 @@ def test_the_tune_plot_of_a_stopped_tuning_says_it_stopped(tmp_path, capsys, mon
     tune_plots.plot_tune(out, tmp_path / "figs")
     titles = " ".join(ax.get_title() for ax in figures[0].axes) + figures[0].get_suptitle()
     assert "tuned hyperparameters (fg2u; stopped: status nonfinite)" in titles, titles
+
+
+@pytest.mark.parametrize("method, unit", [("fg2u", "outer steps"), ("random", "trials")])
+def test_a_tuning_ended_by_its_budget_says_so(tmp_path, capsys, method, unit):
+    """A tuning that tune.budget_seconds ends early (here after its first outer step or
+    trial: the first always starts, and a second would not end within 1 ms) said nothing:
+    the next line was the summary, as after a finished tuning. It now says how far it got."""
+    overrides = ["tune.budget_seconds=0.001", f"tune.method={method}"]
+    if method == "random":
+        overrides += ["tune.options={}", "tune.trial_steps=2"]
+    assert _run(["tune", _write(tmp_path), *overrides, "-o", tmp_path / "t.h5", "--progress", "off"]) == 0
+    err = capsys.readouterr().err
+    assert f"note: tune.budget_seconds = 0.001 ended the tuning after 1 of 3 {unit}\n" in err, err
