@@ -69,15 +69,17 @@ class Progress:
             )
 
     def update(self, step: int, loss: float, rel_l2: float | None,
-               terms: Mapping[str, float] | None = None) -> None:
+               terms: Mapping[str, float] | None = None, extra: Mapping[str, str] | None = None) -> None:
         """Report that ``step`` (0-based) finished; ``terms``: ``loss_<term>`` and
-        ``weight_<term>`` of the latest evaluation row (with several loss terms)."""
+        ``weight_<term>`` of the latest evaluation row (with several loss terms); ``extra``:
+        further ``name=text`` fields shown after them (a search's best value so far)."""
         done = step + 1
         shown = {}
         for key, value in (terms or {}).items():
             if key.startswith("loss_"):
                 name = key[len("loss_"):]
                 shown[name] = f"{value:.2e}(w={terms.get(f'weight_{name}', 1.0):.2g})"  # (·λ2e-05 read as λ₂)
+        shown |= dict(extra or {})
         if self.bar is not None:
             postfix = {self.value_name: f"{loss:.3e}"}
             if rel_l2 is not None and self.show_rel_l2:

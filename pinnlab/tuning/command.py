@@ -271,7 +271,9 @@ def run(args) -> int:
     def progress(k, phi, diagnostics):
         bar.description = f"tune {_summary(phi)}"
         value = diagnostics.get("value") if isinstance(diagnostics, dict) else None
-        bar.update(k, math.nan if value is None else float(value), None)
+        best = diagnostics.get("best") if isinstance(diagnostics, dict) else None  # (a search's, so far)
+        bar.update(k, math.nan if value is None else float(value), None,
+                   extra=None if best is None else {"best": f"{float(best):.3e}"})
 
     before = {path: _stamp(path) for path in (checkpoint, final_checkpoint)}  # (what this run did not write)
     try:

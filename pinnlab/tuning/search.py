@@ -157,8 +157,9 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
             params = {}
         _record(history, k, value, phi, time.perf_counter() - t0)
         done.append((params, value))
-        if progress is not None:
-            progress(k, phi, {"value": value})
+        if progress is not None:  # (the trial's value, and the best so far, which the search returns)
+            finite = [v for _, v in done if math.isfinite(v)]
+            progress(k, phi, {"value": value, "best": min(finite) if finite else math.nan})
         budget.finished_one()
         if checkpoint is not None and save:
             write_checkpoint_file(checkpoint, {"history": history, "trials": [[p, v] for p, v in done],

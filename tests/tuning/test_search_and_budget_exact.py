@@ -98,6 +98,27 @@ def test_the_best_trial_wins_and_one_diverged_trial_leaves_status_ok(tmp_path):
     assert outcome.status == "ok" and outcome.message == ""
 
 
+def test_a_search_reports_each_trial_and_the_best_so_far_across_a_resume(tmp_path):
+    """The progress callback gets the trial's value and the best finite value so far (the
+    display showed the last trial's value only, while the search returns the best); a
+    resumed search's best counts the trials its checkpoint holds."""
+    setup = _setup(tmp_path, "tune.outer_steps=3")
+    checkpoint = tmp_path / "t.ckpt"
+    seen = []
+
+    def progress(k, phi, diagnostics):
+        seen.append((k, diagnostics["value"], diagnostics["best"]))
+
+    search(setup, sampler="random", checkpoint=checkpoint, score=_scores([math.inf, 3.0, 1.0]), progress=progress)
+    assert seen[0][:2] == (0, math.inf) and math.isnan(seen[0][2])
+    assert seen[1:] == [(1, 3.0, 3.0), (2, 1.0, 1.0)]
+    seen.clear()
+    setup = _setup(tmp_path, "tune.outer_steps=5")
+    search(setup, sampler="random", checkpoint=checkpoint, resume=True, score=_scores([2.0, 0.5]),
+           progress=progress, metadata=None)
+    assert seen == [(3, 2.0, 1.0), (4, 0.5, 0.5)]
+
+
 def test_a_finished_search_resumes_to_the_same_outcome_without_new_trials(tmp_path):
     """`pinnlab tune --resume` after the search finished (stopped in the final solve):
     the checkpoint holds all outer_steps trials; the resume runs none and returns them."""
