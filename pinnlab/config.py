@@ -16,7 +16,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -726,6 +726,12 @@ def _format_error(section: str, err: ValidationError, model: type[BaseModel]) ->
         colon = (" (YAML needs a space after the colon of a key: {key: value})"
                  if ":" in str(first["loc"][-1]) else "")
         return f"{clip_text(loc)}: unknown key (allowed: {allowed}){colon}"
+    if kind == "missing" and isinstance(first["loc"][-1], int):  # a fixed-length tuple given too few items
+        # ("tune.outer_betas.1: required key is missing" for outer_betas=[0.9]): pydantic names each missing position
+        size = 1 + max(e["loc"][-1] for e in errors if e["type"] == "missing" and e["loc"][:-1] == first["loc"][:-1])
+        value = first.get("input")
+        return (f"{loc.rsplit('.', 1)[0]} = {describe_value(value)}: tuple should have {size} items, "
+                f"not {len(value) if isinstance(value, Sized) else first['loc'][-1]}")
     if kind == "missing":
         return f"{loc}: required key is missing"
     message = first["msg"]

@@ -129,6 +129,10 @@ def _with(**sections):
         (_with(study={"kind": "estimator", "samples": [4, True]}), "study.samples.1 = True"),
         (_with(study={"kind": "estimator", "dims": [True]}), "study.dims.0 = True"),
         (_with(tune={**TUNE, "horizon": True}), "tune.horizon = True: input should be a valid integer"),
+        # a pair given one value or none: pydantic names the missing position as if it were a key
+        (_with(tune={**TUNE, "outer_betas": [0.9]}), "tune.outer_betas = [0.9]: tuple should have 2 items, not 1"),
+        (_with(tune={**TUNE, "outer_betas": []}), "tune.outer_betas = []: tuple should have 2 items, not 0"),
+        (_with(loss={"kind": "hybrid", "switch": "blend", "blend": [3]}), "loss.blend = [3]: tuple should have 2 items"),
         # a study with nothing to run, or too few replicates for its statistics
         (_with(study={"kind": "estimator", "samples": []}), "study.samples = []: list should have at least 1 item"),
         (_with(study={"kind": "estimator", "sigmas": []}), "study.sigmas = []"),
