@@ -299,13 +299,8 @@ def run(args) -> int:
     methods = outcome.method + (f" → {then.method} after {then.after} outer steps" if then is not None else "")
     print(f"tuned ({methods}, {outcome.seconds:.1f} s, {world} process(es)): {_summary(outcome.phi)}",
           file=sys.stderr)
-    budget = config.tune.budget_seconds
-    if outcome.status == "ok" and budget is not None and config.tune.method != "joint":
-        ran, planned = len(outcome.history["outer_step"]), config.tune.outer_steps
-        if ran < planned:  # (it ended as a finished tuning, without a word)
-            unit = "trials" if config.tune.method in configuration.SEARCHES else "outer steps"
-            print(f"note: tune.budget_seconds = {budget:g} ended the tuning after {ran} of {planned} {unit}",
-                  file=sys.stderr)
+    if outcome.status == "ok" and outcome.message:  # (the budget ended it early; /tune's message says so too)
+        print(f"note: {outcome.message}", file=sys.stderr)
     if outcome.status != "ok" and "trial_steps" in outcome.extra:  # a search: it ran every trial
         print(f"warning: {outcome.message}", file=sys.stderr)
     elif outcome.status != "ok":

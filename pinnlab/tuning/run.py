@@ -52,6 +52,8 @@ class TuneOutcome:
     stopped early at the last finite φ, or a search ran every trial and none ended finite
     (φ is then trial 0's)."""
     message: str = ""
+    """Why a tuning stopped early: the non-finite value, or with status ``"ok"`` that
+    ``tune.budget_seconds`` ended it before ``outer_steps``."""
 
     def mix_schedule(self, start: float) -> tuple[float, ...] | None:
         """The mix the tuning's inner steps followed, one value per outer step (a learned
@@ -266,6 +268,11 @@ def run_tuning(setup: TuningSetup, *, checkpoint: Path | None = None, resume: bo
         trained = (result.theta, result.state) if result.theta is not None else None
         outcome = TuneOutcome(result.phi, result.history, tune.method, result.seconds, trained=trained,
                               status=result.status, message=result.message)
+    ran = len(outcome.history["outer_step"])
+    if outcome.status == "ok" and tune.budget_seconds is not None and tune.method != "joint" and ran < tune.outer_steps:
+        unit = "trials" if tune.method in ("random", "optuna") else "outer steps"  # (it ended as a finished one)
+        outcome.message = (f"tune.budget_seconds = {tune.budget_seconds:g} ended the tuning after {ran} of "
+                           f"{tune.outer_steps} {unit}")
     return outcome
 
 
