@@ -90,7 +90,7 @@ def directional_derivatives(problem: BilevelProblem, phi: Phi, tangents: Tensor,
     for i in range(0, tangents.shape[0], chunk_size):
         try:
             value, w = torch.func.vmap(one, randomness="same")(tangents[i : i + chunk_size])
-        except (RuntimeError, NotImplementedError) as err:
+        except RuntimeError as err:  # (NotImplementedError, too: a subclass)
             raise not_forward_differentiable(err) from err
         values = value[0] if values is None else values
         outs.append(w.to(tangents.dtype))  # (Python numbers under vmap(jvp) promote float32 to float64)
