@@ -1,5 +1,6 @@
 """What the benchmark scripts share: argument errors in one line, the ``--json PATH``
-checks made before any work, its atomic strict write, and comma-separated lists."""
+checks made before any work, its atomic strict write, comma-separated lists, and Ctrl-C
+as one line."""
 
 from __future__ import annotations
 
@@ -75,3 +76,17 @@ def listed(option: str, text: str, convert: Callable = str) -> list:
     if repeated:
         raise ValueError(f"{option} {text!r}: {', '.join(repeated)} given twice")
     return values
+
+
+INTERRUPTED = 130
+"""Exit code of a run stopped by Ctrl-C (128 + SIGINT, as a shell reports it)."""
+
+
+def run_main(main: Callable[[], int]) -> int:
+    """``main()``, with Ctrl-C ending it in one line and exit code 130 instead of a
+    KeyboardInterrupt traceback (a script that keeps what it finished says so itself)."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print(f"{Path(sys.argv[0]).name}: interrupted", file=sys.stderr)
+        return INTERRUPTED

@@ -39,7 +39,7 @@ import subprocess
 import sys
 import time
 
-from _common import Parser, json_path_error, write_json
+from _common import Parser, json_path_error, run_main, write_json
 
 DIMS = (100, 1000, 10000)
 METHODS = ("stein-shared", "stein-independent", "autograd", "hutchinson")
@@ -285,4 +285,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -41,7 +41,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import Parser, json_path_error, listed, write_json
+from _common import Parser, json_path_error, listed, run_main, write_json
 
 
 def _mean_se(values: list[float]) -> tuple[float, float]:
@@ -53,14 +53,15 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
 def main() -> int:
     parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="width 32, W = 300, horizons 0, 10 and 100 (2 min)")
-    parser.add_argument("--json", metavar="PATH")
-    parser.add_argument("--sigmas", default="0.01,0.02,0.05,0.1,0.2,0.5")
+    parser.add_argument("--json", metavar="PATH", help="write the records as JSON")
+    parser.add_argument("--sigmas", default="0.01,0.02,0.05,0.1,0.2,0.5",
+                        help="comma-separated σ grid (default 0.01,0.02,0.05,0.1,0.2,0.5)")
     parser.add_argument("--horizons", help="default 0,10,50,200 (quick: 0,10,100); 0 = the warm network itself")
     parser.add_argument("--grad-horizons", help="default 10,50 (quick: 10)")
-    parser.add_argument("--draws", type=int, default=4, help="S draws of the inner randomness")
+    parser.add_argument("--draws", type=int, default=4, help="S draws of the inner randomness (default 4)")
     parser.add_argument("--warm-steps", type=int, help="W steps before the measurement (default 1000, quick 300)")
-    parser.add_argument("--warm-sigma", type=float, default=0.03, help="σ of the W warm-up steps")
-    parser.add_argument("--mix", type=float, default=0.5, help="mix weight of the unbiased loss, held fixed")
+    parser.add_argument("--warm-sigma", type=float, default=0.03, help="σ of the W warm-up steps (default 0.03)")
+    parser.add_argument("--mix", type=float, default=0.5, help="mix weight of the unbiased loss, held fixed (default 0.5)")
     args = parser.parse_args()
 
     default_horizons, default_grad = ("0,10,100", "10") if args.quick else ("0,10,50,200", "10,50")
@@ -155,4 +156,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

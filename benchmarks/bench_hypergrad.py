@@ -48,7 +48,7 @@ import subprocess
 import sys
 import time
 
-from _common import Parser, json_path_error, listed, write_json
+from _common import Parser, json_path_error, listed, run_main, write_json
 
 METHODS = ("fg2u", "fg2u_jvp", "zo_fg2u", "fgu", "rgu", "trgu", "neumann", "cg", "hessian_free", "darts", "penalty", "f2sa")
 HORIZONS = (10, 100, 1000)
@@ -302,7 +302,7 @@ def table(records) -> str:
 def main(argv=None) -> int:
     parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller network (width 64) and fewer horizons: accuracy at T = 10, tensor bytes at T = 10 and 100")
-    parser.add_argument("--json", metavar="PATH")
+    parser.add_argument("--json", metavar="PATH", help="write the records as JSON")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--tensor-bytes", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--memory-only", action="store_true",
@@ -362,4 +362,4 @@ def report_counts(records) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 
-from _common import Parser, json_path_error, write_json
+from _common import Parser, json_path_error, run_main, write_json
 
 QUICK_DIMS = (1000, 10000)
 FULL_DIMS = (1000, 10000, 100000)
@@ -123,4 +123,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

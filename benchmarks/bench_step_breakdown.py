@@ -25,7 +25,7 @@ import os
 import sys
 import time
 
-from _common import Parser, json_path_error, write_json
+from _common import Parser, json_path_error, run_main, write_json
 from bench_estimators import METHODS, gemm_rate, step_flops, training_step
 
 MATMULS = ("mm", "addmm", "bmm", "matmul", "baddbmm")
@@ -72,8 +72,9 @@ def breakdown(method: str, dim: int, steps: int) -> dict:
 
 def main(argv=None) -> int:
     parser = Parser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", choices=METHODS, default="stein-shared")
-    parser.add_argument("--dim", type=int, default=100)
+    parser.add_argument("--method", choices=METHODS, default="stein-shared",
+                        help="the estimator whose step is broken down (default stein-shared)")
+    parser.add_argument("--dim", type=int, default=100, help="the dimension d (default 100)")
     parser.add_argument("--quick", action="store_true", help="3 steps each way instead of 10")
     parser.add_argument("--json", metavar="PATH", help="write the record as JSON")
     parser.add_argument("--malloc", choices=("pinnlab", "default"), default="pinnlab",
@@ -106,4 +107,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -40,6 +40,10 @@ rows); ``tune_status`` "nonfinite": the outer loop diverged and the error is tha
 last finite values; ``over_budget`` true when the tuning took more than
 ``OVER_BUDGET`` × B (its first outer step or trial always runs, however long: the
 comparison is then not at equal wall-clock; the table marks such cells with †).
+The JSON file holds the run's settings (``budget_seconds``, ``outer_steps``, ``quick``,
+``repeats``, ``select``, ``malloc``; with ``--costs`` only ``quick`` and ``malloc``),
+``interrupted`` and the records; Ctrl-C ends a run in one line, exit code 130, with
+``"interrupted": true`` and the records of the runs finished before it.
 
 ``--select`` makes the comparison fair to each method's own setting: before the
 evaluation repeats, every method with a setting of its own is run on a held-out seed
@@ -84,7 +88,7 @@ import math
 import sys
 import time
 
-from _common import Parser, json_path_error, listed, write_json
+from _common import INTERRUPTED, Parser, json_path_error, listed, run_main, write_json
 
 PROBE_STEPS = (20, 200)
 """The untuned methods' seconds per training step: wall-clock between these two steps of
@@ -327,7 +331,7 @@ def report(record: dict) -> None:
     err = "n/a" if record["error"] is None else f"{record['error']:.3e}"
     sec = "" if record["seconds"] is None else f"{record['seconds']:.1f}"
     tag = record.get("phase", record.get("repeat"))
-    print(f"{tag} {record['problem']:2s} {record['method']:13s} error={err:>10s} seconds={sec:>6s} "
+    print(f"{tag} {record['problem']:2s} {row_label(record):13s} error={err:>10s} seconds={sec:>6s} "
           f"{record.get('note', '')} {record.get('setting', '')} "
           f"{(record.get('tuned') or '') if record['problem'] != 'b' else ''}", flush=True)
 
@@ -388,9 +392,10 @@ def selection_markdown(chosen: dict) -> str:
 def main() -> int:
     parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="B = 15 s, S = 200 steps, width 32 (≈ 10 min)")
-    parser.add_argument("--json", metavar="PATH")
-    parser.add_argument("--problems", default="a,b,c")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--json", metavar="PATH", help="write the run's settings and records as JSON")
+    parser.add_argument("--problems", default="a,b,c", help="comma-separated problems among a, b, c (default all)")
+    parser.add_argument("--methods", default=",".join(METHODS),
+                        help=f"comma-separated methods among {', '.join(METHODS)} (default all)")
     parser.add_argument("--budget", type=float, help="tuning budget B in seconds")
     parser.add_argument("--horizon", type=int, help="override every problem's horizon T")
     parser.add_argument("--outer-lr", type=float, help="override every problem's outer learning rate")
@@ -450,6 +455,9 @@ def main() -> int:
         if ignored:
             return parser.refuse(f"--costs times one estimate of each method; {', '.join(ignored)} would not act; "
                                  "drop them")
+        if not any(m in BILEVEL_OPTIONS or m == "fg2u_jvp" for m in methods):  # (it timed the primal unroll alone)
+            return parser.refuse(f"--costs times hypergradient estimates ({', '.join(BILEVEL_OPTIONS)}, fg2u_jvp); "
+                                 f"--methods {args.methods} has none")
     if args.outer_steps is not None:
         if args.outer_steps < 1 or args.budget is not None:
             why = "must be >= 1" if args.outer_steps < 1 else "replaces the budget; drop --budget"
@@ -471,6 +479,8 @@ def main() -> int:
         try:
             betas = [float(b) for b in args.outer_betas.split(",")]
         except ValueError:
+            betas = []
+        if len(betas) != 2:  # (one number was refused in the config's words: "tune.outer_betas.1")
             return parser.refuse(f"--outer-betas {args.outer_betas!r}: expected two numbers B1,B2")
         specs = {name: _with(data, tune__outer_betas=betas) for name, data in specs.items()}
     phases: dict[str, dict] = {}  # --then: each problem's second phase
@@ -519,13 +529,33 @@ def main() -> int:
 
     malloc = "pinnlab" if args.malloc == "pinnlab" and pinnlab.configure_malloc() else "default"
     print(f"malloc: {malloc}", file=sys.stderr)
-    records = []
+    records: list[dict] = []
+    if args.costs:
+        header = {"quick": args.quick, "malloc": malloc}
+    else:
+        header = {"budget_seconds": budget, "outer_steps": args.outer_steps, "quick": args.quick,
+                  "repeats": args.repeats, "select": args.select, "malloc": malloc}
+    try:
+        run_all(args, names, methods, specs, phases, budget, records)
+    except KeyboardInterrupt:  # (a traceback, and a 23-minute run stopped late kept nothing)
+        kept = f"; its {len(records)} finished runs are in {args.json}" if args.json else ""
+        if args.json:
+            write_json(args.json, header | {"interrupted": True, "records": records})
+        print(f"bench_tuning.py: interrupted{kept}", file=sys.stderr)
+        return INTERRUPTED
+    if args.json:
+        write_json(args.json, header | {"interrupted": False, "records": records})
+    return 0
+
+
+def run_all(args, names: list[str], methods: list[str], specs: dict, phases: dict, budget: float | None,
+            records: list[dict]) -> None:
+    """The runs of ``main``: the costs (``--costs``) or every method on every problem,
+    each record appended to ``records`` as it ends; then the tables."""
     if args.costs:
         for name in names:
             records += estimate_costs(name, specs[name], methods)
-        if args.json:
-            write_json(args.json, {"quick": args.quick, "malloc": malloc, "records": records})
-        return 0
+        return
     # One-off process warm-up (thread pools, allocator, lazy imports): the first probe of
     # a fresh process measured 8.3 ms per step where the run it sized took 5.5 ms.
     first = names[0]
@@ -570,11 +600,6 @@ def main() -> int:
     if chosen:
         print()
         print(selection_markdown(chosen))
-    if args.json:
-        write_json(args.json, {"budget_seconds": budget, "outer_steps": args.outer_steps, "quick": args.quick,
-                               "repeats": args.repeats, "select": args.select, "malloc": malloc,
-                               "records": records})
-    return 0
 
 
 def row_label(record: dict) -> str:
@@ -623,4 +648,4 @@ def markdown(records) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

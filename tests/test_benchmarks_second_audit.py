@@ -797,7 +797,7 @@ def test_tuning_json_header_records_outer_steps_and_the_malloc_in_effect(tuning,
 
 def test_tuning_costs_writes_its_records_with_the_header(tuning, monkeypatch, tmp_path):
     """--costs: each problem's estimate_costs with the default 3 repeats; the JSON is
-    {"quick", "malloc", "records"}."""
+    {"quick", "malloc", "interrupted", "records"}."""
     asked = []
 
     def estimate_costs(name, data, methods, repeats=3):
@@ -810,7 +810,7 @@ def test_tuning_costs_writes_its_records_with_the_header(tuning, monkeypatch, tm
                                                           "fg2u_jvp,rgu", "--json", str(path)], malloc=True)
     assert code == 0 and untuned == []
     assert asked == [("b", ["fg2u_jvp", "rgu"], 3), ("c", ["fg2u_jvp", "rgu"], 3)]
-    assert _strict(path) == {"quick": True, "malloc": "pinnlab", "records": [
+    assert _strict(path) == {"quick": True, "malloc": "pinnlab", "interrupted": False, "records": [
         {"kind": "cost", "problem": "b", "method": "primal"}, {"kind": "cost", "problem": "c", "method": "primal"}]}
 
 
