@@ -184,7 +184,7 @@ def test_the_autograd_memory_step_is_the_configs_at_n_100():
 
 @pytest.mark.parametrize("quick, steps", [(False, 10), (True, 3)])
 def test_every_cell_times_ten_steps_and_autograd_one(benchmarks, monkeypatch, quick, steps):
-    """README: "`python benchmarks/bench_estimators.py --json est.json` (10 timed steps per
+    """README: "`python benchmarks/bench_estimators.py --json estimators.json` (10 timed steps per
     cell, one per autograd cell, ...; `--quick` times 3)"."""
     _says("(10 timed steps per cell, one per autograd cell, whose steps are the slow ones; 1.3 minutes here; "
           "`--quick` times 3)")
@@ -390,7 +390,7 @@ def test_fg2u_tensor_peak_does_not_grow_with_t_and_rgus_does(benchmarks):
 def test_quick_memory_only_counts_all_three_horizons_at_width_64(benchmarks, monkeypatch):
     """README: the memory table comes from `bench_hypergrad.py --quick --memory-only`:
     T = 10, 100 and 1000, at the --quick width (64, the MLP of the cost table)."""
-    _says("`python benchmarks/bench_hypergrad.py --quick --memory-only --json mem.json`")
+    _says("`python benchmarks/bench_hypergrad.py --quick --memory-only --json tensor_memory.json`")
     hg = benchmarks("bench_hypergrad")
     asked = _hypergrad_main(hg, monkeypatch)
     assert hg.main(["--quick", "--memory-only"]) == 0

@@ -54,10 +54,6 @@ def _json_outputs(text: str) -> dict[str, set[str]]:
     return found
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the README's commands write est.json from both `pinnlab study` "
-                                       "and bench_estimators.py, and mem.json from both bench_stein_memory.py "
-                                       "and bench_hypergrad.py --memory-only; a benchmark's --json silently "
-                                       "replaces an existing JSON file, so following the README loses results")
 def test_the_readmes_commands_give_each_json_file_to_one_program():
     """A user who runs the README's commands in order keeps every result: the benchmarks'
     ``--json`` replaces any existing JSON file without a word (no ``--overwrite``, unlike
@@ -145,9 +141,6 @@ class _Counting:
         return 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: bench_hypergrad.py --memory-only prints nothing until both "
-                                       "tensor-byte processes end (3 min 56 s on a busy machine for the "
-                                       "README's --quick --memory-only; about 3 minutes without --quick)")
 def test_memory_only_says_what_it_counts_before_it_waits(benchmarks, monkeypatch, capsys):
     """Long work shows progress: before ``--memory-only`` waits for its counts it says
     what it is counting (methods, T)."""
@@ -271,10 +264,6 @@ def test_the_docstring_names_every_key_of_the_records_it_writes(benchmarks, scri
     assert missing == [], missing
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `bench_hypergrad.py --quick --memory-only` (README: '50 s') runs "
-                                       "its two profiler processes side by side at about 9 GB (fg2u) and 5.5 GB (rgu) "
-                                       "RSS, about 14.5 GB, for counts of 7.30 MB and 2.2 GB; neither the README "
-                                       "nor --help says so, and an OOM kill ends in a RuntimeError traceback")
 def test_the_memory_only_run_says_how_much_memory_it_needs(benchmarks, monkeypatch):
     """torch.profiler keeps every allocator event of the T = 1000 estimate: the README's
     sentence on the ``--memory-only`` command, or the option's help, gives the memory the
