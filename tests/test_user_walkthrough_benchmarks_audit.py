@@ -95,10 +95,6 @@ def test_costs_with_no_hypergradient_method_is_refused(benchmarks, monkeypatch, 
     assert code == 2 and len(err.splitlines()) == 1 and "--costs" in err, err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the benchmark workers run torch with 2 threads whatever "
-                                       "OMP_NUM_THREADS says (PINNLAB_BENCH_THREADS, default 2, named nowhere in "
-                                       "the README): on a busy machine with OMP_NUM_THREADS=1 an rgu estimate took "
-                                       "3.87 s in the worker against 0.17 s with 1 thread")
 def test_a_worker_honours_omp_num_threads_or_the_readme_names_its_override(benchmarks, monkeypatch):
     """The README tells users of a shared machine to set ``OMP_NUM_THREADS`` (2 spinning
     threads there ran 5–20× slower); the workers call ``torch.set_num_threads(
