@@ -19,6 +19,13 @@ skipped where a step would exceed a minute or ``MEMORY_LIMIT`` bytes (its cost i
 Hessian-vector products, whose graphs all stay alive for the backward pass: time and
 memory grow as D·(D + H/w), predicted from the largest d measured; ``autograd_growth``).
 
+Records (``--json``, a list; one per cell and malloc mode): ``estimator`` (stein,
+autograd or hutchinson), ``noise`` (shared or independent), ``method`` (both, as
+``stein-shared``), ``dim``, ``seconds_per_step``, ``peak_bytes``, ``flops``,
+``floor_seconds``, ``reps`` (the timed steps), ``malloc``, ``memory_method`` (how
+``peak_bytes`` was measured) and ``skipped`` (null, or why an autograd cell was not run:
+its prediction; the cell's measurements are then null and the table says "skipped").
+
 Each worker calls :func:`pinnlab.configure_malloc` first, as the ``pinnlab`` commands do
 (``malloc: "pinnlab"`` in its record); ``--malloc default`` keeps glibc's defaults and
 ``--malloc both`` times every cell both ways, one after the other, so the two can be
@@ -196,6 +203,11 @@ def autograd_skip(dim: int, seen: dict[int, tuple[float, int]]) -> str | None:
     return None
 
 
+RECORD_KEYS = ("estimator", "noise", "method", "dim", "seconds_per_step", "peak_bytes", "flops", "reps", "malloc",
+               "floor_seconds", "memory_method", "skipped")
+"""The keys of every record, in order (a skipped cell's are null but for its estimator,
+noise, method, dim, malloc and ``skipped``)."""
+
 MALLOC_MODES = {"pinnlab": ("pinnlab",), "default": ("default",), "both": ("default", "pinnlab")}
 
 
@@ -208,8 +220,11 @@ def run(quick: bool, malloc: str = "pinnlab") -> tuple[list[dict], float]:
         for method in METHODS:
             if method == "autograd":
                 reason = autograd_skip(dim, autograd_seen)
-                if reason:
+                if reason:  # (a record too: the table and the JSON said nothing of the cell)
                     print(f"skip autograd d={dim}: {reason}", file=sys.stderr)
+                    records += [dict.fromkeys(RECORD_KEYS) | {"estimator": "autograd", "noise": "independent",
+                                                              "method": method, "dim": dim, "malloc": mode,
+                                                              "skipped": reason} for mode in MALLOC_MODES[malloc]]
                     continue
             for mode in MALLOC_MODES[malloc]:
                 env = {k: v for k, v in os.environ.items() if k != "PINNLAB_MALLOC"}
@@ -224,6 +239,7 @@ def run(quick: bool, malloc: str = "pinnlab") -> tuple[list[dict], float]:
                 record = json.loads(out.stdout.strip().splitlines()[-1])
                 record["floor_seconds"] = record["flops"] / rate
                 record["memory_method"] = "peak RSS increase of a fresh subprocess during the warm-up and timed steps"
+                record["skipped"] = None
                 records.append(record)
                 if method == "autograd":
                     autograd_seen[dim] = (record["seconds_per_step"], record["peak_bytes"])
@@ -238,6 +254,9 @@ def run(quick: bool, malloc: str = "pinnlab") -> tuple[list[dict], float]:
 def table(records: list[dict]) -> str:
     lines = ["| estimator | d | malloc | s/step | ×floor | peak MB |", "|---|---|---|---|---|---|"]
     for r in records:
+        if r.get("skipped"):
+            lines.append(f"| {r['method']} | {r['dim']} | {r['malloc']} | skipped | | |")
+            continue
         lines.append(
             f"| {r['method']} | {r['dim']} | {r['malloc']} | {r['seconds_per_step']:.3f} | "
             f"{r['seconds_per_step'] / r['floor_seconds']:.1f} | {r['peak_bytes'] / 2**20:.0f} |"

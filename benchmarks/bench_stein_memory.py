@@ -14,6 +14,11 @@ for the backward pass, so its floor is about one draw. Before the first layer to
 Stein step"). At d = 10³ a draw is 49 MB and the allocator's noise of the same order:
 two runs there measured 1.95 and 4.47 draws.
 
+Records (``--json``, a list; one per noise mode and d): ``noise``, ``dim``, ``n`` and ``k``
+(N points, K samples), ``draw_bytes`` (one independent draw, N·K·D·4), ``peak_bytes`` (the
+peak RSS increase during the step), ``draws`` (their ratio), ``seconds`` (the step's) and
+``memory_method`` (how ``peak_bytes`` was measured).
+
 Usage:
     python benchmarks/bench_stein_memory.py [--quick] [--json PATH]
 
@@ -54,7 +59,7 @@ def worker(noise: str, dim: int) -> dict:
     _, _, metrics = step(params, state, {}, 0)
     seconds = time.perf_counter() - t0
     assert torch.isfinite(metrics["loss"])
-    peak_bytes = max(0.0, peak_memory_mb(cpu) - start) * 2**20
+    peak_bytes = round(max(0.0, peak_memory_mb(cpu) - start) * 2**20)  # (bytes: an integer)
     draw_bytes = N * K * dim * 4
     return {
         "noise": noise,

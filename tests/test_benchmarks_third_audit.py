@@ -109,7 +109,7 @@ def test_run_adds_the_floor_and_how_memory_was_measured_to_each_record(benchmark
     assert rate == 1.5e9 and len(records) == 4
     for r in records:
         assert set(r) == {"estimator", "noise", "method", "dim", "seconds_per_step", "peak_bytes", "flops", "reps",
-                          "malloc", "floor_seconds", "memory_method"}
+                          "malloc", "floor_seconds", "memory_method", "skipped"} and r["skipped"] is None
         assert r["floor_seconds"] == 2.0  # the worker's own flops over the rate
         assert "peak RSS" in r["memory_method"]
 

@@ -218,10 +218,6 @@ def test_every_option_in_the_help_of_every_script_says_something(benchmarks, mon
     assert bare == {}, bare
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a skipped autograd cell of bench_estimators.py is only a stderr "
-                                       "line: its table leaves the row out (the README's shows 'skipped') and the "
-                                       "--json file has no record of it or of why (on a busy machine d = 1000 was "
-                                       "skipped, 'predicted 222 s', and the JSON cannot tell)")
 def test_a_skipped_estimator_cell_is_in_the_table_and_the_records(benchmarks, monkeypatch):
     """1 GiB for autograd at d = 100 predicts over 8 GiB at d = 1000: that cell is skipped,
     and says so where the results are read, the table and the JSON records."""
@@ -239,16 +235,12 @@ def test_a_skipped_estimator_cell_is_in_the_table_and_the_records(benchmarks, mo
 # the keys of the records a real run wrote (bench_estimators.py --quick, bench_stein_memory.py --quick)
 RECORD_KEYS = {
     "bench_estimators": ["estimator", "noise", "method", "dim", "seconds_per_step", "peak_bytes", "flops", "reps",
-                         "malloc", "floor_seconds", "memory_method"],
+                         "malloc", "floor_seconds", "memory_method", "skipped"],
     "bench_stein_memory": ["noise", "dim", "n", "k", "draw_bytes", "peak_bytes", "draws", "seconds",
                            "memory_method"],
 }
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: bench_estimators.py and bench_stein_memory.py write --json records "
-                                       "whose keys their docstrings do not list (estimator, noise, method, dim, "
-                                       "reps, memory_method; n, k, draw_bytes, peak_bytes, seconds), unlike the "
-                                       "other four scripts' 'Records:'")
 @pytest.mark.parametrize("script", sorted(RECORD_KEYS))
 def test_the_docstring_names_every_key_of_the_records_it_writes(benchmarks, script):
     """The results are saved in a documented format: every key of a record is named in the
