@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import unicodedata
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -616,6 +617,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.h5`` and returns its exit code (bad input: the one line on stderr and
     :data:`EXIT_USAGE`), ``argv=None`` reads ``sys.argv``."""
     previous = _terminate_as_exception()
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = _warning_line  # a library warning as the commands' own lines, not Python's two
     try:
         args = parse_args(argv)
         code = _run(args)
@@ -640,8 +643,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("pinnlab: terminated" + (f"; {stop}" if str(stop) else ""), file=sys.stderr)
         return 128 + signal.SIGTERM
     finally:
+        warnings.formatwarning = formatwarning
         if previous is not False:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    """A warning shown while a command runs: ``warning: <message>`` on one line (Python's
+    display named the ``pinnlab`` script's line 6 and quoted ``sys.exit(main())``)."""
+    return "warning: " + " ".join(part.strip() for part in str(message).splitlines()) + "\n"
 
 
 def _stdout_is_a_pipe() -> bool:

@@ -66,9 +66,6 @@ def test_the_rosenbrock_reference_computation_says_what_it_is_doing(tmp_path, ca
     assert any("reference" in line for line in lines[:first_step]), lines
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a library warning reaches the pinnlab command in Python's "
-                   "default format, two lines: '/…/bin/pinnlab:6: UserWarning: hjb_rosenbrock: cannot "
-                   "cache the reference …' and '  sys.exit(main())', unlike the CLI's own 'warning: …' lines")
 def test_a_warning_during_a_solve_is_one_line_like_the_commands_own(tmp_path, capsys, monkeypatch):
     """PINNLAB_CACHE naming a path under a file: the run still ends 0 with its result (that
     part holds), and the warning is one stderr line starting ``warning:``, as the CLI's own
@@ -79,7 +76,7 @@ def test_a_warning_during_a_solve_is_one_line_like_the_commands_own(tmp_path, ca
     cfg = _config(tmp_path, ROSENBROCK)
     out = tmp_path / "r.h5"
     with warnings.catch_warnings():
-        warnings.simplefilter("always")
+        warnings.simplefilter("default")  # Python's own filter for a UserWarning: once per place
         warnings.showwarning = _print_warning  # as outside pytest: printed to stderr
         code = _run(["solve", cfg, "-o", out, "--progress", "off"])
     assert code == 0 and out.exists()
