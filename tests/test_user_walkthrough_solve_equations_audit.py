@@ -87,9 +87,6 @@ def test_a_warning_during_a_solve_is_one_line_like_the_commands_own(tmp_path, ca
     assert not any("UserWarning" in line or "main(" in line for line in err), err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an output directory the user cannot write is reported "
-                   "through the CLI's hidden probe file: \"cannot write output '/sys/e.h5': [Errno 13] "
-                   "Permission denied: '/sys/.pinnlab-write-probe-16013'\", a file the user never named")
 def test_an_unwritable_output_directory_is_named_as_such(tmp_path, capsys, monkeypatch):
     """One line, exit 2, nothing written (that part holds), naming the directory as not
     writable rather than an internal ``.pinnlab-write-probe-PID`` file (as root the

@@ -120,6 +120,8 @@ def check_writable_directory(target: str | Path) -> None:
     probe = directory / f".pinnlab-write-probe-{os.getpid()}"
     try:
         probe.write_bytes(b"")
+    except OSError as err:  # (it named the probe, a file the user never gave)
+        raise PermissionError(f"directory {str(directory)!r} is not writable ({err.strerror or err})") from None
     finally:
         if probe.exists():
             probe.unlink()
