@@ -57,9 +57,6 @@ def test_a_deepxde_slice_of_a_monte_carlo_reference_takes_the_slices_sample_coun
     assert asked and max(asked) <= SLICE_REFERENCE_SAMPLES, asked
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: curves.png labels the error axis 'smoothed model' for a run with "
-                   "estimator.kind autograd (or hutchinson), whose evaluation is the plain network "
-                   "(notebooks/03_tuning.ipynb shows this figure)")
 @pytest.mark.parametrize("kind", ["autograd", "hutchinson"])
 def test_the_error_axis_of_an_unsmoothed_run_does_not_say_smoothed(tmp_path, figures, kind):
     """An autograd or Hutchinson run evaluates the network itself (the estimator's

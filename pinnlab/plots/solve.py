@@ -19,6 +19,16 @@ def _backend(fh) -> str:
     return (config.get("trainer") or {}).get("backend", "pinnlab")
 
 
+def _evaluated(fh) -> str:
+    """What the test error measures: the smoothed model u_σ of a Stein run, the network
+    itself where derivatives are exact or Hutchinson-probed (its evaluation has no noise),
+    DeepXDE's network."""
+    if _backend(fh) == "deepxde":
+        return "DeepXDE network"
+    config = yaml.safe_load(fh.attrs["config"]) or {}
+    return "smoothed model" if (config.get("estimator") or {}).get("kind", "stein") == "stein" else "network"
+
+
 def _title(fh) -> str:
     final = fh["final"].attrs
     # a DeepXDE run minimises its own mean-squared residual with exact derivatives; the
@@ -127,7 +137,7 @@ def plot_curves(fh, outdir: Path) -> Path:
     for key, color, label in (("rel_l2", "C3", "relative L2"), ("rel_l1", "C2", "relative L1")):
         ax_err.semilogy(step, hist[key][...], "o-", color=color, ms=3, label=label)
     ax_err.set_xlabel("step")
-    ax_err.set_ylabel(f"test error of u ({'DeepXDE network' if _backend(fh) == 'deepxde' else 'smoothed model'})")
+    ax_err.set_ylabel(f"test error of u ({_evaluated(fh)})")
     ax_err.set_title("test error")
     _no_finite_values(ax_loss, loss)
     _no_finite_values(ax_err, hist["rel_l2"][...], hist["rel_l1"][...])
