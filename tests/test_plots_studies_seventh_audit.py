@@ -132,16 +132,19 @@ def test_a_column_value_that_is_not_whole_is_labelled_with_every_digit(tmp_path,
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0.123456789", "2"]
 
 
-@pytest.mark.parametrize("groups, title", [
-    (1, "Training study: loss curves\n(first seed; dashed: switch to the unbiased loss)"),
-    (2, "Training study: loss curves (first seed; dashed: switch to the unbiased loss)"),
+@pytest.mark.parametrize("groups, switch, title", [
+    (1, True, "Training study: loss curves\n(first seed; dashed: switch to the unbiased loss)"),
+    (2, True, "Training study: loss curves (first seed; dashed: switch to the unbiased loss)"),
+    (1, False, "Training study: loss curves\n(first seed)"),
 ])
-def test_the_loss_curve_title_breaks_its_line_only_over_one_panel(tmp_path, figures, groups, title):
+def test_the_loss_curve_title_breaks_its_line_only_over_one_panel(tmp_path, figures, groups, switch, title):
     """One 6-inch panel is narrower than the title: two lines; two panels (12 inches) hold
-    it on one (caught: the break kept for two panels)."""
+    it on one (caught: the break kept for two panels). The dashed switch is explained only
+    where a curve switches (it was named under curves without one)."""
     loss = np.geomspace(10.0, 1.0, 20)
+    mix = (np.arange(20) >= 10).astype(float) if switch else 0 * loss
     columns = [4.0, 8.0][:groups]
-    _training_file(tmp_path / "t.h5", [("a", c, 0.1, loss, 0 * loss) for c in columns],
+    _training_file(tmp_path / "t.h5", [("a", c, 0.1, loss, mix) for c in columns],
                    [("a", c, 0.1, 0.0) for c in columns])
     study_plots.plot_training_study(tmp_path / "t.h5", tmp_path)
     fig = figures["training_loss_curves.png"]

@@ -78,8 +78,6 @@ def test_a_training_study_cell_reports_its_steps_with_log_every(tmp_path, capsys
     assert "step 1/2" in err and "step 2/2" in err, err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the training study's loss-curve panels tick fractional steps "
-                   "(1.2, 1.4, ... for 2 steps; 2.5, 7.5, ... for 20), unlike tune.png's whole-number ticks")
 def test_training_loss_curves_are_ticked_at_whole_steps(tmp_path, figures):
     """``pinnlab plot train.h5`` of a 2-step study: the step axis of training_loss_curves.png
     should show steps 1 and 2 only, not 1.2, 1.4, 1.6, 1.8 (steps are whole numbers; the tune
@@ -174,8 +172,6 @@ def test_the_public_estimator_study_spec_refuses_what_the_config_refuses(wrong, 
         run_estimator_study(EstimatorStudySpec(**{**SPEC, **wrong}))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: pinnlab plot of a training study's cell checkpoint hints "
-                   "'continue the run with --resume', an option pinnlab study does not have")
 def test_plot_of_a_study_cells_checkpoint_points_at_the_study_command(tmp_path, capsys):
     """After an interrupted training study (trainer.checkpoint_every), a user may plot the
     cell checkpoint left in ``STUDY.h5.cells/``. The one-line refusal said to continue the

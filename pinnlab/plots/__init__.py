@@ -48,8 +48,10 @@ def plot_file(path: str | Path, outdir: str | Path) -> list[Path]:
             raise NotAResult(f"{str(path)!r} is an HDF5 file that cannot be read, truncated or damaged "
                              f"({detail})") from None
         if zipfile.is_zipfile(path) and path.suffix == ".ckpt":
-            raise NotAResult(f"{str(path)!r} is a checkpoint of an interrupted run, not a result; continue the "
-                             "run with --resume to get its result file") from None
+            how = ("rerun the same pinnlab study command" if path.parent.name.endswith(".cells")  # (a study's cell)
+                   else "continue the run with --resume")
+            raise NotAResult(f"{str(path)!r} is a checkpoint of an interrupted run, not a result; {how} "
+                             "to get its result file") from None
         raise NotAResult(f"{str(path)!r} is not an HDF5 file ({detail})") from None
     kind = kind.decode() if isinstance(kind, bytes) else str(kind)
     if not kind:  # (it said "unknown result kind ''")

@@ -251,6 +251,7 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
         shown.setdefault((cell["variant"], cell.get(columns)), cell)
     groups = list(dict.fromkeys(c.get(columns) for c in cells))  # the grid's order (not 16 before 4)
     damaged = []  # cell files that cannot be read: not drawn, and named under the panels
+    switches = False  # whether a dashed switch line is drawn (the title explains it only then)
     fig = Figure(figsize=(6 * len(groups), 4.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(groups)))
     for ax, group in zip(axes, groups):
@@ -284,6 +285,7 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
             switched = np.flatnonzero(mix >= 1)
             if len(switched) and switched[0] > 0:  # mix[i] is step i + 1's, as in plot_curves
                 ax.axvline(switched[0] + 0.5, color=color[variant], ls="--", lw=1)  # (as in the solve figure)
+                switches = True
         scale = _scale_loss_axis(ax, np.concatenate(drawn) if drawn else np.array([]))
         # (a run of fewer than 100 steps is drawn as it is: no average to name)
         averaged = sorted(w for w in windows if w > 1)
@@ -292,6 +294,7 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
         ylabel = "training loss" + (f" ({'; '.join(notes)})" if notes else "")
         ax.set(xlabel="step", ylabel=ylabel,
                title=f"{columns} = {_label(group)}" if columns else "all cells")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # (1.2, 1.4, ... for a 2-step run)
         ax.grid(True, which="both", alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
@@ -299,7 +302,7 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
             ax.text(0.5, 0.5, "no cell file of this study found", transform=ax.transAxes, ha="center", va="center")
     # one 6-inch panel is narrower than the one-line title
     fig.suptitle("Training study: loss curves" + ("\n" if len(groups) == 1 else " ")
-                 + "(first seed; dashed: switch to the unbiased loss)")
+                 + "(first seed" + ("; dashed: switch to the unbiased loss)" if switches else ")"))
     if damaged:
         shown_names = ", ".join(damaged[:3]) + (f" and {len(damaged) - 3} more" if len(damaged) > 3 else "")
         fig.supxlabel(f"not drawn: damaged cell file{'s' if len(damaged) > 1 else ''} {shown_names}", fontsize=8,
