@@ -295,7 +295,8 @@ def optimize(
                 check_fits(checkpoint, "theta_state", theta_state, initial)
             method_state = {int(k): v for k, v in _to_device(_restore(data["method_state"]), device).items()}
             # an outer algorithm's iterates, built like those it starts from (slots as in the loop)
-            slots = {1 if isinstance(method, TwoPhase) and m is method.then else 0: m for m in outer}
+            # (by position, as the loop's slots: TwoPhase(p, p)'s one object holds both)
+            slots = {s: m for s, m in enumerate(methods) if isinstance(m, AbstractOuterAlgorithm)}
             check_fits(checkpoint, "method_state", method_state,
                        {s: m.init(inner, fresh) for s, m in slots.items() if s in method_state})
             first = int(data["outer_step"])
