@@ -30,9 +30,6 @@ POISSON = str(ROOT / "configs" / "poisson_two_body.yaml")
 
 
 # -- bugs --------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="BUG: a DeepXDE run's slice computes hjb_rosenbrock's u* with the "
-                   "test set's 2e5 Monte Carlo samples, not SLICE_REFERENCE_SAMPLES (2e4) as pinnlab's does: "
-                   "a tiny d=3 DeepXDE solve of configs/hjb_rosenbrock.yaml took 312 s against 42 s")
 def test_a_deepxde_slice_of_a_monte_carlo_reference_takes_the_slices_sample_count(monkeypatch):
     """README (Result files): "hjb_rosenbrock's slice u* takes 2·10⁴ Monte Carlo samples, not
     the test set's 2·10⁵". ``result_slice`` of a DeepXDE result asks the equation for u* at

@@ -37,7 +37,7 @@ from pinnlab.estimators.base import (
     WeightedLaplacian,
     expand_vector,
 )
-from pinnlab.io.results import slice_grid
+from pinnlab.io.results import slice_grid, slice_reference
 from pinnlab.solvers.evaluate import Evaluation, reference_problem, relative_errors, with_reference
 from pinnlab.solvers.loop import History, peak_memory_mb
 from pinnlab.solvers.progress import Progress
@@ -124,8 +124,8 @@ class DeepXDEResult:
         """The result file's ``/slices`` for DeepXDE's network: what
         :func:`pinnlab.io.results.compute_slice` gives for pinnlab's."""
         inputs, grid_a, grid_b, dims, labels, inside = slice_grid(equation, self.test_inputs)
-        pred = self.predict(inputs)
-        return inputs, grid_a, grid_b, dims, labels, inside, pred, equation.exact(inputs).to(pred)
+        pred = self.predict(inputs)  # (u* from the slice's Monte Carlo sample count, as pinnlab's slice)
+        return inputs, grid_a, grid_b, dims, labels, inside, pred, slice_reference(equation).exact(inputs).to(pred)
 
 
 def _autograd_estimate(dde, x: Tensor, y: Tensor, queries: Sequence[Query]) -> list[Tensor]:
