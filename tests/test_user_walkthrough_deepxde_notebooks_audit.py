@@ -87,9 +87,6 @@ def test_a_studys_cells_keep_the_thread_count_the_user_set(tmp_path, monkeypatch
     assert threads == [1, 1], threads
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: with tune.inner: deepxde, tuning the mix or a data weight is "
-                   "refused with advice (loss.kind: hybrid, data.train: true) that DeepXDE then refuses too, "
-                   "instead of the line sigma gets: only lr, weights.residual and weights.boundary can be tuned")
 @pytest.mark.parametrize("tunable", ["mix", "weights.data"])
 def test_a_tunable_deepxde_cannot_tune_is_refused_as_such(tunable, capsys, tmp_path):
     """``tune.tunables.sigma`` on the DeepXDE tuning config says what DeepXDE can tune; the

@@ -149,10 +149,6 @@ def check_method(setup: TuningSetup) -> None:
             if name not in ("zo_fg2u", "random", "optuna"):
                 raise ConfigError(f"{key} = {name!r}: DeepXDE training is a black box; use zo_fg2u, "
                                   "random or optuna")
-        bad = [n for n in names if n not in ("lr", "weights.residual", "weights.boundary")]
-        if bad:
-            raise ConfigError(f"tune.tunables.{bad[0]}: with tune.inner: deepxde only lr, weights.residual and "
-                              "weights.boundary can be tuned")
         if tune.objective.kind != "data":
             raise ConfigError("tune.inner: deepxde needs tune.objective.kind: data")
         if tune.final_init == "continue":

@@ -335,10 +335,19 @@ def make_outer_loss(config: Config, problem: PINNProblem, to_hyperparams, observ
 
 
 # -- everything -----------------------------------------------------------------------------
+DEEPXDE_TUNABLES = ("lr", "weights.residual", "weights.boundary")
+"""What ``tune.inner: deepxde`` tunes: DeepXDE's learning rate and ``loss_weights``."""
+
+
 def build_tuning(config: Config) -> TuningSetup:
     """The tuning problem of a validated config with a ``tune:`` section."""
     if "tune" not in config.sections:
         raise ConfigError("tune: required section is missing for `pinnlab tune`")
+    if config.tune.inner == "deepxde":  # (before the tunables' own advice: a hybrid loss, data.train, ...)
+        bad = [n for n in config.tune.tunables if n not in DEEPXDE_TUNABLES]
+        if bad:
+            raise ConfigError(f"tune.tunables.{bad[0]}: with tune.inner: deepxde only {', '.join(DEEPXDE_TUNABLES[:-1])} "
+                              f"and {DEEPXDE_TUNABLES[-1]} can be tuned")
     problem, kwargs = build(config)
     device = resolve_device(kwargs["device"])
     dtype = kwargs["dtype"]
