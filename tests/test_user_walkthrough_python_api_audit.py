@@ -180,8 +180,6 @@ def test_same_training_seed_same_parameters_another_seed_other_ones():
 
 
 # -- problems met: xfail -------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="BUG: train's Ctrl-C handler uses `before`, which a plateau "
-                   "hybrid's step reassigns to switched_at (None): AttributeError, and the last step is not saved")
 def test_a_stop_while_a_plateau_hybrid_records_a_row_keeps_the_step_before(monkeypatch):
     """README: a stopped run first saves its last completed step. With a plateau switch
     (loss.switch: auto) a KeyboardInterrupt while step 3's row is appended ended in

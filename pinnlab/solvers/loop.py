@@ -489,9 +489,9 @@ def train(
             state.history.trace_mix.append(float(mix) if mix is not None else 0.0)
             state.window_loss.append(loss)
             if plateau_key is not None:
-                before = state.plateau.switched_at
+                switched = state.plateau.switched_at  # (not `before`: the undo below needs that one)
                 state.plateau = plateau_switch.observe(state.plateau, step, values[-1])
-                if before is None and state.plateau.switched_at is not None:
+                if switched is None and state.plateau.switched_at is not None:
                     bar.note(f"{bar.description}: the biased loss reached a plateau; switch to the unbiased loss "
                              f"after step {state.plateau.switched_at}")
             if evaluation is not None:
