@@ -413,8 +413,6 @@ def _variant(name, **methods):
     return type(name, (CubicBall,), {"name": f"walkthrough_{name}", **methods})(3)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a Term coefficient that returns (N, 1) broadcasts the residual "
-                   "to (N, N) and trains on a wrong loss without a word (source of that shape is refused)")
 def test_a_term_coefficient_of_one_column_is_refused_not_broadcast():
     """Term(coefficient, factors): coefficient(x, c) is one value per point. Returning
     (N, 1) (x[:, :1] instead of x[:, 0]) made equation.residual (N, N) and the loss the

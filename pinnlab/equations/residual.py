@@ -75,6 +75,11 @@ def combine_terms(
     for term in terms:
         c = term.coefficient
         coefficient = c(x, coefficients) if callable(c) else c
+        if isinstance(coefficient, Tensor) and coefficient.shape not in ((), x.shape[:1]):
+            # (an (N, 1) column broadcast the residual to (N, N): a wrong loss, without a word)
+            raise ValueError(f"a term's coefficient must return one value per point, shape ({x.shape[0]},) for "
+                             f"({x.shape[0]}, {x.shape[1]}) points, or one number; it returned "
+                             f"{tuple(coefficient.shape)}")
         if isinstance(term, Nonpolynomial):
             value = term.fn(group_fields[0][term.field])
         else:
