@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -72,6 +73,9 @@ class Logit(AbstractParameterization):
     def __post_init__(self):
         if not self.high > self.low:
             raise ValueError(f"Logit needs high > low, got ({self.low}, {self.high})")
+        if not math.isfinite(self.high - self.low):  # (every value refused as not in (0, inf); u = 0 gave inf)
+            raise ValueError(f"Logit needs finite bounds whose width high − low is finite, got ({self.low}, "
+                             f"{self.high}); use Log() for a value bounded on one side only")
 
     def forward(self, u):
         # Bounds as tensors of u's dtype: Python-scalar arithmetic on the sigmoid under
