@@ -105,10 +105,6 @@ def test_a_log_weight_decay_steps_along_the_chain_rule_of_the_closed_form():
 
 
 # -- wrong inputs -------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="BUG: with θ in float64 and φ in float32, fg2u/fgu in their default "
-                   "hvp tangent mode return ∇h in float64 (θ's dtype), while rgu, the jvp mode, cg, "
-                   "hessian_free and zo_fg2u return φ's float32; directional_derivatives documents w "
-                   "'in the tangents' dtype'")
 @pytest.mark.parametrize("method", [ForwardGradientUnroll(num_directions=1), ExactForwardUnroll()],
                          ids=["fg2u", "fgu"])
 def test_a_float32_phi_on_a_float64_problem_gets_a_float32_hypergradient_from_every_method(method):

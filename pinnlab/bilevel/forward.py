@@ -79,7 +79,7 @@ def directional_derivatives(problem: BilevelProblem, phi: Phi, tangents: Tensor,
             w, value, theta, state = tangent_unroll(problem, phi, tangents[i : i + chunk_size], start=start,
                                                     init=init)
             final = (theta, state)
-            outs.append(w)
+            outs.append(w.to(tangents.dtype))  # (θ's dtype: float64 for a float64 problem's float32 φ)
         return torch.cat(outs), value, final
     h = unrolled_objective(problem, start=start, init=init)
 
