@@ -65,10 +65,6 @@ def test_the_error_axis_of_an_unsmoothed_run_does_not_say_smoothed(tmp_path, fig
     assert label.startswith("test error of u") and "smoothed" not in label, label
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a training study gives each cell cpu_count // workers torch threads "
-                   "whatever OMP_NUM_THREADS says, although the README's Threads note tells users to set "
-                   "OMP_NUM_THREADS on a shared machine and says 'pinnlab leaves these settings to you' "
-                   "(a 2-cell study ran 20x slower per step than the same solves with OMP_NUM_THREADS=1)")
 def test_a_studys_cells_keep_the_thread_count_the_user_set(tmp_path, monkeypatch):
     """With ``OMP_NUM_THREADS=1`` in the environment and one worker on a 12-core machine,
     each cell runs with 1 torch thread, not 12. (Cells are stubbed; nothing trains.)"""

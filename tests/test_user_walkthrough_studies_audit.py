@@ -187,9 +187,6 @@ def test_plot_of_a_study_cells_checkpoint_points_at_the_study_command(tmp_path, 
     assert "--resume" not in err, err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: README's Configs table sends the study keys to 'Bias–variance "
-                   "studies', which never names sigmas, reference_replicates, quantities, losses, replicates, "
-                   "variants, grid or workers as keys (nor --workers)")
 def test_readme_names_every_key_of_the_study_section():
     """README, Configs: "`study` | see Bias–variance studies". A user writing a study config
     from the README should find every key ``study:`` accepts (unknown keys are refused) as

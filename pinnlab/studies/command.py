@@ -27,7 +27,7 @@ def add_parser(sub):
                    help="replace an existing study file, and a training study's cells of another config "
                         "(finished cells of the same config are reused, not recomputed: adding seeds or "
                         "variants runs only the new ones)")
-    p.add_argument("--workers", type=int, action=Once, help="worker processes for a training study")
+    p.add_argument("--workers", type=int, action=Once, help="worker processes for a training study (replaces study.workers)")
     return p
 
 

@@ -321,6 +321,9 @@ def run_training_study(
     # interpreters (each importing torch) for 4 jobs. The threads per cell follow the
     # study's cell count, not the cells left, so a resumed cell runs as it started.
     threads = max(1, (os.cpu_count() or 1) // max(1, min(workers, len(cells))))
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    if limit.strip().isdigit() and int(limit) >= 1:  # the user's limit on a shared machine (README, Threads)
+        threads = min(threads, int(limit))
     workers = max(1, min(workers, len(todo)))
     todo = [job + (threads,) for job in todo]
     if todo:
