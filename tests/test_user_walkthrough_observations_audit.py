@@ -105,11 +105,6 @@ def test_a_utf16_csv_is_named_by_its_encoding_not_by_nul_bytes(tmp_path):
     assert "\\x00" not in message and re.search(r"utf-?16|encod", message, re.IGNORECASE), message
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (README): coefficient_rel_err/<name> is measured against the "
-                                       "equation instance's own coefficients (drawn from equation.seed), not "
-                                       "anything in the observation file, and the README does not say so: "
-                                       "observations measured at μ = (0.5, 1, -0.5) and recovered to "
-                                       "(0.44, 0.65, -0.44) were reported as coefficients.mu_rel_err=1.34")
 def test_the_readme_says_what_a_coefficient_error_is_measured_against():
     """README, "Result files", /tune attrs: "coefficient_rel_err/<name>". With a user's
     own observations (data.source a file) the number compares μ̂ with the μ that
