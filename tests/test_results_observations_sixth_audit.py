@@ -145,7 +145,7 @@ def test_an_hdf5_file_without_u_names_the_missing_dataset(tmp_path):
     path = tmp_path / "obs.h5"
     with h5py.File(path, "w") as fh:
         fh["x"] = np.zeros((2, 2))
-    with pytest.raises(ObservationError, match=r"no dataset 'u' \(or a broken link to it\)$"):
+    with pytest.raises(ObservationError, match=r"no dataset 'u' \(or a broken link to it\); it holds 'x'$"):
         load_observations(path, 2)
 
 

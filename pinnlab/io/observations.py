@@ -33,14 +33,19 @@ class ObservationError(ValueError):
 def _hdf5_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     import h5py
 
+    if not h5py.is_hdf5(path):  # (h5py said "Unable to synchronously open file (file signature not found)")
+        raise ObservationError(f"observation file {str(path)!r}: not an HDF5 file"
+                               + (" (it is empty)" if path.stat().st_size == 0 else ""))
     arrays = []
     with h5py.File(path, "r") as fh:
         for name in ("x", "u"):
             try:
                 item = fh[name]
             except KeyError:  # absent, or a link that leads nowhere (h5py: "component not found")
+                keys = list(fh)  # (absent: what the file holds, as the .npz refusal lists; a broken link is there)
+                held = "" if name in keys else f"; it holds {', '.join(repr(k) for k in keys[:10]) or 'nothing'}"
                 raise ObservationError(f"observation file {str(path)!r}: no dataset {name!r} (or a broken link "
-                                       "to it)") from None
+                                       f"to it){held}") from None
             if not isinstance(item, h5py.Dataset):
                 raise ObservationError(f"observation file {str(path)!r}: {name!r} is a {type(item).__name__.lower()}, "
                                        "not a dataset")
@@ -73,8 +78,11 @@ def _csv_table(path: Path) -> np.ndarray:
     first line that holds no number at all taken for a header (a first line with a bad
     value is an error, not a header: it was dropped without a word), a UTF-8 byte order
     mark ignored. A bad value is reported by its line and column in the file."""
-    with open(path, encoding="utf-8-sig", errors="replace") as fh:
-        lines = fh.read().splitlines()
+    raw = path.read_bytes()
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in raw[:4096]:  # (NUL bytes were shown as the bad value)
+        raise ObservationError(f"observation file {str(path)!r}: not UTF-8 text (UTF-16, as Windows PowerShell's "
+                               "'>' and Excel's 'Unicode text' write?); save it as UTF-8 CSV")
+    lines = raw.decode("utf-8-sig", errors="replace").splitlines()
     numbered = [(i, line) for i, line in enumerate(lines, start=1) if line.strip() and not line.lstrip().startswith("#")]
 
     def number(field: str) -> bool:
@@ -142,6 +150,9 @@ def load_observations(path: str | Path, input_dim: int) -> tuple[Tensor, Tensor]
                                    f"got dtype {array.dtype}")
     if x.size == 0 and u.size == 0:
         raise ObservationError(f"observation file {str(path)!r} holds no observations")
+    if suffix == ".csv" and x.ndim == 2 and x.shape[1] != input_dim:  # (shapes of x read as a forgotten u column)
+        raise ObservationError(f"observation file {str(path)!r}: each line needs {input_dim + 1} values "
+                               f"({input_dim} inputs, then u), these have {x.shape[1] + 1} values")
     if x.ndim != 2 or x.shape[1] != input_dim or u.shape != (x.shape[0],) or x.shape[0] == 0:
         raise ObservationError(
             f"observation file {str(path)!r}: need x of shape (M, {input_dim}) and u of shape (M,), "
@@ -149,8 +160,13 @@ def load_observations(path: str | Path, input_dim: int) -> tuple[Tensor, Tensor]
         )
     with np.errstate(over="ignore"):  # (a float128 beyond float64 becomes inf, refused next)
         x, u = x.astype(np.float64), u.astype(np.float64)
-    if not (np.isfinite(x).all() and np.isfinite(u).all()):
-        raise ObservationError(f"observation file {str(path)!r}: contains non-finite values")
+    for name, array in (("x", x), ("u", u)):
+        finite = np.isfinite(array).reshape(array.shape[0], -1).all(axis=1)
+        if not finite.all():  # (which array and observation: a domain refusal names its observation too)
+            first = int(np.flatnonzero(~finite)[0])
+            more = int((~finite).sum()) - 1
+            raise ObservationError(f"observation file {str(path)!r}: {name} of observation {first} (counting from 0"
+                                   f"{f'; {more} more' if more else ''}) contains non-finite values")
     return torch.as_tensor(x), torch.as_tensor(u)
 
 
