@@ -385,8 +385,8 @@ class SharedDraw:
         if key != drawn_key or is_transform_wrapped(s) or not torch.equal(s, drawn_s):  # σ batched by vmap: other σ
             raise ValueError(
                 "a SharedDraw serves calls with one number of samples, σ, time smoothing and "
-                f"points' width, dtype and device: drawn for {drawn_key} at σ {drawn_s}, "
-                f"asked for {key} at σ {s}"
+                f"points' width, dtype and device: drawn for {drawn_key} at σ {_sigma_text(drawn_s)}, "
+                f"asked for {key} at σ {_sigma_text(s)}"
             )
         return noise
 
@@ -454,6 +454,16 @@ def _query_tensor(query: Query) -> Tensor | None:
     return query.weights if isinstance(query, WeightedLaplacian) else None
 
 
+def _sigma_text(s: Tensor) -> str:
+    """σ in a refusal, on one line: its value, or a per-coordinate σ's first entries."""
+    if is_transform_wrapped(s):  # (σ batched by vmap: no values to show)
+        return f"batched by a transform, shape {tuple(s.shape)}"
+    values = s.detach().reshape(-1).tolist()
+    if len(values) == 1:
+        return f"{values[0]:g}"
+    return "(" + ", ".join(f"{v:g}" for v in values[:4]) + (f", … {len(values)} entries)" if len(values) > 4 else ")")
+
+
 def _check_sigma(sigma) -> None:
     """Refuse a σ that is not a positive finite scalar or a ≤ 1-dimensional tensor of them.
 
@@ -469,7 +479,11 @@ def _check_sigma(sigma) -> None:
             )
         values = inspectable(sigma)
         if values is not None and not bool(((values > 0) & torch.isfinite(values)).all()):
-            raise ValueError(f"sigma must be finite and > 0 in every entry, got {values}")
+            bad = ~((values > 0) & torch.isfinite(values)).reshape(-1)
+            first = int(bad.nonzero()[0])  # (the whole tensor's repr ran over many lines at D = 100)
+            where = "" if values.dim() == 0 else f" at entry {first} ({int(bad.sum())} of {bad.numel()} entries)"
+            raise ValueError(f"sigma must be finite and > 0 in every entry, got {float(values.reshape(-1)[first])}"
+                             f"{where}")
         return
     if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
         raise TypeError(
