@@ -202,9 +202,6 @@ def test_readme_names_every_key_of_the_study_section():
     assert not missing, missing
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an estimator study written with --overwrite over a training "
-                   "study leaves that study's STUDY.md and STUDY.csv tables beside it, describing a study "
-                   "the file no longer holds")
 def test_an_estimator_study_over_a_training_study_leaves_no_stale_tables(tmp_path, capsys):
     """README: a training study is summarised as Markdown, CSV and HDF5, an estimator study
     writes the HDF5 (and --json) only, and the companion .md/.csv files follow --overwrite

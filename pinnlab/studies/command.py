@@ -120,6 +120,18 @@ def table_paths(output: Path) -> tuple[Path, Path]:
     return Path(base + ".md"), Path(base + ".csv")
 
 
+def _kind_of(path: Path) -> str | None:
+    """The ``kind`` attribute of the result file at ``path``, or None (none there, or unreadable)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as fh:
+            kind = fh.attrs.get("kind")
+    except (OSError, ValueError):
+        return None
+    return kind.decode() if isinstance(kind, bytes) else None if kind is None else str(kind)
+
+
 def cell_directory(output: Path) -> Path:
     """Where a training study keeps one result file per cell: ``STUDY.h5.cells/``."""
     return Path(str(output) + ".cells")
@@ -212,6 +224,7 @@ def _estimator(config, output, args, runs) -> int:
     slopes = fit_slopes(records)
     comparisons = compare_losses(records)
     payload = {"records": records, "slopes": slopes, "comparisons": comparisons, "pretrained_rel_l2": pretrained}
+    replaced = _kind_of(output)  # (--overwrite of a training study: its tables go with it, below)
     with atomic_path(output) as tmp, h5py.File(tmp, "w") as fh:
         fh.attrs["kind"] = "estimator_study"
         fh.attrs["config"] = config.to_yaml()
@@ -226,6 +239,9 @@ def _estimator(config, output, args, runs) -> int:
             group.create_dataset(key, data=[str(v) for v in values] if isinstance(values[0], str) else values)
     if args.json:
         write_strict_json(args.json, payload)
+    if replaced == "training_study":  # its .md/.csv described a study the file no longer holds
+        for table in table_paths(output):
+            table.unlink(missing_ok=True)
     for name, entry in slopes.items():
         if name.startswith("loss/biased") and "bias_slope" in entry:
             print(f"{name}: bias slope {entry['bias_slope']:.3f} ± {entry['bias_slope_se']:.3f}")
