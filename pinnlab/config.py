@@ -1256,7 +1256,12 @@ def make_equation(section: EquationSection):
             section.dim, seed=section.seed, constraint=section.constraint, **section.parameters()
         )
     except (TypeError, ValueError, RuntimeError) as err:  # torch's messages can carry a C++ trace: its first line
-        raise ConfigError(f"equation: {(str(err).strip().splitlines() or [type(err).__name__])[0]}") from None
+        message = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        name, _, rest = message.partition(" ")
+        parameters = section.parameters()
+        if name in parameters and rest.startswith("must "):  # "viscosity must be ...": with its key path, as others
+            raise ConfigError(f"equation.{name} = {describe_value(parameters[name])}: {rest}") from None
+        raise ConfigError(f"equation: {message}") from None
     if section.module is not None:
         check_user_equation(equation, section.module)
     return equation

@@ -113,10 +113,6 @@ def test_an_unwritable_output_directory_is_named_as_such(tmp_path, capsys, monke
     ("burgers", "equation.viscosity=-0.5", "equation.viscosity"),
     ("hjb_lin", "equation.horizon=0", "equation.horizon"),
 ])
-@pytest.mark.xfail(strict=True, reason="BUG: an out-of-range equation parameter is refused as "
-                   "'config error: equation: viscosity must be a finite number > 0, got -0.5', not with "
-                   "its key path as the README says and every other config error does "
-                   "('equation.dim = 0: input should be …')")
 def test_an_out_of_range_equation_parameter_is_refused_with_its_key_path(tmp_path, capsys, name, override, key):
     """README: out-of-range values are refused with the key path."""
     cfg = _config(tmp_path, TINY.replace("poisson_two_body", name))

@@ -23,5 +23,5 @@ def test_hjb_lin_accepts_a_convex_power(power):
 
 def test_hjb_lin_power_from_a_config_is_one_config_error():
     data = {"equation": {"name": "hjb_lin", "dim": 3, "power": -1}}
-    with pytest.raises(C.ConfigError, match=r"^equation: power must be finite and >= 1 .* got -1"):
+    with pytest.raises(C.ConfigError, match=r"^equation\.power = -1: must be finite and >= 1 .* got -1"):
         C.build(C.validate(data))
