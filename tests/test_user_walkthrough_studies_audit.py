@@ -63,9 +63,6 @@ def _run(args):
 
 
 # -- bugs ---------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="BUG: a training study runs its cells with progress off, so "
-                   "trainer.log_every (accepted) does nothing and a cell (2 h each in rs_table5) shows no "
-                   "progress until it ends")
 def test_a_training_study_cell_reports_its_steps_with_log_every(tmp_path, capsys):
     """``pinnlab study training.yaml trainer.log_every=1`` is accepted; a cell's steps should
     be logged as ``pinnlab solve`` (and an estimator study's pretraining) log them when

@@ -259,6 +259,7 @@ def train(
     progress: str = "auto",
     log_every: int = 100,
     weighting: AbstractWeighting | None = None,
+    description: str = "train",
 ) -> TrainResult:
     """Train ``problem`` for ``steps`` steps with fresh collocation points every step.
 
@@ -304,6 +305,7 @@ def train(
             :class:`~pinnlab.solvers.ReLoBRaLo`); they start from ``hyperparams["weights"]``
             (1 for a term not in it) and then replace them. Their updates count in
             ``steps_per_second``.
+        description: what the progress display calls the run (a study's cell).
     """
     check_integer("steps", steps)
     if next(problem.net.parameters(), None) is None:  # (a bare StopIteration at the first step)
@@ -413,7 +415,7 @@ def train(
             step=step_done, sigma=hyperparams.get("sigma"),
         )
 
-    bar = Progress(steps, initial=state.step, mode=progress, log_every=log_every)
+    bar = Progress(steps, initial=state.step, mode=progress, log_every=log_every, description=description)
     status, message = "ok", ""
     last_eval: Evaluation | None = None
     last_rel = state.history.rows["rel_l2"][-1] if state.history.rows["rel_l2"] else None

@@ -122,7 +122,12 @@ def run_cell(config_path: str, overrides: Sequence[str], output: str, threads: i
             def on_checkpoint(train_state):
                 save_checkpoint(checkpoint, train_state, optimizer, config_yaml)
 
-        result = train(problem, **kwargs, state=state, on_checkpoint=on_checkpoint, progress="off")
+        # its steps as plain lines every trainer.log_every (a bar per worker would clash), named by the cell
+        name = f"cell {Path(output).stem[:8]}"
+        print(f"{name}: {' '.join(overrides) or 'the config as it is'} starts at step "
+              f"{0 if state is None else state.step} of {kwargs['steps']}", file=sys.stderr, flush=True)
+        result = train(problem, **kwargs, state=state, on_checkpoint=on_checkpoint, progress="log",
+                       description=name)
     # at the σ the run trained and evaluated with (a σ in its hyperparams overrides the estimator's), as /eval is
     slice_data = result_slice(problem, result, num_samples=config.estimator.eval_samples, seed=config.trainer.seed,
                               sigma=kwargs["hyperparams"].get("sigma"))
