@@ -528,6 +528,10 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
             if f"loss.{key}" not in overridden:
                 loss.pop(key, None)
                 overridden.add(f"loss.{key}")
+    if any(f"loss.{key}" in overridden for key in HYBRID_ONLY) and isinstance(loss, dict):
+        for key in HYBRID_ONLY:  # one switch replaces the config's other one (loss.switch=auto, its switch_step)
+            if f"loss.{key}" not in overridden:
+                loss.pop(key, None)
     tune = data.get("tune")
     # another method's constructor arguments go but for those given as overrides:
     # tune.method=penalty tune.options.lr=1e-6 kept the config's fg2u num_directions too

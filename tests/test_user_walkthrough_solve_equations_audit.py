@@ -125,10 +125,6 @@ HYBRID = TINY.replace("trainer: {steps: 2", "loss: {kind: hybrid, switch_step: 3
 
 
 @pytest.mark.parametrize("switch", [["loss.switch=auto", "loss.window=2"], ["loss.blend=[1,3]"]])
-@pytest.mark.xfail(strict=True, reason="BUG: on a shipped hybrid config (switch_step: 4000) the README's "
-                   "other switches given as overrides (loss.switch=auto, loss.blend=[a,b]) are refused with "
-                   "'loss: a hybrid loss needs exactly one of switch_step: N, switch: auto, or blend: [start, "
-                   "end]', which names neither the config's switch_step nor the way out (loss.switch_step=null)")
 def test_another_hybrid_switch_given_as_an_override_is_taken_or_the_conflict_is_named(tmp_path, capsys, switch):
     """The config's own switch and an override's other switch: either the override replaces
     it (as loss.kind=biased drops the switch, trainer.schedule=linear the gamma) and the
