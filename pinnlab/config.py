@@ -1423,7 +1423,8 @@ def make_observations(config: Config, equation):
         outside = int(torch.maximum(interval[0] - t, t - interval[1]).argmax())
         if not interval[0] - 1e-9 <= float(t[outside]) <= interval[1] + 1e-9:
             raise ConfigError(f"{where} a time outside [{interval[0]:g}, {interval[1]:g}], where {equation.name} "
-                              f"is posed: observation {outside} (counting from 0) at t = {float(t[outside]):.4g}")
+                              f"is posed: observation {outside} (counting from 0) at t = {float(t[outside]):.4g} "
+                              "(the time is x's last column)")
     # the data misfit squares u (and the network takes x) in the run's dtype: values whose
     # squares overflow it made every outer value inf, and the tuning stopped at its first step
     dtype = getattr(torch, config.trainer.dtype)

@@ -146,9 +146,6 @@ def test_a_fresh_run_does_not_overwrite_an_existing_checkpoint(tmp_path):
     assert path.read_bytes() == before
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a checkpoint path in a missing folder, or a folder, is only "
-                   "found at the first save, after checkpoint_every outer steps of work that are lost, as "
-                   "torch's 'Parent directory nodir does not exist.' or \"PosixPath('.') has an empty name\"")
 @pytest.mark.parametrize("where", ["missing/run.pt", "."])
 def test_an_unwritable_checkpoint_path_is_refused_before_any_outer_step(tmp_path, where):
     done = []

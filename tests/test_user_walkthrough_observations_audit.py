@@ -104,9 +104,6 @@ def test_the_readme_says_what_a_coefficient_error_is_measured_against():
     assert re.search(r"true|instance|equation\.seed|problem seed", entry), entry
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: observations with the time in the first column (header "
-                                       "'t,x1,x2,u', every t in [0, 1]) are refused as 'a time outside [0, 1] ... "
-                                       "at t = -0.5' with no word that pinnlab reads the time from the last column")
 def test_a_time_outside_the_interval_says_the_time_is_the_last_column(tmp_path):
     """README: "x (M, D) ..., time last". A file with t first has its last spatial
     coordinate read as time; the refusal should tell where the time is read from."""
@@ -221,7 +218,8 @@ def test_common_export_mistakes_are_named_by_line_and_column(tmp_path, text, exp
 @pytest.mark.parametrize("name, write, expected", [
     ("nan.csv", lambda p: p.write_text("x1,x2,t,u\n0.1,0.2,0.5,nan\n"), "contains non-finite values"),
     ("late.npz", lambda p: np.savez(p, x=POINTS + [0, 0, 0.5], u=VALUES),
-     "holds a time outside [0, 1], where fokker_planck_aniso is posed: observation 3 (counting from 0) at t = 1.5"),
+     "holds a time outside [0, 1], where fokker_planck_aniso is posed: observation 3 (counting from 0) at t = 1.5 "
+     "(the time is x's last column)"),
     ("capitals.h5", lambda p: h5py.File(p, "w").create_dataset("X", data=POINTS).file.close(),
      "no dataset 'x' (or a broken link to it); it holds 'X'"),
     ("empty.npz", lambda p: p.write_bytes(b""), "not an .npz archive (np.savez writes one)"),

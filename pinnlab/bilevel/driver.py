@@ -248,6 +248,12 @@ def optimize(
         raise ValueError("resume=True needs the checkpoint path to resume from")
     if checkpoint_every and checkpoint is None:
         raise ValueError(f"checkpoint_every = {checkpoint_every} needs a checkpoint path to write to")
+    if checkpoint_every:  # before any outer step: the first save found it after checkpoint_every steps of work
+        from pinnlab.io.atomic import check_writable_directory
+
+        if Path(checkpoint).is_dir():
+            raise ValueError(f"checkpoint {str(checkpoint)!r} is a directory; name a file to write to")
+        check_writable_directory(checkpoint)
     parameterization = parameterization or {}
     inner = reparameterize(problem, parameterization)
     u = {k: v.detach().clone().requires_grad_(True)

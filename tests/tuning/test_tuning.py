@@ -734,7 +734,7 @@ def test_observations_outside_the_time_interval_are_refused(tmp_path, name, hori
     equation_of = configuration.make_equation
     config = configuration.load(cfg)
     with pytest.raises(configuration.ConfigError, match=rf"holds a time outside \[0, {T:g}\], where {name} is "
-                                                        rf"posed: observation 6 \(counting from 0\) at t = {T + 0.5:g}$"):
+                                                        rf"posed: observation 6 \(counting from 0\) at t = {T + 0.5:g} \(the time is x's last column\)$"):
         configuration.make_observations(config, equation_of(config.equation))
     x[6, -1] = T / 2
     save_observations(data, x, torch.zeros(10, dtype=torch.float64))
