@@ -105,6 +105,21 @@ class EstimatorStudySpec:
     same draws; with shared noise they are those of an unchunked study."""
 
     def __post_init__(self):
+        # what the config's study: section refuses, refused here too (a misspelt loss ran the unbiased
+        # one under its name, 'half' ran as 'same', 0 points gave NaN records)
+        for name, given, allowed in (("losses", self.losses, LOSSES), ("quantities", self.quantities, QUANTITIES),
+                                     ("noise", self.noise, ("independent", "shared"))):
+            unknown = [v for v in given if v not in allowed]
+            if unknown or not given:
+                raise ValueError(f"{name}: {unknown[0]!r} is not one of {', '.join(allowed)}" if unknown
+                                 else f"{name}: none given")
+        if self.unbiased_samples not in ("split", "same"):
+            raise ValueError(f"unbiased_samples: {self.unbiased_samples!r} is not one of split, same")
+        # (replicates below the config's 4 stay allowed here: their standard errors are NaN, as documented)
+        for name, value, least in (("replicates", self.replicates, 1), ("reference_replicates", self.reference_replicates, 1),
+                                   ("points", self.points, 1), ("reference_samples", self.reference_samples, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} = {value!r}: must be an integer >= {least}")
         odd = [k for k in self.samples if k % 2]
         if odd and "unbiased" in self.losses and self.unbiased_samples == "split":
             raise ValueError(f"samples: odd K ({', '.join(map(str, odd))}) with unbiased_samples='split', which "
