@@ -1409,22 +1409,11 @@ def make_observations(config: Config, equation):
         # (a batch of all M observations is data.batch_size = M, or leaving it out)
         raise ConfigError(f"data.batch_size = {section.batch_size}: more than the {len(x)} observations; "
                           f"use at most {len(x)}, or leave it out to use all of them every step")
-    from pinnlab.io.results import is_unit_ball
+    from pinnlab.solvers.terms import observations_outside
 
-    if is_unit_ball(equation):  # the PDE holds, and the network is trained, inside the ball only
-        radius = x.norm(dim=1)
-        outside = int(radius.argmax())
-        if float(radius[outside]) > 1 + 1e-9:
-            raise ConfigError(f"{where} a point outside the unit ball, the domain of {equation.name}: observation "
-                              f"{outside} (counting from 0) at ‖x‖ = {float(radius[outside]):.4g}")
-    interval = equation.time_interval
-    if interval is not None:  # likewise the time of a time-dependent equation
-        t = x[:, -1]
-        outside = int(torch.maximum(interval[0] - t, t - interval[1]).argmax())
-        if not interval[0] - 1e-9 <= float(t[outside]) <= interval[1] + 1e-9:
-            raise ConfigError(f"{where} a time outside [{interval[0]:g}, {interval[1]:g}], where {equation.name} "
-                              f"is posed: observation {outside} (counting from 0) at t = {float(t[outside]):.4g} "
-                              "(the time is x's last column)")
+    outside = observations_outside(equation, x)  # (the PDE holds, and the network is trained, in the domain)
+    if outside:
+        raise ConfigError(f"{where} {outside}")
     # the data misfit squares u (and the network takes x) in the run's dtype: values whose
     # squares overflow it made every outer value inf, and the tuning stopped at its first step
     dtype = getattr(torch, config.trainer.dtype)
@@ -1471,8 +1460,8 @@ def build(config: Config):
     """Library objects for a validated config: ``(problem, train_kwargs)``.
 
     ``train_kwargs`` are the keyword arguments of :func:`pinnlab.solvers.train`
-    (everything but ``state``/``on_checkpoint``/``progress``/``test_set``: the test set
-    is drawn from ``test_points`` and the seed).
+    (everything but ``state``/``on_checkpoint``/``progress``/``test_set``/``description``: the
+    test set is drawn from ``test_points`` and the seed).
     """
     import torch
 

@@ -43,7 +43,7 @@ def test_build_gives_every_keyword_of_train_but_the_four_it_names():
     listed = re.search(r"\(everything but ((?:``\w+``/?)+)", " ".join(C.build.__doc__.split()))
     assert listed is not None
     left_out = set(re.findall(r"``(\w+)``", listed[1]))
-    assert left_out == {"state", "on_checkpoint", "progress", "test_set"}
+    assert left_out == {"state", "on_checkpoint", "progress", "test_set", "description"}
     _, kwargs = C.build(C.validate({"equation": dict(POISSON), "trainer": {"steps": 2}}))
     keywords = set(inspect.signature(train).parameters) - {"problem"}
     assert set(kwargs) == keywords - left_out

@@ -29,7 +29,7 @@ def _soft_problem(*terms):
 
 
 def _observations():
-    x = torch.rand(6, 4, generator=torch.Generator().manual_seed(0), dtype=F64)
+    x = torch.rand(6, 4, generator=torch.Generator().manual_seed(0), dtype=F64) * 0.5  # (inside the unit ball)
     return x, torch.arange(6.0, dtype=F64)
 
 

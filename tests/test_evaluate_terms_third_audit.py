@@ -61,7 +61,7 @@ def test_a_data_batch_of_all_observations_is_the_full_term_in_order():
     """batch_size = M takes every observation in its given order, as batch_size=None:
     with independent noise (one draw per point, in point order) and a non-linear f a
     permutation would pair the points with other draws and change the value."""
-    x = torch.rand(6, 4, generator=torch.Generator().manual_seed(0), dtype=F64)
+    x = torch.rand(6, 4, generator=torch.Generator().manual_seed(0), dtype=F64) * 0.5  # (inside the unit ball)
     y = torch.arange(6.0, dtype=F64)
     square = lambda z: (z ** 2).sum(-1)  # noqa: E731
     params = {"dummy": torch.zeros(1, dtype=F64)}

@@ -294,7 +294,7 @@ def test_predict_chunks_by_the_estimators_sample_count(monkeypatch):
 
 def test_linear_decay_refuses_zero_total_steps():
     """total_steps = 0 would divide by zero at the first step."""
-    with pytest.raises(ValueError, match="total_steps must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="total_steps must be an integer >= 1, got 0"):
         LinearDecay(0)
     assert LinearDecay(1)(0) == 1.0 and LinearDecay(1)(1) == 0.0
 

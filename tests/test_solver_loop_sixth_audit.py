@@ -159,7 +159,9 @@ def test_a_non_finite_term_the_weighting_reads_is_named_as_the_stop_cause(monkey
         return step
 
     monkeypatch.setattr(loop, "make_train_step", patched)
-    result = train(problem(dim=3, batch=8), steps=4, eval_every=4, weighting=LRA(every=1), **KW)
+    # (a data term beside the residual: LRA refuses a problem of one term)
+    result = train(problem(dim=3, batch=8, extra_terms=(_data_term(dim=3),)), steps=4, eval_every=4,
+                   weighting=LRA(every=1), **KW)
     assert result.status == "nonfinite" and result.state.step == 1
     assert result.message.startswith("the loss term loss_residual became non-finite at step 2 (loss ")
     assert "; stopped and kept the state after step 1." in result.message

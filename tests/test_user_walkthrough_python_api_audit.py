@@ -231,8 +231,6 @@ def test_a_plain_torch_network_is_refused_naming_the_net_or_trains(case):
         assert result.status == "ok" and result.final.prediction.shape == (8,)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: train(device='gpu') is torch's RuntimeError "
-                   "'Expected one of cpu, cuda, ... device type', not a ValueError naming device")
 def test_a_misspelt_device_is_a_value_error_naming_it():
     """The config refuses trainer.device = 'gpu' with its key path; train(device='gpu')
     from Python raised torch's RuntimeError listing 20 device types."""
@@ -240,8 +238,6 @@ def test_a_misspelt_device_is_a_value_error_naming_it():
         pinnlab.train(_problem(), **TINY, device="gpu")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a schedule that is not callable fails at the first step "
-                   "with \"'float' object is not callable\"; LinearDecay('600') with '<' between str and int")
 def test_a_schedule_of_the_wrong_type_is_refused_naming_it():
     """schedule=0.5 (a factor, not a step ↦ factor function) ran up to the first step and
     failed there without naming schedule; LinearDecay('600') failed in a comparison."""
@@ -251,8 +247,6 @@ def test_a_schedule_of_the_wrong_type_is_refused_naming_it():
         LinearDecay("600")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: numpy arrays for test_set or predict's points end in "
-                   "AttributeError ('numpy.ndarray' object has no attribute 'to' / 'dim')")
 def test_numpy_arrays_for_points_are_a_type_error_naming_the_argument():
     """A scientist's test set is often NumPy: train(test_set=(x, u)) with arrays raised
     "AttributeError: 'numpy.ndarray' object has no attribute 'to'", predict(x=array)
@@ -267,8 +261,6 @@ def test_numpy_arrays_for_points_are_a_type_error_naming_the_argument():
         predict(problem, problem.init_params(), x)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: train(weighting='lra') is \"'str' object has no attribute "
-                   "'validate'\"; state={} and on_checkpoint=3 are AttributeError/TypeError without their names")
 def test_names_or_wrong_objects_for_trains_arguments_are_refused_naming_them():
     """As ``loss="biased"`` is refused at the problem: ``weighting="lra"`` (the config's
     word), ``state={}`` and ``on_checkpoint=3`` (the last only after the first step had
@@ -282,8 +274,6 @@ def test_names_or_wrong_objects_for_trains_arguments_are_refused_naming_them():
         pinnlab.train(problem, **{**TINY, "steps": 3}, checkpoint_every=1, on_checkpoint=3)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an equation's dim given as '5' is refused as "
-                   "'dim must be an integer >= 1, got 5' (the value shown without repr); None is int()'s TypeError")
 def test_a_dim_of_the_wrong_type_is_shown_as_given():
     """CubicBall('5') said "dim must be an integer >= 1, got 5", which reads as a
     contradiction; CubicBall(None) raised int()'s TypeError that names no argument."""
@@ -293,8 +283,6 @@ def test_a_dim_of_the_wrong_type_is_shown_as_given():
         CubicBall(None)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a state without weighting resumes into an LRA run, "
-                   "though train's docstring says a weighting state not built like a fresh run's raises")
 def test_a_state_of_an_unweighted_run_is_refused_by_a_weighted_one():
     """train(state=...): "one whose ... weighting state [is] not built like a fresh
     run's ... raises CheckpointError". The reverse (a weighted state, an unweighted run)
@@ -308,8 +296,6 @@ def test_a_state_of_an_unweighted_run_is_refused_by_a_weighted_one():
         pinnlab.train(problem, **{**TINY, "steps": 4}, state=saved[0], weighting=LRA())
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a soft-constrained problem without a ConstraintLoss "
-                   "trains with no boundary condition at all, without a word")
 def test_a_soft_constraint_without_a_boundary_term_is_not_silent():
     """AbstractEquation: constraint "soft" is the "identity ansatz; boundary/initial
     conditions become loss terms"; from Python they become nothing unless the user adds
@@ -325,8 +311,6 @@ def test_a_soft_constraint_without_a_boundary_term_is_not_silent():
     assert any("ConstraintLoss" in str(w.message) or "boundary" in str(w.message) for w in caught)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: re-running a cell that defines a @register equation "
-                   "(or reloading its module) is refused: 'name is taken (registered by X); give X a name of its own'")
 def test_a_redefined_equation_class_can_be_registered_again(monkeypatch):
     """README "Your own equation" decorates the class with @register. In a notebook,
     re-running that cell after a fix (or importlib.reload of the module) defines the same
@@ -344,8 +328,6 @@ def test_a_redefined_equation_class_can_be_registered_again(monkeypatch):
     assert equations.EQUATIONS["walkthrough_redefined"] is second["Redefined"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: write_solve_result(config=None) is AttributeError "
-                   "'NoneType' object has no attribute 'to_yaml'; a result made from Python has no documented way to a file")
 def test_saving_a_result_made_from_python_names_what_is_missing():
     """A TrainResult from pinnlab.train has no save method, and write_solve_result needs
     the CLI's Config (to_yaml, input_digests, trainer.seed, loss.kind), which a problem
@@ -356,8 +338,6 @@ def test_saving_a_result_made_from_python_names_what_is_missing():
         write_solve_result("unused.h5", config=None, problem=_problem(), result=result)
 
 
-@pytest.mark.xfail(strict=True, reason="UX: an equation whose exact() raises (no closed form) fails "
-                   "train with that bare exception; nothing points at test_set=(x, u*)")
 def test_an_equation_without_a_closed_form_points_at_test_set():
     """A user whose PDE has no closed form lets exact raise NotImplementedError; train()
     without test_set passed it on from the test-set evaluation with the user's own text.
@@ -366,8 +346,6 @@ def test_an_equation_without_a_closed_form_points_at_test_set():
         pinnlab.train(_problem(NoClosedForm(3)), **TINY)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: hyperparams={'sigma': ...} under Autograd or Hutchinson "
-                   "(no smoothing) trains as without it, while {'mix': ...} without a Hybrid loss is refused")
 @pytest.mark.parametrize("make", [Autograd, lambda: Hutchinson(num_probes=2)], ids=["autograd", "hutchinson"])
 def test_a_smoothing_sigma_for_an_estimator_that_does_not_smooth_is_refused(make):
     """The step refuses a hyperparameter it would ignore ('mix' needs a Hybrid loss; the
@@ -378,8 +356,6 @@ def test_a_smoothing_sigma_for_an_estimator_that_does_not_smooth_is_refused(make
         pinnlab.train(problem, **TINY, hyperparams={"sigma": 0.5})
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: train(eval_samples=64) under Autograd is taken and ignored "
-                   "(the config refuses estimator.eval_samples outside Stein)")
 def test_eval_samples_for_an_estimator_without_samples_is_not_silent():
     """eval_samples is "K for evaluating u_σ"; Autograd has no K and no smoothing, and the
     run's errors are those of a run without it. Expected: a ValueError or a warning that
@@ -394,8 +370,6 @@ def test_eval_samples_for_an_estimator_without_samples_is_not_silent():
     assert any("eval_samples" in str(w.message) for w in caught)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: DataLoss takes observations outside the unit ball of a "
-                   "domain='unit_ball' equation (README: such observations are refused; only the config checks)")
 def test_observations_outside_the_domain_are_refused_from_python_too():
     """README "Your own equation": observations at times outside ``time_interval`` are
     refused "as points outside the unit ball are for domain = 'unit_ball'". That check
@@ -456,8 +430,6 @@ def test_a_users_slip_in_ansatz_or_terms_is_named(slip):
         pinnlab.train(_problem(equation, estimator=Autograd()), **TINY)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: train(weighting=LRA()) of a problem with the residual as its "
-                   "only term runs (the weighting does nothing); the config refuses it: 'needs more than one loss term'")
 @pytest.mark.parametrize("make", [LRA, pinnlab.solvers.ReLoBRaLo], ids=["lra", "relobralo"])
 def test_a_weighting_of_a_single_loss_term_is_refused_from_python_too(make):
     """``pinnlab solve ... loss.weighting=lra`` on a hard-constrained problem without data
@@ -467,8 +439,6 @@ def test_a_weighting_of_a_single_loss_term_is_refused_from_python_too(make):
         pinnlab.train(_problem(), **TINY, weighting=make())
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: synthetic_observations takes noise=-1 or NaN as no noise, "
-                   "and points=2.5 ends in torch's randn() argument error")
 def test_synthetic_observations_check_their_arguments():
     """pinnlab.io.observations.synthetic_observations (the data.source: synthetic
     generator, public): a negative or NaN relative noise returned noiseless values as if
@@ -483,8 +453,6 @@ def test_synthetic_observations_check_their_arguments():
         synthetic_observations(CubicBall(3), 2.5)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: DataLoss(batch_size=100) over 5 observations is taken (every "
-                   "step uses all 5); the config refuses data.batch_size above the number of observations")
 def test_a_data_batch_larger_than_the_observations_is_refused_from_python_too():
     """README: ``data.batch_size`` is "at most the number of observations"; the config
     refuses more ("use at most 5, or leave it out"). DataLoss(batch_size=100) over 5

@@ -37,11 +37,14 @@ EQUATIONS: dict[str, type[AbstractEquation]] = {}
 
 
 def register(cls: type[AbstractEquation]) -> type[AbstractEquation]:
-    """Register an equation class under ``cls.name`` (usable as a decorator)."""
+    """Register an equation class under ``cls.name`` (usable as a decorator). A class of the
+    same module and qualified name replaces the one registered (a notebook cell run again,
+    a reloaded module); any other class under a taken name is refused."""
     if not getattr(cls, "name", None):
         raise ValueError(f"{cls.__name__} needs a class attribute `name` to be registered")
     taken = EQUATIONS.get(cls.name)
-    if taken is not None and taken is not cls:  # (a user's class silently replaced poisson_two_body)
+    redefined = taken is not None and (taken.__module__, taken.__qualname__) == (cls.__module__, cls.__qualname__)
+    if taken is not None and taken is not cls and not redefined:  # (a user's class silently replaced poisson_two_body)
         whose = ("a built-in equation" if taken.__module__.startswith("pinnlab.")
                  else f"registered by {taken.__qualname__}")
         raise ValueError(f"equation name {cls.name!r} is taken ({whose}); give {cls.__name__} a name of its own")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import functools
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -128,8 +129,9 @@ class AbstractEquation(abc.ABC):
     override, so they do not carry the true value the problem hides."""
 
     def __init__(self, dim: int, *, seed: int = 0, constraint: Literal["hard", "soft"] = "hard"):
-        if int(dim) != dim or dim < self.min_dim:
-            raise ValueError(f"{self.name}: dim must be an integer >= {self.min_dim}, got {dim}")
+        # (a string '5' read "got 5"; None was int()'s own TypeError)
+        if isinstance(dim, bool) or not isinstance(dim, numbers.Real) or int(dim) != dim or dim < self.min_dim:
+            raise ValueError(f"{self.name}: dim must be an integer >= {self.min_dim}, got {dim!r}")
         if constraint not in ("hard", "soft"):
             raise ValueError(f"constraint must be 'hard' or 'soft', got {constraint!r}")
         check_seed("seed", seed)  # (1.7 became seed 1)
@@ -275,6 +277,9 @@ class AbstractEquation(abc.ABC):
     def _check_points(self, x: Tensor) -> None:
         """Raise a ValueError unless x is `(N, D)` with D = :attr:`input_dim` (shape only,
         so it is safe inside torch.func transforms)."""
+        if not isinstance(x, Tensor):  # (a NumPy array: "'numpy.ndarray' object has no attribute 'dim'")
+            raise TypeError(f"{self.name}: points x must be a torch tensor (N, {self.input_dim}), got "
+                            f"{type(x).__module__}.{type(x).__qualname__} (torch.as_tensor converts an array)")
         if x.dim() != 2 or x.shape[1] != self.input_dim:
             layout = f"{self.dim} spatial + time" if self.time_dependent else f"{self.dim} spatial"
             raise ValueError(

@@ -15,6 +15,7 @@ time-dependent ones (checked by :func:`pinnlab.config.make_observations`).
 
 from __future__ import annotations
 
+import math
 import zipfile
 import zlib
 from pathlib import Path
@@ -177,6 +178,10 @@ def synthetic_observations(equation, points: int, *, noise: float = 0.0, seed: i
     exact values, so it means the same at any scale. Everything is keyed by ``seed``
     (independent of the problem seed that fixes the equation instance).
     """
+    if isinstance(points, bool) or not isinstance(points, int) or points < 1:  # (torch.randn's own error)
+        raise ValueError(f"points = {points!r}: must be an integer >= 1")
+    if not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):  # (-1 and NaN: no noise)
+        raise ValueError(f"noise = {noise!r}: must be a finite number >= 0 (relative to rms(u*))")
     generator = make_generator(seed, "observations", equation.name)
     x = equation.sample_test(points, generator=generator, dtype=torch.float64)
     u = equation.exact(x)

@@ -261,6 +261,9 @@ def write_solve_result(path: str | Path, *, config, problem, result, slice_data=
     ``/final`` ``peak_mem_mb`` is measured again here, after the slice and the datasets:
     the process's peak so far (``result.stats`` holds the value at the end of training).
     """
+    if not all(hasattr(config, name) for name in ("to_yaml", "input_digests")):  # ('NoneType' ... 'to_yaml')
+        raise TypeError(f"config must be the pinnlab.config.Config the run was built from (pinnlab.config.load), "
+                        f"got {type(config).__name__}: a result file records its config")
     equation = problem.equation
     x, u_true = result.test_inputs, result.test_exact
     u_pred = result.final.prediction

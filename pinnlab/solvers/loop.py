@@ -198,7 +198,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"auto"`` → CUDA when available, else CPU; anything else as given."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):  # ('gpu': torch's list of 20 device types)
+        raise ValueError(f"device {device!r}: not a device ('auto', 'cpu', 'cuda', 'cuda:1', ...)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but CUDA is not available; use 'auto' or 'cpu'")
     return device
@@ -315,8 +318,26 @@ def train(
     check_integer("log_every", log_every)
     if eval_samples is not None:  # (else "num_samples must be ..." from the estimator)
         check_integer("eval_samples", eval_samples)
+        if not hasattr(problem.estimator, "num_samples"):  # (taken and ignored: no K, no smoothing)
+            raise ValueError(f"eval_samples = {eval_samples}: {type(problem.estimator).__name__} evaluates u "
+                             "without samples; drop it")
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+    for name, value, ok, what in (  # names or wrong objects failed later as attribute or call errors
+            ("schedule", schedule, schedule is None or callable(schedule), "a function of the step (Constant(), "
+                                                                          "LinearDecay(T), ...)"),
+            ("weighting", weighting, weighting is None or isinstance(weighting, AbstractWeighting),
+             "LRA() or ReLoBRaLo()"),
+            ("state", state, state is None or isinstance(state, TrainState), "a TrainState (a checkpoint's)"),
+            ("on_checkpoint", on_checkpoint, on_checkpoint is None or callable(on_checkpoint),
+             "a function of the TrainState")):
+        if not ok:
+            raise TypeError(f"{name} must be {what}, got {type(value).__name__} {value!r}"[:300])
+    if test_set is not None and not (isinstance(test_set, (tuple, list)) and len(test_set) == 2
+                                     and all(isinstance(t, Tensor) for t in test_set)):
+        raise TypeError("test_set must be a pair of torch tensors (x (N, D), u* (N,)), got "
+                        + (", ".join(type(t).__name__ for t in test_set) if isinstance(test_set, (tuple, list))
+                           else type(test_set).__name__) + " (torch.as_tensor converts an array)")
     device = resolve_device(device)
     optimizer = optimizer or Adam()
     schedule = schedule or Constant()
@@ -328,7 +349,11 @@ def train(
         x_test = problem.equation.test_set(test_points, device=device, dtype=dtype)
         # u* in float64 block by block: exact(x_test.double()) copied the whole test set to
         # float64 and made the closed form's temporaries for all of it (16 GB at d = 10⁵)
-        u_float64 = problem.equation.exact_values(x_test)
+        try:
+            u_float64 = problem.equation.exact_values(x_test)
+        except NotImplementedError as err:  # (the user's bare exception, from deep in train)
+            raise NotImplementedError(f"{problem.equation.name} has no exact solution for the test set ({err}); "
+                                      "pass test_set=(x, u*) with reference values") from err
         u_test = u_float64.to(dtype)
     else:
         x_test, u_test = (t.to(device=device, dtype=dtype) for t in test_set)
@@ -349,6 +374,7 @@ def train(
         reference += "; float64 holds it (trainer.dtype: float64)"
 
     params = problem.init_params(device=device, dtype=dtype)
+    resumed = state is not None and state.step > 0
     if state is None:
         state = TrainState(params=params, opt_state=optimizer.init(params))
     else:  # refuse a state of another run here, not with a traceback at its first step
@@ -376,6 +402,11 @@ def train(
     if weighting is not None:
         weighting.validate(term_names)
         fresh = weighting.init(term_names, hyperparams.get("weights"))
+        if state.weighting is None and resumed:  # (it resumed with fresh weights, as the docstring says it refuses)
+            from pinnlab.io.checkpoint import CheckpointError
+
+            raise CheckpointError(f"the state holds no loss weighting, and this run has one "
+                                  f"({type(weighting).__name__}): it is of another run")
         if state.weighting is None:
             state.weighting = fresh
         elif not _weighting_fits(state.weighting, fresh, term_names):

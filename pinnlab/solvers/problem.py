@@ -16,8 +16,10 @@ from torch.func import functional_call
 from pinnlab._checks import check_integer, one_line
 from pinnlab._seeding import make_generator
 from pinnlab._typing import Params, inspectable
+from pinnlab._warnings import warn
 from pinnlab.equations.base import AbstractEquation
 from pinnlab.estimators.base import AbstractDerivativeEstimator, Model
+from pinnlab.estimators.stein import SteinAntithetic
 from pinnlab.losses.base import AbstractLoss
 from pinnlab.losses.hybrid import Hybrid
 
@@ -121,6 +123,10 @@ class PINNProblem:
         self.loss.validate(self.equation)
         for term in self.extra_terms:
             term.validate(self.equation)
+        if getattr(self.equation, "constraint", "hard") == "soft" and not any(
+                type(term).__name__ == "ConstraintLoss" for term in self.extra_terms):  # (terms.py imports this)
+            warn(f"{self.equation.name} has a soft constraint, and no ConstraintLoss is among extra_terms: the "
+                 "problem trains without its boundary (or initial) condition (pinnlab solve adds one)")
 
     def init_params(
         self, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
@@ -210,6 +216,9 @@ class PINNProblem:
             noise_stream = f"noise/{chunk}"
         noise = context.generator(noise_stream)
         sigma = hyperparams.get("sigma")
+        if sigma is not None and not isinstance(self.estimator, SteinAntithetic):  # (taken and ignored)
+            raise ValueError(f"hyperparameter 'sigma' needs a smoothing estimator (SteinAntithetic); "
+                             f"{type(self.estimator).__name__} does not smooth")
         point_weight = hyperparams.get("collocation_weight")
         root_weight = None if point_weight is None else torch.sqrt(_point_weights(point_weight, x))
 

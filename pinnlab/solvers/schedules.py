@@ -24,8 +24,8 @@ class LinearDecay:
     total_steps: int
 
     def __post_init__(self):
-        if self.total_steps < 1:
-            raise ValueError(f"total_steps must be >= 1, got {self.total_steps}")
+        if isinstance(self.total_steps, bool) or not isinstance(self.total_steps, int) or self.total_steps < 1:
+            raise ValueError(f"total_steps must be an integer >= 1, got {self.total_steps!r}")
 
     def __call__(self, step: int) -> float:
         return max(0.0, 1.0 - step / self.total_steps)

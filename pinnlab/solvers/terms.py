@@ -90,11 +90,17 @@ class DataLoss(AbstractLossTerm):
             raise ValueError(f"DataLoss: {bad} of {self.inputs.shape[0]} observations are not finite")
         if self.batch_size is not None:
             check_integer("DataLoss.batch_size", self.batch_size)
+            if self.batch_size > self.inputs.shape[0]:  # (it silently meant all of them)
+                raise ValueError(f"DataLoss.batch_size = {self.batch_size}: more than the {self.inputs.shape[0]} "
+                                 "observations; use at most that many, or None for all of them every step")
 
     def validate(self, equation) -> None:
         if self.inputs.shape[1] != equation.input_dim:
             raise ValueError(f"DataLoss: the observations have {self.inputs.shape[1]} columns, "
                              f"{equation.name} takes {equation.input_dim}")
+        outside = observations_outside(equation, self.inputs)  # (as the config refuses them)
+        if outside:
+            raise ValueError(f"DataLoss: the observations hold {outside}")
 
     def _on(self, like: Tensor) -> tuple[Tensor, Tensor]:
         key = (like.device, like.dtype)
@@ -120,3 +126,26 @@ class DataLoss(AbstractLossTerm):
 def _check_name(name) -> None:
     if not isinstance(name, str) or not name:
         raise ValueError(f"a loss term's name must be a non-empty string (its weight key), got {name!r}")
+
+
+def observations_outside(equation, x: Tensor) -> str | None:
+    """Why observation points ``x`` `(M, D)` lie outside ``equation``'s domain (a point
+    outside the unit ball of a unit-ball problem, a time outside its interval), or None:
+    the PDE holds, and the network is trained, in the domain only."""
+    from pinnlab.io.results import is_unit_ball
+
+    if is_unit_ball(equation):
+        radius = x.double().norm(dim=1)
+        outside = int(radius.argmax())
+        if float(radius[outside]) > 1 + 1e-9:
+            return (f"a point outside the unit ball, the domain of {equation.name}: observation {outside} "
+                    f"(counting from 0) at ‖x‖ = {float(radius[outside]):.4g}")
+    interval = equation.time_interval
+    if interval is not None:
+        t = x[:, -1].double()
+        outside = int(torch.maximum(interval[0] - t, t - interval[1]).argmax())
+        if not interval[0] - 1e-9 <= float(t[outside]) <= interval[1] + 1e-9:
+            return (f"a time outside [{interval[0]:g}, {interval[1]:g}], where {equation.name} is posed: "
+                    f"observation {outside} (counting from 0) at t = {float(t[outside]):.4g} "
+                    "(the time is x's last column)")
+    return None

@@ -94,6 +94,7 @@ class LRA(AbstractWeighting):
         object.__setattr__(self, "every", int(self.every))
 
     def validate(self, names):
+        _several_terms(self, names)
         if self.reference not in names:
             raise ValueError(
                 f"LRA reference = {self.reference!r}: not a loss term of this problem "
@@ -161,6 +162,9 @@ class ReLoBRaLo(AbstractWeighting):
         if not self.temperature > 0:
             raise ValueError(f"temperature = {self.temperature}: must be > 0")
 
+    def validate(self, names):
+        _several_terms(self, names)
+
     def init(self, names, weights=None):
         return {"weights": _starting_weights(names, weights), "initial": {}, "previous": {}}
 
@@ -210,3 +214,12 @@ def _starting_weights(names: list[str], weights: Mapping[str, float] | None) -> 
         raise ValueError("adaptive weights start from the configured ones, which must be finite and > 0: "
                          + ", ".join(f"{n} = {w:g}" for n, w in bad.items()))
     return out
+
+
+def _several_terms(weighting, names) -> None:
+    """LRA and ReLoBRaLo balance loss terms against each other: over the residual alone they
+    run and only cost time (the config refuses them there)."""
+    if len(names) < 2:
+        raise ValueError(f"weighting {type(weighting).__name__}: needs more than one loss term, and this problem "
+                         f"has {', '.join(map(repr, names)) or 'none'} alone (add a ConstraintLoss of a soft "
+                         "constraint or a DataLoss)")

@@ -117,7 +117,7 @@ def test_lra_moves_towards_gradient_ratio():
 
 def test_lra_reference_must_be_a_term():
     with pytest.raises(ValueError, match="LRA reference = 'boundary': not a loss term"):
-        LRA(reference="boundary").init(["residual"])
+        LRA(reference="boundary").init(["residual", "data"])
     net = MLP(4, width=8, depth=3, generator=torch.Generator().manual_seed(0))
     problem = _soft_problem(net, (ConstraintLoss(batch_size=8),))
     with pytest.raises(ValueError, match="not a loss term of this problem .terms: 'residual', 'boundary'"):
