@@ -123,8 +123,10 @@ class PINNProblem:
         self.loss.validate(self.equation)
         for term in self.extra_terms:
             term.validate(self.equation)
+        from pinnlab.solvers.terms import ConstraintLoss  # (here: terms.py imports this module)
+
         if getattr(self.equation, "constraint", "hard") == "soft" and not any(
-                type(term).__name__ == "ConstraintLoss" for term in self.extra_terms):  # (terms.py imports this)
+                isinstance(term, ConstraintLoss) for term in self.extra_terms):
             warn(f"{self.equation.name} has a soft constraint, and no ConstraintLoss is among extra_terms: the "
                  "problem trains without its boundary (or initial) condition (pinnlab solve adds one)")
 
