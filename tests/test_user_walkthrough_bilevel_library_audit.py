@@ -120,9 +120,6 @@ def test_logit_refuses_bounds_without_a_finite_width(bounds):
 
 
 # -- checkpoints and resume ---------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="BUG: the checkpoint stores the unconstrained u but not the "
-                   "parameterisation; resuming a Log() run without it (or with Logit) silently continues "
-                   "from λ = log(0.72) = −0.33, a negative weight decay, instead of refusing the checkpoint")
 def test_resuming_with_another_parameterization_is_refused(tmp_path):
     path = tmp_path / "run.pt"
     optimize(_ridge(horizon=3), {"lam": LAM}, ReverseUnroll(), steps=2, parameterization={"lam": Log()},
@@ -132,9 +129,6 @@ def test_resuming_with_another_parameterization_is_refused(tmp_path):
                  resume=True)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: optimize without resume=True pointed at an existing checkpoint "
-                   "overwrites it at its first save, losing the earlier run's progress without a word (the CLI "
-                   "refuses an existing output without --overwrite)")
 def test_a_fresh_run_does_not_overwrite_an_existing_checkpoint(tmp_path):
     path = tmp_path / "run.pt"
     optimize(_ridge(horizon=3), {"lam": LAM}, ReverseUnroll(), steps=2, checkpoint=path, checkpoint_every=1)
@@ -181,9 +175,6 @@ def _resumable_or_refused_up_front(path, run):
     assert torch.equal(resumed.phi["lam"], full.phi["lam"])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a NamedTuple inner state of the user's own type is saved, but "
-                   "every resume refuses the checkpoint as 'damaged (ValueError: refusing to restore type "
-                   "'...:_Momentum' from a checkpoint)'; nothing is damaged and the run cannot continue")
 def test_a_user_namedtuple_inner_state_is_resumable_or_refused_up_front(tmp_path):
     path = tmp_path / "run.pt"
 
@@ -194,9 +185,6 @@ def test_a_user_namedtuple_inner_state_is_resumable_or_refused_up_front(tmp_path
     _resumable_or_refused_up_front(path, run)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: metadata holding a pathlib.Path or a numpy scalar is saved, but "
-                   "the weights_only read refuses it: every resume says the checkpoint is 'corrupted or "
-                   "unreadable (UnpicklingError)'")
 @pytest.mark.parametrize("metadata", [{"config": Path("ridge.yaml")}, {"tol": __import__("numpy").float64(1e-3)}],
                          ids=["path", "numpy"])
 def test_metadata_that_is_saved_can_be_resumed_or_is_refused_up_front(tmp_path, metadata):

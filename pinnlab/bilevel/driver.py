@@ -127,20 +127,63 @@ def _plain(obj):
     return obj
 
 
-def _restore(obj):
+def _restore(obj, like=None):
+    """``obj`` as :func:`_plain` left it → the containers it was made of. A NamedTuple is
+    rebuilt as the type of its counterpart in ``like`` (the state this run starts from,
+    built the same way), so a user's own state type resumes; without one, only
+    pinnlab's own types are imported by the name the checkpoint holds."""
     if isinstance(obj, dict) and "__namedtuple__" in obj:
-        module, _, name = obj["__namedtuple__"].partition(":")
+        name = obj["__namedtuple__"]
+        fields = {k: v for k, v in obj.items() if k != "__namedtuple__"}
+        if hasattr(like, "_fields") and f"{type(like).__module__}:{type(like).__qualname__}" == name:
+            cls = type(like)
+            return cls(**{k: _restore(v, getattr(like, k, None)) for k, v in fields.items()})
+        module, _, qualname = name.partition(":")
         if not module.startswith("pinnlab."):
-            raise ValueError(f"refusing to restore type {obj['__namedtuple__']!r} from a checkpoint")
+            raise ValueError(f"refusing to restore type {name!r} from a checkpoint: this run's state has no "
+                             "such NamedTuple there")
         import importlib
 
-        cls = getattr(importlib.import_module(module), name)
-        return cls(**{k: _restore(v) for k, v in obj.items() if k != "__namedtuple__"})
+        cls = getattr(importlib.import_module(module), qualname)
+        return cls(**{k: _restore(v) for k, v in fields.items()})
     if isinstance(obj, dict):
-        return {k: _restore(v) for k, v in obj.items()}
+        return {k: _restore(v, like.get(k) if isinstance(like, dict) else None) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_restore(v) for v in obj]
+        return [_restore(v, like[i] if isinstance(like, (list, tuple)) and i < len(like) else None)
+                for i, v in enumerate(obj)]
     return obj
+
+
+_METADATA_SCALARS = (str, int, float, bool, type(None))
+
+
+def _check_metadata(value, where: str = "metadata") -> None:
+    """Refuse, before any work, ``metadata`` a ``weights_only`` read would refuse at every
+    resume: it was saved, then each resume called the checkpoint "corrupted or
+    unreadable" (a ``pathlib.Path``; a NumPy scalar, though it is a float)."""
+    if type(value) in _METADATA_SCALARS or isinstance(value, torch.Tensor):
+        return
+    if type(value) is dict:
+        for key, entry in value.items():
+            if type(key) not in _METADATA_SCALARS:
+                raise TypeError(f"{where} has a key of type {type(key).__name__}; a checkpoint's metadata "
+                                "has str, int, float, bool or None keys")
+            _check_metadata(entry, f"{where}[{key!r}]")
+        return
+    if type(value) in (list, tuple):
+        for i, entry in enumerate(value):
+            _check_metadata(entry, f"{where}[{i}]")
+        return
+    raise TypeError(f"{where} is a {type(value).__module__}.{type(value).__qualname__}; a checkpoint's metadata "
+                    "holds str, int, float, bool, None, tensors and lists, tuples or dicts of them, which a "
+                    "resume can read back (convert it, e.g. str(path) or float(x))")
+
+
+def _described(parameterization: AbstractParameterization) -> str:
+    """What a checkpoint records of a tunable's parameterisation (its repr, e.g.
+    ``Logit(low=0.0, high=1.0)``; its class name where it has no repr of its own)."""
+    kind = type(parameterization)
+    return repr(parameterization) if kind.__repr__ is not object.__repr__ else f"{kind.__qualname__}()"
 
 
 def _to_device(tree, device: torch.device):
@@ -166,6 +209,7 @@ def optimize(
     callback: Callable[[int, Phi, dict], None] | None = None,
     time_budget: float | None = None,
     metadata: dict | None = None,
+    overwrite: bool = False,
 ) -> OuterResult:
     r"""Minimise h(φ) (or the true bilevel objective) by an outer gradient method.
 
@@ -179,14 +223,19 @@ def optimize(
     and reported in constrained values.
 
     Checkpoints (every ``checkpoint_every`` outer steps, atomic, ``weights_only``-safe)
-    hold φ, the meta-optimizer state, θ and its optimizer state, the method state and
-    the history; a run stopped from outside (Ctrl-C, SIGTERM: :data:`pinnlab._interrupts.STOPS`)
+    hold φ (unconstrained, with each entry's parameterisation), the meta-optimizer state,
+    θ and its optimizer state (of any NamedTuple, dict, list or tuple of tensors), the
+    method state and the history; a run stopped from outside (Ctrl-C, SIGTERM: :data:`pinnlab._interrupts.STOPS`)
     saves its last completed outer step there too before the exception goes on.
     ``resume=True`` continues from ``checkpoint`` exactly, every restored
     tensor on φ's device (a run on a GPU resumes there). ``metadata`` (e.g. a config
-    hash) is stored with them; resuming with other metadata, or from a damaged
-    checkpoint or one that does not fit this run (other tunables or θ shapes, an outer
-    step beyond ``steps``), raises :class:`~pinnlab.io.CheckpointError`.
+    hash; str, int, float, bool, None, tensors and lists, tuples or dicts of them, what a
+    ``weights_only`` read takes back) is stored with them; resuming with other metadata,
+    or from a damaged checkpoint or one that does not fit this run (other tunables, their
+    parameterisations or θ shapes, an outer step beyond ``steps``), raises
+    :class:`~pinnlab.io.CheckpointError`. A run that would save checkpoints to an
+    existing file refuses to start (``FileExistsError``) unless it resumes it or
+    ``overwrite=True`` says to start over.
     ``time_budget`` (seconds > 0; None: no limit): an outer step starts only if the mean
     length of this call's finished ones says it ends within that many seconds
     (:class:`pinnlab._budget.Budget`; wall-clock, so not reproducible across machines).
@@ -254,10 +303,15 @@ def optimize(
         if Path(checkpoint).is_dir():
             raise ValueError(f"checkpoint {str(checkpoint)!r} is a directory; name a file to write to")
         check_writable_directory(checkpoint)
+        if not resume and not overwrite and Path(checkpoint).exists():  # (its first save replaced another run's)
+            raise FileExistsError(f"checkpoint {str(checkpoint)!r} exists; pass resume=True to continue that run "
+                                  "or overwrite=True to start over")
+        _check_metadata(metadata)
     parameterization = parameterization or {}
     inner = reparameterize(problem, parameterization)
     u = {k: v.detach().clone().requires_grad_(True)
          for k, v in unconstrain({k: v.detach() for k, v in phi.items()}, parameterization).items()}
+    described = {k: _described(parameterization.get(k, Identity())) for k in phi}  # (what checkpoints hold)
     make_opt = meta_optimizer or (lambda params: torch.optim.Adam(params, lr=1e-2))
     opt = make_opt(list(u.values()))
     history: dict[str, list] = {"outer_step": [], "value": [], "grad_norm": [], "seconds": [],
@@ -286,6 +340,12 @@ def optimize(
         opt_template.step()
         with reading(checkpoint):
             check_fits(checkpoint, "u", data["u"], fresh)
+            saved_maps = data.get("parameterization")  # (absent in checkpoints written before it was kept)
+            if saved_maps is not None and saved_maps != described:
+                key = next((k for k in described if saved_maps.get(k) != described[k]), next(iter(saved_maps)))
+                raise CheckpointError(f"checkpoint {str(checkpoint)!r} holds φ[{key!r}] parameterised by "
+                                      f"{saved_maps.get(key)}, not by this run's {described.get(key)}: its "
+                                      "values would mean other hyperparameters")
             with torch.no_grad():
                 for k in u:
                     u[k].copy_(data["u"][k])
@@ -296,15 +356,17 @@ def optimize(
             # the checkpoint is read onto the CPU; θ, its optimizer state and an outer
             # algorithm's iterates go to the run's device, φ's (as the estimators take it)
             device = next(iter(fresh.values())).device
-            theta_state = _to_device(_restore(data["theta_state"]), device)
+            theta_state = _to_device(_restore(data["theta_state"], initial), device)
             if theta_state is not None:  # the warm start (θ, its optimizer state), built like θ_0's
                 check_fits(checkpoint, "theta_state", theta_state, initial)
-            method_state = {int(k): v for k, v in _to_device(_restore(data["method_state"]), device).items()}
             # an outer algorithm's iterates, built like those it starts from (slots as in the loop)
             # (by position, as the loop's slots: TwoPhase(p, p)'s one object holds both)
-            slots = {s: m for s, m in enumerate(methods) if isinstance(m, AbstractOuterAlgorithm)}
-            check_fits(checkpoint, "method_state", method_state,
-                       {s: m.init(inner, fresh) for s, m in slots.items() if s in method_state})
+            saved_slots = data["method_state"]
+            starts = {s: m.init(inner, fresh) for s, m in enumerate(methods)
+                      if isinstance(m, AbstractOuterAlgorithm) and str(s) in saved_slots}
+            method_state = {int(k): v for k, v in _to_device(
+                _restore(saved_slots, {str(s): v for s, v in starts.items()}), device).items()}
+            check_fits(checkpoint, "method_state", method_state, starts)
             first = int(data["outer_step"])
             if not 0 <= first <= steps:
                 raise CheckpointError(f"checkpoint {str(checkpoint)!r} is at outer step {first}, not within "
@@ -318,7 +380,8 @@ def optimize(
         payload = {"u": {k: v.detach() for k, v in u.items()}, "meta_optimizer": opt.state_dict(),
                    "history": history, "theta_state": _plain(theta_state),
                    "method_state": _plain({str(k): v for k, v in method_state.items()}),
-                   "outer_step": k_done, "metadata": metadata, "budget": budget.state()}
+                   "outer_step": k_done, "metadata": metadata, "budget": budget.state(),
+                   "parameterization": described}
         write_checkpoint_file(checkpoint, payload)
 
     status, message = "ok", ""

@@ -278,7 +278,8 @@ def run(args) -> int:
     before = {path: _stamp(path) for path in (checkpoint, final_checkpoint)}  # (what this run did not write)
     try:
         outcome = run_tuning(setup, checkpoint=checkpoint_path, resume=args.resume and checkpoint_path is not None,
-                             progress=progress if rank == 0 else None, metadata=metadata, save=rank == 0)
+                             progress=progress if rank == 0 else None, metadata=metadata, save=rank == 0,
+                             overwrite=args.overwrite)
         leave_process_group()  # every rank, together (its barrier, too, can find a peer gone): only rank 0 solves
     except CheckpointError as err:  # a damaged checkpoint, refused before any work
         raise refused_checkpoint(err, hint=start_over if args.resume else START_OVER) from None

@@ -225,10 +225,16 @@ def _deepxde_black_box(setup: TuningSetup, steps: int | None = None) -> BlackBox
 
 
 def run_tuning(setup: TuningSetup, *, checkpoint: Path | None = None, resume: bool = False,
-               progress=None, metadata: dict | None = None, save: bool = True) -> TuneOutcome:
+               progress=None, metadata: dict | None = None, save: bool = True,
+               overwrite: bool = False) -> TuneOutcome:
     """Tune φ with ``tune.method``; checkpoints after every ``checkpoint_every`` steps
-    (``save=False``: read ``checkpoint`` on resume but never write it, as on ranks > 0)."""
+    (``save=False``: read ``checkpoint`` on resume but never write it, as on ranks > 0;
+    an existing ``checkpoint`` is resumed or, with ``overwrite``, replaced, never replaced
+    by a fresh run without it)."""
     tune = setup.config.tune
+    if checkpoint is not None and save and not resume and not overwrite and Path(checkpoint).exists():
+        raise FileExistsError(f"checkpoint {str(checkpoint)!r} exists; pass resume=True to continue that run or "
+                              "overwrite=True to start over")
     if tune.method in ("random", "optuna"):
         score = None
         if tune.inner == "deepxde":  # each trial is a DeepXDE training, scored like zo_fg2u's black box
@@ -259,7 +265,7 @@ def run_tuning(setup: TuningSetup, *, checkpoint: Path | None = None, resume: bo
             parameterization=setup.parameterization, warm_start=tune.warm_start,
             accumulate=tune.accumulate, seed=tune.seed, checkpoint=checkpoint,
             checkpoint_every=tune.checkpoint_every if checkpoint is not None and save else 0, resume=resume,
-            callback=callback, time_budget=tune.budget_seconds, metadata=metadata,
+            callback=callback, time_budget=tune.budget_seconds, metadata=metadata, overwrite=overwrite,
         )
         trained = (result.theta, result.state) if result.theta is not None else None
         outcome = TuneOutcome(result.phi, result.history, tune.method, result.seconds, trained=trained,
