@@ -50,10 +50,6 @@ def _config(tmp_path, text=TINY, name="tiny.yaml"):
 
 
 # -- bugs ---------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="BUG: pinnlab solve of hjb_rosenbrock computes the Cole–Hopf "
-                   "reference of the test set (20K points x 2e5 samples in the shipped config: minutes "
-                   "to hours here; 1,000 points took > 150 s) before the first step without any output, "
-                   "whatever --progress says")
 def test_the_rosenbrock_reference_computation_says_what_it_is_doing(tmp_path, capsys, monkeypatch):
     """Long work shows progress: with ``--progress log`` and no cached reference, something
     naming the reference is written before the first training log line (now stderr holds

@@ -247,6 +247,12 @@ class AbstractEquation(abc.ABC):
         self._check_points(x)
         return map_point_chunks(lambda block: self.exact(block.to(dtype)), x).to(dtype)
 
+    def reference_work(self, x: Tensor) -> str | None:
+        """A line saying what :meth:`exact_values` at ``x`` is about to compute, when that is
+        long work a run should announce (a Monte Carlo reference not yet cached: minutes
+        before the first training step); None for a closed form, the default."""
+        return None
+
     def boundary_value(self, x: Tensor) -> Tensor:
         """u* at points of :meth:`sample_boundary` (the soft constraint's target), `(N,)`:
         :meth:`exact` unless an equation knows it more cheaply there. Called inside

@@ -16,7 +16,7 @@ from torch import Tensor
 from pinnlab._checks import check_positive
 from pinnlab._seeding import make_generator
 from pinnlab._warnings import warn
-from pinnlab.equations.base import AbstractEquation
+from pinnlab.equations.base import AbstractEquation, rows_per_chunk
 from pinnlab.equations.fields import Jet
 from pinnlab.equations.terms import (
     GRADIENT,
@@ -312,6 +312,16 @@ class HJBRosenbrock(_HJB):
         h.update(np.ascontiguousarray(x.detach().cpu().double().numpy()).tobytes())
         return h.hexdigest()[:32]
 
+    def reference_work(self, x):
+        rows = rows_per_chunk(x.shape[-1])  # (the blocks exact_values passes to exact, each cached on its own)
+        if all(self._cache_path(x[start : start + rows]).is_file() for start in range(0, x.shape[0], rows)):
+            return None
+        return (f"{self.name}: computing the Cole–Hopf Monte Carlo reference u* at {x.shape[0]:,} points from "
+                f"{self.reference_samples:,} samples (cached under {str(_cache_dir())!r} for later runs)")
+
+    def _cache_path(self, x: Tensor) -> Path:
+        return _cache_dir() / f"hjb_rosenbrock-{self._cache_key(x)}.h5"
+
     def exact(self, x, coefficients=None):
         """Cole–Hopf Monte Carlo reference at `(N, d + 1)` points (cached, float64).
 
@@ -319,8 +329,7 @@ class HJBRosenbrock(_HJB):
         the reference is data, not a function of a guessed coefficient)."""
         import h5py
 
-        key = self._cache_key(x)
-        path = _cache_dir() / f"hjb_rosenbrock-{key}.h5"
+        path = self._cache_path(x)
         if path.exists():
             try:
                 with h5py.File(path, "r") as fh:

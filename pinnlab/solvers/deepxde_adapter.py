@@ -40,7 +40,7 @@ from pinnlab.estimators.base import (
 from pinnlab.io.results import slice_grid, slice_reference
 from pinnlab.solvers.evaluate import Evaluation, reference_problem, relative_errors, with_reference
 from pinnlab.solvers.loop import History, peak_memory_mb
-from pinnlab.solvers.progress import Progress
+from pinnlab.solvers.progress import Progress, reference_values
 
 
 def import_deepxde():
@@ -247,7 +247,7 @@ def solve_with_deepxde(
     real = dde.config.real(torch)  # DeepXDE's dtype: the test set in it, as pinnlab's trainer has it
     if test_set is None:
         x_test = equation.test_set(test_points, dtype=real)
-        u_test = equation.exact_values(x_test).to(real)
+        u_test = reference_values(equation, x_test, progress).to(real)
     else:
         x_test, u_test = (t.detach().cpu().to(real) for t in test_set)
 

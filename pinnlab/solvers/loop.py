@@ -24,7 +24,7 @@ from pinnlab.losses.hybrid import Hybrid, PlateauState, SwitchOnPlateau
 from pinnlab.solvers.evaluate import Evaluation, evaluate, reference_problem, with_reference
 from pinnlab.solvers.optim import AbstractOptimizer, Adam
 from pinnlab.solvers.problem import PINNProblem
-from pinnlab.solvers.progress import Progress
+from pinnlab.solvers.progress import Progress, reference_values
 from pinnlab.solvers.schedules import Constant
 from pinnlab.solvers.step import make_train_step
 from pinnlab.solvers.weighting import AbstractWeighting
@@ -350,7 +350,7 @@ def train(
         # u* in float64 block by block: exact(x_test.double()) copied the whole test set to
         # float64 and made the closed form's temporaries for all of it (16 GB at d = 10⁵)
         try:
-            u_float64 = problem.equation.exact_values(x_test)
+            u_float64 = reference_values(problem.equation, x_test, progress)
         except NotImplementedError as err:  # (the user's bare exception, from deep in train)
             raise NotImplementedError(f"{problem.equation.name} has no exact solution for the test set ({err}); "
                                       "pass test_set=(x, u*) with reference values") from err

@@ -109,3 +109,20 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def reference_values(equation, x, mode: str, stream: TextIO | None = None):
+    """``equation.exact_values(x)`` (float64), with a line before and one after when the
+    equation calls it long work (:meth:`~pinnlab.equations.AbstractEquation.reference_work`:
+    hjb_rosenbrock's Monte Carlo reference took minutes before the first step in
+    silence); nothing is written with ``mode="off"``."""
+    work = equation.reference_work(x) if mode != "off" else None
+    stream = stream or sys.stderr
+    if work:
+        print(work, file=stream, flush=True)
+    start = time.perf_counter()
+    values = equation.exact_values(x)
+    if work:
+        print(f"{equation.name}: reference u* computed in {time.perf_counter() - start:.1f} s", file=stream,
+              flush=True)
+    return values
