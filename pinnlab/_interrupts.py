@@ -11,3 +11,9 @@ class Terminated(BaseException):
 STOPS = (KeyboardInterrupt, Terminated)
 """What a training loop meets when it is stopped from outside: it saves a checkpoint of
 its last completed step (with checkpointing on) and lets the exception go on."""
+
+
+def raise_terminated(signum, frame):
+    """A SIGTERM handler: raise :class:`Terminated` where the main thread is, so the run
+    unwinds as from Ctrl-C (the default action ended the process on the spot)."""
+    raise Terminated()

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pinnlab._checks import overlong_path
-from pinnlab._interrupts import STOPS, Terminated
+from pinnlab._interrupts import STOPS, Terminated, raise_terminated
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -669,11 +669,7 @@ def _terminate_as_exception():
     set (not the main thread)."""
     if threading.current_thread() is not threading.main_thread():
         return False
-
-    def terminate(signum, frame):
-        raise Terminated()
-
-    return signal.signal(signal.SIGTERM, terminate)
+    return signal.signal(signal.SIGTERM, raise_terminated)
 
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "UsageError", "main"]

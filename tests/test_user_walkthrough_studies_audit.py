@@ -112,9 +112,6 @@ def _terminated_cell(config, output, marker):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="forks a worker")
-@pytest.mark.xfail(strict=True, reason="BUG: a stopped multi-worker study terminates its workers (SIGTERM, "
-                   "default action) without letting a cell save its last completed step: Ctrl-C loses every "
-                   "step since the last periodic checkpoint (workers=1 saves it, as solve does)")
 def test_a_terminated_study_worker_saves_its_cells_last_step(tmp_path):
     """README: a solve stopped by Ctrl-C or SIGTERM with trainer.checkpoint_every set first
     saves its last completed step; a training study continues a cell from its checkpoint.

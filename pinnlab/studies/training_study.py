@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from pinnlab import _malloc
+from pinnlab._interrupts import Terminated, raise_terminated
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,15 @@ def run_cell(config_path: str, overrides: Sequence[str], output: str, threads: i
     re-run of the study continues an unfinished cell from it, as ``pinnlab solve
     --resume`` would; a checkpoint of another cell config (the grid was edited) or a
     damaged one is replaced and the cell starts over."""
+    global _IN_CELL
+    _IN_CELL = True
+    try:
+        return _run_cell(config_path, overrides, output, threads)
+    finally:
+        _IN_CELL = False
+
+
+def _run_cell(config_path: str, overrides: Sequence[str], output: str, threads: int) -> dict:
     import torch
 
     from pinnlab import config as configuration
@@ -255,20 +265,40 @@ def _refuse_repeated_cells(cells: list[Cell], configs: Mapping) -> None:
         seen[key] = cell
 
 
+_IN_CELL = False
+"""Whether this worker is running a cell (a SIGTERM then lets the cell save its last step)."""
+
+
+def _worker_terminated(signum, frame):
+    """SIGTERM in a worker: inside a cell, raise :class:`~pinnlab._interrupts.Terminated`
+    so its training saves its last completed step (as ``pinnlab solve`` does); between
+    cells, nothing to save: exit at once (an exception there printed a traceback)."""
+    if _IN_CELL:
+        raise_terminated(signum, frame)
+    os._exit(128 + signal.SIGTERM)
+
+
 def _start_worker(malloc: bool) -> None:
     """A worker ignores Ctrl-C, which the terminal sends to every process of the group:
     each printed its own KeyboardInterrupt traceback under the parent's one line. The
-    parent stops the workers (``pool.terminate``) when it is interrupted. A spawned
-    worker starts with glibc's defaults: it takes the parent's malloc settings
-    (:func:`~pinnlab._malloc.configure_malloc`) when the parent has them."""
+    parent stops the workers (``pool.terminate``, a SIGTERM) when it is interrupted; a
+    cell running then saves its last completed step to its checkpoint first (with
+    ``trainer.checkpoint_every``; the default action killed it and lost every step since
+    the last periodic checkpoint). A spawned worker starts with glibc's defaults: it
+    takes the parent's malloc settings (:func:`~pinnlab._malloc.configure_malloc`) when
+    the parent has them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _worker_terminated)
     if malloc:
         _malloc.configure_malloc()
 
 
 def _run_cell_job(args):
     config_path, overrides, output, threads = args
-    return output, run_cell(config_path, overrides, output, threads)
+    try:
+        return output, run_cell(config_path, overrides, output, threads)
+    except Terminated:  # the cell has saved what it could; leave without a traceback
+        os._exit(128 + signal.SIGTERM)
 
 
 def run_training_study(
