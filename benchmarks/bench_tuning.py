@@ -53,6 +53,8 @@ evaluation repeats, every method with a setting of its own is run on a held-out 
 default trial length for the searches; the LRA and ReLoBRaLo constants), and the
 evaluation uses the setting with the lowest error there. Selection records carry
 ``"phase": "select"`` and ``"setting"``; evaluation records their ``"setting"``.
+Evaluation records also carry ``"repeat"``, the repeat's index r (repeat 0 runs the
+config's seeds, repeat r > 0 trainer, data and tuning seed r).
 
 ``--costs`` instead times one estimate of every hypergradient method at each problem's
 horizon against the primal unroll of the same steps (records {"kind": "cost",

@@ -143,8 +143,6 @@ def test_a_variance_series_at_two_k_says_why_it_has_no_fit(tmp_path, figures):
     assert all("slope" in label or "no fit" in label for label in labels), labels
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: bench_tuning's records carry a 'repeat' key that its docstring's "
-                   "list of record keys ('every key in every record') leaves out")
 def test_every_key_of_a_bench_tuning_record_is_documented(monkeypatch, tmp_path):
     """bench_tuning's docstring lists the keys of its --json records ("every key in every
     record"). The evaluation runs replaced by stand-ins returning only documented keys,
