@@ -203,7 +203,7 @@ def test_a_unit_ball_result_holds_the_schemas_groups_and_its_slice_no_points(tmp
         assert set(fh) == {"history", "trace", "final", "eval", "slices", "radial", "params"}
         assert set(fh["eval"]) == {"u_pred", "u_true", "abs_err", "x", "radius"}
         assert set(fh["slices"]) == {"main"}
-        assert set(fh["slices/main"]) == {"grid_a", "grid_b", "u_pred", "u_true", "abs_err"}
+        assert set(fh["slices/main"]) == {"grid_a", "grid_b", "u_pred", "u_true", "abs_err", "point"}
         assert set(fh["radial"]) == {"r", "abs_err", "rel_err", "count"}
         assert fh["slices/main"].attrs["noise"] == "none"
         np.testing.assert_array_equal(fh["eval/radius"][...], torch.linalg.vector_norm(x, dim=1).numpy())

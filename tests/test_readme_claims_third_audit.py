@@ -123,7 +123,7 @@ def test_the_slice_has_the_readme_attributes(solved):
     estimator.noise) and samples (K)."""
     with h5py.File(solved[0]) as fh:
         main_slice = fh["slices/main"]
-        assert set(main_slice) == {"grid_a", "grid_b", "u_pred", "u_true", "abs_err"}
+        assert set(main_slice) == {"grid_a", "grid_b", "u_pred", "u_true", "abs_err", "point"}
         assert set(main_slice.attrs) == {"dims", "labels", "others", "noise", "samples"}
         assert (main_slice.attrs["others"], main_slice.attrs["noise"]) == ("zero", "shared")
         assert main_slice.attrs["dims"].tolist() == [0, 1] and main_slice.attrs["samples"] == 4  # K (no eval_samples)

@@ -95,10 +95,6 @@ def _solve(tmp_path, text, name="run.h5"):
 # -- bugs ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the slice of a problem off the unit ball fixes the other coordinates "
-                   "at torch's lower median (the smaller middle value of an even test set), not at the test set's "
-                   "medians as the README says, and the file does not record the point, so the stored u* cannot "
-                   "be recomputed from the file")
 def test_the_slice_u_true_is_the_exact_solution_at_the_test_sets_medians(tmp_path):
     """README, Result files: ``others`` "median": the coordinates off the slice are "at the
     test set's medians". A user recomputes /slices/main/u_true from the exact solution at

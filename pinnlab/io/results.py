@@ -155,6 +155,15 @@ class SliceGrid:
         return inputs
 
 
+def _median(block: torch.Tensor) -> torch.Tensor:
+    """The median of each column, the mean of the two middle values for an even count (as
+    NumPy's; torch's ``median`` takes the lower one, so a slice's u* at "the test set's
+    medians" could not be recomputed from the file's test set)."""
+    ordered = block.sort(dim=0).values
+    n = block.shape[0]
+    return (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
+
+
 def plan_slice(equation, x_test: torch.Tensor, points: int = SLICE_POINTS) -> SliceGrid:
     """A 2-D grid over two coordinates with the others fixed, as a :class:`SliceGrid`.
 
@@ -175,8 +184,7 @@ def plan_slice(equation, x_test: torch.Tensor, points: int = SLICE_POINTS) -> Sl
         labels = ("x₁", "x₂")
     else:
         columns = rows_per_chunk(x.shape[0])  # a block of all rows and this many columns
-        base = torch.cat([x[:, start : start + columns].cpu().double().median(dim=0).values
-                          for start in range(0, width, columns)])
+        base = torch.cat([_median(x[:, start : start + columns].cpu().double()) for start in range(0, width, columns)])
         last = width - 1
         dims = (0, last) if equation.time_dependent else (0, 1)
         ranges = []
@@ -321,6 +329,8 @@ def write_solve_result(path: str | Path, *, config, problem, result, slice_data=
             sl.attrs["dims"] = np.asarray(dims)
             sl.attrs["labels"] = np.asarray(labels, dtype=h5py.string_dtype())
             sl.attrs["others"] = "zero" if is_unit_ball(equation) else "median"  # as slice_grid fixes them
+            if isinstance(inputs, SliceGrid):  # the point whose dims coordinates the grid replaces
+                _dataset(sl, "point", inputs.base)
             # a SliceGrid from compute_slice says how it evaluated; other slices (DeepXDE's
             # network, points given as a tensor) are the network's own values
             evaluation = inputs.evaluation if isinstance(inputs, SliceGrid) else {}
