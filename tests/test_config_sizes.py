@@ -67,7 +67,7 @@ TOO_LARGE = {
                            "the hidden activations of a training step, 100000 × 2 × 64 × 8 values × 2",
                            "trainer.batch_size (or raise trainer.batch_chunks)"),
     "autograd": (["estimator.kind=autograd"], ["equation.dim=1000", "trainer.batch_size=1000"],
-                 "the Hessian-vector products of a training step, 64 × 1000 × 1000", "estimator.chunk_size"),
+                 "the Hessian-vector products of a training step, 1000 × 1000 × 1000", "equation.dim"),
     "hutchinson": (["estimator.kind=hutchinson", "estimator.noise=shared", "estimator.probes=64"],
                    ["equation.dim=1000", "trainer.batch_size=1000"],
                    "the Hessian-vector products of a training step, 64 × 1000 × 1000", "estimator.probes"),

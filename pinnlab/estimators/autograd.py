@@ -61,7 +61,9 @@ class Autograd(AbstractDerivativeEstimator):
     reference and the low-dimensional baseline. ``sigma`` is ignored.
 
     Args:
-        chunk_size: coordinates per vmapped batch of HVPs (bounds memory).
+        chunk_size: coordinates per vmapped batch of HVPs (bounds the memory of an
+            evaluation without gradients; a training step keeps every batch's graph, see
+            :func:`hessian_columns`).
     """
 
     chunk_size: int = 64
