@@ -58,9 +58,6 @@ def _interrupted_rgu(tmp_path, step):
 
 
 # -- bugs ---------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="BUG: a true coefficient of 0 gives coefficient_rel_err "
-                                       "‖ĉ‖/1e-300 (6e+299 in the file, the last line and tune.png), "
-                                       "not inf: ‖ĉ − 0‖/‖0‖ is undefined")
 def test_a_true_coefficient_of_zero_gives_no_finite_relative_error():
     """README: coefficient_rel_err/<name> is ‖ĉ − c‖/‖c‖. An equation whose true drift is 0
     (a user's "is there any drift?" problem) has no relative error: an estimate 0.6 away
@@ -72,8 +69,6 @@ def test_a_true_coefficient_of_zero_gives_no_finite_relative_error():
     assert not math.isfinite(err["coefficients.mu"]), err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a joint fit ended by tune.budget_seconds says nothing: /tune's "
-                                       "message is '' and no note is printed (fg2u and random say so)")
 def test_a_joint_fit_ended_by_its_budget_says_so(tmp_path, capsys):
     """README, /tune attrs: message "(why it stopped early: the non-finite value, or that
     tune.budget_seconds ended it; "" otherwise)". A joint fit of 5 outer steps (horizon 1)
@@ -90,9 +85,6 @@ def test_a_joint_fit_ended_by_its_budget_says_so(tmp_path, capsys):
     assert "tune.budget_seconds" in err, err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a joint fit stopped inside an outer step (budget or a non-finite "
-                                       "step) trains μ on but records no row for it: /tune/tuned is not the "
-                                       "last /tune/phi row (here phi is empty) and tune.png never shows it")
 def test_a_joint_fit_stopped_inside_an_outer_step_records_the_values_it_hands_over(tmp_path):
     """README: /tune/phi/<name> is "φ after each outer step", tuned/<name> "the values the
     final solve used". A joint fit (horizon 2) whose budget ends after its first inner
@@ -112,9 +104,6 @@ def test_a_joint_fit_stopped_inside_an_outer_step_records_the_values_it_hands_ov
     np.testing.assert_array_equal(phi[-1], tuned)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `tune.method=joint --resume` over an interrupted tuning's "
-                                       "OUT.h5.ckpt runs a joint fit and deletes that checkpoint (its outer "
-                                       "steps are lost) instead of refusing it as another configuration's")
 def test_a_joint_resume_keeps_an_interrupted_tunings_checkpoint(tmp_path, capsys):
     """After Ctrl-C of an rgu tuning, the rerun without --resume says "a checkpoint ...
     exists from an interrupted run; pass --resume to continue it". A user who follows it

@@ -252,7 +252,8 @@ def run(args) -> int:
     rank, world = init_from_environment(setup.device)  # under torchrun: directions split over ranks
     identity = config.identity()  # the config and the files it reads; the text names what differs
     metadata = {"config": config_hash(identity), "config_text": comparable_text(identity)}
-    if args.resume and checkpoint_path is not None:
+    # (a joint fit keeps none: one there is another run's, which its clean-up at the end deleted)
+    if args.resume and (checkpoint_path is not None or checkpoint.is_file()):
         try:
             saved = checkpoint_metadata(checkpoint)
         except CheckpointError as err:

@@ -226,8 +226,21 @@ def joint_fit(setup, *, progress=None):
     budget = Budget(tune.budget_seconds)
     total = tune.outer_steps * tune.horizon
     status, message = "ok", ""
+    unrecorded = 0  # inner steps since the last row
+
+    def record(t):
+        with torch.no_grad():
+            phi = constrain(u, parameterization)
+            value = float(setup.outer_loss(theta, phi))
+        _record(history, t // tune.horizon, value, phi, time.perf_counter() - t0)
+        history["method"][-1] = "joint"
+        if progress is not None:
+            progress(t // tune.horizon, phi, {"value": value})
+
     for t in range(total):
         if not budget.allows_another():
+            message = (f"tune.budget_seconds = {tune.budget_seconds:g} ended the joint fit after {t} of its "
+                       f"{total} steps (tune.outer_steps × tune.horizon)")
             break
         if t % tune.horizon == 0:  # a row times its outer step's horizon inner steps, as the driver's rows do
             t0 = time.perf_counter()
@@ -247,15 +260,13 @@ def joint_fit(setup, *, progress=None):
                     value.copy_(kept[name])
             status, message = "nonfinite", f"joint step {t}: θ or a coefficient became non-finite"
             break
+        unrecorded += 1
         if (t + 1) % tune.horizon == 0 or t + 1 == total:
-            with torch.no_grad():
-                phi = constrain(u, parameterization)
-                value = float(setup.outer_loss(theta, phi))
-            _record(history, t // tune.horizon, value, phi, time.perf_counter() - t0)
-            history["method"][-1] = "joint"
-            if progress is not None:
-                progress(t // tune.horizon, phi, {"value": value})
+            record(t)
+            unrecorded = 0
         budget.finished_one()
+    if unrecorded:  # stopped before step t, inside an outer step: its row holds the values the final solve takes
+        record(t - 1)
     with torch.no_grad():
         phi = constrain(u, parameterization)
     return TuneOutcome({k: v.detach() for k, v in phi.items()}, history, "joint", budget.spent(),
