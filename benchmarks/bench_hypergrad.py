@@ -106,7 +106,9 @@ def method_for(name: str, horizon: int, directions: int = 8):
         "cg": {"iterations": 20, "damping": 1e-3},
         "hessian_free": {"alpha": 0.05},
         "darts": {"xi": 0.05},
-        "penalty": {"inner_iters": horizon, "lr": 0.05},
+        # (0.05 diverged at width 64: LowerLevelDivergence at inner step 7 of T = 10, so --quick failed;
+        # 0.01 runs at widths 64 and 128 and T up to 1000)
+        "penalty": {"inner_iters": horizon, "lr": 0.01},
         "f2sa": {"inner_iters": horizon, "lr_y": 0.05, "lr_z": 0.05},
     }.get(name, {})
     return make_method(name, **options)

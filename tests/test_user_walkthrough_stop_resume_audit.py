@@ -273,9 +273,6 @@ def test_a_ctrl_c_during_a_save_keeps_the_checkpoint_before_it_and_names_its_ste
     assert _solve(tmp_path, "--resume") == 0 and not ckpt.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: bench_hypergrad's penalty options (lr 0.05) diverge on its own "
-                                       "problem: --quick (and the full run) ends after about 3.5 minutes in a "
-                                       "nested LowerLevelDivergence traceback and writes no --json")
 def test_bench_hypergrad_penalty_worker_runs_at_the_quick_width():
     """Met while stopping benchmarks: ``python benchmarks/bench_hypergrad.py --quick --json
     bh.json``, left to run, timed every method's cost in a worker process until penalty's
