@@ -32,6 +32,16 @@ class UsageError(Exception):
     """Bad input: reported as one line, exit code 2."""
 
 
+class RunFailed(Exception):
+    """A run that cannot go on (a file it must write cannot be written: a full disk, a
+    directory made read-only): reported as one line, exit code 1."""
+
+
+def unwritable(path: Path, err: OSError) -> str:
+    """``path`` could not be written, and why (the OS's words: "No space left on device")."""
+    return f"cannot write {str(path)!r} ({err.strerror or err})"
+
+
 def resume_hint(output: Path) -> str:
     """The flags that continue an interrupted run writing ``output``: ``--resume``, and
     with ``--overwrite`` when an earlier result is there (--resume alone is refused then)."""
@@ -188,11 +198,19 @@ def cmd_solve(args) -> int:
         return _solve_deepxde(config, problem, output, checkpoint, progress=args.progress)
     on_checkpoint = None
     saved = []  # the steps checkpointed
+
+    def kept() -> str:
+        return (f"; step {saved[-1]} saved in {str(checkpoint)!r}; {resume_hint(output)} continues from it"
+                if saved else "")
+
     if kwargs["checkpoint_every"]:
         optimizer = kwargs["optimizer"]
 
         def on_checkpoint(train_state):
-            save_checkpoint(checkpoint, train_state, optimizer, config_yaml)
+            try:
+                save_checkpoint(checkpoint, train_state, optimizer, config_yaml)
+            except OSError as err:  # (the one before stays whole: the write is atomic)
+                raise RunFailed(unwritable(checkpoint, err) + kept()) from None
             saved.append(train_state.step)
 
     try:
@@ -206,10 +224,24 @@ def cmd_solve(args) -> int:
             print(f"pinnlab: step {saved[-1]} saved in {str(checkpoint)!r}; {resume_hint(output)} continues "
                   "from it", file=sys.stderr)
         raise
-    # at the σ the run trained and evaluated with (a σ in its hyperparams overrides the estimator's), as /eval is
-    slice_data = result_slice(problem, result, num_samples=config.estimator.eval_samples, seed=config.trainer.seed,
-                              sigma=kwargs["hyperparams"].get("sigma"))
-    write_solve_result(output, config=config, problem=problem, result=result, slice_data=slice_data)
+    def keep_last_step():  # every step is done: a --resume then only writes the result
+        if on_checkpoint is not None and (not saved or saved[-1] < result.state.step):
+            on_checkpoint(result.state)
+
+    try:
+        # at the σ the run trained and evaluated with (a σ in its hyperparams overrides the estimator's), as /eval is
+        slice_data = result_slice(problem, result, num_samples=config.estimator.eval_samples,
+                                  seed=config.trainer.seed, sigma=kwargs["hyperparams"].get("sigma"))
+        write_solve_result(output, config=config, problem=problem, result=result, slice_data=slice_data)
+    except STOPS:  # (the slice and the result file take minutes at a large d)
+        keep_last_step()
+        if saved:
+            print(f"pinnlab: step {saved[-1]} saved in {str(checkpoint)!r}; {resume_hint(output)} continues "
+                  "from it", file=sys.stderr)
+        raise
+    except OSError as err:
+        keep_last_step()
+        raise RunFailed(unwritable(output, err) + kept()) from None
     if checkpoint.exists():
         checkpoint.unlink()
     if result.status != "ok":
@@ -636,6 +668,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"pinnlab: error{_rank()}: {_one_line(str(err))}", file=sys.stderr)
         return EXIT_USAGE
+    except RunFailed as err:
+        print(f"pinnlab: error{_rank()}: {_one_line(str(err))}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt as stop:  # (a command may add what is kept: the stop's message)
         print("pinnlab: interrupted" + (f"; {stop}" if str(stop) else ""), file=sys.stderr)
         return 130

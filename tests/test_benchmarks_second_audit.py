@@ -413,7 +413,7 @@ def test_hypergrad_methods_run_with_their_benchmark_options(bench, monkeypatch):
         "fgu": {"chunk_size": 6}, "rgu": {}, "trgu": {"steps": 5},
         "neumann": {"iterations": 20, "alpha": 0.05}, "cg": {"iterations": 20, "damping": 1e-3},
         "hessian_free": {"alpha": 0.05}, "darts": {"xi": 0.05},
-        "penalty": {"inner_iters": 50, "lr": 0.05}, "f2sa": {"inner_iters": 50, "lr_y": 0.05, "lr_z": 0.05},
+        "penalty": {"inner_iters": 50, "lr": 0.01}, "f2sa": {"inner_iters": 50, "lr_y": 0.05, "lr_z": 0.05},
     }
 
 

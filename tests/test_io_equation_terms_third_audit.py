@@ -105,9 +105,8 @@ def test_a_checkpoint_write_that_fails_half_way_leaves_the_previous_checkpoint_r
     checkpoint.write_checkpoint_file(path, {"step": 3, "x": torch.tensor([0.1, 0.2], dtype=F64)})
     before = path.read_bytes()
 
-    def failing_save(obj, target):
-        with open(target, "wb") as fh:
-            fh.write(before[: len(before) // 2])
+    def failing_save(obj, target):  # (target: the temporary file, opened by write_checkpoint_file)
+        target.write(before[: len(before) // 2])
         raise OSError("No space left on device")
 
     monkeypatch.setattr(checkpoint.torch, "save", failing_save)

@@ -85,10 +85,6 @@ def _one_line(capsys) -> str:
 
 
 # -- bugs -------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="BUG: a solve stopped after its last step, while its slice and result "
-                                       "are written, says only 'interrupted': the checkpoint kept is the last "
-                                       "periodic one (step 4 of 5), not the last completed step, and no line "
-                                       "says where --resume continues (pinnlab tune says so there)")
 def test_a_stop_while_the_solve_result_is_written_saves_the_last_step_and_says_so(tmp_path, capsys, monkeypatch):
     """README: a solve stopped by Ctrl-C or SIGTERM with trainer.checkpoint_every set first
     saves its last completed step and says so. All 5 steps are done when the result is
@@ -107,8 +103,6 @@ def test_a_stop_while_the_solve_result_is_written_saves_the_last_step_and_says_s
     assert _saved_step(ckpt) == 5
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a periodic checkpoint that cannot be written (disk full, a "
-                                       "directory made read-only) ends the solve with an OSError traceback")
 def test_a_checkpoint_that_cannot_be_written_is_one_line_and_keeps_the_one_before(tmp_path, capsys, monkeypatch):
     """The second periodic save (step 4) fails with ENOSPC: one line naming the error, a
     failure exit code (no traceback), and the step-2 checkpoint left whole for --resume.
@@ -132,9 +126,6 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line_and_keeps_the_one_befor
     assert _saved_step(tmp_path / "r.h5.ckpt") == 2
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a result file that cannot be written at the end of a solve "
-                                       "(disk full) ends in an OSError traceback; the kept checkpoint is not "
-                                       "named")
 def test_a_result_that_cannot_be_written_is_one_line_and_resumable(tmp_path, capsys, monkeypatch):
     """The run's last act, the atomic rename onto r.h5, fails with ENOSPC: one line (naming
     the output and the error) and a failure exit code; the checkpoint stays, so --resume
@@ -159,8 +150,6 @@ def test_a_result_that_cannot_be_written_is_one_line_and_resumable(tmp_path, cap
     assert _solve(tmp_path, "--resume") == 0 and (tmp_path / "r.h5").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a pinnlab solve checkpoint given to pinnlab tune --resume is "
-                                       "called 'incomplete: it has no 'metadata'', as if damaged")
 def test_a_solve_checkpoint_given_to_tune_is_named_as_a_solve_checkpoint(tmp_path, capsys, monkeypatch):
     """A user who ran ``pinnlab solve c.yaml -o run.h5`` and then ``pinnlab tune t.yaml -o
     run.h5 --resume`` (the same output name) meets a complete checkpoint of the other
@@ -176,8 +165,6 @@ def test_a_solve_checkpoint_given_to_tune_is_named_as_a_solve_checkpoint(tmp_pat
     assert "incomplete" not in err and "pinnlab solve" in err, err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a pinnlab tune checkpoint given to pinnlab solve --resume is "
-                                       "refused as 'an unknown format'")
 def test_a_tune_checkpoint_given_to_solve_is_named_as_a_tuning_checkpoint(tmp_path, capsys, monkeypatch):
     """The converse: ``pinnlab solve t.yaml -o t.h5 --resume`` beside a tuning's t.h5.ckpt
     (the tuning config solved as it is, the README's untuned baseline) is refused; the
@@ -193,9 +180,6 @@ def test_a_tune_checkpoint_given_to_solve_is_named_as_a_tuning_checkpoint(tmp_pa
     assert "unknown format" not in err and "pinnlab tune" in err, err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a checkpoint the user may not read (permissions) is called "
-                                       "'corrupted or unreadable (PermissionError)' and the hint is to discard it "
-                                       "with --overwrite")
 def test_a_checkpoint_that_may_not_be_read_is_not_called_corrupted(tmp_path, capsys, monkeypatch):
     """Measured as a user without the read permission on r.h5.ckpt (chmod 000): ``pinnlab
     solve --resume`` said the checkpoint is corrupted and to pass --overwrite, which throws

@@ -109,6 +109,8 @@ def load_checkpoint_file(path: Path, *, mmap: bool = False) -> Any:
     saying so (with ``mmap`` torch's own message was about memory mapping)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except PermissionError as err:  # a good checkpoint this user may not read: not to be discarded
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read ({err.strerror or err})") from None
     except Exception as err:  # noqa: BLE001 - any unpickling failure means corrupted
         raise CheckpointError(
             f"checkpoint {str(path)!r} is corrupted or unreadable ({type(err).__name__})"
@@ -155,8 +157,9 @@ def content_digest(value: Any) -> str:
 def write_checkpoint_file(path: str | Path, payload: dict[str, Any]) -> None:
     """``payload`` with its :func:`content_digest` written to ``path`` atomically;
     :func:`read_checkpoint` checks the digest."""
-    with atomic_path(path) as tmp:
-        torch.save({**payload, DIGEST_KEY: content_digest(payload)}, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # (opened here: a refused write is an OSError,
+        # where torch's own open raised a RuntimeError quoting the strerror)
+        torch.save({**payload, DIGEST_KEY: content_digest(payload)}, fh)
 
 
 def read_checkpoint(path: str | Path, *, metadata: Any = None,
@@ -334,6 +337,9 @@ def check_config(path: str | Path, data: Mapping[str, Any], config_yaml: str) ->
     another format, or written for another config than ``config_yaml`` (the refusal names
     the first setting that differs)."""
     if data.get("format") != FORMAT:
+        if "metadata" in data and "history" in data:  # (a user who solved a tuning's config under its name)
+            raise CheckpointError(f"checkpoint {str(path)!r} is a tuning's (pinnlab tune --resume continues it), "
+                                  "not a solve's")
         raise CheckpointError(f"checkpoint {str(path)!r} has an unknown format")
     # a checkpoint written before RUN_ONLY_SETTINGS were left out holds the whole YAML's hash
     if data.get("config_hash") not in (config_hash(config_yaml), hashlib.sha256(config_yaml.encode()).hexdigest()):

@@ -117,12 +117,11 @@ def reference_values(equation, x, mode: str, stream: TextIO | None = None):
     hjb_rosenbrock's Monte Carlo reference took minutes before the first step in
     silence); nothing is written with ``mode="off"``."""
     work = equation.reference_work(x) if mode != "off" else None
+    if not work:
+        return equation.exact_values(x)
     stream = stream or sys.stderr
-    if work:
-        print(work, file=stream, flush=True)
+    print(work, file=stream, flush=True)
     start = time.perf_counter()
     values = equation.exact_values(x)
-    if work:
-        print(f"{equation.name}: reference u* computed in {time.perf_counter() - start:.1f} s", file=stream,
-              flush=True)
+    print(f"{equation.name}: reference u* computed in {time.perf_counter() - start:.1f} s", file=stream, flush=True)
     return values

@@ -42,12 +42,15 @@ def checkpoint_metadata(path: Path):
     no dictionary raises :class:`~pinnlab.io.CheckpointError`: it was said to belong to
     another configuration). Memory-mapped, so its tensors are not read: the tuning loop
     that resumes from it reads the file in full, once."""
-    from pinnlab.io.checkpoint import CheckpointError, load_checkpoint_file
+    from pinnlab.io.checkpoint import FORMAT, CheckpointError, load_checkpoint_file
 
     saved = load_checkpoint_file(path, mmap=True)
     if not isinstance(saved, dict):
         raise CheckpointError(f"checkpoint {str(path)!r} has an unknown format")
     if "metadata" not in saved:
+        if saved.get("format") == FORMAT and "step" in saved:  # (a solve under the same output name)
+            raise CheckpointError(f"checkpoint {str(path)!r} is a solve's (pinnlab solve --resume continues it), "
+                                  "not a tuning's")
         raise CheckpointError(f"checkpoint {str(path)!r} is incomplete: it has no 'metadata'")
     return saved["metadata"]
 
