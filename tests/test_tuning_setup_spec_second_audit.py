@@ -54,7 +54,7 @@ def test_a_vector_init_outside_its_transforms_domain_is_named_by_its_range(tmp_p
     message = _refusal(tmp_path, "tune.tunables={sigma: {per_coordinate: true, init: [0.1, -0.2, 0.3, 0.05]}}",
                        text=FP3)
     assert message == ("tune.tunables.sigma.init = [-0.2 … 0.3]: a log-parameterised hyperparameter must be > 0; "
-                       "set init or low/high")
+                       "set init")
 
 
 def test_an_init_exact_in_the_runs_dtype_is_named_as_given(tmp_path):
@@ -62,7 +62,7 @@ def test_an_init_exact_in_the_runs_dtype_is_named_as_given(tmp_path):
     note is for values the run's dtype rounds)."""
     message = _refusal(tmp_path, "tune.tunables={weights.boundary: {init: -1.0}}", text=AUTOGRAD)
     assert message == ("tune.tunables.weights.boundary.init = -1: a log-parameterised hyperparameter must be > 0; "
-                       "set init or low/high")
+                       "set init")
 
 
 # -- a coefficient's default range ------------------------------------------------------------------

@@ -177,8 +177,6 @@ def test_the_same_observations_as_npz_h5_and_csv_recover_the_same_coefficients(t
     assert len(digests) == 3
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: tune.png of a one-outer-step tuning labels the outer-objective "
-                                       "axis 0.945, 0.960, ... 1.050 (fractional outer steps; no tick at 1)")
 def test_a_one_outer_step_tunings_plot_counts_outer_steps_in_whole_numbers(tmp_path, figures):
     """`tune.outer_steps=1` (a quick look at the first step): the φ axis shows 0 and 1, but
     the outer objective's axis, with its one point at outer step 1, was ticked at
@@ -195,9 +193,6 @@ def test_a_one_outer_step_tunings_plot_counts_outer_steps_in_whole_numbers(tmp_p
         assert ticks and all(float(t).is_integer() for t in ticks), (ax.get_xlabel(), ticks)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a log coefficient's default init 0 is refused with 'set init or "
-                                       "low/high', but low/high are refused next with joint (and every "
-                                       "hypergradient method): the hint leads to a second refusal")
 def test_the_advice_for_a_log_coefficients_start_can_be_followed(tmp_path, capsys):
     """README: low/high of a log-scale tunable "only set the range random and optuna draw
     from, and are refused with other methods". `coefficients.mu: {transform: log}` under

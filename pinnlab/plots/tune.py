@@ -117,5 +117,10 @@ def plot_tune(path: Path, outdir: Path) -> list[Path]:
             text += f"\n{name}: rel. error {err:.2e}"
         ax_obj.set_title(text, fontsize=10)
         ax_obj.legend(fontsize=8)
+        for ax in (ax_phi, ax_obj):  # one or two steps: a span under 2 gave ticks at 0.95, 0.96, ... 1.05
+            low, high = ax.get_xlim()
+            if high - low < 2:
+                middle = round((low + high) / 2)
+                ax.set_xlim(min(low, middle - 1), max(high, middle + 1))
         written = [_save(fig, outdir / "tune.png")]
     return written + plot_solve(path, outdir)

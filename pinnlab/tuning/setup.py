@@ -215,7 +215,10 @@ def make_tunables(config: Config, problem: PINNProblem, device, dtype) -> tuple[
             if isinstance(raw, (int, float)) and t.init.numel() == 1 and float(raw) != float(t.init):
                 # (1e-50 was reported as "init = 0: must be > 0"; 0.99999999 as "init = 1")
                 value = f"{raw!r} ({value} in {str(dtype).replace('torch.', '')})"
-            raise ConfigError(f"tune.tunables.{name}.init = {value}{given}: {err}; set init or low/high") from None
+            # (low/high bound a logit's values; for log and identity they are only a search's range,
+            # refused with this method: the advice to set them led to a second refusal)
+            advice = "set init or low/high" if isinstance(t.transform, Logit) else "set init"
+            raise ConfigError(f"tune.tunables.{name}.init = {value}{given}: {err}; {advice}") from None
     return tunables, collocation_net
 
 
