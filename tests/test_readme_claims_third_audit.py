@@ -53,7 +53,7 @@ tune:
 # README, "Result files": the root attributes of a run's file (input_files only "when the
 # run read one": none here)
 ROOT_ATTRS = {"kind", "config", "pinnlab_version", "torch_version", "numpy_version", "h5py_version",
-              "python_version", "git_hash", "problem_seed", "train_seed", "device", "dtype", "equation", "dim",
+              "python_version", "git_hash", "problem_seed", "train_seed", "device", "dtype", "torch_threads", "equation", "dim",
               "loss", "status", "message"}
 
 

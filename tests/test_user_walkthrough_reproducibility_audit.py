@@ -256,9 +256,6 @@ def test_a_refused_lra_every_is_quoted_as_given(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and "every = 0:" in err, err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a one-worker training study runs its cells in the calling "
-                                       "process and leaves torch's thread count at the cells' cores ÷ workers: "
-                                       "main(['study', ...]) then main(['solve', ...]) solves on other threads")
 def test_a_training_study_run_from_python_leaves_the_thread_count_as_it_was(tmp_path, monkeypatch):
     """README, Notes, Threads: "pinnlab leaves these settings to you"; ``main`` is public
     ("notebooks and scripts call it"). With one worker the cells run in the caller's
@@ -319,9 +316,6 @@ def test_an_estimator_study_of_a_network_file_records_that_files_digest(tmp_path
     assert digest in recorded.values()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a training study's summary file records the config's "
-                                       "study.workers, not the --workers the run used (which sets each "
-                                       "cell's torch threads, cores ÷ workers)")
 def test_a_training_studys_recorded_config_says_the_workers_it_ran_with(tmp_path):
     """README: ``--workers N`` "replaces" study.workers, and the result's config is the
     fully resolved one; each cell runs with cores ÷ workers threads, on which its float32
@@ -335,9 +329,6 @@ def test_a_training_studys_recorded_config_says_the_workers_it_ran_with(tmp_path
         assert yaml.safe_load(fh.attrs["config"])["study"]["workers"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: float32 results depend on torch's thread count "
-                                       "(quickstart, 20 steps: parameters differ by 1.2e-6 between "
-                                       "OMP_NUM_THREADS=1 and 2), which no result file records")
 def test_a_result_file_records_the_torch_thread_count_it_ran_with(tmp_path):
     """Re-running a colleague's solve with another OMP_NUM_THREADS (README, Threads: set it to
     the free cores) changes float32 reductions and so every number after the first step;

@@ -287,6 +287,8 @@ def write_solve_result(path: str | Path, *, config, problem, result, slice_data=
         fh.attrs["train_seed"] = config.trainer.seed
         fh.attrs["device"] = str(x.device)
         fh.attrs["dtype"] = str(x.dtype).replace("torch.", "")
+        # (float32 reductions, and so every number after the first step, change with it)
+        fh.attrs["torch_threads"] = torch.get_num_threads()
         fh.attrs["equation"] = equation.name
         fh.attrs["dim"] = equation.dim
         fh.attrs["loss"] = config.loss.kind

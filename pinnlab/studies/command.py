@@ -59,6 +59,8 @@ def run(args) -> int:
         raise UsageError("--workers must be >= 1")
     if args.workers is not None and config.study.kind == "estimator":
         raise UsageError("--workers: an estimator study runs in one process (the option is for training studies)")
+    if args.workers is not None:  # the config the file records says what the run used (it gave study.workers)
+        config = configuration.load(args.config, [*args.overrides, f"study.workers={args.workers}"])
     runs = _validated_runs(config, args)
     # the files each run reads: a grid or a variant may name its own data.source or module
     # (the study's CSV table replaced the observations a cell trained on)
@@ -374,7 +376,7 @@ def _training(config, output, args) -> int:
     cells = expand_cells(study.variants, study.grid)
     cell_dir = cell_directory(output)
     try:
-        records = run_training_study(args.config, cells, cell_dir, workers=args.workers or study.workers,
+        records = run_training_study(args.config, cells, cell_dir, workers=study.workers,
                                      base_overrides=args.overrides, progress=_log, overwrite=args.overwrite)
     except configuration.ConfigError as err:  # raised before any cell runs
         raise UsageError(f"config error: {err}") from None

@@ -362,6 +362,9 @@ def run_training_study(
     workers = max(1, min(workers, len(todo)))
     todo = [job + (threads,) for job in todo]
     if todo:
+        import torch
+
+        threads_before = torch.get_num_threads()  # (one worker runs its cells here, each setting it)
         if workers <= 1:
             results = map(_run_cell_job, todo)
         else:
@@ -382,6 +385,7 @@ def run_training_study(
             if workers > 1:
                 pool.terminate()
                 pool.join()
+            torch.set_num_threads(threads_before)  # pinnlab leaves the caller's settings as they were
     out = []
     for cell in cells:
         out.append({"variant": cell.variant, **{k: v for k, v in cell.assignment},
