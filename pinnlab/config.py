@@ -293,6 +293,13 @@ class Config:
             out.pop("estimator")
         if "tune" in out and not self.tune.seeded:  # (refused where nothing of the tuning is random)
             out["tune"].pop("seed")
+        study = self.sections.get("study")
+        if study is not None and study.kind == "estimator" and study.init != "trained":
+            # it trains nothing: the pretraining's settings are refused there, so its own file's
+            # config, defaults written out, could not be run again
+            for section, keep in UNTRAINED_STUDY_KEEPS.items():
+                if section in out:
+                    out[section] = {k: v for k, v in out[section].items() if k in keep}
         equation = out.get("equation")
         if equation is not None and equation.get("module", 0) is None:  # (no user module: as before it existed)
             del equation["module"]

@@ -200,9 +200,6 @@ def test_a_training_study_cell_is_repeated_by_solving_its_recorded_config(tmp_pa
     assert _same_params(cell, _solve(tmp_path, "cell_again", config=recorded))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an estimator study that trains nothing (study.init fresh or "
-                                       "a network file) records the trainer/loss/estimator defaults it "
-                                       "ignores, which the same command then refuses as settings without effect")
 @pytest.mark.parametrize("init", ["fresh", "file"])
 def test_an_untrained_estimator_study_is_repeated_from_its_recorded_config(tmp_path, init):
     """README: the resolved config a result file records leaves out settings without effect.

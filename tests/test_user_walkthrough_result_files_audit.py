@@ -183,9 +183,6 @@ def test_the_error_figure_names_a_variant_with_no_ok_cell(tmp_path, figures):
     assert any("adam" in text for text in texts), texts
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an estimator study's recorded config (study.init: fresh) holds the "
-                   "default trainer settings (trainer.steps: 1000, ...) that pinnlab study refuses in such a study, "
-                   "so the file's own config cannot be run again")
 def test_the_config_an_estimator_study_records_runs_again(tmp_path, capsys):
     """README: the root attribute ``config`` is the fully resolved YAML, and "the resolved
     config a result file records leaves out" the settings refused where they would be
