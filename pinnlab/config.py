@@ -181,7 +181,7 @@ class LossSection(_Section):
     blend: tuple[Int, Int] | None = None
     then: Literal["unbiased1", "unbiased2"] = "unbiased2"
     weighting: Literal["none", "lra", "relobralo"] = "none"
-    weighting_options: dict[str, Float] = Field(default_factory=dict)
+    weighting_options: dict[str, Int | Float] = Field(default_factory=dict)
     weights: dict[str, Float] = Field(default_factory=dict)
     boundary_points: Int = Field(100, ge=1)
 

@@ -56,11 +56,11 @@ def _with(**sections):
         (_with(loss={"kind": "hybrid", "switch_step": 5000}), "must be < trainer.steps"),
         (_with(trainer={"batch_chunks": 500}), "trainer.batch_chunks = 500"),
         (_with(loss={"weighting_options": {"alpha": 0.5}}), "only with loss.weighting: lra or relobralo"),
-        (_with(loss={"weighting": "lra", "weighting_options": {"alpha": 2}}), "weighting_options.alpha = 2.0"),
+        (_with(loss={"weighting": "lra", "weighting_options": {"alpha": 2}}), "weighting_options.alpha = 2"),
         (_with(loss={"weighting": "lra", "weighting_options": {"every": 2.5}}), "every = 2.5: must be a whole"),
         (_with(loss={"weighting": "relobralo", "weighting_options": {"every": 5}}),
          "weighting_options.every: unknown option of relobralo (allowed: alpha, lookback, temperature)"),
-        (_with(loss={"weighting": "relobralo", "weighting_options": {"temperature": 0}}), "temperature = 0.0"),
+        (_with(loss={"weighting": "relobralo", "weighting_options": {"temperature": 0}}), "temperature = 0"),
         # trainer.backend: deepxde refuses what DeepXDE's training would silently ignore
         (_with(trainer={"backend": "deepxde", "optimizer": "sgd"}),
          "trainer.optimizer = 'sgd': not supported by trainer.backend: deepxde"),

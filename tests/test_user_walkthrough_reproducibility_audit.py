@@ -227,8 +227,6 @@ LRA = ["equation.constraint=soft", "loss.weighting=lra"]
 """TINY with a boundary term whose weight LRA adapts."""
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: loss.weighting_options are typed as floats: LRA's step count "
-                                       "every: 5 is recorded as 5.0 in the resolved config")
 def test_lras_every_is_recorded_as_the_integer_given(tmp_path):
     """README: LRA's options are ``alpha`` 0.1 and ``every`` 10, a count of steps. Given as
     the integer 5, the resolved config a result file records said ``every: 5.0`` (while
@@ -240,8 +238,6 @@ def test_lras_every_is_recorded_as_the_integer_given(tmp_path):
     assert every == 5 and isinstance(every, int)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the refusal of loss.weighting_options.every=0 quotes the "
-                                       "value as 0.0, which reads as if a float were the problem")
 def test_a_refused_lra_every_is_quoted_as_given(tmp_path, capsys):
     """``loss.weighting_options.every=0`` is refused in one line with exit code 2 (right);
     the line said ``every = 0.0: must be a whole number >= 1``: the user wrote a whole
