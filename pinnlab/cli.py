@@ -511,7 +511,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     belongs (``pinnlab solve a=1 c.yaml``) is refused with a line saying so, instead of
     being read as the path of a config that does not exist."""
     parser = make_parser()
-    args, extras = parser.parse_known_args(argv)
+    try:
+        args, extras = parser.parse_known_args(argv)
+    except UsageError as err:  # `pinnlab -V`: "a command is required" did not name the -V typed
+        given = [token for token in (sys.argv[1:] if argv is None else argv) if token.startswith("-")]
+        if "required: command" not in str(err) or not given:
+            raise
+        raise UsageError(f"unrecognized arguments: {' '.join(given)} (pinnlab --help lists the commands and "
+                         "options)") from None
     takes_overrides = hasattr(args, "overrides")
     if takes_overrides and "--" in extras:
         cut = extras.index("--")

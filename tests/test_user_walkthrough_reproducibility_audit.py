@@ -276,8 +276,6 @@ def test_version_names_the_installed_pinnlab_as_result_files_record_it(tmp_path,
     assert stop.value.code == 0 and capsys.readouterr().out == f"pinnlab {recorded}\n"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `pinnlab -V` (a common spelling of --version) is refused "
-                                       "as 'the following arguments are required: command', not naming -V")
 def test_an_unknown_option_alone_is_named_in_the_refusal(capsys):
     """``pinnlab -V`` is refused with exit code 2 (right), but the one line said a command
     is required, which a user who typed an option to ask for the version reads as if
