@@ -314,9 +314,11 @@ class Config:
     def input_files(self) -> dict[str, str]:
         """The files the run takes numbers or code from (``data.source``, ``equation.module``:
         a ``.py`` path, or the file a dotted module name was imported from), key → path."""
-        data, module = self.sections.get("data"), self.equation.module
+        data, module, study = self.sections.get("data"), self.equation.module, self.sections.get("study")
         files = {"data.source": None if data is None or data.source == "synthetic" else data.source,
-                 "equation.module": _module_file(module) if isinstance(module, str) else None}
+                 "equation.module": _module_file(module) if isinstance(module, str) else None,
+                 # an estimator study of a network file: every number it gives is that network's
+                 "study.init": None if study is None or study.init in ("fresh", "trained") else study.init}
         return {key: path for key, path in files.items() if path is not None}
 
     def input_digests(self) -> dict[str, str]:

@@ -287,9 +287,6 @@ def test_an_unknown_option_alone_is_named_in_the_refusal(capsys):
 
 
 # -- what the files do not record ------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="BUG: an estimator study of a network file (study.init) records "
-                                       "only that file's path, not its SHA-256 as solve and tune files "
-                                       "record the files they read (input_files)")
 def test_an_estimator_study_of_a_network_file_records_that_files_digest(tmp_path):
     """Every number of an estimator study with ``study.init: net.h5`` is a property of the
     network in that file. A solve or tune file records the SHA-256 of each file it reads

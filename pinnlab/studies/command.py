@@ -230,6 +230,9 @@ def _estimator(config, output, args, runs) -> int:
     with atomic_path(output) as tmp, h5py.File(tmp, "w") as fh:
         fh.attrs["kind"] = "estimator_study"
         fh.attrs["config"] = config.to_yaml()
+        digests = config.input_digests()
+        if digests:  # (as a solve's: the files it read, study.init's network among them)
+            fh.attrs["input_files"] = json.dumps(digests, sort_keys=True)
         for key, value in _versions().items():
             fh.attrs[key] = str(value)
         fh.attrs["slopes"] = strict_json(slopes)
