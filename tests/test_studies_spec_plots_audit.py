@@ -25,7 +25,8 @@ def test_a_sigma_of_one_is_labelled_as_the_config_writes_it(tmp_path, figures):
     study_plots.plot_estimator_study(tmp_path / "est.h5", tmp_path)
     ax_var = figures["estimator_loss.png"].axes[0]
     labels = ax_var.get_legend_handles_labels()[1]
-    assert labels == ["biased, independent, d=5, σ=0.05", "biased, independent, d=5, σ=1"], labels
+    assert labels == ["biased, independent, d=5, σ=0.05 (no fit: fewer than 3 K)",
+                      "biased, independent, d=5, σ=1 (no fit: fewer than 3 K)"], labels
 
 
 @pytest.mark.parametrize("columns, values, places", [

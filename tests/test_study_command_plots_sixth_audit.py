@@ -228,7 +228,7 @@ def test_two_k_get_no_variance_fit_nor_band(tmp_path, figures):
     _plot(tmp_path, figures, _loss_records(ks=(4, 8)))
     ax = figures["estimator_loss.png"].axes[0]
     assert not _bands(ax) and not any(line.get_linestyle() == "--" for line in ax.lines)
-    assert ax.get_legend_handles_labels()[1] == ["biased, independent, d=5, σ=0.05"]
+    assert ax.get_legend_handles_labels()[1] == ["biased, independent, d=5, σ=0.05 (no fit: fewer than 3 K)"]
 
 
 def test_a_loss_bias_within_two_se_of_zero_is_drawn_hollow(tmp_path, figures):

@@ -116,9 +116,6 @@ def test_the_slice_u_true_is_the_exact_solution_at_the_test_sets_medians(tmp_pat
     np.testing.assert_allclose(stored, exact, rtol=1e-9, atol=1e-9)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: at two K the variance panel draws no fit and its legend says nothing, "
-                   "while the study's JSON 'slopes' hold a variance slope for the same series and the bias panel "
-                   "says 'no fit: fewer than 3 K'")
 def test_a_variance_series_at_two_k_says_why_it_has_no_fit(tmp_path, figures):
     """README: ``pinnlab plot STUDY.h5`` draws variance against K "with fitted slopes and
     bands", and its title promises "dashed: log–log fit". With K = 4 and 8 only, the
@@ -163,9 +160,6 @@ def test_every_key_of_a_bench_tuning_record_is_documented(monkeypatch, tmp_path)
 
 
 @pytest.mark.filterwarnings("ignore:No artists with labels found")
-@pytest.mark.xfail(strict=True, reason="BUG: the training-study error figure drops a variant none of whose cells "
-                   "ended ok without a word (no legend entry, no note), while the study's table says 'no ok run "
-                   "(2 of 2 not ok, left out)'")
 def test_the_error_figure_names_a_variant_with_no_ok_cell(tmp_path, figures):
     """README: cells that did not end ok are left out of the means and counted. A study
     whose variant ``adam`` diverged in every cell (``pinnlab study`` with a variant

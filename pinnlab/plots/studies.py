@@ -121,7 +121,10 @@ def plot_estimator_study(path: Path, outdir: Path) -> list[Path]:
             # (clipped below only, to stay on the log axis: the upper bar is the full 2 SE)
             ax_var.errorbar(ks, var, yerr=np.stack([np.minimum(var_err, 0.999 * var), var_err]), capsize=3, **style)
             # legend entries are the series' filled marker, whatever was drawn
-            ax_var.plot([], [], **style, label=label + (f" (slope {fit[0]:.2f} ± {fit[1]:.2f})" if fit else ""))
+            # (without a line, why: the study's JSON still gives a two-K slope, which the plot does not draw)
+            why = "fewer than 3 K" if len(ks) < 3 else "a variance ≤ 0 has no logarithm"
+            ax_var.plot([], [], **style, label=label + (f" (slope {fit[0]:.2f} ± {fit[1]:.2f})" if fit else
+                                                        f" (no fit: {why})"))
             # one rule for the points, the fit and the label: the bias is distinguishable
             # from 0 where it is more than BIAS_Z SE from it (filled), a slope is fitted
             # where it is at every K (the slopes of fit_slopes)
@@ -229,6 +232,9 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
                         yerr=[r["rel_l2_std"] for r in rows], fmt="o-", capsize=4, color=color[variant],
                         label=variant)
     if ax.containers:
+        for variant in variants:  # named, not dropped: it ran (the study's table says "no ok run")
+            if not any(r["variant"] == variant and r["rel_l2_mean"] > 0 for r in summary):
+                ax.plot([], [], "o", mfc="none", color=color[variant], label=f"{variant}: no cell ended ok")
         ax.legend()
     else:
         ax.text(0.5, 0.5, "no cell finished with status ok: no error to draw", transform=ax.transAxes,
