@@ -84,11 +84,7 @@ def run_inputs(config_path: str | Path, config) -> list[tuple[Path, str]]:
     (``solve cfg.yaml -o cfg.yaml --overwrite`` replaced the config; ``study.init=net.h5
     -o net.h5`` the trained network)."""
     reads = [(Path(config_path), "the config")]
-    reads += [(Path(path), key) for key, path in config.input_files().items()]
-    study = config.sections.get("study")
-    if study is not None and study.init not in ("fresh", "trained"):
-        reads.append((Path(study.init), "study.init"))
-    return reads
+    return reads + [(Path(path), key) for key, path in config.input_files().items()]
 
 
 def resolved_output(path: Path, where: str) -> Path:

@@ -130,6 +130,10 @@ def memory_moments(config: Config, observations: int | None = None) -> dict[str,
                                     "the boundary term", boundary, "estimator.samples")
         if observed and data.train:
             step.append(sizes.points(*observed))
+            if estimator.kind == "stein":  # u_σ at the step's observations (all by default), as the boundary term's
+                m = min(data.batch_size or observed[0], observed[0])
+                step += sizes.stein(m, estimator.samples, estimator.noise, True, "the data term", ("data.batch_size",),
+                                    "estimator.samples")
         out["a training step"] = held + [x_test, *step]
         if estimator.kind == "stein":  # evaluated a chunk of points at a time: at least one point
             out["an evaluation"] = held + [x_test, *sizes.stein(

@@ -77,7 +77,7 @@ TOO_LARGE = {
                    "the hidden activations of an evaluation, 1 × 2 × 10000000 × 8", "estimator.eval_samples"),
     "boundary": (["equation.constraint=soft"], ["loss.boundary_points=1000000"],
                  "the hidden activations of the boundary term", "loss.boundary_points"),
-    "observations": (["data.train=true"], ["data.points=10000000"], "the observations, 10000000 × 3 values, 229 MiB",
+    "observations": (["data.train=true", "data.batch_size=1"], ["data.points=10000000"], "the observations, 10000000 × 3 values, 229 MiB",
                      "data.points"),
     "network": ([], ["model.width=10000"], "the hidden layers' θ and optimizer state, 10000 × 10000 values × 3",
                 "model.width"),
@@ -400,7 +400,8 @@ def test_observations_from_a_file_are_counted_once_read(tmp_path, monkeypatch):
     rows = 300_000
     path = tmp_path / "obs.npz"
     np.savez(path, x=np.full((rows, 3), 0.1), u=np.zeros(rows))
-    config = _config(SMALL, [f"data.source={path}", "data.train=true"])
+    # (one observation per step: the data term's Stein estimate at all of them is larger still)
+    config = _config(SMALL, [f"data.source={path}", "data.train=true", "data.batch_size=1"])
     S.check_sizes(config)  # (the count is not known yet)
     with pytest.raises(C.ConfigError) as info:
         C.build(config)

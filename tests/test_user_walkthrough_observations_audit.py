@@ -120,11 +120,6 @@ def test_a_time_outside_the_interval_says_the_time_is_the_last_column(tmp_path):
     assert "time outside [0, 1]" in message and "last" in message, message
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the memory bound before a run leaves out the data term's Stein "
-                                       "estimate (K samples at each observation, all of them per step by "
-                                       "default): 20,000 observations, K = 64, width 64 peaked at 4.2 GB (0.5 GB "
-                                       "with data.batch_size=8) against a counted training step of 1.6 MB, so a "
-                                       "large file fills memory instead of being refused in one line")
 def test_the_memory_bound_counts_the_data_terms_activations(tmp_path):
     """README: before any tensor is made, a lower bound of the run's memory (... one
     training step's noise draw and activations ...) is compared with the machine's. With
