@@ -210,8 +210,6 @@ PLAIN_NETS = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a plain torch network fails at the first step with a torch "
-                   "error (mat1 and mat2 shapes; expand in fields.py; linear() of a _ScaledPerturbation)")
 @pytest.mark.parametrize("case", sorted(PLAIN_NETS))
 def test_a_plain_torch_network_is_refused_naming_the_net_or_trains(case):
     """PINNProblem takes any nn.Module ("the raw network f(·; θ)"), but only checks the

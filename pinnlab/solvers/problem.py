@@ -104,6 +104,7 @@ class PINNProblem:
             raise ValueError(f"net takes {inputs} input columns, {self.equation.name} has "
                              f"{self.equation.input_dim} (d = {self.equation.dim}"
                              f"{', plus time' if self.equation.time_dependent else ''})")
+        self._check_net()
         object.__setattr__(self, "_names", frozenset(name for name, _ in self.net.named_parameters()))
         check_integer("batch_size", self.batch_size)
         check_integer("batch_chunks", self.batch_chunks)
@@ -129,6 +130,39 @@ class PINNProblem:
                 isinstance(term, ConstraintLoss) for term in self.extra_terms):
             warn(f"{self.equation.name} has a soft constraint, and no ConstraintLoss is among extra_terms: the "
                  "problem trains without its boundary (or initial) condition (pinnlab solve adds one)")
+
+    def _check_net(self) -> None:
+        """One forward pass of the net at 2 points (and, under the Stein estimator, at a
+        :class:`~pinnlab.nets.Perturbation` of them): a plain torch network of another
+        input width, with an `(N, 1)` output, or one that takes only tensors under Stein
+        failed at the first step with a torch error from deep inside."""
+        from pinnlab.estimators import SteinAntithetic
+        from pinnlab.nets import Perturbation
+
+        d = self.equation.input_dim
+        param = next(self.net.parameters(), None)
+        like = {} if param is None or not param.is_floating_point() else {"dtype": param.dtype,
+                                                                          "device": param.device}
+        x = torch.zeros(2, d, **like)
+        with torch.no_grad():
+            try:
+                out = self.net(x)
+            except Exception as err:  # noqa: BLE001 - whatever the user's network raises, named
+                raise ValueError(f"net: its forward pass at (2, {d}) points of {self.equation.name} failed "
+                                 f"({type(err).__name__}: {one_line(str(err))[:160]}); it must take (N, {d}) "
+                                 "inputs and return (N,) values") from None
+            if not isinstance(out, Tensor) or out.shape != (2,):
+                shown = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+                raise ValueError(f"net must return one value per point, shape (N,), for (N, {d}) inputs; it "
+                                 f"returned {shown} for N = 2 (end an (N, 1) output with nn.Flatten(0))")
+            if isinstance(self.estimator, SteinAntithetic):
+                try:
+                    self.net(Perturbation(x, (torch.zeros(1, d, **like),), ((1.0,),)))
+                except Exception as err:  # noqa: BLE001
+                    raise TypeError(f"net: the Stein estimator passes it a pinnlab.nets.Perturbation (the noisy "
+                                    f"copies of the points, factored), which it cannot take "
+                                    f"({type(err).__name__}); use pinnlab.nets.MLP, or wrap a plain network "
+                                    "as pinnlab.nets.Pointwise(net), which evaluates the copies") from None
 
     def init_params(
         self, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None
