@@ -136,8 +136,8 @@ class PINNProblem:
         :class:`~pinnlab.nets.Perturbation` of them): a plain torch network of another
         input width, with an `(N, 1)` output, or one that takes only tensors under Stein
         failed at the first step with a torch error from deep inside."""
-        from pinnlab.estimators import SteinAntithetic
-        from pinnlab.nets import Perturbation
+        from pinnlab.estimators.stein import SteinAntithetic  # (the classes: a name in the package may be wrapped)
+        from pinnlab.nets.perturbation import Perturbation
 
         d = self.equation.input_dim
         param = next(self.net.parameters(), None)
