@@ -16,6 +16,7 @@ import os
 import re
 import types
 import typing
+import weakref
 from collections.abc import Callable, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -1280,8 +1281,14 @@ def make_equation(section: EquationSection):
     return equation
 
 
-def check_user_equation(equation, module: str) -> None:
-    """A user's equation (``equation.module``) tried on four of its own points before any
+_CHECKED_EQUATIONS: weakref.WeakSet = weakref.WeakSet()
+"""The user equations :func:`check_user_equation` passed (a PINNProblem of one built from a
+config does not try it again)."""
+
+
+def check_user_equation(equation, module: str | None) -> None:
+    """A user's equation (``equation.module``; None: one given to
+    :class:`~pinnlab.solvers.PINNProblem` from Python) tried on four of its own points before any
     work: its samplers, exact solution, source, terms, ansatz and residual (of a small
     network, exact derivatives), and with a soft constraint its boundary sampler and
     values, must run, give `(4, D)` points and one finite value per point. What they raised came out as a traceback in the first step
@@ -1290,7 +1297,7 @@ def check_user_equation(equation, module: str) -> None:
     import torch
 
     from pinnlab._seeding import make_generator
-    from pinnlab.equations import Nonpolynomial, Term
+    from pinnlab.equations import Jet, Nonpolynomial, Term
     from pinnlab.equations.base import _one_per_point
     from pinnlab.estimators import Autograd
     from pinnlab.nets import MLP
@@ -1304,7 +1311,13 @@ def check_user_equation(equation, module: str) -> None:
             raise ValueError(f"it returned {shown} for 4 points, not (4, {equation.input_dim})")
         coefficients = equation.coefficients_like(x)
         step = "exact"
-        if not bool(torch.isfinite(equation.exact(x)).all()):
+        try:
+            exact = equation.exact(x)
+        except NotImplementedError:
+            if module is not None:
+                raise
+            exact = None  # (from Python, train() takes a test_set with reference values instead)
+        if exact is not None and not bool(torch.isfinite(exact).all()):
             raise ValueError("it is not finite at the points")
         step = "source"
         source = _one_per_point(equation, "source", equation.source(x, coefficients), x, constant=True)
@@ -1316,7 +1329,12 @@ def check_user_equation(equation, module: str) -> None:
                                                                     for t in terms)):
             raise ValueError(f"it returned {str(terms)[:60]}, not a tuple of Term/Nonpolynomial objects")
         step = "ansatz_jets"
-        for which, jet in zip(("A", "B"), equation.ansatz_jets(x, coefficients)):
+        jets = equation.ansatz_jets(x, coefficients)
+        if isinstance(jets, Jet) or not (isinstance(jets, (tuple, list)) and len(jets) == 2):
+            # (one Jet, itself a tuple of three, failed in the residual: "too many values to unpack")
+            raise ValueError(f"it returned {'one Jet' if isinstance(jets, Jet) else type(jets).__name__}, not the "
+                             "pair (A, B) of Jets of u = A·u_σ + B")
+        for which, jet in zip(("A", "B"), jets):
             _check_jet(which, jet, x)
         step = "residual"  # the whole residual, its terms' derivatives exact, of a small network
         net = MLP(equation.input_dim, width=4, depth=2, dtype=torch.float64)
@@ -1329,13 +1347,18 @@ def check_user_equation(equation, module: str) -> None:
             step = "boundary_value"
             equation.boundary_value(boundary)
     except Exception as err:  # noqa: BLE001 - whatever the user's code raises is bad input, in one line
+        where = "" if module is None else f" (equation.module = {module!r})"
         if isinstance(err, NotImplementedError) and step == "sample_boundary":
-            raise ConfigError(f"equation.constraint = 'soft': {equation.name} (equation.module = {module!r}) has no "
+            raise ConfigError(f"equation.constraint = 'soft': {equation.name}{where} has no "
                               "boundary sampler (sample_boundary) for the boundary loss; use constraint: hard") \
                 from None
         detail = (str(err).strip().splitlines() or [""])[0][:200]
-        raise ConfigError(f"equation {equation.name!r} (equation.module = {module!r}): {step} failed when tried on "
+        raise ConfigError(f"equation {equation.name!r}{where}: {step} failed when tried on "
                           f"4 points: {type(err).__name__}" + (f": {detail}" if detail else "")) from None
+    try:
+        _CHECKED_EQUATIONS.add(equation)
+    except TypeError:  # (an unhashable equation is tried again by its PINNProblem)
+        pass
 
 
 def _check_jet(which: str, jet, x) -> None:

@@ -403,9 +403,6 @@ def test_a_term_coefficient_of_one_column_is_refused_not_broadcast():
             lambda z: torch.func.functional_call(net, params, (z,)), x, queries))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an ansatz Jet of the wrong shape, one Jet for the pair (A, B) "
-                   "or a Field for a Term end in torch broadcasting errors, 'too many values to unpack' or "
-                   "\"'Field' object has no attribute 'factors'\"")
 @pytest.mark.parametrize("slip", ["ansatz value (N, 1)", "ansatz gradient (N, d - 1)", "one Jet", "a Field for a Term"])
 def test_a_users_slip_in_ansatz_or_terms_is_named(slip):
     """The CLI tries a module's equation on four points and names the method that failed;

@@ -104,6 +104,14 @@ class PINNProblem:
             raise ValueError(f"net takes {inputs} input columns, {self.equation.name} has "
                              f"{self.equation.input_dim} (d = {self.equation.dim}"
                              f"{', plus time' if self.equation.time_dependent else ''})")
+        if not type(self.equation).__module__.startswith("pinnlab."):  # a user's own equation: tried as the CLI tries it
+            from pinnlab.config import _CHECKED_EQUATIONS, ConfigError, check_user_equation
+
+            if self.equation not in _CHECKED_EQUATIONS:
+                try:
+                    check_user_equation(self.equation, None)
+                except ConfigError as err:  # (a slip in the ansatz or terms failed deep inside the first step)
+                    raise ValueError(str(err)) from None
         self._check_net()
         object.__setattr__(self, "_names", frozenset(name for name, _ in self.net.named_parameters()))
         check_integer("batch_size", self.batch_size)
