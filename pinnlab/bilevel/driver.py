@@ -179,6 +179,14 @@ def _check_metadata(value, where: str = "metadata") -> None:
                     "resume can read back (convert it, e.g. str(path) or float(x))")
 
 
+def refuse_existing_checkpoint(checkpoint: str | Path, *, resume: bool, overwrite: bool) -> None:
+    """A fresh run (neither ``resume`` nor ``overwrite``) would replace the checkpoint of
+    another at its first save: ``FileExistsError`` before any work."""
+    if not resume and not overwrite and Path(checkpoint).exists():
+        raise FileExistsError(f"checkpoint {str(checkpoint)!r} exists; pass resume=True to continue that run "
+                              "or overwrite=True to start over")
+
+
 def _described(parameterization: AbstractParameterization) -> str:
     """What a checkpoint records of a tunable's parameterisation (its repr, e.g.
     ``Logit(low=0.0, high=1.0)``; its class name where it has no repr of its own)."""
@@ -303,9 +311,7 @@ def optimize(
         if Path(checkpoint).is_dir():
             raise ValueError(f"checkpoint {str(checkpoint)!r} is a directory; name a file to write to")
         check_writable_directory(checkpoint)
-        if not resume and not overwrite and Path(checkpoint).exists():  # (its first save replaced another run's)
-            raise FileExistsError(f"checkpoint {str(checkpoint)!r} exists; pass resume=True to continue that run "
-                                  "or overwrite=True to start over")
+        refuse_existing_checkpoint(checkpoint, resume=resume, overwrite=overwrite)
         _check_metadata(metadata)
     parameterization = parameterization or {}
     inner = reparameterize(problem, parameterization)

@@ -21,6 +21,7 @@ from pinnlab.bilevel import (
     make_method,
     optimize,
 )
+from pinnlab.bilevel.driver import refuse_existing_checkpoint
 from pinnlab.config import ConfigError, describe_value, hybrid_never_switches
 from pinnlab.losses import Hybrid, Piecewise
 from pinnlab.solvers import TrainResult, TrainState, train
@@ -232,9 +233,8 @@ def run_tuning(setup: TuningSetup, *, checkpoint: Path | None = None, resume: bo
     an existing ``checkpoint`` is resumed or, with ``overwrite``, replaced, never replaced
     by a fresh run without it)."""
     tune = setup.config.tune
-    if checkpoint is not None and save and not resume and not overwrite and Path(checkpoint).exists():
-        raise FileExistsError(f"checkpoint {str(checkpoint)!r} exists; pass resume=True to continue that run or "
-                              "overwrite=True to start over")
+    if checkpoint is not None and save:  # (for every method: a search's first save replaced it too)
+        refuse_existing_checkpoint(checkpoint, resume=resume, overwrite=overwrite)
     if tune.method in ("random", "optuna"):
         score = None
         if tune.inner == "deepxde":  # each trial is a DeepXDE training, scored like zo_fg2u's black box
