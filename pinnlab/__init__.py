@@ -5,36 +5,42 @@ solver loops and the bilevel layer unrolls), :func:`hypergradient` (one hypergra
 estimate through that step), :func:`configure_malloc` (glibc settings that let a
 training process reuse its freed memory; the ``pinnlab`` commands set them).
 Sub-packages: ``equations``, ``estimators``, ``losses``, ``nets``, ``solvers``,
-``bilevel``, ``tuning``, ``studies``, ``io``, ``plots`` (the last five, and
-``hypergradient``, are imported on first use: ``plots`` needs matplotlib).
+``bilevel``, ``tuning``, ``studies``, ``io``, ``plots``: each, and each name above, is
+imported on first use (``import pinnlab`` imports neither torch nor matplotlib).
 Names starting with an underscore are not part of the public API.
 """
 
 from importlib import import_module
-
-from pinnlab import equations as equations
-from pinnlab import estimators as estimators
-from pinnlab import losses as losses
-from pinnlab import nets as nets
-from pinnlab import solvers as solvers
-from pinnlab._malloc import configure_malloc as configure_malloc
-from pinnlab.solvers import PINNProblem as PINNProblem
-from pinnlab.solvers import TrainResult as TrainResult
-from pinnlab.solvers import make_train_step as make_train_step
-from pinnlab.solvers import train as train
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-_LAZY = {"bilevel": "pinnlab.bilevel", "tuning": "pinnlab.tuning", "studies": "pinnlab.studies",
-         "io": "pinnlab.io", "plots": "pinnlab.plots"}
+# Everything is imported on first use (PEP 562), so that ``import pinnlab`` (and the
+# ``pinnlab`` command, before its main() can catch a Ctrl-C) does not import torch: a
+# Ctrl-C in a command's first seconds is then "pinnlab: interrupted", not a traceback
+# through torch's import machinery. ``from pinnlab import train`` works as before.
+_SUBPACKAGES = ("equations", "estimators", "losses", "nets", "solvers", "bilevel", "tuning", "studies", "io",
+                "plots")
+_NAMES = {"PINNProblem": "pinnlab.solvers", "TrainResult": "pinnlab.solvers", "make_train_step": "pinnlab.solvers",
+          "train": "pinnlab.solvers", "configure_malloc": "pinnlab._malloc", "hypergradient": "pinnlab.bilevel"}
+
+if TYPE_CHECKING:  # (what a type checker and an editor see)
+    from pinnlab import bilevel, equations, estimators, io, losses, nets, plots, solvers, studies, tuning
+    from pinnlab._malloc import configure_malloc
+    from pinnlab.bilevel import hypergradient
+    from pinnlab.solvers import PINNProblem, TrainResult, make_train_step, train
 
 
 def __getattr__(name):
-    if name in _LAZY:
-        return import_module(_LAZY[name])
-    if name == "hypergradient":
-        return import_module("pinnlab.bilevel").hypergradient
+    if name in _SUBPACKAGES:
+        return import_module(f"pinnlab.{name}")
+    if name in _NAMES:
+        return getattr(import_module(_NAMES[name]), name)
     raise AttributeError(f"module 'pinnlab' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)
 
 
 __all__ = [
