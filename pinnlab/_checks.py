@@ -73,7 +73,13 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
-__all__ = ["check_at_least", "check_choice", "check_integer", "check_nonnegative", "check_positive", "check_seed"]
+def check_flag(name: str, value: Any) -> None:
+    """``value`` is a ``bool`` (a string such as "no" would be true, silently)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+__all__ = ["check_at_least", "check_choice", "check_flag", "check_integer", "check_nonnegative", "check_positive", "check_seed"]
 
 
 def overlong_path(path: Any) -> str | None:

@@ -331,3 +331,12 @@ def test_a_two_phase_run_resumes_from_before_its_outer_algorithm_phase(tmp_path)
     assert resumed.history["method"] == ["rgu", "rgu", "penalty", "penalty"]
     assert resumed.history["value"] == full.history["value"]
     assert torch.equal(resumed.theta["w"], full.theta["w"])
+
+
+@pytest.mark.parametrize("name", ["warm_start", "resume", "overwrite"])
+def test_a_flag_given_as_a_string_is_refused_naming_it(name):
+    """warm_start="no" (or a 0/1 for resume, overwrite) was taken by its truth value: the
+    string "no" meant warm starts. A flag is a bool, refused otherwise with one line."""
+    with pytest.raises(ValueError) as err:
+        optimize(PROBLEM, PHI, ReverseUnroll(), steps=1, **{name: "no"})
+    assert str(err.value) == f"{name} must be True or False, got 'no'"

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from pinnlab._budget import Budget
-from pinnlab._checks import check_integer, check_positive, check_seed
+from pinnlab._checks import check_flag, check_integer, check_positive, check_seed
 from pinnlab._interrupts import STOPS
 from pinnlab._typing import tensor_leaves
 from pinnlab.bilevel.base import (
@@ -294,6 +294,8 @@ def optimize(
     check_integer("accumulate", accumulate)
     check_integer("checkpoint_every", checkpoint_every, minimum=0)
     check_seed("seed", seed)
+    for name, flag in (("warm_start", warm_start), ("resume", resume), ("overwrite", overwrite)):
+        check_flag(name, flag)
     if time_budget is not None:
         check_positive("time_budget", time_budget)
     methods = (method.first, method.then) if isinstance(method, TwoPhase) else (method,)
