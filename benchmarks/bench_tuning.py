@@ -540,7 +540,8 @@ def main() -> int:
     try:
         run_all(args, names, methods, specs, phases, budget, records)
     except KeyboardInterrupt:  # (a traceback, and a 23-minute run stopped late kept nothing)
-        kept = f"; its {len(records)} finished runs are in {args.json}" if args.json else ""
+        runs = f"{len(records)} finished run" + ("s are" if len(records) != 1 else " is")
+        kept = f"; its {runs} in {args.json}" if args.json else ""
         if args.json:
             write_json(args.json, header | {"interrupted": True, "records": records})
         print(f"bench_tuning.py: interrupted{kept}", file=sys.stderr)

@@ -175,6 +175,7 @@ def test_an_interrupted_tuning_benchmark_ends_in_one_line_and_keeps_its_finished
         pytest.fail("KeyboardInterrupt traceback")
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 130 and len(err) <= 2, err
+    assert err[-1] == f"bench_tuning.py: interrupted; its 1 finished run is in {path}"  # (it said "1 ... runs")
     data = json.loads(path.read_text())
     assert data["interrupted"] is True and [r["method"] for r in data["records"]] == ["fg2u"]
 
