@@ -192,3 +192,36 @@ def test_a_tuning_ended_by_its_budget_says_so(tmp_path, capsys, method, unit):
     assert f"note: {note}\n" in err, err
     with h5py.File(tmp_path / "t.h5") as fh:  # (and /tune's message, which was empty)
         assert (fh["tune"].attrs["status"], fh["tune"].attrs["message"]) == ("ok", note)
+
+
+ROSENBROCK_REFERENCE = """\
+equation: {name: hjb_rosenbrock, dim: 3, seed: 0, horizon: 0.3, reference_samples: 64}
+model: {width: 8, depth: 2}
+estimator: {kind: stein, sigma: 0.05, samples: 4, eval_samples: 4}
+loss: {kind: biased}
+trainer: {steps: 2, eval_every: 2, test_points: 20, batch_size: 8}
+tune:
+  method: fg2u
+  tunables: {sigma: {}}
+  objective: {kind: reference, points: 10}
+  outer_steps: 1
+  horizon: 1
+"""
+
+
+@pytest.mark.parametrize("mode", ["log", "off"])
+def test_the_objectives_rosenbrock_reference_is_announced_before_the_tuning(tmp_path, capsys, monkeypatch, mode):
+    """tune.objective.kind: reference on hjb_rosenbrock computes the Monte Carlo u* at the
+    objective's points before the first outer step, which solve announces and times for its
+    test set but tune did in silence (minutes at the shipped reference_samples); with
+    --progress off nothing is said, as in solve."""
+    monkeypatch.setenv("PINNLAB_CACHE", str(tmp_path / "cache"))
+    cfg = _write(tmp_path, ROSENBROCK_REFERENCE)
+    assert _run(["tune", cfg, "-o", tmp_path / "t.h5", "--progress", mode]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    said = [i for i, line in enumerate(lines) if "reference u* at 10 points" in line]
+    if mode == "off":
+        assert not said, lines
+        return
+    first_outer = next(i for i, line in enumerate(lines) if line.startswith("tune "))
+    assert said and said[0] < first_outer and lines[said[0] + 1].startswith("hjb_rosenbrock: reference u* computed in"), lines

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -229,7 +230,8 @@ def run(args) -> int:
             local_device(device)
         except ValueError as err:  # a bad LOCAL_RANK: the environment's error, not the config's
             raise UsageError(str(err)) from None
-        setup = build_tuning(config)
+        first_rank = os.environ.get("RANK", "0").strip() in ("", "0")  # (one line, not one per torchrun rank)
+        setup = build_tuning(config, progress=args.progress if first_rank else "off")
         check_method(setup)
         check_processes(config, environment_world_size())
     except (configuration.ConfigError, ValueError) as err:

@@ -27,6 +27,7 @@ from pinnlab.losses import Hybrid
 from pinnlab.solvers import Constant, DataLoss, PINNProblem, make_train_step, resolve_device
 from pinnlab.solvers.evaluate import reference_problem
 from pinnlab.solvers.problem import sampler_overrides
+from pinnlab.solvers.progress import reference_values
 from pinnlab.tuning.spec import COLLOCATION, default_transform
 
 WEIGHT_RANGE = (1e-3, 1e3)
@@ -253,8 +254,11 @@ def hyperparameter_map(base: dict[str, Any], collocation_net: nn.Module | None):
 
 
 # -- outer objectives ---------------------------------------------------------------------
-def make_outer_loss(config: Config, problem: PINNProblem, to_hyperparams, observations, device, dtype):
-    """f(θ, φ) for ``tune.objective`` (see :class:`~pinnlab.tuning.spec.ObjectiveSpec`)."""
+def make_outer_loss(config: Config, problem: PINNProblem, to_hyperparams, observations, device, dtype,
+                    progress: str = "off"):
+    """f(θ, φ) for ``tune.objective`` (see :class:`~pinnlab.tuning.spec.ObjectiveSpec`);
+    ``progress`` as :func:`~pinnlab.solvers.progress.reference_values` takes it (an
+    equation's long reference computation, hjb_rosenbrock's, is announced and timed)."""
     spec = config.tune.objective
     equation = problem.equation
     seed = spec.seed
@@ -285,7 +289,7 @@ def make_outer_loss(config: Config, problem: PINNProblem, to_hyperparams, observ
 
     if spec.kind == "reference":
         points = draw()
-        exact = equation.exact_values(points).to(dtype)
+        exact = reference_values(equation, points, progress).to(dtype)
         reference = reference_problem(exact)
         if reference:  # the objective divides by ‖u*‖²: NaN or inf at every φ
             raise ConfigError(f"tune.objective: kind reference needs a usable exact solution, but {reference}; "
@@ -342,8 +346,9 @@ DEEPXDE_TUNABLES = ("lr", "weights.residual", "weights.boundary")
 """What ``tune.inner: deepxde`` tunes: DeepXDE's learning rate and ``loss_weights``."""
 
 
-def build_tuning(config: Config) -> TuningSetup:
-    """The tuning problem of a validated config with a ``tune:`` section."""
+def build_tuning(config: Config, progress: str = "off") -> TuningSetup:
+    """The tuning problem of a validated config with a ``tune:`` section (``progress``: the
+    display mode; "off" says nothing, also of a long reference computation)."""
     if "tune" not in config.sections:
         raise ConfigError("tune: required section is missing for `pinnlab tune`")
     if config.tune.inner == "deepxde":  # (before the tunables' own advice: a hybrid loss, data.train, ...)
@@ -361,7 +366,7 @@ def build_tuning(config: Config) -> TuningSetup:
         observations = ((trained.inputs, trained.values) if trained is not None
                         else make_observations(config, problem.equation))
     to_hyperparams = hyperparameter_map(kwargs["hyperparams"], collocation_net)
-    outer = make_outer_loss(config, problem, to_hyperparams, observations, device, dtype)
+    outer = make_outer_loss(config, problem, to_hyperparams, observations, device, dtype, progress)
     optimizer = kwargs["optimizer"]
     step = make_train_step(problem, optimizer, seed=kwargs["seed"], schedule=Constant())
     params = problem.init_params(device=device, dtype=dtype)
