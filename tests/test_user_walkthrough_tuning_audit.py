@@ -225,3 +225,20 @@ def test_the_objectives_rosenbrock_reference_is_announced_before_the_tuning(tmp_
         return
     first_outer = next(i for i, line in enumerate(lines) if line.startswith("tune "))
     assert said and said[0] < first_outer and lines[said[0] + 1].startswith("hjb_rosenbrock: reference u* computed in"), lines
+
+
+def test_a_final_solve_that_diverges_says_so_with_the_tuned_values(tmp_path, capsys):
+    """trainer.lr = 1e25: the tuning stops at once and the final solve's loss overflows. solve
+    prints the solver's message; tune wrote it only into the file, so the user saw
+    rel_l2=7e+25 and exit code 1 without a reason. Now one warning line names the values the
+    final solve used and the solver's message and advice."""
+    cfg = _write(tmp_path)
+    out = tmp_path / "t.h5"
+    assert _run(["tune", cfg, "trainer.lr=1e25", "trainer.dtype=float32", "tune.outer_steps=1", "-o", out,
+                 "--progress", "off"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    with h5py.File(out) as f:
+        message = f.attrs["message"]
+    assert [line for line in err if "final solve with" in line] == [
+        f"warning: the final solve with weights.boundary=0.01 stopped early: {message}"], err
+    assert "smaller learning rate" in message

@@ -326,6 +326,10 @@ def run(args) -> int:
     for left in (checkpoint, final_checkpoint):
         if left.exists():
             left.unlink()
+    if result.status != "ok":  # (said nowhere but in the file: the user saw rel_l2=7e+25 and exit code 1)
+        tuned = _summary(outcome.phi)
+        print(f"warning: the final solve{f' with {tuned}' if tuned else ''} stopped early: {result.message}",
+              file=sys.stderr)
     errors = coefficient_errors(setup, outcome.phi)
     extra = "".join(f" {k}_rel_err={v:.6e}" for k, v in errors.items())
     print(f"rel_l2={result.final.rel_l2:.6e} rel_l1={result.final.rel_l1:.6e} "
