@@ -35,7 +35,7 @@ from pydantic import (
 )
 
 from pinnlab._checks import overlong_path
-from pinnlab._fields import SECTION_CONFIG, Bool, Float, Int, Seed
+from pinnlab._fields import INT64_LIMIT, SECTION_CONFIG, Bool, Float, Int, Seed
 from pinnlab.bilevel import METHODS
 from pinnlab.equations import EQUATIONS, NotUnbiasableError
 
@@ -182,7 +182,8 @@ class LossSection(_Section):
     blend: tuple[Int, Int] | None = None
     then: Literal["unbiased1", "unbiased2"] = "unbiased2"
     weighting: Literal["none", "lra", "relobralo"] = "none"
-    weighting_options: dict[str, Int | Float] = Field(default_factory=dict)
+    weighting_options: dict[str, Any] = Field(default_factory=dict)  # (checked by make_weighting: the
+    # key first, so a misspelt option with a text value is named unknown, not "not an integer")
     weights: dict[str, Float] = Field(default_factory=dict)
     boundary_points: Int = Field(100, ge=1)
 
@@ -1243,10 +1244,13 @@ def make_weighting(section: LossSection):
         return None
     cls = {"lra": LRA, "relobralo": ReLoBRaLo}[section.weighting]
     allowed = [f.name for f in dataclasses.fields(cls) if isinstance(f.default, (int, float))]
-    for key in options:
+    for key, value in options.items():
         if key not in allowed:
             raise ConfigError(f"loss.weighting_options.{key}: unknown option of {section.weighting} "
                               f"(allowed: {', '.join(allowed)})")
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or (isinstance(value, int) and not -INT64_LIMIT <= value < INT64_LIMIT)):
+            raise ConfigError(f"loss.weighting_options.{key} = {describe_value(value)}: must be a finite number")
     try:
         return cls(**options)
     except ValueError as err:

@@ -49,9 +49,6 @@ def _refusal(tmp_path, *overrides, text=SOFT):
 
 
 # -- bugs ---------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="BUG: a string or non-finite weighting option is refused as 'input should "
-                                       "be a valid integer' (the first member of Int | Float), which names "
-                                       "neither the unknown option nor the finiteness the value lacks")
 @pytest.mark.parametrize("option, value", [("reference", "boundary"), ("alpha", ".inf"), ("alpha", "high")])
 def test_a_weighting_option_that_is_not_a_finite_number_is_named_as_such(tmp_path, option, value):
     """``loss.weighting_options.reference=boundary`` (LRA's reference term, a user's guess at
