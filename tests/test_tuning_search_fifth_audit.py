@@ -14,7 +14,7 @@ import torch
 
 from pinnlab._seeding import derive_seed
 from pinnlab.bilevel.parameterization import Log
-from pinnlab.tuning.search import joint_fit, search, train_trial, trial_objective
+from pinnlab.tuning.search import joint_fit, search, startup_trials, train_trial, trial_objective
 
 from .tuning.micro_configs import JOINT_MU
 from .tuning.test_search_and_budget_exact import _scores, _setup
@@ -52,9 +52,9 @@ def test_a_joint_fit_reports_each_outer_step_to_progress(tmp_path):
 
 def test_tpe_seeds_trial_ks_sampler_by_tune_seed_and_k(tmp_path):
     """Trial k is drawn by TPESampler(seed=derive_seed(tune.seed, "tpe", k) mod 2³²): in TPE's
-    random start-up each trial's candidate is the first draw of a fresh study so seeded
-    (not the one seeded for trial k + 1), held in the setup's float64 as drawn (not
-    rounded through float32)."""
+    random start-up (d + 1 = 2 trials for one tuned value) each trial's candidate is the
+    first draw of a fresh study so seeded (not the one seeded for trial k + 1), held in the
+    setup's float64 as drawn (not rounded through float32); trial 2 is TPE's model's."""
     optuna = pytest.importorskip("optuna")
     setup = _setup(tmp_path, "tune.method=optuna", "tune.seed=4", "tune.outer_steps=3")
     outcome = search(setup, sampler="optuna", score=_scores([3.0, 2.0, 1.0]))
@@ -68,7 +68,8 @@ def test_tpe_seeds_trial_ks_sampler_by_tune_seed_and_k(tmp_path):
 
     assert all(v.dtype == torch.float64 for v in outcome.history["phi/weights.boundary"])  # the setup's dtype
     drawn = [float(v) for v in outcome.history["phi/weights.boundary"]]
-    assert drawn == [first_draw(k) for k in range(3)]
+    assert startup_trials(1) == 2
+    assert drawn[:2] == [first_draw(k) for k in range(2)] and drawn[2] != first_draw(2)
 
 
 class _PoisonedOptimizer:

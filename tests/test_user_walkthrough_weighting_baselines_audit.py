@@ -63,10 +63,6 @@ def test_a_weighting_option_that_is_not_a_finite_number_is_named_as_such(tmp_pat
         assert message == "loss.weighting_options.reference: unknown option of lra (allowed: alpha, every)"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Optuna's TPESampler draws its first n_startup_trials = 10 trials "
-                                       "at random, ignoring the scores, and neither the README nor TUNING.md "
-                                       "says so: the README's 'optuna (TPE)' rows (2 trials on (a), 6-8 on "
-                                       "(c)) are a random search with another seed")
 def test_a_short_tpe_search_uses_the_scores_of_its_finished_trials(tmp_path):
     """README: ``method: optuna`` is the TPE baseline. In a 3-trial search the third
     candidate of TPE depends on how the first two scored: scored by the weight itself
@@ -191,9 +187,6 @@ OVERFLOWING = (WEIGHT_FG2U.replace("method: fg2u\n  options: {num_directions: 1}
 gradient at the first step: Adam's second moment becomes inf, so θ never moves."""
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a search trial checks only that the loss stays finite: a trial whose "
-                                       "update overflowed the optimizer state (θ frozen at θ_0) is scored as an "
-                                       "ordinary trial with the untrained network's objective, and can win")
 def test_a_trial_whose_update_overflowed_is_diverged(tmp_path):
     """README: a diverged trial scores inf, worse than every finite one. At weight 1e37 in
     float32 the loss is finite (about 4e35) but its gradient overflows, the step that

@@ -172,7 +172,7 @@ def _read_scalars(*scalars: Tensor) -> list[float]:
     return torch.stack([v.detach().reshape(()).to(dtype) for v in scalars]).tolist()
 
 
-def _all_finite(loss: Tensor, params: Params, opt_state: Any) -> Tensor:
+def all_finite(loss: Tensor, params: Params, opt_state: Any) -> Tensor:
     """A 0-dim bool tensor (no device read): loss, parameters and the optimizer state's
     floating tensors all finite."""
     tensors = [loss, *params.values()]
@@ -471,12 +471,12 @@ def train(
             # the step's only device read: the loss, whether the loss, parameters and
             # optimizer state are all finite, the weighting's term values and the plateau
             # metric
-            loss, all_finite, *values = _read_scalars(
-                metrics["loss"], _all_finite(metrics["loss"], params, opt_state),
+            loss, state_finite, *values = _read_scalars(
+                metrics["loss"], all_finite(metrics["loss"], params, opt_state),
                 *(metrics[key] for key in loss_keys.values()),
                 *((metrics[plateau_key],) if plateau_key else ()),
             )
-            finite = all_finite == 1.0 and all(math.isfinite(v) for v in values)
+            finite = state_finite == 1.0 and all(math.isfinite(v) for v in values)
             new_weighting = state.weighting
             if finite and weighting is not None:
                 new_weighting = weighting.update(
@@ -489,7 +489,7 @@ def train(
                 if not math.isfinite(loss):
                     # steps counted from 1 in the message, as the progress lines and steps_done count
                     cause = f"training loss became {loss} at step {step + 1}"
-                elif all_finite != 1.0:
+                elif state_finite != 1.0:
                     cause = (f"the update at step {step + 1} gave non-finite parameters or optimizer "
                              f"state (loss {loss:.6g}; the gradient overflowed)")
                 elif not finite:

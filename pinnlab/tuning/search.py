@@ -18,6 +18,7 @@ from pinnlab._budget import Budget
 from pinnlab._seeding import derive_seed
 from pinnlab.bilevel.driver import optimizer_stepped
 from pinnlab.bilevel.parameterization import Identity, Log, constrain, unconstrain
+from pinnlab.solvers.loop import all_finite
 
 
 def trial_steps(setup) -> int:
@@ -28,13 +29,16 @@ def trial_steps(setup) -> int:
 
 def train_trial(setup, phi: dict[str, torch.Tensor], steps: int):
     """θ and optimizer state after ``steps`` steps from θ_0 with hyperparameters φ
-    (``None`` if the loss became non-finite)."""
+    (``None`` if the training diverged: a non-finite loss, or an update whose gradient
+    overflowed into θ or the optimizer state, where :func:`pinnlab.solvers.train` stops
+    too; a finite loss alone let a trial whose Adam state was inf keep θ_0 and score the
+    untrained network)."""
     with torch.no_grad():
         theta, state = setup.init
         hp = setup.to_hyperparams(phi)
         for t in range(steps):
             theta, state, metrics = setup.train_step(theta, state, hp, t)
-            if not math.isfinite(float(metrics["loss"])):
+            if not bool(all_finite(torch.as_tensor(metrics["loss"]), theta, state)):
                 return None
     return theta, state
 
@@ -128,7 +132,7 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
     if sampler == "optuna":
         import optuna  # (installed: the config's validation refuses optuna without it)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(direction="minimize", sampler=_tpe(tune.seed, len(done)))
+        study = optuna.create_study(direction="minimize", sampler=_tpe(tune.seed, len(done), _searched(setup)))
         for params, value in done:
             study.add_trial(optuna.trial.create_trial(
                 params=params, value=_told(value),
@@ -145,7 +149,7 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
         if study is not None:
             # a sampler seeded by (seed, trial index): TPE's draw for trial k depends only on
             # the finished trials, so a resumed search continues exactly as an uninterrupted one
-            study.sampler = _tpe(tune.seed, k)
+            study.sampler = _tpe(tune.seed, k, _searched(setup))
             trial = study.ask()
             phi = _optuna_candidate(setup, trial)
             value = score(phi)
@@ -176,10 +180,24 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
                        status=status, message=message)
 
 
-def _tpe(seed: int, trial: int):
+def _searched(setup) -> int:
+    """How many values a trial draws (a vector tunable draws each entry)."""
+    return sum(t.init.numel() for t in setup.tunables.values())
+
+
+def startup_trials(values: int) -> int:
+    """The random trials TPE draws before it models the scores: one more than the number of
+    ``values`` a trial draws (a first design that spans them, as Bayesian optimisation's
+    usual d + 1), at most Optuna's default 10. With that default every search of up to 10
+    trials, the searches the tuning benchmark's budgets afford, was a random search."""
+    return min(10, values + 1)
+
+
+def _tpe(seed: int, trial: int, values: int):
     import optuna
 
-    return optuna.samplers.TPESampler(seed=derive_seed(seed, "tpe", trial) % 2**32)
+    return optuna.samplers.TPESampler(seed=derive_seed(seed, "tpe", trial) % 2**32,
+                                      n_startup_trials=startup_trials(values))
 
 
 def _range(setup, key):
