@@ -276,6 +276,14 @@ def _solve_deepxde(config, problem, output: Path, checkpoint: Path, *, progress:
     return EXIT_OK if result.status == "ok" else EXIT_FAILED
 
 
+def default_plot_directory(path: Path) -> Path:
+    """Where ``pinnlab plot FILE`` draws without -o: FILE without .h5, and FILE_plots for
+    a name that does not end with .h5 (dropping whatever its last suffix was gave run.v1
+    and run.v2 one directory, the second's figures replacing the first's, and a result
+    named run its own name)."""
+    return path.with_suffix("") if path.suffix == ".h5" else path.with_name(path.name + "_plots")
+
+
 def cmd_plot(args) -> int:
     from pinnlab.plots import NotAResult, plot_file
 
@@ -284,11 +292,13 @@ def cmd_plot(args) -> int:
         what = "does not exist" if not path.exists() else (
             "is a directory" if path.is_dir() else "is not a regular file")
         raise UsageError(f"result file {str(path)!r} {what}")
-    outdir = Path(args.output) if args.output else path.with_suffix("")
+    outdir = Path(args.output) if args.output else default_plot_directory(path)
     if outdir == path:  # (mkdir said "File exists")
-        raise UsageError(f"-o {str(outdir)!r}: is the result file being plotted; choose a directory" if args.output
-                         else f"the default plot directory of {str(path)!r} (its name without a suffix) is the "
-                              "file itself; choose one with -o DIR")
+        raise UsageError(f"-o {str(outdir)!r}: is the result file being plotted; choose a directory")
+    if outdir.exists() and not outdir.is_dir():  # (mkdir said "File exists", as if the directory were there)
+        raise UsageError(f"-o {str(outdir)!r}: is a file, not a directory; choose a directory" if args.output
+                         else f"the default plot directory of {str(path)!r}, {str(outdir)!r}, is a file, not a "
+                              "directory; choose one with -o DIR")
     # the outermost directory this command creates: removed again if the plot fails (only
     # the last one was, and -o new/figs left an empty new/ behind)
     created = next((d for d in reversed((outdir, *outdir.parents)) if not d.exists()), None)
@@ -454,7 +464,9 @@ def _add_solve(sub):
 def _add_plot(sub):
     p = add_command(sub, "plot", "draw PNGs from a result file", "pinnlab plot run.h5 -o run_plots")
     p.add_argument("file", type=path_argument, help="a result file of pinnlab solve, tune or study")
-    p.add_argument("-o", "--output", type=path_argument, action=Once, help="directory for the PNGs (default: FILE without .h5)")
+    p.add_argument("-o", "--output", type=path_argument, action=Once,
+                   help="directory for the PNGs (default: FILE without .h5; FILE_plots for a name not ending "
+                        "with .h5)")
     return p
 
 

@@ -167,8 +167,8 @@ def test_bad_input_table(tmp_path, capsys):
     foreign = tmp_path / "foreign.h5"
     with h5py.File(foreign, "w") as fh:
         fh["x"] = np.zeros(3)
-    existing.with_name("nosuffix").write_bytes(b"a result without a suffix")
-    protect = [existing, good, foreign, existing.with_name("nosuffix")]
+    existing.with_suffix("").write_bytes(b"a result without a suffix")
+    protect = [existing, good, foreign, existing.with_suffix("")]
     cases = [
         (["solve", tmp_path / "missing.yaml", "-o", tmp_path / "o.h5"], "does not exist"),
         (["solve", good, "-o", existing], "exists; pass --overwrite"),
@@ -206,9 +206,10 @@ def test_bad_input_table(tmp_path, capsys):
         (["plot", tmp_path], "is a directory"),
         # an HDF5 file pinnlab did not write (it said "unknown result kind ''")
         (["plot", foreign], "is not a pinnlab result file (it has no 'kind' attribute"),
-        # a file without a suffix is its own default plot directory (mkdir said "File exists")
-        (["plot", existing.with_name("nosuffix")], "(its name without a suffix) is the file itself; choose one "
-                                                   "with -o DIR"),
+        # a file where the default plot directory goes (a result written with -o existing): mkdir
+        # said "File exists"
+        (["plot", existing], f"the default plot directory of {str(existing)!r}, {str(existing.with_suffix(''))!r}, "
+                             "is a file, not a directory; choose one with -o DIR"),
         (["solve", tmp_path, "-o", tmp_path / "o.h5"], "is a directory"),
         (["plot", good, "-o", tmp_path / "figs"], "cannot plot: " + repr(str(good)) + " is not an HDF5 file ("),
         # and no empty figs/ left behind, nor the new directories above it

@@ -58,8 +58,6 @@ def _one_error_line(capsys) -> str:
 
 
 # -- bugs ---------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="BUG: plot -o naming an existing regular file says only "
-                                       "'[Errno 17] File exists', not that it is no directory")
 def test_plot_into_an_existing_file_says_it_is_not_a_directory(tmp_path, capsys):
     """``pinnlab plot run.h5 -o notes.txt`` where notes.txt is a file of the user's: one line,
     exit 2, the file kept. The line was ``cannot create plot directory 'notes.txt': [Errno
@@ -83,8 +81,6 @@ def test_plot_into_an_existing_file_says_it_is_not_a_directory(tmp_path, capsys)
     assert "File exists" not in line and "-o DIR" in line, line
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: plot's default directory drops any last suffix: run.v1 and "
-                                       "run.v2 both draw into run/, the second replacing the first's figures")
 def test_two_results_named_apart_after_their_last_dot_get_their_own_plot_directories(tmp_path, capsys,
                                                                                    monkeypatch):
     """``plot --help``: the default directory is "FILE without .h5". For results named
