@@ -228,8 +228,6 @@ def test_plot_of_a_truncated_training_study_is_one_line_and_makes_no_directory(t
     assert not (tmp_path / "cut").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: plot of a result another process holds open for writing "
-                                       "(HDF5's file lock) calls the file 'truncated or damaged'")
 def test_plot_of_a_result_held_open_by_another_process_does_not_call_it_damaged(tmp_path, capsys):
     """A user who has run.h5 open for writing elsewhere (h5py's ``File(..., "r+")`` in a
     notebook, a script adding attributes; HDF5 locks the file with ``flock``, here taken

@@ -3,6 +3,7 @@ imports this but the CLI)."""
 
 from __future__ import annotations
 
+import errno
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -30,8 +31,8 @@ def _plotter(kind: str):
 
 class NotAResult(ValueError):
     """The file to plot is not a pinnlab result file at all (not HDF5, no or an unknown
-    ``kind``), as opposed to one that fails while it is drawn (damaged, or written by
-    another version)."""
+    ``kind``), or cannot be opened (truncated, locked by a writer), as opposed to one that
+    fails while it is drawn (damaged, or written by another version)."""
 
 
 def plot_file(path: str | Path, outdir: str | Path) -> list[Path]:
@@ -44,6 +45,10 @@ def plot_file(path: str | Path, outdir: str | Path) -> list[Path]:
             kind = fh.attrs.get("kind", "")
     except OSError as err:
         detail = " ".join(str(err).split())[:120]
+        if err.errno in (errno.EAGAIN, errno.EWOULDBLOCK) or "unable to lock file" in str(err):
+            # HDF5's lock of a writer elsewhere (h5py's "r+" in a notebook): it was called damaged
+            raise NotAResult(f"{str(path)!r} is locked: another process has it open for writing; close it "
+                             f"there and plot again ({detail})") from None
         if h5py.is_hdf5(path):  # the signature is there: a truncated or damaged result, not a foreign file
             raise NotAResult(f"{str(path)!r} is an HDF5 file that cannot be read, truncated or damaged "
                              f"({detail})") from None
