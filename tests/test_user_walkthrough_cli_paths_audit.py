@@ -266,8 +266,6 @@ study:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a training study without columns whose only drawn variant is "
-                                       "dodged: the x limits end at the 'all' tick, the point at the far edge")
 def test_the_error_figure_of_a_study_without_columns_keeps_its_point_over_its_tick(tmp_path, capsys, figures):
     """``pinnlab study mixed.yaml`` (variants good and bad, the bad one diverging, no
     ``columns``) then ``pinnlab plot``: training_error_vs_dim.png draws good's point

@@ -190,6 +190,14 @@ def plot_estimator_study(path: Path, outdir: Path) -> list[Path]:
     return written
 
 
+def _gap(positions, logarithmic: bool) -> float:
+    """The smallest gap between the columns' places (on the log axis in log units; one
+    place: a factor 2, or 1)."""
+    scale = np.log if logarithmic else np.asarray
+    gaps = np.diff(np.unique(scale(np.asarray(positions, float))))
+    return float(gaps.min()) if len(gaps) else (np.log(2.0) if logarithmic else 1.0)
+
+
 def _dodged(xs, positions, logarithmic: bool, index: int, count: int) -> list[float]:
     """The places of the ``index``-th of ``count`` variants: each variant a little beside
     its column's value (together within 30 % of the smallest gap between values, on the
@@ -197,10 +205,7 @@ def _dodged(xs, positions, logarithmic: bool, index: int, count: int) -> list[fl
     top of one another."""
     if count == 1:
         return list(xs)
-    scale = np.log if logarithmic else np.asarray
-    gaps = np.diff(np.unique(scale(np.asarray(positions, float))))
-    gap = gaps.min() if len(gaps) else (np.log(2.0) if logarithmic else 1.0)
-    shift = (index - (count - 1) / 2) * min(0.1, 0.3 / (count - 1)) * gap
+    shift = (index - (count - 1) / 2) * min(0.1, 0.3 / (count - 1)) * _gap(positions, logarithmic)
     return [float(x * np.exp(shift)) if logarithmic else float(x + shift) for x in xs]
 
 
@@ -247,6 +252,11 @@ def plot_training_study(path: Path, outdir: Path) -> list[Path]:
            else "Training study: final error per method")
     ax.set_xticks(positions, [_label(v) if columns else "all" for v in (numbers or values)])
     ax.set_xticks([], minor=True)
+    if positions:  # half a gap beyond the outer columns (the dodged variants stay within 0.15 of it):
+        # autoscaled to the points drawn, a variant drawn alone beside its column put the tick on the frame
+        pad = _gap(positions, logarithmic) / 2
+        low, high = min(positions), max(positions)
+        ax.set_xlim(*((low * np.exp(-pad), high * np.exp(pad)) if logarithmic else (low - pad, high + pad)))
     ax.grid(True, which="both", alpha=0.3)
     target = outdir / "training_error_vs_dim.png"
     _save(fig, target, bbox_inches=None)
