@@ -105,14 +105,15 @@ def test_the_objective_panel_has_a_legend_naming_its_curves(tmp_path, tune_figur
 
 def test_a_search_whose_every_trial_failed_has_no_best_so_far_curve(tmp_path, tune_figures):
     """Every trial of a random search diverged (NaN): there is no best value to draw, and
-    the legend does not name a "best so far" curve that is not there."""
+    the legend does not name a "best so far" curve that is not there (nor an objective line
+    with no point: only the marks of the trials that diverged)."""
     path = _tune_file(tmp_path / "t.h5", method="random", phi={"weights.boundary": [1.0, 2.0, 4.0]},
                       value=[np.nan, np.nan, np.nan])
     tune_plots.plot_tune(path, tmp_path)
     ax_obj = tune_figures["tune.png"].axes[1]
-    assert [line.get_label() for line in ax_obj.get_lines()] == ["outer objective"]
-    assert len(ax_obj.get_lines()[0].get_xdata()) == 0
-    assert [text.get_text() for text in ax_obj.get_legend().get_texts()] == ["outer objective"]
+    assert [line.get_label() for line in ax_obj.get_lines()] == ["non-finite (diverged): 3 of 3 trials"]
+    assert list(ax_obj.get_lines()[0].get_xdata()) == [1, 2, 3]
+    assert [text.get_text() for text in ax_obj.get_legend().get_texts()] == ["non-finite (diverged): 3 of 3 trials"]
 
 
 def test_the_phi_panel_labels_both_axes(tmp_path, tune_figures):

@@ -107,13 +107,14 @@ def test_the_radial_title_is_set_smaller_in_its_narrower_figure(tmp_path, figure
 
 def test_a_search_whose_every_trial_diverged_draws_no_best_so_far(tmp_path, figures, monkeypatch):
     """Random search, every trial's objective NaN: there is no best value to draw, so no
-    empty "best so far" entry in the legend (only the objective's own)."""
+    empty "best so far" entry in the legend (nor the objective's own: only the marks of the
+    trials that diverged)."""
     monkeypatch.setattr(tune_plots, "plot_solve", lambda path, outdir: [])
     path = _tune_file(tmp_path / "t.h5", method="random", phi={"weights.boundary": [1.0, 2.0, 4.0]},
                       value=[np.nan] * 3)
     tune_plots.plot_tune(path, tmp_path)
     ax_obj = figures["tune.png"].axes[1]
-    assert [t.get_text() for t in ax_obj.get_legend().get_texts()] == ["outer objective"]
+    assert [t.get_text() for t in ax_obj.get_legend().get_texts()] == ["non-finite (diverged): 3 of 3 trials"]
 
 
 def test_the_phi_datasets_are_keyed_by_their_whole_path_below_the_group(tmp_path):

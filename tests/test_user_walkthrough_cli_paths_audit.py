@@ -358,8 +358,6 @@ def test_a_tune_or_study_result_that_cannot_be_written_is_one_line_and_exit_1(tm
     assert "No space left on device" in err[-1] and str(out) in err[-1], err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: tune.png's objective axis of a 2-step tuning runs to outer step "
-                                       "3, which does not exist (round(1.5) == 2 widens only one side)")
 def test_the_objective_axis_of_a_two_step_tuning_is_centred_on_its_steps(tmp_path, capsys, figures):
     """``pinnlab tune`` with tune.outer_steps=2, then ``pinnlab plot``: the outer objective is
     drawn at steps 1 and 2, and the widening of a span under 2 (for whole-number ticks)

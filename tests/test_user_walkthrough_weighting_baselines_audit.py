@@ -220,9 +220,6 @@ def test_a_final_solve_that_stops_nonfinite_says_why(tmp_path, capsys):
     assert message in err, err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the tune plot of a search whose every trial diverged draws an empty "
-                                       "objective panel over trials -1..1 (no trial is there) with a legend "
-                                       "entry and nothing that says the trials diverged")
 def test_the_tune_plot_of_a_search_whose_trials_all_diverged_spans_its_trials(tmp_path, monkeypatch):
     """A random search whose 4 trials all scored inf (status 'nonfinite', as `pinnlab tune`
     writes it when every trial's training diverged): the objective panel must span the

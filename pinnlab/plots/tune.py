@@ -105,22 +105,30 @@ def plot_tune(path: Path, outdir: Path) -> list[Path]:
         elif series:
             ax_phi.legend(fontsize=8)
         finite = np.isfinite(value)
-        ax_obj.semilogy(steps[finite], value[finite], "o-", ms=3, color="C3", label="outer objective")
+        unit = "outer step" if method not in ("random", "optuna") else "trial"
+        if finite.any():
+            ax_obj.semilogy(steps[finite], value[finite], "o-", ms=3, color="C3", label="outer objective")
         if method in ("random", "optuna") and finite.any():
             ax_obj.semilogy(steps[finite], np.minimum.accumulate(value[finite]), "-", color="k",
                             lw=1.5, label="best so far")
-        ax_obj.set_xlabel("outer step" if method not in ("random", "optuna") else "trial")
+        if not finite.all():  # marked along the top, at their steps: left out, a search whose every
+            # trial diverged drew an empty panel over -1..1 with nothing that said why
+            ax_obj.plot(steps[~finite], np.full((~finite).sum(), 0.95), "x", color="C3",
+                        transform=ax_obj.get_xaxis_transform(),
+                        label=f"non-finite (diverged): {(~finite).sum()} of {len(value)} {unit}s")
+        ax_obj.set_xlabel(unit)
         ax_obj.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax_obj.set_ylabel(f"outer objective ({objective})")
         text = f"final solve rel. L2 = {final:.2e}"
         for name, err in truth.items():
             text += f"\n{name}: rel. error {err:.2e}"
         ax_obj.set_title(text, fontsize=10)
-        ax_obj.legend(fontsize=8)
+        if ax_obj.lines:
+            ax_obj.legend(fontsize=8)
         for ax in (ax_phi, ax_obj):  # one or two steps: a span under 2 gave ticks at 0.95, 0.96, ... 1.05
             low, high = ax.get_xlim()
-            if high - low < 2:
-                middle = round((low + high) / 2)
+            if high - low < 2:  # (centred on the steps drawn: round(1.5) == 2 added a step 3 never run)
+                middle = (low + high) / 2
                 ax.set_xlim(min(low, middle - 1), max(high, middle + 1))
         written = [_save(fig, outdir / "tune.png")]
     return written + plot_solve(path, outdir)
