@@ -285,7 +285,7 @@ def default_plot_directory(path: Path) -> Path:
 
 
 def cmd_plot(args) -> int:
-    from pinnlab.plots import NotAResult, plot_file
+    from pinnlab.plots import FigureNotWritten, NotAResult, plot_file
 
     path = Path(args.file)
     if not path.is_file():
@@ -321,6 +321,8 @@ def cmd_plot(args) -> int:
                 shutil.rmtree(created, ignore_errors=True)
             if isinstance(err, MemoryError):  # the machine, not the file
                 raise
+            if isinstance(err, FigureNotWritten):  # the disk (full, read-only), not the file: exit 1
+                raise RunFailed(unwritable(outdir / err.path.relative_to(staging), err.error)) from None
             if isinstance(err, NotAResult):
                 raise UsageError(f"cannot plot: {err}") from None
             detail = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""

@@ -291,8 +291,6 @@ def test_the_error_figure_of_a_study_without_columns_keeps_its_point_over_its_ti
     assert low + margin <= min(tick, point) and max(tick, point) <= high - margin, (low, high, tick, point)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a plot that cannot write its figures (a full disk) blames the "
-                                       "result file: 'damaged or written by another pinnlab version', exit 2")
 def test_a_plot_on_a_full_disk_says_the_disk_is_full_not_that_the_result_is_damaged(tmp_path, capsys,
                                                                                    monkeypatch):
     """The second figure of ``pinnlab plot run.h5 -o figs`` fails with ENOSPC (a full disk,

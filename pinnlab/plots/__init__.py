@@ -35,6 +35,16 @@ class NotAResult(ValueError):
     fails while it is drawn (damaged, or written by another version)."""
 
 
+class FigureNotWritten(OSError):
+    """A figure that cannot be written (a full disk, a directory made read-only): the disk's
+    fault, told apart from a result that fails to be drawn (whose read errors are OSErrors
+    too). ``path`` is the figure's file, ``error`` the OSError."""
+
+    def __init__(self, path: Path, error: OSError):
+        super().__init__(f"cannot write {str(path)!r} ({error.strerror or error})")
+        self.path, self.error = path, error
+
+
 def plot_file(path: str | Path, outdir: str | Path) -> list[Path]:
     """Write the PNGs for a result file (solve, tune or study) into ``outdir``, created
     with its parents when missing; a file that is no pinnlab result raises
@@ -69,4 +79,4 @@ def plot_file(path: str | Path, outdir: str | Path) -> list[Path]:
     return plotter(path, outdir)
 
 
-__all__ = ["NotAResult", "plot_file"]
+__all__ = ["FigureNotWritten", "NotAResult", "plot_file"]

@@ -69,10 +69,14 @@ def _save(fig: Figure, path: Path, **kwargs) -> Path:
     """Write ``fig`` as PNG atomically (a reader never sees a half-written image), creating
     the directory with its parents when missing."""
     from pinnlab.io.atomic import atomic_path
+    from pinnlab.plots import FigureNotWritten
 
-    path.parent.mkdir(parents=True, exist_ok=True)  # (it named the hidden temporary file missing)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", **({"dpi": 120, "bbox_inches": "tight"} | kwargs))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # (it named the hidden temporary file missing)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", **({"dpi": 120, "bbox_inches": "tight"} | kwargs))
+    except OSError as err:  # the disk's fault (full, read-only): it was called a damaged result
+        raise FigureNotWritten(path, err) from err
     return path
 
 
