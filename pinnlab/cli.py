@@ -285,7 +285,7 @@ def default_plot_directory(path: Path) -> Path:
 
 
 def cmd_plot(args) -> int:
-    from pinnlab.plots import FigureNotWritten, NotAResult, plot_file
+    from pinnlab.plots import FIGURES, FigureNotWritten, NotAResult, plot_file
 
     path = Path(args.file)
     if not path.is_file():
@@ -339,6 +339,15 @@ def cmd_plot(args) -> int:
         for item, target in zip(drawn, targets):
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(item, target)
+        # figures of another result drawn here before (tune.png and terms.png of a tuning
+        # the file held before a solve was written over it) would pass for this one's
+        for stale in sorted(FIGURES - {target.name for target in targets}):
+            try:
+                if (outdir / stale).is_file() and not os.path.samefile(outdir / stale, path):  # (not the result)
+                    (outdir / stale).unlink()
+            except OSError as err:
+                raise RunFailed(f"cannot remove {str(outdir / stale)!r}, a figure of an earlier plot "
+                                f"({err.strerror or err})") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     for item in targets:

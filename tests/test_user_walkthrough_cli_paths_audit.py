@@ -376,8 +376,6 @@ def test_the_objective_axis_of_a_two_step_tuning_is_centred_on_its_steps(tmp_pat
     assert abs((low + high) / 2 - 1.5) < 0.1, (low, high)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: plotting a result again into its directory keeps the figures of "
-                                       "the result it replaced (tune.png, terms.png of a tuning under a solve)")
 def test_plotting_a_replaced_result_again_leaves_no_figure_of_the_old_one(tmp_path, capsys, monkeypatch):
     """``pinnlab tune t.yaml -o r.h5; pinnlab plot r.h5`` draws r/tune.png, curves.png,
     terms.png, slice.png, radial.png; after ``pinnlab solve c.yaml -o r.h5 --overwrite``,

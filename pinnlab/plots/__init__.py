@@ -10,6 +10,12 @@ from pathlib import Path
 
 import h5py
 
+FIGURES = frozenset({"curves.png", "terms.png", "slice.png", "line.png", "radial.png", "tune.png",
+                     "estimator_loss.png", "estimator_gradient.png", "estimator_residual.png",
+                     "training_error_vs_dim.png", "training_loss_curves.png"})
+"""The names of every figure a plotter below may write (each draws some of them): those in
+a plot directory that a new plot does not draw are of an earlier result, removed."""
+
 PLOTTERS: dict[str, Callable[[Path, Path], list[Path]]] = {}
 
 
