@@ -112,8 +112,6 @@ def test_two_results_named_apart_after_their_last_dot_get_their_own_plot_directo
     assert {name: open(name, "rb").read() for name in drawn_first} == before
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a training study's .md/.csv drop any last suffix of -o: "
-                                       "-o s.v1 and -o s.v2 share s.md and s.csv")
 def test_training_studies_named_apart_after_their_last_dot_get_their_own_tables(tmp_path, capsys):
     """``pinnlab study train.yaml -o s.v1`` writes its tables as s.md and s.csv (the cells go
     to s.v1.cells, named after the whole -o). A second study ``-o s.v2``, a fresh name, was

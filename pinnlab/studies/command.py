@@ -117,8 +117,10 @@ def _validated_runs(config, args) -> dict:
 
 
 def table_paths(output: Path) -> tuple[Path, Path]:
-    """The tables a training study writes next to ``STUDY.h5``: ``STUDY.md`` and ``STUDY.csv``."""
-    base = str(output.with_suffix(""))
+    """The tables a training study writes next to ``STUDY.h5``: ``STUDY.md`` and ``STUDY.csv``,
+    named after the whole of ``-o`` when it does not end in ``.h5`` (``-o s.v1``: ``s.v1.md``;
+    dropping any last suffix gave ``-o s.v1`` and ``-o s.v2`` the same ``s.md``)."""
+    base = str(output)[:-len(".h5")] if output.suffix == ".h5" else str(output)
     return Path(base + ".md"), Path(base + ".csv")
 
 

@@ -761,7 +761,6 @@ def test_study_outputs_follow_the_overwrite_rule_before_any_work(tmp_path, capsy
         ([cfg, "-o", tmp_path / "t.h5", "--json", tmp_path / "adir"], "(--json) is a directory"),
         ([cfg, "-o", tmp_path / "t.h5", "--json", tmp_path / "o.json"], "(--json) exists; pass --overwrite"),
         ([cfg, "-o", tmp_path / "t.h5", "--json", tmp_path / "t.md"], "is the same file as"),
-        ([cfg, "-o", tmp_path / "t.md"], "is the same file as -o"),
         ([est, "-o", tmp_path / "e.h5", "--json", tmp_path / "adir"], "(--json) is a directory"),
         ([est, "-o", tmp_path / "e.h5", "--json", tmp_path / "e.h5"], "is the same file as -o"),
         ([est, "-o", tmp_path / "e.h5", "--json", tmp_path / "nodir" / "e.json"], "cannot write output"),
