@@ -143,6 +143,21 @@ def _output_checks(output: Path, *, overwrite: bool, what: str = "", checkpoint:
         raise UsageError(f"cannot write output {where}: {err}") from None
 
 
+@contextlib.contextmanager
+def replacing(output: Path):
+    """Around the write of a result onto ``output``: once it is written, the tables of the
+    training study ``output`` held before (its .md/.csv,
+    :func:`~pinnlab.studies.command.table_paths`) are removed, as they describe a study
+    the file no longer holds (a solve, a tuning or an estimator study written over one
+    with --overwrite left them beside it). What the file held is read before the write."""
+    from pinnlab.studies.command import _kind_of, table_paths
+
+    stale = table_paths(output) if _kind_of(output) == "training_study" else ()
+    yield
+    for table in stale:
+        table.unlink(missing_ok=True)
+
+
 def cmd_solve(args) -> int:
     from pinnlab import config as configuration
     from pinnlab.io import (
@@ -228,7 +243,8 @@ def cmd_solve(args) -> int:
         # at the σ the run trained and evaluated with (a σ in its hyperparams overrides the estimator's), as /eval is
         slice_data = result_slice(problem, result, num_samples=config.estimator.eval_samples,
                                   seed=config.trainer.seed, sigma=kwargs["hyperparams"].get("sigma"))
-        write_solve_result(output, config=config, problem=problem, result=result, slice_data=slice_data)
+        with replacing(output):
+            write_solve_result(output, config=config, problem=problem, result=result, slice_data=slice_data)
     except STOPS:  # (the slice and the result file take minutes at a large d)
         keep_last_step()
         if saved:
@@ -267,8 +283,9 @@ def _solve_deepxde(config, problem, output: Path, checkpoint: Path, *, progress:
     except STOPS:
         print("pinnlab: a DeepXDE run keeps no checkpoint; run it again to start over", file=sys.stderr)
         raise
-    write_solve_result(output, config=config, problem=problem, result=result,
-                       slice_data=result_slice(problem, result))
+    slice_data = result_slice(problem, result)
+    with replacing(output):
+        write_solve_result(output, config=config, problem=problem, result=result, slice_data=slice_data)
     checkpoint.unlink(missing_ok=True)
     if result.status != "ok":
         print(result.message, file=sys.stderr)

@@ -127,22 +127,25 @@ def test_training_studies_named_apart_after_their_last_dot_get_their_own_tables(
     assert code == 0, err
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: solve --overwrite over a training study leaves the study's "
-                                       ".md/.csv tables, which describe a study the file no longer holds")
-def test_a_solve_over_a_training_study_leaves_no_stale_tables(tmp_path, capsys):
+@pytest.mark.parametrize("command", ["solve", "tune"])
+def test_a_solve_over_a_training_study_leaves_no_stale_tables(tmp_path, capsys, command):
     """README: a training study's companion .md/.csv files follow --overwrite like -o; an
     estimator study over a training study removes them (pinned in the studies walkthrough:
     they described a study the file no longer holds). ``pinnlab solve tiny.yaml -o
-    train.h5 --overwrite`` over the same training study kept train.md and train.csv: a
-    reader of train.md sees the results of a study that is gone."""
+    train.h5 --overwrite`` (or ``pinnlab tune``) over the same training study kept
+    train.md and train.csv: a reader of train.md sees the results of a study that is gone."""
     cfg = tmp_path / "train.yaml"
     cfg.write_text(TRAINING)
     out = tmp_path / "train.h5"
     assert _run(["study", cfg, "-o", out]) == 0
     assert (tmp_path / "train.md").exists() and (tmp_path / "train.csv").exists()
-    assert _solve(tmp_path, out, "--overwrite") == 0
+    if command == "solve":
+        assert _solve(tmp_path, out, "--overwrite") == 0
+    else:
+        (tmp_path / "t.yaml").write_text(WEIGHT_FG2U)
+        assert _run(["tune", tmp_path / "t.yaml", "-o", out, "--overwrite", "--progress", "off"]) == 0
     with h5py.File(out) as fh:
-        assert fh.attrs["kind"] == "solve"
+        assert fh.attrs["kind"] == command
     assert not (tmp_path / "train.md").exists() and not (tmp_path / "train.csv").exists()
 
 

@@ -173,6 +173,7 @@ def _estimator(config, output, args, runs) -> int:
     import torch
 
     from pinnlab import config as configuration
+    from pinnlab.cli import replacing
     from pinnlab.io import atomic_path, strict_json, write_strict_json
     from pinnlab.io.results import _versions
     from pinnlab.solvers import train
@@ -228,8 +229,7 @@ def _estimator(config, output, args, runs) -> int:
     slopes = fit_slopes(records)
     comparisons = compare_losses(records)
     payload = {"records": records, "slopes": slopes, "comparisons": comparisons, "pretrained_rel_l2": pretrained}
-    replaced = _kind_of(output)  # (--overwrite of a training study: its tables go with it, below)
-    with atomic_path(output) as tmp, h5py.File(tmp, "w") as fh:
+    with replacing(output), atomic_path(output) as tmp, h5py.File(tmp, "w") as fh:
         fh.attrs["kind"] = "estimator_study"
         fh.attrs["config"] = config.to_yaml()
         digests = config.input_digests()
@@ -246,9 +246,6 @@ def _estimator(config, output, args, runs) -> int:
             group.create_dataset(key, data=[str(v) for v in values] if isinstance(values[0], str) else values)
     if args.json:
         write_strict_json(args.json, payload)
-    if replaced == "training_study":  # its .md/.csv described a study the file no longer holds
-        for table in table_paths(output):
-            table.unlink(missing_ok=True)
     for name, entry in slopes.items():
         if name.startswith("loss/biased") and "bias_slope" in entry:
             print(f"{name}: bias slope {entry['bias_slope']:.3f} ± {entry['bias_slope_se']:.3f}")

@@ -112,6 +112,7 @@ def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
     import numpy as np
     import torch
 
+    from pinnlab.cli import replacing
     from pinnlab.config import SEARCHES
     from pinnlab.io import result_slice, write_solve_result
     from pinnlab.io.results import _dataset
@@ -165,8 +166,9 @@ def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
     # at the σ the final solve trained and evaluated with (a tuned σ), as /eval is
     slice_data = result_slice(problem, result, num_samples=config.estimator.eval_samples, seed=config.trainer.seed,
                               sigma=tuned.get("sigma"))
-    write_solve_result(output, config=config, problem=problem, result=result, slice_data=slice_data,
-                       kind="tune", extra=extra)
+    with replacing(output):
+        write_solve_result(output, config=config, problem=problem, result=result, slice_data=slice_data,
+                           kind="tune", extra=extra)
 
 
 def check_processes(config, world: int) -> None:
