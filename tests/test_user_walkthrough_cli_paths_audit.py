@@ -323,8 +323,6 @@ def test_a_plot_on_a_full_disk_says_the_disk_is_full_not_that_the_result_is_dama
     assert code == 1, line
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: pinnlab tune and study whose result cannot be written (a full "
-                                       "disk) end in an OSError traceback; solve says it in one line, exit 1")
 @pytest.mark.parametrize("command", ["tune", "study"])
 def test_a_tune_or_study_result_that_cannot_be_written_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch,
                                                                               command):

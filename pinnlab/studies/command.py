@@ -5,9 +5,11 @@ two values of K, the seconds per step of a cell that did not run a step) is ``nu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 NAME = "study"
@@ -33,6 +35,20 @@ def add_parser(sub):
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _writing(path: Path, kept: Callable[[], str] | None = None):
+    """The write of one of a study's files, after its work: one that fails (a full disk)
+    ends the run as a solve's does, in one line naming the file, the OS's error and what
+    ``kept()`` says is left (:class:`~pinnlab.cli.RunFailed`, exit code 1), not in a
+    traceback."""
+    from pinnlab.cli import RunFailed, unwritable
+
+    try:
+        yield
+    except OSError as err:
+        raise RunFailed(unwritable(path, err) + (kept() if kept is not None else "")) from None
 
 
 
@@ -229,7 +245,7 @@ def _estimator(config, output, args, runs) -> int:
     slopes = fit_slopes(records)
     comparisons = compare_losses(records)
     payload = {"records": records, "slopes": slopes, "comparisons": comparisons, "pretrained_rel_l2": pretrained}
-    with replacing(output), atomic_path(output) as tmp, h5py.File(tmp, "w") as fh:
+    with _writing(output), replacing(output), atomic_path(output) as tmp, h5py.File(tmp, "w") as fh:
         fh.attrs["kind"] = "estimator_study"
         fh.attrs["config"] = config.to_yaml()
         digests = config.input_digests()
@@ -245,7 +261,8 @@ def _estimator(config, output, args, runs) -> int:
             values = [r.get(key, float("nan")) for r in records]
             group.create_dataset(key, data=[str(v) for v in values] if isinstance(values[0], str) else values)
     if args.json:
-        write_strict_json(args.json, payload)
+        with _writing(Path(args.json)):
+            write_strict_json(args.json, payload)
     for name, entry in slopes.items():
         if name.startswith("loss/biased") and "bias_slope" in entry:
             print(f"{name}: bias slope {entry['bias_slope']:.3f} ± {entry['bias_slope_se']:.3f}")
@@ -391,7 +408,14 @@ def _training(config, output, args) -> int:
                          "trainer.checkpoint_every); the same command continues the study") from None
     summary = summarise(records, study.columns)
     table = markdown_table(summary, study.columns)
-    with atomic_path(output) as tmp, h5py.File(tmp, "w") as fh:
+    outputs = [output, *table_paths(output), *([Path(args.json)] if args.json else [])]
+
+    def kept() -> str:  # (without --overwrite none was there before: one there now is this run's)
+        again = "" if args.overwrite or not any(path.exists() for path in outputs) else " with --overwrite"
+        return (f"; the finished cells are kept in {str(cell_dir)!r}; the same command{again} writes the study "
+                "from them")
+
+    with _writing(output, kept), atomic_path(output) as tmp, h5py.File(tmp, "w") as fh:
         fh.attrs["kind"] = "training_study"
         fh.attrs["config"] = config.to_yaml()
         for key, value in _versions().items():
@@ -411,10 +435,11 @@ def _training(config, output, args) -> int:
                     group.create_dataset(key, data=[json.dumps(v) if not isinstance(v, str) else v
                                                     for v in values])
     for path, text in zip(table_paths(output), (table + "\n", csv_text(summary))):
-        with atomic_path(path) as tmp:
+        with _writing(path, kept), atomic_path(path) as tmp:
             tmp.write_text(text)
     if args.json:
-        write_strict_json(args.json, {"records": records, "summary": summary})
+        with _writing(Path(args.json), kept):
+            write_strict_json(args.json, {"records": records, "summary": summary})
     print(table)
     statuses = sorted({r["status"] for r in records})
     if "ok" not in statuses:  # written (the table says so), but as `pinnlab solve` exits for one such run

@@ -76,13 +76,14 @@ def _stamp(path: Path | None):
     return None if status is None else (status.st_ino, status.st_mtime_ns, status.st_size)
 
 
-def _say_saved(output: Path, before: dict, tuning: Path | None, final: Path | None = None) -> None:
-    """The line a stopped ``pinnlab tune`` prints about what it leaves: during the tuning
-    (``final`` None) the last outer step or trial its checkpoint at ``tuning`` holds;
-    during the final solve, that solve's last step at ``final`` (saved only with
-    trainer.checkpoint_every) and the finished tuning's checkpoint. Only checkpoints this
-    run wrote (their :func:`_stamp` is not the one ``before`` the run): an earlier run's,
-    left by one that saved none (tune.checkpoint_every: 0), was announced as this run's."""
+def _saved(output: Path, before: dict, tuning: Path | None, final: Path | None = None) -> str | None:
+    """What a ``pinnlab tune`` that stops or fails leaves, as it says it (None: nothing):
+    during the tuning (``final`` None) the last outer step or trial its checkpoint at
+    ``tuning`` holds; during the final solve, that solve's last step at ``final`` (saved
+    only with trainer.checkpoint_every) and the finished tuning's checkpoint. Only
+    checkpoints this run wrote (their :func:`_stamp` is not the one ``before`` the run):
+    an earlier run's, left by one that saved none (tune.checkpoint_every: 0), was
+    announced as this run's."""
     from pinnlab.cli import resume_hint
     from pinnlab.io.checkpoint import load_checkpoint_file
 
@@ -96,14 +97,22 @@ def _say_saved(output: Path, before: dict, tuning: Path | None, final: Path | No
         if tuning is not None:
             saved = load_checkpoint_file(tuning, mmap=True)
             what = f"outer step {saved['outer_step']}" if "outer_step" in saved else f"trial {len(saved['trials'])}"
-            print(f"pinnlab: {what} saved in {str(tuning)!r}; {hint} continues from it", file=sys.stderr)
+            return f"{what} saved in {str(tuning)!r}; {hint} continues from it"
     elif final is not None:
         also = f", the tuning in {str(tuning)!r}" if tuning is not None else ""
-        print(f"pinnlab: final solve step {load_checkpoint_file(final, mmap=True)['step']} saved in "
-              f"{str(final)!r}{also}; {hint} continues from it", file=sys.stderr)
+        return (f"final solve step {load_checkpoint_file(final, mmap=True)['step']} saved in "
+                f"{str(final)!r}{also}; {hint} continues from it")
     elif tuning is not None:
-        print(f"pinnlab: the tuning is saved in {str(tuning)!r}; {hint} runs the final solve again "
-              "(trainer.checkpoint_every saves its steps)", file=sys.stderr)
+        return (f"the tuning is saved in {str(tuning)!r}; {hint} runs the final solve again "
+                "(trainer.checkpoint_every saves its steps)")
+    return None
+
+
+def _say_saved(output: Path, before: dict, tuning: Path | None, final: Path | None = None) -> None:
+    """The line a stopped ``pinnlab tune`` prints about what it leaves (:func:`_saved`)."""
+    saved = _saved(output, before, tuning, final)
+    if saved is not None:
+        print(f"pinnlab: {saved}", file=sys.stderr)
 
 
 def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
@@ -211,11 +220,13 @@ def run(args) -> int:
         EXIT_FAILED,
         EXIT_OK,
         START_OVER,
+        RunFailed,
         UsageError,
         _output_checks,
         refused_checkpoint,
         run_inputs,
         start_over_hint,
+        unwritable,
     )
     from pinnlab.io.checkpoint import CheckpointError, comparable_text, config_difference, config_hash
     from pinnlab.solvers import resolve_device
@@ -321,7 +332,11 @@ def run(args) -> int:
     try:
         result, problem = final_solve(setup, outcome, progress=args.progress, checkpoint=final_checkpoint,
                                       resume=args.resume)
-        write_tune_result(output, setup, outcome, result, problem)  # (seconds at high d: its slice)
+        try:
+            write_tune_result(output, setup, outcome, result, problem)  # (seconds at high d: its slice)
+        except OSError as err:  # (a full disk) one line, as pinnlab solve's, with what a --resume continues
+            saved = _saved(output, before, checkpoint_path, final_checkpoint)
+            raise RunFailed(unwritable(output, err) + (f"; {saved}" if saved else "")) from None
     except STOPS:
         _say_saved(output, before, checkpoint_path, final_checkpoint)
         raise
