@@ -220,6 +220,6 @@ def test_a_study_on_a_device_this_machine_lacks_is_one_line_before_any_work(tmp_
     turned into that line, so the device's ValueError ended the study in a traceback)."""
     cfg = _config(tmp_path)
     assert main(["study", str(cfg), "trainer.device=cuda", "-o", str(tmp_path / "t.h5")]) == 2
-    assert capsys.readouterr().err == ("pinnlab: error: config error: device 'cuda' requested but CUDA is not "
+    assert capsys.readouterr().err == ("pinnlab: error: config error: trainer.device = 'cuda': CUDA is not "
                                        "available; use 'auto' or 'cpu'\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.yaml"]

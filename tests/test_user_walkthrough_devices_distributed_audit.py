@@ -59,9 +59,6 @@ def _write(tmp_path, name, text):
 
 # -- trainer.device ---------------------------------------------------------------------------------
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-@pytest.mark.xfail(strict=True, reason="BUG: trainer.device=cuda:1 without CUDA is refused as "
-                                       "\"device 'cuda' requested\": the line names neither the key nor the "
-                                       "value the user wrote")
 def test_an_unavailable_cuda_device_is_named_as_written(tmp_path, capsys):
     """``pinnlab solve c.yaml trainer.device=cuda:1`` on a machine without CUDA is one line
     and exit 2 (right), but it said ``device 'cuda' requested but CUDA is not available``:

@@ -195,15 +195,19 @@ def _weighting_fits(saved: Any, fresh: dict[str, Any], names: list[str]) -> bool
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; anything else as given."""
+    """``"auto"`` → CUDA when available, else CPU; anything else as given. A refusal names
+    the value as written and the setting it comes from (``trainer.device``, which is
+    :func:`train`'s ``device``): a user who asked for ``cuda:1`` reads of ``cuda:1``."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    written = str(device)
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError):  # ('gpu': torch's list of 20 device types)
-        raise ValueError(f"device {device!r}: not a device ('auto', 'cpu', 'cuda', 'cuda:1', ...)") from None
+        raise ValueError(f"trainer.device = {written!r}: not a device ('auto', 'cpu', 'cuda', 'cuda:1', ...)"
+                         ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available; use 'auto' or 'cpu'")
+        raise ValueError(f"trainer.device = {written!r}: CUDA is not available; use 'auto' or 'cpu'")
     return device
 
 
