@@ -63,12 +63,14 @@ class _Pool:
 
 def _pooled(monkeypatch, cores):
     monkeypatch.setattr(training_study.os, "cpu_count", lambda: cores)
+    monkeypatch.setattr(training_study.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     monkeypatch.setattr(training_study.multiprocessing, "get_context", lambda method: type("C", (), {"Pool": _Pool}))
 
 
 def test_a_machine_whose_core_count_is_unknown_gives_each_cell_one_thread(tmp_path, monkeypatch):
-    """os.cpu_count() may be None: the study counts one core, so its one cell runs with 1
-    thread (caught: another count assumed, which oversubscribed such a machine)."""
+    """os.cpu_count() may be None (it counts the cores where os.sched_getaffinity is
+    missing): the study counts one core, so its one cell runs with 1 thread (caught:
+    another count assumed, which oversubscribed such a machine)."""
     seen = []
 
     def run_cell(config_path, overrides, output, threads):
@@ -77,6 +79,7 @@ def test_a_machine_whose_core_count_is_unknown_gives_each_cell_one_thread(tmp_pa
 
     monkeypatch.setattr(training_study, "run_cell", run_cell)
     monkeypatch.setattr(training_study.os, "cpu_count", lambda: None)
+    monkeypatch.delattr(training_study.os, "sched_getaffinity", raising=False)
     cells = expand_cells({"a": []}, {"trainer.seed": [0]})
     training_study.run_training_study(str(_config(tmp_path)), cells, tmp_path / "cells")
     assert seen == [1]

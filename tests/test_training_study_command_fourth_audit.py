@@ -82,6 +82,7 @@ def test_a_resumed_study_runs_its_cells_with_the_threads_and_workers_it_started_
     monkeypatch.setattr(training_study, "_cell_file_state", lambda path, config: (path.stem in finished, ""))
     monkeypatch.setattr(training_study, "_metrics_or_none", lambda path: dict(done))
     monkeypatch.setattr(training_study.os, "cpu_count", lambda: 12)
+    monkeypatch.setattr(training_study.os, "sched_getaffinity", lambda pid: set(range(12)), raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # (a limit the user set caps the threads)
     threads, pools = [], []
 

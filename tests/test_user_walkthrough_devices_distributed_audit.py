@@ -74,9 +74,6 @@ def test_an_unavailable_cuda_device_is_named_as_written(tmp_path, capsys):
 
 # -- threads ----------------------------------------------------------------------------------------
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs os.sched_getaffinity")
-@pytest.mark.xfail(strict=True, reason="BUG: a training study's cells run on os.cpu_count() ÷ workers threads, "
-                                       "the machine's cores, not the ones the process may use (taskset, a "
-                                       "batch scheduler's cpuset)")
 def test_a_training_study_counts_the_cores_the_process_may_use(tmp_path, monkeypatch):
     """README: "Each cell runs with cores ÷ workers torch threads". Measured: ``taskset -c 0
     pinnlab study s.yaml -o s.h5`` (one core allowed of this machine's 2, as a cluster's

@@ -354,8 +354,11 @@ def run_training_study(
             todo.append((str(config_path), list(base_overrides) + list(cell.overrides), str(path)))
     # No more processes than cells: study.workers=1000 on a 4-cell study started 1000
     # interpreters (each importing torch) for 4 jobs. The threads per cell follow the
-    # study's cell count, not the cells left, so a resumed cell runs as it started.
-    threads = max(1, (os.cpu_count() or 1) // max(1, min(workers, len(cells))))
+    # study's cell count, not the cells left, so a resumed cell runs as it started. The
+    # cores are those this process may run on (taskset, a batch scheduler's cpuset), as
+    # torch's own default counts them, not all of the machine's.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, cores // max(1, min(workers, len(cells))))
     limit = os.environ.get("OMP_NUM_THREADS", "")
     if limit.strip().isdigit() and int(limit) >= 1:  # the user's limit on a shared machine (README, Threads)
         threads = min(threads, int(limit))

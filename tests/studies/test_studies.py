@@ -881,6 +881,7 @@ def test_training_study_starts_no_more_workers_than_cells(tmp_path, monkeypatch)
 
     monkeypatch.setattr(training_study.multiprocessing, "get_context", lambda _: type("C", (), {"Pool": InlinePool}))
     monkeypatch.setattr(training_study.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(training_study.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # (a limit the user set caps the threads)
     records = training_study.run_training_study(cfg, cells, tmp_path / "cells", workers=1000)
     assert pools == [2] and len(records) == 2
