@@ -139,7 +139,7 @@ def test_a_solve_leaves_the_thread_settings_as_they_were(solved):
 def test_a_tune_file_adds_the_readme_tune_group(tmp_path):
     """README, "Result files": a tune file is a solve file (kind "tune") plus /tune with
     outer_step, value, grad_norm, seconds, method, phi/<name>, initial/<name> (not for the
-    searches), tuned/<name> and attrs method, objective, horizon, inner, seconds,
+    searches), tuned/<name> and attrs method, objective, horizon, inner, processes, seconds,
     steps_done, status, message, final/weights.<term> (trial_steps, then_method/then_after
     and coefficient_rel_err only where they apply: not for rgu tuning a weight)."""
     config, out = tmp_path / "tune.yaml", tmp_path / "tune.h5"
@@ -153,8 +153,9 @@ def test_a_tune_file_adds_the_readme_tune_group(tmp_path):
         assert {tune[name].shape for name in ("outer_step", "value", "grad_norm", "seconds", "method")} == {(2,)}
         assert tune["phi/weights.boundary"].shape == (2,)  # [steps, *shape]
         assert tune["initial/weights.boundary"].shape == tune["tuned/weights.boundary"].shape == ()
-        assert set(tune.attrs) == {"method", "objective", "horizon", "inner", "seconds", "steps_done", "status",
-                                   "message", "final/weights.boundary", "final/weights.residual"}
+        assert set(tune.attrs) == {"method", "objective", "horizon", "inner", "processes", "seconds", "steps_done",
+                                   "status", "message", "final/weights.boundary", "final/weights.residual"}
+        assert tune.attrs["processes"] == 1
         assert tune.attrs["final/weights.boundary"] == pytest.approx(float(tune["tuned/weights.boundary"][()]))
 
 

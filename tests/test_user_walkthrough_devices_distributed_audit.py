@@ -131,8 +131,6 @@ def test_bench_threads_that_are_no_thread_count_are_one_line(monkeypatch, capsys
 
 
 # -- torchrun ---------------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="BUG: a tuning run under torchrun records no process count, on which "
-                                       "its φ depends in the last digits (README: to rounding, not bit for bit)")
 def test_a_tuning_under_torchrun_records_how_many_processes_ran_it(tmp_path, monkeypatch):
     """README: under torchrun "φ agrees with a one-process run to rounding, not bit for
     bit" (measured here: 2e-5 after 3 outer steps of a shrunk fokker_planck_inverse.yaml),

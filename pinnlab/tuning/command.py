@@ -115,8 +115,9 @@ def _say_saved(output: Path, before: dict, tuning: Path | None, final: Path | No
         print(f"pinnlab: {saved}", file=sys.stderr)
 
 
-def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
-    """The final solve's result file with the ``/tune`` group (schema in pinnlab.io.results)."""
+def write_tune_result(output: Path, setup, outcome, result, problem, processes: int = 1) -> None:
+    """The final solve's result file with the ``/tune`` group (schema in pinnlab.io.results);
+    ``processes``: how many ran the tuning (torchrun's WORLD_SIZE, 1 without it)."""
     import h5py
     import numpy as np
     import torch
@@ -148,6 +149,9 @@ def write_tune_result(output: Path, setup, outcome, result, problem) -> None:
         if "trial_steps" in outcome.extra:  # a search: each trial's training steps
             group.attrs["trial_steps"] = int(outcome.extra["trial_steps"])
         group.attrs["inner"] = config.tune.inner
+        # φ's last float32 digits depend on it (README: to rounding, not bit for bit), so a
+        # rerun from the file needs it as it needs torch_threads
+        group.attrs["processes"] = int(processes)
         group.attrs["seconds"] = outcome.seconds
         group.attrs["steps_done"] = len(outcome.history["outer_step"])
         group.attrs["status"] = outcome.status
@@ -333,7 +337,7 @@ def run(args) -> int:
         result, problem = final_solve(setup, outcome, progress=args.progress, checkpoint=final_checkpoint,
                                       resume=args.resume)
         try:
-            write_tune_result(output, setup, outcome, result, problem)  # (seconds at high d: its slice)
+            write_tune_result(output, setup, outcome, result, problem, world)  # (seconds at high d: its slice)
         except OSError as err:  # (a full disk) one line, as pinnlab solve's, with what a --resume continues
             saved = _saved(output, before, checkpoint_path, final_checkpoint)
             raise RunFailed(unwritable(output, err) + (f"; {saved}" if saved else "")) from None
