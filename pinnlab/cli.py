@@ -606,11 +606,13 @@ def _size_problem(err: BaseException) -> str | None:
 def _output_lock(args):
     """The lock a solve, tune or study holds on its ``-o`` while it runs
     (:func:`pinnlab.io.atomic.output_lock`); under torchrun only rank 0 writes, so only it
-    locks."""
+    locks (a ``RANK`` left in the shell without torchrun's WORLD_SIZE is one process, which
+    writes: it locks)."""
+    from pinnlab.bilevel.distributed import environment_rank
     from pinnlab.io.atomic import output_lock
 
     output = getattr(args, "output", None)
-    if args.command not in COMMAND_SIZE_SETTINGS or output is None or os.environ.get("RANK", "0") != "0":
+    if args.command not in COMMAND_SIZE_SETTINGS or output is None or environment_rank() != 0:
         return contextlib.nullcontext()
     return output_lock(output)
 

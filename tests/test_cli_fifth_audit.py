@@ -86,7 +86,9 @@ def test_only_a_run_of_rank_0_locks_its_output(tmp_path, monkeypatch):
     """A tune under torchrun: rank 0 writes the result, so only it takes the output's lock
     (ranks 1, 2, ... taking it too found it held by rank 0 and refused the run); a plot
     writes no result file and takes none. Here the lock is held already: who takes it is
-    refused."""
+    refused. (torchrun sets WORLD_SIZE beside RANK: a RANK alone is one process's, which
+    locks.)"""
+    monkeypatch.setenv("WORLD_SIZE", "3")
     out = tmp_path / "t.h5"
     with output_lock(out):
         for rank in ("1", "2"):

@@ -164,9 +164,6 @@ def test_a_tuning_under_torchrun_records_how_many_processes_ran_it(tmp_path, mon
 
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a RANK left in the shell (no WORLD_SIZE: one process, which writes) "
-                                       "drops the output lock, so a second solve to an output a running one is "
-                                       "writing is no longer refused")
 def test_a_rank_left_in_the_shell_keeps_the_output_lock(tmp_path, monkeypatch, capsys):
     """README: a second solve to an output that a running one is writing is one line and
     exit 2 (the lock ``.NAME.lock``); a WORLD_SIZE left in the shell without torchrun is

@@ -89,6 +89,20 @@ def environment_world_size() -> int:
     return world
 
 
+def environment_rank() -> int:
+    """This process's rank among those ``torchrun`` started (``RANK``), 0 outside torchrun:
+    a ``RANK`` left in the shell (another launcher's, a notebook started from a torchrun
+    job) without a ``WORLD_SIZE`` above 1 belongs to no group, and the one process is the
+    one that writes. For what only rank 0 does before the process group is joined (the
+    output lock, a message said once); never raises (a bad ``WORLD_SIZE`` is
+    :func:`environment_world_size`'s to refuse, a bad ``RANK`` torch's)."""
+    world = os.environ.get("WORLD_SIZE", "").strip()
+    if not (world.isascii() and world.isdigit() and int(world) > 1):
+        return 0
+    rank = os.environ.get("RANK", "").strip()
+    return int(rank) if rank.isascii() and rank.isdigit() else 0
+
+
 def backend_for(device: str | torch.device) -> str:
     """The process-group backend for a run on ``device``: NCCL for a CUDA device, gloo
     otherwise (also on a machine with CUDA when the run computes on the CPU, whose

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -214,6 +213,7 @@ def run(args) -> int:
     from pinnlab import config as configuration
     from pinnlab.bilevel.distributed import (
         PeerLost,
+        environment_rank,
         environment_world_size,
         init_from_environment,
         leave_process_group,
@@ -247,7 +247,7 @@ def run(args) -> int:
             local_device(device)
         except ValueError as err:  # a bad LOCAL_RANK: the environment's error, not the config's
             raise UsageError(str(err)) from None
-        first_rank = os.environ.get("RANK", "0").strip() in ("", "0")  # (one line, not one per torchrun rank)
+        first_rank = environment_rank() == 0  # (one line, not one per torchrun rank)
         setup = build_tuning(config, progress=args.progress if first_rank else "off")
         check_method(setup)
         check_processes(config, environment_world_size())
