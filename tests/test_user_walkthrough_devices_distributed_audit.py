@@ -188,9 +188,6 @@ def test_a_rank_left_in_the_shell_keeps_the_output_lock(tmp_path, monkeypatch, c
 @pytest.mark.parametrize("overrides", [["tune.options.distributed=false"],
                                        ["tune.method=zo_fg2u", "tune.options={distributed: false}"]],
                          ids=["fg2u", "zo_fg2u"])
-@pytest.mark.xfail(strict=True, reason="BUG: fg2u with tune.options.distributed=false under torchrun is refused "
-                                       "as \"tune.method = 'fg2u' ...: only fg2u and zo_fg2u spread their "
-                                       "directions\", naming the method it allows and not the option at fault")
 def test_a_tuning_that_turns_distribution_off_is_refused_for_that_option(tmp_path, monkeypatch, capsys, overrides):
     """README: "boolean method options (``distributed``)". ``torchrun --nproc_per_node 2 -m
     pinnlab tune t.yaml tune.options.distributed=false`` is refused in one line, exit 2

@@ -186,7 +186,9 @@ def write_tune_result(output: Path, setup, outcome, result, problem, processes: 
 def check_processes(config, world: int) -> None:
     """Under ``torchrun`` with ``world`` > 1 processes, refuse a run in which no phase's
     method spreads its work over them (each process would run all of it, the same), and
-    a CUDA device with an index (each process computes on ``cuda:LOCAL_RANK``)."""
+    a CUDA device with an index (each process computes on ``cuda:LOCAL_RANK``). A phase of
+    fg2u or zo_fg2u with ``distributed: false`` is refused for that option, the one at
+    fault (the method itself spreads them)."""
     from pinnlab.bilevel import METHODS
     from pinnlab.config import ConfigError
     from pinnlab.tuning.run import make_hypergradient_method
@@ -197,8 +199,16 @@ def check_processes(config, world: int) -> None:
     phases = [("tune", tune.method, tune.options)]
     if tune.then is not None:
         phases.append(("tune.then", tune.then.method, tune.then.options))
-    if not any(name in METHODS and getattr(make_hypergradient_method(name, options, where), "distributed", False)
-               for where, name, options in phases):
+    made = {where: make_hypergradient_method(name, options, where) for where, name, options in phases
+            if name in METHODS}
+    if not any(getattr(method, "distributed", False) for method in made.values()):
+        off = [f"{where}.options.distributed" for where, method in made.items()
+               if hasattr(method, "distributed") and not method.distributed]
+        if off:
+            raise ConfigError(f"{' and '.join(off)} = false under torchrun with {world} processes: only fg2u and "
+                              "zo_fg2u spread their directions over the processes, and not with distributed: false "
+                              f"(every process would run all of it); remove {'it' if len(off) == 1 else 'them'}, "
+                              "or run as one process, without torchrun")
         names = " then ".join(repr(name) for _, name, _ in phases)
         raise ConfigError(f"tune.method = {names} under torchrun with {world} processes: only fg2u and zo_fg2u "
                           "spread their directions over the processes (every other method would run in full "
