@@ -214,7 +214,8 @@ def test_a_tuning_that_turns_distribution_off_is_refused_for_that_option(tmp_pat
 
 def test_two_ranks_of_one_direction_each_match_one_process_carrying_one_at_a_time(monkeypatch):
     """README: under torchrun φ "agrees with a one-process run to rounding, not bit for bit",
-    because "the directions' sums are added across processes in another order". Measured:
+    which it once put down to "the directions' sums are added across processes in another
+    order". Measured:
     fg2u with 2 directions on 2 processes (one each) is bit for bit the one-process run
     with ``tune.options.chunk_size=1``; what differs from the default one-process run is
     that it carries both directions together (vmap), not the order of a two-term sum.
