@@ -1,6 +1,6 @@
 """What the benchmark scripts share: argument errors in one line, the ``--json PATH``
-checks made before any work, its atomic strict write, comma-separated lists, and Ctrl-C
-as one line."""
+checks made before any work, its atomic strict write, comma-separated lists, the thread
+count ``PINNLAB_BENCH_THREADS``, and Ctrl-C as one line."""
 
 from __future__ import annotations
 
@@ -76,6 +76,21 @@ def listed(option: str, text: str, convert: Callable = str) -> list:
     if repeated:
         raise ValueError(f"{option} {text!r}: {', '.join(repeated)} given twice")
     return values
+
+
+def bench_threads() -> int:
+    """The torch threads the timed workers run on: ``PINNLAB_BENCH_THREADS``, 2 when it is
+    unset (README, Performance). A value that is no positive whole number raises
+    ValueError naming the variable (``two`` was int()'s traceback, ``0`` torch's); the
+    scripts check it before any work, so that their workers read a valid one."""
+    text = os.environ.get("PINNLAB_BENCH_THREADS", "2")
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"PINNLAB_BENCH_THREADS={text!r}: must be a whole number of threads >= 1 (unset: 2)")
+    return count
 
 
 INTERRUPTED = 130

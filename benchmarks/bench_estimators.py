@@ -46,7 +46,7 @@ import subprocess
 import sys
 import time
 
-from _common import Parser, json_path_error, run_main, write_json
+from _common import Parser, bench_threads, json_path_error, run_main, write_json
 
 DIMS = (100, 1000, 10000)
 METHODS = ("stein-shared", "stein-independent", "autograd", "hutchinson")
@@ -156,7 +156,7 @@ def worker(method: str, dim: int, reps: int) -> dict:
     import pinnlab
 
     malloc = "pinnlab" if pinnlab.configure_malloc() else "default"
-    torch.set_num_threads(int(os.environ.get("PINNLAB_BENCH_THREADS", "2")))
+    torch.set_num_threads(bench_threads())  # (checked by main before the workers start)
     step, params, state = training_step(method, dim)
     baseline = _peak_rss_bytes()
     params, state, _ = step(params, state, {}, 0)  # warm-up
@@ -282,6 +282,10 @@ def main(argv=None) -> int:
     problem = json_path_error(args.json)
     if problem:
         return parser.refuse(f"--json {args.json}: {problem}")
+    try:
+        bench_threads()  # (before the workers, which set it, start)
+    except ValueError as exc:
+        return parser.refuse(str(exc))
     records, rate = run(args.quick, args.malloc)
     print(table(records))
     for mode in dict.fromkeys(r["malloc"] for r in records):  # (no glibc: "default" rows only)

@@ -44,13 +44,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import resource
 import subprocess
 import sys
 import time
 
-from _common import Parser, json_path_error, listed, run_main, write_json
+from _common import Parser, bench_threads, json_path_error, listed, run_main, write_json
 
 METHODS = ("fg2u", "fg2u_jvp", "zo_fg2u", "fgu", "rgu", "trgu", "neumann", "cg", "hessian_free", "darts", "penalty", "f2sa")
 HORIZONS = (10, 100, 1000)
@@ -124,7 +123,7 @@ def worker(name: str, horizons: list[int], width: int) -> list[dict]:
 
     from pinnlab.bilevel import AbstractOuterAlgorithm, hypergradient
 
-    torch.set_num_threads(int(os.environ.get("PINNLAB_BENCH_THREADS", "2")))
+    torch.set_num_threads(bench_threads())  # (checked by main before the workers start)
     warm, phi = build(2, width)
 
     def run(problem, method):
@@ -331,6 +330,10 @@ def main(argv=None) -> int:
             return 0
     if (why := json_path_error(args.json)) is not None:
         return parser.refuse(f"--json {args.json}: {why}")
+    try:
+        bench_threads()  # (before the workers, which set it, start)
+    except ValueError as exc:
+        return parser.refuse(str(exc))
     width = 64 if args.quick else 128
     if args.memory_only:
         with tensor_bytes(width, HORIZONS) as counting:

@@ -30,12 +30,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 
-from _common import Parser, json_path_error, run_main, write_json
+from _common import Parser, bench_threads, json_path_error, run_main, write_json
 
 QUICK_DIMS = (1000, 10000)
 FULL_DIMS = (1000, 10000, 100000)
@@ -48,7 +47,7 @@ def worker(noise: str, dim: int) -> dict:
 
     from pinnlab.solvers.loop import peak_memory_mb, reset_peak_memory
 
-    torch.set_num_threads(int(os.environ.get("PINNLAB_BENCH_THREADS", "2")))
+    torch.set_num_threads(bench_threads())  # (checked by main before the workers start)
     cpu = torch.device("cpu")
     warm, warm_params, warm_state = training_step(f"stein-{noise}", 100)
     warm(warm_params, warm_state, {}, 0)  # one-time allocations (thread pools, first calls) are not the step's
@@ -120,6 +119,10 @@ def main(argv=None) -> int:
     problem = json_path_error(args.json)
     if problem:
         return parser.refuse(f"--json {args.json}: {problem}")
+    try:
+        bench_threads()  # (before the workers, which set it, start)
+    except ValueError as exc:
+        return parser.refuse(str(exc))
     records = run(args.quick)
     print(table(records))
     if args.json is not None:

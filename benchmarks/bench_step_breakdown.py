@@ -21,11 +21,10 @@ Usage:
 from __future__ import annotations
 
 import collections
-import os
 import sys
 import time
 
-from _common import Parser, json_path_error, run_main, write_json
+from _common import Parser, bench_threads, json_path_error, run_main, write_json
 from bench_estimators import METHODS, gemm_rate, step_flops, training_step
 
 MATMULS = ("mm", "addmm", "bmm", "matmul", "baddbmm")
@@ -85,12 +84,16 @@ def main(argv=None) -> int:
     problem = json_path_error(args.json)
     if problem:
         return parser.refuse(f"--json {args.json}: {problem}")
+    try:
+        threads = bench_threads()
+    except ValueError as exc:
+        return parser.refuse(str(exc))
     import torch
 
     import pinnlab
 
     malloc = "pinnlab" if args.malloc == "pinnlab" and pinnlab.configure_malloc() else "default"
-    torch.set_num_threads(int(os.environ.get("PINNLAB_BENCH_THREADS", "2")))  # (as bench_estimators' workers)
+    torch.set_num_threads(threads)  # (as bench_estimators' workers)
     record = {**breakdown(args.method, args.dim, 3 if args.quick else 10), "malloc": malloc}
     step, matmul, floor = record["step_seconds"], record["matmul_seconds"], record["floor_seconds"]
     print(f"{args.method} d={args.dim} malloc {malloc}: {step * 1e3:.1f} ms per step "

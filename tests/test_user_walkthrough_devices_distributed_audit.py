@@ -96,8 +96,6 @@ def test_a_training_study_counts_the_cores_the_process_may_use(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("value", ["two", "0"])
-@pytest.mark.xfail(strict=True, reason="BUG: PINNLAB_BENCH_THREADS that is no positive whole number ends in "
-                                       "int()'s ValueError or torch's RuntimeError traceback")
 def test_bench_threads_that_are_no_thread_count_are_one_line(monkeypatch, capsys, value):
     """README, Performance: set ``PINNLAB_BENCH_THREADS=N`` to time bench_step_breakdown and
     bench_hypergrad on N threads. ``PINNLAB_BENCH_THREADS=two python
