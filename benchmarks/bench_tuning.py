@@ -27,8 +27,8 @@ mix / μ; per method with ``--select``, below) and the horizon T of the problem'
 fg2u uses the b Rademacher directions of ``directions`` (1 for N ≤ 2 tuned values, 4 at
 N = 20). The untuned baselines (default, lra, relobralo: ``loss.weighting``) have no
 tuning phase; to spend the same wall-clock they train S + B/τ steps, τ being their own
-seconds per training step (LRA and ReLoBRaLo compute per-term gradients, so their steps
-cost more), measured in one probe run as the wall-clock between its steps 20 and 200 (no
+seconds per training step (LRA computes per-term gradients every ``every`` steps, so its
+steps cost more; ReLoBRaLo reads the loss values only), measured in one probe run as the wall-clock between its steps 20 and 200 (no
 evaluation falls in between; the first steps pay one-off allocations). Methods that do not apply to a problem (LRA and
 ReLoBRaLo need several loss terms; joint fitting needs PDE coefficients) are recorded
 with ``error: null`` and a ``note``.
@@ -518,6 +518,11 @@ def main() -> int:
         phases = {name: then(specs[name], name) for name in names}
     elif args.then_lr_scale is not None:
         return parser.refuse("--then-lr-scale needs --then")
+    import importlib.util
+
+    if "optuna" in methods and importlib.util.find_spec("optuna") is None:  # (it ran every row before it)
+        return parser.refuse("--methods lists optuna, which needs the optional dependency: "
+                             "pip install 'pinnlab[optuna]' (or leave optuna out of --methods)")
     from pinnlab.config import ConfigError, validate
 
     try:  # overrides checked once, before any run

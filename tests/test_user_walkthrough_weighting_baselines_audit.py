@@ -94,9 +94,6 @@ def test_a_horizon_a_search_with_its_own_trial_steps_ignores_is_refused(tmp_path
     assert message.startswith("tune.horizon"), message
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: bench_tuning.py's docstring says ReLoBRaLo computes per-term "
-                                       "gradients, so its steps cost more; it uses loss values only (no extra "
-                                       "backward pass), as its own docstring says")
 def test_the_benchmark_does_not_say_relobralo_computes_per_term_gradients():
     """The equal wall-clock protocol: "(LRA and ReLoBRaLo compute per-term gradients, so
     their steps cost more)". ReLoBRaLo never asks for them (``needs_gradients`` is False
@@ -147,9 +144,6 @@ def test_a_weighting_on_a_one_term_problem_is_one_line_and_exit_2(tmp_path, caps
     assert not out.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: bench_tuning.py without optuna installed runs every method before "
-                                       "optuna (minutes), then ends in a ConfigError traceback, exit 1, and "
-                                       "writes no --json: the finished records are lost")
 def test_the_benchmark_refuses_optuna_without_the_extra_before_any_run(tmp_path, monkeypatch, capsys):
     """optuna is an optional extra, and ``--methods`` lists it by default. Without it,
     ``pinnlab tune`` refuses tune.method=optuna in one line (exit 2) before any work; the
