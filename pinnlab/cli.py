@@ -284,8 +284,11 @@ def _solve_deepxde(config, problem, output: Path, checkpoint: Path, *, progress:
         print("pinnlab: a DeepXDE run keeps no checkpoint; run it again to start over", file=sys.stderr)
         raise
     slice_data = result_slice(problem, result)
-    with replacing(output):
-        write_solve_result(output, config=config, problem=problem, result=result, slice_data=slice_data)
+    try:
+        with replacing(output):
+            write_solve_result(output, config=config, problem=problem, result=result, slice_data=slice_data)
+    except OSError as err:  # (a full disk) one line, as a pinnlab-backend solve's (it was a traceback)
+        raise RunFailed(unwritable(output, err) + "; a DeepXDE run keeps no checkpoint: run it again") from None
     checkpoint.unlink(missing_ok=True)
     if result.status != "ok":
         print(result.message, file=sys.stderr)

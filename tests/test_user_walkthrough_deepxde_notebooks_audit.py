@@ -157,3 +157,30 @@ def test_a_deepxde_history_row_is_the_mean_of_the_trace_since_the_last_row_and_e
         assert final["rel_l2"] == pytest.approx(np.linalg.norm(pred - true) / np.linalg.norm(true), rel=1e-5)
         assert final["max_err"] == pytest.approx(np.abs(pred - true).max(), rel=1e-5)
         assert fh.attrs["dtype"] == "float32" and "linears.0.weight" in fh["params"]
+
+
+def test_a_deepxde_result_that_cannot_be_written_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
+    """The atomic rename onto the DeepXDE solve's result fails with ENOSPC: one line naming
+    the output, the OS's words and that nothing is kept (a DeepXDE run has no checkpoint),
+    exit code 1, as a pinnlab-backend solve; it was a traceback."""
+    import errno
+    import os
+
+    pytest.importorskip("deepxde")
+    out = tmp_path / "dde.h5"
+    real_replace = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if str(dst) == str(out):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    code = _run(["solve", POISSON, "trainer.backend=deepxde", "trainer.steps=2", "trainer.eval_every=2",
+                 "trainer.test_points=20", "trainer.batch_size=8", "model.width=8", "model.depth=2",
+                 "equation.dim=3", "-o", out, "--progress", "off"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and not out.exists(), code
+    assert not any("Traceback" in line for line in err), err  # (above it: DeepXDE's import banner, once)
+    assert err[-1] == (f"pinnlab: error: cannot write {str(out)!r} (No space left on device); a DeepXDE run keeps "
+                       "no checkpoint: run it again"), err
