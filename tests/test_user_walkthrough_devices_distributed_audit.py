@@ -244,3 +244,22 @@ def test_two_ranks_of_one_direction_each_match_one_process_carrying_one_at_a_tim
     assert shares[0].grad["p"].dtype == f32
     assert torch.equal(shares[0].grad["p"] + shares[1].grad["p"], single.grad["p"])
     assert sent[0] == single.value and shares[1].value == single.value
+
+
+def test_fewer_directions_than_processes_is_a_warning_naming_the_idle_ones(tmp_path):
+    """fg2u with one direction (the default for one tuned weight) under torchrun with 2
+    processes: the second computes nothing and waits in the all_reduce, which nothing said.
+    check_processes returns the warning `pinnlab tune` prints on rank 0; with as many
+    directions as processes, none."""
+    from pinnlab import config as configuration
+    from pinnlab.tuning.command import check_processes
+
+    from .tuning.micro_configs import WEIGHT_FG2U
+
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(WEIGHT_FG2U)
+    assert check_processes(configuration.load(cfg, []), 2) == [
+        "tune.options.num_directions = 1 < 2 processes: 1 of them compute no direction and wait (each direction "
+        "is one process's work)"]
+    assert check_processes(configuration.load(cfg, ["tune.options.num_directions=2"]), 2) == []
+    assert check_processes(configuration.load(cfg, []), 1) == []

@@ -183,18 +183,19 @@ def write_tune_result(output: Path, setup, outcome, result, problem, processes: 
                            kind="tune", extra=extra)
 
 
-def check_processes(config, world: int) -> None:
+def check_processes(config, world: int) -> list[str]:
     """Under ``torchrun`` with ``world`` > 1 processes, refuse a run in which no phase's
     method spreads its work over them (each process would run all of it, the same), and
     a CUDA device with an index (each process computes on ``cuda:LOCAL_RANK``). A phase of
     fg2u or zo_fg2u with ``distributed: false`` is refused for that option, the one at
-    fault (the method itself spreads them)."""
+    fault (the method itself spreads them). Returns warnings: a phase with fewer
+    directions than processes, whose extra processes compute nothing and wait."""
     from pinnlab.bilevel import METHODS
     from pinnlab.config import ConfigError
     from pinnlab.tuning.run import make_hypergradient_method
 
     if world <= 1:
-        return
+        return []
     tune = config.tune
     phases = [("tune", tune.method, tune.options)]
     if tune.then is not None:
@@ -217,6 +218,10 @@ def check_processes(config, world: int) -> None:
     if device.startswith("cuda:"):
         raise ConfigError(f"trainer.device = {device!r} under torchrun with {world} processes: each process "
                           "computes on cuda:LOCAL_RANK; use device: cuda or auto")
+    return [f"{where}.options.num_directions = {method.num_directions} < {world} processes: "
+            f"{world - method.num_directions} of them compute no direction and wait (each direction is one "
+            "process's work)" for where, method in made.items()
+            if getattr(method, "distributed", False) and method.num_directions < world]
 
 
 def run(args) -> int:
@@ -260,7 +265,7 @@ def run(args) -> int:
         first_rank = environment_rank() == 0  # (one line, not one per torchrun rank)
         setup = build_tuning(config, progress=args.progress if first_rank else "off")
         check_method(setup)
-        check_processes(config, environment_world_size())
+        idle = check_processes(config, environment_world_size())
     except (configuration.ConfigError, ValueError) as err:
         raise UsageError(f"config error: {err}") from None
     output = Path(args.output)
@@ -282,6 +287,9 @@ def run(args) -> int:
             raise UsageError(f"a checkpoint {str(left)!r} exists from an interrupted run; pass --resume "
                              "to continue it or --overwrite to start over")
     rank, world = init_from_environment(setup.device)  # under torchrun: directions split over ranks
+    if rank == 0:
+        for line in idle:
+            print(f"warning: {line}", file=sys.stderr)
     identity = config.identity()  # the config and the files it reads; the text names what differs
     metadata = {"config": config_hash(identity), "config_text": comparable_text(identity)}
     # (a joint fit keeps none: one there is another run's, which its clean-up at the end deleted)
