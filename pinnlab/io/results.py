@@ -29,7 +29,8 @@ Schema (one file per run; gzip-compressed datasets)::
                             reference_samples (Monte Carlo u* with fewer samples than the
                             test set's, see compute_slice); absent for a steady equation
                             of one coordinate (no plane to slice; /eval holds u along x)
-    /radial/r, abs_err, rel_err, count                                (unit-ball problems)
+    /radial/r, abs_err, rel_err, count                                (unit-ball problems:
+                            20 bins of ‖x‖; mean |u − u*| and ‖u − u*‖/‖u*‖ per bin, NaN if empty)
     /params/<name>          the final network parameters
 
 A ``pinnlab tune`` file (kind="tune") is the result of its final solve plus::
