@@ -34,6 +34,8 @@ def json_path_error(path: str | None) -> str | None:
         return None
     if not path:  # (no file was written, exit 0)
         return "an empty path"
+    if path == "-":  # (a file named '-' was written where the user meant stdout)
+        return "'-' is not stdout here: the results go to a file; name one (./- for a file named '-')"
     if path.endswith(("/", os.sep)):  # (written as DIR/.tmp at the end, a traceback)
         return "names a directory (it ends with a separator)"
     from pinnlab.io import check_writable_directory

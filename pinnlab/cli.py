@@ -112,6 +112,8 @@ def _output_checks(output: Path, *, overwrite: bool, what: str = "", checkpoint:
     from pinnlab.io import check_writable_directory
 
     where = f"{str(output)!r}" + (f" ({what})" if what else "")
+    if str(output) == "-":  # (a file named '-' was written where the user meant stdout)
+        raise UsageError(f"output {where}: pinnlab writes HDF5 files, not to stdout; name a file")
     resolved_output(output, where)
     try:
         limit = os.pathconf(output.absolute().parent, "PC_NAME_MAX")

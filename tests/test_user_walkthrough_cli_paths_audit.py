@@ -404,3 +404,21 @@ def test_plotting_a_replaced_result_again_leaves_no_figure_of_the_old_one(tmp_pa
     drawn = capsys.readouterr().out.splitlines()
     assert drawn == [str(tmp_path / "r" / name) for name in ("curves.png", "slice.png", "radial.png")]
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["curves.png", "radial.png", "slice.png"]
+
+
+def test_an_output_of_dash_is_refused_not_written_as_a_file_named_dash(tmp_path, capsys, monkeypatch):
+    """``-o -`` (a user who means stdout) wrote a result file literally named '-' in the
+    working directory; ``--json -`` of a benchmark did the same. Both are one line, exit 2,
+    and nothing is written; a benchmark's ``--json ./-`` still names that file."""
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    assert _solve(tmp_path, "-") == 2
+    assert _one_error_line(capsys) == ("pinnlab: error: output '-': pinnlab writes HDF5 files, not to stdout; "
+                                       "name a file")
+    assert not (tmp_path / "-").exists()
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from _common import json_path_error
+
+    assert json_path_error("-").startswith("'-' is not stdout here")
+    assert json_path_error("./-") is None
