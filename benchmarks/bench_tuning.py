@@ -204,6 +204,8 @@ def tuner_config(name: str, data: dict, method: str, budget: float | None):
     then = data["tune"].get("then")
     if not uses_seed(method, then["method"] if then else None, data["tune"]["tunables"]):
         data["tune"].pop("seed", None)  # (the repeat's direction seed: nothing of this method's is random)
+    if method in configuration.SEARCHES and data["tune"].get("trial_steps") is not None:
+        data["tune"].pop("horizon", None)  # (--select's trial length: the horizon, its default, is refused then)
     if method in configuration.SEARCHES:  # (they draw every trial from [low, high]: an init is refused)
         data["tune"]["tunables"] = {k: {**{key: x for key, x in v.items() if key != "init"},
                                         **SEARCH_RANGES.get(name, {}).get(k, {})}

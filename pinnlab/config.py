@@ -295,6 +295,8 @@ class Config:
             out.pop("estimator")
         if "tune" in out and not self.tune.seeded:  # (refused where nothing of the tuning is random)
             out["tune"].pop("seed")
+        if "tune" in out and not self.tune.horizon_acts:  # (refused beside a search's trial_steps)
+            out["tune"].pop("horizon")
         study = self.sections.get("study")
         if study is not None and study.kind == "estimator" and study.init != "trained":
             # it trains nothing: the pretraining's settings are refused there, so its own file's
@@ -482,11 +484,14 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     (when the config names a weighting: options it gives without one are kept for the
     override's), and ``trainer.backend=deepxde`` the config's ``estimator`` settings and those of
     :data:`DEEPXDE_FIXED` it sets to another value (a linear schedule, a hybrid loss; a
-    study's DeepXDE variant).
+    study's DeepXDE variant); one that gives a search its own ``tune.trial_steps``
+    (``tune.method=random tune.trial_steps=100``) drops the config's ``tune.horizon``,
+    which only sets a search's default trial length.
     """
     data = _deep_copy(data)
     # (the config's own choices, whose options an override of them keeps)
     method, weighting = _walk(data, "tune.method"), _walk(data, "loss.weighting")
+    trials = method in SEARCHES and _walk(data, "tune.trial_steps") is not None  # (the config's horizon inert)
     overridden: set[str] = set()
     for item in overrides:
         if "=" not in item:
@@ -602,6 +607,14 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
                 and isinstance(control_node, dict) and control_node.get(control) not in values
                 and not _acts_elsewhere(key, data)):
             node.pop(name, None)
+    # a search's trials train tune.trial_steps steps when given, horizon setting only their
+    # default: an override that makes the config's horizon inert (tune.method=random
+    # tune.trial_steps=100 on a shipped fg2u config) drops it; given as an override, or inert
+    # in the config as it stands, it is kept (and refused)
+    if (("tune.method" in overridden or "tune.trial_steps" in overridden) and "tune.horizon" not in overridden
+            and not trials and isinstance(tune, dict) and tune.get("method") in SEARCHES
+            and tune.get("trial_steps") is not None):
+        tune.pop("horizon", None)
     return data
 
 
@@ -1133,6 +1146,10 @@ def _check_tune(config: Config) -> None:
                           + f" (it seeds the directions of fg2u and zo_fg2u, the draws of random and optuna and "
                           f"the {COLLOCATION} network; the training's noise and points follow trainer.seed); "
                           "remove it")
+    if "horizon" in tune.model_fields_set and not tune.horizon_acts:
+        raise ConfigError(f"tune.horizon: has no effect with tune.method = {tune.method!r} and tune.trial_steps = "
+                          f"{tune.trial_steps} (each trial trains trial_steps steps; horizon only sets their default, "
+                          "10 × horizon); remove it")
     if config.trainer.dtype == "float32":  # φ and its optimiser live in the run's dtype
         given = {f"tune.tunables.{name}.{key}": getattr(spec, key) for name, spec in tune.tunables.items()
                  for key in ("init", "low", "high")}

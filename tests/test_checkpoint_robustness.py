@@ -336,8 +336,10 @@ def _tune_run(root, method):
 
     cfg = root / f"{method}.yaml"
     text = TUNE.replace("METHOD", method)
-    # trial_steps only for a search, checkpoint_every only for the others (a search saves every trial)
-    text = text.replace("  checkpoint_every: 1\n" if method == "random" else "  trial_steps: 2\n", "")
+    # trial_steps only for a search (beside it the horizon, its default, is refused), checkpoint_every
+    # only for the others (a search saves every trial)
+    for key in ("checkpoint_every: 1", "horizon: 2") if method == "random" else ("trial_steps: 2",):
+        text = text.replace(f"  {key}\n", "")
     if method == "penalty":  # its default inner step diverges on a PINN (README: far smaller steps)
         text = text.replace("options: {}", "options: {lr: 1.0e-5}")
     cfg.write_text(text)

@@ -238,7 +238,8 @@ def test_an_override_of_the_deciding_key_drops_the_configs_own_setting(tmp_path)
     config = C.load(_config(tmp_path, TUNE), [f"data.source={obs}"])
     assert config.data.model_fields_set == {"source"}
     search = _config(tmp_path, TUNE.replace("method: fg2u", "method: random").replace(
-        "options: {num_directions: 1}", "options: {}\n  trial_steps: 5"), "search.yaml")
+        "options: {num_directions: 1}", "options: {}\n  trial_steps: 5").replace("  horizon: 2\n", ""),
+        "search.yaml")  # (no horizon: beside trial_steps it is refused)
     assert C.load(search).tune.trial_steps == 5
     assert "trial_steps" not in C.load(search, ["tune.method=fg2u"]).tune.model_fields_set
     bilevel = _config(tmp_path, TUNE.replace("outer_steps: 2", "outer_steps: 2\n  checkpoint_every: 3").replace(
@@ -254,6 +255,14 @@ def test_an_override_of_the_deciding_key_drops_the_configs_own_setting(tmp_path)
     assert C.load(outer, ["tune.method=rgu", "tune.options={}"]).tune.outer_lr == 0.3
     with pytest.raises(C.ConfigError, match=r"^tune\.checkpoint_every: has an effect only"):
         C.load(bilevel, [*SEARCH, "tune.checkpoint_every=3"])  # given as an override itself: refused
+    # a search with its own trial length: the config's horizon goes (it only sets the default
+    # trial length); given as an override too, or beside trial_steps in the file, it is refused
+    assert "horizon" not in C.load(bilevel, [*SEARCH, "tune.trial_steps=5"]).tune.model_fields_set
+    with pytest.raises(C.ConfigError, match=r"^tune\.horizon: has no effect with tune\.method = 'random'"):
+        C.load(bilevel, [*SEARCH, "tune.trial_steps=5", "tune.horizon=3"])
+    with pytest.raises(C.ConfigError, match=r"^tune\.horizon: has no effect"):
+        C.load(search, ["tune.horizon=3"])
+    assert C.load(search, ["tune.trial_steps=null", "tune.horizon=3"]).tune.horizon == 3  # (then 30-step trials)
 
 
 def test_an_objective_kind_override_drops_the_configs_objective_estimator(tmp_path):

@@ -235,7 +235,8 @@ def test_tune_resume_continues_an_interrupted_final_solve(tmp_path, monkeypatch)
 MIX_SEARCH = WEIGHT_FG2U.replace("loss: {kind: biased, weights: {boundary: 1.0e-2}}",
                                  "loss: {kind: hybrid, switch_step: 2}") \
     .replace("method: fg2u\n  options: {num_directions: 1}\n", "method: random\n  trial_steps: 2\n") \
-    .replace("tunables: {weights.boundary: {}}", "tunables: {mix: {low: 0.05, high: 0.95}}")
+    .replace("tunables: {weights.boundary: {}}", "tunables: {mix: {low: 0.05, high: 0.95}}") \
+    .replace("  horizon: 2\n", "")  # (beside trial_steps it is refused)
 
 
 def test_a_searched_mix_is_the_best_trials_constant_in_the_final_solve(tmp_path):

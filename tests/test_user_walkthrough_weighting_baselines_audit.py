@@ -81,9 +81,6 @@ def test_a_short_tpe_search_uses_the_scores_of_its_finished_trials(tmp_path):
     assert draws[0][2] != draws[1][2], draws
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: tune.horizon given with a search that sets its own tune.trial_steps "
-                                       "has no effect (it only sets the default trial length) and is accepted, "
-                                       "and /tune's horizon attribute records it")
 def test_a_horizon_a_search_with_its_own_trial_steps_ignores_is_refused(tmp_path):
     """README: settings are refused where they would be ignored. A random search's trial
     length is ``tune.trial_steps`` (default 10 × horizon), and with trial_steps given the

@@ -35,7 +35,8 @@ Schema (one file per run; gzip-compressed datasets)::
 
 A ``pinnlab tune`` file (kind="tune") is the result of its final solve plus::
 
-    /tune                   attrs: method, objective, horizon, trial_steps (searches), seconds, steps_done,
+    /tune                   attrs: method, objective, horizon (where it acted: not with a search's
+                            tune.trial_steps), trial_steps (searches), seconds, steps_done,
                             inner ("pinnlab"|"deepxde"), processes (torchrun's WORLD_SIZE, 1
                             without), status, message, coefficient_rel_err/<name>;
                             then_method, then_after with a two-phase schedule (tune.then)

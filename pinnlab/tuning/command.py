@@ -144,7 +144,8 @@ def write_tune_result(output: Path, setup, outcome, result, problem, processes: 
             group.attrs["then_method"] = then.method
             group.attrs["then_after"] = then.after
         group.attrs["objective"] = config.tune.objective.kind
-        group.attrs["horizon"] = config.tune.horizon
+        if config.tune.horizon_acts:  # (not a search's given trial_steps: it did nothing there)
+            group.attrs["horizon"] = config.tune.horizon
         if "trial_steps" in outcome.extra:  # a search: each trial's training steps
             group.attrs["trial_steps"] = int(outcome.extra["trial_steps"])
         group.attrs["inner"] = config.tune.inner

@@ -126,7 +126,8 @@ class TuneSection(_Spec):
     hypergradient method of :mod:`pinnlab.bilevel` (``fg2u``, ``rgu``, ``trgu``,
     ``hessian_free``, ``zo_fg2u``, ...; ``options`` are its constructor arguments) or a
     baseline: ``random`` and ``optuna`` (TPE) search, each trial training
-    ``trial_steps`` steps from the initial network, and ``joint`` (single-level
+    ``trial_steps`` steps (default 10 × ``horizon``; with ``trial_steps`` given,
+    ``horizon`` is refused) from the initial network, and ``joint`` (single-level
     training of θ and the PDE coefficients together on residual + data loss).
     The inner steps train at the constant ``trainer.lr`` (or the tuned ``lr``) and, for a
     hybrid loss whose mix is not tuned, with the loss before the switch (mix 0): the
@@ -172,6 +173,13 @@ class TuneSection(_Spec):
         """Whether ``seed`` acts: a method in either phase draws at random (:data:`SEEDED`)
         or the collocation_weight network is tuned (its initialisation)."""
         return uses_seed(self.method, self.then.method if self.then is not None else None, self.tunables)
+
+    @property
+    def horizon_acts(self) -> bool:
+        """Whether ``horizon`` acts: it is every method's unroll (joint fitting's steps per
+        outer step) but for a search only the default trial length, 10 × horizon, which a
+        given ``trial_steps`` replaces."""
+        return self.method not in ("random", "optuna") or self.trial_steps is None
 
     def outer_optimizer_for(self, params):
         """The configured outer optimiser over the tensors ``params`` (a torch.optim

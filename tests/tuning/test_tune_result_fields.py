@@ -57,7 +57,8 @@ def test_a_search_records_its_trials_in_float64_and_its_times(tmp_path):
         seconds = tune["seconds"][...]
         assert seconds.shape == (3,) and (seconds > 0).all()
         assert tune.attrs["seconds"] >= seconds.sum()  # the trials and the bookkeeping between them
-        assert (tune.attrs["method"], tune.attrs["objective"], tune.attrs["horizon"]) == ("random", "reference", 10)
+        assert (tune.attrs["method"], tune.attrs["objective"], tune.attrs["trial_steps"]) == ("random", "reference", 2)
+        assert "horizon" not in tune.attrs  # (the trials train trial_steps: 2 steps, whatever the horizon)
         assert tune.attrs["steps_done"] == 3
         assert tune.attrs["final/weights.boundary"] == tune["tuned/weights.boundary"][()]
         assert "initial" not in tune  # (a search's trials start nowhere: they are drawn)

@@ -1074,9 +1074,11 @@ def test_every_tuner_obeys_the_same_budget_rule(tmp_path, method, monkeypatch):
     monkeypatch.setattr(pinnlab._budget, "_now", lambda: float(next(ticks)))
     # joint's unit is one training step; horizon 1 records each in the history
     text, horizon = (INVERSE, 1) if method == "joint" else (TINY, 3)
-    overrides = [f"tune.method={method}", "tune.budget_seconds=2.5", f"tune.horizon={horizon}"]
-    if method == "random":
+    overrides = [f"tune.method={method}", "tune.budget_seconds=2.5"]
+    if method == "random":  # (its trial length; a horizon beside it is refused)
         overrides += ["tune.options={}", "tune.trial_steps=5"]
+    else:
+        overrides.append(f"tune.horizon={horizon}")
     outcome = run_tuning(build_tuning(configuration.load(_write(tmp_path, text), overrides)))
     assert len(outcome.history["outer_step"]) == 2
 
@@ -1089,9 +1091,11 @@ def test_a_resumed_run_keeps_the_budget_it_had_spent(tmp_path, method, monkeypat
 
     now = [0.0]
     monkeypatch.setattr(pinnlab._budget, "_now", lambda: now[0])
-    overrides = [f"tune.method={method}", "tune.budget_seconds=2.5", "tune.horizon=3"]
+    overrides = [f"tune.method={method}", "tune.budget_seconds=2.5"]
     if method == "random":  # (a search saves a checkpoint after every trial; fg2u by default after every step)
         overrides += ["tune.options={}", "tune.trial_steps=3"]
+    else:
+        overrides.append("tune.horizon=3")
     checkpoint = tmp_path / "t.ckpt"
 
     def tick(k, phi, diagnostics):
