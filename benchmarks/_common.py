@@ -86,10 +86,8 @@ def bench_threads() -> int:
     ValueError naming the variable (``two`` was int()'s traceback, ``0`` torch's); the
     scripts check it before any work, so that their workers read a valid one."""
     text = os.environ.get("PINNLAB_BENCH_THREADS", "2")
-    try:
-        count = int(text)
-    except ValueError:
-        count = 0
+    digits = text.strip()  # (int() also read "1_0" as 10 and "٣" as 3; WORLD_SIZE is read as strictly)
+    count = int(digits) if digits.isascii() and digits.isdecimal() else 0
     if count < 1:
         raise ValueError(f"PINNLAB_BENCH_THREADS={text!r}: must be a whole number of threads >= 1 (unset: 2)")
     return count

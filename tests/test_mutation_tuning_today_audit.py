@@ -187,7 +187,7 @@ def test_bench_threads_default_to_two_and_read_the_variable(bench_common, monkey
     assert bench_common.bench_threads() == 1
 
 
-@pytest.mark.parametrize("value", ["two", "0", "-3"])
+@pytest.mark.parametrize("value", ["two", "0", "-3", "1_0", "2.0"])
 def test_a_bad_bench_thread_count_is_named_as_written(bench_common, monkeypatch, value):
     """The message quotes the value as set (not the 0 it was read as) and the default."""
     monkeypatch.setenv("PINNLAB_BENCH_THREADS", value)
