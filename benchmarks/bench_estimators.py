@@ -20,7 +20,8 @@ Hessian-vector products, whose graphs all stay alive for the backward pass: time
 memory grow as D·(D + H/w), predicted from the largest d measured; ``autograd_growth``).
 
 Records (``--json``, a list; one per cell and malloc mode): ``estimator`` (stein,
-autograd or hutchinson), ``noise`` (shared or independent), ``method`` (both, as
+autograd or hutchinson), ``noise`` (shared or independent; null for autograd, which draws
+none), ``method`` (both, as
 ``stein-shared``), ``dim``, ``seconds_per_step``, ``peak_bytes``, ``flops``,
 ``floor_seconds``, ``reps`` (the timed steps), ``malloc``, ``memory_method`` (how
 ``peak_bytes`` was measured) and ``skipped`` (null, or why an autograd cell was not run:
@@ -50,6 +51,8 @@ from _common import Parser, bench_threads, json_path_error, run_main, write_json
 
 DIMS = (100, 1000, 10000)
 METHODS = ("stein-shared", "stein-independent", "autograd", "hutchinson")
+NOISE = {"stein-shared": "shared", "stein-independent": "independent", "autograd": None, "hutchinson": "independent"}
+"""Each method's noise mode (Hutchinson's probes are drawn per point; autograd draws none)."""
 MEMORY_LIMIT = 8 * 2**30
 """An autograd step predicted to need more than this many bytes is skipped (a third of this
 machine's 24 GB)."""
@@ -168,7 +171,7 @@ def worker(method: str, dim: int, reps: int) -> dict:
     assert torch.isfinite(metrics["loss"])
     return {
         "estimator": method.split("-")[0],
-        "noise": method.split("-")[1] if "-" in method else "independent",
+        "noise": NOISE[method],
         "method": method,
         "dim": dim,
         "seconds_per_step": statistics.median(times),
@@ -222,7 +225,7 @@ def run(quick: bool, malloc: str = "pinnlab") -> tuple[list[dict], float]:
                 reason = autograd_skip(dim, autograd_seen)
                 if reason:  # (a record too: the table and the JSON said nothing of the cell)
                     print(f"skip autograd d={dim}: {reason}", file=sys.stderr)
-                    records += [dict.fromkeys(RECORD_KEYS) | {"estimator": "autograd", "noise": "independent",
+                    records += [dict.fromkeys(RECORD_KEYS) | {"estimator": "autograd", "noise": NOISE[method],
                                                               "method": method, "dim": dim, "malloc": mode,
                                                               "skipped": reason} for mode in MALLOC_MODES[malloc]]
                     continue

@@ -63,7 +63,7 @@ def test_autograd_is_skipped_above_eight_gib(benchmarks):
 def test_worker_record_median_seconds_and_peak_increase(benchmarks, monkeypatch):
     """A worker's record: the median of the timed steps (not the fastest), the peak RSS
     increase over the mark after set-up, the FLOP floor of its own method and dimension,
-    and estimator/noise split from the method name (no noise name: independent)."""
+    and estimator/noise split from the method name (Hutchinson's probes: independent)."""
     import torch
 
     import pinnlab
@@ -377,3 +377,21 @@ def test_step_flops_is_the_documented_closed_form(benchmarks, method, expected):
     floor, which the projections and the nG/nH terms stay within."""
     bench = benchmarks("bench_estimators")
     assert bench.step_flops(method, 5, n=2, k=3, v=7, width=4, depth=3) == expected
+
+
+def test_an_autograd_record_has_no_noise_mode(benchmarks, monkeypatch):
+    """Autograd draws no noise: its records (run or skipped) say ``noise: null``; they said
+    "independent", as if it were a Stein or Hutchinson mode."""
+    import torch
+
+    import pinnlab
+
+    bench = benchmarks("bench_estimators")
+    monkeypatch.setattr(pinnlab, "configure_malloc", lambda: False)
+    monkeypatch.setattr(bench, "training_step", lambda method, dim: (
+        (lambda params, state, extra, i: (params, state, {"loss": torch.tensor(1.0)})), {}, {}))
+    _clock(monkeypatch, bench, [0.3, 0.1, 0.2])
+    monkeypatch.setattr(bench, "_peak_rss_bytes", iter([10 * 2**20, 13 * 2**20]).__next__)
+    record = bench.worker("autograd", 4, 3)
+    assert (record["estimator"], record["noise"]) == ("autograd", None)
+    assert set(bench.NOISE) == set(bench.METHODS)
