@@ -242,3 +242,23 @@ def test_a_final_solve_that_diverges_says_so_with_the_tuned_values(tmp_path, cap
     assert [line for line in err if "final solve with" in line] == [
         f"warning: the final solve with weights.boundary=0.01 stopped early: {message}"], err
     assert "smaller learning rate" in message
+
+
+MIX_FG2U = WEIGHT_FG2U.replace("loss: {kind: biased, weights: {boundary: 1.0e-2}}",
+                               "loss: {kind: hybrid, switch_step: 2}") \
+    .replace("tunables: {weights.boundary: {}}", "tunables: {mix: {}}")
+"""fg2u tuning the biased/unbiased mix: the final solve replays the schedule it followed."""
+
+
+def test_the_summary_of_a_tuned_mix_names_the_schedule_the_final_solve_replays(tmp_path, capsys):
+    """`tuned (fg2u, …): mix=0.4` showed the last φ, but the final solve follows the mix
+    schedule of the tuning (/tune/tuned/mix, one value per outer step). The line now says
+    it is a schedule, with its first and last values, as the file records it."""
+    out = tmp_path / "t.h5"
+    assert _run(["tune", _write(tmp_path, MIX_FG2U), "-o", out, "--progress", "off"]) == 0
+    with h5py.File(out) as fh:
+        schedule = fh["tune/tuned/mix"][()]
+    assert schedule.shape == (3,)
+    line = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("tuned ("))
+    assert line.endswith(f"): mix: a schedule of 3 values, {schedule[0]:.4g} to {schedule[-1]:.4g}, which the "
+                         "final solve replays"), line

@@ -251,7 +251,7 @@ def run(args) -> int:
     from pinnlab.io.checkpoint import CheckpointError, comparable_text, config_difference, config_hash
     from pinnlab.solvers import resolve_device
     from pinnlab.solvers.progress import Progress
-    from pinnlab.tuning.run import check_method, coefficient_errors, final_solve, run_tuning
+    from pinnlab.tuning.run import check_method, coefficient_errors, final_mix_schedule, final_solve, run_tuning
     from pinnlab.tuning.setup import build_tuning
 
     try:
@@ -340,8 +340,13 @@ def run(args) -> int:
         return EXIT_OK
     then = config.tune.then
     methods = outcome.method + (f" → {then.method} after {then.after} outer steps" if then is not None else "")
-    print(f"tuned ({methods}, {outcome.seconds:.1f} s, {world} process(es)): {_summary(outcome.phi)}",
-          file=sys.stderr)
+    # a tuned mix: the final solve replays the schedule the tuning followed, not its last value
+    schedule = final_mix_schedule(setup, outcome)
+    tuned = _summary({k: v for k, v in outcome.phi.items() if k != "mix" or schedule is None or len(schedule) == 1})
+    if schedule is not None and len(schedule) > 1:
+        tuned += (f"{' ' if tuned else ''}mix: a schedule of {len(schedule)} values, {schedule[0]:.4g} to "
+                  f"{schedule[-1]:.4g}, which the final solve replays")
+    print(f"tuned ({methods}, {outcome.seconds:.1f} s, {world} process(es)): {tuned}", file=sys.stderr)
     if outcome.status == "ok" and outcome.message:  # (the budget ended it early; /tune's message says so too)
         print(f"note: {outcome.message}", file=sys.stderr)
     if outcome.status != "ok" and "trial_steps" in outcome.extra:  # a search: it ran every trial
@@ -367,7 +372,6 @@ def run(args) -> int:
         if left.exists():
             left.unlink()
     if result.status != "ok":  # (said nowhere but in the file: the user saw rel_l2=7e+25 and exit code 1)
-        tuned = _summary(outcome.phi)
         print(f"warning: the final solve{f' with {tuned}' if tuned else ''} stopped early: {result.message}",
               file=sys.stderr)
     errors = coefficient_errors(setup, outcome.phi)
