@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -333,8 +334,14 @@ def cmd_plot(args) -> int:
     # shape) leaves the directory as it was, not with some figures replaced
     try:
         staging = Path(tempfile.mkdtemp(prefix=".pinnlab-plot-", dir=outdir))
-    except OSError as err:  # it exists but is not writable
-        raise UsageError(f"cannot write into plot directory {str(outdir)!r}: {err}") from None
+    except OSError as err:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        if isinstance(err, PermissionError) or err.errno == errno.EROFS:  # a directory the user cannot write
+            raise UsageError(f"cannot write into plot directory {str(outdir)!r}: {err}") from None
+        # the disk (full, failing), not the input: exit 1 in one line, as a figure not written
+        # (a full disk was exit 2, "cannot write into plot directory")
+        raise RunFailed(unwritable(outdir, err)) from None
     try:
         try:
             drawn = plot_file(path, staging)
@@ -358,9 +365,12 @@ def cmd_plot(args) -> int:
             if target.exists() and os.path.samefile(target, path):  # (the figure replaced the result)
                 raise UsageError(f"cannot plot into {str(target)!r}: it is the result file being plotted; "
                                  "choose another directory with -o DIR")
-        for item, target in zip(drawn, targets):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(item, target)
+        try:
+            _move_figures(drawn, targets, staging)
+        except RunFailed:
+            if created is not None:  # (it held no figure before)
+                shutil.rmtree(created, ignore_errors=True)
+            raise
         # figures of another result drawn here before (tune.png and terms.png of a tuning
         # the file held before a solve was written over it) would pass for this one's
         for stale in sorted(FIGURES - {target.name for target in targets}):
@@ -375,6 +385,35 @@ def cmd_plot(args) -> int:
     for item in targets:
         print(item)
     return EXIT_OK
+
+
+def _move_figures(drawn: list[Path], targets: list[Path], staging: Path) -> None:
+    """Move the figures ``drawn`` in ``staging`` onto their ``targets``, each atomically. A
+    move that fails (a full disk, an I/O error) was a traceback, with some figures of the
+    directory replaced and some not: the figures moved before it are taken back (an earlier
+    figure they replaced is put back from a hard link kept in ``staging``) and the failure
+    is one line, exit 1."""
+    moved: list[tuple[Path, Path | None, bool]] = []  # (target, its earlier figure kept, it existed)
+    for index, (item, target) in enumerate(zip(drawn, targets)):
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            existed, kept = target.exists(), None
+            if existed:
+                kept = staging / f".previous-{index}"
+                try:
+                    os.link(target, kept)
+                except OSError:  # (a file system without hard links: this one cannot be put back)
+                    kept = None
+            os.replace(item, target)
+        except OSError as err:
+            for done, previous, had in reversed(moved):
+                with contextlib.suppress(OSError):
+                    if previous is not None:
+                        os.replace(previous, done)
+                    elif not had:
+                        done.unlink()
+            raise RunFailed(unwritable(target, err)) from None
+        moved.append((target, kept, existed))
 
 
 def cmd_list(args) -> int:
