@@ -300,11 +300,13 @@ def _solve_deepxde(config, problem, output: Path, checkpoint: Path, *, progress:
 
 
 def default_plot_directory(path: Path) -> Path:
-    """Where ``pinnlab plot FILE`` draws without -o: FILE without .h5, and FILE_plots for
-    a name that does not end with .h5 (dropping whatever its last suffix was gave run.v1
-    and run.v2 one directory, the second's figures replacing the first's, and a result
-    named run its own name)."""
-    return path.with_suffix("") if path.suffix == ".h5" else path.with_name(path.name + "_plots")
+    """Where ``pinnlab plot FILE`` draws without -o: FILE_plots, the whole name of FILE with
+    ``_plots`` appended (run.h5_plots), whatever it ends with. Two results never share it:
+    FILE without .h5 (run/ of run.h5) was also the FILE_plots of a name not ending with
+    .h5 (run_plots/ of run_plots.h5 and of run), the second plot replacing the first's
+    figures, and it could be a directory of the user's own (data/ of data.h5) where a plot
+    removes figures of an earlier plot by their names."""
+    return path.with_name(path.name + "_plots")
 
 
 def cmd_plot(args) -> int:
@@ -537,8 +539,7 @@ def _add_plot(sub):
     p = add_command(sub, "plot", "draw PNGs from a result file", "pinnlab plot run.h5 -o run_plots")
     p.add_argument("file", type=path_argument, help="a result file of pinnlab solve, tune or study")
     p.add_argument("-o", "--output", type=path_argument, action=Once,
-                   help="directory for the PNGs (default: FILE without .h5; FILE_plots for a name not ending "
-                        "with .h5)")
+                   help="directory for the PNGs (default: FILE_plots, FILE's whole name with _plots appended)")
     return p
 
 

@@ -17,6 +17,7 @@ from pinnlab.cli import main
 from pinnlab.plots import solve as solve_plots
 from pinnlab.plots import studies as study_plots
 from pinnlab.plots import tune as tune_plots
+from tests.test_cli_help import _commands
 from tests.test_solve_plot_data import _solve_file
 
 
@@ -121,3 +122,37 @@ def test_a_staging_directory_that_cannot_be_made_on_a_full_disk_is_exit_1_not_ba
     assert _run(["plot", result, "-o", tmp_path / "new" / "figs"]) == 1
     assert "No space left on device" in _one_error_line(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figs", "run.h5"]
+
+
+# -- 2. default plot directories that were one ------------------------------------------------------
+def test_a_result_and_one_named_like_its_plot_directory_dot_h5_draw_into_two_directories(tmp_path, capsys,
+                                                                                        text_figures):
+    """``pinnlab plot run`` (a result written with ``-o run``) drew into run_plots/, and
+    ``pinnlab plot run_plots.h5`` (FILE without .h5) into run_plots/ too: the second plot
+    replaced the first's figures and exited 0. Every FILE draws into FILE_plots now, its
+    whole name with _plots appended, so each result has a directory of its own."""
+    first, second = _solve_result(tmp_path / "run"), _solve_result(tmp_path / "run_plots.h5")
+    assert _run(["plot", first]) == 0
+    drawn_first = capsys.readouterr().out.splitlines()
+    before = {name: Path(name).read_text() for name in drawn_first}
+    for name in drawn_first:  # (marked: a plot of the second result replacing it would show)
+        Path(name).write_text("figure of run")
+    assert _run(["plot", second]) == 0
+    drawn_second = capsys.readouterr().out.splitlines()
+    assert {Path(name).parent for name in drawn_first} == {tmp_path / "run_plots"}
+    assert {Path(name).parent for name in drawn_second} == {tmp_path / "run_plots.h5_plots"}
+    assert all(Path(name).read_text() == "figure of run" for name in before)
+
+
+@pytest.mark.parametrize("name", ["run.h5", "run", "run_plots.h5", "run.v1", "run.h5.h5", "run.H5"])
+def test_the_default_plot_directory_is_the_whole_name_with_plots_as_readme_and_help_say(tmp_path, capsys,
+                                                                                       text_figures, name):
+    """README and ``plot --help``: by default the figures go to FILE_plots (run.h5_plots/ for
+    run.h5), FILE's whole name, whatever it ends with."""
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").split())
+    assert "by default `FILE_plots` (`run.h5_plots/` for `run.h5`: FILE's whole name" in readme
+    assert "default: FILE_plots, FILE's whole name with _plots appended" in " ".join(
+        _commands()["plot"].format_help().split())
+    result = _solve_result(tmp_path / name)
+    assert _run(["plot", result]) == 0
+    assert {Path(line).parent for line in capsys.readouterr().out.splitlines()} == {tmp_path / f"{name}_plots"}

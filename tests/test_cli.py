@@ -167,8 +167,9 @@ def test_bad_input_table(tmp_path, capsys):
     foreign = tmp_path / "foreign.h5"
     with h5py.File(foreign, "w") as fh:
         fh["x"] = np.zeros(3)
-    existing.with_suffix("").write_bytes(b"a result without a suffix")
-    protect = [existing, good, foreign, existing.with_suffix("")]
+    default = tmp_path / "existing.h5_plots"  # (a result written with -o existing.h5_plots)
+    default.write_bytes(b"a result without a suffix")
+    protect = [existing, good, foreign, default]
     cases = [
         (["solve", tmp_path / "missing.yaml", "-o", tmp_path / "o.h5"], "does not exist"),
         (["solve", good, "-o", existing], "exists; pass --overwrite"),
@@ -206,9 +207,9 @@ def test_bad_input_table(tmp_path, capsys):
         (["plot", tmp_path], "is a directory"),
         # an HDF5 file pinnlab did not write (it said "unknown result kind ''")
         (["plot", foreign], "is not a pinnlab result file (it has no 'kind' attribute"),
-        # a file where the default plot directory goes (a result written with -o existing): mkdir
+        # a file where the default plot directory goes (a result written with -o existing.h5_plots): mkdir
         # said "File exists"
-        (["plot", existing], f"the default plot directory of {str(existing)!r}, {str(existing.with_suffix(''))!r}, "
+        (["plot", existing], f"the default plot directory of {str(existing)!r}, {str(default)!r}, "
                              "is a file, not a directory; choose one with -o DIR"),
         (["solve", tmp_path, "-o", tmp_path / "o.h5"], "is a directory"),
         (["plot", good, "-o", tmp_path / "figs"], "cannot plot: " + repr(str(good)) + " is not an HDF5 file ("),

@@ -61,9 +61,10 @@ def text_figures(monkeypatch):
 
 # -- the default plot directory ------------------------------------------------------------------
 def test_the_default_plot_directory_keeps_the_whole_name_of_a_file_not_ending_with_h5():
-    """run.h5 draws into run/; run.v1 into run.v1_plots/ (its whole name: run.v1 and run.v2
-    must not share one directory, nor run be its own)."""
-    assert cli.default_plot_directory(Path("d/run.h5")) == Path("d/run")
+    """run.v1 draws into run.v1_plots/ (its whole name: run.v1 and run.v2 must not share one
+    directory, nor run be its own); run.h5 too into run.h5_plots/ (it drew into run/, FILE
+    without .h5: run_plots.h5's run_plots/ was then also the directory of a result run)."""
+    assert cli.default_plot_directory(Path("d/run.h5")) == Path("d/run.h5_plots")
     assert cli.default_plot_directory(Path("d/run.v1")) == Path("d/run.v1_plots")
     assert cli.default_plot_directory(Path("d/run")) == Path("d/run_plots")
     assert cli.default_plot_directory(Path("d/run.H5")) == Path("d/run.H5_plots")

@@ -316,16 +316,16 @@ def _result(path, kind="solve", **kwargs):
 
 
 def test_plot_writes_beside_the_file_by_default_and_lists_the_figures_in_drawing_order(tmp_path, capsys):
-    """Without -o the figures go to the file's name without its suffix; a result with
+    """Without -o the figures go to FILE_plots (run.h5_plots); a result with
     loss terms, a slice and a radial profile gets curves, terms, slice and radial, in that
     order on stdout."""
     radial = {"r": [0.1, 0.5], "count": [3, 4], "abs_err": [1e-2, 2e-2], "rel_err": [0.1, 0.2]}
     path = _result(tmp_path / "run.h5", terms=_terms([1.0, 2.0, 4.0]), radial=radial)
     assert main(["plot", str(path)]) == 0
     names = ["curves.png", "terms.png", "slice.png", "radial.png"]
-    assert capsys.readouterr().out.splitlines() == [str(tmp_path / "run" / name) for name in names]
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(names)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "run.h5"]
+    assert capsys.readouterr().out.splitlines() == [str(tmp_path / "run.h5_plots" / name) for name in names]
+    assert sorted(p.name for p in (tmp_path / "run.h5_plots").iterdir()) == sorted(names)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.h5", "run.h5_plots"]
 
 
 def test_a_one_coordinate_result_gets_the_line_figure_in_place_of_the_slice(tmp_path, capsys):

@@ -65,7 +65,8 @@ def test_plot_into_an_existing_file_says_it_is_not_a_directory(tmp_path, capsys)
     there (the default directory's same case was reworded for this reason: "(its name
     without a suffix) is the file itself"). It should say the path is a file, not a
     directory; and where it is the default directory (``plot run.h5`` beside a file
-    ``run``, a result written with ``-o run``), point at -o DIR as that case does."""
+    ``run.h5_plots``, a result written with ``-o run.h5_plots``), point at -o DIR as that
+    case does."""
     result = tmp_path / "run.h5"  # (refused before it is read)
     result.write_bytes(b"a result")
     notes = tmp_path / "notes.txt"
@@ -74,10 +75,11 @@ def test_plot_into_an_existing_file_says_it_is_not_a_directory(tmp_path, capsys)
     line = _one_error_line(capsys)
     assert notes.read_text() == "my notes"
     assert "File exists" not in line and "not a directory" in line, line
-    (tmp_path / "run").write_bytes(b"a result written with -o run")  # plot run.h5's default directory
+    default = tmp_path / "run.h5_plots"  # plot run.h5's default directory
+    default.write_bytes(b"a result written with -o run.h5_plots")
     assert _run(["plot", result]) == 2
     line = _one_error_line(capsys)
-    assert (tmp_path / "run").read_bytes() == b"a result written with -o run"
+    assert default.read_bytes() == b"a result written with -o run.h5_plots"
     assert "File exists" not in line and "-o DIR" in line, line
 
 
@@ -152,7 +154,7 @@ def test_a_solve_over_a_training_study_leaves_no_stale_tables(tmp_path, capsys, 
 # -- behaviour that is right, pinned here ------------------------------------------------------
 def test_an_output_with_spaces_and_accents_is_written_and_plotted_into_its_own_directory(tmp_path, capsys):
     """``-o 'mon résultat ü.h5'``: the solve writes it; ``pinnlab plot`` with no -o draws into
-    'mon résultat ü/' and prints each figure's path, one per line on stdout (a user can
+    'mon résultat ü.h5_plots/' and prints each figure's path, one per line on stdout (a user can
     pipe them), nothing on stderr."""
     out = tmp_path / "mon résultat ü.h5"
     assert _solve(tmp_path, out) == 0
@@ -160,9 +162,9 @@ def test_an_output_with_spaces_and_accents_is_written_and_plotted_into_its_own_d
     assert _run(["plot", out]) == 0
     captured = capsys.readouterr()
     assert captured.err == ""
-    assert captured.out.splitlines() == [str(tmp_path / "mon résultat ü" / name)
+    assert captured.out.splitlines() == [str(tmp_path / "mon résultat ü.h5_plots" / name)
                                          for name in ("curves.png", "slice.png", "radial.png")]
-    assert all((tmp_path / "mon résultat ü" / name).read_bytes().startswith(b"\x89PNG")
+    assert all((tmp_path / "mon résultat ü.h5_plots" / name).read_bytes().startswith(b"\x89PNG")
                for name in ("curves.png", "slice.png", "radial.png"))
 
 
@@ -397,13 +399,13 @@ def test_plotting_a_replaced_result_again_leaves_no_figure_of_the_old_one(tmp_pa
     assert _run(["tune", cfg, "-o", out, "--progress", "off"]) == 0
     capsys.readouterr()
     assert _run(["plot", out]) == 0
-    assert {"tune.png", "terms.png"} <= {p.name for p in (tmp_path / "r").iterdir()}
+    assert {"tune.png", "terms.png"} <= {p.name for p in (tmp_path / "r.h5_plots").iterdir()}
     assert _solve(tmp_path, out, "--overwrite") == 0
     capsys.readouterr()
     assert _run(["plot", out]) == 0
     drawn = capsys.readouterr().out.splitlines()
-    assert drawn == [str(tmp_path / "r" / name) for name in ("curves.png", "slice.png", "radial.png")]
-    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["curves.png", "radial.png", "slice.png"]
+    assert drawn == [str(tmp_path / "r.h5_plots" / name) for name in ("curves.png", "slice.png", "radial.png")]
+    assert sorted(p.name for p in (tmp_path / "r.h5_plots").iterdir()) == ["curves.png", "radial.png", "slice.png"]
 
 
 def test_an_output_of_dash_is_refused_not_written_as_a_file_named_dash(tmp_path, capsys, monkeypatch):
