@@ -156,3 +156,44 @@ def test_the_default_plot_directory_is_the_whole_name_with_plots_as_readme_and_h
     result = _solve_result(tmp_path / name)
     assert _run(["plot", result]) == 0
     assert {Path(line).parent for line in capsys.readouterr().out.splitlines()} == {tmp_path / f"{name}_plots"}
+
+
+# -- 3. the names of the figures a plot may remove -------------------------------------------------
+def test_figures_is_the_union_of_the_names_each_plotter_module_declares():
+    """pinnlab.plots.FIGURES (the figures a plot removes as an earlier plot's) was a set kept
+    by hand in pinnlab/plots/__init__.py beside the plotters, which a new figure could miss.
+    It is now what the plotter modules of pinnlab.plots.PLOTTERS declare, each in its own
+    FIGURES, and nothing else."""
+    import importlib
+
+    from pinnlab import plots
+
+    modules = {module for module, _ in plots.PLOTTERS.values()}
+    assert modules == {"pinnlab.plots.solve", "pinnlab.plots.tune", "pinnlab.plots.studies"}
+    declared = [name for module in modules for name in importlib.import_module(module).FIGURES]
+    assert plots.FIGURES == frozenset(declared) and len(declared) == len(plots.FIGURES)  # (none twice)
+    assert {"curves.png", "tune.png", "estimator_residual.png", "training_loss_curves.png"} <= plots.FIGURES
+
+
+def test_a_figure_saved_under_a_name_no_plotter_declares_is_refused(tmp_path):
+    """A plotter that saves a new figure its module does not declare: the name was missing
+    from FIGURES, so a later plot of another result left that figure in the directory, passing
+    for the new result's. _save now refuses it the first time it is drawn (in the tests), so
+    a new figure cannot be forgotten."""
+    from matplotlib.figure import Figure
+
+    with pytest.raises(ValueError, match="'histogram.png' is not declared in its plotter module's FIGURES"):
+        solve_plots._save(Figure(), tmp_path / "histogram.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_figures_does_not_import_torch(tmp_path):
+    """Deriving FIGURES imports every plotter module: the study plotter's import of
+    pinnlab.studies.estimator_study (torch, seconds) is left to the estimator study's own
+    plot, not paid by every ``pinnlab plot``."""
+    import subprocess
+    import sys
+
+    code = "import sys; from pinnlab.plots import FIGURES; assert FIGURES; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -4,35 +4,47 @@ imports this but the CLI)."""
 from __future__ import annotations
 
 import errno
+import functools
+import importlib
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 
 import h5py
 
-FIGURES = frozenset({"curves.png", "terms.png", "slice.png", "line.png", "radial.png", "tune.png",
-                     "estimator_loss.png", "estimator_gradient.png", "estimator_residual.png",
-                     "training_error_vs_dim.png", "training_loss_curves.png"})
-"""The names of every figure a plotter below may write (each draws some of them): those in
-a plot directory that a new plot does not draw are of an earlier result, removed."""
-
-PLOTTERS: dict[str, Callable[[Path, Path], list[Path]]] = {}
+PLOTTERS: dict[str, tuple[str, str]] = {
+    "solve": ("pinnlab.plots.solve", "plot_solve"),
+    "tune": ("pinnlab.plots.tune", "plot_tune"),
+    "estimator_study": ("pinnlab.plots.studies", "plot_study"),
+    "training_study": ("pinnlab.plots.studies", "plot_study"),
+}
+"""The plotter of each result kind: its module (imported when it is needed: matplotlib) and
+the function in it that draws a file."""
 
 
 def _plotter(kind: str):
-    if kind == "solve":
-        from pinnlab.plots.solve import plot_solve
+    if kind not in PLOTTERS:
+        raise ValueError(f"unknown result kind {kind!r}")
+    module, function = PLOTTERS[kind]
+    return getattr(importlib.import_module(module), function)
 
-        return plot_solve
-    if kind == "tune":
-        from pinnlab.plots.tune import plot_tune
 
-        return plot_tune
-    if kind in ("estimator_study", "training_study"):
-        from pinnlab.plots.studies import plot_study
+@functools.cache
+def _figures() -> frozenset[str]:
+    return frozenset(name for module in sorted({module for module, _ in PLOTTERS.values()})
+                     for name in importlib.import_module(module).FIGURES)
 
-        return plot_study
-    raise ValueError(f"unknown result kind {kind!r}")
+
+def __getattr__(name: str):
+    """``FIGURES``: the names of every figure a plotter may write (each draws some of them),
+    those in a plot directory that a new plot does not draw being of an earlier result,
+    removed. It is the union of the ``FIGURES`` each plotter module of :data:`PLOTTERS`
+    declares, and a figure saved under a name none of them declares is refused (``_save``):
+    kept by hand beside the plotters, a set a new figure was left out of would leave that
+    figure in a directory from an earlier plot. Computed when first asked for (it imports
+    the plotters)."""
+    if name == "FIGURES":
+        return _figures()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class NotAResult(ValueError):

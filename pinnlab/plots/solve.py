@@ -12,6 +12,10 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+FIGURES = ("curves.png", "terms.png", "slice.png", "line.png", "radial.png")
+"""The figures this module's plotters write (:data:`pinnlab.plots.FIGURES` is every plotter
+module's; ``_save`` refuses a name none of them declares)."""
+
 
 def _backend(fh) -> str:
     """``trainer.backend`` of the run: "pinnlab" or "deepxde"."""
@@ -67,10 +71,14 @@ def _colors(n: int) -> list:
 
 def _save(fig: Figure, path: Path, **kwargs) -> Path:
     """Write ``fig`` as PNG atomically (a reader never sees a half-written image), creating
-    the directory with its parents when missing."""
+    the directory with its parents when missing. The name must be one a plotter module
+    declares in its ``FIGURES``: a figure left out of :data:`pinnlab.plots.FIGURES` would
+    not be removed from a plot directory as an earlier plot's."""
     from pinnlab.io.atomic import atomic_path
-    from pinnlab.plots import FigureNotWritten
+    from pinnlab.plots import FIGURES, FigureNotWritten
 
+    if path.name not in FIGURES:  # the plotter's mistake, found the first time it draws
+        raise ValueError(f"figure {path.name!r} is not declared in its plotter module's FIGURES")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)  # (it named the hidden temporary file missing)
         with atomic_path(path) as tmp:

@@ -16,13 +16,14 @@ from matplotlib.ticker import (
 )
 
 from pinnlab.plots.solve import _colors, _lone_points, _save
-from pinnlab.studies.estimator_study import (
-    BIAS_Z,
-    bias_is_significant,
-    bias_signs,
-    loglog_fit,
-    series_points,
-)
+
+QUANTITIES = ("loss", "gradient", "residual")
+"""The quantities of an estimator study, one figure each."""
+
+FIGURES = (*(f"estimator_{quantity}.png" for quantity in QUANTITIES),
+           "training_error_vs_dim.png", "training_loss_curves.png")
+"""The figures this module's plotters write (:data:`pinnlab.plots.FIGURES` is every plotter
+module's)."""
 
 
 def _strings(values) -> list[str]:
@@ -44,6 +45,8 @@ def _fit_band(ax, ks, ys, y_se, color):
     standard errors) with a ±2 SE band for the slope."""
     if len(ks) < 3:
         return None
+    from pinnlab.studies.estimator_study import loglog_fit
+
     slope, se, cx, cy = loglog_fit(ks, ys, y_se)
     if not math.isfinite(slope):  # a value ≤ 0: no logarithm, no line
         return None
@@ -93,11 +96,15 @@ def _down_arrows(ax, xs, tops, color) -> None:
 
 
 def plot_estimator_study(path: Path, outdir: Path) -> list[Path]:
+    # (imported here: it imports torch, which pinnlab.plots.FIGURES, importing this module
+    # whatever the result plotted, would otherwise cost every plot, seconds)
+    from pinnlab.studies.estimator_study import BIAS_Z, bias_is_significant, bias_signs, series_points
+
     with h5py.File(path, "r") as fh:
         records = _records(fh["records"])
         equation = fh.attrs["config"].split("name: ")[1].split("\n")[0]
     written = []
-    for quantity in ("loss", "gradient", "residual"):
+    for quantity in QUANTITIES:
         rows = [r for r in records if r["quantity"] == quantity]
         if not rows:
             continue

@@ -11,6 +11,9 @@ from matplotlib.ticker import MaxNLocator
 
 from pinnlab.plots.solve import _colors, _save, plot_solve
 
+FIGURES = ("tune.png",)
+"""The figure this module draws itself (the final solve's are :mod:`pinnlab.plots.solve`'s)."""
+
 MAX_LINES = 12
 """Coordinates drawn of a vector φ entry (σ per coordinate, μ): the first MAX_LINES."""
 
