@@ -293,6 +293,10 @@ class Config:
             _walk(out, parent).pop(name)
         if self.trainer.backend == "deepxde":  # (which refuses estimator settings)
             out.pop("estimator")
+        if self.loss.weighting != "none":  # (the options the weighting ran with, its defaults filled in)
+            weighting = make_weighting(self.loss)
+            out["loss"]["weighting_options"] = {name: getattr(weighting, name)
+                                                for name in weighting_option_names(type(weighting))}
         if "tune" in out and not self.tune.seeded:  # (refused where nothing of the tuning is random)
             out["tune"].pop("seed")
         if "tune" in out and not self.tune.horizon_acts:  # (refused beside a search's trial_steps)
@@ -1249,6 +1253,12 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> Config:
 
 
 # -- building objects -------------------------------------------------------------------
+def weighting_option_names(cls) -> list[str]:
+    """The numeric settings of the weighting class ``cls`` that ``loss.weighting_options``
+    sets (LRA's term name ``reference`` is not one)."""
+    return [f.name for f in dataclasses.fields(cls) if isinstance(f.default, (int, float))]
+
+
 def make_weighting(section: LossSection):
     """The adaptive weighting of ``loss.weighting`` with ``loss.weighting_options``
     (LRA: alpha, every; ReLoBRaLo: alpha, lookback, temperature), or None."""
@@ -1260,7 +1270,7 @@ def make_weighting(section: LossSection):
             raise ConfigError("loss.weighting_options: only with loss.weighting: lra or relobralo")
         return None
     cls = {"lra": LRA, "relobralo": ReLoBRaLo}[section.weighting]
-    allowed = [f.name for f in dataclasses.fields(cls) if isinstance(f.default, (int, float))]
+    allowed = weighting_option_names(cls)
     for key, value in options.items():
         if key not in allowed:
             raise ConfigError(f"loss.weighting_options.{key}: unknown option of {section.weighting} "

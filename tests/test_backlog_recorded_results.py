@@ -1,0 +1,53 @@
+"""What a run records and says: the weighting options it ran with, the final weights of
+the weighting baselines, why a search's trials were all non-finite, a solve of a study
+config."""
+
+from __future__ import annotations
+
+import h5py
+import pytest
+import yaml
+
+from pinnlab import config as configuration
+from pinnlab.cli import main
+
+TINY = """\
+equation: {name: poisson_two_body, dim: 3, seed: 1, constraint: soft}
+model: {width: 8, depth: 2}
+estimator: {kind: stein, sigma: 0.05, samples: 4}
+trainer: {steps: 3, eval_every: 3, test_points: 50, batch_size: 8}
+loss: {boundary_points: 8}
+"""
+
+
+def _write(tmp_path, text=TINY, name="tiny.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("weighting, given, expected", [
+    ("lra", {}, {"alpha": 0.1, "every": 10}),
+    ("lra", {"every": 2}, {"alpha": 0.1, "every": 2}),
+    ("relobralo", {"temperature": 0.5}, {"alpha": 0.95, "lookback": 0.99, "temperature": 0.5}),
+])
+def test_a_solve_records_the_weighting_options_it_ran_with(tmp_path, weighting, given, expected):
+    """A solve with loss.weighting: lra recorded ``weighting_options: {}`` in its result
+    file's config, not the alpha and every LRA ran with (every other section's defaults
+    are written out), so the record did not say what ran."""
+    options = [f"loss.weighting_options.{k}={v}" for k, v in given.items()]
+    out = tmp_path / "w.h5"
+    assert main(["solve", str(_write(tmp_path)), f"loss.weighting={weighting}", *options, "-o", str(out),
+                 "--progress", "off"]) == 0
+    with h5py.File(out) as fh:
+        recorded = yaml.safe_load(fh.attrs["config"])
+    assert recorded["loss"]["weighting_options"] == expected
+    # the record is a config that runs the same weighting again
+    weighting_of = configuration.make_weighting(configuration.validate(recorded).loss)
+    assert {k: getattr(weighting_of, k) for k in expected} == expected
+
+
+def test_a_solve_without_a_weighting_records_no_options(tmp_path):
+    """loss.weighting: none has no options (they are refused there): the record keeps {}."""
+    config = configuration.load(_write(tmp_path))
+    assert config.resolved()["loss"]["weighting_options"] == {}
