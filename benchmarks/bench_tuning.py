@@ -35,8 +35,12 @@ with ``error: null`` and a ``note``.
 
 Records: {"problem", "method", "error", "seconds", "tune_seconds", "outer_steps",
 "tuned", "tune_status", "over_budget", "note"}, every key in every record (null where it
-does not apply: the tuning fields for the untuned baselines, error and seconds for n/a
-rows); ``tune_status`` "nonfinite": the outer loop diverged and the error is that of its
+does not apply: the tuning fields for the untuned baselines, but for lra's and
+relobralo's ``tuned``, and error and seconds for n/a rows); ``tuned`` is a tuner's tuned
+values and, for lra and relobralo, the loss weights their training ended with, every
+term's as ``weights.<term>`` (ReLoBRaLo rescales the residual's weight too: compare the
+boundary's ratio to it with a tuner's ``weights.boundary``); ``tune_status``
+"nonfinite": the outer loop diverged and the error is that of its
 last finite values; ``over_budget`` true when the tuning took more than
 ``OVER_BUDGET`` × B (its first outer step or trial always runs, however long: the
 comparison is then not at equal wall-clock; the table marks such cells with †).
@@ -161,7 +165,9 @@ def _with(data: dict, **sections) -> dict:
 
 
 def run_untuned(name: str, data: dict, method: str, steps: int) -> dict:
-    """Train ``steps`` steps; ``wall`` maps each step to the loop's wall-clock after it."""
+    """Train ``steps`` steps; ``wall`` maps each step to the loop's wall-clock after it,
+    ``weights`` holds the loss weights an adaptive weighting ended with (``weights.<term>``,
+    None for the default's fixed ones)."""
     from pinnlab import config as configuration
     from pinnlab.solvers import train
 
@@ -170,7 +176,10 @@ def run_untuned(name: str, data: dict, method: str, steps: int) -> dict:
     kwargs.update(checkpoint_every=1, on_checkpoint=lambda state: wall.__setitem__(state.step, state.wall_s))
     start = time.perf_counter()
     result = train(problem, **kwargs, progress="off")
-    return {"error": result.final.rel_l2, "seconds": time.perf_counter() - start, "steps": steps, "wall": wall}
+    adapted = result.state.weighting  # (None without a weighting)
+    weights = None if adapted is None else {f"weights.{k}": float(v) for k, v in adapted["weights"].items()}
+    return {"error": result.final.rel_l2, "seconds": time.perf_counter() - start, "steps": steps, "wall": wall,
+            "weights": weights}
 
 
 def untuned_config(data: dict, method: str, steps: int):
@@ -314,7 +323,7 @@ def run_method(name: str, data: dict, method: str, budget: float | None) -> dict
             per_step = (wall[last] - wall[first]) / (last - first)
             equal = steps + int(round(budget / per_step))
         out = run_untuned(name, data, method, equal)
-        record.update(error=out["error"], seconds=out["seconds"], note=f"{equal} steps")
+        record.update(error=out["error"], seconds=out["seconds"], tuned=out.get("weights"), note=f"{equal} steps")
     else:
         record.update(run_tuner(name, data, method, budget))
         if data.get("tune", {}).get("then"):

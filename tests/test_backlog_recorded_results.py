@@ -51,3 +51,35 @@ def test_a_solve_without_a_weighting_records_no_options(tmp_path):
     """loss.weighting: none has no options (they are refused there): the record keeps {}."""
     config = configuration.load(_write(tmp_path))
     assert config.resolved()["loss"]["weighting_options"] == {}
+
+
+def _tiny_problem_a(bt):
+    """bench_tuning's problem (a) at test size, one outer step of horizon 1 (--outer-steps)."""
+    data = bt.problems(True)["a"]
+    data["model"] = {**data["model"], "width": 8}
+    data["estimator"] = {**data["estimator"], "samples": 4, "eval_samples": 8}
+    data["trainer"] = {**data["trainer"], "steps": 3, "eval_every": 3, "test_points": 50, "batch_size": 8}
+    data["loss"] = {**data["loss"], "boundary_points": 8}
+    data["data"] = {**data["data"], "points": 10}
+    data["tune"] = {**data["tune"], "outer_steps": 1, "horizon": 1}
+    return data
+
+
+@pytest.mark.parametrize("method", ["lra", "relobralo"])
+def test_the_tuning_benchmark_records_the_weights_a_weighting_ended_with(benchmarks, method):
+    """bench_tuning's JSON kept ``tuned: null`` for the lra and relobralo rows: what the
+    adaptive weighting ended with (the weights it trained with last, its answer to the
+    badly scaled boundary weight 1e-3 of (a)) was not recorded, while every tuner's
+    tuned weight was."""
+    bt = benchmarks("bench_tuning")
+    record = bt.run_method("a", _tiny_problem_a(bt), method, None)
+    assert record["note"] == "4 steps" and record["error"] is not None
+    tuned = record["tuned"]
+    assert set(tuned) == {"weights.residual", "weights.boundary"}, record
+    assert all(isinstance(v, float) and v > 0 for v in tuned.values()), record
+    assert tuned["weights.boundary"] != 1e-3  # (adapted from the configured start)
+    if method == "lra":
+        assert tuned["weights.residual"] == 1.0  # (LRA's reference term keeps its weight)
+    default = bt.run_method("a", _tiny_problem_a(bt), "default", None)
+    assert default["tuned"] is None  # (fixed weights: nothing was tuned)
+    assert "for lra and relobralo, the loss weights" in " ".join(bt.__doc__.split())
