@@ -83,3 +83,47 @@ def test_the_tuning_benchmark_records_the_weights_a_weighting_ended_with(benchma
     default = bt.run_method("a", _tiny_problem_a(bt), "default", None)
     assert default["tuned"] is None  # (fixed weights: nothing was tuned)
     assert "for lra and relobralo, the loss weights" in " ".join(bt.__doc__.split())
+
+
+SEARCH = TINY.replace("batch_size: 8}", "batch_size: 8, lr: 1.0e+30, optimizer: sgd}") + """\
+data: {source: synthetic, points: 10}
+tune:
+  method: random
+  tunables: {weights.boundary: {}}
+  objective: {kind: data, samples: 4}
+  outer_steps: 2
+  final_steps: 2
+"""
+
+
+@pytest.mark.parametrize("method", ["random", "optuna"])
+@pytest.mark.parametrize("trial_steps, cause", [
+    (1, "the training stayed finite: the objective itself was not finite"),
+    (3, "the training diverged"),
+])
+def test_a_search_whose_every_trial_is_nonfinite_says_whether_the_training_diverged(tmp_path, capsys, method,
+                                                                                   trial_steps, cause):
+    """Every trial of a search scored a non-finite outer objective: the warning said "the
+    training diverged" also where each trial's training stayed finite (one SGD step at
+    lr 1e30 leaves θ finite, but u at the observations overflows the data misfit)."""
+    if method == "optuna":
+        pytest.importorskip("optuna")
+    out = tmp_path / "s.h5"
+    code = main(["tune", str(_write(tmp_path, SEARCH)), f"tune.method={method}", f"tune.trial_steps={trial_steps}",
+                 "-o", str(out), "--progress", "off"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert (f"warning: every one of the 2 trials ended with a non-finite outer objective ({cause}); the final "
+            "solve uses trial 0's values\n") in err, err
+
+
+def test_a_search_with_both_kinds_of_nonfinite_trial_counts_them():
+    """Trials whose training diverged and trials whose objective alone was not finite:
+    the warning gives how many of each; where it cannot know (trials a resumed search
+    replayed, DeepXDE trainings) it names both causes."""
+    from pinnlab.tuning import search
+
+    assert search._nonfinite_cause([True, False, True], 3) == (
+        "the training diverged in 2 of them; in the other 1 it stayed finite and the objective itself was not finite")
+    assert search._nonfinite_cause([True], 3) == (
+        "the training diverged, or the objective itself was not finite after a finite training")

@@ -52,12 +52,31 @@ def _told(value: float) -> float:
 
 def trial_objective(setup, phi: dict[str, torch.Tensor], steps: int) -> float:
     """Train ``steps`` steps from θ_0 with hyperparameters φ; the outer objective after."""
-    trained = train_trial(setup, phi, steps)
+    return _scored(setup, phi, train_trial(setup, phi, steps))
+
+
+def _scored(setup, phi: dict[str, torch.Tensor], trained) -> float:
+    """The outer objective at ``trained`` (:func:`train_trial`'s), inf where the training
+    diverged or the objective is not finite."""
     if trained is None:
         return math.inf
     with torch.no_grad():
         value = float(setup.outer_loss(trained[0], phi))
     return value if math.isfinite(value) else math.inf
+
+
+def _nonfinite_cause(diverged: list[bool], trials: int) -> str:
+    """Why all ``trials`` scored a non-finite outer objective, from ``diverged`` (whether
+    the training diverged, for the trials this run trained itself: not those a resumed
+    search replayed, nor a DeepXDE training's)."""
+    if len(diverged) < trials:
+        return "the training diverged, or the objective itself was not finite after a finite training"
+    if all(diverged):
+        return "the training diverged"
+    if not any(diverged):
+        return "the training stayed finite: the objective itself was not finite"
+    return (f"the training diverged in {sum(diverged)} of them; in the other {trials - sum(diverged)} it "
+            "stayed finite and the objective itself was not finite")
 
 
 def _random_candidate(setup, rng: np.random.Generator) -> dict[str, torch.Tensor]:
@@ -109,9 +128,12 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
 
     tune = setup.config.tune
     steps = trial_steps(setup)
+    diverged: list[bool] = []  # whether the training diverged, per trial trained here (for the warning)
     if score is None:
         def score(phi):
-            return trial_objective(setup, phi, steps)
+            trained = train_trial(setup, phi, steps)
+            diverged.append(trained is None)
+            return _scored(setup, phi, trained)
     history = {"outer_step": [], "value": [], "seconds": [], "method": [], "grad_norm": [],
                **{f"phi/{n}": [] for n in setup.tunables}}
     done: list[tuple[dict, float]] = []
@@ -175,7 +197,8 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
     status, message = "ok", ""
     if not finite.any():  # (reported as tuned at trial 0's values, status ok, exit 0)
         status, message = "nonfinite", (f"every one of the {len(values)} trials ended with a non-finite outer "
-                                        "objective (the training diverged); the final solve uses trial 0's values")
+                                        f"objective ({_nonfinite_cause(diverged, len(values))}); the final solve "
+                                        "uses trial 0's values")
     return TuneOutcome(phi, history, sampler, budget.spent(), extra={"best_trial": best, "trial_steps": steps},
                        status=status, message=message)
 
