@@ -4,6 +4,8 @@ config."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import h5py
 import pytest
 import yaml
@@ -127,3 +129,38 @@ def test_a_search_with_both_kinds_of_nonfinite_trial_counts_them():
         "the training diverged in 2 of them; in the other 1 it stayed finite and the objective itself was not finite")
     assert search._nonfinite_cause([True], 3) == (
         "the training diverged, or the objective itself was not finite after a finite training")
+
+
+SEEDED = TINY.replace("batch_size: 8}", "batch_size: 8, lr: 0.01, schedule: constant}").replace(
+    "loss: {boundary_points: 8}", "loss: {boundary_points: 8, weights: {boundary: 0.01}}") + """\
+data: {source: synthetic, points: 10}
+tune:
+  method: fg2u
+  options: {num_directions: 1}
+  tunables: {weights.boundary: {}}
+  objective: {kind: data, samples: 4}
+  outer_steps: 3
+  horizon: 3
+  final_steps: 2
+"""
+
+
+@pytest.mark.parametrize("tunables, acts", [("{weights.boundary: {}}", False),
+                                            ("{weights.boundary: {}, sigma: {}}", True)])
+def test_tune_seed_changes_nothing_with_one_tuned_value_and_rademacher_directions(tmp_path, tunables, acts):
+    """``tune.seed`` is accepted with fg2u and one direction: README says where it has no
+    effect (one tuned value, ±1 directions: v·vᵀ = 1 whatever the draw) and that with
+    N >= 2 even a single direction depends on it; both hold for the outer steps' φ."""
+    text = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").split())
+    assert ("With a single tuned value (N = 1) and ±1 or coordinate directions (zo_fg2u: central differences) "
+            "every direction gives the same estimate, so there the seed changes nothing") in text
+    assert "(with N ≥ 2 even one direction depends on it)" in text
+    config = _write(tmp_path, SEEDED)
+    phis = []
+    for seed in (0, 7):
+        out = tmp_path / f"seed{seed}.h5"
+        assert main(["tune", str(config), f"tune.seed={seed}", f"tune.tunables={tunables}", "-o", str(out),
+                     "--progress", "off"]) == 0
+        with h5py.File(out) as fh:
+            phis.append({k: v[...].tolist() for k, v in fh["tune/phi"].items()})
+    assert (phis[0] != phis[1]) == acts, phis
