@@ -188,6 +188,9 @@ def cmd_solve(args) -> int:
     output = Path(args.output)
     checkpoint = Path(str(output) + CHECKPOINT_SUFFIX)
     _output_checks(output, overwrite=args.overwrite, reads=run_inputs(args.config, config), resume=args.resume)
+    if "study" in config.sections:  # (solved, it trains the base config: a network for an estimator study's init)
+        print(f"warning: study: is ignored by solve, which trains the config's base run; `pinnlab study "
+              f"{args.config}` runs the study", file=sys.stderr)
     try:
         problem, kwargs = configuration.build(config)
         device = resolve_device(kwargs["device"])

@@ -164,3 +164,20 @@ def test_tune_seed_changes_nothing_with_one_tuned_value_and_rademacher_direction
         with h5py.File(out) as fh:
             phis.append({k: v[...].tolist() for k, v in fh["tune/phi"].items()})
     assert (phis[0] != phis[1]) == acts, phis
+
+
+def test_solve_of_a_study_config_says_it_ignores_the_study(tmp_path, capsys):
+    """``pinnlab solve`` of a config with a ``study:`` section trained its base run and
+    said nothing of the study it left out; now one warning line says so and names the
+    command that runs it (the solve itself still runs: its network can be an estimator
+    study's ``study.init``)."""
+    config = _write(tmp_path, TINY + "study: {kind: estimator, samples: [4], sigmas: [0.05], replicates: 4, "
+                                     "points: 2, reference_samples: 8, reference_replicates: 4, init: trained}\n")
+    out = tmp_path / "base.h5"
+    assert main(["solve", str(config), "-o", str(out), "--progress", "off"]) == 0
+    err = capsys.readouterr().err
+    assert err == (f"warning: study: is ignored by solve, which trains the config's base run; `pinnlab study "
+                   f"{config}` runs the study\n"), err
+    assert out.is_file()
+    assert main(["solve", str(_write(tmp_path)), "-o", str(tmp_path / "plain.h5"), "--progress", "off"]) == 0
+    assert capsys.readouterr().err == ""  # (no study: no line)
