@@ -16,6 +16,7 @@ from pinnlab._budget import Budget
 from pinnlab._checks import check_flag, check_integer, check_positive, check_seed
 from pinnlab._interrupts import STOPS
 from pinnlab._typing import tensor_leaves
+from pinnlab._warnings import warn
 from pinnlab.bilevel.base import (
     AbstractHypergradient,
     BilevelProblem,
@@ -67,7 +68,9 @@ def _check_method(name: str, method: Any, *, two_phase: bool = False) -> None:
 class TwoPhase:
     """Method ``first`` for ``switch_after`` outer steps, then ``then`` ([FG2U] §3.2).
 
-    Phase II refines Phase I's φ as a new run would: the meta optimizer's state (Adam's
+    :func:`optimize` warns when ``switch_after`` is at or beyond its ``steps``: that run
+    ends before Phase II, which runs only when it is resumed with more steps. Phase II
+    refines Phase I's φ as a new run would: the meta optimizer's state (Adam's
     moments and step count) is cleared at the switch. Carried over, moments measured on
     Phase I's estimates mis-scaled Phase II's steps (benchmarks/TUNING.md, "The two-phase schedule": the
     two-phase rows with and without the reset).
@@ -303,6 +306,12 @@ def optimize(
     if accumulate != 1 and outer:
         raise ValueError(f"accumulate = {accumulate}: {outer[0].name} is an outer algorithm with its own "
                          "lower-level iterates and takes one φ-gradient per outer step; use accumulate=1")
+    if isinstance(method, TwoPhase) and method.switch_after >= steps:
+        # (a warning, not the CLI's refusal of tune.then.after: a run resumed with more steps
+        # goes on into the second phase, so a first leg that stops before it is legitimate)
+        warn(f"TwoPhase.switch_after = {method.switch_after} with steps = {steps}: this run ends before the second "
+             f"phase ({getattr(method.then, 'name', type(method.then).__name__)}) starts; it runs only when "
+             "resumed with more steps")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint path to resume from")
     if checkpoint_every and checkpoint is None:

@@ -1,0 +1,59 @@
+"""Library edges an earlier review left open: a TwoPhase schedule that never switches, a
+LinearDecay shorter than the training, the type of History's step column, fg2u's default
+number of directions for few tunables, a dataclass inner state through reverse mode, and
+inner steps that cut φ off (float(φ), φ.detach()), with fg2u's advice for a step that
+forward mode cannot differentiate."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from pinnlab.bilevel import (
+    ExactForwardUnroll,
+    ReverseUnroll,
+    TwoPhase,
+    optimize,
+)
+from pinnlab.bilevel.adapters import from_inner_loss
+from pinnlab.solvers import SGD
+from tests.solvers.small_problems import F64
+
+KW = dict(seed=0, test_points=10, progress="off", device="cpu", dtype=F64)
+
+
+def _quadratic(horizon=3, size=2, cut=None):
+    """g = ‖w − a‖², f = ‖w‖², SGD(0.25) from w = 0; ``cut`` maps φ['a'] before g reads it."""
+    cut = cut or (lambda a: a)
+
+    def g(theta, phi, t):
+        return ((theta["w"] - cut(phi["a"])) ** 2).sum()
+
+    def f(theta, phi):
+        return (theta["w"] ** 2).sum()
+
+    return from_inner_loss(g, f, SGD(lr=0.25), {"w": torch.zeros(size, dtype=F64)}, horizon=horizon)
+
+
+PHI = {"a": torch.ones(2, dtype=F64)}
+
+
+# -- 1. TwoPhase that never switches -------------------------------------------------------------
+@pytest.mark.parametrize("switch_after", [3, 5])
+def test_optimize_warns_of_a_two_phase_run_that_ends_before_its_second_phase(switch_after):
+    """Before: optimize(..., TwoPhase(rgu, fgu, switch_after=S), steps=3) with S >= 3 ran rgu
+    for every step and never mentioned fgu. Now one warning line names switch_after, the
+    steps and the phase that does not run (a warning: a resume with more steps goes on
+    into it, so such a first leg is legitimate). One below the steps switches silently."""
+    method = TwoPhase(ReverseUnroll(), ExactForwardUnroll(), switch_after=switch_after)
+    with pytest.warns(UserWarning, match=rf"^TwoPhase\.switch_after = {switch_after} with steps = 3: this run "
+                                         r"ends before the second phase \(fgu\) starts") as record:
+        result = optimize(_quadratic(), PHI, method, steps=3)
+    assert len(record) == 1 and "\n" not in str(record[0].message)
+    assert result.history["method"] == ["rgu"] * 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ran = optimize(_quadratic(), PHI, TwoPhase(ReverseUnroll(), ExactForwardUnroll(), switch_after=2), steps=3)
+    assert ran.history["method"] == ["rgu", "rgu", "fgu"]
