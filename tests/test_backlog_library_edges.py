@@ -18,8 +18,8 @@ from pinnlab.bilevel import (
     optimize,
 )
 from pinnlab.bilevel.adapters import from_inner_loss
-from pinnlab.solvers import SGD
-from tests.solvers.small_problems import F64
+from pinnlab.solvers import SGD, LinearDecay, train
+from tests.solvers.small_problems import F64, problem
 
 KW = dict(seed=0, test_points=10, progress="off", device="cpu", dtype=F64)
 
@@ -57,3 +57,16 @@ def test_optimize_warns_of_a_two_phase_run_that_ends_before_its_second_phase(swi
         warnings.simplefilter("error")
         ran = optimize(_quadratic(), PHI, TwoPhase(ReverseUnroll(), ExactForwardUnroll(), switch_after=2), steps=3)
     assert ran.history["method"] == ["rgu", "rgu", "fgu"]
+
+
+# -- 2. LinearDecay shorter than the run -----------------------------------------------------------
+def test_train_refuses_a_linear_decay_shorter_than_the_run():
+    """Before: train(steps=4, schedule=LinearDecay(2)) trained steps 2 and 3 at learning rate
+    0, silently. Now one ValueError line names the steps and the schedule's total_steps;
+    LinearDecay(steps) itself trains (its last step at factor 1/steps, not 0)."""
+    with pytest.raises(ValueError, match=r"^steps = 4 exceeds the schedule's LinearDecay\(total_steps=2\): "
+                                         r"steps 2 on would train at learning rate 0"):
+        train(problem(dim=3, batch=8), steps=4, eval_every=2, schedule=LinearDecay(2), **KW)
+    result = train(problem(dim=3, batch=8), steps=2, eval_every=2, schedule=LinearDecay(2), **KW)
+    assert result.status == "ok"
+    assert result.history.rows["lr"][-1] > 0

@@ -25,7 +25,7 @@ from pinnlab.solvers.evaluate import Evaluation, evaluate, reference_problem, wi
 from pinnlab.solvers.optim import AbstractOptimizer, Adam
 from pinnlab.solvers.problem import PINNProblem
 from pinnlab.solvers.progress import Progress, reference_values
-from pinnlab.solvers.schedules import Constant
+from pinnlab.solvers.schedules import Constant, LinearDecay
 from pinnlab.solvers.step import make_train_step
 from pinnlab.solvers.weighting import AbstractWeighting
 
@@ -288,7 +288,9 @@ def train(
         problem: equation, net, estimator, loss, batch size.
         steps: total number of steps (including those already in ``state``).
         optimizer: functional optimizer (default Adam, lr 1e-3).
-        schedule: step ↦ learning-rate factor (default constant).
+        schedule: step ↦ learning-rate factor (default constant); a
+            :class:`~pinnlab.solvers.LinearDecay` shorter than ``steps`` is refused
+            (its factor is 0 past its end).
         seed: the training seed (collocation, noise, evaluation noise).
         hyperparams: fixed hyperparameters of the step (lr, sigma, mix, weights, ...).
         eval_every: steps between evaluations.
@@ -342,6 +344,10 @@ def train(
         raise TypeError("test_set must be a pair of torch tensors (x (N, D), u* (N,)), got "
                         + (", ".join(type(t).__name__ for t in test_set) if isinstance(test_set, (tuple, list))
                            else type(test_set).__name__) + " (torch.as_tensor converts an array)")
+    if isinstance(schedule, LinearDecay) and steps > schedule.total_steps:  # (its factor is 0 from there on)
+        raise ValueError(f"steps = {steps} exceeds the schedule's LinearDecay(total_steps={schedule.total_steps}): "
+                         f"steps {schedule.total_steps} on would train at learning rate 0; use "
+                         f"LinearDecay({steps}) or fewer steps")
     device = resolve_device(device)
     optimizer = optimizer or Adam()
     schedule = schedule or Constant()

@@ -17,6 +17,10 @@ class Constant:
 class LinearDecay:
     """factor = 1 − step/total_steps (to 0 at the end), the AC/SG protocol of [RS].
 
+    It decays over a run of ``total_steps`` steps (its last step, ``total_steps`` − 1,
+    at factor 1/total_steps); :func:`~pinnlab.solvers.train` refuses it for a longer run,
+    whose steps from ``total_steps`` on would train at learning rate 0.
+
     Args:
         total_steps: the step at which the factor reaches 0.
     """
