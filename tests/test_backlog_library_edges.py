@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,6 +20,7 @@ from pinnlab.bilevel import (
 )
 from pinnlab.bilevel.adapters import from_inner_loss
 from pinnlab.solvers import SGD, LinearDecay, train
+from pinnlab.solvers.loop import History
 from tests.solvers.small_problems import F64, problem
 
 KW = dict(seed=0, test_points=10, progress="off", device="cpu", dtype=F64)
@@ -70,3 +72,18 @@ def test_train_refuses_a_linear_decay_shorter_than_the_run():
     result = train(problem(dim=3, batch=8), steps=2, eval_every=2, schedule=LinearDecay(2), **KW)
     assert result.status == "ok"
     assert result.history.rows["lr"][-1] > 0
+
+
+# -- 3. History's step column --------------------------------------------------------------------
+def test_history_steps_are_ints_in_a_run_and_after_arrays():
+    """Before: History.rows['step'] held floats (2.0, 4.0); steps are counts. Now ints, in a
+    run's history and in one read back from its arrays (the other columns stay floats)."""
+    result = train(problem(dim=3, batch=8), steps=4, eval_every=2, **KW)
+    steps = result.history.rows["step"]
+    assert steps == [2, 4] and all(type(s) is int for s in steps)
+    assert all(type(v) is float for v in result.history.rows["loss"])
+    back = History.from_arrays(result.history.arrays())
+    assert back.rows["step"] == [2, 4] and all(type(s) is int for s in back.rows["step"])
+    # a damaged file's step that is not whole stays a float, for a resume's check to refuse
+    arrays = {**result.history.arrays(), "step": np.array([2.5, 4.0])}
+    assert History.from_arrays(arrays).rows["step"] == [2.5, 4]

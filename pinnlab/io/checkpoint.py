@@ -281,7 +281,7 @@ def check_history(path: str | Path | None, step: int, history: History, window_l
     for name, values in columns.items():
         if len(values) != len(steps):
             refuse(f"history column {name!r} has {len(values)} rows, column 'step' has {len(steps)}")
-    if not all(row.is_integer() and before < row <= step for before, row in zip([0.0, *steps], steps)):
+    if not all(float(row).is_integer() and before < row <= step for before, row in zip([0.0, *steps], steps)):
         shown = ", ".join(f"{row:g}" for row in steps[:6]) + (", ..." if len(steps) > 6 else "")
         refuse(f"its history rows are at steps {shown}, not at increasing whole steps up to its step {step}")
     for name in ("trace_loss", "trace_mix"):

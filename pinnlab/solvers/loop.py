@@ -32,11 +32,19 @@ from pinnlab.solvers.weighting import AbstractWeighting
 HISTORY_FIELDS = ("step", "loss", "rel_l2", "rel_l1", "max_err", "lr", "mix", "wall_s")
 
 
+def _row_value(key: str, value) -> float | int:
+    """A history row's value in column ``key``: a float, a whole step count an int (one
+    that is not whole stays a float, for a resume's check to refuse)."""
+    value = float(value)
+    return int(value) if key == "step" and value.is_integer() else value
+
+
 @dataclass
 class History:
     """Evaluation rows (one per ``eval_every`` steps) and a per-step loss trace.
 
-    Row ``loss`` is the mean training loss over the steps since the previous row.
+    Row ``loss`` is the mean training loss over the steps since the previous row. Column
+    ``step`` holds ints (the completed steps at the row), the others floats.
     """
 
     rows: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in HISTORY_FIELDS})
@@ -47,7 +55,7 @@ class History:
 
     def append(self, terms: Mapping[str, float] | None = None, **values: float) -> None:
         for key in HISTORY_FIELDS:
-            self.rows[key].append(float(values[key]))
+            self.rows[key].append(_row_value(key, values[key]))
         for key, value in (terms or {}).items():
             self.terms.setdefault(key, []).append(float(value))
 
@@ -86,7 +94,7 @@ class History:
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> History:
         history = cls()
         for key in HISTORY_FIELDS:
-            history.rows[key] = [float(v) for v in arrays[key]]
+            history.rows[key] = [_row_value(key, v) for v in arrays[key]]
         history.trace_loss = [float(v) for v in arrays["trace_loss"]]
         history.trace_mix = [float(v) for v in arrays["trace_mix"]]
         for key, values in arrays.items():
