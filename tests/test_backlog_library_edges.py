@@ -14,8 +14,10 @@ import torch
 
 from pinnlab.bilevel import (
     ExactForwardUnroll,
+    ForwardGradientUnroll,
     ReverseUnroll,
     TwoPhase,
+    hypergradient,
     optimize,
 )
 from pinnlab.bilevel.adapters import from_inner_loss
@@ -87,3 +89,27 @@ def test_history_steps_are_ints_in_a_run_and_after_arrays():
     # a damaged file's step that is not whole stays a float, for a resume's check to refuse
     arrays = {**result.history.arrays(), "step": np.array([2.5, 4.0])}
     assert History.from_arrays(arrays).rows["step"] == [2.5, 4]
+
+
+# -- 4. fg2u's default number of directions ---------------------------------------------------------
+@pytest.mark.parametrize("size, expected", [(1, 1), (3, 3), (20, 8)])
+def test_fg2u_default_takes_at_most_one_direction_per_tuned_value(size, expected):
+    """Before: ForwardGradientUnroll() drew 8 directions even for one scalar tunable (8× the
+    cost of the exact gradient). Now the default is min(8, N), as the CLI's."""
+    phi = {"a": torch.ones(size, dtype=F64)}
+    result = hypergradient(_quadratic(size=size), phi, ForwardGradientUnroll())
+    assert ForwardGradientUnroll().directions_for(size) == expected
+    assert result.diagnostics["directions"].shape == (expected, size)
+    assert result.diagnostics["inner_step_evaluations"] == 3 * expected
+    if size == 1:  # one ±1 direction gives the exact gradient
+        exact = hypergradient(_quadratic(size=1), phi, ReverseUnroll()).grad["a"]
+        torch.testing.assert_close(result.grad["a"], exact, rtol=1e-12, atol=0)
+
+
+def test_fg2u_keeps_a_given_number_of_directions():
+    """A given num_directions is kept (also above N, as before)."""
+    result = hypergradient(_quadratic(size=1), {"a": torch.ones(1, dtype=F64)},
+                           ForwardGradientUnroll(num_directions=3))
+    assert result.diagnostics["directions"].shape == (3, 1)
+    with pytest.raises(ValueError, match="num_directions"):
+        ForwardGradientUnroll(num_directions=0)

@@ -24,6 +24,10 @@ from pinnlab.bilevel.base import (
     unrolled_objective,
 )
 
+DEFAULT_DIRECTIONS = 8
+"""(FG)²U's b when none is given: at most this many, and at most N (the number of
+scalar entries of φ)."""
+
 DirectionKind = Literal["rademacher", "gaussian", "coordinate"]
 TangentMode = Literal["auto", "hvp", "jvp"]
 
@@ -244,7 +248,10 @@ class ForwardGradientUnroll(AbstractHypergradient):
     directions, when b is below the number of ranks, only unrolls for θ_T).
 
     Args:
-        num_directions: b.
+        num_directions: b. Default (None): min(8, N) for the N scalar entries of the φ
+            estimated at (:meth:`directions_for`): more than N directions cost more than
+            the exact :class:`ExactForwardUnroll` (N directions, no variance); at N = 1 one
+            Rademacher direction already gives the exact ∇h.
         kind: ``"rademacher"`` (default), ``"gaussian"`` or ``"coordinate"`` (√N·e_j).
         chunk_size: directions carried together (bounds memory).
         distributed: split directions over ``torch.distributed`` ranks when initialised.
@@ -254,7 +261,7 @@ class ForwardGradientUnroll(AbstractHypergradient):
             (:func:`torch.func.jvp` of the whole loop).
     """
 
-    num_directions: int = 8
+    num_directions: int | None = None
     kind: DirectionKind = "rademacher"
     chunk_size: int = 8
     distributed: bool = True
@@ -262,7 +269,8 @@ class ForwardGradientUnroll(AbstractHypergradient):
     name = "fg2u"
 
     def __post_init__(self):
-        check_integer("num_directions (b)", self.num_directions)
+        if self.num_directions is not None:
+            check_integer("num_directions (b)", self.num_directions)
         check_integer("chunk_size", self.chunk_size)
         if self.kind not in ("rademacher", "gaussian", "coordinate"):
             raise ValueError(f"kind must be 'rademacher', 'gaussian' or 'coordinate', got {self.kind!r}")
@@ -271,12 +279,17 @@ class ForwardGradientUnroll(AbstractHypergradient):
     def varies(self, size):
         return self.kind == "gaussian" or size > 1  # (N = 1: v·vᵀ = 1 for ±1 and √1·e_1)
 
+    def directions_for(self, size: int) -> int:
+        """b for a φ of ``size`` = N scalar entries: ``num_directions``, or min(8, N)."""
+        return min(DEFAULT_DIRECTIONS, size) if self.num_directions is None else self.num_directions
+
     def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
         from pinnlab.bilevel.distributed import all_reduce_sum, broadcast_value, rank_and_world
 
         template = flatten(phi)
+        b = self.directions_for(template.numel())
         rank, world = rank_and_world() if self.distributed else (0, 1)
-        mine = range(rank, self.num_directions, world)
+        mine = range(rank, b, world)
         v = directions(self.kind, mine, template.numel(), seed=seed, outer_step=outer_step,
                        dtype=template.dtype, device=template.device)
         final = None
@@ -290,7 +303,7 @@ class ForwardGradientUnroll(AbstractHypergradient):
         value = None if value is None else float(value.detach())
         if world > 1:  # h(φ) of rank 0 (which holds direction 0), also on a rank without directions
             value = broadcast_value(value)
-        grad = unflatten(total / self.num_directions, phi)
+        grad = unflatten(total / b, phi)
         theta, state = final if final is not None else _primal(problem, phi, start, init)
         primal_passes = 0 if final is not None else 1
         return HypergradientResult(
