@@ -6,16 +6,20 @@ forward mode cannot differentiate."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
 import pytest
 import torch
 
+from pinnlab._typing import is_transform_wrapped
 from pinnlab.bilevel import (
+    BilevelProblem,
     ExactForwardUnroll,
     ForwardGradientUnroll,
     ReverseUnroll,
+    TruncatedReverseUnroll,
     TwoPhase,
     hypergradient,
     optimize,
@@ -113,3 +117,40 @@ def test_fg2u_keeps_a_given_number_of_directions():
     assert result.diagnostics["directions"].shape == (3, 1)
     with pytest.raises(ValueError, match="num_directions"):
         ForwardGradientUnroll(num_directions=0)
+
+
+# -- 5. a dataclass inner state through reverse mode -------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _Momentum:
+    velocity: torch.Tensor
+    count: int = 0
+
+
+def _momentum_problem():
+    def step(theta, state, phi, t):
+        velocity = 0.5 * state.velocity + 2 * (theta["w"] - phi["a"])
+        return {"w": theta["w"] - 0.1 * velocity}, _Momentum(velocity, state.count + 1)
+
+    def f(theta, phi):
+        return (theta["w"] ** 2).sum()
+
+    zero = torch.zeros(2, dtype=F64)
+    return BilevelProblem(step, f, ({"w": zero}, _Momentum(zero)), horizon=3)
+
+
+@pytest.mark.parametrize("method", [ReverseUnroll(), TruncatedReverseUnroll(steps=2)], ids=["rgu", "trgu"])
+def test_reverse_mode_returns_a_dataclass_state_of_plain_tensors(method):
+    """Before: rgu/trgu returned the user's dataclass state holding a functorch
+    GradTrackingTensor (a wrapper of the finished transform) instead of a tensor. Now its
+    tensors are plain, equal to a primal unroll's, its other fields kept."""
+    problem = _momentum_problem()
+    result = hypergradient(problem, PHI, method)
+    assert type(result.state) is _Momentum and result.state.count == 3
+    assert not is_transform_wrapped(result.state.velocity)
+    assert type(result.state.velocity) is torch.Tensor and not result.state.velocity.requires_grad
+    with torch.no_grad():
+        theta, state = problem.initial(PHI)
+        for t in range(3):
+            theta, state = problem.inner_step(theta, state, PHI, t)
+    torch.testing.assert_close(result.state.velocity, state.velocity, rtol=1e-12, atol=0)
+    torch.testing.assert_close(result.theta["w"], theta["w"], rtol=1e-12, atol=0)

@@ -2,26 +2,69 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
 from dataclasses import dataclass
 
 import torch
 
 from pinnlab._checks import check_integer
-from pinnlab._typing import tensor_leaves
 from pinnlab.bilevel.base import AbstractHypergradient, HypergradientResult, unroll
 
 DEFAULT_TRUNCATION = 5
 """TRGU's s when none is given (or T, when the horizon is shorter)."""
 
 
+def _state_leaves(state):
+    """:func:`~pinnlab._typing.tensor_leaves`, also into the fields of a dataclass that is
+    not a registered pytree (a user's own state type, a leaf to the pytree): its tensors
+    too must leave the transform as its output, or the returned state holds the
+    transform's wrappers (GradTrackingTensor) instead of tensors."""
+    from torch.utils._pytree import tree_flatten, tree_unflatten
+
+    leaves, spec = tree_flatten(state)
+    tensors, parts = [], []  # parts: per leaf, (how many tensors it holds, tensors -> the leaf)
+    for leaf in leaves:
+        if isinstance(leaf, torch.Tensor):
+            tensors.append(leaf)
+            parts.append((1, lambda new: new[0]))
+        elif dataclasses.is_dataclass(leaf) and not isinstance(leaf, type):
+            names = [f.name for f in dataclasses.fields(leaf)]
+            inner, rebuild_fields = _state_leaves([getattr(leaf, name) for name in names])
+            tensors.extend(inner)
+            parts.append((len(inner), functools.partial(_with_fields, leaf, names, rebuild_fields)))
+        else:
+            parts.append((0, lambda new, leaf=leaf: leaf))
+
+    def rebuild(new):
+        new, out, i = list(new), [], 0
+        for n, make in parts:
+            out.append(make(new[i : i + n]))
+            i += n
+        return tree_unflatten(out, spec)
+
+    return tensors, rebuild
+
+
+def _with_fields(obj, names, rebuild_fields, tensors):
+    """A copy of the dataclass ``obj`` with its fields rebuilt from ``tensors`` (set
+    directly: no __init__ or __post_init__ to run again, frozen or not)."""
+    new = copy.copy(obj)
+    for name, value in zip(names, rebuild_fields(tensors)):
+        object.__setattr__(new, name, value)
+    return new
+
+
 def _reverse(problem, phi, *, start, init, steps):
     """(∇h, h, θ_T, state_T) by reverse mode; non-tensor state leaves (e.g. Adam's step
-    count) travel outside the transform, tensors as its auxiliary output."""
+    count) travel outside the transform, tensors as its auxiliary output (those in a
+    user's dataclass state too, :func:`_state_leaves`)."""
     static: dict = {}
 
     def h(phi):
         theta, state = unroll(problem, phi, start=start, init=init, steps=steps)
-        tensors, static["rebuild"] = tensor_leaves(state)
+        tensors, static["rebuild"] = _state_leaves(state)
         return problem.outer_loss(theta, phi), (theta, tensors)
 
     grad, (value, (theta, tensors)) = torch.func.grad_and_value(h, has_aux=True)(phi)
