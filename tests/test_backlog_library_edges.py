@@ -154,3 +154,73 @@ def test_reverse_mode_returns_a_dataclass_state_of_plain_tensors(method):
             theta, state = problem.inner_step(theta, state, PHI, t)
     torch.testing.assert_close(result.state.velocity, state.velocity, rtol=1e-12, atol=0)
     torch.testing.assert_close(result.theta["w"], theta["w"], rtol=1e-12, atol=0)
+
+
+# -- 6. inner steps that cut φ off -----------------------------------------------------------------
+CUTS = {"float": lambda a: float(a[0]), "detach": lambda a: a.detach()}
+METHODS = {"rgu": ReverseUnroll(), "trgu": TruncatedReverseUnroll(steps=2),
+           "fg2u": ForwardGradientUnroll(num_directions=2), "fg2u_jvp": ForwardGradientUnroll(num_directions=2,
+                                                                                             tangents="jvp"),
+           "fgu": ExactForwardUnroll()}
+
+
+@pytest.mark.parametrize("cut", list(CUTS))
+@pytest.mark.parametrize("name", list(METHODS))
+def test_a_step_that_does_not_depend_on_phi_is_refused(cut, name):
+    """Before: an inner loss reading φ as float(φ[...]) or φ.detach() gave a hypergradient of
+    exactly 0 from every estimator, silently. Now one ValueError line says θ_T does not
+    depend on φ and names the likely cause."""
+    problem = _quadratic(cut=CUTS[cut])
+    if name == "fg2u_jvp":  # (a plain inner step, without the gradient_step's halves)
+        problem = dataclasses.replace(problem, gradient_step=None)
+    method = METHODS[name]
+    with pytest.raises(ValueError, match=rf"^{method.name}: θ_T after the inner steps does not depend on φ, .*"
+                                         r"float\(φ\).*φ\.detach\(\)") as info:
+        hypergradient(problem, PHI, method)
+    assert "\n" not in str(info.value)
+    # the same problem reading φ as a tensor estimates as before
+    assert float(hypergradient(_quadratic(), PHI, method).grad["a"].abs().sum()) > 0
+
+
+def test_a_step_that_depends_on_phi_only_through_its_rate_is_not_refused():
+    """A learning rate tuned in φ (the loss without φ) is a dependence: fg2u's Hessian-vector
+    path and rgu agree on its hypergradient, nonzero."""
+    problem = from_inner_loss(lambda th, phi, t: ((th["w"] - 1) ** 2).sum(), lambda th, phi: (th["w"] ** 2).sum(),
+                              SGD(lr=0.25), {"w": torch.zeros(2, dtype=F64)}, horizon=3, lr=lambda phi: phi["lr"])
+    phi = {"lr": torch.tensor(0.25, dtype=F64)}
+    exact = hypergradient(problem, phi, ReverseUnroll()).grad["lr"]
+    forward = hypergradient(problem, phi, ExactForwardUnroll()).grad["lr"]
+    assert float(exact) != 0
+    torch.testing.assert_close(forward, exact, rtol=1e-10, atol=0)
+
+
+class _ForwardOnly(torch.autograd.Function):
+    """x ↦ 2x, an autograd.Function without setup_context: neither torch.func.jvp nor
+    torch.func.grad can go through it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return 2 * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return 2 * grad
+
+
+def test_fg2u_advice_for_a_step_forward_mode_cannot_differentiate_does_not_promise_rgu():
+    """Before: fg2u said "use rgu/trgu or zo_fg2u instead" for a step through an operation
+    outside autograd, where rgu fails as well. Now the advice says rgu/trgu need
+    torch.func.grad, which such an operation lacks too, and zo_fg2u only evaluates it."""
+    def step(theta, state, phi, t):
+        return {"w": _ForwardOnly.apply(theta["w"] + phi["a"])}, state
+
+    problem = BilevelProblem(step, lambda th, phi: (th["w"] ** 2).sum(), ({"w": torch.zeros(2, dtype=F64)}, None),
+                             horizon=2)
+    with pytest.raises(RuntimeError, match="not differentiable in forward mode") as info:
+        hypergradient(problem, PHI, ForwardGradientUnroll(num_directions=2))
+    message = str(info.value)
+    assert "use rgu" not in message
+    assert "rgu/trgu need torch.func.grad, which an operation outside autograd" in message
+    assert "zo_fg2u only evaluates the step" in message
+    with pytest.raises(RuntimeError, match="setup_context"):  # (the advice's claim: rgu fails here too)
+        hypergradient(problem, PHI, ReverseUnroll())

@@ -54,7 +54,11 @@ class BilevelProblem:
     Args:
         inner_step: Ω_t, a pure function ``(θ, state, φ, t) -> (θ, state)``; its
             randomness must be a function of ``t`` (and a fixed seed) only, so every
-            direction and every estimator sees the same inner trajectory.
+            direction and every estimator sees the same inner trajectory. It computes
+            with φ's tensors: steps that read φ as a number (``float(φ)``) or through
+            ``φ.detach()`` leave θ_T independent of φ, which the unrolling estimators
+            (rgu, trgu, fg2u, fgu) refuse with a ``ValueError`` (their estimate would be 0
+            through the inner problem).
         outer_loss: f(θ_T, φ) -> scalar.
         init: θ_0 and the optimizer state, either fixed ``(θ_0, state_0)`` or a function
             of φ (then ∂θ_0/∂φ enters the hypergradient).
@@ -120,6 +124,14 @@ def unrolled_objective(problem: BilevelProblem, *, start: int = 0, init=None) ->
         return problem.outer_loss(theta, phi)
 
     return h
+
+
+def independent_of_phi(method: str) -> ValueError:
+    """The error of an estimator whose inner steps left θ_T independent of φ (its
+    hypergradient would be ∂f/∂φ alone, silently: 0 through the inner problem)."""
+    return ValueError(f"{method}: θ_T after the inner steps does not depend on φ, so the hypergradient through "
+                      "them is 0; a step that reads φ as a number (float(φ), φ.item()) or through φ.detach() "
+                      "cuts it off: compute the step with φ's tensors")
 
 
 # -- flat views of φ ----------------------------------------------------------------------

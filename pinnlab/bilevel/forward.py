@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor
+from torch.autograd.forward_ad import unpack_dual
 
 from pinnlab._checks import check_integer
 from pinnlab._seeding import make_generator
@@ -19,6 +21,7 @@ from pinnlab.bilevel.base import (
     HypergradientResult,
     Phi,
     flatten,
+    independent_of_phi,
     unflatten,
     unroll,
     unrolled_objective,
@@ -58,7 +61,7 @@ def directions(kind: DirectionKind, indices, size, *, seed, outer_step, dtype, d
 
 
 def directional_derivatives(problem: BilevelProblem, phi: Phi, tangents: Tensor, *, start: int,
-                            init, chunk_size: int, mode: TangentMode = "auto"
+                            init, chunk_size: int, mode: TangentMode = "auto", method: str = "fg2u"
                             ) -> tuple[Tensor, Tensor, tuple[Any, Any] | None]:
     """w_i = ∇h(φ)·v_i for the rows v_i of `tangents` `(B, N)`, by forward mode through the loop.
 
@@ -69,7 +72,8 @@ def directional_derivatives(problem: BilevelProblem, phi: Phi, tangents: Tensor,
     the B tangents are processed ``chunk_size`` at a time, all directions share the
     inner randomness, and memory is O(chunk_size · M), independent of T. Returns
     (w `(B,)` in the tangents' dtype, h(φ), (θ_T, state_T) or ``None`` when the mode
-    does not produce them).
+    does not produce them). Inner steps that leave θ_T independent of φ (a step that
+    reads φ through ``float`` or ``detach``) raise ``ValueError`` naming ``method``.
     """
     _check_mode(mode)
     if mode == "auto":
@@ -81,11 +85,17 @@ def directional_derivatives(problem: BilevelProblem, phi: Phi, tangents: Tensor,
         outs, value, final = [], None, None
         for i in range(0, tangents.shape[0], chunk_size):
             w, value, theta, state = tangent_unroll(problem, phi, tangents[i : i + chunk_size], start=start,
-                                                    init=init)
+                                                    init=init, method=method)
             final = (theta, state)
             outs.append(w.to(tangents.dtype))  # (θ's dtype: float64 for a float64 problem's float32 φ)
         return torch.cat(outs), value, final
-    h = unrolled_objective(problem, start=start, init=init)
+    def outer_loss(theta, phi):
+        # (inside jvp a tensor computed from φ is dual: θ_T without a tangent does not depend on φ)
+        if not any(unpack_dual(v).tangent is not None for v in tensor_leaves(theta)[0]):
+            raise independent_of_phi(method)
+        return problem.outer_loss(theta, phi)
+
+    h = unrolled_objective(dataclasses.replace(problem, outer_loss=outer_loss), start=start, init=init)
 
     def one(v_flat):
         return torch.func.jvp(h, (phi,), (unflatten(v_flat, phi),))
@@ -114,7 +124,8 @@ def _hessian_vector_products(split, theta, phi, t, theta_dot, phi_dot):
     """One step's gradient and what its tangents need, by one double backward per chunk.
 
     Returns (∇_θ g summed over chunks, ġ_i = H_θθ θ̇_i + H_θφ φ̇_i `(B, ...)`, the learning
-    rate, its tangents ⟨∇_φ rate, φ̇_i⟩ `(B,)` or ``None`` when it does not depend on φ)."""
+    rate, its tangents ⟨∇_φ rate, φ̇_i⟩ `(B,)` or ``None`` when it does not depend on φ,
+    whether the step's losses or rate use φ at all)."""
     keys, pkeys = list(theta), list(phi)
     b = next(iter(phi_dot.values())).shape[0]
     th = {k: theta[k].detach().requires_grad_(True) for k in keys}
@@ -123,9 +134,11 @@ def _hessian_vector_products(split, theta, phi, t, theta_dot, phi_dot):
     cotangents = [*(theta_dot[k] for k in keys), *(phi_dot[k] for k in pkeys)]
     grads = {k: torch.zeros_like(theta[k]) for k in keys}
     grads_dot = {k: theta_dot[k].new_zeros(theta_dot[k].shape) for k in keys}
+    uses_phi = False
     with torch.enable_grad():
         for loss in split.losses(th, ph, t):
             first = torch.autograd.grad(loss, inputs, create_graph=True, allow_unused=True)
+            uses_phi = uses_phi or any(g is not None for g in first[len(keys):])
             for k, g in zip(keys, first):
                 if g is not None:
                     grads[k] = grads[k] + g.detach()
@@ -149,11 +162,11 @@ def _hessian_vector_products(split, theta, phi, t, theta_dot, phi_dot):
             d_rate = torch.autograd.grad(rate, list(ph.values()), allow_unused=True)
             rate_dot = sum((phi_dot[k] * d).reshape(b, -1).sum(1) for k, d in zip(pkeys, d_rate) if d is not None)
             rate = rate.detach()
-    return grads, grads_dot, rate, rate_dot
+    return grads, grads_dot, rate, rate_dot, uses_phi or rate_dot is not None
 
 
-def tangent_unroll(problem: BilevelProblem, phi: Phi, tangents: Tensor, *, start: int = 0, init=None
-                   ) -> tuple[Tensor, Tensor, Any, Any]:
+def tangent_unroll(problem: BilevelProblem, phi: Phi, tangents: Tensor, *, start: int = 0, init=None,
+                   method: str = "tangent_unroll") -> tuple[Tensor, Tensor, Any, Any]:
     r"""One pass of T inner steps carrying B tangents: (w = ∇h·v_i `(B,)`, h, θ_T, state_T).
 
     Per step t, with (θ̇_i, ṡ_i) the tangents of (θ, state) along φ̇ = v_i: the
@@ -164,7 +177,8 @@ def tangent_unroll(problem: BilevelProblem, phi: Phi, tangents: Tensor, *, start
     alive at a time: memory O(B·M), independent of T, as in (FG)²U, at about the cost of
     a Hessian-vector product per step and direction, without forward-mode AD through
     the backward pass. Finally w_i = ⟨∂f/∂θ_T, θ̇_{T,i}⟩ + ⟨∂f/∂φ, v_i⟩ from one
-    reverse pass of f.
+    reverse pass of f. A θ_0 and steps that do not use φ at all (losses and rate) raise
+    ``ValueError`` (``method`` names the estimator): θ̇_T would be 0, silently.
     """
     split = problem.gradient_step
     phi = {k: v.detach() for k, v in phi.items()}
@@ -187,10 +201,15 @@ def tangent_unroll(problem: BilevelProblem, phi: Phi, tangents: Tensor, *, start
         tensors, rebuild = tensor_leaves(state)
         state_dot = rebuild([x.new_zeros(b, *x.shape) for x in tensors])
     theta = {k: v.detach() for k, v in theta.items()}
+    # (θ_0(φ) counts as a use: its tangents are not known to be 0)
+    uses_phi = init is None and callable(problem.init)
     for t in range(start, start + problem.horizon):
-        grads, grads_dot, rate, rate_dot = _hessian_vector_products(split, theta, phi, t, theta_dot, phi_dot)
+        grads, grads_dot, rate, rate_dot, used = _hessian_vector_products(split, theta, phi, t, theta_dot, phi_dot)
+        uses_phi = uses_phi or used
         theta, state, theta_dot, state_dot = split.optimizer.tangent(
             grads, state, theta, rate, grads_dot, state_dot, theta_dot, rate_dot)
+    if not uses_phi:  # θ̇_T = 0 along every direction: the estimate would be ∂f/∂φ alone, silently
+        raise independent_of_phi(method)
     th = {k: v.detach().requires_grad_(True) for k, v in theta.items()}
     ph = {k: v.detach().requires_grad_(True) for k, v in phi.items()}
     with torch.enable_grad():
@@ -211,7 +230,8 @@ def not_forward_differentiable(err: Exception) -> RuntimeError:
     return RuntimeError(
         f"the inner step is not differentiable in forward mode{op}: {first}. Forward-mode "
         "methods (fg2u, fgu) need every operation of the inner step to support "
-        "torch.func.jvp; use rgu/trgu or zo_fg2u instead."
+        "torch.func.jvp; rgu/trgu need torch.func.grad, which an operation outside autograd (NumPy, an "
+        "autograd.Function without setup_context) lacks as well; zo_fg2u only evaluates the step."
     )
 
 
@@ -295,7 +315,8 @@ class ForwardGradientUnroll(AbstractHypergradient):
         final = None
         if len(v):
             w, value, final = directional_derivatives(problem, phi, v, start=start, init=init,
-                                                      chunk_size=self.chunk_size, mode=self.tangents)
+                                                      chunk_size=self.chunk_size, mode=self.tangents,
+                                                      method=self.name)
             partial = (w[:, None] * v).sum(0)
         else:
             w, value, partial = template.new_zeros(0), None, torch.zeros_like(template)
@@ -338,7 +359,8 @@ class ExactForwardUnroll(AbstractHypergradient):
         template = flatten(phi)
         eye = torch.eye(template.numel(), dtype=template.dtype, device=template.device)
         w, value, final = directional_derivatives(problem, phi, eye, start=start, init=init,
-                                                  chunk_size=self.chunk_size, mode=self.tangents)
+                                                  chunk_size=self.chunk_size, mode=self.tangents,
+                                                  method=self.name)
         theta, state = final if final is not None else _primal(problem, phi, start, init)
         return HypergradientResult(
             grad={k: g.detach() for k, g in unflatten(w, phi).items()}, value=float(value.detach()),

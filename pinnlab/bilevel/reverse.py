@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from pinnlab._checks import check_integer
-from pinnlab.bilevel.base import AbstractHypergradient, HypergradientResult, unroll
+from pinnlab.bilevel.base import AbstractHypergradient, HypergradientResult, independent_of_phi, unroll
 
 DEFAULT_TRUNCATION = 5
 """TRGU's s when none is given (or T, when the horizon is shorter)."""
@@ -56,7 +56,7 @@ def _with_fields(obj, names, rebuild_fields, tensors):
     return new
 
 
-def _reverse(problem, phi, *, start, init, steps):
+def _reverse(problem, phi, *, start, init, steps, method):
     """(∇h, h, θ_T, state_T) by reverse mode; non-tensor state leaves (e.g. Adam's step
     count) travel outside the transform, tensors as its auxiliary output (those in a
     user's dataclass state too, :func:`_state_leaves`)."""
@@ -64,6 +64,10 @@ def _reverse(problem, phi, *, start, init, steps):
 
     def h(phi):
         theta, state = unroll(problem, phi, start=start, init=init, steps=steps)
+        # θ_T that no longer tracks φ here gives a gradient of 0 through the steps, silently
+        # (inside the transform, requires_grad says whether it was computed from φ)
+        if not any(t.requires_grad for t in _state_leaves(theta)[0]):
+            raise independent_of_phi(method)
         tensors, static["rebuild"] = _state_leaves(state)
         return problem.outer_loss(theta, phi), (theta, tensors)
 
@@ -85,7 +89,7 @@ class ReverseUnroll(AbstractHypergradient):
     name = "rgu"
 
     def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
-        grad, value, theta, state = _reverse(problem, phi, start=start, init=init, steps=None)
+        grad, value, theta, state = _reverse(problem, phi, start=start, init=init, steps=None, method=self.name)
         return HypergradientResult(
             grad=grad, value=float(value.detach()), theta=theta, state=state,
             diagnostics={"inner_step_evaluations": problem.horizon},
@@ -124,7 +128,7 @@ class TruncatedReverseUnroll(AbstractHypergradient):
             with torch.no_grad():
                 init = unroll(problem, phi, start=start, init=init, steps=head)
         # (s = T: θ_0 is made inside the transform, so a θ_0(φ) enters ∇h as in rgu)
-        grad, value, theta, state = _reverse(problem, phi, start=start + head, init=init, steps=s)
+        grad, value, theta, state = _reverse(problem, phi, start=start + head, init=init, steps=s, method=self.name)
         return HypergradientResult(
             grad=grad, value=float(value.detach()), theta=theta, state=state,
             diagnostics={"inner_step_evaluations": problem.horizon, "truncation": s},
