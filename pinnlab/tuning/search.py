@@ -19,6 +19,7 @@ from pinnlab._seeding import derive_seed
 from pinnlab.bilevel.driver import optimizer_stepped
 from pinnlab.bilevel.parameterization import Identity, Log, constrain, unconstrain
 from pinnlab.solvers.loop import all_finite
+from pinnlab.solvers.terms import DataLoss
 
 
 def trial_steps(setup) -> int:
@@ -234,10 +235,16 @@ def _is_log(setup, key):
 
 def joint_fit(setup, *, progress=None):
     """The usual single-level inverse-problem fit: θ and the PDE coefficients trained
-    together on the training loss plus the data misfit (the outer objective), for
+    together on residual + data loss, the data misfit counted once, for
     ``outer_steps · horizon`` steps or ``budget_seconds``; θ with the trainer's optimizer,
     the coefficients with the configured outer optimiser (``TuneSection.outer_optimizer_for``,
     the one the bilevel driver uses).
+
+    The data loss is the outer objective (the misfit over all observations) added to the
+    training loss, unless the training loss already holds a data term (``data.train:
+    true``, the same observations): then the training loss alone, whose data term has
+    weight ``loss.weights.data`` and ``data.batch_size`` observations a step (adding the
+    outer objective too counted the misfit twice).
 
     Like the bilevel driver, the outer optimiser steps the unconstrained u of each
     coefficient (φ = forward(u) by its ``transform``: a ``logit`` coefficient stays within
@@ -252,11 +259,13 @@ def joint_fit(setup, *, progress=None):
     seed = kwargs["seed"]
     theta_opt = kwargs["optimizer"]
     parameterization = setup.parameterization
+    # with data.train: true the training loss holds the data misfit already
+    fits_data = any(isinstance(term, DataLoss) for term in problem.extra_terms)
 
     def loss(theta, u, t):
         phi = constrain(u, parameterization)
         training, _ = problem.objective(theta, setup.to_hyperparams(phi), t, seed)
-        return training + setup.outer_loss(theta, phi)
+        return training if fits_data else training + setup.outer_loss(theta, phi)
 
     grad = torch.func.grad(loss, argnums=(0, 1))
     theta, theta_state = setup.init

@@ -1,0 +1,48 @@
+"""Observations and the data term: joint fitting counts the data misfit once, the domain
+check of the observations runs once, a CSV point outside the domain is named by its file
+line, the data.source refusal lists every accepted suffix."""
+
+from __future__ import annotations
+
+import torch
+
+from pinnlab import config as configuration
+from pinnlab.tuning.search import joint_fit
+from pinnlab.tuning.setup import build_tuning
+
+from .tuning.micro_configs import JOINT_MU
+
+
+def _joint_setup(tmp_path, train: bool):
+    path = tmp_path / "joint.yaml"
+    text = JOINT_MU.replace("noise: 0.01}", f"noise: 0.01, train: {str(train).lower()}}}")
+    path.write_text(text)
+    config = configuration.load(path, ["trainer.dtype=float64", "trainer.optimizer=sgd", "trainer.lr=0.1",
+                                       "tune.outer_steps=1", "tune.horizon=1"])
+    return build_tuning(config)
+
+
+def test_joint_fitting_counts_the_data_misfit_once(tmp_path):
+    """With data.train: true the training loss already holds the data term (the same
+    observations the outer objective scores), and joint fitting added the outer data
+    misfit on top: θ's step followed residual + 2 × data. Now θ's first (plain SGD) step
+    is that of residual + data loss once: the training loss alone with data.train: true,
+    the training loss plus the outer misfit without it."""
+    for train in (True, False):
+        setup = _joint_setup(tmp_path, train)
+        theta0 = setup.init[0]
+        phi = setup.phi0
+        seed = setup.train_kwargs["seed"]
+
+        def once(theta, setup=setup, phi=phi, seed=seed, train=train):
+            training, _ = setup.problem.objective(theta, setup.to_hyperparams(phi), 0, seed)
+            return training if train else training + setup.outer_loss(theta, phi)
+
+        gradient = torch.func.grad(once)(theta0)
+        if train:  # the two data losses are one quantity (same points, same estimate here)
+            assert setup.observations[0] is setup.problem.extra_terms[0].inputs
+            data = setup.problem.objective(theta0, setup.to_hyperparams(phi), 0, seed)[1]["loss_data"]
+            assert torch.allclose(data, setup.outer_loss(theta0, phi))
+        theta = joint_fit(setup).trained[0]
+        for name, value in theta0.items():
+            torch.testing.assert_close(theta[name], value - 0.1 * gradient[name], rtol=1e-10, atol=1e-12)
