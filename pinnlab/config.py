@@ -1449,8 +1449,25 @@ def make_loss(section: LossSection, equation):
     return loss
 
 
-def make_observations(config: Config, equation):
-    """The ``data:`` section's observations `(x, u)` (float64)."""
+def _observations_where(section) -> tuple[str, str]:
+    """How a refusal of the ``data:`` section's observations begins, and what it advises
+    for values too large."""
+    if section.source == "synthetic":
+        return f"data.noise = {section.noise:g}: the synthetic observations hold", "lower data.noise"
+    return f"data.source: observation file {section.source!r} holds", "rescale the data"
+
+
+def _outside(section, equation, x) -> str | None:
+    """Why the ``data:`` section's observations ``x`` lie outside ``equation``'s domain, or None."""
+    from pinnlab.solvers.terms import observations_outside
+
+    return observations_outside(equation, x)
+
+
+def make_observations(config: Config, equation, *, domain: bool = True):
+    """The ``data:`` section's observations `(x, u)` (float64); ``domain=False`` leaves the
+    check that they lie in the equation's domain to the caller (:func:`build`'s data term
+    makes it, once)."""
     import torch
 
     from pinnlab.io.observations import ObservationError, load_observations, synthetic_observations
@@ -1458,7 +1475,6 @@ def make_observations(config: Config, equation):
     section = config.data
     if section.source == "synthetic":
         x, u = synthetic_observations(equation, section.points, noise=section.noise, seed=section.seed)
-        where, rescale = f"data.noise = {section.noise:g}: the synthetic observations hold", "lower data.noise"
     else:
         try:
             x, u = load_observations(section.source, equation.input_dim)
@@ -1467,14 +1483,13 @@ def make_observations(config: Config, equation):
         from pinnlab.sizes import check_sizes
 
         check_sizes(config, observations=len(x))  # (their number was not known before the file was read)
-        where, rescale = f"data.source: observation file {section.source!r} holds", "rescale the data"
+    where, rescale = _observations_where(section)
     if section.batch_size is not None and section.batch_size > len(x):
         # (a batch of all M observations is data.batch_size = M, or leaving it out)
         raise ConfigError(f"data.batch_size = {section.batch_size}: more than the {len(x)} observations; "
                           f"use at most {len(x)}, or leave it out to use all of them every step")
-    from pinnlab.solvers.terms import observations_outside
-
-    outside = observations_outside(equation, x)  # (the PDE holds, and the network is trained, in the domain)
+    # (the PDE holds, and the network is trained, in the domain)
+    outside = _outside(section, equation, x) if domain else None
     if outside:
         raise ConfigError(f"{where} {outside}")
     # the data misfit squares u (and the network takes x) in the run's dtype: values whose
@@ -1539,6 +1554,7 @@ def build(config: Config):
         LinearDecay,
         PINNProblem,
     )
+    from pinnlab.solvers.terms import ObservationsOutside
 
     check_sizes(config)  # before the equation's coefficients (O(D)) or any other tensor
     equation = make_equation(config.equation)
@@ -1548,13 +1564,18 @@ def build(config: Config):
     if equation.constraint == "soft":
         extra = (ConstraintLoss(name="boundary", batch_size=config.loss.boundary_points),)
     if "data" in config.sections and config.data.train:
-        x_obs, u_obs = make_observations(config, equation)
+        # the data term checks the observations' domain when the problem validates it (one
+        # pass over them, which make_observations made too), worded here as that would be
+        x_obs, u_obs = make_observations(config, equation, domain=False)
         extra = (*extra, DataLoss(x_obs, u_obs, name="data", batch_size=config.data.batch_size))
-    problem = PINNProblem(
-        equation, net, make_estimator(config.estimator, equation),
-        make_loss(config.loss, equation), batch_size=trainer.batch_size, extra_terms=extra,
-        batch_chunks=trainer.batch_chunks,
-    )
+    try:
+        problem = PINNProblem(
+            equation, net, make_estimator(config.estimator, equation),
+            make_loss(config.loss, equation), batch_size=trainer.batch_size, extra_terms=extra,
+            batch_chunks=trainer.batch_chunks,
+        )
+    except ObservationsOutside:  # (worded as make_observations words it: a second pass, to refuse)
+        raise ConfigError(f"{_observations_where(config.data)[0]} {_outside(config.data, equation, x_obs)}") from None
     schedule = {
         "constant": Constant(),
         "linear": LinearDecay(trainer.steps),

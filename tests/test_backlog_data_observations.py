@@ -46,3 +46,55 @@ def test_joint_fitting_counts_the_data_misfit_once(tmp_path):
         theta = joint_fit(setup).trained[0]
         for name, value in theta0.items():
             torch.testing.assert_close(theta[name], value - 0.1 * gradient[name], rtol=1e-10, atol=1e-12)
+
+
+def _count_domain_checks(monkeypatch) -> list:
+    from pinnlab.solvers import terms
+
+    calls = []
+    real = terms.observations_outside
+
+    def counted(equation, x, *args, **kwargs):
+        calls.append(len(x))
+        return real(equation, x, *args, **kwargs)
+
+    monkeypatch.setattr(terms, "observations_outside", counted)
+    return calls
+
+
+def test_the_domain_check_of_trained_observations_runs_once(tmp_path, monkeypatch):
+    """With data.train: true the observations' domain check ran twice, once when the config
+    read them and once when the problem validated its data term (a second pass over
+    all M points). Now once, for `pinnlab solve`'s build and for the tuning setup; without
+    data.train the tuning's outer objective checks them, once too."""
+    for train in (True, False):
+        calls = _count_domain_checks(monkeypatch)
+        path = tmp_path / "joint.yaml"
+        path.write_text(JOINT_MU.replace("noise: 0.01}", f"noise: 0.01, train: {str(train).lower()}}}"))
+        config = configuration.load(path)
+        if train:
+            configuration.build(config)
+            assert calls == [10], calls
+            calls.clear()
+        build_tuning(config)
+        assert calls == [10], (train, calls)
+
+
+def test_trained_observations_outside_the_domain_are_refused_in_the_configs_words(tmp_path):
+    """The one check left for data.train: true (the data term's) still names the file and
+    the observation, as a ConfigError (exit 2 from the CLI), as the config's own check did."""
+    import numpy as np
+    import pytest
+
+    data = tmp_path / "obs.npz"
+    x = np.full((3, 3), 0.1)
+    x[1, 0] = 2.0  # ‖x‖ > 1: outside the unit ball
+    np.savez(data, x=x, u=np.zeros(3))
+    path = tmp_path / "solve.yaml"
+    path.write_text(f"equation: {{name: poisson_two_body, dim: 3}}\nmodel: {{width: 8}}\n"
+                    f"trainer: {{steps: 3}}\ndata: {{source: {str(data)!r}, train: true}}\n")
+    with pytest.raises(configuration.ConfigError) as err:
+        configuration.build(configuration.load(path))
+    assert str(err.value).startswith(f"data.source: observation file {str(data)!r} holds a point outside the unit "
+                                     "ball, the domain of poisson_two_body: observation 1 (counting from 0)")
+

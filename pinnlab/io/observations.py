@@ -10,7 +10,8 @@ File layouts (``D`` = input columns, time last for time-dependent equations):
 
 Points must lie where the equation is posed: inside the unit ball for the unit-ball
 equations, and at times in the equation's ``time_interval`` ([0, T]) for the
-time-dependent ones (checked by :func:`pinnlab.config.make_observations`).
+time-dependent ones (checked by :func:`pinnlab.config.make_observations`, or by the data
+term :func:`pinnlab.config.build` adds with ``data.train: true``).
 """
 
 from __future__ import annotations

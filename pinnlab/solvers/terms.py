@@ -100,7 +100,7 @@ class DataLoss(AbstractLossTerm):
                              f"{equation.name} takes {equation.input_dim}")
         outside = observations_outside(equation, self.inputs)  # (as the config refuses them)
         if outside:
-            raise ValueError(f"DataLoss: the observations hold {outside}")
+            raise ObservationsOutside(f"DataLoss: the observations hold {outside}")
 
     def _on(self, like: Tensor) -> tuple[Tensor, Tensor]:
         key = (like.device, like.dtype)
@@ -121,6 +121,11 @@ class DataLoss(AbstractLossTerm):
             x, y = x[index], y[index]
         u = _solution_values(context, x, f"{self.name}/noise")
         return ((u - y) ** 2).mean()
+
+
+class ObservationsOutside(ValueError):
+    """Observation points outside the equation's domain (:meth:`DataLoss.validate`), for a
+    caller that words the refusal its own way."""
 
 
 def _check_name(name) -> None:
