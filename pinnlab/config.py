@@ -1458,10 +1458,17 @@ def _observations_where(section) -> tuple[str, str]:
 
 
 def _outside(section, equation, x) -> str | None:
-    """Why the ``data:`` section's observations ``x`` lie outside ``equation``'s domain, or None."""
+    """Why the ``data:`` section's observations ``x`` lie outside ``equation``'s domain, or
+    None; a CSV file's observation by its line in the file, which a user edits."""
     from pinnlab.solvers.terms import observations_outside
 
-    return observations_outside(equation, x)
+    label = None
+    if section.source != "synthetic" and Path(section.source).suffix.lower() == ".csv":
+        from pinnlab.io.observations import csv_lines
+
+        def label(i):  # (the file read again only to refuse it)
+            return f"line {csv_lines(section.source)[i]} of the file (observation {i}, counting from 0)"
+    return observations_outside(equation, x, label)
 
 
 def make_observations(config: Config, equation, *, domain: bool = True):

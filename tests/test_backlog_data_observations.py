@@ -98,3 +98,34 @@ def test_trained_observations_outside_the_domain_are_refused_in_the_configs_word
     assert str(err.value).startswith(f"data.source: observation file {str(data)!r} holds a point outside the unit "
                                      "ball, the domain of poisson_two_body: observation 1 (counting from 0)")
 
+
+def test_a_csv_point_outside_the_domain_is_named_by_its_file_line(tmp_path):
+    """A CSV observation outside the domain was named "observation 1 (counting from 0)",
+    which a user editing the file must translate past the header and comment lines. Now
+    the refusal names its line in the file (here 4: a header, a comment, then row 0),
+    for the data term's check (data.train: true) and the outer objective's, and so does
+    the refusal of a non-finite value in a CSV file."""
+    import pytest
+
+    from pinnlab.equations.base import AbstractEquation
+
+    data = tmp_path / "obs.csv"
+    data.write_text("x0,x1,x2,u\n# measured\n0.1,0.1,0.1,0\n2.0,0.1,0.1,0\n0.1,0.1,0.1,0\n")
+    path = tmp_path / "solve.yaml"
+    path.write_text(f"equation: {{name: poisson_two_body, dim: 3}}\nmodel: {{width: 8}}\n"
+                    f"trainer: {{steps: 3}}\ndata: {{source: {str(data)!r}, train: true}}\n")
+    expected = "observation 1 (counting from 0)"
+    with pytest.raises(configuration.ConfigError) as err:
+        configuration.build(configuration.load(path))
+    assert "domain of poisson_two_body: line 4 of the file (observation 1, counting from 0) at ‖x‖ = 2" \
+        in str(err.value) and expected not in str(err.value)
+    config = configuration.load(path, ["data.train=false"])
+    equation = configuration.make_equation(config.equation)
+    assert isinstance(equation, AbstractEquation)
+    with pytest.raises(configuration.ConfigError, match="line 4 of the file"):
+        configuration.make_observations(config, equation)
+    # a non-finite value too, found while the file is read
+    data.write_text("x0,x1,x2,u\n# measured\n0.1,0.1,0.1,0\n0.1,nan,0.1,0\n")
+    with pytest.raises(configuration.ConfigError, match=r"x of line 4 of the file \(observation 1, counting from 0\) "
+                       "contains non-finite values"):
+        configuration.make_observations(config, equation)

@@ -75,31 +75,44 @@ def _npz_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(arrays[0]), np.asarray(arrays[1])
 
 
-def _csv_table(path: Path) -> np.ndarray:
-    """The numbers of a CSV file: comma-separated, lines starting with ``#`` skipped, a
-    first line that holds no number at all taken for a header (a first line with a bad
-    value is an error, not a header: it was dropped without a word), a UTF-8 byte order
-    mark ignored. A bad value is reported by its line and column in the file."""
+def _number(field: str) -> bool:
+    try:
+        float(field)
+        return True
+    except ValueError:
+        return False
+
+
+def _csv_rows(path: Path) -> list[tuple[int, str]]:
+    """The data lines of a CSV file with their line numbers in the file (from 1): lines
+    starting with ``#`` skipped, a first line that holds no number at all taken for a
+    header (a first line with a bad value is an error, not a header: it was dropped
+    without a word), a UTF-8 byte order mark ignored."""
     raw = path.read_bytes()
     if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in raw[:4096]:  # (NUL bytes were shown as the bad value)
         raise ObservationError(f"observation file {str(path)!r}: not UTF-8 text (UTF-16, as Windows PowerShell's "
                                "'>' and Excel's 'Unicode text' write?); save it as UTF-8 CSV")
     lines = raw.decode("utf-8-sig", errors="replace").splitlines()
     numbered = [(i, line) for i, line in enumerate(lines, start=1) if line.strip() and not line.lstrip().startswith("#")]
-
-    def number(field: str) -> bool:
-        try:
-            float(field)
-            return True
-        except ValueError:
-            return False
-
     for line_number, line in numbered[:2]:
         if "," not in line and (";" in line or "\t" in line):
             raise ObservationError(f"observation file {str(path)!r}: line {line_number} has no comma (fields are "
                                    "separated by commas)")
-    if numbered and not any(number(field) for field in numbered[0][1].split(",")):
+    if numbered and not any(_number(field) for field in numbered[0][1].split(",")):
         numbered = numbered[1:]  # the header
+    return numbered
+
+
+def csv_lines(path: str | Path) -> list[int]:
+    """The line in the CSV file ``path`` (from 1; the header and ``#`` lines count) of each
+    observation, for a refusal a user fixes by editing the file."""
+    return [line_number for line_number, _ in _csv_rows(Path(path))]
+
+
+def _csv_table(path: Path) -> np.ndarray:
+    """The numbers of a CSV file (the data lines of :func:`_csv_rows`), comma-separated. A
+    bad value is reported by its line and column in the file."""
+    numbered = _csv_rows(path)
     if not numbered:
         return np.zeros((0, 0))
     try:  # numpy's parser; on an error, the loop below finds the line to name
@@ -113,7 +126,7 @@ def _csv_table(path: Path) -> np.ndarray:
             hint = " (fields are separated by commas)" if width == 1 or len(fields) == 1 else ""
             raise ObservationError(f"observation file {str(path)!r}: line {line_number} has {len(fields)} values, "
                                    f"line {numbered[0][0]} has {width}{hint}")
-        bad = next(((j, f) for j, f in enumerate(fields, start=1) if not number(f)), None)
+        bad = next(((j, f) for j, f in enumerate(fields, start=1) if not _number(f)), None)
         if bad is not None:
             hint = " (fields are separated by commas)" if ";" in line or "\t" in line else ""
             raise ObservationError(f"observation file {str(path)!r}: line {line_number}, column {bad[0]}: "
@@ -167,7 +180,10 @@ def load_observations(path: str | Path, input_dim: int) -> tuple[Tensor, Tensor]
         if not finite.all():  # (which array and observation: a domain refusal names its observation too)
             first = int(np.flatnonzero(~finite)[0])
             more = int((~finite).sum()) - 1
-            raise ObservationError(f"observation file {str(path)!r}: {name} of observation {first} (counting from 0"
+            which = f"observation {first} (counting from 0"
+            if suffix == ".csv":  # (the line a user edits; the file read again only to refuse it)
+                which = f"line {csv_lines(path)[first]} of the file (observation {first}, counting from 0"
+            raise ObservationError(f"observation file {str(path)!r}: {name} of {which}"
                                    f"{f'; {more} more' if more else ''}) contains non-finite values")
     return torch.as_tensor(x), torch.as_tensor(u)
 

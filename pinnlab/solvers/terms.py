@@ -133,25 +133,30 @@ def _check_name(name) -> None:
         raise ValueError(f"a loss term's name must be a non-empty string (its weight key), got {name!r}")
 
 
-def observations_outside(equation, x: Tensor) -> str | None:
+def observations_outside(equation, x: Tensor, label=None) -> str | None:
     """Why observation points ``x`` `(M, D)` lie outside ``equation``'s domain (a point
     outside the unit ball of a unit-ball problem, a time outside its interval), or None:
-    the PDE holds, and the network is trained, in the domain only."""
+    the PDE holds, and the network is trained, in the domain only. ``label(i)`` names
+    observation i (default "observation i (counting from 0)"; a CSV file's line)."""
     from pinnlab.io.results import is_unit_ball, point_radii
+
+    if label is None:
+        def label(i):
+            return f"observation {i} (counting from 0)"
 
     slack = max(1e-9, 8 * torch.finfo(x.dtype).eps)  # (float32 points on the boundary round past 1 + 1e-9)
     if is_unit_ball(equation):
         radius = point_radii(x)  # (float64, block by block: no float64 copy of all M × D values)
         outside = int(radius.argmax())
         if float(radius[outside]) > 1 + slack:
-            return (f"a point outside the unit ball, the domain of {equation.name}: observation {outside} "
-                    f"(counting from 0) at ‖x‖ = {float(radius[outside]):.4g}")
+            return (f"a point outside the unit ball, the domain of {equation.name}: {label(outside)} "
+                    f"at ‖x‖ = {float(radius[outside]):.4g}")
     interval = equation.time_interval
     if interval is not None:
         t = x[:, -1].double()
         outside = int(torch.maximum(interval[0] - t, t - interval[1]).argmax())
         if not interval[0] - slack <= float(t[outside]) <= interval[1] + slack:
             return (f"a time outside [{interval[0]:g}, {interval[1]:g}], where {equation.name} is posed: "
-                    f"observation {outside} (counting from 0) at t = {float(t[outside]):.4g} "
+                    f"{label(outside)} at t = {float(t[outside]):.4g} "
                     "(the time is x's last column)")
     return None
