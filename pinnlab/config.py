@@ -1176,12 +1176,15 @@ def _check_tune(config: Config) -> None:
 
 
 def _check_data(config: Config) -> None:
+    from pinnlab.io.observations import suffixes_text
+
     source = config.data.source
     if source != "synthetic" and (problem := overlong_path(source)):
         raise ConfigError(f"data.source = {describe_value(source)}: {problem}")
     if source != "synthetic" and not Path(source).is_file():
         where = "" if Path(source).is_absolute() else f" (read from the current directory: {str(Path.cwd() / source)!r})"
-        raise ConfigError(f"data.source = {source!r}: must be 'synthetic' or an existing .h5/.npz/.csv file{where}")
+        raise ConfigError(f"data.source = {source!r}: must be 'synthetic' or an existing "
+                          f"{suffixes_text('/', '/')} file{where}")
 
 
 def hybrid_never_switches(loss: LossSection, steps: int, steps_name: str) -> str | None:

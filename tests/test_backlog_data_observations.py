@@ -129,3 +129,33 @@ def test_a_csv_point_outside_the_domain_is_named_by_its_file_line(tmp_path):
     with pytest.raises(configuration.ConfigError, match=r"x of line 4 of the file \(observation 1, counting from 0\) "
                        "contains non-finite values"):
         configuration.make_observations(config, equation)
+
+
+def test_the_data_source_refusal_lists_every_accepted_suffix(tmp_path, monkeypatch):
+    """A missing data.source was refused as "an existing .h5/.npz/.csv file", though .hdf5
+    is read too (and save_observations said ".h5, .npz or .csv"). Now every refusal lists
+    the suffixes load_observations reads, from the one list, and each of them is read."""
+    import numpy as np
+    import pytest
+
+    from pinnlab.io import observations
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "solve.yaml"
+    path.write_text("equation: {name: poisson_two_body, dim: 3}\ndata: {source: missing.hdf5}\n")
+    with pytest.raises(configuration.ConfigError) as err:
+        configuration.load(path)
+    assert "must be 'synthetic' or an existing .h5/.hdf5/.npz/.csv file" in str(err.value)
+    assert observations.SUFFIXES == (".h5", ".hdf5", ".npz", ".csv")
+    SUFFIXES, ObservationError = observations.SUFFIXES, observations.ObservationError
+    load_observations, save_observations = observations.load_observations, observations.save_observations
+    x, u = torch.full((2, 3), 0.1, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    for suffix in SUFFIXES:  # (each listed suffix is one the loader takes, in any case)
+        save_observations(tmp_path / f"obs{suffix.upper()}", x, u)
+        assert torch.equal(load_observations(tmp_path / f"obs{suffix.upper()}", 3)[0], x)
+    (tmp_path / "obs.txt").write_text("0.1,0.1,0.1,0\n")
+    with pytest.raises(ObservationError, match=r"unknown format \(use \.h5, \.hdf5, \.npz or \.csv\)$"):
+        load_observations(tmp_path / "obs.txt", 3)
+    with pytest.raises(ObservationError, match=r"\(use \.h5, \.hdf5, \.npz or \.csv\)$"):
+        save_observations(tmp_path / "obs.txt", x, u)
+    assert np.loadtxt(tmp_path / "obs.txt", delimiter=",").shape == (4,)  # (left as it was)

@@ -143,11 +143,11 @@ def test_a_data_source_that_is_no_file_is_refused_by_validation(tmp_path, monkey
     refusal says where it looked (a user whose file lies beside the config sees why)."""
     monkeypatch.chdir(tmp_path)
     data = _config(data={"source": "missing.csv", "train": True})
-    assert _refused(data) == ("data.source = 'missing.csv': must be 'synthetic' or an existing .h5/.npz/.csv file "
+    assert _refused(data) == ("data.source = 'missing.csv': must be 'synthetic' or an existing .h5/.hdf5/.npz/.csv file "
                               f"(read from the current directory: {str(tmp_path / 'missing.csv')!r})")
     absolute = str(tmp_path / "missing.csv")
     assert _refused(_config(data={"source": absolute, "train": True})) == (
-        f"data.source = {absolute!r}: must be 'synthetic' or an existing .h5/.npz/.csv file")
+        f"data.source = {absolute!r}: must be 'synthetic' or an existing .h5/.hdf5/.npz/.csv file")
 
 
 def test_deepxde_loss_weights_default_to_one():

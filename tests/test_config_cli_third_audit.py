@@ -154,7 +154,7 @@ def test_a_weight_of_zero_is_allowed_without_an_adaptive_weighting():
 
 def test_a_data_source_that_is_a_directory_is_refused(tmp_path):
     assert _refused(_config(data={"source": str(tmp_path)})) == (
-        f"data.source = {str(tmp_path)!r}: must be 'synthetic' or an existing .h5/.npz/.csv file")
+        f"data.source = {str(tmp_path)!r}: must be 'synthetic' or an existing .h5/.hdf5/.npz/.csv file")
 
 
 

@@ -53,7 +53,7 @@ def test_an_unknown_suffix_is_refused_by_save_observations_and_nothing_is_left(t
     unknown suffix is an ObservationError naming it, with neither the file nor the hidden
     temporary left behind."""
     x, u = torch.zeros(2, 2, dtype=F64), torch.zeros(2, dtype=F64)
-    with pytest.raises(ObservationError, match=r"^unknown observation format '\.txt' \(use \.h5, \.npz or \.csv\)$"):
+    with pytest.raises(ObservationError, match=r"^unknown observation format '\.txt' \(use \.h5, \.hdf5, \.npz or \.csv\)$"):
         save_observations(tmp_path / "obs.txt", x, u)
     assert list(tmp_path.iterdir()) == []
 

@@ -134,6 +134,22 @@ def _csv_table(path: Path) -> np.ndarray:
     raise ObservationError(f"observation file {str(path)!r}: not a table of numbers")
 
 
+def _csv_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    table = _csv_table(path)
+    return table[:, :-1], table[:, -1] if table.shape[1] else table[:, :0].reshape(0)
+
+
+_READERS = {".h5": _hdf5_arrays, ".hdf5": _hdf5_arrays, ".npz": _npz_arrays, ".csv": _csv_arrays}
+
+SUFFIXES = tuple(_READERS)
+"""The suffixes (any case) of the observation files :func:`load_observations` reads."""
+
+
+def suffixes_text(separator: str = ", ", last: str = " or ") -> str:
+    """:data:`SUFFIXES` for a message: ".h5, .hdf5, .npz or .csv"."""
+    return separator.join(SUFFIXES[:-1]) + last + SUFFIXES[-1]
+
+
 def load_observations(path: str | Path, input_dim: int) -> tuple[Tensor, Tensor]:
     """`(x, u)` as float64 tensors from an HDF5, NPZ or CSV file (layouts above)."""
     path = Path(path)
@@ -141,17 +157,9 @@ def load_observations(path: str | Path, input_dim: int) -> tuple[Tensor, Tensor]
         raise ObservationError(f"observation file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
     try:
-        if suffix in (".h5", ".hdf5"):
-            x, u = _hdf5_arrays(path)
-        elif suffix == ".npz":
-            x, u = _npz_arrays(path)
-        elif suffix == ".csv":
-            table = _csv_table(path)
-            x, u = table[:, :-1], table[:, -1] if table.shape[1] else table[:, :0].reshape(0)
-        else:
-            raise ObservationError(
-                f"observation file {str(path)!r}: unknown format (use .h5, .hdf5, .npz or .csv)"
-            )
+        if suffix not in _READERS:
+            raise ObservationError(f"observation file {str(path)!r}: unknown format (use {suffixes_text()})")
+        x, u = _READERS[suffix](path)
     # ValueError also: a truncated .npy member; zlib.error: a damaged stream of np.savez_compressed
     except (OSError, ValueError, zipfile.BadZipFile, zlib.error) as err:
         if isinstance(err, ObservationError):
@@ -228,4 +236,4 @@ def save_observations(path: str | Path, x: Tensor, u: Tensor) -> None:
             header = ",".join([f"x{i}" for i in range(x_np.shape[1])] + ["u"])
             np.savetxt(tmp, np.column_stack([x_np, u_np]), delimiter=",", header=header, comments="")
         else:
-            raise ObservationError(f"unknown observation format {suffix!r} (use .h5, .npz or .csv)")
+            raise ObservationError(f"unknown observation format {suffix!r} (use {suffixes_text()})")
