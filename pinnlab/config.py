@@ -1179,6 +1179,9 @@ def _check_data(config: Config) -> None:
     from pinnlab.io.observations import suffixes_text
 
     source = config.data.source
+    if source == "":  # (Path("") is the current directory, which the refusal below named)
+        raise ConfigError(f"data.source = '': an empty path; use 'synthetic' or an existing "
+                          f"{suffixes_text('/', '/')} file")
     if source != "synthetic" and (problem := overlong_path(source)):
         raise ConfigError(f"data.source = {describe_value(source)}: {problem}")
     if source != "synthetic" and not Path(source).is_file():

@@ -159,3 +159,22 @@ def test_the_data_source_refusal_lists_every_accepted_suffix(tmp_path, monkeypat
     with pytest.raises(ObservationError, match=r"\(use \.h5, \.hdf5, \.npz or \.csv\)$"):
         save_observations(tmp_path / "obs.txt", x, u)
     assert np.loadtxt(tmp_path / "obs.txt", delimiter=",").shape == (4,)  # (left as it was)
+
+
+def test_an_empty_observation_path_is_refused_as_empty(tmp_path, monkeypatch, capsys):
+    """There is no checkpoint path to set (a run's checkpoint is its output's .ckpt, an
+    empty -o is refused, trainer.checkpoint= is an unknown key); the one path setting an
+    override can empty is data.source, and `data.source=''` became the current directory:
+    "must be ... an existing ... file (read from the current directory: '/home/me')". Now
+    one line saying the path is empty, exit 2, nothing written."""
+    from pinnlab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "solve.yaml"
+    path.write_text("equation: {name: poisson_two_body, dim: 3}\nmodel: {width: 8}\ntrainer: {steps: 3}\n"
+                    "data: {source: synthetic}\n")
+    assert main(["solve", str(path), "data.source=''", "-o", "r.h5", "--progress", "off"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("pinnlab: error: config error: data.source = '': an empty path; use 'synthetic' or an "
+                   "existing .h5/.hdf5/.npz/.csv file\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["solve.yaml"]
