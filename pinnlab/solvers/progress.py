@@ -48,8 +48,9 @@ class Progress:
     ):
         check_choice("progress", mode, ("auto", "bar", "log", "off"))
         self.stream = stream or sys.stderr
+        terminal = getattr(self.stream, "isatty", lambda: False)()
         if mode == "auto":
-            mode = "bar" if getattr(self.stream, "isatty", lambda: False)() and _has_width(self.stream) else "log"
+            mode = "bar" if terminal and _has_width(self.stream) else "log"
         self.mode = mode
         self.total = total
         self.log_every = max(1, log_every)
@@ -63,9 +64,12 @@ class Progress:
         if mode == "bar":
             from tqdm.auto import tqdm
 
+            # a terminal's bar is cleared at the end (the result line follows); a forced bar
+            # into a file is left, so its close writes the final frame (cleared, the file
+            # kept only the first frames, the later ones drawn within tqdm's refresh interval)
             self.bar = tqdm(
                 total=total, initial=initial, desc=description, file=self.stream,
-                dynamic_ncols=True, leave=False,
+                dynamic_ncols=True, leave=not terminal,
             )
 
     def update(self, step: int, loss: float, rel_l2: float | None,
