@@ -50,3 +50,14 @@ def test_a_forced_bar_into_a_file_ends_with_its_final_frame(tmp_path, capsys):
     assert err.endswith("\n"), repr(err)
     final = err.rstrip("\n").split("\r")[-1]
     assert "3/3" in final and "loss=" in final, repr(err)
+
+
+def test_a_joint_fits_progress_counts_its_training_steps(tmp_path, capsys):
+    """A joint fit's progress line was updated once per tune.horizon training steps, and
+    counted those rows: "step 1/2 ... it/s=3" while it trained about 100 steps a second. It
+    now counts the training steps (outer_steps × horizon), so its it/s is steps a second."""
+    code = main(["tune", str(_tune_config(tmp_path)), "tune.horizon=3", "tune.outer_steps=2",
+                 "-o", str(tmp_path / "t.h5"), "--progress", "log"])
+    assert code == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tune ")]
+    assert [line.split(" step ")[1].split()[0] for line in lines] == ["3/6", "6/6"], lines

@@ -74,7 +74,7 @@ class Progress:
 
     def update(self, step: int, loss: float, rel_l2: float | None,
                terms: Mapping[str, float] | None = None, extra: Mapping[str, str] | None = None) -> None:
-        """Report that ``step`` (0-based) finished; ``terms``: ``loss_<term>`` and
+        """Report that ``step`` (0-based) finished, and any before it not reported; ``terms``: ``loss_<term>`` and
         ``weight_<term>`` of the latest evaluation row (with several loss terms); ``extra``:
         further ``name=text`` fields shown after them (a search's best value so far)."""
         done = step + 1
@@ -89,7 +89,7 @@ class Progress:
             if rel_l2 is not None and self.show_rel_l2:
                 postfix["rel_l2"] = f"{rel_l2:.3e}"
             self.bar.set_postfix(postfix | shown, refresh=False)
-            self.bar.update(1)
+            self.bar.update(done - self.bar.n)  # (a joint fit reports every tune.horizon steps)
         elif self.mode == "log" and (done % self.log_every == 0 or done == self.total):
             rate = (done - self.initial) / max(time.perf_counter() - self.start, 1e-9)
             rel = "" if not self.show_rel_l2 else " rel_l2=" + ("n/a" if rel_l2 is None else f"{rel_l2:.3e}")

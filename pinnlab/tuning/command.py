@@ -305,16 +305,21 @@ def run(args) -> int:
                              f"{start_over}")
         metadata = saved  # (one written before the config text was kept holds only the hash)
     done = _steps_done(checkpoint) if args.resume and checkpoint_path is not None else 0
-    # one progress display, rank 0's (the others' would never move); only rank 0 solves after
-    bar = Progress(config.tune.outer_steps, initial=done, mode=args.progress if rank == 0 else "off", log_every=1,
-                   description="tune", value_name="outer", rel_l2=False,
-                   unit="trial" if config.tune.method in configuration.SEARCHES else "step")
+    # one progress display, rank 0's (the others' would never move); only rank 0 solves after.
+    # A joint fit's counts its training steps, outer_steps × horizon, as a solve's does (its
+    # it/s counted its rows, one every horizon steps)
+    joint = config.tune.method == "joint"
+    bar = Progress(config.tune.outer_steps * (config.tune.horizon if joint else 1), initial=done,
+                   mode=args.progress if rank == 0 else "off", log_every=1, description="tune", value_name="outer",
+                   rel_l2=False, unit="trial" if config.tune.method in configuration.SEARCHES else "step")
 
     def progress(k, phi, diagnostics):
         bar.description = f"tune {_summary(phi)}"
-        value = diagnostics.get("value") if isinstance(diagnostics, dict) else None
-        best = diagnostics.get("best") if isinstance(diagnostics, dict) else None  # (a search's, so far)
-        bar.update(k, math.nan if value is None else float(value), None,
+        diagnostics = diagnostics if isinstance(diagnostics, dict) else {}
+        value = diagnostics.get("value")
+        best = diagnostics.get("best")  # (a search's, so far)
+        step = diagnostics.get("steps", (k + 1) * config.tune.horizon) - 1 if joint else k
+        bar.update(step, math.nan if value is None else float(value), None,
                    extra=None if best is None else {"best": f"{float(best):.3e}"})
 
     before = {path: _stamp(path) for path in (checkpoint, final_checkpoint)}  # (what this run did not write)

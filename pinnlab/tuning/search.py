@@ -284,8 +284,8 @@ def joint_fit(setup, *, progress=None):
             value = float(setup.outer_loss(theta, phi))
         _record(history, t // tune.horizon, value, phi, time.perf_counter() - t0)
         history["method"][-1] = "joint"
-        if progress is not None:
-            progress(t // tune.horizon, phi, {"value": value})
+        if progress is not None:  # ("steps": the training steps done, what the display counts)
+            progress(t // tune.horizon, phi, {"value": value, "steps": t + 1})
 
     for t in range(total):
         if not budget.allows_another():
