@@ -220,6 +220,17 @@ def cmd_solve(args) -> int:
         return (f"; step {saved[-1]} saved in {str(checkpoint)!r}; {resume_hint(output)} continues from it"
                 if saved else "")
 
+    def say_stopped() -> None:  # what a stopped solve keeps (it said nothing of the steps it lost)
+        if saved:
+            print(f"pinnlab: step {saved[-1]} saved in {str(checkpoint)!r}; {resume_hint(output)} continues "
+                  "from it", file=sys.stderr)
+        elif not kwargs["checkpoint_every"]:
+            since = (f"since step {state.step}, which {str(checkpoint)!r} holds and {resume_hint(output)} "
+                     "continues from," if state is not None else "since the start")
+            print(f"pinnlab: trainer.checkpoint_every = 0, so the steps {since} are lost; with "
+                  "trainer.checkpoint_every=N a run saves every N steps and when stopped, for --resume",
+                  file=sys.stderr)
+
     if kwargs["checkpoint_every"]:
         optimizer = kwargs["optimizer"]
 
@@ -237,10 +248,9 @@ def cmd_solve(args) -> int:
         raise refused_checkpoint(err, f"checkpoint {str(checkpoint)!r}: ",
                                  hint=start_over_hint(args.overwrite, output, checkpoint)) from None
     except STOPS:
-        if saved:
-            print(f"pinnlab: step {saved[-1]} saved in {str(checkpoint)!r}; {resume_hint(output)} continues "
-                  "from it", file=sys.stderr)
+        say_stopped()
         raise
+
     def keep_last_step():  # every step is done: a --resume then only writes the result
         if on_checkpoint is not None and (not saved or saved[-1] < result.state.step):
             on_checkpoint(result.state)
@@ -253,9 +263,7 @@ def cmd_solve(args) -> int:
             write_solve_result(output, config=config, problem=problem, result=result, slice_data=slice_data)
     except STOPS:  # (the slice and the result file take minutes at a large d)
         keep_last_step()
-        if saved:
-            print(f"pinnlab: step {saved[-1]} saved in {str(checkpoint)!r}; {resume_hint(output)} continues "
-                  "from it", file=sys.stderr)
+        say_stopped()
         raise
     except OSError as err:
         keep_last_step()

@@ -4,6 +4,10 @@ saved step, and a stopped joint fit."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+
 import pinnlab.solvers.progress
 from pinnlab.cli import main
 from tests.tuning.micro_configs import JOINT_MU
@@ -61,3 +65,41 @@ def test_a_joint_fits_progress_counts_its_training_steps(tmp_path, capsys):
     assert code == 0
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tune ")]
     assert [line.split(" step ")[1].split()[0] for line in lines] == ["3/6", "6/6"], lines
+
+
+def test_sigterm_to_a_solve_without_checkpoints_says_its_steps_are_lost(tmp_path):
+    """SIGTERM to ``pinnlab solve`` without trainer.checkpoint_every printed only
+    "pinnlab: terminated": nothing said that every step was lost, nor how to keep them."""
+    cfg = _solve_config(tmp_path, steps=1_000_000, log_every=1)
+    proc = subprocess.Popen([sys.executable, "-m", "pinnlab.cli", "solve", str(cfg), "-o", str(tmp_path / "r.h5"),
+                             "--progress", "log"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stderr.readline()  # the first step's line: the training has started
+        assert first.startswith("train step 1/"), first
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:  # never left training for the rest of the suite
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 143, err
+    *_, lost, last = err.strip().splitlines()
+    assert last == "pinnlab: terminated", err
+    assert lost == ("pinnlab: trainer.checkpoint_every = 0, so the steps since the start are lost; with "
+                    "trainer.checkpoint_every=N a run saves every N steps and when stopped, for --resume"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
+
+
+def test_a_stopped_resume_without_checkpoints_names_the_step_it_keeps(tmp_path, capsys, monkeypatch):
+    """A solve resumed without trainer.checkpoint_every and stopped again said nothing of the
+    steps since the checkpoint (lost) nor that the checkpoint still holds its step."""
+    cfg = _solve_config(tmp_path, steps=8)
+    out = tmp_path / "r.h5"
+    _stop_at(monkeypatch, "train", 2)
+    assert main(["solve", str(cfg), "trainer.checkpoint_every=1", "-o", str(out), "--progress", "off"]) == 130
+    capsys.readouterr()
+    _stop_at(monkeypatch, "train", 5)
+    assert main(["solve", str(cfg), "-o", str(out), "--progress", "off", "--resume"]) == 130
+    *_, lost, last = capsys.readouterr().err.strip().splitlines()
+    assert last == "pinnlab: interrupted"
+    assert lost.startswith(f"pinnlab: trainer.checkpoint_every = 0, so the steps since step 2, which "
+                           f"{str(out) + '.ckpt'!r} holds and --resume continues from, are lost; "), lost
