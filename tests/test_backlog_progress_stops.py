@@ -103,3 +103,29 @@ def test_a_stopped_resume_without_checkpoints_names_the_step_it_keeps(tmp_path, 
     assert last == "pinnlab: interrupted"
     assert lost.startswith(f"pinnlab: trainer.checkpoint_every = 0, so the steps since step 2, which "
                            f"{str(out) + '.ckpt'!r} holds and --resume continues from, are lost; "), lost
+
+
+def test_a_search_stopped_while_it_saves_a_trial_saves_the_trial_it_showed(tmp_path, capsys, monkeypatch):
+    """Ctrl-C (or SIGTERM) while a search wrote its checkpoint after trial 2, which its
+    progress line already showed ("trial 2/4"), said "trial 1 saved" (the atomic write
+    kept the file before it): the two differed by one, and a resume ran trial 2 again. A
+    stop during the write now still saves the trial the line showed."""
+    import pinnlab.io.checkpoint as checkpoints
+
+    write = checkpoints.write_checkpoint_file
+    writes = []
+
+    def stopped_in_second(path, payload):  # (a stop before the new file replaced the old one)
+        writes.append(len(payload["trials"]))
+        if len(writes) == 2:
+            raise KeyboardInterrupt
+        write(path, payload)
+
+    monkeypatch.setattr(checkpoints, "write_checkpoint_file", stopped_in_second)
+    code = main(["tune", str(_tune_config(tmp_path)), "tune.method=random", "tune.outer_steps=4",
+                 "-o", str(tmp_path / "t.h5"), "--progress", "log"])
+    assert code == 130
+    *lines, saved, last = capsys.readouterr().err.strip().splitlines()
+    assert last == "pinnlab: interrupted"
+    assert " trial 2/4 " in lines[-1], lines
+    assert saved.startswith("pinnlab: trial 2 saved in "), saved

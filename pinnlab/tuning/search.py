@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from pinnlab._budget import Budget
+from pinnlab._interrupts import STOPS
 from pinnlab._seeding import derive_seed
 from pinnlab.bilevel.driver import optimizer_stepped
 from pinnlab.bilevel.parameterization import Identity, Log, constrain, unconstrain
@@ -189,8 +190,15 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
             progress(k, phi, {"value": value, "best": min(finite) if finite else math.nan})
         budget.finished_one()
         if checkpoint is not None and save:
-            write_checkpoint_file(checkpoint, {"history": history, "trials": [[p, v] for p, v in done],
-                                               "metadata": metadata, "budget": budget.state()})
+            payload = {"history": history, "trials": [[p, v] for p, v in done], "metadata": metadata,
+                       "budget": budget.state()}
+            try:
+                write_checkpoint_file(checkpoint, payload)
+            except STOPS:
+                # a stop during the write (atomic: the file kept the trial before) still saves
+                # this trial, which the progress line showed done and pinnlab tune said was not
+                write_checkpoint_file(checkpoint, payload)
+                raise
     values = np.asarray(history["value"], dtype=float)
     finite = np.isfinite(values)
     best = int(np.argmin(np.where(finite, values, np.inf))) if finite.any() else 0
