@@ -7,6 +7,9 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 import pinnlab.solvers.progress
 from pinnlab.cli import main
@@ -129,3 +132,18 @@ def test_a_search_stopped_while_it_saves_a_trial_saves_the_trial_it_showed(tmp_p
     assert last == "pinnlab: interrupted"
     assert " trial 2/4 " in lines[-1], lines
     assert saved.startswith("pinnlab: trial 2 saved in "), saved
+
+
+@pytest.mark.parametrize("phase", ["tune", "train"])
+def test_a_stopped_joint_fit_says_what_it_keeps(tmp_path, capsys, monkeypatch, phase):
+    """Ctrl-C during a joint fit (tune.method = joint), or its final solve, said only
+    "pinnlab: interrupted", where the other methods say what is saved and how to go on."""
+    _stop_at(monkeypatch, phase, 2)  # (a joint fit shows every tune.horizon = 2 steps)
+    code = main(["tune", str(_tune_config(tmp_path)), "-o", str(tmp_path / "t.h5"), "--progress", "log"])
+    assert code == 130
+    *_, said, last = capsys.readouterr().err.strip().splitlines()
+    assert last == "pinnlab: interrupted"
+    expected = ("so its steps are lost; the same command runs it again from the start" if phase == "tune" else
+                "nor the final solve without trainer.checkpoint_every; the same command runs both again")
+    assert said == f"pinnlab: the joint fit (tune.method = 'joint') keeps no checkpoint, {expected}", said
+    assert not Path(str(tmp_path / "t.h5") + ".ckpt").exists()

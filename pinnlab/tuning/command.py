@@ -75,14 +75,16 @@ def _stamp(path: Path | None):
     return None if status is None else (status.st_ino, status.st_mtime_ns, status.st_size)
 
 
-def _saved(output: Path, before: dict, tuning: Path | None, final: Path | None = None) -> str | None:
+def _saved(output: Path, before: dict, tuning: Path | None, final: Path | None = None, *,
+           joint: bool = False) -> str | None:
     """What a ``pinnlab tune`` that stops or fails leaves, as it says it (None: nothing):
     during the tuning (``final`` None) the last outer step or trial its checkpoint at
     ``tuning`` holds; during the final solve, that solve's last step at ``final`` (saved
     only with trainer.checkpoint_every) and the finished tuning's checkpoint. Only
     checkpoints this run wrote (their :func:`_stamp` is not the one ``before`` the run):
     an earlier run's, left by one that saved none (tune.checkpoint_every: 0), was
-    announced as this run's."""
+    announced as this run's. A ``joint`` fit, which keeps none, says that it is lost (a
+    stopped one said only "interrupted")."""
     from pinnlab.cli import resume_hint
     from pinnlab.io.checkpoint import load_checkpoint_file
 
@@ -104,12 +106,17 @@ def _saved(output: Path, before: dict, tuning: Path | None, final: Path | None =
     elif tuning is not None:
         return (f"the tuning is saved in {str(tuning)!r}; {hint} runs the final solve again "
                 "(trainer.checkpoint_every saves its steps)")
+    if joint:
+        return ("the joint fit (tune.method = 'joint') keeps no checkpoint, "
+                + ("nor the final solve without trainer.checkpoint_every; the same command runs both again"
+                   if final_phase else "so its steps are lost; the same command runs it again from the start"))
     return None
 
 
-def _say_saved(output: Path, before: dict, tuning: Path | None, final: Path | None = None) -> None:
+def _say_saved(output: Path, before: dict, tuning: Path | None, final: Path | None = None, *,
+               joint: bool = False) -> None:
     """The line a stopped ``pinnlab tune`` prints about what it leaves (:func:`_saved`)."""
-    saved = _saved(output, before, tuning, final)
+    saved = _saved(output, before, tuning, final, joint=joint)
     if saved is not None:
         print(f"pinnlab: {saved}", file=sys.stderr)
 
@@ -337,7 +344,7 @@ def run(args) -> int:
         return EXIT_FAILED
     except STOPS:
         if rank == 0:
-            _say_saved(output, before, checkpoint_path)
+            _say_saved(output, before, checkpoint_path, joint=joint)
         raise
     finally:
         bar.close()
@@ -368,10 +375,10 @@ def run(args) -> int:
         try:
             write_tune_result(output, setup, outcome, result, problem, world)  # (seconds at high d: its slice)
         except OSError as err:  # (a full disk) one line, as pinnlab solve's, with what a --resume continues
-            saved = _saved(output, before, checkpoint_path, final_checkpoint)
+            saved = _saved(output, before, checkpoint_path, final_checkpoint, joint=joint)
             raise RunFailed(unwritable(output, err) + (f"; {saved}" if saved else "")) from None
     except STOPS:
-        _say_saved(output, before, checkpoint_path, final_checkpoint)
+        _say_saved(output, before, checkpoint_path, final_checkpoint, joint=joint)
         raise
     for left in (checkpoint, final_checkpoint):
         if left.exists():
