@@ -1,6 +1,6 @@
 """Progress displays and what a stopped run says: a forced bar into a file, a joint fit's
 rate, the steps a solve without checkpoints loses, a stopped tuning's display against its
-saved step, and a stopped joint fit."""
+saved step, a stopped joint fit, and where the tuning display's clock starts."""
 
 from __future__ import annotations
 
@@ -147,3 +147,25 @@ def test_a_stopped_joint_fit_says_what_it_keeps(tmp_path, capsys, monkeypatch, p
                 "nor the final solve without trainer.checkpoint_every; the same command runs both again")
     assert said == f"pinnlab: the joint fit (tune.method = 'joint') keeps no checkpoint, {expected}", said
     assert not Path(str(tmp_path / "t.h5") + ".ckpt").exists()
+
+
+def test_the_tunings_clock_starts_after_torch_optims_one_off_import(tmp_path):
+    """The first outer step's s/it counted ~3.5 s of torch importing torch._dynamo when the
+    outer optimizer was first made, inside the display's clock. ``pinnlab tune`` now makes
+    one before the display starts (checked in a fresh process, where nothing imported it)."""
+    script = (
+        "import sys\n"
+        "import pinnlab.solvers.progress as progress\n"
+        "from pinnlab.cli import main\n"
+        "init = progress.Progress.__init__\n"
+        "def recorded(self, *args, **kwargs):\n"
+        "    if kwargs.get('description') == 'tune':\n"
+        "        print('dynamo imported:', 'torch._dynamo' in sys.modules)\n"
+        "    init(self, *args, **kwargs)\n"
+        "progress.Progress.__init__ = recorded\n"
+        f"sys.exit(main(['tune', {str(_tune_config(tmp_path))!r}, '-o', {str(tmp_path / 't.h5')!r},"
+        " '--progress', 'off']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "dynamo imported: True" in done.stdout, done.stdout

@@ -233,6 +233,8 @@ def check_processes(config, world: int) -> list[str]:
 
 
 def run(args) -> int:
+    import torch
+
     from pinnlab import config as configuration
     from pinnlab.bilevel.distributed import (
         PeerLost,
@@ -316,6 +318,10 @@ def run(args) -> int:
     # A joint fit's counts its training steps, outer_steps × horizon, as a solve's does (its
     # it/s counted its rows, one every horizon steps)
     joint = config.tune.method == "joint"
+    if config.tune.method not in configuration.SEARCHES:
+        # torch.optim's first optimizer imports torch._dynamo (seconds): one made before the
+        # display's clock starts, so the first outer step's s/it is that step's own
+        config.tune.outer_optimizer_for([torch.zeros(1, requires_grad=True)])
     bar = Progress(config.tune.outer_steps * (config.tune.horizon if joint else 1), initial=done,
                    mode=args.progress if rank == 0 else "off", log_every=1, description="tune", value_name="outer",
                    rel_l2=False, unit="trial" if config.tune.method in configuration.SEARCHES else "step")
