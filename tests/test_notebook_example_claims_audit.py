@@ -148,7 +148,7 @@ def test_the_quickstart_overrides_give_the_notebooks_run_but_for_its_initial_wei
     expected = pinnlab.train(problem, progress="off", **kwargs)
 
     code = "".join(_code(NOTEBOOKS["01_quickstart"])[0]["source"])
-    for old, new in (("torch.set_num_threads(2)\n", ""), ("import matplotlib.pyplot as plt\n", ""),
+    for old, new in (("import matplotlib.pyplot as plt\n", ""),
                      ("steps = 400\n", "steps = 2\n"),
                      ("eval_every=50", "eval_every=2"), ("test_points=2000", "test_points=200"),
                      ("generator=torch.Generator().manual_seed(0)", "generator=GENERATOR")):
