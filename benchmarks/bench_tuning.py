@@ -404,7 +404,7 @@ def selection_markdown(chosen: dict) -> str:
 
 def main() -> int:
     parser = Parser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="B = 15 s, S = 200 steps, width 32 (≈ 10 min)")
+    parser.add_argument("--quick", action="store_true", help="B = 15 s, S = 200 steps, width 32 (≈ 9 min)")
     parser.add_argument("--json", metavar="PATH", help="write the run's settings and records as JSON")
     parser.add_argument("--problems", default="a,b,c", help="comma-separated problems among a, b, c (default all)")
     parser.add_argument("--methods", default=",".join(METHODS),

@@ -7,6 +7,7 @@ fg2u's difference under torchrun."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -30,3 +31,16 @@ def test_no_notebook_fixes_torchs_thread_count(name):
     sources = ["".join(cell["source"]) for cell in _code_cells(NOTEBOOKS[name])]
     assert not [source for source in sources if "set_num_threads" in source]
 
+
+# -- benchmarks --------------------------------------------------------------------------------
+def test_bench_tunings_help_gives_the_readmes_time_for_a_quick_run(benchmarks, monkeypatch, capsys):
+    """``bench_tuning.py --help`` said --quick takes "≈ 10 min" where the README, which
+    records the last measured runs, says one quick repeat runs in about 9 minutes."""
+    measured = re.search(r"`--quick` alone runs one repeat in about (\d+) minutes", README)
+    assert measured, "the README's time of one --quick repeat"
+    bench_tuning = benchmarks("bench_tuning")
+    monkeypatch.setattr("sys.argv", ["bench_tuning.py", "--help"])
+    with pytest.raises(SystemExit):
+        bench_tuning.main()
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"(≈ {measured.group(1)} min)" in help_text, help_text
