@@ -16,6 +16,7 @@ step}, "calls": {name: calls per step}}.
 
 Usage:
     python benchmarks/bench_step_breakdown.py [--method stein-shared] [--dim 100] [--quick] [--json PATH]
+        [--malloc pinnlab|default]
 """
 
 from __future__ import annotations
@@ -94,7 +95,11 @@ def main(argv=None) -> int:
 
     malloc = "pinnlab" if args.malloc == "pinnlab" and pinnlab.configure_malloc() else "default"
     torch.set_num_threads(threads)  # (as bench_estimators' workers)
-    record = {**breakdown(args.method, args.dim, 3 if args.quick else 10), "malloc": malloc}
+    steps = 3 if args.quick else 10
+    # (the run takes up to a minute before its table: say what it is measuring)
+    print(f"measuring {args.method} d={args.dim} malloc {malloc}: {steps} steps plain, then {steps} under the "
+          f"operator timer", file=sys.stderr, flush=True)
+    record = {**breakdown(args.method, args.dim, steps), "malloc": malloc}
     step, matmul, floor = record["step_seconds"], record["matmul_seconds"], record["floor_seconds"]
     print(f"{args.method} d={args.dim} malloc {malloc}: {step * 1e3:.1f} ms per step "
           f"({step / floor:.1f}× the FLOP floor {floor * 1e3:.1f} ms); under the timer the operators sum to "

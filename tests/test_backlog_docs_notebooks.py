@@ -44,3 +44,37 @@ def test_bench_tunings_help_gives_the_readmes_time_for_a_quick_run(benchmarks, m
         bench_tuning.main()
     help_text = " ".join(capsys.readouterr().out.split())
     assert f"(≈ {measured.group(1)} min)" in help_text, help_text
+
+
+def test_the_step_breakdown_command_names_the_malloc_setting_of_its_glibc_row():
+    """The README's step-breakdown table has a row measured with glibc's malloc defaults,
+    but its command (``--method M --dim D``) did not say how to get them: the script's
+    default is pinnlab's settings (``--malloc default`` gives glibc's)."""
+    start = README.index("**Where the rest of a step goes**")
+    section = README[start:README.index("\n\n", README.index("| step |", start))]
+    assert "glibc defaults |" in section
+    header = " ".join(section[:section.index("| step |")].split())
+    assert "`python benchmarks/bench_step_breakdown.py --method M --dim D`" in header
+    assert "`--malloc default` for the glibc-defaults row" in header
+
+
+def test_the_step_breakdown_says_what_it_measures_before_measuring_it(benchmarks, monkeypatch, capsys):
+    """bench_step_breakdown printed nothing until its table (up to a minute at d = 10⁴):
+    now one line on stderr names the configuration before it is measured; stdout keeps
+    the results only."""
+    sb = benchmarks("bench_step_breakdown")
+    seen = []
+
+    def breakdown(method, dim, steps):
+        seen.append(capsys.readouterr())
+        return {"method": method, "dim": dim, "step_seconds": 1.0, "floor_seconds": 0.5, "matmul_seconds": 0.5,
+                "timed_ops_seconds": 1.0, "gemm_flops_per_second": 1.0, "ops": {}, "calls": {}}
+
+    monkeypatch.setattr(sb, "breakdown", breakdown)
+    monkeypatch.setattr("pinnlab.configure_malloc", lambda: True)
+    assert sb.main(["--quick", "--dim", "7", "--method", "stein-independent"]) == 0
+    (before,) = seen
+    assert before.out == ""
+    assert before.err == ("measuring stein-independent d=7 malloc pinnlab: 3 steps plain, then 3 under the "
+                          "operator timer\n")
+    assert capsys.readouterr().err == ""
