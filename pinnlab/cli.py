@@ -438,8 +438,7 @@ def cmd_list(args) -> int:
     from pinnlab.studies.spec import StudySection
     from pinnlab.tuning.spec import COLLOCATION, SEARCH_METHODS, ObjectiveSpec
 
-    objectives = [kind for kind in get_args(ObjectiveSpec.model_fields["kind"].annotation)
-                  if kind != "training_loss"]  # (refused: it sends the weights to zero)
+    objectives = get_args(ObjectiveSpec.model_fields["kind"].annotation)  # (training_loss is refused, not a choice)
     study_kinds = get_args(StudySection.model_fields["kind"].annotation)
 
     print("equations (name: inputs (x, or x,t when time-dependent); published dims; parameters)")
