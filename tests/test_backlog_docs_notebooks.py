@@ -36,6 +36,20 @@ def test_no_notebook_fixes_torchs_thread_count(name):
     assert not [source for source in sources if "set_num_threads" in source]
 
 
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
+def test_the_stored_outputs_come_from_one_run_and_name_no_machine(name):
+    """The stored outputs are one top-to-bottom run of the cells as they are (execution
+    counts 1, 2, ... in order) and print no absolute path of the machine that ran them
+    (a scratch directory, a home, a virtual environment): the notebooks run in their own
+    directory and print relative names."""
+    cells = _code_cells(NOTEBOOKS[name])
+    assert [cell["execution_count"] for cell in cells] == list(range(1, len(cells) + 1))
+    for cell in cells:
+        for output in cell.get("outputs", []):
+            text = "".join(output.get("text", "")) + "".join(output.get("data", {}).get("text/plain", ""))
+            assert not re.search(r"(/tmp/|/home/|/root/|/work/|/Users/|site-packages|[A-Z]:\\)", text), text
+
+
 # -- benchmarks --------------------------------------------------------------------------------
 def test_bench_tunings_help_gives_the_readmes_time_for_a_quick_run(benchmarks, monkeypatch, capsys):
     """``bench_tuning.py --help`` said --quick takes "≈ 10 min" where the README, which
