@@ -191,6 +191,10 @@ def cmd_solve(args) -> int:
     if "study" in config.sections:  # (solved, it trains the base config: a network for an estimator study's init)
         print(f"warning: study: is ignored by solve, which trains the config's base run; `pinnlab study "
               f"{args.config}` runs the study", file=sys.stderr)
+        # the result records what it ran: not the study, which an estimator study on a fresh or
+        # file init also cuts trainer and loss down to (Config.resolved)
+        config = configuration.Config({k: v for k, v in config.sections.items() if k != "study"},
+                                      {k: v for k, v in config.raw.items() if k != "study"})
     try:
         problem, kwargs = configuration.build(config)
         device = resolve_device(kwargs["device"])

@@ -181,3 +181,20 @@ def test_solve_of_a_study_config_says_it_ignores_the_study(tmp_path, capsys):
     assert out.is_file()
     assert main(["solve", str(_write(tmp_path)), "-o", str(tmp_path / "plain.h5"), "--progress", "off"]) == 0
     assert capsys.readouterr().err == ""  # (no study: no line)
+
+
+def test_solve_of_a_study_config_records_the_run_it_trained_not_the_study(tmp_path):
+    """The result of ``pinnlab solve`` on a study config recorded the ``study:`` section it
+    ignored (and for an estimator study on a fresh init, its trainer and loss sections cut
+    down to the study's few settings): the record did not say what the solve trained. It
+    now records the base run, as the same config without ``study:`` records it."""
+    study = ("study: {kind: estimator, samples: [4], sigmas: [0.05], replicates: 4, points: 2, "
+             "reference_samples: 8, reference_replicates: 4, init: trained}\n")
+    recorded = []
+    for name, text in (("study.yaml", TINY + study), ("plain.yaml", TINY)):
+        out = tmp_path / f"{name}.h5"
+        assert main(["solve", str(_write(tmp_path, text, name)), "-o", str(out), "--progress", "off"]) == 0
+        with h5py.File(out) as fh:
+            recorded.append(yaml.safe_load(fh.attrs["config"]))
+    assert recorded[0] == recorded[1]
+    assert "study" not in recorded[0] and recorded[0]["trainer"]["steps"] == 3
