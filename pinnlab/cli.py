@@ -740,7 +740,7 @@ def _one_line(text: str) -> str:
 
 def _rank() -> str:
     """`` (rank R of W)`` under torchrun, which starts W processes that each meet the same
-    bad input: the user then sees which process said each of the W lines."""
+    bad input, Ctrl-C or SIGTERM: the user then sees which process said each of the W lines."""
     world, rank = (os.environ.get(name, "").strip() for name in ("WORLD_SIZE", "RANK"))
     if not (world.isdecimal() and world.isascii() and int(world) > 1):
         return ""  # not torchrun's (a stray or bad WORLD_SIZE is the error line's own subject)
@@ -776,10 +776,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pinnlab: error{_rank()}: {_one_line(str(err))}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt as stop:  # (a command may add what is kept: the stop's message)
-        print("pinnlab: interrupted" + (f"; {stop}" if str(stop) else ""), file=sys.stderr)
+        print(f"pinnlab: interrupted{_rank()}" + (f"; {stop}" if str(stop) else ""), file=sys.stderr)
         return 130
     except Terminated as stop:
-        print("pinnlab: terminated" + (f"; {stop}" if str(stop) else ""), file=sys.stderr)
+        print(f"pinnlab: terminated{_rank()}" + (f"; {stop}" if str(stop) else ""), file=sys.stderr)
         return 128 + signal.SIGTERM
     finally:
         warnings.formatwarning = formatwarning
