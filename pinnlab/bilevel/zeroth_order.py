@@ -20,7 +20,7 @@ from pinnlab.bilevel.base import (
     unflatten,
     unroll,
 )
-from pinnlab.bilevel.forward import DirectionKind, directions
+from pinnlab.bilevel.forward import DEFAULT_DIRECTIONS, DirectionKind, directions
 
 
 @dataclass(frozen=True)
@@ -68,13 +68,18 @@ class ZeroOrderForwardGradient(AbstractHypergradient):
     default filter shows it once per run) to raise ``mu`` or compute in float64.
 
     Args:
-        num_directions: b.
+        num_directions: b. Default (None): 8, or 1 where every direction gives the same
+            estimate (:meth:`directions_for`: N = 1 with ±1 or coordinate directions and
+            central differences, all ±e_1, so more directions only repeat inner solves).
+            Unlike :class:`ForwardGradientUnroll` it is not capped at N: directions
+            beyond N still lower the variance, and a black box has no exact
+            forward-mode counterpart (fgu) that N directions would cost as much as.
         mu: μ, the finite-difference step.
         scheme: ``"forward"`` or ``"central"``.
         kind: direction distribution (as in :class:`ForwardGradientUnroll`).
     """
 
-    num_directions: int = 8
+    num_directions: int | None = None
     mu: float = 1e-3
     scheme: Literal["forward", "central"] = "central"
     kind: DirectionKind = "rademacher"
@@ -83,7 +88,8 @@ class ZeroOrderForwardGradient(AbstractHypergradient):
     takes_black_box = True
 
     def __post_init__(self):
-        check_integer("num_directions (b)", self.num_directions)
+        if self.num_directions is not None:
+            check_integer("num_directions (b)", self.num_directions)
         check_positive("mu", self.mu)
         check_choice("scheme", self.scheme, ("forward", "central"))
         check_choice("kind", self.kind, ("rademacher", "gaussian", "coordinate"))
@@ -91,6 +97,13 @@ class ZeroOrderForwardGradient(AbstractHypergradient):
     def varies(self, size):
         # (N = 1: the central difference along −1 is the one along +1)
         return self.kind == "gaussian" or size > 1 or self.scheme == "forward"
+
+    def directions_for(self, size: int) -> int:
+        """b for a φ of ``size`` = N scalar entries: ``num_directions``, or 8 (1 where
+        :meth:`varies` is false: more directions would repeat the same estimate)."""
+        if self.num_directions is not None:
+            return self.num_directions
+        return DEFAULT_DIRECTIONS if self.varies(size) else 1
 
     def estimate(self, problem, phi, *, start=0, init=None, seed=0, outer_step=0):
         from pinnlab.bilevel.distributed import all_reduce_sum, rank_and_world
@@ -110,8 +123,9 @@ class ZeroOrderForwardGradient(AbstractHypergradient):
 
         horizon = problem.horizon
         template = flatten(phi)
+        b = self.directions_for(template.numel())
         rank, world = rank_and_world() if self.distributed else (0, 1)
-        mine = range(rank, self.num_directions, world)
+        mine = range(rank, b, world)
         v = directions(self.kind, mine, template.numel(), seed=seed, outer_step=outer_step,
                        dtype=template.dtype, device=template.device)
         solves = 0
@@ -137,14 +151,14 @@ class ZeroOrderForwardGradient(AbstractHypergradient):
         if unresolved == len(w) and not bool(total.any()):  # (every rank's differences were 0)
             difference = "h(φ + μv) − h(φ)" if self.scheme == "forward" else "h(φ + μv) − h(φ − μv)"
             warn(
-                f"zo_fg2u: every finite difference {difference} over the {self.num_directions} directions is "
+                f"zo_fg2u: every finite difference {difference} over the {b} directions is "
                 f"exactly 0 at mu = {self.mu:g}, so the hypergradient estimate is exactly 0 and φ does not move: "
                 "either the inner solve does not resolve a step of mu, and then raise mu (tune.options.mu) "
                 "or compute in float64 (trainer.dtype=float64), or h is flat, or (central differences) "
                 "symmetric about φ along every direction drawn, as at an exact minimum, where 0 is right",
                 RuntimeWarning)
         return HypergradientResult(
-            grad=unflatten(total / self.num_directions, phi), value=base, theta=theta, state=state,
+            grad=unflatten(total / b, phi), value=base, theta=theta, state=state,
             diagnostics={"directional": w, "directions": v, "inner_solves": solves,
                          "inner_step_evaluations": solves * horizon, "unresolved_directions": unresolved},
         )

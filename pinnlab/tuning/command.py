@@ -199,6 +199,7 @@ def check_processes(config, world: int) -> list[str]:
     fault (the method itself spreads them). Returns warnings: a phase with fewer
     directions than processes, whose extra processes compute nothing and wait."""
     from pinnlab.bilevel import METHODS
+    from pinnlab.bilevel.forward import DEFAULT_DIRECTIONS
     from pinnlab.config import ConfigError
     from pinnlab.tuning.run import make_hypergradient_method
 
@@ -226,10 +227,10 @@ def check_processes(config, world: int) -> list[str]:
     if device.startswith("cuda:"):
         raise ConfigError(f"trainer.device = {device!r} under torchrun with {world} processes: each process "
                           "computes on cuda:LOCAL_RANK; use device: cuda or auto")
-    return [f"{where}.options.num_directions = {method.num_directions} < {world} processes: "
-            f"{world - method.num_directions} of them compute no direction and wait (each direction is one "
-            "process's work)" for where, method in made.items()
-            if getattr(method, "distributed", False) and method.num_directions < world]
+    counts = {where: DEFAULT_DIRECTIONS if method.num_directions is None else method.num_directions
+              for where, method in made.items() if getattr(method, "distributed", False)}
+    return [f"{where}.options.num_directions = {b} < {world} processes: {world - b} of them compute no "
+            "direction and wait (each direction is one process's work)" for where, b in counts.items() if b < world]
 
 
 def run(args) -> int:

@@ -21,7 +21,6 @@ from pinnlab.bilevel import (
     optimize,
 )
 from pinnlab.bilevel.driver import refuse_existing_checkpoint
-from pinnlab.bilevel.forward import DEFAULT_DIRECTIONS
 from pinnlab.config import ConfigError, describe_value, hybrid_never_switches
 from pinnlab.losses import Hybrid, Piecewise
 from pinnlab.solvers import TrainResult, TrainState, train
@@ -79,21 +78,24 @@ def make_hypergradient_method(name: str, options: dict, where: str = "tune", siz
 
     With ``size`` (N, the number of tuned values) fg2u takes at most N directions: more
     cost more than exact forward-mode unrolling (fgu, N directions, no variance), so a
-    num_directions above N is refused and the default is min(8, N), the library's; without
-    ``size`` it is 8 (:func:`~pinnlab.tuning.command.check_processes` counts them before N is known)."""
+    num_directions above N is refused; a num_directions not given is then the library's
+    default for that N, spelt out (fg2u: min(8, N); zo_fg2u: 8, or 1 where every
+    direction gives the same estimate). Without ``size`` it stays ``None`` and the method
+    decides from φ at each estimate."""
     if name == "zo_fg2u":
         options = {"mu": ZO_DEFAULT_MU, **options}
-    if name == "fg2u" and "num_directions" not in options:
-        options = {**options, "num_directions": DEFAULT_DIRECTIONS if size is None else min(size, DEFAULT_DIRECTIONS)}
-    elif name == "fg2u" and size is not None and isinstance(options["num_directions"], int) \
+    if name == "fg2u" and size is not None and isinstance(options.get("num_directions"), int) \
             and options["num_directions"] > size:
         raise ConfigError(f"{where}.options.num_directions = {options['num_directions']}: more directions than "
                           f"the N = {size} tuned values; exact forward-mode unrolling ({where}.method: fgu) "
                           f"costs N directions and has no variance, so use num_directions <= {size} or fgu")
     try:
-        return make_method(name, **options)
+        method = make_method(name, **options)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"{where}.options: {where}.method = {name!r}: {err}") from None
+    if size is not None and hasattr(method, "directions_for") and method.num_directions is None:
+        method = dataclasses.replace(method, num_directions=method.directions_for(size))
+    return method
 
 
 def tuned_size(setup: TuningSetup) -> int:

@@ -103,7 +103,7 @@ def test_fg2u_takes_at_most_one_direction_per_tuned_value():
     assert make_hypergradient_method("fg2u", {}, size=3).num_directions == 3
     assert make_hypergradient_method("fg2u", {}, size=20).num_directions == 8
     assert make_hypergradient_method("fg2u", {"num_directions": 5}, size=5).num_directions == 5
-    assert make_hypergradient_method("fg2u", {}).num_directions == 8  # N unknown: the library default
+    assert make_hypergradient_method("fg2u", {}).num_directions is None  # N unknown: min(8, N) at each estimate
     with pytest.raises(configuration.ConfigError, match=r"^tune\.then\.options\.num_directions = 6: more directions "
                                                         r"than the N = 5 tuned values; .*fgu"):
         make_hypergradient_method("fg2u", {"num_directions": 6}, "tune.then", size=5)

@@ -1,0 +1,55 @@
+"""Backlog: zo_fg2u's default number of directions, TwoPhase with switch_after = 0, an
+empty checkpoint path, and torchrun's idle-process warning for fg2u's default directions."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from pinnlab.bilevel import BlackBox, ZeroOrderForwardGradient
+from pinnlab.tuning.run import make_hypergradient_method
+
+F64 = torch.float64
+CUBE = BlackBox(lambda p: float((p["a"] ** 3).sum()))
+
+
+def _quiet(method, phi, problem=CUBE):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return method(problem, phi)
+
+
+# -- 1. zo_fg2u's default directions --------------------------------------------------------------
+def test_zo_default_takes_one_direction_where_every_direction_gives_the_same_estimate():
+    """ZeroOrderForwardGradient() at N = 1 with ±1 directions and central differences drew
+    8 directions, all ±e₁, whose central differences are one and the same: 17 inner
+    solves for the estimate 3 solves give. Now 1 direction there (3 solves, the same
+    estimate); Gaussian directions and forward differences, which do vary, keep 8."""
+    phi = {"a": torch.tensor([0.7], dtype=F64)}
+    result = _quiet(ZeroOrderForwardGradient(), phi)
+    assert result.diagnostics["directions"].shape == (1, 1)
+    assert result.diagnostics["inner_solves"] == 3
+    torch.testing.assert_close(result.grad["a"], torch.tensor([3 * 0.7 ** 2 + 1e-6], dtype=F64), rtol=0, atol=1e-9)
+    for varying in (ZeroOrderForwardGradient(kind="gaussian"), ZeroOrderForwardGradient(scheme="forward")):
+        assert _quiet(varying, phi).diagnostics["directions"].shape == (8, 1)
+    assert _quiet(ZeroOrderForwardGradient(num_directions=3), phi).diagnostics["inner_solves"] == 7
+
+
+def test_zo_default_keeps_eight_directions_for_several_values():
+    """For N ≥ 2 more ±1 directions still lower the variance (and a black box has no exact
+    forward-mode method that N directions would cost as much as): 8 at N = 3 and N = 20."""
+    assert ZeroOrderForwardGradient().directions_for(3) == 8
+    assert ZeroOrderForwardGradient().directions_for(20) == 8
+    assert ZeroOrderForwardGradient(kind="coordinate").directions_for(1) == 1
+
+
+def test_the_cli_spells_out_the_library_default_for_n():
+    """``pinnlab tune`` with tune.method=zo_fg2u and one tuned weight built the method with
+    8 directions (the library's old default), 17 DeepXDE or PINN trainings per outer step
+    where 3 give the same estimate; fg2u's min(8, N) is unchanged."""
+    assert make_hypergradient_method("zo_fg2u", {}, size=1).num_directions == 1
+    assert make_hypergradient_method("zo_fg2u", {}, size=5).num_directions == 8
+    assert make_hypergradient_method("zo_fg2u", {"scheme": "forward"}, size=1).num_directions == 8
+    assert make_hypergradient_method("zo_fg2u", {"num_directions": 2}, size=1).num_directions == 2
+    assert make_hypergradient_method("fg2u", {}, size=5).num_directions == 5
