@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 
-from pinnlab.bilevel import BlackBox, ZeroOrderForwardGradient
+from pinnlab.bilevel import BlackBox, TwoPhase, ZeroOrderForwardGradient, optimize
 from pinnlab.tuning.run import make_hypergradient_method
 
 F64 = torch.float64
@@ -53,3 +54,16 @@ def test_the_cli_spells_out_the_library_default_for_n():
     assert make_hypergradient_method("zo_fg2u", {"scheme": "forward"}, size=1).num_directions == 8
     assert make_hypergradient_method("zo_fg2u", {"num_directions": 2}, size=1).num_directions == 2
     assert make_hypergradient_method("fg2u", {}, size=5).num_directions == 5
+
+
+# -- 2. TwoPhase(first, then, switch_after=0) ----------------------------------------------------
+def test_a_two_phase_schedule_switching_at_0_warns_that_the_first_phase_never_runs():
+    """optimize(…, TwoPhase(first, then, switch_after=0)) ran ``then`` from the first outer
+    step and never ``first``, without a word. Now a warning says so; 0 stays a valid count
+    (the no-Phase-I end of a sweep), so the run goes on as before."""
+    phi = {"a": torch.tensor([0.7, -0.4], dtype=F64)}
+    method = TwoPhase(ZeroOrderForwardGradient(kind="gaussian"), ZeroOrderForwardGradient(), switch_after=0)
+    with pytest.warns(UserWarning, match=r"^TwoPhase\.switch_after = 0: the first phase \(zo_fg2u\) never runs; "
+                                         r"use the then method \(zo_fg2u\) alone$"):
+        result = optimize(CUBE, phi, method, steps=1)
+    assert result.status == "ok"

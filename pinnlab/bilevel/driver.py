@@ -69,7 +69,8 @@ class TwoPhase:
     """Method ``first`` for ``switch_after`` outer steps, then ``then`` ([FG2U] §3.2).
 
     :func:`optimize` warns when ``switch_after`` is at or beyond its ``steps``: that run
-    ends before Phase II, which runs only when it is resumed with more steps. Phase II
+    ends before Phase II, which runs only when it is resumed with more steps; and when it
+    is 0, which runs ``then`` alone (Phase I never runs). Phase II
     refines Phase I's φ as a new run would: the meta optimizer's state (Adam's
     moments and step count) is cleared at the switch. Carried over, moments measured on
     Phase I's estimates mis-scaled Phase II's steps (benchmarks/TUNING.md, "The two-phase schedule": the
@@ -93,6 +94,10 @@ class TwoPhase:
 
     def at(self, outer_step: int) -> Method:
         return self.first if outer_step < self.switch_after else self.then
+
+
+def _method_name(method: Method) -> str:
+    return getattr(method, "name", type(method).__name__)
 
 
 @dataclass
@@ -310,8 +315,12 @@ def optimize(
         # (a warning, not the CLI's refusal of tune.then.after: a run resumed with more steps
         # goes on into the second phase, so a first leg that stops before it is legitimate)
         warn(f"TwoPhase.switch_after = {method.switch_after} with steps = {steps}: this run ends before the second "
-             f"phase ({getattr(method.then, 'name', type(method.then).__name__)}) starts; it runs only when "
+             f"phase ({_method_name(method.then)}) starts; it runs only when "
              "resumed with more steps")
+    if isinstance(method, TwoPhase) and method.switch_after == 0:
+        # (a warning, not a refusal: 0 is a valid count, e.g. the no-Phase-I end of a sweep)
+        warn(f"TwoPhase.switch_after = 0: the first phase ({_method_name(method.first)}) never runs; "
+             f"use the then method ({_method_name(method.then)}) alone")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint path to resume from")
     if checkpoint_every and checkpoint is None:
