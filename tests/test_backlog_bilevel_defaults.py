@@ -4,15 +4,27 @@ empty checkpoint path, and torchrun's idle-process warning for fg2u's default di
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
 
+from pinnlab import config as configuration
 from pinnlab.bilevel import BlackBox, TwoPhase, ZeroOrderForwardGradient, optimize
 from pinnlab.tuning.run import make_hypergradient_method
+from pinnlab.tuning.search import search
+from pinnlab.tuning.setup import build_tuning
+
+from .tuning.micro_configs import WEIGHT_FG2U
 
 F64 = torch.float64
 CUBE = BlackBox(lambda p: float((p["a"] ** 3).sum()))
+
+
+def _load(tmp_path, *overrides):
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(WEIGHT_FG2U)
+    return configuration.load(cfg, list(overrides))
 
 
 def _quiet(method, phi, problem=CUBE):
@@ -67,3 +79,34 @@ def test_a_two_phase_schedule_switching_at_0_warns_that_the_first_phase_never_ru
                                          r"use the then method \(zo_fg2u\) alone$"):
         result = optimize(CUBE, phi, method, steps=1)
     assert result.status == "ok"
+
+
+# -- 3. an empty checkpoint path -----------------------------------------------------------------
+def test_optimize_refuses_an_empty_checkpoint_path_as_empty(tmp_path):
+    """optimize(…, checkpoint="", checkpoint_every=1) said "checkpoint '' is a directory"
+    (Path("") is the current directory), and with resume=True "no checkpoint at '.'". Now
+    one line saying the path is empty, before any work."""
+    phi = {"a": torch.tensor([0.7], dtype=F64)}
+    for kwargs in ({"checkpoint_every": 1}, {"resume": True}):
+        with pytest.raises(ValueError, match=r"^checkpoint: an empty path; name a file to write to$"):
+            optimize(CUBE, phi, ZeroOrderForwardGradient(), steps=1, checkpoint="", **kwargs)
+
+
+def test_search_refuses_an_empty_or_directory_checkpoint_before_any_trial(tmp_path):
+    """search(setup, checkpoint="" or Path("")) ran its first trial and then failed to write
+    the checkpoint (Path("") is the current directory). Now it is refused before any trial:
+    an empty string as an empty path, Path("") (which is Path(".")) as a directory."""
+    setup = build_tuning(_load(tmp_path, "tune.method=random"))
+    trials = []
+
+    def score(phi):
+        trials.append(phi)
+        return 1.0
+
+    with pytest.raises(ValueError, match=r"^checkpoint: an empty path; name a file to write to$"):
+        search(setup, sampler="random", checkpoint="", score=score)
+    with pytest.raises(ValueError, match=r"^checkpoint '\.' is a directory; name a file to write to$"):
+        search(setup, sampler="random", checkpoint=Path(""), score=score)
+    assert trials == []
+    search(setup, sampler="random", checkpoint=tmp_path / "s.ckpt", score=score)
+    assert len(trials) == 3 and (tmp_path / "s.ckpt").is_file()

@@ -125,9 +125,12 @@ def search(setup, *, sampler: str, checkpoint: Path | None = None, resume: bool 
     the same candidates again, TPE is told the finished trials and continues from the
     saved state) and continues.
     """
+    from pinnlab.bilevel.driver import check_checkpoint_path
     from pinnlab.io.checkpoint import write_checkpoint_file
     from pinnlab.tuning.run import TuneOutcome
 
+    if checkpoint is not None:  # (before any trial: the first save found it after a trial's work)
+        check_checkpoint_path(checkpoint)
     tune = setup.config.tune
     steps = trial_steps(setup)
     diverged: list[bool] = []  # whether the training diverged, per trial trained here (for the warning)
