@@ -11,7 +11,8 @@ import torch
 
 from pinnlab import config as configuration
 from pinnlab.bilevel import BlackBox, TwoPhase, ZeroOrderForwardGradient, optimize
-from pinnlab.tuning.run import make_hypergradient_method
+from pinnlab.tuning.command import check_processes
+from pinnlab.tuning.run import make_hypergradient_method, tuned_size
 from pinnlab.tuning.search import search
 from pinnlab.tuning.setup import build_tuning
 
@@ -110,3 +111,49 @@ def test_search_refuses_an_empty_or_directory_checkpoint_before_any_trial(tmp_pa
     assert trials == []
     search(setup, sampler="random", checkpoint=tmp_path / "s.ckpt", score=score)
     assert len(trials) == 3 and (tmp_path / "s.ckpt").is_file()
+
+
+# -- 4. torchrun's idle-process warning ----------------------------------------------------------
+def test_the_idle_process_warning_counts_the_default_directions_for_n(tmp_path):
+    """fg2u without num_directions tuning one weight under torchrun with 4 processes: fg2u
+    takes min(8, N) = 1 direction, so 3 processes wait, but check_processes counted 8 and
+    warned of nothing. `pinnlab tune` now passes N (known once the problem is built,
+    before any work); without N the count stays 8."""
+    config = _load(tmp_path, "tune.options={}")
+    size = tuned_size(build_tuning(config))
+    assert size == 1
+    assert check_processes(config, 4, size) == [
+        "tune.options.num_directions = 1 < 4 processes: 3 of them compute no direction and wait (each direction "
+        "is one process's work)"]
+    assert check_processes(config, 4) == []
+    zo = _load(tmp_path, "tune.method=zo_fg2u")
+    assert [line.split(":")[0] for line in check_processes(zo, 4, 1)] == ["tune.options.num_directions = 1 < 4 processes"]
+    assert check_processes(_load(tmp_path, "tune.method=zo_fg2u", "tune.options={kind: gaussian}"), 4, 1) == []
+
+
+def test_pinnlab_tune_prints_the_idle_process_warning_for_the_default_directions(tmp_path, monkeypatch, capsys):
+    """The command itself: `torchrun --nproc_per_node 4 -m pinnlab tune t.yaml
+    tune.options={}` (fg2u, one tuned weight) printed no warning on rank 0. Checked up to
+    the warning, without joining a process group (the tuning is stopped right after)."""
+    from pinnlab.bilevel import distributed
+    from pinnlab.cli import main
+    from pinnlab.tuning import run
+
+    for key, value in {"WORLD_SIZE": "4", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(distributed, "init_from_environment", lambda device: (0, 4))
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(run, "run_tuning", stop)
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(WEIGHT_FG2U)
+    with pytest.raises(Stop):
+        main(["tune", str(cfg), "tune.options={}", "-o", str(tmp_path / "t.h5"), "--progress", "off"])
+    assert ("warning: tune.options.num_directions = 1 < 4 processes: 3 of them compute no direction and wait"
+            in capsys.readouterr().err)

@@ -191,13 +191,15 @@ def write_tune_result(output: Path, setup, outcome, result, problem, processes: 
                            kind="tune", extra=extra)
 
 
-def check_processes(config, world: int) -> list[str]:
+def check_processes(config, world: int, size: int | None = None) -> list[str]:
     """Under ``torchrun`` with ``world`` > 1 processes, refuse a run in which no phase's
     method spreads its work over them (each process would run all of it, the same), and
     a CUDA device with an index (each process computes on ``cuda:LOCAL_RANK``). A phase of
     fg2u or zo_fg2u with ``distributed: false`` is refused for that option, the one at
     fault (the method itself spreads them). Returns warnings: a phase with fewer
-    directions than processes, whose extra processes compute nothing and wait."""
+    directions than processes, whose extra processes compute nothing and wait: with
+    ``size`` (N, the number of tuned values) as many as the method takes for that N (fg2u's
+    default is min(8, N)), without it a default counts 8."""
     from pinnlab.bilevel import METHODS
     from pinnlab.bilevel.forward import DEFAULT_DIRECTIONS
     from pinnlab.config import ConfigError
@@ -209,7 +211,7 @@ def check_processes(config, world: int) -> list[str]:
     phases = [("tune", tune.method, tune.options)]
     if tune.then is not None:
         phases.append(("tune.then", tune.then.method, tune.then.options))
-    made = {where: make_hypergradient_method(name, options, where) for where, name, options in phases
+    made = {where: make_hypergradient_method(name, options, where, size) for where, name, options in phases
             if name in METHODS}
     if not any(getattr(method, "distributed", False) for method in made.values()):
         off = [f"{where}.options.distributed" for where, method in made.items()
@@ -261,7 +263,14 @@ def run(args) -> int:
     from pinnlab.io.checkpoint import CheckpointError, comparable_text, config_difference, config_hash
     from pinnlab.solvers import resolve_device
     from pinnlab.solvers.progress import Progress
-    from pinnlab.tuning.run import check_method, coefficient_errors, final_mix_schedule, final_solve, run_tuning
+    from pinnlab.tuning.run import (
+        check_method,
+        coefficient_errors,
+        final_mix_schedule,
+        final_solve,
+        run_tuning,
+        tuned_size,
+    )
     from pinnlab.tuning.setup import build_tuning
 
     try:
@@ -276,7 +285,7 @@ def run(args) -> int:
         first_rank = environment_rank() == 0  # (one line, not one per torchrun rank)
         setup = build_tuning(config, progress=args.progress if first_rank else "off")
         check_method(setup)
-        idle = check_processes(config, environment_world_size())
+        idle = check_processes(config, environment_world_size(), tuned_size(setup))
     except (configuration.ConfigError, ValueError) as err:
         raise UsageError(f"config error: {err}") from None
     output = Path(args.output)
