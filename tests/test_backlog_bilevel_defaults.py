@@ -123,11 +123,12 @@ def test_the_idle_process_warning_counts_the_default_directions_for_n(tmp_path):
     size = tuned_size(build_tuning(config))
     assert size == 1
     assert check_processes(config, 4, size) == [
-        "tune.options.num_directions = 1 < 4 processes: 3 of them compute no direction and wait (each direction "
+        "tune.options.num_directions = 1 (the default at N = 1) < 4 processes: 3 of them compute no direction and wait "
+        "(each direction "
         "is one process's work)"]
     assert check_processes(config, 4) == []
     zo = _load(tmp_path, "tune.method=zo_fg2u")
-    assert [line.split(":")[0] for line in check_processes(zo, 4, 1)] == ["tune.options.num_directions = 1 < 4 processes"]
+    assert [line.split(":")[0] for line in check_processes(zo, 4, 1)] == ["tune.options.num_directions = 1 (the default at N = 1) < 4 processes"]
     assert check_processes(_load(tmp_path, "tune.method=zo_fg2u", "tune.options={kind: gaussian}"), 4, 1) == []
 
 
@@ -155,5 +156,5 @@ def test_pinnlab_tune_prints_the_idle_process_warning_for_the_default_directions
     cfg.write_text(WEIGHT_FG2U)
     with pytest.raises(Stop):
         main(["tune", str(cfg), "tune.options={}", "-o", str(tmp_path / "t.h5"), "--progress", "off"])
-    assert ("warning: tune.options.num_directions = 1 < 4 processes: 3 of them compute no direction and wait"
+    assert ("warning: tune.options.num_directions = 1 (the default at N = 1) < 4 processes: 3 of them compute no direction and wait"
             in capsys.readouterr().err)

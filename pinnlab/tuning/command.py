@@ -229,10 +229,14 @@ def check_processes(config, world: int, size: int | None = None) -> list[str]:
     if device.startswith("cuda:"):
         raise ConfigError(f"trainer.device = {device!r} under torchrun with {world} processes: each process "
                           "computes on cuda:LOCAL_RANK; use device: cuda or auto")
+    given = {where for where, _, options in phases if "num_directions" in options}
     counts = {where: DEFAULT_DIRECTIONS if method.num_directions is None else method.num_directions
               for where, method in made.items() if getattr(method, "distributed", False)}
-    return [f"{where}.options.num_directions = {b} < {world} processes: {world - b} of them compute no "
-            "direction and wait (each direction is one process's work)" for where, b in counts.items() if b < world]
+    # (a count the config does not give is the method's default, for N when it is known)
+    return [f"{where}.options.num_directions = {b}"
+            f"{'' if where in given else ' (the default' + ('' if size is None else f' at N = {size}') + ')'}"
+            f" < {world} processes: {world - b} of them compute no direction and wait (each direction is one "
+            "process's work)" for where, b in counts.items() if b < world]
 
 
 def run(args) -> int:
