@@ -56,18 +56,27 @@ def _with_fields(obj, names, rebuild_fields, tensors):
     return new
 
 
-def _reverse(problem, phi, *, start, init, steps, method):
+def _reverse(problem, phi, *, start, init, steps, method, first=None):
     """(∇h, h, θ_T, state_T) by reverse mode; non-tensor state leaves (e.g. Adam's step
     count) travel outside the transform, tensors as its auxiliary output (those in a
-    user's dataclass state too, :func:`_state_leaves`)."""
+    user's dataclass state too, :func:`_state_leaves`). ``first``: the step the inner
+    problem started from, when the differentiated steps are a truncated window from
+    ``start`` (trgu)."""
     static: dict = {}
+    first = start if first is None else first
 
     def h(phi):
         theta, state = unroll(problem, phi, start=start, init=init, steps=steps)
         # θ_T that no longer tracks φ here gives a gradient of 0 through the steps, silently
         # (inside the transform, requires_grad says whether it was computed from φ)
         if not any(t.requires_grad for t in _state_leaves(theta)[0]):
-            raise independent_of_phi(method)
+            error = independent_of_phi(method)
+            if start > first:  # (trgu's window: φ may act only in the steps before it, as through θ_0(φ))
+                error = ValueError(f"{error}; or φ acts only before trgu's window, the last {steps} of the "
+                                   f"{start - first + steps} steps (through θ_0(φ) or early steps), where the "
+                                   "truncated hypergradient is 0 by construction: differentiate more steps "
+                                   "(TruncatedReverseUnroll(steps=...), up to the horizon) or use rgu")
+            raise error
         tensors, static["rebuild"] = _state_leaves(state)
         return problem.outer_loss(theta, phi), (theta, tensors)
 
@@ -128,7 +137,8 @@ class TruncatedReverseUnroll(AbstractHypergradient):
             with torch.no_grad():
                 init = unroll(problem, phi, start=start, init=init, steps=head)
         # (s = T: θ_0 is made inside the transform, so a θ_0(φ) enters ∇h as in rgu)
-        grad, value, theta, state = _reverse(problem, phi, start=start + head, init=init, steps=s, method=self.name)
+        grad, value, theta, state = _reverse(problem, phi, start=start + head, init=init, steps=s, method=self.name,
+                                             first=start)
         return HypergradientResult(
             grad=grad, value=float(value.detach()), theta=theta, state=state,
             diagnostics={"inner_step_evaluations": problem.horizon, "truncation": s},
