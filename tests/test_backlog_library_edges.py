@@ -224,3 +224,17 @@ def test_fg2u_advice_for_a_step_forward_mode_cannot_differentiate_does_not_promi
     assert "zo_fg2u only evaluates the step" in message
     with pytest.raises(RuntimeError, match="setup_context"):  # (the advice's claim: rgu fails here too)
         hypergradient(problem, PHI, ReverseUnroll())
+
+
+@pytest.mark.parametrize("device, reason", [("gpu", "not a device"), ("cuda:1", "CUDA is not available")])
+def test_train_names_its_own_device_argument_in_a_refusal(device, reason, monkeypatch):
+    """From Python, ``train(device="gpu")`` was refused as ``trainer.device = 'gpu'``, a
+    config setting the caller never wrote; it now names train's own argument. The CLI,
+    which resolves the device before train, still names trainer.device."""
+    from pinnlab.solvers.loop import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=rf"^device = '{device}': {reason}"):
+        train(problem(dim=3, batch=8), steps=2, eval_every=2, **{**KW, "device": device})
+    with pytest.raises(ValueError, match=rf"^trainer.device = '{device}': {reason}"):
+        resolve_device(device)

@@ -202,20 +202,21 @@ def _weighting_fits(saved: Any, fresh: dict[str, Any], names: list[str]) -> bool
         for k, v in fresh.items())
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
+def resolve_device(device: str | torch.device | None, setting: str = "trainer.device") -> torch.device:
     """``"auto"`` → CUDA when available, else CPU; anything else as given. A refusal names
-    the value as written and the setting it comes from (``trainer.device``, which is
-    :func:`train`'s ``device``): a user who asked for ``cuda:1`` reads of ``cuda:1``."""
+    the value as written and the ``setting`` it comes from (a config's ``trainer.device``;
+    :func:`train` passes its argument's name, ``device``): a user who asked for ``cuda:1``
+    reads of ``cuda:1``."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     written = str(device)
     try:
         device = torch.device(device)
     except (RuntimeError, TypeError):  # ('gpu': torch's list of 20 device types)
-        raise ValueError(f"trainer.device = {written!r}: not a device ('auto', 'cpu', 'cuda', 'cuda:1', ...)"
+        raise ValueError(f"{setting} = {written!r}: not a device ('auto', 'cpu', 'cuda', 'cuda:1', ...)"
                          ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"trainer.device = {written!r}: CUDA is not available; use 'auto' or 'cpu'")
+        raise ValueError(f"{setting} = {written!r}: CUDA is not available; use 'auto' or 'cpu'")
     return device
 
 
@@ -356,7 +357,7 @@ def train(
         raise ValueError(f"steps = {steps} exceeds the schedule's LinearDecay(total_steps={schedule.total_steps}): "
                          f"steps {schedule.total_steps} on would train at learning rate 0; use "
                          f"LinearDecay({steps}) or fewer steps")
-    device = resolve_device(device)
+    device = resolve_device(device, "device")  # (train's argument, not a config's trainer.device)
     optimizer = optimizer or Adam()
     schedule = schedule or Constant()
     hyperparams = dict(hyperparams or {})
