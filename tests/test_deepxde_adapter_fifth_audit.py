@@ -30,7 +30,7 @@ def test_the_slice_of_a_time_dependent_run_has_its_axes_in_slice_grids_order():
     want = slice_grid(equation, result.test_inputs)
     assert dims == want[3] == (0, 2) and labels == want[4] == ("x₁", "t")
     assert float(grid_a.min()) < 0.0 <= float(grid_b.min())  # x₁'s range, then t's
-    for got, expected in zip((inputs, grid_a, grid_b, inside), (want[0], want[1], want[2], want[5])):
+    for got, expected in zip((inputs.points(), grid_a, grid_b, inside), (want[0], want[1], want[2], want[5])):
         torch.testing.assert_close(torch.as_tensor(got), torch.as_tensor(expected), rtol=0, atol=0)
     torch.testing.assert_close(pred, result.predict(want[0]), rtol=0, atol=0)
     torch.testing.assert_close(exact, equation.exact(want[0]).float(), rtol=0, atol=0)
@@ -60,3 +60,23 @@ def test_a_solve_that_first_imports_deepxde_leaves_its_recorded_seed_unset():
         for name in deepxde_modules():
             del sys.modules[name]
         sys.modules.update(imported)
+
+
+def test_a_slice_of_a_monte_carlo_reference_records_its_sample_count_as_pinnlabs_does():
+    """hjb_rosenbrock's u* is a Monte Carlo reference; a slice computes it with
+    SLICE_REFERENCE_SAMPLES samples when the equation's own count is larger, and pinnlab's
+    slice records that count (``reference_samples``) beside ``noise``. DeepXDE's slice
+    used the same smaller count but recorded only ``noise: none`` (and no ``point``): its
+    grid now carries the same record; with the equation's own count, nothing is added."""
+    from pinnlab.equations import HJBRosenbrock
+    from pinnlab.io.results import SLICE_REFERENCE_SAMPLES, SliceGrid
+    from pinnlab.solvers.deepxde_adapter import solve_with_deepxde
+
+    for samples, record in ((SLICE_REFERENCE_SAMPLES + 1, {"noise": "none",
+                                                           "reference_samples": SLICE_REFERENCE_SAMPLES}),
+                            (SLICE_REFERENCE_SAMPLES, {})):
+        equation = HJBRosenbrock(2, seed=1, reference_samples=samples)
+        result = solve_with_deepxde(equation, steps=1, width=8, depth=2, batch_size=8, test_points=20,
+                                    display_every=1)
+        grid = result.slice_data(equation)[0]
+        assert isinstance(grid, SliceGrid) and dict(grid.evaluation) == record

@@ -269,9 +269,9 @@ def test_the_slices_exact_values_are_in_the_predictions_dtype():
 
     equation = PoissonTwoBody(3, seed=1)
     result = _solve(equation)
-    inputs, *_, pred, exact = result.slice_data(equation)
+    grid, *_, pred, exact = result.slice_data(equation)
     assert pred.dtype == exact.dtype == torch.float32
-    assert torch.equal(exact, equation.exact(inputs).float())
+    assert torch.equal(exact, equation.exact(grid.points()).float())
 
 
 @needs_deepxde

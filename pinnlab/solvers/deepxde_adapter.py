@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
 import os
 import random
@@ -37,7 +38,7 @@ from pinnlab.estimators.base import (
     WeightedLaplacian,
     expand_vector,
 )
-from pinnlab.io.results import slice_grid, slice_reference
+from pinnlab.io.results import SLICE_REFERENCE_SAMPLES, plan_slice, slice_reference
 from pinnlab.solvers.evaluate import Evaluation, reference_problem, relative_errors, with_reference
 from pinnlab.solvers.loop import History, peak_memory_mb
 from pinnlab.solvers.progress import Progress, reference_values
@@ -123,9 +124,13 @@ class DeepXDEResult:
     def slice_data(self, equation: AbstractEquation) -> tuple:
         """The result file's ``/slices`` for DeepXDE's network: what
         :func:`pinnlab.io.results.compute_slice` gives for pinnlab's."""
-        inputs, grid_a, grid_b, dims, labels, inside = slice_grid(equation, self.test_inputs)
-        pred = self.predict(inputs)  # (u* from the slice's Monte Carlo sample count, as pinnlab's slice)
-        return inputs, grid_a, grid_b, dims, labels, inside, pred, slice_reference(equation).exact(inputs).to(pred)
+        grid = plan_slice(equation, self.test_inputs)
+        reference = slice_reference(equation)  # (u* from the slice's Monte Carlo sample count, as pinnlab's slice)
+        if reference is not equation:  # (and recorded as pinnlab's slice records it)
+            grid = dataclasses.replace(grid, evaluation={"noise": "none", "reference_samples": SLICE_REFERENCE_SAMPLES})
+        inputs = grid.points()
+        pred = self.predict(inputs)
+        return grid, grid.grid_a, grid.grid_b, grid.dims, grid.labels, grid.inside, pred, reference.exact(inputs).to(pred)
 
 
 def _autograd_estimate(dde, x: Tensor, y: Tensor, queries: Sequence[Query]) -> list[Tensor]:
