@@ -187,12 +187,12 @@ def _check_metadata(value, where: str = "metadata") -> None:
                     "resume can read back (convert it, e.g. str(path) or float(x))")
 
 
-def check_checkpoint_path(checkpoint: str | Path) -> None:
-    """Refuse a checkpoint path that names no file to write: an empty one, or a directory
-    (``Path("")`` is ``Path(".")``, the current directory)."""
+def check_checkpoint_path(checkpoint: str | Path, *, written: bool = True) -> None:
+    """Refuse a checkpoint path that names no file: an empty one (``Path("")`` is
+    ``Path(".")``, the current directory), or, for one that is ``written``, a directory."""
     if not str(checkpoint):
         raise ValueError("checkpoint: an empty path; name a file to write to")
-    if Path(checkpoint).is_dir():
+    if written and Path(checkpoint).is_dir():
         raise ValueError(f"checkpoint {str(checkpoint)!r} is a directory; name a file to write to")
 
 
@@ -332,8 +332,8 @@ def optimize(
              f"use the then method ({_method_name(method.then)}) alone")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint path to resume from")
-    if checkpoint is not None and not str(checkpoint):  # (not "is a directory", which Path("") would say)
-        raise ValueError("checkpoint: an empty path; name a file to write to")
+    if checkpoint is not None:  # (an empty one is not "is a directory", which Path("") would say)
+        check_checkpoint_path(checkpoint, written=False)
     if checkpoint_every and checkpoint is None:
         raise ValueError(f"checkpoint_every = {checkpoint_every} needs a checkpoint path to write to")
     if checkpoint_every:  # before any outer step: the first save found it after checkpoint_every steps of work
