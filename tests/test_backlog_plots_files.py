@@ -9,34 +9,13 @@ import os
 import tempfile
 from pathlib import Path
 
-import h5py
-import numpy as np
 import pytest
 
-from pinnlab.cli import main
 from pinnlab.plots import solve as solve_plots
 from pinnlab.plots import studies as study_plots
 from pinnlab.plots import tune as tune_plots
 from tests.test_cli_help import _commands
-from tests.test_solve_plot_data import _solve_file
-
-
-def _run(args):
-    return main([str(a) for a in args])
-
-
-def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert len(err.splitlines()) == 1, err
-    return err.strip()
-
-
-def _solve_result(path):
-    """A solve result file (kind "solve") that plot_file draws: curves and slice."""
-    _solve_file(path, loss=np.ones(30))
-    with h5py.File(path, "a") as fh:
-        fh.attrs["kind"] = "solve"
-    return path
+from tests.test_mutation_plots_today_audit import _one_error_line, _run, _solve_result
 
 
 @pytest.fixture
