@@ -148,17 +148,27 @@ def _output_checks(output: Path, *, overwrite: bool, what: str = "", checkpoint:
 
 @contextlib.contextmanager
 def replacing(output: Path):
-    """Around the write of a result onto ``output``: once it is written, the tables of the
-    training study ``output`` held before (its .md/.csv,
-    :func:`~pinnlab.studies.command.table_paths`) are removed, as they describe a study
+    """Around the write of a result onto ``output``: once it is written, the tables and the
+    cells of the training study ``output`` held before (its .md/.csv,
+    :func:`~pinnlab.studies.command.table_paths`, and ``STUDY.h5.cells/``,
+    :func:`~pinnlab.studies.command.cell_directory`) are removed, as they describe a study
     the file no longer holds (a solve, a tuning or an estimator study written over one
-    with --overwrite left them beside it). What the file held is read before the write."""
-    from pinnlab.studies.command import _kind_of, table_paths
+    with --overwrite left them beside it). What the file held is read before the write;
+    a run that fails before it is written keeps them."""
+    from pinnlab.studies.command import _kind_of, cell_directory, table_paths
 
-    stale = table_paths(output) if _kind_of(output) == "training_study" else ()
+    study = _kind_of(output) == "training_study"
+    stale = table_paths(output) if study else ()
     yield
     for table in stale:
         table.unlink(missing_ok=True)
+    cells = cell_directory(output)
+    if study and cells.is_dir() and not cells.is_symlink():
+        try:
+            shutil.rmtree(cells)
+        except OSError as err:  # (the result is written: the run does not fail for it)
+            print(f"warning: the overwritten study's cells {str(cells)!r} are not all removed ({err})",
+                  file=sys.stderr)
 
 
 def cmd_solve(args) -> int:

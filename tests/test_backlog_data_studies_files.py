@@ -75,3 +75,65 @@ def test_large_csv_threshold_is_documented():
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert f"a file over {observations.LARGE_CSV // 1_000_000} MB" in readme
 
+
+def _training_study(tmp_path):
+    """A finished one-cell training study ``train.h5``, with its tables and its cells."""
+    from .test_user_walkthrough_cli_paths_audit import TRAINING, _run
+
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(TRAINING)
+    out = tmp_path / "train.h5"
+    assert _run(["study", cfg, "-o", out]) == 0
+    cells = tmp_path / "train.h5.cells"
+    assert len(list(cells.glob("*.h5"))) == 1 and (tmp_path / "train.md").exists()
+    return cfg, out, cells
+
+
+@pytest.mark.parametrize("command", ["solve", "tune"])
+def test_a_result_written_over_a_training_study_removes_its_cells(tmp_path, command):
+    """``pinnlab solve CONFIG -o train.h5 --overwrite`` (or ``pinnlab tune``) over a training
+    study replaced the file and removed its tables, but left ``train.h5.cells/``, the
+    study's per-cell results, orphaned beside a file that no longer holds the study. Now
+    they go with the tables, once the new result is written."""
+    import h5py
+
+    from .test_user_walkthrough_cli_paths_audit import _run, _solve
+    from .tuning.micro_configs import WEIGHT_FG2U
+
+    _, out, cells = _training_study(tmp_path)
+    if command == "solve":
+        assert _solve(tmp_path, out, "--overwrite") == 0
+    else:
+        (tmp_path / "t.yaml").write_text(WEIGHT_FG2U)
+        assert _run(["tune", tmp_path / "t.yaml", "-o", out, "--overwrite", "--progress", "off"]) == 0
+    with h5py.File(out) as fh:
+        assert fh.attrs["kind"] == command
+    assert not cells.exists() and not (tmp_path / "train.md").exists()
+
+
+def test_a_run_that_fails_before_writing_keeps_the_training_studys_cells(tmp_path, monkeypatch, capsys):
+    """The cells are removed only once the new result is written: a solve refused for want
+    of --overwrite, and one whose result cannot be written (a full disk), leave the study
+    whole, its file, tables and cells; ``pinnlab study --overwrite`` over itself keeps
+    (reuses) its own cells."""
+    import errno
+
+    import pinnlab.io
+
+    from .test_user_walkthrough_cli_paths_audit import _run, _solve
+
+    cfg, out, cells = _training_study(tmp_path)
+    cell_files = sorted(cells.iterdir())
+    before = out.read_bytes()
+    assert _solve(tmp_path, out) == 2
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pinnlab.io, "write_solve_result", full_disk)
+    assert _solve(tmp_path, out, "--overwrite") == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert out.read_bytes() == before and (tmp_path / "train.md").exists() and sorted(cells.iterdir()) == cell_files
+    monkeypatch.undo()
+    assert _run(["study", cfg, "-o", out, "--overwrite"]) == 0
+    assert sorted(cells.iterdir()) == cell_files
