@@ -132,17 +132,18 @@ def test_a_phase_that_does_not_spread_its_directions_warns_of_no_idle_process(tm
 # -- a tune result that cannot be written ---------------------------------------------------------
 def test_an_unwritable_tune_result_says_the_tuning_is_kept_for_a_rerun_of_the_final_solve(
         tmp_path, capsys, monkeypatch):
-    """The final solve ran and the rename onto -o fails (ENOSPC): the one line names the
-    output and the OS's error, then what --resume continues: the finished tuning's
-    checkpoint, from which it runs the final solve again (not 'outer step N ... continues
-    from it', as a stop during the tuning says)."""
+    """The final solve ran and the rename onto -o fails (ENOSPC), as does the one that would
+    keep the finished final solve in out.h5.final.ckpt: the one line names the output and
+    the OS's error, then what --resume continues: the finished tuning's checkpoint, from
+    which it runs the final solve again (not 'outer step N ... continues from it', as a
+    stop during the tuning says)."""
     cfg = tmp_path / "t.yaml"
     cfg.write_text(WEIGHT_FG2U)
     out = tmp_path / "out.h5"
     real_replace = os.replace
 
     def replace(src, dst, *args, **kwargs):
-        if str(dst) == str(out):
+        if str(dst) in (str(out), str(out) + ".final.ckpt"):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_replace(src, dst, *args, **kwargs)
 

@@ -84,8 +84,9 @@ def test_a_resumed_tuning_bar_continues_at_the_outer_steps_done(tmp_path, capsys
 def test_a_stop_while_the_result_is_written_says_where_resume_continues(tmp_path, capsys, monkeypatch):
     """README: stopped by Ctrl-C or SIGTERM, ``pinnlab tune`` says where ``--resume``
     continues. A stop after the final solve, while the result file is written (its slice
-    and radial error are evaluated there), keeps the tuning's checkpoint, so the run must
-    say so as it does during the final solve, not end with 'interrupted' alone."""
+    and radial error are evaluated there), keeps the tuning's checkpoint and (as pinnlab
+    solve's) the finished final solve's last step, so the run must say so as it does during
+    the final solve, not end with 'interrupted' alone."""
     from pinnlab.tuning import command
 
     def interrupted(*args, **kwargs):
@@ -96,8 +97,10 @@ def test_a_stop_while_the_result_is_written_says_where_resume_continues(tmp_path
     out = tmp_path / "t.h5"
     assert _run(["tune", cfg, "-o", out, "--progress", "off"]) == 130
     err = capsys.readouterr().err
-    assert (tmp_path / "t.h5.ckpt").is_file() and not out.exists()
-    assert f"pinnlab: the tuning is saved in {str(tmp_path / 't.h5.ckpt')!r}; --resume" in err, err
+    assert (tmp_path / "t.h5.ckpt").is_file() and (tmp_path / "t.h5.final.ckpt").is_file() and not out.exists()
+    assert "pinnlab: the finished final solve (step " in err, err
+    assert (f"saved in {str(tmp_path / 't.h5.final.ckpt')!r}, the tuning in {str(tmp_path / 't.h5.ckpt')!r}; "
+            "--resume writes the result from it without training again") in err, err
 
 
 # -- behaviour met on the way, pinned -----------------------------------------------------------

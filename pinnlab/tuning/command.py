@@ -76,11 +76,12 @@ def _stamp(path: Path | None):
 
 
 def _saved(output: Path, before: dict, tuning: Path | None, final: Path | None = None, *,
-           joint: bool = False) -> str | None:
+           joint: bool = False, finished: int | None = None) -> str | None:
     """What a ``pinnlab tune`` that stops or fails leaves, as it says it (None: nothing):
     during the tuning (``final`` None) the last outer step or trial its checkpoint at
     ``tuning`` holds; during the final solve, that solve's last step at ``final`` (saved
-    only with trainer.checkpoint_every) and the finished tuning's checkpoint. Only
+    with trainer.checkpoint_every, and its ``finished`` last step when the result was not
+    written: then a --resume only writes it) and the finished tuning's checkpoint. Only
     checkpoints this run wrote (their :func:`_stamp` is not the one ``before`` the run):
     an earlier run's, left by one that saved none (tune.checkpoint_every: 0), was
     announced as this run's. A ``joint`` fit, which keeps none, says that it is lost (a
@@ -101,8 +102,11 @@ def _saved(output: Path, before: dict, tuning: Path | None, final: Path | None =
             return f"{what} saved in {str(tuning)!r}; {hint} continues from it"
     elif final is not None:
         also = f", the tuning in {str(tuning)!r}" if tuning is not None else ""
-        return (f"final solve step {load_checkpoint_file(final, mmap=True)['step']} saved in "
-                f"{str(final)!r}{also}; {hint} continues from it")
+        step = load_checkpoint_file(final, mmap=True)["step"]
+        if step == finished:
+            return (f"the finished final solve (step {step}) saved in {str(final)!r}{also}; {hint} writes the "
+                    "result from it without training again")
+        return f"final solve step {step} saved in {str(final)!r}{also}; {hint} continues from it"
     elif tuning is not None:
         return (f"the tuning is saved in {str(tuning)!r}; {hint} runs the final solve again "
                 "(trainer.checkpoint_every saves its steps)")
@@ -114,9 +118,9 @@ def _saved(output: Path, before: dict, tuning: Path | None, final: Path | None =
 
 
 def _say_saved(output: Path, before: dict, tuning: Path | None, final: Path | None = None, *,
-               joint: bool = False) -> None:
+               joint: bool = False, finished: int | None = None) -> None:
     """The line a stopped ``pinnlab tune`` prints about what it leaves (:func:`_saved`)."""
-    saved = _saved(output, before, tuning, final, joint=joint)
+    saved = _saved(output, before, tuning, final, joint=joint, finished=finished)
     if saved is not None:
         print(f"pinnlab: {saved}", file=sys.stderr)
 
@@ -273,6 +277,7 @@ def run(args) -> int:
         final_mix_schedule,
         final_solve,
         run_tuning,
+        save_final_state,
         tuned_size,
     )
     from pinnlab.tuning.setup import build_tuning
@@ -389,16 +394,38 @@ def run(args) -> int:
                  and "trial_steps" not in outcome.extra else "")
         print(f"warning: tuning stopped early ({outcome.message}); the final solve uses the last finite values"
               f"{start}", file=sys.stderr)
+    result = None
+
+    def keep_last_step() -> int | None:
+        """As pinnlab solve's: a final solve that finished keeps its last step, from which a
+        --resume writes the result without training again (the last step it returns), where
+        a --resume finds the whole tuning it continues (not with tune.checkpoint_every: 0 or
+        one that saved before the last outer step, nor a joint fit's); a full disk that
+        refuses it too leaves what is there."""
+        if result is None or config.tune.inner == "deepxde" or checkpoint_path is None or not checkpoint.is_file():
+            return None
+        try:
+            if _steps_done(checkpoint) != len(outcome.history["outer_step"]):  # (a --resume would tune again)
+                return None
+        except CheckpointError:
+            return None
+        try:
+            save_final_state(setup, outcome, result.state, final_checkpoint)
+        except OSError:
+            return None
+        return result.state.step
+
     try:
         result, problem = final_solve(setup, outcome, progress=args.progress, checkpoint=final_checkpoint,
                                       resume=args.resume)
         try:
             write_tune_result(output, setup, outcome, result, problem, world)  # (seconds at high d: its slice)
         except OSError as err:  # (a full disk) one line, as pinnlab solve's, with what a --resume continues
-            saved = _saved(output, before, checkpoint_path, final_checkpoint, joint=joint)
+            last = keep_last_step()
+            saved = _saved(output, before, checkpoint_path, final_checkpoint, joint=joint, finished=last)
             raise RunFailed(unwritable(output, err) + (f"; {saved}" if saved else "")) from None
-    except STOPS:
-        _say_saved(output, before, checkpoint_path, final_checkpoint, joint=joint)
+    except STOPS:  # (also while the result is written: its slice takes minutes at a large d)
+        _say_saved(output, before, checkpoint_path, final_checkpoint, joint=joint, finished=keep_last_step())
         raise
     for left in (checkpoint, final_checkpoint):
         if left.exists():

@@ -345,7 +345,24 @@ def final_solve(setup: TuningSetup, outcome: TuneOutcome, *, progress: str = "au
     hyperparams = final_hyperparams(setup, outcome)
     kwargs.update(steps=steps, hyperparams=hyperparams, eval_every=min(kwargs["eval_every"], steps),
                   checkpoint_every=0)
-    if config.tune.final_init == "continue":
+    if config.trainer.schedule == "linear":
+        from pinnlab.solvers import LinearDecay
+
+        kwargs["schedule"] = LinearDecay(steps)
+    if checkpoint is not None and (config.trainer.checkpoint_every or (resume and checkpoint.is_file())):
+        from pinnlab.io.checkpoint import CheckpointError, load_checkpoint
+        from pinnlab.solvers import resolve_device
+
+        if config.trainer.checkpoint_every:
+            kwargs["checkpoint_every"] = config.trainer.checkpoint_every
+            kwargs["on_checkpoint"] = lambda state: save_final_state(setup, outcome, state, checkpoint)
+        if resume and checkpoint.is_file():  # (also without checkpoint_every now: its saved steps are kept)
+            try:
+                kwargs["state"] = load_checkpoint(checkpoint, kwargs["optimizer"], final_identity(config, outcome.phi),
+                                                  resolve_device(kwargs["device"]), kwargs["dtype"])
+            except CheckpointError as err:  # another tuning's or damaged: solved again, and replaced
+                print(f"warning: the final solve starts over and replaces its checkpoint ({err})", file=sys.stderr)
+    if config.tune.final_init == "continue" and "state" not in kwargs:  # (a resumed solve has its own θ)
         trained = outcome.trained
         if trained is None and "trial_steps" in outcome.extra:  # search: replay the best trial (deterministic)
             from pinnlab.tuning.search import train_trial
@@ -353,25 +370,17 @@ def final_solve(setup: TuningSetup, outcome: TuneOutcome, *, progress: str = "au
             trained = train_trial(setup, outcome.phi, outcome.extra["trial_steps"])
         if trained is not None:  # (None: the tuning stopped before an outer step left a finite θ)
             kwargs["state"] = TrainState(params=trained[0], opt_state=trained[1])
-    if config.trainer.schedule == "linear":
-        from pinnlab.solvers import LinearDecay
-
-        kwargs["schedule"] = LinearDecay(steps)
-    if checkpoint is not None and (config.trainer.checkpoint_every or (resume and checkpoint.is_file())):
-        from pinnlab.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-        from pinnlab.solvers import resolve_device
-
-        identity, optimizer = final_identity(config, outcome.phi), kwargs["optimizer"]
-        if config.trainer.checkpoint_every:
-            kwargs["checkpoint_every"] = config.trainer.checkpoint_every
-            kwargs["on_checkpoint"] = lambda state: save_checkpoint(checkpoint, state, optimizer, identity)
-        if resume and checkpoint.is_file():  # (also without checkpoint_every now: its saved steps are kept)
-            try:
-                kwargs["state"] = load_checkpoint(checkpoint, optimizer, identity, resolve_device(kwargs["device"]),
-                                                  kwargs["dtype"])
-            except CheckpointError as err:  # another tuning's or damaged: solved again, and replaced
-                print(f"warning: the final solve starts over and replaces its checkpoint ({err})", file=sys.stderr)
     return train(problem, **kwargs, progress=progress), problem
+
+
+def save_final_state(setup: TuningSetup, outcome: TuneOutcome, state: TrainState, checkpoint: Path) -> None:
+    """Save the final solve's ``state`` (for the tuned values of ``outcome``) at ``checkpoint``,
+    where :func:`final_solve` with ``resume`` continues from it: every trainer.checkpoint_every
+    steps, and (``pinnlab tune``) its last step when the result cannot be written, so that a
+    ``--resume`` writes the result without training again. An OSError is the caller's."""
+    from pinnlab.io.checkpoint import save_checkpoint
+
+    save_checkpoint(checkpoint, state, setup.train_kwargs["optimizer"], final_identity(setup.config, outcome.phi))
 
 
 def coefficient_errors(setup: TuningSetup, phi: dict[str, Tensor]) -> dict[str, float]:
