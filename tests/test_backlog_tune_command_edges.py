@@ -107,3 +107,51 @@ def test_no_finished_final_solve_is_kept_where_a_resume_would_tune_again(tmp_pat
         assert "the finished final solve" not in last, last
         assert not os.path.exists(str(out) + ".final.ckpt")
 
+
+def _zo_estimate(num_directions, size, **options):
+    """One zo_fg2u estimate of h(φ) = ‖φ‖² for a φ of ``size`` values, through a BlackBox;
+    the warnings it raised about num_directions (category, message)."""
+    import warnings
+
+    import torch
+
+    from pinnlab.bilevel import BlackBox, ZeroOrderForwardGradient
+
+    box = BlackBox(lambda phi: float((phi["a"] ** 2).sum()))
+    method = ZeroOrderForwardGradient(num_directions=num_directions, mu=1e-2, **options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        method(box, {"a": torch.full((size,), 0.5, dtype=torch.float64)})
+    return [(w.category, str(w.message)) for w in caught if "num_directions" in str(w.message)]
+
+
+def test_zo_fg2u_warns_of_directions_that_repeat_one_estimate_at_n_1():
+    """Before: num_directions = 4 at N = 1 with central differences (±1 directions, all
+    giving the same estimate) ran 8 shifted inner solves where 2 give the same
+    hypergradient, silently. Now it runs as given and warns, naming num_directions and
+    why they are the same; the default (1 there), N = 2 and forward differences do not."""
+    ((category, message),) = _zo_estimate(4, 1)
+    assert category is UserWarning
+    assert message.startswith("zo_fg2u: num_directions = 4 at N = 1 with central differences and rademacher "
+                              "directions:") and "3 of the 4 directions repeat its 6 inner solves" in message
+    assert _zo_estimate(4, 1, kind="coordinate")
+    assert _zo_estimate(None, 1) == [] and _zo_estimate(1, 1) == []
+    assert _zo_estimate(4, 2) == [] and _zo_estimate(4, 1, scheme="forward") == []
+    assert _zo_estimate(4, 1, kind="gaussian") == []
+
+
+def test_pinnlab_tune_says_the_repeated_directions_once(tmp_path):
+    """The warning comes at every outer step with the same text, so a run shows it once
+    (Python's default filter), as the commands' own 'warning:' line."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(WEIGHT_FG2U)  # (N = 1: the boundary weight)
+    done = subprocess.run([sys.executable, "-m", "pinnlab", "tune", str(cfg), "tune.method=zo_fg2u",
+                           "tune.options={num_directions: 2}", "-o", str(tmp_path / "out.h5"), "--progress", "off"],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "num_directions = 2 at N = 1" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: zo_fg2u: num_directions = 2"), done.stderr
+

@@ -74,6 +74,9 @@ class ZeroOrderForwardGradient(AbstractHypergradient):
             Unlike :class:`ForwardGradientUnroll` it is not capped at N: directions
             beyond N still lower the variance, and a black box has no exact
             forward-mode counterpart (fgu) that N directions would cost as much as.
+            More than 1 where every direction gives the same estimate is run as given
+            (one may check that it is so) but warns (UserWarning, the same message at
+            every outer step, so shown once per run) that its extra inner solves are wasted.
         mu: μ, the finite-difference step.
         scheme: ``"forward"`` or ``"central"``.
         kind: direction distribution (as in :class:`ForwardGradientUnroll`).
@@ -125,6 +128,11 @@ class ZeroOrderForwardGradient(AbstractHypergradient):
         template = flatten(phi)
         b = self.directions_for(template.numel())
         rank, world = rank_and_world() if self.distributed else (0, 1)
+        if b > 1 and not self.varies(template.numel()) and rank == 0:  # (the same message each step: shown once)
+            warn(f"zo_fg2u: num_directions = {b} at N = 1 with central differences and {self.kind} directions: "
+                 "every direction is +1 or -1, along which the central difference gives the same estimate, so "
+                 f"{b - 1} of the {b} directions repeat its {2 * (b - 1)} inner solves and lower no variance; "
+                 "num_directions = 1 (the default there) gives the same hypergradient")
         mine = range(rank, b, world)
         v = directions(self.kind, mine, template.numel(), seed=seed, outer_step=outer_step,
                        dtype=template.dtype, device=template.device)
