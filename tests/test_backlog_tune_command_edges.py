@@ -155,3 +155,47 @@ def test_pinnlab_tune_says_the_repeated_directions_once(tmp_path):
     lines = [line for line in done.stderr.splitlines() if "num_directions = 2 at N = 1" in line]
     assert len(lines) == 1 and lines[0].startswith("warning: zo_fg2u: num_directions = 2"), done.stderr
 
+
+DEEPXDE_OPTUNA = """\
+equation: {name: poisson_two_body, dim: 3, seed: 1, constraint: soft}
+model: {width: 8, depth: 2}
+loss: {kind: biased, weights: {boundary: 1.0e-2}}
+trainer: {steps: 3, batch_size: 8, eval_every: 3, test_points: 10, backend: deepxde}
+data: {source: synthetic, points: 10, noise: 0.01, seed: 0}
+tune:
+  method: optuna
+  tunables: {weights.boundary: {low: 1.0e-3, high: 1.0}}
+  objective: {kind: data}
+  inner: deepxde
+  outer_steps: 2
+"""
+
+
+def test_the_tunings_clock_starts_after_what_its_first_trial_imports(tmp_path):
+    """Before: only a hypergradient method's torch._dynamo import (its outer optimizer) was
+    paid before the display's clock started; a search's first trial still imported it (its
+    first torch.func gradient), optuna (its sampler) and, with tune.inner: deepxde, DeepXDE,
+    seconds each, so its line read "s/it=2.58" where the next ones read "it/s=8". Now all
+    are imported before the tune display is made (checked in a fresh process, stopped
+    there: nothing of the tuning runs)."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(DEEPXDE_OPTUNA)
+    script = (
+        "import sys\n"
+        "import pinnlab.solvers.progress as progress\n"
+        "from pinnlab.cli import main\n"
+        "def made(self, *args, **kwargs):\n"
+        "    if kwargs.get('description') == 'tune':\n"
+        "        print('imported:', *(name in sys.modules for name in ('torch._dynamo', 'optuna', 'deepxde')))\n"
+        "        raise SystemExit(0)\n"
+        "progress.Progress.__init__ = made\n"
+        f"sys.exit(main(['tune', {str(cfg)!r}, '-o', {str(tmp_path / 't.h5')!r}, '--progress', 'off']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["imported: True True True"], done.stdout + done.stderr
+

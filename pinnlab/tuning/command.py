@@ -337,10 +337,21 @@ def run(args) -> int:
     # A joint fit's counts its training steps, outer_steps × horizon, as a solve's does (its
     # it/s counted its rows, one every horizon steps)
     joint = config.tune.method == "joint"
+    # what the first outer step or trial imports (seconds each) is imported before the
+    # display's clock starts, so the first line's s/it is that step's own: torch.optim's
+    # first optimizer (a method's outer one) and a search trial's first torch.func gradient
+    # import torch._dynamo, optuna's sampler optuna, a DeepXDE inner solve deepxde. (The
+    # driver's own setup before its first step, milliseconds, is still counted in it.)
     if config.tune.method not in configuration.SEARCHES:
-        # torch.optim's first optimizer imports torch._dynamo (seconds): one made before the
-        # display's clock starts, so the first outer step's s/it is that step's own
         config.tune.outer_optimizer_for([torch.zeros(1, requires_grad=True)])
+    import torch._dynamo  # noqa: F401
+
+    if config.tune.method == "optuna":
+        import optuna  # noqa: F401
+    if config.tune.inner == "deepxde":
+        from pinnlab.solvers.deepxde_adapter import import_deepxde
+
+        import_deepxde()
     bar = Progress(config.tune.outer_steps * (config.tune.horizon if joint else 1), initial=done,
                    mode=args.progress if rank == 0 else "off", log_every=1, description="tune", value_name="outer",
                    rel_l2=False, unit="trial" if config.tune.method in configuration.SEARCHES else "step")
