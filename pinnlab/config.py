@@ -161,7 +161,10 @@ class EstimatorSection(_Section):
     estimate of a tuning residual objective (``tune.objective.estimator: stein``)."""
 
     kind: Literal["stein", "autograd", "hutchinson"] = "stein"
-    sigma: Float = Field(1e-2, gt=0)
+    sigma: Annotated[Float, Field(gt=0)] | tuple[Float, ...] = 1e-2
+    """σ: one number for every space coordinate, or a list of ``equation.dim`` numbers,
+    one per space coordinate (a tuned ``per_coordinate`` σ's ``/tune/tuned/sigma``, time's
+    entry excluded); time's σ is ``time_sigma``, or the one number when it is not given."""
     time_sigma: Float | None = Field(None, gt=0)
     samples: Int = Field(128, ge=1)
     noise: Literal["shared", "independent"] = "shared"
@@ -169,6 +172,27 @@ class EstimatorSection(_Section):
     eval_samples: Int | None = Field(None, ge=1)
     probes: Int = Field(16, ge=1)
     chunk_size: Int | None = Field(None, ge=1)
+
+    @field_validator("sigma", mode="before")
+    @classmethod
+    def _sigma_list(cls, value):
+        """A list's entries checked here, each by its position (pydantic's union of a number
+        and a list named the list "not a valid number" for one bad entry); its length is
+        checked against equation.dim in :func:`validate`."""
+        if not isinstance(value, (list, tuple)):
+            return value
+        if not value:
+            raise ValueError("must be a number > 0 or a list of them, one per space coordinate (equation.dim); "
+                             "got an empty list")
+        for i, entry in enumerate(value):
+            number = isinstance(entry, (int, float)) and not isinstance(entry, bool)
+            try:
+                finite = number and math.isfinite(entry)
+            except OverflowError:  # (an integer beyond a float)
+                finite = False
+            if not (finite and entry > 0):
+                raise ValueError(f"entry {i} is {describe_value(entry)}; every entry must be a finite number > 0")
+        return tuple(float(entry) for entry in value)
 
 
 class LossSection(_Section):
@@ -741,7 +765,8 @@ def _nested_model(model: type[BaseModel], loc: Sequence) -> type[BaseModel]:
     return model
 
 
-_UNION_TAG = re.compile(r"int|float|bool|str|[a-z-]+\[.*\]")
+_UNION_TAG = re.compile(r"int|float|bool|str|constrained-[a-z]+|[a-z-]+\[.*\]")  # (constrained-float: a
+# union member with its own bounds, estimator.sigma's number beside its list)
 """What pydantic adds to an error's location for the member of a union that failed
 (``tune.tunables.sigma.init.float``); not a key of the config."""
 
@@ -817,10 +842,12 @@ def validate(data: Mapping[str, Any]) -> Config:
     if config.estimator.time_sigma is not None and not EQUATIONS[config.equation.name].time_dependent:
         # whatever the estimator kind (autograd and hutchinson training ignored it silently)
         raise ConfigError(f"estimator.time_sigma: {config.equation.name} has no time variable; remove it")
+    _check_sigma_list(config)
     if config.trainer.dtype == "float32":  # a positive scale the run's dtype cannot hold (σ = 1e-320:
         # the first loss was NaN); float32's smallest positive value is 2**-149 ≈ 1.4e-45
         study = sections.get("study")
-        for key, value in (("estimator.sigma", config.estimator.sigma),
+        sigma = config.estimator.sigma
+        for key, value in (*(("estimator.sigma", entry) for entry in (sigma if isinstance(sigma, tuple) else (sigma,))),
                            ("estimator.time_sigma", config.estimator.time_sigma), ("trainer.lr", config.trainer.lr),
                            *(("study.sigmas", sigma) for sigma in (study.sigmas if study is not None else ()))):
             if value is not None and 0 < value <= 2.0**-149 / 2:  # (half of it rounds to even, 0)
@@ -844,6 +871,24 @@ def validate(data: Mapping[str, Any]) -> Config:
     if config.trainer.backend == "deepxde":
         _check_deepxde(config)
     return config
+
+
+def _check_sigma_list(config: Config) -> None:
+    """A list ``estimator.sigma`` has one σ per space coordinate, ``equation.dim`` of them
+    (its entries are checked by :class:`EstimatorSection`); time's is ``time_sigma``, which a
+    time-dependent equation then needs (no entry of the list is time's)."""
+    sigma, dim = config.estimator.sigma, config.equation.dim
+    if not isinstance(sigma, tuple):
+        return
+    timed = EQUATIONS[config.equation.name].time_dependent
+    if len(sigma) != dim:
+        raise ConfigError(f"estimator.sigma: a list of {len(sigma)} values, but it needs one per space coordinate, "
+                          f"equation.dim = {dim} (or one number for all)"
+                          + ("; time's σ goes in estimator.time_sigma" if timed else ""))
+    if timed and config.estimator.time_sigma is None:
+        raise ConfigError(f"estimator.sigma: a list gives the {dim} space coordinates' σ; {config.equation.name} "
+                          "also has time, whose σ estimator.time_sigma must give (a tuned per-coordinate σ's last "
+                          "entry)")
 
 
 def _get(config: Config, key: str) -> Any:
@@ -1424,10 +1469,14 @@ def make_estimator(section: EstimatorSection, equation):
     if section.kind == "hutchinson":
         return Hutchinson(num_probes=section.probes, noise=section.noise)
     sigma: Any = section.sigma
-    if section.time_sigma is not None:  # (time-dependent equations only: see validate)
+    if isinstance(sigma, tuple) or section.time_sigma is not None:  # one σ per input column: the space
+        # coordinates' (one per coordinate, or one for all), then time's (time-dependent equations
+        # only, and with a list always given: see validate)
         import torch
 
-        sigma = torch.tensor([section.sigma] * equation.dim + [section.time_sigma], dtype=torch.float64)
+        space = list(sigma) if isinstance(sigma, tuple) else [sigma] * equation.dim
+        time = [section.time_sigma] if section.time_sigma is not None else []
+        sigma = torch.tensor(space + time, dtype=torch.float64)
     return SteinAntithetic(
         sigma=sigma, num_samples=section.samples, noise=section.noise,
         time_smoothing=section.time_smoothing, chunk_size=section.chunk_size,

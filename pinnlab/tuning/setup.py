@@ -166,6 +166,11 @@ def make_tunables(config: Config, problem: PINNProblem, device, dtype) -> tuple[
             if config.estimator.time_sigma is not None and not spec.per_coordinate:
                 raise ConfigError(f"{where}: estimator.time_sigma gives time its own σ, which one global σ "
                                   "would overwrite; use per_coordinate: true (time last) or drop time_sigma")
+            if isinstance(config.estimator.sigma, tuple) and not spec.per_coordinate:  # (the start was
+                # refused as a tune.tunables.sigma.init of the wrong shape, an init the user had not given)
+                raise ConfigError(f"{where}: estimator.sigma is a list, one σ per coordinate, which one global σ "
+                                  "would overwrite; use per_coordinate: true (it starts from the list) or give "
+                                  "estimator.sigma one number")
             # default start: the estimator's own σ (per coordinate, with time_sigma for time)
             init = spec.init if spec.init is not None else problem.estimator.sigma
             shape = (equation.input_dim,) if spec.per_coordinate else ()
