@@ -225,6 +225,7 @@ def cmd_solve(args) -> int:
             f"a checkpoint {str(checkpoint)!r} exists from an interrupted run; pass --resume "
             "to continue it or --overwrite to start over"
         )
+    args.training_started = True  # (a stop from here on: the run says what it kept, main's _kept)
     if config.trainer.backend == "deepxde":
         return _solve_deepxde(config, problem, output, checkpoint, progress=args.progress)
     on_checkpoint = None
@@ -765,6 +766,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = _terminate_as_exception()
     formatwarning = warnings.formatwarning
     warnings.formatwarning = _warning_line  # a library warning as the commands' own lines, not Python's two
+    args = None
     try:
         args = parse_args(argv)
         code = _run(args)
@@ -786,15 +788,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pinnlab: error{_rank()}: {_one_line(str(err))}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt as stop:  # (a command may add what is kept: the stop's message)
-        print(f"pinnlab: interrupted{_rank()}" + (f"; {stop}" if str(stop) else ""), file=sys.stderr)
+        print(f"pinnlab: interrupted{_rank()}{_kept(stop, args, argv)}", file=sys.stderr)
         return 130
     except Terminated as stop:
-        print(f"pinnlab: terminated{_rank()}" + (f"; {stop}" if str(stop) else ""), file=sys.stderr)
+        print(f"pinnlab: terminated{_rank()}{_kept(stop, args, argv)}", file=sys.stderr)
         return 128 + signal.SIGTERM
     finally:
         warnings.formatwarning = formatwarning
         if previous is not False:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+TRAINING_COMMANDS = ("solve", "tune")
+"""The commands that mark, on ``args.training_started``, the moment they start training:
+before it a stop has written nothing (the output lock and any temporary file are removed
+as the stop unwinds), after it the command says what it kept."""
+
+
+def _kept(stop: BaseException, args, argv: Sequence[str] | None) -> str:
+    """What main's "interrupted" or "terminated" line adds: the stop's message, where the
+    command gave one (what it kept); for a solve or tune stopped before it started training
+    (in the seconds torch is imported, the config is checked and the equation and network
+    are made) that nothing was written: the line said only "terminated", leaving the user
+    to look for a checkpoint. ``args`` is None for a stop while the command line is parsed
+    (which imports the commands, and torch with them): the command is then the first word
+    that is no option (the only options before it, --version and --help, take no value)."""
+    if str(stop):
+        return f"; {stop}"
+    if args is None:
+        words = [token for token in (sys.argv[1:] if argv is None else argv) if not token.startswith("-")]
+        command, started = (words[0] if words else None), False
+    else:
+        command, started = args.command, getattr(args, "training_started", False)
+    return " before training started; nothing was written" if command in TRAINING_COMMANDS and not started else ""
 
 
 def _warning_line(message, category, filename, lineno, line=None) -> str:

@@ -366,6 +366,7 @@ def run(args) -> int:
                    extra=None if best is None else {"best": f"{float(best):.3e}"})
 
     before = {path: _stamp(path) for path in (checkpoint, final_checkpoint)}  # (what this run did not write)
+    args.training_started = True  # (a stop from here on: rank 0 says what it kept, cli._kept)
     try:
         outcome = run_tuning(setup, checkpoint=checkpoint_path, resume=args.resume and checkpoint_path is not None,
                              progress=progress if rank == 0 else None, metadata=metadata, save=rank == 0,

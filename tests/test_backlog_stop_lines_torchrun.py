@@ -1,0 +1,129 @@
+"""What the one line of a stopped run says: a stop (Ctrl-C, SIGTERM) that arrives before a
+solve or a tuning starts training, in one process and under torchrun."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pinnlab._interrupts import Terminated
+from pinnlab.cli import main
+
+from .tuning.micro_configs import WEIGHT_FG2U
+
+TINY = """\
+equation: {name: poisson_two_body, dim: 3, seed: 1}
+model: {width: 8, depth: 2}
+estimator: {kind: stein, sigma: 0.05, samples: 4}
+trainer: {steps: 3, eval_every: 3, test_points: 20, batch_size: 8, checkpoint_every: 1}
+"""
+
+NOTHING = "before training started; nothing was written"
+
+TERM_AT_TORCH = """\
+import os, signal, sys
+from importlib.metadata import entry_points
+
+class TermAtTorch:  # SIGTERM at the moment the command imports torch (its first seconds)
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return None
+
+sys.argv = ["pinnlab", *sys.argv[1:]]
+sys.meta_path.insert(0, TermAtTorch())
+(script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "pinnlab"]
+sys.exit(script.load()())  # what the installed pinnlab script does
+"""
+
+
+def _torchrun_environment(monkeypatch, rank: int = 0, world: int = 2):
+    for key, value in {"WORLD_SIZE": world, "RANK": rank, "LOCAL_RANK": rank, "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": 29500}.items():
+        monkeypatch.setenv(key, str(value))
+
+
+def _files(tmp_path) -> list[str]:
+    return sorted(p.name for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("command", ["solve", "tune"])
+def test_a_sigterm_while_the_command_imports_torch_says_nothing_was_written(tmp_path, command):
+    """``kill`` in the first seconds of ``pinnlab solve`` (torch's import) printed only
+    ``pinnlab: terminated``: the user could not tell whether a checkpoint was left to
+    --resume from. The line now says the run had not started and wrote nothing (and it did
+    not: only the config is there)."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(TINY if command == "solve" else WEIGHT_FG2U)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", TERM_AT_TORCH, command, str(cfg), "-o", str(tmp_path / "r.h5"),
+                           "--progress", "off"], capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+    assert done.returncode == 143, (done.returncode, done.stderr[-400:])
+    assert done.stderr.strip().splitlines() == [f"pinnlab: terminated {NOTHING}"], done.stderr[-400:]
+    assert _files(tmp_path) == ["c.yaml"]
+
+
+@pytest.mark.parametrize("stop, word, code", [(KeyboardInterrupt, "interrupted", 130),
+                                              (Terminated, "terminated", 143)])
+def test_a_stop_while_the_solve_builds_its_problem_says_nothing_was_written(tmp_path, capsys, monkeypatch,
+                                                                            stop, word, code):
+    """Ctrl-C or SIGTERM while the equation and network are made (seconds at a large d):
+    one line saying nothing was written, and nothing was (no checkpoint, no result)."""
+    from pinnlab import config as configuration
+
+    def build(config):
+        raise stop
+
+    monkeypatch.setattr(configuration, "build", build)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(TINY)
+    assert main(["solve", str(cfg), "-o", str(tmp_path / "r.h5"), "--progress", "off"]) == code
+    assert capsys.readouterr().err.strip().splitlines() == [f"pinnlab: {word} {NOTHING}"]
+    assert _files(tmp_path) == ["c.yaml"]
+
+
+def test_a_stop_after_training_started_keeps_its_own_lines(tmp_path, capsys, monkeypatch):
+    """The line is for the stops before training only: once a solve trains, a stop before
+    its first checkpoint is not called one that wrote nothing by design (its lost steps
+    are the run's to say), and one after a checkpoint names it."""
+    import pinnlab.solvers as solvers
+
+    real_train = solvers.train
+
+    def stopped_train(problem, **kwargs):
+        user = kwargs["on_checkpoint"]
+
+        def on_checkpoint(state):
+            user(state)
+            raise Terminated
+
+        return real_train(problem, **{**kwargs, "on_checkpoint": on_checkpoint})
+
+    monkeypatch.setattr(solvers, "train", stopped_train)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(TINY)
+    assert main(["solve", str(cfg), "-o", str(tmp_path / "r.h5"), "--progress", "off"]) == 143
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "pinnlab: terminated" and "step 1 saved in" in err[0], err
+
+
+def test_under_torchrun_a_rank_stopped_before_the_tuning_says_nothing_was_written(tmp_path, capsys, monkeypatch):
+    """Each process of ``torchrun ... -m pinnlab tune`` stopped while it builds the tuning
+    printed ``pinnlab: terminated (rank R of W)`` and nothing else; it now says, per rank,
+    that it had not started and wrote nothing."""
+    import pinnlab.tuning.setup
+
+    def build_tuning(config, progress):
+        raise Terminated
+
+    _torchrun_environment(monkeypatch, rank=1)
+    monkeypatch.setattr(pinnlab.tuning.setup, "build_tuning", build_tuning)
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(WEIGHT_FG2U)
+    assert main(["tune", str(cfg), "-o", str(tmp_path / "t.h5"), "--progress", "off"]) == 143
+    assert capsys.readouterr().err.strip().splitlines() == [f"pinnlab: terminated (rank 1 of 2) {NOTHING}"]
+    assert _files(tmp_path) == ["t.yaml"]
