@@ -127,3 +127,45 @@ def test_under_torchrun_a_rank_stopped_before_the_tuning_says_nothing_was_writte
     assert main(["tune", str(cfg), "-o", str(tmp_path / "t.h5"), "--progress", "off"]) == 143
     assert capsys.readouterr().err.strip().splitlines() == [f"pinnlab: terminated (rank 1 of 2) {NOTHING}"]
     assert _files(tmp_path) == ["t.yaml"]
+
+
+TERM_IN_RENDEZVOUS = """\
+import os, signal, sys, threading
+import torch.distributed as dist
+
+real = dist.init_process_group
+
+def init_process_group(*args, **kwargs):  # SIGTERM once the rank waits there for its peers
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    return real(*args, **kwargs)
+
+dist.init_process_group = init_process_group
+from pinnlab.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_rank_waiting_for_its_peers_acts_on_sigterm_at_once(tmp_path):
+    """torchrun with a busy output: rank 0 refuses it (``pinnlab: error (rank 0 of 2):
+    another pinnlab run is writing ...``) before it joins the process group, and torchrun
+    sends SIGTERM to rank 1, which by then may wait in torch's rendezvous for rank 0, a
+    C++ call in which Python's signal handler does not run: rank 1 then said nothing and
+    torchrun killed it 30 s later (2 of 6 runs here). Rank 1 alone, its rank 0 never
+    coming, SIGTERM 1 s into the wait: one line at once, exit 143."""
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(WEIGHT_FG2U)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
+    done = subprocess.run([sys.executable, "-c", TERM_IN_RENDEZVOUS, "tune", str(cfg), "-o", str(tmp_path / "t.h5"),
+                           "--progress", "off"], capture_output=True, text=True, env=env, timeout=20, cwd=tmp_path)
+    assert done.returncode == 143, (done.returncode, done.stderr[-400:])
+    assert done.stderr.strip().splitlines() == [f"pinnlab: terminated (rank 1 of 2) {NOTHING}"], done.stderr[-400:]
+    assert _files(tmp_path) == ["t.yaml"]

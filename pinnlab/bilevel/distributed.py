@@ -144,11 +144,39 @@ def init_from_environment(device: str | torch.device) -> tuple[int, int]:
     """Join the process group that ``torchrun`` describes in the environment, once, with
     the backend for ``device``, the device the run computes on (:func:`backend_for`;
     with NCCL each rank on ``cuda:LOCAL_RANK``, :func:`local_device`); (rank, world
-    size), or (0, 1) outside torchrun."""
+    size), or (0, 1) outside torchrun. A SIGTERM or Ctrl-C while it waits for the other
+    ranks is acted on at once (:func:`_interruptible`)."""
     dist = torch.distributed
     if environment_world_size() > 1 and dist.is_available() and not dist.is_initialized():
         backend = backend_for(device)
         if backend == "nccl":
             local_device(device)
-        dist.init_process_group(backend=backend)
+        # (NCCL makes its communicators at the first collective, in the main thread)
+        _interruptible(dist.init_process_group, backend=backend)
     return rank_and_world()
+
+
+def _interruptible(call, *args, **kwargs):
+    """``call(*args, **kwargs)`` in a thread, the main thread waiting for it in short joins:
+    Python's signal handlers run in the main thread between bytecodes, so a SIGTERM (or
+    Ctrl-C) that arrives while the main thread itself waits in a blocking C++ call (joining
+    the process group waits there for every rank) is acted on only when the call returns:
+    a rank whose peer refused to start (a busy output on rank 0) ignored torchrun's SIGTERM
+    until torchrun killed it 30 s later, without a line."""
+    import threading
+
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call(*args, **kwargs)
+        except BaseException as err:  # (raised in the main thread below)
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, name="pinnlab-interruptible", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.1)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
