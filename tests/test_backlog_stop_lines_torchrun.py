@@ -169,3 +169,29 @@ def test_a_rank_waiting_for_its_peers_acts_on_sigterm_at_once(tmp_path):
     assert done.returncode == 143, (done.returncode, done.stderr[-400:])
     assert done.stderr.strip().splitlines() == [f"pinnlab: terminated (rank 1 of 2) {NOTHING}"], done.stderr[-400:]
     assert _files(tmp_path) == ["t.yaml"]
+
+
+GLOO_CLOSED = ("[/x/gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:1. This is typically "
+               "caused by a remote worker crashing.")
+
+
+@pytest.mark.parametrize("rank, world, who", [(1, 2, "rank 0 of the run"), (0, 2, "rank 1 of the run"),
+                                              (1, 3, "another process of the run")])
+def test_a_lost_peer_is_named_where_it_is_the_only_other_rank(monkeypatch, rank, world, who):
+    """torchrun with fewer fg2u directions than processes and an inner step that leaves θ_T
+    independent of φ: rank 0, which holds the direction, raises (its traceback), and rank 1,
+    waiting in the all_reduce, said 'another process of the run ended during a collective
+    call'. With two processes that process is the other rank, and the line names it; with
+    more, gloo names only an address, and the line stays as it was."""
+    import torch
+
+    from pinnlab.bilevel import distributed
+
+    def closed(*args, **kwargs):
+        raise RuntimeError(GLOO_CLOSED)
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", closed)
+    monkeypatch.setattr(distributed, "rank_and_world", lambda: (rank, world))
+    with pytest.raises(distributed.PeerLost) as lost:
+        distributed.all_reduce_sum(torch.ones(2))
+    assert str(lost.value) == f"{who} ended during a collective call ({GLOO_CLOSED[:160]})"

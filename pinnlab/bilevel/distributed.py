@@ -30,13 +30,21 @@ def _collective(call, *args, **kwargs):
     """``call(*args, **kwargs)``, a collective of the process group; a peer that is gone
     (gloo's "Connection closed by peer" or "reset by peer", a DistError of another backend) raises
     :class:`PeerLost` with the first line of the backend's message (the survivor printed
-    a traceback through torch's internals)."""
+    a traceback through torch's internals). With two processes the one gone is the other
+    rank, which the message names (a rank without directions, waiting here while the one
+    with them raised, pointed at "another process"); with more, the backend names only
+    its address."""
     try:
         return call(*args, **kwargs)
     except RuntimeError as err:
         if isinstance(err, torch.distributed.DistError) or "by peer" in str(err) or "gloo/transport" in str(err):
             detail = (str(err).strip().splitlines() or [type(err).__name__])[0].strip()[:160]
-            raise PeerLost(f"another process of the run ended during a collective call ({detail})") from None
+            try:
+                rank, world = rank_and_world()
+            except (RuntimeError, ValueError):  # (no group to ask: name no rank)
+                rank, world = 0, 1
+            who = f"rank {1 - rank} of the run" if world == 2 else "another process of the run"
+            raise PeerLost(f"{who} ended during a collective call ({detail})") from None
         raise
 
 
