@@ -195,3 +195,111 @@ def test_a_lost_peer_is_named_where_it_is_the_only_other_rank(monkeypatch, rank,
     with pytest.raises(distributed.PeerLost) as lost:
         distributed.all_reduce_sum(torch.ones(2))
     assert str(lost.value) == f"{who} ended during a collective call ({GLOO_CLOSED[:160]})"
+
+
+LONG_TUNE = """\
+equation: {name: poisson_two_body, dim: 3, seed: 1, constraint: soft}
+model: {width: 8, depth: 2}
+estimator: {kind: stein, sigma: 0.5, samples: 4, noise: shared, eval_samples: 8}
+loss: {kind: biased, weights: {boundary: 1.0e-3}}
+trainer: {steps: 10, lr: 1.0e-3, schedule: constant, batch_size: 16, eval_every: 10, test_points: 100}
+data: {source: synthetic, points: 20, noise: 0.01, seed: 0}
+tune:
+  method: fg2u
+  options: {num_directions: 2}
+  tunables: {sigma: {}, weights.boundary: {}}
+  objective: {kind: data, samples: 8}
+  outer_steps: 100000
+  horizon: 2
+  outer_lr: 1.0e-3
+"""
+"""A tuning that runs until it is stopped, both processes holding a direction."""
+
+
+def _rank_pids(parent: int) -> dict[int, int]:
+    """{RANK: pid} of torchrun's worker processes (its children)."""
+    from pathlib import Path
+
+    pids = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) != parent:
+                    continue
+                env = dict(kv.split("=", 1) for kv in (proc / "environ").read_bytes().decode(errors="replace")
+                           .split("\0") if "=" in kv)
+                pids[int(env["RANK"])] = int(proc.name)
+            except (OSError, KeyError, ValueError, IndexError):
+                pass
+    return pids
+
+
+@pytest.mark.distributed
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds torchrun's workers in /proc")
+def test_a_killed_rank_leaves_rank_0_with_one_of_the_readmes_two_lines(tmp_path):
+    """README (torchrun): a process killed from outside ends the others with the lost-peer
+    error or, where torchrun's SIGTERM comes first, 'terminated': a race, so either; rank 0
+    then adds what it saved, and the lost-peer line names rank 1 (the only other rank)."""
+    import signal
+    import time
+
+    (tmp_path / "t.yaml").write_text(LONG_TUNE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                            "-m", "pinnlab", "tune", "t.yaml", "-o", "t.h5", "--progress", "off"], cwd=tmp_path,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "t.h5.ckpt").exists() and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pids = _rank_pids(run.pid)
+        assert sorted(pids) == [0, 1], pids
+        os.kill(pids[1], signal.SIGKILL)
+        err = run.communicate(timeout=60)[1]
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    lines = [line for line in err.splitlines() if line.startswith("pinnlab:")]
+    saved = [line for line in lines if line.startswith("pinnlab: outer step ")
+             and line.endswith(" saved in 't.h5.ckpt'; --resume continues from it")]
+    assert len(lines) == 2 and len(saved) == 1, err[-2000:]
+    # (the lost peer: its line, then what is saved; SIGTERM: what is saved, then main's line)
+    lost = lines[0].startswith("pinnlab: error (rank 0 of 2): rank 1 of the run ended during a collective call (")
+    assert (lost and lines[1] == saved[0]) or lines == [saved[0], "pinnlab: terminated (rank 0 of 2)"], lines
+    assert run.returncode == 1 and (tmp_path / "t.h5.ckpt").is_file()
+
+
+BROKEN_INNER_STEP = """\
+import sys
+from pinnlab.bilevel import forward
+from pinnlab.bilevel.base import independent_of_phi
+
+def broken(*args, method="fg2u", **kwargs):  # as an inner step that reads φ through float(φ)
+    raise independent_of_phi(method)
+
+forward.directional_derivatives = broken
+from pinnlab.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.distributed
+def test_the_rank_without_directions_leaves_when_the_one_with_them_raises(tmp_path):
+    """README (torchrun): with fewer directions than processes, the ones without directions
+    wait in a collective call, and leave it as soon as the raising process has exited:
+    fg2u with one direction on two processes and an inner step that leaves θ_T independent
+    of φ. Rank 0 raises (its traceback, naming the step); rank 1's one line names rank 0
+    (it said 'another process'), or is torchrun's SIGTERM if that came first."""
+    script = tmp_path / "broken.py"
+    script.write_text(BROKEN_INNER_STEP)
+    (tmp_path / "t.yaml").write_text(WEIGHT_FG2U)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), "tune", "t.yaml", "-o", "t.h5", "--progress", "off"], cwd=tmp_path,
+                          capture_output=True, text=True, env=env, timeout=90)
+    assert done.returncode == 1 and "does not depend on φ" in done.stderr, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("pinnlab:")]
+    assert len(lines) == 1, done.stderr[-2000:]
+    assert (lines[0].startswith("pinnlab: error (rank 1 of 2): rank 0 of the run ended during a collective call (")
+            or lines[0] == "pinnlab: terminated (rank 1 of 2)"), lines
