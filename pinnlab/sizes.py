@@ -120,8 +120,8 @@ def memory_moments(config: Config, observations: int | None = None) -> dict[str,
     if trains and trainer.backend == "pinnlab":
         x_test = sizes.points(trainer.test_points, "the test set", test)
         n = -(-trainer.batch_size // trainer.batch_chunks)  # the first (largest) chunk of the step's points
-        step = [sizes.points(trainer.batch_size, "a training step's points", ("trainer.batch_size",)),
-                *_residual_estimate(config, sizes, n)]
+        residual = _residual_estimate(config, sizes, n)
+        step = [sizes.points(trainer.batch_size, "a training step's points", ("trainer.batch_size",)), *residual]
         if equation.constraint == "soft":
             boundary = ("loss.boundary_points",)
             step.append(sizes.points(config.loss.boundary_points, "the boundary points", boundary))
@@ -140,7 +140,7 @@ def memory_moments(config: Config, observations: int | None = None) -> dict[str,
                 1, estimator.eval_samples or estimator.samples, estimator.noise, False, "an evaluation", (),
                 "estimator.eval_samples")]
         if "tune" in config.sections:
-            out.update(_tuning_moments(config, sizes, held, step, state, observed))
+            out.update(_tuning_moments(config, sizes, held, step, residual, observed))
     if trains and trainer.backend == "deepxde":
         # DeepXDE holds its N domain points and as many test points (float32 numpy, drawn
         # by pinnlab's sampler), and its exact Laplacian starts from the (N, D) gradient of
@@ -212,6 +212,53 @@ def _reverse_steps(tune) -> tuple[int, str] | None:
     return max(kept) if kept else None
 
 
+def _residual_draws(config: Config) -> int:
+    """The residual draws of a training step's loss, each from its own noise: biased 1,
+    unbiased 2 (each at least one noise group; unbiased2 takes one per factor of a product,
+    which the equation's terms decide: Allen–Cahn's u³, 3), a hybrid both losses' when its
+    mix is tuned (a tensor β computes both at every step), else possibly its first alone."""
+    loss = config.loss
+    draws = {"biased": 1, "unbiased": 2, "unbiased1": 2, "unbiased2": 2}
+    if loss.kind != "hybrid":
+        return draws[loss.kind]
+    return draws["biased"] + draws[loss.then] if "mix" in config.tune.tunables else 1
+
+
+def _unrolled_step(config: Config, sizes: _Sizes, step, residual) -> list[SizedTensor]:
+    """What a reverse-mode unroll keeps of each inner step for its backward pass: the
+    step's own backward pass is differentiated too (a gradient of a gradient), so it
+    keeps more than a training step holds. Counted (with a Stein estimator; the rest of
+    ``step`` as a training step holds it): the noise of every residual draw
+    (:func:`_residual_draws`), ξ and, with shared noise, σ⊙ξ, and ξ² − 1 when σ is tuned;
+    each hidden layer's pre-activation and output for every draw; θ and the update's
+    tensors the backward pass needs: Adam's gradient g, (1 − β₂)·g, m̂, √v̂ and √v̂ + ε,
+    SGD's new θ (and its momentum buffer). Before, a step's training-step tensors and θ and
+    optimizer state were counted: at d = 10⁴ about a fifth of what rgu kept
+    (tests/test_backlog_memory_accounting.py measures the kept tensors)."""
+    estimator, trainer, tunables = config.estimator, config.trainer, config.tune.tunables
+    width, depth = config.model.width, config.model.depth
+    copies = 5 if trainer.optimizer == "adam" else 1 + int(trainer.momentum > 0)
+    inputs = sizes.inputs
+    first, hidden = ("model.width", "equation.dim"), ("model.width", "model.depth")
+    state = [SizedTensor("the first layer's θ and its update's tensors", (width, inputs), sizes.itemsize, first,
+                         copies),
+             SizedTensor("the hidden layers' θ and their update's tensors", (width, width), sizes.itemsize, hidden,
+                         copies * (depth - 2))]
+    if estimator.kind != "stein":
+        return step + state
+    draws = _residual_draws(config)
+    out = []
+    for t in step:
+        ours = any(t is r for r in residual)
+        if t.what.startswith("the noise draw"):  # ξ, σ⊙ξ (shared), ξ² − 1 (σ tuned: the residual's second differences)
+            kept = 1 + (estimator.noise == "shared") + (ours and "sigma" in tunables)
+            t = t._replace(copies=t.copies * kept * (draws if ours else 1))
+        elif t.what.startswith("the hidden activations"):  # pre-activation and output of each layer
+            t = t._replace(copies=t.copies * 2 * (draws if ours else 1))
+        out.append(t)
+    return out + state
+
+
 def _observations(data, count: int | None) -> tuple[int, str, tuple[str, ...]] | None:
     """(number, name, settings) of the observations, as :meth:`_Sizes.points` takes them;
     None when there are none or their number is not known yet (a file not yet read)."""
@@ -222,12 +269,12 @@ def _observations(data, count: int | None) -> tuple[int, str, tuple[str, ...]] |
     return None if count is None else (count, "the observations", ("the observations in data.source",))
 
 
-def _tuning_moments(config: Config, sizes: _Sizes, held, step, state, observed) -> dict[str, list[SizedTensor]]:
+def _tuning_moments(config: Config, sizes: _Sizes, held, step, residual, observed) -> dict[str, list[SizedTensor]]:
     """The moments of tuning (see :func:`memory_moments`): an inner training step and the
     outer objective, with the objective's points (or the observations) held throughout.
-    A reverse-mode hypergradient keeps every unrolled step's tensors and new θ and optimizer
-    state until its backward pass, after the objective (rgu: T steps; fg2u and the implicit
-    methods hold one step at a time)."""
+    A reverse-mode hypergradient keeps what every unrolled step's backward pass needs
+    (:func:`_unrolled_step`) until its own backward pass, after the objective (rgu: T
+    steps; fg2u and the implicit methods hold one step at a time)."""
     objective, estimator = config.tune.objective, config.estimator
     out = {}
     n = None
@@ -245,7 +292,7 @@ def _tuning_moments(config: Config, sizes: _Sizes, held, step, state, observed) 
     if reverse is not None:
         kept, setting = reverse
         held = held + [t._replace(what=f"{t.what} (kept for each of {kept} unrolled steps)", copies=t.copies * kept,
-                                  settings=(setting, *t.settings)) for t in step + state]
+                                  settings=(setting, *t.settings)) for t in _unrolled_step(config, sizes, step, residual)]
         out["a reverse-mode unroll"] = held + points
     else:
         out["a tuning step"] = held + points + step

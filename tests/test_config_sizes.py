@@ -92,7 +92,7 @@ TOO_LARGE = {
                           "tune.objective.samples"),
     "rgu_horizon": ([*RESIDUAL_TUNE, "tune.method=rgu", "tune.horizon=2"], ["tune.horizon=100000"],
                     "the hidden activations of a training step (kept for each of 100000 unrolled steps), "
-                    "8 × 2 × 4 × 8 values × 200000", "tune.horizon"),
+                    "8 × 2 × 4 × 8 values × 400000", "tune.horizon"),  # (2 layers, pre-activation and output)
     "trgu_steps": ([*RESIDUAL_TUNE, "tune.method=trgu", "tune.horizon=100000"], ["tune.options.steps=100000"],
                    "the hidden activations of a training step (kept for each of 100000 unrolled steps)",
                    "tune.options.steps"),

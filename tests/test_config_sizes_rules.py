@@ -121,7 +121,8 @@ def test_the_longer_of_two_phases_unrolls_is_kept():
                                                "tune.options.steps=3", "tune.then={method: rgu, after: 1}",
                                                "tune.horizon=10"])
     kept = unroll["the hidden activations of a training step (kept for each of 10 unrolled steps)"][0]
-    assert kept.copies == 2 * 10 and kept.settings[0] == "tune.horizon"
+    # (depth − 1 = 2 hidden layers, each's pre-activation and output, per kept step)
+    assert kept.copies == 2 * 2 * 10 and kept.settings[0] == "tune.horizon"
 
 
 STUDY = ["study.kind=estimator", "study.samples=[8]", "study.points=64", "study.reference_samples=16"]

@@ -146,7 +146,8 @@ def test_the_longer_unroll_counts_when_it_is_the_first_phase():
                                                "tune.then={method: trgu, after: 1, options: {steps: 3}}",
                                                "tune.horizon=10"])
     kept = unroll["the hidden activations of a training step (kept for each of 10 unrolled steps)"][0]
-    assert kept.copies == 2 * 10 and kept.settings[0] == "tune.horizon"
+    # (depth − 1 = 2 hidden layers, each's pre-activation and output, per kept step)
+    assert kept.copies == 2 * 2 * 10 and kept.settings[0] == "tune.horizon"
 
 
 class _Tag(str):

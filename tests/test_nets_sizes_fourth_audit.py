@@ -96,20 +96,21 @@ def test_a_tuning_step_holds_the_objectives_points_beside_the_step():
 
 def test_a_reverse_mode_unroll_keeps_each_steps_tensors_and_new_theta_beside_the_run():
     """rgu over T = 3 steps: the run's network and adam state, then per unrolled step its
-    points, draw, activations and new θ with adam's moments (3 copies of each layer), and
-    the objective's points (caught: the run's own state or the kept θ dropped)."""
+    points, draw, activations (each layer's pre-activation and output) and θ with the tensors
+    adam's update keeps for the backward pass (5 copies of each layer), and the objective's
+    points (caught: the run's own state or the kept θ dropped)."""
     tensors = S.memory_moments(_config([*TUNE, "tune.method=rgu", "tune.horizon=3"]))["a reverse-mode unroll"]
     kept = " (kept for each of 3 unrolled steps)"
     assert [(t.what, t.copies) for t in tensors] == [
         ("the network's first layer", 1), ("the network's hidden layers", 1),
         ("the first layer's θ and optimizer state", 3), ("the hidden layers' θ and optimizer state", 3),
         (f"a training step's points{kept}", 3), (f"the noise draw ξ of a training step{kept}", 3),
-        (f"the hidden activations of a training step{kept}", 2 * 3),
-        (f"the first layer's θ and optimizer state{kept}", 3 * 3),
-        (f"the hidden layers' θ and optimizer state{kept}", 3 * 3),
+        (f"the hidden activations of a training step{kept}", 2 * 2 * 3),
+        (f"the first layer's θ and its update's tensors{kept}", 5 * 3),
+        (f"the hidden layers' θ and their update's tensors{kept}", 5 * 3),
         ("the tuning objective's points", 1)]
-    assert sum(t.nbytes for t in tensors) == (HELD + 3 * 10 * 3 * 4 + 3 * 10 * 4 * 3 * 4 + 6 * 10 * 2 * 4 * 8 * 4
-                                              + 9 * 8 * 3 * 4 + 9 * 8 * 8 * 4 + 7 * 3 * 4) == 21820
+    assert sum(t.nbytes for t in tensors) == (HELD + 3 * 10 * 3 * 4 + 3 * 10 * 4 * 3 * 4 + 12 * 10 * 2 * 4 * 8 * 4
+                                              + 15 * 8 * 3 * 4 + 15 * 8 * 8 * 4 + 7 * 3 * 4) == 39292
 
 
 def test_a_hutchinson_runs_stein_residual_objective_is_counted():

@@ -53,9 +53,10 @@ def test_trgu_without_steps_keeps_at_most_the_horizons_steps():
         unroll = _moment("a reverse-mode unroll", [*trgu, f"tune.horizon={horizon}"])
         activations = _only(unroll, f"the hidden activations of a training step (kept for each of {kept} "
                                     "unrolled steps)")
-        assert activations.copies == 2 * kept and activations.settings[0] == "tune.horizon"
-        theta = _only(unroll, f"the hidden layers' θ and optimizer state (kept for each of {kept} unrolled steps)")
-        assert theta.copies == 3 * kept  # θ and adam's two moments of the one hidden layer, per step
+        assert activations.copies == 2 * 2 * kept and activations.settings[0] == "tune.horizon"
+        theta = _only(unroll, f"the hidden layers' θ and their update's tensors (kept for each of {kept} unrolled "
+                              "steps)")
+        assert theta.copies == 5 * kept  # what adam's update of the one hidden layer keeps, per step
 
 
 # -- a chunk larger than its points is one chunk of all of them -------------------------------------
