@@ -35,8 +35,8 @@ F64 = torch.float64
 ETA, HORIZON = 0.5, 3
 K = 1 - (1 - ETA) ** HORIZON
 TAIL = (". Forward-mode methods (fg2u, fgu) need every operation of the inner step to support "
-        "torch.func.jvp; rgu/trgu need torch.func.grad, which an operation outside autograd (NumPy, an "
-        "autograd.Function without setup_context) lacks as well; zo_fg2u only evaluates the step.")
+        "torch.func.jvp; rgu/trgu need only a backward pass (an autograd.Function's own backward will do, "
+        "an operation outside autograd such as NumPy has none); zo_fg2u only evaluates the step.")
 
 
 def _tracking(horizon=HORIZON, size=2):

@@ -230,8 +230,8 @@ def not_forward_differentiable(err: Exception) -> RuntimeError:
     return RuntimeError(
         f"the inner step is not differentiable in forward mode{op}: {first}. Forward-mode "
         "methods (fg2u, fgu) need every operation of the inner step to support "
-        "torch.func.jvp; rgu/trgu need torch.func.grad, which an operation outside autograd (NumPy, an "
-        "autograd.Function without setup_context) lacks as well; zo_fg2u only evaluates the step."
+        "torch.func.jvp; rgu/trgu need only a backward pass (an autograd.Function's own backward will do, "
+        "an operation outside autograd such as NumPy has none); zo_fg2u only evaluates the step."
     )
 
 
