@@ -48,8 +48,10 @@ def test_a_final_solve_without_resume_starts_over_past_its_own_checkpoint(tmp_pa
 # -- the line a stopped final solve prints -----------------------------------------------------------
 def test_a_stopped_final_solve_names_only_the_checkpoints_this_run_wrote(tmp_path, capsys):
     """Stopped in the final solve: the final solve's checkpoint this run wrote is named
-    with its step, and a tuning checkpoint left as it was (a resumed, finished tuning) is
-    not announced beside it; with neither written this run nothing is announced."""
+    with its step, and a tuning checkpoint left as it was (an earlier run's, this run
+    saving none) is not announced beside it; with neither written this run the line says
+    that nothing is kept (a resumed tuning's checkpoint, which ``before`` gives no stamp,
+    is this run's: tests/test_backlog_resume_lines.py)."""
     from pinnlab.tuning.command import _say_saved, _stamp
 
     output, tuning, final = tmp_path / "t.h5", tmp_path / "t.h5.ckpt", tmp_path / "t.h5.final.ckpt"
@@ -57,7 +59,9 @@ def test_a_stopped_final_solve_names_only_the_checkpoints_this_run_wrote(tmp_pat
     before = {tuning: _stamp(tuning), final: _stamp(final)}
     assert before[final] is None
     _say_saved(output, before, tuning, final)
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr().err == ("pinnlab: the tuning saved no checkpoint (tune.checkpoint_every), so its final "
+                                       "solve keeps none either (a --resume needs both); the same command runs both "
+                                       "again\n")
     torch.save({"step": 7}, final)
     _say_saved(output, before, tuning, final)
     assert capsys.readouterr().err == f"pinnlab: final solve step 7 saved in {str(final)!r}; --resume continues from it\n"

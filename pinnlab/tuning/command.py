@@ -76,16 +76,19 @@ def _stamp(path: Path | None):
 
 
 def _saved(output: Path, before: dict, tuning: Path | None, final: Path | None = None, *,
-           joint: bool = False, finished: int | None = None) -> str | None:
+           joint: bool = False, finished: int | None = None, tuned: int | None = None) -> str | None:
     """What a ``pinnlab tune`` that stops or fails leaves, as it says it (None: nothing):
     during the tuning (``final`` None) the last outer step or trial its checkpoint at
     ``tuning`` holds; during the final solve, that solve's last step at ``final`` (saved
     with trainer.checkpoint_every, and its ``finished`` last step when the result was not
-    written: then a --resume only writes it) and the finished tuning's checkpoint. Only
-    checkpoints this run wrote (their :func:`_stamp` is not the one ``before`` the run):
-    an earlier run's, left by one that saved none (tune.checkpoint_every: 0), was
-    announced as this run's. A ``joint`` fit, which keeps none, says that it is lost (a
-    stopped one said only "interrupted")."""
+    written: then a --resume only writes it) and the tuning's checkpoint, with the outer
+    step it was saved at where that is before the last of the ``tuned`` ones (a --resume
+    tunes those again first). Only checkpoints this run wrote or resumed (their
+    :func:`_stamp` is not the one ``before`` the run, None for a resumed one): an earlier
+    run's, left by one that saved none (tune.checkpoint_every: 0), was announced as this
+    run's. A final solve without the tuning's checkpoint keeps none (:func:`run` refuses a
+    --resume of one without it): the line says that both run again. A ``joint`` fit, which
+    keeps none, says that it is lost (a stopped one said only "interrupted")."""
     from pinnlab.cli import resume_hint
     from pinnlab.io.checkpoint import load_checkpoint_file
 
@@ -93,34 +96,48 @@ def _saved(output: Path, before: dict, tuning: Path | None, final: Path | None =
         stamp = _stamp(path)
         return path if stamp is not None and path.is_file() and stamp != before.get(path) else None
 
-    final_phase = final is not None
+    final_phase, tuning_path = final is not None, tuning
     tuning, final, hint = written(tuning), written(final), resume_hint(output)
     if not final_phase:
         if tuning is not None:
             saved = load_checkpoint_file(tuning, mmap=True)
             what = f"outer step {saved['outer_step']}" if "outer_step" in saved else f"trial {len(saved['trials'])}"
             return f"{what} saved in {str(tuning)!r}; {hint} continues from it"
-    elif final is not None:
-        also = f", the tuning in {str(tuning)!r}" if tuning is not None else ""
+    # the tuning's checkpoint from before its last outer step (tune.checkpoint_every = k): a --resume
+    # tunes the rest again (it said only "runs the final solve again")
+    done = _steps_done(tuning) if final_phase and tuning is not None and tuned is not None else None
+    again = f"outer step {done}" if done is not None and done < tuned else None
+    if final is not None:
         step = load_checkpoint_file(final, mmap=True)["step"]
+        if again is not None:  # (the final solve continues only if the tuning ends at the same values)
+            return (f"final solve step {step} saved in {str(final)!r}, the tuning's {again} in {str(tuning)!r}; "
+                    f"{hint} tunes again from {again}, then continues the final solve from it if the tuned "
+                    "values come out the same (else it starts over)")
+        also = f", the tuning in {str(tuning)!r}" if tuning is not None else ""
         if step == finished:
             return (f"the finished final solve (step {step}) saved in {str(final)!r}{also}; {hint} writes the "
                     "result from it without training again")
         return f"final solve step {step} saved in {str(final)!r}{also}; {hint} continues from it"
     elif tuning is not None:
+        if again is not None:
+            return (f"the tuning's {again} is saved in {str(tuning)!r}; {hint} tunes again from {again} and "
+                    "then runs the final solve (trainer.checkpoint_every saves its steps)")
         return (f"the tuning is saved in {str(tuning)!r}; {hint} runs the final solve again "
                 "(trainer.checkpoint_every saves its steps)")
     if joint:
         return ("the joint fit (tune.method = 'joint') keeps no checkpoint, "
                 + ("nor the final solve without trainer.checkpoint_every; the same command runs both again"
                    if final_phase else "so its steps are lost; the same command runs it again from the start"))
+    if final_phase and tuning_path is not None:  # (it said nothing, or that --resume, refused, continued)
+        return ("the tuning saved no checkpoint (tune.checkpoint_every), so its final solve keeps none either "
+                "(a --resume needs both); the same command runs both again")
     return None
 
 
 def _say_saved(output: Path, before: dict, tuning: Path | None, final: Path | None = None, *,
-               joint: bool = False, finished: int | None = None) -> None:
+               joint: bool = False, finished: int | None = None, tuned: int | None = None) -> None:
     """The line a stopped ``pinnlab tune`` prints about what it leaves (:func:`_saved`)."""
-    saved = _saved(output, before, tuning, final, joint=joint, finished=finished)
+    saved = _saved(output, before, tuning, final, joint=joint, finished=finished, tuned=tuned)
     if saved is not None:
         print(f"pinnlab: {saved}", file=sys.stderr)
 
@@ -365,7 +382,8 @@ def run(args) -> int:
         bar.update(step, math.nan if value is None else float(value), None,
                    extra=None if best is None else {"best": f"{float(best):.3e}"})
 
-    before = {path: _stamp(path) for path in (checkpoint, final_checkpoint)}  # (what this run did not write)
+    # what this run did not write (a resumed tuning's checkpoint is this run's, also where it saves no step)
+    before = {checkpoint: None if args.resume else _stamp(checkpoint), final_checkpoint: _stamp(final_checkpoint)}
     args.training_started = True  # (a stop from here on: rank 0 says what it kept, cli._kept)
     try:
         outcome = run_tuning(setup, checkpoint=checkpoint_path, resume=args.resume and checkpoint_path is not None,
@@ -414,7 +432,7 @@ def run(args) -> int:
         a --resume finds the whole tuning it continues (not with tune.checkpoint_every: 0 or
         one that saved before the last outer step, nor a joint fit's); a full disk that
         refuses it too leaves what is there."""
-        if result is None or config.tune.inner == "deepxde" or checkpoint_path is None or not checkpoint.is_file():
+        if result is None or config.tune.inner == "deepxde" or joint or not kept:
             return None
         try:
             if _steps_done(checkpoint) != len(outcome.history["outer_step"]):  # (a --resume would tune again)
@@ -427,17 +445,22 @@ def run(args) -> int:
             return None
         return result.state.step
 
+    # the final solve keeps a checkpoint only beside the tuning's (a joint fit, which keeps none, runs again
+    # first): a --resume refuses one without it (tune.checkpoint_every: 0), which only blocked the next run
+    kept = joint or (checkpoint_path is not None and checkpoint.is_file() and _stamp(checkpoint) != before[checkpoint])
     try:
-        result, problem = final_solve(setup, outcome, progress=args.progress, checkpoint=final_checkpoint,
-                                      resume=args.resume)
+        result, problem = final_solve(setup, outcome, progress=args.progress,
+                                      checkpoint=final_checkpoint if kept else None, resume=args.resume)
         try:
             write_tune_result(output, setup, outcome, result, problem, world)  # (seconds at high d: its slice)
         except OSError as err:  # (a full disk) one line, as pinnlab solve's, with what a --resume continues
             last = keep_last_step()
-            saved = _saved(output, before, checkpoint_path, final_checkpoint, joint=joint, finished=last)
+            saved = _saved(output, before, checkpoint_path, final_checkpoint, joint=joint, finished=last,
+                           tuned=len(outcome.history["outer_step"]))
             raise RunFailed(unwritable(output, err) + (f"; {saved}" if saved else "")) from None
     except STOPS:  # (also while the result is written: its slice takes minutes at a large d)
-        _say_saved(output, before, checkpoint_path, final_checkpoint, joint=joint, finished=keep_last_step())
+        _say_saved(output, before, checkpoint_path, final_checkpoint, joint=joint, finished=keep_last_step(),
+                   tuned=len(outcome.history["outer_step"]))  # (a --resume from fewer tunes the rest again)
         raise
     for left in (checkpoint, final_checkpoint):
         if left.exists():
