@@ -55,8 +55,14 @@ class TunableSpec(_Spec):
     ``logit`` for the mix and ``identity`` for coefficients. ``low``/``high`` bound a
     logit transform and give the range searched by the random and TPE baselines (given
     for a log or identity transform with any other method, they are refused).
-    ``per_coordinate`` (σ only) tunes one σ per input coordinate. ``width``/``depth``
-    size the collocation-weighting network (``collocation_weight`` only).
+    ``per_coordinate`` (σ only) tunes one σ per input coordinate (time last), from ``init``
+    or else the estimator's own σ: ``estimator.sigma``, which may be a list of
+    ``equation.dim`` values, one per space coordinate (a global σ, which would overwrite
+    it, is refused over a list), and ``estimator.time_sigma``, where given, for time. The
+    tuned vector, ``/tune/tuned/sigma``, runs again in ``pinnlab solve`` as
+    ``estimator.sigma=[s1,s2,…]`` (its space entries) and, with time,
+    ``estimator.time_sigma`` (its last entry). ``width``/``depth`` size the
+    collocation-weighting network (``collocation_weight`` only).
     """
 
     init: Float | list[Float] | None = None
