@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 from pinnlab.cli import main
 from pinnlab.tuning import run as tuning_run
@@ -199,3 +200,43 @@ def test_the_tunings_clock_starts_after_what_its_first_trial_imports(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["imported: True True True"], done.stdout + done.stderr
 
+
+
+CUT_EQUATION = '''\
+from pinnlab.equations import register
+from pinnlab.equations.fokker_planck import FokkerPlanckAniso
+from pinnlab.equations.terms import LAPLACIAN, TIME_DERIVATIVE, Term, directional
+
+DRIFT = directional(lambda x, c: c["mu"].detach(), label="mu.grad u")
+
+
+@register
+class CutDrift(FokkerPlanckAniso):
+    name = "cut_drift"
+
+    def terms(self):
+        return (Term(1.0, (TIME_DERIVATIVE,)), Term(-0.5, (LAPLACIAN,)), Term(1.0, (DRIFT,)))
+'''
+
+
+def test_a_users_equation_that_cuts_the_tuned_coefficient_off_is_one_line(tmp_path):
+    """Before: a user's equation module whose drift read the tuned μ through .detach()
+    ended `pinnlab tune` with a traceback through pinnlab/bilevel (exit 1). The user's
+    module is input: one line naming equation.module and the cause, exit code 2, and
+    nothing written."""
+    import subprocess
+    import sys
+
+    (tmp_path / "cut.py").write_text(CUT_EQUATION)
+    done = subprocess.run([sys.executable, "-m", "pinnlab", "tune", "configs/tuning/fokker_planck_inverse.yaml",
+                           "equation.module=" + str(tmp_path / "cut.py"), "equation.name=cut_drift",
+                           "equation.dim=3", "tune.outer_steps=2", "tune.horizon=2", "trainer.steps=2",
+                           "model.width=8", "tune.options.num_directions=2", "-o", str(tmp_path / "out.h5"),
+                           "--progress", "off"],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"pinnlab: error: equation.module = '{tmp_path / 'cut.py'}': "
+                                                   "fg2u: θ_T after the inner steps does not depend on φ"), lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.py"]

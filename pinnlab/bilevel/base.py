@@ -126,10 +126,16 @@ def unrolled_objective(problem: BilevelProblem, *, start: int = 0, init=None) ->
     return h
 
 
-def independent_of_phi(method: str) -> ValueError:
+class IndependentOfPhi(ValueError):
+    """θ_T after the inner steps does not depend on φ (:func:`independent_of_phi`): a ValueError
+    of its own, so that ``pinnlab tune`` can tell a user's equation module that cut φ off
+    (bad input, one line) from any other error."""
+
+
+def independent_of_phi(method: str) -> IndependentOfPhi:
     """The error of an estimator whose inner steps left θ_T independent of φ (its
     hypergradient would be ∂f/∂φ alone, silently: 0 through the inner problem)."""
-    return ValueError(f"{method}: θ_T after the inner steps does not depend on φ, so the hypergradient through "
+    return IndependentOfPhi(f"{method}: θ_T after the inner steps does not depend on φ, so the hypergradient through "
                       "them is 0; a step that reads φ as a number (float(φ), φ.item()) or through φ.detach() "
                       "cuts it off: compute the step with φ's tensors")
 

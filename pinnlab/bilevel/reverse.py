@@ -73,7 +73,7 @@ def _reverse(problem, phi, *, start, init, steps, method, first=None):
         if not any(t.requires_grad for t in _state_leaves(theta)[0]):
             error = independent_of_phi(method)
             if start > first:  # (trgu's window: φ may act only in the steps before it, as through θ_0(φ))
-                error = ValueError(f"{error}; or φ acts only before trgu's window, the last {steps} of the "
+                error = type(error)(f"{error}; or φ acts only before trgu's window, the last {steps} of the "
                                    f"{start - first + steps} steps (through θ_0(φ) or early steps), where the "
                                    "truncated hypergradient is 0 by construction: differentiate more steps "
                                    "(TruncatedReverseUnroll(steps=...), up to the horizon) or use rgu")

@@ -264,6 +264,7 @@ def run(args) -> int:
     import torch
 
     from pinnlab import config as configuration
+    from pinnlab.bilevel.base import IndependentOfPhi
     from pinnlab.bilevel.distributed import (
         PeerLost,
         environment_rank,
@@ -392,6 +393,11 @@ def run(args) -> int:
         leave_process_group()  # every rank, together (its barrier, too, can find a peer gone): only rank 0 solves
     except CheckpointError as err:  # a damaged checkpoint, refused before any work
         raise refused_checkpoint(err, hint=start_over if args.resume else START_OVER) from None
+    except IndependentOfPhi as err:  # a user's equation that reads a tuned coefficient as a number: its
+        # input, one line (the first outer step's, before any save); a built-in equation's is pinnlab's bug
+        if config.equation.module is None:
+            raise
+        raise UsageError(f"equation.module = {config.equation.module!r}: {err}") from None
     except PeerLost as err:  # another rank killed or crashed: one line and what is saved, not a traceback
         print(f"pinnlab: error (rank {rank} of {world}): {err}", file=sys.stderr)
         if rank == 0:
