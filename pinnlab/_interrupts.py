@@ -17,3 +17,15 @@ def raise_terminated(signum, frame):
     """A SIGTERM handler: raise :class:`Terminated` where the main thread is, so the run
     unwinds as from Ctrl-C (the default action ended the process on the spot)."""
     raise Terminated()
+
+
+def ignore_terminate() -> None:
+    """From here on SIGTERM is ignored (in the main thread, where handlers are set): for a
+    run that is ending on its own error and has said so, such as a torchrun process whose
+    peer was lost, to which torchrun then sends SIGTERM; the 'terminated' line that added
+    (a third line, after the error and what is saved) named a consequence, not the cause."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -303,3 +303,34 @@ def test_the_rank_without_directions_leaves_when_the_one_with_them_raises(tmp_pa
     assert len(lines) == 1, done.stderr[-2000:]
     assert (lines[0].startswith("pinnlab: error (rank 1 of 2): rank 0 of the run ended during a collective call (")
             or lines[0] == "pinnlab: terminated (rank 1 of 2)"), lines
+
+
+def test_torchruns_sigterm_after_a_lost_peer_adds_no_terminated_line(tmp_path, capsys, monkeypatch):
+    """Under load, torchrun's SIGTERM (sent once a rank is gone) reached rank 0 while it
+    said what it saved after the lost-peer error, and a third line 'pinnlab: terminated'
+    followed: the consequence, named as if it were the cause. Now the lost-peer path
+    ignores SIGTERM: the error, what is saved, exit code 1. (Deterministic here: the
+    SIGTERM is sent from inside the saved line's function.)"""
+    import signal
+
+    from pinnlab.bilevel.distributed import PeerLost
+    from pinnlab.tuning import command as tune_command
+    from pinnlab.tuning import run as tuning_run
+
+    def lost(*args, **kwargs):
+        raise PeerLost("rank 1 of the run ended during a collective call (Connection closed by peer)")
+
+    said = tune_command._say_saved
+
+    def say_saved(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # (torchrun's, as the line is printed)
+        said(*args, **kwargs)
+
+    monkeypatch.setattr(tuning_run, "run_tuning", lost)
+    monkeypatch.setattr(tune_command, "_say_saved", say_saved)
+    (tmp_path / "t.yaml").write_text(WEIGHT_FG2U)
+    assert main(["tune", str(tmp_path / "t.yaml"), "-o", str(tmp_path / "t.h5"), "--progress", "off"]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("pinnlab:")]
+    assert lines == ["pinnlab: error (rank 0 of 1): rank 1 of the run ended during a collective call "
+                     "(Connection closed by peer)"], lines
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN  # (main put its handler back)

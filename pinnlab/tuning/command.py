@@ -6,7 +6,7 @@ import math
 import sys
 from pathlib import Path
 
-from pinnlab._interrupts import STOPS
+from pinnlab._interrupts import STOPS, ignore_terminate
 
 NAME = "tune"
 
@@ -399,6 +399,7 @@ def run(args) -> int:
             raise
         raise UsageError(f"equation.module = {config.equation.module!r}: {err}") from None
     except PeerLost as err:  # another rank killed or crashed: one line and what is saved, not a traceback
+        ignore_terminate()  # (torchrun's SIGTERM, which follows, is the lost peer's consequence)
         print(f"pinnlab: error (rank {rank} of {world}): {err}", file=sys.stderr)
         if rank == 0:
             _say_saved(output, before, checkpoint_path)
