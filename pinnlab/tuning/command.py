@@ -76,7 +76,8 @@ def _stamp(path: Path | None):
 
 
 def _saved(output: Path, before: dict, tuning: Path | None, final: Path | None = None, *,
-           joint: bool = False, finished: int | None = None, tuned: int | None = None) -> str | None:
+           joint: bool = False, finished: int | None = None, tuned: int | None = None,
+           deepxde: bool = False) -> str | None:
     """What a ``pinnlab tune`` that stops or fails leaves, as it says it (None: nothing):
     during the tuning (``final`` None) the last outer step or trial its checkpoint at
     ``tuning`` holds; during the final solve, that solve's last step at ``final`` (saved
@@ -88,7 +89,8 @@ def _saved(output: Path, before: dict, tuning: Path | None, final: Path | None =
     run's, left by one that saved none (tune.checkpoint_every: 0), was announced as this
     run's. A final solve without the tuning's checkpoint keeps none (:func:`run` refuses a
     --resume of one without it): the line says that both run again. A ``joint`` fit, which
-    keeps none, says that it is lost (a stopped one said only "interrupted")."""
+    keeps none, says that it is lost (a stopped one said only "interrupted"). A ``deepxde``
+    final solve has no checkpoints (trainer.checkpoint_every is refused there): no hint at them."""
     from pinnlab.cli import resume_hint
     from pinnlab.io.checkpoint import load_checkpoint_file
 
@@ -98,6 +100,7 @@ def _saved(output: Path, before: dict, tuning: Path | None, final: Path | None =
 
     final_phase, tuning_path = final is not None, tuning
     tuning, final, hint = written(tuning), written(final), resume_hint(output)
+    keeps = "" if deepxde else " (trainer.checkpoint_every saves its steps)"
     if not final_phase:
         if tuning is not None:
             saved = load_checkpoint_file(tuning, mmap=True)
@@ -121,9 +124,8 @@ def _saved(output: Path, before: dict, tuning: Path | None, final: Path | None =
     elif tuning is not None:
         if again is not None:
             return (f"the tuning's {again} is saved in {str(tuning)!r}; {hint} tunes again from {again} and "
-                    "then runs the final solve (trainer.checkpoint_every saves its steps)")
-        return (f"the tuning is saved in {str(tuning)!r}; {hint} runs the final solve again "
-                "(trainer.checkpoint_every saves its steps)")
+                    f"then runs the final solve{keeps}")
+        return f"the tuning is saved in {str(tuning)!r}; {hint} runs the final solve again{keeps}"
     if joint:
         return ("the joint fit (tune.method = 'joint') keeps no checkpoint, "
                 + ("nor the final solve without trainer.checkpoint_every; the same command runs both again"
@@ -135,9 +137,10 @@ def _saved(output: Path, before: dict, tuning: Path | None, final: Path | None =
 
 
 def _say_saved(output: Path, before: dict, tuning: Path | None, final: Path | None = None, *,
-               joint: bool = False, finished: int | None = None, tuned: int | None = None) -> None:
+               joint: bool = False, finished: int | None = None, tuned: int | None = None,
+               deepxde: bool = False) -> None:
     """The line a stopped ``pinnlab tune`` prints about what it leaves (:func:`_saved`)."""
-    saved = _saved(output, before, tuning, final, joint=joint, finished=finished, tuned=tuned)
+    saved = _saved(output, before, tuning, final, joint=joint, finished=finished, tuned=tuned, deepxde=deepxde)
     if saved is not None:
         print(f"pinnlab: {saved}", file=sys.stderr)
 
@@ -439,7 +442,7 @@ def run(args) -> int:
         a --resume finds the whole tuning it continues (not with tune.checkpoint_every: 0 or
         one that saved before the last outer step, nor a joint fit's); a full disk that
         refuses it too leaves what is there."""
-        if result is None or config.tune.inner == "deepxde" or joint or not kept:
+        if result is None or deepxde or joint or not kept:
             return None
         try:
             if _steps_done(checkpoint) != len(outcome.history["outer_step"]):  # (a --resume would tune again)
@@ -454,6 +457,7 @@ def run(args) -> int:
 
     # the final solve keeps a checkpoint only beside the tuning's (a joint fit, which keeps none, runs again
     # first): a --resume refuses one without it (tune.checkpoint_every: 0), which only blocked the next run
+    deepxde = config.tune.inner == "deepxde"  # (its final solve keeps no checkpoint, and says none)
     kept = joint or (checkpoint_path is not None and checkpoint.is_file() and _stamp(checkpoint) != before[checkpoint])
     try:
         result, problem = final_solve(setup, outcome, progress=args.progress,
@@ -463,11 +467,12 @@ def run(args) -> int:
         except OSError as err:  # (a full disk) one line, as pinnlab solve's, with what a --resume continues
             last = keep_last_step()
             saved = _saved(output, before, checkpoint_path, final_checkpoint, joint=joint, finished=last,
-                           tuned=len(outcome.history["outer_step"]))
+                           tuned=len(outcome.history["outer_step"]), deepxde=deepxde)
             raise RunFailed(unwritable(output, err) + (f"; {saved}" if saved else "")) from None
     except STOPS:  # (also while the result is written: its slice takes minutes at a large d)
         _say_saved(output, before, checkpoint_path, final_checkpoint, joint=joint, finished=keep_last_step(),
-                   tuned=len(outcome.history["outer_step"]))  # (a --resume from fewer tunes the rest again)
+                   tuned=len(outcome.history["outer_step"]), deepxde=deepxde)  # (a --resume from fewer
+        # tunes the rest again)
         raise
     for left in (checkpoint, final_checkpoint):
         if left.exists():
