@@ -82,7 +82,8 @@ def memory_moments(config: Config, observations: int | None = None) -> dict[str,
     whose count exceeds the machine's memory cannot fit. Measured (README "Memory of one
     Stein step"), a Stein step with independent noise holds its `(N, K, D)` draw for the
     backward pass, 1.25–1.9 draws in all: counted here are the draw and each hidden layer's
-    `(N, 2, K, w)` activations, not the rest. Every registered equation is of second order
+    `(N, 2, K, w)` activations, not the rest, for every noise group the step's loss draws
+    (:func:`_step_noise_groups`). Every registered equation is of second order
     (tests/test_config_sizes.py checks it), so autograd's Hessian-vector products and
     Hutchinson's probes are made at every step. ``observations``: the number of
     observations a ``data.source`` file holds, once it is read (synthetic ones number
@@ -134,13 +135,16 @@ def memory_moments(config: Config, observations: int | None = None) -> dict[str,
                 m = min(data.batch_size or observed[0], observed[0])
                 step += sizes.stein(m, estimator.samples, estimator.noise, True, "the data term", ("data.batch_size",),
                                     "estimator.samples")
-        out["a training step"] = held + [x_test, *step]
+        groups = _step_noise_groups(config) if estimator.kind == "stein" else 1
+        # every noise group of the step's loss keeps its draw and activations for the backward pass
+        training = [t._replace(copies=t.copies * groups) if any(t is r for r in residual) else t for t in step]
+        out["a training step"] = held + [x_test, *training]
         if estimator.kind == "stein":  # evaluated a chunk of points at a time: at least one point
             out["an evaluation"] = held + [x_test, *sizes.stein(
                 1, estimator.eval_samples or estimator.samples, estimator.noise, False, "an evaluation", (),
                 "estimator.eval_samples")]
         if "tune" in config.sections:
-            out.update(_tuning_moments(config, sizes, held, step, residual, observed))
+            out.update(_tuning_moments(config, sizes, held, step, residual, observed, training))
     if trains and trainer.backend == "deepxde":
         # DeepXDE holds its N domain points and as many test points (float32 numpy, drawn
         # by pinnlab's sampler), and its exact Laplacian starts from the (N, D) gradient of
@@ -224,6 +228,44 @@ def _residual_draws(config: Config) -> int:
     return draws["biased"] + draws[loss.then] if "mix" in config.tune.tunables else 1
 
 
+def _unbiased_groups(config: Config) -> int:
+    """The noise groups of one unbiased2 residual draw: one per factor of the equation's
+    longest product (Allen–Cahn's u³: 3; a linear equation: 1). Read off the equation's
+    terms, which do not depend on its dimension, at the smallest one it takes (its
+    coefficients are O(d)); 1, a lower bound, when it cannot be made there."""
+    from pinnlab.equations.residual import noise_groups
+
+    section = config.equation
+    cls = EQUATIONS[section.name]
+    try:
+        equation = cls(cls.min_dim, seed=section.seed, constraint=section.constraint, **section.parameters())
+        return len(noise_groups(equation.terms(), unbiased=True))
+    except Exception:  # (a non-polynomial term is refused with the loss; parameters tied to d)
+        return 1
+
+
+def _step_noise_groups(config: Config) -> int:
+    """The noise groups a training step's loss draws, each a Stein estimate kept for its
+    backward pass: biased 1, unbiased1 2, unbiased2 2 × :func:`_unbiased_groups`; a hybrid
+    its unbiased loss's once its switch step (or blend) starts, both losses' where its mix
+    is fractional (a blend over two steps or more, a tuned mix), else its biased one's (a
+    plateau switch may never come). Measured at d = 2000
+    (tests/test_backlog_memory_check_training.py), a step kept for its backward pass what
+    its groups' draws and activations make, within 1.3× of this count; one group was
+    counted before, 4–5× below an unbiased2 step at Allen–Cahn."""
+    loss = config.loss
+    groups = {"biased": 1, "unbiased1": 2}
+    kind = "unbiased2" if loss.kind == "unbiased" else loss.kind
+    if kind == "unbiased2" or (kind == "hybrid" and loss.then == "unbiased2"):
+        groups["unbiased2"] = 2 * _unbiased_groups(config)
+    if kind != "hybrid":
+        return groups[kind]
+    tune = config.sections.get("tune")
+    if (tune is not None and "mix" in tune.tunables) or (loss.blend is not None and loss.blend[1] - loss.blend[0] >= 2):
+        return groups["biased"] + groups[loss.then]
+    return groups[loss.then] if loss.switch_step is not None or loss.blend is not None else groups["biased"]
+
+
 def _unrolled_step(config: Config, sizes: _Sizes, step, residual) -> list[SizedTensor]:
     """What a reverse-mode unroll keeps of each inner step for its backward pass: the
     step's own backward pass is differentiated too (a gradient of a gradient), so it
@@ -269,9 +311,11 @@ def _observations(data, count: int | None) -> tuple[int, str, tuple[str, ...]] |
     return None if count is None else (count, "the observations", ("the observations in data.source",))
 
 
-def _tuning_moments(config: Config, sizes: _Sizes, held, step, residual, observed) -> dict[str, list[SizedTensor]]:
-    """The moments of tuning (see :func:`memory_moments`): an inner training step and the
-    outer objective, with the objective's points (or the observations) held throughout.
+def _tuning_moments(config: Config, sizes: _Sizes, held, step, residual, observed, training
+                    ) -> dict[str, list[SizedTensor]]:
+    """The moments of tuning (see :func:`memory_moments`): an inner training step
+    (``training``: ``step`` with every noise group of its loss) and the outer objective,
+    with the objective's points (or the observations) held throughout.
     A reverse-mode hypergradient keeps what every unrolled step's backward pass needs
     (:func:`_unrolled_step`) until its own backward pass, after the objective (rgu: T
     steps; fg2u and the implicit methods hold one step at a time)."""
@@ -295,7 +339,7 @@ def _tuning_moments(config: Config, sizes: _Sizes, held, step, residual, observe
                                   settings=(setting, *t.settings)) for t in _unrolled_step(config, sizes, step, residual)]
         out["a reverse-mode unroll"] = held + points
     else:
-        out["a tuning step"] = held + points + step
+        out["a tuning step"] = held + points + training
     if n is None:
         return out
     what = "the tuning objective"

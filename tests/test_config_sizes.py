@@ -191,7 +191,7 @@ def test_the_audits_sizes_are_refused_on_this_machine(monkeypatch, override):
     """The machine's real memory (RAM and swap): these need terabytes."""
     monkeypatch.setattr(C, "make_equation", lambda section: pytest.fail("a tensor was made"))
     config = C.load(ROOT / "configs/allen_cahn_two_body.yaml", [override])
-    with pytest.raises(C.ConfigError, match=r"^this run needs at least [\d.]+ TiB of memory at once, more than "
+    with pytest.raises(C.ConfigError, match=r"^this run needs at least [\d.]+ [TP]iB of memory at once, more than "
                                             r"this machine's [\d.]+ [GT]iB of RAM"):
         C.build(config)
 
@@ -217,11 +217,12 @@ def _shipped_runs():
 
 
 def test_every_shipped_config_and_study_run_is_accepted():
-    """On this machine; and each needs at most 8 GiB by the lower bound, so it fits smaller ones too."""
+    """On this machine; and each needs at most 10 GiB by the lower bound, so it fits smaller ones too
+    (rs_table1's unbiased run at d = 10⁴ keeps both its draws' (N, K, D) noise: 9 GiB)."""
     for name, path, overrides in _shipped_runs():
         config = C.load(path, overrides)
         S.check_sizes(config)
-        assert _need(config) < 8 * 2**30, name
+        assert _need(config) < 10 * 2**30, name
 
 
 def test_the_estimate_is_below_the_measured_memory():
