@@ -434,6 +434,18 @@ def machine_memory(device: str) -> tuple[str, int | None]:
             return "", None
 
 
+def available_memory() -> int | None:
+    """The RAM (and swap) free for a new run now, in bytes: ``MemAvailable`` + ``SwapFree``
+    of /proc/meminfo, what the kernel can give without killing (None where it cannot be
+    read: not Linux). Not a limit (other processes may end), only a warning's measure."""
+    try:
+        with open(_MEMINFO) as fh:
+            fields = dict(line.split(":", 1) for line in fh if ":" in line)
+        return (int(fields["MemAvailable"].split()[0]) + int(fields.get("SwapFree", "0").split()[0])) * 1024
+    except (OSError, ValueError, IndexError, KeyError):
+        return None
+
+
 def _format_bytes(count: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
         if count < 1024 or unit == "EiB":
@@ -448,7 +460,9 @@ def check_sizes(config: Config, observations: int | None = None) -> None:
     tensor beyond torch's sizes (more than :data:`TORCH_SIZE_LIMIT` elements) as an
     OverflowError, which ``pinnlab`` reports as such in one line; a run whose lower bound
     of memory (:func:`memory_moments`) exceeds :func:`machine_memory` as a
-    :class:`ConfigError` naming the estimate, the memory and the settings to lower."""
+    :class:`ConfigError` naming the estimate, the memory and the settings to lower. A run
+    that fits but needs more than the RAM :func:`available_memory` says is free now gets
+    one warning (a refusal by the current load would make runs fail at random)."""
     moments = memory_moments(config, observations)
     for tensors in moments.values():
         for tensor in tensors:
@@ -470,3 +484,8 @@ def check_sizes(config: Config, observations: int | None = None) -> None:
             f"{' × '.join(map(str, largest.shape))} values{f' × {largest.copies}' if largest.copies > 1 else ''}, "
             f"{_format_bytes(largest.nbytes)}); the sizes are too large for this machine; lower "
             f"{', '.join(largest.settings)}")
+    if on_host and (available := available_memory()) is not None and need > available:
+        from pinnlab._warnings import warn
+
+        warn(f"this run needs at least {_format_bytes(need)} of memory at once, more than the "
+             f"{_format_bytes(available)} of RAM available now (other processes hold the rest); it may be killed")
