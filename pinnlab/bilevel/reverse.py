@@ -106,8 +106,9 @@ class ReverseUnroll(AbstractHypergradient):
 
     Backpropagates through all T inner steps: for t = T..1, c_{t−1} = c_t + d_t B_t,
     d_{t−1} = d_t A_t, ∇h = d_0 Z_0 + c_0. Exact for the unrolled h at the cost of one
-    backward of the loop, independent of the number of hyperparameters (about 2–3× the
-    primal unroll here; fg2u with one direction costs about 1.5–1.8×), but it stores the
+    backward of the loop, independent of the number of hyperparameters (2.2–2.4× the
+    primal unroll on the tuning benchmark's problems; fg2u with one direction 1.7–2.0×,
+    benchmarks/TUNING.md's cost table), but it stores the
     whole trajectory: memory O(T·M). Its backward pass frees each step's saved tensors as
     it passes the step (plain autograd; a φ already differentiated by a caller, inside a
     torch.func transform or requiring grad, goes through ``torch.func.grad``, which keeps
