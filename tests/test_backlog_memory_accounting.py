@@ -41,17 +41,24 @@ def _config(path, horizon, overrides):
                                      "estimator.samples=6", *overrides])
 
 
+class Watch(TorchDispatchMode):
+    """Within it, a weak reference to every tensor an operation makes goes to ``made``."""
+
+    def __init__(self, made: list):
+        super().__init__()
+        self.made = made
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.made.extend(weakref.ref(t) for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
+        return out
+
+
 def _kept_bytes(config) -> int:
     """Bytes of the storages made during an rgu estimate that are alive when its outer
     loss is evaluated (what the unroll keeps for the backward pass)."""
     setup = build_tuning(config)
     made: list[weakref.ref] = []
-
-    class Watch(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            made.extend(weakref.ref(t) for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
-            return out
 
     kept = {}
 
@@ -63,7 +70,7 @@ def _kept_bytes(config) -> int:
                 kept[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
         return setup.outer_loss(theta, phi)
 
-    with Watch():
+    with Watch(made):
         ReverseUnroll().estimate(dataclasses.replace(setup.bilevel, outer_loss=outer), setup.phi0)
     return sum(kept.values())
 

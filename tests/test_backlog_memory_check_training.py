@@ -18,15 +18,12 @@ import weakref
 from pathlib import Path
 
 import pytest
-import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 from pinnlab import config as C
 from pinnlab import sizes as S
 from pinnlab.cli import main
 from pinnlab.solvers import make_train_step
-from tests.test_backlog_memory_accounting import FACTOR, SMALL
+from tests.test_backlog_memory_accounting import FACTOR, SMALL, Watch
 from tests.test_user_walkthrough_solve_equations_audit import _print_warning
 
 ROOT = Path(__file__).parents[1]
@@ -49,12 +46,6 @@ def _kept_bytes(config, monkeypatch) -> int:
     params = problem.init_params()
     made: list[weakref.ref] = []
 
-    class Watch(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            made.extend(weakref.ref(t) for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
-            return out
-
     kept = {}
     loss = type(problem.loss).__call__
 
@@ -70,7 +61,7 @@ def _kept_bytes(config, monkeypatch) -> int:
     monkeypatch.setattr(type(problem.loss), "__call__", watched)
     hybrid = config.loss.kind == "hybrid"
     mix = {"mix": problem.loss.switch.mix(config.trainer.steps - 1)} if hybrid else {}
-    with Watch():
+    with Watch(made):
         step(params, optimizer.init(params), mix, config.trainer.steps - 1)
     return sum(kept.values())
 

@@ -17,6 +17,7 @@ import pytest
 from pinnlab import config as C
 from pinnlab.cli import main
 
+from .test_backlog_tune_command_edges import _failing_replace
 from .tuning.micro_configs import WEIGHT_FG2U
 
 ALLEN_CAHN = {"name": "allen_cahn_two_body", "dim": 3, "seed": 1}
@@ -181,19 +182,6 @@ def test_zo_fg2u_repeated_directions_warn_on_rank_0_only(monkeypatch):
             method(box, {"a": torch.full((1,), 0.5, dtype=torch.float64)})
         said = [w for w in caught if "num_directions = 4 at N = 1" in str(w.message)]
         assert len(said) == expected, (rank, [str(w.message) for w in caught])
-
-
-def _failing_replace(monkeypatch, *targets):
-    """os.replace onto any of ``targets`` fails as on a full disk."""
-    real_replace = os.replace
-
-    def replace(src, dst, *args, **kwargs):
-        if str(dst) in {str(t) for t in targets}:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_replace(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "replace", replace)
-    return real_replace
 
 
 def test_a_stop_before_the_final_solve_returns_keeps_no_final_state(tmp_path, capsys, monkeypatch):
