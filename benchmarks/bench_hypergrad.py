@@ -169,15 +169,23 @@ def tensor_bytes_worker(name: str, horizons: list[int], width: int) -> list[dict
         problem, _ = build(horizon, width)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
             hypergradient(problem, phi, method_for(name, horizon))
-        events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                        if e.name() == "[memory]")
-        live = peak = 0
-        for _, nbytes in events:
-            live += nbytes
-            peak = max(peak, live)
-        records.append({"kind": "tensor_memory", "method": name, "horizon": horizon, "tensor_peak_bytes": peak,
+        records.append({"kind": "tensor_memory", "method": name, "horizon": horizon,
+                        "tensor_peak_bytes": peak_live_bytes(prof),
                         "memory_method": "peak live CPU tensor bytes from torch.profiler allocator events"})
     return records
+
+
+def peak_live_bytes(prof) -> int:
+    """The peak of live CPU tensor bytes over a ``torch.profiler.profile(...,
+    profile_memory=True)`` run: its allocator events (+ allocated, − freed) summed in time
+    order (deterministic, unlike RSS)."""
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
 
 
 @contextlib.contextmanager

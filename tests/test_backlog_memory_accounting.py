@@ -119,27 +119,23 @@ def test_rgus_memory_estimate_counts_every_residual_draw_of_a_tuned_mix():
     assert counted <= kept <= 2 * counted, (kept / 2**20, counted / 2**20)
 
 
-def _peak_bytes(config) -> int:
+def _peak_bytes(config, peak_live_bytes) -> int:
     """The peak of live CPU tensor bytes during an rgu estimate, from torch.profiler's
-    allocator events (deterministic, unlike RSS)."""
+    allocator events (deterministic, unlike RSS), counted as bench_hypergrad counts them."""
     setup = build_tuning(config)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
         ReverseUnroll().estimate(setup.bilevel, setup.phi0)
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == "[memory]")
-    live = peak = 0
-    for _, nbytes in events:
-        live += nbytes
-        peak = max(peak, live)
-    return peak
+    return peak_live_bytes(prof)
 
 
-def test_rgus_backward_pass_frees_each_steps_tensors_as_it_passes_it():
+def test_rgus_backward_pass_frees_each_steps_tensors_as_it_passes_it(benchmarks):
     """rgu differentiated with torch.func.grad, which builds the backward pass with
     create_graph=True and so keeps every step's saved tensors until it ends: the peak of
     live tensors grew 1.6× what the unroll keeps per step (3.37 against 2.12 MiB here), so
     the memory check's count, of what is kept, fell further behind. Now the peak grows by
     what is kept."""
     path, overrides = CASES["drift μ, shared noise, Adam"]
-    peak, kept = _per_step(path, overrides, _peak_bytes), _per_step(path, overrides, _kept_bytes)
+    count = benchmarks("bench_hypergrad").peak_live_bytes
+    peak = _per_step(path, overrides, lambda config: _peak_bytes(config, count))
+    kept = _per_step(path, overrides, _kept_bytes)
     assert peak <= 1.2 * kept, (peak / 2**20, kept / 2**20)
