@@ -799,17 +799,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
-TRAINING_COMMANDS = ("solve", "tune")
-"""The commands that mark, on ``args.training_started``, the moment they start training:
-before it a stop has written nothing (the output lock and any temporary file are removed
-as the stop unwinds), after it the command says what it kept."""
+TRAINING_COMMANDS = {"solve": "training", "tune": "training", "study": "the study"}
+"""The commands that mark, on ``args.training_started``, the moment they start their work
+(training; a study's runs), with its name in the stop line: before it a stop has written
+nothing (the output lock and any temporary file are removed as the stop unwinds), after it
+the command says what it kept."""
 
 
 def _kept(stop: BaseException, args, argv: Sequence[str] | None) -> str:
     """What main's "interrupted" or "terminated" line adds: the stop's message, where the
-    command gave one (what it kept); for a solve or tune stopped before it started training
-    (in the seconds torch is imported, the config is checked and the equation and network
-    are made) that nothing was written: the line said only "terminated", leaving the user
+    command gave one (what it kept); for a solve, tune or study stopped before it started
+    its work (in the seconds torch is imported, the config is checked and the equation and
+    network, or the study's runs, are made) that nothing was written: the line said only "terminated", leaving the user
     to look for a checkpoint. ``args`` is None for a stop while the command line is parsed
     (which imports the commands, and torch with them): the command is then the first word
     that is no option (the only options before it, --version and --help, take no value)."""
@@ -820,7 +821,8 @@ def _kept(stop: BaseException, args, argv: Sequence[str] | None) -> str:
         command, started = (words[0] if words else None), False
     else:
         command, started = args.command, getattr(args, "training_started", False)
-    return " before training started; nothing was written" if command in TRAINING_COMMANDS and not started else ""
+    work = TRAINING_COMMANDS.get(command)
+    return f" before {work} started; nothing was written" if work is not None and not started else ""
 
 
 def _warning_line(message, category, filename, lineno, line=None) -> str:

@@ -12,6 +12,7 @@ import pytest
 from pinnlab._interrupts import Terminated
 from pinnlab.cli import main
 
+from .test_cli_resources import ESTIMATOR_STUDY, TRAINING_STUDY
 from .tuning.micro_configs import WEIGHT_FG2U
 
 TINY = """\
@@ -334,3 +335,41 @@ def test_torchruns_sigterm_after_a_lost_peer_adds_no_terminated_line(tmp_path, c
     assert lines == ["pinnlab: error (rank 0 of 1): rank 1 of the run ended during a collective call "
                      "(Connection closed by peer)"], lines
     assert signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN  # (main put its handler back)
+
+
+@pytest.mark.parametrize("stop, word, code", [(KeyboardInterrupt, "interrupted", 130),
+                                              (Terminated, "terminated", 143)])
+def test_a_study_stopped_before_it_starts_says_nothing_was_written(tmp_path, capsys, monkeypatch, stop, word, code):
+    """`pinnlab study` stopped while its runs are validated and built (before any cell or
+    estimate) printed only 'interrupted' or 'terminated', as solve and tune did; now the
+    line says that nothing was written, and nothing was."""
+    from pinnlab.studies import command as study_command
+
+    def validated(config, args):
+        raise stop
+
+    monkeypatch.setattr(study_command, "_validated_runs", validated)
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(TRAINING_STUDY)
+    assert main(["study", str(cfg), "-o", str(tmp_path / "s.h5")]) == code
+    assert capsys.readouterr().err.strip().splitlines() == [f"pinnlab: {word} before the study started; nothing was "
+                                                             "written"]
+    assert _files(tmp_path) == ["s.yaml"]
+
+
+def test_an_estimator_study_stopped_midway_says_it_keeps_nothing(tmp_path, capsys, monkeypatch):
+    """An estimator study keeps no partial results: stopped while it estimates, its line
+    said only 'terminated'; now it says that nothing was written and that the same command
+    runs it again (and nothing was written)."""
+    def estimate(spec, progress=None):
+        raise Terminated
+
+    # (the command imports it at its call)
+    monkeypatch.setattr("pinnlab.studies.estimator_study.run_estimator_study", estimate)
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text(ESTIMATOR_STUDY)
+    assert main(["study", str(cfg), "-o", str(tmp_path / "e.h5")]) == 143
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "pinnlab: terminated; nothing was written: an estimator study keeps no partial results; the same command "
+        "runs it again"]
+    assert _files(tmp_path) == ["e.yaml"]

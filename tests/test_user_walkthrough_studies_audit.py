@@ -235,7 +235,8 @@ def test_an_interrupted_estimator_study_keeps_the_study_it_was_to_overwrite(tmp_
     monkeypatch.setattr(estimator_study, "_moments", moments)
     assert _run(["study", cfg, "study.samples=[4,8,16]", "-o", out, "--json", js, "--overwrite"]) == 130
     err = capsys.readouterr().err
-    assert err.splitlines()[-1] == "pinnlab: interrupted", err
+    assert err.splitlines()[-1] == ("pinnlab: interrupted; nothing was written: an estimator study keeps no partial "
+                                    "results; the same command runs it again"), err
     assert "d=3 σ=0.1 noise=shared K=4 biased done" in err, err
     assert {p: p.read_bytes() for p in (out, js)} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["est.h5", "est.json", "est.yaml"]

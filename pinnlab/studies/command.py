@@ -91,6 +91,7 @@ def run(args) -> int:
         raise UsageError("config error: data: the observations have no effect on this study (they enter "
                          "training only with data.train: true, in a training study or study.init: trained); "
                          "set it or remove data:")
+    args.training_started = True  # (a stop from here on: the study says what it kept, cli._kept)
     if config.study.kind == "estimator":
         return _estimator(config, output, args, runs)
     return _training(config, output, args)
@@ -189,6 +190,7 @@ def _estimator(config, output, args, runs) -> int:
     import torch
 
     from pinnlab import config as configuration
+    from pinnlab._interrupts import STOPS
     from pinnlab.cli import replacing
     from pinnlab.io import atomic_path, strict_json, write_strict_json
     from pinnlab.io.results import _versions
@@ -206,42 +208,46 @@ def _estimator(config, output, args, runs) -> int:
         _check_init_file(study.init, config, dims)
     dtype = getattr(torch, config.trainer.dtype)
     records, pretrained = [], {}
-    for dim in dims:
-        params = None
-        if study.init == "trained":
-            problem, kwargs = configuration.build(runs[f"d={dim}"])
-            _log(f"pretraining the network at d={dim} for {kwargs['steps']} steps")
-            # its progress as a solve's: a bar on a terminal, else a line every trainer.log_every steps
-            result = train(problem, **kwargs, progress="auto")
-            # a study of a diverged network's estimates is all NaN; a network whose test
-            # errors are undefined (status invalid_reference) is a trained one
-            if result.status == "nonfinite":
-                print(f"pinnlab: error: the pretraining at d={dim} did not end ok ({result.message}); the "
-                      "study needs a trained network, so none was written (lower trainer.lr or "
-                      "trainer.steps, or use study.init: fresh)", file=sys.stderr)
-                return 1
-            params = {k: v.detach().to(dtype=dtype) for k, v in result.params.items()}
-            pretrained[dim] = result.final.rel_l2
-            _log(f"pretrained network: rel_l2={result.final.rel_l2:.3e}")
-        elif study.init != "fresh":
-            with h5py.File(study.init, "r") as fh:
-                params = {k: torch.as_tensor(fh[f"params/{k}"][...]) for k in fh["params"]}
-                final = fh.get("final")
-                if isinstance(final, h5py.Group) and "rel_l2" in final.attrs:  # the file's own test error
-                    pretrained[dim] = float(final.attrs["rel_l2"])
-        spec = EstimatorStudySpec(
-            equation=config.equation.name, dims=(dim,), samples=tuple(study.samples),
-            sigmas=tuple(study.sigmas), noise=tuple(study.noise), quantities=tuple(study.quantities),
-            losses=tuple(study.losses), replicates=study.replicates, points=study.points,
-            reference_samples=study.reference_samples, reference_replicates=study.reference_replicates,
-            problem_seed=config.equation.seed, init_seed=config.trainer.seed,
-            equation_parameters=config.equation.parameters(), params=params,
-            dtype=dtype, device=config.trainer.device, unbiased_samples=study.unbiased_samples,
-            time_smoothing=config.estimator.time_smoothing, time_sigma=config.estimator.time_sigma,
-            chunk_size=config.estimator.chunk_size,
-            **config.model.model_dump(),  # every model option, as the solver's network gets them
-        )
-        records += run_estimator_study(spec, progress=_log)["records"]
+    try:  # (a stop: nothing is kept before the file is written, which main's line says)
+        for dim in dims:
+            params = None
+            if study.init == "trained":
+                problem, kwargs = configuration.build(runs[f"d={dim}"])
+                _log(f"pretraining the network at d={dim} for {kwargs['steps']} steps")
+                # its progress as a solve's: a bar on a terminal, else a line every trainer.log_every steps
+                result = train(problem, **kwargs, progress="auto")
+                # a study of a diverged network's estimates is all NaN; a network whose test
+                # errors are undefined (status invalid_reference) is a trained one
+                if result.status == "nonfinite":
+                    print(f"pinnlab: error: the pretraining at d={dim} did not end ok ({result.message}); the "
+                          "study needs a trained network, so none was written (lower trainer.lr or "
+                          "trainer.steps, or use study.init: fresh)", file=sys.stderr)
+                    return 1
+                params = {k: v.detach().to(dtype=dtype) for k, v in result.params.items()}
+                pretrained[dim] = result.final.rel_l2
+                _log(f"pretrained network: rel_l2={result.final.rel_l2:.3e}")
+            elif study.init != "fresh":
+                with h5py.File(study.init, "r") as fh:
+                    params = {k: torch.as_tensor(fh[f"params/{k}"][...]) for k in fh["params"]}
+                    final = fh.get("final")
+                    if isinstance(final, h5py.Group) and "rel_l2" in final.attrs:  # the file's own test error
+                        pretrained[dim] = float(final.attrs["rel_l2"])
+            spec = EstimatorStudySpec(
+                equation=config.equation.name, dims=(dim,), samples=tuple(study.samples),
+                sigmas=tuple(study.sigmas), noise=tuple(study.noise), quantities=tuple(study.quantities),
+                losses=tuple(study.losses), replicates=study.replicates, points=study.points,
+                reference_samples=study.reference_samples, reference_replicates=study.reference_replicates,
+                problem_seed=config.equation.seed, init_seed=config.trainer.seed,
+                equation_parameters=config.equation.parameters(), params=params,
+                dtype=dtype, device=config.trainer.device, unbiased_samples=study.unbiased_samples,
+                time_smoothing=config.estimator.time_smoothing, time_sigma=config.estimator.time_sigma,
+                chunk_size=config.estimator.chunk_size,
+                **config.model.model_dump(),  # every model option, as the solver's network gets them
+            )
+            records += run_estimator_study(spec, progress=_log)["records"]
+    except STOPS as stop:
+        raise type(stop)("nothing was written: an estimator study keeps no partial results; the same command "
+                         "runs it again") from None
     slopes = fit_slopes(records)
     comparisons = compare_losses(records)
     payload = {"records": records, "slopes": slopes, "comparisons": comparisons, "pretrained_rel_l2": pretrained}
