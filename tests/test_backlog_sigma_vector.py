@@ -15,6 +15,8 @@ from pinnlab import cli
 from pinnlab import config as C
 from pinnlab.tuning.setup import build_tuning
 
+from .test_config_boundaries import _refused
+
 TINY = {"model": {"width": 8, "depth": 2}, "estimator": {"kind": "stein", "samples": 8, "noise": "shared"},
         "trainer": {"steps": 3, "lr": 1e-3, "schedule": "constant", "batch_size": 16, "eval_every": 3,
                     "test_points": 50}}
@@ -27,14 +29,6 @@ def _config(equation: dict, **estimator) -> dict:
 
 ALLEN_CAHN = {"name": "allen_cahn_two_body", "dim": 3, "seed": 1}
 HJB = {"name": "hjb_lin", "dim": 2, "seed": 0}  # (time-dependent: inputs x and t)
-
-
-def _refused(data) -> str:
-    with pytest.raises(C.ConfigError) as info:
-        C.validate(data)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
 
 
 def _tune(config: dict, per_coordinate: bool = True) -> dict:

@@ -17,7 +17,7 @@ import pytest
 from pinnlab import config as C
 from pinnlab.cli import main
 
-from .test_backlog_tune_command_edges import _failing_replace
+from .test_backlog_tune_command_edges import DEEPXDE_OPTUNA, _failing_replace
 from .tuning.micro_configs import WEIGHT_FG2U
 
 ALLEN_CAHN = {"name": "allen_cahn_two_body", "dim": 3, "seed": 1}
@@ -280,19 +280,7 @@ def test_a_resumed_search_final_solve_replays_no_trial(tmp_path, monkeypatch, ca
     assert trained == [(4, 4)] and replayed == 0
 
 
-DEEPXDE_RANDOM = """\
-equation: {name: poisson_two_body, dim: 3, seed: 1, constraint: soft}
-model: {width: 4, depth: 2}
-loss: {kind: biased, weights: {boundary: 1.0e-2}}
-trainer: {steps: 3, batch_size: 8, eval_every: 3, test_points: 10, backend: deepxde}
-data: {source: synthetic, points: 10, noise: 0.01, seed: 0}
-tune:
-  method: random
-  tunables: {weights.boundary: {low: 1.0e-3, high: 1.0}}
-  objective: {kind: data}
-  inner: deepxde
-  outer_steps: 2
-"""
+DEEPXDE_RANDOM = DEEPXDE_OPTUNA.replace("method: optuna", "method: random")  # (a DeepXDE inner training)
 
 
 def _deepxde_unwritable(tmp_path, capsys, monkeypatch) -> str:
